@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The kernel ABI of sovguard: every map key, map value, event record and constant shared by the BPF
+ * programs (built against vmlinux.h) and the C++ user space (built against <linux/types.h>).
+ * Change a layout here and both sides change together; bump SG_ABI_VERSION when you do, because
+ * pinned maps from an older daemon must not be adopted with a different layout.
+ */
+#ifndef SOVGUARD_BPF_SOVGUARD_ABI_H_
+#define SOVGUARD_BPF_SOVGUARD_ABI_H_
+
+#ifndef __VMLINUX_H__
+#include <linux/bpf.h> /* struct bpf_spin_lock */
+#include <linux/types.h>
+#endif
+
+#define SG_ABI_VERSION 1
+
+/* Datasets are bits in a 64-bit mask: a node enforces at most 64 datasets at once. */
+#define SG_MAX_DATASETS 64
+/* Jurisdiction classes: one per distinct (country, operator zone, exception) combination. */
+#define SG_MAX_CLASSES 4096
+#define SG_MAX_GUESTS 4096
+
+/* Country codes are two upper-case ASCII letters packed big-end first: 'D','E' -> 0x4445. */
+#define SG_COUNTRY(a, b) ((__u16)(((a) << 8) | (b)))
+#define SG_COUNTRY_UNKNOWN 0
+
+enum sg_mode {
+  SG_MODE_AUDIT = 0,   /* pass, count "would have dropped", emit an event */
+  SG_MODE_ENFORCE = 1, /* drop / deny, count, emit an event */
+};
+
+enum sg_verdict {
+  SG_VERDICT_PASS = 0,
+  SG_VERDICT_DROP = 1,
+  SG_VERDICT_AUDIT = 2, /* passed only because the mode is audit */
+};
+
+/* One jurisdiction class, the value the address tables resolve to (via its index). */
+struct sg_class {
+  __u64 allowed_datasets; /* bit i: dataset index i may send to / store in this class */
+  __u16 country;          /* SG_COUNTRY(), SG_COUNTRY_UNKNOWN when no registry entry */
+  __u16 zone;             /* operator zone id, 0 = none */
+  __u32 flags;            /* SG_CLASS_* */
+};
+#define SG_CLASS_EXCEPTION (1u << 0) /* policy exception (resolver, metadata): every guest may reach it */
+
+
+/* ---- Storage path (bpf/storage): QEMU processes opening volumes and connecting to storage ---- */
+
+/* A guest on the storage path, keyed by the cgroup v2 id of each of its QEMU cgroups. */
+struct sg_storage_guest {
+  __u64 datasets; /* datasets this guest may use */
+  __u32 guest_id;
+  __u32 flags;
+};
+
+/* A protected volume: an image file (by device + inode) or a block device (by dev_t). */
+struct sg_volume_key {
+  __u64 dev; /* super block s_dev for files; 0 for block devices */
+  __u64 ino; /* inode number for files; new_encode_dev(major, minor) for block devices */
+};
+struct sg_volume {
+  __u32 dataset;   /* dataset index */
+  __u32 flags;     /* SG_VOLUME_* */
+};
+#define SG_VOLUME_READ_ONLY (1u << 0)
+
+/* Endpoint prefixes for network storage (NBD, iSCSI, RBD, HTTP): LPM trie keys, value = class id. */
+struct sg_lpm4_key {
+  __u32 prefixlen;
+  __u32 addr; /* network byte order */
+};
+struct sg_lpm6_key {
+  __u32 prefixlen;
+  __u8 addr[16];
+};
+
+/* Storage-path per-(guest, dataset) accounting, per CPU. */
+struct sg_io_key {
+  __u32 guest_id;
+  __u32 dataset;
+};
+struct sg_io_counters {
+  __u64 read_bytes;
+  __u64 write_bytes;
+  __u64 denied;
+};
+
+enum sg_storage_event_kind {
+  SG_EV_OPEN_DENIED = 1,    /* open refused (LSM) */
+  SG_EV_OPEN_KILLED = 2,    /* opened, process killed before returning to user space (tracepoint) */
+  SG_EV_DEVICE_DENIED = 3,  /* cgroup device access refused */
+  SG_EV_CONNECT_DENIED = 4, /* network-storage connect refused */
+  SG_EV_READ_ONLY = 5,      /* write access to a read-only volume refused or killed */
+};
+
+struct sg_storage_event {
+  __u64 timestamp_ns;
+  __u64 cgroup_id;
+  __u32 guest_id;
+  __u32 dataset;
+  __u32 kind;  /* enum sg_storage_event_kind */
+  __u32 pid;
+  __u64 dev;
+  __u64 ino;
+  __u8 addr[16]; /* connect: destination (v4 in the first 4 bytes) */
+  __u16 port;
+  __u16 family;
+  __u16 country;
+  __u16 verdict; /* enum sg_verdict */
+};
+
+/* Global storage-path settings written by the daemon before attaching. */
+struct sg_storage_config {
+  __u32 mode;      /* enum sg_mode: audit records, enforce denies/kills */
+  __u32 reserved;
+};
+
+
+/* ===================================================================================================
+ * Network residency datapath (bpf/net/sg_net.bpf.c, loaded by enforcer/datapath/).
+ * =================================================================================================== */
+
+/* tc verdicts (linux/pkt_cls.h is not available to BPF code built against vmlinux.h). */
+#define SG_TC_ACT_OK 0
+#define SG_TC_ACT_SHOT 2
+
+/* Two generation slots: user space fills the inactive one completely, then flips sg_net_config. */
+#define SG_NET_GENERATIONS 2
+
+/* IPv4 first level: 4096 buckets (addr >> 20), each holding the class id of the 4096 /24s under it. */
+#define SG_V4_DIR_BUCKETS 4096
+#define SG_V4_DIR_SLOTS 4096
+/* A /24 slot with this value has prefixes longer than /24: the IPv4 trie decides for that /24. */
+#define SG_V4_DIR_TRIE 0xFFFFu
+
+/* Datasets one guest may hold with per-dataset counters and quotas (its mask may not hold more). */
+#define SG_MAX_GUEST_DATASETS 8
+#define SG_GUEST_DS_NONE 0xFFu
+/* Non-IP ethertypes a guest may be allowed to send (0 = unused entry). */
+#define SG_MAX_GUEST_ETHERTYPES 4
+
+/*
+ * sg_net_config: the one global configuration word, element 0 of an mmapable ARRAY (user space
+ * writes active_gen with a single aligned atomic store, so a reader never sees a torn value).
+ * active_gen selects the slot of every *_outer map; a slot is only made active once all its inner
+ * maps are filled (an empty slot means no policy: everything but control frames is dropped).
+ * Event rate limit: a token bucket per guest, events_per_sec refill, event_burst capacity.
+ */
+struct sg_net_config {
+  __u32 active_gen;
+  __u32 events_per_sec;
+  __u32 event_burst;
+  __u32 reserved;
+};
+
+/*
+ * sg_v4_dir_bucket: value of the inner IPv4 direct table (ARRAY[SG_V4_DIR_BUCKETS], key addr>>20).
+ * cls[(addr >> 8) & 0xfff] is the class id of that /24, or SG_V4_DIR_TRIE.
+ */
+struct sg_v4_dir_bucket {
+  __u16 cls[SG_V4_DIR_SLOTS];
+};
+
+/*
+ * sg_lpm_v4_key / sg_lpm_v6_key: keys of the LPM tries (prefixlen in bits, address in network
+ * order). The IPv4 trie only holds prefixes longer than /24 plus the /24 that covers them; the
+ * IPv6 trie holds every IPv6 prefix. Values are __u32 class ids.
+ */
+struct sg_lpm_v4_key {
+  __u32 prefixlen;
+  __u8 addr[4];
+};
+struct sg_lpm_v6_key {
+  __u32 prefixlen;
+  __u8 addr[16];
+};
+
+/*
+ * sg_dataset_cfg / sg_net_policy: the per-generation policy header (inner ARRAY[1]). enforce_mask has
+ * bit i set when dataset i is in enforce mode; quota_mask when it has an egress quota, whose budget
+ * and window are in ds[i].
+ */
+struct sg_dataset_cfg {
+  __u64 quota_bytes;     /* egress bytes per window, 0 = no quota */
+  __u64 quota_window_ns; /* window length */
+};
+struct sg_net_policy {
+  __u64 enforce_mask;
+  __u64 quota_mask;
+  __u32 n_classes; /* class ids >= n_classes are treated as class 0 (fail closed) */
+  __u32 reserved;
+  struct sg_dataset_cfg ds[SG_MAX_DATASETS];
+};
+
+/*
+ * sg_net_guest: value of sg_guests (HASH keyed by the tap's ifindex, __u32). slot indexes the
+ * per-guest arrays (counters, quotas, rate limit); ds[] lists the dataset indexes of datasets (in a
+ * stable order: position p of ds is counter/quota slot slot*SG_MAX_GUEST_DATASETS+p), SG_GUEST_DS_NONE
+ * after the last. ethertypes[] are non-IP ethertypes (host order) this guest may send.
+ */
+struct sg_net_guest {
+  __u64 datasets; /* the mask the verdict uses */
+  __u32 slot;     /* < SG_MAX_GUESTS */
+  __u32 flags;    /* reserved, 0 */
+  __u8 ds[SG_MAX_GUEST_DATASETS];
+  __u16 ethertypes[SG_MAX_GUEST_ETHERTYPES];
+};
+
+/*
+ * sg_net_counters: per-CPU counters per (guest slot, dataset position) in a PERCPU_ARRAY. Control
+ * frames (ARP, ND, DHCP) are not counted. dropped_* counts frames this dataset's rule dropped
+ * (residency or quota, enforce); would_drop_* frames it would have dropped (audit).
+ */
+struct sg_net_counters {
+  __u64 packets; /* passed */
+  __u64 bytes;
+  __u64 dropped_packets;
+  __u64 dropped_bytes;
+  __u64 would_drop_packets;
+  __u64 would_drop_bytes;
+};
+
+/*
+ * sg_net_quota: shared egress quota state per (guest slot, dataset position), ARRAY. The program
+ * starts a new window itself when the current one has expired (boot-time clock), under the lock.
+ */
+struct sg_net_quota {
+  struct bpf_spin_lock lock;
+  __u32 reserved;
+  __u64 window_start_ns; /* bpf_ktime_get_boot_ns() at the window's first packet */
+  __u64 used_bytes;      /* bytes passed in this window */
+  __u64 exceeded;        /* frames refused (or audited) for the budget, ever */
+};
+
+/* sg_net_ratelimit: per-guest token bucket for violation events (ARRAY indexed by slot). */
+struct sg_net_ratelimit {
+  struct bpf_spin_lock lock;
+  __u32 tokens;
+  __u64 last_ns;
+  __u64 suppressed; /* events not emitted because the bucket was empty or the ring full */
+};
+
+enum sg_net_reason {
+  SG_NET_REASON_RESIDENCY = 1, /* destination class not allowed for a held dataset */
+  SG_NET_REASON_UNKNOWN = 2,   /* destination in no table (class 0) */
+  SG_NET_REASON_NON_IP = 3,    /* ethertype not allowed for this guest */
+  SG_NET_REASON_MALFORMED = 4, /* truncated or invalid header */
+  SG_NET_REASON_QUOTA = 5,     /* egress budget of the window exhausted */
+  SG_NET_REASON_NO_POLICY = 6, /* no complete policy generation loaded */
+};
+
+/*
+ * sg_net_event: a violation record in the ring buffer (sg_events). dataset is the lowest violating
+ * dataset index, violating the whole mask; dst holds an IPv4 address in its first 4 bytes (network
+ * order) when family == 4.
+ */
+struct sg_net_event {
+  __u64 ts_ns; /* bpf_ktime_get_boot_ns() */
+  __u64 violating;
+  __u32 guest_slot;
+  __u32 ifindex;
+  __u32 len;
+  __u16 country;
+  __u16 class_id;
+  __u16 ethertype;
+  __u8 dataset;
+  __u8 verdict; /* SG_VERDICT_DROP or SG_VERDICT_AUDIT */
+  __u8 reason;  /* enum sg_net_reason */
+  __u8 family;  /* 4, 6, or 0 when not IP */
+  __u8 l4proto;
+  __u8 reserved;
+  __u8 dst[16];
+};
+
+#endif /* SOVGUARD_BPF_SOVGUARD_ABI_H_ */

@@ -1,0 +1,74 @@
+#include "enforcer/daemon/config.h"
+
+#include <fstream>
+#include <map>
+#include <stdexcept>
+
+namespace sovguard::daemon {
+namespace {
+
+bool ParseBool(const std::string& v, const std::string& where) {
+  if (v == "true" || v == "yes" || v == "1") return true;
+  if (v == "false" || v == "no" || v == "0") return false;
+  throw std::runtime_error(where + ": expected true or false, got '" + v + "'");
+}
+
+std::string Trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r") - b + 1);
+}
+
+}  // namespace
+
+std::vector<std::string> ConfigKeys() {
+  return {"libvirt_uri", "state_dir",  "runtime_dir",    "data_dir",    "policy_bundle",
+          "trusted_keys_dir", "tpm", "start_libvirtd", "start_swtpm"};
+}
+
+void ApplySetting(const std::string& key, const std::string& value, Config& c,
+                  const std::string& where) {
+  if (key == "libvirt_uri") {
+    c.libvirt_uri = value;
+  } else if (key == "state_dir") {
+    c.state_dir = value;
+  } else if (key == "runtime_dir") {
+    c.runtime_dir = value;
+  } else if (key == "data_dir") {
+    c.data_dir = value;
+  } else if (key == "policy_bundle") {
+    c.policy_bundle = value;
+  } else if (key == "trusted_keys_dir") {
+    c.trusted_keys_dir = value;
+  } else if (key == "tpm") {
+    if (value != "auto" && value.rfind("device:", 0) != 0 && value.rfind("swtpm:", 0) != 0) {
+      throw std::runtime_error(where + ": tpm: expected auto, device:PATH or swtpm:host=H,port=P");
+    }
+    c.tpm = value;
+  } else if (key == "start_libvirtd") {
+    c.start_libvirtd = ParseBool(value, where);
+  } else if (key == "start_swtpm") {
+    c.start_swtpm = ParseBool(value, where);
+  } else {
+    std::string known;
+    for (const auto& k : ConfigKeys()) known += (known.empty() ? "" : ", ") + k;
+    throw std::runtime_error(where + ": unknown setting '" + key + "' (expected one of: " + known + ")");
+  }
+}
+
+void LoadConfigFile(const std::filesystem::path& file, Config& config) {
+  std::ifstream in(file);
+  if (!in) throw std::runtime_error(file.string() + ": cannot open");
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    const std::string where = file.string() + ":" + std::to_string(n);
+    const auto hash = line.find('#');
+    const std::string body = Trim(hash == std::string::npos ? line : line.substr(0, hash));
+    if (body.empty()) continue;
+    const auto eq = body.find('=');
+    if (eq == std::string::npos) throw std::runtime_error(where + ": expected 'key = value'");
+    ApplySetting(Trim(body.substr(0, eq)), Trim(body.substr(eq + 1)), config, where);
+  }
+}
+
+}  // namespace sovguard::daemon

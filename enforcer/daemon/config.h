@@ -1,0 +1,30 @@
+// sovguardd's settings: embedded defaults, then /etc/sovguard/sovguardd.conf (key = value lines),
+// then command-line flags. Unknown keys are errors, never ignored.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace sovguard::daemon {
+
+struct Config {
+  std::string libvirt_uri = "qemu:///system";
+  std::filesystem::path state_dir = "/var/lib/sovguard";
+  std::filesystem::path runtime_dir = "/run/sovguard";
+  std::filesystem::path data_dir = "/usr/share/sovguard";  // world.sgjt, default policy
+  std::filesystem::path policy_bundle;                      // empty: the shipped default policy
+  std::filesystem::path trusted_keys_dir = "/etc/sovguard/trusted-keys";
+  std::string tpm = "auto";  // auto | device:/dev/tpmrm0 | swtpm:host=...,port=N
+  bool start_libvirtd = true;  // start libvirtd/virtlogd when none answers (newcomer path)
+  bool start_swtpm = true;     // start a software TPM when no hardware TPM exists
+};
+
+// Parses "key = value" lines; '#' starts a comment. Throws std::runtime_error("file:line: ...").
+void LoadConfigFile(const std::filesystem::path& file, Config& config);
+// Applies one "key=value" override (from --set or a dedicated flag).
+void ApplySetting(const std::string& key, const std::string& value, Config& config,
+                  const std::string& where);
+std::vector<std::string> ConfigKeys();
+
+}  // namespace sovguard::daemon

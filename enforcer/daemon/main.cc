@@ -1,0 +1,180 @@
+// sovguardd: the host daemon. Start-up order matters: kernel file systems, the probe (so every later
+// step knows which mechanisms exist), the TPM, libvirt, then policy and enforcement, and only then
+// READY=1 to systemd.
+#include <signal.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "enforcer/daemon/config.h"
+#include "enforcer/daemon/host_services.h"
+#include "enforcer/daemon/log.h"
+#include "enforcer/probe/probe.h"
+#include "enforcer/system/mounts.h"
+#include "enforcer/version.h"
+
+namespace sd = sovguard::daemon;
+namespace en = sovguard::enforcer;
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: sovguardd [options]
+  --config FILE        settings file (default /etc/sovguard/sovguardd.conf when it exists)
+  --set KEY=VALUE      override one setting (repeatable)
+  --data-dir DIR       shipped data: jurisdiction table and default policy
+  --state-dir DIR      persistent state (swtpm, anti-rollback, event log)
+  --runtime-dir DIR    runtime files (probe cache, status, API socket)
+  --version            print the version and exit
+)";
+
+// Writes `content` to `path` atomically (temp file + rename) so readers never see half a file.
+void WriteFileAtomically(const std::filesystem::path& path, const std::string& content) {
+  const auto tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content;
+    if (!out.flush()) throw std::runtime_error("write " + tmp + " failed");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+int Run(const sd::Config& config) {
+  for (const auto& dir : {config.state_dir, config.runtime_dir}) {
+    std::filesystem::create_directories(dir);
+    std::filesystem::permissions(dir, std::filesystem::perms::owner_all |
+                                          std::filesystem::perms::group_read |
+                                          std::filesystem::perms::group_exec);
+  }
+  if (en::EnsureBpffs()) sd::log::Notice("mounted bpffs at /sys/fs/bpf");
+  if (en::EnsureTracefs()) sd::log::Notice("mounted tracefs at /sys/kernel/tracing");
+
+  const en::ProbeReport probe = en::RunProbe();
+  const auto probe_json = en::ToJson(probe).dump(2);
+  WriteFileAtomically(config.runtime_dir / "probe.json", probe_json);
+  for (const auto& p : probe.paths) {
+    if (p.guarantee == en::Guarantee::kNone) {
+      sd::log::Warning("path {}: NOT GUARDED on this kernel ({})", p.path,
+                       p.attempts.empty() ? "no mechanism" : p.attempts.back().error);
+    } else {
+      sd::log::Info("path {}: {} ({})", p.path, p.mechanism, en::ToString(p.guarantee));
+    }
+    for (const auto& a : p.attempts) {
+      if (!a.ok && a.mechanism != p.mechanism) {
+        sd::log::Notice("path {}: {} unavailable: {}", p.path, a.mechanism, a.error);
+      }
+    }
+  }
+
+  const sd::TpmChoice tpm = sd::EnsureTpm(config);
+  if (tpm.software) {
+    sd::log::Warning("*** {} ***", tpm.description);
+  } else {
+    sd::log::Info("TPM: {}", tpm.description);
+  }
+  const std::string libvirt = sd::EnsureLibvirtd(config);
+  sd::log::Info("{}", libvirt);
+
+  nlohmann::json status = {
+      {"version", SOVGUARD_VERSION},
+      {"pid", ::getpid()},
+      {"tpm", {{"tcti", tpm.tcti}, {"software", tpm.software}, {"description", tpm.description}}},
+      {"libvirt", {{"uri", config.libvirt_uri}, {"state", libvirt}}},
+      {"probe", en::ToJson(probe)},
+  };
+  WriteFileAtomically(config.runtime_dir / "status.json", status.dump(2));
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  uint64_t watchdog_usec = 0;
+  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  sd_notify(0, "READY=1\nSTATUS=enforcing");
+  sd::log::Info("ready");
+
+  // Half the watchdog interval between pings, as sd_watchdog_enabled(3) recommends.
+  const auto tick = watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::seconds(5);
+  while (true) {
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
+    timespec ts{.tv_sec = secs.count(),
+                .tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count()};
+    const int sig = sigtimedwait(&signals, nullptr, &ts);
+    if (watchdog) sd_notify(0, "WATCHDOG=1");
+    if (sig == SIGTERM || sig == SIGINT) {
+      sd_notify(0, "STOPPING=1");
+      sd::log::Info("stopping on {}; kernel enforcement stays in force", strsignal(sig));
+      return 0;
+    }
+    if (sig == SIGHUP) sd::log::Info("reload requested");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sd::Config config;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::filesystem::path config_file = "/etc/sovguard/sovguardd.conf";
+  bool explicit_config = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) {
+      config_file = args[++i];
+      explicit_config = true;
+    }
+  }
+  try {
+    if (explicit_config || std::filesystem::exists(config_file)) sd::LoadConfigFile(config_file, config);
+    for (size_t i = 0; i < args.size(); ++i) {
+      const std::string& a = args[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= args.size()) throw std::runtime_error(a + ": expected a value");
+        return args[++i];
+      };
+      if (a == "--version") {
+        std::cout << "sovguardd " << SOVGUARD_VERSION << "\n";
+        return 0;
+      } else if (a == "--help" || a == "-h") {
+        std::cout << kUsage;
+        return 0;
+      } else if (a == "--config") {
+        ++i;
+      } else if (a == "--set") {
+        const std::string kv = value();
+        const auto eq = kv.find('=');
+        if (eq == std::string::npos) throw std::runtime_error("--set: expected KEY=VALUE");
+        sd::ApplySetting(kv.substr(0, eq), kv.substr(eq + 1), config, "--set");
+      } else if (a == "--data-dir") {
+        config.data_dir = value();
+      } else if (a == "--state-dir") {
+        config.state_dir = value();
+      } else if (a == "--runtime-dir") {
+        config.runtime_dir = value();
+      } else {
+        std::cerr << "sovguardd: unknown option " << a << "\n" << kUsage;
+        return 2;
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "sovguardd: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    return Run(config);
+  } catch (const std::exception& e) {
+    sd::log::Error("fatal: {}", e.what());
+    sd_notifyf(0, "STATUS=failed: %s", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,60 @@
+// The output of policy compilation: what the enforcer writes into kernel maps. This is the
+// contract between policy/ (which produces it, deterministically) and the datapath loaders (which
+// consume it); keep it free of kernel or protobuf types.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bpf/sovguard_abi.h"
+
+namespace sovguard::policy {
+
+enum class Mode : std::uint8_t { kAudit = SG_MODE_AUDIT, kEnforce = SG_MODE_ENFORCE };
+
+struct Quota {
+  std::uint64_t bytes = 0;           // budget per window; a quota of 0 bytes is rejected at validation
+  std::uint64_t window_seconds = 0;  // window length; the kernel resets the window itself
+};
+
+struct CompiledDataset {
+  std::string id;
+  std::uint8_t index = 0;  // bit position in every allowed_datasets mask
+  Mode mode = Mode::kAudit;
+  std::optional<Quota> egress;
+  std::optional<Quota> read;
+  std::optional<Quota> write;
+  std::optional<std::int64_t> not_before;  // Unix seconds; outside the window the dataset is unusable
+  std::optional<std::int64_t> not_after;
+  bool read_only = false;
+};
+
+// One distinct jurisdiction: the value every address prefix resolves to. Index = class id.
+// Class 0 is always "address space no table covers" (country unknown, allowed for no dataset).
+using JurisdictionClass = sg_class;
+
+struct Ipv4Prefix {
+  std::uint32_t addr = 0;  // host byte order, bits past len are zero
+  std::uint8_t len = 0;
+  std::uint16_t class_id = 0;
+};
+
+struct Ipv6Prefix {
+  std::array<std::uint8_t, 16> addr{};  // network byte order, bits past len are zero
+  std::uint8_t len = 0;
+  std::uint16_t class_id = 0;
+};
+
+struct CompiledPolicy {
+  std::vector<CompiledDataset> datasets;      // datasets[i].index == i
+  std::vector<JurisdictionClass> classes;     // classes[0] is the unknown class
+  std::vector<Ipv4Prefix> ipv4;               // sorted by (addr, len); longest prefix wins on overlap
+  std::vector<Ipv6Prefix> ipv6;               // sorted by (addr, len)
+  std::uint64_t default_datasets = 0;         // the mask an unlabelled guest holds
+  std::array<std::uint8_t, 32> digest{};      // SHA-256 of the canonical encoding of everything above
+};
+
+}  // namespace sovguard::policy

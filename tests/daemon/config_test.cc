@@ -1,0 +1,59 @@
+#include "enforcer/daemon/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace sd = sovguard::daemon;
+
+namespace {
+
+std::filesystem::path WriteTemp(const std::string& name, const std::string& content) {
+  const auto path = std::filesystem::temp_directory_path() / name;
+  std::ofstream(path) << content;
+  return path;
+}
+
+TEST(DaemonConfig, DefaultsAreTheNewcomerPath) {
+  const sd::Config c;
+  EXPECT_EQ(c.libvirt_uri, "qemu:///system");
+  EXPECT_EQ(c.tpm, "auto");
+  EXPECT_TRUE(c.start_swtpm);
+  EXPECT_TRUE(c.policy_bundle.empty());
+}
+
+TEST(DaemonConfig, ParsesKeysCommentsAndBlankLines) {
+  const auto f = WriteTemp("sg-config-ok.conf",
+                           "# comment\n\nlibvirt_uri = qemu:///session  # trailing\n"
+                           "start_swtpm = no\ntpm = swtpm:host=127.0.0.1,port=9999\n");
+  sd::Config c;
+  sd::LoadConfigFile(f, c);
+  EXPECT_EQ(c.libvirt_uri, "qemu:///session");
+  EXPECT_FALSE(c.start_swtpm);
+  EXPECT_EQ(c.tpm, "swtpm:host=127.0.0.1,port=9999");
+}
+
+TEST(DaemonConfig, UnknownKeyIsAnErrorWithFileAndLine) {
+  const auto f = WriteTemp("sg-config-unknown.conf", "state_dir = /tmp/x\nstat_dir = /tmp/y\n");
+  sd::Config c;
+  try {
+    sd::LoadConfigFile(f, c);
+    FAIL() << "unknown key accepted";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(f.string() + ":2: unknown setting 'stat_dir'"), std::string::npos) << what;
+    EXPECT_NE(what.find("state_dir"), std::string::npos) << "should list the known keys: " << what;
+  }
+}
+
+TEST(DaemonConfig, BadValuesAreErrors) {
+  sd::Config c;
+  EXPECT_THROW(sd::ApplySetting("start_swtpm", "maybe", c, "x"), std::runtime_error);
+  EXPECT_THROW(sd::ApplySetting("tpm", "mssim:port=1", c, "x"), std::runtime_error);
+  const auto f = WriteTemp("sg-config-noeq.conf", "libvirt_uri qemu:///system\n");
+  EXPECT_THROW(sd::LoadConfigFile(f, c), std::runtime_error);
+  EXPECT_EQ(c.libvirt_uri, "qemu:///system");
+}
+
+}  // namespace
