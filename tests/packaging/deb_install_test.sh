@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the .deb with CPack, installs it the way a hosting provider would (apt install ./file),
+# checks what it put on the system, runs the installed daemon's --version, and removes it again.
+set -euo pipefail
+build=$1
+work=$(mktemp -d)
+trap 'dpkg -r sovguard >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+if dpkg-query -W -f='${Status}' sovguard 2>/dev/null | grep -q "install ok installed"; then
+  echo "FAIL: a sovguard package is already installed on this host; refusing to replace it"
+  exit 1
+fi
+(cd "$build" && cpack -G DEB -B "$work" >"$work/cpack.log" 2>&1) || { cat "$work/cpack.log"; echo "FAIL: cpack"; exit 1; }
+deb=$(ls "$work"/sovguard_*.deb)
+echo "built $(basename "$deb") ($(stat -c %s "$deb") bytes)"
+contents=$(dpkg-deb -c "$deb")
+for f in ./usr/sbin/sovguardd ./usr/bin/sovguardctl ./usr/lib/systemd/system/sovguardd.service \
+         ./etc/sovguard/sovguardd.conf; do
+  grep -q " $f\$" <<<"$contents" || { echo "FAIL: package lacks $f"; exit 1; }
+done
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; echo "FAIL: apt install"; exit 1; }
+version=$(/usr/sbin/sovguardd --version)
+[[ "$version" == "sovguardd "* ]] || { echo "FAIL: sovguardd --version printed '$version'"; exit 1; }
+/usr/bin/sovguardctl version >/dev/null || { echo "FAIL: sovguardctl version"; exit 1; }
+getent group sovguard >/dev/null || { echo "FAIL: postinst did not create group sovguard"; exit 1; }
+echo "PASS: installed package runs: $version"
