@@ -1,0 +1,103 @@
+// TCG Canonical Event Log (CEL), TLV encoding, as written by sovguardd.
+//
+// Encoding chosen: CEL-TLV (TCG "Canonical Event Log Format" v1.0). Each TLV is
+//   type: uint8, length: uint32 big-endian, value: `length` octets.
+// A record is the concatenation of these top-level TLVs, in this order:
+//   RECNUM  (type 0): uint64 big-endian, 0,1,2,... without gaps within one log
+//   PCR     (type 1): uint32 big-endian PCR index
+//   DIGESTS (type 3): nested TLVs, type = TPM_ALG_ID (0x0b = SHA-256), value = digest
+//   CONTENT (type = content type): the event content
+// Content types 4 (management), 5 (PC client std), 7 (IMA template), 8 (IMA TLV) are the spec's;
+// sovguard's own events use content type 0xA0 (kSovguard, outside the spec's range), whose
+// value is again TLVs: 1 kind (uint16 BE), 2 name (UTF-8), 3 object SHA-256 (32 octets),
+// 4 detail (UTF-8, optional). For a kSovguard record the digest extended into the PCR is
+// SHA-256(content value), so the event's kind, name and object digest are all bound by the PCR.
+// Only SHA-256 is written; a log is replayed per PCR: pcr = SHA-256(pcr || digest), from zeros.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attestation/common/bytes.h"
+
+namespace sovguard::attestation::cel {
+
+inline constexpr uint8_t kTypeRecnum = 0;
+inline constexpr uint8_t kTypePcr = 1;
+inline constexpr uint8_t kTypeNvIndex = 2;
+inline constexpr uint8_t kTypeDigests = 3;
+inline constexpr uint8_t kContentMgmt = 4;
+inline constexpr uint8_t kContentPcClientStd = 5;
+inline constexpr uint8_t kContentImaTemplate = 7;
+inline constexpr uint8_t kContentImaTlv = 8;
+inline constexpr uint8_t kContentSovguard = 0xA0;
+inline constexpr uint16_t kAlgSha256 = 0x000B;  // TPM_ALG_SHA256
+
+// What a sovguard event measures. Numbers are part of the log format: never renumber.
+enum class EventKind : uint16_t {
+  kDaemonStart = 1,     // first event of a log (detail "fresh") or after a restart ("restart")
+  kSelfBinary = 2,      // sovguardd's own executable
+  kBpfObject = 3,       // a BPF object file / program image
+  kPolicyBundle = 4,    // the active policy bundle
+  kQemuBinary = 5,      // QEMU emulator binary
+  kLibvirtdBinary = 6,  // libvirtd binary
+  kLibvirtDriver = 7,   // a libvirt driver module
+  kKernelImage = 8,     // the running kernel image
+  kKernelCmdline = 9,   // /proc/cmdline
+  kPolicyApplied = 10,  // enforcement state: a policy bundle became active
+  kMechanismDowngraded = 11,  // enforcement state: a weaker mechanism was selected
+  kProgramAttached = 12,      // enforcement state: a program was (re-)attached
+  kEnforcementState = 13,     // any other enforcement state change
+  kRecovered = 14,            // a logged event whose extend was interrupted by a crash, completed
+};
+std::string_view EventKindName(EventKind k);
+std::optional<EventKind> EventKindFromName(std::string_view name);
+
+struct SovguardEvent {
+  EventKind kind = EventKind::kEnforcementState;
+  std::string name;
+  Sha256Digest object_digest{};
+  std::string detail;
+  bool operator==(const SovguardEvent&) const = default;
+};
+
+struct Record {
+  uint64_t recnum = 0;
+  uint32_t pcr = 0;
+  Sha256Digest digest{};  // SHA-256 bank digest extended into `pcr`
+  uint8_t content_type = kContentSovguard;
+  Bytes content;
+  bool operator==(const Record&) const = default;
+};
+
+Bytes EncodeSovguardContent(const SovguardEvent& ev);
+// Throws AttestationError on unknown inner types, wrong sizes, or missing kind/name/digest.
+SovguardEvent DecodeSovguardContent(std::span<const uint8_t> value);
+
+Record MakeSovguardRecord(uint64_t recnum, uint32_t pcr, const SovguardEvent& ev);
+
+Bytes EncodeRecord(const Record& r);
+Bytes EncodeLog(std::span<const Record> records);
+
+struct DecodeResult {
+  std::vector<Record> records;
+  size_t consumed = 0;     // bytes of complete records
+  std::string tail_error;  // why decoding stopped before the end ("" = consumed everything)
+};
+// Decodes complete records; stops at the first malformed or truncated one and says why, so a
+// caller can distinguish a torn final write (crash during append) from a clean log.
+DecodeResult DecodeLogPrefix(std::span<const uint8_t> data);
+// Strict: the whole buffer must be complete, well-formed records. Throws with the byte offset.
+std::vector<Record> DecodeLog(std::span<const uint8_t> data);
+
+// Replays records into per-PCR SHA-256 values starting from all-zero PCRs. Checks that recnums
+// are 0..n-1 and that every kSovguard record's digest is SHA-256 of its content; throws otherwise
+// (a log that does not check out is never partially trusted).
+std::map<uint32_t, Sha256Digest> Replay(std::span<const Record> records);
+
+}  // namespace sovguard::attestation::cel

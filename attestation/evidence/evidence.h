@@ -1,0 +1,49 @@
+// Builds sovguard attestation evidence on the node (TPM quote + logs + snapshot binding).
+// Formats, binding and JSON: attestation/evidence/format.h.
+#pragma once
+
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attestation/evidence/evidence.pb.h"
+#include "attestation/evidence/format.h"
+#include "attestation/measure/measurement_log.h"
+#include "attestation/tpm/tpm.h"
+
+namespace sovguard::attestation::evidence {
+
+struct EvidenceConfig {
+  TPM2_HANDLE ak_handle = tpm::kDefaultAkHandle;
+  tpm::KeyAlg ak_alg = tpm::KeyAlg::kEccP256;
+  std::vector<uint32_t> boot_pcrs = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  uint32_t ima_pcr = 10;
+  std::filesystem::path uefi_log = "/sys/kernel/security/tpm0/binary_bios_measurements";
+  std::filesystem::path ima_log = "/sys/kernel/security/ima/ascii_runtime_measurements";
+  std::string node;  // empty = gethostname()
+};
+
+class EvidenceBuilder {
+ public:
+  // Loads or creates the AK and reads the EK certificates once.
+  EvidenceBuilder(tpm::Tpm& tpm, measure::MeasurementLog& log, EvidenceConfig cfg);
+
+  v1::Evidence Build(std::span<const uint8_t> nonce, const v1::EnforcementSnapshot& snapshot);
+  v1::Identity Identity() const { return identity_; }
+  Bytes ActivateCredential(std::span<const uint8_t> blob, std::span<const uint8_t> secret);
+  const tpm::AkInfo& ak() const { return ak_; }
+  // Quoted PCRs: boot PCRs, IMA PCR and the sovguard PCR, ascending.
+  const std::vector<uint32_t>& quoted_pcrs() const { return pcrs_; }
+
+ private:
+  tpm::Tpm& tpm_;
+  measure::MeasurementLog& log_;
+  EvidenceConfig cfg_;
+  tpm::AkInfo ak_;
+  std::vector<uint32_t> pcrs_;
+  v1::Identity identity_;
+};
+
+}  // namespace sovguard::attestation::evidence

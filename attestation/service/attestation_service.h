@@ -1,0 +1,57 @@
+// gRPC attestation service hosted by sovguardd, and the listener credentials it is served with:
+// mutual TLS for remote auditors (client certificate must chain to the auditor CA AND its
+// SHA-256 DER fingerprint must be on the allow-list) and a Unix socket for local tools.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attestation/evidence/evidence.h"
+#include "attestation/service/attestation_service.grpc.pb.h"
+
+namespace sovguard::attestation::service {
+
+inline constexpr const char* kDefaultSocket = "/run/sovguard/api.sock";
+
+using SnapshotProvider = std::function<v1::EnforcementSnapshot()>;
+
+class AttestationServiceImpl final : public v1::Attestation::Service {
+ public:
+  // `snapshot` is called once per Quote, on a gRPC thread; it must be thread-safe.
+  AttestationServiceImpl(evidence::EvidenceBuilder& builder, SnapshotProvider snapshot);
+
+  grpc::Status Quote(grpc::ServerContext* ctx, const v1::QuoteRequest* req,
+                     v1::Evidence* resp) override;
+  grpc::Status GetIdentity(grpc::ServerContext* ctx, const v1::IdentityRequest* req,
+                           v1::Identity* resp) override;
+  grpc::Status ActivateCredential(grpc::ServerContext* ctx,
+                                  const v1::ActivateCredentialRequest* req,
+                                  v1::ActivateCredentialResponse* resp) override;
+
+ private:
+  evidence::EvidenceBuilder& builder_;
+  SnapshotProvider snapshot_;
+};
+
+struct MtlsConfig {
+  std::string server_cert_pem;
+  std::string server_key_pem;
+  std::string auditor_ca_pem;  // client certificates must chain to this
+  // Lower-case hex SHA-256 of each allowed auditor certificate's DER. Empty = nobody (fail closed).
+  std::vector<std::string> allowed_client_sha256;
+};
+
+// SHA-256 of the DER encoding of the first certificate in `pem`, lower-case hex.
+std::string CertificateFingerprint(const std::string& pem);
+std::shared_ptr<grpc::ServerCredentials> MakeMtlsServerCredentials(const MtlsConfig& cfg);
+
+// "unix:" + path, after creating the parent directory (0750, if it did not exist) and removing a
+// stale socket. Refuses to remove anything that is not a socket.
+std::string PrepareUnixSocket(const std::filesystem::path& path = kDefaultSocket);
+
+}  // namespace sovguard::attestation::service
