@@ -1,0 +1,261 @@
+#include "policy/compile/compile.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <map>
+#include <stdexcept>
+#include <tuple>
+
+#include "policy/jurisdiction/countries.h"
+
+namespace sovguard::policy {
+namespace {
+
+struct Override {
+  IpPrefix prefix;
+  std::uint16_t class_id;
+};
+
+class ClassSet {
+ public:
+  ClassSet() { Add({0, SG_COUNTRY_UNKNOWN, 0, 0}); }
+  std::uint16_t Add(const JurisdictionClass& c) {
+    const auto key = std::make_tuple(c.allowed_datasets, c.country, c.zone, c.flags);
+    if (auto it = ids_.find(key); it != ids_.end()) return it->second;
+    if (classes_.size() >= SG_MAX_CLASSES) {
+      throw std::length_error("policy needs more than " + std::to_string(SG_MAX_CLASSES) +
+                              " jurisdiction classes");
+    }
+    const auto id = static_cast<std::uint16_t>(classes_.size());
+    classes_.push_back(c);
+    ids_.emplace(key, id);
+    return id;
+  }
+  std::vector<JurisdictionClass> Take() { return std::move(classes_); }
+
+ private:
+  std::vector<JurisdictionClass> classes_;
+  std::map<std::tuple<std::uint64_t, std::uint16_t, std::uint16_t, std::uint32_t>, std::uint16_t>
+      ids_;
+};
+
+bool Covered(const IpPrefix& p, const std::vector<Override>& by) {
+  return std::any_of(by.begin(), by.end(), [&](const Override& o) { return o.prefix.Contains(p); });
+}
+
+void PutLE(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+}  // namespace
+
+CompiledPolicy Compile(const ValidatedPolicy& policy, const JurisdictionTable& table) {
+  CompiledPolicy out;
+  for (std::size_t i = 0; i < policy.datasets.size(); ++i) {
+    const auto& d = policy.datasets[i];
+    CompiledDataset c;
+    c.id = d.id;
+    c.index = static_cast<std::uint8_t>(i);
+    c.mode = d.mode;
+    c.egress = d.egress;
+    c.read = d.read;
+    c.write = d.write;
+    c.not_before = d.not_before;
+    c.not_after = d.not_after;
+    c.read_only = d.read_only;
+    out.datasets.push_back(std::move(c));
+  }
+  const auto bit = [](std::size_t i) { return std::uint64_t{1} << i; };
+  ClassSet classes;
+
+  // Countries of the registry table.
+  std::map<std::uint16_t, std::uint16_t> country_class;
+  for (const auto& iso : table.Countries()) {
+    std::uint64_t mask = 0;
+    for (std::size_t i = 0; i < policy.datasets.size(); ++i) {
+      if (policy.datasets[i].AllowsCountry(iso)) mask |= bit(i);
+    }
+    country_class[PackCountry(iso)] = classes.Add({mask, PackCountry(iso), 0, 0});
+  }
+
+  // Exceptions: a prefix's datasets are those of every exception containing it.
+  std::vector<Override> exceptions;
+  {
+    struct Raw {
+      IpPrefix prefix;
+      std::uint64_t mask;
+    };
+    std::vector<Raw> raw;
+    for (const auto& e : policy.exceptions) {
+      std::uint64_t mask = 0;
+      for (std::size_t i = 0; i < policy.datasets.size(); ++i) {
+        if (policy.datasets[i].exceptions.contains(e.name)) mask |= bit(i);
+      }
+      for (const auto& p : e.prefixes) raw.push_back({p, mask});
+    }
+    std::map<IpPrefix, std::uint64_t> merged;
+    for (const auto& r : raw) {
+      std::uint64_t mask = 0;
+      for (const auto& o : raw) {
+        if (o.prefix.Contains(r.prefix)) mask |= o.mask;
+      }
+      merged[r.prefix] = mask;
+    }
+    for (const auto& [p, mask] : merged) {
+      exceptions.push_back({p, classes.Add({mask, SG_COUNTRY_UNKNOWN, 0, SG_CLASS_EXCEPTION})});
+    }
+  }
+
+  // Operator zones.
+  std::vector<Override> zones;
+  {
+    std::map<IpPrefix, std::uint16_t> seen;  // first zone by name wins an identical prefix
+    for (const auto& z : policy.zones) {
+      std::uint64_t mask = 0;
+      for (std::size_t i = 0; i < policy.datasets.size(); ++i) {
+        const auto& d = policy.datasets[i];
+        if (d.AllowsCountry(z.jurisdiction) || d.zones.contains(z.name)) mask |= bit(i);
+      }
+      const auto id = classes.Add({mask, PackCountry(z.jurisdiction), z.id, 0});
+      for (const auto& p : z.prefixes) {
+        if (!seen.contains(p) && !Covered(p, exceptions)) seen.emplace(p, id);
+      }
+    }
+    for (const auto& [p, id] : seen) zones.push_back({p, id});
+  }
+
+  auto emit = [&](const IpPrefix& p, std::uint16_t id) {
+    if (!p.v6) {
+      out.ipv4.push_back({p.V4(), p.len, id});
+    } else {
+      out.ipv6.push_back({p.addr, p.len, id});
+    }
+  };
+  for (const auto& o : exceptions) emit(o.prefix, o.class_id);
+  for (const auto& o : zones) emit(o.prefix, o.class_id);
+  std::vector<Override> overrides = exceptions;
+  overrides.insert(overrides.end(), zones.begin(), zones.end());
+  for (const auto* v : {&table.v4(), &table.v6()}) {
+    for (const auto& e : *v) {
+      if (!overrides.empty() && Covered(e.prefix, overrides)) continue;
+      emit(e.prefix, country_class.at(e.country));
+    }
+  }
+  std::sort(out.ipv4.begin(), out.ipv4.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.addr, a.len) < std::tie(b.addr, b.len);
+  });
+  std::sort(out.ipv6.begin(), out.ipv6.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.addr, a.len) < std::tie(b.addr, b.len);
+  });
+  out.classes = classes.Take();
+  out.default_datasets = policy.DefaultMask();
+  out.digest = ComputeDigest(out);
+  return out;
+}
+
+std::string CanonicalEncoding(const CompiledPolicy& c) {
+  std::string out = "SGCP";
+  PutLE(out, 1, 4);  // encoding version
+  PutLE(out, c.datasets.size(), 4);
+  for (const auto& d : c.datasets) {
+    PutLE(out, d.id.size(), 4);
+    out += d.id;
+    PutLE(out, d.index, 1);
+    PutLE(out, static_cast<std::uint8_t>(d.mode), 1);
+    PutLE(out, d.read_only ? 1 : 0, 1);
+    for (const auto* q : {&d.egress, &d.read, &d.write}) {
+      PutLE(out, q->has_value() ? 1 : 0, 1);
+      PutLE(out, q->has_value() ? (*q)->bytes : 0, 8);
+      PutLE(out, q->has_value() ? (*q)->window_seconds : 0, 8);
+    }
+    for (const auto* t : {&d.not_before, &d.not_after}) {
+      PutLE(out, t->has_value() ? 1 : 0, 1);
+      PutLE(out, static_cast<std::uint64_t>(t->value_or(0)), 8);
+    }
+  }
+  PutLE(out, c.classes.size(), 4);
+  for (const auto& k : c.classes) {
+    PutLE(out, k.allowed_datasets, 8);
+    PutLE(out, k.country, 2);
+    PutLE(out, k.zone, 2);
+    PutLE(out, k.flags, 4);
+  }
+  PutLE(out, c.ipv4.size(), 4);
+  for (const auto& p : c.ipv4) {
+    PutLE(out, p.addr, 4);
+    PutLE(out, p.len, 1);
+    PutLE(out, p.class_id, 2);
+  }
+  PutLE(out, c.ipv6.size(), 4);
+  for (const auto& p : c.ipv6) {
+    out.append(reinterpret_cast<const char*>(p.addr.data()), p.addr.size());
+    PutLE(out, p.len, 1);
+    PutLE(out, p.class_id, 2);
+  }
+  PutLE(out, c.default_datasets, 8);
+  return out;
+}
+
+std::array<std::uint8_t, 32> ComputeDigest(const CompiledPolicy& compiled) {
+  const std::string bytes = CanonicalEncoding(compiled);
+  std::array<std::uint8_t, 32> digest{};
+  unsigned int len = 0;
+  if (EVP_Digest(bytes.data(), bytes.size(), digest.data(), &len, EVP_sha256(), nullptr) != 1 ||
+      len != digest.size()) {
+    throw std::runtime_error("SHA-256 failed (OpenSSL EVP_Digest)");
+  }
+  return digest;
+}
+
+std::string DigestHex(const std::array<std::uint8_t, 32>& digest) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s;
+  for (auto b : digest) {
+    s.push_back(kHex[b >> 4]);
+    s.push_back(kHex[b & 15]);
+  }
+  return s;
+}
+
+CompiledLookup::CompiledLookup(const CompiledPolicy& c) : compiled_(c) {
+  std::array<bool, 129> seen4{}, seen6{};
+  for (const auto& p : c.ipv4) seen4[p.len] = true;
+  for (const auto& p : c.ipv6) seen6[p.len] = true;
+  for (int len = 128; len >= 0; --len) {
+    if (seen4[static_cast<std::size_t>(len)]) lengths4_.push_back(static_cast<std::uint8_t>(len));
+    if (seen6[static_cast<std::size_t>(len)]) lengths6_.push_back(static_cast<std::uint8_t>(len));
+  }
+}
+
+std::uint16_t CompiledLookup::ClassOf(const IpPrefix& a) const {
+  if (!a.v6) {
+    const std::uint32_t v = a.V4();
+    for (const auto len : lengths4_) {
+      const std::uint32_t key = len == 0 ? 0 : v & (~std::uint32_t{0} << (32 - len));
+      const auto it = std::lower_bound(
+          compiled_.ipv4.begin(), compiled_.ipv4.end(), std::make_pair(key, len),
+          [](const Ipv4Prefix& p, const std::pair<std::uint32_t, std::uint8_t>& k) {
+            return std::tie(p.addr, p.len) < std::tie(k.first, k.second);
+          });
+      if (it != compiled_.ipv4.end() && it->addr == key && it->len == len) return it->class_id;
+    }
+    return 0;
+  }
+  for (const auto len : lengths6_) {
+    std::array<std::uint8_t, 16> m = a.addr;
+    for (int b = len; b < 128; ++b) {
+      m[static_cast<std::size_t>(b / 8)] =
+          static_cast<std::uint8_t>(m[static_cast<std::size_t>(b / 8)] & ~(0x80u >> (b % 8)));
+    }
+    const auto it = std::lower_bound(
+        compiled_.ipv6.begin(), compiled_.ipv6.end(), std::make_pair(m, len),
+        [](const Ipv6Prefix& p, const std::pair<std::array<std::uint8_t, 16>, std::uint8_t>& k) {
+          return std::tie(p.addr, p.len) < std::tie(k.first, k.second);
+        });
+    if (it != compiled_.ipv6.end() && it->addr == m && it->len == len) return it->class_id;
+  }
+  return 0;
+}
+
+}  // namespace sovguard::policy
