@@ -43,7 +43,9 @@ struct sg_class {
   __u16 zone;             /* operator zone id, 0 = none */
   __u32 flags;            /* SG_CLASS_* */
 };
-#define SG_CLASS_EXCEPTION (1u << 0) /* policy exception (resolver, metadata): every guest may reach it */
+/* Policy exception (resolver, metadata): reachable by the datasets in allowed_datasets whatever
+ * the country. The flag only names the class in events and status; the mask decides. */
+#define SG_CLASS_EXCEPTION (1u << 0)
 
 
 /* ---- Storage path (bpf/storage): QEMU processes opening volumes and connecting to storage ---- */
@@ -126,14 +128,20 @@ struct sg_storage_config {
 #define SG_TC_ACT_OK 0
 #define SG_TC_ACT_SHOT 2
 
-/* Two generation slots: user space fills the inactive one completely, then flips sg_net_config. */
+/* Two generation slots: user space fills the inactive one completely, then flips active_gen. */
 #define SG_NET_GENERATIONS 2
 
 /* IPv4 first level: 4096 buckets (addr >> 20), each holding the class id of the 4096 /24s under it. */
 #define SG_V4_DIR_BUCKETS 4096
 #define SG_V4_DIR_SLOTS 4096
-/* A /24 slot with this value has prefixes longer than /24: the IPv4 trie decides for that /24. */
-#define SG_V4_DIR_TRIE 0xFFFFu
+/* A /24 slot with this bit set holds longer prefixes: the low 15 bits index an sg_v4_block. */
+#define SG_V4_DIR_BLOCK 0x8000u
+#define SG_V4_BLOCK_SLOTS 256
+/* An IPv6 /32 slot with this value holds longer prefixes: the IPv6 trie decides under it. */
+#define SG_V6_TRIE 0xFFFFu
+
+/* ifindexes below this are looked up in a direct array (no hash on the hot path). */
+#define SG_GUEST_INDEX_DIRECT 65536
 
 /* Datasets one guest may hold with per-dataset counters and quotas (its mask may not hold more). */
 #define SG_MAX_GUEST_DATASETS 8
@@ -142,8 +150,8 @@ struct sg_storage_config {
 #define SG_MAX_GUEST_ETHERTYPES 4
 
 /*
- * sg_net_config: the one global configuration word, element 0 of an mmapable ARRAY (user space
- * writes active_gen with a single aligned atomic store, so a reader never sees a torn value).
+ * sg_net_config: the global configuration, a variable in the program's .bss (an mmapable array: user
+ * space writes active_gen with a single aligned atomic store, so a reader never sees a torn value).
  * active_gen selects the slot of every *_outer map; a slot is only made active once all its inner
  * maps are filled (an empty slot means no policy: everything but control frames is dropped).
  * Event rate limit: a token bucket per guest, events_per_sec refill, event_burst capacity.
@@ -157,21 +165,37 @@ struct sg_net_config {
 
 /*
  * sg_v4_dir_bucket: value of the inner IPv4 direct table (ARRAY[SG_V4_DIR_BUCKETS], key addr>>20).
- * cls[(addr >> 8) & 0xfff] is the class id of that /24, or SG_V4_DIR_TRIE.
+ * cls[(addr >> 8) & 0xfff] is the class id of that /24, or SG_V4_DIR_BLOCK | block.
  */
 struct sg_v4_dir_bucket {
   __u16 cls[SG_V4_DIR_SLOTS];
 };
 
 /*
- * sg_lpm_v4_key / sg_lpm_v6_key: keys of the LPM tries (prefixlen in bits, address in network
- * order). The IPv4 trie only holds prefixes longer than /24 plus the /24 that covers them; the
- * IPv6 trie holds every IPv6 prefix. Values are __u32 class ids.
+ * sg_v4_block: value of the inner IPv4 second level (ARRAY, as many blocks as /24s that hold
+ * longer prefixes): the class id of each address of that /24 (DIR-24-8, so IPv4 needs no trie).
  */
-struct sg_lpm_v4_key {
-  __u32 prefixlen;
-  __u8 addr[4];
+struct sg_v4_block {
+  __u16 cls[SG_V4_BLOCK_SLOTS];
 };
+
+/*
+ * IPv6 first two levels. Level 1: ARRAY[SG_V6_L1_ENTRIES] of __u32 keyed by the top 16 bits: a class
+ * id for a /16 that one class covers whole, or SG_V6_L1_BLOCK | block index. Level 2: ARRAY of
+ * sg_v6_block (as many as the policy needs): the class id of each /32 under that /16, or
+ * SG_V6_TRIE when longer prefixes exist under that /32.
+ */
+#define SG_V6_L1_ENTRIES 65536
+#define SG_V6_L1_BLOCK 0x80000000u
+#define SG_V6_BLOCK_SLOTS 65536
+struct sg_v6_block {
+  __u16 cls[SG_V6_BLOCK_SLOTS];
+};
+
+/*
+ * sg_lpm_v6_key: key of the IPv6 LPM trie (prefixlen in bits, address in network order), which holds
+ * the prefixes longer than /32 plus the /32s that hold them. Values are __u32 class ids.
+ */
 struct sg_lpm_v6_key {
   __u32 prefixlen;
   __u8 addr[16];
@@ -195,15 +219,22 @@ struct sg_net_policy {
 };
 
 /*
- * sg_net_guest: value of sg_guests (HASH keyed by the tap's ifindex, __u32). slot indexes the
- * per-guest arrays (counters, quotas, rate limit); ds[] lists the dataset indexes of datasets (in a
- * stable order: position p of ds is counter/quota slot slot*SG_MAX_GUEST_DATASETS+p), SG_GUEST_DS_NONE
- * after the last. ethertypes[] are non-IP ethertypes (host order) this guest may send.
+ * sg_net_guest: one guest's configuration. Kept in the program's .bss as sg_guest_cfg[], two entries
+ * per guest slot (2*slot and 2*slot+1): user space rewrites the one not in use, then switches the
+ * guest's index entry with one atomic store, so a frame never sees half a configuration.
+ * The index: sg_guest_index[ifindex] (.bss, for ifindex < SG_GUEST_INDEX_DIRECT) or the sg_guests
+ * HASH (ifindex -> __u32) above that; the value is configuration entry + 1, 0 = no guest.
+ * slot indexes the per-guest arrays (counters, quotas, rate limit); ds[] lists the indexes of the
+ * datasets held, in a stable order: position p of ds is counter/quota entry
+ * slot*SG_MAX_GUEST_DATASETS+p (a position keeps its dataset, and so its counters, while the guest
+ * holds it); free positions are SG_GUEST_DS_NONE, none in use at or past n_ds. ethertypes[] are non-IP ethertypes
+ * (host order) this guest may send.
  */
 struct sg_net_guest {
   __u64 datasets; /* the mask the verdict uses */
   __u32 slot;     /* < SG_MAX_GUESTS */
-  __u32 flags;    /* reserved, 0 */
+  __u8 n_ds;      /* positions in use are below n_ds */
+  __u8 reserved[3];
   __u8 ds[SG_MAX_GUEST_DATASETS];
   __u16 ethertypes[SG_MAX_GUEST_ETHERTYPES];
 };

@@ -170,7 +170,6 @@ static __always_inline int connect_verdict(struct sg_storage_guest* g, __u16 cla
   struct sg_class* c = bpf_map_lookup_elem(&sg_storage_classes, &k);
   if (!c) return 0;
   *country = c->country;
-  if (c->flags & SG_CLASS_EXCEPTION) return 1;
   return (c->allowed_datasets & g->datasets) == g->datasets;
 }
 

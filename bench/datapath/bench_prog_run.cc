@@ -1,0 +1,164 @@
+// bench_datapath_prog_run: ns per frame through BPF_PROG_TEST_RUN with the full world table,
+// against an empty tc program in the same run, plus the time to build, load and swap the full
+// table.
+//   SOVGUARD_BENCH_REDUCED=1  fewer repeats (CI)
+//   SOVGUARD_BENCH_STRICT=1   exit 1 when a goal is missed (never in CI: shared runners are noisy)
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "bench/datapath/sg_noop.skel.h"
+#include "enforcer/datapath/frames.h"
+#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/datapath/tables.h"
+#include "tests/datapath/world_table.h"
+
+using namespace sovguard::datapath;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double Ms(Clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+std::uint32_t NoopRun(int fd, const std::vector<std::uint8_t>& frame, std::uint32_t repeat) {
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
+              .data_size_in = static_cast<std::uint32_t>(frame.size()),
+              .repeat = static_cast<int>(repeat));
+  if (int err = bpf_prog_test_run_opts(fd, &opts); err)
+    throw DatapathError("BPF_PROG_TEST_RUN sg_noop", -err);
+  return opts.duration;
+}
+
+}  // namespace
+
+int main() {
+  const bool reduced = std::getenv("SOVGUARD_BENCH_REDUCED") != nullptr;
+  const bool strict = std::getenv("SOVGUARD_BENCH_STRICT") != nullptr;
+  const std::uint32_t repeat = reduced ? 200000 : 2000000;
+  const int rounds = reduced ? 3 : 7;
+  try {
+    auto world = testing::LoadWorldTable(testing::DefaultWorldTableDir());
+    testing::AddDocumentationRanges(world);
+    const auto& pol = world.policy;
+    std::printf("world table: %zu IPv4 + %zu IPv6 prefixes, %zu classes\n", pol.ipv4.size(),
+                pol.ipv6.size(), pol.classes.size());
+
+    // (3) table build, first load, swaps.
+    const auto t0 = Clock::now();
+    const auto tables = BuildNetTables(pol);
+    const double build_ms = Ms(Clock::now() - t0);
+    NetDatapath dp;
+    const auto t1 = Clock::now();
+    dp.ApplyPolicy(pol);
+    const double first_ms = Ms(Clock::now() - t1);
+    std::vector<double> swap_ms;
+    for (int i = 0; i < (reduced ? 2 : 5); ++i) {
+      const auto t = Clock::now();
+      dp.ApplyPolicy(pol);
+      swap_ms.push_back(Ms(Clock::now() - t));
+    }
+    std::printf(
+        "table: build %.0f ms (v4 %zu second-level blocks, v6 %zu blocks + trie %zu); first "
+        "load %.0f ms; swap median %.0f ms (incl. build)\n",
+        build_ms, tables.v4_blocks.size() / SG_V4_BLOCK_SLOTS,
+        tables.v6_blocks.size() / SG_V6_BLOCK_SLOTS, tables.v6_trie.size(), first_ms,
+        Median(swap_ms));
+
+    dp.AddGuest({.name = "bench", .ifindex = 1, .datasets = 1, .attach = false});
+    std::unique_ptr<sg_noop, void (*)(sg_noop*)> noop(sg_noop__open_and_load(), sg_noop__destroy);
+    if (!noop) throw DatapathError("load sg_noop", errno);
+    const int noop_fd = bpf_program__fd(noop->progs.sg_noop);
+
+    // A /24 that holds longer prefixes, so the IPv4 second level is measured too.
+    // (an allowed one, so that the figure is not the drop path's).
+    std::uint32_t split = 0;
+    int split_expect = SG_TC_ACT_SHOT;
+    for (const auto& e : pol.ipv4)
+      if (e.len > 24 && (split == 0 || (pol.classes[e.class_id].allowed_datasets & 1))) {
+        split = e.addr;
+        split_expect =
+            (pol.classes[e.class_id].allowed_datasets & 1) ? SG_TC_ACT_OK : SG_TC_ACT_SHOT;
+        if (split_expect == SG_TC_ACT_OK) break;
+      }
+    // A real DE IPv6 allocation of /32 or shorter: resolved by the two array levels alone.
+    std::array<std::uint8_t, 16> de6_direct{};
+    const auto de_class = world.ClassOf("DE");
+    for (const auto& e : pol.ipv6)
+      if (e.class_id == de_class && e.len <= 32) {
+        de6_direct = e.addr;
+        de6_direct[15] = 1;
+        break;
+      }
+    struct Case {
+      const char* name;
+      std::vector<std::uint8_t> frame;
+      int expect;
+    };
+    std::array<std::uint8_t, 16> de6{0x20, 0x01, 0x0d, 0xb8, 0x00, 0xe0, 0, 0,
+                                     0,    0,    0,    0,    0,    0,    0, 1};
+    std::array<std::uint8_t, 16> us6{0x20, 0x01, 0x0d, 0xb8, 0x00, 0xf0, 0, 0,
+                                     0,    0,    0,    0,    0,    0,    0, 1};
+    std::vector<Case> cases = {
+        {"ipv4 allowed (direct table)", frames::Ipv4(0xC6336407), SG_TC_ACT_OK},
+        {"ipv4 allowed, 802.1Q tagged", frames::Ipv4(0xC6336407, 1), SG_TC_ACT_OK},
+        {"ipv4 allowed, split /24 (lvl 2)", frames::Ipv4(split), split_expect},
+        {"ipv4 forbidden (drop+event)", frames::Ipv4(0xCB007107), SG_TC_ACT_SHOT},
+        {"ipv6 allowed (direct levels)", frames::Ipv6(de6_direct), SG_TC_ACT_OK},
+        {"ipv6 allowed, /48 (trie)", frames::Ipv6(de6), SG_TC_ACT_OK},
+        {"ipv6 forbidden (drop+event)", frames::Ipv6(us6), SG_TC_ACT_SHOT},
+    };
+    std::printf(
+        "\nns/frame, BPF_PROG_TEST_RUN repeat %u, median of %d rounds interleaved with an empty tc "
+        "program\n",
+        repeat, rounds);
+    std::printf("%-30s %10s %10s %10s %10s\n", "case", "sg_net", "empty", "added", "added(min)");
+    // Warm-up (caches, CPU frequency) so the first case is not penalised.
+    for (int r = 0; r < 3; ++r) {
+      NoopRun(noop_fd, cases[0].frame, repeat);
+      dp.TestRun(cases[0].frame, repeat);
+    }
+    bool ok = true, goal_met = true;
+    for (const auto& c : cases) {
+      std::vector<double> ours, base;
+      for (int r = 0; r < rounds; ++r) {
+        base.push_back(NoopRun(noop_fd, c.frame, repeat));
+        const auto res = dp.TestRun(c.frame, repeat);
+        ours.push_back(res.duration_ns);
+        if (c.expect >= 0 && res.retval != c.expect) {
+          std::printf("WRONG VERDICT for %s: %d\n", c.name, res.retval);
+          ok = false;
+        }
+      }
+      const double added = Median(ours) - Median(base);
+      const double added_min =
+          *std::min_element(ours.begin(), ours.end()) - *std::min_element(base.begin(), base.end());
+      std::printf("%-30s %10.1f %10.1f %10.1f %10.1f\n", c.name, Median(ours), Median(base), added,
+                  added_min);
+      const std::string name = c.name;
+      if ((name.rfind("ipv4 allowed", 0) == 0 ||
+           name.find("allowed (direct") != std::string::npos) &&
+          added > 50)
+        goal_met = false;
+    }
+    std::printf("goal (allowed IPv4, allowed IPv6 on the array levels: added <= 50 ns): %s\n",
+                goal_met ? "met" : "MISSED");
+    if (!ok) return 1;
+    return strict && !goal_met ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_datapath_prog_run: %s\n", e.what());
+    return 1;
+  }
+}

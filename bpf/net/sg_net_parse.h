@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Frame parsing for the residency datapath: Ethernet with up to two VLAN tags (802.1Q / 802.1ad;
+ * on a real tap the kernel has usually moved the outer tag to skb metadata already), IPv4 with
+ * options, IPv6 with extension headers. Anything truncated or invalid is "malformed", which the
+ * caller treats like a destination no dataset may reach (fail closed).
+ */
+#ifndef SOVGUARD_BPF_NET_SG_NET_PARSE_H_
+#define SOVGUARD_BPF_NET_SG_NET_PARSE_H_
+
+#define SG_ETH_P_IP 0x0800
+#define SG_ETH_P_ARP 0x0806
+#define SG_ETH_P_8021Q 0x8100
+#define SG_ETH_P_8021AD 0x88A8
+#define SG_ETH_P_IPV6 0x86DD
+
+#define SG_IPPROTO_HOPOPTS 0
+#define SG_IPPROTO_UDP 17
+#define SG_IPPROTO_ROUTING 43
+#define SG_IPPROTO_FRAGMENT 44
+#define SG_IPPROTO_AH 51
+#define SG_IPPROTO_ICMPV6 58
+#define SG_IPPROTO_DSTOPTS 60
+
+/* Extension headers walked before giving up (fail closed: more is malformed). */
+#define SG_MAX_IPV6_EXT 6
+/* IPv4 options examined for source routing (at most 40 bytes of options exist). */
+#define SG_MAX_IPV4_OPTS 10
+
+struct sg_eth {
+  __u8 dst[6];
+  __u8 src[6];
+  __be16 proto;
+};
+struct sg_vlan {
+  __be16 tci;
+  __be16 proto;
+};
+struct sg_ext {
+  __u8 nexthdr;
+  __u8 hdrlen;
+  __u8 type;    /* routing header: routing type */
+  __u8 segleft; /* routing header: segments left */
+  __be16 frag_off;
+};
+struct sg_ports {
+  __be16 sport;
+  __be16 dport;
+};
+
+struct sg_pkt {
+  __u8 family;    /* 4, 6, 0 = not IP */
+  __u8 l4proto;   /* last next-header seen */
+  __u8 control;   /* ARP, ND/RS/RA, MLD, DHCP broadcast: always passes, never counted */
+  __u8 malformed; /* truncated, invalid, or source-routed */
+  __u16 ethertype;
+  __u8 dst[16];
+};
+
+static __always_inline int sg_parse_ipv4(void* data, void* data_end, __u32 off, struct sg_pkt* p) {
+  struct iphdr* ip = data + off;
+  if ((void*)(ip + 1) > data_end) return -1;
+  if (ip->version != 4 || ip->ihl < 5) return -1;
+  p->family = 4;
+  p->l4proto = ip->protocol;
+  __builtin_memcpy(p->dst, &ip->daddr, 4);
+  __u32 hlen = ip->ihl * 4;
+  if (data + off + hlen > data_end) return -1; /* options cut off */
+  if (hlen > 20) {
+    /* Loose/strict source route options would forward to addresses we never classified. */
+    __u32 opt = off + 20;
+    __u32 end = off + hlen;
+    for (int i = 0; i < SG_MAX_IPV4_OPTS; i++) {
+      if (opt >= end || opt > 200) break;
+      __u8* o = data + opt;
+      if ((void*)(o + 2) > data_end) return -1;
+      __u8 t = o[0];
+      if (t == 0) break; /* end of options */
+      if (t == 1) {      /* no-op */
+        opt += 1;
+        continue;
+      }
+      if (t == 0x83 || t == 0x89) return -1; /* LSRR, SSRR */
+      if (o[1] < 2) return -1;
+      opt += o[1];
+    }
+  }
+  /* Only the broadcast DHCP discover/request reaches the host unclassified. */
+  if (ip->protocol == SG_IPPROTO_UDP && (ip->frag_off & bpf_htons(0x3fff)) == 0 &&
+      ip->daddr == 0xffffffff) {
+    struct sg_ports* ports = data + off + hlen;
+    if ((void*)(ports + 1) > data_end) return -1;
+    if (ports->sport == bpf_htons(68) && ports->dport == bpf_htons(67)) p->control = 1;
+  }
+  return 0;
+}
+
+static __always_inline int sg_parse_ipv6(void* data, void* data_end, __u32 off, struct sg_pkt* p) {
+  struct ipv6hdr* ip6 = data + off;
+  if ((void*)(ip6 + 1) > data_end) return -1;
+  if (ip6->version != 6) return -1;
+  p->family = 6;
+  __builtin_memcpy(p->dst, &ip6->daddr, 16);
+  __u8 nh = ip6->nexthdr;
+  __u32 l4 = off + sizeof(struct ipv6hdr);
+  int first_fragment = 1;
+  int i;
+  for (i = 0; i < SG_MAX_IPV6_EXT; i++) {
+    if (nh != SG_IPPROTO_HOPOPTS && nh != SG_IPPROTO_DSTOPTS && nh != SG_IPPROTO_ROUTING &&
+        nh != SG_IPPROTO_FRAGMENT && nh != SG_IPPROTO_AH)
+      break;
+    if (l4 > 1024) return -1;
+    struct sg_ext* h = data + l4;
+    if ((void*)(h + 1) > data_end) return -1;
+    if (nh == SG_IPPROTO_ROUTING && h->segleft != 0) return -1; /* e.g. SRv6: real target hidden */
+    if (nh == SG_IPPROTO_FRAGMENT) {
+      if (h->frag_off & bpf_htons(0xfff8)) first_fragment = 0;
+      l4 += 8;
+    } else if (nh == SG_IPPROTO_AH) {
+      l4 += ((__u32)h->hdrlen + 2) * 4;
+    } else {
+      l4 += ((__u32)h->hdrlen + 1) * 8;
+    }
+    nh = h->nexthdr;
+  }
+  if (i == SG_MAX_IPV6_EXT) return -1; /* a deeper chain could hide a routing header */
+  p->l4proto = nh;
+  if (!first_fragment || l4 > 1024) return 0;
+  if (nh == SG_IPPROTO_ICMPV6) {
+    __u8* type = data + l4;
+    if ((void*)(type + 1) > data_end) return -1;
+    /* RS, RA, NS, NA, redirect: link-only by construction (hop limit 255, RFC 4861). */
+    if (*type >= 133 && *type <= 137 && ip6->hop_limit == 255) p->control = 1;
+    /* MLD queries/reports to link-scope multicast. */
+    if ((*type == 130 || *type == 131 || *type == 132 || *type == 143) && p->dst[0] == 0xff &&
+        p->dst[1] == 0x02)
+      p->control = 1;
+  } else if (nh == SG_IPPROTO_UDP) {
+    struct sg_ports* ports = data + l4;
+    if ((void*)(ports + 1) > data_end) return -1;
+    /* DHCPv6 to All_DHCP_Relay_Agents_and_Servers (ff02::1:2). */
+    if (ports->sport == bpf_htons(546) && ports->dport == bpf_htons(547) && p->dst[0] == 0xff &&
+        p->dst[1] == 0x02 && p->dst[13] == 0x01 && p->dst[15] == 0x02 && p->dst[2] == 0 &&
+        p->dst[11] == 0 && p->dst[12] == 0 && p->dst[14] == 0)
+      p->control = 1;
+  }
+  return 0;
+}
+
+/* Returns 0 when parsed (p filled), -1 when malformed. */
+static __always_inline int sg_parse(struct __sk_buff* skb, struct sg_pkt* p) {
+  void* data = (void*)(long)skb->data;
+  void* data_end = (void*)(long)skb->data_end;
+  struct sg_eth* eth = data;
+  if ((void*)(eth + 1) > data_end) return -1;
+  __be16 proto = eth->proto;
+  __u32 off = sizeof(*eth);
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    if (proto != bpf_htons(SG_ETH_P_8021Q) && proto != bpf_htons(SG_ETH_P_8021AD)) break;
+    struct sg_vlan* v = data + off;
+    if ((void*)(v + 1) > data_end) return -1;
+    proto = v->proto;
+    off += sizeof(*v);
+  }
+  p->ethertype = bpf_ntohs(proto);
+  if (proto == bpf_htons(SG_ETH_P_8021Q) || proto == bpf_htons(SG_ETH_P_8021AD)) return -1;
+  if (proto == bpf_htons(SG_ETH_P_IP)) return sg_parse_ipv4(data, data_end, off, p);
+  if (proto == bpf_htons(SG_ETH_P_IPV6)) return sg_parse_ipv6(data, data_end, off, p);
+  if (proto == bpf_htons(SG_ETH_P_ARP)) p->control = 1;
+  return 0;
+}
+
+#endif /* SOVGUARD_BPF_NET_SG_NET_PARSE_H_ */

@@ -1,0 +1,650 @@
+#include "enforcer/datapath/net_datapath.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include <utility>
+
+#include "bpf/net/sg_net.skel.h"
+#include "enforcer/datapath/tables.h"
+
+namespace sovguard::datapath {
+namespace {
+
+// tc filter identity: 'SG' handle at a fixed priority, so we only ever remove our own filter.
+constexpr std::uint32_t kTcHandle = 0x5347;
+constexpr std::uint32_t kTcPriority = 1;
+
+std::string ErrText(const std::string& what, int err) {
+  return what + ": " + std::strerror(err) + " (errno " + std::to_string(err) + ")";
+}
+
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd = -1) : fd_(fd) {}
+  ~UniqueFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  UniqueFd(UniqueFd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) {
+      if (fd_ >= 0) ::close(fd_);
+      fd_ = o.fd_;
+      o.fd_ = -1;
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+UniqueFd CreateMap(bpf_map_type type, const char* name, std::uint32_t key_size,
+                   std::uint32_t value_size, std::uint32_t max_entries, std::uint32_t flags) {
+  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = flags);
+  int fd = bpf_map_create(type, name, key_size, value_size, max_entries, &opts);
+  if (fd < 0) throw DatapathError(std::string("bpf_map_create ") + name, -fd);
+  return UniqueFd(fd);
+}
+
+void UpdateElem(int fd, const void* key, const void* value, const char* what) {
+  int err = bpf_map_update_elem(fd, key, value, BPF_ANY);
+  if (err) throw DatapathError(std::string("bpf_map_update_elem ") + what, -err);
+}
+
+// Writes count entries with one syscall where the map type supports batches, else one by one.
+void UpdateMany(int fd, const void* keys, std::size_t key_size, const void* values,
+                std::size_t value_size, std::uint32_t count, const char* what) {
+  if (count == 0) return;
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  std::uint32_t n = count;
+  if (bpf_map_update_batch(fd, keys, values, &n, &opts) == 0 && n == count) return;
+  const auto* k = static_cast<const std::uint8_t*>(keys);
+  const auto* v = static_cast<const std::uint8_t*>(values);
+  for (std::uint32_t i = 0; i < count; ++i)
+    UpdateElem(fd, k + i * key_size, v + i * value_size, what);
+}
+
+// Runs f on a thread that has joined the network namespace at path (tc works per namespace).
+template <class F>
+void InNetns(const std::string& path, F&& f) {
+  if (path.empty()) {
+    f();
+    return;
+  }
+  std::exception_ptr failure;
+  std::thread worker([&] {
+    try {
+      UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (ns.get() < 0) throw DatapathError("open network namespace " + path, errno);
+      if (::setns(ns.get(), CLONE_NEWNET) != 0) throw DatapathError("setns " + path, errno);
+      f();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  });
+  worker.join();
+  if (failure) std::rethrow_exception(failure);
+}
+
+struct Outer {
+  int fd;
+  const char* name;
+};
+
+}  // namespace
+
+DatapathError::DatapathError(const std::string& what, int err)
+    : std::runtime_error(ErrText(what, err)), err_(err) {}
+
+void NetDatapath::RingBufferDeleter::operator()(::ring_buffer* rb) const {
+  ring_buffer__free(rb);
+}
+
+NetDatapath::NetDatapath(NetDatapathOptions options) : options_(std::move(options)) {
+  std::unique_ptr<sg_net, void (*)(sg_net*)> skel(sg_net__open(), sg_net__destroy);
+  if (!skel) throw DatapathError("open sg_net skeleton", errno);
+  if (!options_.pin_dir.empty()) {
+    struct bpf_map* map;
+    bpf_object__for_each_map(map, skel->obj) {
+      // bpffs refuses names with dots ("sg_net.bss"): they are reserved there.
+      std::string name = bpf_map__name(map);
+      std::replace(name.begin(), name.end(), '.', '_');
+      std::string path = options_.pin_dir + "/" + name;
+      int err = bpf_map__set_pin_path(map, path.c_str());
+      if (err) throw DatapathError("pin path " + path, -err);
+    }
+  }
+  if (int err = sg_net__load(skel.get()); err)
+    throw DatapathError("load sg_net (verifier or map creation)", -err);
+  skel->bss->sg_cfg.events_per_sec = options_.events_per_sec;
+  skel->bss->sg_cfg.event_burst = options_.event_burst;
+  auto* rb = ring_buffer__new(
+      bpf_map__fd(skel->maps.sg_events),
+      [](void* ctx, void* data, size_t size) -> int {
+        auto* self = static_cast<NetDatapath*>(ctx);
+        if (size < sizeof(sg_net_event) || !self->handler_) return 0;
+        sg_net_event ev;
+        std::memcpy(&ev, data, sizeof(ev));
+        (*self->handler_)(ev);
+        return 0;
+      },
+      this, nullptr);
+  if (!rb) throw DatapathError("ring_buffer__new sg_events", errno);
+  events_.reset(rb);
+  // A map-in-map update returns only after an RCU grace period (maybe_wait_bpf_programs): storing
+  // this map into sg_rcu_barrier is how user space waits for in-flight frames.
+  UniqueFd barrier = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_barrier", sizeof(std::uint32_t),
+                               sizeof(std::uint32_t), 1, 0);
+  const std::uint32_t zero = 0;
+  const int barrier_fd = barrier.get();
+  UpdateElem(bpf_map__fd(skel->maps.sg_rcu_barrier), &zero, &barrier_fd, "sg_rcu_barrier");
+  slot_used_.assign(SG_MAX_GUESTS, false);
+  barrier_inner_fd_ = barrier.release();
+  skel_ = skel.release();
+  // Adopted pinned maps may already hold an active generation from a predecessor.
+  const std::uint32_t active = skel_->bss->sg_cfg.active_gen & (SG_NET_GENERATIONS - 1);
+  std::uint32_t id = 0;
+  policy_loaded_ = bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_policy_outer), &active, &id) == 0;
+}
+
+NetDatapath::~NetDatapath() {
+  if (options_.detach_on_destroy) {
+    try {
+      Detach();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sovguard datapath: detach on destroy: %s\n", e.what());
+    }
+  }
+  events_.reset();
+  if (barrier_inner_fd_ >= 0) ::close(barrier_inner_fd_);
+  sg_net__destroy(skel_);
+}
+
+void NetDatapath::Unpin() {
+  if (options_.pin_dir.empty()) return;
+  if (int err = bpf_object__unpin_maps(skel_->obj, nullptr); err)
+    throw DatapathError("unpin maps from " + options_.pin_dir, -err);
+}
+
+int NetDatapath::program_fd() const {
+  return bpf_program__fd(skel_->progs.sg_net_egress);
+}
+
+void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
+  const NetTables t = BuildNetTables(policy);
+
+  UniqueFd dir = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v4_dir", sizeof(std::uint32_t),
+                           sizeof(sg_v4_dir_bucket), SG_V4_DIR_BUCKETS, 0);
+  {
+    std::vector<std::uint32_t> keys(SG_V4_DIR_BUCKETS);
+    for (std::uint32_t i = 0; i < SG_V4_DIR_BUCKETS; ++i) keys[i] = i;
+    UpdateMany(dir.get(), keys.data(), sizeof(std::uint32_t), t.v4_dir.data(),
+               sizeof(sg_v4_dir_bucket), SG_V4_DIR_BUCKETS, "sg_v4_dir");
+  }
+  auto fill_trie = [](const auto& entries, const char* name, std::uint32_t key_size) {
+    UniqueFd fd = CreateMap(BPF_MAP_TYPE_LPM_TRIE, name, key_size, sizeof(std::uint32_t),
+                            static_cast<std::uint32_t>(std::max<std::size_t>(entries.size(), 1)),
+                            BPF_F_NO_PREALLOC);
+    for (const auto& e : entries) UpdateElem(fd.get(), &e.key, &e.class_id, name);
+    return fd;
+  };
+  const auto n_v4_blocks = static_cast<std::uint32_t>(t.v4_blocks.size() / SG_V4_BLOCK_SLOTS);
+  UniqueFd v4 =
+      CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v4_l2", sizeof(std::uint32_t), sizeof(sg_v4_block),
+                std::max<std::uint32_t>(n_v4_blocks, 1), BPF_F_INNER_MAP);
+  {
+    std::vector<std::uint32_t> keys(n_v4_blocks);
+    for (std::uint32_t i = 0; i < n_v4_blocks; ++i) keys[i] = i;
+    UpdateMany(v4.get(), keys.data(), sizeof(std::uint32_t), t.v4_blocks.data(),
+               sizeof(sg_v4_block), n_v4_blocks, "sg_v4_l2");
+  }
+  UniqueFd l1 = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v6_l1", sizeof(std::uint32_t),
+                          sizeof(std::uint32_t), SG_V6_L1_ENTRIES, 0);
+  const auto n_blocks = static_cast<std::uint32_t>(t.v6_blocks.size() / SG_V6_BLOCK_SLOTS);
+  UniqueFd l2 =
+      CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v6_l2", sizeof(std::uint32_t), sizeof(sg_v6_block),
+                std::max<std::uint32_t>(n_blocks, 1), BPF_F_INNER_MAP);
+  {
+    std::vector<std::uint32_t> keys(std::max<std::uint32_t>(SG_V6_L1_ENTRIES, n_blocks));
+    for (std::uint32_t i = 0; i < keys.size(); ++i) keys[i] = i;
+    UpdateMany(l1.get(), keys.data(), sizeof(std::uint32_t), t.v6_l1.data(), sizeof(std::uint32_t),
+               SG_V6_L1_ENTRIES, "sg_v6_l1");
+    UpdateMany(l2.get(), keys.data(), sizeof(std::uint32_t), t.v6_blocks.data(),
+               sizeof(sg_v6_block), n_blocks, "sg_v6_l2");
+  }
+  UniqueFd v6 = fill_trie(t.v6_trie, "sg_v6_lpm", sizeof(sg_lpm_v6_key));
+  UniqueFd classes = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_classes", sizeof(std::uint32_t),
+                               sizeof(sg_class), SG_MAX_CLASSES, 0);
+  {
+    std::vector<std::uint32_t> keys(t.classes.size());
+    for (std::uint32_t i = 0; i < keys.size(); ++i) keys[i] = i;
+    UpdateMany(classes.get(), keys.data(), sizeof(std::uint32_t), t.classes.data(),
+               sizeof(sg_class), static_cast<std::uint32_t>(keys.size()), "sg_classes");
+  }
+  UniqueFd pol = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_policy", sizeof(std::uint32_t),
+                           sizeof(sg_net_policy), 1, 0);
+  const std::uint32_t zero = 0;
+  UpdateElem(pol.get(), &zero, &t.policy, "sg_policy");
+
+  const std::uint32_t active =
+      __atomic_load_n(&skel_->bss->sg_cfg.active_gen, __ATOMIC_ACQUIRE) & (SG_NET_GENERATIONS - 1);
+  const std::uint32_t next = active ^ 1;
+  const std::pair<int, const UniqueFd*> slots[] = {
+      {bpf_map__fd(skel_->maps.sg_v4_dir_outer), &dir},
+      {bpf_map__fd(skel_->maps.sg_v4_l2_outer), &v4},
+      {bpf_map__fd(skel_->maps.sg_v6_lpm_outer), &v6},
+      {bpf_map__fd(skel_->maps.sg_v6_l1_outer), &l1},
+      {bpf_map__fd(skel_->maps.sg_v6_l2_outer), &l2},
+      {bpf_map__fd(skel_->maps.sg_classes_outer), &classes},
+      {bpf_map__fd(skel_->maps.sg_policy_outer), &pol},
+  };
+  for (const auto& [outer, inner] : slots) {
+    const int fd = inner->get();
+    UpdateElem(outer, &next, &fd, "generation slot");
+  }
+  // The switch: one aligned store the program reads once per frame.
+  __atomic_store_n(&skel_->bss->sg_cfg.active_gen, next, __ATOMIC_RELEASE);
+  Barrier(active);
+
+  datasets_ = policy.datasets;
+  digest_ = policy.digest;
+  policy_loaded_ = true;
+  ++swaps_;
+}
+
+// Waits until no frame can still be using generation old_gen, then frees it. Every frame that read
+// the old active_gen runs inside one RCU read section, and SynchronizeRcu outlasts them all.
+void NetDatapath::Barrier(std::uint32_t old_gen) {
+  const int policy_outer = bpf_map__fd(skel_->maps.sg_policy_outer);
+  std::uint32_t id = 0;
+  if (bpf_map_lookup_elem(policy_outer, &old_gen, &id) != 0) return;  // slot was empty
+  SynchronizeRcu();
+  for (int outer :
+       {bpf_map__fd(skel_->maps.sg_v4_dir_outer), bpf_map__fd(skel_->maps.sg_v4_l2_outer),
+        bpf_map__fd(skel_->maps.sg_v6_lpm_outer), bpf_map__fd(skel_->maps.sg_v6_l1_outer),
+        bpf_map__fd(skel_->maps.sg_v6_l2_outer), bpf_map__fd(skel_->maps.sg_classes_outer),
+        policy_outer}) {
+    int err = bpf_map_delete_elem(outer, &old_gen);
+    if (err && err != -ENOENT) throw DatapathError("free old generation", -err);
+  }
+}
+
+// Writes the guest's configuration into the entry not in use, then points its index there. The
+// entry written last time may still be read by frames that fetched the index before: callers
+// that rewrite a published guest wait a grace period afterwards (SynchronizeRcu).
+void NetDatapath::WriteGuest(Guest& g) {
+  sg_net_guest v{};
+  v.datasets = g.config.datasets;
+  v.slot = g.slot;
+  std::memcpy(v.ds, g.positions.data(), sizeof(v.ds));
+  for (std::uint8_t p = 0; p < SG_MAX_GUEST_DATASETS; ++p)
+    if (g.positions[p] != SG_GUEST_DS_NONE) v.n_ds = static_cast<std::uint8_t>(p + 1);
+  for (std::size_t i = 0; i < g.config.allowed_ethertypes.size(); ++i)
+    v.ethertypes[i] = g.config.allowed_ethertypes[i];
+  const std::uint32_t entry = g.published ? (g.entry ^ 1) : g.slot * 2;
+  std::memcpy(&skel_->bss->sg_guest_cfg[entry], &v, sizeof(v));
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  PublishIndex(g.config.ifindex, entry + 1);
+  g.entry = entry;
+  g.published = true;
+}
+
+void NetDatapath::PublishIndex(std::uint32_t ifindex, std::uint32_t value) {
+  if (ifindex < SG_GUEST_INDEX_DIRECT) {
+    __atomic_store_n(&skel_->bss->sg_guest_index[ifindex], value, __ATOMIC_RELEASE);
+    return;
+  }
+  const int fd = bpf_map__fd(skel_->maps.sg_guests);
+  if (value) {
+    UpdateElem(fd, &ifindex, &value, "sg_guests");
+  } else if (int err = bpf_map_delete_elem(fd, &ifindex); err && err != -ENOENT) {
+    throw DatapathError("delete sg_guests entry of ifindex " + std::to_string(ifindex), -err);
+  }
+}
+
+void NetDatapath::SynchronizeRcu() {
+  const std::uint32_t zero = 0;
+  UpdateElem(bpf_map__fd(skel_->maps.sg_rcu_barrier), &zero, &barrier_inner_fd_, "sg_rcu_barrier");
+}
+
+void NetDatapath::ResetSlotState(std::uint32_t slot, std::uint32_t position) {
+  const std::uint32_t idx = slot * SG_MAX_GUEST_DATASETS + position;
+  const int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) throw DatapathError("libbpf_num_possible_cpus", -ncpu);
+  std::vector<sg_net_counters> zeros(static_cast<std::size_t>(ncpu));
+  UpdateElem(bpf_map__fd(skel_->maps.sg_counters), &idx, zeros.data(), "sg_counters");
+  const sg_net_quota q{};
+  UpdateElem(bpf_map__fd(skel_->maps.sg_quotas), &idx, &q, "sg_quotas");
+}
+
+std::uint32_t NetDatapath::AddGuest(const GuestConfig& config) {
+  if (config.ifindex == 0) throw std::invalid_argument("guest " + config.name + ": ifindex 0");
+  if (guests_.count(config.ifindex))
+    throw std::invalid_argument("guest " + config.name + ": ifindex " +
+                                std::to_string(config.ifindex) + " already registered");
+  if (std::popcount(config.datasets) > SG_MAX_GUEST_DATASETS)
+    throw std::invalid_argument("guest " + config.name + ": holds " +
+                                std::to_string(std::popcount(config.datasets)) +
+                                " datasets, at most " + std::to_string(SG_MAX_GUEST_DATASETS));
+  if (config.allowed_ethertypes.size() > SG_MAX_GUEST_ETHERTYPES)
+    throw std::invalid_argument("guest " + config.name + ": more than " +
+                                std::to_string(SG_MAX_GUEST_ETHERTYPES) + " allowed ethertypes");
+  std::uint32_t slot = 0;
+  while (slot < SG_MAX_GUESTS && slot_used_[slot]) ++slot;
+  if (slot == SG_MAX_GUESTS) throw DatapathError("guest " + config.name + ": no free slot", ENOSPC);
+
+  Guest g;
+  g.config = config;
+  g.slot = slot;
+  g.positions.fill(SG_GUEST_DS_NONE);
+  std::uint32_t pos = 0;
+  for (std::uint8_t d = 0; d < SG_MAX_DATASETS; ++d)
+    if ((config.datasets >> d) & 1) g.positions[pos++] = d;
+  for (std::uint32_t p = 0; p < SG_MAX_GUEST_DATASETS; ++p) ResetSlotState(slot, p);
+  const sg_net_ratelimit rl{};
+  UpdateElem(bpf_map__fd(skel_->maps.sg_ratelimit), &slot, &rl, "sg_ratelimit");
+  WriteGuest(g);
+  slot_used_[slot] = true;
+  if (config.attach) {
+    try {
+      AttachTc(g);
+    } catch (...) {
+      PublishIndex(config.ifindex, 0);
+      slot_used_[slot] = false;
+      throw;
+    }
+  }
+  guests_.emplace(config.ifindex, std::move(g));
+  return slot;
+}
+
+void NetDatapath::SetGuestDatasets(std::uint32_t ifindex, std::uint64_t datasets) {
+  auto it = guests_.find(ifindex);
+  if (it == guests_.end())
+    throw std::invalid_argument("no guest on ifindex " + std::to_string(ifindex));
+  if (std::popcount(datasets) > SG_MAX_GUEST_DATASETS)
+    throw std::invalid_argument("guest " + it->second.config.name + ": more than " +
+                                std::to_string(SG_MAX_GUEST_DATASETS) + " datasets");
+  Guest g = it->second;
+  // Keep positions (and so counters) of datasets still held; new ones take freed positions.
+  for (auto& d : g.positions)
+    if (d != SG_GUEST_DS_NONE && !((datasets >> d) & 1)) d = SG_GUEST_DS_NONE;
+  for (std::uint8_t d = 0; d < SG_MAX_DATASETS; ++d) {
+    if (!((datasets >> d) & 1)) continue;
+    if (std::find(g.positions.begin(), g.positions.end(), d) != g.positions.end()) continue;
+    // Prefer a position unused in the configuration frames may still be reading.
+    auto free_pos = g.positions.end();
+    for (std::size_t p = 0; p < g.positions.size(); ++p)
+      if (g.positions[p] == SG_GUEST_DS_NONE &&
+          (free_pos == g.positions.end() || it->second.positions[p] == SG_GUEST_DS_NONE)) {
+        free_pos = g.positions.begin() + static_cast<std::ptrdiff_t>(p);
+        if (it->second.positions[p] == SG_GUEST_DS_NONE) break;
+      }
+    const auto p = static_cast<std::uint32_t>(free_pos - g.positions.begin());
+    ResetSlotState(g.slot, p);
+    *free_pos = d;
+  }
+  g.config.datasets = datasets;
+  WriteGuest(g);
+  it->second = std::move(g);
+  SynchronizeRcu();  // the entry just retired may be rewritten by the next change
+}
+
+void NetDatapath::RemoveGuest(std::uint32_t ifindex) {
+  auto it = guests_.find(ifindex);
+  if (it == guests_.end())
+    throw std::invalid_argument("no guest on ifindex " + std::to_string(ifindex));
+  DetachTc(it->second);
+  PublishIndex(ifindex, 0);
+  SynchronizeRcu();  // the slot's entries may be reused by the next guest
+  slot_used_[it->second.slot] = false;
+  guests_.erase(it);
+}
+
+void NetDatapath::Detach() {
+  std::string first_error;
+  while (!guests_.empty()) {
+    const std::uint32_t ifindex = guests_.begin()->first;
+    try {
+      RemoveGuest(ifindex);
+    } catch (const std::exception& e) {
+      if (first_error.empty()) first_error = e.what();
+      slot_used_[guests_.begin()->second.slot] = false;
+      guests_.erase(guests_.begin());
+    }
+  }
+  if (!first_error.empty()) throw std::runtime_error("detach: " + first_error);
+}
+
+void NetDatapath::AttachTc(Guest& g) {
+  const int prog = program_fd();
+  InNetns(g.config.netns, [&] {
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(g.config.ifindex),
+                .attach_point = BPF_TC_INGRESS);
+    int err = bpf_tc_hook_create(&hook);
+    if (err && err != -EEXIST)
+      throw DatapathError("create clsact qdisc on ifindex " + std::to_string(g.config.ifindex),
+                          -err);
+    const bool created = err == 0;
+    LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
+                .priority = kTcPriority);
+    err = bpf_tc_attach(&hook, &opts);
+    if (err) {
+      if (created) {
+        hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+        bpf_tc_hook_destroy(&hook);
+      }
+      throw DatapathError("attach tc ingress filter on ifindex " + std::to_string(g.config.ifindex),
+                          -err);
+    }
+    g.created_qdisc = created;
+  });
+  g.attached = true;
+}
+
+void NetDatapath::DetachTc(Guest& g) {
+  if (!g.attached) return;
+  InNetns(g.config.netns, [&] {
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(g.config.ifindex),
+                .attach_point = BPF_TC_INGRESS);
+    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+    int err = bpf_tc_detach(&hook, &opts);
+    // The tap may already be gone with its guest (and its filters with it).
+    if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL)
+      throw DatapathError("detach tc filter from ifindex " + std::to_string(g.config.ifindex),
+                          -err);
+    if (g.created_qdisc) {
+      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+      err = bpf_tc_hook_destroy(&hook);
+      if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL)
+        throw DatapathError("remove clsact qdisc from ifindex " + std::to_string(g.config.ifindex),
+                            -err);
+    }
+  });
+  g.attached = false;
+}
+
+DatasetCounters NetDatapath::ReadCounters(std::uint32_t ifindex, std::uint8_t dataset) const {
+  auto it = guests_.find(ifindex);
+  if (it == guests_.end())
+    throw std::invalid_argument("no guest on ifindex " + std::to_string(ifindex));
+  const auto& pos = it->second.positions;
+  auto p = std::find(pos.begin(), pos.end(), dataset);
+  if (p == pos.end())
+    throw std::invalid_argument("guest " + it->second.config.name + " does not hold dataset " +
+                                std::to_string(dataset));
+  const std::uint32_t idx =
+      it->second.slot * SG_MAX_GUEST_DATASETS + static_cast<std::uint32_t>(p - pos.begin());
+  const int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) throw DatapathError("libbpf_num_possible_cpus", -ncpu);
+  std::vector<sg_net_counters> per_cpu(static_cast<std::size_t>(ncpu));
+  if (int err = bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_counters), &idx, per_cpu.data()))
+    throw DatapathError("read sg_counters", -err);
+  DatasetCounters c;
+  for (const auto& v : per_cpu) {
+    c.packets += v.packets;
+    c.bytes += v.bytes;
+    c.dropped_packets += v.dropped_packets;
+    c.dropped_bytes += v.dropped_bytes;
+    c.would_drop_packets += v.would_drop_packets;
+    c.would_drop_bytes += v.would_drop_bytes;
+  }
+  sg_net_quota q{};
+  if (int err = bpf_map_lookup_elem_flags(bpf_map__fd(skel_->maps.sg_quotas), &idx, &q, BPF_F_LOCK))
+    throw DatapathError("read sg_quotas", -err);
+  c.quota_used_bytes = q.used_bytes;
+  c.quota_exceeded = q.exceeded;
+  return c;
+}
+
+NetStatus NetDatapath::Status() const {
+  NetStatus s;
+  s.policy_loaded = policy_loaded_;
+  s.active_generation = __atomic_load_n(&skel_->bss->sg_cfg.active_gen, __ATOMIC_ACQUIRE);
+  s.swaps = swaps_;
+  s.policy_digest = digest_;
+  for (const auto& [ifindex, g] : guests_) {
+    GuestStatus gs;
+    gs.name = g.config.name;
+    gs.ifindex = ifindex;
+    gs.slot = g.slot;
+    gs.dataset_mask = g.config.datasets;
+    gs.attached = g.attached;
+    sg_net_ratelimit rl{};
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_ratelimit), &g.slot, &rl) == 0)
+      gs.events_suppressed = rl.suppressed;
+    for (std::uint8_t d : g.positions) {
+      if (d == SG_GUEST_DS_NONE) continue;
+      DatasetStatus ds;
+      ds.index = d;
+      if (d < datasets_.size()) {
+        ds.id = datasets_[d].id;
+        ds.mode = datasets_[d].mode;
+        ds.egress = datasets_[d].egress;
+      }
+      ds.counters = ReadCounters(ifindex, d);
+      gs.datasets.push_back(std::move(ds));
+    }
+    s.guests.push_back(std::move(gs));
+  }
+  return s;
+}
+
+int NetDatapath::PollEvents(int timeout_ms,
+                            const std::function<void(const sg_net_event&)>& handler) {
+  std::function<void(const sg_net_event&)> h = handler;
+  handler_ = &h;
+  int n = ring_buffer__poll(events_.get(), timeout_ms);
+  handler_ = nullptr;
+  if (n == -EINTR) return 0;
+  if (n < 0) throw DatapathError("ring_buffer__poll sg_events", -n);
+  return n;
+}
+
+TestRunResult NetDatapath::TestRun(std::span<const std::uint8_t> frame, std::uint32_t repeat,
+                                   std::uint32_t ifindex) const {
+  __sk_buff ctx{};
+  ctx.ifindex = ifindex;
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
+              .data_size_in = static_cast<std::uint32_t>(frame.size()),
+              .repeat = static_cast<int>(repeat));
+  if (ifindex > 1) {
+    opts.ctx_in = &ctx;
+    opts.ctx_size_in = sizeof(ctx);
+  }
+  int err = bpf_prog_test_run_opts(program_fd(), &opts);
+  if (err)
+    throw DatapathError(
+        "BPF_PROG_TEST_RUN sg_net_egress on a " + std::to_string(frame.size()) + "-byte frame",
+        -err);
+  return {static_cast<int>(opts.retval), opts.duration};
+}
+
+std::string CountryText(std::uint16_t country) {
+  if (country == SG_COUNTRY_UNKNOWN) return "--";
+  return std::string{static_cast<char>(country >> 8), static_cast<char>(country & 0xff)};
+}
+
+std::string FormatEvent(const sg_net_event& ev) {
+  static const char* kReasons[] = {
+      "?", "residency", "unknown-destination", "non-ip", "malformed", "quota", "no-policy"};
+  char dst[64] = "-";
+  if (ev.family == 4) {
+    std::snprintf(dst, sizeof(dst), "%u.%u.%u.%u", ev.dst[0], ev.dst[1], ev.dst[2], ev.dst[3]);
+  } else if (ev.family == 6) {
+    int off = 0;
+    for (int i = 0; i < 16; i += 2)
+      off += std::snprintf(dst + off, sizeof(dst) - static_cast<std::size_t>(off), "%s%x",
+                           i ? ":" : "", (ev.dst[i] << 8) | ev.dst[i + 1]);
+  }
+  const char* reason = ev.reason < std::size(kReasons) ? kReasons[ev.reason] : "?";
+  char line[256];
+  std::snprintf(line, sizeof(line),
+                "guest_slot=%u ifindex=%u dataset=%u violating=%#llx dst=%s country=%s class=%u "
+                "verdict=%s reason=%s ethertype=%#06x proto=%u len=%u",
+                ev.guest_slot, ev.ifindex, ev.dataset,
+                static_cast<unsigned long long>(ev.violating), dst, CountryText(ev.country).c_str(),
+                ev.class_id, ev.verdict == SG_VERDICT_DROP ? "drop" : "audit", reason, ev.ethertype,
+                ev.l4proto, ev.len);
+  return line;
+}
+
+std::string FormatStatus(const NetStatus& s) {
+  std::string out;
+  char line[512];
+  if (!s.policy_loaded) {
+    out += "network datapath: no policy loaded (all guest traffic but ARP/ND/DHCP is dropped)\n";
+  } else {
+    char digest[17];
+    for (int i = 0; i < 8; ++i) std::snprintf(digest + 2 * i, 3, "%02x", s.policy_digest[i]);
+    std::snprintf(line, sizeof(line),
+                  "network datapath: policy %s..., generation %u, %llu swap(s)\n", digest,
+                  s.active_generation, static_cast<unsigned long long>(s.swaps));
+    out += line;
+  }
+  for (const auto& g : s.guests) {
+    std::snprintf(line, sizeof(line), "guest %s: ifindex %u, slot %u, %s, events suppressed %llu\n",
+                  g.name.c_str(), g.ifindex, g.slot, g.attached ? "attached" : "NOT attached",
+                  static_cast<unsigned long long>(g.events_suppressed));
+    out += line;
+    if (g.datasets.empty()) out += "  holds no dataset: traffic unrestricted\n";
+    for (const auto& d : g.datasets) {
+      std::string quota = "no quota";
+      if (d.egress) {
+        quota = "quota " + std::to_string(d.counters.quota_used_bytes) + "/" +
+                std::to_string(d.egress->bytes) + " B per " +
+                std::to_string(d.egress->window_seconds) + " s, " +
+                std::to_string(d.counters.quota_exceeded) + " over";
+      }
+      const auto& c = d.counters;
+      std::snprintf(line, sizeof(line),
+                    "  dataset %s [#%u] %s: passed %llu pkts/%llu B, dropped %llu pkts/%llu B, "
+                    "would-drop %llu pkts/%llu B, %s\n",
+                    d.id.empty() ? "?" : d.id.c_str(), d.index,
+                    d.mode == policy::Mode::kEnforce ? "ENFORCE" : "AUDIT",
+                    static_cast<unsigned long long>(c.packets),
+                    static_cast<unsigned long long>(c.bytes),
+                    static_cast<unsigned long long>(c.dropped_packets),
+                    static_cast<unsigned long long>(c.dropped_bytes),
+                    static_cast<unsigned long long>(c.would_drop_packets),
+                    static_cast<unsigned long long>(c.would_drop_bytes), quota.c_str());
+      out += line;
+    }
+  }
+  return out;
+}
+
+}  // namespace sovguard::datapath

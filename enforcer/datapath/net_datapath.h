@@ -1,0 +1,183 @@
+// sovguard::datapath::NetDatapath: owns the network residency BPF program (bpf/net/sg_net.bpf.c)
+// and every kernel object it creates: the skeleton (program + maps), per-generation policy maps,
+// the tc filters (and clsact qdiscs it created) on guest taps. Destruction or Detach() removes all
+// of them; nothing is left behind unless the caller asked to keep it (pinned restart hand-over).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bpf/sovguard_abi.h"
+#include "policy/compiled.h"
+
+struct sg_net;       // bpftool skeleton
+struct ring_buffer;  // libbpf
+
+namespace sovguard::datapath {
+
+// A failed kernel operation: what failed (with the object it failed on) and the errno.
+class DatapathError : public std::runtime_error {
+ public:
+  DatapathError(const std::string& what, int err);
+  int error() const noexcept { return err_; }
+
+ private:
+  int err_;
+};
+
+struct NetDatapathOptions {
+  // When set, maps are pinned under this bpffs directory and adopted from it if they already exist
+  // (the directory must exist on a mounted bpffs).
+  std::string pin_dir;
+  // Tear down tc filters and guest entries on destruction; false leaves them for a successor.
+  bool detach_on_destroy = true;
+  std::uint32_t events_per_sec = 100;  // per guest; 0 disables events (all counted as suppressed)
+  std::uint32_t event_burst = 200;
+};
+
+struct GuestConfig {
+  std::string name;
+  std::uint32_t ifindex = 0;  // the tap, in netns (or the caller's netns when netns is empty)
+  std::uint64_t datasets = 0;
+  std::vector<std::uint16_t> allowed_ethertypes;  // non-IP ethertypes this guest may send
+  std::string netns;   // path such as /run/netns/NAME; tc operations run inside it
+  bool attach = true;  // false: only the map entry (BPF_PROG_TEST_RUN, tests)
+};
+
+struct DatasetCounters {
+  std::uint64_t packets = 0, bytes = 0;
+  std::uint64_t dropped_packets = 0, dropped_bytes = 0;
+  std::uint64_t would_drop_packets = 0, would_drop_bytes = 0;
+  std::uint64_t quota_used_bytes = 0;  // in the current window
+  std::uint64_t quota_exceeded = 0;    // frames over budget, ever
+};
+
+struct DatasetStatus {
+  std::uint8_t index = 0;
+  std::string id;  // empty when the active policy has no such dataset
+  policy::Mode mode = policy::Mode::kEnforce;
+  std::optional<policy::Quota> egress;
+  DatasetCounters counters;
+};
+
+struct GuestStatus {
+  std::string name;
+  std::uint32_t ifindex = 0;
+  std::uint32_t slot = 0;
+  std::uint64_t dataset_mask = 0;
+  bool attached = false;
+  std::uint64_t events_suppressed = 0;
+  std::vector<DatasetStatus> datasets;
+};
+
+// Plain status for `sovguardctl status`.
+struct NetStatus {
+  // Where enforcement happens, for status output and attestation ("never a silent downgrade").
+  std::string mechanism = "tc clsact ingress of each guest tap (BPF sg_net_egress)";
+  bool policy_loaded = false;
+  std::uint32_t active_generation = 0;
+  std::uint64_t swaps = 0;
+  std::array<std::uint8_t, 32> policy_digest{};
+  std::vector<GuestStatus> guests;
+};
+
+struct TestRunResult {
+  int retval = 0;                 // SG_TC_ACT_OK / SG_TC_ACT_SHOT
+  std::uint32_t duration_ns = 0;  // mean per run, as the kernel reports it
+};
+
+// Not thread-safe: one owner (the daemon's datapath thread) calls it. Frames are never blocked by
+// these calls; every update is built aside and switched in atomically.
+class NetDatapath {
+ public:
+  explicit NetDatapath(NetDatapathOptions options = {});
+  ~NetDatapath();
+  NetDatapath(const NetDatapath&) = delete;
+  NetDatapath& operator=(const NetDatapath&) = delete;
+
+  // Builds every table of the policy into fresh maps of the inactive generation, then switches
+  // generations with one atomic store: no packet sees a partial table.
+  void ApplyPolicy(const policy::CompiledPolicy& policy);
+
+  // Registers the guest (map entry first, so its first frame is already classified), then attaches
+  // the program to clsact ingress of its tap. Returns the guest's slot.
+  std::uint32_t AddGuest(const GuestConfig& guest);
+  void SetGuestDatasets(std::uint32_t ifindex, std::uint64_t datasets);
+  void RemoveGuest(std::uint32_t ifindex);
+  // Removes every tc filter/qdisc this object created and every guest entry.
+  void Detach();
+  // Removes the pinned maps from pin_dir (no-op without one); the kernel objects live on while
+  // used.
+  void Unpin();
+  // Whether a policy generation is active (also true after adopting pinned maps that hold one).
+  bool policy_loaded() const { return policy_loaded_; }
+
+  DatasetCounters ReadCounters(std::uint32_t ifindex, std::uint8_t dataset) const;
+  NetStatus Status() const;
+
+  // Delivers queued violation events to handler; waits up to timeout_ms for the first. Returns the
+  // number delivered.
+  int PollEvents(int timeout_ms, const std::function<void(const sg_net_event&)>& handler);
+
+  // BPF_PROG_TEST_RUN on a frame (starting at the Ethernet header) as if received on ifindex (0:
+  // lo) of the calling thread's network namespace.
+  TestRunResult TestRun(std::span<const std::uint8_t> frame, std::uint32_t repeat = 1,
+                        std::uint32_t ifindex = 0) const;
+
+  int program_fd() const;
+
+ private:
+  struct Guest {
+    GuestConfig config;
+    std::uint32_t slot = 0;
+    std::array<std::uint8_t, SG_MAX_GUEST_DATASETS> positions{};  // dataset index per position
+    std::uint32_t entry = 0;  // configuration entry in use (2*slot or 2*slot+1); valid if published
+    bool published = false;
+    bool attached = false;
+    bool created_qdisc = false;
+  };
+  struct RingBufferDeleter {
+    void operator()(::ring_buffer* rb) const;
+  };
+
+  void WriteGuest(Guest& g);
+  void PublishIndex(std::uint32_t ifindex, std::uint32_t value);
+  void SynchronizeRcu();
+  void ResetSlotState(std::uint32_t slot, std::uint32_t position);
+  void AttachTc(Guest& g);
+  void DetachTc(Guest& g);
+  void Barrier(std::uint32_t old_gen);
+
+  NetDatapathOptions options_;
+  struct sg_net* skel_ = nullptr;
+  std::unique_ptr<::ring_buffer, RingBufferDeleter> events_;
+  int barrier_inner_fd_ = -1;
+  std::function<void(const sg_net_event&)>* handler_ = nullptr;
+  std::map<std::uint32_t, Guest> guests_;  // by ifindex
+  std::vector<bool> slot_used_;
+  bool policy_loaded_ = false;
+  std::uint64_t swaps_ = 0;
+  std::vector<policy::CompiledDataset> datasets_;
+  std::array<std::uint8_t, 32> digest_{};
+};
+
+// Loads the real program on this kernel and runs it once on an allowed and a forbidden frame.
+// Returns std::nullopt when it works, otherwise why not (for `sovguardctl probe`).
+std::optional<std::string> ProbeNetDatapath();
+
+// "DE" from SG_COUNTRY('D','E'); "--" for unknown.
+std::string CountryText(std::uint16_t country);
+// One line describing an event, for logs and the CLI.
+std::string FormatEvent(const sg_net_event& ev);
+// Human-readable status (per guest, per dataset: mode in force, counters, quota), for the CLI.
+std::string FormatStatus(const NetStatus& status);
+
+}  // namespace sovguard::datapath

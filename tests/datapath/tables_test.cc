@@ -1,0 +1,141 @@
+// Unit tests of CompiledPolicy -> kernel table translation (no kernel needed).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "enforcer/datapath/tables.h"
+#include "tests/datapath/world_table.h"
+
+namespace sovguard::datapath {
+namespace {
+
+policy::CompiledPolicy Small() {
+  policy::CompiledPolicy p;
+  p.datasets.push_back({.id = "a",
+                        .index = 0,
+                        .mode = policy::Mode::kEnforce,
+                        .egress = policy::Quota{.bytes = 1000, .window_seconds = 2}});
+  p.datasets.push_back({.id = "b", .index = 1, .mode = policy::Mode::kAudit});
+  for (int i = 0; i < 5; ++i) p.classes.push_back(sg_class{.allowed_datasets = 1u << (i % 2)});
+  p.ipv4 = {{.addr = 0x0A000000, .len = 8, .class_id = 1},    // 10/8
+            {.addr = 0x0A010000, .len = 16, .class_id = 2},   // 10.1/16
+            {.addr = 0x0A010100, .len = 26, .class_id = 3},   // 10.1.1.0/26
+            {.addr = 0x0A010180, .len = 32, .class_id = 4},   // 10.1.1.128/32
+            {.addr = 0xC0000200, .len = 28, .class_id = 4}};  // 192.0.2.0/28 (no covering /24)
+  return p;
+}
+
+TEST(NetTables, V4DirectTableAndSecondLevelAgreeWithLongestPrefix) {
+  const auto t = BuildNetTables(Small());
+  EXPECT_EQ(LookupV4(t, 0x0A020304), 1u);
+  EXPECT_EQ(LookupV4(t, 0x0A010203), 2u);
+  EXPECT_EQ(LookupV4(t, 0x0A010105), 3u);
+  EXPECT_EQ(LookupV4(t, 0x0A010180), 4u);
+  EXPECT_EQ(LookupV4(t, 0x0A010181), 2u) << "outside the /26 and /32: the /16 covers it";
+  EXPECT_EQ(LookupV4(t, 0xC0000205), 4u);
+  EXPECT_EQ(LookupV4(t, 0xC0000215), 0u) << "outside the /28: unknown";
+  EXPECT_EQ(LookupV4(t, 0x0B000001), 0u);
+  EXPECT_EQ(t.v4_dir[0x0A0101], SG_V4_DIR_BLOCK | 0u);
+  EXPECT_EQ(t.v4_dir[0xC00002], SG_V4_DIR_BLOCK | 1u);
+  EXPECT_EQ(t.v4_blocks.size(), 2u * SG_V4_BLOCK_SLOTS);
+  EXPECT_EQ(t.policy.enforce_mask, 1u);
+  EXPECT_EQ(t.policy.quota_mask, 1u);
+  EXPECT_EQ(t.policy.ds[0].quota_window_ns, 2000000000u);
+  EXPECT_EQ(t.policy.n_classes, 5u);
+}
+
+TEST(NetTables, ClassZeroIsAllowedForNobody) {
+  auto p = Small();
+  p.classes[0].allowed_datasets = ~0ull;
+  p.classes[0].flags = SG_CLASS_EXCEPTION;
+  const auto t = BuildNetTables(p);
+  EXPECT_EQ(t.classes[0].allowed_datasets, 0u);
+  EXPECT_EQ(t.classes[0].flags & SG_CLASS_EXCEPTION, 0u);
+}
+
+TEST(NetTables, RejectsInvalidInputNamingTheField) {
+  auto expect_error = [](policy::CompiledPolicy p, const std::string& needle) {
+    try {
+      BuildNetTables(p);
+      ADD_FAILURE() << "accepted; expected an error about " << needle;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto p = Small();
+  p.ipv4[0].class_id = 99;
+  expect_error(p, "ipv4[0] 10.0.0.0/8: class_id out of range");
+  p = Small();
+  p.ipv4[1].addr |= 1;
+  expect_error(p, "bits past the prefix length");
+  p = Small();
+  p.ipv4.push_back({.addr = 0x0A000000, .len = 8, .class_id = 2});
+  expect_error(p, "listed twice");
+  p = Small();
+  p.datasets[0].egress->bytes = 0;
+  expect_error(p, "datasets[0].egress");
+  p = Small();
+  p.datasets[1].index = 5;
+  expect_error(p, "datasets[1].index");
+  p = Small();
+  p.classes.clear();
+  expect_error(p, "class 0");
+  p = Small();
+  p.ipv6.push_back({.addr = {0x20, 0x01, 0x0d, 0xb8, 0xff}, .len = 32, .class_id = 1});
+  expect_error(p, "ipv6[0]: bits past");
+}
+
+TEST(NetTables, WorldTableBuildsAndMatchesSampledPrefixes) {
+  const auto w = testing::LoadWorldTable(testing::DefaultWorldTableDir());
+  ASSERT_GT(w.policy.ipv4.size(), 100000u);
+  ASSERT_GT(w.policy.ipv6.size(), 30000u);
+  const auto t = BuildNetTables(w.policy);
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    const auto& e = w.policy.ipv4[rng() % w.policy.ipv4.size()];
+    const std::uint32_t host = e.len == 32 ? 0 : static_cast<std::uint32_t>(rng()) & (~0u >> e.len);
+    // Aggregated per-country lists do not overlap, so the prefix's own class must come back.
+    EXPECT_EQ(LookupV4(t, e.addr | host), e.class_id);
+    const auto& e6 = w.policy.ipv6[rng() % w.policy.ipv6.size()];
+    std::uint8_t a[16];
+    std::memcpy(a, e6.addr.data(), 16);
+    for (unsigned bit = e6.len; bit < 128; ++bit)
+      if (rng() & 1) a[bit / 8] |= static_cast<std::uint8_t>(0x80u >> (bit % 8));
+    EXPECT_EQ(LookupV6(t, a), e6.class_id);
+  }
+  EXPECT_LT(t.v6_trie.size(), w.policy.ipv6.size() / 2) << "the array levels should take most";
+}
+
+TEST(NetTables, V6LevelsAndTrieAgreeWithLongestPrefix) {
+  auto p = Small();
+  auto v6 = [](std::initializer_list<std::uint8_t> head, std::uint8_t len, std::uint16_t c) {
+    policy::Ipv6Prefix e{};
+    std::copy(head.begin(), head.end(), e.addr.begin());
+    e.len = len;
+    e.class_id = c;
+    return e;
+  };
+  p.ipv6 = {v6({0x20}, 12, 1),                          // 2000::/12
+            v6({0x20, 0x01, 0x0d, 0xb8}, 32, 2),        // 2001:db8::/32
+            v6({0x20, 0x01, 0x0d, 0xb8, 0, 1}, 48, 3),  // 2001:db8:1::/48
+            v6({0x2a, 0x00, 0x80}, 17, 4)};             // 2a00:8000::/17
+  const auto t = BuildNetTables(p);
+  auto at = [&](std::initializer_list<std::uint8_t> head) {
+    std::uint8_t a[16] = {};
+    std::copy(head.begin(), head.end(), a);
+    return LookupV6(t, a);
+  };
+  EXPECT_EQ(at({0x20, 0x05}), 1u);
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0, 2}), 2u);
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0, 1, 0xff}), 3u);
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb9}), 1u);
+  EXPECT_EQ(at({0x2a, 0x00, 0x80, 0x01}), 4u);
+  EXPECT_EQ(at({0x2a, 0x00, 0x7f}), 0u);
+  EXPECT_EQ(at({0x30}), 0u);
+  EXPECT_EQ(t.v6_blocks.size(), 2u * SG_V6_BLOCK_SLOTS);  // 2001::/16 and 2a00::/16
+  EXPECT_EQ(t.v6_trie.size(), 2u);                        // 2001:db8::/32 fallback + the /48
+}
+
+}  // namespace
+}  // namespace sovguard::datapath
