@@ -12,7 +12,7 @@ packages=(
   # build
   build-essential cmake pkg-config git clang-16 llvm-16 clang-format clang-tidy
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
-  libvirt-dev libssl-dev libtss2-dev libprotobuf-dev protobuf-compiler
+  libvirt-dev libxml2-dev libssl-dev libtss2-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc libgtest-dev libgmock-dev
   libmaxminddb-dev libsystemd-dev nlohmann-json3-dev libfmt-dev libfuzzer-16-dev libclang-rt-16-dev
   # runtime and embedded defaults

@@ -1,0 +1,135 @@
+#include "enforcer/libvirt/domain.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "enforcer/libvirt/label_node.h"
+#include "enforcer/libvirt/xml_util.h"
+
+namespace sovguard::libvirt {
+
+std::vector<std::string> DomainDescription::Taps() const {
+  std::vector<std::string> taps;
+  for (const auto& i : interfaces) {
+    if (!i.tap.empty()) {
+      taps.push_back(i.tap);
+    }
+  }
+  return taps;
+}
+
+namespace {
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+std::string AttrOr(const xmlNode* n, const char* name, std::string fallback = {}) {
+  if (!n) {
+    return fallback;
+  }
+  return xml::Attr(n, name).value_or(std::move(fallback));
+}
+
+Interface ParseInterface(const xmlNode* n) {
+  Interface i;
+  i.type = AttrOr(n, "type");
+  i.tap = AttrOr(xml::Child(n, "target"), "dev");
+  i.mac = Lower(AttrOr(xml::Child(n, "mac"), "address"));
+  i.model = AttrOr(xml::Child(n, "model"), "type");
+  i.alias = AttrOr(xml::Child(n, "alias"), "name");
+  return i;
+}
+
+Disk ParseDisk(const xmlNode* n) {
+  Disk d;
+  d.device = AttrOr(n, "device", "disk");
+  d.source_type = AttrOr(n, "type", "file");
+  if (const xmlNode* s = xml::Child(n, "source")) {
+    if (d.source_type == "file") {
+      d.source = AttrOr(s, "file");
+    } else if (d.source_type == "block") {
+      d.source = AttrOr(s, "dev");
+    } else if (d.source_type == "dir") {
+      d.source = AttrOr(s, "dir");
+    } else if (d.source_type == "network") {
+      d.source = AttrOr(s, "protocol") + ":" + AttrOr(s, "name");
+    } else if (d.source_type == "volume") {
+      d.source = AttrOr(s, "pool") + "/" + AttrOr(s, "volume");
+    } else {
+      d.source = AttrOr(s, "file", AttrOr(s, "dev"));
+    }
+  }
+  d.target = AttrOr(xml::Child(n, "target"), "dev");
+  d.readonly = xml::Child(n, "readonly") != nullptr;
+  d.shareable = xml::Child(n, "shareable") != nullptr;
+  d.alias = AttrOr(xml::Child(n, "alias"), "name");
+  return d;
+}
+
+}  // namespace
+
+DomainDescription ParseDomainXml(std::string_view text) {
+  std::string error;
+  xml::DocPtr doc = xml::Parse(text, error);
+  if (!doc) {
+    throw DomainXmlError("domain XML: " + error);
+  }
+  const xmlNode* root = xmlDocGetRootElement(doc.get());
+  if (!root || xml::Name(root) != "domain") {
+    throw DomainXmlError("domain XML: root element must be <domain>, got <" +
+                         std::string(xml::Name(root)) + ">");
+  }
+  DomainDescription d;
+  const xmlNode* name = xml::Child(root, "name");
+  const xmlNode* uuid = xml::Child(root, "uuid");
+  if (!name || xml::Text(name).empty()) {
+    throw DomainXmlError("domain XML: missing <name>");
+  }
+  if (!uuid || xml::Text(uuid).empty()) {
+    throw DomainXmlError("domain XML: missing <uuid>");
+  }
+  d.name = xml::Text(name);
+  d.uuid = Lower(xml::Text(uuid));
+  if (auto id = xml::Attr(root, "id")) {
+    try {
+      d.id = std::stoi(*id);
+    } catch (const std::exception&) {
+      throw DomainXmlError("domain XML: <domain id='" + *id + "'> is not a number");
+    }
+  }
+  if (const xmlNode* devices = xml::Child(root, "devices")) {
+    xml::ForEachElement(devices, [&](const xmlNode* dev) {
+      if (xml::Name(dev) == "interface") {
+        d.interfaces.push_back(ParseInterface(dev));
+      }
+      if (xml::Name(dev) == "disk") {
+        d.disks.push_back(ParseDisk(dev));
+      }
+    });
+  }
+  // Labels: the <guest> element in sovguard's namespace under <metadata>. Two of them would be
+  // ambiguous: fail closed.
+  if (const xmlNode* md = xml::Child(root, "metadata")) {
+    int found = 0;
+    xml::ForEachElement(md, [&](const xmlNode* e) {
+      if (!detail::InLabelNamespace(e)) {
+        return;
+      }
+      ++found;
+      if (found == 1 && xml::Name(e) == "guest") {
+        d.labels = detail::LabelsFromElement(e);
+      } else {
+        d.labels = GuestLabels{};
+        d.labels.state = LabelState::kInvalid;
+        d.labels.error = "line " + std::to_string(xmlGetLineNo(e)) + ": <" +
+                         std::string(xml::Name(e)) +
+                         ">: expected exactly one <guest> element in the sovguard namespace";
+      }
+    });
+  }
+  return d;
+}
+
+}  // namespace sovguard::libvirt

@@ -1,0 +1,55 @@
+// What sovguard needs from a libvirt domain XML (live XML from virDomainGetXMLDesc, or the XML
+// libvirt pipes into the qemu hook): identity, network taps, disks and sovguard labels.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "enforcer/libvirt/labels.h"
+
+namespace sovguard::libvirt {
+
+struct Interface {
+  std::string type;   // libvirt interface type: ethernet, bridge, network, direct...
+  std::string tap;    // <target dev=...>; empty when libvirt has not assigned one (inactive XML)
+  std::string mac;    // lower-case aa:bb:cc:dd:ee:ff
+  std::string model;  // virtio, e1000...
+  std::string alias;  // net0... (live XML), matches device-added/removed events
+  bool operator==(const Interface&) const = default;
+};
+
+struct Disk {
+  std::string device;       // disk, cdrom, floppy, lun
+  std::string source_type;  // file, block, network, volume, dir, nvme...
+  std::string source;       // file path, block device path, "proto:name" for network, "pool/vol"
+  std::string target;       // vda, sdb...
+  bool readonly = false;
+  bool shareable = false;
+  std::string alias;
+  bool operator==(const Disk&) const = default;
+};
+
+struct DomainDescription {
+  std::string name;
+  std::string uuid;  // lower-case canonical form
+  int id = -1;       // libvirt's running id (<domain id=...>), -1 when inactive
+  std::vector<Interface> interfaces;
+  std::vector<Disk> disks;
+  GuestLabels labels;
+
+  [[nodiscard]] std::vector<std::string> Taps() const;  // non-empty tap names, in device order
+  bool operator==(const DomainDescription&) const = default;
+};
+
+class DomainXmlError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Throws DomainXmlError (with line/col or the missing element) when the XML is not a domain.
+// Label problems never throw: they make labels.state kInvalid (fail closed, see labels.h).
+DomainDescription ParseDomainXml(std::string_view xml);
+
+}  // namespace sovguard::libvirt

@@ -1,0 +1,119 @@
+#include "enforcer/libvirt/resolve.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+namespace sovguard::libvirt {
+
+std::optional<std::string> FindCgroup2Mount(const std::string& mountinfo) {
+  std::ifstream f(mountinfo);
+  std::string line;
+  while (std::getline(f, line)) {
+    // "36 25 0:30 / /sys/fs/cgroup/unified rw,... - cgroup2 cgroup2 rw"
+    auto dash = line.find(" - ");
+    if (dash == std::string::npos) {
+      continue;
+    }
+    std::istringstream tail(line.substr(dash + 3));
+    std::string fstype;
+    tail >> fstype;
+    if (fstype != "cgroup2") {
+      continue;
+    }
+    std::istringstream head(line.substr(0, dash));
+    std::string id, parent, devno, root, mount_point;
+    head >> id >> parent >> devno >> root >> mount_point;
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    std::string unescaped;
+    for (size_t i = 0; i < mount_point.size(); ++i) {
+      if (mount_point[i] == '\\' && i + 3 < mount_point.size()) {
+        unescaped += static_cast<char>(std::stoi(mount_point.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        unescaped += mount_point[i];
+      }
+    }
+    return unescaped;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> ProcessCgroup2Path(pid_t pid, const std::string& proc_root) {
+  std::ifstream f(proc_root + "/" + std::to_string(pid) + "/cgroup");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("0::", 0) == 0) {
+      return line.substr(3);
+    }
+  }
+  return std::nullopt;
+}
+
+std::string DomainScope(const std::string& process_cgroup) {
+  static const std::regex kLeaf(R"(^(.*\.libvirt-qemu)/(emulator|vcpu[0-9]+|iothread[0-9]+)$)");
+  std::smatch m;
+  if (std::regex_match(process_cgroup, m, kLeaf)) {
+    return m[1].str();
+  }
+  return process_cgroup;
+}
+
+bool IsQemuFor(pid_t pid, const std::string& name, const std::string& proc_root) {
+  std::ifstream f(proc_root + "/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  if (!f) {
+    return false;
+  }
+  std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // libvirt passes "-name" "guest=NAME,debug-threads=on" (commas in NAME doubled).
+  std::string escaped;
+  for (char c : name) {
+    escaped += c == ',' ? std::string(",,") : std::string(1, c);
+  }
+  const std::string want = std::string("-name") + '\0' + "guest=" + escaped;
+  auto pos = cmdline.find(want);
+  if (pos == std::string::npos) {
+    return false;
+  }
+  auto end = pos + want.size();
+  return end == cmdline.size() || cmdline[end] == ',' || cmdline[end] == '\0';
+}
+
+std::optional<pid_t> QemuPid(const std::string& name, const std::string& run_dir,
+                             const std::string& proc_root) {
+  std::ifstream f(run_dir + "/" + name + ".pid");
+  long pid = 0;
+  if (!(f >> pid) || pid <= 1) {
+    return std::nullopt;
+  }
+  if (!IsQemuFor(static_cast<pid_t>(pid), name, proc_root)) {
+    return std::nullopt;
+  }
+  return static_cast<pid_t>(pid);
+}
+
+std::optional<CgroupInfo> ResolveCgroup(pid_t pid) {
+  auto mount = FindCgroup2Mount();
+  auto rel = ProcessCgroup2Path(pid);
+  if (!mount || !rel) {
+    return std::nullopt;
+  }
+  CgroupInfo info;
+  auto join = [&](const std::string& r) { return r == "/" ? *mount : *mount + r; };
+  info.process_path = join(*rel);
+  info.scope_path = join(DomainScope(*rel));
+  struct stat st {};
+  if (::stat(info.scope_path.c_str(), &st) != 0) {
+    return std::nullopt;
+  }
+  info.scope_id = st.st_ino;
+  const std::string scope = DomainScope(*rel);
+  info.scope_level =
+      scope == "/" ? 0 : static_cast<int>(std::count(scope.begin(), scope.end(), '/'));
+  return info;
+}
+
+}  // namespace sovguard::libvirt

@@ -1,0 +1,48 @@
+// Host-side facts about a running guest that the domain XML does not hold: the QEMU process and
+// its cgroup v2 directory. Pure file reads (no libvirt calls), so the qemu hook may use them too.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace sovguard::libvirt {
+
+// Where cgroup2 is mounted, from mountinfo (first cgroup2 entry). Hybrid hosts have it at
+// /sys/fs/cgroup/unified, pure v2 hosts at /sys/fs/cgroup: never hard-coded.
+std::optional<std::string> FindCgroup2Mount(const std::string& mountinfo = "/proc/self/mountinfo");
+
+// The "0::/path" line of /proc/<pid>/cgroup (the v2 hierarchy); nullopt when the process is gone.
+std::optional<std::string> ProcessCgroup2Path(pid_t pid, const std::string& proc_root = "/proc");
+
+// libvirt puts QEMU's main thread in <scope>/emulator and vCPUs in <scope>/vcpuN: BPF cgroup
+// programs go on the scope so every thread of the guest is covered. Strips a trailing
+// /emulator, /vcpuN or /iothreadN.
+std::string DomainScope(const std::string& process_cgroup);
+
+// The QEMU pid libvirt recorded (run_dir/NAME.pid), checked against /proc/<pid>/cmdline containing
+// "guest=NAME" so a stale or recycled pid is never returned.
+std::optional<pid_t> QemuPid(const std::string& name,
+                             const std::string& run_dir = "/run/libvirt/qemu",
+                             const std::string& proc_root = "/proc");
+
+// True if /proc/<pid>/cmdline is a QEMU started by libvirt for `name` (its -name guest=NAME,...).
+bool IsQemuFor(pid_t pid, const std::string& name, const std::string& proc_root = "/proc");
+
+struct CgroupInfo {
+  std::string process_path;  // absolute directory of QEMU's own cgroup (.../emulator)
+  std::string scope_path;    // absolute directory of the domain scope (attach point)
+  // cgroup id (= inode number) of the scope. QEMU's threads sit in threaded children of it
+  // (emulator, vcpuN), so BPF matches it with bpf_get_current_ancestor_cgroup_id(scope_level) /
+  // bpf_skb_ancestor_cgroup_id(skb, scope_level), not bpf_get_current_cgroup_id().
+  uint64_t scope_id = 0;
+  int scope_level = 0;  // depth below the cgroup2 root ("/machine/qemu-1-x.libvirt-qemu" -> 2)
+  bool operator==(const CgroupInfo&) const = default;
+};
+
+// Resolves QEMU's cgroup v2 directories; nullopt if cgroup2 is not mounted or pid is gone.
+std::optional<CgroupInfo> ResolveCgroup(pid_t pid);
+
+}  // namespace sovguard::libvirt
