@@ -2,19 +2,29 @@
 
 #include <fmt/format.h>
 
+#include "attestation/cli/attest_cli.h"
 #include "enforcer/probe/probe.h"
+#include "policy/cli/policy_cli.h"
 
 namespace sovguard::ctl {
 
 std::optional<int> RunExtraCommand(const std::vector<std::string>& args, std::ostream& out,
                                    std::ostream& err) {
-  (void)args;
-  (void)out;
-  (void)err;
+  if (args[0] == "policy" || args[0] == "jurisdiction") return policy::RunPolicyCli(args, out, err);
+  if (args[0] == "attest") return attestation::cli::RunAttestCli(args, out, err);
   return std::nullopt;
 }
 
-void PrintExtraUsage(std::ostream& out) { (void)out; }
+void PrintExtraUsage(std::ostream& out) {
+  out << R"(  policy check FILE...                validate policies (file:line:col: what was expected)
+  policy bundle --key K --version N [--issuer S] FILES... -o B   sign a policy bundle
+  policy verify B --pub P             verify a bundle's signature and content
+  policy import-odrl FILE [--dataset ID] [--strict]   ODRL 2.2 JSON-LD -> sovguard policy
+  jurisdiction lookup ADDR [--table F] [--policy P]    country, EU/EEA membership, zone
+  jurisdiction compile --from DIR [--mmdb F] -o F      build the shipped table format
+  attest quote --nonce HEX -o FILE [--socket PATH | --node HOST:PORT --cert C --key K --ca CA]
+)";
+}
 
 int PrintStatus(const nlohmann::json& status, std::ostream& out, std::ostream& err) {
   try {
@@ -23,8 +33,38 @@ int PrintStatus(const nlohmann::json& status, std::ostream& out, std::ostream& e
     const auto& tpm = status.at("tpm");
     out << fmt::format("TPM:      {}{}\n", tpm.at("description").get<std::string>(),
                        tpm.at("software").get<bool>() ? "  [SOFTWARE TPM]" : "");
-    out << fmt::format("libvirt:  {}\n\n", status.at("libvirt").at("state").get<std::string>());
-    out << enforcer::ToTable(enforcer::ProbeReportFromJson(status.at("probe")));
+    out << fmt::format("libvirt:  {}\n", status.at("libvirt").at("state").get<std::string>());
+    if (status.contains("policy") && status["policy"].is_object()) {
+      const auto& p = status["policy"];
+      out << fmt::format("policy:   {} (sha256 {}, compiled {})\n", p.at("source").get<std::string>(),
+                         p.at("sha256").get<std::string>().substr(0, 16),
+                         p.at("compiled_digest").get<std::string>().substr(0, 16));
+      for (const auto& d : p.at("datasets")) {
+        out << fmt::format("          dataset {:<24} bit {:<2} mode {}\n", d.at("id").get<std::string>(),
+                           d.at("index").get<int>(), d.at("mode").get<std::string>());
+      }
+    }
+    if (status.contains("measurements") && status["measurements"].is_object()) {
+      const auto& m = status["measurements"];
+      out << fmt::format("measured: PCR {} log {} ({})\n", m.at("pcr").get<int>(),
+                         m.at("log").get<std::string>(), m.at("state").get<std::string>());
+    }
+    if (status.contains("guests")) {
+      out << fmt::format("\n{:<20} {:<10} {:<18} {:<8} {}\n", "GUEST", "LABEL", "DATASETS", "TAPS",
+                         "CGROUP");
+      for (const auto& g : status["guests"]) {
+        std::string taps;
+        for (const auto& t : g.at("taps")) taps += (taps.empty() ? "" : ",") + t.get<std::string>();
+        out << fmt::format("{:<20} {:<10} {:#018x} {:<8} {}\n", g.at("name").get<std::string>(),
+                           g.at("label").get<std::string>(), g.at("datasets_mask").get<std::uint64_t>(),
+                           taps, g.at("cgroup").get<std::string>());
+        if (!g.at("error").get<std::string>().empty()) {
+          out << "    error: " << g.at("error").get<std::string>() << "\n";
+        }
+      }
+    }
+    if (status.contains("network")) out << "\n" << status["network"].get<std::string>() << "\n";
+    out << "\n" << enforcer::ToTable(enforcer::ProbeReportFromJson(status.at("probe")));
   } catch (const nlohmann::json::exception& e) {
     err << "sovguardctl status: unexpected status document: " << e.what() << "\n";
     return 2;

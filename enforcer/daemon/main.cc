@@ -18,6 +18,7 @@
 #include "enforcer/daemon/config.h"
 #include "enforcer/daemon/host_services.h"
 #include "enforcer/daemon/log.h"
+#include "enforcer/daemon/node.h"
 #include "enforcer/probe/probe.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/version.h"
@@ -56,6 +57,8 @@ int Run(const sd::Config& config) {
   }
   if (en::EnsureBpffs()) sd::log::Notice("mounted bpffs at /sys/fs/bpf");
   if (en::EnsureTracefs()) sd::log::Notice("mounted tracefs at /sys/kernel/tracing");
+  // The UEFI and IMA event logs the evidence carries are read from securityfs.
+  if (en::EnsureSecurityfs()) sd::log::Notice("mounted securityfs at /sys/kernel/security");
 
   const en::ProbeReport probe = en::RunProbe();
   const auto probe_json = en::ToJson(probe).dump(2);
@@ -83,14 +86,20 @@ int Run(const sd::Config& config) {
   const std::string libvirt = sd::EnsureLibvirtd(config);
   sd::log::Info("{}", libvirt);
 
-  nlohmann::json status = {
-      {"version", SOVGUARD_VERSION},
-      {"pid", ::getpid()},
-      {"tpm", {{"tcti", tpm.tcti}, {"software", tpm.software}, {"description", tpm.description}}},
-      {"libvirt", {{"uri", config.libvirt_uri}, {"state", libvirt}}},
-      {"probe", en::ToJson(probe)},
+  sd::Node node(config, tpm, probe);
+  node.Start();
+
+  // status.json is what `sovguardctl status` reads (mode 0640 in the 0750 runtime directory).
+  const auto write_status = [&] {
+    nlohmann::json status = node.Status();
+    status["version"] = SOVGUARD_VERSION;
+    status["pid"] = ::getpid();
+    status["tpm"] = {{"tcti", tpm.tcti}, {"software", tpm.software}, {"description", tpm.description}};
+    status["libvirt"] = {{"uri", config.libvirt_uri}, {"state", libvirt}};
+    status["probe"] = en::ToJson(probe);
+    WriteFileAtomically(config.runtime_dir / "status.json", status.dump(2));
   };
-  WriteFileAtomically(config.runtime_dir / "status.json", status.dump(2));
+  write_status();
 
   sigset_t signals;
   sigemptyset(&signals);
@@ -104,8 +113,11 @@ int Run(const sd::Config& config) {
   sd_notify(0, "READY=1\nSTATUS=enforcing");
   sd::log::Info("ready");
 
-  // Half the watchdog interval between pings, as sd_watchdog_enabled(3) recommends.
-  const auto tick = watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::seconds(5);
+  // Half the watchdog interval between pings, as sd_watchdog_enabled(3) recommends; at most a
+  // second, so status and violation events stay fresh.
+  const auto tick = std::min<std::chrono::microseconds>(
+      watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::seconds(1),
+      std::chrono::seconds(1));
   while (true) {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
     timespec ts{.tv_sec = secs.count(),
@@ -117,7 +129,12 @@ int Run(const sd::Config& config) {
       sd::log::Info("stopping on {}; kernel enforcement stays in force", strsignal(sig));
       return 0;
     }
-    if (sig == SIGHUP) sd::log::Info("reload requested");
+    if (sig == SIGHUP) {
+      sd::log::Info("reload requested");
+      node.Reload();
+    }
+    node.PumpEvents();
+    write_status();
   }
 }
 

@@ -1,13 +1,29 @@
+#include "enforcer/datapath/net_datapath.h"
 #include "enforcer/probe/probe_candidates.h"
 
 namespace sovguard::enforcer {
+namespace {
 
-// Wired to the datapath loader once bpf/net lands; until then the path honestly reports none.
-Attempt ProbeTapEgress() {
-  return {.mechanism = "tc-clsact:ingress", .ok = false, .error = "network datapath not built"};
+Attempt TryNetDatapath(std::string mechanism) {
+  Attempt a{.mechanism = std::move(mechanism)};
+  try {
+    if (auto why = datapath::ProbeNetDatapath()) {
+      a.error = *why;
+    } else {
+      a.ok = true;
+    }
+  } catch (const std::exception& e) {
+    a.error = e.what();
+  }
+  return a;
 }
-Attempt ProbeTapIngress() {
-  return {.mechanism = "tc-clsact:egress", .ok = false, .error = "network datapath not built"};
-}
+
+}  // namespace
+
+// The residency program is loaded and run on an allowed and a forbidden frame: a tc program that
+// loads, and drops what it should, prevents.
+Attempt ProbeTapEgress() { return TryNetDatapath("tc-clsact:ingress"); }
+// Traffic towards the guest is the same program type on the tap's clsact egress hook.
+Attempt ProbeTapIngress() { return TryNetDatapath("tc-clsact:egress"); }
 
 }  // namespace sovguard::enforcer

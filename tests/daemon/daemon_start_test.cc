@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -122,6 +123,24 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
   EXPECT_EQ(::pclose(p), 0) << out;
   EXPECT_NE(out.find("[SOFTWARE TPM]"), std::string::npos) << out;
   EXPECT_NE(out.find("block-devices"), std::string::npos) << out;
+
+  // The shipped default policy is in force, measured into the TPM-backed log.
+  const auto& policy = status.at("policy");
+  EXPECT_NE(policy.at("source").get<std::string>().find("default-eu-eea.textproto"), std::string::npos);
+  ASSERT_EQ(policy.at("datasets").size(), 1u);
+  EXPECT_EQ(policy.at("datasets")[0].at("mode").get<std::string>(), "audit");
+  EXPECT_EQ(status.at("measurements").at("pcr").get<int>(), 13);
+  EXPECT_NE(logtext.find("jurisdiction table"), std::string::npos) << logtext;
+
+  // An auditor's quote through the local API carries the quote and the enforcement snapshot.
+  const std::string evidence = (dir_ / "evidence.json").string();
+  const std::string quote = std::string(SOVGUARD_BINARY_DIR) +
+                            "/enforcer/ctl/sovguardctl attest quote --nonce 0011223344556677 --socket " +
+                            status.at("api_socket").get<std::string>().substr(5) + " -o " + evidence;
+  ASSERT_EQ(std::system(quote.c_str()), 0) << quote;
+  const auto ev = nlohmann::json::parse(ReadFile(evidence));
+  EXPECT_FALSE(ev.at("quote").at("signature").get<std::string>().empty());
+  EXPECT_EQ(ev.at("snapshot").at("mechanisms").size(), 6u);
 
   ASSERT_EQ(::kill(daemon_, SIGTERM), 0);
   ASSERT_EQ(::waitpid(daemon_, &wstatus, 0), daemon_);

@@ -1,0 +1,414 @@
+#include "enforcer/daemon/node.h"
+
+#include <bpf/bpf.h>
+#include <grpcpp/grpcpp.h>
+#include <net/if.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "attestation/common/bytes.h"
+#include "attestation/eventlog/cel.h"
+#include "attestation/evidence/evidence.h"
+#include "attestation/measure/measurement_log.h"
+#include "attestation/measure/platform.h"
+#include "attestation/service/attestation_service.h"
+#include "attestation/tpm/tpm.h"
+#include "bpf/net/sg_net.skel.h"
+#include "bpf/storage/storage_guard.skel.h"
+#include "enforcer/daemon/log.h"
+#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/libvirt/watcher.h"
+#include "policy/bundle/bundle.h"
+#include "policy/compile/compile.h"
+
+namespace sovguard::daemon {
+namespace {
+
+namespace cel = attestation::cel;
+using attestation::Sha256Digest;
+
+std::string ReadAll(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path.string() + ": cannot read");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string Hex(std::span<const std::uint8_t> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (auto b : bytes) {
+    out += kDigits[b >> 4];
+    out += kDigits[b & 15];
+  }
+  return out;
+}
+
+std::vector<std::string> TrustedKeys(const std::filesystem::path& dir) {
+  std::vector<std::string> keys;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.is_regular_file() && e.path().extension() == ".pem") keys.push_back(ReadAll(e.path()));
+  }
+  return keys;
+}
+
+std::string ModeText(policy::Mode m) { return m == policy::Mode::kEnforce ? "enforce" : "audit"; }
+
+}  // namespace
+
+Node::Node(Config config, TpmChoice tpm, enforcer::ProbeReport probe)
+    : config_(std::move(config)), tpm_choice_(std::move(tpm)), probe_(std::move(probe)) {}
+
+Node::~Node() {
+  if (watcher_) watcher_->Stop();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+Node::LoadedPolicy Node::LoadPolicy() {
+  LoadedPolicy loaded;
+  if (config_.policy_bundle.empty()) {
+    const auto file = config_.data_dir / "default-eu-eea.textproto";
+    auto result = policy::LoadPolicyFiles({file});
+    if (!result.ok()) {
+      std::string why;
+      for (const auto& d : result.diagnostics) why += "\n  " + d.ToString();
+      throw std::runtime_error("shipped default policy " + file.string() + " is invalid:" + why);
+    }
+    loaded.validated = std::move(*result.policy);
+    loaded.source = file.string();
+    const std::string bytes = ReadAll(file);
+    loaded.source_bytes.assign(bytes.begin(), bytes.end());
+    loaded.source_sha256 = attestation::Sha256(bytes);
+  } else {
+    std::string error;
+    auto store = policy::BundleStore::Open(config_.state_dir / "policy",
+                                           TrustedKeys(config_.trusted_keys_dir), &error);
+    if (!store) throw std::runtime_error("policy state: " + error);
+    const auto result = store->Apply(ReadAll(config_.policy_bundle));
+    if (!result.accepted) {
+      if (store->active() == nullptr) {
+        throw std::runtime_error("policy bundle " + config_.policy_bundle.string() +
+                                 " rejected and no last good bundle: " + result.error);
+      }
+      log::Error("policy bundle {} rejected, keeping version {}: {}",
+                 config_.policy_bundle.string(), store->active_version(), result.error);
+    }
+    const auto* active = store->active();
+    loaded.validated = active->policy;
+    loaded.source = config_.policy_bundle.string();
+    const std::string bytes = ReadAll(config_.state_dir / "policy" / "active.bundle");
+    loaded.source_bytes.assign(bytes.begin(), bytes.end());
+    loaded.source_sha256 = active->sha256;
+    loaded.bundle_version = active->manifest.version;
+  }
+  loaded.compiled = policy::Compile(loaded.validated, *table_);
+  return loaded;
+}
+
+void Node::ApplyPolicy(LoadedPolicy loaded) {
+  const auto t0 = std::chrono::steady_clock::now();
+  net_->ApplyPolicy(loaded.compiled);
+  const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0);
+  std::string modes;
+  for (const auto& d : loaded.compiled.datasets) {
+    modes += fmt::format("{}{}={}", modes.empty() ? "" : ", ", d.id, ModeText(d.mode));
+  }
+  log::Info("policy {} applied in {:.1f} ms: {} datasets ({}), {} IPv4 + {} IPv6 prefixes, digest {}",
+            loaded.source, ms.count(), loaded.compiled.datasets.size(), modes,
+            loaded.compiled.ipv4.size(), loaded.compiled.ipv6.size(),
+            policy::DigestHex(loaded.compiled.digest));
+  attestation::measure::MeasurePolicyApplied(*measurements_, loaded.source, loaded.source_bytes);
+  policy_ = std::move(loaded);
+  // Guests keep their taps; their masks follow the new policy's dataset indexes.
+  for (auto& [uuid, g] : guests_) {
+    for (auto ifindex : g.ifindexes) net_->SetGuestDatasets(ifindex, g.datasets);
+  }
+}
+
+void Node::MeasureStack() {
+  attestation::measure::MeasurePlatform(*measurements_);
+  std::size_t size = 0;
+  const void* net_obj = sg_net__elf_bytes(&size);
+  attestation::measure::MeasureBpfObject(*measurements_, "bpf/net/sg_net.bpf.o",
+                                         {static_cast<const std::uint8_t*>(net_obj), size});
+  const void* storage_obj = storage_guard__elf_bytes(&size);
+  attestation::measure::MeasureBpfObject(*measurements_, "bpf/storage/storage_guard.bpf.o",
+                                         {static_cast<const std::uint8_t*>(storage_obj), size});
+  for (const auto& p : probe_.paths) {
+    if (p.attempts.size() > 1 || p.guarantee == enforcer::Guarantee::kNone) {
+      attestation::measure::MeasureMechanismDowngraded(
+          *measurements_, p.path, p.attempts.front().mechanism, p.mechanism,
+          p.attempts.front().error);
+    }
+  }
+}
+
+void Node::StartApi() {
+  evidence_ = std::make_unique<attestation::evidence::EvidenceBuilder>(
+      *tpm_, *measurements_, attestation::evidence::EvidenceConfig{});
+  service_ = std::make_unique<attestation::service::AttestationServiceImpl>(
+      *evidence_, [this] { return Snapshot(); });
+  api_socket_ = attestation::service::PrepareUnixSocket(config_.runtime_dir / "api.sock");
+  grpc::ServerBuilder builder;
+  // The socket lives in the runtime directory (mode 0750, group sovguard): the file system
+  // authenticates local callers.
+  builder.AddListeningPort(api_socket_, grpc::InsecureServerCredentials());
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_) throw std::runtime_error("cannot serve the API on " + api_socket_);
+  log::Info("attestation API on {}", api_socket_);
+}
+
+std::uint64_t Node::DatasetsFor(const libvirt::GuestInfo& guest) const {
+  const auto& labels = guest.domain.labels;
+  const auto& validated = policy_->validated;
+  if (labels.state == libvirt::LabelState::kInvalid) {
+    // Fail closed: an unreadable label holds every dataset, so only destinations every dataset
+    // allows are reachable.
+    std::uint64_t all = 0;
+    for (const auto& d : policy_->compiled.datasets) all |= 1ULL << d.index;
+    return all;
+  }
+  std::vector<std::string> held = labels.AllDatasets();
+  std::uint64_t mask = validated.DatasetsForGuest(guest.domain.name, guest.domain.uuid, {});
+  if (labels.state == libvirt::LabelState::kValid) {
+    mask = 0;
+    for (const auto& id : held) {
+      bool known = false;
+      for (const auto& d : policy_->compiled.datasets) {
+        if (d.id == id) {
+          mask |= 1ULL << d.index;
+          known = true;
+        }
+      }
+      if (!known) {
+        log::Warning("guest {} holds dataset '{}' that the policy does not define: treated as "
+                     "holding every dataset", guest.domain.name, id);
+        for (const auto& d : policy_->compiled.datasets) mask |= 1ULL << d.index;
+      }
+    }
+    mask |= validated.DatasetsForGuest(guest.domain.name, guest.domain.uuid, {}) &
+            ~validated.DefaultMask();
+    if (mask == 0) mask = validated.DefaultMask();
+  }
+  return mask;
+}
+
+void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
+  std::lock_guard lock(mu_);
+  CoveredGuest& g = guests_[guest.domain.uuid];
+  const std::vector<std::uint32_t> previous = g.ifindexes;
+  g = CoveredGuest{.name = guest.domain.name,
+                   .uuid = guest.domain.uuid,
+                   .taps = guest.domain.Taps(),
+                   .cgroup = guest.cgroup ? guest.cgroup->scope_path : "",
+                   .datasets = DatasetsFor(guest),
+                   .label_state = guest.domain.labels.state == libvirt::LabelState::kValid ? "valid"
+                                  : guest.domain.labels.state == libvirt::LabelState::kInvalid
+                                      ? "invalid"
+                                      : "absent",
+                   .error = guest.domain.labels.error};
+  for (const auto& tap : g.taps) {
+    const unsigned ifindex = ::if_nametoindex(tap.c_str());
+    if (ifindex == 0) {
+      g.error = "tap " + tap + " not found";
+      continue;
+    }
+    try {
+      if (std::find(previous.begin(), previous.end(), ifindex) != previous.end()) {
+        net_->SetGuestDatasets(ifindex, g.datasets);
+      } else {
+        net_->AddGuest({.name = g.name, .ifindex = ifindex, .datasets = g.datasets});
+        attestation::measure::MeasureProgramAttached(*measurements_, "sg_net", program_tag_,
+                                                     "tc/ingress", tap);
+      }
+      g.ifindexes.push_back(ifindex);
+      log::Info("guest {}: tap {} covered, datasets mask {:#x}", g.name, tap, g.datasets);
+    } catch (const std::exception& e) {
+      g.error = e.what();
+      log::Error("guest {}: tap {}: {}", g.name, tap, e.what());
+    }
+  }
+  // Taps that went away (hot-unplug) are detached.
+  for (auto ifindex : previous) {
+    if (std::find(g.ifindexes.begin(), g.ifindexes.end(), ifindex) == g.ifindexes.end()) {
+      net_->RemoveGuest(ifindex);
+    }
+  }
+}
+
+void Node::OnGuestDown(const libvirt::GuestInfo& guest) {
+  std::lock_guard lock(mu_);
+  auto it = guests_.find(guest.domain.uuid);
+  if (it == guests_.end()) return;
+  for (auto ifindex : it->second.ifindexes) {
+    try {
+      net_->RemoveGuest(ifindex);
+    } catch (const std::exception& e) {
+      log::Warning("guest {}: detaching ifindex {}: {}", it->second.name, ifindex, e.what());
+    }
+  }
+  log::Info("guest {} down: detached", it->second.name);
+  guests_.erase(it);
+}
+
+void Node::Start() {
+  std::lock_guard lock(mu_);
+  std::string error;
+  const auto table_path = config_.data_dir / "world.sgjt";
+  table_ = policy::JurisdictionTable::Load(table_path, &error);
+  if (!table_) throw std::runtime_error("jurisdiction table: " + error);
+  log::Info("jurisdiction table {}: {} IPv4 + {} IPv6 prefixes, {} countries", table_path.string(),
+            table_->v4().size(), table_->v6().size(), table_->Countries().size());
+
+  tpm_ = std::make_unique<attestation::tpm::Tpm>(tpm_choice_.tcti);
+  measurements_ = std::make_unique<attestation::measure::MeasurementLog>(
+      *tpm_, attestation::measure::MeasureConfig{.state_dir = config_.state_dir / "measurements"});
+  log::Info("measurement log {} on PCR {} ({})", measurements_->log_path().string(),
+            measurements_->pcr(), measurements_->open_state());
+  MeasureStack();
+
+  // Filters stay on the taps when the daemon exits: the loaded program and its maps keep
+  // enforcing the last policy until a successor replaces them (BPF_TC_F_REPLACE, no gap).
+  net_ = std::make_unique<datapath::NetDatapath>(
+      datapath::NetDatapathOptions{.detach_on_destroy = false});
+  bpf_prog_info info{};
+  __u32 info_len = sizeof info;
+  if (int err = bpf_obj_get_info_by_fd(net_->program_fd(), &info, &info_len); err != 0) {
+    throw std::runtime_error("reading the residency program's info: " + std::to_string(err));
+  }
+  program_tag_ = Hex(std::span(info.tag, sizeof info.tag));
+  program_id_ = info.id;
+  ApplyPolicy(LoadPolicy());
+  StartApi();
+
+  libvirt::WatcherOptions options;
+  options.connection.uri = config_.libvirt_uri;
+  watcher_ = std::make_unique<libvirt::Watcher>(
+      options,
+      libvirt::WatcherCallbacks{
+          .on_up = [this](const libvirt::GuestInfo& g) { OnGuestUp(g); },
+          .on_changed = [this](const libvirt::GuestInfo& g,
+                               libvirt::ChangeReason) { OnGuestUp(g); },
+          .on_down = [this](const libvirt::GuestInfo& g) { OnGuestDown(g); },
+          .on_connection =
+              [](bool connected) {
+                log::Info("libvirt {}", connected ? "connected: reconciling" : "connection lost");
+              },
+          .on_error = [](const std::string& e) { log::Warning("libvirt: {}", e); },
+      });
+  mu_.unlock();  // the watcher's first reconcile calls back into OnGuestUp
+  watcher_->Start();
+  const bool connected = watcher_->WaitConnected(std::chrono::seconds(30));
+  mu_.lock();
+  if (!connected) log::Warning("libvirt not reachable yet at {}: retrying", config_.libvirt_uri);
+}
+
+void Node::Reload() {
+  std::lock_guard lock(mu_);
+  try {
+    ApplyPolicy(LoadPolicy());
+  } catch (const std::exception& e) {
+    log::Error("reload rejected, last good policy stays enforced: {}", e.what());
+  }
+}
+
+void Node::PumpEvents() {
+  if (!net_) return;
+  net_->PollEvents(0, [](const sg_net_event& ev) {
+    log::Notice("violation: {}", datapath::FormatEvent(ev));
+  });
+}
+
+nlohmann::json Node::Status() const {
+  std::lock_guard lock(mu_);
+  nlohmann::json guests = nlohmann::json::array();
+  for (const auto& [uuid, g] : guests_) {
+    guests.push_back({{"name", g.name},
+                      {"uuid", g.uuid},
+                      {"taps", g.taps},
+                      {"cgroup", g.cgroup},
+                      {"datasets_mask", g.datasets},
+                      {"label", g.label_state},
+                      {"error", g.error}});
+  }
+  nlohmann::json pol;
+  if (policy_) {
+    nlohmann::json datasets = nlohmann::json::array();
+    for (const auto& d : policy_->compiled.datasets) {
+      datasets.push_back({{"id", d.id}, {"index", d.index}, {"mode", ModeText(d.mode)}});
+    }
+    pol = {{"source", policy_->source},
+           {"sha256", Hex(policy_->source_sha256)},
+           {"compiled_digest", policy::DigestHex(policy_->compiled.digest)},
+           {"bundle_version", policy_->bundle_version},
+           {"datasets", datasets}};
+  }
+  return {{"guests", guests},
+          {"policy", pol},
+          {"api_socket", api_socket_},
+          {"measurements",
+           measurements_ ? nlohmann::json{{"pcr", measurements_->pcr()},
+                                          {"log", measurements_->log_path().string()},
+                                          {"state", measurements_->open_state()}}
+                         : nlohmann::json()},
+          {"network", net_ ? datapath::FormatStatus(net_->Status()) : ""}};
+}
+
+attestation::v1::EnforcementSnapshot Node::Snapshot() const {
+  std::lock_guard lock(mu_);
+  attestation::v1::EnforcementSnapshot s;
+  s.set_version(1);
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  s.set_node(host);
+  s.set_taken_unix_ns(static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count()));
+  if (policy_) {
+    s.set_policy_bundle_sha256(policy_->source_sha256.data(), policy_->source_sha256.size());
+    s.set_policy_bundle_id(policy_->source);
+  }
+  for (const auto& [uuid, g] : guests_) {
+    auto* guest = s.add_guests();
+    guest->set_name(g.name);
+    guest->set_uuid(g.uuid);
+    guest->set_cgroup(g.cgroup);
+    for (const auto& tap : g.taps) guest->add_taps(tap);
+    if (policy_) {
+      for (const auto& d : policy_->compiled.datasets) {
+        if (!(g.datasets & (1ULL << d.index))) continue;
+        auto* gd = guest->add_datasets();
+        gd->set_dataset(d.id);
+        gd->set_bit(d.index);
+        gd->set_mode(ModeText(d.mode));
+      }
+    }
+    for (const auto& tap : g.taps) {
+      auto* p = s.add_programs();
+      p->set_name("sg_net");
+      p->set_tag(program_tag_);
+      p->set_prog_id(program_id_);
+      p->set_attach_type("tc/ingress");
+      p->set_attach_point(tap);
+    }
+  }
+  for (const auto& p : probe_.paths) {
+    auto* m = s.add_mechanisms();
+    m->set_path(p.path);
+    m->set_active(p.mechanism);
+    m->set_strongest(p.attempts.empty() ? p.mechanism : p.attempts.front().mechanism);
+    m->set_downgraded(p.attempts.size() > 1 || p.guarantee == enforcer::Guarantee::kNone);
+    if (m->downgraded() && !p.attempts.empty()) m->set_reason(p.attempts.front().error);
+  }
+  return s;
+}
+
+}  // namespace sovguard::daemon
