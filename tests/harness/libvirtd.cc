@@ -1,0 +1,261 @@
+#include "tests/harness/libvirtd.h"
+
+#include <pwd.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+#include <vector>
+
+#include "tests/harness/process.h"
+
+namespace fs = std::filesystem;
+
+namespace sovguard::test {
+namespace {
+
+using Binds = std::vector<std::pair<std::string, std::string>>;
+
+std::string State(const char* leaf) {
+  return std::string(LibvirtDaemons::kStateDir) + "/" + leaf;
+}
+std::string LibvirtdPidFile() {
+  return State("libvirtd.pid");
+}
+std::string VirtlogdPidFile() {
+  return State("virtlogd.pid");
+}
+std::string LibvirtdLog() {
+  return std::string(LibvirtDaemons::kLogDir) + "/libvirtd.log";
+}
+
+std::string Tail(const std::string& path, size_t bytes) {
+  try {
+    std::string s = ReadFile(path);
+    return s.size() > bytes ? s.substr(s.size() - bytes) : s;
+  } catch (const std::exception&) {
+    return "(no " + path + ")";
+  }
+}
+
+// The pid from our own pid file, if it is alive and really that daemon (pids get recycled).
+pid_t OurDaemon(const std::string& pid_file, const std::string& comm) {
+  pid_t pid = ReadPidFile(pid_file);
+  if (!ProcessAlive(pid)) {
+    return 0;
+  }
+  try {
+    std::string c = ReadFile("/proc/" + std::to_string(pid) + "/comm");
+    if (c.substr(0, c.find('\n')) != comm) {
+      return 0;
+    }
+  } catch (const std::exception&) {
+    return 0;
+  }
+  return pid;
+}
+
+const char* kDispatcher = R"(#!/bin/sh
+# sovguard test harness: forwards libvirt's qemu hook to what the running test installed.
+t=/run/sovguard-test/libvirt/hook-target
+if [ -x "$t" ]; then exec "$t" "$@"; fi
+exit 0
+)";
+
+// Prepares the overlay directories; returns the bind mounts (source -> target).
+Binds PrepareOverlay() {
+  const fs::path etc = State("etc-libvirt");
+  fs::create_directories(etc / "hooks" / "qemu.d");
+  fs::create_directories(State("run"));
+  fs::create_directories(LibvirtDaemons::kLogDir);
+  // Keep what the host configures (libvirt.conf, nwfilter...) but not its domains, hooks or
+  // qemu.conf: the test daemon has its own.
+  if (fs::exists("/etc/libvirt")) {
+    for (const auto& e : fs::directory_iterator("/etc/libvirt")) {
+      const auto name = e.path().filename();
+      if (name == "hooks" || name == "qemu.conf" || name == "qemu" || name == "secrets") {
+        continue;
+      }
+      fs::copy(e.path(), etc / name,
+               fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    }
+  }
+  // QEMU runs as root: kernel/initramfs in the build tree need no relabelling.
+  WriteFile(etc / "qemu.conf", "user = \"root\"\ngroup = \"root\"\n");
+  WriteFile(etc / "hooks" / "qemu.d" / "sovguard-test", kDispatcher, 0755);
+  // Mount points must exist on the host; creating empty directories changes nothing there.
+  fs::create_directories("/etc/libvirt");
+  fs::create_directories("/run/libvirt");
+  fs::create_directories("/var/log/libvirt");
+  Binds binds{{etc.string(), "/etc/libvirt"},
+              {State("run"), "/run/libvirt"},
+              {LibvirtDaemons::kLogDir, "/var/log/libvirt"}};
+  // Debian's libvirt resolves its compiled-in user `libvirt-qemu` even when qemu.conf overrides it;
+  // the account comes with libvirt-daemon-system, which these hosts may lack.
+  // Start-up only, before any thread of ours could call getpw* concurrently.
+  if (::getpwnam("libvirt-qemu") == nullptr) {  // NOLINT(concurrency-mt-unsafe)
+    WriteFile(State("passwd"), ReadFile("/etc/passwd") +
+                                   "libvirt-qemu:x:64055:64055:libvirt (sovguard test "
+                                   "overlay):/var/lib/libvirt:/usr/sbin/nologin\n");
+    WriteFile(State("group"), ReadFile("/etc/group") + "libvirt-qemu:x:64055:\n");
+    binds.emplace_back(State("passwd"), "/etc/passwd");
+    binds.emplace_back(State("group"), "/etc/group");
+  }
+  return binds;
+}
+
+// Runs `path -d -p pid_file` in a private mount namespace with `binds`; returns when the
+// daemonising parent has exited (the daemon reports its start-up status to it first).
+void SpawnDaemon(const std::string& path, const std::string& pid_file, const Binds& binds) {
+  std::vector<std::string> args{path, "-d", "-p", pid_file};
+  std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
+  for (auto& a : args) {
+    argv.push_back(a.data());
+  }
+  argv.push_back(nullptr);
+  // Everything the child needs is prepared before fork: after fork only syscalls and execv.
+  pid_t child = ::fork();
+  if (child < 0) {
+    throw std::runtime_error(std::string("fork: ") + std::generic_category().message(errno));
+  }
+  if (child == 0) {
+    if (::unshare(CLONE_NEWNS) != 0) {
+      ::_exit(120);
+    }
+    // Slave: host mounts still propagate in, ours never propagate out.
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
+      ::_exit(121);
+    }
+    for (const auto& [src, dst] : binds) {
+      if (::mount(src.c_str(), dst.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+        ::_exit(122);
+      }
+    }
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw std::runtime_error(path + " -d failed (status " + std::to_string(status) +
+                             "; 120-122: namespace/bind mount, 127: exec). libvirtd.log ends:\n" +
+                             Tail(LibvirtdLog(), 3000));
+  }
+}
+
+void StartVirtlogd(const Binds& binds) {
+  if (OurDaemon(VirtlogdPidFile(), "virtlogd")) {
+    return;
+  }
+  SpawnDaemon("/usr/sbin/virtlogd", VirtlogdPidFile(), binds);
+  if (!PollUntil(std::chrono::seconds(10), [] {
+        return OurDaemon(VirtlogdPidFile(), "virtlogd") != 0 &&
+               fs::exists(State("run/virtlogd-sock"));
+      })) {
+    throw std::runtime_error("virtlogd did not create its socket within 10 s: " +
+                             Tail(std::string(LibvirtDaemons::kLogDir) + "/virtlogd.log", 2000));
+  }
+}
+
+void DestroyTestDomains() {
+  if (!LibvirtDaemons::Answering()) {
+    return;
+  }
+  CommandResult list = Run({"virsh", "-c", LibvirtDaemons::kUri, "list", "--all", "--name"});
+  std::istringstream names(list.out);
+  std::string name;
+  while (std::getline(names, name)) {
+    if (name.rfind(LibvirtDaemons::kTestDomainPrefix, 0) != 0) {
+      continue;
+    }
+    Run({"virsh", "-c", LibvirtDaemons::kUri, "destroy", name});
+    Run({"virsh", "-c", LibvirtDaemons::kUri, "undefine", name});
+  }
+}
+
+}  // namespace
+
+bool LibvirtDaemons::Answering() {
+  return Run({"virsh", "-c", kUri, "version"}).exit_code == 0;
+}
+
+pid_t LibvirtDaemons::LibvirtdPid() {
+  return OurDaemon(LibvirtdPidFile(), "libvirtd");
+}
+pid_t LibvirtDaemons::VirtlogdPid() {
+  return OurDaemon(VirtlogdPidFile(), "virtlogd");
+}
+
+void LibvirtDaemons::WaitAnswering(std::chrono::milliseconds timeout) {
+  if (!PollUntil(
+          timeout, [] { return Answering(); }, std::chrono::milliseconds(50))) {
+    throw std::runtime_error("libvirtd does not answer on " + std::string(kUri) + " after " +
+                             std::to_string(timeout.count()) + " ms; libvirtd.log ends:\n" +
+                             Tail(LibvirtdLog(), 3000));
+  }
+}
+
+void LibvirtDaemons::StartLibvirtd() {
+  if (LibvirtdPid()) {
+    return;
+  }
+  const Binds binds = PrepareOverlay();
+  StartVirtlogd(binds);  // libvirtd needs it for QEMU's logs; restarts keep the running one
+  SpawnDaemon("/usr/sbin/libvirtd", LibvirtdPidFile(), binds);
+  WaitAnswering();
+  if (!LibvirtdPid()) {
+    throw std::runtime_error("libvirtd answers but its pid file is stale");
+  }
+}
+
+void LibvirtDaemons::StopLibvirtd() {
+  if (pid_t pid = LibvirtdPid()) {
+    if (!TerminateAndWait(pid, std::chrono::seconds(30))) {
+      throw std::runtime_error("libvirtd pid " + std::to_string(pid) + " does not exit");
+    }
+  }
+}
+
+void LibvirtDaemons::RestartLibvirtd() {
+  StopLibvirtd();
+  StartLibvirtd();
+}
+
+bool LibvirtDaemons::Start() {
+  const bool started = LibvirtdPid() == 0;
+  StartLibvirtd();
+  return started;
+}
+
+void LibvirtDaemons::Stop() {
+  DestroyTestDomains();
+  StopLibvirtd();
+  if (pid_t logd = VirtlogdPid()) {
+    TerminateAndWait(logd, std::chrono::seconds(10));
+  }
+  std::error_code ec;
+  fs::remove(kHookTarget, ec);
+}
+
+ScopedHookTarget::ScopedHookTarget(const std::string& executable) {
+  fs::create_directories(LibvirtDaemons::kStateDir);
+  fs::remove(LibvirtDaemons::kHookTarget);
+  fs::create_symlink(fs::absolute(executable), LibvirtDaemons::kHookTarget);
+}
+
+ScopedHookTarget::~ScopedHookTarget() {
+  std::error_code ec;
+  fs::remove(LibvirtDaemons::kHookTarget, ec);
+}
+
+}  // namespace sovguard::test

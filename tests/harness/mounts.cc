@@ -1,0 +1,69 @@
+#include "tests/harness/mounts.h"
+
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+
+namespace sovguard::test {
+
+std::vector<MountEntry> ReadMounts(const std::string& mountinfo) {
+  std::ifstream f(mountinfo);
+  if (!f) {
+    throw std::runtime_error("cannot read " + mountinfo);
+  }
+  std::vector<MountEntry> mounts;
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string id, parent, devno, root, mount_point, tok;
+    in >> id >> parent >> devno >> root >> mount_point;
+    while (in >> tok && tok != "-") {
+    }
+    std::string fs_type;
+    in >> fs_type;
+    if (!fs_type.empty()) {
+      mounts.push_back({mount_point, fs_type});
+    }
+  }
+  return mounts;
+}
+
+std::optional<std::string> FindMount(const std::string& fs_type) {
+  for (const auto& m : ReadMounts()) {
+    if (m.fs_type == fs_type) {
+      return m.mount_point;
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> EnsureKernelFilesystems() {
+  struct Want {
+    const char* type;
+    const char* target;
+  };
+  static constexpr Want kWanted[] = {{"bpf", "/sys/fs/bpf"},
+                                     {"tracefs", "/sys/kernel/tracing"},
+                                     {"securityfs", "/sys/kernel/security"}};
+  std::vector<std::string> mounted;
+  for (const auto& w : kWanted) {
+    if (FindMount(w.type)) {
+      continue;
+    }
+    ::mkdir(w.target, 0755);  // usually exists already in sysfs; EEXIST is fine
+    if (::mount(w.type, w.target, w.type, 0, nullptr) != 0) {
+      throw std::runtime_error(std::string("mount -t ") + w.type + " " + w.target + ": " +
+                               std::generic_category().message(errno));
+    }
+    mounted.emplace_back(w.target);
+  }
+  return mounted;
+}
+
+}  // namespace sovguard::test

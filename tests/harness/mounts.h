@@ -1,0 +1,27 @@
+// Kernel pseudo-filesystems that BPF and kernel tests need. systemd mounts them on a normal host;
+// these machines have no systemd, so the harness (like the daemon) mounts what is missing.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sovguard::test {
+
+struct MountEntry {
+  std::string mount_point;
+  std::string fs_type;
+};
+
+// Parses /proc/self/mountinfo (fields after " - " hold the fs type).
+std::vector<MountEntry> ReadMounts(const std::string& mountinfo = "/proc/self/mountinfo");
+
+// The first mount point of `fs_type`, if any.
+std::optional<std::string> FindMount(const std::string& fs_type);
+
+// Mounts bpffs on /sys/fs/bpf, tracefs on /sys/kernel/tracing and securityfs on
+// /sys/kernel/security where no filesystem of that type is mounted yet. Throws naming the mount
+// that failed. Returns the mount points it mounted (it never unmounts: others share them).
+std::vector<std::string> EnsureKernelFilesystems();
+
+}  // namespace sovguard::test

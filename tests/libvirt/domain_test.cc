@@ -1,0 +1,142 @@
+#include "enforcer/libvirt/domain.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "enforcer/libvirt/resolve.h"
+
+namespace sovguard::libvirt {
+namespace {
+
+std::string TestData(const std::string& name) {
+  return std::string(SOVGUARD_SOURCE_DIR) + "/tests/libvirt/testdata/" + name;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+TEST(DomainXml, ParsesIdentityTapsDisksAndLabels) {
+  DomainDescription d = ParseDomainXml(Slurp(TestData("domain-live.xml")));
+  EXPECT_EQ(d.name, "sgt-unit");
+  EXPECT_EQ(d.uuid, "eec1d1ce-8b4a-4325-bc16-55e61b5ecc15");
+  EXPECT_EQ(d.id, 7);
+  ASSERT_EQ(d.interfaces.size(), 3u);
+  EXPECT_EQ(d.interfaces[0],
+            (Interface{"ethernet", "sgt0", "52:54:00:aa:bb:01", "virtio", "net0"}));
+  EXPECT_EQ(d.interfaces[1].tap, "vnet3");
+  EXPECT_EQ(d.interfaces[2].tap, "");  // inactive-style: no target yet
+  EXPECT_EQ(d.Taps(), (std::vector<std::string>{"sgt0", "vnet3"}));
+  ASSERT_EQ(d.disks.size(), 2u);
+  EXPECT_EQ(d.disks[0].source, "/var/lib/libvirt/images/a.qcow2");
+  EXPECT_EQ(d.disks[0].target, "vda");
+  EXPECT_FALSE(d.disks[0].readonly);
+  EXPECT_EQ(d.disks[1].source_type, "block");
+  EXPECT_EQ(d.disks[1].source, "/dev/mapper/records");
+  EXPECT_TRUE(d.disks[1].readonly);
+  EXPECT_TRUE(d.disks[1].shareable);
+  ASSERT_EQ(d.labels.state, LabelState::kValid) << d.labels.error;
+  EXPECT_EQ(d.labels.datasets, (std::vector<std::string>{"health-records", "tax.2024"}));
+  EXPECT_EQ(d.labels.disks, (std::vector<DiskLabel>{{"vdb", "health-records"}}));
+}
+
+TEST(DomainXml, NoLabelIsAbsent) {
+  DomainDescription d = ParseDomainXml(
+      "<domain><name>a</name><uuid>00000000-0000-0000-0000-000000000001</uuid></domain>");
+  EXPECT_EQ(d.labels.state, LabelState::kAbsent);
+  EXPECT_EQ(d.id, -1);
+}
+
+TEST(DomainXml, BadLabelInDomainFailsClosed) {
+  DomainDescription d = ParseDomainXml(
+      "<domain><name>a</name><uuid>u</uuid><metadata>"
+      "<s:guest xmlns:s='https://sovguard.eu/ns/guest/1'>\n<colour id='x'/></s:guest>"
+      "</metadata></domain>");
+  EXPECT_EQ(d.labels.state, LabelState::kInvalid);
+  EXPECT_NE(d.labels.error.find("line 2: <colour>: unknown element"), std::string::npos)
+      << d.labels.error;
+}
+
+TEST(DomainXml, TwoLabelElementsFailClosed) {
+  DomainDescription d = ParseDomainXml(
+      "<domain><name>a</name><uuid>u</uuid><metadata>"
+      "<s:guest xmlns:s='https://sovguard.eu/ns/guest/1'><dataset id='a'/></s:guest>"
+      "<t:guest xmlns:t='https://sovguard.eu/ns/guest/1'/></metadata></domain>");
+  EXPECT_EQ(d.labels.state, LabelState::kInvalid);
+  EXPECT_TRUE(d.labels.datasets.empty());
+}
+
+TEST(DomainXml, RejectsNonDomainsPrecisely) {
+  EXPECT_THROW(ParseDomainXml("<network/>"), DomainXmlError);
+  EXPECT_THROW(ParseDomainXml("<domain><uuid>u</uuid></domain>"), DomainXmlError);
+  try {
+    ParseDomainXml("<domain>\n<name>a</name");
+    FAIL();
+  } catch (const DomainXmlError& e) {
+    EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Resolve, FindsCgroup2WhereverMounted) {
+  EXPECT_EQ(FindCgroup2Mount(TestData("mountinfo.hybrid")), "/sys/fs/cgroup/unified");
+  EXPECT_EQ(FindCgroup2Mount(TestData("mountinfo.escaped")), "/mnt/cg two");
+  EXPECT_EQ(FindCgroup2Mount("/nonexistent"), std::nullopt);
+}
+
+TEST(Resolve, DomainScopeStripsThreadLeaves) {
+  EXPECT_EQ(DomainScope("/machine/qemu-1-a.libvirt-qemu/emulator"),
+            "/machine/qemu-1-a.libvirt-qemu");
+  EXPECT_EQ(DomainScope("/machine/qemu-1-a.libvirt-qemu/vcpu12"), "/machine/qemu-1-a.libvirt-qemu");
+  EXPECT_EQ(DomainScope("/machine.slice/machine-qemu\\x2d1\\x2da.scope/libvirt/emulator"),
+            "/machine.slice/machine-qemu\\x2d1\\x2da.scope/libvirt/emulator");
+  EXPECT_EQ(DomainScope("/machine/qemu-1-a.libvirt-qemu"), "/machine/qemu-1-a.libvirt-qemu");
+}
+
+TEST(Resolve, OwnProcessCgroupIsReadable) {
+  auto path = ProcessCgroup2Path(::getpid());
+  ASSERT_TRUE(path.has_value());
+  EXPECT_EQ(path->front(), '/');
+}
+
+TEST(Resolve, IsQemuForChecksTheGuestName) {
+  // Our own cmdline is not QEMU's: a recycled pid is never taken for a guest.
+  EXPECT_FALSE(IsQemuFor(::getpid(), "sgt-unit"));
+  EXPECT_EQ(QemuPid("no-such-guest", "/nonexistent"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace sovguard::libvirt
+
+#include "enforcer/libvirt/status_json.h"
+
+namespace sovguard::libvirt {
+namespace {
+
+TEST(StatusJson, CarriesWhatStatusShows) {
+  GuestInfo g;
+  g.domain = ParseDomainXml(Slurp(TestData("domain-live.xml")));
+  g.qemu_pid = 42;
+  g.cgroup = CgroupInfo{"/cg/machine/qemu-7-sgt-unit.libvirt-qemu/emulator",
+                        "/cg/machine/qemu-7-sgt-unit.libvirt-qemu", 1234, 2};
+  auto j = ToJson(g);
+  EXPECT_EQ(j["name"], "sgt-unit");
+  EXPECT_EQ(j["labels"]["state"], "valid");
+  EXPECT_EQ(j["datasets"], nlohmann::json({"health-records", "tax.2024"}));
+  EXPECT_EQ(j["taps"][0]["dev"], "sgt0");
+  EXPECT_EQ(j["cgroup"]["id"], 1234);
+  EXPECT_EQ(j["cgroup"]["level"], 2);
+  g.cgroup.reset();
+  g.domain.labels = ParseLabels("<x/>");
+  j = ToJson(g);
+  EXPECT_TRUE(j["cgroup"].is_null());
+  EXPECT_EQ(j["labels"]["state"], "invalid");
+  EXPECT_TRUE(j["labels"].contains("error"));
+}
+
+}  // namespace
+}  // namespace sovguard::libvirt
