@@ -22,7 +22,7 @@ std::string Trim(const std::string& s) {
 }  // namespace
 
 std::vector<std::string> ConfigKeys() {
-  return {"libvirt_uri", "state_dir",  "runtime_dir",    "data_dir",    "policy_bundle",
+  return {"libvirt_uri", "libvirt_qemu_run_dir", "state_dir",  "runtime_dir",    "data_dir",    "policy_bundle",
           "trusted_keys_dir", "tpm", "start_libvirtd", "start_swtpm"};
 }
 
@@ -30,6 +30,8 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
                   const std::string& where) {
   if (key == "libvirt_uri") {
     c.libvirt_uri = value;
+  } else if (key == "libvirt_qemu_run_dir") {
+    c.libvirt_qemu_run_dir = value;
   } else if (key == "state_dir") {
     c.state_dir = value;
   } else if (key == "runtime_dir") {

@@ -10,6 +10,7 @@ namespace sovguard::daemon {
 
 struct Config {
   std::string libvirt_uri = "qemu:///system";
+  std::filesystem::path libvirt_qemu_run_dir = "/run/libvirt/qemu";  // NAME.pid files of QEMU
   std::filesystem::path state_dir = "/var/lib/sovguard";
   std::filesystem::path runtime_dir = "/run/sovguard";
   std::filesystem::path data_dir = "/usr/share/sovguard";  // world.sgjt, default policy

@@ -21,6 +21,7 @@
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/daemon/log.h"
 #include "enforcer/datapath/net_datapath.h"
+#include "enforcer/libvirt/hook_server.h"
 #include "enforcer/libvirt/watcher.h"
 #include "policy/bundle/bundle.h"
 #include "policy/compile/compile.h"
@@ -66,6 +67,7 @@ Node::Node(Config config, TpmChoice tpm, enforcer::ProbeReport probe)
     : config_(std::move(config)), tpm_choice_(std::move(tpm)), probe_(std::move(probe)) {}
 
 Node::~Node() {
+  hook_server_.reset();
   if (watcher_) watcher_->Stop();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
@@ -243,6 +245,27 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
   }
 }
 
+libvirt::HookResponse Node::OnHook(const libvirt::HookEvent& event) {
+  // Only "start begin" blocks libvirt: the taps exist and QEMU has not run yet, so covering them
+  // now means the guest's first frame meets the filter. Everything else is a notice.
+  if (!libvirt::IsBlockingOperation(event.request.op, event.request.sub)) return {.ok = true};
+  if (!event.domain) {
+    return {.ok = false, .error = "domain XML unusable, refusing to start it: " + event.parse_error};
+  }
+  libvirt::GuestInfo guest;
+  guest.domain = *event.domain;
+  OnGuestUp(guest);
+  std::lock_guard lock(mu_);
+  const auto it = guests_.find(guest.domain.uuid);
+  if (it == guests_.end() || it->second.ifindexes.size() != it->second.taps.size()) {
+    const std::string why = it == guests_.end() ? "not covered" : it->second.error;
+    log::Error("hook: refusing to start guest {}: {}", event.request.name, why);
+    return {.ok = false, .error = "sovguard could not cover every tap: " + why};
+  }
+  log::Info("hook: guest {} covered before QEMU starts", event.request.name);
+  return {.ok = true};
+}
+
 void Node::OnGuestDown(const libvirt::GuestInfo& guest) {
   std::lock_guard lock(mu_);
   auto it = guests_.find(guest.domain.uuid);
@@ -287,9 +310,14 @@ void Node::Start() {
   program_id_ = info.id;
   ApplyPolicy(LoadPolicy());
   StartApi();
+  hook_server_ = std::make_unique<libvirt::HookServer>(
+      (config_.runtime_dir / "libvirt-hook.sock").string(),
+      [this](const libvirt::HookEvent& e) { return OnHook(e); });
+  log::Info("libvirt hook socket {}", hook_server_->Path());
 
   libvirt::WatcherOptions options;
   options.connection.uri = config_.libvirt_uri;
+  options.qemu_run_dir = config_.libvirt_qemu_run_dir.string();
   watcher_ = std::make_unique<libvirt::Watcher>(
       options,
       libvirt::WatcherCallbacks{

@@ -31,7 +31,10 @@ class NetDatapath;
 }
 namespace sovguard::libvirt {
 class Watcher;
+class HookServer;
 struct GuestInfo;
+struct HookEvent;
+struct HookResponse;
 }  // namespace sovguard::libvirt
 namespace sovguard::attestation {
 namespace tpm {
@@ -96,6 +99,7 @@ class Node {
   void StartApi();
   void OnGuestUp(const libvirt::GuestInfo& guest);
   void OnGuestDown(const libvirt::GuestInfo& guest);
+  libvirt::HookResponse OnHook(const libvirt::HookEvent& event);
   std::uint64_t DatasetsFor(const libvirt::GuestInfo& guest) const;  // needs mu_
 
   Config config_;
@@ -113,6 +117,7 @@ class Node {
   std::unique_ptr<attestation::service::AttestationServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<libvirt::Watcher> watcher_;
+  std::unique_ptr<libvirt::HookServer> hook_server_;
   std::string api_socket_;
   std::string program_tag_;  // kernel tag of the residency program (hex)
   std::uint32_t program_id_ = 0;

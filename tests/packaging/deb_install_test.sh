@@ -4,7 +4,7 @@
 set -euo pipefail
 build=$1
 work=$(mktemp -d)
-trap 'dpkg -r sovguard >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap 'dpkg -P sovguard >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 if dpkg-query -W -f='${Status}' sovguard 2>/dev/null | grep -q "install ok installed"; then
   echo "FAIL: a sovguard package is already installed on this host; refusing to replace it"
@@ -15,9 +15,12 @@ deb=$(ls "$work"/sovguard_*.deb)
 echo "built $(basename "$deb") ($(stat -c %s "$deb") bytes)"
 contents=$(dpkg-deb -c "$deb")
 for f in ./usr/sbin/sovguardd ./usr/bin/sovguardctl ./usr/lib/systemd/system/sovguardd.service \
+         ./usr/libexec/sovguard/sovguard-libvirt-hook ./usr/share/sovguard/world.sgjt \
+         ./usr/share/sovguard/default-eu-eea.textproto \
          ./etc/sovguard/sovguardd.conf; do
   grep -q " $f\$" <<<"$contents" || { echo "FAIL: package lacks $f"; exit 1; }
 done
+grep -q " ./etc/libvirt/hooks/qemu.d/sovguard -> /usr/libexec/sovguard/sovguard-libvirt-hook$" <<<"$contents" || { echo "FAIL: package lacks the libvirt hook link"; exit 1; }
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; echo "FAIL: apt install"; exit 1; }
 version=$(/usr/sbin/sovguardd --version)
 [[ "$version" == "sovguardd "* ]] || { echo "FAIL: sovguardd --version printed '$version'"; exit 1; }

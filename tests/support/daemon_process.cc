@@ -1,0 +1,122 @@
+#include "tests/support/daemon_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace sovguard::test {
+
+namespace fs = std::filesystem;
+
+std::string ReadTextFile(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+pid_t LivePid(const fs::path& pidfile) {
+  std::ifstream in(pidfile);
+  pid_t pid = 0;
+  return (in >> pid) && pid > 0 && ::kill(pid, 0) == 0 ? pid : 0;
+}
+
+void StopPid(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 1000 && ::kill(pid, 0) == 0; ++i) {
+    if (i == 500) ::kill(pid, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling for exit, bounded
+  }
+}
+
+int RunShell(const std::string& command, std::string* out) {
+  FILE* p = ::popen(command.c_str(), "r");
+  if (p == nullptr) return -1;
+  std::string text;
+  char buf[4096];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+  const int status = ::pclose(p);
+  if (out != nullptr) *out = text;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string DaemonProcess::Binary() {
+  return std::string(SOVGUARD_BINARY_DIR) + "/enforcer/daemon/sovguardd";
+}
+std::string DaemonProcess::Ctl() {
+  return std::string(SOVGUARD_BINARY_DIR) + "/enforcer/ctl/sovguardctl";
+}
+
+DaemonProcess::DaemonProcess(fs::path dir, std::vector<std::string> extra_args)
+    : dir_(std::move(dir)) {
+  fs::create_directories(dir_);
+  std::vector<std::string> argv = {Binary(), "--config", "/dev/null", "--state-dir",
+                                   (dir_ / "state").string(), "--runtime-dir",
+                                   (dir_ / "run").string()};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  const std::string log = (dir_ / "daemon.log").string();
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0600);
+  const int rc = ::posix_spawn(&pid_, argv[0].c_str(), &fa, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) throw std::runtime_error("cannot spawn " + argv[0]);
+}
+
+DaemonProcess::~DaemonProcess() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  StopPid(LivePid(dir_ / "state/swtpm/swtpm.pid"));
+}
+
+bool DaemonProcess::WaitReady(std::chrono::seconds timeout, std::string* why) {
+  const fs::path status = dir_ / "run/status.json";
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!fs::exists(status)) {
+    int wstatus = 0;
+    if (::waitpid(pid_, &wstatus, WNOHANG) == pid_) {
+      pid_ = -1;
+      *why = "daemon exited early:\n" + Log();
+      return false;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      *why = "daemon not ready in time:\n" + Log();
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polling a file, bounded
+  }
+  return true;
+}
+
+nlohmann::json DaemonProcess::Status() const {
+  return nlohmann::json::parse(ReadTextFile(dir_ / "run/status.json"));
+}
+
+int DaemonProcess::Terminate() {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  int wstatus = 0;
+  ::waitpid(pid_, &wstatus, 0);
+  pid_ = -1;
+  return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+}
+
+}  // namespace sovguard::test

@@ -1,0 +1,48 @@
+// Runs the built sovguardd as a child for end-to-end tests: its own state and runtime dirs, stderr
+// to a log file, "ready" = status.json written (after every start-up step), SIGTERM to stop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sovguard::test {
+
+std::string ReadTextFile(const std::filesystem::path& p);
+// The live pid a pid file names, or 0.
+pid_t LivePid(const std::filesystem::path& pidfile);
+// SIGTERM, then SIGKILL after 10 s; polls (bounded) until `pid` is gone.
+void StopPid(pid_t pid);
+// Runs a shell command, returns its exit status and stdout.
+int RunShell(const std::string& command, std::string* out = nullptr);
+
+class DaemonProcess {
+ public:
+  // `dir` holds state/, run/ and daemon.log; extra arguments follow the directory flags.
+  DaemonProcess(std::filesystem::path dir, std::vector<std::string> extra_args);
+  ~DaemonProcess();  // SIGKILL if still running, stops the swtpm it started
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  // Polls until status.json exists; false (with the log in `why`) if the daemon exited or timed out.
+  bool WaitReady(std::chrono::seconds timeout, std::string* why);
+  nlohmann::json Status() const;
+  // SIGTERM and wait; returns the exit status (-1 if killed by a signal).
+  int Terminate();
+  std::string Log() const { return ReadTextFile(dir_ / "daemon.log"); }
+  std::filesystem::path RuntimeDir() const { return dir_ / "run"; }
+  std::filesystem::path StateDir() const { return dir_ / "state"; }
+  static std::string Binary();
+  static std::string Ctl();
+
+ private:
+  std::filesystem::path dir_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace sovguard::test
