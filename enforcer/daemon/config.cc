@@ -23,7 +23,8 @@ std::string Trim(const std::string& s) {
 
 std::vector<std::string> ConfigKeys() {
   return {"libvirt_uri", "libvirt_qemu_run_dir", "state_dir",  "runtime_dir",    "data_dir",    "policy_bundle",
-          "trusted_keys_dir", "tpm", "start_libvirtd", "start_swtpm"};
+          "trusted_keys_dir", "tpm", "api_listen", "api_cert", "api_key", "auditor_ca",
+          "auditor_allowlist", "start_libvirtd", "start_swtpm"};
 }
 
 void ApplySetting(const std::string& key, const std::string& value, Config& c,
@@ -47,6 +48,19 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
       throw std::runtime_error(where + ": tpm: expected auto, device:PATH or swtpm:host=H,port=P");
     }
     c.tpm = value;
+  } else if (key == "api_listen") {
+    if (!value.empty() && value.rfind(':') == std::string::npos) {
+      throw std::runtime_error(where + ": api_listen: expected HOST:PORT, got '" + value + "'");
+    }
+    c.api_listen = value;
+  } else if (key == "api_cert") {
+    c.api_cert = value;
+  } else if (key == "api_key") {
+    c.api_key = value;
+  } else if (key == "auditor_ca") {
+    c.auditor_ca = value;
+  } else if (key == "auditor_allowlist") {
+    c.auditor_allowlist = value;
   } else if (key == "start_libvirtd") {
     c.start_libvirtd = ParseBool(value, where);
   } else if (key == "start_swtpm") {

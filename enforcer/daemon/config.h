@@ -17,6 +17,14 @@ struct Config {
   std::filesystem::path policy_bundle;                      // empty: the shipped default policy
   std::filesystem::path trusted_keys_dir = "/etc/sovguard/trusted-keys";
   std::string tpm = "auto";  // auto | device:/dev/tpmrm0 | swtpm:host=...,port=N
+  // Auditors' endpoint: gRPC with mutual TLS. Off while api_listen is empty. Only client
+  // certificates that chain to auditor_ca AND whose SHA-256 fingerprint is listed (one lower-case
+  // hex per line, '#' comments) in auditor_allowlist are served.
+  std::string api_listen;  // e.g. 0.0.0.0:7443
+  std::filesystem::path api_cert = "/etc/sovguard/tls/server.pem";
+  std::filesystem::path api_key = "/etc/sovguard/tls/server.key";
+  std::filesystem::path auditor_ca = "/etc/sovguard/tls/auditor-ca.pem";
+  std::filesystem::path auditor_allowlist = "/etc/sovguard/tls/auditors.allow";
   bool start_libvirtd = true;  // start libvirtd/virtlogd when none answers (newcomer path)
   bool start_swtpm = true;     // start a software TPM when no hardware TPM exists
 };

@@ -161,10 +161,39 @@ void Node::StartApi() {
   // The socket lives in the runtime directory (mode 0750, group sovguard): the file system
   // authenticates local callers.
   builder.AddListeningPort(api_socket_, grpc::InsecureServerCredentials());
+  int tls_port = 0;
+  if (!config_.api_listen.empty()) {
+    attestation::service::MtlsConfig mtls{.server_cert_pem = ReadAll(config_.api_cert),
+                                          .server_key_pem = ReadAll(config_.api_key),
+                                          .auditor_ca_pem = ReadAll(config_.auditor_ca)};
+    std::istringstream allow(ReadAll(config_.auditor_allowlist));
+    std::string line;
+    while (std::getline(allow, line)) {
+      line = line.substr(0, line.find('#'));
+      std::erase_if(line, [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
+      if (line.empty()) continue;
+      if (line.size() != 64 || line.find_first_not_of("0123456789abcdef") != std::string::npos) {
+        throw std::runtime_error(config_.auditor_allowlist.string() +
+                                 ": expected lower-case hex SHA-256 fingerprints, got '" + line + "'");
+      }
+      mtls.allowed_client_sha256.push_back(line);
+    }
+    builder.AddListeningPort(config_.api_listen,
+                             attestation::service::MakeMtlsServerCredentials(mtls), &tls_port);
+    api_auditors_ = mtls.allowed_client_sha256.size();
+  }
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
-  if (!server_) throw std::runtime_error("cannot serve the API on " + api_socket_);
+  if (!server_ || (!config_.api_listen.empty() && tls_port == 0)) {
+    throw std::runtime_error("cannot serve the API on " + api_socket_ +
+                             (config_.api_listen.empty() ? "" : " and " + config_.api_listen));
+  }
   log::Info("attestation API on {}", api_socket_);
+  if (tls_port != 0) {
+    api_tls_ = config_.api_listen.substr(0, config_.api_listen.rfind(':') + 1) + std::to_string(tls_port);
+    log::Info("attestation API for auditors on {} (mutual TLS, {} allowed auditor certificates)",
+              api_tls_, api_auditors_);
+  }
 }
 
 std::uint64_t Node::DatasetsFor(const libvirt::GuestInfo& guest) const {
@@ -381,6 +410,7 @@ nlohmann::json Node::Status() const {
   return {{"guests", guests},
           {"policy", pol},
           {"api_socket", api_socket_},
+          {"api_tls", api_tls_},
           {"measurements",
            measurements_ ? nlohmann::json{{"pcr", measurements_->pcr()},
                                           {"log", measurements_->log_path().string()},

@@ -119,6 +119,8 @@ class Node {
   std::unique_ptr<libvirt::Watcher> watcher_;
   std::unique_ptr<libvirt::HookServer> hook_server_;
   std::string api_socket_;
+  std::string api_tls_;  // HOST:PORT of the mutual-TLS listener, empty when off
+  std::size_t api_auditors_ = 0;
   std::string program_tag_;  // kernel tag of the residency program (hex)
   std::uint32_t program_id_ = 0;
 };

@@ -85,4 +85,38 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
   }
 }
 
+TEST_F(DaemonStart, AuditorsQuoteOverMutualTlsOnlyWhenAllowListed) {
+  const fs::path pki = dir_ / "pki";
+  fs::create_directories(pki);
+  std::string out;
+  ASSERT_EQ(st::RunShell("bash " + std::string(SOVGUARD_SOURCE_DIR) + "/tests/daemon/make_test_pki.sh " +
+                             pki.string() + " 2>&1", &out), 0) << out;
+  st::DaemonProcess daemon(
+      dir_ / "node",
+      {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data", "--set",
+       "api_listen=127.0.0.1:0", "--set", "api_cert=" + (pki / "server.pem").string(), "--set",
+       "api_key=" + (pki / "server.key").string(), "--set", "auditor_ca=" + (pki / "ca.pem").string(),
+       "--set", "auditor_allowlist=" + (pki / "auditors.allow").string()});
+  std::string why;
+  ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
+  const std::string node = daemon.Status().at("api_tls").get<std::string>();
+  ASSERT_FALSE(node.empty()) << daemon.Log();
+
+  auto quote = [&](const std::string& who, std::string* text) {
+    return st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 8899aabbccddeeff --node " + node +
+                            " --cert " + (pki / (who + ".pem")).string() + " --key " +
+                            (pki / (who + ".key")).string() + " --ca " + (pki / "ca.pem").string() +
+                            " --timeout 20 -o " + (dir_ / (who + ".json")).string() + " 2>&1",
+                        text);
+  };
+  EXPECT_EQ(quote("auditor", &out), 0) << out;
+  const auto ev = nlohmann::json::parse(st::ReadTextFile(dir_ / "auditor.json"));
+  EXPECT_FALSE(ev.at("quote").at("signature").get<std::string>().empty());
+  // Same CA, not on the allow-list: refused.
+  EXPECT_NE(quote("intruder", &out), 0) << out;
+  EXPECT_NE(out.find("not on the auditor allow-list"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir_ / "intruder.json"));
+  EXPECT_EQ(daemon.Terminate(), 0) << daemon.Log();
+}
+
 }  // namespace
