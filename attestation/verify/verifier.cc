@@ -1,0 +1,818 @@
+#include "attestation/verify/verifier.h"
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_tpm2_types.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "attestation/eventlog/cel.h"
+#include "attestation/evidence/format.h"
+#include "attestation/tpm/public_key.h"
+#include "attestation/verify/uefi_log.h"
+
+namespace sovguard::attestation::verify {
+namespace {
+
+using EvpPkey = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+using EvpMdCtx = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
+using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
+using EcdsaSig = std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)>;
+using X509Ptr = std::unique_ptr<X509, decltype(&X509_free)>;
+using X509Store = std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)>;
+using X509StoreCtx = std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)>;
+
+std::span<const uint8_t> U8(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+std::string Str(std::span<const uint8_t> b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+std::string Hex(const std::string& s) {
+  return ToHex(U8(s));
+}
+
+CheckResult Pass(std::string name, std::string detail = {}) {
+  return {std::move(name), Status::kPass, std::string(kReasonOk), std::move(detail)};
+}
+CheckResult Fail(std::string name, std::string_view reason, std::string detail) {
+  return {std::move(name), Status::kFail, std::string(reason), std::move(detail)};
+}
+CheckResult NotApplicable(std::string name, std::string_view reason, std::string detail) {
+  return {std::move(name), Status::kNotApplicable, std::string(reason), std::move(detail)};
+}
+
+EvpPkey LoadPem(const std::string& pem) {
+  Bio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
+  if (!bio) return {nullptr, &EVP_PKEY_free};
+  return {PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free};
+}
+
+// Converts a TPMT_SIGNATURE to what OpenSSL verifies, then checks it over the TPMS_ATTEST bytes.
+CheckResult CheckSignature(const std::string& attest, const std::string& sig_bytes, EVP_PKEY* key,
+                           const std::string& key_source) {
+  const std::string name = "quote.signature";
+  TPMT_SIGNATURE sig{};
+  size_t off = 0;
+  if (Tss2_MU_TPMT_SIGNATURE_Unmarshal(U8(sig_bytes).data(), sig_bytes.size(), &off, &sig) !=
+          TSS2_RC_SUCCESS ||
+      off != sig_bytes.size())
+    return Fail(name, kReasonSignatureMalformed,
+                "quote.signature is not one marshalled TPMT_SIGNATURE (" +
+                    std::to_string(sig_bytes.size()) + " bytes)");
+  Bytes der;
+  bool pss = false;
+  TPMI_ALG_HASH hash = 0;
+  switch (sig.sigAlg) {
+    case TPM2_ALG_ECDSA: {
+      hash = sig.signature.ecdsa.hash;
+      const auto& r = sig.signature.ecdsa.signatureR;
+      const auto& s = sig.signature.ecdsa.signatureS;
+      EcdsaSig es(ECDSA_SIG_new(), &ECDSA_SIG_free);
+      BIGNUM* br = BN_bin2bn(r.buffer, r.size, nullptr);
+      BIGNUM* bs = BN_bin2bn(s.buffer, s.size, nullptr);
+      if (!es || !br || !bs || ECDSA_SIG_set0(es.get(), br, bs) != 1) {
+        BN_free(br);
+        BN_free(bs);
+        return Fail(name, kReasonSignatureMalformed, "cannot convert the ECDSA signature");
+      }
+      unsigned char* p = nullptr;
+      int n = i2d_ECDSA_SIG(es.get(), &p);
+      if (n <= 0) return Fail(name, kReasonSignatureMalformed, "cannot encode the ECDSA signature");
+      der.assign(p, p + n);
+      OPENSSL_free(p);
+      break;
+    }
+    case TPM2_ALG_RSASSA:
+      hash = sig.signature.rsassa.hash;
+      der.assign(sig.signature.rsassa.sig.buffer,
+                 sig.signature.rsassa.sig.buffer + sig.signature.rsassa.sig.size);
+      break;
+    case TPM2_ALG_RSAPSS:
+      hash = sig.signature.rsapss.hash;
+      pss = true;
+      der.assign(sig.signature.rsapss.sig.buffer,
+                 sig.signature.rsapss.sig.buffer + sig.signature.rsapss.sig.size);
+      break;
+    default:
+      return Fail(name, kReasonSignatureUnsupported,
+                  "signature algorithm 0x" +
+                      ToHex(Bytes{static_cast<uint8_t>(sig.sigAlg >> 8),
+                                  static_cast<uint8_t>(sig.sigAlg)}) +
+                      " (expected ECDSA, RSASSA or RSAPSS)");
+  }
+  if (hash != TPM2_ALG_SHA256)
+    return Fail(name, kReasonSignatureUnsupported, "signature hash is not SHA-256");
+  EvpMdCtx ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  EVP_PKEY_CTX* pctx = nullptr;
+  if (!ctx || EVP_DigestVerifyInit(ctx.get(), &pctx, EVP_sha256(), nullptr, key) != 1)
+    return Fail(name, kReasonAkKeyInvalid, "the AK key (" + key_source + ") cannot verify");
+  if (pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+              EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_AUTO) != 1))
+    return Fail(name, kReasonSignatureUnsupported, "RSAPSS with this AK key");
+  const int ok =
+      EVP_DigestVerify(ctx.get(), der.data(), der.size(), U8(attest).data(), attest.size());
+  if (ok != 1)
+    return Fail(
+        name, kReasonSignatureInvalid,
+        "quote.signature does not verify over quote.attest with the AK (" + key_source + ")");
+  return Pass(name, "signed by the AK (" + key_source + ")");
+}
+
+// The AK the evidence carries: its TPM public area must agree with its name and PEM.
+CheckResult CheckAkConsistency(const v1::AttestationKey& ak, EvpPkey& key_out) {
+  const std::string name = "ak.consistency";
+  if (ak.tpm2b_public().empty())
+    return Fail(name, kReasonAkInconsistent, "ak.tpm2b_public is empty");
+  std::string pem;
+  try {
+    pem = tpm::PublicAreaToPem(U8(ak.tpm2b_public()));
+    auto n = tpm::PublicAreaName(U8(ak.tpm2b_public()));
+    if (Str(n) != ak.name())
+      return Fail(
+          name, kReasonAkInconsistent,
+          "ak.name " + Hex(ak.name()) + " is not the name of ak.tpm2b_public (" + ToHex(n) + ")");
+  } catch (const AttestationError& e) {
+    return Fail(name, kReasonAkKeyInvalid, std::string("ak.tpm2b_public: ") + e.what());
+  }
+  key_out = LoadPem(pem);
+  if (!key_out) return Fail(name, kReasonAkKeyInvalid, "ak.tpm2b_public is not a usable key");
+  if (!ak.public_pem().empty()) {
+    auto carried = LoadPem(ak.public_pem());
+    if (!carried || EVP_PKEY_eq(carried.get(), key_out.get()) != 1)
+      return Fail(name, kReasonAkInconsistent, "ak.public_pem is not the key in ak.tpm2b_public");
+  }
+  return Pass(name, "ak.tpm2b_public, ak.name and ak.public_pem agree");
+}
+
+CheckResult CheckPcrDigest(const v1::TpmQuote& q, const TPMS_ATTEST* attest) {
+  const std::string name = "quote.pcr_digest";
+  if (!attest) return Fail(name, kReasonDependencyFailed, "quote.attest could not be parsed");
+  if (q.pcr_bank() != "sha256")
+    return Fail(name, kReasonPcrValuesMalformed,
+                "quote.pcr_bank is \"" + q.pcr_bank() + "\" (expected \"sha256\")");
+  Bytes concat;
+  std::array<uint8_t, 3> reported_sel{};
+  for (int i = 0; i < q.pcrs_size(); ++i) {
+    const auto& p = q.pcrs(i);
+    if (p.sha256().size() != 32 || p.index() > 23 || (i > 0 && p.index() <= q.pcrs(i - 1).index()))
+      return Fail(name, kReasonPcrValuesMalformed,
+                  "quote.pcrs[" + std::to_string(i) +
+                      "]: PCRs must be 0-23, ascending, 32-byte SHA-256 values");
+    reported_sel[p.index() / 8] |= static_cast<uint8_t>(1u << (p.index() % 8));
+    concat.insert(concat.end(), p.sha256().begin(), p.sha256().end());
+  }
+  const auto& sel = attest->attested.quote.pcrSelect;
+  if (sel.count != 1 || sel.pcrSelections[0].hash != TPM2_ALG_SHA256 ||
+      sel.pcrSelections[0].sizeofSelect < 3)
+    return Fail(name, kReasonPcrSelectionMismatch,
+                "quote.attest selects other than exactly the SHA-256 bank");
+  const unsigned nsel =
+      std::min<unsigned>(sel.pcrSelections[0].sizeofSelect, sizeof sel.pcrSelections[0].pcrSelect);
+  for (unsigned b = 0; b < nsel; ++b) {
+    const uint8_t want = b < 3 ? reported_sel[b] : 0;
+    if (sel.pcrSelections[0].pcrSelect[b] != want)
+      return Fail(name, kReasonPcrSelectionMismatch,
+                  "quote.pcrs indices differ from the PCR selection signed in quote.attest");
+  }
+  const auto digest = Sha256(concat);
+  const auto& signed_digest = attest->attested.quote.pcrDigest;
+  if (signed_digest.size != 32 || std::memcmp(signed_digest.buffer, digest.data(), 32) != 0)
+    return Fail(name, kReasonPcrDigestMismatch,
+                "SHA-256 of quote.pcrs is " + ToHex(digest) + ", quote.attest pcrDigest is " +
+                    ToHex(std::span(signed_digest.buffer, signed_digest.size)));
+  return Pass(name, std::to_string(q.pcrs_size()) + " PCRs, digest " + ToHex(digest));
+}
+
+// CEL: decodes strictly, replays with cel::Replay (the authority for the PCR value) and compares
+// with the quoted sovguard PCR. The fast path touches each record once in Replay; only when
+// something is wrong are the records classified again for a precise reason code.
+// Returns the records when the log replayed to the signed PCR value (and is thus authentic).
+std::optional<std::vector<cel::Record>> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
+                                                 std::vector<CheckResult>& out) {
+  const uint32_t pcr = ev.logs().sovguard_pcr();
+  const std::string name = "eventlog.cel.replay";
+  std::vector<cel::Record> recs;
+  try {
+    recs = cel::DecodeLog(U8(ev.logs().cel()));
+    out.push_back(Pass("eventlog.cel.decode", std::to_string(recs.size()) + " records"));
+  } catch (const AttestationError& e) {
+    out.push_back(
+        Fail("eventlog.cel.decode", kReasonCelMalformed, std::string("logs.cel: ") + e.what()));
+    out.push_back(Fail("eventlog.cel.events", kReasonDependencyFailed, "logs.cel not decoded"));
+    out.push_back(Fail(name, kReasonDependencyFailed, "logs.cel not decoded"));
+    return std::nullopt;
+  }
+  // Cheap structural pass: sequence, PCR index, content type (cel::Replay accepts any content
+  // type; sovguard's log holds only sovguard events, so anything else is an unknown event).
+  std::optional<CheckResult> structural;
+  bool other_content = false;
+  for (size_t i = 0; i < recs.size() && !structural; ++i) {
+    const auto& r = recs[i];
+    const std::string at = "logs.cel record " + std::to_string(i);
+    if (r.recnum != i)
+      structural = Fail(name, kReasonCelSequenceBroken,
+                        at + " has recnum " + std::to_string(r.recnum) + " (expected " +
+                            std::to_string(i) + "): an event is missing or reordered");
+    else if (r.pcr != pcr)
+      structural = Fail(name, kReasonCelWrongPcr,
+                        at + " extends PCR " + std::to_string(r.pcr) + " (logs.sovguard_pcr is " +
+                            std::to_string(pcr) + ")");
+    other_content |= r.content_type != cel::kContentSovguard;
+  }
+  std::optional<Sha256Digest> replayed;
+  if (!structural && !other_content) {
+    try {
+      auto pcrs = cel::Replay(recs);
+      auto it = pcrs.find(pcr);
+      replayed = it != pcrs.end() ? it->second : Sha256Digest{};
+    } catch (const AttestationError&) {
+      // Classified below.
+    }
+  }
+  if (!replayed) {
+    // Slow path: name every unknown event and the first tampered record.
+    std::string unknown;
+    size_t n_unknown = 0;
+    std::optional<CheckResult> tampered;
+    for (const auto& r : recs) {
+      std::string why;
+      const std::string at = "logs.cel record " + std::to_string(r.recnum);
+      if (r.content_type != cel::kContentSovguard) {
+        why = "content type " + std::to_string(r.content_type);
+      } else {
+        try {
+          cel::DecodeSovguardContent(r.content);
+        } catch (const AttestationError& e) {
+          why = e.what();
+        }
+        if (why.empty() && !tampered && Sha256(r.content) != r.digest)
+          tampered =
+              Fail(name, kReasonCelEntryTampered, at + ": digest is not SHA-256 of its content");
+      }
+      if (!why.empty() && n_unknown++ < 8)
+        unknown += (unknown.empty() ? "" : "; ") + at + ": " + why;
+    }
+    if (n_unknown)
+      out.push_back(Fail("eventlog.cel.events", kReasonCelUnknownEvent,
+                         std::to_string(n_unknown) + " unknown event(s): " + unknown));
+    else
+      out.push_back(Pass("eventlog.cel.events", "all events are known sovguard event kinds"));
+    if (structural)
+      out.push_back(*structural);
+    else if (n_unknown)
+      out.push_back(Fail(name, kReasonDependencyFailed, "logs.cel has unknown events"));
+    else if (tampered)
+      out.push_back(*tampered);
+    else
+      out.push_back(Fail(name, kReasonCelEntryTampered, "logs.cel does not replay"));
+    return std::nullopt;
+  }
+  out.push_back(Pass("eventlog.cel.events", "all events are known sovguard event kinds"));
+  const v1::PcrValue* quoted = nullptr;
+  for (const auto& p : ev.quote().pcrs())
+    if (p.index() == pcr) quoted = &p;
+  if (!quoted) {
+    out.push_back(Fail(name, kReasonCelPcrNotQuoted,
+                       "logs.sovguard_pcr " + std::to_string(pcr) + " is not in quote.pcrs"));
+    return std::nullopt;
+  }
+  if (quoted->sha256() != Str(*replayed)) {
+    out.push_back(Fail(name, kReasonCelReplayMismatch,
+                       "logs.cel replays PCR " + std::to_string(pcr) + " to " + ToHex(*replayed) +
+                           ", quote.pcrs has " + Hex(quoted->sha256()) +
+                           ": an event is missing, extra or altered"));
+    return std::nullopt;
+  }
+  if (!pcrs_ok) {
+    out.push_back(Fail(name, kReasonDependencyFailed,
+                       "logs.cel matches quote.pcrs, but quote.pcrs are not the signed values"));
+    return std::nullopt;
+  }
+  out.push_back(Pass(name, std::to_string(recs.size()) + " records replay to PCR " +
+                               std::to_string(pcr) + " = " + ToHex(*replayed)));
+  return recs;
+}
+
+// Every certificate in `dir` (PEM files with one or more certificates, or DER files) becomes a
+// trust anchor. Other files (the CA's private keys, serial files) are skipped.
+X509Store LoadEkCaStore(const std::filesystem::path& dir) {
+  X509Store store(X509_STORE_new(), &X509_STORE_free);
+  if (!store) throw AttestationError("X509_STORE_new failed");
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec) throw InputError("--ek-ca " + dir.string() + ": " + ec.message());
+  size_t n = 0;
+  for (const auto& entry : it) {
+    if (!entry.is_regular_file()) continue;
+    const Bytes data = ReadFileBytes(entry.path());
+    Bio bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())), &BIO_free);
+    size_t in_file = 0;
+    while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
+      X509Ptr cert(x, &X509_free);
+      if (X509_STORE_add_cert(store.get(), cert.get()) == 1) ++in_file;
+    }
+    if (in_file == 0) {
+      const unsigned char* p = data.data();
+      X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(data.size())), &X509_free);
+      if (cert && p == data.data() + data.size() &&
+          X509_STORE_add_cert(store.get(), cert.get()) == 1)
+        ++in_file;
+    }
+    n += in_file;
+  }
+  if (n == 0) throw InputError("--ek-ca " + dir.string() + ": no certificate found");
+  // The auditor chose these certificates: an intermediate placed here is trusted as is.
+  X509_STORE_set_flags(store.get(), X509_V_FLAG_PARTIAL_CHAIN);
+  return store;
+}
+
+CheckResult CheckEkChain(const v1::Evidence& ev, X509_STORE* store) {
+  const std::string name = "ek.chain";
+  if (ev.ek_certificates().empty())
+    return Fail(name, kReasonEkCertMissing, "the evidence carries no EK certificate");
+  std::string ok;
+  for (int i = 0; i < ev.ek_certificates_size(); ++i) {
+    const auto& c = ev.ek_certificates(i);
+    const std::string at = "ek_certificates[" + std::to_string(i) + "] (" + c.key_type() + ")";
+    Bytes der;
+    try {
+      der = tpm::TrimDer(U8(c.der()));
+    } catch (const AttestationError& e) {
+      return Fail(name, kReasonEkCertMalformed, at + ": " + e.what());
+    }
+    const unsigned char* p = der.data();
+    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())), &X509_free);
+    if (!cert || p != der.data() + der.size())
+      return Fail(name, kReasonEkCertMalformed, at + ": not one DER X.509 certificate");
+    X509StoreCtx ctx(X509_STORE_CTX_new(), &X509_STORE_CTX_free);
+    if (!ctx || X509_STORE_CTX_init(ctx.get(), store, cert.get(), nullptr) != 1)
+      throw AttestationError("X509_STORE_CTX_init failed");
+    if (X509_verify_cert(ctx.get()) != 1)
+      return Fail(name, kReasonEkChainUntrusted,
+                  at + " does not chain to a trusted EK CA: " +
+                      X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get())));
+    ok += (ok.empty() ? "" : ", ") + at;
+  }
+  // The AK is not yet proven to live in this TPM (credential activation): say so.
+  return Pass(name, ok + " chain to a trusted EK CA (AK-EK binding is a separate check)");
+}
+
+// Boot PCRs 0-9 that the quote covers must be what the UEFI log replays to (zeros where the log
+// has no event for a PCR). PCRs the log extends but the quote does not cover are named.
+CheckResult CheckUefi(const v1::Evidence& ev, bool pcrs_ok) {
+  const std::string name = "eventlog.uefi";
+  if (!ev.logs().has_uefi_tcg2())
+    return NotApplicable(name, kReasonNotVerified, "no logs.uefi_tcg2: boot PCRs are unverified");
+  std::map<uint32_t, Sha256Digest> replayed;
+  size_t nevents = 0;
+  try {
+    auto log = uefi::Parse(U8(ev.logs().uefi_tcg2()));
+    nevents = log.events.size();
+    replayed = uefi::Replay(log);
+  } catch (const AttestationError& e) {
+    return Fail(name, kReasonUefiLogMalformed, std::string("logs.uefi_tcg2: ") + e.what());
+  }
+  std::string mismatched, compared;
+  std::set<uint32_t> quoted;
+  for (const auto& p : ev.quote().pcrs()) {
+    quoted.insert(p.index());
+    if (p.index() > 9) continue;
+    auto it = replayed.find(p.index());
+    const Sha256Digest want = it != replayed.end() ? it->second : Sha256Digest{};
+    std::string& list = Str(want) == p.sha256() ? compared : mismatched;
+    list += (list.empty() ? "" : ",") + std::to_string(p.index());
+  }
+  if (!mismatched.empty())
+    return Fail(name, kReasonUefiReplayMismatch,
+                "logs.uefi_tcg2 (" + std::to_string(nevents) +
+                    " events) does not replay to quoted PCR(s) " + mismatched);
+  if (compared.empty())
+    return Fail(name, kReasonUefiReplayMismatch, "the quote covers none of the boot PCRs 0-9");
+  if (!pcrs_ok)
+    return Fail(name, kReasonDependencyFailed,
+                "logs.uefi_tcg2 matches quote.pcrs, but quote.pcrs are not the signed values");
+  std::string unquoted;
+  for (const auto& [pcr, v] : replayed)
+    if (!quoted.count(pcr)) unquoted += (unquoted.empty() ? "" : ",") + std::to_string(pcr);
+  return Pass(name, std::to_string(nevents) + " events replay to PCRs " + compared +
+                        (unquoted.empty() ? "" : "; PCRs " + unquoted + " not quoted"));
+}
+
+// The active policy: the last kPolicyApplied event of the (authentic) CEL measures the bundle's
+// SHA-256, which the snapshot must report, and which must be the expected one when given.
+CheckResult CheckPolicy(const v1::Evidence& ev, const std::optional<std::vector<cel::Record>>& recs,
+                        const std::optional<Bytes>& expected) {
+  const std::string name = "policy.bundle";
+  v1::EnforcementSnapshot snap;
+  if (!snap.ParseFromString(ev.snapshot_bytes()))
+    return Fail(name, kReasonDependencyFailed, "snapshot_bytes do not parse");
+  const std::string& reported = snap.policy_bundle_sha256();
+  if (expected && Str(*expected) != reported)
+    return Fail(
+        name, kReasonPolicyDigestMismatch,
+        "snapshot policy_bundle_sha256 " + Hex(reported) + ", expected " + ToHex(*expected));
+  if (!recs) return Fail(name, kReasonDependencyFailed, "logs.cel is not authentic");
+  for (auto it = recs->rbegin(); it != recs->rend(); ++it) {
+    if (it->content_type != cel::kContentSovguard) continue;
+    auto e = cel::DecodeSovguardContent(it->content);
+    if (e.kind != cel::EventKind::kPolicyApplied) continue;
+    if (Str(e.object_digest) != reported)
+      return Fail(name, kReasonPolicySnapshotMismatch,
+                  "logs.cel record " + std::to_string(it->recnum) + " applied policy " +
+                      ToHex(e.object_digest) + ", the snapshot reports " + Hex(reported));
+    return Pass(name, "active policy \"" + e.name + "\" " + ToHex(e.object_digest) +
+                          (expected ? " (as expected)" : " (no expected digest given)"));
+  }
+  if (reported.empty() && !expected)
+    return NotApplicable(name, kReasonNotRequested, "no policy applied, none expected");
+  return Fail(name, kReasonPolicyNotMeasured, "no policy-applied event in logs.cel");
+}
+
+// Counters of the last passing verdict for this AK must be strictly behind the new quote's.
+CheckResult CheckMonotonic(const nlohmann::json& state, const std::string& key,
+                           const TPMS_CLOCK_INFO& now) {
+  const std::string name = "quote.clock_monotonic";
+  const std::string cur = "clock " + std::to_string(now.clock) + " ms, reset " +
+                          std::to_string(now.resetCount) + ", restart " +
+                          std::to_string(now.restartCount);
+  if (!state.contains("aks") || !state["aks"].contains(key))
+    return Pass(name, "first verdict for AK " + key + ": " + cur);
+  const auto& last = state["aks"][key];
+  const uint64_t clock = last.at("clock_ms").get<uint64_t>();
+  const uint32_t reset = last.at("reset_count").get<uint32_t>();
+  const uint32_t restart = last.at("restart_count").get<uint32_t>();
+  const std::string was = "last verdict: clock " + std::to_string(clock) + " ms, reset " +
+                          std::to_string(reset) + ", restart " + std::to_string(restart);
+  if (now.resetCount < reset || (now.resetCount == reset && now.restartCount < restart))
+    return Fail(name, kReasonCounterRollback, cur + " is behind the " + was);
+  if (now.resetCount == reset && now.restartCount == restart && now.clock <= clock)
+    return Fail(name, kReasonEvidenceReplayed,
+                cur + " does not advance past the " + was + ": old evidence replayed");
+  return Pass(name, cur + " (" + was + ")");
+}
+
+nlohmann::json LoadState(const std::filesystem::path& path) {
+  Bytes data;
+  if (!ReadFileIfExists(path, data)) return nlohmann::json::object();
+  try {
+    auto j = nlohmann::json::parse(data.begin(), data.end());
+    if (!j.is_object() || (j.contains("aks") && !j["aks"].is_object()))
+      throw InputError("not a verifier state object");
+    if (j.contains("aks"))
+      for (const auto& [k, v] : j["aks"].items()) {
+        (void)v.at("clock_ms").get<uint64_t>();
+        (void)v.at("reset_count").get<uint32_t>();
+        (void)v.at("restart_count").get<uint32_t>();
+      }
+    return j;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError("state file " + path.string() + ": " + e.what());
+  } catch (const InputError& e) {
+    throw InputError("state file " + path.string() + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+std::string_view StatusName(Status s) {
+  switch (s) {
+    case Status::kPass:
+      return "pass";
+    case Status::kFail:
+      return "fail";
+    case Status::kNotApplicable:
+      return "not_applicable";
+  }
+  return "fail";
+}
+
+bool Report::passed() const {
+  return !checks.empty() && std::none_of(checks.begin(), checks.end(), [](const CheckResult& c) {
+    return c.status == Status::kFail;
+  });
+}
+
+const CheckResult* Report::Find(std::string_view name) const {
+  for (const auto& c : checks)
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+v1::Evidence ParseEvidence(std::span<const uint8_t> data) {
+  v1::Evidence ev;
+  if (data.empty()) throw InputError("evidence is empty");
+  // Far above any real evidence (a 10,000-entry CEL is ~1.5 MB); also keeps the int cast safe.
+  if (data.size() > (256u << 20))
+    throw InputError("evidence is " + std::to_string(data.size()) + " bytes (limit 256 MiB)");
+  auto first = std::find_if(data.begin(), data.end(), [](uint8_t c) {
+    return c != ' ' && c != '\n' && c != '\r' && c != '\t';
+  });
+  if (first != data.end() && *first == '{') {
+    try {
+      evidence::FromJson(Str(data), ev);
+    } catch (const AttestationError& e) {
+      throw InputError(e.what());
+    }
+  } else if (!ev.ParseFromArray(data.data(), static_cast<int>(data.size()))) {
+    throw InputError("evidence is neither JSON nor a binary Evidence protobuf (truncated?)");
+  }
+  // Structural minimum of format version 1: without these there is nothing to verify.
+  if (ev.format_version() != evidence::kFormatVersion)
+    throw InputError("evidence format_version is " + std::to_string(ev.format_version()) +
+                     " (this verifier reads version " + std::to_string(evidence::kFormatVersion) +
+                     ")");
+  if (!ev.has_quote() || ev.quote().attest().empty() || ev.quote().signature().empty())
+    throw InputError("evidence has no quote (quote.attest / quote.signature missing)");
+  if (!ev.has_ak()) throw InputError("evidence has no AK (field ak missing)");
+  if (!ev.has_logs()) throw InputError("evidence has no event logs (field logs missing)");
+  return ev;
+}
+
+Report Verify(const v1::Evidence& ev, const Options& opts) {
+  Report rep;
+  rep.node = ev.node();
+  auto& out = rep.checks;
+
+  // TPMS_ATTEST structure.
+  TPMS_ATTEST attest{};
+  bool attest_ok = false;
+  {
+    size_t off = 0;
+    const auto& a = ev.quote().attest();
+    if (Tss2_MU_TPMS_ATTEST_Unmarshal(U8(a).data(), a.size(), &off, &attest) != TSS2_RC_SUCCESS ||
+        off != a.size())
+      out.push_back(Fail("quote.structure", kReasonQuoteMalformed,
+                         "quote.attest is not one marshalled TPMS_ATTEST"));
+    else if (attest.magic != TPM2_GENERATED_VALUE || attest.type != TPM2_ST_ATTEST_QUOTE)
+      out.push_back(Fail("quote.structure", kReasonQuoteMalformed,
+                         "quote.attest is not a TPM-generated quote (magic/type)"));
+    else {
+      attest_ok = true;
+      out.push_back(Pass("quote.structure", "TPM2_ST_ATTEST_QUOTE"));
+    }
+  }
+
+  // AK: the carried key must be self-consistent; an enrolled key (--ak-pub) must be the same key.
+  EvpPkey carried(nullptr, &EVP_PKEY_free);
+  out.push_back(CheckAkConsistency(ev.ak(), carried));
+  EvpPkey enrolled(nullptr, &EVP_PKEY_free);
+  if (opts.ak_pub_pem) {
+    enrolled = LoadPem(*opts.ak_pub_pem);
+    if (!enrolled) throw InputError("--ak-pub is not a PEM public key");
+    if (carried && EVP_PKEY_eq(carried.get(), enrolled.get()) == 1)
+      out.push_back(Pass("ak.enrolled", "the evidence AK is the enrolled AK"));
+    else
+      out.push_back(Fail("ak.enrolled", kReasonAkNotEnrolled,
+                         "the AK in the evidence is not the enrolled AK (--ak-pub)"));
+  } else {
+    out.push_back(NotApplicable("ak.enrolled", kReasonNotRequested,
+                                "no --ak-pub: the AK is trusted as carried in the evidence"));
+  }
+
+  // Signature over the raw TPMS_ATTEST bytes: with the enrolled key when given.
+  EVP_PKEY* key = enrolled ? enrolled.get() : carried.get();
+  const bool sig_ok = [&] {
+    if (!key) {
+      out.push_back(Fail("quote.signature", kReasonDependencyFailed, "no usable AK public key"));
+      return false;
+    }
+    out.push_back(CheckSignature(ev.quote().attest(), ev.quote().signature(), key,
+                                 enrolled ? "--ak-pub" : "ak.tpm2b_public"));
+    return out.back().status == Status::kPass;
+  }();
+
+  // Nonce.
+  if (!opts.nonce)
+    out.push_back(Fail("nonce", kReasonNonceMismatch,
+                       "no expected nonce given: the evidence's freshness is not established"));
+  else if (Str(*opts.nonce) != ev.nonce())
+    out.push_back(Fail("nonce", kReasonNonceMismatch,
+                       "evidence nonce " + Hex(ev.nonce()) + ", expected " + ToHex(*opts.nonce)));
+  else
+    out.push_back(Pass("nonce", ToHex(*opts.nonce)));
+
+  // Snapshot digest, readable copy, and binding with the nonce into extraData.
+  const auto snap_digest = Sha256(ev.snapshot_bytes());
+  if (Str(snap_digest) != ev.snapshot_sha256())
+    out.push_back(Fail("snapshot.digest", kReasonSnapshotDigestMismatch,
+                       "snapshot_sha256 " + Hex(ev.snapshot_sha256()) +
+                           " is not SHA-256(snapshot_bytes) " + ToHex(snap_digest)));
+  else
+    out.push_back(Pass("snapshot.digest", ToHex(snap_digest)));
+  {
+    v1::EnforcementSnapshot parsed;
+    if (!parsed.ParseFromString(ev.snapshot_bytes()) ||
+        evidence::SerializeSnapshot(parsed) != evidence::SerializeSnapshot(ev.snapshot()))
+      out.push_back(Fail("snapshot.copy", kReasonSnapshotCopyMismatch,
+                         "the readable snapshot differs from snapshot_bytes"));
+    else
+      out.push_back(Pass("snapshot.copy", "snapshot equals snapshot_bytes"));
+  }
+  {
+    const std::string name = "quote.qualifying_data";
+    const Bytes nonce = opts.nonce ? *opts.nonce : Bytes(ev.nonce().begin(), ev.nonce().end());
+    if (!attest_ok) {
+      out.push_back(Fail(name, kReasonDependencyFailed, "quote.attest could not be parsed"));
+    } else {
+      std::optional<Sha256Digest> qd;
+      try {
+        qd = evidence::QualifyingData(nonce, snap_digest);
+      } catch (const AttestationError& e) {
+        out.push_back(Fail(name, kReasonNonceMismatch, e.what()));
+      }
+      if (qd) {
+        const auto& extra = attest.extraData;
+        const bool signed_eq =
+            extra.size == qd->size() && std::memcmp(extra.buffer, qd->data(), qd->size()) == 0;
+        if (!signed_eq)
+          out.push_back(Fail(name, kReasonQualifyingDataMismatch,
+                             "quote.attest extraData " +
+                                 ToHex(std::span(extra.buffer, extra.size)) +
+                                 " is not the binding of the nonce and snapshot " + ToHex(*qd)));
+        else if (ev.quote().qualifying_data() != Str(*qd))
+          out.push_back(Fail(name, kReasonQualifyingDataMismatch,
+                             "quote.qualifying_data differs from the signed extraData"));
+        else if (!sig_ok)
+          out.push_back(Fail(name, kReasonDependencyFailed,
+                             "binding matches but quote.attest is not signed by the AK"));
+        else
+          out.push_back(Pass(name, "nonce and snapshot digest bound: " + ToHex(*qd)));
+      }
+    }
+  }
+
+  // Clock info carried beside the quote must be the signed one.
+  if (!attest_ok)
+    out.push_back(Fail("quote.clock", kReasonDependencyFailed, "quote.attest could not be parsed"));
+  else if (ev.clock().clock_ms() != attest.clockInfo.clock ||
+           ev.clock().reset_count() != attest.clockInfo.resetCount ||
+           ev.clock().restart_count() != attest.clockInfo.restartCount ||
+           ev.clock().safe() != (attest.clockInfo.safe == TPM2_YES))
+    out.push_back(
+        Fail("quote.clock", kReasonClockMismatch, "clock differs from quote.attest clockInfo"));
+  else
+    out.push_back(
+        Pass("quote.clock", "clock " + std::to_string(attest.clockInfo.clock) + " ms, reset " +
+                                std::to_string(attest.clockInfo.resetCount) + ", restart " +
+                                std::to_string(attest.clockInfo.restartCount)));
+
+  out.push_back(CheckPcrDigest(ev.quote(), attest_ok ? &attest : nullptr));
+  const bool pcrs_ok = out.back().status == Status::kPass && sig_ok;
+
+  const auto authentic_cel = CheckCel(ev, pcrs_ok, out);
+  out.push_back(CheckPolicy(ev, authentic_cel, opts.policy_digest));
+
+  out.push_back(CheckUefi(ev, pcrs_ok));
+  if (ev.logs().has_ima_ascii())
+    out.push_back(NotApplicable("eventlog.ima", kReasonNotVerified,
+                                "logs.ima_ascii present, not replayed: IMA PCR is unverified"));
+  std::optional<nlohmann::json> state;
+  if (opts.state_file) {
+    state = LoadState(*opts.state_file);
+    if (!attest_ok)
+      out.push_back(Fail("quote.clock_monotonic", kReasonDependencyFailed,
+                         "quote.attest could not be parsed"));
+    else
+      out.push_back(CheckMonotonic(*state, ToHex(U8(ev.ak().name())), attest.clockInfo));
+  } else {
+    out.push_back(
+        NotApplicable("quote.clock_monotonic", kReasonNotRequested,
+                      "no state file: replay of old evidence is caught by the nonce only"));
+  }
+
+  if (opts.ek_ca_dir) {
+    auto store = LoadEkCaStore(*opts.ek_ca_dir);
+    out.push_back(CheckEkChain(ev, store.get()));
+  } else {
+    out.push_back(NotApplicable("ek.chain", kReasonNotRequested,
+                                "EK certificate chain not checked (no --ek-ca)"));
+  }
+  // Only a passing verdict moves the state forward.
+  if (state && rep.passed()) {
+    auto& e = (*state)["aks"][ToHex(U8(ev.ak().name()))];
+    e["node"] = ev.node();
+    e["clock_ms"] = attest.clockInfo.clock;
+    e["reset_count"] = attest.clockInfo.resetCount;
+    e["restart_count"] = attest.clockInfo.restartCount;
+    e["generated_unix_ns"] = ev.generated_unix_ns();
+    WriteFileAtomic(*opts.state_file, state->dump(2) + "\n");
+  }
+  return rep;
+}
+
+v1::TpmQuote ParseTpm2ToolsPcrs(std::span<const uint8_t> data) {
+  // Host-endian C structs, as tpm2-tools writes them: TPML_PCR_SELECTION, UINT32 number of
+  // lists, then that many TPML_DIGEST, filled in selection order (ascending PCR per bank).
+  TPML_PCR_SELECTION sel{};
+  uint32_t nlists = 0;
+  if (data.size() < sizeof sel + sizeof nlists)
+    throw InputError("PCR file: shorter than a TPML_PCR_SELECTION and a list count");
+  std::memcpy(&sel, data.data(), sizeof sel);
+  std::memcpy(&nlists, data.data() + sizeof sel, sizeof nlists);
+  if (sel.count != 1 || sel.pcrSelections[0].hash != TPM2_ALG_SHA256 ||
+      sel.pcrSelections[0].sizeofSelect > sizeof sel.pcrSelections[0].pcrSelect)
+    throw InputError("PCR file: expected exactly one selection, of the SHA-256 bank");
+  const size_t need = sizeof sel + sizeof nlists + size_t{nlists} * sizeof(TPML_DIGEST);
+  if (nlists > 64 || data.size() != need)
+    throw InputError("PCR file: " + std::to_string(data.size()) + " bytes, expected " +
+                     std::to_string(need) + " for " + std::to_string(nlists) + " digest lists");
+  std::vector<TPML_DIGEST> lists(nlists);
+  if (nlists)
+    std::memcpy(lists.data(), data.data() + sizeof sel + sizeof nlists,
+                nlists * sizeof(TPML_DIGEST));
+  v1::TpmQuote q;
+  q.set_pcr_bank("sha256");
+  size_t li = 0, di = 0;
+  const auto& s = sel.pcrSelections[0];
+  for (uint32_t pcr = 0; pcr < 8u * s.sizeofSelect; ++pcr) {
+    if (!(s.pcrSelect[pcr / 8] & (1u << (pcr % 8)))) continue;
+    if (pcr > 23) throw InputError("PCR file: PCR " + std::to_string(pcr) + " is not 0-23");
+    while (li < lists.size() && di >= std::min<uint32_t>(lists[li].count, 8)) ++li, di = 0;
+    if (li >= lists.size()) throw InputError("PCR file: fewer digests than selected PCRs");
+    const auto& d = lists[li].digests[di++];
+    if (d.size != 32) throw InputError("PCR file: PCR " + std::to_string(pcr) + " is not 32 bytes");
+    auto* p = q.add_pcrs();
+    p->set_index(pcr);
+    p->set_sha256(std::string(reinterpret_cast<const char*>(d.buffer), 32));
+  }
+  return q;
+}
+
+Report VerifyTpm2Quote(const Tpm2QuoteFiles& files, const Options& opts) {
+  if (!opts.ak_pub_pem) throw InputError("a tpm2_quote quote needs the AK public key (--ak-pub)");
+  if (!opts.nonce) throw InputError("a tpm2_quote quote needs the expected nonce (--nonce)");
+  auto key = LoadPem(*opts.ak_pub_pem);
+  if (!key) throw InputError("--ak-pub is not a PEM public key");
+  v1::TpmQuote q = ParseTpm2ToolsPcrs(U8(files.pcrs));
+  Report rep;
+  rep.node = "tpm2_quote";
+  auto& out = rep.checks;
+  TPMS_ATTEST attest{};
+  size_t off = 0;
+  const bool attest_ok = Tss2_MU_TPMS_ATTEST_Unmarshal(U8(files.attest).data(), files.attest.size(),
+                                                       &off, &attest) == TSS2_RC_SUCCESS &&
+                         off == files.attest.size() && attest.magic == TPM2_GENERATED_VALUE &&
+                         attest.type == TPM2_ST_ATTEST_QUOTE;
+  if (attest_ok)
+    out.push_back(Pass("quote.structure", "TPM2_ST_ATTEST_QUOTE"));
+  else
+    out.push_back(Fail("quote.structure", kReasonQuoteMalformed,
+                       "the message file is not one marshalled TPM-generated quote"));
+  out.push_back(CheckSignature(files.attest, files.signature, key.get(), "--ak-pub"));
+  const bool sig_ok = out.back().status == Status::kPass;
+  if (!attest_ok)
+    out.push_back(Fail("nonce", kReasonDependencyFailed, "the quote could not be parsed"));
+  else if (Bytes(attest.extraData.buffer, attest.extraData.buffer + attest.extraData.size) !=
+           *opts.nonce)
+    out.push_back(Fail("nonce", kReasonNonceMismatch,
+                       "extraData " +
+                           ToHex(std::span(attest.extraData.buffer, attest.extraData.size)) +
+                           ", expected " + ToHex(*opts.nonce)));
+  else if (!sig_ok)
+    out.push_back(Fail("nonce", kReasonDependencyFailed, "the quote is not signed by the AK"));
+  else
+    out.push_back(Pass("nonce", ToHex(*opts.nonce)));
+  out.push_back(CheckPcrDigest(q, attest_ok ? &attest : nullptr));
+  return rep;
+}
+
+std::string RenderText(const Report& r) {
+  std::string s =
+      "sovguard-verify: node \"" + r.node + "\": " + (r.passed() ? "PASS" : "FAIL") + "\n";
+  for (const auto& c : r.checks) {
+    s += "  [" + std::string(StatusName(c.status)) + "] " + c.name;
+    if (c.status != Status::kPass) s += " " + c.reason;
+    if (!c.detail.empty()) s += ": " + c.detail;
+    s += "\n";
+  }
+  return s;
+}
+
+std::string RenderJson(const Report& r) {
+  nlohmann::json j;
+  j["node"] = r.node;
+  j["verdict"] = r.passed() ? "pass" : "fail";
+  j["checks"] = nlohmann::json::array();
+  for (const auto& c : r.checks)
+    j["checks"].push_back({{"name", c.name},
+                           {"status", StatusName(c.status)},
+                           {"reason", c.reason},
+                           {"detail", c.detail}});
+  // Details can quote evidence bytes: replace invalid UTF-8 rather than throw.
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace sovguard::attestation::verify

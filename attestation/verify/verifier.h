@@ -1,0 +1,129 @@
+// sovguard-verify: the auditor's verifier for sovguard evidence (issue 8). Needs no TPM and no
+// root: it links only sovguard_attestation_core (hashing, CEL, public keys, evidence format).
+//
+// Every check yields one CheckResult with a stable reason code (kReason* below): scripts and
+// certification pipelines match on the code, humans read the detail. A check that cannot run
+// because an earlier one failed is reported as failed too (fail closed), never skipped as a pass.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attestation/common/bytes.h"
+#include "attestation/evidence/evidence.pb.h"
+
+namespace sovguard::attestation::verify {
+
+namespace v1 = sovguard::attestation::v1;
+
+// Input could not be read or is not sovguard evidence at all: exit code 2, not a verdict.
+class InputError : public AttestationError {
+ public:
+  using AttestationError::AttestationError;
+};
+
+enum class Status { kPass, kFail, kNotApplicable };
+std::string_view StatusName(Status s);
+
+// Reason codes. Part of the verifier's output format: never rename, only add.
+inline constexpr std::string_view kReasonOk = "OK";
+inline constexpr std::string_view kReasonNotRequested = "NOT_REQUESTED";
+inline constexpr std::string_view kReasonNotVerified = "NOT_VERIFIED_BY_THIS_VERSION";
+inline constexpr std::string_view kReasonQuoteMalformed = "QUOTE_MALFORMED";
+inline constexpr std::string_view kReasonAkKeyInvalid = "AK_KEY_INVALID";
+inline constexpr std::string_view kReasonAkInconsistent = "AK_INCONSISTENT";
+inline constexpr std::string_view kReasonAkNotEnrolled = "AK_NOT_ENROLLED";
+inline constexpr std::string_view kReasonSignatureMalformed = "SIGNATURE_MALFORMED";
+inline constexpr std::string_view kReasonSignatureUnsupported = "SIGNATURE_ALG_UNSUPPORTED";
+inline constexpr std::string_view kReasonSignatureInvalid = "SIGNATURE_INVALID";
+inline constexpr std::string_view kReasonNonceMismatch = "NONCE_MISMATCH";
+inline constexpr std::string_view kReasonSnapshotDigestMismatch = "SNAPSHOT_DIGEST_MISMATCH";
+inline constexpr std::string_view kReasonSnapshotCopyMismatch = "SNAPSHOT_COPY_MISMATCH";
+inline constexpr std::string_view kReasonQualifyingDataMismatch = "QUALIFYING_DATA_MISMATCH";
+inline constexpr std::string_view kReasonClockMismatch = "CLOCK_MISMATCH";
+inline constexpr std::string_view kReasonPcrValuesMalformed = "PCR_VALUES_MALFORMED";
+inline constexpr std::string_view kReasonPcrSelectionMismatch = "PCR_SELECTION_MISMATCH";
+inline constexpr std::string_view kReasonPcrDigestMismatch = "PCR_DIGEST_MISMATCH";
+inline constexpr std::string_view kReasonCelMalformed = "CEL_MALFORMED";
+inline constexpr std::string_view kReasonCelUnknownEvent = "CEL_UNKNOWN_EVENT";
+inline constexpr std::string_view kReasonCelWrongPcr = "CEL_WRONG_PCR";
+inline constexpr std::string_view kReasonCelSequenceBroken = "CEL_SEQUENCE_BROKEN";
+inline constexpr std::string_view kReasonCelEntryTampered = "CEL_ENTRY_TAMPERED";
+inline constexpr std::string_view kReasonCelPcrNotQuoted = "CEL_PCR_NOT_QUOTED";
+inline constexpr std::string_view kReasonCelReplayMismatch = "CEL_REPLAY_MISMATCH";
+inline constexpr std::string_view kReasonDependencyFailed = "DEPENDENCY_FAILED";
+inline constexpr std::string_view kReasonEvidenceReplayed = "EVIDENCE_REPLAYED";
+inline constexpr std::string_view kReasonCounterRollback = "COUNTER_ROLLBACK";
+inline constexpr std::string_view kReasonPolicyDigestMismatch = "POLICY_DIGEST_MISMATCH";
+inline constexpr std::string_view kReasonPolicyNotMeasured = "POLICY_NOT_MEASURED";
+inline constexpr std::string_view kReasonPolicySnapshotMismatch = "POLICY_SNAPSHOT_MISMATCH";
+inline constexpr std::string_view kReasonUefiLogMalformed = "UEFI_LOG_MALFORMED";
+inline constexpr std::string_view kReasonUefiReplayMismatch = "UEFI_REPLAY_MISMATCH";
+inline constexpr std::string_view kReasonEkCertMissing = "EK_CERT_MISSING";
+inline constexpr std::string_view kReasonEkCertMalformed = "EK_CERT_MALFORMED";
+inline constexpr std::string_view kReasonEkChainUntrusted = "EK_CHAIN_UNTRUSTED";
+
+struct CheckResult {
+  std::string name;  // e.g. "quote.signature"
+  Status status = Status::kFail;
+  std::string reason;  // one of kReason*
+  std::string detail;  // what was compared, with a pointer into the evidence (field path, record)
+};
+
+struct Report {
+  std::string node;
+  std::vector<CheckResult> checks;
+  // True when no check failed. not_applicable checks do not fail the verdict; they are listed.
+  bool passed() const;
+  const CheckResult* Find(std::string_view name) const;
+};
+
+struct Options {
+  // The nonce the verifier sent. Without it, freshness is not established (nonce check fails).
+  std::optional<Bytes> nonce;
+  // A previously enrolled AK (SubjectPublicKeyInfo PEM): the quote must be signed by this key,
+  // not merely by the key the evidence carries.
+  std::optional<std::string> ak_pub_pem;
+  // Trusted EK CA certificates (PEM or DER files; every certificate found is a trust anchor, so
+  // an auditor may pin a vendor intermediate). Every EK certificate in the evidence must chain
+  // to one of them. Throws InputError from Verify if the folder holds no certificate.
+  std::optional<std::filesystem::path> ek_ca_dir;
+  // Verifier state (JSON): the signed TPM clock, reset and restart counters of the last passing
+  // verdict per AK (keyed by AK name, which the signature authenticates). The new quote's
+  // counters must move forward; the file is updated (atomically) only when the verdict passes,
+  // so forged evidence cannot poison it. Created if missing; a corrupt file is an InputError.
+  std::optional<std::filesystem::path> state_file;
+  // The SHA-256 of the policy bundle the auditor expects to be active (snapshot and CEL).
+  std::optional<Bytes> policy_digest;
+};
+
+// Parses evidence as written by `sovguardctl attest quote`: the JSON rendering (first
+// non-blank byte '{') or the binary protobuf. Throws InputError naming what is wrong.
+v1::Evidence ParseEvidence(std::span<const uint8_t> data);
+
+// Runs every check. Never throws for bad evidence content (that is a failed check); throws
+// InputError only for unusable options (e.g. an --ak-pub that is not a public key).
+Report Verify(const v1::Evidence& ev, const Options& opts);
+
+// A quote made by tpm2_quote(1) (tpm2-tools), checked without sovguard evidence: the files of
+// `tpm2_quote -m MSG -s SIG -o PCRS -q NONCE` (-o in tpm2-tools' default "serialized" format,
+// SHA-256 bank only). Checks: quote.structure, quote.signature (with opts.ak_pub_pem, required),
+// nonce (extraData equals opts.nonce, required) and quote.pcr_digest. Throws InputError for
+// missing options or a PCR file that is not the serialized format.
+struct Tpm2QuoteFiles {
+  std::string attest;     // -m: TPMS_ATTEST
+  std::string signature;  // -s: TPMT_SIGNATURE
+  std::string pcrs;       // -o: serialized PCR values
+};
+Report VerifyTpm2Quote(const Tpm2QuoteFiles& files, const Options& opts);
+// The PCR values of a tpm2-tools serialized PCR file, as evidence PcrValues (SHA-256 only).
+v1::TpmQuote ParseTpm2ToolsPcrs(std::span<const uint8_t> data);
+
+std::string RenderText(const Report& r);
+std::string RenderJson(const Report& r);
+
+}  // namespace sovguard::attestation::verify

@@ -1,0 +1,542 @@
+// Integration tests of sovguard-verify on real evidence: a private swtpm, sovguardd's measurement
+// log and EvidenceBuilder produce genuine evidence; the verifier must pass it and fail every
+// forgery with the right reason code. The binary is also run as a subprocess for exit codes.
+#include <gtest/gtest.h>
+
+#include <tss2/tss2_tpm2_types.h>
+
+#include <cstddef>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "attestation/eventlog/cel.h"
+#include "attestation/evidence/evidence.h"
+#include "attestation/verify/uefi_log.h"
+#include "attestation/verify/verifier.h"
+#include "tests/attestation/swtpm_fixture.h"
+
+namespace sovguard::attestation {
+namespace {
+
+namespace ts = test_support;
+using verify::Status;
+
+Bytes B(const std::string& s) {
+  return Bytes(s.begin(), s.end());
+}
+std::string S(std::span<const uint8_t> b) {
+  return std::string(b.begin(), b.end());
+}
+
+// The policy digest matches the kPolicyApplied event measured below, unless told otherwise.
+v1::EnforcementSnapshot Snapshot(const std::string& guest,
+                                 const Sha256Digest& policy = Sha256("bundle")) {
+  v1::EnforcementSnapshot s;
+  s.set_version(1);
+  s.set_node("verify-node");
+  s.set_policy_bundle_sha256(S(policy));
+  auto* g = s.add_guests();
+  g->set_name(guest);
+  g->add_taps("vnet0");
+  g->add_datasets()->set_dataset("patients-eu");
+  return s;
+}
+
+// One swtpm and one set of genuine evidence for the whole suite: every test mutates copies.
+struct World {
+  ts::Swtpm swtpm;
+  ts::TempDir tmp;
+  // Closed once the evidence is built: swtpm serves one client, and tpm2-tools needs it too.
+  std::unique_ptr<tpm::Tpm> tpm = std::make_unique<tpm::Tpm>(swtpm.tcti());
+  std::unique_ptr<measure::MeasurementLog> log = std::make_unique<measure::MeasurementLog>(
+      *tpm, measure::MeasureConfig{tmp.path() / "state", measure::kDefaultSovguardPcr});
+  Bytes nonce = B("auditor-nonce-0123456789");
+  v1::Evidence ecc, rsa, other_snapshot, wrong_policy;
+};
+World* world = nullptr;
+
+class VerifyTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    world = new World;
+    auto& w = *world;
+    // Replay a real UEFI log into swtpm's boot PCRs, as firmware would have extended them.
+    const auto uefi_log = std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) /
+                          "eventlogs/keylime/binary_bios_measurements-secureboot";
+    for (const auto& e : verify::uefi::Parse(ReadFileBytes(uefi_log)).events)
+      if (e.type != verify::uefi::kEvNoAction) w.tpm->PcrExtend(e.pcr, e.sha256);
+    w.log->Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
+    w.log->Measure(cel::EventKind::kBpfObject, "sg_tc_egress.bpf.o", Sha256("bpf"));
+    w.log->Measure(cel::EventKind::kPolicyApplied, "bundle-1", Sha256("bundle"), "enforce");
+    evidence::EvidenceConfig cfg;
+    cfg.node = "verify-node";
+    cfg.uefi_log = uefi_log;
+    cfg.ima_log = w.tmp.path() / "no-ima-here";
+    {
+      evidence::EvidenceBuilder b(*w.tpm, *w.log, cfg);
+      w.ecc = b.Build(w.nonce, Snapshot("vm1"));
+      w.other_snapshot = b.Build(w.nonce, Snapshot("vm2"));
+      w.wrong_policy = b.Build(w.nonce, Snapshot("vm1", Sha256("another bundle")));
+    }
+    cfg.ak_handle = 0x81018001;
+    cfg.ak_alg = tpm::KeyAlg::kRsa2048;
+    {
+      evidence::EvidenceBuilder rb(*w.tpm, *w.log, cfg);
+      w.rsa = rb.Build(w.nonce, Snapshot("vm1"));
+    }
+    w.log.reset();
+    w.tpm.reset();
+    // Regenerates the committed unit-test / fuzz seed from real evidence on request.
+    if (const char* seed = std::getenv("SOVGUARD_VERIFY_WRITE_SEED")) {
+      WriteFileAtomic(std::filesystem::path(seed) / "genuine-ecc.json", evidence::ToJson(w.ecc));
+      WriteFileAtomic(std::filesystem::path(seed) / "genuine-rsa.pb", w.rsa.SerializeAsString());
+      // The swtpm local CA root that issued the EK certificates in the committed evidence.
+      const auto ca = std::filesystem::path(seed) / "../../data/ek-ca";
+      std::filesystem::create_directories(ca);
+      WriteFileAtomic(ca / "swtpm-localca-rootca-cert.pem",
+                      ReadFileBytes(w.swtpm.ca_dir() / "swtpm-localca-rootca-cert.pem"));
+      WriteFileAtomic(ca / "issuercert.pem", ReadFileBytes(w.swtpm.ca_dir() / "issuercert.pem"));
+    }
+  }
+  static void TearDownTestSuite() {
+    delete world;
+    world = nullptr;
+  }
+
+  verify::Report Run(const v1::Evidence& ev, std::optional<Bytes> nonce = std::nullopt,
+                     std::optional<std::string> ak_pub = std::nullopt) {
+    return verify::Verify(ev, {nonce ? nonce : world->nonce, std::move(ak_pub)});
+  }
+  // The named check failed with `reason`, and so did the verdict.
+  static void ExpectFail(const verify::Report& r, const std::string& check,
+                         std::string_view reason) {
+    EXPECT_FALSE(r.passed()) << verify::RenderText(r);
+    const auto* c = r.Find(check);
+    ASSERT_NE(c, nullptr) << "no check " << check;
+    EXPECT_EQ(c->status, Status::kFail) << verify::RenderText(r);
+    EXPECT_EQ(c->reason, reason) << verify::RenderText(r);
+  }
+  static v1::Evidence WithCel(const v1::Evidence& ev, const std::vector<cel::Record>& recs) {
+    auto out = ev;
+    out.mutable_logs()->set_cel(S(cel::EncodeLog(recs)));
+    return out;
+  }
+  static std::vector<cel::Record> Cel(const v1::Evidence& ev) {
+    return cel::DecodeLog(B(ev.logs().cel()));
+  }
+};
+
+TEST_F(VerifyTest, GenuineEvidencePassesEveryCheck) {
+  for (const auto* ev : {&world->ecc, &world->rsa, &world->other_snapshot}) {
+    auto r = Run(*ev);
+    EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+    for (const char* name :
+         {"quote.structure", "ak.consistency", "quote.signature", "nonce", "snapshot.digest",
+          "snapshot.copy", "quote.qualifying_data", "quote.clock", "quote.pcr_digest",
+          "eventlog.cel.decode", "eventlog.cel.events", "eventlog.cel.replay", "policy.bundle",
+          "eventlog.uefi"}) {
+      const auto* c = r.Find(name);
+      ASSERT_NE(c, nullptr) << name;
+      EXPECT_EQ(c->status, Status::kPass) << name << ": " << c->detail;
+    }
+  }
+  // JSON report: every check with name, status, reason, detail.
+  auto j = nlohmann::json::parse(verify::RenderJson(Run(world->ecc)));
+  EXPECT_EQ(j["verdict"], "pass");
+  EXPECT_EQ(j["node"], "verify-node");
+  ASSERT_GE(j["checks"].size(), 12u);
+  for (const auto& c : j["checks"]) {
+    EXPECT_TRUE(c.contains("name") && c.contains("status") && c.contains("reason") &&
+                c.contains("detail"));
+  }
+}
+
+TEST_F(VerifyTest, ForgedSignatureFails) {
+  auto ev = world->ecc;
+  ev.mutable_quote()->mutable_signature()->back() ^= 1;  // inside ECDSA s
+  ExpectFail(Run(ev), "quote.signature", verify::kReasonSignatureInvalid);
+  auto rsa = world->rsa;
+  rsa.mutable_quote()->mutable_signature()->back() ^= 1;
+  ExpectFail(Run(rsa), "quote.signature", verify::kReasonSignatureInvalid);
+  // Signature of another quote (same AK): valid signature, wrong message.
+  auto swapped = world->ecc;
+  swapped.mutable_quote()->set_signature(world->other_snapshot.quote().signature());
+  ExpectFail(Run(swapped), "quote.signature", verify::kReasonSignatureInvalid);
+  // Altered signed bytes.
+  auto msg = world->ecc;
+  msg.mutable_quote()->mutable_attest()->back() ^= 1;
+  ExpectFail(Run(msg), "quote.signature", verify::kReasonSignatureInvalid);
+  // Garbage signature structure.
+  auto garbage = world->ecc;
+  garbage.mutable_quote()->set_signature("\x00\x01", 2);
+  ExpectFail(Run(garbage), "quote.signature", verify::kReasonSignatureMalformed);
+}
+
+TEST_F(VerifyTest, AkMustBeTheEnrolledOneWhenGiven) {
+  const auto& w = *world;
+  auto ok = Run(w.ecc, std::nullopt, w.ecc.ak().public_pem());
+  EXPECT_TRUE(ok.passed()) << verify::RenderText(ok);
+  EXPECT_EQ(ok.Find("ak.enrolled")->status, Status::kPass);
+  // Evidence whose AK was swapped for another TPM key: the enrolled key does not verify it.
+  auto r = Run(w.rsa, std::nullopt, w.ecc.ak().public_pem());
+  ExpectFail(r, "ak.enrolled", verify::kReasonAkNotEnrolled);
+  EXPECT_EQ(r.Find("quote.signature")->reason, verify::kReasonSignatureInvalid);
+  // A self-consistent AK block that does not belong to the signer.
+  auto swapped = w.ecc;
+  *swapped.mutable_ak() = w.rsa.ak();
+  ExpectFail(Run(swapped), "quote.signature", verify::kReasonSignatureInvalid);
+  // Inconsistent AK block: PEM of another key.
+  auto mixed = w.ecc;
+  mixed.mutable_ak()->set_public_pem(w.rsa.ak().public_pem());
+  ExpectFail(Run(mixed), "ak.consistency", verify::kReasonAkInconsistent);
+  EXPECT_THROW(Run(w.ecc, std::nullopt, "not a key"), verify::InputError);
+}
+
+TEST_F(VerifyTest, WrongNonceFails) {
+  auto r = Run(world->ecc, B("some-other-nonce-987654"));
+  ExpectFail(r, "nonce", verify::kReasonNonceMismatch);
+  EXPECT_EQ(r.Find("quote.qualifying_data")->reason, verify::kReasonQualifyingDataMismatch);
+  // A replayed old quote relabelled with the fresh nonce: the signed binding gives it away.
+  auto relabelled = world->ecc;
+  relabelled.set_nonce("some-other-nonce-987654");
+  auto r2 = Run(relabelled, B("some-other-nonce-987654"));
+  EXPECT_EQ(r2.Find("nonce")->status, Status::kPass);
+  ExpectFail(r2, "quote.qualifying_data", verify::kReasonQualifyingDataMismatch);
+  // No expected nonce: freshness is not established, never assumed.
+  auto r3 = verify::Verify(world->ecc, {});
+  ExpectFail(r3, "nonce", verify::kReasonNonceMismatch);
+}
+
+TEST_F(VerifyTest, SwappedSnapshotFails) {
+  auto ev = world->ecc;
+  ev.set_snapshot_bytes(world->other_snapshot.snapshot_bytes());
+  ExpectFail(Run(ev), "snapshot.digest", verify::kReasonSnapshotDigestMismatch);
+  ev.set_snapshot_sha256(world->other_snapshot.snapshot_sha256());
+  *ev.mutable_snapshot() = world->other_snapshot.snapshot();
+  auto r = Run(ev);
+  EXPECT_EQ(r.Find("snapshot.digest")->status, Status::kPass);
+  ExpectFail(r, "quote.qualifying_data", verify::kReasonQualifyingDataMismatch);
+  auto copy = world->ecc;
+  copy.mutable_snapshot()->set_node("elsewhere");
+  ExpectFail(Run(copy), "snapshot.copy", verify::kReasonSnapshotCopyMismatch);
+}
+
+TEST_F(VerifyTest, TamperedCelEntryFails) {
+  auto recs = Cel(world->ecc);
+  ASSERT_EQ(recs.size(), 4u);  // daemon start + 3 measurements
+  // Content changed, digest left: the record no longer checks out.
+  auto t = recs;
+  t[2].content.back() ^= 1;
+  ExpectFail(Run(WithCel(world->ecc, t)), "eventlog.cel.replay", verify::kReasonCelEntryTampered);
+  // Content and digest both rewritten consistently: the PCR does not replay.
+  auto t2 = recs;
+  t2[2] = cel::MakeSovguardRecord(2, recs[2].pcr,
+                                  {cel::EventKind::kBpfObject, "evil.bpf.o", Sha256("evil"), ""});
+  ExpectFail(Run(WithCel(world->ecc, t2)), "eventlog.cel.replay", verify::kReasonCelReplayMismatch);
+  // Raw byte flip inside the log (any byte): never passes.
+  auto raw = world->ecc;
+  raw.mutable_logs()->mutable_cel()->at(raw.logs().cel().size() / 2) ^= 0x10;
+  EXPECT_FALSE(Run(raw).passed());
+  // Truncated log.
+  auto trunc = world->ecc;
+  trunc.mutable_logs()->mutable_cel()->resize(trunc.logs().cel().size() - 3);
+  ExpectFail(Run(trunc), "eventlog.cel.decode", verify::kReasonCelMalformed);
+}
+
+TEST_F(VerifyTest, MissingEventFails) {
+  auto recs = Cel(world->ecc);
+  auto last = recs;
+  last.pop_back();
+  ExpectFail(Run(WithCel(world->ecc, last)), "eventlog.cel.replay",
+             verify::kReasonCelReplayMismatch);
+  auto middle = recs;
+  middle.erase(middle.begin() + 1);
+  ExpectFail(Run(WithCel(world->ecc, middle)), "eventlog.cel.replay",
+             verify::kReasonCelSequenceBroken);
+  ExpectFail(Run(WithCel(world->ecc, {})), "eventlog.cel.replay", verify::kReasonCelReplayMismatch);
+}
+
+TEST_F(VerifyTest, ExtraEventFails) {
+  auto recs = Cel(world->ecc);
+  recs.push_back(cel::MakeSovguardRecord(
+      recs.size(), recs[0].pcr,
+      {cel::EventKind::kPolicyApplied, "bundle-2", Sha256("bundle2"), "enforce"}));
+  ExpectFail(Run(WithCel(world->ecc, recs)), "eventlog.cel.replay",
+             verify::kReasonCelReplayMismatch);
+  // An event for another PCR smuggled into sovguard's log.
+  auto other = Cel(world->ecc);
+  other.push_back(cel::MakeSovguardRecord(
+      other.size(), 16, {cel::EventKind::kEnforcementState, "x", Sha256("x"), ""}));
+  ExpectFail(Run(WithCel(world->ecc, other)), "eventlog.cel.replay", verify::kReasonCelWrongPcr);
+}
+
+TEST_F(VerifyTest, UnknownEventTypeIsReportedNotAccepted) {
+  auto recs = Cel(world->ecc);
+  cel::Record r;
+  r.recnum = recs.size();
+  r.pcr = recs[0].pcr;
+  r.content_type = cel::kContentMgmt;
+  r.content = B("something");
+  r.digest = Sha256(r.content);
+  recs.push_back(r);
+  auto rep = Run(WithCel(world->ecc, recs));
+  ExpectFail(rep, "eventlog.cel.events", verify::kReasonCelUnknownEvent);
+  EXPECT_NE(rep.Find("eventlog.cel.events")->detail.find("record 4"), std::string::npos);
+  EXPECT_EQ(rep.Find("eventlog.cel.replay")->status, Status::kFail);
+}
+
+TEST_F(VerifyTest, PcrValueMismatchFails) {
+  auto ev = world->ecc;
+  ev.mutable_quote()->mutable_pcrs(0)->mutable_sha256()->at(0) ^= 1;
+  ExpectFail(Run(ev), "quote.pcr_digest", verify::kReasonPcrDigestMismatch);
+  // The sovguard PCR rewritten to match a forged log: the signed digest still catches it.
+  auto recs = Cel(world->ecc);
+  recs.pop_back();
+  auto forged = WithCel(world->ecc, recs);
+  auto replayed = cel::Replay(recs).at(measure::kDefaultSovguardPcr);
+  forged.mutable_quote()->mutable_pcrs(11)->set_sha256(S(replayed));
+  auto r = Run(forged);
+  ExpectFail(r, "quote.pcr_digest", verify::kReasonPcrDigestMismatch);
+  ExpectFail(r, "eventlog.cel.replay", verify::kReasonDependencyFailed);
+  // A PCR dropped from the list: the signed selection disagrees.
+  auto dropped = world->ecc;
+  dropped.mutable_quote()->mutable_pcrs()->RemoveLast();
+  ExpectFail(Run(dropped), "quote.pcr_digest", verify::kReasonPcrSelectionMismatch);
+}
+
+TEST_F(VerifyTest, EkCertificateChainsToTrustedCa) {
+  const auto& w = *world;
+  auto with_ca = [&](const v1::Evidence& ev, const std::filesystem::path& dir) {
+    return verify::Verify(ev, {w.nonce, std::nullopt, dir});
+  };
+  auto r = with_ca(w.ecc, w.swtpm.ca_dir());
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_EQ(r.Find("ek.chain")->status, Status::kPass) << r.Find("ek.chain")->detail;
+  // Pinning the intermediate alone is the auditor's choice and works too.
+  const auto inter = w.tmp.path() / "ek-inter";
+  std::filesystem::create_directories(inter);
+  std::filesystem::copy_file(w.swtpm.ca_dir() / "issuercert.pem", inter / "i.pem",
+                             std::filesystem::copy_options::overwrite_existing);
+  EXPECT_EQ(with_ca(w.ecc, inter).Find("ek.chain")->status, Status::kPass);
+  // A CA the EK certificates do not come from.
+  const auto other = w.tmp.path() / "ek-other";
+  std::filesystem::create_directories(other);
+  auto gen =
+      ts::Run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+               "-nodes", "-subj", "/CN=swtpm-localca-rootca", "-days", "2", "-keyout",
+               (w.tmp.path() / "other.key").string(), "-out", (other / "root.pem").string()});
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  ExpectFail(with_ca(w.ecc, other), "ek.chain", verify::kReasonEkChainUntrusted);
+  // No EK certificate, or a broken one.
+  auto none = w.ecc;
+  none.clear_ek_certificates();
+  ExpectFail(with_ca(none, w.swtpm.ca_dir()), "ek.chain", verify::kReasonEkCertMissing);
+  auto broken = w.ecc;
+  broken.mutable_ek_certificates(0)->mutable_der()->resize(40);
+  ExpectFail(with_ca(broken, w.swtpm.ca_dir()), "ek.chain", verify::kReasonEkCertMalformed);
+  // A folder without certificates is a usage error, not a verdict.
+  const auto empty = w.tmp.path() / "ek-empty";
+  std::filesystem::create_directories(empty);
+  EXPECT_THROW(with_ca(w.ecc, empty), verify::InputError);
+  EXPECT_THROW(with_ca(w.ecc, w.tmp.path() / "no-such-dir"), verify::InputError);
+}
+
+TEST_F(VerifyTest, UefiLogMustReplayToTheBootPcrs) {
+  const auto& w = *world;
+  // One event's SHA-256 digest altered in place.
+  auto log = verify::uefi::Parse(B(w.ecc.logs().uefi_tcg2()));
+  ASSERT_GT(log.events.size(), 5u);
+  auto tampered = w.ecc;
+  const auto& target = log.events[3];
+  const auto at = tampered.logs().uefi_tcg2().find(S(target.sha256), target.offset);
+  ASSERT_NE(at, std::string::npos);
+  tampered.mutable_logs()->mutable_uefi_tcg2()->at(at) ^= 1;
+  ExpectFail(Run(tampered), "eventlog.uefi", verify::kReasonUefiReplayMismatch);
+  // An event dropped: cut the log before the last event.
+  auto cut = w.ecc;
+  cut.mutable_logs()->mutable_uefi_tcg2()->resize(log.events.back().offset);
+  ExpectFail(Run(cut), "eventlog.uefi", verify::kReasonUefiReplayMismatch);
+  // Garbage and empty logs.
+  for (const char* f : {"binary_bios_measurements-bogus", "binary_bios_measurements-empty"}) {
+    auto bad = w.ecc;
+    bad.mutable_logs()->set_uefi_tcg2(S(
+        ReadFileBytes(std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) / "eventlogs/keylime" / f)));
+    ExpectFail(Run(bad), "eventlog.uefi", verify::kReasonUefiLogMalformed);
+  }
+  // Another machine's (real) log.
+  auto other = w.ecc;
+  other.mutable_logs()->set_uefi_tcg2(
+      S(ReadFileBytes(std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) /
+                      "eventlogs/keylime/binary_bios_measurements")));
+  ExpectFail(Run(other), "eventlog.uefi", verify::kReasonUefiReplayMismatch);
+}
+
+TEST_F(VerifyTest, ActivePolicyIsTheMeasuredAndExpectedOne) {
+  const auto& w = *world;
+  auto with_policy = [&](const v1::Evidence& ev, std::optional<Bytes> p) {
+    verify::Options o;
+    o.nonce = w.nonce;
+    o.policy_digest = std::move(p);
+    return verify::Verify(ev, o);
+  };
+  const auto bundle = Sha256("bundle");
+  auto r = with_policy(w.ecc, Bytes(bundle.begin(), bundle.end()));
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_NE(r.Find("policy.bundle")->detail.find("bundle-1"), std::string::npos);
+  const auto other = Sha256("other");
+  ExpectFail(with_policy(w.ecc, Bytes(other.begin(), other.end())), "policy.bundle",
+             verify::kReasonPolicyDigestMismatch);
+  // Signed, fresh, but the snapshot claims a policy the measurement log never applied.
+  ExpectFail(with_policy(w.wrong_policy, std::nullopt), "policy.bundle",
+             verify::kReasonPolicySnapshotMismatch);
+  // A log that does not replay cannot vouch for the policy.
+  auto recs = Cel(w.ecc);
+  recs.pop_back();
+  ExpectFail(with_policy(WithCel(w.ecc, recs), std::nullopt), "policy.bundle",
+             verify::kReasonDependencyFailed);
+}
+
+TEST_F(VerifyTest, ReplayedOldEvidenceFailsAgainstTheStateFile) {
+  const auto& w = *world;
+  const auto state = w.tmp.path() / "state-replay.json";
+  std::filesystem::remove(state);
+  auto with_state = [&](const v1::Evidence& ev) {
+    return verify::Verify(ev, {w.nonce, std::nullopt, std::nullopt, state});
+  };
+  // `ecc` was quoted before `other_snapshot` by the same AK.
+  auto r = with_state(w.other_snapshot);
+  ASSERT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_EQ(r.Find("quote.clock_monotonic")->status, Status::kPass);
+  ASSERT_TRUE(std::filesystem::exists(state));
+  ExpectFail(with_state(w.ecc), "quote.clock_monotonic", verify::kReasonEvidenceReplayed);
+  ExpectFail(with_state(w.other_snapshot), "quote.clock_monotonic",
+             verify::kReasonEvidenceReplayed);
+  // Another AK has its own history.
+  EXPECT_TRUE(with_state(w.rsa).passed());
+  // A failed verdict never moves the state: forged evidence cannot poison it.
+  const auto before = ReadFileBytes(state);
+  auto forged = w.rsa;
+  forged.mutable_quote()->mutable_signature()->back() ^= 1;
+  EXPECT_FALSE(with_state(forged).passed());
+  EXPECT_EQ(ReadFileBytes(state), before);
+  // Counters behind the recorded ones: a rollback.
+  auto j = nlohmann::json::parse(S(before));
+  for (auto& [k, v] : j["aks"].items()) v["reset_count"] = v["reset_count"].get<uint32_t>() + 1;
+  WriteFileAtomic(state, j.dump());
+  ExpectFail(with_state(w.other_snapshot), "quote.clock_monotonic", verify::kReasonCounterRollback);
+  // A corrupt state file is an input error, not a verdict.
+  WriteFileAtomic(state, "{\"aks\": {\"x\": {\"clock_ms\": \"soon\"}}}");
+  EXPECT_THROW(with_state(w.ecc), verify::InputError);
+  WriteFileAtomic(state, "not json");
+  EXPECT_THROW(with_state(w.ecc), verify::InputError);
+  std::filesystem::remove(state);
+}
+
+// A quote made by tpm2_quote (tpm2-tools) with the node's persistent AK verifies too.
+TEST_F(VerifyTest, Tpm2QuoteFromTpm2ToolsVerifies) {
+  const auto& w = *world;
+  const auto dir = w.tmp.path() / "tpm2-quote";
+  std::filesystem::create_directories(dir);
+  const std::string nonce = "0011223344556677889900aabbccddeeff";
+  auto q = ts::Run({"tpm2_quote", "-T", w.swtpm.tcti(), "-c", "0x81018000", "-l",
+                    "sha256:0,1,2,3,4,5,6,7,8,9,10,13", "-q", nonce, "-g", "sha256", "-m",
+                    (dir / "msg").string(), "-s", (dir / "sig").string(), "-o",
+                    (dir / "pcrs").string()});
+  ASSERT_EQ(q.exit_code, 0) << q.output;
+  auto text = [&](const char* f) { return S(ReadFileBytes(dir / f)); };
+  if (const char* seed = std::getenv("SOVGUARD_VERIFY_WRITE_SEED"))
+    WriteFileAtomic(std::filesystem::path(seed) / "../tpm2-pcrs/tpm2_quote-12-pcrs.bin",
+                    ReadFileBytes(dir / "pcrs"));
+  verify::Tpm2QuoteFiles files{text("msg"), text("sig"), text("pcrs")};
+  verify::Options opts{FromHex(nonce), w.ecc.ak().public_pem(), std::nullopt};
+  auto r = verify::VerifyTpm2Quote(files, opts);
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_EQ(r.Find("quote.pcr_digest")->status, Status::kPass);
+  // The PCR file carries the 12 selected PCRs; PCR 13 is the sovguard PCR of the evidence.
+  auto pcrs = verify::ParseTpm2ToolsPcrs(B(files.pcrs));
+  ASSERT_EQ(pcrs.pcrs_size(), 12);
+  EXPECT_EQ(pcrs.pcrs(11).index(), 13u);
+  EXPECT_EQ(pcrs.pcrs(11).sha256(), w.ecc.quote().pcrs(11).sha256());
+  // Wrong nonce, other AK, altered PCR value, altered signature.
+  ExpectFail(verify::VerifyTpm2Quote(files, {B("other-nonce-1234"), opts.ak_pub_pem, {}}), "nonce",
+             verify::kReasonNonceMismatch);
+  ExpectFail(verify::VerifyTpm2Quote(files, {opts.nonce, w.rsa.ak().public_pem(), {}}),
+             "quote.signature", verify::kReasonSignatureInvalid);
+  auto bad = files;  // first byte of PCR 0's value
+  bad.pcrs[sizeof(TPML_PCR_SELECTION) + 4 + offsetof(TPML_DIGEST, digests) +
+           offsetof(TPM2B_DIGEST, buffer)] ^= 1;
+  ExpectFail(verify::VerifyTpm2Quote(bad, opts), "quote.pcr_digest",
+             verify::kReasonPcrDigestMismatch);
+  auto badsig = files;
+  badsig.signature.back() ^= 1;
+  ExpectFail(verify::VerifyTpm2Quote(badsig, opts), "quote.signature",
+             verify::kReasonSignatureInvalid);
+  auto trunc = files;
+  trunc.pcrs.resize(10);
+  EXPECT_THROW(verify::VerifyTpm2Quote(trunc, opts), verify::InputError);
+  // The same through the binary.
+  const std::string bin = std::string(SOVGUARD_BINARY_DIR) + "/attestation/verify/sovguard-verify";
+  WriteFileAtomic(dir / "ak.pem", w.ecc.ak().public_pem());
+  auto c = ts::Run({bin, "--nonce", nonce, "--ak-pub", (dir / "ak.pem").string(), "--tpm2-quote",
+                    (dir / "msg").string(), (dir / "sig").string(), (dir / "pcrs").string()});
+  EXPECT_EQ(c.exit_code, 0) << c.output;
+}
+
+// The installed binary, run as an auditor would: exit codes 0/1/2, JSON and binary inputs.
+TEST_F(VerifyTest, BinaryExitCodes) {
+  const std::string bin = std::string(SOVGUARD_BINARY_DIR) + "/attestation/verify/sovguard-verify";
+  const auto dir = world->tmp.path() / "cli";
+  std::filesystem::create_directories(dir);
+  const auto json = dir / "ev.json", pb = dir / "ev.pb";
+  WriteFileAtomic(json, evidence::ToJson(world->ecc));
+  WriteFileAtomic(pb, world->rsa.SerializeAsString());
+  const std::string nonce = ToHex(world->nonce);
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), bin);
+    return ts::Run(args);
+  };
+  auto r = run({"--nonce", nonce, json.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("PASS"), std::string::npos) << r.output;
+  r = run({"--nonce", nonce, pb.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run({"--json", "--nonce", nonce, json.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["verdict"], "pass");
+  r = run({"--nonce", nonce, "--ek-ca", world->swtpm.ca_dir().string(), json.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const auto st = dir / "state.json";
+  r = run({"--nonce", nonce, "--state", st.string(), json.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run({"--nonce", nonce, "--state", st.string(), json.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("EVIDENCE_REPLAYED"), std::string::npos) << r.output;
+  r = run({"--nonce", nonce, "--ek-ca", (dir / "no-such-dir").string(), json.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  // A failed check: exit 1, with the reason code.
+  r = run({"--nonce", ToHex(B("some-other-nonce-987654")), json.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("NONCE_MISMATCH"), std::string::npos) << r.output;
+  // Input and usage errors: exit 2, never a crash.
+  const std::string full = world->rsa.SerializeAsString();
+  WriteFileAtomic(dir / "trunc.pb", full.substr(0, full.size() / 2));
+  const std::string js = evidence::ToJson(world->ecc);
+  WriteFileAtomic(dir / "trunc.json", js.substr(0, js.size() / 2));
+  WriteFileAtomic(dir / "empty", "");
+  WriteFileAtomic(dir / "garbage", std::string("\xff\xfe garbage \x00\x01 not evidence", 27));
+  for (const char* f : {"trunc.pb", "trunc.json", "empty", "garbage", "does-not-exist"}) {
+    r = run({"--nonce", nonce, (dir / f).string()});
+    EXPECT_EQ(r.exit_code, 2) << f << ": " << r.output;
+    EXPECT_NE(r.output.find("sovguard-verify:"), std::string::npos) << f << ": " << r.output;
+  }
+  EXPECT_EQ(run({json.string()}).exit_code, 2);                   // no --nonce
+  EXPECT_EQ(run({"--nonce", "zz", json.string()}).exit_code, 2);  // bad hex
+  EXPECT_EQ(run({"--nonce", nonce, "--bogus", json.string()}).exit_code, 2);
+  EXPECT_EQ(run({"--nonce", nonce, "--ak-pub", (dir / "empty").string(), json.string()}).exit_code,
+            2);
+}
+
+}  // namespace
+}  // namespace sovguard::attestation

@@ -1,0 +1,85 @@
+// Unit tests of sovguard-verify without a TPM: committed real evidence (produced from swtpm by
+// tests/verify/verify_test.cc with SOVGUARD_VERIFY_WRITE_SEED) and the CLI run in-process.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "attestation/verify/verifier.h"
+#include "attestation/verify/verify_cli.h"
+
+namespace sovguard::attestation {
+namespace {
+
+const std::filesystem::path kCorpus =
+    std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/corpus/evidence";
+const std::string kNonceHex =
+    ToHex(Bytes{'a', 'u', 'd', 'i', 't', 'o', 'r', '-', 'n', 'o', 'n', 'c',
+                'e', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'});
+
+int Cli(std::vector<std::string> args, std::string* out_text = nullptr) {
+  std::ostringstream out, err;
+  int rc = verify::RunVerifyCli(args, out, err);
+  if (out_text) *out_text = out.str() + err.str();
+  return rc;
+}
+
+TEST(VerifyUnit, CommittedRealEvidencePasses) {
+  for (const char* f : {"genuine-ecc.json", "genuine-rsa.pb"}) {
+    std::string text;
+    EXPECT_EQ(Cli({"--nonce", kNonceHex, (kCorpus / f).string()}, &text), verify::kExitPass)
+        << f << ":\n"
+        << text;
+  }
+  // The EK certificates in the committed evidence chain to the committed swtpm local CA.
+  const auto ca = std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/data/ek-ca";
+  EXPECT_EQ(
+      Cli({"--nonce", kNonceHex, "--ek-ca", ca.string(), (kCorpus / "genuine-ecc.json").string()}),
+      verify::kExitPass);
+  std::string text;
+  ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, (kCorpus / "genuine-ecc.json").string()}, &text),
+            0);
+  auto j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["verdict"], "pass");
+  bool saw_sig = false;
+  for (const auto& c : j["checks"])
+    if (c["name"] == "quote.signature") saw_sig = c["status"] == "pass";
+  EXPECT_TRUE(saw_sig);
+}
+
+TEST(VerifyUnit, FlippedByteInCommittedEvidenceFails) {
+  auto data = ReadFileBytes(kCorpus / "genuine-rsa.pb");
+  auto ev = verify::ParseEvidence(data);
+  ev.mutable_quote()->mutable_signature()->back() ^= 1;
+  verify::Options o;
+  o.nonce = FromHex(kNonceHex);
+  auto r = verify::Verify(ev, o);
+  EXPECT_FALSE(r.passed());
+  EXPECT_EQ(r.Find("quote.signature")->reason, verify::kReasonSignatureInvalid);
+}
+
+TEST(VerifyUnit, GarbageAndTruncatedInputsAreInputErrors) {
+  EXPECT_THROW(verify::ParseEvidence({}), verify::InputError);
+  const Bytes garbage = {0xff, 0xfe, 0x00, 0x12, 0x34};
+  EXPECT_THROW(verify::ParseEvidence(garbage), verify::InputError);
+  const std::string js = "{\"format_version\": 1, \"node\": ";
+  EXPECT_THROW(verify::ParseEvidence(Bytes(js.begin(), js.end())), verify::InputError);
+  auto full = ReadFileBytes(kCorpus / "genuine-rsa.pb");
+  // Every truncation: an input error or a failed verdict, never a pass or a crash.
+  verify::Options o;
+  o.nonce = FromHex(kNonceHex);
+  for (size_t n = 0; n < full.size(); n += 7) {
+    try {
+      auto ev = verify::ParseEvidence(std::span(full.data(), n));
+      EXPECT_FALSE(verify::Verify(ev, o).passed()) << "truncated to " << n;
+    } catch (const verify::InputError&) {
+    }
+  }
+  EXPECT_EQ(Cli({"--nonce", kNonceHex, (kCorpus / "garbage.bin").string()}), verify::kExitUsage);
+  EXPECT_EQ(Cli({"--nonce", kNonceHex}), verify::kExitUsage);
+  EXPECT_EQ(Cli({(kCorpus / "genuine-ecc.json").string()}), verify::kExitUsage);
+  EXPECT_EQ(Cli({"--nonce", "00", (kCorpus / "genuine-ecc.json").string()}), verify::kExitFail);
+}
+
+}  // namespace
+}  // namespace sovguard::attestation
