@@ -23,7 +23,7 @@ std::string Trim(const std::string& s) {
 
 std::vector<std::string> ConfigKeys() {
   return {"libvirt_uri", "libvirt_qemu_run_dir", "state_dir",  "runtime_dir",    "data_dir",    "policy_bundle",
-          "trusted_keys_dir", "tpm", "api_listen", "api_cert", "api_key", "auditor_ca",
+          "trusted_keys_dir", "tpm", "sovguard_pcr", "api_listen", "api_cert", "api_key", "auditor_ca",
           "auditor_allowlist", "start_libvirtd", "start_swtpm"};
 }
 
@@ -61,6 +61,19 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
     c.auditor_ca = value;
   } else if (key == "auditor_allowlist") {
     c.auditor_allowlist = value;
+  } else if (key == "sovguard_pcr") {
+    std::size_t used = 0;
+    unsigned long pcr = 0;
+    try {
+      pcr = std::stoul(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != value.size() || pcr < 8 || pcr > 15) {
+      throw std::runtime_error(where + ": sovguard_pcr: expected a non-resettable PCR from 8 to 15, got '" +
+                               value + "'");
+    }
+    c.sovguard_pcr = static_cast<std::uint32_t>(pcr);
   } else if (key == "start_libvirtd") {
     c.start_libvirtd = ParseBool(value, where);
   } else if (key == "start_swtpm") {

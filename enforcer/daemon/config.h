@@ -2,6 +2,7 @@
 // then command-line flags. Unknown keys are errors, never ignored.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -16,7 +17,10 @@ struct Config {
   std::filesystem::path data_dir = "/usr/share/sovguard";  // world.sgjt, default policy
   std::filesystem::path policy_bundle;                      // empty: the shipped default policy
   std::filesystem::path trusted_keys_dir = "/etc/sovguard/trusted-keys";
-  std::string tpm = "auto";  // auto | device:/dev/tpmrm0 | swtpm:host=...,port=N
+  std::string tpm = "auto";
+  // The PCR sovguard extends (SHA-256 bank). 13 by default: non-resettable and unused by firmware,
+  // GRUB, IMA and shim (docs/threat-model.md); the resettable 16 and 23 are refused.
+  std::uint32_t sovguard_pcr = 13;  // auto | device:/dev/tpmrm0 | swtpm:host=...,port=N
   // Auditors' endpoint: gRPC with mutual TLS. Off while api_listen is empty. Only client
   // certificates that chain to auditor_ca AND whose SHA-256 fingerprint is listed (one lower-case
   // hex per line, '#' comments) in auditor_allowlist are served.

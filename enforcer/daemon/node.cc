@@ -321,7 +321,8 @@ void Node::Start() {
 
   tpm_ = std::make_unique<attestation::tpm::Tpm>(tpm_choice_.tcti);
   measurements_ = std::make_unique<attestation::measure::MeasurementLog>(
-      *tpm_, attestation::measure::MeasureConfig{.state_dir = config_.state_dir / "measurements"});
+      *tpm_, attestation::measure::MeasureConfig{.state_dir = config_.state_dir / "measurements",
+                                                 .pcr = config_.sovguard_pcr});
   log::Info("measurement log {} on PCR {} ({})", measurements_->log_path().string(),
             measurements_->pcr(), measurements_->open_state());
   MeasureStack();

@@ -51,6 +51,12 @@ TEST(DaemonConfig, BadValuesAreErrors) {
   sd::Config c;
   EXPECT_THROW(sd::ApplySetting("start_swtpm", "maybe", c, "x"), std::runtime_error);
   EXPECT_THROW(sd::ApplySetting("tpm", "mssim:port=1", c, "x"), std::runtime_error);
+  // Resettable (16, 23), boot-chain (0-7) and malformed PCRs are refused.
+  for (const char* pcr : {"16", "23", "7", "13x", ""}) {
+    EXPECT_THROW(sd::ApplySetting("sovguard_pcr", pcr, c, "x"), std::runtime_error) << pcr;
+  }
+  sd::ApplySetting("sovguard_pcr", "14", c, "x");
+  EXPECT_EQ(c.sovguard_pcr, 14u);
   const auto f = WriteTemp("sg-config-noeq.conf", "libvirt_uri qemu:///system\n");
   EXPECT_THROW(sd::LoadConfigFile(f, c), std::runtime_error);
   EXPECT_EQ(c.libvirt_uri, "qemu:///system");
