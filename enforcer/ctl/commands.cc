@@ -36,12 +36,14 @@ int PrintStatus(const nlohmann::json& status, std::ostream& out, std::ostream& e
     out << fmt::format("libvirt:  {}\n", status.at("libvirt").at("state").get<std::string>());
     if (status.contains("policy") && status["policy"].is_object()) {
       const auto& p = status["policy"];
-      out << fmt::format("policy:   {} (sha256 {}, compiled {})\n", p.at("source").get<std::string>(),
+      out << fmt::format("policy:   {} (sha256 {}, compiled {})\n",
+                         p.at("source").get<std::string>(),
                          p.at("sha256").get<std::string>().substr(0, 16),
                          p.at("compiled_digest").get<std::string>().substr(0, 16));
       for (const auto& d : p.at("datasets")) {
-        out << fmt::format("          dataset {:<24} bit {:<2} mode {}\n", d.at("id").get<std::string>(),
-                           d.at("index").get<int>(), d.at("mode").get<std::string>());
+        out << fmt::format("          dataset {:<24} bit {:<2} mode {}\n",
+                           d.at("id").get<std::string>(), d.at("index").get<int>(),
+                           d.at("mode").get<std::string>());
       }
     }
     if (status.contains("measurements") && status["measurements"].is_object()) {
@@ -56,8 +58,9 @@ int PrintStatus(const nlohmann::json& status, std::ostream& out, std::ostream& e
         std::string taps;
         for (const auto& t : g.at("taps")) taps += (taps.empty() ? "" : ",") + t.get<std::string>();
         out << fmt::format("{:<20} {:<10} {:#018x} {:<8} {}\n", g.at("name").get<std::string>(),
-                           g.at("label").get<std::string>(), g.at("datasets_mask").get<std::uint64_t>(),
-                           taps, g.at("cgroup").get<std::string>());
+                           g.at("label").get<std::string>(),
+                           g.at("datasets_mask").get<std::uint64_t>(), taps,
+                           g.at("cgroup").get<std::string>());
         if (!g.at("error").get<std::string>().empty()) {
           out << "    error: " << g.at("error").get<std::string>() << "\n";
         }

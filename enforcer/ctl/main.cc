@@ -89,8 +89,8 @@ int main(int argc, char** argv) {
     ctl::PrintExtraUsage(std::cout);
     return args.empty() ? 2 : 0;
   }
-  const std::map<std::string, std::function<int(const std::vector<std::string>&, std::ostream&,
-                                                 std::ostream&)>>
+  const std::map<std::string,
+                 std::function<int(const std::vector<std::string>&, std::ostream&, std::ostream&)>>
       builtin = {
           {"probe", Probe},
           {"status", Status},
@@ -101,7 +101,8 @@ int main(int argc, char** argv) {
            }},
       };
   try {
-    if (auto it = builtin.find(args[0]); it != builtin.end()) return it->second(args, std::cout, std::cerr);
+    if (auto it = builtin.find(args[0]); it != builtin.end())
+      return it->second(args, std::cout, std::cerr);
     if (auto rc = ctl::RunExtraCommand(args, std::cout, std::cerr)) return *rc;
   } catch (const std::exception& e) {
     std::cerr << "sovguardctl " << args[0] << ": " << e.what() << "\n";

@@ -22,9 +22,10 @@ std::string Trim(const std::string& s) {
 }  // namespace
 
 std::vector<std::string> ConfigKeys() {
-  return {"libvirt_uri", "libvirt_qemu_run_dir", "state_dir",  "runtime_dir",    "data_dir",    "policy_bundle",
-          "trusted_keys_dir", "tpm", "sovguard_pcr", "api_listen", "api_cert", "api_key", "auditor_ca",
-          "auditor_allowlist", "start_libvirtd", "start_swtpm"};
+  return {"libvirt_uri",  "libvirt_qemu_run_dir", "state_dir",        "runtime_dir",
+          "data_dir",     "policy_bundle",        "trusted_keys_dir", "tpm",
+          "sovguard_pcr", "api_listen",           "api_cert",         "api_key",
+          "auditor_ca",   "auditor_allowlist",    "start_libvirtd",   "start_swtpm"};
 }
 
 void ApplySetting(const std::string& key, const std::string& value, Config& c,
@@ -70,7 +71,8 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
       used = 0;
     }
     if (used != value.size() || pcr < 8 || pcr > 15) {
-      throw std::runtime_error(where + ": sovguard_pcr: expected a non-resettable PCR from 8 to 15, got '" +
+      throw std::runtime_error(where +
+                               ": sovguard_pcr: expected a non-resettable PCR from 8 to 15, got '" +
                                value + "'");
     }
     c.sovguard_pcr = static_cast<std::uint32_t>(pcr);
@@ -81,7 +83,8 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
   } else {
     std::string known;
     for (const auto& k : ConfigKeys()) known += (known.empty() ? "" : ", ") + k;
-    throw std::runtime_error(where + ": unknown setting '" + key + "' (expected one of: " + known + ")");
+    throw std::runtime_error(where + ": unknown setting '" + key + "' (expected one of: " + known +
+                             ")");
   }
 }
 

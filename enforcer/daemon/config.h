@@ -15,7 +15,7 @@ struct Config {
   std::filesystem::path state_dir = "/var/lib/sovguard";
   std::filesystem::path runtime_dir = "/run/sovguard";
   std::filesystem::path data_dir = "/usr/share/sovguard";  // world.sgjt, default policy
-  std::filesystem::path policy_bundle;                      // empty: the shipped default policy
+  std::filesystem::path policy_bundle;                     // empty: the shipped default policy
   std::filesystem::path trusted_keys_dir = "/etc/sovguard/trusted-keys";
   std::string tpm = "auto";
   // The PCR sovguard extends (SHA-256 bank). 13 by default: non-resettable and unused by firmware,

@@ -37,11 +37,13 @@ void RunOrThrow(const std::vector<std::string>& argv) {
 
 TpmChoice EnsureTpm(const Config& config) {
   if (config.tpm != "auto") {
-    return {.tcti = config.tpm, .software = config.tpm.rfind("swtpm:", 0) == 0,
+    return {.tcti = config.tpm,
+            .software = config.tpm.rfind("swtpm:", 0) == 0,
             .description = "configured TPM " + config.tpm};
   }
   if (std::filesystem::exists("/dev/tpmrm0")) {
-    return {.tcti = "device:/dev/tpmrm0", .software = false,
+    return {.tcti = "device:/dev/tpmrm0",
+            .software = false,
             .description = "hardware TPM via the kernel resource manager /dev/tpmrm0"};
   }
   if (!config.start_swtpm) {

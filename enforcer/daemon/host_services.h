@@ -9,9 +9,9 @@
 namespace sovguard::daemon {
 
 struct TpmChoice {
-  std::string tcti;          // for Tss2_TctiLdr_Initialize, e.g. "device:/dev/tpmrm0"
-  bool software = false;     // swtpm: no hardware root of trust
-  std::string description;   // what an operator reads in the log and status
+  std::string tcti;         // for Tss2_TctiLdr_Initialize, e.g. "device:/dev/tpmrm0"
+  bool software = false;    // swtpm: no hardware root of trust
+  std::string description;  // what an operator reads in the log and status
 };
 
 // Hardware TPM at /dev/tpmrm0 if present; else (when allowed) a swtpm under state_dir/swtpm,

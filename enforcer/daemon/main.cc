@@ -1,6 +1,6 @@
-// sovguardd: the host daemon. Start-up order matters: kernel file systems, the probe (so every later
-// step knows which mechanisms exist), the TPM, libvirt, then policy and enforcement, and only then
-// READY=1 to systemd.
+// sovguardd: the host daemon. Start-up order matters: kernel file systems, the probe (so every
+// later step knows which mechanisms exist), the TPM, libvirt, then policy and enforcement, and only
+// then READY=1 to systemd.
 #include <signal.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -94,7 +94,8 @@ int Run(const sd::Config& config) {
     nlohmann::json status = node.Status();
     status["version"] = SOVGUARD_VERSION;
     status["pid"] = ::getpid();
-    status["tpm"] = {{"tcti", tpm.tcti}, {"software", tpm.software}, {"description", tpm.description}};
+    status["tpm"] = {
+        {"tcti", tpm.tcti}, {"software", tpm.software}, {"description", tpm.description}};
     status["libvirt"] = {{"uri", config.libvirt_uri}, {"state", libvirt}};
     status["probe"] = en::ToJson(probe);
     WriteFileAtomically(config.runtime_dir / "status.json", status.dump(2));
@@ -120,8 +121,9 @@ int Run(const sd::Config& config) {
       std::chrono::seconds(1));
   while (true) {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
-    timespec ts{.tv_sec = secs.count(),
-                .tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count()};
+    timespec ts{
+        .tv_sec = secs.count(),
+        .tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count()};
     const int sig = sigtimedwait(&signals, nullptr, &ts);
     if (watchdog) sd_notify(0, "WATCHDOG=1");
     if (sig == SIGTERM || sig == SIGINT) {
@@ -152,7 +154,8 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    if (explicit_config || std::filesystem::exists(config_file)) sd::LoadConfigFile(config_file, config);
+    if (explicit_config || std::filesystem::exists(config_file))
+      sd::LoadConfigFile(config_file, config);
     for (size_t i = 0; i < args.size(); ++i) {
       const std::string& a = args[i];
       auto value = [&]() -> std::string {

@@ -59,7 +59,9 @@ std::vector<std::string> TrustedKeys(const std::filesystem::path& dir) {
   return keys;
 }
 
-std::string ModeText(policy::Mode m) { return m == policy::Mode::kEnforce ? "enforce" : "audit"; }
+std::string ModeText(policy::Mode m) {
+  return m == policy::Mode::kEnforce ? "enforce" : "audit";
+}
 
 }  // namespace
 
@@ -121,10 +123,11 @@ void Node::ApplyPolicy(LoadedPolicy loaded) {
   for (const auto& d : loaded.compiled.datasets) {
     modes += fmt::format("{}{}={}", modes.empty() ? "" : ", ", d.id, ModeText(d.mode));
   }
-  log::Info("policy {} applied in {:.1f} ms: {} datasets ({}), {} IPv4 + {} IPv6 prefixes, digest {}",
-            loaded.source, ms.count(), loaded.compiled.datasets.size(), modes,
-            loaded.compiled.ipv4.size(), loaded.compiled.ipv6.size(),
-            policy::DigestHex(loaded.compiled.digest));
+  log::Info(
+      "policy {} applied in {:.1f} ms: {} datasets ({}), {} IPv4 + {} IPv6 prefixes, digest {}",
+      loaded.source, ms.count(), loaded.compiled.datasets.size(), modes,
+      loaded.compiled.ipv4.size(), loaded.compiled.ipv6.size(),
+      policy::DigestHex(loaded.compiled.digest));
   attestation::measure::MeasurePolicyApplied(*measurements_, loaded.source, loaded.source_bytes);
   policy_ = std::move(loaded);
   // Guests keep their taps; their masks follow the new policy's dataset indexes.
@@ -144,9 +147,9 @@ void Node::MeasureStack() {
                                          {static_cast<const std::uint8_t*>(storage_obj), size});
   for (const auto& p : probe_.paths) {
     if (p.attempts.size() > 1 || p.guarantee == enforcer::Guarantee::kNone) {
-      attestation::measure::MeasureMechanismDowngraded(
-          *measurements_, p.path, p.attempts.front().mechanism, p.mechanism,
-          p.attempts.front().error);
+      attestation::measure::MeasureMechanismDowngraded(*measurements_, p.path,
+                                                       p.attempts.front().mechanism, p.mechanism,
+                                                       p.attempts.front().error);
     }
   }
 }
@@ -174,7 +177,8 @@ void Node::StartApi() {
       if (line.empty()) continue;
       if (line.size() != 64 || line.find_first_not_of("0123456789abcdef") != std::string::npos) {
         throw std::runtime_error(config_.auditor_allowlist.string() +
-                                 ": expected lower-case hex SHA-256 fingerprints, got '" + line + "'");
+                                 ": expected lower-case hex SHA-256 fingerprints, got '" + line +
+                                 "'");
       }
       mtls.allowed_client_sha256.push_back(line);
     }
@@ -190,7 +194,8 @@ void Node::StartApi() {
   }
   log::Info("attestation API on {}", api_socket_);
   if (tls_port != 0) {
-    api_tls_ = config_.api_listen.substr(0, config_.api_listen.rfind(':') + 1) + std::to_string(tls_port);
+    api_tls_ =
+        config_.api_listen.substr(0, config_.api_listen.rfind(':') + 1) + std::to_string(tls_port);
     log::Info("attestation API for auditors on {} (mutual TLS, {} allowed auditor certificates)",
               api_tls_, api_auditors_);
   }
@@ -219,8 +224,10 @@ std::uint64_t Node::DatasetsFor(const libvirt::GuestInfo& guest) const {
         }
       }
       if (!known) {
-        log::Warning("guest {} holds dataset '{}' that the policy does not define: treated as "
-                     "holding every dataset", guest.domain.name, id);
+        log::Warning(
+            "guest {} holds dataset '{}' that the policy does not define: treated as "
+            "holding every dataset",
+            guest.domain.name, id);
         for (const auto& d : policy_->compiled.datasets) mask |= 1ULL << d.index;
       }
     }
@@ -279,7 +286,8 @@ libvirt::HookResponse Node::OnHook(const libvirt::HookEvent& event) {
   // now means the guest's first frame meets the filter. Everything else is a notice.
   if (!libvirt::IsBlockingOperation(event.request.op, event.request.sub)) return {.ok = true};
   if (!event.domain) {
-    return {.ok = false, .error = "domain XML unusable, refusing to start it: " + event.parse_error};
+    return {.ok = false,
+            .error = "domain XML unusable, refusing to start it: " + event.parse_error};
   }
   libvirt::GuestInfo guest;
   guest.domain = *event.domain;
@@ -349,18 +357,18 @@ void Node::Start() {
   options.connection.uri = config_.libvirt_uri;
   options.qemu_run_dir = config_.libvirt_qemu_run_dir.string();
   watcher_ = std::make_unique<libvirt::Watcher>(
-      options,
-      libvirt::WatcherCallbacks{
-          .on_up = [this](const libvirt::GuestInfo& g) { OnGuestUp(g); },
-          .on_changed = [this](const libvirt::GuestInfo& g,
-                               libvirt::ChangeReason) { OnGuestUp(g); },
-          .on_down = [this](const libvirt::GuestInfo& g) { OnGuestDown(g); },
-          .on_connection =
-              [](bool connected) {
-                log::Info("libvirt {}", connected ? "connected: reconciling" : "connection lost");
-              },
-          .on_error = [](const std::string& e) { log::Warning("libvirt: {}", e); },
-      });
+      options, libvirt::WatcherCallbacks{
+                   .on_up = [this](const libvirt::GuestInfo& g) { OnGuestUp(g); },
+                   .on_changed = [this](const libvirt::GuestInfo& g,
+                                        libvirt::ChangeReason) { OnGuestUp(g); },
+                   .on_down = [this](const libvirt::GuestInfo& g) { OnGuestDown(g); },
+                   .on_connection =
+                       [](bool connected) {
+                         log::Info("libvirt {}",
+                                   connected ? "connected: reconciling" : "connection lost");
+                       },
+                   .on_error = [](const std::string& e) { log::Warning("libvirt: {}", e); },
+               });
   mu_.unlock();  // the watcher's first reconcile calls back into OnGuestUp
   watcher_->Start();
   const bool connected = watcher_->WaitConnected(std::chrono::seconds(30));
@@ -379,9 +387,8 @@ void Node::Reload() {
 
 void Node::PumpEvents() {
   if (!net_) return;
-  net_->PollEvents(0, [](const sg_net_event& ev) {
-    log::Notice("violation: {}", datapath::FormatEvent(ev));
-  });
+  net_->PollEvents(
+      0, [](const sg_net_event& ev) { log::Notice("violation: {}", datapath::FormatEvent(ev)); });
 }
 
 nlohmann::json Node::Status() const {
@@ -408,16 +415,16 @@ nlohmann::json Node::Status() const {
            {"bundle_version", policy_->bundle_version},
            {"datasets", datasets}};
   }
-  return {{"guests", guests},
-          {"policy", pol},
-          {"api_socket", api_socket_},
-          {"api_tls", api_tls_},
-          {"measurements",
-           measurements_ ? nlohmann::json{{"pcr", measurements_->pcr()},
-                                          {"log", measurements_->log_path().string()},
-                                          {"state", measurements_->open_state()}}
-                         : nlohmann::json()},
-          {"network", net_ ? datapath::FormatStatus(net_->Status()) : ""}};
+  return {
+      {"guests", guests},
+      {"policy", pol},
+      {"api_socket", api_socket_},
+      {"api_tls", api_tls_},
+      {"measurements", measurements_ ? nlohmann::json{{"pcr", measurements_->pcr()},
+                                                      {"log", measurements_->log_path().string()},
+                                                      {"state", measurements_->open_state()}}
+                                     : nlohmann::json()},
+      {"network", net_ ? datapath::FormatStatus(net_->Status()) : ""}};
 }
 
 attestation::v1::EnforcementSnapshot Node::Snapshot() const {
@@ -427,10 +434,10 @@ attestation::v1::EnforcementSnapshot Node::Snapshot() const {
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   s.set_node(host);
-  s.set_taken_unix_ns(static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count()));
+  s.set_taken_unix_ns(
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count()));
   if (policy_) {
     s.set_policy_bundle_sha256(policy_->source_sha256.data(), policy_->source_sha256.size());
     s.set_policy_bundle_id(policy_->source);

@@ -88,10 +88,10 @@ class Node {
   struct LoadedPolicy {
     policy::ValidatedPolicy validated;
     policy::CompiledPolicy compiled;
-    std::string source;             // file or bundle path
+    std::string source;                            // file or bundle path
     std::vector<std::uint8_t> source_bytes;        // the bundle / policy file as applied
     std::array<std::uint8_t, 32> source_sha256{};  // of source_bytes
-    std::uint64_t bundle_version = 0;  // 0 for the shipped default
+    std::uint64_t bundle_version = 0;              // 0 for the shipped default
   };
   LoadedPolicy LoadPolicy();
   void ApplyPolicy(LoadedPolicy loaded);

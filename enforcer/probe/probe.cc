@@ -7,12 +7,12 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <fmt/format.h>
 #include <functional>
 #include <memory>
 #include <sstream>
@@ -34,7 +34,9 @@ struct LinkDeleter {
 };
 using Link = std::unique_ptr<bpf_link, LinkDeleter>;
 
-std::string ErrnoText(int err) { return std::strerror(err < 0 ? -err : err); }
+std::string ErrnoText(int err) {
+  return std::strerror(err < 0 ? -err : err);
+}
 
 // A temporary cgroup v2 directory to attach cgroup programs to; removed on destruction.
 class ScratchCgroup {
@@ -152,36 +154,35 @@ std::vector<std::pair<std::string, std::vector<Candidate>>> Candidates() {
                    std::vector<Candidate>{{Guarantee::kPrevents, ProbeTapEgress}});
   all.emplace_back("guest-network-ingress",
                    std::vector<Candidate>{{Guarantee::kPrevents, ProbeTapIngress}});
-  all.emplace_back("storage-open",
-                   std::vector<Candidate>{
-                       {Guarantee::kPrevents, TryLsmFileOpen},
-                       {Guarantee::kDetects,
-                        [] {
-                          return TryTracepoints("tracepoint:sys_exit_openat+SIGKILL",
-                                                {"sg_tp_openat_exit"});
-                        }},
-                   });
-  all.emplace_back("storage-io-accounting",
-                   std::vector<Candidate>{{Guarantee::kCounts, [] {
-                                             return TryTracepoints(
-                                                 "tracepoint:sys_{enter,exit}_p{read64,readv,"
-                                                 "write64,writev}",
-                                                 {"sg_enter_pread64", "sg_exit_pread64",
-                                                  "sg_enter_preadv", "sg_exit_preadv",
-                                                  "sg_enter_pwrite64", "sg_exit_pwrite64",
-                                                  "sg_enter_pwritev", "sg_exit_pwritev"});
-                                           }}});
-  all.emplace_back("network-storage-connect",
-                   std::vector<Candidate>{{Guarantee::kPrevents, [] {
-                                             return TryCgroupPrograms(
-                                                 "cgroup/connect4+connect6",
-                                                 {"sg_connect4", "sg_connect6"});
-                                           }}});
-  all.emplace_back("block-devices",
-                   std::vector<Candidate>{{Guarantee::kPrevents, [] {
-                                             return TryCgroupPrograms("cgroup/dev",
-                                                                      {"sg_cgroup_dev"});
-                                           }}});
+  all.emplace_back("storage-open", std::vector<Candidate>{
+                                       {Guarantee::kPrevents, TryLsmFileOpen},
+                                       {Guarantee::kDetects,
+                                        [] {
+                                          return TryTracepoints(
+                                              "tracepoint:sys_exit_openat+SIGKILL",
+                                              {"sg_tp_openat_exit"});
+                                        }},
+                                   });
+  all.emplace_back(
+      "storage-io-accounting",
+      std::vector<Candidate>{{Guarantee::kCounts, [] {
+                                return TryTracepoints(
+                                    "tracepoint:sys_{enter,exit}_p{read64,readv,"
+                                    "write64,writev}",
+                                    {"sg_enter_pread64", "sg_exit_pread64", "sg_enter_preadv",
+                                     "sg_exit_preadv", "sg_enter_pwrite64", "sg_exit_pwrite64",
+                                     "sg_enter_pwritev", "sg_exit_pwritev"});
+                              }}});
+  all.emplace_back(
+      "network-storage-connect",
+      std::vector<Candidate>{
+          {Guarantee::kPrevents, [] {
+             return TryCgroupPrograms("cgroup/connect4+connect6", {"sg_connect4", "sg_connect6"});
+           }}});
+  all.emplace_back("block-devices", std::vector<Candidate>{{Guarantee::kPrevents, [] {
+                                                              return TryCgroupPrograms(
+                                                                  "cgroup/dev", {"sg_cgroup_dev"});
+                                                            }}});
   return all;
 }
 
@@ -194,7 +195,9 @@ std::string NowUtc() {
   return buf;
 }
 
-int SilentLibbpfPrint(enum libbpf_print_level, const char*, va_list) { return 0; }
+int SilentLibbpfPrint(enum libbpf_print_level, const char*, va_list) {
+  return 0;
+}
 
 }  // namespace
 

@@ -32,8 +32,8 @@ struct PathResult {
 };
 
 struct ProbeReport {
-  std::string kernel;       // uname release
-  std::string probed_at;    // UTC, ISO 8601
+  std::string kernel;     // uname release
+  std::string probed_at;  // UTC, ISO 8601
   std::vector<PathResult> paths;
   std::vector<std::string> notes;  // e.g. "tracefs was not mounted: mounted it"
 

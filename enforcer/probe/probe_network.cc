@@ -22,8 +22,12 @@ Attempt TryNetDatapath(std::string mechanism) {
 
 // The residency program is loaded and run on an allowed and a forbidden frame: a tc program that
 // loads, and drops what it should, prevents.
-Attempt ProbeTapEgress() { return TryNetDatapath("tc-clsact:ingress"); }
+Attempt ProbeTapEgress() {
+  return TryNetDatapath("tc-clsact:ingress");
+}
 // Traffic towards the guest is the same program type on the tap's clsact egress hook.
-Attempt ProbeTapIngress() { return TryNetDatapath("tc-clsact:egress"); }
+Attempt ProbeTapIngress() {
+  return TryNetDatapath("tc-clsact:egress");
+}
 
 }  // namespace sovguard::enforcer

@@ -61,8 +61,12 @@ std::optional<std::filesystem::path> FindCgroup2Mount() {
   return found;
 }
 
-bool EnsureBpffs(const std::filesystem::path& where) { return EnsureMounted(where, "bpf"); }
-bool EnsureTracefs(const std::filesystem::path& where) { return EnsureMounted(where, "tracefs"); }
+bool EnsureBpffs(const std::filesystem::path& where) {
+  return EnsureMounted(where, "bpf");
+}
+bool EnsureTracefs(const std::filesystem::path& where) {
+  return EnsureMounted(where, "tracefs");
+}
 bool EnsureSecurityfs(const std::filesystem::path& where) {
   return EnsureMounted(where, "securityfs");
 }

@@ -19,7 +19,8 @@ namespace sovguard::enforcer {
 
 CommandResult RunCommand(const std::vector<std::string>& argv) {
   int pipefd[2];
-  if (::pipe2(pipefd, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
+  if (::pipe2(pipefd, O_CLOEXEC) != 0)
+    throw std::system_error(errno, std::generic_category(), "pipe");
   UniqueFd read_end(pipefd[0]);
   UniqueFd write_end(pipefd[1]);
 

@@ -1,4 +1,5 @@
-// Running helper programs (swtpm, libvirtd, tc) without a shell: argv in, exit status and output out.
+// Running helper programs (swtpm, libvirtd, tc) without a shell: argv in, exit status and output
+// out.
 #pragma once
 
 #include <chrono>

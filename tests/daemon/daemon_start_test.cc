@@ -25,8 +25,10 @@ class DaemonStart : public ::testing::Test {
   }
   void TearDown() override {
     // Whatever the daemon started for the newcomer path is stopped again; what ran before stays.
-    if (const pid_t now = st::LivePid("/run/libvirtd.pid"); now != libvirtd_before_) st::StopPid(now);
-    if (const pid_t now = st::LivePid("/run/virtlogd.pid"); now != virtlogd_before_) st::StopPid(now);
+    if (const pid_t now = st::LivePid("/run/libvirtd.pid"); now != libvirtd_before_)
+      st::StopPid(now);
+    if (const pid_t now = st::LivePid("/run/virtlogd.pid"); now != virtlogd_before_)
+      st::StopPid(now);
     fs::remove_all(dir_);
   }
 
@@ -39,7 +41,8 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
   std::string why;
   int exit_status = -1;
   {
-    st::DaemonProcess daemon(dir_, {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data"});
+    st::DaemonProcess daemon(dir_,
+                             {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data"});
     ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
 
     const auto status = daemon.Status();
@@ -48,7 +51,8 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
     EXPECT_NE(status.at("tpm").at("tcti").get<std::string>().find("swtpm:host=127.0.0.1"),
               std::string::npos);
     EXPECT_NE(log.find("*** SOFTWARE TPM"), std::string::npos)
-        << "software TPM must be announced loudly:\n" << log;
+        << "software TPM must be announced loudly:\n"
+        << log;
     EXPECT_NE(log.find("libvirt answers at qemu:///system"), std::string::npos) << log;
     EXPECT_NE(log.find("jurisdiction table"), std::string::npos) << log;
     EXPECT_EQ(status.at("probe").at("paths").size(), 6u);
@@ -66,7 +70,10 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
     // `sovguardctl status` renders the same document.
     std::string out;
     EXPECT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " status --runtime-dir " +
-                               daemon.RuntimeDir().string(), &out), 0) << out;
+                               daemon.RuntimeDir().string(),
+                           &out),
+              0)
+        << out;
     EXPECT_NE(out.find("[SOFTWARE TPM]"), std::string::npos) << out;
     EXPECT_NE(out.find("block-devices"), std::string::npos) << out;
     EXPECT_NE(out.find("default-eu-eea"), std::string::npos) << out;
@@ -74,8 +81,12 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
     // An auditor's quote through the local API carries the quote and the enforcement snapshot.
     const std::string evidence = (dir_ / "evidence.json").string();
     const std::string socket = status.at("api_socket").get<std::string>().substr(5);  // "unix:"
-    ASSERT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677 --socket " +
-                               socket + " -o " + evidence, &out), 0) << out;
+    ASSERT_EQ(
+        st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677 --socket " +
+                         socket + " -o " + evidence,
+                     &out),
+        0)
+        << out;
     const auto ev = nlohmann::json::parse(st::ReadTextFile(evidence));
     EXPECT_FALSE(ev.at("quote").at("signature").get<std::string>().empty());
     EXPECT_EQ(ev.at("snapshot").at("mechanisms").size(), 6u);
@@ -89,22 +100,27 @@ TEST_F(DaemonStart, AuditorsQuoteOverMutualTlsOnlyWhenAllowListed) {
   const fs::path pki = dir_ / "pki";
   fs::create_directories(pki);
   std::string out;
-  ASSERT_EQ(st::RunShell("bash " + std::string(SOVGUARD_SOURCE_DIR) + "/tests/daemon/make_test_pki.sh " +
-                             pki.string() + " 2>&1", &out), 0) << out;
+  ASSERT_EQ(st::RunShell("bash " + std::string(SOVGUARD_SOURCE_DIR) +
+                             "/tests/daemon/make_test_pki.sh " + pki.string() + " 2>&1",
+                         &out),
+            0)
+      << out;
   st::DaemonProcess daemon(
       dir_ / "node",
       {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data", "--set",
        "api_listen=127.0.0.1:0", "--set", "api_cert=" + (pki / "server.pem").string(), "--set",
-       "api_key=" + (pki / "server.key").string(), "--set", "auditor_ca=" + (pki / "ca.pem").string(),
-       "--set", "auditor_allowlist=" + (pki / "auditors.allow").string()});
+       "api_key=" + (pki / "server.key").string(), "--set",
+       "auditor_ca=" + (pki / "ca.pem").string(), "--set",
+       "auditor_allowlist=" + (pki / "auditors.allow").string()});
   std::string why;
   ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
   const std::string node = daemon.Status().at("api_tls").get<std::string>();
   ASSERT_FALSE(node.empty()) << daemon.Log();
 
   auto quote = [&](const std::string& who, std::string* text) {
-    return st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 8899aabbccddeeff --node " + node +
-                            " --cert " + (pki / (who + ".pem")).string() + " --key " +
+    return st::RunShell(st::DaemonProcess::Ctl() +
+                            " attest quote --nonce 8899aabbccddeeff --node " + node + " --cert " +
+                            (pki / (who + ".pem")).string() + " --key " +
                             (pki / (who + ".key")).string() + " --ca " + (pki / "ca.pem").string() +
                             " --timeout 20 -o " + (dir_ / (who + ".json")).string() + " 2>&1",
                         text);

@@ -47,8 +47,8 @@ datasets {
 }
 )";
 
-void WriteFile(const fs::path& p, const std::string& content, fs::perms perms = fs::perms::owner_read |
-                                                                                 fs::perms::owner_write) {
+void WriteFile(const fs::path& p, const std::string& content,
+               fs::perms perms = fs::perms::owner_read | fs::perms::owner_write) {
   std::ofstream(p) << content;
   fs::permissions(p, perms);
 }
@@ -62,16 +62,26 @@ class DaemonGuest : public ::testing::Test {
     // A signed bundle, as an operator would deploy it.
     WriteFile(dir_ / "policy.textproto", kPolicy);
     std::string out;
-    ASSERT_EQ(st::RunShell("openssl genpkey -algorithm ed25519 -out " + (dir_ / "signer.pem").string() +
-                               " && openssl pkey -in " + (dir_ / "signer.pem").string() + " -pubout -out " +
-                               (dir_ / "keys/signer.pem").string() + " 2>&1", &out), 0) << out;
-    ASSERT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " policy bundle --key " + (dir_ / "signer.pem").string() +
-                               " --version 1 " + (dir_ / "policy.textproto").string() + " -o " +
-                               (dir_ / "policy.bundle").string() + " 2>&1", &out), 0) << out;
+    ASSERT_EQ(
+        st::RunShell("openssl genpkey -algorithm ed25519 -out " + (dir_ / "signer.pem").string() +
+                         " && openssl pkey -in " + (dir_ / "signer.pem").string() +
+                         " -pubout -out " + (dir_ / "keys/signer.pem").string() + " 2>&1",
+                     &out),
+        0)
+        << out;
+    ASSERT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " policy bundle --key " +
+                               (dir_ / "signer.pem").string() + " --version 1 " +
+                               (dir_ / "policy.textproto").string() + " -o " +
+                               (dir_ / "policy.bundle").string() + " 2>&1",
+                           &out),
+              0)
+        << out;
     // libvirt's hook dispatcher (tests/harness) runs this, which asks our daemon.
-    WriteFile(dir_ / "hook.conf", "socket = " + (dir_ / "daemon/run/libvirt-hook.sock").string() + "\n");
-    WriteFile(dir_ / "hook", "#!/bin/sh\nexec " + std::string(SOVGUARD_LIBVIRT_HOOK) + " --config " +
-                                 (dir_ / "hook.conf").string() + " \"$@\"\n",
+    WriteFile(dir_ / "hook.conf",
+              "socket = " + (dir_ / "daemon/run/libvirt-hook.sock").string() + "\n");
+    WriteFile(dir_ / "hook",
+              "#!/bin/sh\nexec " + std::string(SOVGUARD_LIBVIRT_HOOK) + " --config " +
+                  (dir_ / "hook.conf").string() + " \"$@\"\n",
               fs::perms::owner_all);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -82,13 +92,12 @@ class DaemonGuest : public ::testing::Test {
 TEST_F(DaemonGuest, NoForbiddenPacketFromBootToShutdownAllowedOnesFlow) {
   st::TestNetwork net("dg");
   st::DaemonProcess daemon(
-      dir_ / "daemon",
-      {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data", "--set",
-       "policy_bundle=" + (dir_ / "policy.bundle").string(), "--set",
-       "trusted_keys_dir=" + (dir_ / "keys").string(), "--set",
-       std::string("libvirt_uri=") + st::LibvirtDaemons::kUri, "--set",
-       std::string("libvirt_qemu_run_dir=") + st::LibvirtDaemons::kQemuRunDir, "--set",
-       "start_libvirtd=false"});
+      dir_ / "daemon", {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data", "--set",
+                        "policy_bundle=" + (dir_ / "policy.bundle").string(), "--set",
+                        "trusted_keys_dir=" + (dir_ / "keys").string(), "--set",
+                        std::string("libvirt_uri=") + st::LibvirtDaemons::kUri, "--set",
+                        std::string("libvirt_qemu_run_dir=") + st::LibvirtDaemons::kQemuRunDir,
+                        "--set", "start_libvirtd=false"});
   std::string why;
   ASSERT_TRUE(daemon.WaitReady(120s, &why)) << why;
   ASSERT_EQ(daemon.Status().at("policy").at("bundle_version").get<int>(), 1) << daemon.Log();
@@ -119,8 +128,11 @@ TEST_F(DaemonGuest, NoForbiddenPacketFromBootToShutdownAllowedOnesFlow) {
 
   // Status names the guest, its tap and the enforced dataset.
   std::string out;
-  ASSERT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " status --runtime-dir " +
-                             daemon.RuntimeDir().string(), &out), 0) << out;
+  ASSERT_EQ(
+      st::RunShell(
+          st::DaemonProcess::Ctl() + " status --runtime-dir " + daemon.RuntimeDir().string(), &out),
+      0)
+      << out;
   EXPECT_NE(out.find("sgt-dg"), std::string::npos) << out;
   EXPECT_NE(out.find("sgtdg0"), std::string::npos) << out;
   EXPECT_NE(out.find("mode enforce"), std::string::npos) << out;

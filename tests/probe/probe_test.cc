@@ -88,8 +88,8 @@ TEST_F(ProbeTest, JsonRoundTripsAndTableNamesEveryPath) {
 
 TEST_F(ProbeTest, CtlProbeJsonIsValidAndListsEveryPath) {
   int status = -1;
-  const std::string out =
-      RunAndCapture(std::string(SOVGUARD_BINARY_DIR) + "/enforcer/ctl/sovguardctl probe --json", &status);
+  const std::string out = RunAndCapture(
+      std::string(SOVGUARD_BINARY_DIR) + "/enforcer/ctl/sovguardctl probe --json", &status);
   ASSERT_EQ(status, 0) << out;
   const auto j = nlohmann::json::parse(out);  // throws (test fails) on invalid JSON
   ASSERT_TRUE(j.at("paths").is_array());

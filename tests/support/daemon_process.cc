@@ -62,8 +62,12 @@ std::string DaemonProcess::Ctl() {
 DaemonProcess::DaemonProcess(fs::path dir, std::vector<std::string> extra_args)
     : dir_(std::move(dir)) {
   fs::create_directories(dir_);
-  std::vector<std::string> argv = {Binary(), "--config", "/dev/null", "--state-dir",
-                                   (dir_ / "state").string(), "--runtime-dir",
+  std::vector<std::string> argv = {Binary(),
+                                   "--config",
+                                   "/dev/null",
+                                   "--state-dir",
+                                   (dir_ / "state").string(),
+                                   "--runtime-dir",
                                    (dir_ / "run").string()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> cargv;

@@ -29,7 +29,8 @@ class DaemonProcess {
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;
 
-  // Polls until status.json exists; false (with the log in `why`) if the daemon exited or timed out.
+  // Polls until status.json exists; false (with the log in `why`) if the daemon exited or timed
+  // out.
   bool WaitReady(std::chrono::seconds timeout, std::string* why);
   nlohmann::json Status() const;
   // SIGTERM and wait; returns the exit status (-1 if killed by a signal).
