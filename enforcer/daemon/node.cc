@@ -40,16 +40,6 @@ std::string ReadAll(const std::filesystem::path& path) {
   return s.str();
 }
 
-std::string Hex(std::span<const std::uint8_t> bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (auto b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
-
 std::vector<std::string> TrustedKeys(const std::filesystem::path& dir) {
   std::vector<std::string> keys;
   std::error_code ec;
@@ -344,7 +334,7 @@ void Node::Start() {
   if (int err = bpf_obj_get_info_by_fd(net_->program_fd(), &info, &info_len); err != 0) {
     throw std::runtime_error("reading the residency program's info: " + std::to_string(err));
   }
-  program_tag_ = Hex(std::span(info.tag, sizeof info.tag));
+  program_tag_ = attestation::ToHex(std::span(info.tag, sizeof info.tag));
   program_id_ = info.id;
   ApplyPolicy(LoadPolicy());
   StartApi();
@@ -410,7 +400,7 @@ nlohmann::json Node::Status() const {
       datasets.push_back({{"id", d.id}, {"index", d.index}, {"mode", ModeText(d.mode)}});
     }
     pol = {{"source", policy_->source},
-           {"sha256", Hex(policy_->source_sha256)},
+           {"sha256", attestation::ToHex(policy_->source_sha256)},
            {"compiled_digest", policy::DigestHex(policy_->compiled.digest)},
            {"bundle_version", policy_->bundle_version},
            {"datasets", datasets}};
