@@ -61,6 +61,21 @@ int PrintStatus(const nlohmann::json& status, std::ostream& out, std::ostream& e
                            g.at("label").get<std::string>(),
                            g.at("datasets_mask").get<std::uint64_t>(), taps,
                            g.at("cgroup").get<std::string>());
+        if (g.contains("datasets")) {
+          std::string ds;
+          for (const auto& d : g["datasets"]) {
+            ds += fmt::format("{}{} ({})", ds.empty() ? "" : ", ", d.at("id").get<std::string>(),
+                              d.at("mode").get<std::string>());
+          }
+          out << "    datasets: " << (ds.empty() ? "none" : ds) << "\n";
+        }
+        for (const auto& a : g.value("attachments", nlohmann::json::array())) {
+          out << fmt::format("    {} ifindex {}: {} {} id {} tag {}: {}\n",
+                             a.at("tap").get<std::string>(), a.at("ifindex").get<unsigned>(),
+                             a.at("hook").get<std::string>(), a.at("program").get<std::string>(),
+                             a.at("prog_id").get<unsigned>(), a.at("tag").get<std::string>(),
+                             a.at("attached").get<bool>() ? "attached" : "NOT ATTACHED");
+        }
         if (!g.at("error").get<std::string>().empty()) {
           out << "    error: " << g.at("error").get<std::string>() << "\n";
         }

@@ -383,13 +383,44 @@ void Node::PumpEvents() {
 
 nlohmann::json Node::Status() const {
   std::lock_guard lock(mu_);
+  // What the kernel really has, per tap: the datapath's view, not what we meant to do.
+  std::map<std::uint32_t, bool> attached;
+  datapath::NetStatus net_status;
+  if (net_) {
+    net_status = net_->Status();
+    for (const auto& gs : net_status.guests) attached[gs.ifindex] = gs.attached;
+  }
   nlohmann::json guests = nlohmann::json::array();
   for (const auto& [uuid, g] : guests_) {
+    nlohmann::json datasets = nlohmann::json::array();
+    if (policy_) {
+      for (const auto& d : policy_->compiled.datasets) {
+        if (g.datasets & (1ULL << d.index)) {
+          datasets.push_back({{"id", d.id}, {"mode", ModeText(d.mode)}});
+        }
+      }
+    }
+    nlohmann::json attachments = nlohmann::json::array();
+    for (const auto& tap : g.taps) {
+      const unsigned ifindex = ::if_nametoindex(tap.c_str());
+      const bool covered =
+          std::find(g.ifindexes.begin(), g.ifindexes.end(), ifindex) != g.ifindexes.end();
+      const auto it = attached.find(ifindex);
+      attachments.push_back({{"tap", tap},
+                             {"ifindex", ifindex},
+                             {"hook", "tc clsact ingress"},
+                             {"program", "sg_net_egress"},
+                             {"prog_id", program_id_},
+                             {"tag", program_tag_},
+                             {"attached", covered && it != attached.end() && it->second}});
+    }
     guests.push_back({{"name", g.name},
                       {"uuid", g.uuid},
                       {"taps", g.taps},
                       {"cgroup", g.cgroup},
                       {"datasets_mask", g.datasets},
+                      {"datasets", datasets},
+                      {"attachments", attachments},
                       {"label", g.label_state},
                       {"error", g.error}});
   }
@@ -414,7 +445,11 @@ nlohmann::json Node::Status() const {
                                                       {"log", measurements_->log_path().string()},
                                                       {"state", measurements_->open_state()}}
                                      : nlohmann::json()},
-      {"network", net_ ? datapath::FormatStatus(net_->Status()) : ""}};
+      {"datapath",
+       {{"guests", net_status.guests.size()},
+        {"program_id", program_id_},
+        {"program_tag", program_tag_}}},
+      {"network", net_ ? datapath::FormatStatus(net_status) : ""}};
 }
 
 attestation::v1::EnforcementSnapshot Node::Snapshot() const {

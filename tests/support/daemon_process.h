@@ -38,6 +38,7 @@ class DaemonProcess {
   std::string Log() const { return ReadTextFile(dir_ / "daemon.log"); }
   std::filesystem::path RuntimeDir() const { return dir_ / "run"; }
   std::filesystem::path StateDir() const { return dir_ / "state"; }
+  pid_t Pid() const { return pid_; }
   static std::string Binary();
   static std::string Ctl();
 
