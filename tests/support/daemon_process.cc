@@ -62,25 +62,45 @@ std::string DaemonProcess::Ctl() {
 DaemonProcess::DaemonProcess(fs::path dir, std::vector<std::string> extra_args)
     : dir_(std::move(dir)) {
   fs::create_directories(dir_);
-  std::vector<std::string> argv = {Binary(),
-                                   "--config",
-                                   "/dev/null",
-                                   "--state-dir",
-                                   (dir_ / "state").string(),
-                                   "--runtime-dir",
-                                   (dir_ / "run").string()};
-  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  argv_ = {Binary(),
+           "--config",
+           "/dev/null",
+           "--state-dir",
+           (dir_ / "state").string(),
+           "--runtime-dir",
+           (dir_ / "run").string()};
+  argv_.insert(argv_.end(), extra_args.begin(), extra_args.end());
+  Spawn();
+}
+
+void DaemonProcess::Spawn() {
+  std::error_code ec;
+  fs::remove(dir_ / "run/status.json", ec);
+  std::vector<std::string> argv = argv_;
   std::vector<char*> cargv;
   for (auto& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
   const std::string log = (dir_ / "daemon.log").string();
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+  // Appends: a restarted daemon's log follows its predecessor's.
+  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
                                    0600);
   const int rc = ::posix_spawn(&pid_, argv[0].c_str(), &fa, nullptr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw std::runtime_error("cannot spawn " + argv[0]);
+}
+
+void DaemonProcess::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void DaemonProcess::Restart() {
+  if (pid_ > 0) throw std::logic_error("DaemonProcess::Restart while the daemon runs");
+  Spawn();
 }
 
 DaemonProcess::~DaemonProcess() {

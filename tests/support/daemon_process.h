@@ -35,6 +35,11 @@ class DaemonProcess {
   nlohmann::json Status() const;
   // SIGTERM and wait; returns the exit status (-1 if killed by a signal).
   int Terminate();
+  // SIGKILL and wait: a crash. Whatever the daemon started (swtpm) keeps running, as it would.
+  void Kill();
+  // Starts the daemon again with the same arguments after Terminate() or Kill(); the previous
+  // status.json is removed first so WaitReady() waits for the new process.
+  void Restart();
   std::string Log() const { return ReadTextFile(dir_ / "daemon.log"); }
   std::filesystem::path RuntimeDir() const { return dir_ / "run"; }
   std::filesystem::path StateDir() const { return dir_ / "state"; }
@@ -43,7 +48,10 @@ class DaemonProcess {
   static std::string Ctl();
 
  private:
+  void Spawn();
+
   std::filesystem::path dir_;
+  std::vector<std::string> argv_;
   pid_t pid_ = -1;
 };
 
