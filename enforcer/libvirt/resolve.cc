@@ -7,40 +7,9 @@
 #include <regex>
 #include <sstream>
 
-namespace sovguard::libvirt {
+#include "enforcer/system/mounts.h"
 
-std::optional<std::string> FindCgroup2Mount(const std::string& mountinfo) {
-  std::ifstream f(mountinfo);
-  std::string line;
-  while (std::getline(f, line)) {
-    // "36 25 0:30 / /sys/fs/cgroup/unified rw,... - cgroup2 cgroup2 rw"
-    auto dash = line.find(" - ");
-    if (dash == std::string::npos) {
-      continue;
-    }
-    std::istringstream tail(line.substr(dash + 3));
-    std::string fstype;
-    tail >> fstype;
-    if (fstype != "cgroup2") {
-      continue;
-    }
-    std::istringstream head(line.substr(0, dash));
-    std::string id, parent, devno, root, mount_point;
-    head >> id >> parent >> devno >> root >> mount_point;
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    std::string unescaped;
-    for (size_t i = 0; i < mount_point.size(); ++i) {
-      if (mount_point[i] == '\\' && i + 3 < mount_point.size()) {
-        unescaped += static_cast<char>(std::stoi(mount_point.substr(i + 1, 3), nullptr, 8));
-        i += 3;
-      } else {
-        unescaped += mount_point[i];
-      }
-    }
-    return unescaped;
-  }
-  return std::nullopt;
-}
+namespace sovguard::libvirt {
 
 std::optional<std::string> ProcessCgroup2Path(pid_t pid, const std::string& proc_root) {
   std::ifstream f(proc_root + "/" + std::to_string(pid) + "/cgroup");
@@ -96,7 +65,9 @@ std::optional<pid_t> QemuPid(const std::string& name, const std::string& run_dir
 }
 
 std::optional<CgroupInfo> ResolveCgroup(pid_t pid) {
-  auto mount = FindCgroup2Mount();
+  const auto found = enforcer::FindCgroup2Mount();
+  const std::optional<std::string> mount =
+      found ? std::optional<std::string>(found->string()) : std::nullopt;
   auto rel = ProcessCgroup2Path(pid);
   if (!mount || !rel) {
     return std::nullopt;

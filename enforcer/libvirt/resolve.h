@@ -10,10 +10,6 @@
 
 namespace sovguard::libvirt {
 
-// Where cgroup2 is mounted, from mountinfo (first cgroup2 entry). Hybrid hosts have it at
-// /sys/fs/cgroup/unified, pure v2 hosts at /sys/fs/cgroup: never hard-coded.
-std::optional<std::string> FindCgroup2Mount(const std::string& mountinfo = "/proc/self/mountinfo");
-
 // The "0::/path" line of /proc/<pid>/cgroup (the v2 hierarchy); nullopt when the process is gone.
 std::optional<std::string> ProcessCgroup2Path(pid_t pid, const std::string& proc_root = "/proc");
 

@@ -10,10 +10,24 @@
 namespace sovguard::enforcer {
 namespace {
 
-// Calls fn(mount_point, fstype) for each line of /proc/self/mountinfo until it returns true.
+// mountinfo escapes space, tab, newline and backslash in paths as \ooo (octal).
+std::string UnescapeMountPath(const std::string& in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '\\' && i + 3 < in.size() && in.find_first_not_of("01234567", i + 1) >= i + 4) {
+      out += static_cast<char>(std::stoi(in.substr(i + 1, 3), nullptr, 8));
+      i += 3;
+    } else {
+      out += in[i];
+    }
+  }
+  return out;
+}
+
+// Calls fn(mount_point, fstype) for each line of a mountinfo file until it returns true.
 template <typename Fn>
-bool ForEachMount(Fn&& fn) {
-  std::ifstream in("/proc/self/mountinfo");
+bool ForEachMount(Fn&& fn, const std::filesystem::path& mountinfo = "/proc/self/mountinfo") {
+  std::ifstream in(mountinfo);
   std::string line;
   while (std::getline(in, line)) {
     // "36 35 98:0 /root /mnt rw,noatime master:1 - ext3 /dev/root rw": mount point is field 5,
@@ -26,7 +40,7 @@ bool ForEachMount(Fn&& fn) {
     std::istringstream rest(line.substr(sep + 3));
     std::string fstype;
     rest >> fstype;
-    if (fn(mount_point, fstype)) return true;
+    if (fn(UnescapeMountPath(mount_point), fstype)) return true;
   }
   return false;
 }
@@ -51,13 +65,15 @@ bool IsMounted(const std::filesystem::path& where, const std::string& fstype) {
   });
 }
 
-std::optional<std::filesystem::path> FindCgroup2Mount() {
+std::optional<std::filesystem::path> FindCgroup2Mount(const std::filesystem::path& mountinfo) {
   std::optional<std::filesystem::path> found;
-  ForEachMount([&](const std::string& mp, const std::string& type) {
-    if (type != "cgroup2") return false;
-    found = mp;
-    return true;
-  });
+  ForEachMount(
+      [&](const std::string& mp, const std::string& type) {
+        if (type != "cgroup2") return false;
+        found = mp;
+        return true;
+      },
+      mountinfo);
   return found;
 }
 

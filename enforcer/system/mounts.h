@@ -10,7 +10,8 @@ namespace sovguard::enforcer {
 
 // Mount point of the cgroup v2 hierarchy, read from /proc/self/mountinfo (never hard-coded: it is
 // /sys/fs/cgroup on unified hosts and /sys/fs/cgroup/unified on hybrid ones).
-std::optional<std::filesystem::path> FindCgroup2Mount();
+std::optional<std::filesystem::path> FindCgroup2Mount(
+    const std::filesystem::path& mountinfo = "/proc/self/mountinfo");
 
 // Each returns true when it had to mount; throws std::system_error when mounting failed.
 bool EnsureBpffs(const std::filesystem::path& where = "/sys/fs/bpf");

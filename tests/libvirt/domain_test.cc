@@ -1,4 +1,5 @@
 #include "enforcer/libvirt/domain.h"
+#include "enforcer/system/mounts.h"
 
 #include <gtest/gtest.h>
 
@@ -83,6 +84,7 @@ TEST(DomainXml, RejectsNonDomainsPrecisely) {
 }
 
 TEST(Resolve, FindsCgroup2WhereverMounted) {
+  using enforcer::FindCgroup2Mount;
   EXPECT_EQ(FindCgroup2Mount(TestData("mountinfo.hybrid")), "/sys/fs/cgroup/unified");
   EXPECT_EQ(FindCgroup2Mount(TestData("mountinfo.escaped")), "/mnt/cg two");
   EXPECT_EQ(FindCgroup2Mount("/nonexistent"), std::nullopt);

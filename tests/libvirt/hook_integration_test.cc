@@ -12,6 +12,7 @@
 
 #include "enforcer/libvirt/hook_server.h"
 #include "enforcer/libvirt/resolve.h"
+#include "enforcer/system/mounts.h"
 #include "tests/harness/guest.h"
 #include "tests/harness/libvirtd.h"
 #include "tests/harness/network.h"
@@ -65,7 +66,9 @@ class HookIntegration : public ::testing::Test {
 };
 
 std::string FindScope(const std::string& name) {
-  auto cg = FindCgroup2Mount();
+  const auto found = enforcer::FindCgroup2Mount();
+  const std::optional<std::string> cg =
+      found ? std::optional<std::string>(found->string()) : std::nullopt;
   if (!cg || !fs::exists(*cg + "/machine")) {
     return {};
   }

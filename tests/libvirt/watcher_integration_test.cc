@@ -13,6 +13,7 @@
 
 #include "enforcer/libvirt/tap_watcher.h"
 #include "enforcer/libvirt/watcher.h"
+#include "enforcer/system/mounts.h"
 #include "tests/harness/guest.h"
 #include "tests/harness/kernel_objects.h"
 #include "tests/harness/libvirtd.h"
@@ -132,7 +133,7 @@ TEST_F(WatcherIntegration, GuestUpCarriesTapsCgroupLabelsAndTrafficFlows) {
   EXPECT_TRUE(
       FileContainsLine(g.cgroup->process_path + "/cgroup.threads", std::to_string(g.qemu_pid)))
       << g.cgroup->process_path;
-  const std::string cgroup2 = FindCgroup2Mount().value_or("");
+  const std::string cgroup2 = enforcer::FindCgroup2Mount().value_or("").string();
   EXPECT_EQ(
       g.cgroup->scope_level,
       static_cast<int>(std::count(g.cgroup->scope_path.begin(), g.cgroup->scope_path.end(), '/') -
@@ -342,9 +343,9 @@ TEST_F(WatcherIntegration, TwentyStopStartCyclesLeakNothing) {
   spec.name = "sgt-cy";
   spec.tap = "sgtcy0";
   test::TestGuest guest(spec);
-  const auto cgroup2 = FindCgroup2Mount();
+  const auto cgroup2 = enforcer::FindCgroup2Mount();
   ASSERT_TRUE(cgroup2);
-  const std::string machine_cgroup = *cgroup2 + "/machine";
+  const std::string machine_cgroup = (*cgroup2 / "machine").string();
   const test::KernelObjectCounts before = test::CountKernelObjects({spec.tap}, machine_cgroup);
   constexpr int kCycles = 20;
   std::set<pid_t> pids;
