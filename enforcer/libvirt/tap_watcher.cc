@@ -1,6 +1,7 @@
 #include "enforcer/libvirt/tap_watcher.h"
 
 #include <fcntl.h>
+#include <linux/if_arp.h>
 #include <linux/if_link.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -78,7 +79,7 @@ void TapWatcher::Impl::Handle(const nlmsghdr& h, const char* payload, size_t len
   const auto ifindex = static_cast<unsigned>(ifi.ifi_index);
   if (h.nlmsg_type == RTM_DELLINK) {
     if (known.erase(ifindex)) {
-      cb({false, name, ifindex});
+      cb({false, name, ifindex, ifi.ifi_type == ARPHRD_ETHER});
     }
     return;
   }
@@ -86,7 +87,7 @@ void TapWatcher::Impl::Handle(const nlmsghdr& h, const char* payload, size_t len
     return;
   }
   known.insert(ifindex);
-  cb({true, name, ifindex});
+  cb({true, name, ifindex, ifi.ifi_type == ARPHRD_ETHER});
 }
 
 void TapWatcher::Impl::Run() {

@@ -16,6 +16,9 @@ struct TapEvent {
   bool added = false;  // false: deleted
   std::string name;
   unsigned ifindex = 0;
+  // TAP mode (Ethernet frames, what QEMU uses) rather than a layer-3 TUN device (VPNs): only
+  // these carry guest traffic that the residency program can parse.
+  bool ethernet = false;
 };
 
 class TapWatcher {

@@ -26,18 +26,26 @@ TEST(TapWatcher, ReportsTapCreationAndDeletionOnly) {
   test::Run({"ip", "link", "del", "sgtw0"});
   test::Run({"ip", "link", "del", "sgtwv0"});
   test::RunOrThrow({"ip", "link", "add", "sgtwv0", "type", "veth", "peer", "name", "sgtwv1"});
+  test::Run({"ip", "link", "del", "sgtw1"});
   test::RunOrThrow({"ip", "tuntap", "add", "dev", "sgtw0", "mode", "tap"});
   test::RunOrThrow({"ip", "link", "set", "sgtw0", "up"});  // a change, not a new tap
   test::RunOrThrow({"ip", "link", "del", "sgtw0"});
   test::RunOrThrow({"ip", "link", "del", "sgtwv0"});
+  // A layer-3 TUN device is reported too, but not as Ethernet.
+  test::RunOrThrow({"ip", "tuntap", "add", "dev", "sgtw1", "mode", "tun"});
+  test::RunOrThrow({"ip", "link", "del", "sgtw1"});
   std::unique_lock lock(mu);
-  ASSERT_TRUE(cv.wait_for(lock, 5s, [&] { return events.size() >= 2; }));
-  ASSERT_EQ(events.size(), 2u);
+  ASSERT_TRUE(cv.wait_for(lock, 5s, [&] { return events.size() >= 4; }));
+  ASSERT_EQ(events.size(), 4u);
   EXPECT_TRUE(events[0].added);
   EXPECT_EQ(events[0].name, "sgtw0");
   EXPECT_GT(events[0].ifindex, 0u);
+  EXPECT_TRUE(events[0].ethernet);
   EXPECT_FALSE(events[1].added);
   EXPECT_EQ(events[1].ifindex, events[0].ifindex);
+  EXPECT_TRUE(events[2].added);
+  EXPECT_EQ(events[2].name, "sgtw1");
+  EXPECT_FALSE(events[2].ethernet);
 }
 
 }  // namespace
