@@ -19,6 +19,39 @@
 
 namespace sovguard::test {
 
+// Documentation ranges as operator zones: the guest's gateway and allowed destination (harness
+// kAllowedDestination) in "DE", its forbidden destination in "US"; the dataset every unlabelled
+// guest holds is enforced and allows only the "DE" zone. Tests append their own datasets.
+inline constexpr const char* kZonePolicy = R"(zones {
+  name: "test-eu"
+  jurisdiction: "DE"
+  cidrs: ["192.0.2.0/24", "198.51.100.0/24"]
+  description: "the test's gateway and allowed destination"
+}
+zones {
+  name: "test-us"
+  jurisdiction: "US"
+  cidrs: ["203.0.113.0/24"]
+  description: "the test's forbidden destination"
+}
+datasets {
+  id: "guest-default"
+  owner: "test"
+  classification: "confidential"
+  description: "held by unlabelled guests; enforced"
+  mode: ENFORCE
+  residency { allow: ["EU", "EEA"] zones: ["test-eu"] }
+  default_for_unlabelled: true
+}
+)";
+
+// True when the kernel has the residency program on the tap's clsact ingress.
+inline bool TcFilterOn(const std::string& tap) {
+  std::string out;
+  if (RunShell("tc filter show dev " + tap + " ingress 2>/dev/null", &out) != 0) return false;
+  return out.find("sg_net_egress") != std::string::npos;
+}
+
 inline void WriteTestFile(const std::filesystem::path& p, const std::string& content,
                           std::filesystem::perms perms = std::filesystem::perms::owner_read |
                                                          std::filesystem::perms::owner_write) {
@@ -90,6 +123,22 @@ class DaemonWithLibvirt : public ::testing::Test {
     }
     return nullptr;
   }
+
+  // The tap's attachment as the daemon reports it (null when not listed).
+  nlohmann::json Attachment(const std::string& guest, const std::string& tap) const {
+    const auto g = GuestStatus(guest);
+    if (g.is_null()) return nullptr;
+    for (const auto& a : g.value("attachments", nlohmann::json::array())) {
+      if (a.value("tap", "") == tap) return a;
+    }
+    return nullptr;
+  }
+  bool Attached(const std::string& guest, const std::string& tap) const {
+    const auto a = Attachment(guest, tap);
+    return !a.is_null() && a.value("attached", false);
+  }
+  // Guest entries in the network datapath (one per covered tap).
+  size_t DatapathGuests() const { return daemon_->Status().at("datapath").at("guests"); }
 
   std::filesystem::path dir_;
   std::unique_ptr<DaemonProcess> daemon_;

@@ -29,28 +29,7 @@ namespace {
 
 // Two datasets: the default one keeps guests in the test's "EU" zone; "us-ok" also allows the
 // test's "US" zone, where the guest's forbidden stream goes.
-constexpr const char* kPolicy = R"(zones {
-  name: "test-eu"
-  jurisdiction: "DE"
-  cidrs: ["192.0.2.0/24", "198.51.100.0/24"]
-  description: "the test's gateway and allowed destination"
-}
-zones {
-  name: "test-us"
-  jurisdiction: "US"
-  cidrs: ["203.0.113.0/24"]
-  description: "the test's forbidden destination"
-}
-datasets {
-  id: "guest-default"
-  owner: "test"
-  classification: "confidential"
-  description: "held by unlabelled guests; enforced"
-  mode: ENFORCE
-  residency { allow: ["EU", "EEA"] zones: ["test-eu"] }
-  default_for_unlabelled: true
-}
-datasets {
+constexpr const char* kUsOkDataset = R"(datasets {
   id: "us-ok"
   owner: "test"
   classification: "internal"
@@ -69,13 +48,6 @@ std::string Ms(Clock::duration d) {
   return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
 }
 
-// True when the kernel has our residency program on the tap's clsact ingress.
-bool TcFilterOn(const std::string& tap) {
-  std::string out;
-  if (st::RunShell("tc filter show dev " + tap + " ingress 2>/dev/null", &out) != 0) return false;
-  return out.find("sg_net_egress") != std::string::npos;
-}
-
 size_t OpenFds(pid_t pid) {
   size_t n = 0;
   std::error_code ec;
@@ -88,18 +60,7 @@ size_t OpenFds(pid_t pid) {
 
 class DaemonLifecycle : public st::DaemonWithLibvirt {
  protected:
-  std::string PolicyText() const override { return kPolicy; }
-
-  // The tap's attachment as the daemon reports it (null when not listed).
-  nlohmann::json Attachment(const std::string& guest, const std::string& tap) const {
-    const auto g = GuestStatus(guest);
-    if (g.is_null()) return nullptr;
-    for (const auto& a : g.value("attachments", nlohmann::json::array())) {
-      if (a.value("tap", "") == tap) return a;
-    }
-    return nullptr;
-  }
-  size_t DatapathGuests() const { return daemon_->Status().at("datapath").at("guests"); }
+  std::string PolicyText() const override { return std::string(st::kZonePolicy) + kUsOkDataset; }
 };
 
 TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
@@ -113,7 +74,7 @@ TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
   st::TestGuest guest(spec);
   guest.Start();
   net.AttachTap(spec.tap);
-  ASSERT_TRUE(TcFilterOn(spec.tap)) << "tap not filtered when libvirt's start returned";
+  ASSERT_TRUE(st::TcFilterOn(spec.tap)) << "tap not filtered when libvirt's start returned";
   ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
   st::ZoneCounts counts;
   ASSERT_TRUE(st::PollUntil(
@@ -191,7 +152,7 @@ TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
   st::WriteTestFile(nic_file, nic_xml);
   guest.Virsh({"attach-device", spec.name, nic_file.string(), "--live"});
   EXPECT_TRUE(st::PollUntil(
-      5s, [] { return TcFilterOn("sgtlf1"); }, 20ms))
+      5s, [] { return st::TcFilterOn("sgtlf1"); }, 20ms))
       << "hot-plugged tap not filtered\n"
       << daemon_->Log();
   EXPECT_TRUE(st::PollUntil(
@@ -214,7 +175,7 @@ TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
       5s, [&] { return Attachment(spec.name, "sgtlf1").is_null() && DatapathGuests() == 1; },
       100ms))
       << daemon_->Status().dump(2);
-  EXPECT_TRUE(TcFilterOn(spec.tap)) << "the remaining tap lost its filter";
+  EXPECT_TRUE(st::TcFilterOn(spec.tap)) << "the remaining tap lost its filter";
 
   guest.Destroy();
   EXPECT_TRUE(st::PollUntil(
@@ -249,7 +210,7 @@ TEST_F(DaemonLifecycle, LibvirtdRestartIsReconciled) {
       },
       100ms))
       << daemon_->Log();
-  EXPECT_TRUE(TcFilterOn(spec.tap));
+  EXPECT_TRUE(st::TcFilterOn(spec.tap));
   EXPECT_TRUE(st::PollUntil(
       5s, [&] { return !Attachment(spec.name, spec.tap).is_null() && DatapathGuests() == 1; },
       100ms));
@@ -298,7 +259,7 @@ TEST_F(DaemonLifecycle, TwentyStopStartCyclesLeakNothing) {
   constexpr int kCycles = 20;
   for (int i = 0; i < kCycles; ++i) {
     guest.Start();  // returns after the hook covered the tap
-    ASSERT_TRUE(TcFilterOn(spec.tap)) << "cycle " << i << "\n" << daemon_->Log();
+    ASSERT_TRUE(st::TcFilterOn(spec.tap)) << "cycle " << i << "\n" << daemon_->Log();
     guest.Destroy();
     ASSERT_TRUE(st::PollUntil(
         10s, [&] { return GuestStatus(spec.name).is_null() && DatapathGuests() == 0; }, 50ms))

@@ -19,47 +19,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr const char* kPolicy = R"(zones {
-  name: "test-eu"
-  jurisdiction: "DE"
-  cidrs: ["192.0.2.0/24", "198.51.100.0/24"]
-  description: "the test's gateway and allowed destination"
-}
-zones {
-  name: "test-us"
-  jurisdiction: "US"
-  cidrs: ["203.0.113.0/24"]
-  description: "the test's forbidden destination"
-}
-datasets {
-  id: "guest-default"
-  owner: "test"
-  classification: "confidential"
-  description: "held by unlabelled guests; enforced"
-  mode: ENFORCE
-  residency { allow: ["EU", "EEA"] zones: ["test-eu"] }
-  default_for_unlabelled: true
-}
-)";
-
-bool TcFilterOn(const std::string& tap) {
-  std::string out;
-  if (st::RunShell("tc filter show dev " + tap + " ingress 2>/dev/null", &out) != 0) return false;
-  return out.find("sg_net_egress") != std::string::npos;
-}
-
 class DaemonRestart : public st::DaemonWithLibvirt {
  protected:
-  std::string PolicyText() const override { return kPolicy; }
-
-  bool Attached(const std::string& guest, const std::string& tap) const {
-    const auto g = GuestStatus(guest);
-    if (g.is_null()) return false;
-    for (const auto& a : g.value("attachments", nlohmann::json::array())) {
-      if (a.value("tap", "") == tap) return a.value("attached", false);
-    }
-    return false;
-  }
+  std::string PolicyText() const override { return st::kZonePolicy; }
 };
 
 TEST_F(DaemonRestart, KillAndStopLeaveEnforcementInForceAndRestartCoversAgain) {
@@ -79,7 +41,7 @@ TEST_F(DaemonRestart, KillAndStopLeaveEnforcementInForceAndRestartCoversAgain) {
 
   // Allowed traffic keeps flowing and nothing forbidden passes while no daemon runs.
   auto still_enforced_without_daemon = [&](const char* what) {
-    EXPECT_TRUE(TcFilterOn(spec.tap)) << what << ": filter gone with the daemon";
+    EXPECT_TRUE(st::TcFilterOn(spec.tap)) << what << ": filter gone with the daemon";
     const std::uint64_t allowed = net.Counts().allowed;
     EXPECT_TRUE(st::PollUntil(
         10s, [&] { return net.Counts().allowed >= allowed + 10; }, 50ms))
@@ -115,7 +77,7 @@ TEST_F(DaemonRestart, KillAndStopLeaveEnforcementInForceAndRestartCoversAgain) {
   std::cout << "restart after kill -9 -> guest covered again: "
             << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count()
             << " ms (includes start-up)\n";
-  EXPECT_TRUE(TcFilterOn(spec.tap));
+  EXPECT_TRUE(st::TcFilterOn(spec.tap));
   EXPECT_EQ(net.Counts().forbidden, 0u);
 
   // 4. systemctl stop (SIGTERM): the documented default keeps enforcing.
