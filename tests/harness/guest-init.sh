@@ -5,6 +5,7 @@
 #   sg.allowed=198.51.100.1                  destination the policy allows
 #   sg.forbidden=203.0.113.1                 destination the policy forbids
 #   sg.interval=0.1                          seconds between packets of each stream
+#   sg.dd_read=N sg.dd_write=N               MiB to read from /dev/vda / write to /dev/vdb (O_DIRECT)
 # It sends ICMP echo requests to both destinations from the moment eth0 is up until power-off, and
 # reports progress on the serial console with "SOVGUARD:" lines that tests wait for.
 /bin/busybox mkdir -p /proc /sys /dev /mnt /tmp /sbin /usr/bin /usr/sbin
@@ -47,6 +48,18 @@ if [ -b /dev/vda ]; then
   mount -o ro /dev/vda /mnt && echo "SOVGUARD: mounted /dev/vda"
 fi
 echo "SOVGUARD: ready"
+
+# Storage accounting tests: sg.dd_read=N reads N MiB from /dev/vda, sg.dd_write=N writes N MiB to
+# /dev/vdb, both O_DIRECT so the guest's page cache and read-ahead add nothing to what QEMU does.
+dd_read=$(arg sg.dd_read); dd_write=$(arg sg.dd_write)
+if [ -n "$dd_read" ] && [ -b /dev/vda ]; then
+  dd if=/dev/vda of=/dev/null bs=1M count="$dd_read" iflag=direct 2>/dev/null &&
+    echo "SOVGUARD: dd read $dd_read MiB"
+fi
+if [ -n "$dd_write" ] && [ -b /dev/vdb ]; then
+  dd if=/dev/zero of=/dev/vdb bs=1M count="$dd_write" oflag=direct conv=fsync 2>/dev/null &&
+    echo "SOVGUARD: dd wrote $dd_write MiB"
+fi
 
 # Hot-plugged NICs: configure eth1.. as they appear, each with address .(10+index) of sg.ip's /24.
 prefix=${ip_addr%.*}
