@@ -14,7 +14,7 @@ packages=(
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
   libvirt-dev libxml2-dev libssl-dev libtss2-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc libgtest-dev libgmock-dev
-  libmaxminddb-dev libsystemd-dev nlohmann-json3-dev libfmt-dev libfuzzer-16-dev libclang-rt-16-dev
+  libmaxminddb-dev libsystemd-dev nlohmann-json3-dev libfmt-dev libmicrohttpd-dev libfuzzer-16-dev libclang-rt-16-dev
   # runtime and embedded defaults
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients dnsmasq-base qemu-system-x86 qemu-utils
   swtpm swtpm-tools tpm2-tools iproute2
