@@ -48,23 +48,33 @@ struct sg_class {
 #define SG_CLASS_EXCEPTION (1u << 0)
 
 
-/* ---- Storage path (bpf/storage): QEMU processes opening volumes and connecting to storage ---- */
+/* ---- Storage path (bpf/storage): QEMU processes opening volumes and connecting to storage ----
+ * A guest is recognised by the cgroup v2 id of its libvirt directory machine/qemu-N-NAME.libvirt-qemu
+ * (bpf_get_current_ancestor_cgroup_id(guest_level)), so every QEMU thread below it (emulator,
+ * vcpuN) is covered. */
 
-/* A guest on the storage path, keyed by the cgroup v2 id of each of its QEMU cgroups. */
+/* A guest on the storage path (sg_storage_guests: guest cgroup id -> this). */
 struct sg_storage_guest {
   __u64 datasets; /* datasets this guest may use */
-  __u32 guest_id;
+  __u32 guest_id; /* user space's id: names the guest in events and counters */
   __u32 flags;
+};
+
+/* libvirt's per-guest cgroup directory name, announced before libvirt creates it
+ * (sg_storage_pending: name -> sg_storage_guest; cgroup_mkdir moves it to sg_storage_guests). */
+#define SG_STORAGE_NAME_LEN 64
+struct sg_storage_pending_key {
+  char name[SG_STORAGE_NAME_LEN]; /* NUL-padded */
 };
 
 /* A protected volume: an image file (by device + inode) or a block device (by dev_t). */
 struct sg_volume_key {
-  __u64 dev; /* super block s_dev for files; 0 for block devices */
-  __u64 ino; /* inode number for files; new_encode_dev(major, minor) for block devices */
+  __u64 dev; /* super block s_dev (kernel encoding major<<20|minor) for files; 0 for block devices */
+  __u64 ino; /* inode number for files; major<<20|minor for block devices */
 };
 struct sg_volume {
-  __u32 dataset;   /* dataset index */
-  __u32 flags;     /* SG_VOLUME_* */
+  __u32 dataset; /* dataset index */
+  __u32 flags;   /* SG_VOLUME_* */
 };
 #define SG_VOLUME_READ_ONLY (1u << 0)
 
@@ -78,31 +88,61 @@ struct sg_lpm6_key {
   __u8 addr[16];
 };
 
-/* Storage-path per-(guest, dataset) accounting, per CPU. */
+/* Per-(guest, dataset) accounting and quota windows (sg_io_state, shared HASH, atomic adds: the
+ * quota check needs one total, not per-CPU parts). */
 struct sg_io_key {
   __u32 guest_id;
   __u32 dataset;
 };
-struct sg_io_counters {
-  __u64 read_bytes;
-  __u64 write_bytes;
-  __u64 denied;
+struct sg_io_state {
+  __u64 read_bytes;  /* ever */
+  __u64 write_bytes; /* ever */
+  __u64 denied;      /* opens, device accesses and I/Os refused or killed (or audited) */
+  __u64 read_window_start_ns; /* bpf_ktime_get_boot_ns() at the window's start */
+  __u64 read_window_bytes;
+  __u64 write_window_start_ns;
+  __u64 write_window_bytes;
 };
 
+/* Per-dataset storage settings. A quota of 0 bytes means none. */
+struct sg_storage_dataset_cfg {
+  __u64 read_quota_bytes;
+  __u64 read_window_ns;
+  __u64 write_quota_bytes;
+  __u64 write_window_ns;
+};
+
+/* Global storage-path configuration (sg_storage_cfg: ARRAY[1]). */
+struct sg_storage_config {
+  __u64 enforce_mask;      /* bit i: dataset i is enforced; audited otherwise */
+  __u64 machine_cgroup_id; /* cgroup v2 id of libvirt's machine cgroup (parent of guests) */
+  __u32 guest_level;       /* cgroup level of the guest directories (machine level + 1) */
+  __u32 n_classes;         /* class ids >= n_classes are treated as class 0 */
+  __u32 flags;             /* SG_STORAGE_CFG_* */
+  __u32 reserved;
+  struct sg_storage_dataset_cfg ds[SG_MAX_DATASETS];
+};
+/* BPF LSM guards opens and I/O: the tracepoints only count, they never kill. */
+#define SG_STORAGE_CFG_LSM (1u << 0)
+
 enum sg_storage_event_kind {
-  SG_EV_OPEN_DENIED = 1,    /* open refused (LSM) */
-  SG_EV_OPEN_KILLED = 2,    /* opened, process killed before returning to user space (tracepoint) */
+  SG_EV_OPEN_DENIED = 1,    /* guest may not use the volume's dataset */
+  SG_EV_OPEN_KILLED = 2,    /* (unused: the verdict says killed) */
   SG_EV_DEVICE_DENIED = 3,  /* cgroup device access refused */
   SG_EV_CONNECT_DENIED = 4, /* network-storage connect refused */
-  SG_EV_READ_ONLY = 5,      /* write access to a read-only volume refused or killed */
+  SG_EV_READ_ONLY = 5,      /* write access to a read-only volume */
+  SG_EV_READ_QUOTA = 6,     /* read budget of the window exhausted */
+  SG_EV_WRITE_QUOTA = 7,    /* write budget of the window exhausted */
 };
+/* Storage verdicts: SG_VERDICT_DROP = prevented (EPERM), SG_VERDICT_AUDIT = audited, and: */
+#define SG_STORAGE_VERDICT_KILLED 3 /* detected; the process was sent SIGKILL */
 
 struct sg_storage_event {
   __u64 timestamp_ns;
-  __u64 cgroup_id;
-  __u32 guest_id;
+  __u64 cgroup_id; /* the guest cgroup (ancestor at guest_level) */
+  __u32 guest_id;  /* 0: no registered guest */
   __u32 dataset;
-  __u32 kind;  /* enum sg_storage_event_kind */
+  __u32 kind; /* enum sg_storage_event_kind */
   __u32 pid;
   __u64 dev;
   __u64 ino;
@@ -110,13 +150,7 @@ struct sg_storage_event {
   __u16 port;
   __u16 family;
   __u16 country;
-  __u16 verdict; /* enum sg_verdict */
-};
-
-/* Global storage-path settings written by the daemon before attaching. */
-struct sg_storage_config {
-  __u32 mode;      /* enum sg_mode: audit records, enforce denies/kills */
-  __u32 reserved;
+  __u16 verdict; /* SG_VERDICT_DROP, SG_VERDICT_AUDIT, SG_STORAGE_VERDICT_KILLED */
 };
 
 
@@ -190,6 +224,22 @@ struct sg_v4_block {
 #define SG_V6_BLOCK_SLOTS 65536
 struct sg_v6_block {
   __u16 cls[SG_V6_BLOCK_SLOTS];
+};
+
+/*
+ * IPv6 below /32, where longer prefixes exist (most are /48 assignments): a multibit trie of
+ * 8-bit strides in one ARRAY of sg_v6_node (levels /40, /48, /56, /64, indexed by address bytes
+ * 4..7). A level-2 slot or a node slot holds a class id, SG_V6_NODE | node index (the next byte
+ * decides), or SG_V6_TRIE (prefixes longer than /64 under it, or no node left: the LPM trie
+ * decides, it holds every prefix longer than /32).
+ */
+#define SG_V6_NODE 0x8000u
+#define SG_V6_NODE_SLOTS 256
+/* The node array has this fixed size (8 MiB per generation; the world table needs about 8,700):
+ * a fixed-size inner array lets the verifier inline its lookups (no helper call per level). */
+#define SG_V6_MAX_NODES 16384u
+struct sg_v6_node {
+  __u16 cls[SG_V6_NODE_SLOTS];
 };
 
 /*
@@ -271,6 +321,36 @@ struct sg_net_ratelimit {
   __u32 tokens;
   __u64 last_ns;
   __u64 suppressed; /* events not emitted because the bucket was empty or the ring full */
+};
+
+/*
+ * Restart hand-over (user space only: the program never reads these). A pinned HASH sg_guest_meta
+ * (key: guest slot) holds what the kernel entries do not: the guest's name, its tap's name and
+ * network namespace, and whether the filter is wanted / the clsact qdisc was created by us. A pinned
+ * ARRAY[1] sg_state holds the ABI version, the active policy's digest and the SHA-256 of every table
+ * of the active generation (tamper check), so a successor adopts all of it.
+ */
+#define SG_NET_NAME_MAX 128
+#define SG_NET_NETNS_MAX 108
+#define SG_GUEST_META_ATTACH (1u << 0) /* the tc filter is wanted on the tap */
+#define SG_GUEST_META_QDISC (1u << 1)  /* the clsact qdisc was created by sovguard */
+struct sg_net_guest_meta {
+  __u32 ifindex;
+  __u32 flags;
+  char ifname[16];
+  char name[SG_NET_NAME_MAX];
+  char netns[SG_NET_NETNS_MAX]; /* path of the tap's network namespace, "" = the daemon's */
+  __u32 reserved;
+};
+/* Tables of one generation, in this order: v4_dir, v4_l2, v6_lpm, v6_l1, v6_l2, classes, policy,
+ * v6_l3. */
+#define SG_NET_TABLES 8
+struct sg_net_state {
+  __u32 abi_version; /* SG_ABI_VERSION of the daemon that wrote it; 0 = fresh */
+  __u32 policy_loaded;
+  __u64 swaps;
+  __u8 policy_digest[32];
+  __u8 table_digest[SG_NET_TABLES][32];
 };
 
 enum sg_net_reason {

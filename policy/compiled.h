@@ -57,4 +57,33 @@ struct CompiledPolicy {
   std::array<std::uint8_t, 32> digest{};      // SHA-256 of the canonical encoding of everything above
 };
 
+// ---- Storage path (bpf/storage, enforcer/storage): produced by CompileStorage() ----------------
+// Host-independent: pools stay paths here; the node resolves them to device ids when it loads them.
+
+struct StoragePool {
+  enum class Kind : std::uint8_t { kPath, kMount, kDevice };
+  Kind kind = Kind::kPath;
+  std::string location;  // absolute path: directory (libvirt dir pool), mount point, /dev/ node
+};
+
+struct CompiledStorageDataset {
+  std::string id;
+  std::uint8_t index = 0;  // == CompiledDataset::index
+  Mode mode = Mode::kAudit;
+  bool read_only = false;
+  std::optional<Quota> read, write;
+  // Where the dataset's volumes may live. Empty: the policy names no pool, any location is accepted.
+  std::vector<StoragePool> pools;
+};
+
+struct CompiledStorage {
+  std::vector<CompiledStorageDataset> datasets;  // datasets[i].index == i
+  // The net policy's classes followed by one class per network-storage endpoint set. A dataset
+  // that lists endpoints is allowed only in its endpoints' classes; one that lists none wherever
+  // its residency allows.
+  std::vector<JurisdictionClass> classes;
+  std::vector<Ipv4Prefix> ipv4;  // jurisdiction prefixes plus endpoint prefixes, sorted (addr, len)
+  std::vector<Ipv6Prefix> ipv6;
+};
+
 }  // namespace sovguard::policy

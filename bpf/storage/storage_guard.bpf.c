@@ -1,37 +1,63 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Storage path of a guest's QEMU process. Several programs over the same maps, one per mechanism;
- * the daemon loads the strongest one the kernel accepts for each path (see enforcer/probe):
- *   open/attach:  lsm/file_open (prevents)  |  tp sys_exit_openat + SIGKILL (detects, kills)
- *   block devices: cgroup/dev (prevents)
+ * enforcer/storage loads the strongest one the kernel accepts for each path:
+ *   open:            lsm/file_open (prevents)  |  tp sys_exit_open{,at,at2} + SIGKILL (detects,
+ * kills) read/write:      lsm/file_permission (prevents: dataset, quota)  |  tp
+ * sys_enter_p{read,write}*
+ *                    + SIGKILL on quota (kills before the write copies data on page-cache files)
+ *   block devices:   cgroup/dev (prevents)
  *   network storage: cgroup/connect4, cgroup/connect6 (prevents: EPERM)
- *   I/O accounting: tp sys_exit_{pread64,preadv,pwrite64,pwritev} (counts)
+ *   accounting:      tp sys_{enter,exit}_p{read64,readv,readv2,write64,writev,writev2} (counts)
+ *   guest discovery: tp_btf/cgroup_mkdir, cgroup_rmdir (pending name -> cgroup id, in the kernel)
+ * A guest is the ancestor cgroup at cfg->guest_level whose parent is cfg->machine_cgroup_id.
  */
 #include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
+/* vmlinux.h first: the libbpf headers need its types (a blank line keeps clang-format from
+ * sorting it after them). */
+
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
 
 #include "sovguard_abi.h"
 
 #define EPERM 1
+#define EDQUOT 122
 #define SIGKILL 9
 #define FMODE_WRITE 0x2
+#define MAY_WRITE 0x2
+#define S_IFMT 00170000
+#define S_IFBLK 0060000
+#define S_IFREG 0100000
 /* From uapi bpf.h (enum values are not in BTF as macros). */
 #define SG_DEVCG_ACC_WRITE 4
 #define SG_DEVCG_DEV_BLOCK 1
+#define SG_MAX_IOV 16
 
 char LICENSE[] SEC("license") = "GPL";
 
-const volatile __u32 sg_mode = SG_MODE_AUDIT;
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct sg_storage_config);
+} sg_storage_cfg SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, SG_MAX_GUESTS * 8);
-  __type(key, __u64); /* cgroup v2 id */
+  __uint(max_entries, SG_MAX_GUESTS);
+  __type(key, __u64); /* cgroup v2 id of the guest directory */
   __type(value, struct sg_storage_guest);
 } sg_storage_guests SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SG_MAX_GUESTS);
+  __type(key, struct sg_storage_pending_key);
+  __type(value, struct sg_storage_guest);
+} sg_storage_pending SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -42,7 +68,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-  __uint(max_entries, 65536);
+  __uint(max_entries, 262144);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct sg_lpm4_key);
   __type(value, __u16);
@@ -50,7 +76,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-  __uint(max_entries, 65536);
+  __uint(max_entries, 262144);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct sg_lpm6_key);
   __type(value, __u16);
@@ -64,30 +90,76 @@ struct {
 } sg_storage_classes SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-  __uint(max_entries, SG_MAX_GUESTS * 4);
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SG_MAX_GUESTS* SG_MAX_GUEST_DATASETS);
   __type(key, struct sg_io_key);
-  __type(value, struct sg_io_counters);
-} sg_io_counters SEC(".maps");
+  __type(value, struct sg_io_state);
+} sg_io_state SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
   __uint(max_entries, 256 * 1024);
 } sg_storage_events SEC(".maps");
 
-static __always_inline struct sg_storage_guest* current_guest(void) {
-  __u64 cg = bpf_get_current_cgroup_id();
-  return bpf_map_lookup_elem(&sg_storage_guests, &cg);
+/* The I/O a guest thread is in: set at syscall entry when the fd is a protected volume. */
+struct sg_inflight {
+  __u32 guest_id;
+  __u32 dataset;
+  __u32 write;
+  __u32 reserved;
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u64); /* pid_tgid */
+  __type(value, struct sg_inflight);
+} sg_io_inflight SEC(".maps");
+
+/* The caller's guest. Returns false for processes outside the machine cgroup (the cheap exit
+ * every other process on the host takes); *g is NULL for an unregistered cgroup under it. */
+struct sg_who {
+  struct sg_storage_config* cfg;
+  struct sg_storage_guest* g;
+  __u64 cgroup;
+};
+
+static __always_inline bool current_guest(struct sg_who* w) {
+  __u32 zero = 0;
+  w->cfg = bpf_map_lookup_elem(&sg_storage_cfg, &zero);
+  w->g = NULL;
+  w->cgroup = 0;
+  if (!w->cfg || w->cfg->guest_level == 0) return false;
+  if (bpf_get_current_ancestor_cgroup_id(w->cfg->guest_level - 1) != w->cfg->machine_cgroup_id)
+    return false;
+  w->cgroup = bpf_get_current_ancestor_cgroup_id(w->cfg->guest_level);
+  w->g = bpf_map_lookup_elem(&sg_storage_guests, &w->cgroup);
+  return true;
 }
 
-static __always_inline void emit(__u32 kind, const struct sg_storage_guest* g, __u32 dataset,
-                                 __u64 dev, __u64 ino, __u16 verdict) {
+static __always_inline bool enforced(const struct sg_who* w, __u32 dataset) {
+  return dataset < SG_MAX_DATASETS && (w->cfg->enforce_mask & (1ULL << dataset));
+}
+
+static __always_inline struct sg_io_state* io_state(const struct sg_who* w, __u32 dataset) {
+  if (!w->g) return NULL;
+  struct sg_io_key k = {.guest_id = w->g->guest_id, .dataset = dataset};
+  struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
+  if (s) return s;
+  struct sg_io_state zero = {};
+  bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
+  return bpf_map_lookup_elem(&sg_io_state, &k);
+}
+
+static __always_inline void emit(const struct sg_who* w, __u32 kind, __u32 dataset, __u64 dev,
+                                 __u64 ino, __u16 verdict) {
+  struct sg_io_state* s = io_state(w, dataset);
+  if (s) __sync_fetch_and_add(&s->denied, 1);
   struct sg_storage_event* e = bpf_ringbuf_reserve(&sg_storage_events, sizeof(*e), 0);
   if (!e) return;
   __builtin_memset(e, 0, sizeof(*e));
   e->timestamp_ns = bpf_ktime_get_boot_ns();
-  e->cgroup_id = bpf_get_current_cgroup_id();
-  e->guest_id = g ? g->guest_id : 0;
+  e->cgroup_id = w->cgroup;
+  e->guest_id = w->g ? w->g->guest_id : 0;
   e->dataset = dataset;
   e->kind = kind;
   e->pid = bpf_get_current_pid_tgid() >> 32;
@@ -97,91 +169,143 @@ static __always_inline void emit(__u32 kind, const struct sg_storage_guest* g, _
   bpf_ringbuf_submit(e, 0);
 }
 
-/* 0: allowed; 1: guest may not use the dataset; 2: write to a read-only volume. */
-static __always_inline int check_volume(const struct sg_storage_guest* g, const struct sg_volume* v,
-                                        bool writing) {
-  if (v->dataset >= SG_MAX_DATASETS || !(g->datasets & (1ULL << v->dataset))) return 1;
-  if (writing && (v->flags & SG_VOLUME_READ_ONLY)) return 2;
+/* 0: allowed; else the event kind. An unregistered guest holds no dataset (fail closed). */
+static __always_inline __u32 check_volume(const struct sg_who* w, const struct sg_volume* v,
+                                          bool writing) {
+  __u64 held = w->g ? w->g->datasets : 0;
+  if (v->dataset >= SG_MAX_DATASETS || !(held & (1ULL << v->dataset))) return SG_EV_OPEN_DENIED;
+  if (writing && (v->flags & SG_VOLUME_READ_ONLY)) return SG_EV_READ_ONLY;
   return 0;
 }
 
-static __always_inline int file_verdict(struct file* file, bool* deny) {
-  *deny = false;
-  struct sg_storage_guest* g = current_guest();
-  if (!g) return 0;
+static __always_inline struct sg_volume* volume_of(struct file* file, struct sg_volume_key* key) {
+  struct inode* inode = BPF_CORE_READ(file, f_inode);
+  if (!inode) return NULL;
+  __u16 mode = BPF_CORE_READ(inode, i_mode);
+  if ((mode & S_IFMT) == S_IFBLK) {
+    key->dev = 0;
+    key->ino = BPF_CORE_READ(inode, i_rdev);
+  } else {
+    key->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+    key->ino = BPF_CORE_READ(inode, i_ino);
+  }
+  return bpf_map_lookup_elem(&sg_volumes, key);
+}
+
+static __always_inline struct file* fd_file(long fd) {
+  if (fd < 0) return NULL;
+  struct task_struct* task = (struct task_struct*)bpf_get_current_task();
+  struct fdtable* fdt = BPF_CORE_READ(task, files, fdt);
+  if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds)) return NULL;
+  struct file** fds = BPF_CORE_READ(fdt, fd);
+  struct file* file = NULL;
+  if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff])) return NULL;
+  return file;
+}
+
+/* Judges an open. Returns 1 when the access must not go on (enforce), 0 otherwise. */
+static __always_inline int judge_open(const struct sg_who* w, struct file* file, bool killing) {
   struct sg_volume_key key = {};
-  key.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
-  key.ino = BPF_CORE_READ(file, f_inode, i_ino);
-  struct sg_volume* v = bpf_map_lookup_elem(&sg_volumes, &key);
+  struct sg_volume* v = volume_of(file, &key);
   if (!v) return 0;
   bool writing = (BPF_CORE_READ(file, f_mode) & FMODE_WRITE) != 0;
-  int why = check_volume(g, v, writing);
+  __u32 why = check_volume(w, v, writing);
   if (!why) return 0;
-  *deny = sg_mode == SG_MODE_ENFORCE;
-  emit(why == 2 ? SG_EV_READ_ONLY : SG_EV_OPEN_DENIED, g, v->dataset, key.dev, key.ino,
-       *deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT);
-  return why;
+  bool deny = enforced(w, v->dataset);
+  emit(w, why, v->dataset, key.dev, key.ino,
+       !deny     ? SG_VERDICT_AUDIT
+       : killing ? SG_STORAGE_VERDICT_KILLED
+                 : SG_VERDICT_DROP);
+  return deny;
 }
 
 SEC("lsm/file_open")
-int BPF_PROG(sg_lsm_file_open, struct file* file) {
-  bool deny = false;
-  file_verdict(file, &deny);
-  return deny ? -EPERM : 0;
+int BPF_PROG(sg_lsm_file_open, struct file* file, int ret) {
+  if (ret) return ret;
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  return judge_open(&w, file, false) ? -EPERM : 0;
 }
 
-/* Without BPF LSM: look at the file the open just produced and kill QEMU before it returns. */
+/* Without BPF LSM: look at the file the open just produced and kill QEMU before it returns to
+ * user space (it never sees the fd; what the open itself did, e.g. O_TRUNC, has happened). */
+static __always_inline int open_exit(long fd) {
+  if (fd < 0) return 0;
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  struct file* file = fd_file(fd);
+  if (!file) return 0;
+  if (judge_open(&w, file, true)) bpf_send_signal(SIGKILL);
+  return 0;
+}
+
 SEC("tp/syscalls/sys_exit_openat")
 int sg_tp_openat_exit(struct trace_event_raw_sys_exit* ctx) {
-  long fd = ctx->ret;
-  if (fd < 0) return 0;
-  struct sg_storage_guest* g = current_guest();
-  if (!g) return 0; /* not a guest: the cheap exit every other process on the host takes */
-  struct task_struct* task = (struct task_struct*)bpf_get_current_task();
-  struct file** fds = BPF_CORE_READ(task, files, fdt, fd);
-  struct file* file = NULL;
-  if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xffff]) || !file) return 0;
-  bool deny = false;
-  int why = file_verdict(file, &deny);
-  if (why && deny) bpf_send_signal(SIGKILL);
-  return 0;
+  return open_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_openat2")
+int sg_tp_openat2_exit(struct trace_event_raw_sys_exit* ctx) {
+  return open_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_open")
+int sg_tp_open_exit(struct trace_event_raw_sys_exit* ctx) {
+  return open_exit(ctx->ret);
 }
 
 SEC("cgroup/dev")
 int sg_cgroup_dev(struct bpf_cgroup_dev_ctx* ctx) {
   if ((ctx->access_type & 0xffff) != SG_DEVCG_DEV_BLOCK) return 1;
-  struct sg_storage_guest* g = current_guest();
-  if (!g) return 1;
-  struct sg_volume_key key = {.dev = 0, .ino = (ctx->major << 20) | ctx->minor};
+  struct sg_who w;
+  if (!current_guest(&w)) return 1;
+  struct sg_volume_key key = {.dev = 0, .ino = ((__u64)ctx->major << 20) | ctx->minor};
   struct sg_volume* v = bpf_map_lookup_elem(&sg_volumes, &key);
   if (!v) return 1;
   bool writing = ((ctx->access_type >> 16) & SG_DEVCG_ACC_WRITE) != 0;
-  int why = check_volume(g, v, writing);
+  __u32 why = check_volume(&w, v, writing);
   if (!why) return 1;
-  bool deny = sg_mode == SG_MODE_ENFORCE;
-  emit(why == 2 ? SG_EV_READ_ONLY : SG_EV_DEVICE_DENIED, g, v->dataset, 0, key.ino,
+  bool deny = enforced(&w, v->dataset);
+  emit(&w, why == SG_EV_READ_ONLY ? why : SG_EV_DEVICE_DENIED, v->dataset, 0, key.ino,
        deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT);
   return deny ? 0 : 1;
 }
 
-static __always_inline int connect_verdict(struct sg_storage_guest* g, __u16 class_id,
-                                           __u16* country) {
-  __u32 k = class_id;
-  struct sg_class* c = bpf_map_lookup_elem(&sg_storage_classes, &k);
-  if (!c) return 0;
-  *country = c->country;
-  return (c->allowed_datasets & g->datasets) == g->datasets;
+/* Index of the lowest set bit (BPF has no count-trailing-zeros instruction). */
+static __always_inline __u32 lowest_bit(__u64 v) {
+  __u32 n = 0;
+  if (!(v & 0xffffffffULL)) {
+    n += 32;
+    v >>= 32;
+  }
+  if (!(v & 0xffff)) {
+    n += 16;
+    v >>= 16;
+  }
+  if (!(v & 0xff)) {
+    n += 8;
+    v >>= 8;
+  }
+  if (!(v & 0xf)) {
+    n += 4;
+    v >>= 4;
+  }
+  if (!(v & 0x3)) {
+    n += 2;
+    v >>= 2;
+  }
+  if (!(v & 0x1)) n += 1;
+  return n;
 }
 
 static __always_inline int connect_common(struct bpf_sock_addr* ctx, bool v6) {
-  struct sg_storage_guest* g = current_guest();
-  if (!g) return 1;
-  __u16 class_id = 0, country = 0;
+  struct sg_who w;
+  if (!current_guest(&w)) return 1;
+  __u64 held = w.g ? w.g->datasets : 0;
   __u16* found;
   if (v6) {
     struct sg_lpm6_key k6 = {.prefixlen = 128};
-    k6.addr[0] = 0; /* user_ip6 is read word by word: the verifier allows only 4-byte loads */
-    __u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+    /* user_ip6 is read word by word: the verifier allows only 4-byte loads */
+    __u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2],
+          w3 = ctx->user_ip6[3];
     __builtin_memcpy(&k6.addr[0], &w0, 4);
     __builtin_memcpy(&k6.addr[4], &w1, 4);
     __builtin_memcpy(&k6.addr[8], &w2, 4);
@@ -191,100 +315,245 @@ static __always_inline int connect_common(struct bpf_sock_addr* ctx, bool v6) {
     struct sg_lpm4_key k4 = {.prefixlen = 32, .addr = ctx->user_ip4};
     found = bpf_map_lookup_elem(&sg_endpoints4, &k4);
   }
-  if (found) class_id = *found;
-  if (connect_verdict(g, class_id, &country)) return 1;
-  bool deny = sg_mode == SG_MODE_ENFORCE;
+  __u32 class_id = found ? *found : 0;
+  if (class_id >= w.cfg->n_classes) class_id = 0;
+  struct sg_class* c = bpf_map_lookup_elem(&sg_storage_classes, &class_id);
+  __u64 allowed = c ? c->allowed_datasets : 0;
+  __u64 violating = held & ~allowed;
+  if (!violating) return 1;
+  bool deny = (violating & w.cfg->enforce_mask) != 0;
+  __u32 dataset = lowest_bit(violating);
+  struct sg_io_state* s = io_state(&w, dataset);
+  if (s) __sync_fetch_and_add(&s->denied, 1);
   struct sg_storage_event* e = bpf_ringbuf_reserve(&sg_storage_events, sizeof(*e), 0);
   if (e) {
     __builtin_memset(e, 0, sizeof(*e));
     e->timestamp_ns = bpf_ktime_get_boot_ns();
-    e->cgroup_id = bpf_get_current_cgroup_id();
-    e->guest_id = g->guest_id;
+    e->cgroup_id = w.cgroup;
+    e->guest_id = w.g ? w.g->guest_id : 0;
+    e->dataset = dataset;
     e->kind = SG_EV_CONNECT_DENIED;
     e->pid = bpf_get_current_pid_tgid() >> 32;
     e->family = v6 ? 10 : 2;
     e->port = bpf_ntohs((__u16)ctx->user_port);
-    e->country = country;
+    e->country = c ? c->country : 0;
     e->verdict = deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT;
-    if (!v6) __builtin_memcpy(e->addr, &ctx->user_ip4, 4);
+    if (v6) {
+      __u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2],
+            w3 = ctx->user_ip6[3];
+      __builtin_memcpy(&e->addr[0], &w0, 4);
+      __builtin_memcpy(&e->addr[4], &w1, 4);
+      __builtin_memcpy(&e->addr[8], &w2, 4);
+      __builtin_memcpy(&e->addr[12], &w3, 4);
+    } else {
+      __u32 a = ctx->user_ip4;
+      __builtin_memcpy(e->addr, &a, 4);
+    }
     bpf_ringbuf_submit(e, 0);
   }
   return deny ? 0 : 1;
 }
 
 SEC("cgroup/connect4")
-int sg_connect4(struct bpf_sock_addr* ctx) { return connect_common(ctx, false); }
-
-SEC("cgroup/connect6")
-int sg_connect6(struct bpf_sock_addr* ctx) { return connect_common(ctx, true); }
-
-/* Byte accounting: counted per (guest, dataset) of the file the I/O went to. */
-static __always_inline void account(long fd, long bytes, bool write) {
-  if (bytes <= 0 || fd < 0) return;
-  struct sg_storage_guest* g = current_guest();
-  if (!g) return;
-  struct task_struct* task = (struct task_struct*)bpf_get_current_task();
-  struct file** fds = BPF_CORE_READ(task, files, fdt, fd);
-  struct file* file = NULL;
-  if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xffff]) || !file) return;
-  struct sg_volume_key key = {};
-  key.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
-  key.ino = BPF_CORE_READ(file, f_inode, i_ino);
-  struct sg_volume* v = bpf_map_lookup_elem(&sg_volumes, &key);
-  if (!v) return;
-  struct sg_io_key ik = {.guest_id = g->guest_id, .dataset = v->dataset};
-  struct sg_io_counters* c = bpf_map_lookup_elem(&sg_io_counters, &ik);
-  if (!c) {
-    struct sg_io_counters zero = {};
-    bpf_map_update_elem(&sg_io_counters, &ik, &zero, BPF_NOEXIST);
-    c = bpf_map_lookup_elem(&sg_io_counters, &ik);
-    if (!c) return;
-  }
-  if (write)
-    c->write_bytes += bytes;
-  else
-    c->read_bytes += bytes;
+int sg_connect4(struct bpf_sock_addr* ctx) {
+  return connect_common(ctx, false);
 }
 
-/* The fd is an argument of the entry; remember it per thread until the exit sees the byte count. */
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u64);
-  __type(value, long);
-} sg_io_inflight SEC(".maps");
+SEC("cgroup/connect6")
+int sg_connect6(struct bpf_sock_addr* ctx) {
+  return connect_common(ctx, true);
+}
 
-static __always_inline int io_enter(struct trace_event_raw_sys_enter* ctx) {
-  if (!current_guest()) return 0;
+/* ---- Byte accounting and quotas ----------------------------------------------------------------
+ */
+
+/* Bytes used in the current window (restarting it when it has expired); racing restarts lose at
+ * most the bytes of the I/Os in flight at the boundary. */
+static __always_inline __u64 window_used(__u64* start, __u64* used, __u64 window_ns, __u64 now) {
+  if (now - *start >= window_ns) {
+    *start = now;
+    *used = 0;
+  }
+  return *used;
+}
+
+/* Would `bytes` more exceed the dataset's budget? 0: no; else the event kind. */
+static __always_inline __u32 over_quota(const struct sg_who* w, __u32 dataset, bool write,
+                                        __u64 bytes) {
+  if (dataset >= SG_MAX_DATASETS) return 0;
+  const struct sg_storage_dataset_cfg* d = &w->cfg->ds[dataset & (SG_MAX_DATASETS - 1)];
+  __u64 quota = write ? d->write_quota_bytes : d->read_quota_bytes;
+  if (!quota) return 0;
+  struct sg_io_state* s = io_state(w, dataset);
+  if (!s) return 0;
+  __u64 now = bpf_ktime_get_boot_ns();
+  __u64 used =
+      write
+          ? window_used(&s->write_window_start_ns, &s->write_window_bytes, d->write_window_ns, now)
+          : window_used(&s->read_window_start_ns, &s->read_window_bytes, d->read_window_ns, now);
+  if (used + bytes <= quota) return 0;
+  return write ? SG_EV_WRITE_QUOTA : SG_EV_READ_QUOTA;
+}
+
+/* Sum of the first SG_MAX_IOV iovec lengths (a longer vector is judged on its first part). */
+static __always_inline __u64 iov_bytes(const struct iovec* vec, unsigned long vlen) {
+  __u64 total = 0;
+  for (int i = 0; i < SG_MAX_IOV; i++) {
+    if (i >= vlen) break;
+    struct iovec iov;
+    if (bpf_probe_read_user(&iov, sizeof(iov), &vec[i])) break;
+    total += iov.iov_len;
+  }
+  return total;
+}
+
+static __always_inline int io_enter(long fd, __u64 bytes, bool write) {
+  struct sg_who w;
+  if (!current_guest(&w) || !w.g) return 0;
+  struct file* file = fd_file(fd);
+  if (!file) return 0;
+  struct sg_volume_key key = {};
+  struct sg_volume* v = volume_of(file, &key);
+  if (!v) return 0;
+  __u32 dataset = v->dataset;
+  if (!(w.cfg->flags & SG_STORAGE_CFG_LSM)) {
+    __u32 why = over_quota(&w, dataset, write, bytes);
+    if (why) {
+      bool deny = enforced(&w, dataset);
+      /* SIGKILL now: the syscall still runs, but a page-cache write checks for a fatal signal
+       * before copying each chunk, so it ends with nothing written. */
+      if (deny) bpf_send_signal(SIGKILL);
+      emit(&w, why, dataset, key.dev, key.ino, deny ? SG_STORAGE_VERDICT_KILLED : SG_VERDICT_AUDIT);
+    }
+  }
   __u64 tid = bpf_get_current_pid_tgid();
-  long fd = (long)ctx->args[0];
-  bpf_map_update_elem(&sg_io_inflight, &tid, &fd, BPF_ANY);
+  struct sg_inflight in = {.guest_id = w.g->guest_id, .dataset = dataset, .write = write};
+  bpf_map_update_elem(&sg_io_inflight, &tid, &in, BPF_ANY);
   return 0;
 }
 
-static __always_inline int io_exit(struct trace_event_raw_sys_exit* ctx, bool write) {
+static __always_inline int io_exit(long ret) {
   __u64 tid = bpf_get_current_pid_tgid();
-  long* fd = bpf_map_lookup_elem(&sg_io_inflight, &tid);
-  if (!fd) return 0;
-  long f = *fd;
+  struct sg_inflight* in = bpf_map_lookup_elem(&sg_io_inflight, &tid);
+  if (!in) return 0;
+  struct sg_io_key k = {.guest_id = in->guest_id, .dataset = in->dataset};
+  bool write = in->write;
   bpf_map_delete_elem(&sg_io_inflight, &tid);
-  account(f, ctx->ret, write);
+  if (ret <= 0) return 0;
+  struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
+  if (!s) {
+    struct sg_io_state zero = {};
+    bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
+    s = bpf_map_lookup_elem(&sg_io_state, &k);
+    if (!s) return 0;
+  }
+  if (write) {
+    __sync_fetch_and_add(&s->write_bytes, ret);
+    __sync_fetch_and_add(&s->write_window_bytes, ret);
+  } else {
+    __sync_fetch_and_add(&s->read_bytes, ret);
+    __sync_fetch_and_add(&s->read_window_bytes, ret);
+  }
   return 0;
 }
 
 SEC("tp/syscalls/sys_enter_pread64")
-int sg_enter_pread64(struct trace_event_raw_sys_enter* ctx) { return io_enter(ctx); }
-SEC("tp/syscalls/sys_exit_pread64")
-int sg_exit_pread64(struct trace_event_raw_sys_exit* ctx) { return io_exit(ctx, false); }
-SEC("tp/syscalls/sys_enter_preadv")
-int sg_enter_preadv(struct trace_event_raw_sys_enter* ctx) { return io_enter(ctx); }
-SEC("tp/syscalls/sys_exit_preadv")
-int sg_exit_preadv(struct trace_event_raw_sys_exit* ctx) { return io_exit(ctx, false); }
+int sg_enter_pread64(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], ctx->args[2], false);
+}
 SEC("tp/syscalls/sys_enter_pwrite64")
-int sg_enter_pwrite64(struct trace_event_raw_sys_enter* ctx) { return io_enter(ctx); }
-SEC("tp/syscalls/sys_exit_pwrite64")
-int sg_exit_pwrite64(struct trace_event_raw_sys_exit* ctx) { return io_exit(ctx, true); }
+int sg_enter_pwrite64(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], ctx->args[2], true);
+}
+SEC("tp/syscalls/sys_enter_preadv")
+int sg_enter_preadv(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), false);
+}
 SEC("tp/syscalls/sys_enter_pwritev")
-int sg_enter_pwritev(struct trace_event_raw_sys_enter* ctx) { return io_enter(ctx); }
+int sg_enter_pwritev(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), true);
+}
+SEC("tp/syscalls/sys_enter_preadv2")
+int sg_enter_preadv2(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), false);
+}
+SEC("tp/syscalls/sys_enter_pwritev2")
+int sg_enter_pwritev2(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), true);
+}
+SEC("tp/syscalls/sys_exit_pread64")
+int sg_exit_pread64(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_pwrite64")
+int sg_exit_pwrite64(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_preadv")
+int sg_exit_preadv(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
 SEC("tp/syscalls/sys_exit_pwritev")
-int sg_exit_pwritev(struct trace_event_raw_sys_exit* ctx) { return io_exit(ctx, true); }
+int sg_exit_pwritev(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_preadv2")
+int sg_exit_preadv2(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_pwritev2")
+int sg_exit_pwritev2(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
+
+/* With BPF LSM: every read/write of a protected volume is judged before it happens (fds passed in
+ * by another process included). The budget check has no byte count here: an I/O is refused once
+ * the window's budget is used up. */
+SEC("lsm/file_permission")
+int BPF_PROG(sg_lsm_file_permission, struct file* file, int mask, int ret) {
+  if (ret) return ret;
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  struct sg_volume_key key = {};
+  struct sg_volume* v = volume_of(file, &key);
+  if (!v) return 0;
+  bool write = (mask & MAY_WRITE) != 0;
+  __u32 why = check_volume(&w, v, write);
+  if (!why) why = over_quota(&w, v->dataset, write, 1);
+  if (!why) return 0;
+  bool deny = enforced(&w, v->dataset);
+  emit(&w, why, v->dataset, key.dev, key.ino, deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT);
+  return deny ? (why == SG_EV_READ_QUOTA || why == SG_EV_WRITE_QUOTA ? -EDQUOT : -EPERM) : 0;
+}
+
+/* ---- Guest discovery --------------------------------------------------------------------------
+ */
+
+/* libvirt creates machine/<name> (cgroup v2) before any QEMU thread joins it: a name announced in
+ * sg_storage_pending becomes the guest entry of the new cgroup id right here. */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(sg_cgroup_mkdir, struct cgroup* cgrp, const char* path) {
+  __u32 zero = 0;
+  struct sg_storage_config* cfg = bpf_map_lookup_elem(&sg_storage_cfg, &zero);
+  if (!cfg || cfg->guest_level == 0) return 0;
+  if (BPF_CORE_READ(cgrp, level) != cfg->guest_level) return 0;
+  /* Only the default (v2) hierarchy, id 0: ids of v1 hierarchies' nodes may collide. */
+  if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0) return 0;
+  if (BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id) != cfg->machine_cgroup_id) return 0;
+  struct sg_storage_pending_key key = {};
+  const char* name = BPF_CORE_READ(cgrp, kn, name);
+  if (bpf_probe_read_kernel_str(key.name, sizeof(key.name), name) <= 0) return 0;
+  struct sg_storage_guest* g = bpf_map_lookup_elem(&sg_storage_pending, &key);
+  if (!g) return 0;
+  __u64 id = BPF_CORE_READ(cgrp, kn, id);
+  bpf_map_update_elem(&sg_storage_guests, &id, g, BPF_ANY);
+  return 0;
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(sg_cgroup_rmdir, struct cgroup* cgrp, const char* path) {
+  if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0) return 0;
+  __u64 id = BPF_CORE_READ(cgrp, kn, id);
+  bpf_map_delete_elem(&sg_storage_guests, &id);
+  return 0;
+}

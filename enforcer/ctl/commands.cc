@@ -82,6 +82,28 @@ int PrintStatus(const nlohmann::json& status, std::ostream& out, std::ostream& e
       }
     }
     if (status.contains("network")) out << "\n" << status["network"].get<std::string>() << "\n";
+    if (status.contains("storage") && status["storage"].is_object()) {
+      const auto& s = status["storage"];
+      if (!s.value("enforced", false)) {
+        out << "\nstorage path: NOT ENFORCED: " << s.value("error", "") << "\n";
+      } else {
+        out << fmt::format("\nstorage path: programs at {} ({}), {} guests, {} protected volumes\n",
+                           s.value("machine_cgroup", ""), s.value("guest_discovery", ""),
+                           s.value("guests", 0), s.value("volumes", 0));
+        for (const auto& p : s.value("paths", nlohmann::json::array())) {
+          out << fmt::format("  {:<24} {} ({})\n", p.value("path", ""), p.value("mechanism", ""),
+                             p.value("guarantee", ""));
+        }
+        for (const auto& c : s.value("counters", nlohmann::json::array())) {
+          out << fmt::format("  guest {} dataset {}: read {} B, written {} B, denied {}\n",
+                             c.value("guest", ""), c.value("dataset", ""),
+                             c.value("read_bytes", std::uint64_t{0}),
+                             c.value("write_bytes", std::uint64_t{0}),
+                             c.value("denied", std::uint64_t{0}));
+        }
+        if (!s.value("error", "").empty()) out << "  error: " << s.value("error", "") << "\n";
+      }
+    }
     out << "\n" << enforcer::ToTable(enforcer::ProbeReportFromJson(status.at("probe")));
   } catch (const nlohmann::json::exception& e) {
     err << "sovguardctl status: unexpected status document: " << e.what() << "\n";

@@ -4,6 +4,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "enforcer/metrics/http_server.h"
+
 namespace sovguard::daemon {
 namespace {
 
@@ -22,10 +24,11 @@ std::string Trim(const std::string& s) {
 }  // namespace
 
 std::vector<std::string> ConfigKeys() {
-  return {"libvirt_uri",  "libvirt_qemu_run_dir", "state_dir",        "runtime_dir",
-          "data_dir",     "policy_bundle",        "trusted_keys_dir", "tpm",
-          "sovguard_pcr", "api_listen",           "api_cert",         "api_key",
-          "auditor_ca",   "auditor_allowlist",    "start_libvirtd",   "start_swtpm"};
+  return {"libvirt_uri",    "libvirt_qemu_run_dir", "state_dir",        "runtime_dir",
+          "data_dir",       "policy_bundle",        "trusted_keys_dir", "tpm",
+          "sovguard_pcr",   "api_listen",           "api_cert",         "api_key",
+          "auditor_ca",     "auditor_allowlist",    "start_libvirtd",   "start_swtpm",
+          "metrics_listen", "tamper_check_seconds", "swtpm_port"};
 }
 
 void ApplySetting(const std::string& key, const std::string& value, Config& c,
@@ -54,6 +57,44 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
       throw std::runtime_error(where + ": api_listen: expected HOST:PORT, got '" + value + "'");
     }
     c.api_listen = value;
+  } else if (key == "metrics_listen") {
+    if (!value.empty()) {
+      try {
+        // Loopback only: the metrics name guests and datasets and have no authentication.
+        if (!metrics::ParseListenAddress(value).loopback) {
+          throw std::invalid_argument("a loopback address (127.0.0.1:PORT or [::1]:PORT)");
+        }
+      } catch (const std::invalid_argument& e) {
+        throw std::runtime_error(where + ": metrics_listen: expected " + e.what() + ", got '" +
+                                 value + "'");
+      }
+    }
+    c.metrics_listen = value;
+  } else if (key == "swtpm_port") {
+    std::size_t used = 0;
+    unsigned long port = 0;
+    try {
+      port = std::stoul(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != value.size() || port < 1024 || port > 65534) {
+      throw std::runtime_error(where + ": swtpm_port: expected 1024 to 65534, got '" + value + "'");
+    }
+    c.swtpm_port = static_cast<std::uint16_t>(port);
+  } else if (key == "tamper_check_seconds") {
+    std::size_t used = 0;
+    unsigned long secs = 0;
+    try {
+      secs = std::stoul(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != value.size() || secs < 1 || secs > 3600) {
+      throw std::runtime_error(where + ": tamper_check_seconds: expected 1 to 3600, got '" + value +
+                               "'");
+    }
+    c.tamper_check_seconds = static_cast<std::uint32_t>(secs);
   } else if (key == "api_cert") {
     c.api_cert = value;
   } else if (key == "api_key") {

@@ -29,8 +29,15 @@ struct Config {
   std::filesystem::path api_key = "/etc/sovguard/tls/server.key";
   std::filesystem::path auditor_ca = "/etc/sovguard/tls/auditor-ca.pem";
   std::filesystem::path auditor_allowlist = "/etc/sovguard/tls/auditors.allow";
+  // Prometheus text metrics (GET /metrics) on a loopback address; empty turns them off.
+  std::string metrics_listen = "127.0.0.1:9477";
+  // How often the daemon checks that every program is still attached with the expected tag and
+  // that the policy maps match the policy digest (and repairs what is not).
+  std::uint32_t tamper_check_seconds = 5;
   bool start_libvirtd = true;  // start libvirtd/virtlogd when none answers (newcomer path)
   bool start_swtpm = true;     // start a software TPM when no hardware TPM exists
+  // Loopback port of that software TPM (control channel: port + 1); 2321 is the TCG simulator's.
+  std::uint16_t swtpm_port = 2321;
 };
 
 // Parses "key = value" lines; '#' starts a comment. Throws std::runtime_error("file:line: ...").

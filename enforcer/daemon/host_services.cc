@@ -16,8 +16,6 @@ namespace {
 using enforcer::RunCommand;
 using enforcer::WaitUntil;
 
-constexpr int kSwtpmPort = 2321;  // the TCG simulator's customary port; bound to loopback only
-
 bool LibvirtAnswers(const std::string& uri) {
   virConnectPtr conn = virConnectOpen(uri.c_str());
   if (conn == nullptr) return false;
@@ -58,19 +56,20 @@ TpmChoice EnsureTpm(const Config& config) {
                 "--create-platform-cert", "--lock-nvram", "--pcr-banks", "sha256",
                 "--not-overwrite"});
   }
-  if (!enforcer::TcpPortAnswers("127.0.0.1", kSwtpmPort)) {
+  if (!enforcer::TcpPortAnswers("127.0.0.1", config.swtpm_port)) {
     RunOrThrow({"swtpm", "socket", "--tpm2", "--tpmstate", "dir=" + dir.string(), "--server",
-                "type=tcp,port=" + std::to_string(kSwtpmPort) + ",bindaddr=127.0.0.1", "--ctrl",
-                "type=tcp,port=" + std::to_string(kSwtpmPort + 1) + ",bindaddr=127.0.0.1",
+                "type=tcp,port=" + std::to_string(config.swtpm_port) + ",bindaddr=127.0.0.1",
+                "--ctrl",
+                "type=tcp,port=" + std::to_string(config.swtpm_port + 1) + ",bindaddr=127.0.0.1",
                 "--flags", "not-need-init,startup-clear", "--daemon", "--pid",
                 "file=" + (dir / "swtpm.pid").string()});
-    if (!WaitUntil([] { return enforcer::TcpPortAnswers("127.0.0.1", kSwtpmPort); },
+    if (!WaitUntil([&] { return enforcer::TcpPortAnswers("127.0.0.1", config.swtpm_port); },
                    std::chrono::seconds(10))) {
       throw std::runtime_error("swtpm started but does not answer on 127.0.0.1:" +
-                               std::to_string(kSwtpmPort));
+                               std::to_string(config.swtpm_port));
     }
   }
-  return {.tcti = "swtpm:host=127.0.0.1,port=" + std::to_string(kSwtpmPort),
+  return {.tcti = "swtpm:host=127.0.0.1,port=" + std::to_string(config.swtpm_port),
           .software = true,
           .description = "SOFTWARE TPM (swtpm, state " + dir.string() +
                          "): no hardware root of trust; quotes prove consistency, not provenance"};

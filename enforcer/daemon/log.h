@@ -1,20 +1,28 @@
-// Logging to stderr with syslog priority prefixes ("<6>"), which journald turns into levels when
-// the daemon runs under systemd. Messages never carry key material or tokens.
+// Logging. Under systemd (JOURNAL_STREAM names our stderr) records go to the journal with
+// structured fields (SOVGUARD_GUEST=..., queryable with `journalctl SOVGUARD_EVENT=violation`);
+// otherwise one line per record on stderr with a syslog priority prefix ("<6>") and the fields as
+// key=value pairs. Messages never carry key material or tokens.
 #pragma once
 
 #include <fmt/format.h>
 
-#include <cstdio>
+#include <initializer_list>
+#include <string>
 #include <string_view>
+#include <utility>
 
 namespace sovguard::daemon::log {
 
 enum class Level { kError = 3, kWarning = 4, kNotice = 5, kInfo = 6 };
 
-inline void Write(Level level, std::string_view message) {
-  std::fprintf(stderr, "<%d>sovguardd: %.*s\n", static_cast<int>(level),
-               static_cast<int>(message.size()), message.data());
-}
+// Field names are upper-case journal field names without the SOVGUARD_ prefix ("GUEST").
+using Field = std::pair<std::string_view, std::string>;
+
+void Write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
+// The stderr form of a record, e.g. `<5>sovguardd: violation ... event=violation guest=vm1`.
+std::string FormatLine(Level level, std::string_view message, std::initializer_list<Field> fields);
+// True when stderr is connected to the journal (systemd's JOURNAL_STREAM matches it).
+bool ToJournal();
 
 template <typename... Args>
 void Info(fmt::format_string<Args...> f, Args&&... args) {

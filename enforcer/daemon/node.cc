@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <grpcpp/grpcpp.h>
+#include <malloc.h>
 #include <net/if.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -23,6 +24,13 @@
 #include "enforcer/datapath/net_datapath.h"
 #include "enforcer/libvirt/hook_server.h"
 #include "enforcer/libvirt/watcher.h"
+#include "enforcer/metrics/export.h"
+#include "enforcer/metrics/http_server.h"
+#include "enforcer/metrics/names.h"
+#include "enforcer/metrics/process_metrics.h"
+#include "enforcer/metrics/registry.h"
+#include "enforcer/storage/storage_datapath.h"
+#include "enforcer/version.h"
 #include "policy/bundle/bundle.h"
 #include "policy/compile/compile.h"
 
@@ -49,6 +57,38 @@ std::vector<std::string> TrustedKeys(const std::filesystem::path& dir) {
   return keys;
 }
 
+// Which mechanism guards each storage path and the per (guest, dataset) byte counters.
+nlohmann::json StorageJson(storage::StorageDatapath* sp, const std::string& error) {
+  nlohmann::json j = {{"enforced", sp != nullptr}, {"error", error}};
+  if (sp == nullptr) return j;
+  const auto& st = sp->Status();
+  nlohmann::json paths = nlohmann::json::array();
+  for (const auto& p : st.paths) {
+    paths.push_back({{"path", p.path},
+                     {"mechanism", p.mechanism},
+                     {"guarantee", storage::ToString(p.guarantee)},
+                     {"unavailable", p.unavailable}});
+  }
+  nlohmann::json counters = nlohmann::json::array();
+  for (const auto& c : sp->ReadCounters()) {
+    counters.push_back({{"guest", c.guest},
+                        {"dataset", c.dataset},
+                        {"read_bytes", c.read_bytes},
+                        {"write_bytes", c.write_bytes},
+                        {"denied", c.denied},
+                        {"read_window_bytes", c.read_window_bytes},
+                        {"write_window_bytes", c.write_window_bytes}});
+  }
+  j["paths"] = paths;
+  j["machine_cgroup"] = st.machine_cgroup.string();
+  j["guest_discovery"] = st.guest_discovery;
+  j["guests"] = st.guests;
+  j["pending"] = st.pending;
+  j["volumes"] = st.volumes;
+  j["counters"] = counters;
+  return j;
+}
+
 std::string ModeText(policy::Mode m) {
   return m == policy::Mode::kEnforce ? "enforce" : "audit";
 }
@@ -56,9 +96,15 @@ std::string ModeText(policy::Mode m) {
 }  // namespace
 
 Node::Node(Config config, TpmChoice tpm, enforcer::ProbeReport probe)
-    : config_(std::move(config)), tpm_choice_(std::move(tpm)), probe_(std::move(probe)) {}
+    : config_(std::move(config)),
+      tpm_choice_(std::move(tpm)),
+      probe_(std::move(probe)),
+      metrics_(std::make_unique<metrics::Registry>()) {
+  metrics_->DeclareAll(metrics::kAllMetrics);
+}
 
 Node::~Node() {
+  metrics_server_.reset();
   hook_server_.reset();
   if (watcher_) watcher_->Stop();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -101,6 +147,13 @@ Node::LoadedPolicy Node::LoadPolicy() {
     loaded.source_sha256 = active->sha256;
     loaded.bundle_version = active->manifest.version;
   }
+  if (!table_) {
+    // Loaded again for each policy change and released after it (ReleaseTables): the kernel maps
+    // hold the tables; keeping a copy would cost the daemon about 20 MiB for nothing.
+    std::string error;
+    table_ = policy::JurisdictionTable::Load(config_.data_dir / "world.sgjt", &error);
+    if (!table_) throw std::runtime_error("jurisdiction table: " + error);
+  }
   loaded.compiled = policy::Compile(loaded.validated, *table_);
   return loaded;
 }
@@ -118,7 +171,18 @@ void Node::ApplyPolicy(LoadedPolicy loaded) {
       loaded.source, ms.count(), loaded.compiled.datasets.size(), modes,
       loaded.compiled.ipv4.size(), loaded.compiled.ipv6.size(),
       policy::DigestHex(loaded.compiled.digest));
+  if (storage_) {
+    // The storage path follows the same policy; a failure here keeps the previous storage maps
+    // (never half-applied) and is reported, while the network policy already switched.
+    try {
+      storage_->ApplyPolicy(policy::CompileStorage(loaded.validated, loaded.compiled));
+    } catch (const std::exception& e) {
+      storage_error_ = std::string("applying the storage policy: ") + e.what();
+      log::Error("storage path: {}", storage_error_);
+    }
+  }
   attestation::measure::MeasurePolicyApplied(*measurements_, loaded.source, loaded.source_bytes);
+  metrics::ExportPolicy(*metrics_, loaded.compiled, loaded.source, loaded.bundle_version);
   policy_ = std::move(loaded);
   // Guests keep their taps; their masks follow the new policy's dataset indexes.
   for (auto& [uuid, g] : guests_) {
@@ -228,6 +292,38 @@ std::uint64_t Node::DatasetsFor(const libvirt::GuestInfo& guest) const {
   return mask;
 }
 
+storage::GuestStorage Node::StorageFor(const libvirt::DomainDescription& domain,
+                                       std::uint64_t datasets) const {
+  storage::GuestStorage gs{.name = domain.name, .datasets = datasets};
+  for (const auto& disk : domain.disks) {
+    // Network disks have no local source: cgroup/connect guards their endpoints.
+    if (disk.source.empty() || (disk.source_type != "file" && disk.source_type != "block")) {
+      continue;
+    }
+    storage::GuestDisk d{.source = disk.source, .readonly = disk.readonly};
+    for (const auto& label : domain.labels.disks) {
+      if (label.target == disk.target) d.dataset = label.dataset;
+    }
+    gs.disks.push_back(std::move(d));
+  }
+  return gs;
+}
+
+void Node::StartStorage() {
+  try {
+    storage_ = std::make_unique<storage::StorageDatapath>(storage::StorageOptions{});
+    for (const auto& p : storage_->Status().paths) {
+      log::Info("storage path {}: {} ({})", p.path, p.mechanism, storage::ToString(p.guarantee));
+      for (const auto& u : p.unavailable) log::Warning("storage path {}: not used: {}", p.path, u);
+    }
+  } catch (const std::exception& e) {
+    // Loud, visible in status and the attestation snapshot (probe), never silent: the network
+    // path keeps enforcing.
+    storage_error_ = e.what();
+    log::Error("storage path NOT enforced: {}", storage_error_);
+  }
+}
+
 void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
   std::lock_guard lock(mu_);
   CoveredGuest& g = guests_[guest.domain.uuid];
@@ -253,6 +349,7 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
         net_->SetGuestDatasets(ifindex, g.datasets);
       } else {
         net_->AddGuest({.name = g.name, .ifindex = ifindex, .datasets = g.datasets});
+        metrics_->Inc(metrics::kAttachOps, {"tap", "attach", "ok"});
         attestation::measure::MeasureProgramAttached(*measurements_, "sg_net", program_tag_,
                                                      "tc/ingress", tap);
       }
@@ -260,7 +357,17 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
       log::Info("guest {}: tap {} covered, datasets mask {:#x}", g.name, tap, g.datasets);
     } catch (const std::exception& e) {
       g.error = e.what();
+      metrics_->Inc(metrics::kAttachOps, {"tap", "attach", "error"});
+      metrics_->Inc(metrics::kErrors, {"attach"});
       log::Error("guest {}: tap {}: {}", g.name, tap, e.what());
+    }
+  }
+  if (storage_ && guest.cgroup) {
+    try {
+      storage_->RegisterGuestCgroup(guest.cgroup->scope_id, StorageFor(guest.domain, g.datasets));
+    } catch (const std::exception& e) {
+      g.error = std::string("storage: ") + e.what();
+      log::Error("guest {}: storage: {}", g.name, e.what());
     }
   }
   // Taps that went away (hot-unplug) are detached.
@@ -272,6 +379,13 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
 }
 
 libvirt::HookResponse Node::OnHook(const libvirt::HookEvent& event) {
+  libvirt::HookResponse response = HandleHook(event);
+  metrics_->Inc(metrics::kHookRequests,
+                {event.request.op + "/" + event.request.sub, response.ok ? "ok" : "error"});
+  return response;
+}
+
+libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
   // Only "start begin" blocks libvirt: the taps exist and QEMU has not run yet, so covering them
   // now means the guest's first frame meets the filter. Everything else is a notice.
   if (!libvirt::IsBlockingOperation(event.request.op, event.request.sub)) return {.ok = true};
@@ -289,6 +403,20 @@ libvirt::HookResponse Node::OnHook(const libvirt::HookEvent& event) {
     log::Error("hook: refusing to start guest {}: {}", event.request.name, why);
     return {.ok = false, .error = "sovguard could not cover every tap: " + why};
   }
+  if (storage_) {
+    // The guest's cgroup does not exist yet: announce its name so the kernel registers it the
+    // moment libvirt creates it, before QEMU opens a disk.
+    try {
+      storage_->ExpectGuest(storage::LibvirtCgroupName(guest.domain.id, guest.domain.name),
+                            StorageFor(guest.domain, it->second.datasets));
+    } catch (const storage::StorageRefused& e) {
+      log::Error("hook: refusing to start guest {}: {}", event.request.name, e.what());
+      return {.ok = false, .error = std::string("sovguard storage policy: ") + e.what()};
+    } catch (const std::exception& e) {
+      log::Error("hook: refusing to start guest {}: storage: {}", event.request.name, e.what());
+      return {.ok = false, .error = std::string("sovguard could not guard its disks: ") + e.what()};
+    }
+  }
   log::Info("hook: guest {} covered before QEMU starts", event.request.name);
   return {.ok = true};
 }
@@ -300,8 +428,17 @@ void Node::OnGuestDown(const libvirt::GuestInfo& guest) {
   for (auto ifindex : it->second.ifindexes) {
     try {
       net_->RemoveGuest(ifindex);
+      metrics_->Inc(metrics::kAttachOps, {"tap", "detach", "ok"});
     } catch (const std::exception& e) {
+      metrics_->Inc(metrics::kAttachOps, {"tap", "detach", "error"});
       log::Warning("guest {}: detaching ifindex {}: {}", it->second.name, ifindex, e.what());
+    }
+  }
+  if (storage_) {
+    try {
+      storage_->RemoveGuest(it->second.name);
+    } catch (const std::exception& e) {
+      log::Warning("guest {}: storage: {}", it->second.name, e.what());
     }
   }
   log::Info("guest {} down: detached", it->second.name);
@@ -336,8 +473,11 @@ void Node::Start() {
   }
   program_tag_ = attestation::ToHex(std::span(info.tag, sizeof info.tag));
   program_id_ = info.id;
+  StartStorage();
   ApplyPolicy(LoadPolicy());
+  ReleaseTables();
   StartApi();
+  StartMetrics();
   hook_server_ = std::make_unique<libvirt::HookServer>(
       (config_.runtime_dir / "libvirt-hook.sock").string(),
       [this](const libvirt::HookEvent& e) { return OnHook(e); });
@@ -370,15 +510,115 @@ void Node::Reload() {
   std::lock_guard lock(mu_);
   try {
     ApplyPolicy(LoadPolicy());
+    metrics_->Inc(metrics::kPolicyReloads, {"ok"});
   } catch (const std::exception& e) {
+    metrics_->Inc(metrics::kPolicyReloads, {"rejected"});
+    metrics_->Inc(metrics::kErrors, {"policy"});
     log::Error("reload rejected, last good policy stays enforced: {}", e.what());
+  }
+  ReleaseTables();
+}
+
+void Node::ReleaseTables() {
+  table_.reset();
+  if (policy_) {
+    policy_->compiled.ipv4 = {};
+    policy_->compiled.ipv6 = {};
+  }
+  // glibc keeps freed heap pages; hand the table's back to the kernel (RSS after start).
+  ::malloc_trim(0);
+}
+
+void Node::CollectMetrics(metrics::Registry& registry) {
+  metrics::CollectProcessMetrics(registry);
+  std::lock_guard lock(mu_);
+  if (net_) metrics::ExportNetStatus(registry, net_->Status());
+  std::map<std::string, double> covered{{"absent", 0}, {"valid", 0}, {"invalid", 0}};
+  for (const auto& [uuid, g] : guests_) covered[g.label_state] += 1;
+  std::vector<metrics::Registry::Sample> by_state;
+  for (const auto& [state, n] : covered) by_state.push_back({{state}, n});
+  registry.Replace(metrics::kGuestsCovered, by_state);
+  if (storage_) {
+    std::vector<metrics::Registry::Sample> reads, writes;
+    for (const auto& c : storage_->ReadCounters()) {
+      reads.push_back({{c.guest, c.dataset}, static_cast<double>(c.read_bytes)});
+      writes.push_back({{c.guest, c.dataset}, static_cast<double>(c.write_bytes)});
+    }
+    registry.Replace(metrics::kStorageReadBytes, reads);
+    registry.Replace(metrics::kStorageWriteBytes, writes);
+  }
+}
+
+void Node::StartMetrics() {
+  metrics::ExportProbe(*metrics_, probe_);
+  metrics_->Set(metrics::kBuildInfo, {SOVGUARD_VERSION}, 1);
+  metrics_->Set(metrics::kTpmSoftware, {}, tpm_choice_.software ? 1 : 0);
+  metrics_->Set(
+      metrics::kStartTime, {},
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  metrics_->AddCollector([this](metrics::Registry& r) { CollectMetrics(r); });
+  if (config_.metrics_listen.empty()) return;
+  try {
+    metrics_server_ = std::make_unique<metrics::MetricsServer>(
+        *metrics_,
+        metrics::ServerOptions{.listen = config_.metrics_listen, .log = [](const std::string& m) {
+                                 log::Warning("metrics: {}", m);
+                               }});
+    metrics_address_ = metrics_server_->address();
+    log::Info("metrics on http://{}/metrics", metrics_address_);
+  } catch (const std::exception& e) {
+    // Observability must not take enforcement down: say so loudly and go on.
+    metrics_->Inc(metrics::kErrors, {"metrics"});
+    log::Error("metrics endpoint {} unavailable: {}", config_.metrics_listen, e.what());
   }
 }
 
 void Node::PumpEvents() {
-  if (!net_) return;
-  net_->PollEvents(
-      0, [](const sg_net_event& ev) { log::Notice("violation: {}", datapath::FormatEvent(ev)); });
+  if (net_) {
+    net_->PollEvents(0, [this](const sg_net_event& ev) {
+      // Events come from the kernel under our lock-free ring buffer; the guest's name is ours.
+      std::string guest;
+      {
+        std::lock_guard lock(mu_);
+        for (const auto& [uuid, g] : guests_) {
+          if (std::find(g.ifindexes.begin(), g.ifindexes.end(), ev.ifindex) != g.ifindexes.end())
+            guest = g.name;
+        }
+      }
+      std::string dataset = "#" + std::to_string(ev.dataset);
+      {
+        std::lock_guard lock(mu_);
+        if (policy_ && ev.dataset < policy_->compiled.datasets.size())
+          dataset = policy_->compiled.datasets[ev.dataset].id;
+      }
+      log::Write(log::Level::kNotice, "violation: " + datapath::FormatEvent(ev),
+                 {{"EVENT", "violation"},
+                  {"PATH", "network"},
+                  {"GUEST", guest},
+                  {"DATASET", dataset},
+                  {"COUNTRY", datapath::CountryText(ev.country)},
+                  {"VERDICT", ev.verdict == SG_VERDICT_DROP ? "dropped" : "audited"}});
+    });
+  }
+  std::lock_guard lock(mu_);  // the storage datapath has one owner at a time (hook, watcher, here)
+  if (storage_) {
+    storage_->PollEvents(
+        [](const storage::StorageEvent& ev) {
+          log::Write(
+              log::Level::kNotice,
+              fmt::format("storage violation: {} {} guest {} dataset {} path {} pid {}{}", ev.kind,
+                          storage::ToString(ev.verdict), ev.guest,
+                          ev.dataset.empty() ? "-" : ev.dataset, ev.path.empty() ? "-" : ev.path,
+                          ev.pid, ev.address.empty() ? "" : " to " + ev.address),
+              {{"EVENT", "violation"},
+               {"PATH", "storage"},
+               {"KIND", ev.kind},
+               {"GUEST", ev.guest},
+               {"DATASET", ev.dataset},
+               {"VERDICT", storage::ToString(ev.verdict)}});
+        },
+        0);
+  }
 }
 
 nlohmann::json Node::Status() const {
@@ -441,10 +681,12 @@ nlohmann::json Node::Status() const {
       {"policy", pol},
       {"api_socket", api_socket_},
       {"api_tls", api_tls_},
+      {"metrics", metrics_address_.empty() ? "" : "http://" + metrics_address_ + "/metrics"},
       {"measurements", measurements_ ? nlohmann::json{{"pcr", measurements_->pcr()},
                                                       {"log", measurements_->log_path().string()},
                                                       {"state", measurements_->open_state()}}
                                      : nlohmann::json()},
+      {"storage", StorageJson(storage_.get(), storage_error_)},
       {"datapath",
        {{"guests", net_status.guests.size()},
         {"program_id", program_id_},

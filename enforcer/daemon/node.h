@@ -29,10 +29,19 @@ class Server;
 namespace sovguard::datapath {
 class NetDatapath;
 }
+namespace sovguard::metrics {
+class Registry;
+class MetricsServer;
+}  // namespace sovguard::metrics
+namespace sovguard::storage {
+class StorageDatapath;
+struct GuestStorage;
+}  // namespace sovguard::storage
 namespace sovguard::libvirt {
 class Watcher;
 class HookServer;
 struct GuestInfo;
+struct DomainDescription;
 struct HookEvent;
 struct HookResponse;
 }  // namespace sovguard::libvirt
@@ -82,6 +91,8 @@ class Node {
   void PumpEvents();
 
   nlohmann::json Status() const;
+  // The daemon's metrics (also served on metrics_listen); the main loop and callbacks bump it.
+  metrics::Registry& Metrics() { return *metrics_; }
   attestation::v1::EnforcementSnapshot Snapshot() const;
 
  private:
@@ -100,7 +111,14 @@ class Node {
   void OnGuestUp(const libvirt::GuestInfo& guest);
   void OnGuestDown(const libvirt::GuestInfo& guest);
   libvirt::HookResponse OnHook(const libvirt::HookEvent& event);
+  libvirt::HookResponse HandleHook(const libvirt::HookEvent& event);
   std::uint64_t DatasetsFor(const libvirt::GuestInfo& guest) const;  // needs mu_
+  storage::GuestStorage StorageFor(const libvirt::DomainDescription& domain,
+                                   std::uint64_t datasets) const;  // needs mu_
+  void StartStorage();                                             // needs mu_
+  void StartMetrics();
+  void ReleaseTables();  // needs mu_; drops the world table and compiled prefixes once applied
+  void CollectMetrics(metrics::Registry& registry);  // at scrape time
 
   Config config_;
   TpmChoice tpm_choice_;
@@ -111,6 +129,11 @@ class Node {
   std::optional<LoadedPolicy> policy_;
   std::map<std::string, CoveredGuest> guests_;  // by uuid
   std::unique_ptr<datapath::NetDatapath> net_;
+  std::unique_ptr<storage::StorageDatapath> storage_;  // null when it could not load (reported)
+  std::unique_ptr<metrics::Registry> metrics_;
+  std::unique_ptr<metrics::MetricsServer> metrics_server_;  // null when metrics_listen is empty
+  std::string metrics_address_;
+  std::string storage_error_;
   std::unique_ptr<attestation::tpm::Tpm> tpm_;
   std::unique_ptr<attestation::measure::MeasurementLog> measurements_;
   std::unique_ptr<attestation::evidence::EvidenceBuilder> evidence_;

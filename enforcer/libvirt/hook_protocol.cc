@@ -36,8 +36,9 @@ json ParseObject(std::string_view text) {
   if (v == j.end() || !v->is_number_integer()) {
     throw std::runtime_error("hook message: missing integer field 'v'");
   }
-  if (v->get<int>() != kHookProtocolVersion) {
-    throw std::runtime_error("hook message: protocol version " + std::to_string(v->get<int>()) +
+  // Compared as JSON numbers: get<int>() would narrow 4294967297 to 1.
+  if (*v != kHookProtocolVersion) {
+    throw std::runtime_error("hook message: protocol version " + v->dump() +
                              " unsupported (expected " + std::to_string(kHookProtocolVersion) +
                              ")");
   }

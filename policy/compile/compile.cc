@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <stdexcept>
+#include <string_view>
 #include <tuple>
 
 #include "policy/jurisdiction/countries.h"
@@ -151,6 +153,120 @@ CompiledPolicy Compile(const ValidatedPolicy& policy, const JurisdictionTable& t
   out.classes = classes.Take();
   out.default_datasets = policy.DefaultMask();
   out.digest = ComputeDigest(out);
+  return out;
+}
+
+namespace {
+
+// "198.51.100.7:10809", "[2001:db8::1]:3260", "192.0.2.0/24" -> the prefix (the validator already
+// accepted the text; a port is not part of what the kernel matches).
+std::optional<IpPrefix> EndpointPrefix(std::string_view e) {
+  std::string_view host = e;
+  if (!e.empty() && e.front() == '[') {
+    const auto close = e.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    host = e.substr(1, close - 1);
+  } else if (std::count(e.begin(), e.end(), ':') == 1) {
+    host = e.substr(0, e.find(':'));
+  }
+  return ParsePrefix(host);
+}
+
+}  // namespace
+
+CompiledStorage CompileStorage(const ValidatedPolicy& policy, const CompiledPolicy& compiled) {
+  CompiledStorage out;
+  std::map<IpPrefix, std::uint64_t> endpoints;  // prefix -> datasets listing it
+  for (std::size_t i = 0; i < policy.datasets.size(); ++i) {
+    const auto& d = policy.datasets[i];
+    CompiledStorageDataset c;
+    c.id = d.id;
+    c.index = static_cast<std::uint8_t>(i);
+    c.mode = d.mode;
+    c.read_only = d.read_only;
+    c.read = d.read;
+    c.write = d.write;
+    const auto& s = d.proto.storage();
+    for (const auto& pool : s.pools()) {
+      switch (pool.location_case()) {
+        case pb::StoragePool::kPath:
+          c.pools.push_back({StoragePool::Kind::kPath, pool.path()});
+          break;
+        case pb::StoragePool::kMount:
+          c.pools.push_back({StoragePool::Kind::kMount, pool.mount()});
+          break;
+        case pb::StoragePool::kDevice:
+          c.pools.push_back({StoragePool::Kind::kDevice, pool.device()});
+          break;
+        default:
+          throw std::invalid_argument("dataset " + d.id + ": storage pool without a location");
+      }
+    }
+    for (const auto& n : s.network()) {
+      const auto p = EndpointPrefix(n.endpoint());
+      if (!p) {
+        throw std::invalid_argument("dataset " + d.id + ": storage endpoint \"" + n.endpoint() +
+                                    "\" is not an address or CIDR");
+      }
+      endpoints[*p] |= std::uint64_t{1} << i;
+    }
+    out.datasets.push_back(std::move(c));
+  }
+
+  // A dataset that lists endpoints may reach only those for storage: its bit leaves every
+  // jurisdiction class and comes back only in the classes of its endpoints.
+  std::uint64_t listing = 0;
+  for (const auto& [prefix, m] : endpoints) listing |= m;
+  out.classes = compiled.classes;
+  for (auto& c : out.classes) c.allowed_datasets &= ~listing;
+  out.ipv4 = compiled.ipv4;
+  out.ipv6 = compiled.ipv6;
+  std::map<std::tuple<std::uint64_t, std::uint16_t, std::uint16_t, std::uint32_t>, std::uint16_t>
+      extra;
+  const CompiledLookup lookup(compiled);
+  for (const auto& [prefix, listed] : endpoints) {
+    // Datasets of endpoints containing this one are allowed inside it as well.
+    std::uint64_t mask = listed;
+    for (const auto& [outer, m] : endpoints) {
+      if (outer.Contains(prefix)) mask |= m;
+    }
+    const JurisdictionClass& base = compiled.classes.at(lookup.ClassOf(prefix));
+    const JurisdictionClass cls{(base.allowed_datasets & ~listing) | mask, base.country, base.zone,
+                                base.flags | SG_CLASS_EXCEPTION};
+    const auto key = std::make_tuple(cls.allowed_datasets, cls.country, cls.zone, cls.flags);
+    auto it = extra.find(key);
+    if (it == extra.end()) {
+      if (out.classes.size() >= SG_MAX_CLASSES) {
+        throw std::length_error("storage endpoints need more than " +
+                                std::to_string(SG_MAX_CLASSES) + " jurisdiction classes");
+      }
+      it = extra.emplace(key, static_cast<std::uint16_t>(out.classes.size())).first;
+      out.classes.push_back(cls);
+    }
+    if (!prefix.v6) {
+      Ipv4Prefix e{prefix.V4(), prefix.len, it->second};
+      auto pos =
+          std::lower_bound(out.ipv4.begin(), out.ipv4.end(), e, [](const auto& a, const auto& b) {
+            return std::tie(a.addr, a.len) < std::tie(b.addr, b.len);
+          });
+      if (pos != out.ipv4.end() && pos->addr == e.addr && pos->len == e.len) {
+        pos->class_id = e.class_id;  // the endpoint's class already includes the address's datasets
+      } else {
+        out.ipv4.insert(pos, e);
+      }
+    } else {
+      Ipv6Prefix e{prefix.addr, prefix.len, it->second};
+      auto pos =
+          std::lower_bound(out.ipv6.begin(), out.ipv6.end(), e, [](const auto& a, const auto& b) {
+            return std::tie(a.addr, a.len) < std::tie(b.addr, b.len);
+          });
+      if (pos != out.ipv6.end() && pos->addr == e.addr && pos->len == e.len) {
+        pos->class_id = e.class_id;
+      } else {
+        out.ipv6.insert(pos, e);
+      }
+    }
+  }
   return out;
 }
 

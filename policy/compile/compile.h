@@ -22,6 +22,15 @@ namespace sovguard::policy {
 // Throws std::length_error when the policy needs more than SG_MAX_CLASSES classes.
 CompiledPolicy Compile(const ValidatedPolicy& policy, const JurisdictionTable& table);
 
+// The storage section: per-dataset mode, quotas, read-only flag and pools (from
+// DatasetModel::proto.storage), and the address tables the storage connect programs use: the
+// jurisdiction prefixes of `compiled` plus each network-storage endpoint a dataset lists (port
+// ignored: the kernel matches addresses). A dataset that lists endpoints may connect to those only
+// (its bit is cleared from every jurisdiction class); one that lists none may connect wherever its
+// residency allows. Throws std::length_error past SG_MAX_CLASSES classes,
+// std::invalid_argument for a storage entry the validator should have rejected.
+CompiledStorage CompileStorage(const ValidatedPolicy& policy, const CompiledPolicy& compiled);
+
 // The canonical byte encoding hashed into CompiledPolicy::digest (documented in README.md).
 std::string CanonicalEncoding(const CompiledPolicy& compiled);
 std::array<std::uint8_t, 32> ComputeDigest(const CompiledPolicy& compiled);

@@ -1,4 +1,5 @@
 #include "enforcer/daemon/config.h"
+#include "enforcer/daemon/log.h"
 
 #include <gtest/gtest.h>
 
@@ -62,4 +63,16 @@ TEST(DaemonConfig, BadValuesAreErrors) {
   EXPECT_EQ(c.libvirt_uri, "qemu:///system");
 }
 
+}  // namespace
+
+namespace {
+TEST(DaemonLog, StderrRecordsCarryFieldsAsKeyValuePairs) {
+  using sovguard::daemon::log::FormatLine;
+  using sovguard::daemon::log::Level;
+  EXPECT_EQ(FormatLine(Level::kNotice, "violation: x",
+                       {{"EVENT", "violation"}, {"GUEST", "vm 1"}, {"DATASET", ""}}),
+            "<5>sovguardd: violation: x event=violation guest=\"vm 1\" dataset=\"\"");
+  EXPECT_EQ(FormatLine(Level::kError, "m", {{"PATH", "a\"b"}}), "<3>sovguardd: m path=\"a\\\"b\"");
+  EXPECT_EQ(FormatLine(Level::kInfo, "plain", {}), "<6>sovguardd: plain");
+}
 }  // namespace

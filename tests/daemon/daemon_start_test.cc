@@ -91,6 +91,24 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
     EXPECT_FALSE(ev.at("quote").at("signature").get<std::string>().empty());
     EXPECT_EQ(ev.at("snapshot").at("mechanisms").size(), 6u);
 
+    // Prometheus metrics on loopback: probe results per path, build, software TPM, the policy.
+    const std::string url = status.at("metrics").get<std::string>();
+    ASSERT_EQ(url, "http://127.0.0.1:9477/metrics") << daemon.Log();
+    ASSERT_EQ(st::RunShell("curl -sf " + url, &out), 0) << daemon.Log();
+    EXPECT_NE(out.find("# TYPE sovguard_probe_path_info gauge"), std::string::npos) << out;
+    EXPECT_NE(out.find("sovguard_probe_path_info{path=\"block-devices\",mechanism=\"cgroup/dev\""),
+              std::string::npos)
+        << out;
+    EXPECT_NE(out.find("sovguard_tpm_software 1"), std::string::npos) << out;
+    EXPECT_NE(out.find("sovguard_policy_dataset_info{dataset=\"default-eu-eea\",mode=\"audit\"} 1"),
+              std::string::npos)
+        << out;
+    EXPECT_NE(out.find("process_resident_memory_bytes "), std::string::npos) << out;
+    // Storage path: what guards each storage path is in the status too.
+    ASSERT_TRUE(status.contains("storage")) << status.dump(2);
+    EXPECT_TRUE(status.at("storage").at("enforced").get<bool>()) << status.dump(2);
+    EXPECT_GE(status.at("storage").at("paths").size(), 3u) << status.dump(2);
+
     exit_status = daemon.Terminate();
     EXPECT_EQ(exit_status, 0) << daemon.Log();
   }

@@ -53,6 +53,9 @@ TEST(HookProtocol, RejectsBadMessagesNamingTheField) {
   EXPECT_NE(message("[]").find("not a JSON object"), std::string::npos);
   EXPECT_NE(message("{\"op\":\"start\"}").find("'v'"), std::string::npos);
   EXPECT_NE(message("{\"v\":2}").find("version 2"), std::string::npos);
+  // Numbers that narrow to 1 as a 32-bit int are still other versions.
+  EXPECT_NE(message("{\"v\":4294967297}").find("version 4294967297"), std::string::npos);
+  EXPECT_NE(message("{\"v\":-4294967295}").find("version -4294967295"), std::string::npos);
   EXPECT_NE(message("{\"v\":1,\"op\":\"start\",\"sub\":\"begin\",\"name\":\"a\"}").find("'xml'"),
             std::string::npos);
   EXPECT_NE(message("{\"v\":1,\"op\":1}").find("'op' must be a string"), std::string::npos);

@@ -62,13 +62,10 @@ std::string DaemonProcess::Ctl() {
 DaemonProcess::DaemonProcess(fs::path dir, std::vector<std::string> extra_args)
     : dir_(std::move(dir)) {
   fs::create_directories(dir_);
-  argv_ = {Binary(),
-           "--config",
-           "/dev/null",
-           "--state-dir",
-           (dir_ / "state").string(),
-           "--runtime-dir",
-           (dir_ / "run").string()};
+  argv_ = {Binary(), "--config", "/dev/null", "--state-dir", (dir_ / "state").string(),
+           "--runtime-dir", (dir_ / "run").string(),
+           // Its own software TPM port, so daemons of concurrent test runs never share one TPM.
+           "--set", "swtpm_port=" + std::to_string(23000 + (::getpid() % 2000) * 2)};
   argv_.insert(argv_.end(), extra_args.begin(), extra_args.end());
   Spawn();
 }

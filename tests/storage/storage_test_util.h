@@ -1,0 +1,130 @@
+// Helpers for the storage-path tests: a stand-in libvirt "machine" cgroup, guest cgroups, children
+// that join a guest cgroup and act there, and a test policy.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "enforcer/storage/storage_datapath.h"
+#include "enforcer/system/mounts.h"
+
+namespace sovguard::storage::testing {
+
+namespace fs = std::filesystem;
+
+inline std::string UniqueSuffix() {
+  std::random_device rd;
+  return std::to_string(::getpid()) + "-" + std::to_string(rd() % 100000);
+}
+
+// <cgroup2>/sgt-storage-<unique>/machine, removed (children first) on destruction.
+class TestCgroups {
+ public:
+  TestCgroups() {
+    const auto root = enforcer::FindCgroup2Mount();
+    if (!root) throw std::runtime_error("no cgroup2 mount");
+    top_ = *root / ("sgt-storage-" + UniqueSuffix());
+    machine_ = top_ / "machine";
+    fs::create_directories(machine_);
+  }
+  ~TestCgroups() {
+    std::error_code ec;
+    for (int pass = 0; pass < 2; ++pass) {
+      if (!fs::exists(machine_, ec)) break;
+      for (const auto& e : fs::directory_iterator(machine_, ec)) {
+        if (e.is_directory(ec)) ::rmdir(e.path().c_str());
+      }
+    }
+    ::rmdir(machine_.c_str());
+    ::rmdir(top_.c_str());
+  }
+  TestCgroups(const TestCgroups&) = delete;
+  TestCgroups& operator=(const TestCgroups&) = delete;
+  const fs::path& machine() const { return machine_; }
+  fs::path Make(const std::string& name) const {
+    const auto p = machine_ / name;
+    fs::create_directory(p);
+    return p;
+  }
+
+ private:
+  fs::path top_, machine_;
+};
+
+// A scratch directory removed on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    path_ = fs::temp_directory_path() / ("sgt-storage-" + UniqueSuffix());
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+inline void WriteFile(const fs::path& p, std::size_t bytes) {
+  std::ofstream out(p, std::ios::binary);
+  std::string chunk(4096, 'x');
+  for (std::size_t done = 0; done < bytes; done += chunk.size()) out << chunk;
+}
+
+struct ChildResult {
+  bool exited = false;
+  int exit_code = -1;
+  int signal = 0;  // terminating signal, 0 when it exited
+};
+
+// Forks a child that moves itself into `cgroup`, then runs `body` and exits with its return value
+// (bodies use only syscalls). The parent waits, bounded by `timeout`.
+inline ChildResult RunInCgroup(const fs::path& cgroup, const std::function<int()>& body,
+                               std::chrono::seconds timeout = std::chrono::seconds(20)) {
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    const int fd = ::open((cgroup / "cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::write(fd, "0", 1) != 1) ::_exit(100);
+    ::close(fd);
+    ::_exit(body());
+  }
+  ChildResult r;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid) {
+      r.exited = WIFEXITED(status);
+      r.exit_code = r.exited ? WEXITSTATUS(status) : -1;
+      r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+      return r;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      ADD_FAILURE() << "child in " << cgroup << " did not finish in time";
+      return r;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling waitpid, not a sync sleep
+  }
+}
+
+}  // namespace sovguard::storage::testing
