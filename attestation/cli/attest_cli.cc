@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 
@@ -19,6 +20,9 @@ constexpr const char* kUsage =
     "--key KEY --ca CA] [--timeout SEC] -o FILE\n"
     "       sovguardctl attest identity [--socket PATH | --node ...] -o FILE\n"
     "       sovguardctl attest export-checkquote -i EVIDENCE.json -d DIR\n"
+    "       sovguardctl attest activate --challenge CHALLENGE.json [--socket ... | --node ...] -o "
+    "FILE\n"
+    "         answers a credential activation challenge (from `sovguard-verify make-challenge`)\n"
     "  -o - writes to standard output. --nonce is 8..64 bytes in hex, fresh per request.\n";
 
 struct UsageError : std::runtime_error {
@@ -27,8 +31,9 @@ struct UsageError : std::runtime_error {
 
 // --key VALUE options; every option takes a value.
 std::map<std::string, std::string> ParseOptions(const std::vector<std::string>& args, size_t from) {
-  static const std::set<std::string> kKnown = {
-      "--nonce", "--socket", "--node", "--cert", "--key", "--ca", "-o", "--timeout", "-i", "-d"};
+  static const std::set<std::string> kKnown = {"--nonce", "--socket", "--node",     "--cert",
+                                               "--key",   "--ca",     "-o",         "--timeout",
+                                               "-i",      "-d",       "--challenge"};
   std::map<std::string, std::string> opts;
   for (size_t i = from; i < args.size(); ++i) {
     if (!kKnown.contains(args[i])) throw UsageError("unknown option '" + args[i] + "'");
@@ -122,6 +127,39 @@ int Identity(const std::map<std::string, std::string>& o, std::ostream& out) {
   return 0;
 }
 
+// The node's half of credential activation: the TPM decrypts the verifier's challenge only if
+// the AK it names is loaded there with the EK the challenge was made for.
+int Activate(const std::map<std::string, std::string>& o, std::ostream& out) {
+  const auto path = Need(o, "-o");
+  const auto text = ReadText(Need(o, "--challenge"));
+  nlohmann::json c;
+  try {
+    c = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw AttestationError(std::string("--challenge: not JSON: ") + e.what());
+  }
+  if (!c.is_object() || !c.contains("credential_blob") || !c.contains("encrypted_secret") ||
+      !c["credential_blob"].is_string() || !c["encrypted_secret"].is_string())
+    throw AttestationError("--challenge: expected {credential_blob, encrypted_secret} (hex)");
+  const auto blob = FromHex(c["credential_blob"].get<std::string>(), "credential_blob");
+  const auto secret = FromHex(c["encrypted_secret"].get<std::string>(), "encrypted_secret");
+  v1::ActivateCredentialRequest req;
+  req.set_credential_blob(std::string(blob.begin(), blob.end()));
+  req.set_encrypted_secret(std::string(secret.begin(), secret.end()));
+  auto stub = v1::Attestation::NewStub(Connect(o));
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, o);
+  v1::ActivateCredentialResponse resp;
+  CheckStatus(stub->ActivateCredential(&ctx, req, &resp), "ActivateCredential");
+  const auto& got = resp.secret();
+  Emit(path,
+       nlohmann::json{
+           {"secret", ToHex(std::span(reinterpret_cast<const uint8_t*>(got.data()), got.size()))}}
+           .dump(),
+       out);
+  return 0;
+}
+
 int ExportCheckquote(const std::map<std::string, std::string>& o, std::ostream& out) {
   v1::Evidence ev;
   evidence::FromJson(ReadText(Need(o, "-i")), ev);
@@ -146,6 +184,7 @@ int RunAttestCli(const std::vector<std::string>& args, std::ostream& out, std::o
     if (cmd == "quote") return Quote(opts, out, err);
     if (cmd == "identity") return Identity(opts, out);
     if (cmd == "export-checkquote") return ExportCheckquote(opts, out);
+    if (cmd == "activate") return Activate(opts, out);
     throw UsageError("unknown attest command '" + cmd + "'");
   } catch (const UsageError& e) {
     err << "sovguardctl attest: " << e.what() << "\n" << kUsage;

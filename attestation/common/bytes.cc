@@ -17,9 +17,17 @@ struct MdCtxFree {
 };
 using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
 
+// Fetched once: EVP_sha256() makes every init look the implementation up again (OpenSSL 3).
+const EVP_MD* Sha256Md() {
+  static const std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> md(
+      EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free);
+  if (!md) throw AttestationError("OpenSSL: cannot fetch SHA-256");
+  return md.get();
+}
+
 MdCtx NewSha256() {
   MdCtx ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+  if (!ctx || EVP_DigestInit_ex2(ctx.get(), Sha256Md(), nullptr) != 1)
     throw AttestationError("OpenSSL: cannot initialise SHA-256");
   return ctx;
 }

@@ -57,7 +57,8 @@ std::string ReadTlv(std::span<const uint8_t> in, size_t& off, Tlv& tlv) {
   return "";
 }
 
-std::string DecodeRecord(std::span<const uint8_t> in, size_t& off, Record& r) {
+std::string DecodeRecordViewSlow(std::span<const uint8_t> in, size_t& off, RecordView& r) {
+  r.offset = off;
   Tlv t{};
   if (auto e = ReadTlv(in, off, t); !e.empty()) return e;
   if (t.type != kTypeRecnum || t.value.size() != 8) return "expected RECNUM TLV (type 0, 8 octets)";
@@ -71,23 +72,84 @@ std::string DecodeRecord(std::span<const uint8_t> in, size_t& off, Record& r) {
   if (t.type != kTypeDigests) return "expected DIGESTS TLV (type 3)";
   {
     size_t doff = 0;
-    bool have = false;
+    r.digest = nullptr;
     while (doff < t.value.size()) {
       Tlv d{};
       if (auto e = ReadTlv(t.value, doff, d); !e.empty()) return "in DIGESTS: " + e;
       // One-octet type holds the low byte of TPM_ALG_ID; SHA-256 is 0x0b.
       if (d.type == (kAlgSha256 & 0xff)) {
         if (d.value.size() != 32) return "SHA-256 digest must be 32 octets";
-        std::copy(d.value.begin(), d.value.end(), r.digest.begin());
-        have = true;
+        r.digest = d.value.data();
       }
     }
-    if (!have) return "record has no SHA-256 digest";
+    if (!r.digest) return "record has no SHA-256 digest";
   }
   if (auto e = ReadTlv(in, off, t); !e.empty()) return e;
   if (t.type <= kTypeDigests) return "expected a CONTENT TLV, got type " + std::to_string(t.type);
   r.content_type = t.type;
-  r.content.assign(t.value.begin(), t.value.end());
+  r.content = t.value;
+  return "";
+}
+
+// Hot path of DecodeRecordView: no error text, no allocation. On false, the slow decoder runs
+// again to say exactly what is wrong.
+inline bool FastTlv(std::span<const uint8_t> in, size_t& off, uint8_t& type,
+                    std::span<const uint8_t>& value) {
+  if (in.size() - off < kTlvHeader) return false;
+  type = in[off];
+  const uint32_t len = static_cast<uint32_t>(in[off + 1]) << 24 |
+                       static_cast<uint32_t>(in[off + 2]) << 16 |
+                       static_cast<uint32_t>(in[off + 3]) << 8 | in[off + 4];
+  if (len > kMaxValue || in.size() - off - kTlvHeader < len) return false;
+  value = in.subspan(off + kTlvHeader, len);
+  off += kTlvHeader + len;
+  return true;
+}
+
+bool DecodeRecordViewFast(std::span<const uint8_t> in, size_t& off, RecordView& r) {
+  r.offset = off;
+  uint8_t type = 0;
+  std::span<const uint8_t> v;
+  if (!FastTlv(in, off, type, v) || type != kTypeRecnum || v.size() != 8) return false;
+  r.recnum = GetBe(v, 0, 8);
+  if (!FastTlv(in, off, type, v) || type != kTypePcr || v.size() != 4) return false;
+  r.pcr = static_cast<uint32_t>(GetBe(v, 0, 4));
+  if (r.pcr > 23) return false;
+  if (!FastTlv(in, off, type, v) || type != kTypeDigests) return false;
+  r.digest = nullptr;
+  size_t doff = 0;
+  while (doff < v.size()) {
+    uint8_t dt = 0;
+    std::span<const uint8_t> d;
+    if (!FastTlv(v, doff, dt, d)) return false;
+    if (dt == (kAlgSha256 & 0xff)) {
+      if (d.size() != 32) return false;
+      r.digest = d.data();
+    }
+  }
+  if (!r.digest) return false;
+  if (!FastTlv(in, off, type, v) || type <= kTypeDigests) return false;
+  r.content_type = type;
+  r.content = v;
+  return true;
+}
+
+std::string DecodeRecordView(std::span<const uint8_t> in, size_t& off, RecordView& r) {
+  const size_t start = off;
+  if (DecodeRecordViewFast(in, off, r)) return "";
+  off = start;
+  auto e = DecodeRecordViewSlow(in, off, r);
+  return e.empty() ? "record decoding disagrees with itself" : e;  // fail closed
+}
+
+std::string DecodeRecord(std::span<const uint8_t> in, size_t& off, Record& r) {
+  RecordView v;
+  if (auto e = DecodeRecordView(in, off, v); !e.empty()) return e;
+  r.recnum = v.recnum;
+  r.pcr = v.pcr;
+  std::copy(v.digest, v.digest + 32, r.digest.begin());
+  r.content_type = v.content_type;
+  r.content.assign(v.content.begin(), v.content.end());
   return "";
 }
 
@@ -207,6 +269,63 @@ DecodeResult DecodeLogPrefix(std::span<const uint8_t> data) {
   }
   res.consumed = off;
   return res;
+}
+
+std::string DecodeLogViews(std::span<const uint8_t> data, std::vector<RecordView>& out) {
+  out.clear();
+  // Records are at least ~60 bytes: a cheap estimate avoids most regrowth.
+  out.reserve(data.size() / 96 + 1);
+  size_t off = 0;
+  while (off < data.size()) {
+    RecordView r;
+    const size_t at = off;
+    if (auto e = DecodeRecordView(data, off, r); !e.empty())
+      return "record " + std::to_string(out.size()) + " at byte " + std::to_string(at) + ": " + e;
+    out.push_back(r);
+  }
+  return "";
+}
+
+const char* DecodeSovguardContentView(std::span<const uint8_t> value, SovguardEventView& ev) {
+  bool kind = false, name = false, digest = false;
+  ev.detail = {};
+  size_t off = 0;
+  while (off < value.size()) {
+    if (value.size() - off < kTlvHeader) return "truncated TLV header in sovguard event content";
+    const uint8_t type = value[off];
+    const uint64_t len = GetBe(value, off + 1, 4);
+    if (value.size() - off - kTlvHeader < len)
+      return "truncated TLV value in sovguard event content";
+    const auto v = value.subspan(off + kTlvHeader, static_cast<size_t>(len));
+    off += kTlvHeader + static_cast<size_t>(len);
+    const std::string_view sv(reinterpret_cast<const char*>(v.data()), v.size());
+    switch (type) {
+      case kInnerKind: {
+        if (v.size() != 2) return "sovguard event: kind must be 2 octets";
+        auto k = static_cast<EventKind>(GetBe(v, 0, 2));
+        if (EventKindName(k) == "unknown") return "sovguard event: unknown kind";
+        ev.kind = k;
+        kind = true;
+        break;
+      }
+      case kInnerName:
+        ev.name = sv;
+        name = true;
+        break;
+      case kInnerObjectDigest:
+        if (v.size() != 32) return "sovguard event: object digest must be 32 octets";
+        ev.object_digest = v.data();
+        digest = true;
+        break;
+      case kInnerDetail:
+        ev.detail = sv;
+        break;
+      default:
+        return "sovguard event: unknown field type";
+    }
+  }
+  if (!kind || !name || !digest) return "sovguard event: missing kind, name or object digest";
+  return nullptr;
 }
 
 std::vector<Record> DecodeLog(std::span<const uint8_t> data) {

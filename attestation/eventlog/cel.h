@@ -95,6 +95,27 @@ DecodeResult DecodeLogPrefix(std::span<const uint8_t> data);
 // Strict: the whole buffer must be complete, well-formed records. Throws with the byte offset.
 std::vector<Record> DecodeLog(std::span<const uint8_t> data);
 
+// Copy-free decoding for the verifier's hot path: views into the caller's buffer, valid while it
+// lives. Same rules as DecodeLog; returns "" or why decoding failed (record number, byte offset).
+struct RecordView {
+  uint64_t recnum = 0;
+  uint32_t pcr = 0;
+  const uint8_t* digest = nullptr;  // 32 bytes
+  uint8_t content_type = kContentSovguard;
+  std::span<const uint8_t> content;
+  size_t offset = 0;  // byte offset of the record in the log
+};
+std::string DecodeLogViews(std::span<const uint8_t> data, std::vector<RecordView>& out);
+
+struct SovguardEventView {
+  EventKind kind = EventKind::kEnforcementState;
+  std::string_view name;
+  const uint8_t* object_digest = nullptr;  // 32 bytes
+  std::string_view detail;
+};
+// Same checks as DecodeSovguardContent without allocating: nullptr, or a constant message.
+const char* DecodeSovguardContentView(std::span<const uint8_t> value, SovguardEventView& ev);
+
 // Replays records into per-PCR SHA-256 values starting from all-zero PCRs. Checks that recnums
 // are 0..n-1 and that every kSovguard record's digest is SHA-256 of its content; throws otherwise
 // (a log that does not check out is never partially trusted).

@@ -49,7 +49,7 @@ struct BioFree {
 
 }  // namespace
 
-std::string PublicAreaToPem(std::span<const uint8_t> tpm2b_public) {
+EvpPkeyPtr PublicAreaToPkey(std::span<const uint8_t> tpm2b_public) {
   auto pub = UnmarshalPublic(tpm2b_public);
   const auto& p = pub.publicArea;
   std::unique_ptr<OSSL_PARAM_BLD, BldFree> bld(OSSL_PARAM_BLD_new());
@@ -100,13 +100,20 @@ std::string PublicAreaToPem(std::span<const uint8_t> tpm2b_public) {
   if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
       EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params.get()) != 1)
     throw AttestationError("OpenSSL: TPM public key is not a valid key");
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(raw);
+  return EvpPkeyPtr(raw, &EVP_PKEY_free);
+}
+
+std::string PublicKeyToPem(EVP_PKEY* key) {
   std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_PUBKEY(bio.get(), key.get()) != 1)
+  if (!bio || PEM_write_bio_PUBKEY(bio.get(), key) != 1)
     throw AttestationError("OpenSSL: cannot write PEM public key");
   char* data = nullptr;
   long len = BIO_get_mem_data(bio.get(), &data);
   return std::string(data, static_cast<size_t>(len));
+}
+
+std::string PublicAreaToPem(std::span<const uint8_t> tpm2b_public) {
+  return PublicKeyToPem(PublicAreaToPkey(tpm2b_public).get());
 }
 
 Bytes PublicAreaName(std::span<const uint8_t> tpm2b_public) {

@@ -2,6 +2,9 @@
 // verifier: PEM export, TPM names, EK certificate trimming.
 #pragma once
 
+#include <openssl/evp.h>
+
+#include <memory>
 #include <span>
 #include <string>
 
@@ -9,6 +12,10 @@
 
 namespace sovguard::attestation::tpm {
 
+using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+// The OpenSSL public key of a marshalled TPM2B_PUBLIC (RSA or ECC). Throws AttestationError.
+EvpPkeyPtr PublicAreaToPkey(std::span<const uint8_t> tpm2b_public);
+std::string PublicKeyToPem(EVP_PKEY* key);
 // Converts a marshalled TPM2B_PUBLIC (RSA or ECC) to a SubjectPublicKeyInfo PEM.
 std::string PublicAreaToPem(std::span<const uint8_t> tpm2b_public);
 // TPM name of a marshalled TPM2B_PUBLIC: nameAlg || H(TPMT_PUBLIC). SHA-256 names only.

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "attestation/common/bytes.h"
@@ -28,6 +29,10 @@ struct Log {
   std::vector<Event> events;  // every event after the Spec ID event
   uint8_t startup_locality = 0;
 };
+
+// TCG PC Client PFP event type name ("EV_IPL", "EV_EFI_VARIABLE_BOOT", ...), or "" for a type
+// the specification does not define (the verifier reports those, never accepts them).
+std::string_view EventTypeName(uint32_t type);
 
 // Throws AttestationError naming the byte offset and what was expected (empty, garbage,
 // truncated, no SHA-256 bank).

@@ -63,9 +63,20 @@ inline constexpr std::string_view kReasonPolicyNotMeasured = "POLICY_NOT_MEASURE
 inline constexpr std::string_view kReasonPolicySnapshotMismatch = "POLICY_SNAPSHOT_MISMATCH";
 inline constexpr std::string_view kReasonUefiLogMalformed = "UEFI_LOG_MALFORMED";
 inline constexpr std::string_view kReasonUefiReplayMismatch = "UEFI_REPLAY_MISMATCH";
+inline constexpr std::string_view kReasonUefiUnknownEvent = "UEFI_UNKNOWN_EVENT";
 inline constexpr std::string_view kReasonEkCertMissing = "EK_CERT_MISSING";
 inline constexpr std::string_view kReasonEkCertMalformed = "EK_CERT_MALFORMED";
 inline constexpr std::string_view kReasonEkChainUntrusted = "EK_CHAIN_UNTRUSTED";
+inline constexpr std::string_view kReasonImaLogMalformed = "IMA_LOG_MALFORMED";
+inline constexpr std::string_view kReasonImaUnknownTemplate = "IMA_UNKNOWN_TEMPLATE";
+inline constexpr std::string_view kReasonImaEntryTampered = "IMA_ENTRY_TAMPERED";
+inline constexpr std::string_view kReasonImaReplayMismatch = "IMA_REPLAY_MISMATCH";
+inline constexpr std::string_view kReasonAkNotBoundToEk = "AK_NOT_BOUND_TO_EK";
+inline constexpr std::string_view kReasonManifestMalformed = "MANIFEST_MALFORMED";
+inline constexpr std::string_view kReasonManifestSignatureInvalid = "MANIFEST_SIGNATURE_INVALID";
+inline constexpr std::string_view kReasonComponentNotInManifest = "COMPONENT_NOT_IN_MANIFEST";
+inline constexpr std::string_view kReasonSupplierJurisdiction = "SUPPLIER_JURISDICTION_NOT_ALLOWED";
+inline constexpr std::string_view kReasonBootValueNotAccepted = "BOOT_VALUE_NOT_ACCEPTED";
 
 struct CheckResult {
   std::string name;  // e.g. "quote.signature"
@@ -81,6 +92,26 @@ struct Report {
   bool passed() const;
   const CheckResult* Find(std::string_view name) const;
 };
+
+// Credential activation (TPM 2.0 Part 1, 24): the verifier encrypts a fresh secret to the EK
+// public key, bound to the AK's name (TPM2_MakeCredential, done in software); only the TPM holding
+// that EK, with that AK loaded, recovers it (TPM2_ActivateCredential on the node). A node that
+// answers with the secret proves its AK is resident in the TPM whose EK certificate is checked.
+struct AkEkBinding {
+  Bytes ek_public;        // marshalled TPM2B_PUBLIC of the EK the challenge was made for
+  Bytes ak_name;          // the AK name the challenge was made for
+  Bytes expected_secret;  // the secret the verifier encrypted
+  Bytes returned_secret;  // what the node's TPM recovered (empty if activation failed)
+  std::string error;      // why activation failed on the node, if it did
+};
+struct AkChallenge {
+  Bytes secret;            // keep on the verifier
+  Bytes credential_blob;   // send to the node (ActivateCredentialRequest)
+  Bytes encrypted_secret;  // send to the node
+};
+// A fresh 32-byte secret (OpenSSL RAND_bytes) and its TPM2_MakeCredential wrapping (RSA EKs of
+// the default template). Throws AttestationError for an unusable EK public area.
+AkChallenge MakeAkChallenge(std::span<const uint8_t> ek_public, std::span<const uint8_t> ak_name);
 
 struct Options {
   // The nonce the verifier sent. Without it, freshness is not established (nonce check fails).
@@ -99,6 +130,17 @@ struct Options {
   std::optional<std::filesystem::path> state_file;
   // The SHA-256 of the policy bundle the auditor expects to be active (snapshot and CEL).
   std::optional<Bytes> policy_digest;
+  // Reference manifest: the signed DSSE envelope (attestation/manifest/manifest.h) and the
+  // certifier's public key (PEM, Ed25519 or EC P-256). Both or neither; a key that is not one
+  // is an InputError. Every measured component must be in the manifest, from a supplier whose
+  // jurisdiction is allowed; the manifest's boot values must match.
+  std::optional<std::string> manifest_envelope;
+  std::optional<std::string> manifest_key_pem;
+  // Allowed supplier jurisdictions: ISO 3166-1 alpha-2 codes, or the groups "EU" and "EEA".
+  // Empty = EEA (the 27 EU member states, Iceland, Liechtenstein, Norway).
+  std::vector<std::string> allowed_jurisdictions;
+  // The outcome of a credential activation challenge for this node (ak.ek_binding).
+  std::optional<AkEkBinding> ak_ek_binding;
 };
 
 // Parses evidence as written by `sovguardctl attest quote`: the JSON rendering (first

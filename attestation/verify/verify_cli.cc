@@ -1,9 +1,16 @@
 #include "attestation/verify/verify_cli.h"
 
+#include <cctype>
 #include <iostream>
 #include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 
+#include "attestation/evidence/format.h"
+#include "attestation/manifest/manifest.h"
+#include "attestation/verify/ear.h"
+#include "attestation/verify/live.h"
 #include "attestation/verify/verifier.h"
 
 namespace sovguard::attestation::verify {
@@ -11,15 +18,35 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: sovguard-verify --nonce HEX [--ak-pub AK.pem] [--ek-ca DIR] [--state FILE]\n"
-    "                       [--policy-digest HEX] [--json] EVIDENCE\n"
+    "                       [--policy-digest HEX] [--manifest M --manifest-key PEM]\n"
+    "                       [--allow-jurisdiction CODES] [--ear-key KEY [--ear-out FILE]]\n"
+    "                       [--json] EVIDENCE\n"
     "       sovguard-verify --nonce HEX --ak-pub AK.pem [--json] --tpm2-quote MSG SIG PCRS\n"
+    "       sovguard-verify make-challenge --identity IDENTITY.json -o CHALLENGE.json\n"
+    "                       --secret-out SECRET      (credential activation, offline)\n"
+    "       sovguard-verify (--node HOST:PORT | --fleet FILE) --ca CA --cert CERT --key KEY\n"
+    "                       [--timeout SEC] [--jobs N] [check options] [--json]\n"
     "  EVIDENCE  evidence from `sovguardctl attest quote` (JSON or binary protobuf); - = stdin\n"
     "  --nonce   the nonce sent to the node (hex, 8..64 bytes)\n"
     "  --ak-pub  the node's enrolled AK public key (PEM); the quote must be signed by it\n"
     "  --ek-ca   folder of trusted EK CA certificates (PEM/DER); EK certificates must chain\n"
     "  --state   verifier state file: TPM counters must advance past the last passing verdict\n"
     "  --policy-digest  SHA-256 of the policy bundle expected to be active\n"
+    "  --manifest      signed reference manifest (DSSE envelope from `sovguardctl manifest sign`)\n"
+    "  --manifest-key  the certifier's public key (PEM, Ed25519 or EC P-256)\n"
+    "  --allow-jurisdiction  allowed supplier jurisdictions: ISO codes, EU, EEA, comma-separated\n"
+    "                  (default EEA = EU + IS, LI, NO)\n"
     "  --tpm2-quote  files of `tpm2_quote -m MSG -s SIG -o PCRS -q HEX` (tpm2-tools)\n"
+    "  --ear-key signs an EAT Attestation Result (EAR) JWT with this private key (PEM, EC P-256\n"
+    "            = ES256 or Ed25519 = EdDSA): to --ear-out FILE, else to standard output (and\n"
+    "            the report to standard error)\n"
+    "  --node    fetch evidence live over mutual TLS: identity, credential activation (AK bound\n"
+    "            to the EK), quote with a fresh nonce; then every check\n"
+    "  --fleet   a file of HOST:PORT lines, verified concurrently (--jobs, default 8): one line\n"
+    "            per node and a summary; exit 1 if any node fails or is unreachable\n"
+    "  --ak-challenge C --ak-secret S --ak-response R  credential activation done offline:\n"
+    "            the challenge and secret from make-challenge, the node's answer from\n"
+    "            `sovguardctl attest activate`; the evidence AK must be the challenged one\n"
     "  --json    full report as JSON on standard output\n"
     "exit codes: 0 all checks pass, 1 a check failed, 2 input or usage error\n";
 
@@ -32,11 +59,72 @@ struct Args {
   std::optional<Bytes> policy;
   bool json = false;
   std::optional<Tpm2QuoteFiles> tpm2_quote;
+  std::optional<std::string> manifest, manifest_key;
+  std::vector<std::string> jurisdictions;
+  std::optional<std::string> ear_key, ear_out;
+  std::optional<std::string> node, fleet;
+  std::optional<std::string> ca, cert, key;
+  int timeout = 30, jobs = 8;
+  std::optional<std::string> ak_challenge, ak_secret, ak_response;
 };
 
 std::string ReadText(const std::string& path) {
   auto b = ReadFileBytes(path);
   return std::string(b.begin(), b.end());
+}
+
+nlohmann::json ParseJsonFile(const std::string& text, const char* what) {
+  try {
+    auto j = nlohmann::json::parse(text);
+    if (!j.is_object()) throw InputError(std::string(what) + ": expected a JSON object");
+    return j;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(std::string(what) + ": " + e.what());
+  }
+}
+
+Bytes HexField(const nlohmann::json& j, const char* key, const char* what) {
+  if (!j.contains(key) || !j[key].is_string())
+    throw InputError(std::string(what) + ": missing \"" + key + "\" (hex string)");
+  return FromHex(j[key].get<std::string>(), std::string(what) + " " + key);
+}
+
+// sovguard-verify make-challenge --identity ID.json -o CHALLENGE.json --secret-out SECRET
+int MakeChallengeCli(const std::vector<std::string>& a, std::ostream& err) {
+  std::map<std::string, std::string> o;
+  for (size_t i = 1; i < a.size(); i += 2) {
+    if (i + 1 >= a.size()) throw InputError(a[i] + " needs a value");
+    if (a[i] != "--identity" && a[i] != "-o" && a[i] != "--secret-out")
+      throw InputError("make-challenge: unknown option " + a[i]);
+    o[a[i]] = a[i + 1];
+  }
+  if (o.size() != 3) throw InputError("make-challenge needs --identity, -o and --secret-out");
+  v1::Identity id;
+  try {
+    evidence::FromJson(ReadText(o["--identity"]), id);
+  } catch (const AttestationError& e) {
+    throw InputError("--identity: " + std::string(e.what()));
+  }
+  const Bytes ek(id.ek_public_rsa().begin(), id.ek_public_rsa().end());
+  const Bytes ak(id.ak().name().begin(), id.ak().name().end());
+  if (ek.empty() || ak.empty()) throw InputError("--identity: no ek_public_rsa or ak.name");
+  AkChallenge c;
+  try {
+    c = MakeAkChallenge(ek, ak);
+  } catch (const AttestationError& e) {
+    throw InputError("--identity: " + std::string(e.what()));
+  }
+  // The secret first, private to the verifier: never a challenge without its secret on disk.
+  WriteFileAtomic(o["--secret-out"], ToHex(c.secret) + "\n");
+  WriteFileAtomic(o["-o"], nlohmann::json{{"ak_name", ToHex(ak)},
+                                          {"ek_public", ToHex(ek)},
+                                          {"credential_blob", ToHex(c.credential_blob)},
+                                          {"encrypted_secret", ToHex(c.encrypted_secret)}}
+                                   .dump(2) +
+                               "\n");
+  err << "challenge for AK " << ToHex(ak) << " written to " << o["-o"]
+      << "; answer it with `sovguardctl attest activate --challenge " << o["-o"] << "`\n";
+  return kExitPass;
 }
 
 Args Parse(const std::vector<std::string>& a) {
@@ -64,6 +152,52 @@ Args Parse(const std::vector<std::string>& a) {
     } else if (a[i] == "--policy-digest") {
       r.policy = FromHex(value(), "--policy-digest");
       if (r.policy->size() != 32) throw InputError("--policy-digest must be 32 bytes (SHA-256)");
+    } else if (a[i] == "--ak-challenge") {
+      r.ak_challenge = ReadText(value());
+    } else if (a[i] == "--ak-secret") {
+      r.ak_secret = ReadText(value());
+    } else if (a[i] == "--ak-response") {
+      r.ak_response = ReadText(value());
+    } else if (a[i] == "--node") {
+      r.node = value();
+    } else if (a[i] == "--fleet") {
+      r.fleet = ReadText(value());
+    } else if (a[i] == "--ca") {
+      r.ca = ReadText(value());
+    } else if (a[i] == "--cert") {
+      r.cert = ReadText(value());
+    } else if (a[i] == "--key") {
+      r.key = ReadText(value());
+    } else if (a[i] == "--timeout" || a[i] == "--jobs") {
+      const std::string& v = value();
+      int n = 0;
+      try {
+        n = std::stoi(v);
+      } catch (...) {
+        n = 0;
+      }
+      if (n < 1 || n > 3600) throw InputError(a[i] + " must be a number from 1 to 3600");
+      (a[i] == "--jobs" ? r.jobs : r.timeout) = n;
+    } else if (a[i] == "--ear-key") {
+      r.ear_key = value();
+    } else if (a[i] == "--ear-out") {
+      r.ear_out = value();
+    } else if (a[i] == "--manifest") {
+      r.manifest = ReadText(value());
+    } else if (a[i] == "--manifest-key") {
+      r.manifest_key = ReadText(value());
+    } else if (a[i] == "--allow-jurisdiction") {
+      const std::string& list = value();
+      size_t start = 0;
+      while (start <= list.size()) {
+        size_t end = list.find(',', start);
+        if (end == std::string::npos) end = list.size();
+        std::string code = list.substr(start, end - start);
+        for (auto& ch : code) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+        if (code.empty()) throw InputError("--allow-jurisdiction: empty code in \"" + list + "\"");
+        r.jurisdictions.push_back(code);
+        start = end + 1;
+      }
     } else if (a[i] == "--state") {
       r.state = value();
     } else if (a[i] == "--ek-ca") {
@@ -78,9 +212,27 @@ Args Parse(const std::vector<std::string>& a) {
       have_evidence = true;
     }
   }
+  if ((r.ak_challenge || r.ak_secret || r.ak_response) &&
+      !(r.ak_challenge && r.ak_secret && r.ak_response))
+    throw InputError("--ak-challenge, --ak-secret and --ak-response go together");
+  const bool live = r.node || r.fleet;
+  if (live) {
+    if (r.node && r.fleet) throw InputError("--node and --fleet are exclusive");
+    if (have_evidence || r.tpm2_quote)
+      throw InputError("--node/--fleet fetch the evidence: give no evidence file");
+    if (!r.ca || !r.cert || !r.key) throw InputError("--node/--fleet need --ca, --cert and --key");
+    if (r.nonce) throw InputError("--node/--fleet make a fresh nonce: --nonce is not used");
+    if (r.fleet && r.ear_key && !r.ear_out)
+      throw InputError("--fleet with --ear-key needs --ear-out DIR");
+    return r;
+  }
+  if (r.ca || r.cert || r.key) throw InputError("--ca, --cert and --key apply to --node/--fleet");
   if (r.tpm2_quote && have_evidence)
     throw InputError("give either an evidence file or --tpm2-quote, not both");
   if (!have_evidence && !r.tpm2_quote) throw InputError("no evidence file given");
+  if (r.ear_out && !r.ear_key) throw InputError("--ear-out needs --ear-key");
+  if (r.manifest.has_value() != r.manifest_key.has_value())
+    throw InputError("--manifest and --manifest-key go together");
   if (!r.nonce)
     throw InputError("--nonce is required (freshness cannot be established without it)");
   return r;
@@ -90,11 +242,73 @@ Args Parse(const std::vector<std::string>& a) {
 
 int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   try {
+    if (!args.empty() && args[0] == "make-challenge") return MakeChallengeCli(args, err);
     const Args a = Parse(args);
     if (a.tpm2_quote) {
       const Report rep = VerifyTpm2Quote(*a.tpm2_quote, Options{a.nonce, a.ak_pub, {}});
       out << (a.json ? RenderJson(rep) : RenderText(rep));
       return rep.passed() ? kExitPass : kExitFail;
+    }
+    Options o{a.nonce, a.ak_pub, a.ek_ca, a.state, a.policy};
+    o.manifest_envelope = a.manifest;
+    o.manifest_key_pem = a.manifest_key;
+    o.allowed_jurisdictions = a.jurisdictions;
+    if (a.ak_challenge) {
+      if (a.node || a.fleet) throw InputError("--node/--fleet make their own challenge");
+      const auto c = ParseJsonFile(*a.ak_challenge, "--ak-challenge");
+      const auto r = ParseJsonFile(*a.ak_response, "--ak-response");
+      std::string secret = *a.ak_secret;
+      while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+      o.ak_ek_binding = AkEkBinding{
+          HexField(c, "ek_public", "--ak-challenge"), HexField(c, "ak_name", "--ak-challenge"),
+          FromHex(secret, "--ak-secret"), HexField(r, "secret", "--ak-response"), ""};
+    }
+    std::optional<manifest::Pkey> ear_key;
+    if (a.ear_key) ear_key = manifest::LoadPrivateKey(*a.ear_key);  // before any verdict
+    if (a.node || a.fleet) {
+      const TlsClient tls{*a.ca, *a.cert, *a.key, std::chrono::seconds(a.timeout)};
+      if (a.fleet) {
+        const auto targets = ParseFleetFile(*a.fleet);
+        const auto results = VerifyFleet(targets, tls, o, a.jobs);
+        bool all = true;
+        for (const auto& r : results) all &= r.fetched && r.report.passed();
+        if (a.json) {
+          std::string arr = "[";
+          for (size_t i = 0; i < results.size(); ++i) {
+            if (i) arr += ",";
+            arr += results[i].fetched
+                       ? RenderJson(results[i].report)
+                       : "{\"node\": \"" + results[i].target + "\", \"verdict\": \"error\"}";
+          }
+          out << arr << "]\n";
+        } else {
+          out << RenderFleet(results);
+        }
+        if (ear_key) {
+          std::filesystem::create_directories(*a.ear_out);
+          for (const auto& r : results)
+            if (r.fetched)
+              WriteFileAtomic(std::filesystem::path(*a.ear_out) / (r.target + ".jwt"),
+                              MakeEarJwt(r.report, ear_key->get(), {0, std::nullopt}) + "\n");
+        }
+        return all ? kExitPass : kExitFail;
+      }
+      const auto r = VerifyNode(*a.node, tls, o);
+      if (!r.fetched) throw InputError(*a.node + ": " + r.error);
+      const std::string report = a.json ? RenderJson(r.report) : RenderText(r.report);
+      if (ear_key) {
+        const std::string jwt = MakeEarJwt(r.report, ear_key->get(), {0, std::nullopt});
+        if (a.ear_out) {
+          WriteFileAtomic(*a.ear_out, jwt + "\n");
+          out << report;
+        } else {
+          err << report;
+          out << jwt << "\n";
+        }
+      } else {
+        out << report;
+      }
+      return r.report.passed() ? kExitPass : kExitFail;
     }
     Bytes data;
     if (a.evidence == "-")
@@ -107,8 +321,20 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
     } catch (const InputError& e) {
       throw InputError(a.evidence + ": " + e.what());
     }
-    const Report rep = Verify(ev, Options{a.nonce, a.ak_pub, a.ek_ca, a.state, a.policy});
-    out << (a.json ? RenderJson(rep) : RenderText(rep));
+    const Report rep = Verify(ev, o);
+    const std::string report = a.json ? RenderJson(rep) : RenderText(rep);
+    if (ear_key) {
+      const std::string jwt = MakeEarJwt(rep, ear_key->get(), {0, a.nonce});
+      if (a.ear_out) {
+        WriteFileAtomic(*a.ear_out, jwt + "\n");
+        out << report;
+      } else {
+        err << report;
+        out << jwt << "\n";
+      }
+    } else {
+      out << report;
+    }
     return rep.passed() ? kExitPass : kExitFail;
   } catch (const AttestationError& e) {
     // InputError, unreadable files, bad hex: all input or usage errors.

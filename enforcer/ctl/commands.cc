@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "attestation/cli/attest_cli.h"
+#include "attestation/cli/manifest_cli.h"
 #include "enforcer/probe/probe.h"
 #include "policy/cli/policy_cli.h"
 
@@ -12,6 +13,7 @@ std::optional<int> RunExtraCommand(const std::vector<std::string>& args, std::os
                                    std::ostream& err) {
   if (args[0] == "policy" || args[0] == "jurisdiction") return policy::RunPolicyCli(args, out, err);
   if (args[0] == "attest") return attestation::cli::RunAttestCli(args, out, err);
+  if (args[0] == "manifest") return attestation::cli::RunManifestCli(args, out, err);
   return std::nullopt;
 }
 
@@ -23,6 +25,9 @@ void PrintExtraUsage(std::ostream& out) {
   jurisdiction lookup ADDR [--table F] [--policy P]    country, EU/EEA membership, zone
   jurisdiction compile --from DIR [--mmdb F] -o F      build the shipped table format
   attest quote --nonce HEX -o FILE [--socket PATH | --node HOST:PORT --cert C --key K --ca CA]
+  manifest scan [--bpf-dir DIR] [--jurisdiction CC] [-o F]   draft a reference manifest of this host
+  manifest sign --key K [-o F] DRAFT  sign a reviewed manifest (DSSE, Ed25519 or EC P-256)
+  manifest verify --pub P ENVELOPE    check a signed manifest
 )";
 }
 

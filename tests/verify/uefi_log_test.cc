@@ -89,3 +89,27 @@ TEST(UefiLog, BogusEmptyAndTruncatedLogsAreClearErrors) {
 
 }  // namespace
 }  // namespace sovguard::attestation::verify
+
+namespace sovguard::attestation::verify {
+namespace {
+
+// Every event of every real log has a type the TCG PC Client profile defines (so the verifier's
+// unknown-type check does not fire on real firmware), and unknown numbers have no name.
+TEST(UefiLog, RealLogsUseOnlyDefinedEventTypes) {
+  const auto dir = std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) / "eventlogs";
+  for (const char* f :
+       {"tpm2-tools/event-arch-linux.bin", "tpm2-tools/event-gce-ubuntu-2104-log.bin",
+        "tpm2-tools/event-sd-boot-fedora37.bin", "keylime/binary_bios_measurements",
+        "keylime/binary_bios_measurements-secureboot"}) {
+    for (const auto& e : uefi::Parse(ReadFileBytes(dir / f)).events)
+      EXPECT_FALSE(uefi::EventTypeName(e.type).empty())
+          << f << " byte " << e.offset << " type " << e.type;
+  }
+  EXPECT_EQ(uefi::EventTypeName(0x0000000D), "EV_IPL");
+  EXPECT_EQ(uefi::EventTypeName(0x800000E0), "EV_EFI_VARIABLE_AUTHORITY");
+  EXPECT_TRUE(uefi::EventTypeName(0x7e7e7e7e).empty());
+  EXPECT_TRUE(uefi::EventTypeName(0x80000011).empty());
+}
+
+}  // namespace
+}  // namespace sovguard::attestation::verify

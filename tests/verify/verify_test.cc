@@ -3,6 +3,7 @@
 // forgery with the right reason code. The binary is also run as a subprocess for exit codes.
 #include <gtest/gtest.h>
 
+#include <openssl/pem.h>
 #include <tss2/tss2_tpm2_types.h>
 
 #include <cstddef>
@@ -11,8 +12,11 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "attestation/cli/manifest_cli.h"
 #include "attestation/eventlog/cel.h"
 #include "attestation/evidence/evidence.h"
+#include "attestation/measure/platform.h"
+#include "attestation/verify/ima_log.h"
 #include "attestation/verify/uefi_log.h"
 #include "attestation/verify/verifier.h"
 #include "tests/attestation/swtpm_fixture.h"
@@ -54,6 +58,9 @@ struct World {
       *tpm, measure::MeasureConfig{tmp.path() / "state", measure::kDefaultSovguardPcr});
   Bytes nonce = B("auditor-nonce-0123456789");
   v1::Evidence ecc, rsa, other_snapshot, wrong_policy;
+  // Credential activation outcomes: the ECC AK's challenge answered by its TPM; a challenge made
+  // for another AK name (the RSA AK) that the node could only try with the ECC AK.
+  verify::AkEkBinding bind_ok, bind_wrong_ak;
 };
 World* world = nullptr;
 
@@ -67,24 +74,48 @@ class VerifyTest : public ::testing::Test {
                           "eventlogs/keylime/binary_bios_measurements-secureboot";
     for (const auto& e : verify::uefi::Parse(ReadFileBytes(uefi_log)).events)
       if (e.type != verify::uefi::kEvNoAction) w.tpm->PcrExtend(e.pcr, e.sha256);
+    // And the real keylime IMA list into PCR 10, as the kernel would have (SHA-256 bank).
+    const auto ima_log =
+        std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) / "eventlogs/keylime/ima-log-sha256";
+    for (const auto& e : verify::ima::Parse(ReadFileBytes(ima_log)).entries)
+      w.tpm->PcrExtend(e.pcr, verify::ima::TemplateHashSha256(e));
     w.log->Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
     w.log->Measure(cel::EventKind::kBpfObject, "sg_tc_egress.bpf.o", Sha256("bpf"));
     w.log->Measure(cel::EventKind::kPolicyApplied, "bundle-1", Sha256("bundle"), "enforce");
     evidence::EvidenceConfig cfg;
     cfg.node = "verify-node";
     cfg.uefi_log = uefi_log;
-    cfg.ima_log = w.tmp.path() / "no-ima-here";
+    cfg.ima_log = ima_log;
     {
       evidence::EvidenceBuilder b(*w.tpm, *w.log, cfg);
       w.ecc = b.Build(w.nonce, Snapshot("vm1"));
       w.other_snapshot = b.Build(w.nonce, Snapshot("vm2"));
       w.wrong_policy = b.Build(w.nonce, Snapshot("vm1", Sha256("another bundle")));
+      const auto id = b.Identity();
+      const Bytes ek = B(id.ek_public_rsa()), ak = B(id.ak().name());
+      auto c = verify::MakeAkChallenge(ek, ak);
+      w.bind_ok = {ek, ak, c.secret, b.ActivateCredential(c.credential_blob, c.encrypted_secret),
+                   ""};
     }
     cfg.ak_handle = 0x81018001;
     cfg.ak_alg = tpm::KeyAlg::kRsa2048;
     {
       evidence::EvidenceBuilder rb(*w.tpm, *w.log, cfg);
       w.rsa = rb.Build(w.nonce, Snapshot("vm1"));
+    }
+    {
+      // The RSA AK's name, but activation attempted with the ECC AK (the only AK the "node"
+      // answers with): the TPM refuses, so no secret comes back.
+      evidence::EvidenceBuilder b(*w.tpm, *w.log, evidence::EvidenceConfig{});
+      const Bytes ek = B(b.Identity().ek_public_rsa()), ak = B(w.rsa.ak().name());
+      auto c = verify::MakeAkChallenge(ek, ak);
+      w.bind_wrong_ak = {ek, ak, c.secret, {}, ""};
+      try {
+        w.bind_wrong_ak.returned_secret =
+            b.ActivateCredential(c.credential_blob, c.encrypted_secret);
+      } catch (const AttestationError& e) {
+        w.bind_wrong_ak.error = e.what();
+      }
     }
     w.log.reset();
     w.tpm.reset();
@@ -136,7 +167,7 @@ TEST_F(VerifyTest, GenuineEvidencePassesEveryCheck) {
          {"quote.structure", "ak.consistency", "quote.signature", "nonce", "snapshot.digest",
           "snapshot.copy", "quote.qualifying_data", "quote.clock", "quote.pcr_digest",
           "eventlog.cel.decode", "eventlog.cel.events", "eventlog.cel.replay", "policy.bundle",
-          "eventlog.uefi"}) {
+          "eventlog.uefi", "eventlog.ima"}) {
       const auto* c = r.Find(name);
       ASSERT_NE(c, nullptr) << name;
       EXPECT_EQ(c->status, Status::kPass) << name << ": " << c->detail;
@@ -192,6 +223,36 @@ TEST_F(VerifyTest, AkMustBeTheEnrolledOneWhenGiven) {
   mixed.mutable_ak()->set_public_pem(w.rsa.ak().public_pem());
   ExpectFail(Run(mixed), "ak.consistency", verify::kReasonAkInconsistent);
   EXPECT_THROW(Run(w.ecc, std::nullopt, "not a key"), verify::InputError);
+}
+
+TEST_F(VerifyTest, AkBoundToEkByCredentialActivation) {
+  const auto& w = *world;
+  auto with = [&](const v1::Evidence& ev, const verify::AkEkBinding& b) {
+    verify::Options o;
+    o.nonce = w.nonce;
+    o.ak_ek_binding = b;
+    o.ek_ca_dir = w.swtpm.ca_dir();
+    return verify::Verify(ev, o);
+  };
+  auto r = with(w.ecc, w.bind_ok);
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_EQ(r.Find("ak.ek_binding")->status, Status::kPass) << r.Find("ak.ek_binding")->detail;
+  // Without a challenge the check is listed as not applicable, never as passed.
+  EXPECT_EQ(Run(w.ecc).Find("ak.ek_binding")->status, Status::kNotApplicable);
+  // The TPM could not activate a credential made for the RSA AK with the ECC AK.
+  EXPECT_TRUE(w.bind_wrong_ak.returned_secret.empty());
+  EXPECT_FALSE(w.bind_wrong_ak.error.empty());
+  ExpectFail(with(w.rsa, w.bind_wrong_ak), "ak.ek_binding", verify::kReasonAkNotBoundToEk);
+  // A binding proven for one AK does not vouch for evidence signed by another.
+  ExpectFail(with(w.rsa, w.bind_ok), "ak.ek_binding", verify::kReasonAkNotBoundToEk);
+  // A wrong secret (e.g. replayed from an earlier challenge).
+  auto replayed = w.bind_ok;
+  replayed.expected_secret[0] ^= 1;
+  ExpectFail(with(w.ecc, replayed), "ak.ek_binding", verify::kReasonAkNotBoundToEk);
+  // An EK the evidence has no certificate for (the challenge went to another TPM's EK).
+  auto no_cert = w.ecc;
+  no_cert.clear_ek_certificates();
+  ExpectFail(with(no_cert, w.bind_ok), "ak.ek_binding", verify::kReasonAkNotBoundToEk);
 }
 
 TEST_F(VerifyTest, WrongNonceFails) {
@@ -365,12 +426,57 @@ TEST_F(VerifyTest, UefiLogMustReplayToTheBootPcrs) {
         ReadFileBytes(std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) / "eventlogs/keylime" / f)));
     ExpectFail(Run(bad), "eventlog.uefi", verify::kReasonUefiLogMalformed);
   }
+  // An event's type rewritten to one the TCG profile does not define: the digests still replay
+  // (the type is not hashed), but the event is reported, not accepted.
+  auto typed = w.ecc;
+  const size_t type_at = log.events[3].offset + 4;
+  for (int i = 0; i < 4; ++i) typed.mutable_logs()->mutable_uefi_tcg2()->at(type_at + i) = '\x7e';
+  auto tr = Run(typed);
+  ExpectFail(tr, "eventlog.uefi", verify::kReasonUefiUnknownEvent);
+  EXPECT_NE(tr.Find("eventlog.uefi")->detail.find("type 0x7e7e7e7e"), std::string::npos);
   // Another machine's (real) log.
   auto other = w.ecc;
   other.mutable_logs()->set_uefi_tcg2(
       S(ReadFileBytes(std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) /
                       "eventlogs/keylime/binary_bios_measurements")));
   ExpectFail(Run(other), "eventlog.uefi", verify::kReasonUefiReplayMismatch);
+}
+
+TEST_F(VerifyTest, ImaListMustReplayToPcr10) {
+  const auto& w = *world;
+  const std::string list = w.ecc.logs().ima_ascii();
+  ASSERT_FALSE(list.empty());
+  auto with_list = [&](const std::string& l) {
+    auto ev = w.ecc;
+    ev.mutable_logs()->set_ima_ascii(l);
+    return Run(ev);
+  };
+  EXPECT_EQ(Run(w.ecc).Find("eventlog.ima")->status, Status::kPass);
+  // The listed SHA-1 template hash altered: the SHA-256 replay still matches, the entry does not.
+  auto sha1 = list;
+  sha1[3] = sha1[3] == 'a' ? 'b' : 'a';
+  ExpectFail(with_list(sha1), "eventlog.ima", verify::kReasonImaEntryTampered);
+  // Another file name: the SHA-256 bank no longer replays.
+  auto renamed = list;
+  renamed.replace(renamed.find("/data"), 5, "/date");
+  ExpectFail(with_list(renamed), "eventlog.ima", verify::kReasonImaReplayMismatch);
+  // An entry dropped.
+  ExpectFail(with_list(list.substr(0, list.find('\n') + 1)), "eventlog.ima",
+             verify::kReasonImaReplayMismatch);
+  // An entry appended after the quote: the quoted prefix still verifies, and says so.
+  auto grown = list + list.substr(list.find('\n') + 1);
+  auto r = with_list(grown);
+  EXPECT_EQ(r.Find("eventlog.ima")->status, Status::kPass) << r.Find("eventlog.ima")->detail;
+  EXPECT_NE(r.Find("eventlog.ima")->detail.find("1 later entries"), std::string::npos);
+  // A template the verifier cannot replay: reported, not accepted.
+  ExpectFail(with_list(list + "10 " + std::string(40, '1') + " ima " + std::string(40, '0') +
+                       " /legacy\n"),
+             "eventlog.ima", verify::kReasonImaUnknownTemplate);
+  // Bogus and empty lists.
+  ExpectFail(with_list(""), "eventlog.ima", verify::kReasonImaLogMalformed);
+  ExpectFail(with_list(S(ReadFileBytes(std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) /
+                                       "eventlogs/keylime/binary_bios_measurements-bogus"))),
+             "eventlog.ima", verify::kReasonImaLogMalformed);
 }
 
 TEST_F(VerifyTest, ActivePolicyIsTheMeasuredAndExpectedOne) {
@@ -432,6 +538,74 @@ TEST_F(VerifyTest, ReplayedOldEvidenceFailsAgainstTheStateFile) {
   WriteFileAtomic(state, "not json");
   EXPECT_THROW(with_state(w.ecc), verify::InputError);
   std::filesystem::remove(state);
+}
+
+// The real stack of this host, measured by MeasurePlatform into a swtpm, against a manifest
+// drafted by `sovguardctl manifest scan` on the same host and signed: every component found.
+TEST_F(VerifyTest, MeasuredPlatformMatchesAScannedManifest) {
+  const auto& w = *world;
+  const auto dir = w.tmp.path() / "platform";
+  std::filesystem::create_directories(dir);
+  measure::PlatformPaths paths;               // this host's QEMU, libvirtd, drivers, cmdline
+  paths.kernel_image = dir / "vmlinuz-test";  // no /boot image on CI hosts
+  WriteFileAtomic(paths.kernel_image, "test kernel image");
+  v1::Evidence ev;
+  {
+    tpm::Tpm tpm(w.swtpm.tcti());
+    measure::MeasurementLog log(tpm, {dir / "state", 15});
+    measure::MeasurePlatform(log, paths);
+    evidence::EvidenceConfig cfg;
+    cfg.node = "verify-node";
+    cfg.uefi_log = dir / "none";
+    cfg.ima_log = dir / "none";
+    evidence::EvidenceBuilder b(tpm, log, cfg);
+    v1::EnforcementSnapshot snap;
+    snap.set_version(1);
+    ev = b.Build(w.nonce, snap);
+  }
+  cli::ScanOptions so;
+  so.paths = paths;
+  so.jurisdiction = "DE";
+  so.issuer = "Test Certifier";
+  auto m = cli::ScanHost(so);
+  for (auto& c : m.components)  // the certifier's review
+    for (auto* f : {&c.version, &c.supplier, &c.license})
+      if (f->empty()) *f = "reviewed";
+  auto key = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>(
+      EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"), &EVP_PKEY_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  PEM_write_bio_PUBKEY(bio.get(), key.get());
+  char* pem = nullptr;
+  const std::string pub(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
+  auto verify_with = [&](const manifest::Manifest& mf) {
+    verify::Options o;
+    o.nonce = w.nonce;
+    o.manifest_envelope = manifest::Sign(manifest::ToJson(mf), key.get());
+    o.manifest_key_pem = pub;
+    return verify::Verify(ev, o);
+  };
+  auto r = verify_with(m);
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_EQ(r.Find("manifest.components")->status, Status::kPass);
+  EXPECT_EQ(r.Find("manifest.boot")->status, Status::kPass) << r.Find("manifest.boot")->detail;
+  // Drop the component owning QEMU: the measured QEMU binary is not approved.
+  auto no_qemu = m;
+  std::erase_if(no_qemu.components, [&](const manifest::Component& c) {
+    return std::any_of(c.files.begin(), c.files.end(),
+                       [&](const manifest::File& f) { return f.path == paths.qemu.string(); });
+  });
+  ASSERT_LT(no_qemu.components.size(), m.components.size());
+  r = verify_with(no_qemu);
+  ExpectFail(r, "manifest.components", verify::kReasonComponentNotInManifest);
+  EXPECT_NE(r.Find("manifest.components")->detail.find("qemu_binary"), std::string::npos);
+  // One supplier outside the EU/EEA.
+  auto foreign = m;
+  foreign.components.back().supplier_jurisdiction = "US";
+  ExpectFail(verify_with(foreign), "manifest.jurisdiction", verify::kReasonSupplierJurisdiction);
+  // Another kernel command line than the measured one.
+  auto cmdline = m;
+  cmdline.kernel_cmdlines = {"root=/dev/evil"};
+  ExpectFail(verify_with(cmdline), "manifest.boot", verify::kReasonBootValueNotAccepted);
 }
 
 // A quote made by tpm2_quote (tpm2-tools) with the node's persistent AK verifies too.

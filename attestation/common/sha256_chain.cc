@@ -1,0 +1,312 @@
+#include "attestation/common/sha256_chain.h"
+
+#include <openssl/evp.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define SOVGUARD_SHA_NI 1
+#endif
+
+namespace sovguard::attestation {
+namespace {
+
+std::atomic<bool> g_allow_sha_ext{true};
+
+// ---- Portable path: OpenSSL, SHA-256 fetched once per process ----
+const EVP_MD* Md() {
+  static const std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> md(
+      EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free);
+  if (!md) throw AttestationError("OpenSSL: cannot fetch SHA-256");
+  return md.get();
+}
+
+ChainResult ChainOpenSsl(std::span<const ChainItem> items, const Sha256Digest& initial) {
+  ChainResult res;
+  res.pcr = initial;
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  const EVP_MD* md = Md();
+  if (!ctx) throw AttestationError("OpenSSL: EVP_MD_CTX_new failed");
+  Sha256Digest d{};
+  unsigned n = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const auto& it = items[i];
+    if (EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
+        EVP_DigestUpdate(ctx.get(), it.content.data(), it.content.size()) != 1 ||
+        EVP_DigestFinal_ex(ctx.get(), d.data(), &n) != 1 ||
+        EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
+        EVP_DigestUpdate(ctx.get(), res.pcr.data(), 32) != 1 ||
+        EVP_DigestUpdate(ctx.get(), it.digest, 32) != 1 ||
+        EVP_DigestFinal_ex(ctx.get(), res.pcr.data(), &n) != 1)
+      throw AttestationError("OpenSSL: SHA-256 failed");
+    if (res.first_bad_content == SIZE_MAX && std::memcmp(d.data(), it.digest, 32) != 0)
+      res.first_bad_content = i;
+  }
+  return res;
+}
+
+#ifdef SOVGUARD_SHA_NI
+
+bool CpuHasShaExtensions() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool ssse3 = c & (1u << 9), sse41 = c & (1u << 19);
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool sha = b & (1u << 29);
+  return ssse3 && sse41 && sha;
+}
+
+constexpr uint32_t kH0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                             0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+alignas(16) constexpr uint32_t kK[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+// State in the layout SHA256RNDS2 works on: abef = {F,E,B,A} and cdgh = {H,G,D,C} (low to high).
+struct State {
+  __m128i abef, cdgh;
+};
+
+__attribute__((target("sha,sse4.1,ssse3"))) State Load(const uint32_t h[8]) {
+  __m128i dcba = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h));
+  __m128i hgfe = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4));
+  __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+  __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+  return {_mm_alignr_epi8(cdab, efgh, 8), _mm_blend_epi16(efgh, cdab, 0xF0)};
+}
+
+// The digest bytes (big-endian words A..H) of a state.
+__attribute__((target("sha,sse4.1,ssse3"))) void StoreDigest(const State& s, uint8_t out[32]) {
+  __m128i feba = _mm_shuffle_epi32(s.abef, 0x1B);
+  __m128i dchg = _mm_shuffle_epi32(s.cdgh, 0xB1);
+  __m128i dcba = _mm_blend_epi16(feba, dchg, 0xF0);
+  __m128i hgfe = _mm_alignr_epi8(dchg, feba, 8);
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(dcba, bswap));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_shuffle_epi8(hgfe, bswap));
+}
+
+// One 64-byte block for each of `L` independent states, rounds interleaved so the SHA unit
+// always has independent work. Message words of group g (rounds 4g..4g+3):
+//   g < 4:  the block's words;  else msg2(msg1(M[g-4], M[g-3]) + (M[g-2]:M[g-1] >> 1 word),
+//   M[g-1]).
+template <int L>
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void Compress(
+    State* st, const uint8_t* const* blocks) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i m[L][4];
+  State save[L];
+  for (int l = 0; l < L; ++l) save[l] = st[l];
+#pragma GCC unroll 16
+  for (int g = 0; g < 16; ++g) {
+    const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(kK + 4 * g));
+    for (int l = 0; l < L; ++l) {
+      __m128i w;
+      if (g < 4) {
+        w = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[l] + 16 * g)),
+                             bswap);
+      } else {
+        const __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(m[l][g & 3], m[l][(g + 1) & 3]),
+                                        _mm_alignr_epi8(m[l][(g + 3) & 3], m[l][(g + 2) & 3], 4));
+        w = _mm_sha256msg2_epu32(x, m[l][(g + 3) & 3]);
+      }
+      m[l][g & 3] = w;
+      __m128i kw = _mm_add_epi32(w, k);
+      st[l].cdgh = _mm_sha256rnds2_epu32(st[l].cdgh, st[l].abef, kw);
+      kw = _mm_shuffle_epi32(kw, 0x0E);
+      std::swap(st[l].abef, st[l].cdgh);
+      st[l].cdgh = _mm_sha256rnds2_epu32(st[l].cdgh, st[l].abef, kw);
+      std::swap(st[l].abef, st[l].cdgh);
+    }
+  }
+  for (int l = 0; l < L; ++l) {
+    st[l].abef = _mm_add_epi32(st[l].abef, save[l].abef);
+    st[l].cdgh = _mm_add_epi32(st[l].cdgh, save[l].cdgh);
+  }
+}
+
+// W[t] + K[t] of the constant second block of every extend (0x80, zeros, length 512 bits):
+// its message schedule never changes, so the extend lane skips it (fewer SHA-unit operations).
+struct PadSchedule {
+  alignas(16) uint32_t kw[64];
+  PadSchedule() {
+    uint32_t w[64] = {0x80000000u};
+    w[15] = 512;
+    auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
+    for (int t = 16; t < 64; ++t) {
+      const uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
+      const uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
+      w[t] = w[t - 16] + s0 + w[t - 7] + s1;
+    }
+    for (int t = 0; t < 64; ++t) kw[t] = w[t] + kK[t];
+  }
+};
+
+// Lane 0: the padding block (precomputed W+K); lane 1: any block.
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void CompressPadAndBlock(
+    State* st, const PadSchedule& pad, const uint8_t* block) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i m[4];
+  const State save0 = st[0], save1 = st[1];
+#pragma GCC unroll 16
+  for (int g = 0; g < 16; ++g) {
+    const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(kK + 4 * g));
+    __m128i kw0 = _mm_load_si128(reinterpret_cast<const __m128i*>(pad.kw + 4 * g));
+    __m128i w;
+    if (g < 4) {
+      w = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * g)),
+                           bswap);
+    } else {
+      const __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(m[g & 3], m[(g + 1) & 3]),
+                                      _mm_alignr_epi8(m[(g + 3) & 3], m[(g + 2) & 3], 4));
+      w = _mm_sha256msg2_epu32(x, m[(g + 3) & 3]);
+    }
+    m[g & 3] = w;
+    __m128i kw1 = _mm_add_epi32(w, k);
+    st[0].cdgh = _mm_sha256rnds2_epu32(st[0].cdgh, st[0].abef, kw0);
+    st[1].cdgh = _mm_sha256rnds2_epu32(st[1].cdgh, st[1].abef, kw1);
+    kw0 = _mm_shuffle_epi32(kw0, 0x0E);
+    kw1 = _mm_shuffle_epi32(kw1, 0x0E);
+    std::swap(st[0].abef, st[0].cdgh);
+    std::swap(st[1].abef, st[1].cdgh);
+    st[0].cdgh = _mm_sha256rnds2_epu32(st[0].cdgh, st[0].abef, kw0);
+    st[1].cdgh = _mm_sha256rnds2_epu32(st[1].cdgh, st[1].abef, kw1);
+    std::swap(st[0].abef, st[0].cdgh);
+    std::swap(st[1].abef, st[1].cdgh);
+  }
+  st[0].abef = _mm_add_epi32(st[0].abef, save0.abef);
+  st[0].cdgh = _mm_add_epi32(st[0].cdgh, save0.cdgh);
+  st[1].abef = _mm_add_epi32(st[1].abef, save1.abef);
+  st[1].cdgh = _mm_add_epi32(st[1].cdgh, save1.cdgh);
+}
+
+// Blocks of one message with SHA-256 padding: whole blocks straight from the input, the last
+// one or two from a small buffer.
+struct Message {
+  const uint8_t* data = nullptr;
+  size_t full = 0, total = 0, next = 0;
+  alignas(16) uint8_t tail[128];
+  void Start(std::span<const uint8_t> m) {
+    data = m.data();
+    full = m.size() / 64;
+    const size_t rem = m.size() % 64;
+    const size_t tail_blocks = rem + 9 <= 64 ? 1 : 2;
+    total = full + tail_blocks;
+    next = 0;
+    std::memset(tail, 0, sizeof tail);
+    if (rem) std::memcpy(tail, data + 64 * full, rem);
+    tail[rem] = 0x80;
+    const uint64_t bits = static_cast<uint64_t>(m.size()) * 8;
+    uint8_t* len = tail + 64 * tail_blocks - 8;
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(bits >> (56 - 8 * i));
+  }
+  bool done() const { return next == total; }
+  const uint8_t* block() const {
+    return next < full ? data + 64 * next : tail + 64 * (next - full);
+  }
+};
+
+__attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(std::span<const ChainItem> items,
+                                                                   const Sha256Digest& initial) {
+  ChainResult res;
+  const size_t n = items.size();
+  const State h0 = Load(kH0);
+  // Lane A: the extend chain, two blocks per record: pcr || digest, then constant padding.
+  alignas(16) uint8_t ext[64];
+  alignas(16) uint8_t pad[64] = {0x80};
+  pad[62] = 0x02;  // 512 bits
+  std::memcpy(ext, initial.data(), 32);
+  size_t ia = 0;
+  int ba = 0;
+  // Lane B: content hashes.
+  size_t ib = 0;
+  Message mb;
+  alignas(16) uint8_t out[32];
+  State st[2] = {h0, h0};
+  if (n) {
+    std::memcpy(ext + 32, items[0].digest, 32);
+    mb.Start(items[0].content);
+  }
+  auto advance_a = [&] {
+    if (ba == 0) {
+      ba = 1;
+      return;
+    }
+    ba = 0;
+    StoreDigest(st[0], ext);  // new PCR value = first half of the next block
+    st[0] = h0;
+    if (++ia < n) std::memcpy(ext + 32, items[ia].digest, 32);
+  };
+  auto advance_b = [&] {
+    if (++mb.next < mb.total) return;
+    StoreDigest(st[1], out);
+    if (res.first_bad_content == SIZE_MAX && std::memcmp(out, items[ib].digest, 32) != 0)
+      res.first_bad_content = ib;
+    st[1] = h0;
+    if (++ib < n) mb.Start(items[ib].content);
+  };
+  static const PadSchedule pad_schedule;
+  while (ia < n && ib < n) {
+    if (ba == 1) {
+      CompressPadAndBlock(st, pad_schedule, mb.block());
+    } else {
+      const uint8_t* blocks[2] = {ext, mb.block()};
+      Compress<2>(st, blocks);
+    }
+    advance_a();
+    advance_b();
+  }
+  while (ia < n) {
+    const uint8_t* b = ba == 0 ? ext : pad;
+    Compress<1>(&st[0], &b);
+    advance_a();
+  }
+  while (ib < n) {
+    const uint8_t* b = mb.block();
+    Compress<1>(&st[1], &b);
+    advance_b();
+  }
+  std::memcpy(res.pcr.data(), ext, 32);
+  return res;
+}
+
+bool UseShaNi() {
+  static const bool cpu = CpuHasShaExtensions();
+  return cpu && g_allow_sha_ext.load(std::memory_order_relaxed);
+}
+
+#endif  // SOVGUARD_SHA_NI
+
+}  // namespace
+
+ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
+                                        const Sha256Digest& initial) {
+#ifdef SOVGUARD_SHA_NI
+  if (UseShaNi()) return ChainShaNi(items, initial);
+#endif
+  return ChainOpenSsl(items, initial);
+}
+
+bool Sha256ChainUsesShaExtensions() {
+#ifdef SOVGUARD_SHA_NI
+  return UseShaNi();
+#else
+  return false;
+#endif
+}
+
+void Sha256ChainAllowShaExtensions(bool allow) {
+  g_allow_sha_ext.store(allow, std::memory_order_relaxed);
+}
+
+}  // namespace sovguard::attestation

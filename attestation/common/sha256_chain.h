@@ -1,0 +1,37 @@
+// Event-log replay hashing for the verifier's hot path: for a log of N records, N SHA-256 hashes of
+// record contents (each must equal the record's digest) and a chain of N PCR extends
+// pcr = SHA-256(pcr || digest). The two streams are independent (the extend uses the digest the
+// record carries, the content hash only checks it), so on x86-64 CPUs with the SHA extensions they
+// run interleaved two blocks at a time: SHA256RNDS2 has a latency of several cycles and one stream
+// leaves the unit idle. Elsewhere, or when disabled, it is a plain loop over OpenSSL (EVP_MD
+// fetched once). Both paths are checked against OpenSSL by tests/attestation/sha256_chain_test.cc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "attestation/common/bytes.h"
+
+namespace sovguard::attestation {
+
+struct ChainItem {
+  std::span<const uint8_t> content;  // hashed and compared with `digest`
+  const uint8_t* digest = nullptr;   // 32 bytes: extended into the PCR
+};
+
+struct ChainResult {
+  Sha256Digest pcr{};                   // the PCR after every extend
+  size_t first_bad_content = SIZE_MAX;  // first i with SHA-256(content) != digest, or SIZE_MAX
+};
+
+// Extends `initial` by every item's digest in order and checks every item's content hash.
+ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
+                                        const Sha256Digest& initial = {});
+
+// Whether the interleaved SHA-extension path is used (CPU support and not disabled).
+bool Sha256ChainUsesShaExtensions();
+// Tests: force the portable OpenSSL path (false) or back to auto-detection (true).
+void Sha256ChainAllowShaExtensions(bool allow);
+
+}  // namespace sovguard::attestation

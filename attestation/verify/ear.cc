@@ -1,0 +1,189 @@
+#include "attestation/verify/ear.h"
+
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
+
+#include <ctime>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#ifndef SOVGUARD_VERIFY_VERSION
+#define SOVGUARD_VERIFY_VERSION "unknown"
+#endif
+
+namespace sovguard::attestation::verify {
+namespace {
+
+// AR4SI values used here (draft-ietf-rats-ar4si).
+constexpr int kNoClaim = 0;
+constexpr int kAffirming = 2;         // trustworthy instance, genuine hardware, approved runtime...
+constexpr int kUnrecognizedRt = 33;   // runtime measured but not compared with reference values
+constexpr int kContraindicated = 96;  // a check against reference values failed
+constexpr int kCryptoFailed = 99;     // a signature or digest did not verify
+
+std::optional<Status> StatusOf(const Report& r, std::string_view name) {
+  if (const auto* c = r.Find(name)) return c->status;
+  return std::nullopt;
+}
+bool Passed(const Report& r, std::string_view name) {
+  return StatusOf(r, name) == Status::kPass;
+}
+bool Failed(const Report& r, std::string_view name) {
+  return StatusOf(r, name) == Status::kFail;
+}
+
+}  // namespace
+
+std::string Base64Url(std::span<const uint8_t> data) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  out.reserve((data.size() * 4 + 2) / 3);
+  size_t i = 0;
+  for (; i + 2 < data.size(); i += 3) {
+    const uint32_t v = data[i] << 16 | data[i + 1] << 8 | data[i + 2];
+    for (int s = 18; s >= 0; s -= 6) out.push_back(kAlphabet[(v >> s) & 63]);
+  }
+  if (i + 1 == data.size()) {
+    const uint32_t v = data[i] << 16;
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+  } else if (i + 2 == data.size()) {
+    const uint32_t v = data[i] << 16 | data[i + 1] << 8;
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(kAlphabet[(v >> 6) & 63]);
+  }
+  return out;
+}
+
+std::map<std::string, int> TrustworthinessVector(const Report& r) {
+  std::map<std::string, int> v = {{"instance-identity", kNoClaim}, {"configuration", kNoClaim},
+                                  {"executables", kNoClaim},       {"file-system", kNoClaim},
+                                  {"hardware", kNoClaim},          {"runtime-opaque", kNoClaim},
+                                  {"storage-opaque", kNoClaim},    {"sourced-data", kNoClaim}};
+  // Instance identity: the quote is signed by the AK, and the AK is known (enrolled or proven to
+  // be in the TPM whose EK certificate chains to a trusted CA).
+  if (Failed(r, "quote.signature") || Failed(r, "quote.structure"))
+    v["instance-identity"] = kCryptoFailed;
+  else if (Failed(r, "ak.consistency") || Failed(r, "ak.enrolled") || Failed(r, "ak.ek_binding") ||
+           Failed(r, "nonce") || Failed(r, "quote.qualifying_data") ||
+           Failed(r, "quote.clock_monotonic"))
+    v["instance-identity"] = kContraindicated;
+  else if (Passed(r, "quote.signature") && (Passed(r, "ak.enrolled") || Passed(r, "ak.ek_binding")))
+    v["instance-identity"] = kAffirming;
+  // Hardware: a genuine TPM (EK certificate chain to a trusted manufacturer CA).
+  if (Failed(r, "ek.chain"))
+    v["hardware"] = kContraindicated;
+  else if (Passed(r, "ek.chain"))
+    v["hardware"] = kAffirming;
+  // Executables: the measured stack replays to the signed PCRs and is what the manifest approves.
+  const auto* cel = r.Find("eventlog.cel.replay");
+  if (cel && cel->status == Status::kFail)
+    v["executables"] = cel->reason == kReasonCelEntryTampered ? kCryptoFailed : kContraindicated;
+  else if (Failed(r, "eventlog.cel.events") || Failed(r, "manifest.components") ||
+           Failed(r, "manifest.jurisdiction") || Failed(r, "manifest.signature"))
+    v["executables"] = kContraindicated;
+  else if (Passed(r, "manifest.components") && Passed(r, "manifest.jurisdiction"))
+    v["executables"] = kAffirming;
+  else if (cel && cel->status == Status::kPass)
+    v["executables"] = kUnrecognizedRt;
+  // Configuration: the active policy, boot chain values.
+  if (Failed(r, "policy.bundle") || Failed(r, "manifest.boot") || Failed(r, "eventlog.uefi") ||
+      Failed(r, "snapshot.digest") || Failed(r, "snapshot.copy"))
+    v["configuration"] = kContraindicated;
+  else if (Passed(r, "policy.bundle") || Passed(r, "manifest.boot"))
+    v["configuration"] = kAffirming;
+  // File system: IMA.
+  if (Failed(r, "eventlog.ima"))
+    v["file-system"] = kContraindicated;
+  else if (Passed(r, "eventlog.ima"))
+    v["file-system"] = kAffirming;
+  // Storage opaque: the AK is a TPM key (credential activation proved it lives with the EK).
+  if (Passed(r, "ak.ek_binding")) v["storage-opaque"] = kAffirming;
+  return v;
+}
+
+std::string EarStatus(const Report& r) {
+  if (!r.passed()) return "contraindicated";
+  int worst = 0;
+  for (const auto& [k, val] : TrustworthinessVector(r)) worst = std::max(worst, val);
+  if (worst >= 96) return "contraindicated";
+  if (worst >= 32) return "warning";
+  if (worst >= 2) return "affirming";
+  return "none";
+}
+
+std::string EarClaimsJson(const Report& r, const EarOptions& o) {
+  nlohmann::json sub;
+  sub["ear.status"] = EarStatus(r);
+  sub["ear.trustworthiness-vector"] = nlohmann::json::object();
+  for (const auto& [k, val] : TrustworthinessVector(r))
+    if (val != kNoClaim) sub["ear.trustworthiness-vector"][k] = val;
+  sub["ear.appraisal-policy-id"] = "urn:sovguard:verify:checks:v1";
+  // Which check decided what: names and reason codes (details stay in the --json report).
+  auto& checks = sub["sovguard.checks"] = nlohmann::json::object();
+  for (const auto& c : r.checks)
+    checks[c.name] =
+        std::string(StatusName(c.status)) + (c.status == Status::kPass ? "" : ":" + c.reason);
+  nlohmann::json claims;
+  claims["eat_profile"] = kEarProfile;
+  claims["iat"] = o.issued_at ? o.issued_at : static_cast<int64_t>(std::time(nullptr));
+  claims["ear.verifier-id"] = {
+      {"developer", "sovguard"},
+      {"build", std::string("sovguard-verify ") + SOVGUARD_VERIFY_VERSION}};
+  if (o.nonce) claims["eat_nonce"] = Base64Url(*o.nonce);
+  claims["submods"] = {{r.node.empty() ? "node" : r.node, sub}};
+  return claims.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string MakeEarJwt(const Report& r, EVP_PKEY* key, const EarOptions& o) {
+  std::string alg;
+  const EVP_MD* md = nullptr;
+  size_t coord = 0;
+  if (EVP_PKEY_is_a(key, "ED25519")) {
+    alg = "EdDSA";
+  } else if (EVP_PKEY_is_a(key, "EC")) {
+    char group[64] = {};
+    size_t len = 0;
+    if (EVP_PKEY_get_group_name(key, group, sizeof group, &len) != 1 ||
+        std::string_view(group) != "prime256v1")
+      throw InputError("--ear-key: EC keys must be P-256 (ES256)");
+    alg = "ES256";
+    md = EVP_sha256();
+    coord = 32;
+  } else {
+    throw InputError("--ear-key: only Ed25519 (EdDSA) and EC P-256 (ES256) keys are supported");
+  }
+  const std::string header = nlohmann::json{{"alg", alg}, {"typ", "JWT"}}.dump();
+  const std::string claims = EarClaimsJson(r, o);
+  auto b64 = [](const std::string& s) {
+    return Base64Url(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
+  };
+  const std::string input = b64(header) + "." + b64(claims);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  size_t n = 0;
+  const auto* in = reinterpret_cast<const uint8_t*>(input.data());
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, key) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &n, in, input.size()) != 1)
+    throw AttestationError("OpenSSL: cannot sign the EAR");
+  Bytes sig(n);
+  if (EVP_DigestSign(ctx.get(), sig.data(), &n, in, input.size()) != 1)
+    throw AttestationError("OpenSSL: cannot sign the EAR");
+  sig.resize(n);
+  if (coord) {
+    // JWS ES256 is r || s, each 32 bytes big-endian, not DER.
+    const unsigned char* p = sig.data();
+    std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(
+        d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size())), &ECDSA_SIG_free);
+    if (!es) throw AttestationError("OpenSSL: cannot decode the ECDSA signature");
+    Bytes raw(2 * coord);
+    if (BN_bn2binpad(ECDSA_SIG_get0_r(es.get()), raw.data(), static_cast<int>(coord)) < 0 ||
+        BN_bn2binpad(ECDSA_SIG_get0_s(es.get()), raw.data() + coord, static_cast<int>(coord)) < 0)
+      throw AttestationError("OpenSSL: cannot encode the ECDSA signature");
+    sig = std::move(raw);
+  }
+  return input + "." + Base64Url(sig);
+}
+
+}  // namespace sovguard::attestation::verify

@@ -1,0 +1,87 @@
+// The interleaved replay hashing (common/sha256_chain.h) against OpenSSL, on both paths: with
+// the CPU's SHA extensions (when present) and forced onto the portable OpenSSL loop.
+#include "attestation/common/sha256_chain.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+namespace sovguard::attestation {
+namespace {
+
+struct Log {
+  std::vector<Bytes> contents;
+  std::vector<Sha256Digest> digests;
+  std::vector<ChainItem> Items() const {
+    std::vector<ChainItem> items;
+    for (size_t i = 0; i < contents.size(); ++i) items.push_back({contents[i], digests[i].data()});
+    return items;
+  }
+};
+
+// Contents of every length 0..300 (every padding case: 55/56/63/64/119/120 ... bytes).
+Log MakeLog(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Log log;
+  for (size_t i = 0; i < n; ++i) {
+    Bytes c(i % 301);
+    for (auto& b : c) b = static_cast<uint8_t>(rng());
+    log.digests.push_back(Sha256(c));
+    log.contents.push_back(std::move(c));
+  }
+  return log;
+}
+
+Sha256Digest Reference(const Log& log, Sha256Digest pcr = {}) {
+  for (const auto& d : log.digests) pcr = ExtendSha256(pcr, d);
+  return pcr;
+}
+
+class Sha256Chain : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    Sha256ChainAllowShaExtensions(GetParam());
+    if (GetParam() && !Sha256ChainUsesShaExtensions())
+      GTEST_SKIP() << "this CPU has no SHA extensions: only the OpenSSL path is tested";
+  }
+  void TearDown() override { Sha256ChainAllowShaExtensions(true); }
+};
+
+TEST_P(Sha256Chain, MatchesOpenSsl) {
+  EXPECT_EQ(Sha256ChainUsesShaExtensions(), GetParam());
+  for (size_t n : {0u, 1u, 2u, 3u, 64u, 301u, 1000u}) {
+    const auto log = MakeLog(n, static_cast<uint32_t>(n));
+    const auto items = log.Items();
+    auto r = ExtendChainCheckingContents(items);
+    EXPECT_EQ(r.pcr, Reference(log)) << n;
+    EXPECT_EQ(r.first_bad_content, SIZE_MAX) << n;
+    Sha256Digest start{};
+    start[5] = 7;
+    EXPECT_EQ(ExtendChainCheckingContents(items, start).pcr, Reference(log, start)) << n;
+  }
+}
+
+TEST_P(Sha256Chain, FindsTheFirstTamperedContent) {
+  auto log = MakeLog(400, 9);
+  for (size_t bad : {0u, 1u, 57u, 299u, 399u}) {
+    auto t = log;
+    if (t.contents[bad].empty()) t.contents[bad].push_back(0);
+    t.contents[bad].back() ^= 1;
+    auto r = ExtendChainCheckingContents(t.Items());
+    EXPECT_EQ(r.first_bad_content, bad);
+    EXPECT_EQ(r.pcr, Reference(log));  // the chain is over the digests, tampered or not
+  }
+  // A tampered digest: the chain changes and the content no longer matches.
+  auto t = log;
+  t.digests[200][0] ^= 1;
+  auto r = ExtendChainCheckingContents(t.Items());
+  EXPECT_EQ(r.first_bad_content, 200u);
+  EXPECT_NE(r.pcr, Reference(log));
+  EXPECT_EQ(r.pcr, Reference(t));
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, Sha256Chain, ::testing::Values(true, false),
+                         [](const auto& p) { return p.param ? "ShaExtensions" : "OpenSsl"; });
+
+}  // namespace
+}  // namespace sovguard::attestation

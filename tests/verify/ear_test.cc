@@ -1,0 +1,219 @@
+// EAR (EAT Attestation Result) JWT: the signature is checked here with OpenSSL directly (not
+// through the verifier's code), the claims against draft-ietf-rats-ear, and the status and
+// trustworthiness vector against the verdict.
+#include "attestation/verify/ear.h"
+
+#include <gtest/gtest.h>
+#include <openssl/ecdsa.h>
+#include <openssl/pem.h>
+
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "attestation/eventlog/cel.h"
+#include "attestation/manifest/manifest.h"
+#include "attestation/verify/verify_cli.h"
+
+namespace sovguard::attestation {
+namespace {
+
+const std::filesystem::path kCorpus =
+    std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/corpus/evidence";
+const Bytes kNonce = {'a', 'u', 'd', 'i', 't', 'o', 'r', '-', 'n', 'o', 'n', 'c',
+                      'e', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'};
+
+using Pkey = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+Pkey Keygen(bool ec) {
+  EVP_PKEY* k = ec ? EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")
+                   : EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+  return Pkey(k, &EVP_PKEY_free);
+}
+
+// base64url without padding, decoded independently of the code under test.
+Bytes B64UrlDecode(const std::string& in) {
+  std::string s = in;
+  for (auto& c : s) c = c == '-' ? '+' : c == '_' ? '/' : c;
+  while (s.size() % 4) s.push_back('=');
+  Bytes out(s.size() / 4 * 3);
+  int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(s.data()),
+                          static_cast<int>(s.size()));
+  EXPECT_GE(n, 0);
+  size_t len = static_cast<size_t>(n);
+  if (s.size() >= 1 && s[s.size() - 1] == '=') --len;
+  if (s.size() >= 2 && s[s.size() - 2] == '=') --len;
+  out.resize(len);
+  return out;
+}
+
+struct Jwt {
+  nlohmann::json header, claims;
+  bool signature_ok = false;
+};
+
+// Splits, decodes and checks the JWS signature with the public half of `key`.
+Jwt Check(const std::string& jwt, EVP_PKEY* key) {
+  Jwt r;
+  const auto d1 = jwt.find('.'), d2 = jwt.rfind('.');
+  EXPECT_NE(d1, d2);
+  auto h = B64UrlDecode(jwt.substr(0, d1));
+  auto c = B64UrlDecode(jwt.substr(d1 + 1, d2 - d1 - 1));
+  r.header = nlohmann::json::parse(h);
+  r.claims = nlohmann::json::parse(c);
+  Bytes sig = B64UrlDecode(jwt.substr(d2 + 1));
+  const EVP_MD* md = nullptr;
+  if (r.header["alg"] == "ES256") {
+    EXPECT_EQ(sig.size(), 64u);
+    std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(ECDSA_SIG_new(), &ECDSA_SIG_free);
+    ECDSA_SIG_set0(es.get(), BN_bin2bn(sig.data(), 32, nullptr),
+                   BN_bin2bn(sig.data() + 32, 32, nullptr));
+    unsigned char* der = nullptr;
+    int n = i2d_ECDSA_SIG(es.get(), &der);
+    sig.assign(der, der + n);
+    OPENSSL_free(der);
+    md = EVP_sha256();
+  }
+  // Public key only, through PEM, so the check cannot use private material.
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  PEM_write_bio_PUBKEY(bio.get(), key);
+  Pkey pub(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  const std::string input = jwt.substr(0, d2);
+  r.signature_ok =
+      EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, pub.get()) == 1 &&
+      EVP_DigestVerify(ctx.get(), sig.data(), sig.size(),
+                       reinterpret_cast<const uint8_t*>(input.data()), input.size()) == 1;
+  return r;
+}
+
+v1::Evidence Genuine() {
+  return verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
+}
+
+verify::Options Opts() {
+  verify::Options o;
+  o.nonce = kNonce;
+  return o;
+}
+
+TEST(Ear, SignedJwtWithTheEarClaims) {
+  const auto rep = verify::Verify(Genuine(), Opts());
+  ASSERT_TRUE(rep.passed());
+  for (bool ec : {true, false}) {
+    auto key = Keygen(ec);
+    const auto now = static_cast<int64_t>(std::time(nullptr));
+    const auto jwt = verify::MakeEarJwt(rep, key.get(), {0, kNonce});
+    auto j = Check(jwt, key.get());
+    EXPECT_TRUE(j.signature_ok) << jwt;
+    EXPECT_EQ(j.header["alg"], ec ? "ES256" : "EdDSA");
+    EXPECT_EQ(j.claims["eat_profile"], "tag:github.com,2023:veraison/ear");
+    EXPECT_LE(std::abs(j.claims["iat"].get<int64_t>() - now), 5);
+    EXPECT_EQ(j.claims["ear.verifier-id"]["developer"], "sovguard");
+    EXPECT_EQ(j.claims["ear.verifier-id"]["build"].get<std::string>().rfind("sovguard-verify ", 0),
+              0u);
+    EXPECT_EQ(B64UrlDecode(j.claims["eat_nonce"]), kNonce);
+    const auto& sub = j.claims["submods"]["verify-node"];
+    // Signed and fresh, but the AK is not enrolled and no manifest was given: the runtime is
+    // measured but unrecognized (AR4SI 33), so a warning, not an affirmation.
+    EXPECT_EQ(sub["ear.status"], "warning") << sub.dump();
+    EXPECT_EQ(sub["ear.trustworthiness-vector"]["executables"], 33);
+    EXPECT_EQ(sub["ear.trustworthiness-vector"]["configuration"], 2);  // measured policy
+    EXPECT_FALSE(sub["ear.trustworthiness-vector"].contains("instance-identity"));
+    EXPECT_EQ(sub["sovguard.checks"]["quote.signature"], "pass");
+    // Claims rewritten to "affirming" and re-encoded, signature kept: it no longer verifies.
+    auto forged_claims = j.claims;
+    forged_claims["submods"]["verify-node"]["ear.status"] = "affirming";
+    const std::string fc = forged_claims.dump();
+    const auto d1 = jwt.find('.'), d2 = jwt.rfind('.');
+    const std::string bad =
+        jwt.substr(0, d1 + 1) +
+        verify::Base64Url(std::span(reinterpret_cast<const uint8_t*>(fc.data()), fc.size())) +
+        jwt.substr(d2);
+    EXPECT_FALSE(Check(bad, key.get()).signature_ok);
+  }
+  auto rsa = Pkey(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048}), &EVP_PKEY_free);
+  EXPECT_THROW(verify::MakeEarJwt(rep, rsa.get(), {}), verify::InputError);
+}
+
+TEST(Ear, StatusFollowsTheChecks) {
+  const auto ev = Genuine();
+  // Enrolled AK, trusted EK CA, and a manifest approving every component: affirming.
+  auto o = Opts();
+  o.ak_pub_pem = ev.ak().public_pem();
+  o.ek_ca_dir = std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/data/ek-ca";
+  manifest::Manifest m;
+  m.id = "ear-test";
+  m.issuer = "Test Certifier";
+  for (const auto& r : cel::DecodeLog(Bytes(ev.logs().cel().begin(), ev.logs().cel().end()))) {
+    auto e = cel::DecodeSovguardContent(r.content);
+    if (e.kind == cel::EventKind::kSelfBinary || e.kind == cel::EventKind::kBpfObject)
+      m.components.push_back(
+          {e.name, "1", "Supplier SE", "FR", "MIT", {{e.name, e.object_digest}}});
+  }
+  auto mkey = Keygen(false);
+  o.manifest_envelope = manifest::Sign(manifest::ToJson(m), mkey.get());
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  PEM_write_bio_PUBKEY(bio.get(), mkey.get());
+  char* d = nullptr;
+  o.manifest_key_pem = std::string(d, static_cast<size_t>(BIO_get_mem_data(bio.get(), &d)));
+  auto good = verify::Verify(ev, o);
+  ASSERT_TRUE(good.passed()) << verify::RenderText(good);
+  EXPECT_EQ(verify::EarStatus(good), "affirming");
+  auto v = verify::TrustworthinessVector(good);
+  EXPECT_EQ(v["instance-identity"], 2);
+  EXPECT_EQ(v["hardware"], 2);
+  EXPECT_EQ(v["executables"], 2);
+  // Forged signature: contraindicated, cryptographic validation failed.
+  auto forged = ev;
+  forged.mutable_quote()->mutable_signature()->back() ^= 1;
+  auto r = verify::Verify(forged, Opts());
+  EXPECT_EQ(verify::EarStatus(r), "contraindicated");
+  EXPECT_EQ(verify::TrustworthinessVector(r)["instance-identity"], 99);
+  // A component the manifest does not approve: contraindicated executables.
+  m.components.pop_back();
+  o.manifest_envelope = manifest::Sign(manifest::ToJson(m), mkey.get());
+  r = verify::Verify(ev, o);
+  EXPECT_EQ(verify::EarStatus(r), "contraindicated");
+  EXPECT_EQ(verify::TrustworthinessVector(r)["executables"], 96);
+}
+
+TEST(Ear, CommandLineWritesTheJwt) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("sg-ear-cli-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto key = Keygen(true);
+  {
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file((dir / "ear.key").c_str(), "w"),
+                                                  &BIO_free);
+    PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+  }
+  const std::string ev = (kCorpus / "genuine-ecc.json").string();
+  std::ostringstream out, err;
+  int rc = verify::RunVerifyCli(
+      {"--nonce", ToHex(kNonce), "--ear-key", (dir / "ear.key").string(), ev}, out, err);
+  EXPECT_EQ(rc, verify::kExitPass) << err.str();
+  std::string jwt = out.str();
+  ASSERT_FALSE(jwt.empty());
+  jwt.pop_back();  // newline
+  EXPECT_TRUE(Check(jwt, key.get()).signature_ok);
+  EXPECT_NE(err.str().find("PASS"), std::string::npos);  // the report went to stderr
+  // --ear-out: the JWT to a file, the report on stdout; a failed verdict still gets an EAR.
+  std::ostringstream out2, err2;
+  rc = verify::RunVerifyCli({"--nonce", "0011223344556677", "--ear-key", (dir / "ear.key").string(),
+                             "--ear-out", (dir / "ear.jwt").string(), ev},
+                            out2, err2);
+  EXPECT_EQ(rc, verify::kExitFail);
+  auto text = ReadFileBytes(dir / "ear.jwt");
+  auto j = Check(std::string(text.begin(), text.end() - 1), key.get());
+  EXPECT_TRUE(j.signature_ok);
+  EXPECT_EQ(j.claims["submods"]["verify-node"]["ear.status"], "contraindicated");
+  EXPECT_NE(out2.str().find("NONCE_MISMATCH"), std::string::npos);
+  // A key that is not a private key: usage error, no verdict.
+  std::ostringstream out3, err3;
+  EXPECT_EQ(verify::RunVerifyCli({"--nonce", ToHex(kNonce), "--ear-key", ev, ev}, out3, err3),
+            verify::kExitUsage);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace sovguard::attestation

@@ -1,0 +1,222 @@
+// Live verification over mutual TLS and fleet mode, against an in-process gRPC server serving
+// real evidence from a private swtpm (the same AttestationServiceImpl sovguardd runs).
+#include "attestation/verify/live.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "attestation/cli/attest_cli.h"
+#include "attestation/service/attestation_service.h"
+#include "attestation/verify/verify_cli.h"
+#include "tests/attestation/swtpm_fixture.h"
+
+namespace sovguard::attestation {
+namespace {
+
+namespace ts = test_support;
+
+std::string Text(const std::filesystem::path& p) {
+  auto b = ReadFileBytes(p);
+  return std::string(b.begin(), b.end());
+}
+
+void Must(const std::vector<std::string>& argv) {
+  auto r = ts::Run(argv);
+  ASSERT_EQ(r.exit_code, 0) << argv[0] << ": " << r.output;
+}
+
+// One CA; a server certificate for localhost; auditor certificates "allowed" and "stranger".
+void MakePki(const std::filesystem::path& d) {
+  auto P = [&](const std::string& f) { return (d / f).string(); };
+  Must({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", P("ca.key"), "-out", P("ca.pem"), "-subj", "/CN=live-test-ca", "-days", "1"});
+  WriteFileAtomic(d / "server.ext", "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+  int serial = 10;
+  for (std::string n : {"server", "allowed", "stranger"}) {
+    Must({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+          "-keyout", P(n + ".key"), "-out", P(n + ".csr"), "-subj",
+          "/CN=" + (n == "server" ? std::string("localhost") : n)});
+    std::vector<std::string> sign = {"openssl",
+                                     "x509",
+                                     "-req",
+                                     "-in",
+                                     P(n + ".csr"),
+                                     "-CA",
+                                     P("ca.pem"),
+                                     "-CAkey",
+                                     P("ca.key"),
+                                     "-set_serial",
+                                     std::to_string(serial++),
+                                     "-days",
+                                     "1",
+                                     "-out",
+                                     P(n + ".pem")};
+    if (n == "server") sign.insert(sign.end(), {"-extfile", P("server.ext")});
+    Must(sign);
+  }
+}
+
+struct Node {
+  ts::Swtpm swtpm;
+  ts::TempDir tmp;
+  std::unique_ptr<tpm::Tpm> tpm;
+  std::unique_ptr<measure::MeasurementLog> log;
+  std::unique_ptr<evidence::EvidenceBuilder> builder;
+  std::unique_ptr<service::AttestationServiceImpl> svc;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  Node() {
+    ::setenv("GRPC_DNS_RESOLVER", "native", 1);
+    MakePki(tmp.path());
+    tpm = std::make_unique<tpm::Tpm>(swtpm.tcti());
+    log = std::make_unique<measure::MeasurementLog>(
+        *tpm, measure::MeasureConfig{tmp.path() / "state", measure::kDefaultSovguardPcr});
+    log->Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
+    evidence::EvidenceConfig cfg;
+    cfg.node = "live-node";
+    cfg.uefi_log = tmp.path() / "none";
+    cfg.ima_log = tmp.path() / "none";
+    builder = std::make_unique<evidence::EvidenceBuilder>(*tpm, *log, cfg);
+    svc = std::make_unique<service::AttestationServiceImpl>(*builder, [] {
+      v1::EnforcementSnapshot s;
+      s.set_version(1);
+      s.set_node("live-node");
+      return s;
+    });
+    service::MtlsConfig m;
+    m.server_cert_pem = Text(tmp.path() / "server.pem");
+    m.server_key_pem = Text(tmp.path() / "server.key");
+    m.auditor_ca_pem = Text(tmp.path() / "ca.pem");
+    m.allowed_client_sha256 = {service::CertificateFingerprint(Text(tmp.path() / "allowed.pem"))};
+    grpc::ServerBuilder sb;
+    sb.AddListeningPort("127.0.0.1:0", service::MakeMtlsServerCredentials(m), &port);
+    sb.RegisterService(svc.get());
+    server = sb.BuildAndStart();
+    if (!server || port == 0) throw std::runtime_error("gRPC server did not start");
+  }
+  ~Node() { server->Shutdown(); }
+  std::string target() const { return "localhost:" + std::to_string(port); }
+  verify::TlsClient tls(const std::string& who = "allowed") const {
+    return {Text(tmp.path() / "ca.pem"), Text(tmp.path() / (who + ".pem")),
+            Text(tmp.path() / (who + ".key")), std::chrono::seconds(30)};
+  }
+};
+
+TEST(LiveVerify, NodeOverMutualTlsWithCredentialActivation) {
+  Node n;
+  verify::Options o;
+  o.ek_ca_dir = n.swtpm.ca_dir();
+  auto r = verify::VerifyNode(n.target(), n.tls(), o);
+  ASSERT_TRUE(r.fetched) << r.error;
+  EXPECT_TRUE(r.report.passed()) << verify::RenderText(r.report);
+  EXPECT_EQ(r.report.node, "live-node");
+  for (const char* c : {"ak.ek_binding", "nonce", "quote.signature", "ek.chain"})
+    EXPECT_EQ(r.report.Find(c)->status, verify::Status::kPass)
+        << c << ": " << r.report.Find(c)->detail;
+  // An auditor certificate from the right CA but not on the node's allow-list: no evidence.
+  auto denied = verify::VerifyNode(n.target(), n.tls("stranger"), o);
+  EXPECT_FALSE(denied.fetched);
+  EXPECT_NE(denied.error.find("GetIdentity"), std::string::npos) << denied.error;
+}
+
+TEST(LiveVerify, FleetModeOneLineEachAndExitCode) {
+  Node n;
+  const auto dir = n.tmp.path();
+  const std::string good = n.target();
+  WriteFileAtomic(dir / "fleet-ok",
+                  "# two entries for the same node\n" + good + "\n\n" + good + "  # again\n");
+  WriteFileAtomic(dir / "fleet-bad", good + "\nlocalhost:1\n");
+  WriteFileAtomic(dir / "fleet-garbage", good + "\nnot a target\n");
+  auto cli = [&](const std::string& fleet, std::string extra = "") {
+    std::vector<std::string> args = {"--fleet",   (dir / fleet).string(),
+                                     "--ca",      (dir / "ca.pem").string(),
+                                     "--cert",    (dir / "allowed.pem").string(),
+                                     "--key",     (dir / "allowed.key").string(),
+                                     "--timeout", "10"};
+    if (!extra.empty()) args.push_back(extra);
+    std::ostringstream out, err;
+    int rc = verify::RunVerifyCli(args, out, err);
+    return std::make_pair(rc, out.str() + err.str());
+  };
+  auto [rc, text] = cli("fleet-ok");
+  EXPECT_EQ(rc, verify::kExitPass) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;
+  EXPECT_NE(text.find("PASS  " + good + " live-node"), std::string::npos) << text;
+  EXPECT_NE(text.find("fleet: 2 nodes, 2 passed, 0 failed, 0 unreachable"), std::string::npos)
+      << text;
+  std::tie(rc, text) = cli("fleet-bad");
+  EXPECT_EQ(rc, verify::kExitFail) << text;
+  EXPECT_NE(text.find("ERROR localhost:1"), std::string::npos) << text;
+  EXPECT_NE(text.find("fleet: 2 nodes, 1 passed, 0 failed, 1 unreachable"), std::string::npos)
+      << text;
+  std::tie(rc, text) = cli("fleet-garbage");
+  EXPECT_EQ(rc, verify::kExitUsage) << text;
+  EXPECT_NE(text.find("line 2"), std::string::npos) << text;
+  std::tie(rc, text) = cli("fleet-ok", "--json");
+  EXPECT_EQ(rc, verify::kExitPass) << text;
+  // A failing check on every node: the policy digest the auditor expects is not the active one.
+  std::ostringstream out, err;
+  rc = verify::RunVerifyCli(
+      {"--fleet", (dir / "fleet-ok").string(), "--ca", (dir / "ca.pem").string(), "--cert",
+       (dir / "allowed.pem").string(), "--key", (dir / "allowed.key").string(), "--policy-digest",
+       std::string(64, 'a')},
+      out, err);
+  EXPECT_EQ(rc, verify::kExitFail) << out.str() << err.str();
+  EXPECT_NE(out.str().find("policy.bundle=POLICY_DIGEST_MISMATCH"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("0 passed, 2 failed"), std::string::npos) << out.str();
+}
+
+// The same credential activation, offline, through the command lines: the verifier makes the
+// challenge from the node's identity, the operator answers it with `sovguardctl attest activate`,
+// the verifier checks the answer together with the evidence.
+TEST(LiveVerify, OfflineCredentialActivationThroughTheCommandLines) {
+  Node n;
+  const auto d = n.tmp.path();
+  const std::vector<std::string> conn = {"--node", n.target(),
+                                         "--ca",   (d / "ca.pem").string(),
+                                         "--cert", (d / "allowed.pem").string(),
+                                         "--key",  (d / "allowed.key").string()};
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.end(), conn.begin(), conn.end());
+    std::ostringstream out, err;
+    int rc = cli::RunAttestCli(args, out, err);
+    EXPECT_EQ(rc, 0) << err.str();
+    return rc;
+  };
+  auto verify = [&](std::vector<std::string> args) {
+    std::ostringstream out, err;
+    int rc = verify::RunVerifyCli(args, out, err);
+    return std::make_pair(rc, out.str() + err.str());
+  };
+  ctl({"attest", "identity", "-o", (d / "id.json").string()});
+  auto [rc, text] =
+      verify({"make-challenge", "--identity", (d / "id.json").string(), "-o",
+              (d / "challenge.json").string(), "--secret-out", (d / "secret").string()});
+  ASSERT_EQ(rc, verify::kExitPass) << text;
+  ctl({"attest", "activate", "--challenge", (d / "challenge.json").string(), "-o",
+       (d / "response.json").string()});
+  const std::string nonce = "00112233445566778899aabbccddeeff";
+  ctl({"attest", "quote", "--nonce", nonce, "-o", (d / "ev.json").string()});
+  const std::vector<std::string> binding = {"--ak-challenge", (d / "challenge.json").string(),
+                                            "--ak-secret",    (d / "secret").string(),
+                                            "--ak-response",  (d / "response.json").string()};
+  std::vector<std::string> args = {"--nonce", nonce, "--json"};
+  args.insert(args.end(), binding.begin(), binding.end());
+  args.push_back((d / "ev.json").string());
+  std::tie(rc, text) = verify(args);
+  EXPECT_EQ(rc, verify::kExitPass) << text;
+  EXPECT_NE(text.find("\"ak.ek_binding\""), std::string::npos);
+  // Another verifier's secret (the answer to someone else's challenge): not bound.
+  WriteFileAtomic(d / "secret", std::string(64, '0') + "\n");
+  std::tie(rc, text) = verify(args);
+  EXPECT_EQ(rc, verify::kExitFail) << text;
+  EXPECT_NE(text.find("AK_NOT_BOUND_TO_EK"), std::string::npos) << text;
+  // Incomplete binding options: usage error.
+  std::tie(rc, text) = verify({"--nonce", nonce, "--ak-challenge", (d / "challenge.json").string(),
+                               (d / "ev.json").string()});
+  EXPECT_EQ(rc, verify::kExitUsage) << text;
+}
+
+}  // namespace
+}  // namespace sovguard::attestation

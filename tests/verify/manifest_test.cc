@@ -1,0 +1,295 @@
+// Reference manifests: DSSE signing and verification (Ed25519, EC P-256), strict parsing, and
+// the verifier's manifest checks on committed real evidence (made from swtpm): every measured
+// component in the manifest, supplier jurisdiction allowed, boot values accepted.
+#include "attestation/manifest/manifest.h"
+
+#include <gtest/gtest.h>
+#include <openssl/pem.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "attestation/eventlog/cel.h"
+#include "attestation/verify/verifier.h"
+#include "attestation/verify/verify_cli.h"
+
+namespace sovguard::attestation {
+namespace {
+
+namespace mf = manifest;
+using verify::Status;
+
+const std::filesystem::path kCorpus =
+    std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/corpus/evidence";
+const Bytes kNonce = {'a', 'u', 'd', 'i', 't', 'o', 'r', '-', 'n', 'o', 'n', 'c',
+                      'e', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'};
+
+mf::Pkey Keygen(const char* type) {
+  EVP_PKEY* k = std::string_view(type) == "EC" ? EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")
+                : std::string_view(type) == "RSA"
+                    ? EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048})
+                    : EVP_PKEY_Q_keygen(nullptr, nullptr, type);
+  if (!k) throw std::runtime_error("keygen failed");
+  return mf::Pkey(k, &EVP_PKEY_free);
+}
+
+std::string PublicPem(EVP_PKEY* k) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  PEM_write_bio_PUBKEY(bio.get(), k);
+  char* d = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &d);
+  return std::string(d, static_cast<size_t>(n));
+}
+
+v1::Evidence Genuine() {
+  return verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
+}
+
+// A manifest approving exactly the components the evidence measured, from a German supplier.
+mf::Manifest FromEvidence(const v1::Evidence& ev) {
+  mf::Manifest m;
+  m.id = "test-manifest";
+  m.issuer = "Test Certifier GmbH";
+  m.issued_at = "2026-11-23T20:00:00Z";
+  for (const auto& r : cel::DecodeLog(Bytes(ev.logs().cel().begin(), ev.logs().cel().end()))) {
+    auto e = cel::DecodeSovguardContent(r.content);
+    if (e.kind != cel::EventKind::kSelfBinary && e.kind != cel::EventKind::kBpfObject) continue;
+    m.components.push_back({e.name,
+                            "1.0",
+                            "Example Supplier GmbH",
+                            "DE",
+                            "GPL-2.0-only",
+                            {{e.name, e.object_digest}}});
+  }
+  return m;
+}
+
+struct Signed {
+  mf::Pkey key = Keygen("ED25519");
+  std::string envelope, pub;
+};
+Signed Sign(const mf::Manifest& m) {
+  Signed s;
+  s.envelope = mf::Sign(mf::ToJson(m), s.key.get());
+  s.pub = PublicPem(s.key.get());
+  return s;
+}
+
+verify::Report VerifyWith(const v1::Evidence& ev, const Signed& s,
+                          std::vector<std::string> allowed = {}) {
+  verify::Options o;
+  o.nonce = kNonce;
+  o.manifest_envelope = s.envelope;
+  o.manifest_key_pem = s.pub;
+  o.allowed_jurisdictions = std::move(allowed);
+  return verify::Verify(ev, o);
+}
+
+void ExpectCheck(const verify::Report& r, const std::string& name, Status st,
+                 std::string_view reason) {
+  const auto* c = r.Find(name);
+  ASSERT_NE(c, nullptr) << name;
+  EXPECT_EQ(c->status, st) << name << ": " << c->reason << ": " << c->detail;
+  EXPECT_EQ(c->reason, reason) << name << ": " << c->detail;
+}
+
+TEST(Manifest, SignVerifyRoundTripEd25519AndP256) {
+  const auto m = FromEvidence(Genuine());
+  ASSERT_EQ(m.components.size(), 2u);
+  for (const char* type : {"ED25519", "EC"}) {
+    auto key = Keygen(type);
+    const auto env = mf::Sign(mf::ToJson(m), key.get());
+    auto j = nlohmann::json::parse(env);
+    EXPECT_EQ(j["payloadType"], mf::kPayloadType);
+    EXPECT_EQ(j["signatures"][0]["keyid"], mf::KeyId(key.get()));
+    auto pub = mf::PublicKeyFromPem(PublicPem(key.get()));
+    const auto back = mf::VerifyEnvelope(env, pub.get());
+    EXPECT_EQ(back.id, "test-manifest");
+    ASSERT_EQ(back.components.size(), 2u);
+    EXPECT_EQ(back.components[0].files[0].sha256, m.components[0].files[0].sha256);
+    // Payload altered after signing (a component's jurisdiction rewritten).
+    auto payload = mf::FromBase64(j["payload"].get<std::string>(), "payload");
+    std::string text(payload.begin(), payload.end());
+    text.replace(text.find("\"DE\""), 4, "\"FR\"");
+    j["payload"] = mf::Base64(Bytes(text.begin(), text.end()));
+    try {
+      mf::VerifyEnvelope(j.dump(), pub.get());
+      ADD_FAILURE() << "tampered payload verified";
+    } catch (const mf::ManifestError& e) {
+      EXPECT_EQ(e.reason(), verify::kReasonManifestSignatureInvalid) << e.what();
+    }
+    // Another key.
+    auto other = Keygen(type);
+    try {
+      mf::VerifyEnvelope(env, other.get());
+      ADD_FAILURE() << "verified with another key";
+    } catch (const mf::ManifestError& e) {
+      EXPECT_EQ(e.reason(), verify::kReasonManifestSignatureInvalid);
+    }
+  }
+  // RSA keys are refused by name.
+  auto rsa = Keygen("RSA");
+  EXPECT_THROW(mf::Sign(mf::ToJson(m), rsa.get()), mf::ManifestError);
+}
+
+TEST(Manifest, StrictParsing) {
+  auto base = nlohmann::json::parse(mf::ToJson(FromEvidence(Genuine())));
+  auto expect_malformed = [](const nlohmann::json& j, const std::string& needle) {
+    try {
+      mf::Parse(j.dump(), true);
+      ADD_FAILURE() << "accepted: " << needle;
+    } catch (const mf::ManifestError& e) {
+      EXPECT_EQ(e.reason(), verify::kReasonManifestMalformed);
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto j = base;
+  j["components"][0]["colour"] = "blue";
+  expect_malformed(j, "$.components[0].colour: unknown field");
+  j = base;
+  j["components"][1]["supplier_jurisdiction"] = "XX";
+  expect_malformed(j, "$.components[1].supplier_jurisdiction");
+  j = base;
+  j["components"][0]["files"][0]["sha256"] = "abcd";
+  expect_malformed(j, "$.components[0].files[0].sha256");
+  j = base;
+  j["components"][0]["license"] = "";
+  expect_malformed(j, "$.components[0].license: must not be empty");
+  j = base;
+  j["sovguard_manifest"] = 2;
+  expect_malformed(j, "version");
+  j = base;
+  j["boot"] = {{"pcrs", {{"24", {std::string(64, 'a')}}}}};
+  expect_malformed(j, "$.boot.pcrs.24");
+  // A draft may leave the review fields empty, but cannot be signed like that.
+  j = base;
+  j["components"][0]["supplier_jurisdiction"] = "";
+  EXPECT_NO_THROW(mf::Parse(j.dump(), false));
+  auto key = Keygen("ED25519");
+  EXPECT_THROW(mf::Sign(j.dump(), key.get()), mf::ManifestError);
+  EXPECT_THROW(mf::Parse("{not json", false), mf::ManifestError);
+}
+
+TEST(Manifest, EveryMeasuredComponentFromAnAllowedSupplier) {
+  const auto ev = Genuine();
+  const auto m = FromEvidence(ev);
+  auto ok = VerifyWith(ev, Sign(m));
+  EXPECT_TRUE(ok.passed()) << verify::RenderText(ok);
+  ExpectCheck(ok, "manifest.signature", Status::kPass, verify::kReasonOk);
+  ExpectCheck(ok, "manifest.components", Status::kPass, verify::kReasonOk);
+  ExpectCheck(ok, "manifest.jurisdiction", Status::kPass, verify::kReasonOk);
+  EXPECT_NE(ok.Find("manifest.jurisdiction")->detail.find("Example Supplier GmbH (DE)"),
+            std::string::npos);
+
+  // A measured component missing from the manifest.
+  auto missing = m;
+  missing.components.pop_back();
+  auto r = VerifyWith(ev, Sign(missing));
+  EXPECT_FALSE(r.passed());
+  ExpectCheck(r, "manifest.components", Status::kFail, verify::kReasonComponentNotInManifest);
+  EXPECT_NE(r.Find("manifest.components")->detail.find("sg_tc_egress.bpf.o"), std::string::npos);
+
+  // The right file digest, from a supplier outside the EU/EEA.
+  auto foreign = m;
+  foreign.components[0].supplier = "Example Corp";
+  foreign.components[0].supplier_jurisdiction = "US";
+  r = VerifyWith(ev, Sign(foreign));
+  EXPECT_FALSE(r.passed());
+  ExpectCheck(r, "manifest.components", Status::kPass, verify::kReasonOk);
+  ExpectCheck(r, "manifest.jurisdiction", Status::kFail, verify::kReasonSupplierJurisdiction);
+  EXPECT_NE(r.Find("manifest.jurisdiction")->detail.find("Example Corp, US"), std::string::npos);
+  // ... which an auditor may allow explicitly; Norway is EEA, Switzerland is not.
+  EXPECT_TRUE(VerifyWith(ev, Sign(foreign), {"EEA", "US"}).passed());
+  auto norway = m;
+  norway.components[0].supplier_jurisdiction = "NO";
+  EXPECT_TRUE(VerifyWith(ev, Sign(norway)).passed());
+  ExpectCheck(VerifyWith(ev, Sign(norway), {"EU"}), "manifest.jurisdiction", Status::kFail,
+              verify::kReasonSupplierJurisdiction);
+  auto swiss = m;
+  swiss.components[1].supplier_jurisdiction = "CH";
+  ExpectCheck(VerifyWith(ev, Sign(swiss)), "manifest.jurisdiction", Status::kFail,
+              verify::kReasonSupplierJurisdiction);
+
+  // Boot values: the quoted PCR 0 accepted, or not.
+  auto boot = m;
+  std::string pcr0;
+  for (const auto& p : ev.quote().pcrs())
+    if (p.index() == 0) pcr0 = p.sha256();
+  ASSERT_EQ(pcr0.size(), 32u);
+  Sha256Digest d{};
+  std::copy(pcr0.begin(), pcr0.end(), d.begin());
+  boot.boot_pcrs[0] = {d};
+  r = VerifyWith(ev, Sign(boot));
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  ExpectCheck(r, "manifest.boot", Status::kPass, verify::kReasonOk);
+  d[0] ^= 1;
+  boot.boot_pcrs[0] = {d};
+  ExpectCheck(VerifyWith(ev, Sign(boot)), "manifest.boot", Status::kFail,
+              verify::kReasonBootValueNotAccepted);
+
+  // A forged envelope: every manifest check fails, the first with the signature reason.
+  auto s = Sign(m);
+  s.pub = PublicPem(Keygen("ED25519").get());
+  r = VerifyWith(ev, s);
+  ExpectCheck(r, "manifest.signature", Status::kFail, verify::kReasonManifestSignatureInvalid);
+  ExpectCheck(r, "manifest.components", Status::kFail, verify::kReasonDependencyFailed);
+
+  // A CEL that does not replay cannot vouch for components.
+  auto bad = ev;
+  bad.mutable_logs()->mutable_cel()->back() ^= 1;
+  ExpectCheck(VerifyWith(bad, Sign(m)), "manifest.components", Status::kFail,
+              verify::kReasonDependencyFailed);
+
+  // Without a manifest: listed as not applicable, never as passed.
+  verify::Options o;
+  o.nonce = kNonce;
+  auto none = verify::Verify(ev, o);
+  ExpectCheck(none, "manifest.components", Status::kNotApplicable, verify::kReasonNotRequested);
+}
+
+TEST(Manifest, VerifierCommandLine) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("sg-manifest-cli-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto m = FromEvidence(Genuine());
+  auto s = Sign(m);
+  WriteFileAtomic(dir / "m.dsse.json", s.envelope);
+  WriteFileAtomic(dir / "key.pub", s.pub);
+  auto foreign = m;
+  foreign.components[0].supplier_jurisdiction = "US";
+  auto sf = Sign(foreign);
+  WriteFileAtomic(dir / "foreign.dsse.json", sf.envelope);
+  WriteFileAtomic(dir / "foreign.pub", sf.pub);
+  auto cli = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--nonce", ToHex(kNonce)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back((kCorpus / "genuine-ecc.json").string());
+    std::ostringstream out, err;
+    int rc = verify::RunVerifyCli(args, out, err);
+    return std::make_pair(rc, out.str() + err.str());
+  };
+  auto [rc, text] = cli(
+      {"--manifest", (dir / "m.dsse.json").string(), "--manifest-key", (dir / "key.pub").string()});
+  EXPECT_EQ(rc, verify::kExitPass) << text;
+  std::tie(rc, text) = cli({"--manifest", (dir / "foreign.dsse.json").string(), "--manifest-key",
+                            (dir / "foreign.pub").string()});
+  EXPECT_EQ(rc, verify::kExitFail) << text;
+  EXPECT_NE(text.find("SUPPLIER_JURISDICTION_NOT_ALLOWED"), std::string::npos) << text;
+  std::tie(rc, text) = cli({"--manifest", (dir / "foreign.dsse.json").string(), "--manifest-key",
+                            (dir / "foreign.pub").string(), "--allow-jurisdiction", "eea,us"});
+  EXPECT_EQ(rc, verify::kExitPass) << text;
+  // Usage errors: key without manifest, a bad code, a key that is not a key.
+  EXPECT_EQ(cli({"--manifest", (dir / "m.dsse.json").string()}).first, verify::kExitUsage);
+  EXPECT_EQ(cli({"--manifest", (dir / "m.dsse.json").string(), "--manifest-key",
+                 (dir / "key.pub").string(), "--allow-jurisdiction", "ZZ"})
+                .first,
+            verify::kExitUsage);
+  EXPECT_EQ(cli({"--manifest", (dir / "m.dsse.json").string(), "--manifest-key",
+                 (dir / "m.dsse.json").string()})
+                .first,
+            verify::kExitUsage);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace sovguard::attestation
