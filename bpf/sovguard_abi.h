@@ -13,7 +13,7 @@
 #include <linux/types.h>
 #endif
 
-#define SG_ABI_VERSION 1
+#define SG_ABI_VERSION 2
 
 /* Datasets are bits in a 64-bit mask: a node enforces at most 64 datasets at once. */
 #define SG_MAX_DATASETS 64

@@ -49,6 +49,7 @@ int main() {
   const bool strict = std::getenv("SOVGUARD_BENCH_STRICT") != nullptr;
   const std::uint32_t repeat = reduced ? 200000 : 2000000;
   const int rounds = reduced ? 3 : 7;
+  bool ok_tables = true;
   try {
     auto world = testing::LoadWorldTable(testing::DefaultWorldTableDir());
     testing::AddDocumentationRanges(world);
@@ -71,13 +72,25 @@ int main() {
       swap_ms.push_back(Ms(Clock::now() - t));
     }
     std::printf(
-        "table: build %.0f ms (v4 %zu second-level blocks, v6 %zu blocks + trie %zu); first "
-        "load %.0f ms; swap median %.0f ms (incl. build)\n",
+        "table: build %.0f ms (v4 %zu second-level blocks, v6 %zu blocks + %zu nodes + trie %zu); "
+        "first load %.0f ms; swap median %.0f ms (incl. build and table digests)\n",
         build_ms, tables.v4_blocks.size() / SG_V4_BLOCK_SLOTS,
-        tables.v6_blocks.size() / SG_V6_BLOCK_SLOTS, tables.v6_trie.size(), first_ms,
-        Median(swap_ms));
+        tables.v6_blocks.size() / SG_V6_BLOCK_SLOTS, tables.v6_nodes.size() / SG_V6_NODE_SLOTS,
+        tables.v6_trie.size(), first_ms, Median(swap_ms));
 
     dp.AddGuest({.name = "bench", .ifindex = 1, .datasets = 1, .attach = false});
+    // Tamper check of the full table: identities only, and with every table hashed.
+    {
+      const auto t = Clock::now();
+      const auto shallow = dp.VerifyAttachments({.hash_tables = false});
+      const double shallow_ms = Ms(Clock::now() - t);
+      const auto t2 = Clock::now();
+      const auto deep = dp.VerifyAttachments();
+      const double deep_ms = Ms(Clock::now() - t2);
+      std::printf("verify: %.2f ms identities only, %.1f ms with table hashes (%zu findings)\n",
+                  shallow_ms, deep_ms, shallow.size() + deep.size());
+      if (!deep.empty()) ok_tables = false;
+    }
     std::unique_ptr<sg_noop, void (*)(sg_noop*)> noop(sg_noop__open_and_load(), sg_noop__destroy);
     if (!noop) throw DatapathError("load sg_noop", errno);
     const int noop_fd = bpf_program__fd(noop->progs.sg_noop);
@@ -102,10 +115,24 @@ int main() {
         de6_direct[15] = 1;
         break;
       }
+    // A real DE assignment longer than /32 (a /48 if there is one): resolved by the nodes.
+    std::array<std::uint8_t, 16> de6_long{};
+    for (const auto& e : pol.ipv6)
+      if (e.class_id == de_class && e.len > 32 && (de6_long[0] == 0 || e.len == 48)) {
+        de6_long = e.addr;
+        de6_long[15] = 1;
+        if (e.len == 48) break;
+      }
+    // The same table with IPv6 nodes off (max_v6_nodes = 0): what long assignments cost through
+    // the LPM trie, the path before nodes existed and the fallback when nodes run out.
+    NetDatapath dp_trie({.max_v6_nodes = 0});
+    dp_trie.ApplyPolicy(pol);
+    dp_trie.AddGuest({.name = "bench", .ifindex = 1, .datasets = 1, .attach = false});
     struct Case {
       const char* name;
       std::vector<std::uint8_t> frame;
       int expect;
+      NetDatapath* dp = nullptr;  // default: dp
     };
     std::array<std::uint8_t, 16> de6{0x20, 0x01, 0x0d, 0xb8, 0x00, 0xe0, 0, 0,
                                      0,    0,    0,    0,    0,    0,    0, 1};
@@ -117,7 +144,9 @@ int main() {
         {"ipv4 allowed, split /24 (lvl 2)", frames::Ipv4(split), split_expect},
         {"ipv4 forbidden (drop+event)", frames::Ipv4(0xCB007107), SG_TC_ACT_SHOT},
         {"ipv6 allowed (direct levels)", frames::Ipv6(de6_direct), SG_TC_ACT_OK},
-        {"ipv6 allowed, /48 (trie)", frames::Ipv6(de6), SG_TC_ACT_OK},
+        {"ipv6 allowed, doc /48 (nodes)", frames::Ipv6(de6), SG_TC_ACT_OK},
+        {"ipv6 allowed, DE /48 (nodes)", frames::Ipv6(de6_long), SG_TC_ACT_OK},
+        {"ipv6 DE /48, nodes off (trie)", frames::Ipv6(de6_long), SG_TC_ACT_OK, &dp_trie},
         {"ipv6 forbidden (drop+event)", frames::Ipv6(us6), SG_TC_ACT_SHOT},
     };
     std::printf(
@@ -135,7 +164,7 @@ int main() {
       std::vector<double> ours, base;
       for (int r = 0; r < rounds; ++r) {
         base.push_back(NoopRun(noop_fd, c.frame, repeat));
-        const auto res = dp.TestRun(c.frame, repeat);
+        const auto res = (c.dp ? c.dp : &dp)->TestRun(c.frame, repeat);
         ours.push_back(res.duration_ns);
         if (c.expect >= 0 && res.retval != c.expect) {
           std::printf("WRONG VERDICT for %s: %d\n", c.name, res.retval);
@@ -148,14 +177,13 @@ int main() {
       std::printf("%-30s %10.1f %10.1f %10.1f %10.1f\n", c.name, Median(ours), Median(base), added,
                   added_min);
       const std::string name = c.name;
-      if ((name.rfind("ipv4 allowed", 0) == 0 ||
-           name.find("allowed (direct") != std::string::npos) &&
+      if (!c.dp && (name.rfind("ipv4 allowed", 0) == 0 || name.rfind("ipv6 allowed", 0) == 0) &&
           added > 50)
         goal_met = false;
     }
-    std::printf("goal (allowed IPv4, allowed IPv6 on the array levels: added <= 50 ns): %s\n",
+    std::printf("goal (every allowed IPv4 and IPv6 case: added <= 50 ns): %s\n",
                 goal_met ? "met" : "MISSED");
-    if (!ok) return 1;
+    if (!ok || !ok_tables) return 1;
     return strict && !goal_met ? 1 : 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_datapath_prog_run: %s\n", e.what());

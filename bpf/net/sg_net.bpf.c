@@ -62,6 +62,21 @@ static __always_inline __u32 sg_classify_v6(__u32 gen, const __u8* dst) {
   struct sg_v6_block* b = bpf_map_lookup_elem(l2, &block);
   if (!b) return 0;
   __u32 cls = b->cls[(((__u32)dst[2] << 8) | dst[3]) & (SG_V6_BLOCK_SLOTS - 1)];
+  if ((cls & SG_V6_NODE) && cls != SG_V6_TRIE) {
+    /* Longer prefixes under this /32: one 256-slot node per further byte, down to /64. */
+    void* l3 = bpf_map_lookup_elem(&sg_v6_l3_outer, &gen);
+    if (!l3) return 0;
+#pragma unroll
+    for (int k = 4; k < 8; k++) {
+      __u32 node = cls & ~SG_V6_NODE;
+      struct sg_v6_node* n = bpf_map_lookup_elem(l3, &node);
+      if (!n) return 0;
+      cls = n->cls[dst[k]];
+      if (!(cls & SG_V6_NODE) || cls == SG_V6_TRIE) break;
+    }
+    /* A /64 slot never points to a further node: that would be a broken table (fail closed). */
+    if ((cls & SG_V6_NODE) && cls != SG_V6_TRIE) return 0;
+  }
   if (cls != SG_V6_TRIE) return cls;
   void* trie = bpf_map_lookup_elem(&sg_v6_lpm_outer, &gen);
   if (!trie) return 0;
@@ -302,6 +317,10 @@ __noinline int sg_count(__u32 entry, __u64 broken, __u64 enforce, int drop, __u6
 
 SEC("tc")
 int sg_net_egress(struct __sk_buff* skb) {
+#ifdef SG_NET_VARIANT
+  /* Test builds of an "upgraded" object: one more instruction (so another tag), same behaviour. */
+  asm volatile("r0 = 0" ::: "r0");
+#endif
   __u32 ifindex = skb->ifindex;
   __u32 entry;
   if (ifindex < SG_GUEST_INDEX_DIRECT) {

@@ -60,6 +60,13 @@ struct sg_v6_l2_inner {
   __uint(key_size, sizeof(__u32));
   __uint(value_size, sizeof(struct sg_v6_block));
 };
+/* Fixed size, no BPF_F_INNER_MAP: lookups in it are inlined (one per level below /32). */
+struct sg_v6_l3_inner {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, SG_V6_MAX_NODES);
+  __uint(key_size, sizeof(__u32));
+  __uint(value_size, sizeof(struct sg_v6_node));
+};
 struct sg_classes_inner {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, SG_MAX_CLASSES);
@@ -119,6 +126,13 @@ struct {
   __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
   __uint(max_entries, SG_NET_GENERATIONS);
   __type(key, __u32);
+  __array(values, struct sg_v6_l3_inner);
+} sg_v6_l3_outer SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+  __uint(max_entries, SG_NET_GENERATIONS);
+  __type(key, __u32);
   __array(values, struct sg_policy_inner);
 } sg_policy_outer SEC(".maps");
 
@@ -172,5 +186,21 @@ struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
   __uint(max_entries, 256 * 1024);
 } sg_events SEC(".maps");
+
+/* Restart hand-over bookkeeping (user space only; see struct sg_net_guest_meta). */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SG_MAX_GUESTS);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, __u32);
+  __type(value, struct sg_net_guest_meta);
+} sg_guest_meta SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct sg_net_state);
+} sg_state SEC(".maps");
 
 #endif /* SOVGUARD_BPF_NET_SG_NET_MAPS_H_ */

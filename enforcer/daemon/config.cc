@@ -28,7 +28,7 @@ std::vector<std::string> ConfigKeys() {
           "data_dir",       "policy_bundle",        "trusted_keys_dir", "tpm",
           "sovguard_pcr",   "api_listen",           "api_cert",         "api_key",
           "auditor_ca",     "auditor_allowlist",    "start_libvirtd",   "start_swtpm",
-          "metrics_listen", "tamper_check_seconds", "swtpm_port"};
+          "metrics_listen", "tamper_check_seconds", "swtpm_port",       "bpf_pin_dir"};
 }
 
 void ApplySetting(const std::string& key, const std::string& value, Config& c,
@@ -39,6 +39,12 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
     c.libvirt_qemu_run_dir = value;
   } else if (key == "state_dir") {
     c.state_dir = value;
+  } else if (key == "bpf_pin_dir") {
+    if (value.empty() || value.front() != '/') {
+      throw std::runtime_error(where + ": bpf_pin_dir: expected an absolute path on bpffs, got '" +
+                               value + "'");
+    }
+    c.bpf_pin_dir = value;
   } else if (key == "runtime_dir") {
     c.runtime_dir = value;
   } else if (key == "data_dir") {

@@ -14,6 +14,9 @@ struct Config {
   std::filesystem::path libvirt_qemu_run_dir = "/run/libvirt/qemu";  // NAME.pid files of QEMU
   std::filesystem::path state_dir = "/var/lib/sovguard";
   std::filesystem::path runtime_dir = "/run/sovguard";
+  // bpffs directory where the network datapath pins its maps: a restarted daemon adopts them
+  // (guests, counters, quota windows) instead of starting from zero.
+  std::filesystem::path bpf_pin_dir = "/sys/fs/bpf/sovguard";
   std::filesystem::path data_dir = "/usr/share/sovguard";  // world.sgjt, default policy
   std::filesystem::path policy_bundle;                     // empty: the shipped default policy
   std::filesystem::path trusted_keys_dir = "/etc/sovguard/trusted-keys";

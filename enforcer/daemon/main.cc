@@ -119,6 +119,7 @@ int Run(const sd::Config& config) {
   const auto tick = std::min<std::chrono::microseconds>(
       watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::seconds(1),
       std::chrono::seconds(1));
+  auto next_tamper_check = std::chrono::steady_clock::now();
   while (true) {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
     timespec ts{
@@ -136,6 +137,11 @@ int Run(const sd::Config& config) {
       node.Reload();
     }
     node.PumpEvents();
+    if (std::chrono::steady_clock::now() >= next_tamper_check) {
+      node.CheckTamper();
+      next_tamper_check =
+          std::chrono::steady_clock::now() + std::chrono::seconds(config.tamper_check_seconds);
+    }
     write_status();
   }
 }

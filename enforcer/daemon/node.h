@@ -117,7 +117,15 @@ class Node {
                                    std::uint64_t datasets) const;  // needs mu_
   void StartStorage();                                             // needs mu_
   void StartMetrics();
-  void ReleaseTables();  // needs mu_; drops the world table and compiled prefixes once applied
+  void ReleaseTables();
+
+ public:
+  // Checks that every program is attached where it should be with the expected tag and that the
+  // policy maps match their digests; repairs, raises events and metrics, and measures what it
+  // found into the TPM log. Called from the main loop every tamper_check_seconds.
+  void CheckTamper();
+
+ private:  // needs mu_; drops the world table and compiled prefixes once applied
   void CollectMetrics(metrics::Registry& registry);  // at scrape time
 
   Config config_;
@@ -128,6 +136,10 @@ class Node {
   std::optional<policy::JurisdictionTable> table_;
   std::optional<LoadedPolicy> policy_;
   std::map<std::string, CoveredGuest> guests_;  // by uuid
+  // Taps a predecessor covered (adopted from bpffs with counters and quotas), not yet claimed by a
+  // guest libvirt reports; unclaimed ones are removed after the first reconcile.
+  std::map<std::uint32_t, std::string> adopted_;  // ifindex -> guest name
+  std::uint64_t tamper_checks_ = 0;
   std::unique_ptr<datapath::NetDatapath> net_;
   std::unique_ptr<storage::StorageDatapath> storage_;  // null when it could not load (reported)
   std::unique_ptr<metrics::Registry> metrics_;

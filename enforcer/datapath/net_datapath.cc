@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -16,7 +17,9 @@
 #include <utility>
 
 #include "bpf/net/sg_net.skel.h"
+#include "enforcer/datapath/table_digest.h"
 #include "enforcer/datapath/tables.h"
+#include "enforcer/datapath/tc_netlink.h"
 
 namespace sovguard::datapath {
 namespace {
@@ -99,10 +102,43 @@ void InNetns(const std::string& path, F&& f) {
   if (failure) std::rethrow_exception(failure);
 }
 
-struct Outer {
-  int fd;
-  const char* name;
-};
+template <class F>
+auto InNetnsResult(const std::string& path, F&& f) {
+  decltype(f()) result{};
+  InNetns(path, [&] { result = f(); });
+  return result;
+}
+
+std::string IfName(std::uint32_t ifindex) {
+  char buf[IF_NAMESIZE] = {};
+  return ::if_indextoname(ifindex, buf) ? std::string(buf) : std::string();
+}
+
+void CopyString(char* dst, std::size_t size, const std::string& src) {
+  std::memset(dst, 0, size);
+  std::memcpy(dst, src.data(), std::min(src.size(), size - 1));
+}
+std::string FromField(const char* src, std::size_t size) {
+  return std::string(src, strnlen(src, size));
+}
+
+std::uint32_t MapId(int fd) {
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  if (int err = bpf_obj_get_info_by_fd(fd, &info, &len); err)
+    throw DatapathError("bpf_obj_get_info_by_fd (map)", -err);
+  return info.id;
+}
+
+std::string Hex(const std::uint8_t* p, std::size_t n) {
+  std::string out;
+  char b[3];
+  for (std::size_t i = 0; i < n; ++i) {
+    std::snprintf(b, sizeof(b), "%02x", p[i]);
+    out += b;
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -114,8 +150,16 @@ void NetDatapath::RingBufferDeleter::operator()(::ring_buffer* rb) const {
 }
 
 NetDatapath::NetDatapath(NetDatapathOptions options) : options_(std::move(options)) {
-  std::unique_ptr<sg_net, void (*)(sg_net*)> skel(sg_net__open(), sg_net__destroy);
-  if (!skel) throw DatapathError("open sg_net skeleton", errno);
+  auto* raw = static_cast<sg_net*>(std::calloc(1, sizeof(sg_net)));
+  if (!raw) throw std::bad_alloc();
+  std::unique_ptr<sg_net, void (*)(sg_net*)> skel(raw, sg_net__destroy);
+  if (int err = sg_net__create_skeleton(raw); err) throw DatapathError("sg_net skeleton", -err);
+  if (!options_.program_object.empty()) {
+    raw->skeleton->data = const_cast<std::uint8_t*>(options_.program_object.data());
+    raw->skeleton->data_sz = options_.program_object.size();
+  }
+  if (int err = bpf_object__open_skeleton(raw->skeleton, nullptr); err)
+    throw DatapathError("open sg_net object", -err);
   if (!options_.pin_dir.empty()) {
     struct bpf_map* map;
     bpf_object__for_each_map(map, skel->obj) {
@@ -158,6 +202,46 @@ NetDatapath::NetDatapath(NetDatapathOptions options) : options_(std::move(option
   const std::uint32_t active = skel_->bss->sg_cfg.active_gen & (SG_NET_GENERATIONS - 1);
   std::uint32_t id = 0;
   policy_loaded_ = bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_policy_outer), &active, &id) == 0;
+  sg_net_state state{};
+  if (int err = bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_state), &zero, &state); err)
+    throw DatapathError("read sg_state", -err);
+  if (state.abi_version != 0 && state.abi_version != SG_ABI_VERSION)
+    throw DatapathError("pinned datapath state in " + options_.pin_dir + " has ABI version " +
+                            std::to_string(state.abi_version) + ", this daemon " +
+                            std::to_string(SG_ABI_VERSION) + ": refusing to adopt it",
+                        EPROTO);
+  if (state.abi_version != 0) {
+    swaps_ = state.swaps;
+    std::memcpy(digest_.data(), state.policy_digest, digest_.size());
+    for (std::size_t i = 0; i < table_digests_.size(); ++i)
+      std::memcpy(table_digests_[i].data(), state.table_digest[i], 32);
+    if (policy_loaded_) {
+      const auto outers = Outers();
+      for (std::size_t i = 0; i < table_ids_.size(); ++i)
+        bpf_map_lookup_elem(outers[i], &active, &table_ids_[i]);  // 0 if missing: Verify says so
+    }
+  } else {
+    WriteState();
+  }
+}
+
+std::array<int, SG_NET_TABLES> NetDatapath::Outers() const {
+  return {bpf_map__fd(skel_->maps.sg_v4_dir_outer), bpf_map__fd(skel_->maps.sg_v4_l2_outer),
+          bpf_map__fd(skel_->maps.sg_v6_lpm_outer), bpf_map__fd(skel_->maps.sg_v6_l1_outer),
+          bpf_map__fd(skel_->maps.sg_v6_l2_outer),  bpf_map__fd(skel_->maps.sg_classes_outer),
+          bpf_map__fd(skel_->maps.sg_policy_outer), bpf_map__fd(skel_->maps.sg_v6_l3_outer)};
+}
+
+void NetDatapath::WriteState() {
+  sg_net_state state{};
+  state.abi_version = SG_ABI_VERSION;
+  state.policy_loaded = policy_loaded_;
+  state.swaps = swaps_;
+  std::memcpy(state.policy_digest, digest_.data(), digest_.size());
+  for (std::size_t i = 0; i < table_digests_.size(); ++i)
+    std::memcpy(state.table_digest[i], table_digests_[i].data(), 32);
+  const std::uint32_t zero = 0;
+  UpdateElem(bpf_map__fd(skel_->maps.sg_state), &zero, &state, "sg_state");
 }
 
 NetDatapath::~NetDatapath() {
@@ -183,8 +267,13 @@ int NetDatapath::program_fd() const {
   return bpf_program__fd(skel_->progs.sg_net_egress);
 }
 
+ProgramIdentity NetDatapath::program() const {
+  return detail::ProgramByFd(program_fd());
+}
+
 void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
-  const NetTables t = BuildNetTables(policy);
+  const NetTables t = BuildNetTables(policy, options_.max_v6_nodes);
+  const TableDigests digests = DigestTables(t);
 
   UniqueFd dir = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v4_dir", sizeof(std::uint32_t),
                            sizeof(sg_v4_dir_bucket), SG_V4_DIR_BUCKETS, 0);
@@ -225,6 +314,15 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
     UpdateMany(l2.get(), keys.data(), sizeof(std::uint32_t), t.v6_blocks.data(),
                sizeof(sg_v6_block), n_blocks, "sg_v6_l2");
   }
+  const auto n_nodes = static_cast<std::uint32_t>(t.v6_nodes.size() / SG_V6_NODE_SLOTS);
+  UniqueFd l3 = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v6_l3", sizeof(std::uint32_t), sizeof(sg_v6_node),
+                          SG_V6_MAX_NODES, 0);
+  {
+    std::vector<std::uint32_t> keys(n_nodes);
+    for (std::uint32_t i = 0; i < n_nodes; ++i) keys[i] = i;
+    UpdateMany(l3.get(), keys.data(), sizeof(std::uint32_t), t.v6_nodes.data(), sizeof(sg_v6_node),
+               n_nodes, "sg_v6_l3");
+  }
   UniqueFd v6 = fill_trie(t.v6_trie, "sg_v6_lpm", sizeof(sg_lpm_v6_key));
   UniqueFd classes = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_classes", sizeof(std::uint32_t),
                                sizeof(sg_class), SG_MAX_CLASSES, 0);
@@ -242,18 +340,14 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
   const std::uint32_t active =
       __atomic_load_n(&skel_->bss->sg_cfg.active_gen, __ATOMIC_ACQUIRE) & (SG_NET_GENERATIONS - 1);
   const std::uint32_t next = active ^ 1;
-  const std::pair<int, const UniqueFd*> slots[] = {
-      {bpf_map__fd(skel_->maps.sg_v4_dir_outer), &dir},
-      {bpf_map__fd(skel_->maps.sg_v4_l2_outer), &v4},
-      {bpf_map__fd(skel_->maps.sg_v6_lpm_outer), &v6},
-      {bpf_map__fd(skel_->maps.sg_v6_l1_outer), &l1},
-      {bpf_map__fd(skel_->maps.sg_v6_l2_outer), &l2},
-      {bpf_map__fd(skel_->maps.sg_classes_outer), &classes},
-      {bpf_map__fd(skel_->maps.sg_policy_outer), &pol},
-  };
-  for (const auto& [outer, inner] : slots) {
-    const int fd = inner->get();
-    UpdateElem(outer, &next, &fd, "generation slot");
+  // In Outers() (= sg_net_state.table_digest) order.
+  const UniqueFd* inner[SG_NET_TABLES] = {&dir, &v4, &v6, &l1, &l2, &classes, &pol, &l3};
+  const auto outers = Outers();
+  std::array<std::uint32_t, SG_NET_TABLES> ids{};
+  for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
+    const int fd = inner[i]->get();
+    UpdateElem(outers[i], &next, &fd, "generation slot");
+    ids[i] = MapId(fd);
   }
   // The switch: one aligned store the program reads once per frame.
   __atomic_store_n(&skel_->bss->sg_cfg.active_gen, next, __ATOMIC_RELEASE);
@@ -261,8 +355,11 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
 
   datasets_ = policy.datasets;
   digest_ = policy.digest;
+  table_digests_ = digests;
+  table_ids_ = ids;
   policy_loaded_ = true;
   ++swaps_;
+  WriteState();
 }
 
 // Waits until no frame can still be using generation old_gen, then frees it. Every frame that read
@@ -272,11 +369,7 @@ void NetDatapath::Barrier(std::uint32_t old_gen) {
   std::uint32_t id = 0;
   if (bpf_map_lookup_elem(policy_outer, &old_gen, &id) != 0) return;  // slot was empty
   SynchronizeRcu();
-  for (int outer :
-       {bpf_map__fd(skel_->maps.sg_v4_dir_outer), bpf_map__fd(skel_->maps.sg_v4_l2_outer),
-        bpf_map__fd(skel_->maps.sg_v6_lpm_outer), bpf_map__fd(skel_->maps.sg_v6_l1_outer),
-        bpf_map__fd(skel_->maps.sg_v6_l2_outer), bpf_map__fd(skel_->maps.sg_classes_outer),
-        policy_outer}) {
+  for (int outer : Outers()) {
     int err = bpf_map_delete_elem(outer, &old_gen);
     if (err && err != -ENOENT) throw DatapathError("free old generation", -err);
   }
@@ -285,7 +378,7 @@ void NetDatapath::Barrier(std::uint32_t old_gen) {
 // Writes the guest's configuration into the entry not in use, then points its index there. The
 // entry written last time may still be read by frames that fetched the index before: callers
 // that rewrite a published guest wait a grace period afterwards (SynchronizeRcu).
-void NetDatapath::WriteGuest(Guest& g) {
+sg_net_guest NetDatapath::GuestEntry(const Guest& g) const {
   sg_net_guest v{};
   v.datasets = g.config.datasets;
   v.slot = g.slot;
@@ -294,6 +387,32 @@ void NetDatapath::WriteGuest(Guest& g) {
     if (g.positions[p] != SG_GUEST_DS_NONE) v.n_ds = static_cast<std::uint8_t>(p + 1);
   for (std::size_t i = 0; i < g.config.allowed_ethertypes.size(); ++i)
     v.ethertypes[i] = g.config.allowed_ethertypes[i];
+  return v;
+}
+
+void NetDatapath::WriteMeta(const Guest& g) {
+  sg_net_guest_meta m{};
+  m.ifindex = g.config.ifindex;
+  m.flags =
+      (g.config.attach ? SG_GUEST_META_ATTACH : 0) | (g.created_qdisc ? SG_GUEST_META_QDISC : 0);
+  CopyString(m.ifname, sizeof(m.ifname), g.ifname);
+  CopyString(m.name, sizeof(m.name), g.config.name);
+  CopyString(m.netns, sizeof(m.netns), g.config.netns);
+  UpdateElem(bpf_map__fd(skel_->maps.sg_guest_meta), &g.slot, &m, "sg_guest_meta");
+}
+
+bool NetDatapath::TapPresent(const Guest& g) const {
+  try {
+    const std::string name =
+        InNetnsResult(g.config.netns, [&] { return IfName(g.config.ifindex); });
+    return !name.empty() && (g.ifname.empty() || name == g.ifname);
+  } catch (const DatapathError&) {
+    return false;  // the namespace itself is gone
+  }
+}
+
+void NetDatapath::WriteGuest(Guest& g) {
+  const sg_net_guest v = GuestEntry(g);
   const std::uint32_t entry = g.published ? (g.entry ^ 1) : g.slot * 2;
   std::memcpy(&skel_->bss->sg_guest_cfg[entry], &v, sizeof(v));
   __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -356,13 +475,22 @@ std::uint32_t NetDatapath::AddGuest(const GuestConfig& config) {
   for (std::uint32_t p = 0; p < SG_MAX_GUEST_DATASETS; ++p) ResetSlotState(slot, p);
   const sg_net_ratelimit rl{};
   UpdateElem(bpf_map__fd(skel_->maps.sg_ratelimit), &slot, &rl, "sg_ratelimit");
+  try {
+    g.ifname = InNetnsResult(config.netns, [&] { return IfName(config.ifindex); });
+  } catch (const DatapathError&) {
+    if (config.attach) throw;
+  }
+  // Bookkeeping first: a successor finds every published guest's name and namespace.
+  WriteMeta(g);
   WriteGuest(g);
   slot_used_[slot] = true;
   if (config.attach) {
     try {
       AttachTc(g);
+      WriteMeta(g);  // created_qdisc
     } catch (...) {
       PublishIndex(config.ifindex, 0);
+      bpf_map_delete_elem(bpf_map__fd(skel_->maps.sg_guest_meta), &slot);
       slot_used_[slot] = false;
       throw;
     }
@@ -409,6 +537,9 @@ void NetDatapath::RemoveGuest(std::uint32_t ifindex) {
     throw std::invalid_argument("no guest on ifindex " + std::to_string(ifindex));
   DetachTc(it->second);
   PublishIndex(ifindex, 0);
+  if (int err = bpf_map_delete_elem(bpf_map__fd(skel_->maps.sg_guest_meta), &it->second.slot);
+      err && err != -ENOENT)
+    throw DatapathError("delete sg_guest_meta of slot " + std::to_string(it->second.slot), -err);
   SynchronizeRcu();  // the slot's entries may be reused by the next guest
   slot_used_[it->second.slot] = false;
   guests_.erase(it);
@@ -416,15 +547,33 @@ void NetDatapath::RemoveGuest(std::uint32_t ifindex) {
 
 void NetDatapath::Detach() {
   std::string first_error;
+  const int meta_fd = bpf_map__fd(skel_->maps.sg_guest_meta);
+  // As RemoveGuest for each guest, with one grace period for all of them at the end (no slot is
+  // reused before it).
   while (!guests_.empty()) {
-    const std::uint32_t ifindex = guests_.begin()->first;
-    try {
-      RemoveGuest(ifindex);
-    } catch (const std::exception& e) {
-      if (first_error.empty()) first_error = e.what();
-      slot_used_[guests_.begin()->second.slot] = false;
-      guests_.erase(guests_.begin());
-    }
+    auto it = guests_.begin();
+    auto step = [&](auto&& f) {
+      try {
+        f();
+      } catch (const std::exception& e) {
+        if (first_error.empty()) first_error = e.what();
+      }
+    };
+    step([&] { DetachTc(it->second); });
+    // Even if the filter stayed: unpublished, its tap is unknown to the program (all dropped).
+    step([&] { PublishIndex(it->first, 0); });
+    step([&] {
+      if (int err = bpf_map_delete_elem(meta_fd, &it->second.slot); err && err != -ENOENT)
+        throw DatapathError("delete sg_guest_meta of slot " + std::to_string(it->second.slot),
+                            -err);
+    });
+    slot_used_[it->second.slot] = false;
+    guests_.erase(it);
+  }
+  try {
+    SynchronizeRcu();
+  } catch (const std::exception& e) {
+    if (first_error.empty()) first_error = e.what();
   }
   if (!first_error.empty()) throw std::runtime_error("detach: " + first_error);
 }
@@ -434,7 +583,7 @@ void NetDatapath::AttachTc(Guest& g) {
   InNetns(g.config.netns, [&] {
     LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(g.config.ifindex),
                 .attach_point = BPF_TC_INGRESS);
-    int err = bpf_tc_hook_create(&hook);
+    int err = detail::HasClsact(g.config.ifindex) ? -EEXIST : bpf_tc_hook_create(&hook);
     if (err && err != -EEXIST)
       throw DatapathError("create clsact qdisc on ifindex " + std::to_string(g.config.ifindex),
                           -err);
@@ -450,7 +599,7 @@ void NetDatapath::AttachTc(Guest& g) {
       throw DatapathError("attach tc ingress filter on ifindex " + std::to_string(g.config.ifindex),
                           -err);
     }
-    g.created_qdisc = created;
+    g.created_qdisc = g.created_qdisc || created;  // a predecessor's qdisc stays ours
   });
   g.attached = true;
 }
@@ -571,6 +720,256 @@ TestRunResult NetDatapath::TestRun(std::span<const std::uint8_t> frame, std::uin
         "BPF_PROG_TEST_RUN sg_net_egress on a " + std::to_string(frame.size()) + "-byte frame",
         -err);
   return {static_cast<int>(opts.retval), opts.duration};
+}
+
+std::vector<TcFilterInfo> ListIngressFilters(std::uint32_t ifindex, const std::string& netns) {
+  return InNetnsResult(netns, [&] { return detail::DumpIngressFilters(ifindex); });
+}
+
+std::vector<AdoptedGuest> NetDatapath::Adopt() {
+  if (options_.pin_dir.empty())
+    throw std::logic_error("NetDatapath::Adopt needs pin_dir (nothing to adopt from)");
+  if (!guests_.empty()) throw std::logic_error("NetDatapath::Adopt must come before AddGuest");
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> published;  // ifindex, entry + 1
+  for (std::uint32_t i = 1; i < SG_GUEST_INDEX_DIRECT; ++i)
+    if (const std::uint32_t v = __atomic_load_n(&skel_->bss->sg_guest_index[i], __ATOMIC_ACQUIRE))
+      published.emplace_back(i, v);
+  {
+    const int fd = bpf_map__fd(skel_->maps.sg_guests);
+    std::uint32_t key = 0, next = 0;
+    const void* prev = nullptr;
+    for (std::uint32_t n = 0; n <= SG_MAX_GUESTS; ++n) {
+      if (bpf_map_get_next_key(fd, prev, &next) != 0) break;
+      std::uint32_t v = 0;
+      if (bpf_map_lookup_elem(fd, &next, &v) == 0 && v) published.emplace_back(next, v);
+      key = next;
+      prev = &key;
+    }
+  }
+  const int meta_fd = bpf_map__fd(skel_->maps.sg_guest_meta);
+  adopted_.clear();
+  for (const auto& [ifindex, value] : published) {
+    const std::uint32_t entry = value - 1;
+    const bool valid = value >= 1 && entry < SG_MAX_GUESTS * 2;
+    const sg_net_guest cfg = valid ? skel_->bss->sg_guest_cfg[entry] : sg_net_guest{};
+    if (!valid || cfg.slot != entry / 2 || slot_used_[cfg.slot]) {
+      // Not an entry we can own: the program must not keep using it. Unpublished, the interface
+      // is unknown to the program and all its frames are dropped (fail closed).
+      std::fprintf(stderr,
+                   "sovguard datapath: adopt: ifindex %u has an inconsistent entry %u: dropped\n",
+                   ifindex, value);
+      PublishIndex(ifindex, 0);
+      continue;
+    }
+    Guest g;
+    g.slot = cfg.slot;
+    g.entry = entry;
+    g.published = true;
+    std::memcpy(g.positions.data(), cfg.ds, sizeof(cfg.ds));
+    g.config.ifindex = ifindex;
+    g.config.datasets = cfg.datasets;
+    for (std::uint16_t e : cfg.ethertypes)
+      if (e) g.config.allowed_ethertypes.push_back(e);
+    sg_net_guest_meta meta{};
+    if (bpf_map_lookup_elem(meta_fd, &g.slot, &meta) == 0) {
+      g.config.name = FromField(meta.name, sizeof(meta.name));
+      g.config.netns = FromField(meta.netns, sizeof(meta.netns));
+      g.ifname = FromField(meta.ifname, sizeof(meta.ifname));
+      g.config.attach = meta.flags & SG_GUEST_META_ATTACH;
+      g.created_qdisc = meta.flags & SG_GUEST_META_QDISC;
+    } else {
+      g.config.attach = true;  // unknown: assume the filter is wanted (fail closed)
+    }
+    slot_used_[g.slot] = true;
+    AdoptedGuest a;
+    a.slot = g.slot;
+    a.tap_present = TapPresent(g);
+    if (a.tap_present) {
+      try {
+        for (auto& f : ListIngressFilters(ifindex, g.config.netns))
+          if (f.priority == kTcPriority && f.handle == kTcHandle && f.kind == "bpf")
+            a.previous_filter = f;
+      } catch (const DatapathError&) {
+        // listed as missing; the attach below says what is wrong if it matters
+      }
+      if (g.config.attach) {
+        // The predecessor's filter is replaced in one netlink request: the old program runs until
+        // the kernel switches to ours (same handle and priority), so no frame goes unchecked.
+        try {
+          AttachTc(g);
+          WriteMeta(g);
+          a.attached = true;
+        } catch (const std::exception& e) {
+          // The predecessor's filter (if any) keeps running; Verify reports it, Repair retries.
+          a.error = e.what();
+        }
+      }
+    }
+    g.attached = a.attached;
+    a.config = g.config;
+    guests_.emplace(ifindex, std::move(g));
+    adopted_.push_back(std::move(a));
+  }
+  return adopted_;
+}
+
+std::vector<TamperFinding> NetDatapath::VerifyAttachments(VerifyOptions options) const {
+  std::vector<TamperFinding> out;
+  const ProgramIdentity ours = program();
+  for (const auto& [ifindex, g] : guests_) {
+    auto finding = [&](TamperKind kind, std::string detail) {
+      TamperFinding f;
+      f.kind = kind;
+      f.guest = g.config.name;
+      f.ifindex = ifindex;
+      f.detail = std::move(detail);
+      return f;
+    };
+    // The kernel entry the program uses for this tap.
+    std::uint32_t index = 0;
+    if (ifindex < SG_GUEST_INDEX_DIRECT) {
+      index = __atomic_load_n(&skel_->bss->sg_guest_index[ifindex], __ATOMIC_ACQUIRE);
+    } else {
+      bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_guests), &ifindex, &index);
+    }
+    const sg_net_guest want = GuestEntry(g);
+    if (index != g.entry + 1 ||
+        std::memcmp(&skel_->bss->sg_guest_cfg[g.entry], &want, sizeof(want)) != 0)
+      out.push_back(finding(TamperKind::kGuestEntryAltered,
+                            "guest entry " + std::to_string(g.entry) + " (index " +
+                                std::to_string(index) + ") differs from what was written"));
+    if (!g.config.attach) continue;
+    if (!TapPresent(g)) {
+      out.push_back(finding(TamperKind::kTapMissing, "tap " + g.ifname + " is gone"));
+      continue;
+    }
+    std::vector<TcFilterInfo> filters;
+    try {
+      filters = ListIngressFilters(ifindex, g.config.netns);
+    } catch (const DatapathError& e) {
+      if (e.error() == ENODEV) {
+        out.push_back(finding(TamperKind::kTapMissing, e.what()));
+        continue;
+      }
+      throw;
+    }
+    auto it = std::find_if(filters.begin(), filters.end(), [](const TcFilterInfo& f) {
+      return f.priority == kTcPriority && f.handle == kTcHandle && f.kind == "bpf";
+    });
+    if (it == filters.end()) {
+      out.push_back(finding(TamperKind::kFilterMissing,
+                            filters.empty() ? "no filter (or no clsact qdisc) on ingress"
+                                            : "our filter is gone from ingress"));
+      continue;
+    }
+    if (it->program.id != ours.id) {
+      auto f =
+          finding(TamperKind::kProgramReplaced,
+                  "program " + std::to_string(it->program.id) + " tag " + it->program.tag +
+                      " at our filter, expected " + std::to_string(ours.id) + " tag " + ours.tag);
+      f.expected = ours;
+      f.found = it->program;
+      out.push_back(std::move(f));
+    }
+    for (auto before = filters.begin(); before != it; ++before) {
+      auto f = finding(TamperKind::kFilterBypass, "foreign " + before->kind + " filter priority " +
+                                                      std::to_string(before->priority) +
+                                                      " handle " + std::to_string(before->handle) +
+                                                      " runs before ours");
+      f.filter = *before;
+      f.found = before->program;
+      out.push_back(std::move(f));
+    }
+  }
+  if (!policy_loaded_) return out;
+  const std::uint32_t active =
+      __atomic_load_n(&skel_->bss->sg_cfg.active_gen, __ATOMIC_ACQUIRE) & (SG_NET_GENERATIONS - 1);
+  const auto outers = Outers();
+  for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
+    TamperFinding f;
+    f.table = std::string(kTableNames[i]);
+    std::uint32_t id = 0;
+    if (bpf_map_lookup_elem(outers[i], &active, &id) != 0 || id != table_ids_[i]) {
+      f.kind = TamperKind::kGenerationAltered;
+      f.detail = "generation " + std::to_string(active) + " table " + f.table + " is map " +
+                 std::to_string(id) + ", expected " + std::to_string(table_ids_[i]);
+      out.push_back(std::move(f));
+      continue;
+    }
+    if (!options.hash_tables) continue;
+    UniqueFd fd(bpf_map_get_fd_by_id(id));
+    if (fd.get() < 0) throw DatapathError("open policy table map " + std::to_string(id), errno);
+    const Sha256 got = DigestMap(fd.get());
+    if (got != table_digests_[i]) {
+      f.kind = TamperKind::kPolicyTableAltered;
+      f.detail = "table " + f.table + " sha256 " + Hex(got.data(), 8) + "..., expected " +
+                 Hex(table_digests_[i].data(), 8) + "...";
+      out.push_back(std::move(f));
+    }
+  }
+  return out;
+}
+
+RepairResult NetDatapath::Repair(VerifyOptions options) {
+  RepairResult r;
+  bool rewrote = false;
+  for (auto& f : VerifyAttachments(options)) {
+    auto it = guests_.find(f.ifindex);
+    bool fixed = false;
+    if (it != guests_.end() && !f.guest.empty() && f.table.empty()) {
+      Guest& g = it->second;
+      switch (f.kind) {
+        case TamperKind::kFilterMissing:
+        case TamperKind::kProgramReplaced:
+          AttachTc(g);
+          WriteMeta(g);
+          fixed = true;
+          break;
+        case TamperKind::kFilterBypass:
+          InNetns(g.config.netns, [&] { detail::DeleteIngressFilter(f.ifindex, f.filter); });
+          fixed = true;
+          break;
+        case TamperKind::kGuestEntryAltered:
+          WriteGuest(g);
+          rewrote = true;
+          fixed = true;
+          break;
+        default:
+          break;
+      }
+    }
+    (fixed ? r.repaired : r.remaining).push_back(std::move(f));
+  }
+  if (rewrote) SynchronizeRcu();
+  return r;
+}
+
+std::string_view TamperKindName(TamperKind kind) {
+  switch (kind) {
+    case TamperKind::kTapMissing:
+      return "tap-missing";
+    case TamperKind::kFilterMissing:
+      return "filter-missing";
+    case TamperKind::kProgramReplaced:
+      return "program-replaced";
+    case TamperKind::kFilterBypass:
+      return "filter-bypass";
+    case TamperKind::kGuestEntryAltered:
+      return "guest-entry-altered";
+    case TamperKind::kGenerationAltered:
+      return "generation-altered";
+    case TamperKind::kPolicyTableAltered:
+      return "policy-table-altered";
+  }
+  return "?";
+}
+
+std::string FormatFinding(const TamperFinding& f) {
+  std::string out = "tamper " + std::string(TamperKindName(f.kind));
+  if (!f.guest.empty() || f.ifindex)
+    out += " guest=" + f.guest + " ifindex=" + std::to_string(f.ifindex);
+  if (!f.table.empty()) out += " table=" + f.table;
+  return out + ": " + f.detail;
 }
 
 std::string CountryText(std::uint16_t country) {

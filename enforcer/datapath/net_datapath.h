@@ -13,6 +13,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bpf/sovguard_abi.h"
@@ -41,6 +42,14 @@ struct NetDatapathOptions {
   bool detach_on_destroy = true;
   std::uint32_t events_per_sec = 100;  // per guest; 0 disables events (all counted as suppressed)
   std::uint32_t event_burst = 200;
+  // The BPF object to load instead of the built-in one (ELF bytes, alive until the constructor
+  // returns). It must be built from bpf/net/sg_net.bpf.c of the same ABI (same maps, same .bss):
+  // tests use a variant to stand in for an upgraded program.
+  std::span<const std::uint8_t> program_object;
+  // IPv6 nodes below /32 a policy may use (at most SG_V6_MAX_NODES, the fixed size of the node
+  // array; the world table needs about 8,700). /32s beyond it are resolved by the LPM trie, which
+  // is several times slower (bench/datapath); 0 turns nodes off (benchmark comparison).
+  std::uint32_t max_v6_nodes = SG_V6_MAX_NODES;
 };
 
 struct GuestConfig {
@@ -89,6 +98,68 @@ struct NetStatus {
   std::vector<GuestStatus> guests;
 };
 
+// A BPF program as the kernel knows it.
+struct ProgramIdentity {
+  std::uint32_t id = 0;
+  std::string tag;  // 16 hex digits (bpf_prog_info.tag)
+  std::string name;
+};
+
+// One tc filter of a clsact ingress hook, in the order the kernel runs them.
+struct TcFilterInfo {
+  std::uint32_t priority = 0;
+  std::uint32_t handle = 0;
+  std::uint16_t protocol = 0;  // host order (ETH_P_ALL = 3)
+  std::string kind;            // "bpf", "u32", "matchall", ...
+  ProgramIdentity program;     // kind "bpf" only
+  bool direct_action = false;
+};
+
+// A guest found in the pinned state by Adopt().
+struct AdoptedGuest {
+  GuestConfig config;  // name, ifindex, datasets, ethertypes, netns, attach as the predecessor had
+  std::uint32_t slot = 0;
+  bool tap_present = false;  // an interface with that ifindex and name exists in its namespace
+  // Our filter (handle/priority) as it was found before adoption; nullopt when it was missing.
+  std::optional<TcFilterInfo> previous_filter;
+  bool attached = false;  // this object's program is now attached there
+  std::string error;      // why attaching failed (the old filter, if any, still runs)
+};
+
+enum class TamperKind {
+  kTapMissing,          // the tap (ifindex + name) is gone: reconcile with libvirt, RemoveGuest
+  kFilterMissing,       // no clsact qdisc or no filter at our handle/priority
+  kProgramReplaced,     // another program sits at our handle/priority
+  kFilterBypass,        // a foreign filter runs before ours and could pass frames unchecked
+  kGuestEntryAltered,   // the guest's kernel entry (index or configuration) differs from ours
+  kGenerationAltered,   // active generation or an inner map of it swapped by someone else
+  kPolicyTableAltered,  // contents of a table of the active generation differ from its digest
+};
+
+struct TamperFinding {
+  TamperKind kind = TamperKind::kFilterMissing;
+  std::string guest;  // guest findings
+  std::uint32_t ifindex = 0;
+  std::string table;         // table findings: "v4_dir", "classes", ...
+  ProgramIdentity expected;  // kProgramReplaced: ours
+  ProgramIdentity found;     // kProgramReplaced / kFilterBypass: what is there
+  TcFilterInfo filter;       // kFilterBypass: the foreign filter
+  std::string detail;        // one line for logs and events
+};
+
+struct RepairResult {
+  std::vector<TamperFinding> repaired;
+  // What Repair cannot fix itself: kTapMissing (the daemon reconciles) and table findings (the
+  // daemon calls ApplyPolicy with its policy again).
+  std::vector<TamperFinding> remaining;
+};
+
+struct VerifyOptions {
+  // Recompute the SHA-256 of every table of the active generation (about 33 MiB with the world
+  // table). Without it only identities (generation, inner map ids, filters, entries) are checked.
+  bool hash_tables = true;
+};
+
 struct TestRunResult {
   int retval = 0;                 // SG_TC_ACT_OK / SG_TC_ACT_SHOT
   std::uint32_t duration_ns = 0;  // mean per run, as the kernel reports it
@@ -133,10 +204,29 @@ class NetDatapath {
                         std::uint32_t ifindex = 0) const;
 
   int program_fd() const;
+  ProgramIdentity program() const;
+
+  // Restart hand-over (needs pin_dir). Finds every guest the pinned state holds (the predecessor's
+  // AddGuest calls), takes over its slot, counters and quota state unchanged, and attaches this
+  // object's program in place of the predecessor's with one BPF_TC_F_REPLACE per tap (no gap:
+  // the old program runs until the new one is in). Must be called before any AddGuest. Returns
+  // what was found so the caller can reconcile with libvirt (RemoveGuest for guests that are gone,
+  // SetGuestDatasets for changed ones, AddGuest for new ones).
+  std::vector<AdoptedGuest> Adopt();
+  const std::vector<AdoptedGuest>& AdoptedGuests() const { return adopted_; }
+
+  // Checks that each guest's tap still runs our program first, with our id and tag, that the
+  // guests' kernel entries are what we wrote, and that the active generation's tables match the
+  // digests taken when they were built. Empty = nothing found.
+  std::vector<TamperFinding> VerifyAttachments(VerifyOptions options = {}) const;
+  // Verifies, then re-attaches our program, removes filters that run before ours and rewrites
+  // altered guest entries.
+  RepairResult Repair(VerifyOptions options = {});
 
  private:
   struct Guest {
     GuestConfig config;
+    std::string ifname;  // the tap's name when registered (a reused ifindex is not our tap)
     std::uint32_t slot = 0;
     std::array<std::uint8_t, SG_MAX_GUEST_DATASETS> positions{};  // dataset index per position
     std::uint32_t entry = 0;  // configuration entry in use (2*slot or 2*slot+1); valid if published
@@ -155,6 +245,11 @@ class NetDatapath {
   void AttachTc(Guest& g);
   void DetachTc(Guest& g);
   void Barrier(std::uint32_t old_gen);
+  void WriteMeta(const Guest& g);
+  void WriteState();
+  std::array<int, SG_NET_TABLES> Outers() const;  // the *_outer maps, in table order
+  sg_net_guest GuestEntry(const Guest& g) const;
+  bool TapPresent(const Guest& g) const;
 
   NetDatapathOptions options_;
   struct sg_net* skel_ = nullptr;
@@ -167,7 +262,17 @@ class NetDatapath {
   std::uint64_t swaps_ = 0;
   std::vector<policy::CompiledDataset> datasets_;
   std::array<std::uint8_t, 32> digest_{};
+  std::array<std::array<std::uint8_t, 32>, SG_NET_TABLES> table_digests_{};
+  std::array<std::uint32_t, SG_NET_TABLES> table_ids_{};  // inner map ids of the active generation
+  std::vector<AdoptedGuest> adopted_;
 };
+
+// Every filter on clsact ingress of ifindex (in the network namespace at netns, "" = ours), in the
+// order the kernel runs them (a netlink dump). Empty when there is no clsact qdisc.
+std::vector<TcFilterInfo> ListIngressFilters(std::uint32_t ifindex, const std::string& netns = "");
+
+std::string_view TamperKindName(TamperKind kind);
+std::string FormatFinding(const TamperFinding& finding);
 
 // Loads the real program on this kernel and runs it once on an allowed and a forbidden frame.
 // Returns std::nullopt when it works, otherwise why not (for `sovguardctl probe`).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <unordered_set>
@@ -30,9 +31,42 @@ std::string V4Text(std::uint32_t a, unsigned len) {
          std::to_string((a >> 8) & 255) + "." + std::to_string(a & 255) + "/" + std::to_string(len);
 }
 
+// The slot value for a region of depth*8 bits holding `longer` prefixes (all longer than that,
+// shortest first) whose own class is dflt: a node painted with them, recursively. Prefixes longer
+// than /64 leave the decision to the trie (*uses_trie). nullopt when out of nodes.
+std::optional<std::uint16_t> BuildV6Node(std::vector<std::uint16_t>& nodes, std::size_t max_nodes,
+                                         unsigned depth, std::uint16_t dflt,
+                                         const std::vector<const policy::Ipv6Prefix*>& longer,
+                                         bool* uses_trie) {
+  if (depth == 8) {
+    *uses_trie = true;
+    return static_cast<std::uint16_t>(SG_V6_TRIE);
+  }
+  const std::size_t node = nodes.size() / SG_V6_NODE_SLOTS;
+  if (node >= std::min<std::size_t>(max_nodes, SG_V6_MAX_NODES)) return std::nullopt;
+  nodes.resize(nodes.size() + SG_V6_NODE_SLOTS, dflt);
+  const std::size_t base = node * SG_V6_NODE_SLOTS;
+  const unsigned end_bits = 8 * (depth + 1);
+  std::map<std::uint8_t, std::vector<const policy::Ipv6Prefix*>> deeper;
+  for (const auto* e : longer) {
+    if (e->len <= end_bits) {
+      std::fill_n(nodes.begin() + static_cast<std::ptrdiff_t>(base + e->addr[depth]),
+                  1u << (end_bits - e->len), e->class_id);
+    } else {
+      deeper[e->addr[depth]].push_back(e);
+    }
+  }
+  for (const auto& [slot, list] : deeper) {
+    const auto v = BuildV6Node(nodes, max_nodes, depth + 1, nodes[base + slot], list, uses_trie);
+    if (!v) return std::nullopt;
+    nodes[base + slot] = *v;
+  }
+  return static_cast<std::uint16_t>(SG_V6_NODE | node);
+}
+
 }  // namespace
 
-NetTables BuildNetTables(const policy::CompiledPolicy& p) {
+NetTables BuildNetTables(const policy::CompiledPolicy& p, std::size_t max_v6_nodes) {
   NetTables t;
   if (p.classes.empty()) Invalid("classes: class 0 (unknown address space) is missing");
   if (p.classes.size() > SG_MAX_CLASSES)
@@ -156,15 +190,23 @@ NetTables BuildNetTables(const policy::CompiledPolicy& p) {
     std::fill_n(t.v6_blocks.begin() + static_cast<std::ptrdiff_t>(base + next16(e)),
                 1u << (32 - e->len), e->class_id);
   }
-  // /32s holding longer prefixes: the trie gets the /32's own class as the fallback.
-  std::vector<std::uint32_t> split6;
+  // /32s holding longer prefixes: nodes of 8-bit strides down to /64 (what most lookups of /48
+  // assignments need); the trie only where prefixes longer than /64 exist or nodes run out, with
+  // the /32's own class as its fallback.
+  std::map<std::uint32_t, std::vector<const policy::Ipv6Prefix*>> split6;  // /32 -> longer ones
   for (auto it = first_long6; it != v6.end(); ++it)
-    split6.push_back((top16(*it) << 16) | next16(*it));
-  std::sort(split6.begin(), split6.end());
-  split6.erase(std::unique(split6.begin(), split6.end()), split6.end());
-  for (std::uint32_t s32 : split6) {
+    split6[(top16(*it) << 16) | next16(*it)].push_back(*it);
+  for (const auto& [s32, longer] : split6) {
     auto& slot =
         t.v6_blocks[std::size_t{block_of.at(s32 >> 16)} * SG_V6_BLOCK_SLOTS + (s32 & 0xffff)];
+    const std::size_t nodes_before = t.v6_nodes.size();
+    bool uses_trie = false;
+    const auto node = BuildV6Node(t.v6_nodes, max_v6_nodes, 4, slot, longer, &uses_trie);
+    if (node && !uses_trie) {
+      slot = *node;
+      continue;
+    }
+    if (!node) t.v6_nodes.resize(nodes_before);  // out of nodes: this /32 goes to the trie whole
     V6TrieEntry e{};
     e.key.prefixlen = 32;
     e.key.addr[0] = static_cast<std::uint8_t>(s32 >> 24);
@@ -173,14 +215,14 @@ NetTables BuildNetTables(const policy::CompiledPolicy& p) {
     e.key.addr[3] = static_cast<std::uint8_t>(s32);
     e.class_id = slot;
     t.v6_trie.push_back(e);
-    slot = SG_V6_TRIE;
-  }
-  for (auto it = first_long6; it != v6.end(); ++it) {
-    V6TrieEntry e{};
-    e.key.prefixlen = (*it)->len;
-    std::memcpy(e.key.addr, (*it)->addr.data(), 16);
-    e.class_id = (*it)->class_id;
-    t.v6_trie.push_back(e);
+    for (const auto* p6 : longer) {
+      V6TrieEntry l{};
+      l.key.prefixlen = p6->len;
+      std::memcpy(l.key.addr, p6->addr.data(), 16);
+      l.class_id = p6->class_id;
+      t.v6_trie.push_back(l);
+    }
+    slot = node ? *node : static_cast<std::uint16_t>(SG_V6_TRIE);
   }
   for (const auto& [top, b] : block_of) t.v6_l1[top] = SG_V6_L1_BLOCK | b;
   return t;
@@ -206,8 +248,16 @@ std::uint32_t LookupV4(const NetTables& t, std::uint32_t addr) {
 std::uint32_t LookupV6(const NetTables& t, const std::uint8_t (&addr)[16]) {
   const std::uint32_t l1 = t.v6_l1[(addr[0] << 8) | addr[1]];
   if (!(l1 & SG_V6_L1_BLOCK)) return l1;
-  const std::uint16_t c = t.v6_blocks[std::size_t{l1 & ~SG_V6_L1_BLOCK} * SG_V6_BLOCK_SLOTS +
-                                      ((addr[2] << 8) | addr[3])];
+  const std::uint16_t c2 = t.v6_blocks[std::size_t{l1 & ~SG_V6_L1_BLOCK} * SG_V6_BLOCK_SLOTS +
+                                       ((addr[2] << 8) | addr[3])];
+  std::uint32_t c = c2;
+  if ((c & SG_V6_NODE) && c != SG_V6_TRIE) {
+    for (int k = 4; k < 8; ++k) {
+      c = t.v6_nodes[std::size_t{c & ~SG_V6_NODE} * SG_V6_NODE_SLOTS + addr[k]];
+      if (!(c & SG_V6_NODE) || c == SG_V6_TRIE) break;
+    }
+    if ((c & SG_V6_NODE) && c != SG_V6_TRIE) return 0;
+  }
   if (c != SG_V6_TRIE) return c;
   int best = -1;
   std::uint32_t cls = 0;

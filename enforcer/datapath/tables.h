@@ -25,7 +25,12 @@ struct NetTables {
   // per /32), laid out as the sg_v6_block array map.
   std::vector<std::uint32_t> v6_l1;
   std::vector<std::uint16_t> v6_blocks;
-  std::vector<V6TrieEntry> v6_trie;  // prefixes longer than /32 + the /32s that hold them
+  // Nodes below /32 (SG_V6_NODE_SLOTS class ids or node references per node, bytes 4..7 of the
+  // address), laid out as the sg_v6_node array map.
+  std::vector<std::uint16_t> v6_nodes;
+  // Only for the /32s whose nodes end in SG_V6_TRIE (prefixes longer than /64, or out of nodes):
+  // their /32 with its own class plus every longer prefix under it.
+  std::vector<V6TrieEntry> v6_trie;
   std::vector<sg_class> classes;
   sg_net_policy policy{};
 };
@@ -33,7 +38,10 @@ struct NetTables {
 // Validates the policy (class ids in range, prefix lengths, host bits clear, no conflicting
 // duplicate prefix, quotas well-formed, dataset indexes) and builds the tables. Throws
 // std::invalid_argument naming the offending field.
-NetTables BuildNetTables(const policy::CompiledPolicy& policy);
+// max_v6_nodes caps the IPv6 nodes below /32 (512 bytes each per generation); /32s that do not
+// fit are resolved by the LPM trie instead (slower: see bench/datapath).
+NetTables BuildNetTables(const policy::CompiledPolicy& policy,
+                         std::size_t max_v6_nodes = SG_V6_MAX_NODES);
 
 // Reference lookup over the built tables, the same algorithm as the BPF program (for tests).
 std::uint32_t LookupV4(const NetTables& tables, std::uint32_t addr_host_order);

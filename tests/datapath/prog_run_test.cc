@@ -14,6 +14,7 @@
 
 #include "enforcer/datapath/frames.h"
 #include "enforcer/datapath/net_datapath.h"
+#include "enforcer/datapath/tables.h"
 #include "tests/datapath/netns.h"
 #include "tests/datapath/world_table.h"
 
@@ -453,6 +454,61 @@ TEST(NetDatapathNoPolicy, DropsAllButControlFrames) {
   dp.AddGuest({.name = "early", .ifindex = kLo, .datasets = 0, .attach = false});
   EXPECT_EQ(dp.TestRun(frames::Ipv4(V4("198.51.100.1"))).retval, SG_TC_ACT_SHOT);
   EXPECT_EQ(dp.TestRun(frames::Raw(0x0806, 28)).retval, SG_TC_ACT_OK);
+}
+
+}  // namespace
+}  // namespace sovguard::datapath
+
+namespace sovguard::datapath {
+namespace {
+
+// Every IPv6 path of the program: array levels, nodes at each depth below /32, and the trie under
+// a /64 slot that holds a longer prefix (a policy exception for one host, as a resolver would be).
+TEST(NetDatapathV6Paths, NodesAtEveryDepthAndTheTrieBeyond64) {
+  policy::CompiledPolicy p;
+  p.datasets.push_back({.id = "d", .index = 0, .mode = policy::Mode::kEnforce});
+  p.classes.resize(3);
+  p.classes[1] = sg_class{.allowed_datasets = 1, .country = 0x4445};
+  p.classes[2] = sg_class{.allowed_datasets = 0, .country = 0x5553};
+  auto v6 = [&](const char* text, std::uint8_t len, std::uint16_t c) {
+    policy::Ipv6Prefix e{};
+    inet_pton(AF_INET6, text, e.addr.data());
+    e.len = len;
+    e.class_id = c;
+    p.ipv6.push_back(e);
+  };
+  v6("2001:db8::", 32, 2);
+  v6("2001:db8:1000::", 36, 1);
+  v6("2001:db8:1230::", 44, 2);
+  v6("2001:db8:1234::", 48, 1);
+  v6("2001:db8:1234:80::", 57, 2);
+  v6("2001:db8:1234:81::", 64, 1);
+  v6("2001:db8:1234:81::53", 128, 2);
+  const auto t = BuildNetTables(p);
+  ASSERT_EQ(t.v6_trie.size(), 7u) << "the /32 with a /128 goes to the trie whole";
+  NetDatapath dp;
+  dp.ApplyPolicy(p);
+  dp.AddGuest({.name = "g", .ifindex = kLo, .datasets = 1, .attach = false});
+  const std::pair<const char*, int> cases[] = {
+      {"2001:db8:ffff::1", SG_TC_ACT_SHOT},    {"2001:db8:1fff::1", SG_TC_ACT_OK},
+      {"2001:db8:123f::1", SG_TC_ACT_SHOT},    {"2001:db8:1234::1", SG_TC_ACT_OK},
+      {"2001:db8:1234:ff::1", SG_TC_ACT_SHOT}, {"2001:db8:1234:81::1", SG_TC_ACT_OK},
+      {"2001:db8:1234:81::53", SG_TC_ACT_SHOT}};
+  for (const auto& [text, verdict] : cases) {
+    std::array<std::uint8_t, 16> a{};
+    inet_pton(AF_INET6, text, a.data());
+    EXPECT_EQ(dp.TestRun(frames::Ipv6(a)).retval, verdict) << text;
+    std::uint8_t raw[16];
+    std::memcpy(raw, a.data(), 16);
+    EXPECT_EQ(LookupV6(t, raw), verdict == SG_TC_ACT_OK ? 1u : 2u) << text;
+  }
+  // Without the /128 the same /32 is resolved by nodes alone.
+  p.ipv6.pop_back();
+  EXPECT_TRUE(BuildNetTables(p).v6_trie.empty());
+  dp.ApplyPolicy(p);
+  std::array<std::uint8_t, 16> a{};
+  inet_pton(AF_INET6, "2001:db8:1234:81::53", a.data());
+  EXPECT_EQ(dp.TestRun(frames::Ipv6(a)).retval, SG_TC_ACT_OK);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Unit tests of CompiledPolicy -> kernel table translation (no kernel needed).
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include <cstring>
 #include <random>
 
@@ -104,7 +106,10 @@ TEST(NetTables, WorldTableBuildsAndMatchesSampledPrefixes) {
       if (rng() & 1) a[bit / 8] |= static_cast<std::uint8_t>(0x80u >> (bit % 8));
     EXPECT_EQ(LookupV6(t, a), e6.class_id);
   }
-  EXPECT_LT(t.v6_trie.size(), w.policy.ipv6.size() / 2) << "the array levels should take most";
+  EXPECT_LT(t.v6_trie.size(), w.policy.ipv6.size() / 100) << "the array levels should take most";
+  std::printf("world table: %zu IPv6 level-2 blocks, %zu nodes below /32 (%zu KiB), trie %zu\n",
+              t.v6_blocks.size() / SG_V6_BLOCK_SLOTS, t.v6_nodes.size() / SG_V6_NODE_SLOTS,
+              t.v6_nodes.size() * 2 / 1024, t.v6_trie.size());
 }
 
 TEST(NetTables, V6LevelsAndTrieAgreeWithLongestPrefix) {
@@ -134,7 +139,54 @@ TEST(NetTables, V6LevelsAndTrieAgreeWithLongestPrefix) {
   EXPECT_EQ(at({0x2a, 0x00, 0x7f}), 0u);
   EXPECT_EQ(at({0x30}), 0u);
   EXPECT_EQ(t.v6_blocks.size(), 2u * SG_V6_BLOCK_SLOTS);  // 2001::/16 and 2a00::/16
-  EXPECT_EQ(t.v6_trie.size(), 2u);                        // 2001:db8::/32 fallback + the /48
+  EXPECT_EQ(t.v6_nodes.size(), 2u * SG_V6_NODE_SLOTS);    // the /40 and /48 nodes of the /48
+  EXPECT_TRUE(t.v6_trie.empty());                         // nothing longer than /64
+}
+
+TEST(NetTables, V6NodesRefineDownTo64AndTheTrieTakesLongerPrefixes) {
+  auto p = Small();
+  auto v6 = [](std::initializer_list<std::uint8_t> head, std::uint8_t len, std::uint16_t c) {
+    policy::Ipv6Prefix e{};
+    std::copy(head.begin(), head.end(), e.addr.begin());
+    e.len = len;
+    e.class_id = c;
+    return e;
+  };
+  p.classes.resize(6);
+  p.ipv6 = {v6({0x20, 0x01, 0x0d, 0xb8}, 32, 1),                       // /32
+            v6({0x20, 0x01, 0x0d, 0xb8, 0x10}, 36, 2),                 // /36 inside
+            v6({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x30}, 44, 3),           // /44 inside the /36
+            v6({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x80}, 57, 4),  // /57
+            v6({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x81}, 64, 5),  // /64
+            v6({0x20, 0x02, 0, 0, 0, 0, 0, 0, 0x80}, 72, 2),           // /72: trie
+            v6({0x20, 0x02}, 16, 1)};
+  const auto t = BuildNetTables(p);
+  auto at = [&](std::initializer_list<std::uint8_t> head) {
+    std::uint8_t a[16] = {};
+    std::copy(head.begin(), head.end(), a);
+    return LookupV6(t, a);
+  };
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x20}), 1u);
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x1f, 0xff}), 2u);
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x3f}), 3u);
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x80, 0xff}), 4u);
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x81, 0xff}), 5u);
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x82}), 4u);
+  EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x7f}), 3u);
+  EXPECT_EQ(at({0x20, 0x02, 0, 0, 0, 0, 0, 0, 0x80, 1}), 2u);
+  EXPECT_EQ(at({0x20, 0x02, 0, 0, 0, 0, 0, 0, 0x7f}), 1u);
+  // Only the /32 with the /72 goes to the trie: its /32 fallback and the /72.
+  EXPECT_EQ(t.v6_trie.size(), 2u);
+  // Out of nodes: the /32s that do not fit go to the trie whole, with the same answers.
+  for (std::size_t max_nodes : {0u, 1u, 3u}) {
+    const auto small = BuildNetTables(p, max_nodes);
+    EXPECT_LE(small.v6_nodes.size(), max_nodes * SG_V6_NODE_SLOTS);
+    EXPECT_GT(small.v6_trie.size(), t.v6_trie.size());
+    std::uint8_t a[16] = {0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x81, 0xff};
+    EXPECT_EQ(LookupV6(small, a), 5u) << max_nodes;
+    a[7] = 0x7f;
+    EXPECT_EQ(LookupV6(small, a), 3u) << max_nodes;
+  }
 }
 
 }  // namespace

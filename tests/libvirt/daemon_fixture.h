@@ -100,15 +100,16 @@ class DaemonWithLibvirt : public ::testing::Test {
   }
 
   // Starts sovguardd on the harness's libvirtd with the signed bundle; waits until ready.
-  void StartDaemon() {
-    daemon_ = std::make_unique<DaemonProcess>(
-        dir_ / "daemon",
-        std::vector<std::string>{"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data",
-                                 "--set", "policy_bundle=" + (dir_ / "policy.bundle").string(),
-                                 "--set", "trusted_keys_dir=" + (dir_ / "keys").string(), "--set",
-                                 std::string("libvirt_uri=") + LibvirtDaemons::kUri, "--set",
-                                 std::string("libvirt_qemu_run_dir=") + LibvirtDaemons::kQemuRunDir,
-                                 "--set", "start_libvirtd=false"});
+  void StartDaemon(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args{
+        "--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data",
+        "--set",      "policy_bundle=" + (dir_ / "policy.bundle").string(),
+        "--set",      "trusted_keys_dir=" + (dir_ / "keys").string(),
+        "--set",      std::string("libvirt_uri=") + LibvirtDaemons::kUri,
+        "--set",      std::string("libvirt_qemu_run_dir=") + LibvirtDaemons::kQemuRunDir,
+        "--set",      "start_libvirtd=false"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    daemon_ = std::make_unique<DaemonProcess>(dir_ / "daemon", args);
     std::string why;
     ASSERT_TRUE(daemon_->WaitReady(std::chrono::seconds(120), &why)) << why;
   }
@@ -139,6 +140,17 @@ class DaemonWithLibvirt : public ::testing::Test {
   }
   // Guest entries in the network datapath (one per covered tap).
   size_t DatapathGuests() const { return daemon_->Status().at("datapath").at("guests"); }
+
+  // A sample of the daemon's Prometheus metrics (the line's value), or -1 when absent.
+  double Metric(const std::string& series) const {
+    std::string out;
+    if (RunShell("curl -sf " + daemon_->Status().at("metrics").get<std::string>(), &out) != 0) {
+      return -1;
+    }
+    const auto at = out.find("\n" + series + " ");
+    if (at == std::string::npos) return -1;
+    return std::stod(out.substr(at + series.size() + 2));
+  }
 
   std::filesystem::path dir_;
   std::unique_ptr<DaemonProcess> daemon_;

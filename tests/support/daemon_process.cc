@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -65,7 +66,11 @@ DaemonProcess::DaemonProcess(fs::path dir, std::vector<std::string> extra_args)
   argv_ = {Binary(), "--config", "/dev/null", "--state-dir", (dir_ / "state").string(),
            "--runtime-dir", (dir_ / "run").string(),
            // Its own software TPM port, so daemons of concurrent test runs never share one TPM.
-           "--set", "swtpm_port=" + std::to_string(23000 + (::getpid() % 2000) * 2)};
+           "--set", "swtpm_port=" + std::to_string(23000 + (::getpid() % 2000) * 2),
+           // Its own pinned datapath state, adopted only by its own restarts.
+           "--set", "bpf_pin_dir=" + PinDir().string(),
+           // Any free port: status.json names the one bound.
+           "--set", "metrics_listen=127.0.0.1:0"};
   argv_.insert(argv_.end(), extra_args.begin(), extra_args.end());
   Spawn();
 }
@@ -100,11 +105,18 @@ void DaemonProcess::Restart() {
   Spawn();
 }
 
+fs::path DaemonProcess::PinDir() const {
+  return fs::path("/sys/fs/bpf/sovguard-test") /
+         std::to_string(std::hash<std::string>{}(dir_.string()));
+}
+
 DaemonProcess::~DaemonProcess() {
   if (pid_ > 0) {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
   }
+  std::error_code ec;
+  fs::remove_all(PinDir(), ec);  // unpins; the kernel frees what no filter uses any more
   StopPid(LivePid(dir_ / "state/swtpm/swtpm.pid"));
 }
 

@@ -44,6 +44,8 @@ class DaemonProcess {
   std::filesystem::path RuntimeDir() const { return dir_ / "run"; }
   std::filesystem::path StateDir() const { return dir_ / "state"; }
   pid_t Pid() const { return pid_; }
+  // bpffs directory of its pinned datapath state (bpf_pin_dir), removed by the destructor.
+  std::filesystem::path PinDir() const;
   static std::string Binary();
   static std::string Ctl();
 

@@ -1,0 +1,27 @@
+// SHA-256 of each policy table of a generation, computed once from the tables as built and again
+// from the kernel maps: the tamper check compares the two.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+#include "bpf/sovguard_abi.h"
+#include "enforcer/datapath/tables.h"
+
+namespace sovguard::datapath {
+
+using Sha256 = std::array<std::uint8_t, 32>;
+using TableDigests = std::array<Sha256, SG_NET_TABLES>;
+
+// Names in sg_net_state.table_digest order (the order of the *_outer maps in ApplyPolicy).
+inline constexpr std::array<std::string_view, SG_NET_TABLES> kTableNames = {
+    "v4_dir", "v4_l2", "v6_lpm", "v6_l1", "v6_l2", "classes", "policy", "v6_l3"};
+
+// Canonical form per table: arrays hash their values in key order over all max_entries (a policy
+// with no blocks still has one zero block); the trie hashes its (key, value) pairs sorted bytewise.
+TableDigests DigestTables(const NetTables& tables);
+// The same canonical digest, read back from a kernel map (ARRAY or LPM_TRIE).
+Sha256 DigestMap(int map_fd);
+
+}  // namespace sovguard::datapath
