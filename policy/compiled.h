@@ -16,7 +16,7 @@ namespace sovguard::policy {
 enum class Mode : std::uint8_t { kAudit = SG_MODE_AUDIT, kEnforce = SG_MODE_ENFORCE };
 
 struct Quota {
-  std::uint64_t bytes = 0;           // budget per window; a quota of 0 bytes is rejected at validation
+  std::uint64_t bytes = 0;  // budget per window; a quota of 0 bytes is rejected at validation
   std::uint64_t window_seconds = 0;  // window length; the kernel resets the window itself
 };
 
@@ -27,9 +27,14 @@ struct CompiledDataset {
   std::optional<Quota> egress;
   std::optional<Quota> read;
   std::optional<Quota> write;
-  std::optional<std::int64_t> not_before;  // Unix seconds; outside the window the dataset is unusable
+  std::optional<std::int64_t>
+      not_before;  // Unix seconds; outside the window the dataset is unusable
   std::optional<std::int64_t> not_after;
   bool read_only = false;
+  // Non-IP ethertypes (host order, e.g. 0x88cc LLDP) a guest holding this dataset may send; empty:
+  // none (ARP, IPv6 ND/RA/RS and DHCP always pass). A guest may send E only if every dataset it
+  // holds lists E. At most SG_MAX_GUEST_ETHERTYPES; sorted. Part of the digest when non-empty.
+  std::vector<std::uint16_t> allowed_ethertypes;
 };
 
 // One distinct jurisdiction: the value every address prefix resolves to. Index = class id.
@@ -49,12 +54,12 @@ struct Ipv6Prefix {
 };
 
 struct CompiledPolicy {
-  std::vector<CompiledDataset> datasets;      // datasets[i].index == i
-  std::vector<JurisdictionClass> classes;     // classes[0] is the unknown class
-  std::vector<Ipv4Prefix> ipv4;               // sorted by (addr, len); longest prefix wins on overlap
-  std::vector<Ipv6Prefix> ipv6;               // sorted by (addr, len)
-  std::uint64_t default_datasets = 0;         // the mask an unlabelled guest holds
-  std::array<std::uint8_t, 32> digest{};      // SHA-256 of the canonical encoding of everything above
+  std::vector<CompiledDataset> datasets;   // datasets[i].index == i
+  std::vector<JurisdictionClass> classes;  // classes[0] is the unknown class
+  std::vector<Ipv4Prefix> ipv4;            // sorted by (addr, len); longest prefix wins on overlap
+  std::vector<Ipv6Prefix> ipv6;            // sorted by (addr, len)
+  std::uint64_t default_datasets = 0;      // the mask an unlabelled guest holds
+  std::array<std::uint8_t, 32> digest{};   // SHA-256 of the canonical encoding of everything above
 };
 
 // ---- Storage path (bpf/storage, enforcer/storage): produced by CompileStorage() ----------------
@@ -72,7 +77,8 @@ struct CompiledStorageDataset {
   Mode mode = Mode::kAudit;
   bool read_only = false;
   std::optional<Quota> read, write;
-  // Where the dataset's volumes may live. Empty: the policy names no pool, any location is accepted.
+  // Where the dataset's volumes may live. Empty: the policy names no pool, any location is
+  // accepted.
   std::vector<StoragePool> pools;
 };
 

@@ -186,7 +186,9 @@ void Node::ApplyPolicy(LoadedPolicy loaded) {
   policy_ = std::move(loaded);
   // Guests keep their taps; their masks follow the new policy's dataset indexes.
   for (auto& [uuid, g] : guests_) {
-    for (auto ifindex : g.ifindexes) net_->SetGuestDatasets(ifindex, g.datasets);
+    for (auto ifindex : g.ifindexes) {
+      net_->SetGuestDatasets(ifindex, g.datasets, EthertypesFor(g.datasets));
+    }
   }
 }
 
@@ -292,6 +294,23 @@ std::uint64_t Node::DatasetsFor(const libvirt::GuestInfo& guest) const {
   return mask;
 }
 
+std::vector<std::uint16_t> Node::EthertypesFor(std::uint64_t datasets) const {
+  // Only what every held dataset allows; a guest holding nothing sends no non-IP frames.
+  std::optional<std::vector<std::uint16_t>> common;
+  for (const auto& d : policy_->compiled.datasets) {
+    if (!(datasets & (1ULL << d.index))) continue;
+    if (!common) {
+      common = d.allowed_ethertypes;
+      continue;
+    }
+    std::vector<std::uint16_t> both;
+    std::set_intersection(common->begin(), common->end(), d.allowed_ethertypes.begin(),
+                          d.allowed_ethertypes.end(), std::back_inserter(both));
+    common = std::move(both);
+  }
+  return common.value_or(std::vector<std::uint16_t>{});
+}
+
 storage::GuestStorage Node::StorageFor(const libvirt::DomainDescription& domain,
                                        std::uint64_t datasets) const {
   storage::GuestStorage gs{.name = domain.name, .datasets = datasets};
@@ -338,6 +357,7 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
                                       ? "invalid"
                                       : "absent",
                    .error = guest.domain.labels.error};
+  const std::vector<std::uint16_t> ethertypes = EthertypesFor(g.datasets);
   for (const auto& tap : g.taps) {
     const unsigned ifindex = ::if_nametoindex(tap.c_str());
     if (ifindex == 0) {
@@ -346,13 +366,16 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
     }
     try {
       if (std::find(previous.begin(), previous.end(), ifindex) != previous.end()) {
-        net_->SetGuestDatasets(ifindex, g.datasets);
+        net_->SetGuestDatasets(ifindex, g.datasets, ethertypes);
       } else if (adopted_.erase(ifindex) != 0) {
         // Covered since the predecessor's time: keep its counters and quota windows.
-        net_->SetGuestDatasets(ifindex, g.datasets);
+        net_->SetGuestDatasets(ifindex, g.datasets, ethertypes);
         log::Info("guest {}: tap {} adopted with its counters", g.name, tap);
       } else {
-        net_->AddGuest({.name = g.name, .ifindex = ifindex, .datasets = g.datasets});
+        net_->AddGuest({.name = g.name,
+                        .ifindex = ifindex,
+                        .datasets = g.datasets,
+                        .allowed_ethertypes = ethertypes});
         metrics_->Inc(metrics::kAttachOps, {"tap", "attach", "ok"});
         attestation::measure::MeasureProgramAttached(*measurements_, "sg_net", program_tag_,
                                                      "tc/ingress", tap);

@@ -112,7 +112,8 @@ class Node {
   void OnGuestDown(const libvirt::GuestInfo& guest);
   libvirt::HookResponse OnHook(const libvirt::HookEvent& event);
   libvirt::HookResponse HandleHook(const libvirt::HookEvent& event);
-  std::uint64_t DatasetsFor(const libvirt::GuestInfo& guest) const;  // needs mu_
+  std::uint64_t DatasetsFor(const libvirt::GuestInfo& guest) const;        // needs mu_
+  std::vector<std::uint16_t> EthertypesFor(std::uint64_t datasets) const;  // needs mu_
   storage::GuestStorage StorageFor(const libvirt::DomainDescription& domain,
                                    std::uint64_t datasets) const;  // needs mu_
   void StartStorage();                                             // needs mu_

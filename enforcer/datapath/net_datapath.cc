@@ -499,10 +499,14 @@ std::uint32_t NetDatapath::AddGuest(const GuestConfig& config) {
   return slot;
 }
 
-void NetDatapath::SetGuestDatasets(std::uint32_t ifindex, std::uint64_t datasets) {
+void NetDatapath::SetGuestDatasets(std::uint32_t ifindex, std::uint64_t datasets,
+                                   const std::optional<std::vector<std::uint16_t>>& ethertypes) {
   auto it = guests_.find(ifindex);
   if (it == guests_.end())
     throw std::invalid_argument("no guest on ifindex " + std::to_string(ifindex));
+  if (ethertypes && ethertypes->size() > SG_MAX_GUEST_ETHERTYPES)
+    throw std::invalid_argument("guest " + it->second.config.name + ": more than " +
+                                std::to_string(SG_MAX_GUEST_ETHERTYPES) + " allowed ethertypes");
   if (std::popcount(datasets) > SG_MAX_GUEST_DATASETS)
     throw std::invalid_argument("guest " + it->second.config.name + ": more than " +
                                 std::to_string(SG_MAX_GUEST_DATASETS) + " datasets");
@@ -526,6 +530,7 @@ void NetDatapath::SetGuestDatasets(std::uint32_t ifindex, std::uint64_t datasets
     *free_pos = d;
   }
   g.config.datasets = datasets;
+  if (ethertypes) g.config.allowed_ethertypes = *ethertypes;
   WriteGuest(g);
   it->second = std::move(g);
   SynchronizeRcu();  // the entry just retired may be rewritten by the next change

@@ -181,7 +181,10 @@ class NetDatapath {
   // Registers the guest (map entry first, so its first frame is already classified), then attaches
   // the program to clsact ingress of its tap. Returns the guest's slot.
   std::uint32_t AddGuest(const GuestConfig& guest);
-  void SetGuestDatasets(std::uint32_t ifindex, std::uint64_t datasets);
+  // Changes what the guest holds (counters of datasets it keeps stay); with `ethertypes`, also the
+  // non-IP ethertypes it may send (at most SG_MAX_GUEST_ETHERTYPES). One atomic entry switch.
+  void SetGuestDatasets(std::uint32_t ifindex, std::uint64_t datasets,
+                        const std::optional<std::vector<std::uint16_t>>& ethertypes = std::nullopt);
   void RemoveGuest(std::uint32_t ifindex);
   // Removes every tc filter/qdisc this object created and every guest entry.
   void Detach();

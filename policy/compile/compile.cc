@@ -66,6 +66,7 @@ CompiledPolicy Compile(const ValidatedPolicy& policy, const JurisdictionTable& t
     c.not_before = d.not_before;
     c.not_after = d.not_after;
     c.read_only = d.read_only;
+    c.allowed_ethertypes.assign(d.ethertypes.begin(), d.ethertypes.end());
     out.datasets.push_back(std::move(c));
   }
   const auto bit = [](std::size_t i) { return std::uint64_t{1} << i; };
@@ -288,6 +289,12 @@ std::string CanonicalEncoding(const CompiledPolicy& c) {
     for (const auto* t : {&d.not_before, &d.not_after}) {
       PutLE(out, t->has_value() ? 1 : 0, 1);
       PutLE(out, static_cast<std::uint64_t>(t->value_or(0)), 8);
+    }
+    // Appended only when present, so policies without ethertypes keep their digests.
+    if (!d.allowed_ethertypes.empty()) {
+      out += "ETH";
+      PutLE(out, d.allowed_ethertypes.size(), 1);
+      for (auto e : d.allowed_ethertypes) PutLE(out, e, 2);
     }
   }
   PutLE(out, c.classes.size(), 4);

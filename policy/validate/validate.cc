@@ -301,6 +301,30 @@ class Validator {
         m.exceptions.insert(r.exceptions(k));
       }
     }
+    for (int k = 0; k < r.ethertypes_size(); ++k) {
+      const std::string& text = r.ethertypes(k);
+      const std::string field = base + ".residency.ethertypes[" + std::to_string(k) + "]";
+      unsigned value = 0;
+      const bool hex = text.size() == 6 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X') &&
+                       text.find_first_not_of("0123456789abcdefABCDEF", 2) == std::string::npos;
+      if (hex) value = static_cast<unsigned>(std::stoul(text.substr(2), nullptr, 16));
+      if (!hex || value < 0x0600) {
+        Err(f, field, "expected an ethertype as 0xHHHH of at least 0x0600, got \"" + text + "\"");
+      } else if (value == 0x0800 || value == 0x86DD || value == 0x0806 || value == 0x8100 ||
+                 value == 0x88A8 || value == 0x9100) {
+        Err(f, field,
+            "\"" + text +
+                "\" is IP, ARP or a VLAN tag: residency and control rules decide those frames, "
+                "list only other ethertypes");
+      } else {
+        m.ethertypes.insert(static_cast<std::uint16_t>(value));
+      }
+    }
+    if (m.ethertypes.size() > SG_MAX_GUEST_ETHERTYPES) {
+      Err(f, base + ".residency.ethertypes",
+          "at most " + std::to_string(SG_MAX_GUEST_ETHERTYPES) +
+              " ethertypes per dataset (the kernel's per-guest table)");
+    }
     if (d.mode() == pb::ENFORCE && r.allow_size() == 0 && r.zones_size() == 0) {
       Err(f, base + (d.has_residency() ? ".residency" : ".mode"),
           "dataset \"" + d.id() +

@@ -40,6 +40,7 @@ struct DatasetModel {
   std::set<std::string> countries;   // ISO codes after expanding EU/EEA and EL -> GR
   std::set<std::string> zones;       // names of allowed operator zones
   std::set<std::string> exceptions;  // names of allowed exceptions
+  std::set<std::uint16_t> ethertypes;  // non-IP ethertypes guests holding it may send
   std::vector<std::string> guest_names;
   std::vector<std::string> guest_uuids;  // lower case
   std::vector<std::string> guest_labels;
