@@ -24,11 +24,27 @@ std::string Trim(const std::string& s) {
 }  // namespace
 
 std::vector<std::string> ConfigKeys() {
-  return {"libvirt_uri",    "libvirt_qemu_run_dir", "state_dir",        "runtime_dir",
-          "data_dir",       "policy_bundle",        "trusted_keys_dir", "tpm",
-          "sovguard_pcr",   "api_listen",           "api_cert",         "api_key",
-          "auditor_ca",     "auditor_allowlist",    "start_libvirtd",   "start_swtpm",
-          "metrics_listen", "tamper_check_seconds", "swtpm_port",       "bpf_pin_dir"};
+  return {"libvirt_uri",
+          "libvirt_qemu_run_dir",
+          "state_dir",
+          "runtime_dir",
+          "data_dir",
+          "policy_bundle",
+          "trusted_keys_dir",
+          "tpm",
+          "sovguard_pcr",
+          "api_listen",
+          "api_cert",
+          "api_key",
+          "auditor_ca",
+          "auditor_allowlist",
+          "start_libvirtd",
+          "start_swtpm",
+          "metrics_listen",
+          "tamper_check_seconds",
+          "swtpm_port",
+          "bpf_pin_dir",
+          "default_deny_new_taps"};
 }
 
 void ApplySetting(const std::string& key, const std::string& value, Config& c,
@@ -39,6 +55,8 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
     c.libvirt_qemu_run_dir = value;
   } else if (key == "state_dir") {
     c.state_dir = value;
+  } else if (key == "default_deny_new_taps") {
+    c.default_deny_new_taps = ParseBool(value, where);
   } else if (key == "bpf_pin_dir") {
     if (value.empty() || value.front() != '/') {
       throw std::runtime_error(where + ": bpf_pin_dir: expected an absolute path on bpffs, got '" +

@@ -37,6 +37,10 @@ struct Config {
   // How often the daemon checks that every program is still attached with the expected tag and
   // that the policy maps match the policy digest (and repairs what is not).
   std::uint32_t tamper_check_seconds = 5;
+  // Every new TAP device gets a drop-everything filter the moment the kernel creates it, until a
+  // guest claims it (NIC hot-plug has no libvirt hook). Turn off only on hosts whose other
+  // software creates TAP devices of its own.
+  bool default_deny_new_taps = true;
   bool start_libvirtd = true;  // start libvirtd/virtlogd when none answers (newcomer path)
   bool start_swtpm = true;     // start a software TPM when no hardware TPM exists
   // Loopback port of that software TPM (control channel: port + 1); 2321 is the TCG simulator's.

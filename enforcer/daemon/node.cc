@@ -23,6 +23,7 @@
 #include "enforcer/daemon/log.h"
 #include "enforcer/datapath/net_datapath.h"
 #include "enforcer/libvirt/hook_server.h"
+#include "enforcer/libvirt/tap_watcher.h"
 #include "enforcer/libvirt/watcher.h"
 #include "enforcer/metrics/export.h"
 #include "enforcer/metrics/http_server.h"
@@ -104,6 +105,7 @@ Node::Node(Config config, TpmChoice tpm, enforcer::ProbeReport probe)
 }
 
 Node::~Node() {
+  tap_watcher_.reset();
   metrics_server_.reset();
   hook_server_.reset();
   if (watcher_) watcher_->Stop();
@@ -405,6 +407,34 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
   }
 }
 
+void Node::OnTap(const libvirt::TapEvent& event) {
+  std::lock_guard lock(mu_);
+  if (!net_) return;
+  if (!event.added) {
+    net_->ForgetDefaultDeny(event.ifindex, /*detach=*/false);  // its filters went with it
+    return;
+  }
+  if (!event.ethernet) return;  // layer-3 TUN devices carry no guest's frames
+  for (const auto& [uuid, g] : guests_) {
+    if (std::find(g.ifindexes.begin(), g.ifindexes.end(), event.ifindex) != g.ifindexes.end()) {
+      return;  // covered already (libvirt's hook ran first)
+    }
+  }
+  if (adopted_.count(event.ifindex) != 0) return;
+  try {
+    net_->AttachDefaultDeny(event.ifindex);
+    metrics_->Inc(metrics::kAttachOps, {"tap", "default_deny", "ok"});
+    log::Write(log::Level::kNotice,
+               fmt::format("tap {} (ifindex {}) appeared: dropping its frames until a guest "
+                           "claims it",
+                           event.name, event.ifindex),
+               {{"EVENT", "default_deny"}, {"TAP", event.name}});
+  } catch (const std::exception& e) {
+    metrics_->Inc(metrics::kAttachOps, {"tap", "default_deny", "error"});
+    log::Error("tap {}: default-deny filter: {}", event.name, e.what());
+  }
+}
+
 libvirt::HookResponse Node::OnHook(const libvirt::HookEvent& event) {
   libvirt::HookResponse response = HandleHook(event);
   metrics_->Inc(metrics::kHookRequests,
@@ -522,6 +552,12 @@ void Node::Start() {
   StartStorage();
   ApplyPolicy(LoadPolicy());
   ReleaseTables();
+  if (config_.default_deny_new_taps) {
+    // Subscribed before the hook server and the watcher start: no tap created from now on is
+    // missed.
+    tap_watcher_ =
+        std::make_unique<libvirt::TapWatcher>([this](const libvirt::TapEvent& e) { OnTap(e); });
+  }
   StartApi();
   StartMetrics();
   hook_server_ = std::make_unique<libvirt::HookServer>(
@@ -813,6 +849,7 @@ nlohmann::json Node::Status() const {
       {"storage", StorageJson(storage_.get(), storage_error_)},
       {"datapath",
        {{"guests", net_status.guests.size()},
+        {"default_deny_taps", net_ ? net_->default_deny_taps() : 0},
         {"program_id", program_id_},
         {"program_tag", program_tag_}}},
       {"network", net_ ? datapath::FormatStatus(net_status) : ""}};

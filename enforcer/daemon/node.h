@@ -40,6 +40,8 @@ struct GuestStorage;
 namespace sovguard::libvirt {
 class Watcher;
 class HookServer;
+class TapWatcher;
+struct TapEvent;
 struct GuestInfo;
 struct DomainDescription;
 struct HookEvent;
@@ -112,6 +114,7 @@ class Node {
   void OnGuestDown(const libvirt::GuestInfo& guest);
   libvirt::HookResponse OnHook(const libvirt::HookEvent& event);
   libvirt::HookResponse HandleHook(const libvirt::HookEvent& event);
+  void OnTap(const libvirt::TapEvent& event);
   std::uint64_t DatasetsFor(const libvirt::GuestInfo& guest) const;        // needs mu_
   std::vector<std::uint16_t> EthertypesFor(std::uint64_t datasets) const;  // needs mu_
   storage::GuestStorage StorageFor(const libvirt::DomainDescription& domain,
@@ -154,6 +157,7 @@ class Node {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<libvirt::Watcher> watcher_;
   std::unique_ptr<libvirt::HookServer> hook_server_;
+  std::unique_ptr<libvirt::TapWatcher> tap_watcher_;
   std::string api_socket_;
   std::string api_tls_;  // HOST:PORT of the mutual-TLS listener, empty when off
   std::size_t api_auditors_ = 0;

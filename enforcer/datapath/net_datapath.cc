@@ -486,7 +486,11 @@ std::uint32_t NetDatapath::AddGuest(const GuestConfig& config) {
   slot_used_[slot] = true;
   if (config.attach) {
     try {
-      AttachTc(g);
+      AttachTc(g);  // replaces a default-deny filter of the same tap in one step
+      if (auto d = deny_only_.find(config.ifindex); d != deny_only_.end()) {
+        g.created_qdisc = g.created_qdisc || d->second.created_qdisc;
+        deny_only_.erase(d);
+      }
       WriteMeta(g);  // created_qdisc
     } catch (...) {
       PublishIndex(config.ifindex, 0);
@@ -497,6 +501,22 @@ std::uint32_t NetDatapath::AddGuest(const GuestConfig& config) {
   }
   guests_.emplace(config.ifindex, std::move(g));
   return slot;
+}
+
+void NetDatapath::AttachDefaultDeny(std::uint32_t ifindex) {
+  if (guests_.count(ifindex) != 0 || deny_only_.count(ifindex) != 0) return;
+  Guest g;
+  g.config.ifindex = ifindex;
+  g.config.name = "(unclaimed tap)";
+  AttachTc(g);  // no guest entry for this ifindex: the program drops every frame
+  deny_only_.emplace(ifindex, std::move(g));
+}
+
+void NetDatapath::ForgetDefaultDeny(std::uint32_t ifindex, bool detach) {
+  auto it = deny_only_.find(ifindex);
+  if (it == deny_only_.end()) return;
+  if (detach) DetachTc(it->second);
+  deny_only_.erase(it);
 }
 
 void NetDatapath::SetGuestDatasets(std::uint32_t ifindex, std::uint64_t datasets,
@@ -552,6 +572,14 @@ void NetDatapath::RemoveGuest(std::uint32_t ifindex) {
 
 void NetDatapath::Detach() {
   std::string first_error;
+  for (auto& [ifindex, g] : deny_only_) {
+    try {
+      DetachTc(g);
+    } catch (const std::exception& e) {
+      if (first_error.empty()) first_error = e.what();
+    }
+  }
+  deny_only_.clear();
   const int meta_fd = bpf_map__fd(skel_->maps.sg_guest_meta);
   // As RemoveGuest for each guest, with one grace period for all of them at the end (no slot is
   // reused before it).

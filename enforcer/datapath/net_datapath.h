@@ -183,6 +183,13 @@ class NetDatapath {
   std::uint32_t AddGuest(const GuestConfig& guest);
   // Changes what the guest holds (counters of datasets it keeps stay); with `ethertypes`, also the
   // non-IP ethertypes it may send (at most SG_MAX_GUEST_ETHERTYPES). One atomic entry switch.
+  // A tap that appeared before any guest claimed it (NIC hot-plug: libvirt runs no hook): our
+  // program without a guest entry, which drops every frame. AddGuest on it takes over in one
+  // BPF_TC_F_REPLACE. No-op for a registered ifindex.
+  void AttachDefaultDeny(std::uint32_t ifindex);
+  // The tap went away (detach = false) or should be released (detach = true).
+  void ForgetDefaultDeny(std::uint32_t ifindex, bool detach);
+  std::size_t default_deny_taps() const { return deny_only_.size(); }
   void SetGuestDatasets(std::uint32_t ifindex, std::uint64_t datasets,
                         const std::optional<std::vector<std::uint16_t>>& ethertypes = std::nullopt);
   void RemoveGuest(std::uint32_t ifindex);
@@ -259,7 +266,8 @@ class NetDatapath {
   std::unique_ptr<::ring_buffer, RingBufferDeleter> events_;
   int barrier_inner_fd_ = -1;
   std::function<void(const sg_net_event&)>* handler_ = nullptr;
-  std::map<std::uint32_t, Guest> guests_;  // by ifindex
+  std::map<std::uint32_t, Guest> guests_;     // by ifindex
+  std::map<std::uint32_t, Guest> deny_only_;  // default-deny taps no guest claimed yet
   std::vector<bool> slot_used_;
   bool policy_loaded_ = false;
   std::uint64_t swaps_ = 0;

@@ -290,3 +290,36 @@ TEST_F(DaemonLifecycle, TwentyStopStartCyclesLeakNothing) {
 }
 
 }  // namespace
+
+namespace {
+
+// NIC hot-plug has no libvirt hook: a TAP device gets the residency program without a guest entry
+// (every frame dropped) the moment the kernel creates it, until a guest claims it.
+TEST_F(DaemonLifecycle, NewTapDropsEverythingUntilAGuestClaimsIt) {
+  StartDaemon();
+  const std::string tap = "sgtdd0";
+  st::RunShell("ip link del " + tap + " 2>/dev/null");
+  std::string out;
+  ASSERT_EQ(st::RunShell("ip tuntap add dev " + tap + " mode tap 2>&1", &out), 0) << out;
+  EXPECT_TRUE(st::PollUntil(
+      3s, [&] { return st::TcFilterOn(tap); }, 10ms))
+      << "no filter on a new tap\n"
+      << daemon_->Log();
+  EXPECT_TRUE(st::PollUntil(
+      5s, [&] { return daemon_->Status().at("datapath").value("default_deny_taps", 0) == 1; },
+      100ms));
+  EXPECT_EQ(DatapathGuests(), 0u);  // no guest entry: the program drops every frame
+  EXPECT_NE(daemon_->Log().find("tap sgtdd0"), std::string::npos) << daemon_->Log();
+  // A layer-3 TUN device is left alone.
+  st::RunShell("ip link del sgtdd1 2>/dev/null");
+  ASSERT_EQ(st::RunShell("ip tuntap add dev sgtdd1 mode tun 2>&1", &out), 0) << out;
+  ASSERT_EQ(st::RunShell("ip link del " + tap + " 2>&1", &out), 0) << out;
+  EXPECT_TRUE(st::PollUntil(
+      5s, [&] { return daemon_->Status().at("datapath").value("default_deny_taps", 0) == 0; },
+      100ms));
+  EXPECT_FALSE(st::TcFilterOn("sgtdd1"));
+  st::RunShell("ip link del sgtdd1 2>/dev/null");
+  EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
+}
+
+}  // namespace

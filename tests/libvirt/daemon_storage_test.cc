@@ -19,9 +19,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string FileDisk(const fs::path& source) {
+std::string FileDisk(const fs::path& source, bool readonly = false) {
   return "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='" +
-         source.string() + "'/><target dev='vda' bus='virtio'/></disk>";
+         source.string() + "'/><target dev='vda' bus='virtio'/>" + (readonly ? "<readonly/>" : "") +
+         "</disk>";
 }
 
 class DaemonStorage : public st::DaemonWithLibvirt {
@@ -30,9 +31,12 @@ class DaemonStorage : public st::DaemonWithLibvirt {
     pool_ = fs::path("/run/sovguard-test") / ("daemon-storage-" + std::to_string(::getpid()));
     fs::create_directories(pool_);
     image_ = pool_ / "health.img";
-    ASSERT_EQ(st::RunShell("truncate -s 16M " + image_.string() + " && mkfs.ext4 -q -F " +
-                           image_.string() + " >/dev/null 2>&1"),
-              0);
+    archive_ = pool_ / "archive.img";
+    for (const auto& img : {image_, archive_}) {
+      ASSERT_EQ(st::RunShell("truncate -s 16M " + img.string() + " && mkfs.ext4 -q -F " +
+                             img.string() + " >/dev/null 2>&1"),
+                0);
+    }
     DaemonWithLibvirt::SetUp();
   }
   void TearDown() override {
@@ -51,15 +55,27 @@ class DaemonStorage : public st::DaemonWithLibvirt {
   storage { pools { path: ")" +
            pool_.string() + R"(" } }
 }
+datasets {
+  id: "archive"
+  owner: "test"
+  classification: "internal"
+  description: "read-only: its volumes are never opened for writing"
+  mode: ENFORCE
+  residency { allow: ["EU", "EEA"] zones: ["test-eu"] }
+  usage { read_only: true }
+  storage { pools { path: ")" +
+           pool_.string() + R"(" } }
+}
 )";
   }
-  void AttachDisk(st::TestGuest& g) {
+  void AttachDisk(st::TestGuest& g) { AttachDisk(g, FileDisk(image_)); }
+  void AttachDisk(st::TestGuest& g, const std::string& xml) {
     const auto file = pool_ / (g.Name() + "-disk.xml");
-    st::WriteTestFile(file, FileDisk(image_));
+    st::WriteTestFile(file, xml);
     g.Virsh({"attach-device", g.Name(), file.string(), "--config"});
   }
 
-  fs::path pool_, image_;
+  fs::path pool_, image_, archive_;
 };
 
 TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
@@ -140,6 +156,49 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
             0);
   EXPECT_NE(out.find("storage path: programs at"), std::string::npos) << out;
   EXPECT_NE(out.find("storage-open"), std::string::npos) << out;
+  EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
+}
+
+// A read-only dataset's volume opened for writing is refused (QEMU opens a disk without <readonly/>
+// read-write); the same guest with the disk marked read-only boots from it.
+TEST_F(DaemonStorage, ReadOnlyDatasetIsNeverOpenedForWriting) {
+  StartDaemon();
+  st::ScopedHookTarget hook(HookPath());
+  const std::string label =
+      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
+      "<dataset id=\"archive\"/><disk target=\"vda\" dataset=\"archive\"/></sovguard:guest>";
+  {
+    st::GuestSpec spec;
+    spec.name = "sgt-ro1";
+    spec.tap = "sgtro1";
+    spec.metadata = label;
+    st::TestGuest writer(spec);
+    AttachDisk(writer, FileDisk(archive_, /*readonly=*/false));
+    const auto r = writer.TryStart();
+    EXPECT_NE(r.exit_code, 0) << "a read-only dataset's volume was opened for writing";
+    EXPECT_FALSE(writer.Running());
+    EXPECT_TRUE(st::PollUntil(
+        10s,
+        [&] {
+          const std::string log = daemon_->Log();
+          return log.find("sgt-ro1") != std::string::npos &&
+                 (log.find("read-only") != std::string::npos ||
+                  log.find("read_only") != std::string::npos);
+        },
+        200ms))
+        << "start error: " << r.err << "\n"
+        << daemon_->Log();
+  }
+  st::GuestSpec spec;
+  spec.name = "sgt-ro2";
+  spec.tap = "sgtro2";
+  spec.metadata = label;
+  st::TestGuest reader(spec);
+  AttachDisk(reader, FileDisk(archive_, /*readonly=*/true));
+  reader.Start();
+  ASSERT_TRUE(reader.WaitReady(120s)) << st::ReadTextFile(reader.ConsoleLog()) << daemon_->Log();
+  EXPECT_TRUE(reader.Running());
+  reader.Destroy();
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
 
