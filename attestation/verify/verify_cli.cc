@@ -265,6 +265,21 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
     }
     std::optional<manifest::Pkey> ear_key;
     if (a.ear_key) ear_key = manifest::LoadPrivateKey(*a.ear_key);  // before any verdict
+    // One verdict out: the report, and the EAR either to --ear-out (report on stdout) or on
+    // stdout (report on stderr, so the JWT can be piped). Exit code from the report.
+    const auto emit = [&](const Report& rep, const std::optional<Bytes>& nonce) {
+      const std::string report = a.json ? RenderJson(rep) : RenderText(rep);
+      if (!ear_key) {
+        out << report;
+      } else if (const std::string jwt = MakeEarJwt(rep, ear_key->get(), {0, nonce}); a.ear_out) {
+        WriteFileAtomic(*a.ear_out, jwt + "\n");
+        out << report;
+      } else {
+        err << report;
+        out << jwt << "\n";
+      }
+      return rep.passed() ? kExitPass : kExitFail;
+    };
     if (a.node || a.fleet) {
       const TlsClient tls{*a.ca, *a.cert, *a.key, std::chrono::seconds(a.timeout)};
       if (a.fleet) {
@@ -295,20 +310,7 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
       }
       const auto r = VerifyNode(*a.node, tls, o);
       if (!r.fetched) throw InputError(*a.node + ": " + r.error);
-      const std::string report = a.json ? RenderJson(r.report) : RenderText(r.report);
-      if (ear_key) {
-        const std::string jwt = MakeEarJwt(r.report, ear_key->get(), {0, std::nullopt});
-        if (a.ear_out) {
-          WriteFileAtomic(*a.ear_out, jwt + "\n");
-          out << report;
-        } else {
-          err << report;
-          out << jwt << "\n";
-        }
-      } else {
-        out << report;
-      }
-      return r.report.passed() ? kExitPass : kExitFail;
+      return emit(r.report, std::nullopt);
     }
     Bytes data;
     if (a.evidence == "-")
@@ -321,21 +323,7 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
     } catch (const InputError& e) {
       throw InputError(a.evidence + ": " + e.what());
     }
-    const Report rep = Verify(ev, o);
-    const std::string report = a.json ? RenderJson(rep) : RenderText(rep);
-    if (ear_key) {
-      const std::string jwt = MakeEarJwt(rep, ear_key->get(), {0, a.nonce});
-      if (a.ear_out) {
-        WriteFileAtomic(*a.ear_out, jwt + "\n");
-        out << report;
-      } else {
-        err << report;
-        out << jwt << "\n";
-      }
-    } else {
-      out << report;
-    }
-    return rep.passed() ? kExitPass : kExitFail;
+    return emit(Verify(ev, o), a.nonce);
   } catch (const AttestationError& e) {
     // InputError, unreadable files, bad hex: all input or usage errors.
     if (*e.what()) err << "sovguard-verify: " << e.what() << "\n";
