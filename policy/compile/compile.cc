@@ -180,13 +180,14 @@ CompiledStorage CompileStorage(const ValidatedPolicy& policy, const CompiledPoli
   std::map<IpPrefix, std::uint64_t> endpoints;  // prefix -> datasets listing it
   for (std::size_t i = 0; i < policy.datasets.size(); ++i) {
     const auto& d = policy.datasets[i];
-    CompiledStorageDataset c;
-    c.id = d.id;
-    c.index = static_cast<std::uint8_t>(i);
-    c.mode = d.mode;
-    c.read_only = d.read_only;
-    c.read = d.read;
-    c.write = d.write;
+    // Identity, mode and quotas exactly as the network side compiled them.
+    const CompiledDataset& cd = compiled.datasets.at(i);
+    CompiledStorageDataset c{.id = cd.id,
+                             .index = cd.index,
+                             .mode = cd.mode,
+                             .read_only = cd.read_only,
+                             .read = cd.read,
+                             .write = cd.write};
     const auto& s = d.proto.storage();
     for (const auto& pool : s.pools()) {
       switch (pool.location_case()) {
