@@ -734,23 +734,19 @@ void Node::StartMetrics() {
 }
 
 void Node::PumpEvents() {
+  // The datapaths have one owner at a time (hook, watcher, tamper check, here); the callbacks run
+  // inside PollEvents, under this lock.
+  std::lock_guard lock(mu_);
   if (net_) {
     net_->PollEvents(0, [this](const sg_net_event& ev) {
-      // Events come from the kernel under our lock-free ring buffer; the guest's name is ours.
       std::string guest;
-      {
-        std::lock_guard lock(mu_);
-        for (const auto& [uuid, g] : guests_) {
-          if (std::find(g.ifindexes.begin(), g.ifindexes.end(), ev.ifindex) != g.ifindexes.end())
-            guest = g.name;
-        }
+      for (const auto& [uuid, g] : guests_) {
+        if (std::find(g.ifindexes.begin(), g.ifindexes.end(), ev.ifindex) != g.ifindexes.end())
+          guest = g.name;
       }
-      std::string dataset = "#" + std::to_string(ev.dataset);
-      {
-        std::lock_guard lock(mu_);
-        if (policy_ && ev.dataset < policy_->compiled.datasets.size())
-          dataset = policy_->compiled.datasets[ev.dataset].id;
-      }
+      const std::string dataset = policy_ && ev.dataset < policy_->compiled.datasets.size()
+                                      ? policy_->compiled.datasets[ev.dataset].id
+                                      : "#" + std::to_string(ev.dataset);
       log::Write(log::Level::kNotice, "violation: " + datapath::FormatEvent(ev),
                  {{"EVENT", "violation"},
                   {"PATH", "network"},
@@ -760,7 +756,6 @@ void Node::PumpEvents() {
                   {"VERDICT", ev.verdict == SG_VERDICT_DROP ? "dropped" : "audited"}});
     });
   }
-  std::lock_guard lock(mu_);  // the storage datapath has one owner at a time (hook, watcher, here)
   if (storage_) {
     storage_->PollEvents(
         [](const storage::StorageEvent& ev) {
