@@ -353,4 +353,20 @@ std::map<uint32_t, Sha256Digest> Replay(std::span<const Record> records) {
   return pcrs;
 }
 
+std::set<std::string> MeasuredGuests(std::span<const Record> records) {
+  std::set<std::string> running;
+  for (const auto& r : records) {
+    if (r.content_type != kContentSovguard) continue;
+    const auto ev = DecodeSovguardContent(r.content);
+    if (ev.kind != EventKind::kEnforcementState || !ev.name.starts_with(kGuestEventPrefix))
+      continue;
+    const std::string uuid = ev.name.substr(kGuestEventPrefix.size());
+    if (ev.detail == "covered")
+      running.insert(uuid);
+    else if (ev.detail == "released")
+      running.erase(uuid);
+  }
+  return running;
+}
+
 }  // namespace sovguard::attestation::cel

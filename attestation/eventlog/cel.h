@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -80,6 +81,13 @@ Bytes EncodeSovguardContent(const SovguardEvent& ev);
 SovguardEvent DecodeSovguardContent(std::span<const uint8_t> value);
 
 Record MakeSovguardRecord(uint64_t recnum, uint32_t pcr, const SovguardEvent& ev);
+
+// Guest lifecycle events, so a verifier can tell from the quoted log which guests a node runs:
+// kEnforcementState named "guest:<uuid>" with detail "covered" (the node started enforcing for
+// the guest) or "released" (it went away).
+inline constexpr std::string_view kGuestEventPrefix = "guest:";
+// The uuids whose last guest event in `records` is "covered". Throws like DecodeSovguardContent.
+std::set<std::string> MeasuredGuests(std::span<const Record> records);
 
 Bytes EncodeRecord(const Record& r);
 Bytes EncodeLog(std::span<const Record> records);

@@ -90,4 +90,10 @@ cel::Record MeasureProgramAttached(MeasurementLog& log, const std::string& progr
                       {"attach_point", attach_point}});
 }
 
+cel::Record MeasureGuest(MeasurementLog& log, const std::string& uuid, bool covered) {
+  const std::string detail = covered ? "covered" : "released";
+  return log.Measure(cel::EventKind::kEnforcementState, std::string(cel::kGuestEventPrefix) + uuid,
+                     Sha256(detail), detail);
+}
+
 }  // namespace sovguard::attestation::measure

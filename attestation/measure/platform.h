@@ -44,4 +44,8 @@ cel::Record MeasureProgramAttached(MeasurementLog& log, const std::string& progr
                                    const std::string& tag_hex, const std::string& attach_type,
                                    const std::string& attach_point);
 
+// Guest lifecycle (cel::kGuestEventPrefix): "covered" when the node starts enforcing for the
+// guest, "released" when it goes away; cel::MeasuredGuests replays them.
+cel::Record MeasureGuest(MeasurementLog& log, const std::string& uuid, bool covered);
+
 }  // namespace sovguard::attestation::measure

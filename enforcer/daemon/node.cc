@@ -405,6 +405,9 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
       net_->RemoveGuest(ifindex);
     }
   }
+  // Once per guest run: the quoted log then tells a verifier which guests the snapshot must cover.
+  if (measured_guests_.insert(g.uuid).second)
+    attestation::measure::MeasureGuest(*measurements_, g.uuid, true);
 }
 
 void Node::OnTap(const libvirt::TapEvent& event) {
@@ -498,6 +501,8 @@ void Node::OnGuestDown(const libvirt::GuestInfo& guest) {
       log::Warning("guest {}: storage: {}", it->second.name, e.what());
     }
   }
+  if (measured_guests_.erase(it->second.uuid) != 0)
+    attestation::measure::MeasureGuest(*measurements_, it->second.uuid, false);
   log::Info("guest {} down: detached", it->second.name);
   guests_.erase(it);
 }
@@ -518,6 +523,11 @@ void Node::Start() {
   log::Info("measurement log {} on PCR {} ({})", measurements_->log_path().string(),
             measurements_->pcr(), measurements_->open_state());
   MeasureStack();
+  // Guests a predecessor measured as running; the first reconcile settles which still are.
+  measurements_->WithLog(
+      [this](std::span<const cel::Record> records, std::span<const std::uint8_t>) {
+        measured_guests_ = cel::MeasuredGuests(records);
+      });
 
   // Filters stay on the taps when the daemon exits: the loaded program and its maps keep
   // enforcing the last policy until a successor adopts them (pinned maps, BPF_TC_F_REPLACE per
@@ -598,6 +608,16 @@ void Node::Start() {
       }
     }
     adopted_.clear();
+    // Guests measured as running that no longer run went away while no daemon ran.
+    for (auto it = measured_guests_.begin(); it != measured_guests_.end();) {
+      if (guests_.count(*it) != 0) {
+        ++it;
+        continue;
+      }
+      attestation::measure::MeasureGuest(*measurements_, *it, false);
+      log::Info("guest {} went away while no daemon ran: released in the measurement log", *it);
+      it = measured_guests_.erase(it);
+    }
   }
 }
 
@@ -865,6 +885,16 @@ attestation::v1::EnforcementSnapshot Node::Snapshot() const {
     s.set_policy_bundle_sha256(policy_->source_sha256.data(), policy_->source_sha256.size());
     s.set_policy_bundle_id(policy_->source);
   }
+  std::set<std::uint32_t> broken;
+  if (net_) {
+    try {
+      for (const auto& f : net_->VerifyAttachments({.hash_tables = false}))
+        broken.insert(f.ifindex);
+    } catch (const std::exception& e) {
+      log::Error("snapshot: checking attachments: {}", e.what());
+      for (const auto& [uuid, g] : guests_) broken.insert(g.ifindexes.begin(), g.ifindexes.end());
+    }
+  }
   for (const auto& [uuid, g] : guests_) {
     auto* guest = s.add_guests();
     guest->set_name(g.name);
@@ -880,22 +910,57 @@ attestation::v1::EnforcementSnapshot Node::Snapshot() const {
         gd->set_mode(ModeText(d.mode));
       }
     }
-    for (const auto& tap : g.taps) {
+    // Only what the kernel shows right now: a tap whose filter is missing or not ours is left
+    // out (the verifier then reports the guest as not covered).
+    for (const auto ifindex : g.ifindexes) {
+      if (broken.count(ifindex) != 0) continue;
+      char name[IF_NAMESIZE] = {};
+      if (!::if_indextoname(ifindex, name)) continue;
       auto* p = s.add_programs();
       p->set_name("sg_net");
       p->set_tag(program_tag_);
       p->set_prog_id(program_id_);
       p->set_attach_type("tc/ingress");
-      p->set_attach_point(tap);
+      p->set_attach_point(name);
     }
   }
+  // Network paths from the start-up probe; storage paths from the storage datapath as it runs
+  // (or "none" with the reason when it could not start).
   for (const auto& p : probe_.paths) {
+    if (p.path.starts_with("storage-")) continue;
     auto* m = s.add_mechanisms();
     m->set_path(p.path);
     m->set_active(p.mechanism);
     m->set_strongest(p.attempts.empty() ? p.mechanism : p.attempts.front().mechanism);
     m->set_downgraded(p.attempts.size() > 1 || p.guarantee == enforcer::Guarantee::kNone);
     if (m->downgraded() && !p.attempts.empty()) m->set_reason(p.attempts.front().error);
+  }
+  if (storage_) {
+    const auto& st = storage_->Status();
+    for (const auto& p : st.paths) {
+      auto* m = s.add_mechanisms();
+      m->set_path(p.path);
+      m->set_active(p.mechanism);
+      m->set_strongest(p.unavailable.empty()
+                           ? p.mechanism
+                           : p.unavailable.front().substr(0, p.unavailable.front().find(": ")));
+      m->set_downgraded(!p.unavailable.empty() || p.guarantee == storage::Guarantee::kNone);
+      if (!p.unavailable.empty()) m->set_reason(p.unavailable.front());
+      if (p.mechanism == "none") continue;
+      auto* a = s.add_programs();
+      a->set_name(p.path);
+      a->set_attach_type(p.mechanism);
+      a->set_attach_point(st.machine_cgroup.string());
+    }
+  } else {
+    for (const char* path : {"storage-open", "storage-io-quota", "storage-io-accounting",
+                             "storage-block-devices", "storage-network"}) {
+      auto* m = s.add_mechanisms();
+      m->set_path(path);
+      m->set_active("none");
+      m->set_downgraded(true);
+      m->set_reason(storage_error_);
+    }
   }
   return s;
 }

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -143,6 +144,8 @@ class Node {
   // Taps a predecessor covered (adopted from bpffs with counters and quotas), not yet claimed by a
   // guest libvirt reports; unclaimed ones are removed after the first reconcile.
   std::map<std::uint32_t, std::string> adopted_;  // ifindex -> guest name
+  // Guests the measurement log says this node runs (guest:<uuid> covered, not yet released).
+  std::set<std::string> measured_guests_;
   std::uint64_t tamper_checks_ = 0;
   std::unique_ptr<datapath::NetDatapath> net_;
   std::unique_ptr<storage::StorageDatapath> storage_;  // null when it could not load (reported)

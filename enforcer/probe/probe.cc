@@ -174,15 +174,15 @@ std::vector<std::pair<std::string, std::vector<Candidate>>> Candidates() {
                                      "sg_enter_pwritev", "sg_exit_pwritev"});
                               }}});
   all.emplace_back(
-      "network-storage-connect",
+      "storage-network",
       std::vector<Candidate>{
           {Guarantee::kPrevents, [] {
              return TryCgroupPrograms("cgroup/connect4+connect6", {"sg_connect4", "sg_connect6"});
            }}});
-  all.emplace_back("block-devices", std::vector<Candidate>{{Guarantee::kPrevents, [] {
-                                                              return TryCgroupPrograms(
-                                                                  "cgroup/dev", {"sg_cgroup_dev"});
-                                                            }}});
+  all.emplace_back(
+      "storage-block-devices",
+      std::vector<Candidate>{{Guarantee::kPrevents,
+                              [] { return TryCgroupPrograms("cgroup/dev", {"sg_cgroup_dev"}); }}});
   return all;
 }
 

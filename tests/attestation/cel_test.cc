@@ -21,6 +21,29 @@ std::vector<cel::Record> SampleLog(uint32_t pcr) {
   return recs;
 }
 
+TEST(Cel, MeasuredGuestsReplaysCoveredAndReleasedInOrder) {
+  std::vector<cel::Record> recs;
+  auto guest = [&](const std::string& uuid, const std::string& detail) {
+    recs.push_back(cel::MakeSovguardRecord(recs.size(), 13,
+                                           {EventKind::kEnforcementState, "guest:" + uuid,
+                                            Sha256(detail), detail}));
+  };
+  guest("a", "covered");
+  guest("b", "covered");
+  guest("a", "released");
+  guest("c", "covered");
+  guest("c", "released");
+  guest("c", "covered");
+  // Other enforcement events and other kinds with a guest-like name do not count.
+  recs.push_back(cel::MakeSovguardRecord(recs.size(), 13,
+                                         {EventKind::kEnforcementState, "tamper:filter_missing",
+                                          Sha256("x"), "covered"}));
+  recs.push_back(cel::MakeSovguardRecord(
+      recs.size(), 13, {EventKind::kBpfObject, "guest:d", Sha256("d"), "covered"}));
+  EXPECT_EQ(cel::MeasuredGuests(recs), (std::set<std::string>{"b", "c"}));
+  EXPECT_TRUE(cel::MeasuredGuests({}).empty());
+}
+
 TEST(Cel, EncodeDecodeRoundTrip) {
   auto recs = SampleLog(13);
   auto bytes = cel::EncodeLog(recs);

@@ -75,7 +75,7 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
               0)
         << out;
     EXPECT_NE(out.find("[SOFTWARE TPM]"), std::string::npos) << out;
-    EXPECT_NE(out.find("block-devices"), std::string::npos) << out;
+    EXPECT_NE(out.find("storage-block-devices"), std::string::npos) << out;
     EXPECT_NE(out.find("default-eu-eea"), std::string::npos) << out;
 
     // An auditor's quote through the local API carries the quote and the enforcement snapshot.
@@ -89,7 +89,8 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
         << out;
     const auto ev = nlohmann::json::parse(st::ReadTextFile(evidence));
     EXPECT_FALSE(ev.at("quote").at("signature").get<std::string>().empty());
-    EXPECT_EQ(ev.at("snapshot").at("mechanisms").size(), 6u);
+    // Two network paths from the probe, five storage paths from the storage datapath.
+    EXPECT_EQ(ev.at("snapshot").at("mechanisms").size(), 7u) << ev.at("snapshot").dump(2);
 
     // Prometheus metrics on loopback: probe results per path, build, software TPM, the policy.
     const std::string url = status.at("metrics").get<std::string>();
@@ -97,7 +98,7 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
     ASSERT_NE(url.find("/metrics"), std::string::npos) << url;
     ASSERT_EQ(st::RunShell("curl -sf " + url, &out), 0) << daemon.Log();
     EXPECT_NE(out.find("# TYPE sovguard_probe_path_info gauge"), std::string::npos) << out;
-    EXPECT_NE(out.find("sovguard_probe_path_info{path=\"block-devices\",mechanism=\"cgroup/dev\""),
+    EXPECT_NE(out.find("sovguard_probe_path_info{path=\"storage-block-devices\",mechanism=\"cgroup/dev\""),
               std::string::npos)
         << out;
     EXPECT_NE(out.find("sovguard_tpm_software 1"), std::string::npos) << out;

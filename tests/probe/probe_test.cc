@@ -55,7 +55,7 @@ TEST_F(ProbeTest, ReportsEveryPathWithAReasonForEachFailure) {
 TEST_F(ProbeTest, CgroupMechanismsPreventOnThisKernel) {
   // ENGINEERING.md: cgroup/connect4/6 and cgroup_device work here and prevent.
   const en::ProbeReport report = en::RunProbe();
-  for (const char* path : {"network-storage-connect", "block-devices"}) {
+  for (const char* path : {"storage-network", "storage-block-devices"}) {
     const en::PathResult* r = report.Find(path);
     ASSERT_NE(r, nullptr);
     EXPECT_EQ(r->guarantee, en::Guarantee::kPrevents) << path << ": " << r->attempts.back().error;
