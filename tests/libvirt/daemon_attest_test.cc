@@ -1,0 +1,129 @@
+// What an auditor's quote says about guests, against a real sovguardd, libvirtd and TCG guest:
+// the snapshot lists a running guest with the attachments the kernel shows right now, and the
+// quoted measurement log says which guests the node runs (guest:<uuid> covered / released),
+// including a guest that went away while no daemon ran.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include "attestation/eventlog/cel.h"
+#include "attestation/evidence/evidence.pb.h"
+#include "attestation/evidence/format.h"
+#include "tests/harness/guest.h"
+#include "tests/harness/network.h"
+#include "tests/libvirt/daemon_fixture.h"
+#include "tests/harness/process.h"
+
+namespace {
+
+namespace st = sovguard::test;
+namespace cel = sovguard::attestation::cel;
+using sovguard::attestation::v1::Evidence;
+using namespace std::chrono_literals;
+
+class DaemonAttest : public st::DaemonWithLibvirt {
+ protected:
+  std::string PolicyText() const override { return st::kZonePolicy; }
+
+  // A fresh quote through the local API, parsed.
+  Evidence Quote() {
+    const auto status = daemon_->Status();
+    const std::string socket = status.at("api_socket").get<std::string>().substr(5);  // "unix:"
+    const auto file = dir_ / ("evidence-" + std::to_string(++quotes_) + ".json");
+    std::string out;
+    EXPECT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677" +
+                               " --socket " + socket + " -o " + file.string() + " 2>&1",
+                           &out),
+              0)
+        << out;
+    Evidence ev;
+    sovguard::attestation::evidence::FromJson(st::ReadTextFile(file), ev);
+    return ev;
+  }
+  static std::set<std::string> MeasuredGuests(const Evidence& ev) {
+    return cel::MeasuredGuests(cel::DecodeLog(
+        std::span(reinterpret_cast<const std::uint8_t*>(ev.logs().cel().data()),
+                  ev.logs().cel().size())));
+  }
+  static bool SnapshotHasTap(const Evidence& ev, const std::string& tap) {
+    for (const auto& p : ev.snapshot().programs())
+      if (p.attach_point() == tap && p.attach_type() == "tc/ingress" && p.name() == "sg_net" &&
+          !p.tag().empty())
+        return true;
+    return false;
+  }
+  int quotes_ = 0;
+};
+
+TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) {
+  st::TestNetwork net("da");
+  // No tamper repair during the test: it must see what the kernel shows, not what was repaired.
+  StartDaemon({"--set", "tamper_check_seconds=3600"});
+  st::ScopedHookTarget hook(HookPath());
+  st::GuestSpec spec;
+  spec.name = "sgt-da";
+  spec.tap = "sgtda0";
+  st::TestGuest guest(spec);
+  guest.Start();
+  net.AttachTap(spec.tap);
+  std::string uuid = guest.Virsh({"domuuid", spec.name});
+  while (!uuid.empty() && (uuid.back() == '\n' || uuid.back() == ' ')) uuid.pop_back();
+  ASSERT_EQ(uuid.size(), 36u) << uuid;
+
+  // The watcher's "up" follows the hook: poll the quote until the guest is in it.
+  Evidence ev;
+  ASSERT_TRUE(st::PollUntil(
+      60s,
+      [&] {
+        ev = Quote();
+        return ev.snapshot().guests_size() == 1 && SnapshotHasTap(ev, spec.tap);
+      },
+      200ms))
+      << ev.snapshot().DebugString() << daemon_->Log();
+  EXPECT_EQ(ev.snapshot().guests(0).name(), spec.name);
+  EXPECT_EQ(ev.snapshot().guests(0).uuid(), uuid);
+  EXPECT_FALSE(ev.snapshot().guests(0).cgroup().empty());
+  EXPECT_EQ(MeasuredGuests(ev), std::set<std::string>{uuid});
+  // Network paths from the probe and storage paths from the running storage datapath.
+  std::set<std::string> paths;
+  for (const auto& m : ev.snapshot().mechanisms()) paths.insert(m.path());
+  for (const char* p : {"guest-network-egress", "storage-open", "storage-network",
+                        "storage-block-devices", "storage-io-accounting"})
+    EXPECT_EQ(paths.count(p), 1u) << p << "\n" << ev.snapshot().DebugString();
+  bool storage_attached = false;
+  for (const auto& p : ev.snapshot().programs())
+    storage_attached = storage_attached || p.name() == "storage-network";
+  EXPECT_TRUE(storage_attached) << ev.snapshot().DebugString();
+
+  // The snapshot reports what the kernel shows: a deleted filter is not claimed.
+  std::string out;
+  ASSERT_EQ(st::RunShell("tc filter del dev " + spec.tap + " ingress 2>&1", &out), 0) << out;
+  ev = Quote();
+  EXPECT_FALSE(SnapshotHasTap(ev, spec.tap)) << ev.snapshot().DebugString();
+  EXPECT_EQ(ev.snapshot().guests_size(), 1);
+
+  // The guest goes away while no daemon runs; the successor settles the log after reconciling.
+  daemon_->Kill();
+  guest.Destroy();
+  daemon_->Restart();
+  std::string why;
+  ASSERT_TRUE(daemon_->WaitReady(120s, &why)) << why;
+  ev = Quote();
+  EXPECT_EQ(ev.snapshot().guests_size(), 0) << ev.snapshot().DebugString();
+  EXPECT_TRUE(MeasuredGuests(ev).empty()) << daemon_->Log();
+  EXPECT_NE(daemon_->Log().find("guest " + uuid + " went away while no daemon ran"),
+            std::string::npos)
+      << daemon_->Log();
+
+  // A guest started and stopped under a running daemon: covered, then released.
+  guest.Start();
+  ASSERT_TRUE(st::PollUntil(60s, [&] { return MeasuredGuests(Quote()).count(uuid) == 1; }, 200ms))
+      << daemon_->Log();
+  guest.Destroy();
+  ASSERT_TRUE(st::PollUntil(30s, [&] { return MeasuredGuests(Quote()).empty(); }, 200ms))
+      << daemon_->Log();
+  EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
+}
+
+}  // namespace
