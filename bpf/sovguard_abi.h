@@ -78,13 +78,22 @@ struct sg_volume {
 };
 #define SG_VOLUME_READ_ONLY (1u << 0)
 
-/* Endpoint prefixes for network storage (NBD, iSCSI, RBD, HTTP): LPM trie keys, value = class id. */
-struct sg_lpm4_key {
+/* Policy reloads are atomic: the configuration, classes and endpoint tables exist in two
+ * generations; user space fills the inactive one, then flips sg_storage_active (one 32-bit word)
+ * and waits for an RCU grace period before it may rewrite the old one. A program reads the active
+ * generation once and uses only that generation's entries. */
+#define SG_STORAGE_GENERATIONS 2
+/* Endpoint prefixes for network storage (NBD, iSCSI, RBD, HTTP): LPM trie keys (sg_endpoints4/6,
+ * value = __u16 class id) carry their generation in front of the address: prefixlen = 32 + bits
+ * of address. */
+struct sg_storage_lpm4_key {
   __u32 prefixlen;
+  __u32 gen;
   __u32 addr; /* network byte order */
 };
-struct sg_lpm6_key {
+struct sg_storage_lpm6_key {
   __u32 prefixlen;
+  __u32 gen;
   __u8 addr[16];
 };
 
@@ -112,13 +121,16 @@ struct sg_storage_dataset_cfg {
   __u64 write_window_ns;
 };
 
-/* Global storage-path configuration (sg_storage_cfg: ARRAY[1]). */
+/* Storage-path configuration (sg_storage_cfg: ARRAY[SG_STORAGE_GENERATIONS], the active one by
+ * sg_storage_active). */
 struct sg_storage_config {
   __u64 enforce_mask;      /* bit i: dataset i is enforced; audited otherwise */
   __u64 machine_cgroup_id; /* cgroup v2 id of libvirt's machine cgroup (parent of guests) */
   __u32 guest_level;       /* cgroup level of the guest directories (machine level + 1) */
   __u32 n_classes;         /* class ids >= n_classes are treated as class 0 */
   __u32 flags;             /* SG_STORAGE_CFG_* */
+  __u32 events_per_sec;    /* violation events per guest and second; 0: none (all suppressed) */
+  __u32 event_burst;       /* events a guest may emit at once after a quiet period */
   __u32 reserved;
   struct sg_storage_dataset_cfg ds[SG_MAX_DATASETS];
 };
@@ -136,6 +148,45 @@ enum sg_storage_event_kind {
 };
 /* Storage verdicts: SG_VERDICT_DROP = prevented (EPERM), SG_VERDICT_AUDIT = audited, and: */
 #define SG_STORAGE_VERDICT_KILLED 3 /* detected; the process was sent SIGKILL */
+
+/* Layout version of the storage maps as pinned under the daemon's pin directory (sg_storage_state):
+ * a successor refuses to adopt pinned maps of another version. Bump on any storage layout change. */
+#define SG_STORAGE_ABI_VERSION 2
+
+/* Per-guest limiter for violation events (sg_storage_ratelimit: HASH guest_id -> this; key 0 is
+ * shared by every unregistered cgroup). GCRA: an event is emitted when the theoretical arrival time
+ * stays within event_burst intervals of now. The verdict never depends on it. */
+struct sg_storage_ratelimit {
+  __u64 tat_ns;     /* theoretical arrival time (bpf_ktime_get_boot_ns scale) */
+  __u64 suppressed; /* events not emitted: over the rate, or ring buffer full */
+};
+
+/* Restart hand-over (user space only: the programs never read these). */
+#define SG_STORAGE_META_NAME 128
+struct sg_storage_guest_meta { /* sg_storage_guest_meta: HASH guest_id -> this */
+  __u64 datasets;
+  __u64 cgroup_id;                         /* registered by id; 0 when announced by name */
+  char name[SG_STORAGE_META_NAME];         /* libvirt domain name, NUL-terminated */
+  char cgroup_name[SG_STORAGE_NAME_LEN];   /* announced cgroup directory name, "" when by id */
+};
+#define SG_STORAGE_PATH_MAX 240
+struct sg_storage_volume_meta { /* sg_storage_volume_meta: HASH sg_volume_key -> this */
+  __u32 dataset;
+  __u32 flags;
+  char path[SG_STORAGE_PATH_MAX]; /* canonical path (truncated when longer) */
+};
+/* Tables whose digests the state keeps (of the active generation): cfg, classes, endpoints4,
+ * endpoints6, volumes, in this order. */
+#define SG_STORAGE_TABLES 5
+#define SG_STORAGE_DATASET_ID_LEN 32
+struct sg_storage_state { /* sg_storage_state: ARRAY[1] */
+  __u32 abi_version;   /* SG_STORAGE_ABI_VERSION of the writer; 0 = fresh */
+  __u32 next_guest_id; /* guest ids are never reused */
+  __u32 policy_applied;
+  __u32 reserved;
+  __u8 table_digest[SG_STORAGE_TABLES][32]; /* SHA-256 of each table as last written */
+  char dataset_ids[SG_MAX_DATASETS][SG_STORAGE_DATASET_ID_LEN]; /* for names in events/counters */
+};
 
 struct sg_storage_event {
   __u64 timestamp_ns;

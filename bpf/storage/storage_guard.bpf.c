@@ -40,10 +40,33 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, 1);
+  __uint(max_entries, SG_STORAGE_GENERATIONS);
   __type(key, __u32);
   __type(value, struct sg_storage_config);
 } sg_storage_cfg SEC(".maps");
+
+/* The generation of sg_storage_cfg, sg_storage_classes and the endpoint tables in force. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u32);
+} sg_storage_active SEC(".maps");
+
+/* User space updates this map-in-map to wait for programs still using the old generation (an
+ * update of a map-in-map returns after an RCU grace period). Programs never read it. */
+struct sg_storage_barrier_inner {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u32);
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __array(values, struct sg_storage_barrier_inner);
+} sg_storage_barrier SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -68,24 +91,24 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-  __uint(max_entries, 262144);
+  __uint(max_entries, 2 * 262144);
   __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, struct sg_lpm4_key);
+  __type(key, struct sg_storage_lpm4_key);
   __type(value, __u16);
 } sg_endpoints4 SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-  __uint(max_entries, 262144);
+  __uint(max_entries, 2 * 262144);
   __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, struct sg_lpm6_key);
+  __type(key, struct sg_storage_lpm6_key);
   __type(value, __u16);
 } sg_endpoints6 SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, SG_MAX_CLASSES);
-  __type(key, __u32);
+  __uint(max_entries, SG_STORAGE_GENERATIONS* SG_MAX_CLASSES);
+  __type(key, __u32); /* generation * SG_MAX_CLASSES + class id */
   __type(value, struct sg_class);
 } sg_storage_classes SEC(".maps");
 
@@ -100,6 +123,37 @@ struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
   __uint(max_entries, 256 * 1024);
 } sg_storage_events SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SG_MAX_GUESTS + 1);
+  __type(key, __u32); /* guest_id; 0: every unregistered cgroup */
+  __type(value, struct sg_storage_ratelimit);
+} sg_storage_ratelimit SEC(".maps");
+
+/* Restart hand-over: written and read by user space only (see sovguard_abi.h). */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SG_MAX_GUESTS);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, __u32);
+  __type(value, struct sg_storage_guest_meta);
+} sg_storage_guest_meta SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, struct sg_volume_key);
+  __type(value, struct sg_storage_volume_meta);
+} sg_storage_volume_meta SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct sg_storage_state);
+} sg_storage_state SEC(".maps");
 
 /* The I/O a guest thread is in: set at syscall entry when the fd is a protected volume. */
 struct sg_inflight {
@@ -121,14 +175,26 @@ struct sg_who {
   struct sg_storage_config* cfg;
   struct sg_storage_guest* g;
   __u64 cgroup;
+  __u32 gen;
 };
 
-static __always_inline bool current_guest(struct sg_who* w) {
+/* The configuration of the active generation (read once per program run). */
+static __always_inline struct sg_storage_config* active_cfg(__u32* gen) {
   __u32 zero = 0;
-  w->cfg = bpf_map_lookup_elem(&sg_storage_cfg, &zero);
+  __u32* active = bpf_map_lookup_elem(&sg_storage_active, &zero);
+  *gen = active ? (*(volatile __u32*)active & (SG_STORAGE_GENERATIONS - 1)) : 0;
+  return bpf_map_lookup_elem(&sg_storage_cfg, gen);
+}
+
+static __always_inline bool current_guest(struct sg_who* w) {
+  w->cfg = active_cfg(&w->gen);
   w->g = NULL;
   w->cgroup = 0;
   if (!w->cfg || w->cfg->guest_level == 0) return false;
+#ifdef SG_STORAGE_VARIANT
+  /* Test builds only: a different program (tag) over the same maps, standing in for an upgrade. */
+  if (w->cfg->guest_level > 4096) return false;
+#endif
   if (bpf_get_current_ancestor_cgroup_id(w->cfg->guest_level - 1) != w->cfg->machine_cgroup_id)
     return false;
   w->cgroup = bpf_get_current_ancestor_cgroup_id(w->cfg->guest_level);
@@ -150,11 +216,52 @@ static __always_inline struct sg_io_state* io_state(const struct sg_who* w, __u3
   return bpf_map_lookup_elem(&sg_io_state, &k);
 }
 
+static __always_inline struct sg_storage_ratelimit* ratelimit_of(const struct sg_who* w) {
+  __u32 key = w->g ? w->g->guest_id : 0;
+  struct sg_storage_ratelimit* rl = bpf_map_lookup_elem(&sg_storage_ratelimit, &key);
+  if (rl) return rl;
+  struct sg_storage_ratelimit fresh = {};
+  bpf_map_update_elem(&sg_storage_ratelimit, &key, &fresh, BPF_NOEXIST);
+  return bpf_map_lookup_elem(&sg_storage_ratelimit, &key);
+}
+
+/* May this guest emit one more event now? GCRA over one 64-bit word updated by compare-and-swap
+ * (tracing programs may not take a bpf_spin_lock). A flood finds the bucket empty on the first
+ * read and only counts. Only events are limited: the caller has already decided the verdict. */
+static __always_inline struct sg_storage_event* reserve_event(const struct sg_who* w) {
+  struct sg_storage_ratelimit* rl = ratelimit_of(w);
+  if (!rl) return NULL;
+  __u64 rate = w->cfg->events_per_sec;
+  __u64 burst = w->cfg->event_burst;
+  if (rate == 0 || burst == 0) goto suppress;
+  __u64 interval = 1000000000ULL / rate;
+  if (interval == 0) interval = 1;
+  __u64 tolerance = interval * burst;
+  __u64 now = bpf_ktime_get_boot_ns();
+  bool ok = false;
+  for (int i = 0; i < 4; i++) {
+    __u64 tat = *(volatile __u64*)&rl->tat_ns;
+    __u64 next = (tat > now ? tat : now) + interval;
+    if (next - now > tolerance) break;
+    if (__sync_val_compare_and_swap(&rl->tat_ns, tat, next) == tat) {
+      ok = true;
+      break;
+    }
+  }
+  if (ok) {
+    struct sg_storage_event* e = bpf_ringbuf_reserve(&sg_storage_events, sizeof(*e), 0);
+    if (e) return e;
+  }
+suppress:
+  __sync_fetch_and_add(&rl->suppressed, 1);
+  return NULL;
+}
+
 static __always_inline void emit(const struct sg_who* w, __u32 kind, __u32 dataset, __u64 dev,
                                  __u64 ino, __u16 verdict) {
   struct sg_io_state* s = io_state(w, dataset);
   if (s) __sync_fetch_and_add(&s->denied, 1);
-  struct sg_storage_event* e = bpf_ringbuf_reserve(&sg_storage_events, sizeof(*e), 0);
+  struct sg_storage_event* e = reserve_event(w);
   if (!e) return;
   __builtin_memset(e, 0, sizeof(*e));
   e->timestamp_ns = bpf_ktime_get_boot_ns();
@@ -302,7 +409,7 @@ static __always_inline int connect_common(struct bpf_sock_addr* ctx, bool v6) {
   __u64 held = w.g ? w.g->datasets : 0;
   __u16* found;
   if (v6) {
-    struct sg_lpm6_key k6 = {.prefixlen = 128};
+    struct sg_storage_lpm6_key k6 = {.prefixlen = 32 + 128, .gen = w.gen};
     /* user_ip6 is read word by word: the verifier allows only 4-byte loads */
     __u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2],
           w3 = ctx->user_ip6[3];
@@ -312,12 +419,13 @@ static __always_inline int connect_common(struct bpf_sock_addr* ctx, bool v6) {
     __builtin_memcpy(&k6.addr[12], &w3, 4);
     found = bpf_map_lookup_elem(&sg_endpoints6, &k6);
   } else {
-    struct sg_lpm4_key k4 = {.prefixlen = 32, .addr = ctx->user_ip4};
+    struct sg_storage_lpm4_key k4 = {.prefixlen = 32 + 32, .gen = w.gen, .addr = ctx->user_ip4};
     found = bpf_map_lookup_elem(&sg_endpoints4, &k4);
   }
   __u32 class_id = found ? *found : 0;
   if (class_id >= w.cfg->n_classes) class_id = 0;
-  struct sg_class* c = bpf_map_lookup_elem(&sg_storage_classes, &class_id);
+  __u32 slot = w.gen * SG_MAX_CLASSES + class_id;
+  struct sg_class* c = bpf_map_lookup_elem(&sg_storage_classes, &slot);
   __u64 allowed = c ? c->allowed_datasets : 0;
   __u64 violating = held & ~allowed;
   if (!violating) return 1;
@@ -325,7 +433,7 @@ static __always_inline int connect_common(struct bpf_sock_addr* ctx, bool v6) {
   __u32 dataset = lowest_bit(violating);
   struct sg_io_state* s = io_state(&w, dataset);
   if (s) __sync_fetch_and_add(&s->denied, 1);
-  struct sg_storage_event* e = bpf_ringbuf_reserve(&sg_storage_events, sizeof(*e), 0);
+  struct sg_storage_event* e = reserve_event(&w);
   if (e) {
     __builtin_memset(e, 0, sizeof(*e));
     e->timestamp_ns = bpf_ktime_get_boot_ns();
@@ -533,8 +641,8 @@ int BPF_PROG(sg_lsm_file_permission, struct file* file, int mask, int ret) {
  * sg_storage_pending becomes the guest entry of the new cgroup id right here. */
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(sg_cgroup_mkdir, struct cgroup* cgrp, const char* path) {
-  __u32 zero = 0;
-  struct sg_storage_config* cfg = bpf_map_lookup_elem(&sg_storage_cfg, &zero);
+  __u32 gen;
+  struct sg_storage_config* cfg = active_cfg(&gen);
   if (!cfg || cfg->guest_level == 0) return 0;
   if (BPF_CORE_READ(cgrp, level) != cfg->guest_level) return 0;
   /* Only the default (v2) hierarchy, id 0: ids of v1 hierarchies' nodes may collide. */

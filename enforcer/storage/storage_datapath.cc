@@ -4,16 +4,24 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <linux/perf_event.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/system/mounts.h"
@@ -29,10 +37,6 @@ struct SkelDeleter {
   void operator()(storage_guard* s) const { storage_guard__destroy(s); }
 };
 using Skel = std::unique_ptr<storage_guard, SkelDeleter>;
-struct LinkDeleter {
-  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
-};
-using Link = std::unique_ptr<bpf_link, LinkDeleter>;
 struct RingDeleter {
   void operator()(ring_buffer* r) const { ring_buffer__free(r); }
 };
@@ -144,6 +148,147 @@ int PathDepth(const fs::path& root, const fs::path& dir) {
   return n;
 }
 
+// The policy tables as written (or read back): what VerifyAttachments compares.
+struct Tables {
+  sg_storage_config cfg{};
+  std::vector<sg_class> classes;
+  std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint16_t> ep4;
+  std::map<std::pair<std::uint32_t, std::array<std::uint8_t, 16>>, std::uint16_t> ep6;
+  std::map<std::pair<std::uint64_t, std::uint64_t>, sg_volume> volumes;
+};
+enum : int { kTableCfg, kTableClasses, kTableEndpoints4, kTableEndpoints6, kTableVolumes };
+constexpr int kTablesDigested = SG_STORAGE_TABLES;
+constexpr const char* kTableNames[kTablesDigested] = {
+    "sg_storage_cfg", "sg_storage_classes", "sg_endpoints4", "sg_endpoints6", "sg_volumes"};
+using Digest = std::array<std::uint8_t, 32>;
+
+bool SameBytes(const void* a, const void* b, std::size_t n) {
+  return std::memcmp(a, b, n) == 0;
+}
+
+bool TableEqual(const Tables& a, const Tables& b, int which) {
+  switch (which) {
+    case kTableCfg:
+      return SameBytes(&a.cfg, &b.cfg, sizeof a.cfg);
+    case kTableClasses:
+      // Entries past n_classes are never used (class 0 instead): compare the ones in use.
+      for (std::size_t i = 0; i < std::max(a.classes.size(), b.classes.size()); ++i) {
+        const sg_class none{};
+        const sg_class& x = i < a.classes.size() ? a.classes[i] : none;
+        const sg_class& y = i < b.classes.size() ? b.classes[i] : none;
+        if (!SameBytes(&x, &y, sizeof x)) return false;
+      }
+      return true;
+    case kTableEndpoints4:
+      return a.ep4 == b.ep4;
+    case kTableEndpoints6:
+      return a.ep6 == b.ep6;
+    case kTableVolumes:
+      return a.volumes.size() == b.volumes.size() &&
+             std::equal(a.volumes.begin(), a.volumes.end(), b.volumes.begin(),
+                        [](const auto& x, const auto& y) {
+                          return x.first == y.first &&
+                                 SameBytes(&x.second, &y.second, sizeof x.second);
+                        });
+  }
+  return true;
+}
+
+Digest TableDigest(const Tables& t, int which) {
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+    throw StorageError("SHA-256 init", ENOMEM);
+  auto add = [&](const void* p, std::size_t n) { EVP_DigestUpdate(ctx.get(), p, n); };
+  switch (which) {
+    case kTableCfg:
+      add(&t.cfg, sizeof t.cfg);
+      break;
+    case kTableClasses: {
+      // Trailing all-zero classes are what an unwritten ARRAY entry holds: not part of the digest.
+      std::size_t n = t.classes.size();
+      const sg_class none{};
+      while (n > 0 && SameBytes(&t.classes[n - 1], &none, sizeof none)) --n;
+      add(t.classes.data(), n * sizeof(sg_class));
+      break;
+    }
+    case kTableEndpoints4:
+      for (const auto& [k, v] : t.ep4) {
+        add(&k.first, 4);
+        add(&k.second, 4);
+        add(&v, 2);
+      }
+      break;
+    case kTableEndpoints6:
+      for (const auto& [k, v] : t.ep6) {
+        add(&k.first, 4);
+        add(k.second.data(), 16);
+        add(&v, 2);
+      }
+      break;
+    case kTableVolumes:
+      for (const auto& [k, v] : t.volumes) {
+        add(&k.first, 8);
+        add(&k.second, 8);
+        add(&v, sizeof v);
+      }
+      break;
+  }
+  Digest d{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), d.data(), &len);
+  return d;
+}
+
+std::string Hex(const void* data, std::size_t n) {
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i)
+    out += fmt::format("{:02x}", static_cast<const std::uint8_t*>(data)[i]);
+  return out;
+}
+
+template <std::size_t N>
+void CopyName(char (&dst)[N], const std::string& src) {
+  std::memset(dst, 0, N);
+  std::memcpy(dst, src.data(), std::min(src.size(), N - 1));
+}
+
+// Calls fn(key, value) for every entry of a hash/trie map (entries deleted meanwhile skipped).
+template <typename K, typename V, typename Fn>
+void ForEach(int fd, Fn&& fn) {
+  K key{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    V value{};
+    if (bpf_map_lookup_elem(fd, &next, &value) == 0) fn(next, value);
+    key = next;
+    prev = &key;
+  }
+}
+
+struct ProgramIdentity {
+  std::uint32_t id = 0;
+  std::string tag;
+};
+
+// The built-in object, or `object` (same source, same maps: a stand-in upgrade in tests).
+Skel OpenSkeleton(std::span<const std::uint8_t> object) {
+  if (object.empty()) {
+    Skel s(storage_guard__open());
+    if (!s) throw StorageError("open storage_guard object", errno);
+    return s;
+  }
+  auto* raw = static_cast<storage_guard*>(std::calloc(1, sizeof(storage_guard)));
+  if (!raw) throw std::bad_alloc();
+  Skel s(raw);
+  if (int err = storage_guard__create_skeleton(raw); err)
+    throw StorageError("storage_guard skeleton", err);
+  raw->skeleton->data = const_cast<std::uint8_t*>(object.data());
+  raw->skeleton->data_sz = object.size();
+  if (int err = bpf_object__open_skeleton(raw->skeleton, nullptr); err)
+    throw StorageError("open storage_guard object (program_object)", err);
+  return s;
+}
+
 }  // namespace
 
 StorageError::StorageError(const std::string& what, int err)
@@ -215,56 +360,343 @@ std::uint64_t StorageDatapath::CgroupId(const fs::path& dir) {
 struct StorageDatapath::Impl {
   struct Guest {
     std::uint32_t id = 0;
-    std::string cgroup_name;  // empty when registered by id
+    std::string cgroup_name;      // empty when registered by id
+    std::uint64_t cgroup_id = 0;  // registered by id
     GuestStorage storage;
   };
   struct Volume {
     std::string path;
     std::uint32_t dataset = 0;
   };
+  // One program's attachment. The link is ours (and pinned at `pin` with a pin_dir).
+  struct Attached {
+    bpf_program* prog = nullptr;
+    std::string hook;
+    bool cgroup = false;
+    bpf_attach_type type{};
+    UniqueFd link;
+    fs::path pin;
+    std::uint32_t link_id = 0;
+  };
 
   StorageOptions options;
   Skel skel;
-  std::vector<Link> links;
+  std::vector<Attached> attached;
+  bool detached = false;
   Ring ring;
   UniqueFd machine_fd;
   StorageStatus status;
   sg_storage_config cfg{};
   std::optional<policy::CompiledStorage> policy;
+  std::vector<std::string> adopted_dataset_ids;  // names from the pinned state until ApplyPolicy
   std::vector<std::vector<ResolvedPool>> pools;  // per dataset index
   std::map<std::string, Guest> guests;           // by domain name
   std::map<std::uint32_t, std::string> guest_names;
   std::uint32_t next_guest_id = 1;
   std::map<std::pair<std::uint64_t, std::uint64_t>, Volume> volumes;
+  Tables expected;           // what this object wrote (or adopted) in the policy tables
+  std::uint32_t active = 0;  // generation of cfg/classes/endpoints in force
+  UniqueFd barrier_inner;    // stored into sg_storage_barrier to wait for a grace period
+  std::array<Digest, SG_STORAGE_TABLES> digests{};
+  std::vector<StorageFinding> adoption_findings;
+  std::uint64_t removed_suppressed = 0;  // suppressed events of guests already removed
   const std::function<void(const StorageEvent&)>* callback = nullptr;
   int delivered = 0;
+  std::vector<UniqueFd> retired;  // predecessor links to release once ours run
+  // Threads releasing retired links (each close waits for a grace period; in parallel they
+  // overlap). Last member: joined first on destruction.
+  std::vector<std::jthread> releasers;
 
-  int Fd(bpf_map* m) const { return bpf_map__fd(m); }
-
-  void WriteConfig() {
-    const std::uint32_t zero = 0;
-    Update(Fd(skel->maps.sg_storage_cfg), &zero, &cfg, "sg_storage_cfg");
+  void ReleaseRetired() {
+    for (auto& fd : retired) releasers.emplace_back([f = std::move(fd)]() mutable { f.Reset(); });
+    retired.clear();
   }
 
-  bool TryAttach(bpf_program* prog, std::string& error) {
-    Link link(bpf_program__attach(prog));
-    if (!link) {
-      error = fmt::format("attach {}: {}", bpf_program__name(prog), ErrnoText(errno));
-      return false;
+  int Fd(bpf_map* m) const { return bpf_map__fd(m); }
+  bool pinning() const { return !options.pin_dir.empty(); }
+
+  // Writes the configuration into the active generation in place: only for fields no verdict
+  // reads together with others (construction, events, mechanism flags). Policy: Publish().
+  void WriteConfig() {
+    Update(Fd(skel->maps.sg_storage_cfg), &active, &cfg, "sg_storage_cfg");
+    expected.cfg = cfg;
+    digests[kTableCfg] = TableDigest(expected, kTableCfg);
+  }
+
+  // Returns once no program still runs with what it read before (an update of a map-in-map
+  // waits for an RCU grace period; every storage program runs under RCU).
+  void Barrier() {
+    if (!barrier_inner) {
+      barrier_inner =
+          UniqueFd(bpf_map_create(BPF_MAP_TYPE_ARRAY, "sg_st_barrier", sizeof(std::uint32_t),
+                                  sizeof(std::uint32_t), 1, nullptr));
+      if (!barrier_inner) throw StorageError("create barrier map", errno);
     }
-    links.push_back(std::move(link));
+    const std::uint32_t zero = 0;
+    const int fd = barrier_inner.Get();
+    Update(Fd(skel->maps.sg_storage_barrier), &zero, &fd, "sg_storage_barrier");
+  }
+
+  // Makes `expected` (cfg, classes, endpoints) the policy in force atomically: fills the inactive
+  // generation completely, flips sg_storage_active (one word), then waits until no program uses
+  // the old generation any more, so the next Publish may rewrite it.
+  void Publish() {
+    const std::uint32_t next = (active + 1) % SG_STORAGE_GENERATIONS;
+    WriteGeneration(next);
+    const std::uint32_t zero = 0;
+    Update(Fd(skel->maps.sg_storage_active), &zero, &next, "sg_storage_active");
+    active = next;
+    Barrier();
+  }
+
+  void WriteGeneration(std::uint32_t gen) {
+    for (int t : {kTableClasses, kTableEndpoints4, kTableEndpoints6, kTableCfg}) WriteTable(t, gen);
+  }
+
+  void WriteState() {
+    sg_storage_state st{};
+    st.abi_version = SG_STORAGE_ABI_VERSION;
+    st.next_guest_id = next_guest_id;
+    st.policy_applied = policy.has_value() || !adopted_dataset_ids.empty();
+    for (std::size_t i = 0; i < digests.size(); ++i)
+      std::memcpy(st.table_digest[i], digests[i].data(), 32);
+    for (std::uint32_t i = 0; i < SG_MAX_DATASETS; ++i) {
+      const std::string id = DatasetId(i);
+      std::memcpy(st.dataset_ids[i], id.data(),
+                  std::min<std::size_t>(id.size(), SG_STORAGE_DATASET_ID_LEN - 1));
+    }
+    const std::uint32_t zero = 0;
+    Update(Fd(skel->maps.sg_storage_state), &zero, &st, "sg_storage_state");
+  }
+
+  std::string DatasetId(std::uint32_t index) const {
+    if (policy) {
+      for (const auto& d : policy->datasets)
+        if (d.index == index) return d.id;
+      return {};
+    }
+    return index < adopted_dataset_ids.size() ? adopted_dataset_ids[index] : std::string();
+  }
+
+  // The tables of generation `gen` as the kernel holds them.
+  Tables ReadTables(std::uint32_t gen, std::size_t n_classes, bool endpoints = true) const {
+    Tables t;
+    bpf_map_lookup_elem(Fd(skel->maps.sg_storage_cfg), &gen, &t.cfg);
+    n_classes = std::max<std::size_t>(n_classes, t.cfg.n_classes);
+    n_classes = std::min<std::size_t>(n_classes, SG_MAX_CLASSES);
+    t.classes.resize(n_classes);
+    for (std::uint32_t i = 0; i < n_classes; ++i) {
+      const std::uint32_t slot = gen * SG_MAX_CLASSES + i;
+      bpf_map_lookup_elem(Fd(skel->maps.sg_storage_classes), &slot, &t.classes[i]);
+    }
+    if (endpoints) {
+      ForEach<sg_storage_lpm4_key, std::uint16_t>(
+          Fd(skel->maps.sg_endpoints4), [&](const sg_storage_lpm4_key& k, const std::uint16_t& v) {
+            if (k.gen == gen) t.ep4[{k.prefixlen - 32, k.addr}] = v;
+          });
+      ForEach<sg_storage_lpm6_key, std::uint16_t>(
+          Fd(skel->maps.sg_endpoints6), [&](const sg_storage_lpm6_key& k, const std::uint16_t& v) {
+            if (k.gen != gen) return;
+            std::array<std::uint8_t, 16> a{};
+            std::memcpy(a.data(), k.addr, 16);
+            t.ep6[{k.prefixlen - 32, a}] = v;
+          });
+    }
+    ForEach<sg_volume_key, sg_volume>(Fd(skel->maps.sg_volumes),
+                                      [&](const sg_volume_key& k, const sg_volume& v) {
+                                        t.volumes[{k.dev, k.ino}] = v;
+                                      });
+    return t;
+  }
+
+  // Writes table `which` of `expected` into generation `gen`, deleting entries it does not hold
+  // (volumes have no generation).
+  void WriteTable(int which, std::uint32_t gen) {
+    switch (which) {
+      case kTableCfg:
+        Update(Fd(skel->maps.sg_storage_cfg), &gen, &expected.cfg, "sg_storage_cfg");
+        break;
+      case kTableClasses:
+        for (std::uint32_t i = 0; i < expected.classes.size(); ++i) {
+          const std::uint32_t slot = gen * SG_MAX_CLASSES + i;
+          Update(Fd(skel->maps.sg_storage_classes), &slot, &expected.classes[i],
+                 "sg_storage_classes");
+        }
+        break;
+      case kTableEndpoints4: {
+        const int fd = Fd(skel->maps.sg_endpoints4);
+        for (const auto& [k, v] : expected.ep4) {
+          const sg_storage_lpm4_key key{.prefixlen = 32 + k.first, .gen = gen, .addr = k.second};
+          Update(fd, &key, &v, "sg_endpoints4");
+        }
+        std::vector<sg_storage_lpm4_key> stale;
+        ForEach<sg_storage_lpm4_key, std::uint16_t>(
+            fd, [&](const sg_storage_lpm4_key& k, const std::uint16_t&) {
+              if (k.gen == gen && !expected.ep4.contains({k.prefixlen - 32, k.addr}))
+                stale.push_back(k);
+            });
+        for (const auto& k : stale) bpf_map_delete_elem(fd, &k);
+        break;
+      }
+      case kTableEndpoints6: {
+        const int fd = Fd(skel->maps.sg_endpoints6);
+        for (const auto& [k, v] : expected.ep6) {
+          sg_storage_lpm6_key key{.prefixlen = 32 + k.first, .gen = gen, .addr = {}};
+          std::memcpy(key.addr, k.second.data(), 16);
+          Update(fd, &key, &v, "sg_endpoints6");
+        }
+        std::vector<sg_storage_lpm6_key> stale;
+        ForEach<sg_storage_lpm6_key, std::uint16_t>(
+            fd, [&](const sg_storage_lpm6_key& k, const std::uint16_t&) {
+              std::array<std::uint8_t, 16> a{};
+              std::memcpy(a.data(), k.addr, 16);
+              if (k.gen == gen && !expected.ep6.contains({k.prefixlen - 32, a})) stale.push_back(k);
+            });
+        for (const auto& k : stale) bpf_map_delete_elem(fd, &k);
+        break;
+      }
+      case kTableVolumes: {
+        const int fd = Fd(skel->maps.sg_volumes);
+        for (const auto& [k, v] : expected.volumes) {
+          const sg_volume_key key{.dev = k.first, .ino = k.second};
+          Update(fd, &key, &v, "sg_volumes");
+        }
+        std::vector<sg_volume_key> stale;
+        ForEach<sg_volume_key, sg_volume>(fd, [&](const sg_volume_key& k, const sg_volume&) {
+          if (!expected.volumes.contains({k.dev, k.ino})) stale.push_back(k);
+        });
+        for (const auto& k : stale) bpf_map_delete_elem(fd, &k);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // ---- links ----
+
+  static std::uint32_t LinkIdOf(int fd) {
+    bpf_link_info info{};
+    std::uint32_t len = sizeof info;
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return 0;
+    return info.id;
+  }
+
+  // Pins `fd` at `pin` in one step (pin beside, rename over: a crash leaves the old or the new
+  // link pinned, never none).
+  void PinAt(int fd, const fs::path& pin) const {
+    const fs::path next = pin.parent_path() / ("next_" + pin.filename().string());
+    ::unlink(next.c_str());
+    if (bpf_obj_pin(fd, next.c_str()) != 0) throw StorageError("pin " + next.string(), errno);
+    if (::rename(next.c_str(), pin.c_str()) != 0) {
+      const int err = errno;
+      ::unlink(next.c_str());
+      throw StorageError(fmt::format("rename {} to {}", next.string(), pin.string()), err);
+    }
+  }
+
+  // A new link of our program at its hook, as a plain link fd: libbpf's perf-event links would
+  // disable the tracepoint event when destroyed, which would stop a pinned link from enforcing.
+  UniqueFd NewLink(const Attached& a) const {
+    const int prog_fd = bpf_program__fd(a.prog);
+    if (a.cgroup) return UniqueFd(bpf_link_create(prog_fd, machine_fd.Get(), a.type, nullptr));
+    const std::string_view sec = bpf_program__section_name(a.prog);
+    if (sec.starts_with("tp/")) {
+      // tp/<category>/<event>: a perf tracepoint event; the link keeps the event alive.
+      const fs::path id_file = fs::path("/sys/kernel/tracing/events") / sec.substr(3) / "id";
+      std::ifstream in(id_file);
+      std::uint64_t id = 0;
+      if (!(in >> id)) {
+        errno = ENOENT;
+        return UniqueFd();
+      }
+      perf_event_attr attr{};
+      attr.type = PERF_TYPE_TRACEPOINT;
+      attr.size = sizeof attr;
+      attr.config = id;
+      const UniqueFd event(static_cast<int>(
+          ::syscall(__NR_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)));
+      if (!event) return UniqueFd();
+      return UniqueFd(bpf_link_create(prog_fd, event.Get(), BPF_PERF_EVENT, nullptr));
+    }
+    // tp_btf/, lsm/: the attach point is in the program (BTF id).
+    return UniqueFd(bpf_raw_tracepoint_open(nullptr, prog_fd));
+  }
+
+  // Attaches `prog`. With a pinned link of the predecessor for the same program: cgroup links are
+  // switched to the new program in place (bpf_link_update: no moment without a program);
+  // otherwise the new link is attached and pinned first and the old one released after, so both
+  // run for a moment (both enforce). Returns false (and why) when the program cannot be attached;
+  // a predecessor's pinned link then stays.
+  bool Attach(bpf_program* prog, bool cgroup, std::string& error) {
+    Attached a;
+    a.prog = prog;
+    a.cgroup = cgroup;
+    a.type = bpf_program__expected_attach_type(prog);
+    a.hook = cgroup ? fmt::format("{} {}", bpf_program__section_name(prog),
+                                  options.machine_cgroup.string())
+                    : bpf_program__section_name(prog);
+    UniqueFd old;
+    if (pinning()) {
+      a.pin = options.pin_dir / (std::string("link_") + bpf_program__name(prog));
+      if (::access(a.pin.c_str(), F_OK) == 0) old = UniqueFd(bpf_obj_get(a.pin.c_str()));
+    }
+    if (old && cgroup && bpf_link_update(old.Get(), bpf_program__fd(prog), nullptr) == 0) {
+      a.link = std::move(old);
+    } else {
+      UniqueFd fresh = NewLink(a);
+      if (!fresh) {
+        error =
+            fmt::format("attach {}{}: {}", bpf_program__name(prog),
+                        cgroup ? " to " + options.machine_cgroup.string() : "", ErrnoText(errno));
+        return false;
+      }
+      if (pinning()) PinAt(fresh.Get(), a.pin);
+      a.link = std::move(fresh);
+      // The predecessor's link goes now that ours runs (and is pinned). Releasing a perf link
+      // waits for an RCU grace period (about 40 ms here): in the background, all at once.
+      if (old) retired.push_back(std::move(old));
+    }
+    a.link_id = LinkIdOf(a.link.Get());
+    attached.push_back(std::move(a));
     return true;
   }
 
-  void AttachCgroup(bpf_program* prog) {
-    Link link(bpf_program__attach_cgroup(prog, machine_fd.Get()));
-    if (!link) {
-      throw StorageError(
-          fmt::format("attach {} to {}", bpf_program__name(prog), options.machine_cgroup.string()),
-          errno);
+  // Drops the attachments made after `size` (a mechanism that could not be completed).
+  void DropAttached(std::size_t size) {
+    while (attached.size() > size) {
+      auto& a = attached.back();
+      if (!a.pin.empty()) ::unlink(a.pin.c_str());
+      attached.pop_back();
     }
-    links.push_back(std::move(link));
   }
+
+  // Pinned links of programs this object does not attach (another mechanism was chosen before):
+  // released once ours run.
+  void ReleaseStaleLinks() {
+    if (!pinning()) return;
+    std::set<std::string> ours;
+    for (const auto& a : attached) ours.insert(a.pin.filename().string());
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(options.pin_dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if ((name.starts_with("link_") && !ours.contains(name)) || name.starts_with("next_"))
+        ::unlink(e.path().c_str());
+    }
+  }
+
+  ProgramIdentity Identity(const bpf_program* prog) const {
+    bpf_prog_info info{};
+    std::uint32_t len = sizeof info;
+    ProgramIdentity id;
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0) {
+      id.id = info.id;
+      id.tag = Hex(info.tag, sizeof info.tag);
+    }
+    return id;
+  }
+
+  // ---- guests and volumes ----
 
   // (dev, ino) key of a volume and the stat of its source.
   static std::pair<sg_volume_key, struct stat> KeyOf(const fs::path& source) {
@@ -320,8 +752,14 @@ struct StorageDatapath::Impl {
       throw StorageRefused(fmt::format("{}: volume {} is already a volume of dataset #{}, not {}",
                                        who, canonical.string(), existing->second.dataset, d.id));
     }
+    sg_storage_volume_meta meta{.dataset = v.dataset, .flags = v.flags, .path = {}};
+    CopyName(meta.path, canonical.string());
+    Update(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
     Update(Fd(skel->maps.sg_volumes), &key, &v, "sg_volumes");
     volumes[{key.dev, key.ino}] = Volume{canonical.string(), d.index};
+    expected.volumes[{key.dev, key.ino}] = v;
+    digests[kTableVolumes] = TableDigest(expected, kTableVolumes);
+    WriteState();
   }
 
   sg_storage_guest Admit(const GuestStorage& g) {
@@ -345,33 +783,104 @@ struct StorageDatapath::Impl {
     return sg_storage_guest{.datasets = g.datasets, .guest_id = it->second.id, .flags = 0};
   }
 
+  // The hand-over record of a guest (after its entries are written).
+  void WriteGuestMeta(const Guest& g) {
+    sg_storage_guest_meta meta{};
+    meta.datasets = g.storage.datasets;
+    meta.cgroup_id = g.cgroup_id;
+    CopyName(meta.name, g.storage.name);
+    CopyName(meta.cgroup_name, g.cgroup_name);
+    Update(Fd(skel->maps.sg_storage_guest_meta), &g.id, &meta, "sg_storage_guest_meta");
+    WriteState();
+  }
+
   void DeleteGuestEntries(std::uint32_t guest_id) {
     const int fd = Fd(skel->maps.sg_storage_guests);
     std::vector<std::uint64_t> doomed;
-    std::uint64_t key = 0, next = 0;
-    const void* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-      sg_storage_guest g{};
-      if (bpf_map_lookup_elem(fd, &next, &g) == 0 && g.guest_id == guest_id) doomed.push_back(next);
-      key = next;
-      prev = &key;
-    }
+    ForEach<std::uint64_t, sg_storage_guest>(
+        fd, [&](const std::uint64_t& k, const sg_storage_guest& g) {
+          if (g.guest_id == guest_id) doomed.push_back(k);
+        });
     for (auto id : doomed) bpf_map_delete_elem(fd, &id);
     const int io = Fd(skel->maps.sg_io_state);
     std::vector<sg_io_key> io_doomed;
-    sg_io_key ik{}, inext{};
-    const void* iprev = nullptr;
-    while (bpf_map_get_next_key(io, iprev, &inext) == 0) {
-      if (inext.guest_id == guest_id) io_doomed.push_back(inext);
-      ik = inext;
-      iprev = &ik;
-    }
+    ForEach<sg_io_key, sg_io_state>(io, [&](const sg_io_key& k, const sg_io_state&) {
+      if (k.guest_id == guest_id) io_doomed.push_back(k);
+    });
     for (auto& k : io_doomed) bpf_map_delete_elem(io, &k);
+    sg_storage_ratelimit rl{};
+    if (bpf_map_lookup_elem(Fd(skel->maps.sg_storage_ratelimit), &guest_id, &rl) == 0) {
+      removed_suppressed += rl.suppressed;
+      bpf_map_delete_elem(Fd(skel->maps.sg_storage_ratelimit), &guest_id);
+    }
+    bpf_map_delete_elem(Fd(skel->maps.sg_storage_guest_meta), &guest_id);
   }
 
   std::string DatasetName(std::uint32_t index) const {
     if (policy && index < policy->datasets.size()) return policy->datasets[index].id;
+    if (!policy && index < adopted_dataset_ids.size() && !adopted_dataset_ids[index].empty())
+      return adopted_dataset_ids[index];
     return fmt::format("#{}", index);
+  }
+
+  // Takes over what a predecessor left in the pinned maps (called before anything is attached).
+  void Adopt(const sg_storage_state& st) {
+    const std::uint32_t zero = 0;
+    if (bpf_map_lookup_elem(Fd(skel->maps.sg_storage_active), &zero, &active) != 0)
+      throw StorageError("read pinned sg_storage_active", errno);
+    active %= SG_STORAGE_GENERATIONS;
+    sg_storage_config kcfg{};
+    if (bpf_map_lookup_elem(Fd(skel->maps.sg_storage_cfg), &active, &kcfg) != 0)
+      throw StorageError("read pinned sg_storage_cfg", errno);
+    if (kcfg.machine_cgroup_id != status.machine_cgroup_id ||
+        kcfg.guest_level != status.guest_level) {
+      throw StorageError(
+          fmt::format("pinned storage state in {} is for machine cgroup id {} (level {}), not {} "
+                      "({}): refusing to adopt it",
+                      options.pin_dir.string(), kcfg.machine_cgroup_id, kcfg.guest_level,
+                      status.machine_cgroup_id, options.machine_cgroup.string()),
+          EPROTO);
+    }
+    cfg = kcfg;
+    next_guest_id = std::max<std::uint32_t>(st.next_guest_id, 1);
+    for (std::uint32_t i = 0; i < SG_MAX_DATASETS; ++i) {
+      adopted_dataset_ids.emplace_back(st.dataset_ids[i],
+                                       strnlen(st.dataset_ids[i], SG_STORAGE_DATASET_ID_LEN));
+    }
+    ForEach<std::uint32_t, sg_storage_guest_meta>(
+        Fd(skel->maps.sg_storage_guest_meta),
+        [&](const std::uint32_t& id, const sg_storage_guest_meta& meta) {
+          Guest g;
+          g.id = id;
+          g.cgroup_id = meta.cgroup_id;
+          g.cgroup_name.assign(meta.cgroup_name,
+                               strnlen(meta.cgroup_name, sizeof meta.cgroup_name));
+          g.storage.name.assign(meta.name, strnlen(meta.name, sizeof meta.name));
+          g.storage.datasets = meta.datasets;
+          guest_names[id] = g.storage.name;
+          next_guest_id = std::max(next_guest_id, id + 1);
+          guests[g.storage.name] = std::move(g);
+        });
+    ForEach<sg_volume_key, sg_storage_volume_meta>(
+        Fd(skel->maps.sg_storage_volume_meta),
+        [&](const sg_volume_key& k, const sg_storage_volume_meta& meta) {
+          volumes[{k.dev, k.ino}] =
+              Volume{std::string(meta.path, strnlen(meta.path, sizeof meta.path)), meta.dataset};
+        });
+    // What the predecessor wrote is now what this object expects; its digests say whether the
+    // tables were changed while no daemon held them.
+    expected = ReadTables(active, 0);
+    for (int t = 0; t < kTablesDigested; ++t) {
+      digests[t] = TableDigest(expected, t);
+      if (st.policy_applied && std::memcmp(digests[t].data(), st.table_digest[t], 32) != 0) {
+        adoption_findings.push_back(
+            {"adopted-state-altered", kTableNames[t],
+             fmt::format("{} changed while no daemon held it (sha256 {}..., written {}...): "
+                         "apply the policy again",
+                         kTableNames[t], Hex(digests[t].data(), 8), Hex(st.table_digest[t], 8))});
+      }
+    }
+    status.adopted = true;
   }
 
   static int OnEvent(void* ctx, void* data, size_t size) {
@@ -450,6 +959,20 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   m.status.machine_cgroup = m.options.machine_cgroup;
   m.status.machine_cgroup_id = CgroupId(m.options.machine_cgroup);
   m.status.guest_level = static_cast<std::uint32_t>(PathDepth(*root, m.options.machine_cgroup)) + 1;
+  if (m.pinning()) {
+    std::error_code ec;
+    fs::create_directories(m.options.pin_dir, ec);
+    if (ec) throw StorageError("create pin directory " + m.options.pin_dir.string(), ec.value());
+    if (!enforcer::IsMounted(m.options.pin_dir, "bpf")) {
+      // A sub-directory of a bpffs mount is fine too: it is bpffs when its parent mount is.
+      struct statfs sfs {};
+      constexpr long kBpfMagic = 0xcafe4a11;
+      if (::statfs(m.options.pin_dir.c_str(), &sfs) != 0 || sfs.f_type != kBpfMagic) {
+        throw StorageError("pin directory " + m.options.pin_dir.string() + " is not on bpffs",
+                           EINVAL);
+      }
+    }
+  }
 
   // Load: with the LSM programs first (unless told not to); a kernel without BPF LSM may refuse
   // the program type, then the object is loaded again without them.
@@ -461,11 +984,20 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
     open.unavailable.push_back("bpf-lsm:file_open: not tried (tracepoint fallback forced)");
   }
   for (;;) {
-    m.skel.reset(storage_guard__open());
-    if (!m.skel) throw StorageError("open storage_guard object", errno);
+    m.skel = OpenSkeleton(m.options.program_object);
     bpf_program* prog = nullptr;
     bpf_object__for_each_program(prog, m.skel->obj) {
       if (IsLsmProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
+    }
+    if (m.pinning()) {
+      bpf_map* map = nullptr;
+      bpf_object__for_each_map(map, m.skel->obj) {
+        // .rodata (constants of this very object) belongs to the object, not to the state.
+        if (bpf_map__is_internal(map)) continue;
+        const fs::path path = m.options.pin_dir / bpf_map__name(map);
+        if (int err = bpf_map__set_pin_path(map, path.c_str()); err)
+          throw StorageError("pin path " + path.string(), err);
+      }
     }
     int err = 0;
     if (with_lsm) {
@@ -475,23 +1007,49 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       err = storage_guard__load(m.skel.get());
     }
     if (err == 0) break;
-    if (!with_lsm) throw StorageError("load storage_guard", err);
+    if (!with_lsm) {
+      throw StorageError(m.pinning() ? "load storage_guard (verifier, or pinned maps in " +
+                                           m.options.pin_dir.string() + " of another layout)"
+                                     : std::string("load storage_guard"),
+                         err);
+    }
     open.unavailable.push_back("bpf-lsm:file_open: load: " + ErrnoText(err));
     with_lsm = false;
   }
 
-  m.cfg.machine_cgroup_id = m.status.machine_cgroup_id;
-  m.cfg.guest_level = m.status.guest_level;
-  m.WriteConfig();
+  sg_storage_state state{};
+  const std::uint32_t zero = 0;
+  if (bpf_map_lookup_elem(m.Fd(m.skel->maps.sg_storage_state), &zero, &state) != 0)
+    throw StorageError("read sg_storage_state", errno);
+  if (state.abi_version != 0 && state.abi_version != SG_STORAGE_ABI_VERSION) {
+    throw StorageError(
+        fmt::format("pinned storage state in {} has storage ABI version {}, this "
+                    "daemon {}: refusing to adopt it",
+                    m.options.pin_dir.string(), state.abi_version, SG_STORAGE_ABI_VERSION),
+        EPROTO);
+  }
+  if (state.abi_version != 0) {
+    m.Adopt(state);  // keeps the predecessor's configuration until our programs run
+  } else {
+    m.cfg.machine_cgroup_id = m.status.machine_cgroup_id;
+    m.cfg.guest_level = m.status.guest_level;
+  }
+  m.cfg.events_per_sec = m.options.events_per_sec;
+  m.cfg.event_burst = m.options.event_burst;
+  if (state.abi_version == 0) {
+    m.WriteConfig();
+    for (int t = 0; t < kTablesDigested; ++t) m.digests[t] = TableDigest(m.expected, t);
+    m.WriteState();
+  }
 
   std::string error;
   bool lsm = false;
   if (with_lsm) {
-    const std::size_t before = m.links.size();
-    lsm = m.TryAttach(m.skel->progs.sg_lsm_file_open, error) &&
-          m.TryAttach(m.skel->progs.sg_lsm_file_permission, error);
+    const std::size_t before = m.attached.size();
+    lsm = m.Attach(m.skel->progs.sg_lsm_file_open, false, error) &&
+          m.Attach(m.skel->progs.sg_lsm_file_permission, false, error);
     if (!lsm) {
-      m.links.resize(before);
+      m.DropAttached(before);
       open.unavailable.push_back("bpf-lsm:file_open: " + error +
                                  " (BPF LSM needs trampolines and 'bpf' in lsm=)");
     }
@@ -501,16 +1059,14 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
     open.guarantee = Guarantee::kPrevents;
     quota.mechanism = "bpf-lsm:file_permission";
     quota.guarantee = Guarantee::kPrevents;
-    m.cfg.flags |= SG_STORAGE_CFG_LSM;
-    m.WriteConfig();
   } else {
-    if (!m.TryAttach(m.skel->progs.sg_tp_openat_exit, error)) throw StorageError(error, errno);
+    if (!m.Attach(m.skel->progs.sg_tp_openat_exit, false, error)) throw StorageError(error, errno);
     std::string mech = "tracepoint:sys_exit_openat";
-    if (m.TryAttach(m.skel->progs.sg_tp_openat2_exit, error))
+    if (m.Attach(m.skel->progs.sg_tp_openat2_exit, false, error))
       mech += ",openat2";
     else
       open.unavailable.push_back(error);
-    if (m.TryAttach(m.skel->progs.sg_tp_open_exit, error))
+    if (m.Attach(m.skel->progs.sg_tp_open_exit, false, error))
       mech += ",open";
     else
       open.unavailable.push_back(error);
@@ -527,7 +1083,7 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
                            m.skel->progs.sg_enter_pwritev, m.skel->progs.sg_exit_pwritev,
                            m.skel->progs.sg_enter_preadv2, m.skel->progs.sg_exit_preadv2,
                            m.skel->progs.sg_enter_pwritev2, m.skel->progs.sg_exit_pwritev2}) {
-      if (!m.TryAttach(p, error)) {
+      if (!m.Attach(p, false, error)) {
         io.unavailable.push_back(error);
         ok = false;
       }
@@ -541,32 +1097,44 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       quota.guarantee = Guarantee::kNone;
     }
   }
-  if (m.TryAttach(m.skel->progs.sg_cgroup_mkdir, error) &&
-      m.TryAttach(m.skel->progs.sg_cgroup_rmdir, error)) {
+  if (m.Attach(m.skel->progs.sg_cgroup_mkdir, false, error) &&
+      m.Attach(m.skel->progs.sg_cgroup_rmdir, false, error)) {
     m.status.guest_discovery = "tp_btf:cgroup_mkdir";
   } else {
     m.status.guest_discovery = "registration-by-id-only (" + error + ")";
   }
   // cgroup programs: once, on the machine cgroup, as links (BPF_F_ALLOW_MULTI semantics): the
   // programs libvirt attaches to each guest cgroup run as well, and all must allow.
-  m.AttachCgroup(m.skel->progs.sg_cgroup_dev);
+  if (!m.Attach(m.skel->progs.sg_cgroup_dev, true, error)) throw StorageError(error, errno);
   dev.mechanism = "cgroup/dev";
   dev.guarantee = Guarantee::kPrevents;
   if (m.options.network) {
-    m.AttachCgroup(m.skel->progs.sg_connect4);
-    m.AttachCgroup(m.skel->progs.sg_connect6);
+    if (!m.Attach(m.skel->progs.sg_connect4, true, error) ||
+        !m.Attach(m.skel->progs.sg_connect6, true, error)) {
+      throw StorageError(error, errno);
+    }
     net.mechanism = "cgroup/connect4+connect6";
     net.guarantee = Guarantee::kPrevents;
   } else {
     net.unavailable.push_back("cgroup/connect4+connect6: disabled by options");
   }
   m.status.paths = {open, quota, io, dev, net};
+  // Our programs run now: the configuration says which mechanism guards opens and I/O, and the
+  // predecessor's links of programs we do not attach go.
+  if (lsm)
+    m.cfg.flags |= SG_STORAGE_CFG_LSM;
+  else
+    m.cfg.flags &= ~SG_STORAGE_CFG_LSM;
+  m.WriteConfig();
+  m.WriteState();
+  m.ReleaseStaleLinks();
+  m.ReleaseRetired();
 
   m.ring.reset(ring_buffer__new(m.Fd(m.skel->maps.sg_storage_events), &Impl::OnEvent, &m, nullptr));
   if (!m.ring) throw StorageError("ring_buffer__new sg_storage_events", errno);
 }
 
-StorageDatapath::~StorageDatapath() = default;
+StorageDatapath::~StorageDatapath() = default;  // pinned links stay in the kernel (see Detach)
 
 const StorageStatus& StorageDatapath::Status() {
   Impl& m = *impl_;
@@ -577,13 +1145,15 @@ const StorageStatus& StorageDatapath::Status() {
     (void)name;
     if (!g.cgroup_name.empty()) ++m.status.pending;
   }
-  std::uint64_t key = 0, next = 0;
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(m.Fd(m.skel->maps.sg_storage_guests), prev, &next) == 0) {
-    ++m.status.guests;
-    key = next;
-    prev = &key;
-  }
+  ForEach<std::uint64_t, sg_storage_guest>(
+      m.Fd(m.skel->maps.sg_storage_guests),
+      [&](const std::uint64_t&, const sg_storage_guest&) { ++m.status.guests; });
+  m.status.events_suppressed = m.removed_suppressed;
+  ForEach<std::uint32_t, sg_storage_ratelimit>(
+      m.Fd(m.skel->maps.sg_storage_ratelimit),
+      [&](const std::uint32_t&, const sg_storage_ratelimit& rl) {
+        m.status.events_suppressed += rl.suppressed;
+      });
   return m.status;
 }
 
@@ -597,57 +1167,24 @@ void StorageDatapath::ApplyPolicy(const policy::CompiledStorage& storage) {
     throw StorageError(
         fmt::format("{} classes (at most {})", storage.classes.size(), SG_MAX_CLASSES), E2BIG);
   }
-  // Classes and address tables first, the configuration that makes them count last.
-  const int classes = m.Fd(m.skel->maps.sg_storage_classes);
-  for (std::uint32_t i = 0; i < storage.classes.size(); ++i) {
-    Update(classes, &i, &storage.classes[i], "sg_storage_classes");
-  }
-  {
-    const int fd = m.Fd(m.skel->maps.sg_endpoints4);
-    std::set<std::pair<std::uint32_t, std::uint32_t>> wanted;
-    for (const auto& p : storage.ipv4) {
-      const sg_lpm4_key k{.prefixlen = p.len, .addr = htonl(p.addr)};
-      Update(fd, &k, &p.class_id, "sg_endpoints4");
-      wanted.insert({k.prefixlen, k.addr});
-    }
-    std::vector<sg_lpm4_key> stale;
-    sg_lpm4_key key{}, next{};
-    const void* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-      if (!wanted.contains({next.prefixlen, next.addr})) stale.push_back(next);
-      key = next;
-      prev = &key;
-    }
-    for (const auto& k : stale) bpf_map_delete_elem(fd, &k);
-  }
-  {
-    const int fd = m.Fd(m.skel->maps.sg_endpoints6);
-    std::set<std::pair<std::uint32_t, std::array<std::uint8_t, 16>>> wanted;
-    for (const auto& p : storage.ipv6) {
-      sg_lpm6_key k{.prefixlen = p.len, .addr = {}};
-      std::memcpy(k.addr, p.addr.data(), 16);
-      Update(fd, &k, &p.class_id, "sg_endpoints6");
-      wanted.insert({k.prefixlen, p.addr});
-    }
-    std::vector<sg_lpm6_key> stale;
-    sg_lpm6_key key{}, next{};
-    const void* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-      std::array<std::uint8_t, 16> a{};
-      std::memcpy(a.data(), next.addr, 16);
-      if (!wanted.contains({next.prefixlen, a})) stale.push_back(next);
-      key = next;
-      prev = &key;
-    }
-    for (const auto& k : stale) bpf_map_delete_elem(fd, &k);
-  }
-  m.cfg.enforce_mask = 0;
-  std::memset(m.cfg.ds, 0, sizeof m.cfg.ds);
-  m.pools.assign(storage.datasets.size(), {});
   for (const auto& d : storage.datasets) {
     if (d.index >= SG_MAX_DATASETS || d.index >= storage.datasets.size()) {
       throw StorageError(fmt::format("dataset {} has index {}", d.id, d.index), EINVAL);
     }
+  }
+  // The whole policy goes into the inactive generation, then one flip puts it in force: no
+  // program ever sees classes of one policy with address tables or modes of the other.
+  const Tables previous = m.expected;
+  const sg_storage_config previous_cfg = m.cfg;
+  m.expected.classes = storage.classes;
+  m.expected.ep4.clear();
+  for (const auto& p : storage.ipv4) m.expected.ep4[{p.len, htonl(p.addr)}] = p.class_id;
+  m.expected.ep6.clear();
+  for (const auto& p : storage.ipv6) m.expected.ep6[{p.len, p.addr}] = p.class_id;
+  m.cfg.enforce_mask = 0;
+  std::memset(m.cfg.ds, 0, sizeof m.cfg.ds);
+  std::vector<std::vector<ResolvedPool>> pools(storage.datasets.size());
+  for (const auto& d : storage.datasets) {
     if (d.mode == policy::Mode::kEnforce) m.cfg.enforce_mask |= std::uint64_t{1} << d.index;
     auto& c = m.cfg.ds[d.index];
     if (d.read) {
@@ -658,11 +1195,25 @@ void StorageDatapath::ApplyPolicy(const policy::CompiledStorage& storage) {
       c.write_quota_bytes = d.write->bytes;
       c.write_window_ns = d.write->window_seconds * 1'000'000'000ULL;
     }
-    for (const auto& p : d.pools) m.pools[d.index].push_back(Resolve(p));
+    for (const auto& p : d.pools) pools[d.index].push_back(Resolve(p));
   }
   m.cfg.n_classes = static_cast<std::uint32_t>(storage.classes.size());
+  m.expected.cfg = m.cfg;
+  try {
+    m.Publish();
+  } catch (...) {
+    m.expected = previous;  // the active generation was not touched
+    m.cfg = previous_cfg;
+    throw;
+  }
+  m.pools = std::move(pools);
   m.policy = storage;
-  m.WriteConfig();
+  for (int t : {kTableCfg, kTableClasses, kTableEndpoints4, kTableEndpoints6})
+    m.digests[t] = TableDigest(m.expected, t);
+  // The tables now hold this policy: what a predecessor left behind no longer matters.
+  std::erase_if(m.adoption_findings,
+                [](const StorageFinding& f) { return f.object != "sg_volumes"; });
+  m.WriteState();
 }
 
 void StorageDatapath::ExpectGuest(const std::string& cgroup_name, const GuestStorage& guest) {
@@ -674,7 +1225,9 @@ void StorageDatapath::ExpectGuest(const std::string& cgroup_name, const GuestSto
                        EINVAL);
   }
   const sg_storage_guest entry = m.Admit(guest);
-  m.guests[guest.name].cgroup_name = cgroup_name;
+  auto& g = m.guests[guest.name];
+  g.cgroup_name = cgroup_name;
+  m.WriteGuestMeta(g);
   sg_storage_pending_key key{};
   std::memcpy(key.name, cgroup_name.data(), cgroup_name.size());
   Update(m.Fd(m.skel->maps.sg_storage_pending), &key, &entry, "sg_storage_pending");
@@ -690,6 +1243,9 @@ void StorageDatapath::ExpectGuest(const std::string& cgroup_name, const GuestSto
 void StorageDatapath::RegisterGuestCgroup(std::uint64_t cgroup_id, const GuestStorage& guest) {
   Impl& m = *impl_;
   const sg_storage_guest entry = m.Admit(guest);
+  auto& g = m.guests[guest.name];
+  g.cgroup_id = cgroup_id;
+  m.WriteGuestMeta(g);
   Update(m.Fd(m.skel->maps.sg_storage_guests), &cgroup_id, &entry, "sg_storage_guests");
 }
 
@@ -713,6 +1269,278 @@ void StorageDatapath::RemoveGuest(const std::string& name) {
 void StorageDatapath::ProtectVolume(const fs::path& source, const std::string& dataset,
                                     bool readonly) {
   impl_->Protect(source, dataset, readonly, "volume");
+}
+
+std::vector<std::string> StorageDatapath::GuestNames() const {
+  std::vector<std::string> out;
+  for (const auto& [name, g] : impl_->guests) out.push_back(name);
+  return out;
+}
+
+std::map<std::string, std::uint64_t> StorageDatapath::SuppressedEvents() const {
+  const Impl& m = *impl_;
+  std::map<std::string, std::uint64_t> out;
+  ForEach<std::uint32_t, sg_storage_ratelimit>(
+      m.Fd(m.skel->maps.sg_storage_ratelimit),
+      [&](const std::uint32_t& id, const sg_storage_ratelimit& rl) {
+        const auto g = m.guest_names.find(id);
+        const std::string name = id == 0                    ? "unregistered"
+                                 : g != m.guest_names.end() ? g->second
+                                                            : fmt::format("#{}", id);
+        out[name] += rl.suppressed;
+      });
+  return out;
+}
+
+std::vector<AttachedProgram> StorageDatapath::Programs() const {
+  const Impl& m = *impl_;
+  std::vector<AttachedProgram> out;
+  for (const auto& a : m.attached) {
+    const auto id = m.Identity(a.prog);
+    out.push_back(AttachedProgram{.name = bpf_program__name(a.prog),
+                                  .hook = a.hook,
+                                  .prog_id = id.id,
+                                  .tag = id.tag,
+                                  .link_id = a.link_id,
+                                  .pin = a.pin});
+  }
+  return out;
+}
+
+std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOptions options) const {
+  const Impl& m = *impl_;
+  std::vector<StorageFinding> out = m.adoption_findings;
+  for (const auto& a : m.attached) {
+    const std::string name = bpf_program__name(a.prog);
+    const auto ours = m.Identity(a.prog);
+    bpf_link_info info{};
+    std::uint32_t len = sizeof info;
+    if (bpf_obj_get_info_by_fd(a.link.Get(), &info, &len) != 0) {
+      out.push_back(
+          {"link-broken", name,
+           fmt::format("{}: link {} cannot be queried: {}", a.hook, a.link_id, ErrnoText(errno))});
+      continue;
+    }
+    if (info.prog_id != ours.id) {
+      out.push_back({"program-replaced", name,
+                     fmt::format("{}: link {} runs program {} instead of ours ({} tag {})", a.hook,
+                                 a.link_id, info.prog_id, ours.id, ours.tag)});
+    }
+    if (a.cgroup) {
+      // Our link may say it is attached while another path detached it (cgroup gone, link
+      // detached): the kernel's list of programs on the machine cgroup decides.
+      bool present = false;
+      if (info.cgroup.cgroup_id == m.status.machine_cgroup_id) {
+        std::uint32_t count = 0, flags = 0;
+        std::vector<std::uint32_t> ids;
+        // Count first, then the ids (the list may grow in between: retry a few times).
+        for (int attempt = 0; attempt < 3; ++attempt) {
+          if (bpf_prog_query(m.machine_fd.Get(), a.type, 0, &flags, nullptr, &count) != 0) break;
+          ids.assign(count + 8, 0);
+          count = static_cast<std::uint32_t>(ids.size());
+          if (bpf_prog_query(m.machine_fd.Get(), a.type, 0, &flags, ids.data(), &count) == 0) {
+            ids.resize(count);
+            present = std::find(ids.begin(), ids.end(), info.prog_id) != ids.end();
+            break;
+          }
+          if (errno != ENOSPC) break;
+        }
+      }
+      if (!present) {
+        out.push_back({"program-detached", name,
+                       fmt::format("{}: program {} (tag {}) is not attached to the machine cgroup "
+                                   "any more (link {} cgroup id {})",
+                                   a.hook, ours.id, ours.tag, a.link_id, info.cgroup.cgroup_id)});
+      }
+    }
+    if (!a.pin.empty()) {
+      UniqueFd pinned(bpf_obj_get(a.pin.c_str()));
+      const std::uint32_t pinned_id = pinned ? Impl::LinkIdOf(pinned.Get()) : 0;
+      if (pinned_id != a.link_id) {
+        out.push_back({"pin-missing", name,
+                       pinned ? fmt::format("{} holds link {}, not ours ({})", a.pin.string(),
+                                            pinned_id, a.link_id)
+                              : fmt::format("{}: {} (a restart would lose this link)",
+                                            a.pin.string(), ErrnoText(errno))});
+      }
+    }
+  }
+  // Policy tables: byte for byte what this object wrote.
+  std::uint32_t active = 0;
+  const std::uint32_t zero = 0;
+  bpf_map_lookup_elem(m.Fd(m.skel->maps.sg_storage_active), &zero, &active);
+  if (active != m.active) {
+    out.push_back({"policy-map-altered", "sg_storage_active",
+                   fmt::format("generation {} is in force, not ours ({})", active, m.active)});
+  }
+  const Tables now = m.ReadTables(m.active, m.expected.classes.size(), options.compare_endpoints);
+  for (int t = 0; t < kTablesDigested; ++t) {
+    if (!options.compare_endpoints && (t == kTableEndpoints4 || t == kTableEndpoints6)) continue;
+    if (!TableEqual(now, m.expected, t)) {
+      const Digest got = TableDigest(now, t);
+      out.push_back({"policy-map-altered", kTableNames[t],
+                     fmt::format("{} differs from what was written (sha256 {}..., expected {}...)",
+                                 kTableNames[t], Hex(got.data(), 8), Hex(m.digests[t].data(), 8))});
+    }
+  }
+  // Guest entries: the kernel adds them only from sg_storage_pending, with our values.
+  std::map<std::uint32_t, const Impl::Guest*> by_id;
+  for (const auto& [name, g] : m.guests) by_id[g.id] = &g;
+  ForEach<std::uint64_t, sg_storage_guest>(
+      m.Fd(m.skel->maps.sg_storage_guests),
+      [&](const std::uint64_t& cg, const sg_storage_guest& e) {
+        const auto g = by_id.find(e.guest_id);
+        if (g == by_id.end() || e.datasets != g->second->storage.datasets || e.flags != 0) {
+          out.push_back(
+              {"guest-entry-altered", "sg_storage_guests",
+               fmt::format("cgroup {}: guest id {} datasets {:#x}{}", cg, e.guest_id, e.datasets,
+                           g == by_id.end()
+                               ? " (no such guest)"
+                               : fmt::format(", expected {:#x}", g->second->storage.datasets))});
+        }
+      });
+  std::map<std::string, sg_storage_guest> pending;
+  for (const auto& [name, g] : m.guests) {
+    if (!g.cgroup_name.empty())
+      pending[g.cgroup_name] = {.datasets = g.storage.datasets, .guest_id = g.id, .flags = 0};
+  }
+  std::size_t seen = 0;
+  ForEach<sg_storage_pending_key, sg_storage_guest>(
+      m.Fd(m.skel->maps.sg_storage_pending),
+      [&](const sg_storage_pending_key& k, const sg_storage_guest& e) {
+        const std::string name(k.name, strnlen(k.name, sizeof k.name));
+        const auto p = pending.find(name);
+        if (p != pending.end()) ++seen;
+        if (p == pending.end() || !SameBytes(&p->second, &e, sizeof e)) {
+          out.push_back({"guest-entry-altered", "sg_storage_pending",
+                         fmt::format("pending {}: guest id {} datasets {:#x}", name, e.guest_id,
+                                     e.datasets)});
+        }
+      });
+  if (seen != pending.size()) {
+    out.push_back({"guest-entry-altered", "sg_storage_pending",
+                   fmt::format("{} announced guest name(s) missing", pending.size() - seen)});
+  }
+  return out;
+}
+
+StorageRepairResult StorageDatapath::Repair(StorageVerifyOptions options) {
+  Impl& m = *impl_;
+  StorageRepairResult r;
+  bool guests_done = false;
+  std::set<std::string> tables_done, programs_done;
+  for (auto& f : VerifyAttachments(options)) {
+    if (f.kind == "adopted-state-altered") {
+      r.remaining.push_back(std::move(f));
+      continue;
+    }
+    if (f.kind == "policy-map-altered") {
+      if (!tables_done.contains(f.object)) {
+        for (int t = 0; t < kTablesDigested; ++t)
+          if (f.object == kTableNames[t]) m.WriteTable(t, m.active);
+        if (f.object == "sg_storage_active") {
+          const std::uint32_t zero = 0;
+          Update(m.Fd(m.skel->maps.sg_storage_active), &zero, &m.active, "sg_storage_active");
+        }
+        tables_done.insert(f.object);
+      }
+      r.repaired.push_back(std::move(f));
+      continue;
+    }
+    if (f.kind == "guest-entry-altered") {
+      if (!guests_done) {
+        std::map<std::uint32_t, const Impl::Guest*> by_id;
+        for (const auto& [name, g] : m.guests) by_id[g.id] = &g;
+        const int fd = m.Fd(m.skel->maps.sg_storage_guests);
+        std::vector<std::uint64_t> doomed;
+        ForEach<std::uint64_t, sg_storage_guest>(
+            fd, [&](const std::uint64_t& cg, const sg_storage_guest& e) {
+              const auto g = by_id.find(e.guest_id);
+              if (g == by_id.end()) {
+                doomed.push_back(cg);
+              } else if (e.datasets != g->second->storage.datasets || e.flags != 0) {
+                const sg_storage_guest fixed{
+                    .datasets = g->second->storage.datasets, .guest_id = e.guest_id, .flags = 0};
+                Update(fd, &cg, &fixed, "sg_storage_guests");
+              }
+            });
+        for (auto cg : doomed) bpf_map_delete_elem(fd, &cg);
+        const int pfd = m.Fd(m.skel->maps.sg_storage_pending);
+        std::vector<sg_storage_pending_key> stale;
+        ForEach<sg_storage_pending_key, sg_storage_guest>(
+            pfd,
+            [&](const sg_storage_pending_key& k, const sg_storage_guest&) { stale.push_back(k); });
+        for (const auto& k : stale) bpf_map_delete_elem(pfd, &k);
+        for (const auto& [name, g] : m.guests) {
+          if (g.cgroup_name.empty()) continue;
+          sg_storage_pending_key k{};
+          std::memcpy(k.name, g.cgroup_name.data(), g.cgroup_name.size());
+          const sg_storage_guest e{.datasets = g.storage.datasets, .guest_id = g.id, .flags = 0};
+          Update(pfd, &k, &e, "sg_storage_pending");
+        }
+        guests_done = true;
+      }
+      r.repaired.push_back(std::move(f));
+      continue;
+    }
+    // Program findings: find our attachment of that program.
+    auto a = std::find_if(m.attached.begin(), m.attached.end(), [&](const Impl::Attached& x) {
+      return f.object == bpf_program__name(x.prog);
+    });
+    if (a == m.attached.end()) {
+      r.remaining.push_back(std::move(f));
+      continue;
+    }
+    if (!programs_done.insert(f.object + "/" + (f.kind == "pin-missing" ? "pin" : "link")).second) {
+      r.repaired.push_back(std::move(f));  // the same link, already re-attached above
+      continue;
+    }
+    if (f.kind == "pin-missing") {
+      ::unlink(a->pin.c_str());
+      m.PinAt(a->link.Get(), a->pin);
+      r.repaired.push_back(std::move(f));
+      continue;
+    }
+    // program-replaced, program-detached, link-broken: a cgroup link still attached gets our
+    // program back in place; anything else gets a new link, pinned over the old one, and the
+    // old link (with whatever program it ran) is released.
+    if (f.kind == "program-replaced" && a->cgroup &&
+        bpf_link_update(a->link.Get(), bpf_program__fd(a->prog), nullptr) == 0) {
+      r.repaired.push_back(std::move(f));
+      continue;
+    }
+    UniqueFd fresh = m.NewLink(*a);
+    if (!fresh) {
+      f.detail += "; re-attach failed: " + ErrnoText(errno);
+      r.remaining.push_back(std::move(f));
+      continue;
+    }
+    if (!a->pin.empty()) m.PinAt(fresh.Get(), a->pin);
+    if (a->cgroup) bpf_link_detach(a->link.Get());  // a replaced one stops now
+    a->link = std::move(fresh);
+    a->link_id = Impl::LinkIdOf(a->link.Get());
+    r.repaired.push_back(std::move(f));
+  }
+  return r;
+}
+
+void StorageDatapath::Detach() {
+  Impl& m = *impl_;
+  for (auto& a : m.attached) {
+    if (!a.pin.empty()) ::unlink(a.pin.c_str());
+    // Detach explicitly: another process holding the link must not keep it enforcing.
+    if (a.cgroup) bpf_link_detach(a.link.Get());
+  }
+  m.attached.clear();
+  if (m.pinning()) {
+    bpf_map* map = nullptr;
+    bpf_object__for_each_map(map, m.skel->obj) {
+      if (const char* path = bpf_map__pin_path(map)) ::unlink(path);
+    }
+    m.ReleaseStaleLinks();
+    ::rmdir(m.options.pin_dir.c_str());
+  }
+  m.detached = true;
 }
 
 std::vector<IoCounters> StorageDatapath::ReadCounters() const {
