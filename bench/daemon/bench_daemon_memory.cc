@@ -130,6 +130,7 @@ int main(int argc, char** argv) {
     std::cout << fmt::format("sovguardd {} ({} build of this benchmark), pid {}\n",
                              status.value("version", "?"), SOVGUARD_BENCH_BUILD_TYPE, daemon.Pid());
     Print("after start", daemon.Pid());
+    PrintTopMappings(daemon.Pid(), 6);
 
     const std::string target = status.at("api_socket").get<std::string>();
     std::atomic<int> next{0}, failed{0};

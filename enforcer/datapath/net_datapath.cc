@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <numeric>
 #include <thread>
 #include <utility>
 
@@ -272,80 +273,62 @@ ProgramIdentity NetDatapath::program() const {
 }
 
 void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
-  const NetTables t = BuildNetTables(policy, options_.max_v6_nodes);
-  const TableDigests digests = DigestTables(t);
-
-  UniqueFd dir = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v4_dir", sizeof(std::uint32_t),
-                           sizeof(sg_v4_dir_bucket), SG_V4_DIR_BUCKETS, 0);
-  {
-    std::vector<std::uint32_t> keys(SG_V4_DIR_BUCKETS);
-    for (std::uint32_t i = 0; i < SG_V4_DIR_BUCKETS; ++i) keys[i] = i;
-    UpdateMany(dir.get(), keys.data(), sizeof(std::uint32_t), t.v4_dir.data(),
-               sizeof(sg_v4_dir_bucket), SG_V4_DIR_BUCKETS, "sg_v4_dir");
-  }
-  auto fill_trie = [](const auto& entries, const char* name, std::uint32_t key_size) {
-    UniqueFd fd = CreateMap(BPF_MAP_TYPE_LPM_TRIE, name, key_size, sizeof(std::uint32_t),
-                            static_cast<std::uint32_t>(std::max<std::size_t>(entries.size(), 1)),
-                            BPF_F_NO_PREALLOC);
-    for (const auto& e : entries) UpdateElem(fd.get(), &e.key, &e.class_id, name);
-    return fd;
+  // The tables are produced and written a chunk at a time, and hashed as written: the 32 MiB IPv4
+  // direct table and the IPv6 levels never exist whole in this process (start-up peak, issue 9).
+  const NetTablePlan plan(policy, options_.max_v6_nodes);
+  constexpr std::size_t kChunkBytes = 1u << 20;
+  // In Outers() (= sg_net_state.table_digest) order.
+  struct MapSpec {
+    const char* name;
+    std::uint32_t flags;
   };
-  const auto n_v4_blocks = static_cast<std::uint32_t>(t.v4_blocks.size() / SG_V4_BLOCK_SLOTS);
-  UniqueFd v4 =
-      CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v4_l2", sizeof(std::uint32_t), sizeof(sg_v4_block),
-                std::max<std::uint32_t>(n_v4_blocks, 1), BPF_F_INNER_MAP);
-  {
-    std::vector<std::uint32_t> keys(n_v4_blocks);
-    for (std::uint32_t i = 0; i < n_v4_blocks; ++i) keys[i] = i;
-    UpdateMany(v4.get(), keys.data(), sizeof(std::uint32_t), t.v4_blocks.data(),
-               sizeof(sg_v4_block), n_v4_blocks, "sg_v4_l2");
+  static constexpr MapSpec kMaps[SG_NET_TABLES] = {{"sg_v4_dir", 0},
+                                                   {"sg_v4_l2", BPF_F_INNER_MAP},
+                                                   {"sg_v6_lpm", BPF_F_NO_PREALLOC},
+                                                   {"sg_v6_l1", 0},
+                                                   {"sg_v6_l2", BPF_F_INNER_MAP},
+                                                   {"sg_classes", 0},
+                                                   {"sg_policy", 0},
+                                                   {"sg_v6_l3", 0}};
+  std::array<UniqueFd, SG_NET_TABLES> inner;
+  TableDigests digests{};
+  std::vector<std::uint32_t> keys;
+  for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
+    const auto table = static_cast<NetTable>(i);
+    const char* name = kMaps[i].name;
+    if (table == NetTable::kV6Lpm) {
+      const auto& entries = plan.v6_trie();
+      inner[i] = CreateMap(BPF_MAP_TYPE_LPM_TRIE, name, sizeof(sg_lpm_v6_key),
+                           sizeof(std::uint32_t), plan.Entries(table), kMaps[i].flags);
+      for (const auto& e : entries) UpdateElem(inner[i].get(), &e.key, &e.class_id, name);
+      digests[i] = DigestTrie(entries);
+      continue;
+    }
+    const std::size_t value_size = NetTablePlan::ValueSize(table);
+    inner[i] =
+        CreateMap(BPF_MAP_TYPE_ARRAY, name, sizeof(std::uint32_t),
+                  static_cast<std::uint32_t>(value_size), plan.Entries(table), kMaps[i].flags);
+    TableHasher h;
+    plan.ForEachChunk(
+        table, kChunkBytes,
+        [&](std::uint32_t first, std::uint32_t count, std::span<const std::uint8_t> values) {
+          keys.resize(count);
+          std::iota(keys.begin(), keys.end(), first);
+          UpdateMany(inner[i].get(), keys.data(), sizeof(std::uint32_t), values.data(), value_size,
+                     count, name);
+          h.Update(values.data(), values.size());
+        });
+    h.Zeros(std::size_t{plan.Entries(table) - plan.Used(table)} * value_size);
+    digests[i] = h.Final();
   }
-  UniqueFd l1 = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v6_l1", sizeof(std::uint32_t),
-                          sizeof(std::uint32_t), SG_V6_L1_ENTRIES, 0);
-  const auto n_blocks = static_cast<std::uint32_t>(t.v6_blocks.size() / SG_V6_BLOCK_SLOTS);
-  UniqueFd l2 =
-      CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v6_l2", sizeof(std::uint32_t), sizeof(sg_v6_block),
-                std::max<std::uint32_t>(n_blocks, 1), BPF_F_INNER_MAP);
-  {
-    std::vector<std::uint32_t> keys(std::max<std::uint32_t>(SG_V6_L1_ENTRIES, n_blocks));
-    for (std::uint32_t i = 0; i < keys.size(); ++i) keys[i] = i;
-    UpdateMany(l1.get(), keys.data(), sizeof(std::uint32_t), t.v6_l1.data(), sizeof(std::uint32_t),
-               SG_V6_L1_ENTRIES, "sg_v6_l1");
-    UpdateMany(l2.get(), keys.data(), sizeof(std::uint32_t), t.v6_blocks.data(),
-               sizeof(sg_v6_block), n_blocks, "sg_v6_l2");
-  }
-  const auto n_nodes = static_cast<std::uint32_t>(t.v6_nodes.size() / SG_V6_NODE_SLOTS);
-  UniqueFd l3 = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_v6_l3", sizeof(std::uint32_t), sizeof(sg_v6_node),
-                          SG_V6_MAX_NODES, 0);
-  {
-    std::vector<std::uint32_t> keys(n_nodes);
-    for (std::uint32_t i = 0; i < n_nodes; ++i) keys[i] = i;
-    UpdateMany(l3.get(), keys.data(), sizeof(std::uint32_t), t.v6_nodes.data(), sizeof(sg_v6_node),
-               n_nodes, "sg_v6_l3");
-  }
-  UniqueFd v6 = fill_trie(t.v6_trie, "sg_v6_lpm", sizeof(sg_lpm_v6_key));
-  UniqueFd classes = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_classes", sizeof(std::uint32_t),
-                               sizeof(sg_class), SG_MAX_CLASSES, 0);
-  {
-    std::vector<std::uint32_t> keys(t.classes.size());
-    for (std::uint32_t i = 0; i < keys.size(); ++i) keys[i] = i;
-    UpdateMany(classes.get(), keys.data(), sizeof(std::uint32_t), t.classes.data(),
-               sizeof(sg_class), static_cast<std::uint32_t>(keys.size()), "sg_classes");
-  }
-  UniqueFd pol = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_policy", sizeof(std::uint32_t),
-                           sizeof(sg_net_policy), 1, 0);
-  const std::uint32_t zero = 0;
-  UpdateElem(pol.get(), &zero, &t.policy, "sg_policy");
 
   const std::uint32_t active =
       __atomic_load_n(&skel_->bss->sg_cfg.active_gen, __ATOMIC_ACQUIRE) & (SG_NET_GENERATIONS - 1);
   const std::uint32_t next = active ^ 1;
-  // In Outers() (= sg_net_state.table_digest) order.
-  const UniqueFd* inner[SG_NET_TABLES] = {&dir, &v4, &v6, &l1, &l2, &classes, &pol, &l3};
   const auto outers = Outers();
   std::array<std::uint32_t, SG_NET_TABLES> ids{};
   for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
-    const int fd = inner[i]->get();
+    const int fd = inner[i].get();
     UpdateElem(outers[i], &next, &fd, "generation slot");
     ids[i] = MapId(fd);
   }

@@ -155,7 +155,7 @@ struct RepairResult {
 };
 
 struct VerifyOptions {
-  // Recompute the SHA-256 of every table of the active generation (about 33 MiB with the world
+  // Recompute the SHA-256 of every table of the active generation (about 50 MiB with the world
   // table). Without it only identities (generation, inner map ids, filters, entries) are checked.
   bool hash_tables = true;
 };
@@ -175,7 +175,8 @@ class NetDatapath {
   NetDatapath& operator=(const NetDatapath&) = delete;
 
   // Builds every table of the policy into fresh maps of the inactive generation, then switches
-  // generations with one atomic store: no packet sees a partial table.
+  // generations with one atomic store: no packet sees a partial table. Tables are produced,
+  // written and hashed 1 MiB at a time (user-space memory: ~4 MiB for the world table).
   void ApplyPolicy(const policy::CompiledPolicy& policy);
 
   // Registers the guest (map entry first, so its first frame is already classified), then attaches

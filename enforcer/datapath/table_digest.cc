@@ -13,42 +13,46 @@
 #include "enforcer/datapath/net_datapath.h"
 
 namespace sovguard::datapath {
-namespace {
 
-class Hasher {
- public:
-  Hasher() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
-      throw std::runtime_error("EVP_DigestInit_ex(sha256) failed");
-  }
-  void Update(const void* p, std::size_t n) {
-    if (n && EVP_DigestUpdate(ctx_.get(), p, n) != 1)
-      throw std::runtime_error("EVP_DigestUpdate failed");
-  }
-  void Zeros(std::size_t n) {
-    static const std::uint8_t kZero[4096] = {};
-    for (; n > 0;) {
-      const std::size_t k = std::min(n, sizeof(kZero));
-      Update(kZero, k);
-      n -= k;
-    }
-  }
-  Sha256 Final() {
-    Sha256 out{};
-    unsigned len = 0;
-    if (EVP_DigestFinal_ex(ctx_.get(), out.data(), &len) != 1 || len != out.size())
-      throw std::runtime_error("EVP_DigestFinal_ex failed");
-    return out;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
+struct TableHasher::Ctx {
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> md{EVP_MD_CTX_new(), EVP_MD_CTX_free};
 };
+
+TableHasher::TableHasher() : ctx_(std::make_unique<Ctx>()) {
+  if (!ctx_->md || EVP_DigestInit_ex(ctx_->md.get(), EVP_sha256(), nullptr) != 1)
+    throw std::runtime_error("EVP_DigestInit_ex(sha256) failed");
+}
+
+TableHasher::~TableHasher() = default;
+
+void TableHasher::Update(const void* p, std::size_t n) {
+  if (n && EVP_DigestUpdate(ctx_->md.get(), p, n) != 1)
+    throw std::runtime_error("EVP_DigestUpdate failed");
+}
+
+void TableHasher::Zeros(std::size_t n) {
+  static const std::uint8_t kZero[4096] = {};
+  while (n > 0) {
+    const std::size_t k = std::min(n, sizeof(kZero));
+    Update(kZero, k);
+    n -= k;
+  }
+}
+
+Sha256 TableHasher::Final() {
+  Sha256 out{};
+  unsigned len = 0;
+  if (EVP_DigestFinal_ex(ctx_->md.get(), out.data(), &len) != 1 || len != out.size())
+    throw std::runtime_error("EVP_DigestFinal_ex failed");
+  return out;
+}
+
+namespace {
 
 // values of an array of max_entries entries, of which the first bytes.size() are given.
 template <class T>
 Sha256 DigestArray(const std::vector<T>& values, std::size_t value_size, std::size_t entries) {
-  Hasher h;
+  TableHasher h;
   const std::size_t bytes = values.size() * sizeof(T);
   h.Update(values.data(), bytes);
   if (entries * value_size > bytes) h.Zeros(entries * value_size - bytes);
@@ -60,7 +64,7 @@ using TrieRecord = std::array<std::uint8_t, kTrieRecord>;
 
 Sha256 DigestTrieRecords(std::vector<TrieRecord>& records) {
   std::sort(records.begin(), records.end());
-  Hasher h;
+  TableHasher h;
   for (const auto& r : records) h.Update(r.data(), r.size());
   return h.Final();
 }
@@ -73,17 +77,40 @@ TableDigests DigestTables(const NetTables& t) {
   const std::size_t v6_blocks = std::max<std::size_t>(t.v6_blocks.size() / SG_V6_BLOCK_SLOTS, 1);
   d[0] = DigestArray(t.v4_dir, sizeof(sg_v4_dir_bucket), SG_V4_DIR_BUCKETS);
   d[1] = DigestArray(t.v4_blocks, sizeof(sg_v4_block), v4_blocks);
-  std::vector<TrieRecord> records(t.v6_trie.size());
-  for (std::size_t i = 0; i < records.size(); ++i) {
-    std::memcpy(records[i].data(), &t.v6_trie[i].key, sizeof(sg_lpm_v6_key));
-    std::memcpy(records[i].data() + sizeof(sg_lpm_v6_key), &t.v6_trie[i].class_id, 4);
-  }
-  d[2] = DigestTrieRecords(records);
+  d[2] = DigestTrie(t.v6_trie);
   d[3] = DigestArray(t.v6_l1, sizeof(std::uint32_t), SG_V6_L1_ENTRIES);
   d[4] = DigestArray(t.v6_blocks, sizeof(sg_v6_block), v6_blocks);
   d[5] = DigestArray(t.classes, sizeof(sg_class), SG_MAX_CLASSES);
   d[6] = DigestArray(std::vector<sg_net_policy>{t.policy}, sizeof(sg_net_policy), 1);
   d[7] = DigestArray(t.v6_nodes, sizeof(sg_v6_node), SG_V6_MAX_NODES);
+  return d;
+}
+
+Sha256 DigestTrie(std::span<const V6TrieEntry> entries) {
+  std::vector<TrieRecord> records(entries.size());
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    std::memcpy(records[i].data(), &entries[i].key, sizeof(sg_lpm_v6_key));
+    std::memcpy(records[i].data() + sizeof(sg_lpm_v6_key), &entries[i].class_id, 4);
+  }
+  return DigestTrieRecords(records);
+}
+
+TableDigests DigestTables(const NetTablePlan& plan, std::size_t chunk_bytes) {
+  TableDigests d{};
+  for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
+    const auto table = static_cast<NetTable>(i);
+    if (table == NetTable::kV6Lpm) {
+      d[i] = DigestTrie(plan.v6_trie());
+      continue;
+    }
+    TableHasher h;
+    plan.ForEachChunk(table, chunk_bytes,
+                      [&](std::uint32_t, std::uint32_t, std::span<const std::uint8_t> bytes) {
+                        h.Update(bytes.data(), bytes.size());
+                      });
+    h.Zeros(std::size_t{plan.Entries(table) - plan.Used(table)} * NetTablePlan::ValueSize(table));
+    d[i] = h.Final();
+  }
   return d;
 }
 
@@ -117,11 +144,12 @@ Sha256 DigestMap(int fd) {
   }
   if (info.type != BPF_MAP_TYPE_ARRAY || info.key_size != 4)
     throw DatapathError(std::string("policy table ") + info.name + ": not an array", EINVAL);
-  // Batches of at most 2 MiB of values, hashed as they arrive (no copy of the whole table).
-  const std::uint32_t chunk = std::max<std::uint32_t>(1, (2u << 20) / info.value_size);
+  // Batches of at most 1 MiB of values (as ApplyPolicy writes them), hashed as they arrive (no copy
+  // of the whole table).
+  const std::uint32_t chunk = std::max<std::uint32_t>(1, (1u << 20) / info.value_size);
   std::vector<std::uint32_t> keys(chunk);
   std::vector<std::uint8_t> values(static_cast<std::size_t>(chunk) * info.value_size);
-  Hasher h;
+  TableHasher h;
   std::uint32_t total = 0, out_batch = 0;
   bool first = true;
   while (total < info.max_entries) {

@@ -1,7 +1,8 @@
 // Real traffic through the residency program: three namespaces (guest G, router R standing in for
-// the host with the guest's tap, destination D with an "EU" and a "non-EU" address). The program
-// sits on clsact ingress of R's end of the G-R veth, exactly where it sits on a tap.
-//   G 192.0.2.2, 2001:db8:1::2  --  R 192.0.2.1 | 198.51.100.1, 203.0.113.1, 2001:db8:e0::1, f0::1
+// the host with the guest's tap, destination D with an "EU" and a "non-EU" address), built by
+// testing::Topology with one guest and IPv6. The program sits on clsact ingress of R's end of the
+// G-R veth, exactly where it sits on a tap.
+//   G 192.0.2.2, 2001:db8:1::2  --  R 192.0.2.1, 2001:db8:1::1 | 198.51.100.1, 203.0.113.1, ...
 //   D 198.51.100.10 (DE), 203.0.113.10 (US), 2001:db8:e0::10 (DE), 2001:db8:f0::10 (US)
 #include <gtest/gtest.h>
 
@@ -16,96 +17,43 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <tuple>
 
 #include "enforcer/datapath/frames.h"
 #include "enforcer/datapath/net_datapath.h"
-#include "tests/datapath/netns.h"
+#include "tests/datapath/topology.h"
 
 namespace sovguard::datapath {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-using testing::Netns;
+using testing::Addr;
+using testing::Fd;
+using testing::kUS;
+using testing::Len;
+using testing::LockStepTraffic;
+using testing::Topology;
+using testing::UdpDrain;
+using testing::UdpReceive;
 
-constexpr std::uint16_t kDE = 0x4445, kUS = 0x5553;
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Fd& operator=(Fd&& o) noexcept {
-    std::swap(fd_, o.fd_);
-    return *this;
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-sockaddr_storage Addr(const char* ip, std::uint16_t port) {
-  sockaddr_storage ss{};
-  if (std::strchr(ip, ':')) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(port);
-    inet_pton(AF_INET6, ip, &a->sin6_addr);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    a->sin_port = htons(port);
-    inet_pton(AF_INET, ip, &a->sin_addr);
-  }
-  return ss;
-}
-socklen_t Len(const sockaddr_storage& ss) {
-  return ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-}
 bool Readable(int fd, std::chrono::milliseconds timeout) {
   pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
   return ::poll(&p, 1, static_cast<int>(timeout.count())) == 1;
 }
 
-// Test policy: 198.51.100.0/24 + 2001:db8:e0::/48 in DE (allowed for dataset 0), 203.0.113.0/24 +
-// 2001:db8:f0::/48 in US (allowed for none), the router's own addresses an exception. With
-// `split`, the DE/US ranges are given as /25s and /49s and classes are numbered the other way
-// round, so a packet mixing two generations' tables would be misclassified.
+// testing::TestPolicy plus the router's own addresses on the guest link as an exception (class 3).
+// The /128 also puts 2001:db8::/32 below /64, so its /32 is resolved with the LPM trie behind the
+// nodes here.
 policy::CompiledPolicy TestPolicy(policy::Mode mode, bool split = false,
                                   std::optional<policy::Quota> quota = std::nullopt) {
-  policy::CompiledPolicy p;
-  p.datasets.push_back({.id = "patients", .index = 0, .mode = mode, .egress = quota});
-  const std::uint16_t de = split ? 2 : 1, us = split ? 1 : 2;
-  p.classes.resize(4);
-  p.classes[de] = sg_class{.allowed_datasets = 1, .country = kDE};
-  p.classes[us] = sg_class{.allowed_datasets = 0, .country = kUS};
-  p.classes[3] = sg_class{.allowed_datasets = ~0ULL, .flags = SG_CLASS_EXCEPTION};
-  auto v4 = [&](std::uint32_t a, std::uint8_t len, std::uint16_t c) {
-    p.ipv4.push_back({.addr = a, .len = len, .class_id = c});
-  };
-  auto v6 = [&](std::uint8_t third, std::uint8_t fourth, std::uint8_t len, std::uint16_t c) {
-    policy::Ipv6Prefix e{};
-    e.addr = {0x20, 0x01, 0x0d, 0xb8, 0x00, third, fourth};
-    e.len = len;
-    e.class_id = c;
-    p.ipv6.push_back(e);
-  };
-  if (split) {
-    v4(0xC6336400, 25, de), v4(0xC6336480, 25, de), v4(0xCB007100, 25, us), v4(0xCB007180, 25, us);
-    v6(0xe0, 0x00, 49, de), v6(0xe0, 0x80, 49, de), v6(0xf0, 0x00, 49, us), v6(0xf0, 0x80, 49, us);
-  } else {
-    v4(0xC6336400, 24, de), v4(0xCB007100, 24, us);
-    v6(0xe0, 0, 48, de), v6(0xf0, 0, 48, us);
-  }
-  v4(0xC0000201, 32, 3);
+  policy::CompiledPolicy p = testing::TestPolicy(mode, split, quota);
+  p.ipv4.push_back({.addr = 0xC0000201, .len = 32, .class_id = 3});
   policy::Ipv6Prefix r{};
   r.addr = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
   r.len = 128;
@@ -115,76 +63,36 @@ policy::CompiledPolicy TestPolicy(policy::Mode mode, bool split = false,
             [](auto& a, auto& b) { return std::tie(a.addr, a.len) < std::tie(b.addr, b.len); });
   std::sort(p.ipv6.begin(), p.ipv6.end(),
             [](auto& a, auto& b) { return std::tie(a.addr, a.len) < std::tie(b.addr, b.len); });
-  p.digest[0] = split;
   return p;
 }
 
 class NetnsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string base = "sgdp" + std::to_string(::getpid()) + "x" + std::to_string(++counter_);
-    g_ = std::make_unique<Netns>(base + "g");
-    r_ = std::make_unique<Netns>(base + "r");
-    d_ = std::make_unique<Netns>(base + "d");
-    r_->Ip("link add r0 type veth peer name g0 netns " + g_->name());
-    r_->Ip("link add r1 type veth peer name d0 netns " + d_->name());
-    g_->Ip("addr add 192.0.2.2/24 dev g0");
-    g_->Ip("addr add 2001:db8:1::2/64 dev g0 nodad");
-    g_->Ip("link set g0 up");
-    g_->Ip("route add default via 192.0.2.1");
-    g_->Ip("-6 route add default via 2001:db8:1::1");
-    r_->Ip("addr add 192.0.2.1/24 dev r0");
-    r_->Ip("addr add 2001:db8:1::1/64 dev r0 nodad");
-    for (const char* a : {"198.51.100.1/24", "203.0.113.1/24"})
-      r_->Ip(std::string("addr add ") + a + " dev r1");
-    for (const char* a : {"2001:db8:e0::1/64", "2001:db8:f0::1/64"})
-      r_->Ip(std::string("addr add ") + a + " dev r1 nodad");
-    r_->Ip("link set r0 up");
-    r_->Ip("link set r1 up");
-    r_->Sysctl("net.ipv4.ip_forward", "1");
-    r_->Sysctl("net.ipv6.conf.all.forwarding", "1");
-    for (const char* a : {"198.51.100.10/24", "203.0.113.10/24"})
-      d_->Ip(std::string("addr add ") + a + " dev d0");
-    for (const char* a : {"2001:db8:e0::10/64", "2001:db8:f0::10/64"})
-      d_->Ip(std::string("addr add ") + a + " dev d0 nodad");
-    d_->Ip("link set d0 up");
-    d_->Ip("route add default via 198.51.100.1");
-    d_->Ip("-6 route add default via 2001:db8:e0::1");
-    tap_ = r_->IfIndex("r0");
+    topo_ = std::make_unique<Topology>(
+        "sgdp" + std::to_string(::getpid()) + "x" + std::to_string(++counter_), 1, true);
+    tap_ = topo_->tap(0);
     dp_ = std::make_unique<NetDatapath>(
         NetDatapathOptions{.events_per_sec = 100000, .event_burst = 100000});
   }
   void TearDown() override {
     dp_.reset();
     // Nothing of ours may stay on the interface.
-    EXPECT_EQ(
-        std::system(
-            ("ip netns exec " + r_->name() + " tc qdisc show dev r0 | grep -q clsact").c_str()) ==
-            0,
-        false)
-        << "clsact qdisc left behind";
-    d_.reset();
-    r_.reset();
-    g_.reset();
+    EXPECT_FALSE(topo_->HasClsact(0)) << "clsact qdisc left behind";
+    topo_.reset();
   }
+  testing::Netns& g() { return topo_->guest(0); }
+  testing::Netns& r() { return topo_->router(); }
+  testing::Netns& d() { return topo_->dest(); }
   void Attach(std::uint64_t datasets = 1) {
-    dp_->AddGuest({.name = "vm-g", .ifindex = tap_, .datasets = datasets, .netns = r_->path()});
+    dp_->AddGuest({.name = "vm-g", .ifindex = tap_, .datasets = datasets, .netns = r().path()});
   }
-
   // UDP socket in D bound to ip:port.
-  Fd UdpServer(const char* ip, std::uint16_t port) {
-    const auto a = Addr(ip, port);
-    Fd s(d_->Socket(a.ss_family, SOCK_DGRAM, 0));
-    int big = 4 << 20;
-    ::setsockopt(s.get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
-    EXPECT_EQ(::bind(s.get(), reinterpret_cast<const sockaddr*>(&a), Len(a)), 0)
-        << ip << " " << std::strerror(errno);
-    return s;
-  }
+  Fd UdpServer(const char* ip, std::uint16_t port) { return topo_->UdpServer(ip, port); }
   // Sends n datagrams from G to ip:port.
   void UdpSend(const char* ip, std::uint16_t port, int n, std::size_t size = 64) {
     const auto a = Addr(ip, port);
-    Fd s(g_->Socket(a.ss_family, SOCK_DGRAM, 0));
+    Fd s(g().Socket(a.ss_family, SOCK_DGRAM, 0));
     std::vector<char> buf(size, 'x');
     for (int i = 0; i < n; ++i)
       ASSERT_EQ(::sendto(s.get(), buf.data(), buf.size(), 0, reinterpret_cast<const sockaddr*>(&a),
@@ -192,28 +100,10 @@ class NetnsTest : public ::testing::Test {
                 static_cast<ssize_t>(size))
           << std::strerror(errno);
   }
-  // Receives datagrams until `want` arrived or the deadline passed; returns how many.
-  static int UdpReceive(int fd, int want, std::chrono::milliseconds deadline) {
-    int got = 0;
-    const auto end = Clock::now() + deadline;
-    char buf[2048];
-    while (got < want && Clock::now() < end) {
-      if (!Readable(fd, std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now())))
-        break;
-      while (::recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0) ++got;
-    }
-    return got;
-  }
-  static int UdpDrain(int fd) {
-    int got = 0;
-    char buf[2048];
-    while (::recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0) ++got;
-    return got;
-  }
   // TCP connect from G; true when the handshake completes within timeout.
   bool TcpConnect(const char* ip, std::uint16_t port, std::chrono::milliseconds timeout) {
     const auto a = Addr(ip, port);
-    Fd s(g_->Socket(a.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    Fd s(g().Socket(a.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0));
     if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&a), Len(a)) == 0) return true;
     if (errno != EINPROGRESS) return false;
     pollfd p{.fd = s.get(), .events = POLLOUT, .revents = 0};
@@ -229,7 +119,7 @@ class NetnsTest : public ::testing::Test {
   bool Ping(const char* ip, std::chrono::milliseconds timeout) {
     const auto a = Addr(ip, 0);
     const bool v6 = a.ss_family == AF_INET6;
-    Fd s(g_->Socket(a.ss_family, SOCK_RAW, v6 ? int{IPPROTO_ICMPV6} : int{IPPROTO_ICMP}));
+    Fd s(g().Socket(a.ss_family, SOCK_RAW, v6 ? int{IPPROTO_ICMPV6} : int{IPPROTO_ICMP}));
     const std::uint16_t id = static_cast<std::uint16_t>(::getpid() ^ ++ping_seq_);
     std::uint8_t pkt[16] = {static_cast<std::uint8_t>(v6 ? ICMP6_ECHO_REQUEST : ICMP_ECHO),
                             0,
@@ -272,7 +162,7 @@ class NetnsTest : public ::testing::Test {
 
   static inline int counter_ = 0;
   int ping_seq_ = 0;
-  std::unique_ptr<Netns> g_, r_, d_;
+  std::unique_ptr<Topology> topo_;
   unsigned tap_ = 0;
   std::unique_ptr<NetDatapath> dp_;
 };
@@ -286,7 +176,7 @@ TEST_F(NetnsTest, WithoutProgramEverythingFlows) {
 TEST_F(NetnsTest, EnforceLetsAllowedThroughAndStopsForbidden) {
   dp_->ApplyPolicy(TestPolicy(policy::Mode::kEnforce));
   Attach();
-  Fd tcp(d_->Socket(AF_INET6, SOCK_STREAM, 0));
+  Fd tcp(d().Socket(AF_INET6, SOCK_STREAM, 0));
   const auto any = Addr("::", 5001);
   ASSERT_EQ(::bind(tcp.get(), reinterpret_cast<const sockaddr*>(&any), Len(any)), 0);
   ASSERT_EQ(::listen(tcp.get(), 16), 0);
@@ -344,7 +234,7 @@ TEST_F(NetnsTest, EnforceLetsAllowedThroughAndStopsForbidden) {
 TEST_F(NetnsTest, FailedAttachLeavesNothingBehind) {
   dp_->ApplyPolicy(TestPolicy(policy::Mode::kEnforce));
   try {
-    dp_->AddGuest({.name = "ghost", .ifindex = 99999, .datasets = 1, .netns = r_->path()});
+    dp_->AddGuest({.name = "ghost", .ifindex = 99999, .datasets = 1, .netns = r().path()});
     ADD_FAILURE() << "attached to a missing interface";
   } catch (const DatapathError& e) {
     EXPECT_NE(std::string(e.what()).find("ifindex 99999"), std::string::npos) << e.what();
@@ -421,50 +311,28 @@ TEST_F(NetnsTest, HundredSwapsUnderTrafficLeakNothingAndDropNothingAllowed) {
   const auto b = TestPolicy(policy::Mode::kEnforce, true);
   dp_->ApplyPolicy(a);
   Attach();
-  Fd eu(UdpServer("198.51.100.10", 5004)), us(UdpServer("203.0.113.10", 5004));
-  const auto eu_addr = Addr("198.51.100.10", 5004), us_addr = Addr("203.0.113.10", 5004);
-  Fd tx(g_->Socket(AF_INET, SOCK_DGRAM, 0));
-  std::atomic<bool> done{false};
-  std::atomic<std::uint64_t> sent_allowed{0}, sent_forbidden{0}, received_allowed{0}, lost{0};
   // Lock-step sender: one forbidden datagram, then one allowed one it waits for (so a slow
   // receiver can never look like a drop); bounded in count and time.
-  std::thread sender([&] {
-    const auto end = Clock::now() + 120s;
-    char msg[32] = "swap";
-    while (!done && Clock::now() < end) {
-      ::sendto(tx.get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&us_addr),
-               Len(us_addr));
-      ++sent_forbidden;
-      ::sendto(tx.get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&eu_addr),
-               Len(eu_addr));
-      ++sent_allowed;
-      if (UdpReceive(eu.get(), 1, 2s) == 1)
-        ++received_allowed;
-      else
-        ++lost;
-    }
-  });
+  LockStepTraffic traffic(*topo_, 5004);
   // Traffic must be flowing before the first swap and across every one of them.
-  const auto until = Clock::now() + 10s;
-  while (received_allowed < 10 && Clock::now() < until) std::this_thread::yield();
+  traffic.WaitExchanges(10, 10s);
   int swaps = 0, swaps_with_traffic = 0;
   for (; swaps < 100; ++swaps) {
-    const std::uint64_t before = sent_allowed;
+    const std::uint64_t before = traffic.sent_allowed();
     dp_->ApplyPolicy(swaps % 2 ? a : b);
-    swaps_with_traffic += sent_allowed > before;
+    swaps_with_traffic += traffic.sent_allowed() > before;
   }
-  done = true;
-  sender.join();
+  traffic.Stop();
   EXPECT_EQ(swaps_with_traffic, 100) << "some swaps happened with no traffic flowing";
-  EXPECT_EQ(lost.load(), 0u) << "allowed datagrams wrongly dropped";
-  EXPECT_EQ(received_allowed.load(), sent_allowed.load());
-  EXPECT_EQ(UdpDrain(us.get()), 0) << "forbidden datagrams delivered";
+  EXPECT_EQ(traffic.lost(), 0u) << "allowed datagrams wrongly dropped";
+  EXPECT_EQ(traffic.received_allowed(), traffic.sent_allowed());
+  EXPECT_EQ(traffic.ForbiddenDelivered(), 0) << "forbidden datagrams delivered";
   const auto c = dp_->ReadCounters(tap_, 0);
-  EXPECT_EQ(c.dropped_packets, sent_forbidden.load());
+  EXPECT_EQ(c.dropped_packets, traffic.sent_forbidden());
   EXPECT_EQ(dp_->Status().swaps, 101u);
   std::printf("swap test: %d swaps, %llu allowed / %llu forbidden datagrams during them\n", swaps,
-              static_cast<unsigned long long>(sent_allowed.load()),
-              static_cast<unsigned long long>(sent_forbidden.load()));
+              static_cast<unsigned long long>(traffic.sent_allowed()),
+              static_cast<unsigned long long>(traffic.sent_forbidden()));
 }
 
 // A guest that tags its own frames (802.1Q, QinQ) on its tap is classified by the inner
@@ -474,10 +342,10 @@ TEST_F(NetnsTest, HundredSwapsUnderTrafficLeakNothingAndDropNothingAllowed) {
 TEST_F(NetnsTest, VlanTaggedGuestFramesAreClassifiedToo) {
   dp_->ApplyPolicy(TestPolicy(policy::Mode::kEnforce));
   Attach();
-  Fd raw(g_->Socket(AF_PACKET, SOCK_RAW, 0));
+  Fd raw(g().Socket(AF_PACKET, SOCK_RAW, 0));
   sockaddr_ll ll{};
   ll.sll_family = AF_PACKET;
-  ll.sll_ifindex = static_cast<int>(g_->IfIndex("g0"));
+  ll.sll_ifindex = static_cast<int>(g().IfIndex("g0"));
   ll.sll_halen = 6;
   auto send = [&](const std::vector<std::uint8_t>& f) {
     ASSERT_EQ(::sendto(raw.get(), f.data(), f.size(), 0, reinterpret_cast<const sockaddr*>(&ll),
@@ -525,7 +393,7 @@ TEST_F(NetnsTest, PinnedMapsKeepEnforcingAcrossARestart) {
   {
     NetDatapath first(opts);
     first.ApplyPolicy(TestPolicy(policy::Mode::kEnforce));
-    first.AddGuest({.name = "vm-g", .ifindex = tap_, .datasets = 1, .netns = r_->path()});
+    first.AddGuest({.name = "vm-g", .ifindex = tap_, .datasets = 1, .netns = r().path()});
     EXPECT_TRUE(Ping("198.51.100.10", 5s));
   }
   struct stat st {};
@@ -536,7 +404,7 @@ TEST_F(NetnsTest, PinnedMapsKeepEnforcingAcrossARestart) {
   {
     NetDatapath second(NetDatapathOptions{.pin_dir = dir});
     EXPECT_TRUE(second.policy_loaded()) << "active generation not adopted";
-    second.AddGuest({.name = "vm-g", .ifindex = tap_, .datasets = 1, .netns = r_->path()});
+    second.AddGuest({.name = "vm-g", .ifindex = tap_, .datasets = 1, .netns = r().path()});
     EXPECT_TRUE(Ping("2001:db8:e0::10", 5s));
     EXPECT_FALSE(Ping("2001:db8:f0::10", 1s));
     EXPECT_GE(second.ReadCounters(tap_, 0).dropped_packets, 1u);
@@ -544,7 +412,7 @@ TEST_F(NetnsTest, PinnedMapsKeepEnforcingAcrossARestart) {
   }
   EXPECT_NE(::stat((std::string(dir) + "/sg_guests").c_str(), &st), 0) << "pins left behind";
   // The first object created the clsact qdisc and left it to its successor: remove it here.
-  testing::Sh("ip netns exec " + r_->name() + " tc qdisc del dev r0 clsact");
+  testing::Sh("ip netns exec " + r().name() + " tc qdisc del dev r0 clsact");
   EXPECT_TRUE(Ping("203.0.113.10", 5s));
 }
 

@@ -1,11 +1,12 @@
 // Unit tests of CompiledPolicy -> kernel table translation (no kernel needed).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
-
 #include <cstring>
 #include <random>
 
+#include "enforcer/datapath/table_digest.h"
 #include "enforcer/datapath/tables.h"
 #include "tests/datapath/world_table.h"
 
@@ -187,6 +188,87 @@ TEST(NetTables, V6NodesRefineDownTo64AndTheTrieTakesLongerPrefixes) {
     a[7] = 0x7f;
     EXPECT_EQ(LookupV6(small, a), 3u) << max_nodes;
   }
+}
+
+// The loader writes and hashes the tables a chunk at a time from the plan (the daemon never holds
+// a whole table): every chunking must give the same bytes as the tables built whole, so the
+// digests taken while writing match what the tamper check reads back.
+void ExpectPlanMatchesWholeTables(const policy::CompiledPolicy& p, std::size_t max_nodes,
+                                  const char* what, std::size_t smallest_chunk = 1) {
+  SCOPED_TRACE(what);
+  const NetTablePlan plan(p, max_nodes);
+  const NetTables whole = BuildNetTables(plan);
+  const TableDigests digests = DigestTables(whole);
+  for (std::size_t chunk :
+       {smallest_chunk, std::size_t{5000}, std::size_t{1} << 20, std::size_t{64} << 20}) {
+    EXPECT_EQ(DigestTables(plan, chunk), digests) << "chunk " << chunk;
+  }
+  // Any range of an array table equals the same range of the whole table.
+  auto check_ranges = [&](NetTable table, const auto& values, std::size_t per_entry) {
+    const std::uint32_t used = plan.Used(table);
+    ASSERT_EQ(values.size(), std::size_t{used} * per_entry) << static_cast<int>(table);
+    std::mt19937 rng(static_cast<unsigned>(table));
+    for (int i = 0; i < 20 && used > 0; ++i) {
+      const auto first = static_cast<std::uint32_t>(rng() % used);
+      const auto count =
+          static_cast<std::uint32_t>(1 + rng() % std::min<std::uint32_t>(used - first, 7));
+      std::vector<std::uint8_t> out(count * NetTablePlan::ValueSize(table));
+      plan.Fill(table, first, count, out.data());
+      EXPECT_EQ(std::memcmp(out.data(), values.data() + std::size_t{first} * per_entry, out.size()),
+                0)
+          << "table " << static_cast<int>(table) << " [" << first << ", +" << count << ")";
+    }
+  };
+  check_ranges(NetTable::kV4Dir, whole.v4_dir, SG_V4_DIR_SLOTS);
+  check_ranges(NetTable::kV4L2, whole.v4_blocks, SG_V4_BLOCK_SLOTS);
+  check_ranges(NetTable::kV6L1, whole.v6_l1, 1);
+  check_ranges(NetTable::kV6L2, whole.v6_blocks, SG_V6_BLOCK_SLOTS);
+  check_ranges(NetTable::kV6L3, whole.v6_nodes, SG_V6_NODE_SLOTS);
+  std::vector<std::uint8_t> one(NetTablePlan::ValueSize(NetTable::kV4Dir));
+  EXPECT_THROW(plan.Fill(NetTable::kV4Dir, SG_V4_DIR_BUCKETS, 1, one.data()), std::out_of_range);
+  EXPECT_THROW(plan.Fill(NetTable::kV6Lpm, 0, 0, one.data()), std::logic_error);
+  EXPECT_EQ(plan.Entries(NetTable::kV6L3), SG_V6_MAX_NODES);
+  EXPECT_EQ(plan.Entries(NetTable::kV4L2), std::max<std::uint32_t>(plan.Used(NetTable::kV4L2), 1));
+}
+
+TEST(NetTablePlan, ChunksAndRangesMatchTheWholeTables) {
+  auto p = Small();
+  auto v6 = [](std::initializer_list<std::uint8_t> head, std::uint8_t len, std::uint16_t c) {
+    policy::Ipv6Prefix e{};
+    std::copy(head.begin(), head.end(), e.addr.begin());
+    e.len = len;
+    e.class_id = c;
+    return e;
+  };
+  p.ipv6 = {v6({0x20}, 12, 1),
+            v6({0x20, 0x01, 0x0d, 0xb8}, 32, 2),
+            v6({0x20, 0x01, 0x0d, 0xb8, 0, 1}, 48, 3),
+            v6({0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0x80}, 72, 4),  // trie
+            v6({0x20, 0x01, 0x0d, 0xb9, 0x12}, 40, 3),
+            v6({0x2a, 0x00, 0x80}, 17, 4)};
+  for (std::size_t max_nodes : {0u, 1u, 2u, 3u, unsigned{SG_V6_MAX_NODES}})
+    ExpectPlanMatchesWholeTables(p, max_nodes, "small");
+  ExpectPlanMatchesWholeTables(policy::CompiledPolicy{.classes = {sg_class{}}}, SG_V6_MAX_NODES,
+                               "empty");
+}
+
+TEST(NetTablePlan, WorldTableChunksMatchTheWholeTables) {
+  auto w = testing::LoadWorldTable(testing::DefaultWorldTableDir());
+  testing::AddDocumentationRanges(w);
+  // (A chunk of one entry rebuilds a /32's nodes for each of them: too slow for the world.)
+  ExpectPlanMatchesWholeTables(w.policy, SG_V6_MAX_NODES, "world", 5000);
+  // Few nodes: most /32s with longer prefixes go to the trie.
+  ExpectPlanMatchesWholeTables(w.policy, 100, "world, 100 nodes", 5000);
+}
+
+// Input order does not matter (the contract says sorted, but nothing relies on it).
+TEST(NetTablePlan, SameTablesForAnyInputOrder) {
+  auto w = testing::LoadWorldTable(testing::DefaultWorldTableDir());
+  const auto digests = DigestTables(NetTablePlan(w.policy));
+  std::mt19937 rng(3);
+  std::shuffle(w.policy.ipv4.begin(), w.policy.ipv4.end(), rng);
+  std::shuffle(w.policy.ipv6.begin(), w.policy.ipv6.end(), rng);
+  EXPECT_EQ(DigestTables(NetTablePlan(w.policy)), digests);
 }
 
 }  // namespace

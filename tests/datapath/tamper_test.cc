@@ -11,6 +11,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -229,6 +230,57 @@ TEST_F(DatapathTamperTest, AlteredPolicyTableIsFoundAndApplyPolicyRestoresIt) {
   EXPECT_TRUE(r.repaired.empty());
   ASSERT_EQ(r.remaining.size(), 1u);  // the daemon re-applies its policy
   dp_->ApplyPolicy(testing::TestPolicy(policy::Mode::kEnforce));
+  EXPECT_FALSE(ForbiddenPasses());
+  EXPECT_TRUE(dp_->VerifyAttachments().empty());
+}
+
+// The maps of a replaced generation are freed once the swap is done (only the outer maps held
+// them): checked by map id, so other BPF users on the host do not disturb it.
+TEST_F(DatapathTamperTest, SwapFreesEveryTableOfThePreviousGeneration) {
+  auto active_tables = [&] {
+    std::vector<std::uint32_t> ids;
+    for (const char* outer :
+         {"sg_v4_dir_outer", "sg_v4_l2_outer", "sg_v6_lpm_outer", "sg_v6_l1_outer",
+          "sg_v6_l2_outer", "sg_classes_outer", "sg_policy_outer", "sg_v6_l3_outer"}) {
+      const int fd = bpf_obj_get((std::string(pin_) + "/" + outer).c_str());
+      EXPECT_GE(fd, 0) << outer;
+      int filled = 0;
+      for (std::uint32_t gen = 0; gen < SG_NET_GENERATIONS; ++gen) {
+        std::uint32_t id = 0;
+        if (bpf_map_lookup_elem(fd, &gen, &id) == 0) {
+          ids.push_back(id);
+          ++filled;
+        }
+      }
+      EXPECT_EQ(filled, 1) << outer << ": one generation only";
+      ::close(fd);
+    }
+    return ids;
+  };
+  auto alive = [](const std::vector<std::uint32_t>& ids) {
+    int n = 0;
+    for (const std::uint32_t id : ids) {
+      const int fd = bpf_map_get_fd_by_id(id);
+      if (fd >= 0) {
+        ++n;
+        ::close(fd);
+      }
+    }
+    return n;
+  };
+  const auto before = active_tables();
+  ASSERT_EQ(before.size(), std::size_t{SG_NET_TABLES});
+  ASSERT_EQ(alive(before), SG_NET_TABLES);
+  for (bool split : {true, false})
+    dp_->ApplyPolicy(testing::TestPolicy(policy::Mode::kEnforce, split));
+  const auto after = active_tables();
+  for (const std::uint32_t id : before)
+    EXPECT_EQ(std::count(after.begin(), after.end(), id), 0) << "map " << id << " still active";
+  // The kernel frees unreferenced maps after an RCU grace period: poll with a deadline.
+  const auto until = Clock::now() + 10s;
+  while (alive(before) > 0 && Clock::now() < until) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(alive(before), 0) << "tables of replaced generations still exist";
+  EXPECT_EQ(alive(after), SG_NET_TABLES);
   EXPECT_FALSE(ForbiddenPasses());
   EXPECT_TRUE(dp_->VerifyAttachments().empty());
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <tuple>
@@ -93,7 +94,7 @@ int UdpDrain(int fd) {
   return got;
 }
 
-Topology::Topology(const std::string& prefix, int guests) {
+Topology::Topology(const std::string& prefix, int guests, bool ipv6) {
   if (guests < 1 || guests > 60) throw std::invalid_argument("Topology: 1..60 guests");
   r_ = std::make_unique<Netns>(prefix + "r");
   d_ = std::make_unique<Netns>(prefix + "d");
@@ -106,6 +107,14 @@ Topology::Topology(const std::string& prefix, int guests) {
     d_->Ip(std::string("addr add ") + a + " dev d0");
   d_->Ip("link set d0 up");
   d_->Ip("route add default via 198.51.100.1");
+  if (ipv6) {
+    for (const char* a : {"2001:db8:e0::1/64", "2001:db8:f0::1/64"})
+      r_->Ip(std::string("addr add ") + a + " dev rd nodad");
+    r_->Sysctl("net.ipv6.conf.all.forwarding", "1");
+    for (const char* a : {"2001:db8:e0::10/64", "2001:db8:f0::10/64"})
+      d_->Ip(std::string("addr add ") + a + " dev d0 nodad");
+    d_->Ip("-6 route add default via 2001:db8:e0::1");
+  }
   for (int i = 0; i < guests; ++i) {
     g_.push_back(std::make_unique<Netns>(prefix + "g" + std::to_string(i)));
     Netns& g = *g_.back();
@@ -117,6 +126,13 @@ Topology::Topology(const std::string& prefix, int guests) {
     g.Ip("addr add " + base + std::to_string(4 * i + 2) + "/30 dev g0");
     g.Ip("link set g0 up");
     g.Ip("route add default via " + base + std::to_string(4 * i + 1));
+    if (ipv6) {
+      char net[32];
+      std::snprintf(net, sizeof(net), "2001:db8:1:%x::", i);
+      r_->Ip("addr add " + std::string(net) + "1/64 dev " + r + " nodad");
+      g.Ip("addr add " + std::string(net) + "2/64 dev g0 nodad");
+      g.Ip("-6 route add default via " + std::string(net) + "1");
+    }
     taps_.push_back(r_->IfIndex(r));
   }
 }

@@ -1,8 +1,10 @@
 // Test support for real traffic through the residency program: a router namespace R standing in
 // for the host, N guest namespaces G_i each joined to R by a veth (R's end r<i> is the guest's
 // "tap"), and a destination namespace D with an "EU" and a "non-EU" address.
-//   G_i 192.0.2.(4i+2)/30  --  r<i> 192.0.2.(4i+1)/30 | R r_d 198.51.100.1, 203.0.113.1, ...
-//   D 198.51.100.10 (DE, allowed), 203.0.113.10 (US, forbidden), 2001:db8:e0::10, 2001:db8:f0::10
+//   G_i 192.0.2.(4i+2)/30  --  r<i> 192.0.2.(4i+1)/30 | R rd 198.51.100.1, 203.0.113.1
+//   D 198.51.100.10 (DE, allowed), 203.0.113.10 (US, forbidden)
+// With IPv6 also: G_i 2001:db8:1:i::2/64 -- r<i> 2001:db8:1:i::1/64 | R rd 2001:db8:e0::1,
+// 2001:db8:f0::1; D 2001:db8:e0::10 (DE), 2001:db8:f0::10 (US).
 // Only documentation addresses; everything is removed on destruction.
 #pragma once
 
@@ -53,7 +55,7 @@ int UdpDrain(int fd);
 class Topology {
  public:
   // prefix: unique per test (namespace names are prefix + "r", "d", "g0"...); at most 60 guests.
-  explicit Topology(const std::string& prefix, int guests = 1);
+  explicit Topology(const std::string& prefix, int guests = 1, bool ipv6 = false);
   ~Topology();
   Netns& router() { return *r_; }
   Netns& dest() { return *d_; }
