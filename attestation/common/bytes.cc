@@ -32,6 +32,16 @@ MdCtx NewSha256() {
   return ctx;
 }
 
+// For one-call hashes (Sha256, ExtendSha256): a context per thread, reset instead of allocated.
+// Allocating and freeing one costs about twice hashing a 64-byte message (measured ~350 vs
+// ~125 ns), and the verifier hashes many small things (PCR extends of the UEFI and IMA logs).
+EVP_MD_CTX* ThreadSha256() {
+  thread_local const MdCtx ctx(EVP_MD_CTX_new());
+  if (!ctx || EVP_DigestInit_ex2(ctx.get(), Sha256Md(), nullptr) != 1)
+    throw AttestationError("OpenSSL: cannot initialise SHA-256");
+  return ctx.get();
+}
+
 Sha256Digest Finish(EVP_MD_CTX* ctx) {
   Sha256Digest out{};
   unsigned int len = 0;
@@ -77,10 +87,10 @@ Bytes FromHex(std::string_view hex, std::string_view what) {
 }
 
 Sha256Digest Sha256(std::span<const uint8_t> data) {
-  auto ctx = NewSha256();
-  if (EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1)
+  EVP_MD_CTX* ctx = ThreadSha256();
+  if (EVP_DigestUpdate(ctx, data.data(), data.size()) != 1)
     throw AttestationError("OpenSSL: SHA-256 update failed");
-  return Finish(ctx.get());
+  return Finish(ctx);
 }
 
 Sha256Digest Sha256File(const std::filesystem::path& path) {
@@ -101,11 +111,11 @@ Sha256Digest Sha256File(const std::filesystem::path& path) {
 }
 
 Sha256Digest ExtendSha256(const Sha256Digest& old, const Sha256Digest& digest) {
-  auto ctx = NewSha256();
-  if (EVP_DigestUpdate(ctx.get(), old.data(), old.size()) != 1 ||
-      EVP_DigestUpdate(ctx.get(), digest.data(), digest.size()) != 1)
+  EVP_MD_CTX* ctx = ThreadSha256();
+  if (EVP_DigestUpdate(ctx, old.data(), old.size()) != 1 ||
+      EVP_DigestUpdate(ctx, digest.data(), digest.size()) != 1)
     throw AttestationError("OpenSSL: SHA-256 update failed");
-  return Finish(ctx.get());
+  return Finish(ctx);
 }
 
 Bytes ReadFileBytes(const std::filesystem::path& path) {

@@ -25,7 +25,29 @@ const EVP_MD* Md() {
   return md.get();
 }
 
-ChainResult ChainOpenSsl(std::span<const ChainItem> items, const Sha256Digest& initial) {
+// The items of one chain, with an optional visitor called as each item is first reached. The
+// hashing loops reach items in order, one past the last at most (Has(i) with i <= the number
+// reached so far).
+class Items {
+ public:
+  Items(std::span<const ChainItem> items, ChainVisitor visit, void* ctx)
+      : items_(items), reached_(visit ? 0 : items.size()), visit_(visit), ctx_(ctx) {}
+  bool Has(size_t i) { return i < reached_ || Reach(i); }
+  const ChainItem& operator[](size_t i) const { return items_[i]; }
+
+ private:
+  __attribute__((noinline)) bool Reach(size_t i) {
+    if (i >= items_.size()) return false;
+    visit_(ctx_, reached_++);
+    return i < reached_;
+  }
+  std::span<const ChainItem> items_;
+  size_t reached_ = 0;
+  ChainVisitor visit_ = nullptr;
+  void* ctx_ = nullptr;
+};
+
+ChainResult ChainOpenSsl(Items& items, const Sha256Digest& initial) {
   ChainResult res;
   res.pcr = initial;
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
@@ -33,7 +55,7 @@ ChainResult ChainOpenSsl(std::span<const ChainItem> items, const Sha256Digest& i
   if (!ctx) throw AttestationError("OpenSSL: EVP_MD_CTX_new failed");
   Sha256Digest d{};
   unsigned n = 0;
-  for (size_t i = 0; i < items.size(); ++i) {
+  for (size_t i = 0; items.Has(i); ++i) {
     const auto& it = items[i];
     if (EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
         EVP_DigestUpdate(ctx.get(), it.content.data(), it.content.size()) != 1 ||
@@ -210,16 +232,14 @@ struct Message {
     uint8_t* len = tail + 64 * tail_blocks - 8;
     for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(bits >> (56 - 8 * i));
   }
-  bool done() const { return next == total; }
   const uint8_t* block() const {
     return next < full ? data + 64 * next : tail + 64 * (next - full);
   }
 };
 
-__attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(std::span<const ChainItem> items,
+__attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
                                                                    const Sha256Digest& initial) {
   ChainResult res;
-  const size_t n = items.size();
   const State h0 = Load(kH0);
   // Lane A: the extend chain, two blocks per record: pcr || digest, then constant padding.
   alignas(16) uint8_t ext[64];
@@ -233,7 +253,7 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(std::span<con
   Message mb;
   alignas(16) uint8_t out[32];
   State st[2] = {h0, h0};
-  if (n) {
+  if (items.Has(0)) {
     std::memcpy(ext + 32, items[0].digest, 32);
     mb.Start(items[0].content);
   }
@@ -245,7 +265,7 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(std::span<con
     ba = 0;
     StoreDigest(st[0], ext);  // new PCR value = first half of the next block
     st[0] = h0;
-    if (++ia < n) std::memcpy(ext + 32, items[ia].digest, 32);
+    if (items.Has(++ia)) std::memcpy(ext + 32, items[ia].digest, 32);
   };
   auto advance_b = [&] {
     if (++mb.next < mb.total) return;
@@ -253,10 +273,11 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(std::span<con
     if (res.first_bad_content == SIZE_MAX && std::memcmp(out, items[ib].digest, 32) != 0)
       res.first_bad_content = ib;
     st[1] = h0;
-    if (++ib < n) mb.Start(items[ib].content);
+    if (items.Has(++ib)) mb.Start(items[ib].content);
   };
   static const PadSchedule pad_schedule;
-  while (ia < n && ib < n) {
+  // (Has() is cheap once an item was reached: the loops below ask for each item more than once.)
+  while (items.Has(ia) && items.Has(ib)) {
     if (ba == 1) {
       CompressPadAndBlock(st, pad_schedule, mb.block());
     } else {
@@ -266,15 +287,57 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(std::span<con
     advance_a();
     advance_b();
   }
-  while (ia < n) {
+  while (items.Has(ia)) {
     const uint8_t* b = ba == 0 ? ext : pad;
     Compress<1>(&st[0], &b);
     advance_a();
   }
-  while (ib < n) {
-    const uint8_t* b = mb.block();
-    Compress<1>(&st[1], &b);
-    advance_b();
+  // Contents average more blocks (2-3) than an extend (2), so the chain usually ends first: the
+  // remaining contents then run two at a time rather than leave the SHA unit idle.
+  State ts[2];
+  Message tm[2];
+  size_t ti[2];
+  int act = 0;
+  size_t next = ib + 1;
+  if (items.Has(ib)) {
+    ts[0] = st[1];
+    tm[0] = mb;
+    ti[0] = ib;
+    act = 1;
+    if (items.Has(next)) {
+      ts[1] = h0;
+      tm[1].Start(items[next].content);
+      ti[1] = next++;
+      act = 2;
+    }
+  }
+  while (act > 0) {
+    const uint8_t* b[2] = {tm[0].block(), act > 1 ? tm[1].block() : nullptr};
+    if (act == 2)
+      Compress<2>(ts, b);
+    else
+      Compress<1>(ts, b);
+    // A finished lane takes the next item, or closes (lane 1 then moves into slot 0 and is
+    // advanced there: it was not yet this step).
+    for (int l = 0; l < act;) {
+      if (++tm[l].next < tm[l].total) {
+        ++l;
+        continue;
+      }
+      StoreDigest(ts[l], out);
+      if (std::memcmp(out, items[ti[l]].digest, 32) != 0)
+        res.first_bad_content = std::min(res.first_bad_content, ti[l]);
+      if (items.Has(next)) {
+        ts[l] = h0;
+        tm[l].Start(items[next].content);
+        ti[l] = next++;
+        ++l;
+      } else if (l != --act) {
+        ts[l] = ts[act];
+        tm[l] = tm[act];
+        ti[l] = ti[act];
+      }
+    }
   }
   std::memcpy(res.pcr.data(), ext, 32);
   return res;
@@ -287,14 +350,26 @@ bool UseShaNi() {
 
 #endif  // SOVGUARD_SHA_NI
 
-}  // namespace
-
-ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
-                                        const Sha256Digest& initial) {
+ChainResult Chain(Items& items, const Sha256Digest& initial) {
 #ifdef SOVGUARD_SHA_NI
   if (UseShaNi()) return ChainShaNi(items, initial);
 #endif
   return ChainOpenSsl(items, initial);
+}
+
+}  // namespace
+
+ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
+                                        const Sha256Digest& initial, ChainVisitor visit,
+                                        void* ctx) {
+  Items it(items, visit, ctx);
+  return Chain(it, initial);
+}
+
+ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
+                                        const Sha256Digest& initial) {
+  Items it(items, nullptr, nullptr);
+  return Chain(it, initial);
 }
 
 bool Sha256ChainUsesShaExtensions() {

@@ -3,8 +3,11 @@
 // pcr = SHA-256(pcr || digest). The two streams are independent (the extend uses the digest the
 // record carries, the content hash only checks it), so on x86-64 CPUs with the SHA extensions they
 // run interleaved two blocks at a time: SHA256RNDS2 has a latency of several cycles and one stream
-// leaves the unit idle. Elsewhere, or when disabled, it is a plain loop over OpenSSL (EVP_MD
-// fetched once). Both paths are checked against OpenSSL by tests/attestation/sha256_chain_test.cc.
+// leaves the unit idle. The extend chain is serial (2 blocks per record, each waiting on the last)
+// and sets the floor; contents left when it ends run two at a time. More lanes were measured
+// slower (SHA-NI addresses only xmm0-15: spills). Elsewhere, or when disabled, it is a plain loop
+// over OpenSSL (EVP_MD fetched once). Both paths are checked against OpenSSL by
+// tests/attestation/sha256_chain_test.cc.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +31,14 @@ struct ChainResult {
 // Extends `initial` by every item's digest in order and checks every item's content hash.
 ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
                                         const Sha256Digest& initial = {});
+
+// The same, calling visit(ctx, i) once for every item, in order (i = 0, 1, ...), from inside
+// the hashing loop: work that does not depend on the hashes (e.g. decoding each record's event)
+// then runs on the integer units while the SHA unit waits on its latency, instead of in a pass
+// of its own. An exception from the visitor ends the hashing and propagates.
+using ChainVisitor = void (*)(void* ctx, size_t index);
+ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
+                                        const Sha256Digest& initial, ChainVisitor visit, void* ctx);
 
 // Whether the interleaved SHA-extension path is used (CPU support and not disabled).
 bool Sha256ChainUsesShaExtensions();

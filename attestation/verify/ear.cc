@@ -17,6 +17,7 @@ namespace {
 // AR4SI values used here (draft-ietf-rats-ar4si).
 constexpr int kNoClaim = 0;
 constexpr int kAffirming = 2;         // trustworthy instance, genuine hardware, approved runtime...
+constexpr int kUnsafeConfig = 32;     // configuration with known weaknesses (warning tier)
 constexpr int kUnrecognizedRt = 33;   // runtime measured but not compared with reference values
 constexpr int kContraindicated = 96;  // a check against reference values failed
 constexpr int kCryptoFailed = 99;     // a signature or digest did not verify
@@ -89,9 +90,17 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
   else if (cel && cel->status == Status::kPass)
     v["executables"] = kUnrecognizedRt;
   // Configuration: the active policy, boot chain values.
+  // And the enforcement state: every running guest covered, every path's mechanism reported;
+  // a path running below its strongest mechanism (passing without --require-strongest) is an
+  // unsafe configuration: warning, not affirming.
+  const auto* mech = r.Find("snapshot.mechanisms");
   if (Failed(r, "policy.bundle") || Failed(r, "manifest.boot") || Failed(r, "eventlog.uefi") ||
-      Failed(r, "snapshot.digest") || Failed(r, "snapshot.copy"))
+      Failed(r, "snapshot.digest") || Failed(r, "snapshot.copy") ||
+      Failed(r, "snapshot.coverage") || Failed(r, "snapshot.mechanisms"))
     v["configuration"] = kContraindicated;
+  else if (mech && mech->status == Status::kPass &&
+           mech->detail.find(kMechanismsDowngradedMarker) != std::string::npos)
+    v["configuration"] = kUnsafeConfig;
   else if (Passed(r, "policy.bundle") || Passed(r, "manifest.boot"))
     v["configuration"] = kAffirming;
   // File system: IMA.

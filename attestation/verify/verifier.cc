@@ -2,9 +2,11 @@
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
+#include <openssl/obj_mac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -50,6 +52,10 @@ std::string Str(std::span<const uint8_t> b) {
 std::string Hex(const std::string& s) {
   return ToHex(U8(s));
 }
+
+// sovguardd's tc program on every guest tap (enforcer/daemon/node.cc), as measured and reported.
+constexpr std::string_view kNetProgram = "sg_net";
+constexpr std::string_view kNetAttachType = "tc/ingress";
 
 CheckResult Pass(std::string name, std::string detail = {}) {
   return {std::move(name), Status::kPass, std::string(kReasonOk), std::move(detail)};
@@ -138,6 +144,37 @@ CheckResult CheckSignature(const std::string& attest, const std::string& sig_byt
   return Pass(name, "signed by the AK (" + key_source + ")");
 }
 
+// The SubjectPublicKeyInfo PEM of an EC P-256 key, byte for byte as PEM_write_bio_PUBKEY writes
+// it (the DER is a fixed prefix and the uncompressed point), or "" for any other key.
+std::string P256PemFast(EVP_PKEY* key) {
+  static constexpr uint8_t kPrefix[] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
+                                        0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+                                        0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00};
+  char group[32] = {};
+  size_t glen = 0;
+  if (EVP_PKEY_get_base_id(key) != EVP_PKEY_EC ||
+      EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, &glen) !=
+          1 ||
+      std::string_view(group, glen) != SN_X9_62_prime256v1)
+    return {};
+  uint8_t der[sizeof kPrefix + 65];
+  std::memcpy(der, kPrefix, sizeof kPrefix);
+  size_t plen = 0;
+  if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, der + sizeof kPrefix,
+                                      65, &plen) != 1 ||
+      plen != 65 || der[sizeof kPrefix] != 0x04)
+    return {};
+  char b64[4 * ((sizeof der + 2) / 3) + 1];
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64), der, sizeof der);
+  std::string pem = "-----BEGIN PUBLIC KEY-----\n";
+  for (int i = 0; i < n; i += 64) {
+    pem.append(b64 + i, static_cast<size_t>(std::min(64, n - i)));
+    pem += '\n';
+  }
+  pem += "-----END PUBLIC KEY-----\n";
+  return pem;
+}
+
 // The AK the evidence carries: its TPM public area must agree with its name and PEM.
 CheckResult CheckAkConsistency(const v1::AttestationKey& ak, EvpPkey& key_out) {
   const std::string name = "ak.consistency";
@@ -155,8 +192,11 @@ CheckResult CheckAkConsistency(const v1::AttestationKey& ak, EvpPkey& key_out) {
     return Fail(name, kReasonAkKeyInvalid, std::string("ak.tpm2b_public: ") + e.what());
   }
   // The node writes public_pem from the same key with the same encoder, so equal text is the
-  // common case; parsing PEM (OpenSSL 3 decoders) costs more than the rest of the AK checks.
-  if (!ak.public_pem().empty() && ak.public_pem() != tpm::PublicKeyToPem(key_out.get())) {
+  // common case; parsing PEM (OpenSSL 3 decoders) costs more than the rest of the AK checks, and
+  // so does encoding it (an OSSL_ENCODER context per call): P-256 keys, the default AK, are
+  // rendered here directly. Any difference in text falls back to comparing the keys.
+  if (!ak.public_pem().empty() && ak.public_pem() != P256PemFast(key_out.get()) &&
+      ak.public_pem() != tpm::PublicKeyToPem(key_out.get())) {
     auto carried = LoadPem(ak.public_pem());
     if (!carried || EVP_PKEY_eq(carried.get(), key_out.get()) != 1)
       return Fail(name, kReasonAkInconsistent, "ak.public_pem is not the key in ak.tpm2b_public");
@@ -208,11 +248,61 @@ CheckResult CheckPcrDigest(const v1::TpmQuote& q, const TPMS_ATTEST* attest) {
 // chain in one interleaved pass (common/sha256_chain.h) and compares with the quoted sovguard
 // PCR. This is the verifier's hot path: one allocation for the views, one for the chain items.
 // Returns the records when the log replayed to the signed PCR value (and is thus authentic).
-std::optional<std::vector<cel::RecordView>> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
-                                                     std::vector<CheckResult>& out) {
+// What later checks need from an authentic CEL: its records, and the few records the snapshot
+// checks read (found during the hashing pass, so they cost no pass of their own).
+struct CelFacts {
+  std::vector<cel::RecordView> recs;
+  std::vector<size_t> guest_events;    // kEnforcementState "guest:<uuid>", in order
+  size_t last_net_program = SIZE_MAX;  // last kProgramAttached of sg_net
+};
+
+std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
+                                 std::vector<CheckResult>& out) {
   const uint32_t pcr = ev.logs().sovguard_pcr();
   const std::string name = "eventlog.cel.replay";
-  std::vector<cel::RecordView> recs;
+  // Structure (sequence, PCR index) and event types: sovguard's log holds only sovguard events,
+  // so any other content type or an unknown sovguard kind is an unknown event, reported with
+  // its record number and never replayed as if it were understood. These checks run one record
+  // at a time from inside the hashing loop (they do not need the hashes, and so cost little
+  // beside the SHA unit's latency); the verdict uses them before the replay result.
+  struct CelScan {
+    uint32_t pcr;
+    std::vector<cel::RecordView> recs;
+    size_t first_bad_recnum = SIZE_MAX, first_bad_pcr = SIZE_MAX;
+    size_t n_unknown = 0;
+    size_t unknown_at[8];
+    const char* unknown_why[8];
+    std::vector<size_t> guest_events;
+    size_t last_net_program = SIZE_MAX;
+    void Scan(size_t i) {
+      const auto& r = recs[i];
+      if (r.recnum != i && first_bad_recnum == SIZE_MAX) first_bad_recnum = i;
+      if (r.pcr != pcr && first_bad_pcr == SIZE_MAX) first_bad_pcr = i;
+      const char* why = nullptr;
+      if (r.content_type != cel::kContentSovguard) {
+        why = "";  // named with its content type below
+      } else {
+        cel::SovguardEventView v;
+        why = cel::DecodeSovguardContentView(r.content, v);
+        if (!why && v.kind == cel::EventKind::kEnforcementState &&
+            v.name.starts_with(cel::kGuestEventPrefix))
+          guest_events.push_back(i);
+        else if (!why && v.kind == cel::EventKind::kProgramAttached && v.name == kNetProgram)
+          last_net_program = i;
+      }
+      if (why) {
+        if (n_unknown < 8) {
+          unknown_at[n_unknown] = i;
+          unknown_why[n_unknown] = why;
+        }
+        ++n_unknown;
+      }
+    }
+  } scan{pcr};
+  // Copy-free, strict decoding first (errors name the record and byte offset). Decoding record
+  // by record from inside the hashing loop was measured slower: the per-record call costs more
+  // than the overlap gains.
+  std::vector<cel::RecordView>& recs = scan.recs;
   if (auto err = cel::DecodeLogViews(U8(ev.logs().cel()), recs); !err.empty()) {
     out.push_back(Fail("eventlog.cel.decode", kReasonCelMalformed, "logs.cel: CEL: " + err));
     out.push_back(Fail("eventlog.cel.events", kReasonDependencyFailed, "logs.cel not decoded"));
@@ -220,51 +310,50 @@ std::optional<std::vector<cel::RecordView>> CheckCel(const v1::Evidence& ev, boo
     return std::nullopt;
   }
   out.push_back(Pass("eventlog.cel.decode", std::to_string(recs.size()) + " records"));
-  // Structure (sequence, PCR index) and event types: sovguard's log holds only sovguard events,
-  // so any other content type or an unknown sovguard kind is an unknown event, reported with
-  // its record number and never replayed as if it were understood.
+  std::vector<ChainItem> items(recs.size());
+  for (size_t i = 0; i < recs.size(); ++i) items[i] = {recs[i].content, recs[i].digest};
+  const ChainVisitor visit = [](void* ctx, size_t i) { static_cast<CelScan*>(ctx)->Scan(i); };
+  const ChainResult chain = ExtendChainCheckingContents(items, {}, visit, &scan);
+  // The first structural fault in record order: a broken sequence, else a wrong PCR.
   std::optional<CheckResult> structural;
-  std::string unknown;
-  size_t n_unknown = 0;
-  for (size_t i = 0; i < recs.size(); ++i) {
+  const size_t first_structural = std::min(scan.first_bad_recnum, scan.first_bad_pcr);
+  if (first_structural != SIZE_MAX) {
+    const size_t i = first_structural;
     const auto& r = recs[i];
-    if (!structural && r.recnum != i)
+    if (r.recnum != i)
       structural =
           Fail(name, kReasonCelSequenceBroken,
                "logs.cel record " + std::to_string(i) + " has recnum " + std::to_string(r.recnum) +
                    " (expected " + std::to_string(i) + "): an event is missing or reordered");
-    else if (!structural && r.pcr != pcr)
+    else
       structural =
           Fail(name, kReasonCelWrongPcr,
                "logs.cel record " + std::to_string(i) + " extends PCR " + std::to_string(r.pcr) +
                    " (logs.sovguard_pcr is " + std::to_string(pcr) + ")");
-    std::string why;
-    if (r.content_type != cel::kContentSovguard) {
-      why = "content type " + std::to_string(r.content_type);
-    } else {
-      cel::SovguardEventView v;
-      if (const char* e = cel::DecodeSovguardContentView(r.content, v)) why = e;
-    }
-    if (!why.empty() && n_unknown++ < 8)
+  }
+  if (scan.n_unknown) {
+    std::string unknown;
+    for (size_t k = 0; k < std::min<size_t>(scan.n_unknown, 8); ++k) {
+      const auto& r = recs[scan.unknown_at[k]];
+      const std::string why = r.content_type != cel::kContentSovguard
+                                  ? "content type " + std::to_string(r.content_type)
+                                  : std::string(scan.unknown_why[k]);
       unknown += (unknown.empty() ? "" : "; ") + std::string("logs.cel record ") +
                  std::to_string(r.recnum) + ": " + why;
-  }
-  if (n_unknown)
+    }
     out.push_back(Fail("eventlog.cel.events", kReasonCelUnknownEvent,
-                       std::to_string(n_unknown) + " unknown event(s): " + unknown));
-  else
+                       std::to_string(scan.n_unknown) + " unknown event(s): " + unknown));
+  } else {
     out.push_back(Pass("eventlog.cel.events", "all events are known sovguard event kinds"));
+  }
   if (structural) {
     out.push_back(*structural);
     return std::nullopt;
   }
-  if (n_unknown) {
+  if (scan.n_unknown) {
     out.push_back(Fail(name, kReasonDependencyFailed, "logs.cel has unknown events"));
     return std::nullopt;
   }
-  std::vector<ChainItem> items(recs.size());
-  for (size_t i = 0; i < recs.size(); ++i) items[i] = {recs[i].content, recs[i].digest};
-  const ChainResult chain = ExtendChainCheckingContents(items);
   if (chain.first_bad_content != SIZE_MAX) {
     out.push_back(Fail(name, kReasonCelEntryTampered,
                        "logs.cel record " + std::to_string(chain.first_bad_content) +
@@ -294,7 +383,7 @@ std::optional<std::vector<cel::RecordView>> CheckCel(const v1::Evidence& ev, boo
   }
   out.push_back(Pass(name, std::to_string(recs.size()) + " records replay to PCR " +
                                std::to_string(pcr) + " = " + ToHex(replayed)));
-  return recs;
+  return CelFacts{std::move(scan.recs), std::move(scan.guest_events), scan.last_net_program};
 }
 
 // Every certificate in `dir` (PEM files with one or more certificates, or DER files) becomes a
@@ -524,13 +613,12 @@ CheckResult CheckIma(const v1::Evidence& ev, bool pcrs_ok) {
 
 // The active policy: the last kPolicyApplied event of the (authentic) CEL measures the bundle's
 // SHA-256, which the snapshot must report, and which must be the expected one when given.
-CheckResult CheckPolicy(const v1::Evidence& ev,
-                        const std::optional<std::vector<cel::RecordView>>& recs,
-                        const std::optional<Bytes>& expected) {
+CheckResult CheckPolicy(const std::optional<v1::EnforcementSnapshot>& bound_snap,
+                        const std::optional<CelFacts>& cel, const std::optional<Bytes>& expected) {
   const std::string name = "policy.bundle";
-  v1::EnforcementSnapshot snap;
-  if (!snap.ParseFromString(ev.snapshot_bytes()))
-    return Fail(name, kReasonDependencyFailed, "snapshot_bytes do not parse");
+  if (!bound_snap) return Fail(name, kReasonDependencyFailed, "snapshot_bytes do not parse");
+  const auto& snap = *bound_snap;
+  const std::vector<cel::RecordView>* recs = cel ? &cel->recs : nullptr;
   const std::string& reported = snap.policy_bundle_sha256();
   if (expected && Str(*expected) != reported)
     return Fail(
@@ -553,6 +641,184 @@ CheckResult CheckPolicy(const v1::Evidence& ev,
   if (reported.empty() && !expected)
     return NotApplicable(name, kReasonNotRequested, "no policy applied, none expected");
   return Fail(name, kReasonPolicyNotMeasured, "no policy-applied event in logs.cel");
+}
+
+// A cgroup path at or below `root` (both absolute; trailing slashes ignored).
+bool CgroupAtOrBelow(std::string_view path, std::string_view root) {
+  while (path.size() > 1 && path.ends_with('/')) path.remove_suffix(1);
+  while (root.size() > 1 && root.ends_with('/')) root.remove_suffix(1);
+  if (root.empty() || !path.starts_with(root)) return false;
+  return path.size() == root.size() || root == "/" || path[root.size()] == '/';
+}
+
+// Storage programs sovguardd attaches for all guests at once (machine cgroup): cgroup programs,
+// tracepoints and BPF LSM hooks, filtered by the guests' cgroups.
+bool IsStorageAttachment(const v1::ProgramAttachment& p) {
+  const std::string_view t = p.attach_type();
+  return t.starts_with("cgroup/") || t.starts_with("tracepoint") || t.starts_with("lsm") ||
+         t.starts_with("bpf-lsm");
+}
+
+// Issues of one kind, listed up to a bound (the count is always exact).
+struct Issues {
+  size_t n = 0;
+  std::string text;
+  void Add(const std::string& s) {
+    if (n++ < 8) text += (text.empty() ? "" : "; ") + s;
+  }
+  std::string Render() const { return std::to_string(n) + ": " + text + (n > 8 ? "; ..." : ""); }
+};
+
+// snapshot.coverage: the guests the node measured as running (guest events of the authentic
+// CEL, replayed in order) are exactly the snapshot's guests, and every one is covered: sg_net,
+// the program the CEL measured (same tag), on each of its taps, and a cgroup under every
+// storage attachment point.
+CheckResult CheckCoverage(const v1::EnforcementSnapshot* snap, const std::optional<CelFacts>& cel) {
+  const std::string name = "snapshot.coverage";
+  if (!snap)
+    return Fail(name, kReasonDependencyFailed,
+                "the snapshot is not bound to the signed quote (snapshot.digest, "
+                "quote.qualifying_data)");
+  if (!cel) return Fail(name, kReasonDependencyFailed, "logs.cel is not authentic");
+  // Guests the node measured as running.
+  Issues malformed;
+  std::map<std::string, uint64_t, std::less<>> measured;  // uuid -> record of its "covered"
+  for (size_t i : cel->guest_events) {
+    const auto& r = cel->recs[i];
+    cel::SovguardEventView e;
+    if (cel::DecodeSovguardContentView(r.content, e)) continue;  // CheckCel refused it already
+    const std::string uuid(e.name.substr(cel::kGuestEventPrefix.size()));
+    const std::string at = "logs.cel record " + std::to_string(r.recnum);
+    if (uuid.empty())
+      malformed.Add(at + ": guest event without a uuid");
+    else if (e.detail == "covered")
+      measured[uuid] = r.recnum;
+    else if (e.detail == "released")
+      measured.erase(uuid);
+    else
+      malformed.Add(at + ": guest " + uuid + " event \"" + std::string(e.detail) +
+                    "\" (expected covered or released)");
+  }
+  if (malformed.n)
+    return Fail(name, kReasonGuestEventMalformed, "guest events " + malformed.Render());
+  // The sg_net program the CEL measured last (its tag is what every tap must run).
+  std::optional<std::string> net_tag;
+  std::string net_at;
+  if (cel->last_net_program != SIZE_MAX) {
+    const auto& r = cel->recs[cel->last_net_program];
+    cel::SovguardEventView e;
+    if (!cel::DecodeSovguardContentView(r.content, e)) {
+      net_at = "logs.cel record " + std::to_string(r.recnum);
+      const auto j = nlohmann::json::parse(e.detail, nullptr, false);
+      if (j.is_object() && j.contains("tag") && j["tag"].is_string())
+        net_tag = j["tag"].get<std::string>();
+    }
+  }
+  Issues missing, unmeasured, uncovered, wrong_tag;
+  std::set<std::string, std::less<>> listed;
+  for (int gi = 0; gi < snap->guests_size(); ++gi) {
+    const auto& g = snap->guests(gi);
+    const std::string who = "guest " + (g.name().empty() ? "#" + std::to_string(gi) : g.name()) +
+                            " (" + (g.uuid().empty() ? "no uuid" : g.uuid()) + ")";
+    if (g.uuid().empty() || !listed.insert(g.uuid()).second) {
+      unmeasured.Add(who + (g.uuid().empty() ? ": no uuid" : ": listed twice"));
+      continue;
+    }
+    if (!measured.count(g.uuid())) unmeasured.Add(who + ": no \"covered\" guest event in logs.cel");
+    for (const auto& tap : g.taps()) {
+      const v1::ProgramAttachment* att = nullptr;
+      for (const auto& p : snap->programs())
+        if (p.attach_point() == tap && p.name() == kNetProgram && p.attach_type() == kNetAttachType)
+          att = &p;
+      if (!att)
+        uncovered.Add(who + ": tap " + tap + " has no " + std::string(kNetProgram) + " " +
+                      std::string(kNetAttachType) + " attachment");
+      else if (!net_tag)
+        wrong_tag.Add(who + ": tap " + tap + " runs " + std::string(kNetProgram) + " tag " +
+                      att->tag() + ", but logs.cel measured no " + std::string(kNetProgram) +
+                      " program attachment");
+      else if (att->tag() != *net_tag)
+        wrong_tag.Add(who + ": tap " + tap + " runs " + std::string(kNetProgram) + " tag " +
+                      att->tag() + ", " + net_at + " measured tag " + *net_tag);
+    }
+    if (g.cgroup().empty()) {
+      uncovered.Add(who + ": no cgroup (the storage paths cannot cover it)");
+    } else {
+      for (const auto& p : snap->programs())
+        if (IsStorageAttachment(p) && !CgroupAtOrBelow(g.cgroup(), p.attach_point()))
+          uncovered.Add(who + ": cgroup " + g.cgroup() + " is not below " + p.name() + " (" +
+                        p.attach_type() + ") at " + p.attach_point());
+    }
+  }
+  for (const auto& [uuid, recnum] : measured)
+    if (!listed.count(uuid))
+      missing.Add("guest " + uuid + " (covered at logs.cel record " + std::to_string(recnum) +
+                  ", never released)");
+  // One reason per check: the most basic disagreement first; the detail lists every kind.
+  std::string detail;
+  auto add = [&](const Issues& is, std::string_view what) {
+    if (is.n) detail += (detail.empty() ? "" : " | ") + std::string(what) + " " + is.Render();
+  };
+  add(missing, "running per logs.cel but not in the snapshot");
+  add(unmeasured, "in the snapshot but not measured as running");
+  add(uncovered, "not covered");
+  add(wrong_tag, "not the measured program");
+  if (missing.n) return Fail(name, kReasonGuestMissingFromSnapshot, detail);
+  if (unmeasured.n) return Fail(name, kReasonGuestNotMeasured, detail);
+  if (uncovered.n) return Fail(name, kReasonGuestNotCovered, detail);
+  if (wrong_tag.n) return Fail(name, kReasonProgramTagMismatch, detail);
+  if (snap->guests_size() == 0) return Pass(name, "no guests running (logs.cel and snapshot)");
+  size_t taps = 0;
+  for (const auto& g : snap->guests()) taps += static_cast<size_t>(g.taps_size());
+  size_t storage = 0;
+  for (const auto& p : snap->programs()) storage += IsStorageAttachment(p);
+  return Pass(name, std::to_string(snap->guests_size()) +
+                        " guest(s) measured as running and all in the snapshot; " +
+                        std::to_string(taps) + " tap(s) run " + std::string(kNetProgram) +
+                        (net_tag ? " tag " + *net_tag : "") + "; every cgroup is below the " +
+                        std::to_string(storage) + " storage attachment(s)");
+}
+
+// snapshot.mechanisms: every enforcement path has a reported mechanism; downgrades are named
+// (and fail with require_strongest).
+CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, bool require_strongest) {
+  const std::string name = "snapshot.mechanisms";
+  if (!snap)
+    return Fail(name, kReasonDependencyFailed,
+                "the snapshot is not bound to the signed quote (snapshot.digest, "
+                "quote.qualifying_data)");
+  std::string missing, downgraded, strongest;
+  size_t n_downgraded = 0;
+  for (const std::string_view path : kEnforcementPaths) {
+    const v1::MechanismState* m = nullptr;
+    for (const auto& x : snap->mechanisms())
+      if (x.path() == path) m = &x;
+    if (!m) {
+      missing += (missing.empty() ? "" : ", ") + std::string(path);
+      continue;
+    }
+    // Reported as downgraded, or running something other than the strongest, or nothing.
+    if (m->downgraded() || m->active() != m->strongest() || m->active().empty() ||
+        m->active() == "none") {
+      ++n_downgraded;
+      downgraded += (downgraded.empty() ? "" : "; ") + std::string(path) + ": " +
+                    (m->active().empty() ? "none" : m->active()) + " instead of " +
+                    (m->strongest().empty() ? "?" : m->strongest()) +
+                    (m->reason().empty() ? "" : " (" + m->reason() + ")");
+    } else {
+      strongest += (strongest.empty() ? "" : ", ") + std::string(path) + "=" + m->active();
+    }
+  }
+  if (!missing.empty())
+    return Fail(name, kReasonMechanismNotReported,
+                "the snapshot reports no mechanism for: " + missing);
+  if (n_downgraded && require_strongest)
+    return Fail(
+        name, kReasonMechanismDowngraded,
+        std::to_string(n_downgraded) + " path(s) below the strongest mechanism: " + downgraded);
+  return Pass(name,
+              "strongest: " + (strongest.empty() ? std::string("none") : strongest) +
+                  (n_downgraded ? std::string(kMechanismsDowngradedMarker) + downgraded : ""));
 }
 
 // CEL event kinds that measure a software component (object digest = SHA-256 of the file or
@@ -580,8 +846,9 @@ bool JurisdictionAllowed(const std::string& code, const std::vector<std::string>
 }
 
 // manifest.signature, manifest.components, manifest.jurisdiction, manifest.boot.
-void CheckManifest(const v1::Evidence& ev, const std::optional<std::vector<cel::RecordView>>& recs,
-                   bool pcrs_ok, const Options& opts, std::vector<CheckResult>& out) {
+void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, bool pcrs_ok,
+                   const Options& opts, std::vector<CheckResult>& out) {
+  const std::vector<cel::RecordView>* recs = cel ? &cel->recs : nullptr;
   const char* names[] = {"manifest.signature", "manifest.components", "manifest.jurisdiction",
                          "manifest.boot"};
   if (!opts.manifest_envelope) {
@@ -900,10 +1167,13 @@ Report Verify(const v1::Evidence& ev, const Options& opts) {
                            " is not SHA-256(snapshot_bytes) " + ToHex(snap_digest)));
   else
     out.push_back(Pass("snapshot.digest", ToHex(snap_digest)));
+  const bool snap_digest_ok = out.back().status == Status::kPass;
+  // The snapshot the checks read is parsed from snapshot_bytes (what the digest covers), once.
+  std::optional<v1::EnforcementSnapshot> snap;
   {
     v1::EnforcementSnapshot parsed;
-    if (!parsed.ParseFromString(ev.snapshot_bytes()) ||
-        evidence::SerializeSnapshot(parsed) != evidence::SerializeSnapshot(ev.snapshot()))
+    if (parsed.ParseFromString(ev.snapshot_bytes())) snap = std::move(parsed);
+    if (!snap || evidence::SerializeSnapshot(*snap) != evidence::SerializeSnapshot(ev.snapshot()))
       out.push_back(Fail("snapshot.copy", kReasonSnapshotCopyMismatch,
                          "the readable snapshot differs from snapshot_bytes"));
     else
@@ -961,7 +1231,13 @@ Report Verify(const v1::Evidence& ev, const Options& opts) {
   const bool pcrs_ok = out.back().status == Status::kPass && sig_ok;
 
   const auto authentic_cel = CheckCel(ev, pcrs_ok, out);
-  out.push_back(CheckPolicy(ev, authentic_cel, opts.policy_digest));
+  out.push_back(CheckPolicy(snap, authentic_cel, opts.policy_digest));
+  // The snapshot is bound to the signed quote when its digest is right and extraData (signed)
+  // binds that digest: only then do its claims count.
+  const CheckResult* qd = rep.Find("quote.qualifying_data");
+  const bool snap_bound = snap && snap_digest_ok && qd && qd->status == Status::kPass;
+  out.push_back(CheckCoverage(snap_bound ? &*snap : nullptr, authentic_cel));
+  out.push_back(CheckMechanisms(snap_bound ? &*snap : nullptr, opts.require_strongest));
   CheckManifest(ev, authentic_cel, pcrs_ok, opts, out);
 
   out.push_back(CheckUefi(ev, pcrs_ok));

@@ -77,6 +77,25 @@ inline constexpr std::string_view kReasonManifestSignatureInvalid = "MANIFEST_SI
 inline constexpr std::string_view kReasonComponentNotInManifest = "COMPONENT_NOT_IN_MANIFEST";
 inline constexpr std::string_view kReasonSupplierJurisdiction = "SUPPLIER_JURISDICTION_NOT_ALLOWED";
 inline constexpr std::string_view kReasonBootValueNotAccepted = "BOOT_VALUE_NOT_ACCEPTED";
+// snapshot.coverage: the enforcement snapshot against the guests the quoted CEL says run.
+inline constexpr std::string_view kReasonGuestNotCovered = "GUEST_NOT_COVERED";
+inline constexpr std::string_view kReasonProgramTagMismatch = "PROGRAM_TAG_MISMATCH";
+inline constexpr std::string_view kReasonGuestMissingFromSnapshot = "GUEST_MISSING_FROM_SNAPSHOT";
+inline constexpr std::string_view kReasonGuestNotMeasured = "GUEST_NOT_MEASURED";
+inline constexpr std::string_view kReasonGuestEventMalformed = "GUEST_EVENT_MALFORMED";
+// snapshot.mechanisms: every enforcement path reported, downgrades named.
+inline constexpr std::string_view kReasonMechanismNotReported = "MECHANISM_NOT_REPORTED";
+inline constexpr std::string_view kReasonMechanismDowngraded = "MECHANISM_DOWNGRADED";
+
+// In a passing snapshot.mechanisms detail: the paths that run below their strongest mechanism
+// follow this marker (the EAR maps them to an unsafe configuration).
+inline constexpr std::string_view kMechanismsDowngradedMarker = "; downgraded: ";
+
+// The enforcement paths sovguardd reports in every snapshot (enforcer/probe/probe.cc and the
+// storage datapath): each must have a MechanismState.
+inline constexpr std::string_view kEnforcementPaths[] = {
+    "guest-network-egress",  "guest-network-ingress", "storage-open",   "storage-io-quota",
+    "storage-io-accounting", "storage-block-devices", "storage-network"};
 
 struct CheckResult {
   std::string name;  // e.g. "quote.signature"
@@ -141,6 +160,9 @@ struct Options {
   std::vector<std::string> allowed_jurisdictions;
   // The outcome of a credential activation challenge for this node (ak.ek_binding).
   std::optional<AkEkBinding> ak_ek_binding;
+  // snapshot.mechanisms: a path running a weaker mechanism than the strongest sovguard supports
+  // fails (MECHANISM_DOWNGRADED) instead of passing with the downgrade named.
+  bool require_strongest = false;
 };
 
 // Parses evidence as written by `sovguardctl attest quote`: the JSON rendering (first

@@ -20,7 +20,7 @@ constexpr const char* kUsage =
     "usage: sovguard-verify --nonce HEX [--ak-pub AK.pem] [--ek-ca DIR] [--state FILE]\n"
     "                       [--policy-digest HEX] [--manifest M --manifest-key PEM]\n"
     "                       [--allow-jurisdiction CODES] [--ear-key KEY [--ear-out FILE]]\n"
-    "                       [--json] EVIDENCE\n"
+    "                       [--require-strongest] [--json] EVIDENCE\n"
     "       sovguard-verify --nonce HEX --ak-pub AK.pem [--json] --tpm2-quote MSG SIG PCRS\n"
     "       sovguard-verify make-challenge --identity IDENTITY.json -o CHALLENGE.json\n"
     "                       --secret-out SECRET      (credential activation, offline)\n"
@@ -36,6 +36,8 @@ constexpr const char* kUsage =
     "  --manifest-key  the certifier's public key (PEM, Ed25519 or EC P-256)\n"
     "  --allow-jurisdiction  allowed supplier jurisdictions: ISO codes, EU, EEA, comma-separated\n"
     "                  (default EEA = EU + IS, LI, NO)\n"
+    "  --require-strongest  fail (MECHANISM_DOWNGRADED) when an enforcement path runs a weaker\n"
+    "            mechanism than the strongest sovguard supports (default: pass, downgrades named)\n"
     "  --tpm2-quote  files of `tpm2_quote -m MSG -s SIG -o PCRS -q HEX` (tpm2-tools)\n"
     "  --ear-key signs an EAT Attestation Result (EAR) JWT with this private key (PEM, EC P-256\n"
     "            = ES256 or Ed25519 = EdDSA): to --ear-out FILE, else to standard output (and\n"
@@ -58,6 +60,7 @@ struct Args {
   std::optional<std::filesystem::path> state;
   std::optional<Bytes> policy;
   bool json = false;
+  bool require_strongest = false;
   std::optional<Tpm2QuoteFiles> tpm2_quote;
   std::optional<std::string> manifest, manifest_key;
   std::vector<std::string> jurisdictions;
@@ -186,6 +189,8 @@ Args Parse(const std::vector<std::string>& a) {
       r.manifest = ReadText(value());
     } else if (a[i] == "--manifest-key") {
       r.manifest_key = ReadText(value());
+    } else if (a[i] == "--require-strongest") {
+      r.require_strongest = true;
     } else if (a[i] == "--allow-jurisdiction") {
       const std::string& list = value();
       size_t start = 0;
@@ -253,6 +258,7 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
     o.manifest_envelope = a.manifest;
     o.manifest_key_pem = a.manifest_key;
     o.allowed_jurisdictions = a.jurisdictions;
+    o.require_strongest = a.require_strongest;
     if (a.ak_challenge) {
       if (a.node || a.fleet) throw InputError("--node/--fleet make their own challenge");
       const auto c = ParseJsonFile(*a.ak_challenge, "--ak-challenge");

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 namespace sovguard::attestation {
@@ -78,6 +79,45 @@ TEST_P(Sha256Chain, FindsTheFirstTamperedContent) {
   EXPECT_EQ(r.first_bad_content, 200u);
   EXPECT_NE(r.pcr, Reference(log));
   EXPECT_EQ(r.pcr, Reference(t));
+}
+
+// Contents far longer than an extend: the chain ends first and the remaining contents run two
+// at a time; the first tampered one must still be the one reported, whichever lane finds it.
+TEST_P(Sha256Chain, LongContentsAndSeveralTampered) {
+  std::mt19937 rng(5);
+  Log log;
+  for (size_t i = 0; i < 60; ++i) {
+    Bytes c(i < 10 ? 3 : 200 + (i * 37) % 900);
+    for (auto& b : c) b = static_cast<uint8_t>(rng());
+    log.digests.push_back(Sha256(c));
+    log.contents.push_back(std::move(c));
+  }
+  auto r = ExtendChainCheckingContents(log.Items());
+  EXPECT_EQ(r.pcr, Reference(log));
+  EXPECT_EQ(r.first_bad_content, SIZE_MAX);
+  for (const std::vector<size_t>& bad :
+       std::vector<std::vector<size_t>>{{59}, {58, 59}, {41, 40}, {55, 12}, {0, 59}, {9, 10, 11}}) {
+    auto t = log;
+    for (size_t b : bad) t.contents[b].front() ^= 0x80;
+    r = ExtendChainCheckingContents(t.Items());
+    EXPECT_EQ(r.first_bad_content, *std::min_element(bad.begin(), bad.end()));
+    EXPECT_EQ(r.pcr, Reference(log));
+  }
+}
+
+// The visitor sees every item exactly once, in order, on both paths.
+TEST_P(Sha256Chain, VisitorSeesEveryItemInOrder) {
+  for (size_t n : {0u, 1u, 2u, 3u, 301u}) {
+    const auto log = MakeLog(n, 11);
+    std::vector<size_t> seen;
+    const ChainVisitor visit = [](void* ctx, size_t i) {
+      static_cast<std::vector<size_t>*>(ctx)->push_back(i);
+    };
+    const auto r = ExtendChainCheckingContents(log.Items(), {}, visit, &seen);
+    EXPECT_EQ(r.pcr, Reference(log));
+    ASSERT_EQ(seen.size(), n);
+    for (size_t i = 0; i < n; ++i) EXPECT_EQ(seen[i], i);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, Sha256Chain, ::testing::Values(true, false),

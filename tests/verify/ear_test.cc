@@ -86,8 +86,10 @@ Jwt Check(const std::string& jwt, EVP_PKEY* key) {
   return r;
 }
 
-v1::Evidence Genuine() {
-  return verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
+// genuine-ecc.json: storage-open on its tracepoint fallback (as on this kernel, no BPF LSM);
+// genuine-strongest.pb: the same node reporting the strongest mechanism on every path.
+v1::Evidence Genuine(const char* file = "genuine-ecc.json") {
+  return verify::ParseEvidence(ReadFileBytes(kCorpus / file));
 }
 
 verify::Options Opts() {
@@ -117,7 +119,9 @@ TEST(Ear, SignedJwtWithTheEarClaims) {
     // measured but unrecognized (AR4SI 33), so a warning, not an affirmation.
     EXPECT_EQ(sub["ear.status"], "warning") << sub.dump();
     EXPECT_EQ(sub["ear.trustworthiness-vector"]["executables"], 33);
-    EXPECT_EQ(sub["ear.trustworthiness-vector"]["configuration"], 2);  // measured policy
+    // Measured policy, but storage-open below its strongest mechanism: an unsafe configuration
+    // (AR4SI 32), never silently affirmed.
+    EXPECT_EQ(sub["ear.trustworthiness-vector"]["configuration"], 32);
     EXPECT_FALSE(sub["ear.trustworthiness-vector"].contains("instance-identity"));
     EXPECT_EQ(sub["sovguard.checks"]["quote.signature"], "pass");
     // Claims rewritten to "affirming" and re-encoded, signature kept: it no longer verifies.
@@ -136,7 +140,7 @@ TEST(Ear, SignedJwtWithTheEarClaims) {
 }
 
 TEST(Ear, StatusFollowsTheChecks) {
-  const auto ev = Genuine();
+  const auto ev = Genuine("genuine-strongest.pb");
   // Enrolled AK, trusted EK CA, and a manifest approving every component: affirming.
   auto o = Opts();
   o.ak_pub_pem = ev.ak().public_pem();
@@ -163,6 +167,17 @@ TEST(Ear, StatusFollowsTheChecks) {
   EXPECT_EQ(v["instance-identity"], 2);
   EXPECT_EQ(v["hardware"], 2);
   EXPECT_EQ(v["executables"], 2);
+  EXPECT_EQ(v["configuration"], 2);
+  // The same checks on evidence whose storage-open path is downgraded: a warning.
+  {
+    const auto downgraded = Genuine();
+    auto od = o;
+    od.ak_pub_pem = downgraded.ak().public_pem();
+    auto w = verify::Verify(downgraded, od);
+    ASSERT_TRUE(w.passed()) << verify::RenderText(w);
+    EXPECT_EQ(verify::TrustworthinessVector(w)["configuration"], 32);
+    EXPECT_EQ(verify::EarStatus(w), "warning");
+  }
   // Forged signature: contraindicated, cryptographic validation failed.
   auto forged = ev;
   forged.mutable_quote()->mutable_signature()->back() ^= 1;

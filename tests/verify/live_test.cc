@@ -10,6 +10,7 @@
 #include "attestation/service/attestation_service.h"
 #include "attestation/verify/verify_cli.h"
 #include "tests/attestation/swtpm_fixture.h"
+#include "tests/verify/snapshot_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -82,6 +83,7 @@ struct Node {
       v1::EnforcementSnapshot s;
       s.set_version(1);
       s.set_node("live-node");
+      test_support::AddMechanisms(s);
       return s;
     });
     service::MtlsConfig m;

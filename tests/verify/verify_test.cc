@@ -6,9 +6,11 @@
 #include <openssl/pem.h>
 #include <tss2/tss2_tpm2_types.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +22,7 @@
 #include "attestation/verify/uefi_log.h"
 #include "attestation/verify/verifier.h"
 #include "tests/attestation/swtpm_fixture.h"
+#include "tests/verify/snapshot_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -35,17 +38,58 @@ std::string S(std::span<const uint8_t> b) {
 }
 
 // The policy digest matches the kPolicyApplied event measured below, unless told otherwise.
+// The guest (tap vnet0) is the one the CEL measures as covered; storage-open is downgraded.
 v1::EnforcementSnapshot Snapshot(const std::string& guest,
-                                 const Sha256Digest& policy = Sha256("bundle")) {
+                                 const Sha256Digest& policy = Sha256("bundle"),
+                                 uint64_t taken_unix_ns = 1) {
   v1::EnforcementSnapshot s;
   s.set_version(1);
   s.set_node("verify-node");
+  s.set_taken_unix_ns(taken_unix_ns);
   s.set_policy_bundle_sha256(S(policy));
-  auto* g = s.add_guests();
-  g->set_name(guest);
-  g->add_taps("vnet0");
-  g->add_datasets()->set_dataset("patients-eu");
+  if (!guest.empty()) ts::AddGuest(s, guest, "vnet0");
+  ts::AddMechanisms(s);
   return s;
+}
+
+// Snapshots that disagree with the CEL or leave something uncovered (snapshot.coverage,
+// snapshot.mechanisms), each quoted genuinely: the node itself reports them.
+std::map<std::string, v1::EnforcementSnapshot> CoverageSnapshots() {
+  std::map<std::string, v1::EnforcementSnapshot> m;
+  m["no-guests"] = Snapshot("");
+  m["extra-guest"] = Snapshot("vm1");
+  ts::AddGuest(m["extra-guest"], "vm9", "vnet9");
+  auto drop_programs = [](v1::EnforcementSnapshot s, std::string_view name) {
+    auto* p = s.mutable_programs();
+    p->erase(std::remove_if(p->begin(), p->end(),
+                            [&](const v1::ProgramAttachment& a) { return a.name() == name; }),
+             p->end());
+    return s;
+  };
+  m["no-attachment"] = drop_programs(Snapshot("vm1"), "sg_net");
+  m["wrong-tag"] = Snapshot("vm1");
+  for (auto& p : *m["wrong-tag"].mutable_programs())
+    if (p.name() == "sg_net") p.set_tag("00000000deadbeef");
+  m["bad-cgroup"] = Snapshot("vm1");
+  m["bad-cgroup"].mutable_guests(0)->set_cgroup("/sys/fs/cgroup/unified/system.slice/qemu.scope");
+  m["no-cgroup"] = Snapshot("vm1");
+  m["no-cgroup"].mutable_guests(0)->clear_cgroup();
+  m["no-mechanism"] = Snapshot("vm1");
+  {
+    auto* ms = m["no-mechanism"].mutable_mechanisms();
+    ms->erase(
+        std::remove_if(ms->begin(), ms->end(),
+                       [](const v1::MechanismState& x) { return x.path() == "storage-network"; }),
+        ms->end());
+  }
+  m["strongest"] = Snapshot("vm1");
+  m["strongest"].clear_mechanisms();
+  m["strongest"] = drop_programs(m["strongest"], "storage-open");
+  for (const auto* path :
+       {"storage-io-quota", "storage-io-accounting", "storage-block-devices", "storage-network"})
+    m["strongest"] = drop_programs(m["strongest"], path);
+  ts::AddMechanisms(m["strongest"], /*strongest=*/true);
+  return m;
 }
 
 // One swtpm and one set of genuine evidence for the whole suite: every test mutates copies.
@@ -58,6 +102,9 @@ struct World {
       *tpm, measure::MeasureConfig{tmp.path() / "state", measure::kDefaultSovguardPcr});
   Bytes nonce = B("auditor-nonce-0123456789");
   v1::Evidence ecc, rsa, other_snapshot, wrong_policy;
+  // CoverageSnapshots() quoted while vm1 runs; then vm1 released with no guest / vm1 listed;
+  // then a guest event the verifier does not know.
+  std::map<std::string, v1::Evidence> coverage;
   // Credential activation outcomes: the ECC AK's challenge answered by its TPM; a challenge made
   // for another AK name (the RSA AK) that the node could only try with the ECC AK.
   verify::AkEkBinding bind_ok, bind_wrong_ak;
@@ -82,6 +129,10 @@ class VerifyTest : public ::testing::Test {
     w.log->Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
     w.log->Measure(cel::EventKind::kBpfObject, "sg_tc_egress.bpf.o", Sha256("bpf"));
     w.log->Measure(cel::EventKind::kPolicyApplied, "bundle-1", Sha256("bundle"), "enforce");
+    // As sovguardd does when a guest starts: sg_net attached to its tap, the guest covered.
+    measure::MeasureProgramAttached(*w.log, "sg_net", std::string(ts::kNetTag), "tc/ingress",
+                                    "vnet0");
+    measure::MeasureGuest(*w.log, ts::GuestUuid("vm1"), true);
     evidence::EvidenceConfig cfg;
     cfg.node = "verify-node";
     cfg.uefi_log = uefi_log;
@@ -89,7 +140,9 @@ class VerifyTest : public ::testing::Test {
     {
       evidence::EvidenceBuilder b(*w.tpm, *w.log, cfg);
       w.ecc = b.Build(w.nonce, Snapshot("vm1"));
-      w.other_snapshot = b.Build(w.nonce, Snapshot("vm2"));
+      w.other_snapshot = b.Build(w.nonce, Snapshot("vm1", Sha256("bundle"), 2));
+      for (const auto& [name, snap] : CoverageSnapshots())
+        w.coverage[name] = b.Build(w.nonce, snap);
       w.wrong_policy = b.Build(w.nonce, Snapshot("vm1", Sha256("another bundle")));
       const auto id = b.Identity();
       const Bytes ek = B(id.ek_public_rsa()), ak = B(id.ak().name());
@@ -97,6 +150,7 @@ class VerifyTest : public ::testing::Test {
       w.bind_ok = {ek, ak, c.secret, b.ActivateCredential(c.credential_blob, c.encrypted_secret),
                    ""};
     }
+    const evidence::EvidenceConfig ecc_cfg = cfg;
     cfg.ak_handle = 0x81018001;
     cfg.ak_alg = tpm::KeyAlg::kRsa2048;
     {
@@ -117,12 +171,26 @@ class VerifyTest : public ::testing::Test {
         w.bind_wrong_ak.error = e.what();
       }
     }
+    {
+      // vm1 goes away: a snapshot without it passes, one still listing it does not.
+      measure::MeasureGuest(*w.log, ts::GuestUuid("vm1"), false);
+      evidence::EvidenceBuilder b(*w.tpm, *w.log, ecc_cfg);
+      w.coverage["released"] = b.Build(w.nonce, Snapshot(""));
+      w.coverage["released-listed"] = b.Build(w.nonce, Snapshot("vm1"));
+      // A guest event that is neither "covered" nor "released".
+      w.log->Measure(cel::EventKind::kEnforcementState,
+                     std::string(cel::kGuestEventPrefix) + ts::GuestUuid("vm1"), Sha256("paused"),
+                     "paused");
+      w.coverage["odd-guest-event"] = b.Build(w.nonce, Snapshot(""));
+    }
     w.log.reset();
     w.tpm.reset();
     // Regenerates the committed unit-test / fuzz seed from real evidence on request.
     if (const char* seed = std::getenv("SOVGUARD_VERIFY_WRITE_SEED")) {
       WriteFileAtomic(std::filesystem::path(seed) / "genuine-ecc.json", evidence::ToJson(w.ecc));
       WriteFileAtomic(std::filesystem::path(seed) / "genuine-rsa.pb", w.rsa.SerializeAsString());
+      WriteFileAtomic(std::filesystem::path(seed) / "genuine-strongest.pb",
+                      w.coverage.at("strongest").SerializeAsString());
       // The swtpm local CA root that issued the EK certificates in the committed evidence.
       const auto ca = std::filesystem::path(seed) / "../../data/ek-ca";
       std::filesystem::create_directories(ca);
@@ -167,7 +235,7 @@ TEST_F(VerifyTest, GenuineEvidencePassesEveryCheck) {
          {"quote.structure", "ak.consistency", "quote.signature", "nonce", "snapshot.digest",
           "snapshot.copy", "quote.qualifying_data", "quote.clock", "quote.pcr_digest",
           "eventlog.cel.decode", "eventlog.cel.events", "eventlog.cel.replay", "policy.bundle",
-          "eventlog.uefi", "eventlog.ima"}) {
+          "snapshot.coverage", "snapshot.mechanisms", "eventlog.uefi", "eventlog.ima"}) {
       const auto* c = r.Find(name);
       ASSERT_NE(c, nullptr) << name;
       EXPECT_EQ(c->status, Status::kPass) << name << ": " << c->detail;
@@ -222,6 +290,28 @@ TEST_F(VerifyTest, AkMustBeTheEnrolledOneWhenGiven) {
   auto mixed = w.ecc;
   mixed.mutable_ak()->set_public_pem(w.rsa.ak().public_pem());
   ExpectFail(Run(mixed), "ak.consistency", verify::kReasonAkInconsistent);
+  // Another P-256 key (the PEM the verifier renders itself for P-256 differs: the keys are then
+  // compared, and differ).
+  {
+    auto other = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>(
+        EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"), &EVP_PKEY_free);
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+    PEM_write_bio_PUBKEY(bio.get(), other.get());
+    char* pem = nullptr;
+    const long n = BIO_get_mem_data(bio.get(), &pem);
+    auto p256 = w.ecc;
+    p256.mutable_ak()->set_public_pem(std::string(pem, static_cast<size_t>(n)));
+    ExpectFail(Run(p256), "ak.consistency", verify::kReasonAkInconsistent);
+    // The right key in other PEM line breaks: the same key, so consistent.
+    std::string text = w.ecc.ak().public_pem();
+    text.erase(std::remove(text.begin(), text.end(), '\n'), text.end());
+    text.insert(text.find("-----END"), "\n");
+    text.insert(text.find("KEY-----") + 8, "\n");
+    auto reflowed = w.ecc;
+    reflowed.mutable_ak()->set_public_pem(text + "\n");
+    auto rr = Run(reflowed);
+    EXPECT_EQ(rr.Find("ak.consistency")->status, Status::kPass) << verify::RenderText(rr);
+  }
   EXPECT_THROW(Run(w.ecc, std::nullopt, "not a key"), verify::InputError);
 }
 
@@ -286,7 +376,7 @@ TEST_F(VerifyTest, SwappedSnapshotFails) {
 
 TEST_F(VerifyTest, TamperedCelEntryFails) {
   auto recs = Cel(world->ecc);
-  ASSERT_EQ(recs.size(), 4u);  // daemon start + 3 measurements
+  ASSERT_EQ(recs.size(), 6u);  // daemon start + 5 measurements
   // Content changed, digest left: the record no longer checks out.
   auto t = recs;
   t[2].content.back() ^= 1;
@@ -344,7 +434,7 @@ TEST_F(VerifyTest, UnknownEventTypeIsReportedNotAccepted) {
   recs.push_back(r);
   auto rep = Run(WithCel(world->ecc, recs));
   ExpectFail(rep, "eventlog.cel.events", verify::kReasonCelUnknownEvent);
-  EXPECT_NE(rep.Find("eventlog.cel.events")->detail.find("record 4"), std::string::npos);
+  EXPECT_NE(rep.Find("eventlog.cel.events")->detail.find("record 6"), std::string::npos);
   EXPECT_EQ(rep.Find("eventlog.cel.replay")->status, Status::kFail);
 }
 
@@ -561,6 +651,7 @@ TEST_F(VerifyTest, MeasuredPlatformMatchesAScannedManifest) {
     evidence::EvidenceBuilder b(tpm, log, cfg);
     v1::EnforcementSnapshot snap;
     snap.set_version(1);
+    ts::AddMechanisms(snap);
     ev = b.Build(w.nonce, snap);
   }
   cli::ScanOptions so;
@@ -632,7 +723,8 @@ TEST_F(VerifyTest, Tpm2QuoteFromTpm2ToolsVerifies) {
   auto pcrs = verify::ParseTpm2ToolsPcrs(B(files.pcrs));
   ASSERT_EQ(pcrs.pcrs_size(), 12);
   EXPECT_EQ(pcrs.pcrs(11).index(), 13u);
-  EXPECT_EQ(pcrs.pcrs(11).sha256(), w.ecc.quote().pcrs(11).sha256());
+  // (the value of the last evidence built: measurements went on after w.ecc)
+  EXPECT_EQ(pcrs.pcrs(11).sha256(), w.coverage.at("odd-guest-event").quote().pcrs(11).sha256());
   // Wrong nonce, other AK, altered PCR value, altered signature.
   ExpectFail(verify::VerifyTpm2Quote(files, {B("other-nonce-1234"), opts.ak_pub_pem, {}}), "nonce",
              verify::kReasonNonceMismatch);
@@ -710,6 +802,85 @@ TEST_F(VerifyTest, BinaryExitCodes) {
   EXPECT_EQ(run({"--nonce", nonce, "--bogus", json.string()}).exit_code, 2);
   EXPECT_EQ(run({"--nonce", nonce, "--ak-pub", (dir / "empty").string(), json.string()}).exit_code,
             2);
+}
+
+// snapshot.coverage: real swtpm evidence whose snapshot covers the guest the CEL measured as
+// running passes; each disagreement fails with its own reason code.
+TEST_F(VerifyTest, SnapshotCoverageOfMeasuredGuests) {
+  const auto& c = world->coverage;
+  auto r = Run(world->ecc);
+  ASSERT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_NE(r.Find("snapshot.coverage")->detail.find("1 guest(s)"), std::string::npos);
+  EXPECT_NE(r.Find("snapshot.coverage")->detail.find(std::string(ts::kNetTag)), std::string::npos);
+  // Running per the CEL, absent from the snapshot.
+  ExpectFail(Run(c.at("no-guests")), "snapshot.coverage", verify::kReasonGuestMissingFromSnapshot);
+  EXPECT_NE(Run(c.at("no-guests")).Find("snapshot.coverage")->detail.find(ts::GuestUuid("vm1")),
+            std::string::npos);
+  // In the snapshot, never measured as running.
+  ExpectFail(Run(c.at("extra-guest")), "snapshot.coverage", verify::kReasonGuestNotMeasured);
+  EXPECT_NE(Run(c.at("extra-guest")).Find("snapshot.coverage")->detail.find("vm9"),
+            std::string::npos);
+  // A tap without its sg_net attachment, a cgroup outside the storage attach point, none at all.
+  ExpectFail(Run(c.at("no-attachment")), "snapshot.coverage", verify::kReasonGuestNotCovered);
+  EXPECT_NE(Run(c.at("no-attachment")).Find("snapshot.coverage")->detail.find("tap vnet0"),
+            std::string::npos);
+  ExpectFail(Run(c.at("bad-cgroup")), "snapshot.coverage", verify::kReasonGuestNotCovered);
+  ExpectFail(Run(c.at("no-cgroup")), "snapshot.coverage", verify::kReasonGuestNotCovered);
+  // sg_net attached, but not the program the CEL measured.
+  ExpectFail(Run(c.at("wrong-tag")), "snapshot.coverage", verify::kReasonProgramTagMismatch);
+  // Released: gone from the snapshot is right, still listed is not.
+  r = Run(c.at("released"));
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  ExpectFail(Run(c.at("released-listed")), "snapshot.coverage", verify::kReasonGuestNotMeasured);
+  ExpectFail(Run(c.at("odd-guest-event")), "snapshot.coverage", verify::kReasonGuestEventMalformed);
+}
+
+TEST_F(VerifyTest, SnapshotCoverageNeedsABoundSnapshotAndAnAuthenticLog) {
+  // The readable snapshot and its bytes swapped for another quote's: not bound, not believed.
+  auto ev = world->ecc;
+  const auto& other = world->coverage.at("no-guests");
+  ev.set_snapshot_bytes(other.snapshot_bytes());
+  ev.set_snapshot_sha256(other.snapshot_sha256());
+  *ev.mutable_snapshot() = other.snapshot();
+  auto r = Run(ev);
+  ExpectFail(r, "quote.qualifying_data", verify::kReasonQualifyingDataMismatch);
+  ExpectFail(r, "snapshot.coverage", verify::kReasonDependencyFailed);
+  ExpectFail(r, "snapshot.mechanisms", verify::kReasonDependencyFailed);
+  // The guest event dropped from the CEL: the replay fails, so coverage cannot be judged.
+  auto recs = Cel(world->ecc);
+  recs.pop_back();
+  ExpectFail(Run(WithCel(world->ecc, recs)), "snapshot.coverage", verify::kReasonDependencyFailed);
+}
+
+// snapshot.mechanisms: every path reported; a downgrade is named, and fails on request.
+TEST_F(VerifyTest, SnapshotMechanismsReportedAndDowngradesNamed) {
+  auto r = Run(world->ecc);
+  const auto* m = r.Find("snapshot.mechanisms");
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->status, Status::kPass);
+  EXPECT_NE(m->detail.find("downgraded: storage-open: tracepoint:sys_exit_openat+SIGKILL"),
+            std::string::npos)
+      << m->detail;
+  ExpectFail(Run(world->coverage.at("no-mechanism")), "snapshot.mechanisms",
+             verify::kReasonMechanismNotReported);
+  EXPECT_NE(Run(world->coverage.at("no-mechanism"))
+                .Find("snapshot.mechanisms")
+                ->detail.find("storage-network"),
+            std::string::npos);
+  verify::Options strict{world->nonce};
+  strict.require_strongest = true;
+  r = verify::Verify(world->ecc, strict);
+  ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismDowngraded);
+  EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("storage-open"), std::string::npos);
+  r = verify::Verify(world->coverage.at("strongest"), strict);
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  // JSON report carries the new checks and their reason codes.
+  auto j = nlohmann::json::parse(verify::RenderJson(verify::Verify(world->ecc, strict)));
+  bool seen = false;
+  for (const auto& c : j["checks"])
+    if (c["name"] == "snapshot.mechanisms")
+      seen = c["status"] == "fail" && c["reason"] == verify::kReasonMechanismDowngraded;
+  EXPECT_TRUE(seen) << j.dump(2);
 }
 
 }  // namespace

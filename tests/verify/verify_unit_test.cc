@@ -2,6 +2,8 @@
 // tests/verify/verify_test.cc with SOVGUARD_VERIFY_WRITE_SEED) and the CLI run in-process.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -25,7 +27,7 @@ int Cli(std::vector<std::string> args, std::string* out_text = nullptr) {
 }
 
 TEST(VerifyUnit, CommittedRealEvidencePasses) {
-  for (const char* f : {"genuine-ecc.json", "genuine-rsa.pb"}) {
+  for (const char* f : {"genuine-ecc.json", "genuine-rsa.pb", "genuine-strongest.pb"}) {
     std::string text;
     EXPECT_EQ(Cli({"--nonce", kNonceHex, (kCorpus / f).string()}, &text), verify::kExitPass)
         << f << ":\n"
@@ -45,6 +47,36 @@ TEST(VerifyUnit, CommittedRealEvidencePasses) {
   for (const auto& c : j["checks"])
     if (c["name"] == "quote.signature") saw_sig = c["status"] == "pass";
   EXPECT_TRUE(saw_sig);
+}
+
+// The committed evidence covers its one running guest and reports every enforcement path, with
+// storage-open on its tracepoint fallback: named when passing, a failure with
+// --require-strongest.
+TEST(VerifyUnit, RequireStrongestFailsOnTheDowngradedPath) {
+  const std::string ev = (kCorpus / "genuine-ecc.json").string();
+  std::string text;
+  ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, ev}, &text), verify::kExitPass) << text;
+  auto j = nlohmann::json::parse(text);
+  std::map<std::string, nlohmann::json> checks;
+  for (const auto& c : j["checks"]) checks[c["name"].get<std::string>()] = c;
+  ASSERT_TRUE(checks.count("snapshot.coverage") && checks.count("snapshot.mechanisms")) << text;
+  EXPECT_EQ(checks["snapshot.coverage"]["status"], "pass") << text;
+  EXPECT_EQ(checks["snapshot.mechanisms"]["status"], "pass") << text;
+  EXPECT_NE(checks["snapshot.mechanisms"]["detail"].get<std::string>().find("storage-open"),
+            std::string::npos);
+  ASSERT_EQ(Cli({"--json", "--require-strongest", "--nonce", kNonceHex, ev}, &text),
+            verify::kExitFail)
+      << text;
+  j = nlohmann::json::parse(text);
+  bool seen = false;
+  for (const auto& c : j["checks"])
+    if (c["name"] == "snapshot.mechanisms")
+      seen = c["status"] == "fail" && c["reason"] == verify::kReasonMechanismDowngraded;
+  EXPECT_TRUE(seen) << text;
+  // Human summary: the failing check with its reason code.
+  EXPECT_EQ(Cli({"--require-strongest", "--nonce", kNonceHex, ev}, &text), verify::kExitFail);
+  EXPECT_NE(text.find("[fail] snapshot.mechanisms MECHANISM_DOWNGRADED"), std::string::npos)
+      << text;
 }
 
 TEST(VerifyUnit, FlippedByteInCommittedEvidenceFails) {
