@@ -332,7 +332,13 @@ storage::GuestStorage Node::StorageFor(const libvirt::DomainDescription& domain,
 
 void Node::StartStorage() {
   try {
-    storage_ = std::make_unique<storage::StorageDatapath>(storage::StorageOptions{});
+    // Pinned like the network datapath: a restarted or upgraded daemon adopts the storage
+    // programs, guests, volumes, counters and quota windows with no gap in between.
+    storage_ = std::make_unique<storage::StorageDatapath>(
+        storage::StorageOptions{.pin_dir = config_.bpf_pin_dir / "storage"});
+    if (storage_->Status().adopted)
+      log::Info("storage path adopted from {} (guests, volumes, counters and quotas kept)",
+                (config_.bpf_pin_dir / "storage").string());
     for (const auto& p : storage_->Status().paths) {
       log::Info("storage path {}: {} ({})", p.path, p.mechanism, storage::ToString(p.guarantee));
       for (const auto& u : p.unavailable) log::Warning("storage path {}: not used: {}", p.path, u);
@@ -608,6 +614,20 @@ void Node::Start() {
       }
     }
     adopted_.clear();
+    // Storage registrations adopted from a predecessor whose guest no longer runs.
+    if (storage_) {
+      std::set<std::string> running;
+      for (const auto& [uuid, g] : guests_) running.insert(g.name);
+      for (const auto& name : storage_->GuestNames()) {
+        if (running.count(name) != 0) continue;
+        try {
+          storage_->RemoveGuest(name);
+          log::Info("adopted storage registration of guest {} is no longer in use: removed", name);
+        } catch (const std::exception& e) {
+          log::Warning("removing adopted storage guest {}: {}", name, e.what());
+        }
+      }
+    }
     // Guests measured as running that no longer run went away while no daemon ran.
     for (auto it = measured_guests_.begin(); it != measured_guests_.end();) {
       if (guests_.count(*it) != 0) {
@@ -636,16 +656,80 @@ void Node::Reload() {
 
 void Node::CheckTamper() {
   std::lock_guard lock(mu_);
-  if (!net_) return;
+  // Identities every check; the table contents (tens of MiB to read back, or hundreds of
+  // thousands of endpoint entries to compare) every 12th.
+  const bool tables = tamper_checks_++ % 12 == 0;
+  CheckNetTamper(tables);
+  CheckStorageTamper(tables);
   metrics_->Inc(metrics::kTamperChecks);
   metrics_->Set(
       metrics::kTamperLastCheck, {},
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+void Node::CheckStorageTamper(bool tables) {
+  if (!storage_) return;
+  const storage::StorageVerifyOptions options{.compare_endpoints = tables};
+  std::vector<storage::StorageFinding> findings;
+  try {
+    findings = storage_->VerifyAttachments(options);
+  } catch (const std::exception& e) {
+    metrics_->Inc(metrics::kErrors, {"tamper_check"});
+    log::Error("storage tamper check failed: {}", e.what());
+    return;
+  }
+  if (findings.empty()) return;
+  for (const auto& f : findings) {
+    const std::string kind = "storage-" + f.kind;
+    log::Write(log::Level::kError, "tamper: " + f.kind + " " + f.object + ": " + f.detail,
+               {{"EVENT", "tamper"}, {"KIND", kind}, {"OBJECT", f.object}});
+    metrics_->Inc(metrics::kTamperFindings, {kind});
+    measurements_->MeasureBytes(
+        cel::EventKind::kEnforcementState, "tamper:" + kind,
+        std::span(reinterpret_cast<const std::uint8_t*>(f.detail.data()), f.detail.size()),
+        f.detail);
+  }
+  bool reapply = false;
+  try {
+    const auto result = storage_->Repair(options);
+    for (const auto& f : result.repaired) {
+      metrics_->Inc(metrics::kTamperRepairs, {"storage-" + f.kind, "ok"});
+      log::Notice("tamper repaired: {} {}", f.kind, f.object);
+    }
+    for (const auto& f : result.remaining) {
+      metrics_->Inc(metrics::kTamperRepairs, {"storage-" + f.kind, "error"});
+      reapply = true;
+    }
+    if (!result.repaired.empty()) {
+      // Auditors see the new attachments in the quoted log.
+      for (const auto& p : storage_->Programs())
+        attestation::measure::MeasureProgramAttached(*measurements_, p.name, p.tag, p.hook,
+                                                     storage_->Status().machine_cgroup.string());
+    }
+  } catch (const std::exception& e) {
+    metrics_->Inc(metrics::kErrors, {"tamper_repair"});
+    log::Error("storage tamper repair failed: {}", e.what());
+    reapply = true;
+  }
+  if (reapply) {
+    // What Repair cannot restore (tables altered while no daemon held them): the active policy
+    // written again.
+    try {
+      ApplyPolicy(LoadPolicy());
+      metrics_->Inc(metrics::kTamperRepairs, {"storage-policy", "ok"});
+    } catch (const std::exception& e) {
+      metrics_->Inc(metrics::kTamperRepairs, {"storage-policy", "error"});
+      log::Error("re-applying the policy after storage tampering failed: {}", e.what());
+    }
+    ReleaseTables();
+  }
+}
+
+void Node::CheckNetTamper(bool tables) {
+  if (!net_) return;
   std::vector<datapath::TamperFinding> findings;
   try {
-    // Identities (filters, program ids and tags, guest entries, generation) every check; the
-    // table contents, a read-back of tens of MiB, every 12th.
-    findings = net_->VerifyAttachments({.hash_tables = tamper_checks_++ % 12 == 0});
+    findings = net_->VerifyAttachments({.hash_tables = tables});
   } catch (const std::exception& e) {
     metrics_->Inc(metrics::kErrors, {"tamper_check"});
     log::Error("tamper check failed: {}", e.what());
@@ -702,8 +786,9 @@ void Node::CheckTamper() {
 void Node::ReleaseTables() {
   table_.reset();
   if (policy_) {
-    policy_->compiled.ipv4 = {};
-    policy_->compiled.ipv6 = {};
+    // swap, not assignment: the vectors' capacity goes too.
+    std::vector<policy::Ipv4Prefix>().swap(policy_->compiled.ipv4);
+    std::vector<policy::Ipv6Prefix>().swap(policy_->compiled.ipv6);
   }
   // glibc keeps freed heap pages; hand the table's back to the kernel (RSS after start).
   ::malloc_trim(0);
@@ -719,13 +804,18 @@ void Node::CollectMetrics(metrics::Registry& registry) {
   for (const auto& [state, n] : covered) by_state.push_back({{state}, n});
   registry.Replace(metrics::kGuestsCovered, by_state);
   if (storage_) {
-    std::vector<metrics::Registry::Sample> reads, writes;
+    std::vector<metrics::Registry::Sample> reads, writes, denied, suppressed;
     for (const auto& c : storage_->ReadCounters()) {
       reads.push_back({{c.guest, c.dataset}, static_cast<double>(c.read_bytes)});
       writes.push_back({{c.guest, c.dataset}, static_cast<double>(c.write_bytes)});
+      denied.push_back({{c.guest, c.dataset}, static_cast<double>(c.denied)});
     }
+    for (const auto& [guest, n] : storage_->SuppressedEvents())
+      suppressed.push_back({{guest}, static_cast<double>(n)});
     registry.Replace(metrics::kStorageReadBytes, reads);
     registry.Replace(metrics::kStorageWriteBytes, writes);
+    registry.Replace(metrics::kStorageDenied, denied);
+    registry.Replace(metrics::kStorageEventsSuppressed, suppressed);
   }
 }
 
@@ -946,11 +1036,17 @@ attestation::v1::EnforcementSnapshot Node::Snapshot() const {
                            : p.unavailable.front().substr(0, p.unavailable.front().find(": ")));
       m->set_downgraded(!p.unavailable.empty() || p.guarantee == storage::Guarantee::kNone);
       if (!p.unavailable.empty()) m->set_reason(p.unavailable.front());
-      if (p.mechanism == "none") continue;
+    }
+    // The storage programs as the kernel has them: "cgroup/connect4 <machine cgroup>" hooks
+    // become attach type + point; tracepoints and LSM hooks name themselves.
+    for (const auto& p : storage_->Programs()) {
       auto* a = s.add_programs();
-      a->set_name(p.path);
-      a->set_attach_type(p.mechanism);
-      a->set_attach_point(st.machine_cgroup.string());
+      a->set_name(p.name);
+      a->set_tag(p.tag);
+      a->set_prog_id(p.prog_id);
+      const auto space = p.hook.find(' ');
+      a->set_attach_type(p.hook.substr(0, space));
+      a->set_attach_point(space == std::string::npos ? p.hook : p.hook.substr(space + 1));
     }
   } else {
     for (const char* path : {"storage-open", "storage-io-quota", "storage-io-accounting",

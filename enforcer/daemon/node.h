@@ -122,7 +122,7 @@ class Node {
                                    std::uint64_t datasets) const;  // needs mu_
   void StartStorage();                                             // needs mu_
   void StartMetrics();
-  void ReleaseTables();
+  void ReleaseTables();  // needs mu_; drops the world table and compiled prefixes once applied
 
  public:
   // Checks that every program is attached where it should be with the expected tag and that the
@@ -130,7 +130,10 @@ class Node {
   // found into the TPM log. Called from the main loop every tamper_check_seconds.
   void CheckTamper();
 
- private:  // needs mu_; drops the world table and compiled prefixes once applied
+ private:
+  // Parts of CheckTamper, called with mu_ held.
+  void CheckNetTamper(bool tables);
+  void CheckStorageTamper(bool tables);
   void CollectMetrics(metrics::Registry& registry);  // at scrape time
 
   Config config_;

@@ -81,9 +81,14 @@ inline constexpr MetricDef kStorageDenied{
     .name = "sovguard_storage_denied_total",
     .type = kCounter,
     .help =
-        "Storage accesses denied (or killed), per guest, dataset and kind "
-        "(open_denied, open_killed, device_denied, connect_denied, read_only).",
-    .labels = {"guest", "dataset", "kind"}};
+        "Storage accesses denied or killed (opens, block devices, connects, read-only writes, "
+        "quotas), per guest and dataset.",
+    .labels = {"guest", "dataset"}};
+inline constexpr MetricDef kStorageEventsSuppressed{
+    .name = "sovguard_storage_events_suppressed_total",
+    .type = kCounter,
+    .help = "Storage violation events not emitted (rate limit or full ring); denials still count.",
+    .labels = {"guest"}};
 
 // ---- Attachments ----------------------------------------------------------------------------
 inline constexpr MetricDef kAttachOps{
@@ -289,6 +294,7 @@ inline constexpr auto kAllMetrics = std::to_array<const MetricDef*>({&kGuestPack
                                                                      &kStorageReadBytes,
                                                                      &kStorageWriteBytes,
                                                                      &kStorageDenied,
+                                                                     &kStorageEventsSuppressed,
                                                                      &kAttachOps,
                                                                      &kAttachedHooks,
                                                                      &kGuestsCovered,

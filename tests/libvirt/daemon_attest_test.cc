@@ -91,10 +91,15 @@ TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) 
   for (const char* p : {"guest-network-egress", "storage-open", "storage-network",
                         "storage-block-devices", "storage-io-accounting"})
     EXPECT_EQ(paths.count(p), 1u) << p << "\n" << ev.snapshot().DebugString();
-  bool storage_attached = false;
-  for (const auto& p : ev.snapshot().programs())
-    storage_attached = storage_attached || p.name() == "storage-network";
-  EXPECT_TRUE(storage_attached) << ev.snapshot().DebugString();
+  // The storage programs with their kernel identities, attached at libvirt's machine cgroup,
+  // which holds the guest's cgroup.
+  bool connect_guarded = false;
+  for (const auto& p : ev.snapshot().programs()) {
+    if (p.attach_type() != "cgroup/connect4") continue;
+    connect_guarded = !p.tag().empty() && p.prog_id() != 0 &&
+                      ev.snapshot().guests(0).cgroup().rfind(p.attach_point(), 0) == 0;
+  }
+  EXPECT_TRUE(connect_guarded) << ev.snapshot().DebugString();
 
   // The snapshot reports what the kernel shows: a deleted filter is not claimed.
   std::string out;
