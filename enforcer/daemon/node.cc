@@ -659,16 +659,27 @@ void Node::CheckTamper() {
   // Identities every check; the table contents (tens of MiB to read back, or hundreds of
   // thousands of endpoint entries to compare) every 12th.
   const bool tables = tamper_checks_++ % 12 == 0;
-  CheckNetTamper(tables);
-  CheckStorageTamper(tables);
+  const bool net_reapply = CheckNetTamper(tables);
+  if (CheckStorageTamper(tables) || net_reapply) {
+    // Altered tables Repair cannot restore (e.g. changed while no daemon held them): the active
+    // policy written again, once for both paths (fresh maps, atomic switch).
+    try {
+      ApplyPolicy(LoadPolicy());
+      metrics_->Inc(metrics::kTamperRepairs, {"policy_tables", "ok"});
+    } catch (const std::exception& e) {
+      metrics_->Inc(metrics::kTamperRepairs, {"policy_tables", "error"});
+      log::Error("re-applying the policy after tampering failed: {}", e.what());
+    }
+    ReleaseTables();
+  }
   metrics_->Inc(metrics::kTamperChecks);
   metrics_->Set(
       metrics::kTamperLastCheck, {},
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
-void Node::CheckStorageTamper(bool tables) {
-  if (!storage_) return;
+bool Node::CheckStorageTamper(bool tables) {
+  if (!storage_) return false;
   const storage::StorageVerifyOptions options{.compare_endpoints = tables};
   std::vector<storage::StorageFinding> findings;
   try {
@@ -676,9 +687,9 @@ void Node::CheckStorageTamper(bool tables) {
   } catch (const std::exception& e) {
     metrics_->Inc(metrics::kErrors, {"tamper_check"});
     log::Error("storage tamper check failed: {}", e.what());
-    return;
+    return false;
   }
-  if (findings.empty()) return;
+  if (findings.empty()) return false;
   for (const auto& f : findings) {
     const std::string kind = "storage-" + f.kind;
     log::Write(log::Level::kError, "tamper: " + f.kind + " " + f.object + ": " + f.detail,
@@ -711,31 +722,20 @@ void Node::CheckStorageTamper(bool tables) {
     log::Error("storage tamper repair failed: {}", e.what());
     reapply = true;
   }
-  if (reapply) {
-    // What Repair cannot restore (tables altered while no daemon held them): the active policy
-    // written again.
-    try {
-      ApplyPolicy(LoadPolicy());
-      metrics_->Inc(metrics::kTamperRepairs, {"storage-policy", "ok"});
-    } catch (const std::exception& e) {
-      metrics_->Inc(metrics::kTamperRepairs, {"storage-policy", "error"});
-      log::Error("re-applying the policy after storage tampering failed: {}", e.what());
-    }
-    ReleaseTables();
-  }
+  return reapply;
 }
 
-void Node::CheckNetTamper(bool tables) {
-  if (!net_) return;
+bool Node::CheckNetTamper(bool tables) {
+  if (!net_) return false;
   std::vector<datapath::TamperFinding> findings;
   try {
     findings = net_->VerifyAttachments({.hash_tables = tables});
   } catch (const std::exception& e) {
     metrics_->Inc(metrics::kErrors, {"tamper_check"});
     log::Error("tamper check failed: {}", e.what());
-    return;
+    return false;
   }
-  if (findings.empty()) return;
+  if (findings.empty()) return false;
   for (const auto& f : findings) {
     const std::string kind(datapath::TamperKindName(f.kind));
     log::Write(log::Level::kError, "tamper: " + datapath::FormatFinding(f),
@@ -770,17 +770,7 @@ void Node::CheckNetTamper(bool tables) {
     metrics_->Inc(metrics::kErrors, {"tamper_repair"});
     log::Error("tamper repair failed: {}", e.what());
   }
-  if (reapply) {
-    // Altered tables: rebuild the active policy into fresh maps (atomic switch).
-    try {
-      ApplyPolicy(LoadPolicy());
-      metrics_->Inc(metrics::kTamperRepairs, {"policy_tables", "ok"});
-    } catch (const std::exception& e) {
-      metrics_->Inc(metrics::kTamperRepairs, {"policy_tables", "error"});
-      log::Error("re-applying the policy after tampering failed: {}", e.what());
-    }
-    ReleaseTables();
-  }
+  return reapply;
 }
 
 void Node::ReleaseTables() {

@@ -131,9 +131,9 @@ class Node {
   void CheckTamper();
 
  private:
-  // Parts of CheckTamper, called with mu_ held.
-  void CheckNetTamper(bool tables);
-  void CheckStorageTamper(bool tables);
+  // Parts of CheckTamper, called with mu_ held; true when the policy must be applied again.
+  bool CheckNetTamper(bool tables);
+  bool CheckStorageTamper(bool tables);
   void CollectMetrics(metrics::Registry& registry);  // at scrape time
 
   Config config_;
