@@ -86,6 +86,16 @@ int Run(const sd::Config& config) {
   const std::string libvirt = sd::EnsureLibvirtd(config);
   sd::log::Info("{}", libvirt);
 
+  // Blocked before the node starts its threads (API, watcher, storage), so they all inherit the
+  // mask: a SIGTERM arriving while the main loop is busy waits for its sigtimedwait instead of
+  // taking the default action in another thread. (libvirtd and swtpm, started above, keep theirs.)
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
   sd::Node node(config, tpm, probe);
   node.Start();
 
@@ -102,12 +112,6 @@ int Run(const sd::Config& config) {
   };
   write_status();
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;

@@ -273,8 +273,10 @@ TEST_F(DaemonLifecycle, TwentyStopStartCyclesLeakNothing) {
             << " -> " << fds_after << "\n";
   RecordProperty("kernel_objects_before", st::ToString(before));
   RecordProperty("kernel_objects_after", st::ToString(after));
-  EXPECT_EQ(after.bpf_programs, before.bpf_programs);
-  EXPECT_EQ(after.bpf_maps, before.bpf_maps);
+  // A leak is growth. The kernel frees objects of earlier daemons (unpinned by their tests)
+  // lazily, so the system-wide counts may also drop during the cycles.
+  EXPECT_LE(after.bpf_programs, before.bpf_programs);
+  EXPECT_LE(after.bpf_maps, before.bpf_maps);
   EXPECT_EQ(after.cgroup_attachments, before.cgroup_attachments);
   EXPECT_FALSE(st::LinkExists(spec.tap));  // its tc filters went with it
   EXPECT_EQ(fds_after, fds_before);
