@@ -678,6 +678,14 @@ void Node::CheckTamper() {
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
+void Node::CountAndMeasureTamper(const std::string& kind, const std::string& detail) {
+  metrics_->Inc(metrics::kTamperFindings, {kind});
+  // Auditors see it in the quoted log, whatever happens next.
+  measurements_->MeasureBytes(
+      cel::EventKind::kEnforcementState, "tamper:" + kind,
+      std::span(reinterpret_cast<const std::uint8_t*>(detail.data()), detail.size()), detail);
+}
+
 bool Node::CheckStorageTamper(bool tables) {
   if (!storage_) return false;
   const storage::StorageVerifyOptions options{.compare_endpoints = tables};
@@ -694,11 +702,7 @@ bool Node::CheckStorageTamper(bool tables) {
     const std::string kind = "storage-" + f.kind;
     log::Write(log::Level::kError, "tamper: " + f.kind + " " + f.object + ": " + f.detail,
                {{"EVENT", "tamper"}, {"KIND", kind}, {"OBJECT", f.object}});
-    metrics_->Inc(metrics::kTamperFindings, {kind});
-    measurements_->MeasureBytes(
-        cel::EventKind::kEnforcementState, "tamper:" + kind,
-        std::span(reinterpret_cast<const std::uint8_t*>(f.detail.data()), f.detail.size()),
-        f.detail);
+    CountAndMeasureTamper(kind, f.detail);
   }
   bool reapply = false;
   try {
@@ -740,12 +744,7 @@ bool Node::CheckNetTamper(bool tables) {
     const std::string kind(datapath::TamperKindName(f.kind));
     log::Write(log::Level::kError, "tamper: " + datapath::FormatFinding(f),
                {{"EVENT", "tamper"}, {"KIND", kind}, {"GUEST", f.guest}});
-    metrics_->Inc(metrics::kTamperFindings, {kind});
-    // Auditors see it in the quoted log, whatever happens next.
-    measurements_->MeasureBytes(
-        cel::EventKind::kEnforcementState, "tamper:" + kind,
-        std::span(reinterpret_cast<const std::uint8_t*>(f.detail.data()), f.detail.size()),
-        f.detail);
+    CountAndMeasureTamper(kind, f.detail);
   }
   bool reapply = false;
   try {

@@ -134,6 +134,8 @@ class Node {
   // Parts of CheckTamper, called with mu_ held; true when the policy must be applied again.
   bool CheckNetTamper(bool tables);
   bool CheckStorageTamper(bool tables);
+  // A finding of either path: counted and measured into the TPM log as tamper:<kind>.
+  void CountAndMeasureTamper(const std::string& kind, const std::string& detail);
   void CollectMetrics(metrics::Registry& registry);  // at scrape time
 
   Config config_;
