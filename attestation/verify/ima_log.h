@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "attestation/common/bytes.h"
+#include "attestation/verify/verifier.h"
 
 namespace sovguard::attestation::verify::ima {
 
@@ -50,6 +51,10 @@ struct ReplayResult {
   size_t first_tampered = SIZE_MAX;       // first entry whose data does not hash to its SHA-1
 };
 ReplayResult Replay(const Log& log);
+
+// The verifier's eventlog.ima check: logs.ima_ascii of `ev` parsed, replayed against the quoted
+// PCR values and checked entry by entry (pcrs_ok: quote.pcrs are the signed values).
+CheckResult Check(const v1::Evidence& ev, bool pcrs_ok);
 
 // SHA-256 template hash the kernel extends for `e` (all-0xFF for a violation).
 Sha256Digest TemplateHashSha256(const Entry& e);

@@ -554,63 +554,6 @@ CheckResult CheckUefi(const v1::Evidence& ev, bool pcrs_ok) {
 // IMA: the runtime measurement list replays (SHA-256 bank, template data rebuilt) to the quoted
 // PCR 10. The list grows while the node runs, so entries appended after the quote are allowed:
 // the replay of some prefix (at least the boot_aggregate) must equal the quoted value.
-CheckResult CheckIma(const v1::Evidence& ev, bool pcrs_ok) {
-  const std::string name = "eventlog.ima";
-  if (!ev.logs().has_ima_ascii())
-    return NotApplicable(name, kReasonNotVerified, "no logs.ima_ascii: the IMA PCR is unverified");
-  ima::Log log;
-  try {
-    log = ima::Parse(U8(ev.logs().ima_ascii()));
-  } catch (const AttestationError& e) {
-    return Fail(name, kReasonImaLogMalformed, std::string("logs.ima_ascii: ") + e.what());
-  }
-  if (log.unknown_templates)
-    return Fail(name, kReasonImaUnknownTemplate,
-                std::to_string(log.unknown_templates) +
-                    " entries with a template this verifier cannot replay (first: " +
-                    log.first_unknown + "): reported, not accepted");
-  constexpr uint32_t kImaPcr = 10;
-  const v1::PcrValue* quoted = nullptr;
-  for (const auto& p : ev.quote().pcrs())
-    if (p.index() == kImaPcr) quoted = &p;
-  if (!quoted) return Fail(name, kReasonImaReplayMismatch, "PCR 10 is not in quote.pcrs");
-  Sha256Digest pcr{};
-  size_t covered = SIZE_MAX;
-  for (size_t i = 0; i < log.entries.size(); ++i) {
-    const auto& e = log.entries[i];
-    if (e.pcr != kImaPcr)
-      return Fail(name, kReasonImaReplayMismatch,
-                  "logs.ima_ascii entry " + std::to_string(i) + " extends PCR " +
-                      std::to_string(e.pcr) + " (only PCR 10 is verified)");
-    pcr = ExtendSha256(pcr, ima::TemplateHashSha256(e));
-    if (Str(pcr) == quoted->sha256()) covered = i + 1;
-  }
-  if (covered == SIZE_MAX)
-    return Fail(name, kReasonImaReplayMismatch,
-                "logs.ima_ascii (" + std::to_string(log.entries.size()) +
-                    " entries) does not replay to quoted PCR 10 " + Hex(quoted->sha256()) +
-                    " at any length: an entry is missing, extra or altered");
-  // Entries the quote covers must also be intact in the SHA-1 template hash the list shows.
-  ima::Log prefix = log;
-  prefix.entries.resize(covered);
-  const auto replay = ima::Replay(prefix);
-  if (replay.first_tampered != SIZE_MAX) {
-    const auto& e = log.entries[replay.first_tampered];
-    return Fail(name, kReasonImaEntryTampered,
-                "logs.ima_ascii " + std::string(log.binary ? "byte " : "line ") +
-                    std::to_string(e.line) + " (" + e.file +
-                    "): template data does not hash to its listed template hash");
-  }
-  if (!pcrs_ok)
-    return Fail(name, kReasonDependencyFailed,
-                "logs.ima_ascii matches quote.pcrs, but quote.pcrs are not the signed values");
-  return Pass(name, std::to_string(covered) + " entries replay to PCR 10" +
-                        (covered < log.entries.size()
-                             ? " (" + std::to_string(log.entries.size() - covered) +
-                                   " later entries not yet covered by the quote)"
-                             : ""));
-}
-
 // The active policy: the last kPolicyApplied event of the (authentic) CEL measures the bundle's
 // SHA-256, which the snapshot must report, and which must be the expected one when given.
 CheckResult CheckPolicy(const std::optional<v1::EnforcementSnapshot>& bound_snap,
@@ -1241,7 +1184,7 @@ Report Verify(const v1::Evidence& ev, const Options& opts) {
   CheckManifest(ev, authentic_cel, pcrs_ok, opts, out);
 
   out.push_back(CheckUefi(ev, pcrs_ok));
-  out.push_back(CheckIma(ev, pcrs_ok));
+  out.push_back(ima::Check(ev, pcrs_ok));
   std::optional<nlohmann::json> state;
   if (opts.state_file) {
     state = LoadState(*opts.state_file);
