@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -254,6 +255,8 @@ struct CelFacts {
   std::vector<cel::RecordView> recs;
   std::vector<size_t> guest_events;    // kEnforcementState "guest:<uuid>", in order
   size_t last_net_program = SIZE_MAX;  // last kProgramAttached of sg_net
+  std::vector<size_t> downgrades;      // kMechanismDowngraded since the last kDaemonStart
+  size_t last_start = SIZE_MAX;        // the last kDaemonStart
 };
 
 std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
@@ -274,6 +277,8 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
     const char* unknown_why[8];
     std::vector<size_t> guest_events;
     size_t last_net_program = SIZE_MAX;
+    std::vector<size_t> downgrades;
+    size_t last_start = SIZE_MAX;
     void Scan(size_t i) {
       const auto& r = recs[i];
       if (r.recnum != i && first_bad_recnum == SIZE_MAX) first_bad_recnum = i;
@@ -289,6 +294,13 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
           guest_events.push_back(i);
         else if (!why && v.kind == cel::EventKind::kProgramAttached && v.name == kNetProgram)
           last_net_program = i;
+        else if (!why && v.kind == cel::EventKind::kMechanismDowngraded)
+          downgrades.push_back(i);
+        else if (!why && v.kind == cel::EventKind::kDaemonStart) {
+          // A (re)started daemon probes and measures its mechanisms again.
+          last_start = i;
+          downgrades.clear();
+        }
       }
       if (why) {
         if (n_unknown < 8) {
@@ -383,7 +395,8 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
   }
   out.push_back(Pass(name, std::to_string(recs.size()) + " records replay to PCR " +
                                std::to_string(pcr) + " = " + ToHex(replayed)));
-  return CelFacts{std::move(scan.recs), std::move(scan.guest_events), scan.last_net_program};
+  return CelFacts{std::move(scan.recs), std::move(scan.guest_events), scan.last_net_program,
+                  std::move(scan.downgrades), scan.last_start};
 }
 
 // Every certificate in `dir` (PEM files with one or more certificates, or DER files) becomes a
@@ -724,13 +737,48 @@ CheckResult CheckCoverage(const v1::EnforcementSnapshot* snap, const std::option
 
 // snapshot.mechanisms: every enforcement path has a reported mechanism; downgrades are named
 // (and fail with require_strongest).
-CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, bool require_strongest) {
+// What the quoted log says about each path since the daemon last started: the mechanism a
+// kMechanismDowngraded event moved it to, with its record number. Paths without such an event
+// run their strongest mechanism.
+struct MeasuredDowngrade {
+  std::string to;
+  uint64_t recnum = 0;
+};
+std::string MeasuredDowngrades(const CelFacts& cel, std::map<std::string, MeasuredDowngrade>& out) {
+  for (const size_t i : cel.downgrades) {
+    const auto& r = cel.recs[i];
+    cel::SovguardEventView v;
+    nlohmann::json d;
+    if (!cel::DecodeSovguardContentView(r.content, v))
+      d = nlohmann::json::parse(v.detail, nullptr, /*allow_exceptions=*/false);
+    if (!d.is_object() || !d.contains("path") || !d["path"].is_string() || !d.contains("to") ||
+        !d["to"].is_string() || d["path"].get<std::string>() != v.name)
+      return "logs.cel record " + std::to_string(r.recnum) +
+             ": mechanism_downgraded detail is not {\"path\": name, \"to\": mechanism, ...}";
+    out[d["path"].get<std::string>()] = {d["to"].get<std::string>(), r.recnum};
+  }
+  return {};
+}
+
+CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, const std::optional<CelFacts>& cel,
+                            bool require_strongest) {
   const std::string name = "snapshot.mechanisms";
   if (!snap)
     return Fail(name, kReasonDependencyFailed,
                 "the snapshot is not bound to the signed quote (snapshot.digest, "
                 "quote.qualifying_data)");
-  std::string missing, downgraded, strongest;
+  if (!cel)
+    return Fail(name, kReasonDependencyFailed,
+                "logs.cel did not verify: the reported mechanisms cannot be compared with the "
+                "measured ones");
+  std::map<std::string, MeasuredDowngrade> measured;
+  if (auto err = MeasuredDowngrades(*cel, measured); !err.empty())
+    return Fail(name, kReasonMechanismLogMismatch, err);
+  const std::string since = cel->last_start == SIZE_MAX
+                                ? std::string("in logs.cel")
+                                : "since the daemon started (logs.cel record " +
+                                      std::to_string(cel->recs[cel->last_start].recnum) + ")";
+  std::string missing, downgraded, strongest, contradicts;
   size_t n_downgraded = 0;
   for (const std::string_view path : kEnforcementPaths) {
     const v1::MechanismState* m = nullptr;
@@ -741,8 +789,21 @@ CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, bool require_st
       continue;
     }
     // Reported as downgraded, or running something other than the strongest, or nothing.
-    if (m->downgraded() || m->active() != m->strongest() || m->active().empty() ||
-        m->active() == "none") {
+    const bool is_downgraded = m->downgraded() || m->active() != m->strongest() ||
+                               m->active().empty() || m->active() == "none";
+    // The signed snapshot and the quoted log must tell the same story: a path the log measured
+    // as downgraded cannot be reported at another mechanism, and a downgrade the node reports
+    // must have been measured.
+    const auto it = measured.find(std::string(path));
+    if (it != measured.end() && (!is_downgraded || m->active() != it->second.to))
+      contradicts += (contradicts.empty() ? "" : "; ") + std::string(path) + ": reported " +
+                     (m->active().empty() ? "none" : m->active()) + ", logs.cel record " +
+                     std::to_string(it->second.recnum) + " measured " + it->second.to;
+    else if (it == measured.end() && is_downgraded)
+      contradicts += (contradicts.empty() ? "" : "; ") + std::string(path) + ": reported " +
+                     (m->active().empty() ? "none" : m->active()) +
+                     " (downgraded), no downgrade measured " + since;
+    if (is_downgraded) {
       ++n_downgraded;
       downgraded += (downgraded.empty() ? "" : "; ") + std::string(path) + ": " +
                     (m->active().empty() ? "none" : m->active()) + " instead of " +
@@ -755,13 +816,17 @@ CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, bool require_st
   if (!missing.empty())
     return Fail(name, kReasonMechanismNotReported,
                 "the snapshot reports no mechanism for: " + missing);
+  if (!contradicts.empty())
+    return Fail(name, kReasonMechanismLogMismatch,
+                "snapshot.mechanisms disagree with the quoted log: " + contradicts);
   if (n_downgraded && require_strongest)
     return Fail(
         name, kReasonMechanismDowngraded,
         std::to_string(n_downgraded) + " path(s) below the strongest mechanism: " + downgraded);
   return Pass(name,
               "strongest: " + (strongest.empty() ? std::string("none") : strongest) +
-                  (n_downgraded ? std::string(kMechanismsDowngradedMarker) + downgraded : ""));
+                  (n_downgraded ? std::string(kMechanismsDowngradedMarker) + downgraded : "") +
+                  " (as measured " + since + ")");
 }
 
 // CEL event kinds that measure a software component (object digest = SHA-256 of the file or
@@ -1180,7 +1245,8 @@ Report Verify(const v1::Evidence& ev, const Options& opts) {
   const CheckResult* qd = rep.Find("quote.qualifying_data");
   const bool snap_bound = snap && snap_digest_ok && qd && qd->status == Status::kPass;
   out.push_back(CheckCoverage(snap_bound ? &*snap : nullptr, authentic_cel));
-  out.push_back(CheckMechanisms(snap_bound ? &*snap : nullptr, opts.require_strongest));
+  out.push_back(
+      CheckMechanisms(snap_bound ? &*snap : nullptr, authentic_cel, opts.require_strongest));
   CheckManifest(ev, authentic_cel, pcrs_ok, opts, out);
 
   out.push_back(CheckUefi(ev, pcrs_ok));

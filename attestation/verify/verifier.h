@@ -71,6 +71,8 @@ inline constexpr std::string_view kReasonImaLogMalformed = "IMA_LOG_MALFORMED";
 inline constexpr std::string_view kReasonImaUnknownTemplate = "IMA_UNKNOWN_TEMPLATE";
 inline constexpr std::string_view kReasonImaEntryTampered = "IMA_ENTRY_TAMPERED";
 inline constexpr std::string_view kReasonImaReplayMismatch = "IMA_REPLAY_MISMATCH";
+// The IMA list extends a PCR (policy rule pcr=N) that is not in quote.pcrs.
+inline constexpr std::string_view kReasonImaPcrNotQuoted = "IMA_PCR_NOT_QUOTED";
 inline constexpr std::string_view kReasonAkNotBoundToEk = "AK_NOT_BOUND_TO_EK";
 inline constexpr std::string_view kReasonManifestMalformed = "MANIFEST_MALFORMED";
 inline constexpr std::string_view kReasonManifestSignatureInvalid = "MANIFEST_SIGNATURE_INVALID";
@@ -86,6 +88,8 @@ inline constexpr std::string_view kReasonGuestEventMalformed = "GUEST_EVENT_MALF
 // snapshot.mechanisms: every enforcement path reported, downgrades named.
 inline constexpr std::string_view kReasonMechanismNotReported = "MECHANISM_NOT_REPORTED";
 inline constexpr std::string_view kReasonMechanismDowngraded = "MECHANISM_DOWNGRADED";
+// The snapshot reports a mechanism other than the one the quoted log measured for a path.
+inline constexpr std::string_view kReasonMechanismLogMismatch = "MECHANISM_LOG_MISMATCH";
 
 // In a passing snapshot.mechanisms detail: the paths that run below their strongest mechanism
 // follow this marker (the EAR maps them to an unsafe configuration).

@@ -98,9 +98,9 @@ int Main(const Options& o) {
   {
     std::vector<sa::cel::Record> recs;
     recs.reserve(static_cast<size_t>(o.entries));
-    // MeasurementLog appends its daemon_start, the policy, sg_net and guest events: entries - 4
-    // written here.
-    for (int i = 0; i < std::max(0, o.entries - 4); ++i)
+    // MeasurementLog appends its daemon_start, the policy, sg_net, guest and mechanism events:
+    // entries - 5 written here.
+    for (int i = 0; i < std::max(0, o.entries - 5); ++i)
       recs.push_back(sa::cel::MakeSovguardRecord(static_cast<uint64_t>(i), pcr, EventFor(i)));
     for (const auto& r : recs) tpm.PcrExtend(pcr, r.digest);
     std::filesystem::create_directories(tmp.path() / "state");
@@ -123,6 +123,7 @@ int Main(const Options& o) {
   sa::measure::MeasureProgramAttached(log, "sg_net", std::string(sa::test_support::kNetTag),
                                       "tc/ingress", "vnet0");
   sa::measure::MeasureGuest(log, sa::test_support::GuestUuid("bench-vm"), true);
+  sa::test_support::MeasureMechanisms(log);
   sa::v1::EnforcementSnapshot snap;
   snap.set_version(1);
   snap.set_node("bench-node");
@@ -291,8 +292,8 @@ int main(int argc, char** argv) {
       else
         throw std::runtime_error("unknown option " + a);
     }
-    if (o.entries < 4 || o.seconds <= 0 || o.seconds > 600)
-      throw std::runtime_error("--entries >= 4, 0 < --seconds <= 600");
+    if (o.entries < 5 || o.seconds <= 0 || o.seconds > 600)
+      throw std::runtime_error("--entries >= 5, 0 < --seconds <= 600");
     return Main(o);
   } catch (const std::exception& e) {
     std::cerr << "bench_verify: " << e.what() << "\n";

@@ -203,13 +203,6 @@ void Node::MeasureStack() {
   const void* storage_obj = storage_guard__elf_bytes(&size);
   attestation::measure::MeasureBpfObject(*measurements_, "bpf/storage/storage_guard.bpf.o",
                                          {static_cast<const std::uint8_t*>(storage_obj), size});
-  for (const auto& p : probe_.paths) {
-    if (p.attempts.size() > 1 || p.guarantee == enforcer::Guarantee::kNone) {
-      attestation::measure::MeasureMechanismDowngraded(*measurements_, p.path,
-                                                       p.attempts.front().mechanism, p.mechanism,
-                                                       p.attempts.front().error);
-    }
-  }
 }
 
 void Node::StartApi() {
@@ -566,6 +559,7 @@ void Node::Start() {
   program_tag_ = attestation::ToHex(std::span(info.tag, sizeof info.tag));
   program_id_ = info.id;
   StartStorage();
+  MeasureDowngrades();
   ApplyPolicy(LoadPolicy());
   ReleaseTables();
   if (config_.default_deny_new_taps) {
@@ -949,6 +943,52 @@ nlohmann::json Node::Status() const {
       {"network", net_ ? datapath::FormatStatus(net_status) : ""}};
 }
 
+std::vector<attestation::v1::MechanismState> Node::Mechanisms() const {
+  // Network paths from the start-up probe; storage paths from the storage datapath as it runs
+  // (or "none" with the reason when it could not start). The snapshot reports this list and
+  // MeasureDowngrades measures its downgrades: the verifier compares the two.
+  std::vector<attestation::v1::MechanismState> out;
+  for (const auto& p : probe_.paths) {
+    if (p.path.starts_with("storage-")) continue;
+    auto& m = out.emplace_back();
+    m.set_path(p.path);
+    m.set_active(p.mechanism);
+    m.set_strongest(p.attempts.empty() ? p.mechanism : p.attempts.front().mechanism);
+    m.set_downgraded(p.attempts.size() > 1 || p.guarantee == enforcer::Guarantee::kNone);
+    if (m.downgraded() && !p.attempts.empty()) m.set_reason(p.attempts.front().error);
+  }
+  if (storage_) {
+    for (const auto& p : storage_->Status().paths) {
+      auto& m = out.emplace_back();
+      m.set_path(p.path);
+      m.set_active(p.mechanism);
+      m.set_strongest(p.unavailable.empty()
+                          ? p.mechanism
+                          : p.unavailable.front().substr(0, p.unavailable.front().find(": ")));
+      m.set_downgraded(!p.unavailable.empty() || p.guarantee == storage::Guarantee::kNone);
+      if (!p.unavailable.empty()) m.set_reason(p.unavailable.front());
+    }
+  } else {
+    for (const char* path : {"storage-open", "storage-io-quota", "storage-io-accounting",
+                             "storage-block-devices", "storage-network"}) {
+      auto& m = out.emplace_back();
+      m.set_path(path);
+      m.set_active("none");
+      m.set_downgraded(true);
+      m.set_reason(storage_error_);
+    }
+  }
+  return out;
+}
+
+void Node::MeasureDowngrades() {
+  for (const auto& m : Mechanisms()) {
+    if (m.downgraded())
+      attestation::measure::MeasureMechanismDowngraded(*measurements_, m.path(), m.strongest(),
+                                                       m.active(), m.reason());
+  }
+}
+
 attestation::v1::EnforcementSnapshot Node::Snapshot() const {
   std::lock_guard lock(mu_);
   attestation::v1::EnforcementSnapshot s;
@@ -1003,29 +1043,8 @@ attestation::v1::EnforcementSnapshot Node::Snapshot() const {
       p->set_attach_point(name);
     }
   }
-  // Network paths from the start-up probe; storage paths from the storage datapath as it runs
-  // (or "none" with the reason when it could not start).
-  for (const auto& p : probe_.paths) {
-    if (p.path.starts_with("storage-")) continue;
-    auto* m = s.add_mechanisms();
-    m->set_path(p.path);
-    m->set_active(p.mechanism);
-    m->set_strongest(p.attempts.empty() ? p.mechanism : p.attempts.front().mechanism);
-    m->set_downgraded(p.attempts.size() > 1 || p.guarantee == enforcer::Guarantee::kNone);
-    if (m->downgraded() && !p.attempts.empty()) m->set_reason(p.attempts.front().error);
-  }
+  for (auto& m : Mechanisms()) *s.add_mechanisms() = std::move(m);
   if (storage_) {
-    const auto& st = storage_->Status();
-    for (const auto& p : st.paths) {
-      auto* m = s.add_mechanisms();
-      m->set_path(p.path);
-      m->set_active(p.mechanism);
-      m->set_strongest(p.unavailable.empty()
-                           ? p.mechanism
-                           : p.unavailable.front().substr(0, p.unavailable.front().find(": ")));
-      m->set_downgraded(!p.unavailable.empty() || p.guarantee == storage::Guarantee::kNone);
-      if (!p.unavailable.empty()) m->set_reason(p.unavailable.front());
-    }
     // The storage programs as the kernel has them: "cgroup/connect4 <machine cgroup>" hooks
     // become attach type + point; tracepoints and LSM hooks name themselves.
     for (const auto& p : storage_->Programs()) {
@@ -1036,15 +1055,6 @@ attestation::v1::EnforcementSnapshot Node::Snapshot() const {
       const auto space = p.hook.find(' ');
       a->set_attach_type(p.hook.substr(0, space));
       a->set_attach_point(space == std::string::npos ? p.hook : p.hook.substr(space + 1));
-    }
-  } else {
-    for (const char* path : {"storage-open", "storage-io-quota", "storage-io-accounting",
-                             "storage-block-devices", "storage-network"}) {
-      auto* m = s.add_mechanisms();
-      m->set_path(path);
-      m->set_active("none");
-      m->set_downgraded(true);
-      m->set_reason(storage_error_);
     }
   }
   return s;

@@ -110,6 +110,10 @@ class Node {
   LoadedPolicy LoadPolicy();
   void ApplyPolicy(LoadedPolicy loaded);
   void MeasureStack();
+  // Every enforcement path's mechanism (snapshot order); MeasureDowngrades puts the downgraded
+  // ones into the TPM log once the storage path has started.
+  std::vector<attestation::v1::MechanismState> Mechanisms() const;  // needs mu_
+  void MeasureDowngrades();                                         // needs mu_
   void StartApi();
   void OnGuestUp(const libvirt::GuestInfo& guest);
   void OnGuestDown(const libvirt::GuestInfo& guest);

@@ -74,6 +74,7 @@ struct Node {
     log = std::make_unique<measure::MeasurementLog>(
         *tpm, measure::MeasureConfig{tmp.path() / "state", measure::kDefaultSovguardPcr});
     log->Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
+    test_support::MeasureMechanisms(*log);
     evidence::EvidenceConfig cfg;
     cfg.node = "live-node";
     cfg.uefi_log = tmp.path() / "none";

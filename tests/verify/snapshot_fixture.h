@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "attestation/evidence/evidence.pb.h"
+#include "attestation/measure/platform.h"
 #include "attestation/verify/verifier.h"
 
 namespace sovguard::attestation::test_support {
@@ -62,6 +63,14 @@ inline void AddMechanisms(v1::EnforcementSnapshot& s, bool strongest = false) {
       p->set_attach_point(std::string(kMachineCgroup));
     }
   }
+}
+
+// What sovguardd measures for the mechanisms AddMechanisms reports (strongest false): the
+// storage-open downgrade, as Node::MeasureDowngrades writes it.
+inline void MeasureMechanisms(measure::MeasurementLog& log) {
+  measure::MeasureMechanismDowngraded(
+      log, "storage-open", "bpf-lsm:file_open", "tracepoint:sys_exit_openat+SIGKILL",
+      "bpf-lsm:file_open: BPF_PROG_LOAD: EPERM (no BPF LSM in this kernel)");
 }
 
 }  // namespace sovguard::attestation::test_support

@@ -133,6 +133,7 @@ class VerifyTest : public ::testing::Test {
     measure::MeasureProgramAttached(*w.log, "sg_net", std::string(ts::kNetTag), "tc/ingress",
                                     "vnet0");
     measure::MeasureGuest(*w.log, ts::GuestUuid("vm1"), true);
+    ts::MeasureMechanisms(*w.log);
     evidence::EvidenceConfig cfg;
     cfg.node = "verify-node";
     cfg.uefi_log = uefi_log;
@@ -141,8 +142,9 @@ class VerifyTest : public ::testing::Test {
       evidence::EvidenceBuilder b(*w.tpm, *w.log, cfg);
       w.ecc = b.Build(w.nonce, Snapshot("vm1"));
       w.other_snapshot = b.Build(w.nonce, Snapshot("vm1", Sha256("bundle"), 2));
+      // "strongest" now contradicts the measured storage-open downgrade.
       for (const auto& [name, snap] : CoverageSnapshots())
-        w.coverage[name] = b.Build(w.nonce, snap);
+        w.coverage[name == "strongest" ? "claims-strongest" : name] = b.Build(w.nonce, snap);
       w.wrong_policy = b.Build(w.nonce, Snapshot("vm1", Sha256("another bundle")));
       const auto id = b.Identity();
       const Bytes ek = B(id.ek_public_rsa()), ak = B(id.ak().name());
@@ -172,6 +174,21 @@ class VerifyTest : public ::testing::Test {
       }
     }
     {
+      // sovguardd restarts where every path gets its strongest mechanism: it measures no
+      // downgrade, so the strongest snapshot is genuine and a reported downgrade is not.
+      w.log.reset();
+      w.log = std::make_unique<measure::MeasurementLog>(
+          *w.tpm, measure::MeasureConfig{w.tmp.path() / "state", measure::kDefaultSovguardPcr});
+      evidence::EvidenceBuilder b(*w.tpm, *w.log, ecc_cfg);
+      w.coverage["strongest"] = b.Build(w.nonce, CoverageSnapshots().at("strongest"));
+      w.coverage["unmeasured-downgrade"] = b.Build(w.nonce, Snapshot("vm1"));
+    }
+    // And once more on a kernel without BPF LSM: storage-open downgraded, measured.
+    w.log.reset();
+    w.log = std::make_unique<measure::MeasurementLog>(
+        *w.tpm, measure::MeasureConfig{w.tmp.path() / "state", measure::kDefaultSovguardPcr});
+    ts::MeasureMechanisms(*w.log);
+    {
       // vm1 goes away: a snapshot without it passes, one still listing it does not.
       measure::MeasureGuest(*w.log, ts::GuestUuid("vm1"), false);
       evidence::EvidenceBuilder b(*w.tpm, *w.log, ecc_cfg);
@@ -182,6 +199,9 @@ class VerifyTest : public ::testing::Test {
                      std::string(cel::kGuestEventPrefix) + ts::GuestUuid("vm1"), Sha256("paused"),
                      "paused");
       w.coverage["odd-guest-event"] = b.Build(w.nonce, Snapshot(""));
+      // A downgrade event without the daemon's {"path", "to", ...} detail.
+      w.log->Measure(cel::EventKind::kMechanismDowngraded, "storage-open", Sha256("x"), "lsm");
+      w.coverage["odd-mechanism-event"] = b.Build(w.nonce, Snapshot(""));
     }
     w.log.reset();
     w.tpm.reset();
@@ -376,7 +396,7 @@ TEST_F(VerifyTest, SwappedSnapshotFails) {
 
 TEST_F(VerifyTest, TamperedCelEntryFails) {
   auto recs = Cel(world->ecc);
-  ASSERT_EQ(recs.size(), 6u);  // daemon start + 5 measurements
+  ASSERT_EQ(recs.size(), 7u);  // daemon start + 6 measurements
   // Content changed, digest left: the record no longer checks out.
   auto t = recs;
   t[2].content.back() ^= 1;
@@ -434,7 +454,7 @@ TEST_F(VerifyTest, UnknownEventTypeIsReportedNotAccepted) {
   recs.push_back(r);
   auto rep = Run(WithCel(world->ecc, recs));
   ExpectFail(rep, "eventlog.cel.events", verify::kReasonCelUnknownEvent);
-  EXPECT_NE(rep.Find("eventlog.cel.events")->detail.find("record 6"), std::string::npos);
+  EXPECT_NE(rep.Find("eventlog.cel.events")->detail.find("record 7"), std::string::npos);
   EXPECT_EQ(rep.Find("eventlog.cel.replay")->status, Status::kFail);
 }
 
@@ -559,8 +579,8 @@ TEST_F(VerifyTest, ImaListMustReplayToPcr10) {
   EXPECT_EQ(r.Find("eventlog.ima")->status, Status::kPass) << r.Find("eventlog.ima")->detail;
   EXPECT_NE(r.Find("eventlog.ima")->detail.find("1 later entries"), std::string::npos);
   // A template the verifier cannot replay: reported, not accepted.
-  ExpectFail(with_list(list + "10 " + std::string(40, '1') + " ima " + std::string(40, '0') +
-                       " /legacy\n"),
+  ExpectFail(with_list(list + "10 " + std::string(40, '1') +
+                       " ima-future sha256:" + std::string(64, '0') + " /future\n"),
              "eventlog.ima", verify::kReasonImaUnknownTemplate);
   // Bogus and empty lists.
   ExpectFail(with_list(""), "eventlog.ima", verify::kReasonImaLogMalformed);
@@ -644,6 +664,7 @@ TEST_F(VerifyTest, MeasuredPlatformMatchesAScannedManifest) {
     tpm::Tpm tpm(w.swtpm.tcti());
     measure::MeasurementLog log(tpm, {dir / "state", 15});
     measure::MeasurePlatform(log, paths);
+    ts::MeasureMechanisms(log);
     evidence::EvidenceConfig cfg;
     cfg.node = "verify-node";
     cfg.uefi_log = dir / "none";
@@ -724,7 +745,7 @@ TEST_F(VerifyTest, Tpm2QuoteFromTpm2ToolsVerifies) {
   ASSERT_EQ(pcrs.pcrs_size(), 12);
   EXPECT_EQ(pcrs.pcrs(11).index(), 13u);
   // (the value of the last evidence built: measurements went on after w.ecc)
-  EXPECT_EQ(pcrs.pcrs(11).sha256(), w.coverage.at("odd-guest-event").quote().pcrs(11).sha256());
+  EXPECT_EQ(pcrs.pcrs(11).sha256(), w.coverage.at("odd-mechanism-event").quote().pcrs(11).sha256());
   // Wrong nonce, other AK, altered PCR value, altered signature.
   ExpectFail(verify::VerifyTpm2Quote(files, {B("other-nonce-1234"), opts.ak_pub_pem, {}}), "nonce",
              verify::kReasonNonceMismatch);
@@ -874,6 +895,26 @@ TEST_F(VerifyTest, SnapshotMechanismsReportedAndDowngradesNamed) {
   EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("storage-open"), std::string::npos);
   r = verify::Verify(world->coverage.at("strongest"), strict);
   EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  // The signed snapshot must tell what the quoted log measured: claiming the strongest
+  // mechanism where the log measured a downgrade fails, and so does reporting a downgrade the
+  // (restarted) daemon never measured.
+  r = Run(world->coverage.at("claims-strongest"));
+  ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismLogMismatch);
+  EXPECT_NE(r.Find("snapshot.mechanisms")
+                ->detail.find("storage-open: reported bpf-lsm:file_open, logs.cel record"),
+            std::string::npos)
+      << r.Find("snapshot.mechanisms")->detail;
+  r = Run(world->coverage.at("unmeasured-downgrade"));
+  ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismLogMismatch);
+  EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("no downgrade measured since the daemon"),
+            std::string::npos)
+      << r.Find("snapshot.mechanisms")->detail;
+  // A measured downgrade whose detail is not the daemon's JSON is not read as anything.
+  r = Run(world->coverage.at("odd-mechanism-event"));
+  ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismLogMismatch);
+  EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("mechanism_downgraded detail is not"),
+            std::string::npos)
+      << r.Find("snapshot.mechanisms")->detail;
   // JSON report carries the new checks and their reason codes.
   auto j = nlohmann::json::parse(verify::RenderJson(verify::Verify(world->ecc, strict)));
   bool seen = false;
