@@ -259,7 +259,7 @@ struct CelFacts {
   size_t last_start = SIZE_MAX;        // the last kDaemonStart
 };
 
-std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
+std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok, ReplayCache* cache,
                                  std::vector<CheckResult>& out) {
   const uint32_t pcr = ev.logs().sovguard_pcr();
   const std::string name = "eventlog.cel.replay";
@@ -322,10 +322,29 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
     return std::nullopt;
   }
   out.push_back(Pass("eventlog.cel.decode", std::to_string(recs.size()) + " records"));
-  std::vector<ChainItem> items(recs.size());
-  for (size_t i = 0; i < recs.size(); ++i) items[i] = {recs[i].content, recs[i].digest};
-  const ChainVisitor visit = [](void* ctx, size_t i) { static_cast<CelScan*>(ctx)->Scan(i); };
-  const ChainResult chain = ExtendChainCheckingContents(items, {}, visit, &scan);
+  // Records an earlier verdict replayed (a byte-identical prefix, see ReplayCache) are scanned
+  // but not hashed again: the chain starts from their remembered PCR value.
+  const std::string cache_key = ev.ak().name().empty() ? "node:" + ev.node() : ev.ak().name();
+  const auto cel_bytes = U8(ev.logs().cel());
+  ReplayCache::Hit hit;
+  if (cache) hit = cache->Lookup(cache_key, cel_bytes);
+  if (hit.records > recs.size() ||
+      (hit.records < recs.size() && recs[hit.records].offset != hit.bytes))
+    hit = {};  // cannot happen for a true prefix of complete records; replay it all
+  const size_t done = hit.records;
+  for (size_t i = 0; i < done; ++i) scan.Scan(i);
+  std::vector<ChainItem> items(recs.size() - done);
+  for (size_t i = done; i < recs.size(); ++i) items[i - done] = {recs[i].content, recs[i].digest};
+  struct Visit {
+    CelScan* scan;
+    size_t base;
+  } visit_ctx{&scan, done};
+  const ChainVisitor visit = [](void* ctx, size_t i) {
+    auto* v = static_cast<Visit*>(ctx);
+    v->scan->Scan(v->base + i);
+  };
+  ChainResult chain = ExtendChainCheckingContents(items, hit.pcr, visit, &visit_ctx);
+  if (chain.first_bad_content != SIZE_MAX) chain.first_bad_content += done;
   // The first structural fault in record order: a broken sequence, else a wrong PCR.
   std::optional<CheckResult> structural;
   const size_t first_structural = std::min(scan.first_bad_recnum, scan.first_bad_pcr);
@@ -393,8 +412,12 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok,
                        "logs.cel matches quote.pcrs, but quote.pcrs are not the signed values"));
     return std::nullopt;
   }
+  if (cache) cache->Store(cache_key, cel_bytes, recs.size(), replayed);
   out.push_back(Pass(name, std::to_string(recs.size()) + " records replay to PCR " +
-                               std::to_string(pcr) + " = " + ToHex(replayed)));
+                               std::to_string(pcr) + " = " + ToHex(replayed) +
+                               (done ? " (" + std::to_string(done) +
+                                           " of them as remembered from an earlier verdict)"
+                                     : std::string())));
   return CelFacts{std::move(scan.recs), std::move(scan.guest_events), scan.last_net_program,
                   std::move(scan.downgrades), scan.last_start};
 }
@@ -1097,6 +1120,57 @@ AkChallenge MakeAkChallenge(std::span<const uint8_t> ek_public, std::span<const 
   return c;
 }
 
+namespace {
+bool HasPrefix(std::span<const uint8_t> data, std::span<const uint8_t> prefix) {
+  return prefix.size() <= data.size() &&
+         (prefix.empty() || std::memcmp(data.data(), prefix.data(), prefix.size()) == 0);
+}
+}  // namespace
+
+ReplayCache::Hit ReplayCache::Lookup(const std::string& key, std::span<const uint8_t> cel) {
+  std::lock_guard lock(mu_);
+  for (auto it = lru_.begin(); it != lru_.end(); ++it) {
+    if (it->key != key) continue;
+    if (!HasPrefix(cel, it->cel)) break;
+    lru_.splice(lru_.begin(), lru_, it);
+    ++hits_;
+    return {lru_.front().cel.size(), lru_.front().records, lru_.front().pcr};
+  }
+  ++misses_;
+  return {};
+}
+
+void ReplayCache::Store(const std::string& key, std::span<const uint8_t> cel, size_t records,
+                        const Sha256Digest& pcr) {
+  if (cel.size() > max_bytes_) return;
+  std::lock_guard lock(mu_);
+  auto it = std::find_if(lru_.begin(), lru_.end(), [&](const Entry& e) { return e.key == key; });
+  if (it == lru_.end()) {
+    lru_.push_front(Entry{key, {}, 0, {}});
+  } else {
+    lru_.splice(lru_.begin(), lru_, it);
+  }
+  Entry& e = lru_.front();
+  bytes_ -= e.cel.size();
+  // The common case extends what is remembered: append the new records only.
+  if (HasPrefix(cel, e.cel))
+    e.cel.insert(e.cel.end(), cel.begin() + static_cast<std::ptrdiff_t>(e.cel.size()), cel.end());
+  else
+    e.cel.assign(cel.begin(), cel.end());
+  e.records = records;
+  e.pcr = pcr;
+  bytes_ += e.cel.size();
+  while (bytes_ > max_bytes_ && lru_.size() > 1) {
+    bytes_ -= lru_.back().cel.size();
+    lru_.pop_back();
+  }
+}
+
+ReplayCache::Stats ReplayCache::stats() const {
+  std::lock_guard lock(mu_);
+  return {hits_, misses_, lru_.size(), bytes_};
+}
+
 Report Verify(const v1::Evidence& ev, const Options& opts) {
   // The state file is read, checked and rewritten per verdict: concurrent verifications (fleet
   // mode) must not interleave those steps and lose an update.
@@ -1238,7 +1312,7 @@ Report Verify(const v1::Evidence& ev, const Options& opts) {
   out.push_back(CheckPcrDigest(ev.quote(), attest_ok ? &attest : nullptr));
   const bool pcrs_ok = out.back().status == Status::kPass && sig_ok;
 
-  const auto authentic_cel = CheckCel(ev, pcrs_ok, out);
+  const auto authentic_cel = CheckCel(ev, pcrs_ok, opts.replay_cache, out);
   out.push_back(CheckPolicy(snap, authentic_cel, opts.policy_digest));
   // The snapshot is bound to the signed quote when its digest is right and extraData (signed)
   // binds that digest: only then do its claims count.

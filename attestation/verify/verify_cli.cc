@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 
 #include "attestation/evidence/format.h"
 #include "attestation/manifest/manifest.h"
@@ -25,7 +26,8 @@ constexpr const char* kUsage =
     "       sovguard-verify make-challenge --identity IDENTITY.json -o CHALLENGE.json\n"
     "                       --secret-out SECRET      (credential activation, offline)\n"
     "       sovguard-verify (--node HOST:PORT | --fleet FILE) --ca CA --cert CERT --key KEY\n"
-    "                       [--timeout SEC] [--jobs N] [check options] [--json]\n"
+    "                       [--timeout SEC] [--jobs N] [--rounds N [--interval SEC]]\n"
+    "                       [check options] [--json]\n"
     "  EVIDENCE  evidence from `sovguardctl attest quote` (JSON or binary protobuf); - = stdin\n"
     "  --nonce   the nonce sent to the node (hex, 8..64 bytes)\n"
     "  --ak-pub  the node's enrolled AK public key (PEM); the quote must be signed by it\n"
@@ -46,6 +48,9 @@ constexpr const char* kUsage =
     "            to the EK), quote with a fresh nonce; then every check\n"
     "  --fleet   a file of HOST:PORT lines, verified concurrently (--jobs, default 8): one line\n"
     "            per node and a summary; exit 1 if any node fails or is unreachable\n"
+    "  --rounds  continuous attestation: verify the fleet N times, --interval SEC apart (default\n"
+    "            60); a node's CEL that extends the one it showed before replays only its new\n"
+    "            records (byte-identical prefix remembered in memory); exit 1 if any round failed\n"
     "  --ak-challenge C --ak-secret S --ak-response R  credential activation done offline:\n"
     "            the challenge and secret from make-challenge, the node's answer from\n"
     "            `sovguardctl attest activate`; the evidence AK must be the challenged one\n"
@@ -67,7 +72,7 @@ struct Args {
   std::optional<std::string> ear_key, ear_out;
   std::optional<std::string> node, fleet;
   std::optional<std::string> ca, cert, key;
-  int timeout = 30, jobs = 8;
+  int timeout = 30, jobs = 8, rounds = 1, interval = 60;
   std::optional<std::string> ak_challenge, ak_secret, ak_response;
 };
 
@@ -171,16 +176,24 @@ Args Parse(const std::vector<std::string>& a) {
       r.cert = ReadText(value());
     } else if (a[i] == "--key") {
       r.key = ReadText(value());
-    } else if (a[i] == "--timeout" || a[i] == "--jobs") {
+    } else if (a[i] == "--timeout" || a[i] == "--jobs" || a[i] == "--rounds" ||
+               a[i] == "--interval") {
+      // value() moves past the flag: name it first (--jobs once set the timeout this way).
+      const std::string flag = a[i];
       const std::string& v = value();
       int n = 0;
       try {
         n = std::stoi(v);
       } catch (...) {
-        n = 0;
+        n = -1;
       }
-      if (n < 1 || n > 3600) throw InputError(a[i] + " must be a number from 1 to 3600");
-      (a[i] == "--jobs" ? r.jobs : r.timeout) = n;
+      const int min = flag == "--interval" ? 0 : 1;
+      if (n < min || n > 3600)
+        throw InputError(flag + " must be a number from " + std::to_string(min) + " to 3600");
+      (flag == "--jobs"       ? r.jobs
+       : flag == "--rounds"   ? r.rounds
+       : flag == "--interval" ? r.interval
+                              : r.timeout) = n;
     } else if (a[i] == "--ear-key") {
       r.ear_key = value();
     } else if (a[i] == "--ear-out") {
@@ -223,6 +236,7 @@ Args Parse(const std::vector<std::string>& a) {
   const bool live = r.node || r.fleet;
   if (live) {
     if (r.node && r.fleet) throw InputError("--node and --fleet are exclusive");
+    if (r.node && r.rounds != 1) throw InputError("--rounds applies to --fleet");
     if (have_evidence || r.tpm2_quote)
       throw InputError("--node/--fleet fetch the evidence: give no evidence file");
     if (!r.ca || !r.cert || !r.key) throw InputError("--node/--fleet need --ca, --cert and --key");
@@ -232,6 +246,7 @@ Args Parse(const std::vector<std::string>& a) {
     return r;
   }
   if (r.ca || r.cert || r.key) throw InputError("--ca, --cert and --key apply to --node/--fleet");
+  if (r.rounds != 1) throw InputError("--rounds applies to --fleet");
   if (r.tpm2_quote && have_evidence)
     throw InputError("give either an evidence file or --tpm2-quote, not both");
   if (!have_evidence && !r.tpm2_quote) throw InputError("no evidence file given");
@@ -241,6 +256,35 @@ Args Parse(const std::vector<std::string>& a) {
   if (!r.nonce)
     throw InputError("--nonce is required (freshness cannot be established without it)");
   return r;
+}
+
+// One verification of every node: a line each (or a JSON array), EARs when asked; true when
+// every node answered and passed.
+bool FleetRound(const std::vector<std::string>& targets, const TlsClient& tls, const Options& o,
+                const Args& a, EVP_PKEY* ear_key, std::ostream& out) {
+  const auto results = VerifyFleet(targets, tls, o, a.jobs);
+  bool all = true;
+  for (const auto& r : results) all &= r.fetched && r.report.passed();
+  if (a.json) {
+    std::string arr = "[";
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (i) arr += ",";
+      arr += results[i].fetched
+                 ? RenderJson(results[i].report)
+                 : "{\"node\": \"" + results[i].target + "\", \"verdict\": \"error\"}";
+    }
+    out << arr << "]\n";
+  } else {
+    out << RenderFleet(results);
+  }
+  if (ear_key) {
+    std::filesystem::create_directories(*a.ear_out);
+    for (const auto& r : results)
+      if (r.fetched)
+        WriteFileAtomic(std::filesystem::path(*a.ear_out) / (r.target + ".jwt"),
+                        MakeEarJwt(r.report, ear_key, {0, std::nullopt}) + "\n");
+  }
+  return all;
 }
 
 }  // namespace
@@ -290,27 +334,23 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
       const TlsClient tls{*a.ca, *a.cert, *a.key, std::chrono::seconds(a.timeout)};
       if (a.fleet) {
         const auto targets = ParseFleetFile(*a.fleet);
-        const auto results = VerifyFleet(targets, tls, o, a.jobs);
+        ReplayCache cache;
+        Options fo = o;
+        fo.replay_cache = &cache;
         bool all = true;
-        for (const auto& r : results) all &= r.fetched && r.report.passed();
-        if (a.json) {
-          std::string arr = "[";
-          for (size_t i = 0; i < results.size(); ++i) {
-            if (i) arr += ",";
-            arr += results[i].fetched
-                       ? RenderJson(results[i].report)
-                       : "{\"node\": \"" + results[i].target + "\", \"verdict\": \"error\"}";
+        for (int round = 1; round <= a.rounds; ++round) {
+          if (round > 1) {
+            // Rounds are paced, not synchronised: each round runs to its end first.
+            std::this_thread::sleep_for(std::chrono::seconds(a.interval));
+            if (!a.json) out << "round " << round << "\n";
           }
-          out << arr << "]\n";
-        } else {
-          out << RenderFleet(results);
+          all &= FleetRound(targets, tls, fo, a, ear_key ? ear_key->get() : nullptr, out);
+          out.flush();
         }
-        if (ear_key) {
-          std::filesystem::create_directories(*a.ear_out);
-          for (const auto& r : results)
-            if (r.fetched)
-              WriteFileAtomic(std::filesystem::path(*a.ear_out) / (r.target + ".jwt"),
-                              MakeEarJwt(r.report, ear_key->get(), {0, std::nullopt}) + "\n");
+        if (a.rounds > 1 && !a.json) {
+          const auto st = cache.stats();
+          out << "replay cache: " << st.hits << " of " << st.hits + st.misses
+              << " CEL replays continued from an earlier round\n";
         }
         return all ? kExitPass : kExitFail;
       }

@@ -38,21 +38,21 @@ class DaemonFleet : public ::testing::Test {
         std::vector<std::string>{
             "--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data", "--set",
             "swtpm_port=" + std::to_string(27000 + (::getpid() % 1000) * 4 + 2 * i), "--set",
-            "api_listen=127.0.0.1:0", "--set", "api_cert=" + (pki / "server.pem").string(),
-            "--set", "api_key=" + (pki / "server.key").string(), "--set",
+            "api_listen=127.0.0.1:0", "--set", "api_cert=" + (pki / "server.pem").string(), "--set",
+            "api_key=" + (pki / "server.key").string(), "--set",
             "auditor_ca=" + (pki / "ca.pem").string(), "--set",
             "auditor_allowlist=" + (pki / "auditors.allow").string()}));
     return *nodes_.back();
   }
 
-  int Fleet(const std::string& targets, std::string* out) {
+  int Fleet(const std::string& targets, std::string* out, const std::string& extra = "") {
     std::ofstream(dir_ / "fleet.txt") << targets;
     const fs::path pki = dir_ / "pki";
     return st::RunShell(std::string(SOVGUARD_BINARY_DIR) +
                             "/attestation/verify/sovguard-verify --fleet " +
                             (dir_ / "fleet.txt").string() + " --ca " + (pki / "ca.pem").string() +
                             " --cert " + (pki / "auditor.pem").string() + " --key " +
-                            (pki / "auditor.key").string() + " --timeout 60 2>&1",
+                            (pki / "auditor.key").string() + " --timeout 60 " + extra + " 2>&1",
                         out);
   }
 
@@ -84,6 +84,18 @@ TEST_F(DaemonFleet, VerifiesLiveNodesOverMutualTlsAndFailsWhenOneStops) {
     const std::string target = n->Status().at("api_tls").get<std::string>();
     EXPECT_NE(out.find("PASS  " + target), std::string::npos) << target << "\n" << out;
   }
+
+  // Continuous attestation: the second round's quotes extend the logs the first round
+  // replayed, so only their new records are hashed; both rounds pass.
+  EXPECT_EQ(Fleet(targets, &out, "--rounds 2 --interval 0"), 0) << out;
+  EXPECT_NE(out.find("round 2\n"), std::string::npos) << out;
+  size_t summaries = 0;
+  for (size_t p = 0; (p = out.find("fleet: 2 nodes, 2 passed", p)) != std::string::npos; ++p)
+    ++summaries;
+  EXPECT_EQ(summaries, 2u) << out;
+  EXPECT_NE(out.find("replay cache: 2 of 4 CEL replays continued from an earlier round"),
+            std::string::npos)
+      << out;
 
   // A node that stops answering fails the fleet; the other one still passes.
   const std::string gone = nodes_[1]->Status().at("api_tls").get<std::string>();

@@ -416,6 +416,67 @@ TEST_F(VerifyTest, TamperedCelEntryFails) {
   ExpectFail(Run(trunc), "eventlog.cel.decode", verify::kReasonCelMalformed);
 }
 
+// Continuous attestation: a later CEL of the same AK that extends one already replayed hashes
+// only its new records, and the verdict is the same as without the cache, check for check;
+// tampering before or after the remembered prefix is still found.
+TEST_F(VerifyTest, ReplayCacheHashesOnlyNewRecordsAndChangesNoVerdict) {
+  const auto& c = world->coverage;
+  // Evidence in the order the node produced it: each CEL extends the previous one.
+  const std::vector<const v1::Evidence*> seq = {&world->ecc, &c.at("claims-strongest"),
+                                                &c.at("strongest"), &c.at("released"),
+                                                &c.at("odd-mechanism-event")};
+  verify::ReplayCache cache;
+  verify::Options cached{world->nonce};
+  cached.replay_cache = &cache;
+  for (size_t i = 0; i < seq.size(); ++i) {
+    const auto with = verify::Verify(*seq[i], cached);
+    const auto without = Run(*seq[i]);
+    ASSERT_EQ(with.checks.size(), without.checks.size());
+    for (size_t k = 0; k < with.checks.size(); ++k) {
+      EXPECT_EQ(with.checks[k].status, without.checks[k].status) << i << " " << with.checks[k].name;
+      EXPECT_EQ(with.checks[k].reason, without.checks[k].reason) << i << " " << with.checks[k].name;
+    }
+    const auto& replay = with.Find("eventlog.cel.replay")->detail;
+    EXPECT_EQ(replay.find("as remembered") != std::string::npos, i > 0) << i << ": " << replay;
+  }
+  EXPECT_EQ(cache.stats().hits, seq.size() - 1);
+  EXPECT_EQ(cache.stats().entries, 1u);
+  EXPECT_EQ(cache.stats().bytes, c.at("odd-mechanism-event").logs().cel().size());
+
+  // Start again from w.ecc remembered, then alter the later evidence.
+  verify::ReplayCache fresh;
+  cached.replay_cache = &fresh;
+  ASSERT_TRUE(verify::Verify(world->ecc, cached).passed());
+  const size_t known = Cel(world->ecc).size();
+  const auto later = c.at("released");
+  auto recs = Cel(later);
+  ASSERT_GT(recs.size(), known + 1);
+  // Inside the remembered prefix, rewritten consistently: not a prefix any more, full replay.
+  auto t = recs;
+  t[2] = cel::MakeSovguardRecord(2, recs[2].pcr,
+                                 {cel::EventKind::kBpfObject, "evil.bpf.o", Sha256("evil"), ""});
+  ExpectFail(verify::Verify(WithCel(later, t), cached), "eventlog.cel.replay",
+             verify::kReasonCelReplayMismatch);
+  // After it: a content that does not hash to its digest is named by its own record number.
+  t = recs;
+  t[known].content.back() ^= 1;
+  auto r = verify::Verify(WithCel(later, t), cached);
+  ExpectFail(r, "eventlog.cel.replay", verify::kReasonCelEntryTampered);
+  EXPECT_NE(r.Find("eventlog.cel.replay")->detail.find("record " + std::to_string(known) + ":"),
+            std::string::npos)
+      << r.Find("eventlog.cel.replay")->detail;
+  // A record dropped after the prefix: the PCR does not replay.
+  t = recs;
+  t.erase(t.begin() + static_cast<std::ptrdiff_t>(known));
+  for (size_t i = known; i < t.size(); ++i) t[i].recnum = i;
+  EXPECT_FALSE(verify::Verify(WithCel(later, t), cached).passed());
+  // None of these poisoned the cache: the genuine evidence still passes, from the prefix.
+  r = verify::Verify(later, cached);
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_NE(r.Find("eventlog.cel.replay")->detail.find(std::to_string(known) + " of them"),
+            std::string::npos);
+}
+
 TEST_F(VerifyTest, MissingEventFails) {
   auto recs = Cel(world->ecc);
   auto last = recs;

@@ -113,5 +113,28 @@ TEST(VerifyUnit, GarbageAndTruncatedInputsAreInputErrors) {
   EXPECT_EQ(Cli({"--nonce", "00", (kCorpus / "genuine-ecc.json").string()}), verify::kExitFail);
 }
 
+// Numeric live options name themselves when wrong, and --rounds belongs to --fleet only.
+TEST(VerifyUnit, LiveOptionsAreCheckedByName) {
+  const std::vector<std::string> tls = {"--ca",      "/dev/null", "--cert",
+                                        "/dev/null", "--key",     "/dev/null"};
+  std::string text;
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), tls.begin(), tls.end());
+    return a;
+  };
+  EXPECT_EQ(Cli(with({"--fleet", "/dev/null", "--jobs", "0"}), &text), verify::kExitUsage);
+  EXPECT_NE(text.find("--jobs must be a number from 1 to 3600"), std::string::npos) << text;
+  EXPECT_EQ(Cli(with({"--fleet", "/dev/null", "--interval", "-1"}), &text), verify::kExitUsage);
+  EXPECT_NE(text.find("--interval must be a number from 0 to 3600"), std::string::npos) << text;
+  EXPECT_EQ(Cli(with({"--fleet", "/dev/null", "--rounds", "x"}), &text), verify::kExitUsage);
+  EXPECT_NE(text.find("--rounds must be a number from 1 to 3600"), std::string::npos) << text;
+  EXPECT_EQ(Cli(with({"--node", "h:1", "--rounds", "2"}), &text), verify::kExitUsage);
+  EXPECT_NE(text.find("--rounds applies to --fleet"), std::string::npos) << text;
+  EXPECT_EQ(
+      Cli({"--rounds", "2", "--nonce", kNonceHex, (kCorpus / "genuine-ecc.json").string()}, &text),
+      verify::kExitUsage);
+  EXPECT_NE(text.find("--rounds applies to --fleet"), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace sovguard::attestation
