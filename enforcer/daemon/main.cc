@@ -19,6 +19,7 @@
 #include "enforcer/daemon/host_services.h"
 #include "enforcer/daemon/log.h"
 #include "enforcer/daemon/node.h"
+#include "enforcer/daemon/release.h"
 #include "enforcer/probe/probe.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/version.h"
@@ -34,6 +35,10 @@ constexpr const char* kUsage = R"(usage: sovguardd [options]
   --data-dir DIR       shipped data: jurisdiction table and default policy
   --state-dir DIR      persistent state (swtpm, anti-rollback, event log)
   --runtime-dir DIR    runtime files (probe cache, status, API socket)
+  --release-enforcement  remove every filter, storage program and pin this daemon left in the
+                       kernel (stopping the daemon keeps enforcing), measured into the TPM log
+                       first; refuses while a guest is still covered
+  --force              with --release-enforcement: release even then (guests run unguarded)
   --version            print the version and exit
 )";
 
@@ -55,6 +60,8 @@ int Run(const sd::Config& config) {
                                           std::filesystem::perms::group_read |
                                           std::filesystem::perms::group_exec);
   }
+  // Before anything touches the kernel: a second daemon would adopt the first one's datapath.
+  const sd::InstanceLock lock(config.runtime_dir);
   if (en::EnsureBpffs()) sd::log::Notice("mounted bpffs at /sys/fs/bpf");
   if (en::EnsureTracefs()) sd::log::Notice("mounted tracefs at /sys/kernel/tracing");
   // The UEFI and IMA event logs the evidence carries are read from securityfs.
@@ -112,7 +119,6 @@ int Run(const sd::Config& config) {
   };
   write_status();
 
-
   uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
   sd_notify(0, "READY=1\nSTATUS=enforcing");
@@ -157,6 +163,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   std::filesystem::path config_file = "/etc/sovguard/sovguardd.conf";
   bool explicit_config = false;
+  bool release = false, force = false;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--config" && i + 1 < args.size()) {
       config_file = args[++i];
@@ -191,6 +198,10 @@ int main(int argc, char** argv) {
         config.state_dir = value();
       } else if (a == "--runtime-dir") {
         config.runtime_dir = value();
+      } else if (a == "--release-enforcement") {
+        release = true;
+      } else if (a == "--force") {
+        force = true;
       } else {
         std::cerr << "sovguardd: unknown option " << a << "\n" << kUsage;
         return 2;
@@ -199,6 +210,21 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "sovguardd: " << e.what() << "\n";
     return 2;
+  }
+  if (force && !release) {
+    std::cerr << "sovguardd: --force applies to --release-enforcement\n" << kUsage;
+    return 2;
+  }
+  if (release) {
+    try {
+      std::string out;
+      const int rc = sd::ReleaseEnforcement(config, force, out);
+      (rc == 0 ? std::cout : std::cerr) << out;
+      return rc;
+    } catch (const std::exception& e) {
+      std::cerr << "sovguardd: release failed: " << e.what() << "\n";
+      return 1;
+    }
   }
   try {
     return Run(config);

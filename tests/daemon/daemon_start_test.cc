@@ -7,6 +7,7 @@
 
 #include <filesystem>
 
+#include "attestation/eventlog/cel.h"
 #include "tests/support/daemon_process.h"
 
 namespace fs = std::filesystem;
@@ -98,8 +99,10 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
     ASSERT_NE(url.find("/metrics"), std::string::npos) << url;
     ASSERT_EQ(st::RunShell("curl -sf " + url, &out), 0) << daemon.Log();
     EXPECT_NE(out.find("# TYPE sovguard_probe_path_info gauge"), std::string::npos) << out;
-    EXPECT_NE(out.find("sovguard_probe_path_info{path=\"storage-block-devices\",mechanism=\"cgroup/dev\""),
-              std::string::npos)
+    EXPECT_NE(
+        out.find(
+            "sovguard_probe_path_info{path=\"storage-block-devices\",mechanism=\"cgroup/dev\""),
+        std::string::npos)
         << out;
     EXPECT_NE(out.find("sovguard_tpm_software 1"), std::string::npos) << out;
     EXPECT_NE(out.find("sovguard_policy_dataset_info{dataset=\"default-eu-eea\",mode=\"audit\"} 1"),
@@ -114,6 +117,57 @@ TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {
     exit_status = daemon.Terminate();
     EXPECT_EQ(exit_status, 0) << daemon.Log();
   }
+}
+
+// One daemon per runtime directory; stopping keeps enforcing; `--release-enforcement` is the
+// explicit way out: measured into the TPM log first, then every filter, storage program and pin
+// gone; a daemon started afterwards enforces again.
+TEST_F(DaemonStart, OneDaemonPerRuntimeDirAndAnExplicitMeasuredRelease) {
+  st::DaemonProcess daemon(dir_, {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data"});
+  std::string why, out;
+  ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
+  const std::string machine = daemon.Status().at("storage").at("machine_cgroup").get<std::string>();
+  // A second daemon on the same directories would adopt the first one's datapath: refused.
+  EXPECT_EQ(daemon.RunOnce({}, &out), 1) << out;
+  EXPECT_NE(out.find("another sovguardd (pid " + std::to_string(daemon.Pid()) + ")"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(daemon.RunOnce({"--release-enforcement"}, &out), 0) << out;
+  EXPECT_NE(out.find("another sovguardd"), std::string::npos) << out;
+  EXPECT_EQ(daemon.RunOnce({"--force"}, &out), 2) << out;  // --force alone is a usage error
+
+  ASSERT_EQ(daemon.Terminate(), 0) << daemon.Log();
+  // Stopped, still enforcing: the storage programs stay attached and pinned.
+  ASSERT_TRUE(fs::exists(daemon.PinDir() / "storage"));
+  ASSERT_EQ(st::RunShell("bpftool cgroup show " + machine, &out), 0) << out;
+  EXPECT_NE(out.find("connect4"), std::string::npos) << out;
+
+  ASSERT_EQ(daemon.RunOnce({"--release-enforcement"}, &out), 0) << out;
+  EXPECT_NE(out.find("enforcement released: 0 guest(s) were covered"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(daemon.PinDir())) << out;
+  ASSERT_EQ(st::RunShell("bpftool cgroup show " + machine, &out), 0) << out;
+  EXPECT_EQ(out.find("connect4"), std::string::npos) << out;
+  EXPECT_EQ(out.find("cgroup_device"), std::string::npos) << out;
+  // The quoted log says so: the release is its last event.
+  const auto log = st::ReadTextFile(daemon.StateDir() / "measurements/cel.bin");
+  const auto recs = sovguard::attestation::cel::DecodeLog(
+      std::span(reinterpret_cast<const uint8_t*>(log.data()), log.size()));
+  ASSERT_FALSE(recs.empty());
+  const auto last = sovguard::attestation::cel::DecodeSovguardContent(recs.back().content);
+  EXPECT_EQ(last.name, "enforcement");
+  EXPECT_EQ(last.detail, "released: 0 taps/cgroups covered");
+  // Nothing left to release: says so, succeeds.
+  EXPECT_EQ(daemon.RunOnce({"--release-enforcement"}, &out), 0) << out;
+  EXPECT_NE(out.find("nothing to release"), std::string::npos) << out;
+
+  // Started again: enforcing again.
+  daemon.Restart();
+  ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
+  EXPECT_TRUE(daemon.Status().at("storage").at("enforced").get<bool>());
+  ASSERT_EQ(st::RunShell("bpftool cgroup show " + machine, &out), 0) << out;
+  EXPECT_NE(out.find("connect4"), std::string::npos) << out;
+  EXPECT_EQ(daemon.Terminate(), 0) << daemon.Log();
+  EXPECT_EQ(daemon.RunOnce({"--release-enforcement"}, &out), 0) << out;
 }
 
 TEST_F(DaemonStart, AuditorsQuoteOverMutualTlsOnlyWhenAllowListed) {

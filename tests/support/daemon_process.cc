@@ -93,6 +93,18 @@ void DaemonProcess::Spawn() {
   if (rc != 0) throw std::runtime_error("cannot spawn " + argv[0]);
 }
 
+int DaemonProcess::RunOnce(const std::vector<std::string>& extra, std::string* out) const {
+  std::string cmd;
+  auto quoted = [](const std::string& a) {
+    std::string q = "'";
+    for (const char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+  };
+  for (const auto& a : argv_) cmd += quoted(a) + " ";
+  for (const auto& a : extra) cmd += quoted(a) + " ";
+  return RunShell(cmd + "2>&1", out);
+}
+
 void DaemonProcess::Kill() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);

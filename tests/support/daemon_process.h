@@ -48,6 +48,9 @@ class DaemonProcess {
   std::filesystem::path PinDir() const;
   static std::string Binary();
   static std::string Ctl();
+  // Runs the binary once more, synchronously, with this daemon's arguments plus `extra` (e.g.
+  // --release-enforcement): its exit code, and its standard output and error in `out`.
+  int RunOnce(const std::vector<std::string>& extra, std::string* out) const;
 
  private:
   void Spawn();
