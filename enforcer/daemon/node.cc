@@ -82,6 +82,7 @@ nlohmann::json StorageJson(storage::StorageDatapath* sp, const std::string& erro
   }
   j["paths"] = paths;
   j["machine_cgroup"] = st.machine_cgroup.string();
+  j["layout"] = storage::ToString(st.layout);
   j["guest_discovery"] = st.guest_discovery;
   j["guests"] = st.guests;
   j["pending"] = st.pending;
@@ -332,6 +333,9 @@ void Node::StartStorage() {
     if (storage_->Status().adopted)
       log::Info("storage path adopted from {} (guests, volumes, counters and quotas kept)",
                 (config_.bpf_pin_dir / "storage").string());
+    log::Info("storage path: libvirt cgroup layout {}, machine cgroup {} ({})",
+              storage::ToString(storage_->Status().layout),
+              storage_->Status().machine_cgroup.string(), storage_->Status().layout_reason);
     for (const auto& p : storage_->Status().paths) {
       log::Info("storage path {}: {} ({})", p.path, p.mechanism, storage::ToString(p.guarantee));
       for (const auto& u : p.unavailable) log::Warning("storage path {}: not used: {}", p.path, u);
@@ -466,7 +470,7 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
     // The guest's cgroup does not exist yet: announce its name so the kernel registers it the
     // moment libvirt creates it, before QEMU opens a disk.
     try {
-      storage_->ExpectGuest(storage::LibvirtCgroupName(guest.domain.id, guest.domain.name),
+      storage_->ExpectGuest(storage_->GuestCgroupName(guest.domain.id, guest.domain.name),
                             StorageFor(guest.domain, it->second.datasets));
     } catch (const storage::StorageRefused& e) {
       log::Error("hook: refusing to start guest {}: {}", event.request.name, e.what());

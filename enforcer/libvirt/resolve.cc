@@ -23,9 +23,17 @@ std::optional<std::string> ProcessCgroup2Path(pid_t pid, const std::string& proc
 }
 
 std::string DomainScope(const std::string& process_cgroup) {
-  static const std::regex kLeaf(R"(^(.*\.libvirt-qemu)/(emulator|vcpu[0-9]+|iothread[0-9]+)$)");
+  // Without systemd-machined: <partition>/<machine>.libvirt-qemu/<thread group>.
+  static const std::regex kCgroupfs(
+      R"(^(.*/[^/]+\.libvirt-qemu)/(emulator|vcpu[0-9]+|iothread[0-9]+)$)");
+  // With systemd-machined: <slice>/machine-<escaped machine>.scope/libvirt/<thread group> (libvirt
+  // >= 7.1 nests its groups in "libvirt" below the scope; before, they were the scope's children).
+  // The leader sits in <scope>/libvirt itself until libvirt moves its threads.
+  static const std::regex kSystemd(
+      R"(^(.*/machine-[^/]+\.scope)(/libvirt)?(/(emulator|vcpu[0-9]+|iothread[0-9]+))?$)");
   std::smatch m;
-  if (std::regex_match(process_cgroup, m, kLeaf)) {
+  if (std::regex_match(process_cgroup, m, kCgroupfs) ||
+      std::regex_match(process_cgroup, m, kSystemd)) {
     return m[1].str();
   }
   return process_cgroup;

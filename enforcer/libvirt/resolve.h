@@ -14,8 +14,12 @@ namespace sovguard::libvirt {
 std::optional<std::string> ProcessCgroup2Path(pid_t pid, const std::string& proc_root = "/proc");
 
 // libvirt puts QEMU's main thread in <scope>/emulator and vCPUs in <scope>/vcpuN: BPF cgroup
-// programs go on the scope so every thread of the guest is covered. Strips a trailing
-// /emulator, /vcpuN or /iothreadN.
+// programs go on the scope so every thread of the guest is covered. The scope is the per-guest
+// directory, the ancestor of every QEMU thread:
+//   no systemd-machined  /machine/qemu-1-vm1.libvirt-qemu/{emulator,vcpuN,iothreadN}
+//   systemd-machined     /machine.slice/machine-qemu\x2d1\x2dvm1.scope/libvirt/{emulator,...}
+//                        (also .../scope/libvirt itself, and libvirt < 7.1's .../scope/emulator)
+// Anything else is returned unchanged.
 std::string DomainScope(const std::string& process_cgroup);
 
 // The QEMU pid libvirt recorded (run_dir/NAME.pid), checked against /proc/<pid>/cmdline containing
@@ -34,7 +38,9 @@ struct CgroupInfo {
   // (emulator, vcpuN), so BPF matches it with bpf_get_current_ancestor_cgroup_id(scope_level) /
   // bpf_skb_ancestor_cgroup_id(skb, scope_level), not bpf_get_current_cgroup_id().
   uint64_t scope_id = 0;
-  int scope_level = 0;  // depth below the cgroup2 root ("/machine/qemu-1-x.libvirt-qemu" -> 2)
+  // depth below the cgroup2 root: "/machine/qemu-1-x.libvirt-qemu" -> 2,
+  // "/machine.slice/machine-qemu\x2d1\x2dx.scope" -> 2
+  int scope_level = 0;
   bool operator==(const CgroupInfo&) const = default;
 };
 

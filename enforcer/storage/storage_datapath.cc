@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -25,6 +26,7 @@
 
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/system/mounts.h"
+#include "enforcer/system/process.h"
 #include "enforcer/system/unique_fd.h"
 
 namespace sovguard::storage {
@@ -363,10 +365,46 @@ const PathStatus* StorageStatus::Find(std::string_view path) const {
   return nullptr;
 }
 
-std::string LibvirtCgroupName(int id, std::string_view name) {
+namespace {
+
+// machine.slice is missing until systemd first needs it (no guest since boot). The programs must
+// be attached before the first guest's scope appears, so it is made to exist now, by systemd:
+//  - mkdir ourselves: systemd would adopt the directory when it starts the slice, but as a cgroup
+//    it does not know it may remove it (stopping machine.slice rmdirs it) and a new one, without
+//    our programs, would appear with the next guest;
+//  - attaching one level higher (the root) would run the connect/device programs for every
+//    process of the host and still needs machine.slice's id to recognise guests;
+//  - waiting for it to appear (cgroup_mkdir) leaves the first guest uncovered unless its start is
+//    held until the attach, which the `start begin` hook cannot do (the scope is made later).
+// `systemctl start machine.slice` (a static unit every systemd ships; slices stay active until
+// stopped explicitly) makes the directory systemd's own from the start. When it fails the
+// constructor throws: the storage path is reported as not enforced rather than silently covering
+// nothing. VerifyAttachments reports a machine cgroup that was removed and re-created.
+void EnsureSystemdSlice(const fs::path& slice) {
+  std::error_code ec;
+  if (fs::is_directory(slice, ec)) return;
+  const std::string unit = slice.filename().string();
+  enforcer::CommandResult r;
+  try {
+    r = enforcer::RunCommand({"systemctl", "start", "--", unit});
+  } catch (const std::exception& e) {
+    throw StorageError(
+        fmt::format("{} is missing and systemctl cannot run: {}", slice.string(), e.what()),
+        ENOENT);
+  }
+  if (r.exit_code != 0 || !fs::is_directory(slice, ec)) {
+    throw StorageError(fmt::format("{} is missing and `systemctl start {}` did not create it "
+                                   "(exit {}): {}",
+                                   slice.string(), unit, r.exit_code, r.output),
+                       ENOENT);
+  }
+}
+
+}  // namespace
+
+std::string LibvirtMachineName(int id, std::string_view name) {
   // virDomainDriverGenerateMachineName + virDomainMachineNameAppendValid (libvirt 9): hostname
-  // characters only, leading dots skipped, at most 64 characters, no trailing '-'; then the cgroup
-  // directory is "<machine>.libvirt-qemu".
+  // characters only, leading dots skipped, at most 64 characters, no trailing '-'.
   std::string out = fmt::format("qemu-{}-", id);
   bool skip = true;
   for (const char c : name) {
@@ -377,7 +415,81 @@ std::string LibvirtCgroupName(int id, std::string_view name) {
     out.push_back(c);
   }
   while (!out.empty() && out.back() == '-') out.pop_back();
-  return out + ".libvirt-qemu";
+  return out;
+}
+
+std::string LibvirtCgroupName(int id, std::string_view name) {
+  // virCgroupNewDomainPartition: "<machine name>.libvirt-<driver>" (libvirt docs/cgroups.rst).
+  return LibvirtMachineName(id, name) + ".libvirt-qemu";
+}
+
+std::string SystemdEscape(std::string_view name) {
+  // systemd unit_name_escape (src/basic/unit-name.c), which machined applies to the machine name;
+  // libvirt's virSystemdEscapeName (src/util/virsystemd.c) does the same.
+  std::string out;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (c == '/') {
+      out.push_back('-');
+    } else if ((c == '.' && i == 0) || c == '-' || c == '\\' ||
+               (std::isalnum(c) == 0 && c != ':' && c != '_' && c != '.')) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+std::string LibvirtScopeName(int id, std::string_view name) {
+  // systemd-machined machine_start_scope: "machine-" + unit_name_escape(machine name) + ".scope";
+  // the scope's cgroup directory has the unit's name (libvirt docs/cgroups.rst).
+  return "machine-" + SystemdEscape(LibvirtMachineName(id, name)) + ".scope";
+}
+
+std::string GuestCgroupName(CgroupLayout layout, int id, std::string_view name) {
+  return layout == CgroupLayout::kSystemd ? LibvirtScopeName(id, name)
+                                          : LibvirtCgroupName(id, name);
+}
+
+std::string ToString(CgroupLayout layout) {
+  return layout == CgroupLayout::kSystemd ? "systemd" : "cgroupfs";
+}
+
+LayoutDetection DetectCgroupLayout(const fs::path& sysroot) {
+  // libvirt registers a guest with systemd-machined when virSystemdHasMachined() says yes:
+  // org.freedesktop.machine1 is activatable and org.freedesktop.systemd1 is on the bus (systemd
+  // is PID 1); else it makes the cgroupfs layout itself (virCgroupNewMachine ->
+  // virCgroupNewMachineManual). The same two facts, read from files (no D-Bus dependency):
+  std::error_code ec;
+  if (!fs::is_directory(sysroot / "run/systemd/system", ec)) {
+    return {CgroupLayout::kCgroupfs,
+            "systemd is not PID 1 (no /run/systemd/system): libvirt "
+            "makes <cgroup2>/machine/<guest>.libvirt-qemu"};
+  }
+  if (fs::is_directory(sysroot / "run/systemd/machines", ec)) {
+    return {CgroupLayout::kSystemd,
+            "systemd is PID 1 and systemd-machined runs (/run/systemd/machines): libvirt "
+            "registers guests as machine.slice/machine-<name>.scope"};
+  }
+  for (const char* dir : {"usr/share/dbus-1/system-services",
+                          "usr/local/share/dbus-1/system-services", "lib/dbus-1/system-services"}) {
+    const fs::path service = sysroot / dir / "org.freedesktop.machine1.service";
+    if (fs::exists(service, ec)) {
+      return {CgroupLayout::kSystemd,
+              fmt::format("systemd is PID 1 and systemd-machined is D-Bus-activatable (/{}): "
+                          "libvirt registers guests as machine.slice/machine-<name>.scope",
+                          (fs::path(dir) / "org.freedesktop.machine1.service").string())};
+    }
+  }
+  return {CgroupLayout::kCgroupfs,
+          "systemd is PID 1 but systemd-machined is not installed (no "
+          "org.freedesktop.machine1.service; Debian: package systemd-container): libvirt makes "
+          "<cgroup2>/machine/<guest>.libvirt-qemu"};
+}
+
+fs::path DefaultMachineCgroup(CgroupLayout layout, const fs::path& cgroup2_root) {
+  return cgroup2_root / (layout == CgroupLayout::kSystemd ? "machine.slice" : "machine");
 }
 
 std::uint64_t StorageDatapath::CgroupId(const fs::path& dir) {
@@ -990,8 +1102,31 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   enforcer::EnsureTracefs();
   const auto root = enforcer::FindCgroup2Mount();
   if (!root) throw StorageError("no cgroup2 mount in /proc/self/mountinfo", ENOENT);
-  if (m.options.machine_cgroup.empty()) m.options.machine_cgroup = *root / "machine";
-  fs::create_directories(m.options.machine_cgroup);
+  if (m.options.machine_cgroup.empty()) {
+    LayoutDetection detected = DetectCgroupLayout("/");
+    if (m.options.layout && *m.options.layout != detected.layout) {
+      detected = {*m.options.layout,
+                  "given by the options (detection said: " + detected.reason + ")"};
+    }
+    m.status.layout = detected.layout;
+    m.status.layout_reason = std::move(detected.reason);
+    m.options.machine_cgroup = DefaultMachineCgroup(m.status.layout, *root);
+    if (m.status.layout == CgroupLayout::kSystemd) {
+      EnsureSystemdSlice(m.options.machine_cgroup);
+    } else {
+      fs::create_directories(m.options.machine_cgroup);
+    }
+  } else {
+    const bool slice = m.options.machine_cgroup.filename().string().ends_with(".slice");
+    m.status.layout =
+        m.options.layout.value_or(slice ? CgroupLayout::kSystemd : CgroupLayout::kCgroupfs);
+    m.status.layout_reason =
+        m.options.layout
+            ? "given by the options"
+            : fmt::format("machine cgroup {} given: its name {} in .slice",
+                          m.options.machine_cgroup.string(), slice ? "ends" : "does not end");
+    fs::create_directories(m.options.machine_cgroup);
+  }
   m.machine_fd =
       UniqueFd(::open(m.options.machine_cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!m.machine_fd) throw StorageError("open " + m.options.machine_cgroup.string(), errno);
@@ -1262,20 +1397,40 @@ void StorageDatapath::ApplyPolicy(const policy::CompiledStorage& storage) {
   m.WriteState();
 }
 
+std::string StorageDatapath::GuestCgroupName(int id, std::string_view name) const {
+  return storage::GuestCgroupName(impl_->status.layout, id, name);
+}
+
 void StorageDatapath::ExpectGuest(const std::string& cgroup_name, const GuestStorage& guest) {
   Impl& m = *impl_;
-  if (cgroup_name.empty() || cgroup_name.size() >= SG_STORAGE_NAME_LEN ||
-      cgroup_name.find('/') != std::string::npos) {
-    throw StorageError(fmt::format("guest {}: cgroup name \"{}\" must be 1-{} characters without /",
-                                   guest.name, cgroup_name, SG_STORAGE_NAME_LEN - 1),
-                       EINVAL);
+  // cgroup directory names are at most NAME_MAX bytes, never "." or "..".
+  if (cgroup_name.empty() || cgroup_name.size() > NAME_MAX || cgroup_name == "." ||
+      cgroup_name == ".." || cgroup_name.find('/') != std::string::npos ||
+      cgroup_name.find('\0') != std::string::npos) {
+    throw StorageError(
+        fmt::format("guest {}: cgroup name \"{}\" must be 1-{} bytes without / or NUL", guest.name,
+                    cgroup_name, NAME_MAX),
+        EINVAL);
   }
+  // What cgroup_mkdir reads of the new directory's name: bpf_probe_read_kernel_str into the
+  // SG_STORAGE_NAME_LEN key copies at most 63 bytes and ends them with NUL, so a longer name is
+  // matched by its first 63 bytes (see ExpectGuest in the header for why that is one guest).
+  const std::string key_name = cgroup_name.substr(0, SG_STORAGE_NAME_LEN - 1);
   const sg_storage_guest entry = m.Admit(guest);
+  // The prefix holds the running id, which libvirt gives one starting guest at a time: another
+  // guest announced under the same key is stale (its start failed, its release was missed) and
+  // loses the announcement, which is overwritten below.
+  for (auto& [other_name, other] : m.guests) {
+    if (other_name != guest.name && other.cgroup_name == key_name) {
+      other.cgroup_name.clear();
+      m.WriteGuestMeta(other);
+    }
+  }
   auto& g = m.guests[guest.name];
-  g.cgroup_name = cgroup_name;
+  g.cgroup_name = key_name;
   m.WriteGuestMeta(g);
   sg_storage_pending_key key{};
-  std::memcpy(key.name, cgroup_name.data(), cgroup_name.size());
+  std::memcpy(key.name, key_name.data(), key_name.size());
   Update(m.Fd(m.skel->maps.sg_storage_pending), &key, &entry, "sg_storage_pending");
   // The pending entry is in place before this check, so a cgroup created meanwhile is caught by
   // cgroup_mkdir; one that already exists is registered here.
@@ -1356,6 +1511,22 @@ std::vector<AttachedProgram> StorageDatapath::Programs() const {
 std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOptions options) const {
   const Impl& m = *impl_;
   std::vector<StorageFinding> out = m.adoption_findings;
+  // The machine cgroup itself: removed and made again (e.g. `systemctl stop machine.slice`), the
+  // directory is a new cgroup without our programs and guests below it are not covered.
+  std::optional<std::string> replaced;
+  try {
+    const std::uint64_t id = CgroupId(m.options.machine_cgroup);
+    if (id != m.status.machine_cgroup_id) replaced = fmt::format("now cgroup id {}", id);
+  } catch (const StorageError& e) {
+    replaced = fmt::format("gone ({})", ErrnoText(e.error()));
+  }
+  if (replaced) {
+    out.push_back(
+        {"machine-cgroup-replaced", m.options.machine_cgroup.string(),
+         fmt::format("{} is {} but the programs are attached to cgroup id {}: guests "
+                     "below it are not covered until sovguardd restarts",
+                     m.options.machine_cgroup.string(), *replaced, m.status.machine_cgroup_id)});
+  }
   for (const auto& a : m.attached) {
     const std::string name = bpf_program__name(a.prog);
     const auto ours = m.Identity(a.prog);

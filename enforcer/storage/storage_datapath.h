@@ -5,10 +5,12 @@
 // ring buffer. Without a pin_dir destruction detaches everything; with one (restart hand-over)
 // enforcement stays in the kernel until Detach() and a successor adopts it.
 //
-// How a guest is recognised in the kernel: every QEMU thread of a libvirt guest lives below
-// <cgroup2>/machine/qemu-N-NAME.libvirt-qemu/ (emulator, vcpu0, ...). The programs take
-// bpf_get_current_ancestor_cgroup_id(level of that guest directory) and look it up in the guest
-// map. The guest directory does not exist yet at libvirt's `start begin` hook, so the daemon
+// How a guest is recognised in the kernel: every QEMU thread of a libvirt guest lives below one
+// per-guest directory right under the machine cgroup (CgroupLayout): without systemd-machined
+// <cgroup2>/machine/qemu-N-NAME.libvirt-qemu/{emulator,vcpu0,...}, with it (systemd hosts, Debian
+// 12) <cgroup2>/machine.slice/machine-qemu\x2dN\x2dNAME.scope/libvirt/{emulator,...}. The programs
+// take bpf_get_current_ancestor_cgroup_id(level of that guest directory) and look it up in the
+// guest map. The guest directory does not exist yet at libvirt's `start begin` hook, so the daemon
 // announces it by name (ExpectGuest); a tp_btf/cgroup_mkdir program turns the name into the new
 // cgroup's id inside the kernel the moment libvirt creates it, before any QEMU process joins.
 // Guests already running (daemon restart) are registered by id (RegisterGuestCgroup).
@@ -19,7 +21,8 @@
 //   at start:        StorageDatapath sp(StorageOptions{.pin_dir = <bpf_pin_dir>/storage});
 //                    (probes + attaches; adopts a predecessor's pinned state without a gap)
 //                    sp.ApplyPolicy(policy::CompileStorage(validated, compiled));
-//   hook start begin sp.ExpectGuest(GuestStorage{...from DomainDescription + DatasetsForGuest...});
+//   hook start begin sp.ExpectGuest(sp.GuestCgroupName(id, name),
+//                                   GuestStorage{...from DomainDescription + DatasetsForGuest...});
 //                    (throws StorageRefused: make the hook exit non-zero so libvirt refuses)
 //   reconcile        sp.RegisterGuestCgroup(CgroupIdOf(dir), GuestStorage{...}) for running guests
 //   hook release     sp.RemoveGuest(name)
@@ -76,9 +79,38 @@ struct PathStatus {
   std::vector<std::string> unavailable;  // "bpf-lsm:file_open: attach: Operation not permitted"
 };
 
+// Where libvirt (9) puts a guest's cgroup (libvirt docs/cgroups.rst, src/util/vircgroup.c):
+enum class CgroupLayout {
+  // No systemd-machined (virCgroupNewMachineManual): <cgroup2>/machine/qemu-1-vm1.libvirt-qemu/
+  // {emulator,vcpu0,...}; libvirt creates every directory itself.
+  kCgroupfs,
+  // systemd host with systemd-machined (virCgroupNewMachineSystemd): machined starts the scope
+  // <cgroup2>/machine.slice/machine-qemu\x2d1\x2dvm1.scope, libvirt (>= 7.1) then makes
+  // <scope>/libvirt/{emulator,vcpu0,...} below it.
+  kSystemd,
+};
+std::string ToString(CgroupLayout layout);  // "cgroupfs", "systemd"
+
+struct LayoutDetection {
+  CgroupLayout layout = CgroupLayout::kCgroupfs;
+  std::string reason;  // one line for logs and status
+};
+// The layout libvirtd uses on this host, decided as libvirt decides it (virSystemdHasMachined):
+// systemd when systemd is PID 1 (`<sysroot>/run/systemd/system` is a directory, sd_booted()'s
+// test) and systemd-machined can be reached (running: `<sysroot>/run/systemd/machines` exists, or
+// D-Bus-activatable: org.freedesktop.machine1.service in a D-Bus system-services directory;
+// Debian ships it in systemd-container); otherwise cgroupfs. sysroot: "/" on the host, a fake tree
+// in tests.
+LayoutDetection DetectCgroupLayout(const std::filesystem::path& sysroot = "/");
+// The default machine cgroup of a layout: <cgroup2>/machine or <cgroup2>/machine.slice.
+std::filesystem::path DefaultMachineCgroup(CgroupLayout layout,
+                                           const std::filesystem::path& cgroup2_root);
+
 struct StorageStatus {
   std::vector<PathStatus> paths;
-  std::filesystem::path machine_cgroup;  // where the cgroup programs are attached
+  CgroupLayout layout = CgroupLayout::kCgroupfs;  // whose guest directory names are announced
+  std::string layout_reason;                      // why (detection, or given by the options)
+  std::filesystem::path machine_cgroup;           // where the cgroup programs are attached
   std::uint64_t machine_cgroup_id = 0;
   std::uint32_t guest_level = 0;  // cgroup level of the per-guest directories
   // How a guest's cgroup is learnt before QEMU runs: "tp_btf:cgroup_mkdir" or, when that failed,
@@ -91,9 +123,15 @@ struct StorageStatus {
 };
 
 struct StorageOptions {
-  // The cgroup under which libvirt creates one directory per guest. Empty: <cgroup2>/machine
-  // (created when missing, as libvirt would).
+  // The cgroup under which libvirt creates one directory per guest. Empty: the default of the
+  // detected layout (DetectCgroupLayout): <cgroup2>/machine (created when missing, as libvirt
+  // would) or <cgroup2>/machine.slice (started with `systemctl start machine.slice` when missing,
+  // see storage_datapath.cc for why).
   std::filesystem::path machine_cgroup;
+  // The layout of the guest directories below machine_cgroup. Empty: detected when
+  // machine_cgroup is empty, else kSystemd when machine_cgroup's name ends in ".slice" (systemd
+  // slices always do) and kCgroupfs otherwise.
+  std::optional<CgroupLayout> layout;
   // Use the tracepoint + SIGKILL fallback even where BPF LSM works (tests of the fallback).
   bool force_tracepoint_fallback = false;
   // Attach cgroup/connect4/6 (network storage residency). Off: storage-network reports "none".
@@ -135,6 +173,9 @@ struct AttachedProgram {
 //   "policy-map-altered" a policy table (sg_storage_cfg, sg_storage_classes, sg_endpoints4,
 //                        sg_endpoints6, sg_volumes) differs from what was written
 //   "guest-entry-altered" sg_storage_guests / sg_storage_pending holds an entry we did not write
+//   "machine-cgroup-replaced" the machine cgroup directory is gone or is another cgroup than the
+//                        one the programs are attached to (e.g. machine.slice stopped and started
+//                        again): Repair cannot fix it, a new StorageDatapath (daemon restart) can
 //   "adopted-state-altered" pinned tables changed while no daemon held them (digest mismatch at
 //                        adoption; Repair cannot know the right contents: ApplyPolicy again)
 struct StorageFinding {
@@ -168,9 +209,21 @@ struct GuestStorage {
   std::vector<GuestDisk> disks;  // labelled disks become protected volumes of their dataset
 };
 
-// libvirt's per-guest cgroup directory name for running id `id` and domain `name`
-// ("qemu-1-vm1.libvirt-qemu"), as libvirt 9 builds it (machine name, then cgroup escaping).
+// libvirt's machine name for running id `id` and domain `name` ("qemu-1-vm1"), as libvirt 9
+// builds it (virDomainDriverGenerateMachineName).
+std::string LibvirtMachineName(int id, std::string_view name);
+// libvirt's per-guest cgroup directory name without systemd ("qemu-1-vm1.libvirt-qemu"),
+// CgroupLayout::kCgroupfs.
 std::string LibvirtCgroupName(int id, std::string_view name);
+// systemd's unit-name escaping (unit_name_escape; libvirt's virSystemdEscapeName is the same):
+// '/' becomes '-', a leading '.', '-', '\' and every byte outside [0-9A-Za-z:_.] become "\xNN".
+std::string SystemdEscape(std::string_view name);
+// The scope systemd-machined creates for the guest, its cgroup directory under machine.slice
+// ("machine-qemu\x2d1\x2dvm1.scope"; machined: "machine-" + escaped machine name + ".scope"),
+// CgroupLayout::kSystemd.
+std::string LibvirtScopeName(int id, std::string_view name);
+// The per-guest directory name of `layout` (one of the two above).
+std::string GuestCgroupName(CgroupLayout layout, int id, std::string_view name);
 
 // Per (guest, dataset) byte counters and quota state, summed over the kernel's entries.
 struct IoCounters {
@@ -217,7 +270,16 @@ class StorageDatapath {
   // failure (the policy in force is then unchanged).
   void ApplyPolicy(const policy::CompiledStorage& storage);
 
-  // At libvirt's `start begin`: the guest's cgroup will be machine/<cgroup_name>. Checks every
+  // The directory name libvirt will give guest (`id`, `name`) below the machine cgroup, in the
+  // layout in use (Status().layout): pass it to ExpectGuest, or join it to
+  // Status().machine_cgroup for RegisterGuestCgroup.
+  std::string GuestCgroupName(int id, std::string_view name) const;
+
+  // At libvirt's `start begin`: the guest's cgroup will be <machine cgroup>/<cgroup_name>. The
+  // kernel compares the first SG_STORAGE_NAME_LEN - 1 (63) bytes of a new directory's name (that
+  // is what it reads of longer names): a longer name is announced by that prefix, which still
+  // holds "qemu-<id>-" / "machine-qemu\x2d<id>\x2d" in its first 30 bytes and so names one
+  // running guest (ids are unique among them). Checks every
   // labelled disk against its dataset's pools (StorageRefused when outside, or the dataset is
   // unknown), protects the labelled volumes (files by (st_dev, st_ino), block devices by
   // major:minor; read-only when the dataset or the disk says so) and arms the in-kernel

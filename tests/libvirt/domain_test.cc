@@ -94,9 +94,34 @@ TEST(Resolve, DomainScopeStripsThreadLeaves) {
   EXPECT_EQ(DomainScope("/machine/qemu-1-a.libvirt-qemu/emulator"),
             "/machine/qemu-1-a.libvirt-qemu");
   EXPECT_EQ(DomainScope("/machine/qemu-1-a.libvirt-qemu/vcpu12"), "/machine/qemu-1-a.libvirt-qemu");
-  EXPECT_EQ(DomainScope("/machine.slice/machine-qemu\\x2d1\\x2da.scope/libvirt/emulator"),
-            "/machine.slice/machine-qemu\\x2d1\\x2da.scope/libvirt/emulator");
+  EXPECT_EQ(DomainScope("/machine/qemu-1-a.libvirt-qemu/iothread2"),
+            "/machine/qemu-1-a.libvirt-qemu");
   EXPECT_EQ(DomainScope("/machine/qemu-1-a.libvirt-qemu"), "/machine/qemu-1-a.libvirt-qemu");
+  // Nothing else is taken for a guest: thread-like names outside a guest directory stay.
+  EXPECT_EQ(DomainScope("/machine/emulator"), "/machine/emulator");
+  EXPECT_EQ(DomainScope("/system.slice/libvirtd.service"), "/system.slice/libvirtd.service");
+  EXPECT_EQ(DomainScope("/machine/qemu-1-a.libvirt-qemu/emulator/x"),
+            "/machine/qemu-1-a.libvirt-qemu/emulator/x");
+}
+
+// systemd hosts (Debian 12): machined's scope, libvirt's own groups nested in <scope>/libvirt
+// (libvirt >= 7.1, docs/cgroups.rst). The scope is the ancestor of every QEMU thread.
+TEST(Resolve, DomainScopeStripsSystemdLeaves) {
+  const std::string scope = R"(/machine.slice/machine-qemu\x2d1\x2dvm1.scope)";
+  EXPECT_EQ(DomainScope(scope + "/libvirt/emulator"), scope);
+  EXPECT_EQ(DomainScope(scope + "/libvirt/vcpu0"), scope);
+  EXPECT_EQ(DomainScope(scope + "/libvirt/vcpu15"), scope);
+  EXPECT_EQ(DomainScope(scope + "/libvirt/iothread1"), scope);
+  EXPECT_EQ(DomainScope(scope + "/libvirt"), scope);   // leader before libvirt moves its threads
+  EXPECT_EQ(DomainScope(scope), scope);                // leader placed by machined
+  EXPECT_EQ(DomainScope(scope + "/emulator"), scope);  // libvirt < 7.1: no "libvirt" level
+  // Custom partitions are nested slices: still the scope.
+  const std::string nested = R"(/machine.slice/machine-prod.slice/machine-qemu\x2d3\x2ddb.scope)";
+  EXPECT_EQ(DomainScope(nested + "/libvirt/vcpu1"), nested);
+  // Other scopes and units are not guests.
+  EXPECT_EQ(DomainScope("/user.slice/user-0.slice/session-1.scope"),
+            "/user.slice/user-0.slice/session-1.scope");
+  EXPECT_EQ(DomainScope(scope + "/libvirt/other"), scope + "/libvirt/other");
 }
 
 TEST(Resolve, OwnProcessCgroupIsReadable) {

@@ -111,7 +111,7 @@ class StorageIntegration : public ::testing::Test {
           if (l.target == disk.target) gd.dataset = l.dataset;
         g.disks.push_back(gd);
       }
-      const std::string cg = LibvirtCgroupName(d.id, d.name);
+      const std::string cg = sp_->GuestCgroupName(d.id, d.name);
       cgroup_existed_at_start_begin_ = fs::exists(sp_->Status().machine_cgroup / cg);
       hook_log_ += "start begin " + d.name + " -> " + cg +
                    (cgroup_existed_at_start_begin_ ? " (exists)" : " (not yet)") + "\n";
