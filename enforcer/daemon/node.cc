@@ -470,6 +470,8 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
     // The guest's cgroup does not exist yet: announce its name so the kernel registers it the
     // moment libvirt creates it, before QEMU opens a disk.
     try {
+      EnsureStorageAttachPoint();
+      if (!storage_) throw std::runtime_error("the storage path is not running: " + storage_error_);
       storage_->ExpectGuest(storage_->GuestCgroupName(guest.domain.id, guest.domain.name),
                             StorageFor(guest.domain, it->second.datasets));
     } catch (const storage::StorageRefused& e) {
@@ -684,6 +686,58 @@ void Node::CountAndMeasureTamper(const std::string& kind, const std::string& det
       std::span(reinterpret_cast<const std::uint8_t*>(detail.data()), detail.size()), detail);
 }
 
+bool Node::RestartStorage(const std::string& why) {
+  log::Warning("storage path: {}: starting it over", why);
+  // Protected volumes outlive the guests that declared them: carried over to the new datapath.
+  std::vector<storage::StorageDatapath::ProtectedVolume> volumes;
+  if (storage_) volumes = storage_->Volumes();
+  if (storage_) {
+    try {
+      storage_->Detach();  // its links, maps and pins: the new one must not adopt them
+    } catch (const std::exception& e) {
+      log::Error("storage path: detaching the old programs: {}", e.what());
+    }
+    storage_.reset();
+  }
+  storage_error_.clear();
+  StartStorage();
+  if (!storage_) return false;
+  try {
+    ApplyPolicy(LoadPolicy());  // both paths, atomically, as any reload
+    ReleaseTables();
+  } catch (const std::exception& e) {
+    storage_error_ = std::string("applying the storage policy: ") + e.what();
+    log::Error("storage path: {}", storage_error_);
+    return false;
+  }
+  for (const auto& v : volumes) {
+    try {
+      storage_->ProtectVolume(v.path, v.dataset, v.readonly);
+    } catch (const std::exception& e) {
+      log::Error("storage path: volume {} of dataset {} not protected again: {}", v.path.string(),
+                 v.dataset, e.what());
+    }
+  }
+  for (const auto& p : storage_->Programs())
+    attestation::measure::MeasureProgramAttached(*measurements_, p.name, p.tag, p.hook,
+                                                 storage_->Status().machine_cgroup.string());
+  metrics_->Inc(metrics::kTamperRepairs, {"storage-machine-cgroup-replaced", "ok"});
+  log::Notice("storage path running again on {} ({} protected volumes carried over)",
+              storage_->Status().machine_cgroup.string(), volumes.size());
+  if (watcher_) watcher_->RequestReconcile();  // running guests registered again
+  return true;
+}
+
+void Node::EnsureStorageAttachPoint() {
+  if (!storage_) return;
+  for (const auto& f : storage_->VerifyAttachments({.compare_endpoints = false})) {
+    if (f.kind != "machine-cgroup-replaced") continue;
+    CountAndMeasureTamper("storage-" + f.kind, f.detail);
+    RestartStorage("the machine cgroup was replaced (seen by the hook)");
+    return;
+  }
+}
+
 bool Node::CheckStorageTamper(bool tables) {
   if (!storage_) return false;
   const storage::StorageVerifyOptions options{.compare_endpoints = tables};
@@ -709,10 +763,13 @@ bool Node::CheckStorageTamper(bool tables) {
       metrics_->Inc(metrics::kTamperRepairs, {"storage-" + f.kind, "ok"});
       log::Notice("tamper repaired: {} {}", f.kind, f.object);
     }
+    bool replaced = false;
     for (const auto& f : result.remaining) {
       metrics_->Inc(metrics::kTamperRepairs, {"storage-" + f.kind, "error"});
+      replaced |= f.kind == "machine-cgroup-replaced";
       reapply = true;
     }
+    if (replaced) return !RestartStorage("the machine cgroup was replaced") && reapply;
     if (!result.repaired.empty()) {
       // Auditors see the new attachments in the quoted log.
       for (const auto& p : storage_->Programs())

@@ -125,6 +125,13 @@ class Node {
   storage::GuestStorage StorageFor(const libvirt::DomainDescription& domain,
                                    std::uint64_t datasets) const;  // needs mu_
   void StartStorage();                                             // needs mu_
+  // The machine cgroup the storage programs sit on was replaced (e.g. machine.slice stopped and
+  // started): the storage path starts over on the new one with the policy, and running guests
+  // are registered again by a reconcile. True when it runs again. Needs mu_.
+  bool RestartStorage(const std::string& why);
+  // In the hook path, before a guest's cgroup exists: its storage must land on programs that
+  // are attached (restarts the storage path if its machine cgroup was replaced). Needs mu_.
+  void EnsureStorageAttachPoint();
   void StartMetrics();
   void ReleaseTables();  // needs mu_; drops the world table and compiled prefixes once applied
 

@@ -1472,6 +1472,22 @@ void StorageDatapath::ProtectVolume(const fs::path& source, const std::string& d
   impl_->Protect(source, dataset, readonly, "volume");
 }
 
+std::vector<StorageDatapath::ProtectedVolume> StorageDatapath::Volumes() const {
+  const Impl& m = *impl_;
+  std::vector<ProtectedVolume> out;
+  if (!m.policy) return out;
+  for (const auto& [key, v] : m.volumes) {
+    for (const auto& d : m.policy->datasets) {
+      if (d.index != v.dataset) continue;
+      const auto e = m.expected.volumes.find(key);
+      out.push_back(
+          {v.path, d.id,
+           e != m.expected.volumes.end() && (e->second.flags & SG_VOLUME_READ_ONLY) != 0});
+    }
+  }
+  return out;
+}
+
 std::vector<std::string> StorageDatapath::GuestNames() const {
   std::vector<std::string> out;
   for (const auto& [name, g] : impl_->guests) out.push_back(name);

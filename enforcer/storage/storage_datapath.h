@@ -295,6 +295,16 @@ class StorageDatapath {
   void ProtectVolume(const std::filesystem::path& source, const std::string& dataset,
                      bool readonly);
 
+  // The protected volumes this object holds (adopted or protected since), e.g. to protect them
+  // again on a new datapath. Volumes of a dataset index the applied policy does not name are
+  // left out (there is no id to give them).
+  struct ProtectedVolume {
+    std::filesystem::path path;
+    std::string dataset;
+    bool readonly = false;
+  };
+  std::vector<ProtectedVolume> Volumes() const;
+
   std::vector<IoCounters> ReadCounters() const;
 
   // Drains the ring buffer, calling `cb` per event; waits up to timeout_ms for the first one.

@@ -84,7 +84,7 @@ TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) 
   EXPECT_EQ(ev.snapshot().guests(0).name(), spec.name);
   EXPECT_EQ(ev.snapshot().guests(0).uuid(), uuid);
   EXPECT_FALSE(ev.snapshot().guests(0).cgroup().empty());
-  EXPECT_EQ(MeasuredGuests(ev), std::set<std::string>{uuid});
+  EXPECT_EQ(MeasuredGuests(ev), std::set<std::string>{uuid}) << daemon_->Log();
   // Network paths from the probe and storage paths from the running storage datapath.
   std::set<std::string> paths;
   for (const auto& m : ev.snapshot().mechanisms()) paths.insert(m.path());
@@ -99,13 +99,18 @@ TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) 
     connect_guarded = !p.tag().empty() && p.prog_id() != 0 &&
                       ev.snapshot().guests(0).cgroup().rfind(p.attach_point(), 0) == 0;
   }
-  EXPECT_TRUE(connect_guarded) << ev.snapshot().DebugString();
+  EXPECT_TRUE(connect_guarded) << ev.snapshot().DebugString() << daemon_->Log();
 
-  // The snapshot reports what the kernel shows: a deleted filter is not claimed.
+  // The snapshot reports what the kernel shows: a deleted filter is not claimed. The daemon's
+  // first tamper round runs right after start (the next in an hour): once it is over, nothing
+  // repairs the filter behind the test's back.
+  ASSERT_TRUE(
+      st::PollUntil(60s, [&] { return Metric("sovguard_tamper_checks_total") >= 1; }, 100ms))
+      << daemon_->Log();
   std::string out;
   ASSERT_EQ(st::RunShell("tc filter del dev " + spec.tap + " ingress 2>&1", &out), 0) << out;
   ev = Quote();
-  EXPECT_FALSE(SnapshotHasTap(ev, spec.tap)) << ev.snapshot().DebugString();
+  EXPECT_FALSE(SnapshotHasTap(ev, spec.tap)) << ev.snapshot().DebugString() << daemon_->Log();
   EXPECT_EQ(ev.snapshot().guests_size(), 1);
 
   // The guest goes away while no daemon runs; the successor settles the log after reconciling.

@@ -8,12 +8,15 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -220,6 +223,69 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
 
 // A read-only dataset's volume opened for writing is refused (QEMU opens a disk without <readonly/>
 // read-write); the same guest with the disk marked read-only boots from it.
+// machine.slice stopped and started again (here: libvirt's machine cgroup removed and created
+// again while no guest runs) leaves a new cgroup with none of sovguard's programs: the tamper
+// round finds it, starts the storage path over on the new cgroup with the policy, and a guest
+// without the dataset is again refused its disk.
+TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
+  StartDaemon({"--set", "tamper_check_seconds=1"});
+  st::ScopedHookTarget hook(HookPath());
+  const fs::path machine = daemon_->Status().at("storage").at("machine_cgroup").get<std::string>();
+  std::string out;
+  auto guarded = [&] {
+    return st::RunShell("bpftool cgroup show " + machine.string(), &out) == 0 &&
+           out.find("connect4") != std::string::npos;
+  };
+  ASSERT_TRUE(guarded()) << out;
+  auto refused = [&](const std::string& name) {
+    st::GuestSpec spec;
+    spec.name = name;
+    spec.tap = "sgt" + name.substr(4);
+    st::TestGuest intruder(spec);
+    AttachDisk(intruder);
+    const auto r = intruder.TryStart();
+    EXPECT_NE(r.exit_code, 0) << name << ": a guest without the dataset started with its disk";
+    EXPECT_FALSE(intruder.Running()) << name;
+    return r.exit_code != 0 && !intruder.Running();
+  };
+  // The volume becomes a protected volume of "health" when a guest labelled with it uses it;
+  // from then on a guest without the dataset is refused it.
+  {
+    st::GuestSpec spec;
+    spec.name = "sgt-dsr0";
+    spec.tap = "sgtdsr0";
+    spec.metadata =
+        "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
+        "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
+        "</sovguard:guest>";
+    st::TestGuest holder(spec);
+    AttachDisk(holder);
+    holder.Start();
+    holder.Destroy();
+  }
+  ASSERT_TRUE(refused("sgt-dsr1"));
+  // Empty cgroups left by earlier guests go first (deepest first): rmdir needs an empty cgroup.
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::recursive_directory_iterator(machine))
+    if (e.is_directory()) dirs.push_back(e.path());
+  std::sort(dirs.begin(), dirs.end(), [](const fs::path& a, const fs::path& b) {
+    return a.string().size() > b.string().size();
+  });
+  for (const auto& d : dirs) ASSERT_EQ(::rmdir(d.c_str()), 0) << d << ": " << strerror(errno);
+  ASSERT_EQ(::rmdir(machine.c_str()), 0) << strerror(errno);
+  ASSERT_EQ(::mkdir(machine.c_str(), 0755), 0) << strerror(errno);
+  ASSERT_FALSE(guarded()) << "a new cgroup came with programs attached?\n" << out;
+
+  EXPECT_TRUE(st::PollUntil(15s, guarded, 200ms)) << out << daemon_->Log();
+  EXPECT_NE(daemon_->Log().find("starting it over"), std::string::npos) << daemon_->Log();
+  EXPECT_GE(Metric("sovguard_tamper_findings_total{kind=\"storage-machine-cgroup-replaced\"}"), 1);
+  EXPECT_TRUE(daemon_->Status().at("storage").at("enforced").get<bool>());
+
+  EXPECT_NE(daemon_->Log().find("1 protected volumes carried over"), std::string::npos)
+      << daemon_->Log();
+  EXPECT_TRUE(refused("sgt-dsr2")) << daemon_->Log();
+}
+
 TEST_F(DaemonStorage, ReadOnlyDatasetIsNeverOpenedForWriting) {
   StartDaemon();
   st::ScopedHookTarget hook(HookPath());
