@@ -2,14 +2,18 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
 #include <immintrin.h>
 #define SOVGUARD_SHA_NI 1
+// Lambdas inside the SHA-extension code need the target too, to inline its helpers.
+#define SOVGUARD_SHA_TARGET __attribute__((target("sha,sse4.1,ssse3")))
 #endif
 
 namespace sovguard::attestation {
@@ -25,26 +29,71 @@ const EVP_MD* Md() {
   return md.get();
 }
 
-// The items of one chain, with an optional visitor called as each item is first reached. The
-// hashing loops reach items in order, one past the last at most (Has(i) with i <= the number
-// reached so far).
+// The items of one chain: a span (with an optional visitor called as each item is first
+// reached), or pulled from a ChainSource a batch at a time. The hashing loops reach items in
+// order, one past the last at most (Has(i) with i <= the number reached so far).
 class Items {
  public:
   Items(std::span<const ChainItem> items, ChainVisitor visit, void* ctx)
-      : items_(items), reached_(visit ? 0 : items.size()), visit_(visit), ctx_(ctx) {}
+      : data_(items.data()),
+        size_(items.size()),
+        reached_(visit ? 0 : items.size()),
+        visit_(visit),
+        ctx_(ctx) {}
+  Items(ChainSource source, void* ctx, size_t expected) : source_(source), ctx_(ctx) {
+    Grow(std::max<size_t>(expected, kChainSourceBatch) + kChainSourceBatch);
+  }
+  Items(const Items&) = delete;
+  Items& operator=(const Items&) = delete;
+  ~Items() {
+    if (store_) std::allocator<ChainItem>().deallocate(store_, cap_);
+  }
   bool Has(size_t i) { return i < reached_ || Reach(i); }
-  const ChainItem& operator[](size_t i) const { return items_[i]; }
+  const ChainItem& operator[](size_t i) const { return data_[i]; }
 
  private:
   __attribute__((noinline)) bool Reach(size_t i) {
-    if (i >= items_.size()) return false;
+    if (source_) {
+      if (ended_) return false;
+      if (cap_ - reached_ < kChainSourceBatch) Grow(2 * cap_);
+      const size_t n = source_(ctx_, store_ + reached_, kChainSourceBatch);
+      if (n == 0 || n > kChainSourceBatch) {
+        ended_ = true;  // (more than asked for is a caller bug: end there, fail closed below)
+        if (n > kChainSourceBatch) throw AttestationError("ChainSource returned too many items");
+        return false;
+      }
+      reached_ += n;
+      return i < reached_;
+    }
+    if (i >= size_) return false;
     visit_(ctx_, reached_++);
     return i < reached_;
   }
-  std::span<const ChainItem> items_;
+  // The pulled items' buffer, not value-initialised: a log's worth of items would otherwise be
+  // zeroed once per chain only to be overwritten (ChainItem is an aggregate of trivially
+  // copyable members: an implicit-lifetime type, so allocated storage holds its objects).
+  static_assert(std::is_aggregate_v<ChainItem> && std::is_trivially_copyable_v<ChainItem> &&
+                std::is_trivially_destructible_v<ChainItem>);
+  void Grow(size_t cap) {
+    std::allocator<ChainItem> alloc;
+    ChainItem* bigger = alloc.allocate(cap);
+    if (store_) {
+      std::memcpy(static_cast<void*>(bigger), store_, reached_ * sizeof(ChainItem));
+      alloc.deallocate(store_, cap_);
+    }
+    store_ = bigger;
+    cap_ = cap;
+    data_ = store_;
+  }
+  const ChainItem* data_ = nullptr;
+  size_t size_ = 0;
   size_t reached_ = 0;
   ChainVisitor visit_ = nullptr;
+  ChainSource source_ = nullptr;
   void* ctx_ = nullptr;
+  bool ended_ = false;
+  ChainItem* store_ = nullptr;
+  size_t cap_ = 0;
 };
 
 ChainResult ChainOpenSsl(Items& items, const Sha256Digest& initial) {
@@ -107,26 +156,70 @@ __attribute__((target("sha,sse4.1,ssse3"))) State Load(const uint32_t h[8]) {
   return {_mm_alignr_epi8(cdab, efgh, 8), _mm_blend_epi16(efgh, cdab, 0xF0)};
 }
 
-// The digest bytes (big-endian words A..H) of a state.
-__attribute__((target("sha,sse4.1,ssse3"))) void StoreDigest(const State& s, uint8_t out[32]) {
-  __m128i feba = _mm_shuffle_epi32(s.abef, 0x1B);
-  __m128i dchg = _mm_shuffle_epi32(s.cdgh, 0xB1);
-  __m128i dcba = _mm_blend_epi16(feba, dchg, 0xF0);
-  __m128i hgfe = _mm_alignr_epi8(dchg, feba, 8);
+// The first 16 message words of a block, as SHA256RNDS2 takes them (big-endian words).
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void LoadBlock(
+    const uint8_t* block, __m128i m[4]) {
   const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(dcba, bswap));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_shuffle_epi8(hgfe, bswap));
+  for (int g = 0; g < 4; ++g)
+    m[g] =
+        _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * g)), bswap);
 }
 
-// One 64-byte block for each of `L` independent states, rounds interleaved so the SHA unit
-// always has independent work. Message words of group g (rounds 4g..4g+3):
+// The digest of a state as message words {A,B,C,D}, {E,F,G,H}: what LoadBlock gives for its 32
+// bytes, without storing them (the extend chain feeds each PCR value straight into the next
+// block: no byte swaps and no store-to-load round trip on its critical path).
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void DigestWords(const State& s,
+                                                                                   __m128i& dcba,
+                                                                                   __m128i& hgfe) {
+  const __m128i feba = _mm_shuffle_epi32(s.abef, 0x1B);
+  const __m128i dchg = _mm_shuffle_epi32(s.cdgh, 0xB1);
+  dcba = _mm_blend_epi16(feba, dchg, 0xF0);
+  hgfe = _mm_alignr_epi8(dchg, feba, 8);
+}
+
+// The first block of an extend: the PCR (as message words) || the 32-byte digest at `d`.
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void ExtendWords(__m128i pw0,
+                                                                                   __m128i pw1,
+                                                                                   const uint8_t* d,
+                                                                                   __m128i m[4]) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  m[0] = pw0;
+  m[1] = pw1;
+  m[2] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)), bswap);
+  m[3] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + 16)), bswap);
+}
+
+// An extend done: its PCR value as the next extend's message words; the state starts again.
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void NextPcr(State& s,
+                                                                               const State& h0,
+                                                                               __m128i& pw0,
+                                                                               __m128i& pw1) {
+  DigestWords(s, pw0, pw1);
+  s = h0;
+}
+
+// Whether a state's digest is the 32 bytes at `d` (no store, no memcmp call).
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline bool DigestEquals(
+    const State& s, const uint8_t* d) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i dcba, hgfe;
+  DigestWords(s, dcba, hgfe);
+  const __m128i x =
+      _mm_or_si128(_mm_xor_si128(_mm_shuffle_epi8(dcba, bswap),
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(d))),
+                   _mm_xor_si128(_mm_shuffle_epi8(hgfe, bswap),
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(d + 16))));
+  return _mm_testz_si128(x, x);
+}
+
+// One block for each of `L` independent states, given the block's first 16 message words
+// (m[l][0..3], overwritten), rounds interleaved so the SHA unit always has independent work.
+// Message words of group g (rounds 4g..4g+3):
 //   g < 4:  the block's words;  else msg2(msg1(M[g-4], M[g-3]) + (M[g-2]:M[g-1] >> 1 word),
 //   M[g-1]).
 template <int L>
-__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void Compress(
-    State* st, const uint8_t* const* blocks) {
-  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-  __m128i m[L][4];
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void CompressWords(
+    State* st, __m128i (*m)[4]) {
   State save[L];
   for (int l = 0; l < L; ++l) save[l] = st[l];
 #pragma GCC unroll 16
@@ -135,8 +228,7 @@ __attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void Compress(
     for (int l = 0; l < L; ++l) {
       __m128i w;
       if (g < 4) {
-        w = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[l] + 16 * g)),
-                             bswap);
+        w = m[l][g];
       } else {
         const __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(m[l][g & 3], m[l][(g + 1) & 3]),
                                         _mm_alignr_epi8(m[l][(g + 3) & 3], m[l][(g + 2) & 3], 4));
@@ -155,6 +247,15 @@ __attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void Compress(
     st[l].abef = _mm_add_epi32(st[l].abef, save[l].abef);
     st[l].cdgh = _mm_add_epi32(st[l].cdgh, save[l].cdgh);
   }
+}
+
+// One 64-byte block for each of `L` independent states.
+template <int L>
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void Compress(
+    State* st, const uint8_t* const* blocks) {
+  __m128i m[L][4];
+  for (int l = 0; l < L; ++l) LoadBlock(blocks[l], m[l]);
+  CompressWords<L>(st, m);
 }
 
 // W[t] + K[t] of the constant second block of every extend (0x80, zeros, length 512 bits):
@@ -177,8 +278,8 @@ struct PadSchedule {
 // Lane 0: the padding block (precomputed W+K); lane 1: any block.
 __attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void CompressPadAndBlock(
     State* st, const PadSchedule& pad, const uint8_t* block) {
-  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
   __m128i m[4];
+  LoadBlock(block, m);
   const State save0 = st[0], save1 = st[1];
 #pragma GCC unroll 16
   for (int g = 0; g < 16; ++g) {
@@ -186,8 +287,7 @@ __attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void CompressP
     __m128i kw0 = _mm_load_si128(reinterpret_cast<const __m128i*>(pad.kw + 4 * g));
     __m128i w;
     if (g < 4) {
-      w = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * g)),
-                           bswap);
+      w = m[g];
     } else {
       const __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(m[g & 3], m[(g + 1) & 3]),
                                       _mm_alignr_epi8(m[(g + 3) & 3], m[(g + 2) & 3], 4));
@@ -241,36 +341,39 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
                                                                    const Sha256Digest& initial) {
   ChainResult res;
   const State h0 = Load(kH0);
-  // Lane A: the extend chain, two blocks per record: pcr || digest, then constant padding.
-  alignas(16) uint8_t ext[64];
-  alignas(16) uint8_t pad[64] = {0x80};
-  pad[62] = 0x02;  // 512 bits
-  std::memcpy(ext, initial.data(), 32);
+  // Lane A: the extend chain, two blocks per record: pcr || digest, then constant padding. The
+  // PCR value stays in registers as message words (pw0, pw1) from one extend to the next.
+  __m128i pw0, pw1;
+  {
+    __m128i m[4];
+    alignas(16) uint8_t first[64] = {};
+    std::memcpy(first, initial.data(), 32);
+    LoadBlock(first, m);
+    pw0 = m[0];
+    pw1 = m[1];
+  }
   size_t ia = 0;
   int ba = 0;
   // Lane B: content hashes.
   size_t ib = 0;
   Message mb;
-  alignas(16) uint8_t out[32];
   State st[2] = {h0, h0};
-  if (items.Has(0)) {
-    std::memcpy(ext + 32, items[0].digest, 32);
-    mb.Start(items[0].content);
-  }
-  auto advance_a = [&] {
+  if (items.Has(0)) mb.Start(items[0].content);
+  // The first block of record ia's extend: the PCR, then the record's digest.
+  auto extend_words = [&](__m128i m[4])
+                          SOVGUARD_SHA_TARGET { ExtendWords(pw0, pw1, items[ia].digest, m); };
+  auto advance_a = [&]() SOVGUARD_SHA_TARGET {
     if (ba == 0) {
       ba = 1;
       return;
     }
     ba = 0;
-    StoreDigest(st[0], ext);  // new PCR value = first half of the next block
-    st[0] = h0;
-    if (items.Has(++ia)) std::memcpy(ext + 32, items[ia].digest, 32);
+    NextPcr(st[0], h0, pw0, pw1);  // the new PCR value: first half of the next block
+    ++ia;
   };
-  auto advance_b = [&] {
+  auto advance_b = [&]() SOVGUARD_SHA_TARGET {
     if (++mb.next < mb.total) return;
-    StoreDigest(st[1], out);
-    if (res.first_bad_content == SIZE_MAX && std::memcmp(out, items[ib].digest, 32) != 0)
+    if (res.first_bad_content == SIZE_MAX && !DigestEquals(st[1], items[ib].digest))
       res.first_bad_content = ib;
     st[1] = h0;
     if (items.Has(++ib)) mb.Start(items[ib].content);
@@ -281,15 +384,23 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
     if (ba == 1) {
       CompressPadAndBlock(st, pad_schedule, mb.block());
     } else {
-      const uint8_t* blocks[2] = {ext, mb.block()};
-      Compress<2>(st, blocks);
+      __m128i m[2][4];
+      extend_words(m[0]);
+      LoadBlock(mb.block(), m[1]);
+      CompressWords<2>(st, m);
     }
     advance_a();
     advance_b();
   }
+  alignas(16) uint8_t pad[64] = {0x80};
+  pad[62] = 0x02;  // 512 bits
   while (items.Has(ia)) {
-    const uint8_t* b = ba == 0 ? ext : pad;
-    Compress<1>(&st[0], &b);
+    __m128i m[1][4];
+    if (ba == 0)
+      extend_words(m[0]);
+    else
+      LoadBlock(pad, m[0]);
+    CompressWords<1>(&st[0], m);
     advance_a();
   }
   // Contents average more blocks (2-3) than an extend (2), so the chain usually ends first: the
@@ -324,8 +435,7 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
         ++l;
         continue;
       }
-      StoreDigest(ts[l], out);
-      if (std::memcmp(out, items[ti[l]].digest, 32) != 0)
+      if (!DigestEquals(ts[l], items[ti[l]].digest))
         res.first_bad_content = std::min(res.first_bad_content, ti[l]);
       if (items.Has(next)) {
         ts[l] = h0;
@@ -339,7 +449,9 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
       }
     }
   }
-  std::memcpy(res.pcr.data(), ext, 32);
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(res.pcr.data()), _mm_shuffle_epi8(pw0, bswap));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(res.pcr.data() + 16), _mm_shuffle_epi8(pw1, bswap));
   return res;
 }
 
@@ -369,6 +481,12 @@ ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
 ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
                                         const Sha256Digest& initial) {
   Items it(items, nullptr, nullptr);
+  return Chain(it, initial);
+}
+
+ChainResult ExtendChainPulling(ChainSource source, void* ctx, const Sha256Digest& initial,
+                               size_t expected) {
+  Items it(source, ctx, expected);
   return Chain(it, initial);
 }
 

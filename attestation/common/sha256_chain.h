@@ -40,6 +40,18 @@ using ChainVisitor = void (*)(void* ctx, size_t index);
 ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
                                         const Sha256Digest& initial, ChainVisitor visit, void* ctx);
 
+// The same, with items made while hashing: source(ctx, out, max) writes the next 1..max items
+// (max = kChainSourceBatch) to out[] and returns how many, or 0 when there are no more. Used to
+// decode a log record by record inside the hashing loop, where the decoding runs on the integer
+// units while the SHA unit waits; a batch per call keeps the call's cost (every vector register
+// saved around it) off most records. Items stay valid (the chain keeps them) until it returns.
+// `expected` (a hint) sizes the chain's item buffer. An exception from the source ends the
+// hashing and propagates.
+inline constexpr size_t kChainSourceBatch = 8;
+using ChainSource = size_t (*)(void* ctx, ChainItem* out, size_t max);
+ChainResult ExtendChainPulling(ChainSource source, void* ctx, const Sha256Digest& initial,
+                               size_t expected = 0);
+
 // Whether the interleaved SHA-extension path is used (CPU support and not disabled).
 bool Sha256ChainUsesShaExtensions();
 // Tests: force the portable OpenSSL path (false) or back to auto-detection (true).

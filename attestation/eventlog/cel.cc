@@ -11,7 +11,7 @@ constexpr uint8_t kInnerObjectDigest = 3;
 constexpr uint8_t kInnerDetail = 4;
 constexpr size_t kTlvHeader = 5;
 // Bounds a single record so a corrupt length cannot make us allocate gigabytes.
-constexpr uint32_t kMaxValue = 1u << 20;
+constexpr uint32_t kMaxValue = detail::kMaxTlvValue;
 
 constexpr std::array<std::pair<EventKind, std::string_view>, 14> kKindNames{{
     {EventKind::kDaemonStart, "daemon_start"},
@@ -91,52 +91,11 @@ std::string DecodeRecordViewSlow(std::span<const uint8_t> in, size_t& off, Recor
   return "";
 }
 
-// Hot path of DecodeRecordView: no error text, no allocation. On false, the slow decoder runs
-// again to say exactly what is wrong.
-inline bool FastTlv(std::span<const uint8_t> in, size_t& off, uint8_t& type,
-                    std::span<const uint8_t>& value) {
-  if (in.size() - off < kTlvHeader) return false;
-  type = in[off];
-  const uint32_t len = static_cast<uint32_t>(in[off + 1]) << 24 |
-                       static_cast<uint32_t>(in[off + 2]) << 16 |
-                       static_cast<uint32_t>(in[off + 3]) << 8 | in[off + 4];
-  if (len > kMaxValue || in.size() - off - kTlvHeader < len) return false;
-  value = in.subspan(off + kTlvHeader, len);
-  off += kTlvHeader + len;
-  return true;
-}
-
-bool DecodeRecordViewFast(std::span<const uint8_t> in, size_t& off, RecordView& r) {
-  r.offset = off;
-  uint8_t type = 0;
-  std::span<const uint8_t> v;
-  if (!FastTlv(in, off, type, v) || type != kTypeRecnum || v.size() != 8) return false;
-  r.recnum = GetBe(v, 0, 8);
-  if (!FastTlv(in, off, type, v) || type != kTypePcr || v.size() != 4) return false;
-  r.pcr = static_cast<uint32_t>(GetBe(v, 0, 4));
-  if (r.pcr > 23) return false;
-  if (!FastTlv(in, off, type, v) || type != kTypeDigests) return false;
-  r.digest = nullptr;
-  size_t doff = 0;
-  while (doff < v.size()) {
-    uint8_t dt = 0;
-    std::span<const uint8_t> d;
-    if (!FastTlv(v, doff, dt, d)) return false;
-    if (dt == (kAlgSha256 & 0xff)) {
-      if (d.size() != 32) return false;
-      r.digest = d.data();
-    }
-  }
-  if (!r.digest) return false;
-  if (!FastTlv(in, off, type, v) || type <= kTypeDigests) return false;
-  r.content_type = type;
-  r.content = v;
-  return true;
-}
-
 std::string DecodeRecordView(std::span<const uint8_t> in, size_t& off, RecordView& r) {
+  // Hot path (cel.h): no error text, no allocation. On false, the slow decoder runs again to
+  // say exactly what is wrong.
   const size_t start = off;
-  if (DecodeRecordViewFast(in, off, r)) return "";
+  if (DecodeRecordViewAt(in, off, r)) return "";
   off = start;
   auto e = DecodeRecordViewSlow(in, off, r);
   return e.empty() ? "record decoding disagrees with itself" : e;  // fail closed
@@ -151,6 +110,16 @@ std::string DecodeRecord(std::span<const uint8_t> in, size_t& off, Record& r) {
   r.content_type = v.content_type;
   r.content.assign(v.content.begin(), v.content.end());
   return "";
+}
+
+// Which kind numbers are known (kKindNames), as one table lookup for the verifier's hot path.
+constexpr std::array<bool, 256> kKnownKind = [] {
+  std::array<bool, 256> known{};
+  for (const auto& [kind, name] : kKindNames) known.at(static_cast<uint16_t>(kind)) = true;
+  return known;
+}();
+bool KnownKind(uint64_t k) {
+  return k < kKnownKind.size() && kKnownKind[k];
 }
 
 }  // namespace
@@ -286,14 +255,52 @@ std::string DecodeLogViews(std::span<const uint8_t> data, std::vector<RecordView
   return "";
 }
 
+std::string RecordViewError(std::span<const uint8_t> data, size_t offset, size_t index) {
+  RecordView r;
+  size_t off = offset;
+  std::string e = offset <= data.size() ? DecodeRecordView(data, off, r) : "offset past the end";
+  if (e.empty()) e = "record decoding disagrees with itself";  // fail closed
+  return "record " + std::to_string(index) + " at byte " + std::to_string(offset) + ": " + e;
+}
+
 const char* DecodeSovguardContentView(std::span<const uint8_t> value, SovguardEventView& ev) {
+  // Fast path: the layout EncodeSovguardContent writes (kind, name, object digest, optional
+  // detail, in that order, nothing else), for which the general loop below gives the same
+  // result. Anything else takes the loop.
+  {
+    const uint8_t* p = value.data();
+    const size_t size = value.size();
+    if (size >= 7 + 5 + 37 && p[0] == kInnerKind && detail::LoadBe32(p + 1) == 2 &&
+        p[7] == kInnerName) {
+      const uint64_t k = static_cast<uint64_t>(p[5]) << 8 | p[6];
+      const uint32_t name_len = detail::LoadBe32(p + 8);
+      const size_t d = 12 + static_cast<size_t>(name_len);  // the object digest TLV
+      if (KnownKind(k) && name_len <= size && size - 37 >= d && p[d] == kInnerObjectDigest &&
+          detail::LoadBe32(p + d + 1) == 32) {
+        const size_t rest = d + 37;
+        size_t detail_len = 0;
+        const bool ok =
+            rest == size || (size - rest >= 5 && p[rest] == kInnerDetail &&
+                             (detail_len = detail::LoadBe32(p + rest + 1)) == size - rest - 5);
+        if (ok) {
+          ev.kind = static_cast<EventKind>(k);
+          ev.name = {reinterpret_cast<const char*>(p + 12), name_len};
+          ev.object_digest = p + d + 5;
+          ev.detail = rest == size ? std::string_view()
+                                   : std::string_view(reinterpret_cast<const char*>(p + rest + 5),
+                                                      detail_len);
+          return nullptr;
+        }
+      }
+    }
+  }
   bool kind = false, name = false, digest = false;
   ev.detail = {};
   size_t off = 0;
   while (off < value.size()) {
     if (value.size() - off < kTlvHeader) return "truncated TLV header in sovguard event content";
     const uint8_t type = value[off];
-    const uint64_t len = GetBe(value, off + 1, 4);
+    const uint64_t len = detail::LoadBe32(value.data() + off + 1);
     if (value.size() - off - kTlvHeader < len)
       return "truncated TLV value in sovguard event content";
     const auto v = value.subspan(off + kTlvHeader, static_cast<size_t>(len));
@@ -302,9 +309,9 @@ const char* DecodeSovguardContentView(std::span<const uint8_t> value, SovguardEv
     switch (type) {
       case kInnerKind: {
         if (v.size() != 2) return "sovguard event: kind must be 2 octets";
-        auto k = static_cast<EventKind>(GetBe(v, 0, 2));
-        if (EventKindName(k) == "unknown") return "sovguard event: unknown kind";
-        ev.kind = k;
+        const uint64_t k = GetBe(v, 0, 2);
+        if (!KnownKind(k)) return "sovguard event: unknown kind";
+        ev.kind = static_cast<EventKind>(k);
         kind = true;
         break;
       }

@@ -15,7 +15,9 @@
 // Only SHA-256 is written; a log is replayed per PCR: pcr = SHA-256(pcr || digest), from zeros.
 #pragma once
 
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <set>
@@ -114,6 +116,14 @@ struct RecordView {
   size_t offset = 0;  // byte offset of the record in the log
 };
 std::string DecodeLogViews(std::span<const uint8_t> data, std::vector<RecordView>& out);
+// One record of DecodeLogViews at a time, for decoding inside a hashing loop: true with `out`
+// set and `offset` moved past the record, or false (`offset` unchanged) when the record at
+// `offset` is not one complete, well-formed record; RecordViewError then says why. Inline and
+// allocation-free: the per-record cost is a few dozen integer instructions.
+inline bool DecodeRecordViewAt(std::span<const uint8_t> data, size_t& offset, RecordView& out);
+// Why the record at `offset` (the `index`-th) does not decode: the text DecodeLogViews returns
+// ("record <index> at byte <offset>: ...").
+std::string RecordViewError(std::span<const uint8_t> data, size_t offset, size_t index);
 
 struct SovguardEventView {
   EventKind kind = EventKind::kEnforcementState;
@@ -128,5 +138,76 @@ const char* DecodeSovguardContentView(std::span<const uint8_t> value, SovguardEv
 // are 0..n-1 and that every kSovguard record's digest is SHA-256 of its content; throws otherwise
 // (a log that does not check out is never partially trusted).
 std::map<uint32_t, Sha256Digest> Replay(std::span<const Record> records);
+
+namespace detail {
+// Big-endian loads as one load (and a byte swap on little-endian hosts), not byte by byte.
+inline uint32_t LoadBe32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap32(v);
+  return v;
+}
+inline uint64_t LoadBe64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
+  return v;
+}
+// Bounds a single TLV value so a corrupt length cannot make a reader allocate gigabytes.
+inline constexpr uint32_t kMaxTlvValue = 1u << 20;
+__attribute__((always_inline)) inline bool FastTlv(const uint8_t* in, size_t size, size_t& off,
+                                                   uint8_t& type, std::span<const uint8_t>& value) {
+  if (size - off < 5) return false;
+  const uint8_t* p = in + off;
+  type = p[0];
+  const uint32_t len = LoadBe32(p + 1);
+  if (len > kMaxTlvValue || size - off - 5 < len) return false;
+  value = {p + 5, len};
+  off += 5 + static_cast<size_t>(len);
+  return true;
+}
+}  // namespace detail
+
+inline bool DecodeRecordViewAt(std::span<const uint8_t> data, size_t& offset, RecordView& r) {
+  const uint8_t* in = data.data();
+  const size_t size = data.size();
+  size_t off = offset;
+  uint8_t type = 0;
+  std::span<const uint8_t> v;
+  if (!detail::FastTlv(in, size, off, type, v) || type != kTypeRecnum || v.size() != 8)
+    return false;
+  const uint64_t recnum = detail::LoadBe64(v.data());
+  if (!detail::FastTlv(in, size, off, type, v) || type != kTypePcr || v.size() != 4) return false;
+  const uint32_t pcr = detail::LoadBe32(v.data());
+  if (pcr > 23) return false;
+  if (!detail::FastTlv(in, size, off, type, v) || type != kTypeDigests) return false;
+  const uint8_t* digest = nullptr;
+  // The common case first: exactly one SHA-256 digest TLV.
+  if (v.size() == 37 && v[0] == (kAlgSha256 & 0xff) && v[1] == 0 && v[2] == 0 && v[3] == 0 &&
+      v[4] == 32) {
+    digest = v.data() + 5;
+  } else {
+    size_t doff = 0;
+    while (doff < v.size()) {
+      uint8_t dt = 0;
+      std::span<const uint8_t> d;
+      if (!detail::FastTlv(v.data(), v.size(), doff, dt, d)) return false;
+      if (dt == (kAlgSha256 & 0xff)) {
+        if (d.size() != 32) return false;
+        digest = d.data();
+      }
+    }
+    if (!digest) return false;
+  }
+  if (!detail::FastTlv(in, size, off, type, v) || type <= kTypeDigests) return false;
+  r.recnum = recnum;
+  r.pcr = pcr;
+  r.digest = digest;
+  r.content_type = type;
+  r.content = v;
+  r.offset = offset;
+  offset = off;
+  return true;
+}
 
 }  // namespace sovguard::attestation::cel

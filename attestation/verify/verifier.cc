@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -176,27 +177,75 @@ std::string P256PemFast(EVP_PKEY* key) {
   return pem;
 }
 
+// What CheckAkConsistency derives from ak.tpm2b_public: the key, its TPM name and its P-256
+// PEM (P256PemFast). They are functions of those bytes alone, and a verifier sees the same AKs
+// again and again (a fleet, continuous attestation), so they are remembered per exact bytes:
+// building the EVP_PKEY (EC group, point check) costs more than the rest of the AK checks.
+// Bounded (oldest out); only complete derivations are kept; thread-safe (fleet mode).
+class AkCache {
+ public:
+  static constexpr size_t kMaxEntries = 256;
+  bool Get(const std::string& pub, EvpPkey& key, std::string& name, std::string& pem) {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(pub);
+    if (it == map_.end() || EVP_PKEY_up_ref(it->second.key.get()) != 1) return false;
+    key.reset(it->second.key.get());
+    name = it->second.name;
+    pem = it->second.pem;
+    return true;
+  }
+  void Put(const std::string& pub, EVP_PKEY* key, const std::string& name, const std::string& pem) {
+    std::lock_guard lock(mu_);
+    if (map_.count(pub) || EVP_PKEY_up_ref(key) != 1) return;
+    EvpPkey ref(key, &EVP_PKEY_free);
+    if (order_.size() >= kMaxEntries) {
+      map_.erase(order_.front());
+      order_.pop_front();
+    }
+    map_.emplace(pub, Entry{std::move(ref), name, pem});
+    order_.push_back(pub);
+  }
+
+ private:
+  struct Entry {
+    EvpPkey key;
+    std::string name, pem;
+  };
+  std::mutex mu_;
+  std::map<std::string, Entry> map_;
+  std::deque<std::string> order_;
+};
+AkCache& TheAkCache() {
+  static AkCache cache;
+  return cache;
+}
+
 // The AK the evidence carries: its TPM public area must agree with its name and PEM.
 CheckResult CheckAkConsistency(const v1::AttestationKey& ak, EvpPkey& key_out) {
   const std::string name = "ak.consistency";
   if (ak.tpm2b_public().empty())
     return Fail(name, kReasonAkInconsistent, "ak.tpm2b_public is empty");
-  try {
-    key_out = tpm::PublicAreaToPkey(U8(ak.tpm2b_public()));
-    auto n = tpm::PublicAreaName(U8(ak.tpm2b_public()));
-    if (Str(n) != ak.name())
-      return Fail(
-          name, kReasonAkInconsistent,
-          "ak.name " + Hex(ak.name()) + " is not the name of ak.tpm2b_public (" + ToHex(n) + ")");
-  } catch (const AttestationError& e) {
-    key_out.reset();
-    return Fail(name, kReasonAkKeyInvalid, std::string("ak.tpm2b_public: ") + e.what());
+  std::string derived_name, fast_pem;
+  if (!TheAkCache().Get(ak.tpm2b_public(), key_out, derived_name, fast_pem)) {
+    try {
+      key_out = tpm::PublicAreaToPkey(U8(ak.tpm2b_public()));
+      derived_name = Str(tpm::PublicAreaName(U8(ak.tpm2b_public())));
+    } catch (const AttestationError& e) {
+      key_out.reset();
+      return Fail(name, kReasonAkKeyInvalid, std::string("ak.tpm2b_public: ") + e.what());
+    }
+    fast_pem = P256PemFast(key_out.get());
+    TheAkCache().Put(ak.tpm2b_public(), key_out.get(), derived_name, fast_pem);
   }
+  if (derived_name != ak.name())
+    return Fail(name, kReasonAkInconsistent,
+                "ak.name " + Hex(ak.name()) + " is not the name of ak.tpm2b_public (" +
+                    Hex(derived_name) + ")");
   // The node writes public_pem from the same key with the same encoder, so equal text is the
   // common case; parsing PEM (OpenSSL 3 decoders) costs more than the rest of the AK checks, and
   // so does encoding it (an OSSL_ENCODER context per call): P-256 keys, the default AK, are
   // rendered here directly. Any difference in text falls back to comparing the keys.
-  if (!ak.public_pem().empty() && ak.public_pem() != P256PemFast(key_out.get()) &&
+  if (!ak.public_pem().empty() && ak.public_pem() != fast_pem &&
       ak.public_pem() != tpm::PublicKeyToPem(key_out.get())) {
     auto carried = LoadPem(ak.public_pem());
     if (!carried || EVP_PKEY_eq(carried.get(), key_out.get()) != 1)
@@ -245,9 +294,10 @@ CheckResult CheckPcrDigest(const v1::TpmQuote& q, const TPMS_ATTEST* attest) {
 }
 
 // CEL: decodes strictly without copying (views into the evidence), checks the structure and
-// that every event is a known sovguard event, then hashes every content and replays the extend
-// chain in one interleaved pass (common/sha256_chain.h) and compares with the quoted sovguard
-// PCR. This is the verifier's hot path: one allocation for the views, one for the chain items.
+// that every event is a known sovguard event, hashes every content and replays the extend chain,
+// all in one interleaved pass (common/sha256_chain.h: records are decoded and checked as the
+// hashing reaches them), and compares with the quoted sovguard PCR. This is the verifier's hot
+// path: one allocation for the views, one for the chain items.
 // Returns the records when the log replayed to the signed PCR value (and is thus authentic).
 // What later checks need from an authentic CEL: its records, and the few records the snapshot
 // checks read (found during the hashing pass, so they cost no pass of their own).
@@ -311,39 +361,70 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, bool pcrs_ok, ReplayCac
       }
     }
   } scan{pcr};
-  // Copy-free, strict decoding first (errors name the record and byte offset). Decoding record
-  // by record from inside the hashing loop was measured slower: the per-record call costs more
-  // than the overlap gains.
+  // Copy-free, strict decoding (errors name the record and byte offset, as cel::DecodeLogViews
+  // says them), record by record from inside the hashing loop: each record is decoded and
+  // scanned as the chain first needs it, a batch at a time, on the integer units while the SHA
+  // unit works on the records before it.
   std::vector<cel::RecordView>& recs = scan.recs;
-  if (auto err = cel::DecodeLogViews(U8(ev.logs().cel()), recs); !err.empty()) {
-    out.push_back(Fail("eventlog.cel.decode", kReasonCelMalformed, "logs.cel: CEL: " + err));
+  const auto cel_bytes = U8(ev.logs().cel());
+  struct Source {
+    std::span<const uint8_t> data;
+    size_t off = 0;
+    CelScan* scan;
+    size_t fed = 0;              // records of scan->recs handed to the chain
+    size_t error_at = SIZE_MAX;  // byte offset of the record that does not decode
+    // Decodes and scans the next record (false at the end or on an error, which is kept).
+    bool Decode() {
+      if (off >= data.size() || error_at != SIZE_MAX) return false;
+      cel::RecordView r;
+      if (!cel::DecodeRecordViewAt(data, off, r)) {
+        error_at = off;
+        return false;
+      }
+      scan->recs.push_back(r);
+      scan->Scan(scan->recs.size() - 1);
+      return true;
+    }
+  } src{cel_bytes, 0, &scan};
+  recs.reserve(cel_bytes.size() / 96 + 1);  // records are at least ~60 bytes
+  // Records an earlier verdict replayed (a byte-identical prefix, see ReplayCache) are scanned
+  // but not hashed again: the chain starts from their remembered PCR value. The cache is asked
+  // only about a log that decodes (as it always was: its hit/miss counts are replays), so with
+  // a cache the whole log is decoded first.
+  const std::string cache_key = ev.ak().name().empty() ? "node:" + ev.node() : ev.ak().name();
+  ReplayCache::Hit hit;
+  if (cache) {
+    while (src.Decode()) {
+    }
+    if (src.error_at == SIZE_MAX) hit = cache->Lookup(cache_key, cel_bytes);
+  }
+  if (hit.records > recs.size() ||
+      (hit.records < recs.size() && recs[hit.records].offset != hit.bytes))
+    hit = {};  // cannot happen for a true prefix of complete records; replay it all
+  const size_t done = hit.records;
+  src.fed = done;
+  const ChainSource source = [](void* ctx, ChainItem* items, size_t max) -> size_t {
+    auto* s = static_cast<Source*>(ctx);
+    size_t n = 0;
+    for (; n < max; ++n) {
+      if (s->fed == s->scan->recs.size() && !s->Decode()) break;
+      const auto& r = s->scan->recs[s->fed++];
+      items[n] = {r.content, r.digest};
+    }
+    return n;
+  };
+  ChainResult chain = src.error_at == SIZE_MAX
+                          ? ExtendChainPulling(source, &src, hit.pcr, recs.capacity() - done)
+                          : ChainResult{};
+  if (src.error_at != SIZE_MAX) {
+    out.push_back(
+        Fail("eventlog.cel.decode", kReasonCelMalformed,
+             "logs.cel: CEL: " + cel::RecordViewError(cel_bytes, src.error_at, recs.size())));
     out.push_back(Fail("eventlog.cel.events", kReasonDependencyFailed, "logs.cel not decoded"));
     out.push_back(Fail(name, kReasonDependencyFailed, "logs.cel not decoded"));
     return std::nullopt;
   }
   out.push_back(Pass("eventlog.cel.decode", std::to_string(recs.size()) + " records"));
-  // Records an earlier verdict replayed (a byte-identical prefix, see ReplayCache) are scanned
-  // but not hashed again: the chain starts from their remembered PCR value.
-  const std::string cache_key = ev.ak().name().empty() ? "node:" + ev.node() : ev.ak().name();
-  const auto cel_bytes = U8(ev.logs().cel());
-  ReplayCache::Hit hit;
-  if (cache) hit = cache->Lookup(cache_key, cel_bytes);
-  if (hit.records > recs.size() ||
-      (hit.records < recs.size() && recs[hit.records].offset != hit.bytes))
-    hit = {};  // cannot happen for a true prefix of complete records; replay it all
-  const size_t done = hit.records;
-  for (size_t i = 0; i < done; ++i) scan.Scan(i);
-  std::vector<ChainItem> items(recs.size() - done);
-  for (size_t i = done; i < recs.size(); ++i) items[i - done] = {recs[i].content, recs[i].digest};
-  struct Visit {
-    CelScan* scan;
-    size_t base;
-  } visit_ctx{&scan, done};
-  const ChainVisitor visit = [](void* ctx, size_t i) {
-    auto* v = static_cast<Visit*>(ctx);
-    v->scan->Scan(v->base + i);
-  };
-  ChainResult chain = ExtendChainCheckingContents(items, hit.pcr, visit, &visit_ctx);
   if (chain.first_bad_content != SIZE_MAX) chain.first_bad_content += done;
   // The first structural fault in record order: a broken sequence, else a wrong PCR.
   std::optional<CheckResult> structural;

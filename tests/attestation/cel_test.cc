@@ -2,6 +2,9 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <optional>
+
 #include "attestation/eventlog/cel.h"
 #include "attestation/evidence/format.h"
 
@@ -24,9 +27,8 @@ std::vector<cel::Record> SampleLog(uint32_t pcr) {
 TEST(Cel, MeasuredGuestsReplaysCoveredAndReleasedInOrder) {
   std::vector<cel::Record> recs;
   auto guest = [&](const std::string& uuid, const std::string& detail) {
-    recs.push_back(cel::MakeSovguardRecord(recs.size(), 13,
-                                           {EventKind::kEnforcementState, "guest:" + uuid,
-                                            Sha256(detail), detail}));
+    recs.push_back(cel::MakeSovguardRecord(
+        recs.size(), 13, {EventKind::kEnforcementState, "guest:" + uuid, Sha256(detail), detail}));
   };
   guest("a", "covered");
   guest("b", "covered");
@@ -35,9 +37,9 @@ TEST(Cel, MeasuredGuestsReplaysCoveredAndReleasedInOrder) {
   guest("c", "released");
   guest("c", "covered");
   // Other enforcement events and other kinds with a guest-like name do not count.
-  recs.push_back(cel::MakeSovguardRecord(recs.size(), 13,
-                                         {EventKind::kEnforcementState, "tamper:filter_missing",
-                                          Sha256("x"), "covered"}));
+  recs.push_back(cel::MakeSovguardRecord(
+      recs.size(), 13,
+      {EventKind::kEnforcementState, "tamper:filter_missing", Sha256("x"), "covered"}));
   recs.push_back(cel::MakeSovguardRecord(
       recs.size(), 13, {EventKind::kBpfObject, "guest:d", Sha256("d"), "covered"}));
   EXPECT_EQ(cel::MeasuredGuests(recs), (std::set<std::string>{"b", "c"}));
@@ -127,6 +129,157 @@ TEST(Cel, IndependentlyEncodedLogDecodesAndReEncodes) {
   EXPECT_EQ(cel::DecodeSovguardContent(recs[2].content).kind, EventKind::kMechanismDowngraded);
   EXPECT_THROW(cel::Replay(cel::DecodeLog(ReadFileBytes(dir / "tampered-content.cel"))),
                AttestationError);
+}
+
+// Decodes `data` record by record with DecodeRecordViewAt (the verifier's in-loop decoder): the
+// views, or the error text RecordViewError gives for the first record that does not decode.
+std::string DecodeOneByOne(std::span<const uint8_t> data, std::vector<cel::RecordView>& out) {
+  out.clear();
+  size_t off = 0;
+  while (off < data.size()) {
+    cel::RecordView r;
+    const size_t at = off;
+    if (!cel::DecodeRecordViewAt(data, off, r)) {
+      EXPECT_EQ(off, at) << "offset moved on failure";
+      return cel::RecordViewError(data, at, out.size());
+    }
+    EXPECT_GT(off, at);
+    out.push_back(r);
+  }
+  return "";
+}
+
+void ExpectSameViews(std::span<const uint8_t> data, const std::string& what) {
+  std::vector<cel::RecordView> a, b;
+  const auto ea = cel::DecodeLogViews(data, a);
+  const auto eb = DecodeOneByOne(data, b);
+  EXPECT_EQ(ea, eb) << what;
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].recnum, b[i].recnum) << what << " " << i;
+    EXPECT_EQ(a[i].pcr, b[i].pcr) << what << " " << i;
+    EXPECT_EQ(a[i].digest, b[i].digest) << what << " " << i;
+    EXPECT_EQ(a[i].content_type, b[i].content_type) << what << " " << i;
+    EXPECT_EQ(a[i].content.data(), b[i].content.data()) << what << " " << i;
+    EXPECT_EQ(a[i].content.size(), b[i].content.size()) << what << " " << i;
+    EXPECT_EQ(a[i].offset, b[i].offset) << what << " " << i;
+  }
+}
+
+// The in-loop decoder agrees with DecodeLogViews (records and error texts) on real logs, on
+// every truncation of one, and on every single-byte corruption of a record's framing.
+TEST(Cel, DecodeRecordViewAtAgreesWithDecodeLogViews) {
+  const auto dir = std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/attestation/corpus/cel";
+  std::vector<Bytes> logs = {cel::EncodeLog(SampleLog(13))};
+  for (const auto& f : std::filesystem::directory_iterator(dir))
+    logs.push_back(ReadFileBytes(f.path()));
+  // Another digest TLV before the SHA-256 one: a second SHA-256 (the last one counts), SHA-1,
+  // SHA-384 (ignored).
+  for (const Bytes& digests :
+       {Bytes{0x0b, 0, 0, 0, 32}, Bytes{0x04, 0, 0, 0, 20}, Bytes{0x0c, 0, 0, 0, 48}}) {
+    const auto rec =
+        cel::MakeSovguardRecord(0, 13, {EventKind::kDaemonStart, "d", Sha256("x"), ""});
+    auto tlv = [](Bytes& o, uint8_t type, std::span<const uint8_t> v) {
+      o.push_back(type);
+      PutBe(o, v.size(), 4);
+      o.insert(o.end(), v.begin(), v.end());
+    };
+    Bytes dig, out;
+    tlv(dig, digests[0], Bytes(digests[4], 0x5a));
+    tlv(dig, 0x0b, rec.digest);
+    tlv(out, cel::kTypeRecnum, Bytes(8, 0));
+    tlv(out, cel::kTypePcr, Bytes{0, 0, 0, 13});
+    tlv(out, cel::kTypeDigests, dig);
+    tlv(out, cel::kContentSovguard, rec.content);
+    cel::RecordView v;
+    size_t off = 0;
+    ASSERT_TRUE(cel::DecodeRecordViewAt(out, off, v));
+    EXPECT_EQ(off, out.size());
+    EXPECT_EQ(0, std::memcmp(v.digest, rec.digest.data(), 32));  // the record's, not 0x5a...
+    logs.push_back(out);
+  }
+  for (size_t k = 0; k < logs.size(); ++k) {
+    const auto& log = logs[k];
+    ExpectSameViews(log, "log " + std::to_string(k));
+    for (size_t n = 0; n < log.size(); ++n)
+      ExpectSameViews(std::span(log).first(n),
+                      "log " + std::to_string(k) + " cut at " + std::to_string(n));
+  }
+  auto log = cel::EncodeLog(SampleLog(13));
+  std::vector<cel::RecordView> views;
+  ASSERT_EQ(cel::DecodeLogViews(log, views), "");
+  for (const auto& v : views) {
+    // Every byte of the framing before the content (type and length octets included).
+    const size_t content_at = static_cast<size_t>(v.content.data() - log.data());
+    for (size_t i = v.offset; i < content_at; ++i)
+      for (uint8_t x : {uint8_t{0x01}, uint8_t{0x80}, uint8_t{0xff}}) {
+        auto t = log;
+        t[i] ^= x;
+        ExpectSameViews(t, "byte " + std::to_string(i) + " ^ " + std::to_string(x));
+      }
+  }
+}
+
+// The allocation-free event decoder (with its fast path for the encoder's own layout) accepts
+// exactly what DecodeSovguardContent accepts, with the same fields: on encoded events, on every
+// truncation, on every single-byte change of the framing, and on reordered or repeated fields.
+TEST(Cel, SovguardContentViewAgreesWithDecodeSovguardContent) {
+  auto check = [](std::span<const uint8_t> c, const std::string& what) {
+    cel::SovguardEventView v;
+    const char* why = cel::DecodeSovguardContentView(c, v);
+    std::optional<cel::SovguardEvent> e;
+    try {
+      e = cel::DecodeSovguardContent(c);
+    } catch (const AttestationError&) {
+    }
+    ASSERT_EQ(why == nullptr, e.has_value()) << what << ": " << (why ? why : "accepted");
+    if (!e) return;
+    EXPECT_EQ(v.kind, e->kind) << what;
+    EXPECT_EQ(v.name, e->name) << what;
+    EXPECT_EQ(0, std::memcmp(v.object_digest, e->object_digest.data(), 32)) << what;
+    EXPECT_EQ(v.detail, e->detail) << what;
+  };
+  const std::vector<cel::SovguardEvent> events = {
+      {EventKind::kDaemonStart, "sovguardd", Sha256("a"), "fresh"},
+      {EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("b"), ""},
+      {EventKind::kRecovered, std::string(300, 'n'), Sha256("c"), std::string(70, 'd')},
+      {EventKind::kPolicyApplied, "x", Sha256("d"), "{\"mode\":\"enforce\"}"}};
+  for (size_t k = 0; k < events.size(); ++k) {
+    const auto c = cel::EncodeSovguardContent(events[k]);
+    const std::string what = "event " + std::to_string(k);
+    check(c, what);
+    for (size_t n = 0; n < c.size(); ++n)
+      check(std::span(c).first(n), what + " cut " + std::to_string(n));
+    for (size_t i = 0; i < c.size(); ++i)
+      for (uint8_t x :
+           {uint8_t{0x01}, uint8_t{0x02}, uint8_t{0x04}, uint8_t{0x0f}, uint8_t{0x80}}) {
+        auto t = c;
+        t[i] ^= x;
+        check(t, what + " byte " + std::to_string(i) + " ^ " + std::to_string(x));
+      }
+    // Fields reordered, repeated (the last one counts), or followed by another TLV.
+    auto t = c;
+    t.insert(t.end(), c.begin(), c.begin() + 7);  // a second kind TLV after the rest
+    check(t, what + " kind again");
+    Bytes reordered(c.begin() + 7, c.end());
+    reordered.insert(reordered.end(), c.begin(), c.begin() + 7);  // kind last
+    check(reordered, what + " kind last");
+    t = c;
+    t.insert(t.end(), {4, 0, 0, 0, 1, 'z'});  // a (second) detail
+    check(t, what + " detail again");
+  }
+}
+
+TEST(Cel, RecordViewErrorNamesRecordAndOffset) {
+  auto log = cel::EncodeLog(SampleLog(13));
+  std::vector<cel::RecordView> views;
+  ASSERT_EQ(cel::DecodeLogViews(log, views), "");
+  log[views[2].offset + 21] = 24;  // the PCR value's low octet (after RECNUM and the PCR header)
+  const auto e = cel::RecordViewError(log, views[2].offset, 2);
+  EXPECT_EQ(e, "record 2 at byte " + std::to_string(views[2].offset) +
+                   ": PCR index 24 out of range 0-23");
+  // A record that does decode is never reported as fine.
+  EXPECT_NE(cel::RecordViewError(log, views[0].offset, 0).find("disagrees"), std::string::npos);
 }
 
 TEST(Cel, KindNamesRoundTrip) {

@@ -120,6 +120,62 @@ TEST_P(Sha256Chain, VisitorSeesEveryItemInOrder) {
   }
 }
 
+// Items pulled from a source (ExtendChainPulling) give the same result as the same items in a
+// span, for every batch size the source may return (1..max, varying) and any size hint; the
+// source is asked until it says there are no more, and never again after.
+struct PullCtx {
+  std::vector<ChainItem> items;
+  size_t next = 0, calls_after_end = 0, step = 0;
+  bool ended = false;
+};
+size_t Pull(void* p, ChainItem* out, size_t max) {
+  auto* c = static_cast<PullCtx*>(p);
+  if (c->ended) ++c->calls_after_end;
+  EXPECT_EQ(max, kChainSourceBatch);
+  // 1, 2, ..., max, 1, 2, ... items per call.
+  const size_t want = 1 + (c->step++ % max);
+  size_t n = 0;
+  for (; n < want && c->next < c->items.size(); ++n) out[n] = c->items[c->next++];
+  if (n == 0) c->ended = true;
+  return n;
+}
+
+TEST_P(Sha256Chain, PulledItemsMatchTheSpan) {
+  for (size_t n : {0u, 1u, 2u, 3u, 7u, 8u, 9u, 64u, 301u, 1000u}) {
+    auto log = MakeLog(n, static_cast<uint32_t>(n + 100));
+    Sha256Digest start{};
+    start[3] = 9;
+    for (size_t hint : {size_t{0}, size_t{1}, n, 3 * n}) {
+      PullCtx ctx{log.Items()};
+      const auto r = ExtendChainPulling(Pull, &ctx, start, hint);
+      EXPECT_EQ(r.pcr, Reference(log, start)) << n << " " << hint;
+      EXPECT_EQ(r.first_bad_content, SIZE_MAX) << n;
+      EXPECT_EQ(ctx.next, n);
+      EXPECT_EQ(ctx.calls_after_end, 0u);
+    }
+    if (n < 3) continue;
+    auto t = log;
+    t.contents[n / 2].push_back(1);
+    t.contents[n - 1].push_back(1);
+    PullCtx ctx{t.Items()};
+    const auto r = ExtendChainPulling(Pull, &ctx, {}, 0);
+    EXPECT_EQ(r.first_bad_content, n / 2) << n;
+    EXPECT_EQ(r.pcr, Reference(log)) << n;
+  }
+}
+
+// An exception from the source ends the hashing and propagates.
+TEST_P(Sha256Chain, SourceExceptionPropagates) {
+  const auto log = MakeLog(50, 3);
+  PullCtx ctx{log.Items()};
+  const ChainSource throwing = [](void* p, ChainItem* out, size_t max) -> size_t {
+    auto* c = static_cast<PullCtx*>(p);
+    if (c->next >= 20) throw AttestationError("source failed");
+    return Pull(p, out, max);
+  };
+  EXPECT_THROW(ExtendChainPulling(throwing, &ctx, {}, 0), AttestationError);
+}
+
 INSTANTIATE_TEST_SUITE_P(Paths, Sha256Chain, ::testing::Values(true, false),
                          [](const auto& p) { return p.param ? "ShaExtensions" : "OpenSsl"; });
 

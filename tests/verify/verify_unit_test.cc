@@ -79,6 +79,25 @@ TEST(VerifyUnit, RequireStrongestFailsOnTheDowngradedPath) {
       << text;
 }
 
+// The verifier remembers what it derived from an AK public area, keyed by its exact bytes:
+// another public area carrying the first one's name is never taken for it.
+TEST(VerifyUnit, RememberedAkIsKeyedByItsPublicAreaBytes) {
+  verify::Options o;
+  o.nonce = FromHex(kNonceHex);
+  const auto ecc = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
+  const auto rsa = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-rsa.pb"));
+  for (int i = 0; i < 2; ++i) {  // the second time from what was remembered
+    EXPECT_TRUE(verify::Verify(ecc, o).passed());
+    EXPECT_TRUE(verify::Verify(rsa, o).passed());
+  }
+  auto swapped = ecc;
+  swapped.mutable_ak()->set_tpm2b_public(rsa.ak().tpm2b_public());
+  const auto r = verify::Verify(swapped, o);
+  EXPECT_EQ(r.Find("ak.consistency")->reason, verify::kReasonAkInconsistent)
+      << verify::RenderText(r);
+  EXPECT_FALSE(r.passed());
+}
+
 TEST(VerifyUnit, FlippedByteInCommittedEvidenceFails) {
   auto data = ReadFileBytes(kCorpus / "genuine-rsa.pb");
   auto ev = verify::ParseEvidence(data);
