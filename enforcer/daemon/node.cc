@@ -22,6 +22,8 @@
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/daemon/log.h"
 #include "enforcer/datapath/net_datapath.h"
+#include "enforcer/libvirt/connection.h"
+#include "enforcer/libvirt/domain.h"
 #include "enforcer/libvirt/hook_server.h"
 #include "enforcer/libvirt/tap_watcher.h"
 #include "enforcer/libvirt/watcher.h"
@@ -568,6 +570,7 @@ void Node::Start() {
   MeasureDowngrades();
   ApplyPolicy(LoadPolicy());
   ReleaseTables();
+  ProtectDefinedVolumes();
   if (config_.default_deny_new_taps) {
     // Subscribed before the hook server and the watcher start: no tap created from now on is
     // missed.
@@ -684,6 +687,51 @@ void Node::CountAndMeasureTamper(const std::string& kind, const std::string& det
   measurements_->MeasureBytes(
       cel::EventKind::kEnforcementState, "tamper:" + kind,
       std::span(reinterpret_cast<const std::uint8_t*>(detail.data()), detail.size()), detail);
+}
+
+void Node::ProtectDefinedVolumes() {
+  if (!storage_) return;
+  libvirt::ConnectPtr conn(virConnectOpen(config_.libvirt_uri.c_str()));
+  if (!conn) {
+    log::Warning(
+        "storage path: libvirt not reachable at {}: labelled disks of stopped guests are "
+        "protected once their guest runs",
+        config_.libvirt_uri);
+    return;
+  }
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn.get(), &doms, 0);  // running and stopped
+  if (n < 0) {
+    log::Warning("storage path: listing libvirt's domains failed");
+    return;
+  }
+  std::vector<libvirt::DomainPtr> owned(doms, doms + n);
+  std::free(doms);
+  std::size_t protected_volumes = 0;
+  for (const auto& d : owned) {
+    char* xml = virDomainGetXMLDesc(d.get(), VIR_DOMAIN_XML_INACTIVE);
+    if (!xml) continue;
+    const std::string text(xml);
+    std::free(xml);
+    try {
+      const auto domain = libvirt::ParseDomainXml(text);
+      if (domain.labels.state != libvirt::LabelState::kValid) continue;
+      for (const auto& disk : StorageFor(domain, 0).disks) {
+        if (disk.dataset.empty()) continue;
+        try {
+          storage_->ProtectVolume(disk.source, disk.dataset, disk.readonly);
+          ++protected_volumes;
+        } catch (const std::exception& e) {
+          log::Warning("storage path: {} disk {} (dataset {}) not protected: {}", domain.name,
+                       disk.source.string(), disk.dataset, e.what());
+        }
+      }
+    } catch (const std::exception& e) {
+      log::Warning("storage path: a defined domain's XML is unusable: {}", e.what());
+    }
+  }
+  log::Info("storage path: {} labelled disks of {} defined domains protected", protected_volumes,
+            owned.size());
 }
 
 bool Node::RestartStorage(const std::string& why) {

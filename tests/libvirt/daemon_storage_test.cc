@@ -286,6 +286,33 @@ TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
   EXPECT_TRUE(refused("sgt-dsr2")) << daemon_->Log();
 }
 
+// A labelled disk is protected from daemon start, before its own guest ever runs: a guest
+// without the dataset given the same volume first is refused it.
+TEST_F(DaemonStorage, LabelledDiskOfAStoppedGuestIsProtectedFromStart) {
+  st::GuestSpec holder_spec;
+  holder_spec.name = "sgt-dsh";
+  holder_spec.tap = "sgtdsh";
+  holder_spec.metadata =
+      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
+      "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
+      "</sovguard:guest>";
+  st::TestGuest holder(holder_spec);  // defined, never started
+  AttachDisk(holder);
+  StartDaemon();
+  st::ScopedHookTarget hook(HookPath());
+  EXPECT_NE(daemon_->Log().find("storage path: 1 labelled disks of"), std::string::npos)
+      << daemon_->Log();
+  st::GuestSpec spec;
+  spec.name = "sgt-dsi";
+  spec.tap = "sgtdsi";
+  st::TestGuest intruder(spec);
+  AttachDisk(intruder);
+  const auto r = intruder.TryStart();
+  EXPECT_NE(r.exit_code, 0) << "a guest without the dataset opened a stopped guest's disk";
+  EXPECT_FALSE(intruder.Running());
+  EXPECT_FALSE(holder.Running());
+}
+
 TEST_F(DaemonStorage, ReadOnlyDatasetIsNeverOpenedForWriting) {
   StartDaemon();
   st::ScopedHookTarget hook(HookPath());
