@@ -218,9 +218,21 @@ struct Options {
 // non-blank byte '{') or the binary protobuf. Throws InputError naming what is wrong.
 v1::Evidence ParseEvidence(std::span<const uint8_t> data);
 
+// Evidence whose CEL stays in the caller's buffer: the binary protobuf is parsed field by field
+// and logs.cel is kept as a view of the bytes parsed (a 10,000-entry log is 1.7 MB, which
+// ParseEvidence copies). From JSON, the CEL is decoded into `message` and `cel` is unset.
+struct EvidenceView {
+  v1::Evidence message;                         // logs.cel empty when `cel` is set
+  std::optional<std::span<const uint8_t>> cel;  // logs.cel: inside the buffer parsed
+  std::span<const uint8_t> Cel() const;
+};
+// As ParseEvidence (same errors, same messages); `data` must outlive the view.
+EvidenceView ParseEvidenceView(std::span<const uint8_t> data);
+
 // Runs every check. Never throws for bad evidence content (that is a failed check); throws
 // InputError only for unusable options (e.g. an --ak-pub that is not a public key).
 Report Verify(const v1::Evidence& ev, const Options& opts);
+Report Verify(const EvidenceView& ev, const Options& opts);
 
 // A quote made by tpm2_quote(1) (tpm2-tools), checked without sovguard evidence: the files of
 // `tpm2_quote -m MSG -s SIG -o PCRS -q NONCE` (-o in tpm2-tools' default "serialized" format,

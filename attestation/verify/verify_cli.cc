@@ -363,9 +363,9 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
       data.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     else
       data = ReadFileBytes(a.evidence);
-    v1::Evidence ev;
+    EvidenceView ev;  // logs.cel stays in `data`
     try {
-      ev = ParseEvidence(data);
+      ev = ParseEvidenceView(data);
     } catch (const InputError& e) {
       throw InputError(a.evidence + ": " + e.what());
     }

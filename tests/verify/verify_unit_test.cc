@@ -98,6 +98,87 @@ TEST(VerifyUnit, RememberedAkIsKeyedByItsPublicAreaBytes) {
   EXPECT_FALSE(r.passed());
 }
 
+// ParseEvidenceView leaves logs.cel in the parsed bytes: everything else, and the verdict, is
+// exactly what ParseEvidence gives, including protobuf's merge rules for repeated fields.
+void ExpectViewAsParse(std::span<const uint8_t> data, const std::string& what) {
+  std::optional<v1::Evidence> whole;
+  std::string whole_error, view_error;
+  try {
+    whole = verify::ParseEvidence(data);
+  } catch (const verify::InputError& e) {
+    whole_error = e.what();
+  }
+  std::optional<verify::EvidenceView> view;
+  try {
+    view = verify::ParseEvidenceView(data);
+  } catch (const verify::InputError& e) {
+    view_error = e.what();
+  }
+  ASSERT_EQ(whole.has_value(), view.has_value()) << what << ": " << whole_error << view_error;
+  EXPECT_EQ(whole_error, view_error) << what;
+  if (!whole) return;
+  const auto cel = view->Cel();
+  EXPECT_EQ(std::string(cel.begin(), cel.end()), whole->logs().cel()) << what;
+  auto rebuilt = view->message;
+  rebuilt.mutable_logs()->set_cel(std::string(cel.begin(), cel.end()));
+  EXPECT_EQ(rebuilt.SerializeAsString(), whole->SerializeAsString()) << what;
+}
+
+TEST(VerifyUnit, EvidenceViewKeepsTheCelInPlaceAndParsesAsProtobufDoes) {
+  const auto data = ReadFileBytes(kCorpus / "genuine-rsa.pb");
+  const auto view = verify::ParseEvidenceView(data);
+  ASSERT_TRUE(view.cel.has_value());
+  EXPECT_GT(view.cel->size(), 1000u);
+  EXPECT_TRUE(view.cel->data() >= data.data() &&
+              view.cel->data() + view.cel->size() <= data.data() + data.size())
+      << "the CEL was copied";
+  EXPECT_TRUE(view.message.logs().cel().empty());
+  ExpectViewAsParse(data, "genuine-rsa.pb");
+  // Same verdict, check for check.
+  verify::Options o;
+  o.nonce = FromHex(kNonceHex);
+  const auto a = verify::Verify(verify::ParseEvidence(data), o);
+  const auto b = verify::Verify(view, o);
+  ASSERT_TRUE(a.passed()) << verify::RenderText(a);
+  ASSERT_EQ(a.checks.size(), b.checks.size());
+  for (size_t i = 0; i < a.checks.size(); ++i) {
+    EXPECT_EQ(a.checks[i].name, b.checks[i].name);
+    EXPECT_EQ(a.checks[i].status, b.checks[i].status) << a.checks[i].name;
+    EXPECT_EQ(a.checks[i].reason, b.checks[i].reason) << a.checks[i].name;
+  }
+  // A tampered CEL byte inside the view fails as it does in the copied message.
+  auto tampered = data;
+  tampered[static_cast<size_t>(view.cel->data() - data.data()) + view.cel->size() / 2] ^= 1;
+  EXPECT_FALSE(verify::Verify(verify::ParseEvidenceView(tampered), o).passed());
+
+  // Fields repeated on the wire: a second logs message (merged: its cel replaces the first,
+  // its other fields join) and a second cel inside one logs message (the last one counts).
+  auto field = [](uint32_t number, const std::string& value) {
+    std::string f(1, static_cast<char>(number << 3 | 2));
+    for (size_t n = value.size();; n >>= 7) {
+      f += static_cast<char>((n & 0x7f) | (n >= 0x80 ? 0x80 : 0));
+      if (n < 0x80) break;
+    }
+    return f + value;
+  };
+  const std::string base(data.begin(), data.end());
+  for (const std::string& extra :
+       {field(11, field(1, "second cel")), field(11, field(2, std::string(1, '\x07'))),
+        field(11, field(1, "a") + field(1, "b") + field(4, "ima")), field(11, ""),
+        field(11, field(1, "x") + std::string("\x08\x96\x01")), field(2, "node-b"),
+        std::string("\x5a\x05\x0a\x09abc"), std::string("\x5b\x5c"), std::string("\x00")}) {
+    const std::string in = base + extra;
+    ExpectViewAsParse(std::span(reinterpret_cast<const uint8_t*>(in.data()), in.size()),
+                      "genuine-rsa.pb + " + ToHex(Bytes(extra.begin(), extra.end())));
+  }
+  // Every truncation, and JSON (whose CEL is decoded into the message).
+  for (size_t n = 0; n < data.size(); n += 5)
+    ExpectViewAsParse(std::span(data.data(), n), "truncated to " + std::to_string(n));
+  const auto json = ReadFileBytes(kCorpus / "genuine-ecc.json");
+  EXPECT_FALSE(verify::ParseEvidenceView(json).cel.has_value());
+  ExpectViewAsParse(json, "genuine-ecc.json");
+}
+
 TEST(VerifyUnit, FlippedByteInCommittedEvidenceFails) {
   auto data = ReadFileBytes(kCorpus / "genuine-rsa.pb");
   auto ev = verify::ParseEvidence(data);
