@@ -493,7 +493,7 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
                        "logs.cel matches quote.pcrs, but quote.pcrs are not the signed values"));
     return std::nullopt;
   }
-  if (cache) cache->Store(cache_key, cel_bytes, recs.size(), replayed);
+  if (cache) cache->Store(cache_key, cel_bytes, recs.size(), replayed, hit);
   out.push_back(Pass(name, std::to_string(recs.size()) + " records replay to PCR " +
                                std::to_string(pcr) + " = " + ToHex(replayed) +
                                (done ? " (" + std::to_string(done) +
@@ -1314,7 +1314,8 @@ ReplayCache::Hit ReplayCache::Lookup(const std::string& key, std::span<const uin
     if (!HasPrefix(cel, it->cel)) break;
     lru_.splice(lru_.begin(), lru_, it);
     ++hits_;
-    return {lru_.front().cel.size(), lru_.front().records, lru_.front().pcr};
+    const Entry& e = lru_.front();
+    return {e.cel.size(), e.records, e.pcr, e.version};
   }
   ++misses_;
   return {};
@@ -1322,6 +1323,11 @@ ReplayCache::Hit ReplayCache::Lookup(const std::string& key, std::span<const uin
 
 void ReplayCache::Store(const std::string& key, std::span<const uint8_t> cel, size_t records,
                         const Sha256Digest& pcr) {
+  Store(key, cel, records, pcr, Hit{});
+}
+
+void ReplayCache::Store(const std::string& key, std::span<const uint8_t> cel, size_t records,
+                        const Sha256Digest& pcr, const Hit& from) {
   if (cel.size() > max_bytes_) return;
   std::lock_guard lock(mu_);
   auto it = std::find_if(lru_.begin(), lru_.end(), [&](const Entry& e) { return e.key == key; });
@@ -1332,13 +1338,17 @@ void ReplayCache::Store(const std::string& key, std::span<const uint8_t> cel, si
   }
   Entry& e = lru_.front();
   bytes_ -= e.cel.size();
-  // The common case extends what is remembered: append the new records only.
-  if (HasPrefix(cel, e.cel))
+  // The common case extends what is remembered: append the new records only. The entry the
+  // replay started from, unchanged since (same version), was compared by Lookup already.
+  const bool known_prefix = from.version != 0 && from.version == e.version &&
+                            from.bytes == e.cel.size() && cel.size() >= e.cel.size();
+  if (known_prefix || HasPrefix(cel, e.cel))
     e.cel.insert(e.cel.end(), cel.begin() + static_cast<std::ptrdiff_t>(e.cel.size()), cel.end());
   else
     e.cel.assign(cel.begin(), cel.end());
   e.records = records;
   e.pcr = pcr;
+  e.version = next_version_++;
   bytes_ += e.cel.size();
   while (bytes_ > max_bytes_ && lru_.size() > 1) {
     bytes_ -= lru_.back().cel.size();

@@ -153,13 +153,18 @@ class ReplayCache {
  public:
   explicit ReplayCache(size_t max_bytes = size_t{256} << 20) : max_bytes_(max_bytes) {}
   struct Hit {
-    size_t bytes = 0;    // length of the remembered log: a prefix of the one looked up
-    size_t records = 0;  // records in it
-    Sha256Digest pcr{};  // the PCR value they replay to (from zero)
+    size_t bytes = 0;      // length of the remembered log: a prefix of the one looked up
+    size_t records = 0;    // records in it
+    Sha256Digest pcr{};    // the PCR value they replay to (from zero)
+    uint64_t version = 0;  // of the entry found (0: none)
   };
   // The remembered prefix of `cel` for `key`, or records == 0.
   Hit Lookup(const std::string& key, std::span<const uint8_t> cel);
-  // `cel` (`records` records) replayed to `pcr`, which the signed quote carries.
+  // `cel` (`records` records) replayed to `pcr`, which the signed quote carries. `from`: the
+  // Lookup the replay started from; while its entry is unchanged, the prefix it compared is
+  // not compared again (only the new records are appended).
+  void Store(const std::string& key, std::span<const uint8_t> cel, size_t records,
+             const Sha256Digest& pcr, const Hit& from);
   void Store(const std::string& key, std::span<const uint8_t> cel, size_t records,
              const Sha256Digest& pcr);
   struct Stats {
@@ -173,8 +178,10 @@ class ReplayCache {
     Bytes cel;
     size_t records = 0;
     Sha256Digest pcr{};
+    uint64_t version = 0;  // changes whenever cel does
   };
   mutable std::mutex mu_;
+  uint64_t next_version_ = 1;
   std::list<Entry> lru_;  // most recently used first
   size_t max_bytes_, bytes_ = 0, hits_ = 0, misses_ = 0;
 };

@@ -179,6 +179,32 @@ TEST(VerifyUnit, EvidenceViewKeepsTheCelInPlaceAndParsesAsProtobufDoes) {
   ExpectViewAsParse(json, "genuine-ecc.json");
 }
 
+// Store skips comparing the prefix only for the entry its Lookup found, unchanged since: an
+// entry replaced in between (another verification of the same node) is compared again.
+TEST(VerifyUnit, ReplayCacheStoreTrustsOnlyAnUnchangedLookup) {
+  verify::ReplayCache cache;
+  const Bytes a = {1, 2, 3, 4}, a_more = {1, 2, 3, 4, 5, 6}, b = {9, 9, 9, 9, 9, 9};
+  const Sha256Digest pa = Sha256("a"), pm = Sha256("a_more"), pb = Sha256("b");
+  cache.Store("n", a, 1, pa);
+  const auto hit = cache.Lookup("n", a_more);
+  ASSERT_EQ(hit.bytes, a.size());
+  ASSERT_NE(hit.version, 0u);
+  // Unchanged: appended from the Lookup's word.
+  cache.Store("n", a_more, 2, pm, hit);
+  auto h2 = cache.Lookup("n", a_more);
+  EXPECT_EQ(h2.bytes, a_more.size());
+  EXPECT_EQ(h2.pcr, pm);
+  // Changed in between: a stale hit must not make `a_more` count as an extension of `b`.
+  const auto stale = cache.Lookup("n", a_more);
+  cache.Store("n", b, 1, pb);
+  cache.Store("n", Bytes{1, 2, 3, 4, 5, 6, 7}, 3, pm, stale);
+  EXPECT_EQ(cache.Lookup("n", b).bytes, 0u) << "b was replaced by a log it does not begin";
+  const auto h3 = cache.Lookup("n", Bytes{1, 2, 3, 4, 5, 6, 7, 8});
+  EXPECT_EQ(h3.bytes, 7u);
+  EXPECT_EQ(h3.records, 3u);
+  EXPECT_EQ(cache.stats().bytes, 7u);
+}
+
 TEST(VerifyUnit, FlippedByteInCommittedEvidenceFails) {
   auto data = ReadFileBytes(kCorpus / "genuine-rsa.pb");
   auto ev = verify::ParseEvidence(data);
