@@ -570,7 +570,6 @@ void Node::Start() {
   MeasureDowngrades();
   ApplyPolicy(LoadPolicy());
   ReleaseTables();
-  ProtectDefinedVolumes();
   if (config_.default_deny_new_taps) {
     // Subscribed before the hook server and the watcher start: no tap created from now on is
     // missed.
@@ -588,18 +587,22 @@ void Node::Start() {
   options.connection.uri = config_.libvirt_uri;
   options.qemu_run_dir = config_.libvirt_qemu_run_dir.string();
   watcher_ = std::make_unique<libvirt::Watcher>(
-      options, libvirt::WatcherCallbacks{
-                   .on_up = [this](const libvirt::GuestInfo& g) { OnGuestUp(g); },
-                   .on_changed = [this](const libvirt::GuestInfo& g,
-                                        libvirt::ChangeReason) { OnGuestUp(g); },
-                   .on_down = [this](const libvirt::GuestInfo& g) { OnGuestDown(g); },
-                   .on_connection =
-                       [](bool connected) {
-                         log::Info("libvirt {}",
-                                   connected ? "connected: reconciling" : "connection lost");
-                       },
-                   .on_error = [](const std::string& e) { log::Warning("libvirt: {}", e); },
-               });
+      options,
+      libvirt::WatcherCallbacks{
+          .on_up = [this](const libvirt::GuestInfo& g) { OnGuestUp(g); },
+          .on_changed = [this](const libvirt::GuestInfo& g,
+                               libvirt::ChangeReason) { OnGuestUp(g); },
+          .on_down = [this](const libvirt::GuestInfo& g) { OnGuestDown(g); },
+          .on_connection =
+              [](bool connected) {
+                log::Info("libvirt {}", connected ? "connected: reconciling" : "connection lost");
+              },
+          .on_error = [](const std::string& e) { log::Warning("libvirt: {}", e); },
+          // Labelled disks of every defined domain, running or not, from the first
+          // reconcile on: a guest without the dataset cannot open a stopped guest's
+          // volume before that guest first runs.
+          .on_defined = [this](const libvirt::DomainDescription& d) { ProtectDefinedVolumes(d); },
+      });
   mu_.unlock();  // the watcher's first reconcile calls back into OnGuestUp
   watcher_->Start();
   const bool connected = watcher_->WaitConnected(std::chrono::seconds(30));
@@ -689,49 +692,24 @@ void Node::CountAndMeasureTamper(const std::string& kind, const std::string& det
       std::span(reinterpret_cast<const std::uint8_t*>(detail.data()), detail.size()), detail);
 }
 
-void Node::ProtectDefinedVolumes() {
+void Node::ProtectDefinedVolumes(const libvirt::DomainDescription& definition) {
+  if (definition.labels.state != libvirt::LabelState::kValid) return;
+  std::lock_guard lock(mu_);
   if (!storage_) return;
-  libvirt::ConnectPtr conn(virConnectOpen(config_.libvirt_uri.c_str()));
-  if (!conn) {
-    log::Warning(
-        "storage path: libvirt not reachable at {}: labelled disks of stopped guests are "
-        "protected once their guest runs",
-        config_.libvirt_uri);
-    return;
-  }
-  virDomainPtr* doms = nullptr;
-  const int n = virConnectListAllDomains(conn.get(), &doms, 0);  // running and stopped
-  if (n < 0) {
-    log::Warning("storage path: listing libvirt's domains failed");
-    return;
-  }
-  std::vector<libvirt::DomainPtr> owned(doms, doms + n);
-  std::free(doms);
   std::size_t protected_volumes = 0;
-  for (const auto& d : owned) {
-    char* xml = virDomainGetXMLDesc(d.get(), VIR_DOMAIN_XML_INACTIVE);
-    if (!xml) continue;
-    const std::string text(xml);
-    std::free(xml);
+  for (const auto& disk : StorageFor(definition, 0).disks) {
+    if (disk.dataset.empty()) continue;
     try {
-      const auto domain = libvirt::ParseDomainXml(text);
-      if (domain.labels.state != libvirt::LabelState::kValid) continue;
-      for (const auto& disk : StorageFor(domain, 0).disks) {
-        if (disk.dataset.empty()) continue;
-        try {
-          storage_->ProtectVolume(disk.source, disk.dataset, disk.readonly);
-          ++protected_volumes;
-        } catch (const std::exception& e) {
-          log::Warning("storage path: {} disk {} (dataset {}) not protected: {}", domain.name,
-                       disk.source.string(), disk.dataset, e.what());
-        }
-      }
+      storage_->ProtectVolume(disk.source, disk.dataset, disk.readonly);
+      ++protected_volumes;
     } catch (const std::exception& e) {
-      log::Warning("storage path: a defined domain's XML is unusable: {}", e.what());
+      log::Warning("storage path: {} disk {} (dataset {}) not protected: {}", definition.name,
+                   disk.source.string(), disk.dataset, e.what());
     }
   }
-  log::Info("storage path: {} labelled disks of {} defined domains protected", protected_volumes,
-            owned.size());
+  if (protected_volumes != 0)
+    log::Info("storage path: {} labelled disks of defined domain {} protected", protected_volumes,
+              definition.name);
 }
 
 bool Node::RestartStorage(const std::string& why) {

@@ -132,10 +132,10 @@ class Node {
   // In the hook path, before a guest's cgroup exists: its storage must land on programs that
   // are attached (restarts the storage path if its machine cgroup was replaced). Needs mu_.
   void EnsureStorageAttachPoint();
-  // The labelled disks of every domain libvirt has defined, running or not, become protected
-  // volumes at start: a guest without the dataset cannot open one before its own guest first
-  // runs. Needs mu_.
-  void ProtectDefinedVolumes();
+  // The labelled disks of a domain libvirt has defined, running or not, become protected
+  // volumes (the watcher reports every definition at each reconcile and on every define): a
+  // guest without the dataset cannot open one before its own guest first runs. Takes mu_.
+  void ProtectDefinedVolumes(const libvirt::DomainDescription& definition);
   void StartMetrics();
   void ReleaseTables();  // needs mu_; drops the world table and compiled prefixes once applied
 

@@ -118,6 +118,7 @@ struct Watcher::Impl {
   void Connect(std::unique_ptr<Connection>& conn, std::vector<int>& callback_ids);
   void Process(virConnectPtr conn, const Work& w);
   void Reconcile(virConnectPtr conn);
+  void Defined(virDomainPtr d);
   void Refresh(virConnectPtr conn, const std::string& uuid, std::optional<ChangeReason> reason);
   void Down(const std::string& uuid);
   void Deliver(const GuestInfo& g, std::optional<ChangeReason> reason);
@@ -267,6 +268,12 @@ void Watcher::Impl::Process(virConnectPtr conn, const Work& w) {
       Reconcile(conn);
       return;
     case Kind::kChanged:
+      if (w.reason == ChangeReason::kMetadata && callbacks.on_defined) {
+        // `virsh metadata --config` labels a stopped guest: a definition change.
+        if (auto d = LookupDomain(conn, w.uuid)) {
+          Defined(d.get());
+        }
+      }
       Refresh(conn, w.uuid, w.reason);
       return;
     case Kind::kLifecycle:
@@ -293,8 +300,16 @@ void Watcher::Impl::Process(virConnectPtr conn, const Work& w) {
           // The guest finished its shutdown (or QEMU got a signal); STOPPED follows when QEMU has
           // exited. Re-resolving now would only catch QEMU half-gone.
           return;
+        case VIR_DOMAIN_EVENT_DEFINED:
+          if (callbacks.on_defined) {
+            if (auto d = LookupDomain(conn, w.uuid)) {
+              Defined(d.get());
+            }
+          }
+          Refresh(conn, w.uuid, std::nullopt);
+          return;
         default:
-          // DEFINED, PMSUSPENDED, CRASHED (with on_crash=preserve the guest stays): re-check.
+          // PMSUSPENDED, CRASHED (with on_crash=preserve the guest stays): re-check.
           Refresh(conn, w.uuid, std::nullopt);
           return;
       }
@@ -368,8 +383,33 @@ void Watcher::Impl::Refresh(virConnectPtr conn, const std::string& uuid,
   Deliver(*g, reason);
 }
 
+void Watcher::Impl::Defined(virDomainPtr d) {
+  if (!callbacks.on_defined || virDomainIsPersistent(d) != 1) {
+    return;
+  }
+  try {
+    callbacks.on_defined(ParseDomainXml(DomainXml(d, VIR_DOMAIN_XML_INACTIVE)));
+  } catch (const std::exception& e) {
+    const char* name = virDomainGetName(d);
+    Error(std::string("definition of ") + (name ? name : "?") + ": " + e.what());
+  }
+}
+
 void Watcher::Impl::Reconcile(virConnectPtr conn) {
   virDomainPtr* doms = nullptr;
+  if (callbacks.on_defined) {
+    // Definitions first: what a stopped guest will use is known before any guest runs.
+    const int m = virConnectListAllDomains(conn, &doms, VIR_CONNECT_LIST_DOMAINS_PERSISTENT);
+    if (m < 0) {
+      throw LibvirtError("virConnectListAllDomains (persistent)");
+    }
+    std::vector<DomainPtr> defined(doms, doms + m);
+    std::free(doms);
+    doms = nullptr;
+    for (const auto& d : defined) {
+      Defined(d.get());
+    }
+  }
   int n = virConnectListAllDomains(conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
   if (n < 0) {
     throw LibvirtError("virConnectListAllDomains");

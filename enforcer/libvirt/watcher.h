@@ -49,6 +49,10 @@ struct WatcherCallbacks {
   std::function<void(const GuestInfo& last_known)> on_down;
   std::function<void(bool connected)> on_connection;       // optional
   std::function<void(const std::string& error)> on_error;  // optional: failures not fatal
+  // optional: a persistent domain's definition (its inactive XML), running or not: every one at
+  // each reconcile, and again whenever a domain is defined, redefined or its metadata changes
+  // (so what a guest will use is known before it first starts).
+  std::function<void(const DomainDescription& definition)> on_defined;
 };
 
 struct WatcherOptions {

@@ -313,6 +313,58 @@ TEST_F(DaemonStorage, LabelledDiskOfAStoppedGuestIsProtectedFromStart) {
   EXPECT_FALSE(holder.Running());
 }
 
+// A domain defined, or labelled, while sovguardd runs (libvirt's DEFINED and METADATA_CHANGE
+// events): its labelled disk is protected at once, before that guest first runs.
+TEST_F(DaemonStorage, LabelledDiskOfAGuestDefinedLaterIsProtectedAtOnce) {
+  StartDaemon();
+  st::ScopedHookTarget hook(HookPath());
+  auto logged = [&](const std::string& name) {
+    return st::PollUntil(
+        15s,
+        [&] {
+          return daemon_->Log().find("1 labelled disks of defined domain " + name + " protected") !=
+                 std::string::npos;
+        },
+        50ms);
+  };
+  const std::string label =
+      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
+      "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
+      "</sovguard:guest>";
+  // Defined with its label, given the disk, defined again (attach-device --config alone sends
+  // libvirt no event): DEFINED/UPDATED.
+  st::GuestSpec defined_spec;
+  defined_spec.name = "sgt-dsl";
+  defined_spec.tap = "sgtdsl";
+  defined_spec.metadata = label;
+  st::TestGuest defined(defined_spec);  // never started
+  AttachDisk(defined);
+  const auto xml = pool_ / "sgt-dsl-defined.xml";
+  st::WriteTestFile(xml, defined.Virsh({"dumpxml", "--inactive", defined.Name()}));
+  defined.Virsh({"define", xml.string()});
+  ASSERT_TRUE(logged("sgt-dsl")) << daemon_->Log();
+  // Defined with the disk and no label, then labelled: METADATA_CHANGE.
+  st::GuestSpec labelled_spec;
+  labelled_spec.name = "sgt-dsm";
+  labelled_spec.tap = "sgtdsm";
+  st::TestGuest labelled(labelled_spec);  // never started
+  AttachDisk(labelled);
+  labelled.Virsh({"metadata", labelled.Name(), "--uri", "https://sovguard.eu/ns/guest/1", "--key",
+                  "sovguard", "--config", "--set",
+                  "<guest><dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
+                  "</guest>"});
+  ASSERT_TRUE(logged("sgt-dsm")) << daemon_->Log();
+
+  st::GuestSpec spec;
+  spec.name = "sgt-dsj";
+  spec.tap = "sgtdsj";
+  st::TestGuest intruder(spec);
+  AttachDisk(intruder);
+  const auto r = intruder.TryStart();
+  EXPECT_NE(r.exit_code, 0) << "a guest without the dataset opened a disk defined for another";
+  EXPECT_FALSE(intruder.Running());
+}
+
 TEST_F(DaemonStorage, ReadOnlyDatasetIsNeverOpenedForWriting) {
   StartDaemon();
   st::ScopedHookTarget hook(HookPath());
