@@ -19,7 +19,7 @@
 namespace sovguard::attestation {
 namespace {
 
-std::atomic<bool> g_allow_sha_ext{true};
+std::atomic<Sha256ChainPath> g_limit{Sha256ChainPath::kShaExtensionsAvx512};
 
 // ---- Portable path: OpenSSL, SHA-256 fetched once per process ----
 const EVP_MD* Md() {
@@ -129,6 +129,17 @@ bool CpuHasShaExtensions() {
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   const bool sha = b & (1u << 29);
   return ssse3 && sse41 && sha;
+}
+
+// AVX-512 F and VL, with the OS saving the opmask and all of zmm0-31 (XCR0 bits 1, 2, 5, 6, 7).
+bool CpuHasAvx512Vl() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // OSXSAVE
+  uint32_t xcr0 = 0, xcr0_hi = 0;
+  __asm__("xgetbv" : "=a"(xcr0), "=d"(xcr0_hi) : "c"(0));
+  if ((xcr0 & 0xE6) != 0xE6) return false;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (b & (1u << 16)) && (b & (1u << 31));
 }
 
 constexpr uint32_t kH0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -337,8 +348,9 @@ struct Message {
   }
 };
 
-__attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
-                                                                   const Sha256Digest& initial) {
+// The loop, compiled once per register set by the two functions after it.
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline ChainResult ChainShaNiLoop(
+    Items& items, const Sha256Digest& initial) {
   ChainResult res;
   const State h0 = Load(kH0);
   // Lane A: the extend chain, two blocks per record: pcr || digest, then constant padding. The
@@ -354,11 +366,15 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
   }
   size_t ia = 0;
   int ba = 0;
-  // Lane B: content hashes.
+  // Lane B: content hashes. The next item's message is laid out (Start) one item ahead: its
+  // stores then reach the cache before the lane loads them, instead of stalling the loads
+  // (byte stores do not forward to 16-byte loads).
   size_t ib = 0;
-  Message mb;
+  Message mbs[2];
+  int mcur = 0;
   State st[2] = {h0, h0};
-  if (items.Has(0)) mb.Start(items[0].content);
+  if (items.Has(0)) mbs[0].Start(items[0].content);
+  if (items.Has(1)) mbs[1].Start(items[1].content);
   // The first block of record ia's extend: the PCR, then the record's digest.
   auto extend_words = [&](__m128i m[4])
                           SOVGUARD_SHA_TARGET { ExtendWords(pw0, pw1, items[ia].digest, m); };
@@ -372,21 +388,22 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
     ++ia;
   };
   auto advance_b = [&]() SOVGUARD_SHA_TARGET {
-    if (++mb.next < mb.total) return;
+    if (++mbs[mcur].next < mbs[mcur].total) return;
     if (res.first_bad_content == SIZE_MAX && !DigestEquals(st[1], items[ib].digest))
       res.first_bad_content = ib;
     st[1] = h0;
-    if (items.Has(++ib)) mb.Start(items[ib].content);
+    mcur ^= 1;
+    if (items.Has(++ib) && items.Has(ib + 1)) mbs[mcur ^ 1].Start(items[ib + 1].content);
   };
   static const PadSchedule pad_schedule;
   // (Has() is cheap once an item was reached: the loops below ask for each item more than once.)
   while (items.Has(ia) && items.Has(ib)) {
     if (ba == 1) {
-      CompressPadAndBlock(st, pad_schedule, mb.block());
+      CompressPadAndBlock(st, pad_schedule, mbs[mcur].block());
     } else {
       __m128i m[2][4];
       extend_words(m[0]);
-      LoadBlock(mb.block(), m[1]);
+      LoadBlock(mbs[mcur].block(), m[1]);
       CompressWords<2>(st, m);
     }
     advance_a();
@@ -412,7 +429,7 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
   size_t next = ib + 1;
   if (items.Has(ib)) {
     ts[0] = st[1];
-    tm[0] = mb;
+    tm[0] = mbs[mcur];
     ti[0] = ib;
     act = 1;
     if (items.Has(next)) {
@@ -455,17 +472,50 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
   return res;
 }
 
-bool UseShaNi() {
-  static const bool cpu = CpuHasShaExtensions();
-  return cpu && g_allow_sha_ext.load(std::memory_order_relaxed);
+__attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
+                                                                   const Sha256Digest& initial) {
+  return ChainShaNiLoop(items, initial);
+}
+
+// The same code with AVX-512VL enabled: three-operand (VEX/EVEX) forms of the non-SHA
+// instructions and xmm16-31 for the values that are not SHA-instruction operands (message words,
+// constants, PCR words, saved states): fewer register copies and spills beside the rounds
+// (Zen 4: ~9% fewer instructions, ~17% fewer stack accesses; 0.81 instead of 0.89-0.90 ms for
+// the bench's 10,000 records). Only 128-bit instructions: no AVX-512 frequency licence on Intel.
+__attribute__((target("sha,sse4.1,ssse3,avx,avx2,avx512f,avx512vl"))) ChainResult ChainShaNiVl(
+    Items& items, const Sha256Digest& initial) {
+  return ChainShaNiLoop(items, initial);
 }
 
 #endif  // SOVGUARD_SHA_NI
 
-ChainResult Chain(Items& items, const Sha256Digest& initial) {
+// The fastest path this CPU and OS support.
+Sha256ChainPath BestPath() {
 #ifdef SOVGUARD_SHA_NI
-  if (UseShaNi()) return ChainShaNi(items, initial);
+  static const Sha256ChainPath best = !CpuHasShaExtensions() ? Sha256ChainPath::kOpenSsl
+                                      : CpuHasAvx512Vl()     ? Sha256ChainPath::kShaExtensionsAvx512
+                                                             : Sha256ChainPath::kShaExtensions;
+  return best;
+#else
+  return Sha256ChainPath::kOpenSsl;
 #endif
+}
+
+Sha256ChainPath ActivePath() {
+  return std::min(BestPath(), g_limit.load(std::memory_order_relaxed));
+}
+
+ChainResult Chain(Items& items, const Sha256Digest& initial) {
+  switch (ActivePath()) {
+#ifdef SOVGUARD_SHA_NI
+    case Sha256ChainPath::kShaExtensionsAvx512:
+      return ChainShaNiVl(items, initial);
+    case Sha256ChainPath::kShaExtensions:
+      return ChainShaNi(items, initial);
+#endif
+    default:  // kOpenSsl (and every path on other architectures)
+      break;
+  }
   return ChainOpenSsl(items, initial);
 }
 
@@ -490,16 +540,20 @@ ChainResult ExtendChainPulling(ChainSource source, void* ctx, const Sha256Digest
   return Chain(it, initial);
 }
 
+Sha256ChainPath Sha256ChainActivePath() {
+  return ActivePath();
+}
+
+void Sha256ChainLimitPath(Sha256ChainPath limit) {
+  g_limit.store(limit, std::memory_order_relaxed);
+}
+
 bool Sha256ChainUsesShaExtensions() {
-#ifdef SOVGUARD_SHA_NI
-  return UseShaNi();
-#else
-  return false;
-#endif
+  return ActivePath() != Sha256ChainPath::kOpenSsl;
 }
 
 void Sha256ChainAllowShaExtensions(bool allow) {
-  g_allow_sha_ext.store(allow, std::memory_order_relaxed);
+  Sha256ChainLimitPath(allow ? Sha256ChainPath::kShaExtensionsAvx512 : Sha256ChainPath::kOpenSsl);
 }
 
 }  // namespace sovguard::attestation

@@ -301,9 +301,13 @@ int Main(const Options& o) {
   line("Verify() only:", t_vonly, "every check, on parsed evidence");
   line("interleaved chain:", t_chain,
        std::string("the replay hashing of Verify (common/sha256_chain.h, ") +
-           (sa::Sha256ChainUsesShaExtensions() ? "SHA extensions)" : "OpenSSL path)"));
+           (sa::Sha256ChainActivePath() == sa::Sha256ChainPath::kShaExtensionsAvx512
+                ? "SHA extensions, AVX-512VL registers)"
+            : sa::Sha256ChainUsesShaExtensions() ? "SHA extensions)"
+                                                 : "OpenSSL path)"));
   line("serial floor:", t_floor,
-       std::to_string(2 * recs.size()) + " extend blocks, each waiting on the last: " +
+       std::to_string(2 * recs.size()) +
+           " extend blocks, each waiting on the last (empty contents beside them): " +
            std::to_string(t_floor.best_ms * 1e6 / (2.0 * static_cast<double>(recs.size())))
                .substr(0, 5) +
            " ns/block at best");

@@ -1,5 +1,6 @@
-// The interleaved replay hashing (common/sha256_chain.h) against OpenSSL, on both paths: with
-// the CPU's SHA extensions (when present) and forced onto the portable OpenSSL loop.
+// The interleaved replay hashing (common/sha256_chain.h) against OpenSSL, on every path: the
+// SHA extensions with AVX-512VL's registers, with SSE registers only (each when the CPU has
+// them), and forced onto the portable OpenSSL loop.
 #include "attestation/common/sha256_chain.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,14 @@
 #include <random>
 
 namespace sovguard::attestation {
+
+// Readable parameter names in test output (found by argument-dependent lookup).
+void PrintTo(Sha256ChainPath p, std::ostream* os) {
+  *os << (p == Sha256ChainPath::kOpenSsl         ? "kOpenSsl"
+          : p == Sha256ChainPath::kShaExtensions ? "kShaExtensions"
+                                                 : "kShaExtensionsAvx512");
+}
+
 namespace {
 
 struct Log {
@@ -38,18 +47,32 @@ Sha256Digest Reference(const Log& log, Sha256Digest pcr = {}) {
   return pcr;
 }
 
-class Sha256Chain : public ::testing::TestWithParam<bool> {
+const char* PathName(Sha256ChainPath p) {
+  switch (p) {
+    case Sha256ChainPath::kOpenSsl:
+      return "OpenSsl";
+    case Sha256ChainPath::kShaExtensions:
+      return "ShaExtensions";
+    case Sha256ChainPath::kShaExtensionsAvx512:
+      return "ShaExtensionsAvx512";
+  }
+  return "?";
+}
+
+class Sha256Chain : public ::testing::TestWithParam<Sha256ChainPath> {
  protected:
   void SetUp() override {
-    Sha256ChainAllowShaExtensions(GetParam());
-    if (GetParam() && !Sha256ChainUsesShaExtensions())
-      GTEST_SKIP() << "this CPU has no SHA extensions: only the OpenSSL path is tested";
+    Sha256ChainLimitPath(GetParam());
+    if (Sha256ChainActivePath() != GetParam())
+      GTEST_SKIP() << "this CPU (or OS) does not support the " << PathName(GetParam())
+                   << " path; the slower paths are tested";
   }
-  void TearDown() override { Sha256ChainAllowShaExtensions(true); }
+  void TearDown() override { Sha256ChainLimitPath(Sha256ChainPath::kShaExtensionsAvx512); }
 };
 
 TEST_P(Sha256Chain, MatchesOpenSsl) {
-  EXPECT_EQ(Sha256ChainUsesShaExtensions(), GetParam());
+  EXPECT_EQ(Sha256ChainActivePath(), GetParam());
+  EXPECT_EQ(Sha256ChainUsesShaExtensions(), GetParam() != Sha256ChainPath::kOpenSsl);
   for (size_t n : {0u, 1u, 2u, 3u, 64u, 301u, 1000u}) {
     const auto log = MakeLog(n, static_cast<uint32_t>(n));
     const auto items = log.Items();
@@ -79,6 +102,80 @@ TEST_P(Sha256Chain, FindsTheFirstTamperedContent) {
   EXPECT_EQ(r.first_bad_content, 200u);
   EXPECT_NE(r.pcr, Reference(log));
   EXPECT_EQ(r.pcr, Reference(t));
+}
+
+// Contents of every length 0..300 (every padding case, one and two tail blocks, several whole
+// blocks): tampering any one content is found, at its index, whatever the content's length.
+TEST_P(Sha256Chain, FindsATamperedContentOfEveryLength) {
+  const auto log = MakeLog(301, 21);  // content i is i bytes long
+  const Sha256Digest ref = Reference(log);
+  for (size_t bad = 0; bad <= 300; ++bad) {
+    auto t = log;
+    if (bad == 0)
+      t.contents[0].push_back(0);  // (an empty content can only grow)
+    else
+      t.contents[bad][bad / 2] ^= 0x01;
+    const auto r = ExtendChainCheckingContents(t.Items());
+    ASSERT_EQ(r.first_bad_content, bad);
+    ASSERT_EQ(r.pcr, ref) << bad;
+  }
+}
+
+// The edges: no items, one item (good or bad), and every item bad (the first is reported).
+TEST_P(Sha256Chain, EmptyOneAndAllBad) {
+  Sha256Digest start{};
+  start[31] = 1;
+  auto r = ExtendChainCheckingContents({}, start);
+  EXPECT_EQ(r.pcr, start);
+  EXPECT_EQ(r.first_bad_content, SIZE_MAX);
+  for (size_t len : {0u, 1u, 55u, 56u, 64u, 119u, 120u}) {
+    auto log = MakeLog(len + 1, 4);
+    log.contents.erase(log.contents.begin(), log.contents.end() - 1);
+    log.digests.erase(log.digests.begin(), log.digests.end() - 1);
+    ASSERT_EQ(log.contents[0].size(), len);
+    r = ExtendChainCheckingContents(log.Items(), start);
+    EXPECT_EQ(r.pcr, ExtendSha256(start, log.digests[0])) << len;
+    EXPECT_EQ(r.first_bad_content, SIZE_MAX) << len;
+    log.contents[0].push_back(7);
+    EXPECT_EQ(ExtendChainCheckingContents(log.Items(), start).first_bad_content, 0u) << len;
+  }
+  auto log = MakeLog(40, 8);
+  for (auto& c : log.contents) c.push_back(1);
+  r = ExtendChainCheckingContents(log.Items());
+  EXPECT_EQ(r.first_bad_content, 0u);
+  EXPECT_EQ(r.pcr, Reference(log));
+}
+
+// Every path gives the same result as the others on the same log (bad contents included).
+TEST(Sha256ChainPaths, AgreeWithEachOther) {
+  auto log = MakeLog(2000, 77);
+  log.contents[1234].push_back(5);
+  log.contents[1500].clear();
+  std::vector<ChainResult> results;
+  for (auto p : {Sha256ChainPath::kOpenSsl, Sha256ChainPath::kShaExtensions,
+                 Sha256ChainPath::kShaExtensionsAvx512}) {
+    Sha256ChainLimitPath(p);
+    results.push_back(ExtendChainCheckingContents(log.Items()));
+  }
+  Sha256ChainLimitPath(Sha256ChainPath::kShaExtensionsAvx512);
+  for (const auto& r : results) {
+    EXPECT_EQ(r.pcr, Reference(log));
+    EXPECT_EQ(r.first_bad_content, 1234u);
+  }
+}
+
+// The older switch still works: false forces OpenSSL, true goes back to the fastest path.
+TEST(Sha256ChainPaths, AllowShaExtensionsSwitch) {
+  Sha256ChainAllowShaExtensions(false);
+  EXPECT_EQ(Sha256ChainActivePath(), Sha256ChainPath::kOpenSsl);
+  EXPECT_FALSE(Sha256ChainUsesShaExtensions());
+  Sha256ChainAllowShaExtensions(true);
+  const auto best = Sha256ChainActivePath();
+  EXPECT_EQ(Sha256ChainUsesShaExtensions(), best != Sha256ChainPath::kOpenSsl);
+  Sha256ChainLimitPath(Sha256ChainPath::kShaExtensions);
+  EXPECT_EQ(Sha256ChainActivePath(), std::min(best, Sha256ChainPath::kShaExtensions));
+  Sha256ChainLimitPath(Sha256ChainPath::kShaExtensionsAvx512);
+  EXPECT_EQ(Sha256ChainActivePath(), best);
 }
 
 // Contents far longer than an extend: the chain ends first and the remaining contents run two
@@ -164,20 +261,50 @@ TEST_P(Sha256Chain, PulledItemsMatchTheSpan) {
   }
 }
 
-// An exception from the source ends the hashing and propagates.
-TEST_P(Sha256Chain, SourceExceptionPropagates) {
-  const auto log = MakeLog(50, 3);
-  PullCtx ctx{log.Items()};
-  const ChainSource throwing = [](void* p, ChainItem* out, size_t max) -> size_t {
-    auto* c = static_cast<PullCtx*>(p);
-    if (c->next >= 20) throw AttestationError("source failed");
-    return Pull(p, out, max);
-  };
-  EXPECT_THROW(ExtendChainPulling(throwing, &ctx, {}, 0), AttestationError);
+// Pulled items with several tampered contents (in different batches): the first is reported.
+TEST_P(Sha256Chain, PulledSeveralTamperedReportsTheFirst) {
+  auto log = MakeLog(700, 31);
+  const Sha256Digest ref = Reference(log);
+  for (const std::vector<size_t>& bad : std::vector<std::vector<size_t>>{
+           {0}, {699}, {350, 351}, {600, 17, 300}, {8, 9, 10, 11, 12, 13, 14, 15, 16}}) {
+    auto t = log;
+    for (size_t b : bad) t.contents[b].push_back(0x42);
+    PullCtx ctx{t.Items()};
+    const auto r = ExtendChainPulling(Pull, &ctx, {}, 0);
+    EXPECT_EQ(r.first_bad_content, *std::min_element(bad.begin(), bad.end()));
+    EXPECT_EQ(r.pcr, ref);
+    EXPECT_EQ(ctx.next, t.contents.size());
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(Paths, Sha256Chain, ::testing::Values(true, false),
-                         [](const auto& p) { return p.param ? "ShaExtensions" : "OpenSsl"; });
+// An exception from the source ends the hashing and propagates, at the first call or later.
+TEST_P(Sha256Chain, SourceExceptionPropagates) {
+  const auto log = MakeLog(50, 3);
+  for (size_t at : {0u, 1u, 20u, 49u}) {
+    struct ThrowCtx {
+      PullCtx pull;
+      size_t at;
+    } ctx{{log.Items()}, at};
+    const ChainSource throwing = [](void* p, ChainItem* out, size_t max) -> size_t {
+      auto* c = static_cast<ThrowCtx*>(p);
+      if (c->pull.next >= c->at) throw AttestationError("source failed");
+      return Pull(&c->pull, out, max);
+    };
+    EXPECT_THROW(ExtendChainPulling(throwing, &ctx, {}, 0), AttestationError) << at;
+  }
+}
+
+// A source returning more items than asked for is a caller bug: an error, not a buffer overrun.
+TEST_P(Sha256Chain, SourceReturningTooManyIsAnError) {
+  const ChainSource greedy = [](void*, ChainItem*, size_t max) -> size_t { return max + 1; };
+  EXPECT_THROW(ExtendChainPulling(greedy, nullptr, {}, 0), AttestationError);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, Sha256Chain,
+                         ::testing::Values(Sha256ChainPath::kShaExtensionsAvx512,
+                                           Sha256ChainPath::kShaExtensions,
+                                           Sha256ChainPath::kOpenSsl),
+                         [](const auto& p) { return PathName(p.param); });
 
 }  // namespace
 }  // namespace sovguard::attestation
