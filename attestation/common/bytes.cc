@@ -9,6 +9,8 @@
 #include <fstream>
 #include <memory>
 
+#include "attestation/common/sha256_chain.h"
+
 namespace sovguard::attestation {
 namespace {
 
@@ -111,6 +113,7 @@ Sha256Digest Sha256File(const std::filesystem::path& path) {
 }
 
 Sha256Digest ExtendSha256(const Sha256Digest& old, const Sha256Digest& digest) {
+  if (Sha256ChainUsesShaExtensions()) return ExtendOne(old, digest.data());
   EVP_MD_CTX* ctx = ThreadSha256();
   if (EVP_DigestUpdate(ctx, old.data(), old.size()) != 1 ||
       EVP_DigestUpdate(ctx, digest.data(), digest.size()) != 1)

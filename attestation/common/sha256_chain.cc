@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -487,6 +488,35 @@ __attribute__((target("sha,sse4.1,ssse3,avx,avx2,avx512f,avx512vl"))) ChainResul
   return ChainShaNiLoop(items, initial);
 }
 
+__attribute__((target("sha,sse4.1,ssse3"))) Sha256Digest ExtendOneShaNi(const Sha256Digest& pcr,
+                                                                        const uint8_t* digest) {
+  static const PadSchedule pad_schedule;
+  alignas(16) uint8_t block[64];
+  std::memcpy(block, pcr.data(), 32);
+  std::memcpy(block + 32, digest, 32);
+  State st = Load(kH0);
+  Compress<1>(&st, std::array<const uint8_t*, 1>{block}.data());
+  // The constant second block (0x80, zeros, length 512 bits) from its precomputed schedule.
+  const State save = st;
+  for (int g = 0; g < 16; ++g) {
+    __m128i kw = _mm_load_si128(reinterpret_cast<const __m128i*>(pad_schedule.kw + 4 * g));
+    st.cdgh = _mm_sha256rnds2_epu32(st.cdgh, st.abef, kw);
+    kw = _mm_shuffle_epi32(kw, 0x0E);
+    std::swap(st.abef, st.cdgh);
+    st.cdgh = _mm_sha256rnds2_epu32(st.cdgh, st.abef, kw);
+    std::swap(st.abef, st.cdgh);
+  }
+  st.abef = _mm_add_epi32(st.abef, save.abef);
+  st.cdgh = _mm_add_epi32(st.cdgh, save.cdgh);
+  __m128i dcba, hgfe;
+  DigestWords(st, dcba, hgfe);
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  Sha256Digest out;
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out.data()), _mm_shuffle_epi8(dcba, bswap));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out.data() + 16), _mm_shuffle_epi8(hgfe, bswap));
+  return out;
+}
+
 #endif  // SOVGUARD_SHA_NI
 
 // The fastest path this CPU and OS support.
@@ -546,6 +576,15 @@ Sha256ChainPath Sha256ChainActivePath() {
 
 void Sha256ChainLimitPath(Sha256ChainPath limit) {
   g_limit.store(limit, std::memory_order_relaxed);
+}
+
+Sha256Digest ExtendOne(const Sha256Digest& pcr, const uint8_t* digest) {
+#ifdef SOVGUARD_SHA_NI
+  if (ActivePath() != Sha256ChainPath::kOpenSsl) return ExtendOneShaNi(pcr, digest);
+#endif
+  ChainItem item{{}, digest};
+  Items items(std::span(&item, 1), nullptr, nullptr);
+  return ChainOpenSsl(items, pcr).pcr;  // (its content check of the empty content is unused)
 }
 
 bool Sha256ChainUsesShaExtensions() {

@@ -57,6 +57,9 @@ std::string ReadTlv(std::span<const uint8_t> in, size_t& off, Tlv& tlv) {
   return "";
 }
 
+}  // namespace
+
+namespace detail {
 std::string DecodeRecordViewSlow(std::span<const uint8_t> in, size_t& off, RecordView& r) {
   r.offset = off;
   Tlv t{};
@@ -90,6 +93,9 @@ std::string DecodeRecordViewSlow(std::span<const uint8_t> in, size_t& off, Recor
   r.content = t.value;
   return "";
 }
+}  // namespace detail
+
+namespace {
 
 std::string DecodeRecordView(std::span<const uint8_t> in, size_t& off, RecordView& r) {
   // Hot path (cel.h): no error text, no allocation. On false, the slow decoder runs again to
@@ -97,7 +103,7 @@ std::string DecodeRecordView(std::span<const uint8_t> in, size_t& off, RecordVie
   const size_t start = off;
   if (DecodeRecordViewAt(in, off, r)) return "";
   off = start;
-  auto e = DecodeRecordViewSlow(in, off, r);
+  auto e = detail::DecodeRecordViewSlow(in, off, r);
   return e.empty() ? "record decoding disagrees with itself" : e;  // fail closed
 }
 

@@ -295,13 +295,13 @@ CheckResult CheckPcrDigest(const v1::TpmQuote& q, const TPMS_ATTEST* attest) {
 }
 
 // CEL: decodes strictly without copying (views into the evidence), checks the structure and
-// that every event is a known sovguard event, hashes every content and replays the extend chain,
-// all in one interleaved pass (common/sha256_chain.h: records are decoded and checked as the
-// hashing reaches them), and compares with the quoted sovguard PCR. This is the verifier's hot
-// path: one allocation for the views, one for the chain items.
+// that every event is a known sovguard event (one pass), then hashes every content and replays
+// the extend chain in one interleaved pass (common/sha256_chain.h), and compares with the
+// quoted sovguard PCR. This is the verifier's hot path: one allocation for the views, one for
+// the chain items.
 // Returns the records when the log replayed to the signed PCR value (and is thus authentic).
 // What later checks need from an authentic CEL: its records, and the few records the snapshot
-// checks read (found during the hashing pass, so they cost no pass of their own).
+// checks read (found while decoding, so they cost no pass of their own).
 struct CelFacts {
   std::vector<cel::RecordView> recs;
   std::vector<size_t> guest_events;    // kEnforcementState "guest:<uuid>", in order
@@ -316,9 +316,8 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
   const std::string name = "eventlog.cel.replay";
   // Structure (sequence, PCR index) and event types: sovguard's log holds only sovguard events,
   // so any other content type or an unknown sovguard kind is an unknown event, reported with
-  // its record number and never replayed as if it were understood. These checks run one record
-  // at a time from inside the hashing loop (they do not need the hashes, and so cost little
-  // beside the SHA unit's latency); the verdict uses them before the replay result.
+  // its record number and never replayed as if it were understood. These checks run as each
+  // record is decoded, before the hashing; the verdict uses them before the replay result.
   struct CelScan {
     uint32_t pcr;
     std::vector<cel::RecordView> recs;
@@ -340,8 +339,10 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
       } else {
         cel::SovguardEventView v;
         why = cel::DecodeSovguardContentView(r.content, v);
-        if (!why && v.kind == cel::EventKind::kEnforcementState &&
-            v.name.starts_with(cel::kGuestEventPrefix))
+        // (Prefix compared as fixed-size memcmp: inlined, where starts_with was a call.)
+        constexpr size_t kPrefix = cel::kGuestEventPrefix.size();
+        if (!why && v.kind == cel::EventKind::kEnforcementState && v.name.size() >= kPrefix &&
+            std::memcmp(v.name.data(), cel::kGuestEventPrefix.data(), kPrefix) == 0)
           guest_events.push_back(i);
         else if (!why && v.kind == cel::EventKind::kProgramAttached && v.name == kNetProgram)
           last_net_program = i;
@@ -363,63 +364,50 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
     }
   } scan{pcr};
   // Copy-free, strict decoding (errors name the record and byte offset, as cel::DecodeLogViews
-  // says them), record by record from inside the hashing loop: each record is decoded and
-  // scanned as the chain first needs it, a batch at a time, on the integer units while the SHA
-  // unit works on the records before it.
+  // says them) and the scan, one pass before the hashing: decoding inside the hashing loop (a
+  // batch at a time, or one record at a time) was measured to overlap none of the SHA unit's
+  // work and to cost more than this pass.
   std::vector<cel::RecordView>& recs = scan.recs;
-  struct Source {
-    std::span<const uint8_t> data;
-    size_t off = 0;
-    CelScan* scan;
-    size_t fed = 0;              // records of scan->recs handed to the chain
-    size_t error_at = SIZE_MAX;  // byte offset of the record that does not decode
-    // Decodes and scans the next record (false at the end or on an error, which is kept).
-    bool Decode() {
-      if (off >= data.size() || error_at != SIZE_MAX) return false;
-      cel::RecordView r;
-      if (!cel::DecodeRecordViewAt(data, off, r)) {
-        error_at = off;
-        return false;
-      }
-      scan->recs.push_back(r);
-      scan->Scan(scan->recs.size() - 1);
-      return true;
-    }
-  } src{cel_bytes, 0, &scan};
+  size_t error_at = SIZE_MAX;               // byte offset of the record that does not decode
   recs.reserve(cel_bytes.size() / 96 + 1);  // records are at least ~60 bytes
+  for (size_t off = 0; off < cel_bytes.size();) {
+    // Decoded in place: a local copied in would be stored field by field and read back in
+    // 16-byte moves, which the store buffer cannot forward (a stall per record).
+    auto& r = recs.emplace_back();
+    if (!cel::DecodeRecordViewAt(cel_bytes, off, r)) {
+      recs.pop_back();
+      error_at = off;
+      break;
+    }
+    scan.Scan(recs.size() - 1);
+  }
   // Records an earlier verdict replayed (a byte-identical prefix, see ReplayCache) are scanned
   // but not hashed again: the chain starts from their remembered PCR value. The cache is asked
-  // only about a log that decodes (as it always was: its hit/miss counts are replays), so with
-  // a cache the whole log is decoded first.
+  // only about a log that decodes (its hit/miss counts are replays).
   const std::string cache_key = ev.ak().name().empty() ? "node:" + ev.node() : ev.ak().name();
   ReplayCache::Hit hit;
-  if (cache) {
-    while (src.Decode()) {
-    }
-    if (src.error_at == SIZE_MAX) hit = cache->Lookup(cache_key, cel_bytes);
-  }
+  if (cache && error_at == SIZE_MAX) hit = cache->Lookup(cache_key, cel_bytes);
   if (hit.records > recs.size() ||
       (hit.records < recs.size() && recs[hit.records].offset != hit.bytes))
     hit = {};  // cannot happen for a true prefix of complete records; replay it all
   const size_t done = hit.records;
-  src.fed = done;
+  struct Source {
+    const std::vector<cel::RecordView>* recs;
+    size_t fed;  // records handed to the chain
+  } src{&recs, done};
   const ChainSource source = [](void* ctx, ChainItem* items, size_t max) -> size_t {
     auto* s = static_cast<Source*>(ctx);
     size_t n = 0;
-    for (; n < max; ++n) {
-      if (s->fed == s->scan->recs.size() && !s->Decode()) break;
-      const auto& r = s->scan->recs[s->fed++];
-      items[n] = {r.content, r.digest};
-    }
+    for (; n < max && s->fed < s->recs->size(); ++n, ++s->fed)
+      items[n] = {(*s->recs)[s->fed].content, (*s->recs)[s->fed].digest};
     return n;
   };
-  ChainResult chain = src.error_at == SIZE_MAX
-                          ? ExtendChainPulling(source, &src, hit.pcr, recs.capacity() - done)
+  ChainResult chain = error_at == SIZE_MAX
+                          ? ExtendChainPulling(source, &src, hit.pcr, recs.size() - done)
                           : ChainResult{};
-  if (src.error_at != SIZE_MAX) {
-    out.push_back(
-        Fail("eventlog.cel.decode", kReasonCelMalformed,
-             "logs.cel: CEL: " + cel::RecordViewError(cel_bytes, src.error_at, recs.size())));
+  if (error_at != SIZE_MAX) {
+    out.push_back(Fail("eventlog.cel.decode", kReasonCelMalformed,
+                       "logs.cel: CEL: " + cel::RecordViewError(cel_bytes, error_at, recs.size())));
     out.push_back(Fail("eventlog.cel.events", kReasonDependencyFailed, "logs.cel not decoded"));
     out.push_back(Fail(name, kReasonDependencyFailed, "logs.cel not decoded"));
     return std::nullopt;

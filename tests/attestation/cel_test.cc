@@ -149,11 +149,36 @@ std::string DecodeOneByOne(std::span<const uint8_t> data, std::vector<cel::Recor
   return "";
 }
 
+// The same with the reference decoder (TLV by TLV, no fast path): true when every record
+// decodes.
+bool DecodeOneByOneSlow(std::span<const uint8_t> data, std::vector<cel::RecordView>& out) {
+  out.clear();
+  size_t off = 0;
+  while (off < data.size()) {
+    cel::RecordView r;
+    if (!cel::detail::DecodeRecordViewSlow(data, off, r).empty()) return false;
+    out.push_back(r);
+  }
+  return true;
+}
+
 void ExpectSameViews(std::span<const uint8_t> data, const std::string& what) {
-  std::vector<cel::RecordView> a, b;
+  std::vector<cel::RecordView> a, b, c;
   const auto ea = cel::DecodeLogViews(data, a);
   const auto eb = DecodeOneByOne(data, b);
   EXPECT_EQ(ea, eb) << what;
+  // The fast paths accept exactly what the reference decoder accepts, with the same fields.
+  EXPECT_EQ(ea.empty(), DecodeOneByOneSlow(data, c)) << what << ": " << ea;
+  ASSERT_EQ(a.size(), c.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].recnum, c[i].recnum) << what << " " << i;
+    EXPECT_EQ(a[i].pcr, c[i].pcr) << what << " " << i;
+    EXPECT_EQ(a[i].digest, c[i].digest) << what << " " << i;
+    EXPECT_EQ(a[i].content_type, c[i].content_type) << what << " " << i;
+    EXPECT_EQ(a[i].content.data(), c[i].content.data()) << what << " " << i;
+    EXPECT_EQ(a[i].content.size(), c[i].content.size()) << what << " " << i;
+    EXPECT_EQ(a[i].offset, c[i].offset) << what << " " << i;
+  }
   ASSERT_EQ(a.size(), b.size()) << what;
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].recnum, b[i].recnum) << what << " " << i;

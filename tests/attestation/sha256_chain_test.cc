@@ -4,9 +4,12 @@
 #include "attestation/common/sha256_chain.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <random>
+#include <stdexcept>
 
 namespace sovguard::attestation {
 
@@ -42,8 +45,20 @@ Log MakeLog(size_t n, uint32_t seed) {
   return log;
 }
 
+// An extend by OpenSSL alone (ExtendSha256 may take the SHA-extension path under test).
+Sha256Digest OpenSslExtend(const Sha256Digest& pcr, const uint8_t* digest) {
+  uint8_t in[64];
+  std::memcpy(in, pcr.data(), 32);
+  std::memcpy(in + 32, digest, 32);
+  Sha256Digest out{};
+  unsigned n = 0;
+  if (EVP_Digest(in, sizeof in, out.data(), &n, EVP_sha256(), nullptr) != 1 || n != 32)
+    throw std::runtime_error("OpenSSL SHA-256 failed");
+  return out;
+}
+
 Sha256Digest Reference(const Log& log, Sha256Digest pcr = {}) {
-  for (const auto& d : log.digests) pcr = ExtendSha256(pcr, d);
+  for (const auto& d : log.digests) pcr = OpenSslExtend(pcr, d.data());
   return pcr;
 }
 
@@ -83,6 +98,22 @@ TEST_P(Sha256Chain, MatchesOpenSsl) {
     start[5] = 7;
     EXPECT_EQ(ExtendChainCheckingContents(items, start).pcr, Reference(log, start)) << n;
   }
+}
+
+// One extend (ExtendOne, and ExtendSha256 through it): the UEFI and IMA replays.
+TEST_P(Sha256Chain, ExtendOneMatchesOpenSsl) {
+  const auto log = MakeLog(300, 4);
+  Sha256Digest a{}, b{}, c{};
+  for (const auto& d : log.digests) {
+    a = ExtendOne(a, d.data());
+    b = ExtendSha256(b, d);
+    c = OpenSslExtend(c, d.data());
+    ASSERT_EQ(a, c);
+    ASSERT_EQ(b, c);
+  }
+  Sha256Digest ones;
+  ones.fill(0xff);
+  EXPECT_EQ(ExtendOne(ones, ones.data()), OpenSslExtend(ones, ones.data()));
 }
 
 TEST_P(Sha256Chain, FindsTheFirstTamperedContent) {
