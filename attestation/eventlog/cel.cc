@@ -5,10 +5,10 @@
 namespace sovguard::attestation::cel {
 namespace {
 
-constexpr uint8_t kInnerKind = 1;
-constexpr uint8_t kInnerName = 2;
-constexpr uint8_t kInnerObjectDigest = 3;
-constexpr uint8_t kInnerDetail = 4;
+using detail::kInnerDetail;
+using detail::kInnerKind;
+using detail::kInnerName;
+using detail::kInnerObjectDigest;
 constexpr size_t kTlvHeader = 5;
 // Bounds a single record so a corrupt length cannot make us allocate gigabytes.
 constexpr uint32_t kMaxValue = detail::kMaxTlvValue;
@@ -127,6 +127,12 @@ constexpr std::array<bool, 256> kKnownKind = [] {
 bool KnownKind(uint64_t k) {
   return k < kKnownKind.size() && kKnownKind[k];
 }
+// The header's inline fast path takes the known kinds as one range.
+static_assert([] {
+  for (uint64_t k = 0; k < kKnownKind.size(); ++k)
+    if (kKnownKind[k] != (k >= detail::kFirstKind && k <= detail::kLastKind)) return false;
+  return true;
+}());
 
 }  // namespace
 
@@ -269,37 +275,8 @@ std::string RecordViewError(std::span<const uint8_t> data, size_t offset, size_t
   return "record " + std::to_string(index) + " at byte " + std::to_string(offset) + ": " + e;
 }
 
-const char* DecodeSovguardContentView(std::span<const uint8_t> value, SovguardEventView& ev) {
-  // Fast path: the layout EncodeSovguardContent writes (kind, name, object digest, optional
-  // detail, in that order, nothing else), for which the general loop below gives the same
-  // result. Anything else takes the loop.
-  {
-    const uint8_t* p = value.data();
-    const size_t size = value.size();
-    if (size >= 7 + 5 + 37 && p[0] == kInnerKind && detail::LoadBe32(p + 1) == 2 &&
-        p[7] == kInnerName) {
-      const uint64_t k = static_cast<uint64_t>(p[5]) << 8 | p[6];
-      const uint32_t name_len = detail::LoadBe32(p + 8);
-      const size_t d = 12 + static_cast<size_t>(name_len);  // the object digest TLV
-      if (KnownKind(k) && name_len <= size && size - 37 >= d && p[d] == kInnerObjectDigest &&
-          detail::LoadBe32(p + d + 1) == 32) {
-        const size_t rest = d + 37;
-        size_t detail_len = 0;
-        const bool ok =
-            rest == size || (size - rest >= 5 && p[rest] == kInnerDetail &&
-                             (detail_len = detail::LoadBe32(p + rest + 1)) == size - rest - 5);
-        if (ok) {
-          ev.kind = static_cast<EventKind>(k);
-          ev.name = {reinterpret_cast<const char*>(p + 12), name_len};
-          ev.object_digest = p + d + 5;
-          ev.detail = rest == size ? std::string_view()
-                                   : std::string_view(reinterpret_cast<const char*>(p + rest + 5),
-                                                      detail_len);
-          return nullptr;
-        }
-      }
-    }
-  }
+namespace detail {
+const char* DecodeSovguardContentViewSlow(std::span<const uint8_t> value, SovguardEventView& ev) {
   bool kind = false, name = false, digest = false;
   ev.detail = {};
   size_t off = 0;
@@ -340,6 +317,7 @@ const char* DecodeSovguardContentView(std::span<const uint8_t> value, SovguardEv
   if (!kind || !name || !digest) return "sovguard event: missing kind, name or object digest";
   return nullptr;
 }
+}  // namespace detail
 
 std::vector<Record> DecodeLog(std::span<const uint8_t> data) {
   auto res = DecodeLogPrefix(data);

@@ -133,7 +133,8 @@ struct SovguardEventView {
   std::string_view detail;
 };
 // Same checks as DecodeSovguardContent without allocating: nullptr, or a constant message.
-const char* DecodeSovguardContentView(std::span<const uint8_t> value, SovguardEventView& ev);
+// Inline (defined below): the verifier calls it for every record.
+inline const char* DecodeSovguardContentView(std::span<const uint8_t> value, SovguardEventView& ev);
 
 // Replays records into per-PCR SHA-256 values starting from all-zero PCRs. Checks that recnums
 // are 0..n-1 and that every kSovguard record's digest is SHA-256 of its content; throws otherwise
@@ -187,7 +188,45 @@ __attribute__((always_inline)) inline bool FastTlv(const uint8_t* in, size_t siz
   off += 5 + static_cast<size_t>(len);
   return true;
 }
+// Sovguard event content: TLVs of these types (EncodeSovguardContent).
+inline constexpr uint8_t kInnerKind = 1, kInnerName = 2, kInnerObjectDigest = 3, kInnerDetail = 4;
+// EventKind's values are exactly this range (checked in cel.cc).
+inline constexpr uint64_t kFirstKind = 1, kLastKind = 14;
+// Any layout: the TLV loop.
+const char* DecodeSovguardContentViewSlow(std::span<const uint8_t> value, SovguardEventView& ev);
 }  // namespace detail
+
+inline const char* DecodeSovguardContentView(std::span<const uint8_t> value,
+                                             SovguardEventView& ev) {
+  // Fast path: the layout EncodeSovguardContent writes (kind, name, object digest, optional
+  // detail, in that order, nothing else), for which the general loop gives the same result.
+  // Anything else takes the loop.
+  using namespace detail;
+  const uint8_t* p = value.data();
+  const size_t size = value.size();
+  if (size >= 7 + 5 + 37 && p[0] == kInnerKind && LoadBe32(p + 1) == 2 && p[7] == kInnerName) {
+    const uint64_t k = static_cast<uint64_t>(p[5]) << 8 | p[6];
+    const uint32_t name_len = LoadBe32(p + 8);
+    const size_t d = 12 + static_cast<size_t>(name_len);  // the object digest TLV
+    if (k >= kFirstKind && k <= kLastKind && name_len <= size && size - 37 >= d &&
+        p[d] == kInnerObjectDigest && LoadBe32(p + d + 1) == 32) {
+      const size_t rest = d + 37;
+      size_t detail_len = 0;
+      const bool ok = rest == size || (size - rest >= 5 && p[rest] == kInnerDetail &&
+                                       (detail_len = LoadBe32(p + rest + 1)) == size - rest - 5);
+      if (ok) {
+        ev.kind = static_cast<EventKind>(k);
+        ev.name = {reinterpret_cast<const char*>(p + 12), name_len};
+        ev.object_digest = p + d + 5;
+        ev.detail = rest == size
+                        ? std::string_view()
+                        : std::string_view(reinterpret_cast<const char*>(p + rest + 5), detail_len);
+        return nullptr;
+      }
+    }
+  }
+  return DecodeSovguardContentViewSlow(value, ev);
+}
 
 inline bool DecodeRecordViewAt(std::span<const uint8_t> data, size_t& offset, RecordView& r) {
   const uint8_t* in = data.data();
