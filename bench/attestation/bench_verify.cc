@@ -318,16 +318,21 @@ int Main(const Options& o) {
   line("baseline sigverify:", t_sig, "ECDSA P-256 verify of the quote");
   line("verify:", t_verify, "ParseEvidenceView + Verify: the full verdict");
   const double floor_ms = t_replay.ms() + t_sig.ms();
+  // What no verifier of this evidence avoids on this CPU: every SHA-256 block of the replay at
+  // the SHA unit's throughput (the interleaved chain) and one ECDSA verification.
+  const double hw_floor_best = t_chain.best_ms + t_sig.best_ms;
   std::printf(
-      "ratios (same run): verify/(replay+sig) %.2fx, verify/serial floor %.2fx (best %.2fx), "
-      "chain/replay %.2fx\n",
-      t_verify.ms() / floor_ms, t_verify.ms() / t_floor.ms(), t_verify.best_ms / t_floor.best_ms,
-      t_chain.ms() / t_replay.ms());
+      "ratios (same run): verify/(replay+sig) %.2fx, verify/(interleaved chain+sig) %.2fx (best "
+      "%.2fx), verify/serial floor %.2fx, chain/replay %.2fx\n",
+      t_verify.ms() / floor_ms, t_verify.ms() / (t_chain.ms() + t_sig.ms()),
+      t_verify.best_ms / hw_floor_best, t_verify.ms() / t_floor.ms(), t_chain.ms() / t_replay.ms());
   line("verify, continuous:", t_warm,
        "ParseEvidenceView + Verify, same node again, CEL +1 record (verify::ReplayCache)");
   std::printf("continuous/cold: %.2fx\n", t_warm.rate / t_verify.rate);
-  std::printf("verifications/s: %.1f (best single run %.1f /s); floor of this CPU %.1f /s\n",
-              t_verify.rate, 1e3 / t_verify.best_ms, 1e3 / t_floor.best_ms);
+  std::printf(
+      "verifications/s: %.1f (best single run %.1f /s); floor of this CPU (replay hashing at the "
+      "SHA unit's throughput + ECDSA) %.1f /s\n",
+      t_verify.rate, 1e3 / t_verify.best_ms, 1e3 / hw_floor_best);
   if (sink[0] == 0xff && sink[1] == 0xff) std::printf(" \n");  // keep the baseline's work alive
   const bool ok = t_verify.rate >= o.min_rate;
   std::printf("result: %s\n", ok ? "ok" : "FAILED (below --min-rate)");
