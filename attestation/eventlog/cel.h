@@ -196,8 +196,10 @@ inline constexpr uint64_t kFirstKind = 1, kLastKind = 14;
 const char* DecodeSovguardContentViewSlow(std::span<const uint8_t> value, SovguardEventView& ev);
 }  // namespace detail
 
-inline const char* DecodeSovguardContentView(std::span<const uint8_t> value,
-                                             SovguardEventView& ev) {
+// (always_inline: called out of line, its fields are stored one by one and read back by the
+// caller in 16-byte moves the store buffer cannot forward, a stall per record.)
+__attribute__((always_inline)) inline const char* DecodeSovguardContentView(
+    std::span<const uint8_t> value, SovguardEventView& ev) {
   // Fast path: the layout EncodeSovguardContent writes (kind, name, object digest, optional
   // detail, in that order, nothing else), for which the general loop gives the same result.
   // Anything else takes the loop.

@@ -339,12 +339,15 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
       } else {
         cel::SovguardEventView v;
         why = cel::DecodeSovguardContentView(r.content, v);
-        // (Prefix compared as fixed-size memcmp: inlined, where starts_with was a call.)
+        // (Names compared field by field with fixed-size memcmp: inlined, and no 16-byte copy
+        // of a string_view just stored 8 bytes at a time, which stalls store forwarding.)
         constexpr size_t kPrefix = cel::kGuestEventPrefix.size();
         if (!why && v.kind == cel::EventKind::kEnforcementState && v.name.size() >= kPrefix &&
             std::memcmp(v.name.data(), cel::kGuestEventPrefix.data(), kPrefix) == 0)
           guest_events.push_back(i);
-        else if (!why && v.kind == cel::EventKind::kProgramAttached && v.name == kNetProgram)
+        else if (!why && v.kind == cel::EventKind::kProgramAttached &&
+                 v.name.size() == kNetProgram.size() &&
+                 std::memcmp(v.name.data(), kNetProgram.data(), kNetProgram.size()) == 0)
           last_net_program = i;
         else if (!why && v.kind == cel::EventKind::kMechanismDowngraded)
           downgrades.push_back(i);
