@@ -137,6 +137,20 @@ datasets {
     g.Virsh({"attach-device", g.Name(), file.string(), "--config"});
   }
 
+  // A guest without the dataset given the labelled volume: true when its start is refused
+  // (and it is not running). Expectations name `why` when not.
+  bool IntruderRefused(const std::string& name, const std::string& why) {
+    st::GuestSpec spec;
+    spec.name = name;
+    spec.tap = "sgt" + name.substr(4);
+    st::TestGuest intruder(spec);
+    AttachDisk(intruder);
+    const auto r = intruder.TryStart();
+    EXPECT_NE(r.exit_code, 0) << name << ": " << why;
+    EXPECT_FALSE(intruder.Running()) << name;
+    return r.exit_code != 0 && !intruder.Running();
+  }
+
   fs::path pool_, image_, archive_;
 };
 
@@ -238,15 +252,7 @@ TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
   };
   ASSERT_TRUE(guarded()) << out;
   auto refused = [&](const std::string& name) {
-    st::GuestSpec spec;
-    spec.name = name;
-    spec.tap = "sgt" + name.substr(4);
-    st::TestGuest intruder(spec);
-    AttachDisk(intruder);
-    const auto r = intruder.TryStart();
-    EXPECT_NE(r.exit_code, 0) << name << ": a guest without the dataset started with its disk";
-    EXPECT_FALSE(intruder.Running()) << name;
-    return r.exit_code != 0 && !intruder.Running();
+    return IntruderRefused(name, "a guest without the dataset started with its disk");
   };
   // The volume becomes a protected volume of "health" when a guest labelled with it uses it;
   // from then on a guest without the dataset is refused it.
@@ -302,14 +308,8 @@ TEST_F(DaemonStorage, LabelledDiskOfAStoppedGuestIsProtectedFromStart) {
   st::ScopedHookTarget hook(HookPath());
   EXPECT_NE(daemon_->Log().find("storage path: 1 labelled disks of"), std::string::npos)
       << daemon_->Log();
-  st::GuestSpec spec;
-  spec.name = "sgt-dsi";
-  spec.tap = "sgtdsi";
-  st::TestGuest intruder(spec);
-  AttachDisk(intruder);
-  const auto r = intruder.TryStart();
-  EXPECT_NE(r.exit_code, 0) << "a guest without the dataset opened a stopped guest's disk";
-  EXPECT_FALSE(intruder.Running());
+  EXPECT_TRUE(
+      IntruderRefused("sgt-dsi", "a guest without the dataset opened a stopped guest's disk"));
   EXPECT_FALSE(holder.Running());
 }
 
@@ -355,14 +355,8 @@ TEST_F(DaemonStorage, LabelledDiskOfAGuestDefinedLaterIsProtectedAtOnce) {
                   "</guest>"});
   ASSERT_TRUE(logged("sgt-dsm")) << daemon_->Log();
 
-  st::GuestSpec spec;
-  spec.name = "sgt-dsj";
-  spec.tap = "sgtdsj";
-  st::TestGuest intruder(spec);
-  AttachDisk(intruder);
-  const auto r = intruder.TryStart();
-  EXPECT_NE(r.exit_code, 0) << "a guest without the dataset opened a disk defined for another";
-  EXPECT_FALSE(intruder.Running());
+  EXPECT_TRUE(
+      IntruderRefused("sgt-dsj", "a guest without the dataset opened a disk defined for another"));
 }
 
 TEST_F(DaemonStorage, ReadOnlyDatasetIsNeverOpenedForWriting) {
