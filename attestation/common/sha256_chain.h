@@ -2,18 +2,18 @@
 // record contents (each must equal the record's digest) and a chain of N PCR extends
 // pcr = SHA-256(pcr || digest). The two streams are independent (the extend uses the digest the
 // record carries, the content hash only checks it), so on x86-64 CPUs with the SHA extensions they
-// run interleaved two blocks at a time: SHA256RNDS2 has a latency of several cycles and one stream
-// leaves the unit idle. The extend chain is serial (2 blocks per record, each waiting on the last)
-// and sets the floor; contents left when it ends run two at a time. More lanes were measured
-// slower (SHA-NI addresses only xmm0-15: spills). With AVX-512VL the same loop is compiled a
-// second time: xmm16-31 and three-operand forms for everything but the SHA instructions' operands
-// (fewer spills and copies). Measured on Zen 4 for 10,000 records (bench_verify): the chain alone
-// 0.71 ms (35 ns/block); chain + contents (42,500 blocks) 0.81 ms with AVX-512VL, 0.89-0.90 ms
-// without; two content lanes alone run 18.8 ns/block, so 0.81 ms is the SHA unit's throughput.
-// Hashing the contents on AVX-512 instead (16 per register, one per 32-bit lane; or only their
-// message schedules) was measured slower: those instructions compete with the chain's for the
-// vector pipes. Elsewhere, or when disabled, it is a plain loop over OpenSSL (EVP_MD fetched
-// once). Every path is checked against OpenSSL by tests/attestation/sha256_chain_test.cc.
+// run interleaved: SHA256RNDS2 issues one per cycle but its result takes four (Zen 4), so one
+// stream leaves the unit idle. The extend chain is serial (2 blocks per record, each waiting on
+// the last) and sets the floor; the contents are hashed beside it in one lane, and in a second
+// lane beside the chain's padding blocks whenever they fall behind (sha256_chain.cc says why).
+// With AVX-512VL the same loop is compiled a second time: xmm16-31 and three-operand forms for
+// everything but the SHA instructions' operands (fewer spills and copies). Measured on Zen 4 for
+// 10,000 records (bench_verify): chain and contents (42,500 blocks) 0.764 ms, the chain alone
+// beside one block per record 0.743 ms; 0.81 ms with one content lane; 0.89 ms without
+// AVX-512VL. Hashing the contents on AVX-512 instead (16 per register, one per 32-bit lane; or
+// only their message schedules) was measured slower: those instructions compete with the chain's
+// for the vector pipes. Elsewhere, or when disabled, it is a plain loop over OpenSSL (EVP_MD
+// fetched once). Every path is checked against OpenSSL by tests/attestation/sha256_chain_test.cc.
 #pragma once
 
 #include <cstddef>
@@ -37,26 +37,6 @@ struct ChainResult {
 // Extends `initial` by every item's digest in order and checks every item's content hash.
 ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
                                         const Sha256Digest& initial = {});
-
-// The same, calling visit(ctx, i) once for every item, in order (i = 0, 1, ...), from inside
-// the hashing loop: work that does not depend on the hashes (e.g. decoding each record's event)
-// then runs on the integer units while the SHA unit waits on its latency, instead of in a pass
-// of its own. An exception from the visitor ends the hashing and propagates.
-using ChainVisitor = void (*)(void* ctx, size_t index);
-ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
-                                        const Sha256Digest& initial, ChainVisitor visit, void* ctx);
-
-// The same, with items made while hashing: source(ctx, out, max) writes the next 1..max items
-// (max = kChainSourceBatch) to out[] and returns how many, or 0 when there are no more. Used to
-// decode a log record by record inside the hashing loop, where the decoding runs on the integer
-// units while the SHA unit waits; a batch per call keeps the call's cost (every vector register
-// saved around it) off most records. Items stay valid (the chain keeps them) until it returns.
-// `expected` (a hint) sizes the chain's item buffer. An exception from the source ends the
-// hashing and propagates.
-inline constexpr size_t kChainSourceBatch = 8;
-using ChainSource = size_t (*)(void* ctx, ChainItem* out, size_t max);
-ChainResult ExtendChainPulling(ChainSource source, void* ctx, const Sha256Digest& initial,
-                               size_t expected = 0);
 
 // One extend, SHA-256(pcr || digest), with the SHA extensions when the CPU has them (two blocks,
 // ~40 ns; OpenSSL's EVP path costs ~125 ns): ExtendSha256 (bytes.h) uses it, so the UEFI and

@@ -371,8 +371,10 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
   // batch at a time, or one record at a time) was measured to overlap none of the SHA unit's
   // work and to cost more than this pass.
   std::vector<cel::RecordView>& recs = scan.recs;
+  std::vector<ChainItem> items;
   size_t error_at = SIZE_MAX;               // byte offset of the record that does not decode
   recs.reserve(cel_bytes.size() / 96 + 1);  // records are at least ~60 bytes
+  items.reserve(cel_bytes.size() / 96 + 1);
   for (size_t off = 0; off < cel_bytes.size();) {
     // Decoded in place: a local copied in would be stored field by field and read back in
     // 16-byte moves, which the store buffer cannot forward (a stall per record).
@@ -382,6 +384,7 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
       error_at = off;
       break;
     }
+    items.push_back({r.content, r.digest});
     scan.Scan(recs.size() - 1);
   }
   // Records an earlier verdict replayed (a byte-identical prefix, see ReplayCache) are scanned
@@ -394,19 +397,8 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
       (hit.records < recs.size() && recs[hit.records].offset != hit.bytes))
     hit = {};  // cannot happen for a true prefix of complete records; replay it all
   const size_t done = hit.records;
-  struct Source {
-    const std::vector<cel::RecordView>* recs;
-    size_t fed;  // records handed to the chain
-  } src{&recs, done};
-  const ChainSource source = [](void* ctx, ChainItem* items, size_t max) -> size_t {
-    auto* s = static_cast<Source*>(ctx);
-    size_t n = 0;
-    for (; n < max && s->fed < s->recs->size(); ++n, ++s->fed)
-      items[n] = {(*s->recs)[s->fed].content, (*s->recs)[s->fed].digest};
-    return n;
-  };
   ChainResult chain = error_at == SIZE_MAX
-                          ? ExtendChainPulling(source, &src, hit.pcr, recs.size() - done)
+                          ? ExtendChainCheckingContents(std::span(items).subspan(done), hit.pcr)
                           : ChainResult{};
   if (error_at != SIZE_MAX) {
     out.push_back(Fail("eventlog.cel.decode", kReasonCelMalformed,

@@ -233,102 +233,79 @@ TEST_P(Sha256Chain, LongContentsAndSeveralTampered) {
   }
 }
 
-// The visitor sees every item exactly once, in order, on both paths.
-TEST_P(Sha256Chain, VisitorSeesEveryItemInOrder) {
-  for (size_t n : {0u, 1u, 2u, 3u, 301u}) {
-    const auto log = MakeLog(n, 11);
-    std::vector<size_t> seen;
-    const ChainVisitor visit = [](void* ctx, size_t i) {
-      static_cast<std::vector<size_t>*>(ctx)->push_back(i);
-    };
-    const auto r = ExtendChainCheckingContents(log.Items(), {}, visit, &seen);
-    EXPECT_EQ(r.pcr, Reference(log));
-    ASSERT_EQ(seen.size(), n);
-    for (size_t i = 0; i < n; ++i) EXPECT_EQ(seen[i], i);
-  }
-}
-
-// Items pulled from a source (ExtendChainPulling) give the same result as the same items in a
-// span, for every batch size the source may return (1..max, varying) and any size hint; the
-// source is asked until it says there are no more, and never again after.
-struct PullCtx {
-  std::vector<ChainItem> items;
-  size_t next = 0, calls_after_end = 0, step = 0;
-  bool ended = false;
-};
-size_t Pull(void* p, ChainItem* out, size_t max) {
-  auto* c = static_cast<PullCtx*>(p);
-  if (c->ended) ++c->calls_after_end;
-  EXPECT_EQ(max, kChainSourceBatch);
-  // 1, 2, ..., max, 1, 2, ... items per call.
-  const size_t want = 1 + (c->step++ % max);
-  size_t n = 0;
-  for (; n < want && c->next < c->items.size(); ++n) out[n] = c->items[c->next++];
-  if (n == 0) c->ended = true;
-  return n;
-}
-
-TEST_P(Sha256Chain, PulledItemsMatchTheSpan) {
-  for (size_t n : {0u, 1u, 2u, 3u, 7u, 8u, 9u, 64u, 301u, 1000u}) {
-    auto log = MakeLog(n, static_cast<uint32_t>(n + 100));
-    Sha256Digest start{};
-    start[3] = 9;
-    for (size_t hint : {size_t{0}, size_t{1}, n, 3 * n}) {
-      PullCtx ctx{log.Items()};
-      const auto r = ExtendChainPulling(Pull, &ctx, start, hint);
-      EXPECT_EQ(r.pcr, Reference(log, start)) << n << " " << hint;
-      EXPECT_EQ(r.first_bad_content, SIZE_MAX) << n;
-      EXPECT_EQ(ctx.next, n);
-      EXPECT_EQ(ctx.calls_after_end, 0u);
+// The content lanes keep pace with the chain: a second content lane opens whenever the
+// contents fall behind and closes when it catches up, items change lanes as they finish, and
+// the chain may end before or after them. Logs whose contents run ahead of the chain (short),
+// behind it (long), and in bursts of each (the second lane opens and closes many times), with
+// tampered contents anywhere: the PCR and the first tampered index are OpenSSL's.
+TEST_P(Sha256Chain, ContentLanesKeepPaceWithTheChain) {
+  std::mt19937 rng(23);
+  auto make = [&](size_t n, auto&& length_of) {
+    Log log;
+    for (size_t i = 0; i < n; ++i) {
+      Bytes c(length_of(i));
+      for (auto& b : c) b = static_cast<uint8_t>(rng());
+      log.digests.push_back(Sha256(c));
+      log.contents.push_back(std::move(c));
     }
-    if (n < 3) continue;
-    auto t = log;
-    t.contents[n / 2].push_back(1);
-    t.contents[n - 1].push_back(1);
-    PullCtx ctx{t.Items()};
-    const auto r = ExtendChainPulling(Pull, &ctx, {}, 0);
-    EXPECT_EQ(r.first_bad_content, n / 2) << n;
-    EXPECT_EQ(r.pcr, Reference(log)) << n;
+    return log;
+  };
+  const std::vector<Log> logs = {
+      make(500, [](size_t) { return 10; }),                           // 1 block: ahead
+      make(500, [](size_t i) { return 130 + i % 200; }),              // 3-6 blocks: behind
+      make(700, [](size_t i) { return (i / 16) % 2 ? 200 : 20; }),    // bursts of 16
+      make(700, [](size_t i) { return (i / 3) % 5 ? 60 : 119; }),     // 2 blocks, some 3
+      make(900, [&](size_t) { return static_cast<size_t>(rng() % 260); }),  // random
+  };
+  for (size_t k = 0; k < logs.size(); ++k) {
+    const auto& log = logs[k];
+    const Sha256Digest ref = Reference(log);
+    auto r = ExtendChainCheckingContents(log.Items());
+    ASSERT_EQ(r.pcr, ref) << k;
+    ASSERT_EQ(r.first_bad_content, SIZE_MAX) << k;
+    for (int trial = 0; trial < 40; ++trial) {
+      auto t = log;
+      std::vector<size_t> bad;
+      const size_t count = 1 + rng() % 4;
+      for (size_t j = 0; j < count; ++j) bad.push_back(rng() % t.contents.size());
+      if (trial == 0) bad = {t.contents.size() - 1};
+      if (trial == 1) bad = {t.contents.size() - 2, t.contents.size() - 1};
+      for (size_t b : bad) t.contents[b].push_back(static_cast<uint8_t>(b));
+      r = ExtendChainCheckingContents(t.Items());
+      ASSERT_EQ(r.first_bad_content, *std::min_element(bad.begin(), bad.end())) << k << " " << trial;
+      ASSERT_EQ(r.pcr, ref) << k << " " << trial;
+    }
   }
 }
 
-// Pulled items with several tampered contents (in different batches): the first is reported.
-TEST_P(Sha256Chain, PulledSeveralTamperedReportsTheFirst) {
-  auto log = MakeLog(700, 31);
-  const Sha256Digest ref = Reference(log);
-  for (const std::vector<size_t>& bad : std::vector<std::vector<size_t>>{
-           {0}, {699}, {350, 351}, {600, 17, 300}, {8, 9, 10, 11, 12, 13, 14, 15, 16}}) {
-    auto t = log;
-    for (size_t b : bad) t.contents[b].push_back(0x42);
-    PullCtx ctx{t.Items()};
-    const auto r = ExtendChainPulling(Pull, &ctx, {}, 0);
-    EXPECT_EQ(r.first_bad_content, *std::min_element(bad.begin(), bad.end()));
-    EXPECT_EQ(r.pcr, ref);
-    EXPECT_EQ(ctx.next, t.contents.size());
+// Every log of up to 6 records whose contents take 1, 2, 3 or 5 blocks (every order): each
+// way the lanes can meet the end of the items and of the chain, with no tampered content and
+// with each one tampered in turn.
+TEST_P(Sha256Chain, EveryShortLogOfMixedLengths) {
+  constexpr size_t kLengths[] = {10, 60, 120, 250};
+  for (size_t n = 1; n <= 6; ++n) {
+    size_t combos = 1;
+    for (size_t i = 0; i < n; ++i) combos *= 4;
+    for (size_t code = 0; code < combos; ++code) {
+      Log log;
+      for (size_t i = 0, c = code; i < n; ++i, c /= 4) {
+        Bytes content(kLengths[c % 4], static_cast<uint8_t>(i + 1));
+        log.digests.push_back(Sha256(content));
+        log.contents.push_back(std::move(content));
+      }
+      const Sha256Digest ref = Reference(log);
+      auto r = ExtendChainCheckingContents(log.Items());
+      ASSERT_EQ(r.pcr, ref) << n << " " << code;
+      ASSERT_EQ(r.first_bad_content, SIZE_MAX) << n << " " << code;
+      for (size_t bad = 0; bad < n; ++bad) {
+        auto t = log;
+        t.contents[bad][0] ^= 0x80;
+        r = ExtendChainCheckingContents(t.Items());
+        ASSERT_EQ(r.first_bad_content, bad) << n << " " << code;
+        ASSERT_EQ(r.pcr, ref) << n << " " << code;
+      }
+    }
   }
-}
-
-// An exception from the source ends the hashing and propagates, at the first call or later.
-TEST_P(Sha256Chain, SourceExceptionPropagates) {
-  const auto log = MakeLog(50, 3);
-  for (size_t at : {0u, 1u, 20u, 49u}) {
-    struct ThrowCtx {
-      PullCtx pull;
-      size_t at;
-    } ctx{{log.Items()}, at};
-    const ChainSource throwing = [](void* p, ChainItem* out, size_t max) -> size_t {
-      auto* c = static_cast<ThrowCtx*>(p);
-      if (c->pull.next >= c->at) throw AttestationError("source failed");
-      return Pull(&c->pull, out, max);
-    };
-    EXPECT_THROW(ExtendChainPulling(throwing, &ctx, {}, 0), AttestationError) << at;
-  }
-}
-
-// A source returning more items than asked for is a caller bug: an error, not a buffer overrun.
-TEST_P(Sha256Chain, SourceReturningTooManyIsAnError) {
-  const ChainSource greedy = [](void*, ChainItem*, size_t max) -> size_t { return max + 1; };
-  EXPECT_THROW(ExtendChainPulling(greedy, nullptr, {}, 0), AttestationError);
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, Sha256Chain,
