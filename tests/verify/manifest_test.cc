@@ -247,6 +247,51 @@ TEST(Manifest, EveryMeasuredComponentFromAnAllowedSupplier) {
   ExpectCheck(none, "manifest.components", Status::kNotApplicable, verify::kReasonNotRequested);
 }
 
+// The verifier keeps a manifest it verified (parsed, signature checked, indexed) for the next
+// verdicts, by exact envelope and key: the same envelope under another key, or one byte of it
+// changed, is verified again and fails; the allowed jurisdictions are this verdict's, not the
+// ones the manifest was first checked with; a foreign-supplier verdict does not stick.
+TEST(Manifest, AVerifiedManifestIsReusedOnlyForTheSameEnvelopeAndKey) {
+  const auto ev = Genuine();
+  auto foreign = FromEvidence(ev);
+  foreign.components[0].supplier_jurisdiction = "US";
+  const auto s = Sign(foreign);
+  auto verify_with = [&](const std::string& envelope, const std::string& pub,
+                         std::vector<std::string> allowed) {
+    verify::Options o;
+    o.nonce = kNonce;
+    o.manifest_envelope = envelope;
+    o.manifest_key_pem = pub;
+    o.allowed_jurisdictions = std::move(allowed);
+    return verify::Verify(ev, o);
+  };
+  for (int round = 0; round < 2; ++round) {  // the second round runs on the kept manifest
+    ExpectCheck(verify_with(s.envelope, s.pub, {}), "manifest.jurisdiction", Status::kFail,
+                verify::kReasonSupplierJurisdiction);
+    auto r = verify_with(s.envelope, s.pub, {"EEA", "US"});
+    EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+    EXPECT_NE(r.Find("manifest.jurisdiction")->detail.find("Example Supplier GmbH (US)"),
+              std::string::npos);
+  }
+  const std::string other_key = PublicPem(Keygen("ED25519").get());
+  ExpectCheck(verify_with(s.envelope, other_key, {"EEA", "US"}), "manifest.signature",
+              Status::kFail, verify::kReasonManifestSignatureInvalid);
+  auto j = nlohmann::json::parse(s.envelope);
+  std::string sig = j["signatures"][0]["sig"];
+  sig[sig.size() / 2] = sig[sig.size() / 2] == 'A' ? 'B' : 'A';
+  j["signatures"][0]["sig"] = sig;
+  const std::string tampered = j.dump();
+  ExpectCheck(verify_with(tampered, s.pub, {"EEA", "US"}), "manifest.signature", Status::kFail,
+              verify::kReasonManifestSignatureInvalid);
+  // The good one is still good, and the failed ones stay failed.
+  EXPECT_TRUE(verify_with(s.envelope, s.pub, {"EEA", "US"}).passed());
+  ExpectCheck(verify_with(tampered, s.pub, {"EEA", "US"}), "manifest.signature", Status::kFail,
+              verify::kReasonManifestSignatureInvalid);
+  // A key that is not a key is an input error every time (never kept).
+  EXPECT_THROW(verify_with(s.envelope, "not a key", {}), verify::InputError);
+  EXPECT_THROW(verify_with(s.envelope, "not a key", {}), verify::InputError);
+}
+
 TEST(Manifest, VerifierCommandLine) {
   const auto dir =
       std::filesystem::temp_directory_path() / ("sg-manifest-cli-" + std::to_string(::getpid()));
