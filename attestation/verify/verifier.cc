@@ -990,12 +990,15 @@ PreparedManifest PrepareManifest(const std::string& envelope, EVP_PKEY* key) {
 }
 
 // The last few prepared manifests, by exact envelope and key text (thread-safe: fleet mode).
+// The entry keeps its envelope object alive, so the same object passed again is the same bytes
+// and is not compared (2.8 MB for the bench's 5,000 components: 0.06 ms a verdict).
 // Failed verifications of the envelope are kept too (the same bytes fail the same way); a key
 // that does not parse is an input error and is not kept.
-std::shared_ptr<const PreparedManifest> PreparedManifestFor(const std::string& envelope,
-                                                            const std::string& key_pem) {
+std::shared_ptr<const PreparedManifest> PreparedManifestFor(
+    const std::shared_ptr<const std::string>& envelope, const std::string& key_pem) {
   struct Entry {
-    std::string envelope, key_pem;
+    std::shared_ptr<const std::string> envelope;
+    std::string key_pem;
     std::shared_ptr<const PreparedManifest> prepared;
   };
   static std::mutex mu;
@@ -1004,7 +1007,8 @@ std::shared_ptr<const PreparedManifest> PreparedManifestFor(const std::string& e
   {
     std::lock_guard lock(mu);
     for (const auto& e : entries)
-      if (e.envelope == envelope && e.key_pem == key_pem) return e.prepared;
+      if ((e.envelope == envelope || *e.envelope == *envelope) && e.key_pem == key_pem)
+        return e.prepared;
   }
   auto key = [&] {
     try {
@@ -1013,7 +1017,7 @@ std::shared_ptr<const PreparedManifest> PreparedManifestFor(const std::string& e
       throw InputError(std::string("--manifest-key: ") + e.what());
     }
   }();
-  auto prepared = std::make_shared<const PreparedManifest>(PrepareManifest(envelope, key.get()));
+  auto prepared = std::make_shared<const PreparedManifest>(PrepareManifest(*envelope, key.get()));
   std::lock_guard lock(mu);
   entries.push_front({envelope, key_pem, prepared});
   if (entries.size() > kMaxEntries) entries.pop_back();
@@ -1038,7 +1042,7 @@ void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, b
   for (const auto& a : opts.allowed_jurisdictions)
     if (a != "EU" && a != "EEA" && !policy::IsIsoCountry(a))
       throw InputError("allowed jurisdiction \"" + a + "\" is not an ISO 3166-1 code, EU or EEA");
-  const auto prepared = PreparedManifestFor(*opts.manifest_envelope, *opts.manifest_key_pem);
+  const auto prepared = PreparedManifestFor(opts.manifest_envelope, *opts.manifest_key_pem);
   if (!prepared->m) {
     out.push_back(Fail(names[0], prepared->error_reason, prepared->error));
     for (int i = 1; i < 4; ++i)

@@ -206,8 +206,10 @@ struct Options {
   // Reference manifest: the signed DSSE envelope (attestation/manifest/manifest.h) and the
   // certifier's public key (PEM, Ed25519 or EC P-256). Both or neither; a key that is not one
   // is an InputError. Every measured component must be in the manifest, from a supplier whose
-  // jurisdiction is allowed; the manifest's boot values must match.
-  std::optional<std::string> manifest_envelope;
+  // jurisdiction is allowed; the manifest's boot values must match. The verifier keeps the last
+  // few manifests it verified (parsed, signature checked, indexed) for later verdicts: passing
+  // the same envelope object again skips even comparing its bytes (large manifests are MBs).
+  std::shared_ptr<const std::string> manifest_envelope;
   std::optional<std::string> manifest_key_pem;
   // Allowed supplier jurisdictions: ISO 3166-1 alpha-2 codes, or the groups "EU" and "EEA".
   // Empty = EEA (the 27 EU member states, Iceland, Liechtenstein, Norway).

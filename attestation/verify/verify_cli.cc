@@ -299,7 +299,7 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
       return rep.passed() ? kExitPass : kExitFail;
     }
     Options o{a.nonce, a.ak_pub, a.ek_ca, a.state, a.policy};
-    o.manifest_envelope = a.manifest;
+    if (a.manifest) o.manifest_envelope = std::make_shared<const std::string>(*a.manifest);
     o.manifest_key_pem = a.manifest_key;
     o.allowed_jurisdictions = a.jurisdictions;
     o.require_strongest = a.require_strongest;

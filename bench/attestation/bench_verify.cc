@@ -278,7 +278,8 @@ int Main(const Options& o) {
       throw std::runtime_error("manifest key");
     char* pem = nullptr;
     const long pem_len = BIO_get_mem_data(pub.get(), &pem);
-    vm.manifest_envelope = sa::manifest::Sign(sa::manifest::ToJson(mf), mkey.get());
+    vm.manifest_envelope =
+        std::make_shared<const std::string>(sa::manifest::Sign(sa::manifest::ToJson(mf), mkey.get()));
     vm.manifest_key_pem = std::string(pem, static_cast<size_t>(pem_len));
   }
   {

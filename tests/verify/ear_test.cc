@@ -155,7 +155,8 @@ TEST(Ear, StatusFollowsTheChecks) {
           {e.name, "1", "Supplier SE", "FR", "MIT", {{e.name, e.object_digest}}});
   }
   auto mkey = Keygen(false);
-  o.manifest_envelope = manifest::Sign(manifest::ToJson(m), mkey.get());
+  o.manifest_envelope =
+      std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(m), mkey.get()));
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
   PEM_write_bio_PUBKEY(bio.get(), mkey.get());
   char* d = nullptr;
@@ -186,7 +187,8 @@ TEST(Ear, StatusFollowsTheChecks) {
   EXPECT_EQ(verify::TrustworthinessVector(r)["instance-identity"], 99);
   // A component the manifest does not approve: contraindicated executables.
   m.components.pop_back();
-  o.manifest_envelope = manifest::Sign(manifest::ToJson(m), mkey.get());
+  o.manifest_envelope =
+      std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(m), mkey.get()));
   r = verify::Verify(ev, o);
   EXPECT_EQ(verify::EarStatus(r), "contraindicated");
   EXPECT_EQ(verify::TrustworthinessVector(r)["executables"], 96);

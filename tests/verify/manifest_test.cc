@@ -79,7 +79,7 @@ verify::Report VerifyWith(const v1::Evidence& ev, const Signed& s,
                           std::vector<std::string> allowed = {}) {
   verify::Options o;
   o.nonce = kNonce;
-  o.manifest_envelope = s.envelope;
+  o.manifest_envelope = std::make_shared<const std::string>(s.envelope);
   o.manifest_key_pem = s.pub;
   o.allowed_jurisdictions = std::move(allowed);
   return verify::Verify(ev, o);
@@ -260,7 +260,7 @@ TEST(Manifest, AVerifiedManifestIsReusedOnlyForTheSameEnvelopeAndKey) {
                          std::vector<std::string> allowed) {
     verify::Options o;
     o.nonce = kNonce;
-    o.manifest_envelope = envelope;
+    o.manifest_envelope = std::make_shared<const std::string>(envelope);
     o.manifest_key_pem = pub;
     o.allowed_jurisdictions = std::move(allowed);
     return verify::Verify(ev, o);

@@ -753,7 +753,8 @@ TEST_F(VerifyTest, MeasuredPlatformMatchesAScannedManifest) {
   auto verify_with = [&](const manifest::Manifest& mf) {
     verify::Options o;
     o.nonce = w.nonce;
-    o.manifest_envelope = manifest::Sign(manifest::ToJson(mf), key.get());
+    o.manifest_envelope =
+        std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(mf), key.get()));
     o.manifest_key_pem = pub;
     return verify::Verify(ev, o);
   };
