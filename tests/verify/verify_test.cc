@@ -485,8 +485,11 @@ TEST_F(VerifyTest, MissingEventFails) {
              verify::kReasonCelReplayMismatch);
   auto middle = recs;
   middle.erase(middle.begin() + 1);
-  ExpectFail(Run(WithCel(world->ecc, middle)), "eventlog.cel.replay",
-             verify::kReasonCelSequenceBroken);
+  const auto broken = Run(WithCel(world->ecc, middle));
+  ExpectFail(broken, "eventlog.cel.replay", verify::kReasonCelSequenceBroken);
+  EXPECT_NE(broken.Find("eventlog.cel.replay")->detail.find("record 1 has recnum 2 (expected 1)"),
+            std::string::npos)
+      << broken.Find("eventlog.cel.replay")->detail;
   ExpectFail(Run(WithCel(world->ecc, {})), "eventlog.cel.replay", verify::kReasonCelReplayMismatch);
 }
 
@@ -501,7 +504,12 @@ TEST_F(VerifyTest, ExtraEventFails) {
   auto other = Cel(world->ecc);
   other.push_back(cel::MakeSovguardRecord(
       other.size(), 16, {cel::EventKind::kEnforcementState, "x", Sha256("x"), ""}));
-  ExpectFail(Run(WithCel(world->ecc, other)), "eventlog.cel.replay", verify::kReasonCelWrongPcr);
+  const auto smuggled = Run(WithCel(world->ecc, other));
+  ExpectFail(smuggled, "eventlog.cel.replay", verify::kReasonCelWrongPcr);
+  EXPECT_NE(smuggled.Find("eventlog.cel.replay")
+                ->detail.find("record " + std::to_string(other.size() - 1) + " extends PCR 16"),
+            std::string::npos)
+      << smuggled.Find("eventlog.cel.replay")->detail;
 }
 
 TEST_F(VerifyTest, UnknownEventTypeIsReportedNotAccepted) {
@@ -515,7 +523,10 @@ TEST_F(VerifyTest, UnknownEventTypeIsReportedNotAccepted) {
   recs.push_back(r);
   auto rep = Run(WithCel(world->ecc, recs));
   ExpectFail(rep, "eventlog.cel.events", verify::kReasonCelUnknownEvent);
-  EXPECT_NE(rep.Find("eventlog.cel.events")->detail.find("record 7"), std::string::npos);
+  EXPECT_NE(rep.Find("eventlog.cel.events")
+                ->detail.find("record 7: content type " + std::to_string(cel::kContentMgmt)),
+            std::string::npos)
+      << rep.Find("eventlog.cel.events")->detail;
   EXPECT_EQ(rep.Find("eventlog.cel.replay")->status, Status::kFail);
 }
 
