@@ -227,6 +227,34 @@ TEST(Manifest, EveryMeasuredComponentFromAnAllowedSupplier) {
   ExpectCheck(VerifyWith(ev, Sign(boot)), "manifest.boot", Status::kFail,
               verify::kReasonBootValueNotAccepted);
 
+  // Files whose digests share their first 8 bytes with a measured one (the verifier's index
+  // keys on them): listed before the real ones, from a non-EU supplier, they are neither
+  // taken for the measured file nor do they hide it; alone, the measured file is missing.
+  auto decoys = m;
+  for (const auto& c : m.components) {
+    auto d = c.files[0].sha256;
+    d[31] ^= 1;
+    decoys.components.insert(decoys.components.begin(),
+                             {"decoy-" + c.name, "6.6", "Decoy Corp", "US", "MIT", {{"x", d}}});
+  }
+  r = VerifyWith(ev, Sign(decoys));
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_EQ(r.Find("manifest.jurisdiction")->detail.find("Decoy"), std::string::npos);
+  decoys.components.resize(m.components.size());  // the decoys only
+  r = VerifyWith(ev, Sign(decoys));
+  ExpectCheck(r, "manifest.components", Status::kFail, verify::kReasonComponentNotInManifest);
+  EXPECT_NE(r.Find("manifest.components")->detail.find("2 of 2 measured components"),
+            std::string::npos)
+      << r.Find("manifest.components")->detail;
+  // Two components naming the same file: the first one listed is the one that counts.
+  auto twice = m;
+  twice.components.insert(twice.components.begin(),
+                          {"again", "1.1", "Example Corp", "US", "MIT", m.components[0].files});
+  ExpectCheck(VerifyWith(ev, Sign(twice)), "manifest.jurisdiction", Status::kFail,
+              verify::kReasonSupplierJurisdiction);
+  std::swap(twice.components[0], twice.components[1]);
+  EXPECT_TRUE(VerifyWith(ev, Sign(twice)).passed());
+
   // A forged envelope: every manifest check fails, the first with the signature reason.
   auto s = Sign(m);
   s.pub = PublicPem(Keygen("ED25519").get());
