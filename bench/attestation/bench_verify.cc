@@ -9,6 +9,8 @@
 // quote. Then, on one thread, for `seconds` each:
 //   verify      ParseEvidenceView(binary protobuf, as sovguard-verify reads a file: the CEL
 //               stays in the buffer) + Verify(): every check, the full verdict
+//   + manifest  the same with a signed reference manifest approving every component the log
+//               measured (half the records: 4,998 components, one file each)
 //   baselines   the irreducible parts of that work, measured in the same run:
 //     replay    SHA-256 of every record's content + the PCR extend chain (one cached EVP_MD_CTX)
 //     sigverify the quote's ECDSA signature alone (EVP_DigestVerify)
