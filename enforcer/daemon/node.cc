@@ -22,7 +22,6 @@
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/daemon/log.h"
 #include "enforcer/datapath/net_datapath.h"
-#include "enforcer/libvirt/connection.h"
 #include "enforcer/libvirt/domain.h"
 #include "enforcer/libvirt/hook_server.h"
 #include "enforcer/libvirt/tap_watcher.h"

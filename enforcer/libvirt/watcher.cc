@@ -119,6 +119,7 @@ struct Watcher::Impl {
   void Process(virConnectPtr conn, const Work& w);
   void Reconcile(virConnectPtr conn);
   void Defined(virDomainPtr d);
+  void DefinedByUuid(virConnectPtr conn, const std::string& uuid);
   void Refresh(virConnectPtr conn, const std::string& uuid, std::optional<ChangeReason> reason);
   void Down(const std::string& uuid);
   void Deliver(const GuestInfo& g, std::optional<ChangeReason> reason);
@@ -268,11 +269,9 @@ void Watcher::Impl::Process(virConnectPtr conn, const Work& w) {
       Reconcile(conn);
       return;
     case Kind::kChanged:
-      if (w.reason == ChangeReason::kMetadata && callbacks.on_defined) {
+      if (w.reason == ChangeReason::kMetadata) {
         // `virsh metadata --config` labels a stopped guest: a definition change.
-        if (auto d = LookupDomain(conn, w.uuid)) {
-          Defined(d.get());
-        }
+        DefinedByUuid(conn, w.uuid);
       }
       Refresh(conn, w.uuid, w.reason);
       return;
@@ -301,11 +300,7 @@ void Watcher::Impl::Process(virConnectPtr conn, const Work& w) {
           // exited. Re-resolving now would only catch QEMU half-gone.
           return;
         case VIR_DOMAIN_EVENT_DEFINED:
-          if (callbacks.on_defined) {
-            if (auto d = LookupDomain(conn, w.uuid)) {
-              Defined(d.get());
-            }
-          }
+          DefinedByUuid(conn, w.uuid);
           Refresh(conn, w.uuid, std::nullopt);
           return;
         default:
@@ -392,6 +387,15 @@ void Watcher::Impl::Defined(virDomainPtr d) {
   } catch (const std::exception& e) {
     const char* name = virDomainGetName(d);
     Error(std::string("definition of ") + (name ? name : "?") + ": " + e.what());
+  }
+}
+
+void Watcher::Impl::DefinedByUuid(virConnectPtr conn, const std::string& uuid) {
+  if (!callbacks.on_defined) {
+    return;
+  }
+  if (auto d = LookupDomain(conn, uuid)) {
+    Defined(d.get());
   }
 }
 

@@ -81,6 +81,15 @@ long DeniedConnects(const fs::path& cgroup, const std::string& netns, long count
   return denied;
 }
 
+// The guest label of every test here: dataset "health" on its vda disk (the element as
+// `virsh metadata --set` takes it, and in its namespace as a domain's <metadata>).
+constexpr const char* kHealthDiskLabelInner =
+    "<guest><dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/></guest>";
+constexpr const char* kHealthDiskLabel =
+    "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
+    "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
+    "</sovguard:guest>";
+
 std::string FileDisk(const fs::path& source, bool readonly = false) {
   return "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='" +
          source.string() + "'/><target dev='vda' bus='virtio'/>" + (readonly ? "<readonly/>" : "") +
@@ -165,10 +174,7 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
     st::GuestSpec spec;
     spec.name = "sgt-ds1";
     spec.tap = "sgtds1";
-    spec.metadata =
-        "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
-        "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
-        "</sovguard:guest>";
+    spec.metadata = kHealthDiskLabel;
     st::TestGuest allowed(spec);
     AttachDisk(allowed);
     allowed.Start();
@@ -260,10 +266,7 @@ TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
     st::GuestSpec spec;
     spec.name = "sgt-dsr0";
     spec.tap = "sgtdsr0";
-    spec.metadata =
-        "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
-        "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
-        "</sovguard:guest>";
+    spec.metadata = kHealthDiskLabel;
     st::TestGuest holder(spec);
     AttachDisk(holder);
     holder.Start();
@@ -298,10 +301,7 @@ TEST_F(DaemonStorage, LabelledDiskOfAStoppedGuestIsProtectedFromStart) {
   st::GuestSpec holder_spec;
   holder_spec.name = "sgt-dsh";
   holder_spec.tap = "sgtdsh";
-  holder_spec.metadata =
-      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
-      "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
-      "</sovguard:guest>";
+  holder_spec.metadata = kHealthDiskLabel;
   st::TestGuest holder(holder_spec);  // defined, never started
   AttachDisk(holder);
   StartDaemon();
@@ -327,10 +327,7 @@ TEST_F(DaemonStorage, LabelledDiskOfAGuestDefinedLaterIsProtectedAtOnce) {
         },
         50ms);
   };
-  const std::string label =
-      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
-      "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
-      "</sovguard:guest>";
+  const std::string label = kHealthDiskLabel;
   // Defined with its label, given the disk, defined again (attach-device --config alone sends
   // libvirt no event): DEFINED/UPDATED.
   st::GuestSpec defined_spec;
@@ -350,9 +347,7 @@ TEST_F(DaemonStorage, LabelledDiskOfAGuestDefinedLaterIsProtectedAtOnce) {
   st::TestGuest labelled(labelled_spec);  // never started
   AttachDisk(labelled);
   labelled.Virsh({"metadata", labelled.Name(), "--uri", "https://sovguard.eu/ns/guest/1", "--key",
-                  "sovguard", "--config", "--set",
-                  "<guest><dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
-                  "</guest>"});
+                  "sovguard", "--config", "--set", kHealthDiskLabelInner});
   ASSERT_TRUE(logged("sgt-dsm")) << daemon_->Log();
 
   EXPECT_TRUE(
