@@ -415,9 +415,9 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
   // batch at a time, or one record at a time) was measured to overlap none of the SHA unit's
   // work and to cost more than this pass.
   std::vector<ChainItem>& recs = scan.recs;  // what the chain hashes, and later checks read
-  size_t error_at = SIZE_MAX;               // byte offset of the record that does not decode
-  recs.reserve(cel_bytes.size() / 96 + 1);  // records are at least ~60 bytes
-  cel::RecordView r;  // (one view, decoded into and read in registers)
+  size_t error_at = SIZE_MAX;                // byte offset of the record that does not decode
+  recs.reserve(cel_bytes.size() / 96 + 1);   // records are at least ~60 bytes
+  cel::RecordView r;                         // (one view, decoded into and read in registers)
   for (size_t off = 0; off < cel_bytes.size();) {
     if (!cel::DecodeRecordViewAt(cel_bytes, off, r)) {
       error_at = off;
@@ -438,7 +438,8 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
                   : static_cast<size_t>(recs[k - 1].content.data() + recs[k - 1].content.size() -
                                         cel_bytes.data());
   };
-  if (hit.records > recs.size() || (hit.records < recs.size() && record_start(hit.records) != hit.bytes))
+  if (hit.records > recs.size() ||
+      (hit.records < recs.size() && record_start(hit.records) != hit.bytes))
     hit = {};  // cannot happen for a true prefix of complete records; replay it all
   const size_t done = hit.records;
   ChainResult chain = error_at == SIZE_MAX
@@ -459,15 +460,15 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
   if (first_structural != SIZE_MAX) {
     const size_t i = first_structural;
     if (i == scan.first_bad_recnum)
-      structural =
-          Fail(name, kReasonCelSequenceBroken,
-               "logs.cel record " + std::to_string(i) + " has recnum " + std::to_string(scan.bad_recnum) +
-                   " (expected " + std::to_string(i) + "): an event is missing or reordered");
+      structural = Fail(name, kReasonCelSequenceBroken,
+                        "logs.cel record " + std::to_string(i) + " has recnum " +
+                            std::to_string(scan.bad_recnum) + " (expected " + std::to_string(i) +
+                            "): an event is missing or reordered");
     else
-      structural =
-          Fail(name, kReasonCelWrongPcr,
-               "logs.cel record " + std::to_string(i) + " extends PCR " + std::to_string(scan.bad_pcr) +
-                   " (logs.sovguard_pcr is " + std::to_string(pcr) + ")");
+      structural = Fail(name, kReasonCelWrongPcr,
+                        "logs.cel record " + std::to_string(i) + " extends PCR " +
+                            std::to_string(scan.bad_pcr) + " (logs.sovguard_pcr is " +
+                            std::to_string(pcr) + ")");
   }
   if (scan.n_unknown) {
     std::string unknown;
@@ -524,8 +525,9 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
                                (done ? " (" + std::to_string(done) +
                                            " of them as remembered from an earlier verdict)"
                                      : std::string())));
-  return CelFacts{std::move(scan.recs),     std::move(scan.guest_events), scan.last_net_program,
-                  std::move(scan.downgrades), scan.last_start,               std::move(scan.components),
+  return CelFacts{std::move(scan.recs),    std::move(scan.guest_events),
+                  scan.last_net_program,   std::move(scan.downgrades),
+                  scan.last_start,         std::move(scan.components),
                   std::move(scan.cmdlines)};
 }
 
@@ -718,8 +720,8 @@ CheckResult CheckPolicy(const std::optional<v1::EnforcementSnapshot>& bound_snap
     const std::span<const uint8_t> applied(e.object_digest, 32);
     if (Str(applied) != reported)
       return Fail(name, kReasonPolicySnapshotMismatch,
-                  "logs.cel record " + std::to_string(i) + " applied policy " +
-                      ToHex(applied) + ", the snapshot reports " + Hex(reported));
+                  "logs.cel record " + std::to_string(i) + " applied policy " + ToHex(applied) +
+                      ", the snapshot reports " + Hex(reported));
     return Pass(name, "active policy \"" + std::string(e.name) + "\" " + ToHex(applied) +
                           (expected ? " (as expected)" : " (no expected digest given)"));
   }
@@ -900,10 +902,10 @@ CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, const std::opti
   std::map<std::string, MeasuredDowngrade> measured;
   if (auto err = MeasuredDowngrades(*cel, measured); !err.empty())
     return Fail(name, kReasonMechanismLogMismatch, err);
-  const std::string since = cel->last_start == SIZE_MAX
-                                ? std::string("in logs.cel")
-                                : "since the daemon started (logs.cel record " +
-                                      std::to_string(cel->last_start) + ")";
+  const std::string since =
+      cel->last_start == SIZE_MAX
+          ? std::string("in logs.cel")
+          : "since the daemon started (logs.cel record " + std::to_string(cel->last_start) + ")";
   std::string missing, downgraded, strongest, contradicts;
   size_t n_downgraded = 0;
   for (const std::string_view path : kEnforcementPaths) {
@@ -969,7 +971,7 @@ bool JurisdictionAllowed(const std::string& code, const std::vector<std::string>
 // parsing and indexing it per verdict cost more than the rest of the verdict (bench_verify:
 // 44 ms for a 5,000-component manifest, against 1 ms for the other checks).
 struct PreparedManifest {
-  std::string key_id;                  // the certifier key's
+  std::string key_id;                   // the certifier key's
   std::optional<manifest::Manifest> m;  // when authentic, else:
   std::string error_reason, error;
   // File digest -> component: open addressing, linear probing, at most half full. A slot holds
@@ -1102,8 +1104,8 @@ void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, b
     return;
   }
   const manifest::Manifest& m = *prepared->m;
-  out.push_back(
-      Pass(names[0], "manifest \"" + m.id + "\" by " + m.issuer + ", signed by " + prepared->key_id));
+  out.push_back(Pass(
+      names[0], "manifest \"" + m.id + "\" by " + m.issuer + ", signed by " + prepared->key_id));
   const std::string allowed_text = [&] {
     if (opts.allowed_jurisdictions.empty()) return std::string("EU/EEA");
     std::string t;
@@ -1634,8 +1636,8 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
   out.push_back(CheckPcrDigest(ev.quote(), attest_ok ? &attest : nullptr));
   const bool pcrs_ok = out.back().status == Status::kPass && sig_ok;
 
-  const auto authentic_cel = CheckCel(ev, cel, pcrs_ok, opts.replay_cache,
-                                      opts.manifest_envelope != nullptr, out);
+  const auto authentic_cel =
+      CheckCel(ev, cel, pcrs_ok, opts.replay_cache, opts.manifest_envelope != nullptr, out);
   out.push_back(CheckPolicy(snap, authentic_cel, opts.policy_digest));
   // The snapshot is bound to the signed quote when its digest is right and extraData (signed)
   // binds that digest: only then do its claims count.

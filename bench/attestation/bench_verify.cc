@@ -269,8 +269,12 @@ int Main(const Options& o) {
       const auto e = sa::cel::DecodeSovguardContent(r.content);
       if (e.kind != sa::cel::EventKind::kLibvirtDriver && e.kind != sa::cel::EventKind::kBpfObject)
         continue;
-      mf.components.push_back(
-          {e.name, "1.0", "Example Supplier GmbH", "DE", "GPL-2.0-only", {{e.name, e.object_digest}}});
+      mf.components.push_back({e.name,
+                               "1.0",
+                               "Example Supplier GmbH",
+                               "DE",
+                               "GPL-2.0-only",
+                               {{e.name, e.object_digest}}});
     }
     n_components = mf.components.size();
     std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> mkey(
@@ -280,8 +284,8 @@ int Main(const Options& o) {
       throw std::runtime_error("manifest key");
     char* pem = nullptr;
     const long pem_len = BIO_get_mem_data(pub.get(), &pem);
-    vm.manifest_envelope =
-        std::make_shared<const std::string>(sa::manifest::Sign(sa::manifest::ToJson(mf), mkey.get()));
+    vm.manifest_envelope = std::make_shared<const std::string>(
+        sa::manifest::Sign(sa::manifest::ToJson(mf), mkey.get()));
     vm.manifest_key_pem = std::string(pem, static_cast<size_t>(pem_len));
   }
   {

@@ -251,10 +251,10 @@ TEST_P(Sha256Chain, ContentLanesKeepPaceWithTheChain) {
     return log;
   };
   const std::vector<Log> logs = {
-      make(500, [](size_t) { return 10; }),                           // 1 block: ahead
-      make(500, [](size_t i) { return 130 + i % 200; }),              // 3-6 blocks: behind
-      make(700, [](size_t i) { return (i / 16) % 2 ? 200 : 20; }),    // bursts of 16
-      make(700, [](size_t i) { return (i / 3) % 5 ? 60 : 119; }),     // 2 blocks, some 3
+      make(500, [](size_t) { return 10; }),                                 // 1 block: ahead
+      make(500, [](size_t i) { return 130 + i % 200; }),                    // 3-6 blocks: behind
+      make(700, [](size_t i) { return (i / 16) % 2 ? 200 : 20; }),          // bursts of 16
+      make(700, [](size_t i) { return (i / 3) % 5 ? 60 : 119; }),           // 2 blocks, some 3
       make(900, [&](size_t) { return static_cast<size_t>(rng() % 260); }),  // random
   };
   for (size_t k = 0; k < logs.size(); ++k) {
@@ -272,7 +272,8 @@ TEST_P(Sha256Chain, ContentLanesKeepPaceWithTheChain) {
       if (trial == 1) bad = {t.contents.size() - 2, t.contents.size() - 1};
       for (size_t b : bad) t.contents[b].push_back(static_cast<uint8_t>(b));
       r = ExtendChainCheckingContents(t.Items());
-      ASSERT_EQ(r.first_bad_content, *std::min_element(bad.begin(), bad.end())) << k << " " << trial;
+      ASSERT_EQ(r.first_bad_content, *std::min_element(bad.begin(), bad.end()))
+          << k << " " << trial;
       ASSERT_EQ(r.pcr, ref) << k << " " << trial;
     }
   }
