@@ -320,15 +320,17 @@ __attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline ChainResult Ch
     take.template operator()<L>();
     return true;
   };
-  // Both content lanes on by one block; a closing lane 1 leaves lane 2 in its place.
+  // Lane 2 takes the place of a closed lane 1.
+  auto lane2_to_lane1 = [&]() SOVGUARD_SHA_TARGET {
+    st[1] = st[2];
+    std::swap(lane[0], lane[1]);
+    lane_item[0] = lane_item[1];
+  };
+  // Both content lanes on by one block.
   auto advance_both = [&](bool lane2_may_take) SOVGUARD_SHA_TARGET {
     const bool open0 = advance.template operator()<0>(true);
     const bool open1 = advance.template operator()<1>(lane2_may_take);
-    if (!open0 && open1) {
-      st[1] = st[2];
-      std::swap(lane[0], lane[1]);
-      lane_item[0] = lane_item[1];
-    }
+    if (!open0 && open1) lane2_to_lane1();
     return open0 + open1;
   };
   int n = 0;  // content lanes open: st[1..n]
@@ -364,9 +366,7 @@ __attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline ChainResult Ch
     } else if (ba == 0) {  // lane 2 waits beside the chain's first block
       chain_step.template operator()<1>();
       if (!advance.template operator()<0>(true)) {
-        st[1] = st[2];  // (lane 2 did not move this step)
-        std::swap(lane[0], lane[1]);
-        lane_item[0] = lane_item[1];
+        lane2_to_lane1();  // (lane 2 did not move this step)
         n = 1;
       }
     } else {
