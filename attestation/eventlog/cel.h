@@ -117,7 +117,7 @@ struct RecordView {
   size_t offset = 0;  // byte offset of the record in the log
 };
 std::string DecodeLogViews(std::span<const uint8_t> data, std::vector<RecordView>& out);
-// One record of DecodeLogViews at a time, for decoding inside a hashing loop: true with `out`
+// One record of DecodeLogViews at a time, for a caller's own decoding loop: true with `out`
 // set and `offset` moved past the record, or false (`offset` unchanged) when the record at
 // `offset` is not one complete, well-formed record; RecordViewError then says why. Inline and
 // allocation-free: the per-record cost is a few dozen integer instructions.

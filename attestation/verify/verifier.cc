@@ -314,8 +314,8 @@ bool IsComponentKind(cel::EventKind k) {
 // CEL: decodes strictly without copying (views into the evidence), checks the structure and
 // that every event is a known sovguard event (one pass), then hashes every content and replays
 // the extend chain in one interleaved pass (common/sha256_chain.h), and compares with the
-// quoted sovguard PCR. This is the verifier's hot path: one allocation for the views, one for
-// the chain items.
+// quoted sovguard PCR. This is the verifier's hot path: one allocation, for the chain items (and
+// with a manifest one for the component list).
 // Returns the records when the log replayed to the signed PCR value (and is thus authentic).
 // What later checks need from an authentic CEL: its records, and the few records the snapshot
 // checks read (found while decoding, so they cost no pass of their own).
