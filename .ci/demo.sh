@@ -130,8 +130,10 @@ EOF
   done
   grep -q "SOVGUARD: ready" "$run/console.log" 2>/dev/null ||
     die "guest did not boot in 180 s (console: $run/console.log); bash .ci/demo.sh down removes it"
+  # Until an allowed packet arrived and the daemon's status counts a refused one (bounded: 30 s).
   for ((i = 0; i < 30; i++)); do
-    [[ $(counter allowed) -gt 0 ]] && break
+    [[ $(counter allowed) -gt 0 ]] &&
+      "$ctl" status | grep -qE "^  dataset $dataset .*dropped [1-9]" && break
     sleep 1
   done
   show

@@ -2,12 +2,13 @@
 # The README's first command: installs what is needed, builds, and runs sovguardd in the foreground
 # on embedded defaults (local libvirt, hardware TPM or a swtpm it starts, the shipped EU/EEA policy
 # in audit mode and the shipped jurisdiction table). Ctrl-C stops it; enforcement stays pinned.
-#   --demo                        the demo node: the shipped default + examples/demo's ENFORCE
-#                                 policy as a bundle signed by a demo key, state (swtpm on port
-#                                 2331, anti-rollback) in /var/lib/sovguard-demo; then demo.sh up
-#   --undo [--keep-enforcement|--force]  stops the daemon and the libvirtd, virtlogd and swtpm this script
-#                                 started, releases the kernel enforcement (unless asked to keep
-#                                 it), removes the hook it installed and /var/lib/sovguard-demo
+#   --demo   the demo node: the shipped default + examples/demo's ENFORCE policy as a bundle signed
+#            by a demo key, its state (swtpm on port 2331, anti-rollback) in /var/lib/sovguard-demo;
+#            then `bash .ci/demo.sh up` in another shell
+#   --undo [--keep-enforcement] [--force]   stops the daemon and the libvirtd, virtlogd and swtpm
+#            started for this script, releases the kernel enforcement (unless asked to keep it;
+#            --force: also for guests that stopped while no daemon ran), removes the hook it
+#            installed, /run/sovguard and /var/lib/sovguard-demo
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -68,7 +69,11 @@ if [[ $mode == undo ]]; then
     echo "start-node --undo: kernel enforcement kept (pins under /sys/fs/bpf/sovguard)"
   elif [[ -x $daemon ]]; then
     # Refuses while a guest is still covered (its message says what to do).
-    "$daemon" "${last_args[@]}" --release-enforcement "${force[@]}"
+    if ! "$daemon" "${last_args[@]}" --release-enforcement "${force[@]}"; then
+      echo "start-node --undo: release refused (above), nothing else undone. A guest it names that" \
+        "no longer runs (virsh list) stopped while no daemon ran: --undo --force releases it" >&2
+      exit 1
+    fi
     # A swtpm the release had to start to measure into is ours to stop too.
     mkdir -p "$record"
     for pid in $(running_pids); do grep -qx "$pid" <<<"$undo_before" || echo "$pid" >>"$record/started"; done
@@ -91,7 +96,7 @@ if [[ $mode == undo ]]; then
     rmdir --ignore-fail-on-non-empty "$(dirname "$hook")"
     echo "start-node --undo: removed the libvirt hook $hook"
   fi
-  rm -rf "$demo_state" "$record"
+  rm -rf "$demo_state" "$record" /run/sovguard # no daemon holds it now: stale status, sockets
   left=$(running_pids)
   [[ -z $left ]] || echo "start-node --undo: still running, not started by this script: pids $left"
   exit 0
