@@ -2,21 +2,142 @@
 # The README's first command: installs what is needed, builds, and runs sovguardd in the foreground
 # on embedded defaults (local libvirt, hardware TPM or a swtpm it starts, the shipped EU/EEA policy
 # in audit mode and the shipped jurisdiction table). Ctrl-C stops it; enforcement stays pinned.
+#   --demo   the demo node: the shipped default + examples/demo's ENFORCE policy as a bundle signed
+#            by a demo key, its state (swtpm on port 2331, anti-rollback) in /var/lib/sovguard-demo;
+#            then `bash .ci/demo.sh up` in another shell
+#   --undo [--keep-enforcement] [--force]   stops the daemon and the libvirtd, virtlogd and swtpm
+#            started for this script, releases the kernel enforcement (unless asked to keep it;
+#            --force: also for guests that stopped while no daemon ran), removes the hook it
+#            installed, /run/sovguard and /var/lib/sovguard-demo
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 build=${SOVGUARD_BUILD_DIR:-$root/build/release}
+hook=/etc/libvirt/hooks/qemu.d/sovguard
+record=/run/sovguard-start-node # what this script started (tmpfs: gone with a reboot)
+demo_state=/var/lib/sovguard-demo
+daemon=$build/enforcer/daemon/sovguardd
+
+mode=node keep_enforcement=0 force=()
+args=()
+for a in "$@"; do
+  case $a in
+    --demo) mode=demo ;;
+    --undo) mode=undo ;;
+    --keep-enforcement) keep_enforcement=1 ;;
+    --force) force=(--force) ;; # with --undo: release even while a guest is covered
+    *) args+=("$a") ;;
+  esac
+done
+
+# Pid files of what sovguardd starts when nothing answers (libvirtd -d, virtlogd -d, swtpm).
+pidfiles=(/run/libvirtd.pid /run/virtlogd.pid /var/lib/sovguard/swtpm/swtpm.pid
+  "$demo_state/state/swtpm/swtpm.pid")
+alive() { # PIDFILE: prints the pid when the process named in it runs
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && [[ -e /proc/$pid ]] && grep -qE '^(libvirtd|virtlogd|swtpm)$' "/proc/$pid/comm" &&
+    echo "$pid"
+}
+running_pids() { for f in "${pidfiles[@]}"; do alive "$f" || true; done; }
+
+if [[ $mode == undo ]]; then
+  [[ $(id -u) == 0 ]] || { echo "start-node --undo: run as root" >&2; exit 1; }
+  undo_before=$(running_pids)
+  # 1. The daemon (SIGTERM keeps kernel enforcement; released below unless asked to keep it).
+  lock=/run/sovguard/sovguardd.lock
+  if [[ -f $lock ]] && ! flock -n "$lock" true; then
+    pid=$(cat "$lock")
+    grep -qx sovguardd "/proc/$pid/comm" || { echo "start-node --undo: $lock held by pid $pid, not sovguardd" >&2; exit 1; }
+    kill -TERM "$pid"
+    for ((i = 0; i < 300; i++)); do [[ -e /proc/$pid ]] || break; sleep 0.1; done
+    [[ ! -e /proc/$pid ]] || { echo "start-node --undo: sovguardd (pid $pid) still runs after 30 s" >&2; exit 1; }
+    echo "start-node --undo: stopped sovguardd (pid $pid)"
+  fi
+  # 2. Guests still running would lose their guard (and keep QEMU running): refuse.
+  if virsh -c qemu:///system version >/dev/null 2>&1; then
+    guests=$(virsh -q -c qemu:///system list --name | sed '/^$/d')
+    if [[ -n $guests ]]; then
+      echo "start-node --undo: guests still running: $guests; stop them first (demo: bash .ci/demo.sh down)" >&2
+      exit 1
+    fi
+  fi
+  # 3. Kernel enforcement, measured into the TPM log of the node that left it.
+  last_args=()
+  [[ -f $record/daemon.args ]] && mapfile -t last_args <"$record/daemon.args"
+  if ((keep_enforcement)); then
+    echo "start-node --undo: kernel enforcement kept (pins under /sys/fs/bpf/sovguard)"
+  elif [[ -x $daemon ]]; then
+    # Refuses while a guest is still covered (its message says what to do).
+    if ! "$daemon" "${last_args[@]}" --release-enforcement "${force[@]}"; then
+      echo "start-node --undo: release refused (above), nothing else undone. A guest it names that" \
+        "no longer runs (virsh list) stopped while no daemon ran: --undo --force releases it" >&2
+      exit 1
+    fi
+    # A swtpm the release had to start to measure into is ours to stop too.
+    mkdir -p "$record"
+    for pid in $(running_pids); do grep -qx "$pid" <<<"$undo_before" || echo "$pid" >>"$record/started"; done
+  else
+    echo "start-node --undo: $daemon not built: kernel enforcement left in place" >&2
+  fi
+  # 4. What sovguardd started for this script (recorded when the daemon stopped), by pid.
+  if [[ -f $record/started ]]; then
+    while read -r pid; do
+      [[ -e /proc/$pid ]] && grep -qE '^(libvirtd|virtlogd|swtpm)$' "/proc/$pid/comm" || continue
+      comm=$(cat "/proc/$pid/comm")
+      kill -TERM "$pid"
+      for ((i = 0; i < 100; i++)); do [[ -e /proc/$pid ]] || break; sleep 0.1; done
+      echo "start-node --undo: stopped $comm (pid $pid)"
+    done < <(sort -u "$record/started")
+  fi
+  # 5. The hook, only when it is ours (a link into this tree), and the demo's state.
+  if [[ -L $hook && $(readlink "$hook") == "$root/"* ]]; then
+    rm -f "$hook"
+    rmdir --ignore-fail-on-non-empty "$(dirname "$hook")"
+    echo "start-node --undo: removed the libvirt hook $hook"
+  fi
+  rm -rf "$demo_state" "$record" /run/sovguard # no daemon holds it now: stale status, sockets
+  left=$(running_pids)
+  [[ -z $left ]] || echo "start-node --undo: still running, not started by this script: pids $left"
+  exit 0
+fi
+
 bash .ci/install-deps.sh
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOVGUARD_BUILD_TESTS=OFF -DSOVGUARD_BUILD_BENCH=OFF
-cmake --build "$build" -j"$(nproc)" --target sovguardd sovguardctl sovguard-libvirt-hook
+cmake --build "$build" -j"$(nproc)" --target sovguardd sovguardctl sovguard-libvirt-hook sovguard-verify
 # The qemu hook lets sovguardd cover a guest's taps before QEMU starts; libvirtd reads hooks when
 # it starts, so a libvirtd already running picks it up at its next restart (until then guests are
 # covered on their start event).
-hook=/etc/libvirt/hooks/qemu.d/sovguard
 if [[ ! -e $hook ]]; then
   mkdir -p "$(dirname "$hook")"
   ln -sf "$build/enforcer/libvirt/hook/sovguard-libvirt-hook" "$hook"
   echo "start-node: installed the libvirt qemu hook at $hook"
 fi
+daemon_args=(--data-dir "$root/policy/data")
+if [[ $mode == demo ]]; then
+  SOVGUARD_BUILD_DIR=$build bash .ci/demo.sh policy
+  daemon_args+=(--state-dir "$demo_state/state" --set swtpm_port=2331
+    --set "policy_bundle=$demo_state/demo.bundle" --set "trusted_keys_dir=$demo_state/keys")
+fi
+daemon_args+=("${args[@]}")
+mkdir -p "$record"
+printf '%s\n' "${daemon_args[@]}" >"$record/daemon.args"
+before=$(running_pids)
+
+# Stopping the daemon keeps enforcing and leaves what it started running: say so, and how to undo.
+on_exit() {
+  local pid now=() names=()
+  for pid in $(running_pids); do
+    grep -qx "$pid" <<<"$before" || echo "$pid" >>"$record/started"
+  done
+  [[ -f $record/started ]] && for pid in $(sort -u "$record/started"); do
+    [[ -e /proc/$pid ]] && names+=("$(cat "/proc/$pid/comm") (pid $pid)")
+  done
+  echo "start-node: sovguardd stopped; its kernel enforcement stays in force."
+  ((${#names[@]})) && echo "start-node: still running, started for this node: ${names[*]}"
+  [[ -L $hook ]] && echo "start-node: the libvirt hook $hook points into $build: with no daemon, libvirt refuses to start guests"
+  echo "start-node: undo all of it with: bash .ci/start-node.sh --undo [--keep-enforcement]"
+}
+trap on_exit EXIT
 echo "start-node: starting sovguardd (sovguardctl status in another shell shows what it enforces)"
-exec "$build/enforcer/daemon/sovguardd" --data-dir "$root/policy/data" "$@"
+"$daemon" "${daemon_args[@]}"

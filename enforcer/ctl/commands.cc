@@ -4,6 +4,7 @@
 
 #include "attestation/cli/attest_cli.h"
 #include "attestation/cli/manifest_cli.h"
+#include "enforcer/ctl/table_path.h"
 #include "enforcer/probe/probe.h"
 #include "policy/cli/policy_cli.h"
 
@@ -11,7 +12,16 @@ namespace sovguard::ctl {
 
 std::optional<int> RunExtraCommand(const std::vector<std::string>& args, std::ostream& out,
                                    std::ostream& err) {
-  if (args[0] == "policy" || args[0] == "jurisdiction") return policy::RunPolicyCli(args, out, err);
+  if (args[0] == "jurisdiction") {
+    std::string error;
+    const auto with_table = WithDefaultTable(args, CurrentTableSearch(), error);
+    if (!with_table) {
+      err << "sovguardctl jurisdiction lookup: " << error << "\n";
+      return 1;
+    }
+    return policy::RunPolicyCli(*with_table, out, err);
+  }
+  if (args[0] == "policy") return policy::RunPolicyCli(args, out, err);
   if (args[0] == "attest") return attestation::cli::RunAttestCli(args, out, err);
   if (args[0] == "manifest") return attestation::cli::RunManifestCli(args, out, err);
   return std::nullopt;
