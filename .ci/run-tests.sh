@@ -29,7 +29,7 @@ status=0
 # Whole output of passed and skipped tests in the XML (the skip reason is at its end).
 ctest --test-dir "$build" --output-on-failure -j"$(nproc)" --timeout 900 \
   --output-junit "$out/ctest-junit.xml" --test-output-size-passed 4194304 \
-  --test-output-size-failed 4194304 "$@" || { echo "run-tests: ctest FAILED"; status=1; }
+  --test-output-size-failed 4194304 --no-tests=error "$@" || { echo "run-tests: ctest FAILED"; status=1; }
 
 python3 .ci/check-skips.py "$out/ctest-junit.xml" .ci/skip-allowlist ||
   { echo "run-tests: skips not on .ci/skip-allowlist (above): FAILED"; status=1; }
