@@ -70,8 +70,10 @@ snapshot() {
   # good); the namespaces in it are listed above and mounted below.
   findmnt -rn -o TARGET,FSTYPE,SOURCE 2>&1 | grep -v '^/run/netns ' | sort
   section "processes"
-  ps -eo comm=,args= 2>&1 |
-    awk '$1 ~ /^(swtpm|libvirtd|virtlogd|qemu-system-.*|sovguardd|dnsmasq|qemu-nbd|iperf3)$/' | sort
+  # Zombies are left out: they hold nothing but a pid, and PID 1 here reaps them late.
+  ps -eo stat=,comm=,args= 2>&1 |
+    awk '$1 !~ /^Z/ && $2 ~ /^(swtpm|libvirtd|virtlogd|qemu-system-.*|sovguardd|dnsmasq|qemu-nbd|iperf3)$/ {
+      $1 = ""; print substr($0, 2) }' | sort
 }
 
 case "${1:-}" in
