@@ -10,10 +10,11 @@
 //                     lock Debian's own libvirtd (QEMU as libvirt-qemu) out of them
 //   /etc/passwd,group only when the host lacks the `libvirt-qemu` account Debian's libvirt resolves
 // and they write their pid files under kStateDir. Mount points the host lacks are created and
-// removed again by Stop(), which also removes /run/sovguard-test (kStateDir, guest consoles). So the test daemons never collide with a
-// libvirtd that already runs on the machine (a developer's, another test's, a packaging test's),
-// nothing on the host is edited, and everything else (taps, cgroups, /sys, /dev, /proc) is shared
-// exactly as in production. Clients reach it through Uri() (qemu:///system?socket=...).
+// removed again by Stop(), which also removes /run/sovguard-test (kStateDir, guest consoles). So
+// the test daemons never collide with a libvirtd that already runs on the machine (a developer's,
+// another test's, a packaging test's), nothing on the host is edited, and everything else (taps,
+// cgroups, /sys, /dev, /proc) is shared exactly as in production. Clients reach it through Uri()
+// (qemu:///system?socket=...).
 //
 // Hook: the overlay holds /etc/libvirt/hooks/qemu.d/sovguard-test, which execs whatever the
 // running test pointed kHookTarget at (exit 0 when nothing). libvirt only looks for hooks when it
