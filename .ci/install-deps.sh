@@ -19,7 +19,7 @@ packages=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients dnsmasq-base qemu-system-x86 qemu-utils
   swtpm swtpm-tools tpm2-tools iproute2
   # tests and benchmarks
-  iperf3 nftables curl linux-image-amd64 busybox-static cpio systemd fio dpkg-dev file
+  iperf3 nftables curl linux-image-amd64 busybox-static cpio systemd fio dpkg-dev file python3
 )
 
 missing=()

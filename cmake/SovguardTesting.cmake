@@ -2,7 +2,9 @@
 #   unit         no root, no kernel objects
 #   kernel       root: loads BPF programs, BPF_PROG_TEST_RUN, netns/veth, cgroups
 #   integration  root: real libvirtd + QEMU TCG guest, swtpm (fixtures start and stop them)
-# A gtest GTEST_SKIP() prints "[  SKIPPED ]"; ctest then counts the test as skipped, not passed.
+# A gtest GTEST_SKIP() prints "[  SKIPPED ]"; ctest then counts the test as skipped, not passed, and
+# .ci/run-tests.sh fails CI unless the skip names a "kernel-feature:<name>" on .ci/skip-allowlist
+# (tests/harness/require.h).
 include(GoogleTest)
 find_package(GTest REQUIRED)
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "attestation/service/attestation_service.grpc.pb.h"
+#include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
 
 namespace fs = std::filesystem;
@@ -70,9 +71,10 @@ std::unique_ptr<v1::Attestation::Stub> Connect(const std::string& target) {
 class ApiLoad : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "integration tier needs root";
-    if (fs::exists("/dev/tpmrm0"))
-      GTEST_SKIP() << "hardware TPM present: the load test does not extend a real TPM's PCRs";
+    SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
+    SOVGUARD_REQUIRE(
+        !fs::exists("/dev/tpmrm0"),
+        "no hardware TPM at /dev/tpmrm0 (the load test does not extend a real TPM's PCRs)");
     libvirtd_before_ = st::LivePid("/run/libvirtd.pid");
     virtlogd_before_ = st::LivePid("/run/virtlogd.pid");
     dir_ = fs::temp_directory_path() / ("sg-api-load-" + std::to_string(::getpid()));

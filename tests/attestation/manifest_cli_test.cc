@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "tests/attestation/swtpm_fixture.h"
+#include "tests/harness/require.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -65,7 +66,7 @@ TEST_F(ManifestCli, ScanDescribesTheMeasuredFiles) {
   EXPECT_EQ(m.kernel_cmdlines[0], "root=/dev/vda ro");  // trimmed as MeasurePlatform does
   // A file dpkg knows: package name and version as dpkg-query reports them.
   const std::filesystem::path qemu = o.paths.qemu;
-  if (!std::filesystem::exists(qemu)) GTEST_SKIP() << qemu << " not installed";
+  SOVGUARD_REQUIRE(std::filesystem::exists(qemu), qemu << " (qemu-system-x86)");
   ASSERT_TRUE(by_file.count(qemu.string()));
   const auto* c = by_file[qemu.string()];
   auto v = ts::Run({"dpkg-query", "-W", "-f", "${Version}", c->name});

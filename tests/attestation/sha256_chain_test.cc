@@ -2,6 +2,7 @@
 // SHA extensions with AVX-512VL's registers, with SSE registers only (each when the CPU has
 // them), and forced onto the portable OpenSSL loop.
 #include "attestation/common/sha256_chain.h"
+#include "tests/harness/require.h"
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
@@ -79,8 +80,10 @@ class Sha256Chain : public ::testing::TestWithParam<Sha256ChainPath> {
   void SetUp() override {
     Sha256ChainLimitPath(GetParam());
     if (Sha256ChainActivePath() != GetParam())
-      GTEST_SKIP() << "this CPU (or OS) does not support the " << PathName(GetParam())
-                   << " path; the slower paths are tested";
+      SOVGUARD_SKIP_CPU_FEATURE(
+          GetParam() == Sha256ChainPath::kShaExtensionsAvx512 ? "avx512" : "sha-ni",
+          "this CPU (or OS) does not support the " << PathName(GetParam())
+                                                   << " path; the slower paths are tested");
   }
   void TearDown() override { Sha256ChainLimitPath(Sha256ChainPath::kShaExtensionsAvx512); }
 };

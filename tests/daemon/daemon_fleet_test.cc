@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
 
 namespace {
@@ -20,8 +21,9 @@ namespace st = sovguard::test;
 class DaemonFleet : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "integration tier needs root";
-    if (fs::exists("/dev/tpmrm0")) GTEST_SKIP() << "hardware TPM present: swtpm path not taken";
+    SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
+    SOVGUARD_REQUIRE(!fs::exists("/dev/tpmrm0"),
+                     "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
     dir_ = fs::temp_directory_path() / ("sg-fleet-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "pki");
     libvirtd_before_ = st::LivePid("/run/libvirtd.pid");

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "attestation/eventlog/cel.h"
+#include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
 
 namespace fs = std::filesystem;
@@ -18,8 +19,9 @@ namespace {
 class DaemonStart : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "integration tier needs root";
-    if (fs::exists("/dev/tpmrm0")) GTEST_SKIP() << "hardware TPM present: swtpm path not taken";
+    SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
+    SOVGUARD_REQUIRE(!fs::exists("/dev/tpmrm0"),
+                     "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
     libvirtd_before_ = st::LivePid("/run/libvirtd.pid");
     virtlogd_before_ = st::LivePid("/run/virtlogd.pid");
     dir_ = fs::temp_directory_path() / ("sg-daemon-" + std::to_string(::getpid()));

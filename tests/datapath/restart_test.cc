@@ -143,7 +143,8 @@ TEST(DatapathRestartTest, SigkillWhileTrafficFlowsLeaksNothingAndSuccessorAdopts
   const double adopt_ms = std::chrono::duration<double, std::milli>(adopt_time).count();
   std::printf("restart: %llu allowed exchanges with no process; construct + Adopt() = %.1f ms\n",
               static_cast<unsigned long long>(in_gap), adopt_ms);
-  EXPECT_LT(adopt_time, 1s) << "adoption took " << adopt_ms << " ms";
+  // A hang guard, not a speed (211-443 ms on a quiet host; README): CI runs Debug+ASan, -j2.
+  EXPECT_LT(adopt_time, 30s) << "adoption took " << adopt_ms << " ms";
 
   ASSERT_EQ(adopted.size(), 2u);
   ASSERT_EQ(second.AdoptedGuests().size(), 2u);

@@ -51,15 +51,24 @@ echo "SOVGUARD: ready"
 
 # Storage accounting tests: sg.dd_read=N reads N MiB from /dev/vda, sg.dd_write=N writes N MiB to
 # /dev/vdb, both O_DIRECT so the guest's page cache and read-ahead add nothing to what QEMU does.
+# Each prints "SOVGUARD: dd read N MiB" / "SOVGUARD: dd wrote N MiB", or "... failed:" with dd's
+# own error; then "SOVGUARD: dd done".
 dd_read=$(arg sg.dd_read); dd_write=$(arg sg.dd_write)
-if [ -n "$dd_read" ] && [ -b /dev/vda ]; then
-  dd if=/dev/vda of=/dev/null bs=1M count="$dd_read" iflag=direct 2>/dev/null &&
+if [ -n "$dd_read" ]; then
+  if out=$(dd if=/dev/vda of=/dev/null bs=1M count="$dd_read" iflag=direct 2>&1); then
     echo "SOVGUARD: dd read $dd_read MiB"
+  else
+    echo "SOVGUARD: dd read failed: $out"
+  fi
 fi
-if [ -n "$dd_write" ] && [ -b /dev/vdb ]; then
-  dd if=/dev/zero of=/dev/vdb bs=1M count="$dd_write" oflag=direct conv=fsync 2>/dev/null &&
+if [ -n "$dd_write" ]; then
+  if out=$(dd if=/dev/zero of=/dev/vdb bs=1M count="$dd_write" oflag=direct conv=fsync 2>&1); then
     echo "SOVGUARD: dd wrote $dd_write MiB"
+  else
+    echo "SOVGUARD: dd write failed: $out"
+  fi
 fi
+[ -n "$dd_read$dd_write" ] && echo "SOVGUARD: dd done"
 
 # Hot-plugged NICs: configure eth1.. as they appear, each with address .(10+index) of sg.ip's /24.
 prefix=${ip_addr%.*}

@@ -1,7 +1,10 @@
 #include "tests/harness/kernel_objects.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <utility>
 
 #include "tests/harness/network.h"
 #include "tests/harness/process.h"
@@ -9,13 +12,42 @@
 namespace sovguard::test {
 namespace {
 
-uint64_t JsonArraySize(const std::vector<std::string>& argv) {
+std::string Joined(const std::vector<std::string>& argv) {
+  std::string s;
+  for (const auto& a : argv) {
+    s += (s.empty() ? "" : " ") + a;
+  }
+  return s;
+}
+
+// The JSON array a tool prints; empty output is an empty array (bpftool cgroup show with nothing
+// attached). A failed command or other output throws.
+nlohmann::json JsonArray(const std::vector<std::string>& argv) {
   CommandResult r = Run(argv);
-  if (r.exit_code != 0 || r.out.empty()) {
-    return 0;
+  if (r.exit_code != 0) {
+    throw std::runtime_error(Joined(argv) + " failed (exit " + std::to_string(r.exit_code) +
+                             "): " + r.err);
+  }
+  if (r.out.find_first_not_of(" \n") == std::string::npos) {
+    return nlohmann::json::array();
   }
   auto j = nlohmann::json::parse(r.out, nullptr, false);
-  return j.is_array() ? j.size() : 0;
+  if (!j.is_array()) {
+    throw std::runtime_error(Joined(argv) + " printed no JSON array: " + r.out.substr(0, 200));
+  }
+  return j;
+}
+
+uint64_t JsonArraySize(const std::vector<std::string>& argv) {
+  return JsonArray(argv).size();
+}
+
+uint64_t MaxId(const nlohmann::json& objects) {
+  uint64_t max = 0;
+  for (const auto& o : objects) {
+    max = std::max(max, o.at("id").get<uint64_t>());
+  }
+  return max;
 }
 
 }  // namespace
@@ -43,6 +75,26 @@ KernelObjectCounts CountKernelObjects(const std::vector<std::string>& devices,
     c.cgroup_attachments += JsonArraySize({"bpftool", "-j", "cgroup", "show", cgroup_dir});
   }
   return c;
+}
+
+BpfIdMark MarkBpfIds() {
+  return {.program = MaxId(JsonArray({"bpftool", "-j", "prog", "show"})),
+          .map = MaxId(JsonArray({"bpftool", "-j", "map", "show"}))};
+}
+
+std::vector<std::string> BpfObjectsCreatedSince(const BpfIdMark& mark) {
+  std::vector<std::string> created;
+  for (const auto& [kind, above] : {std::pair{"prog", mark.program}, std::pair{"map", mark.map}}) {
+    for (const auto& o : JsonArray({"bpftool", "-j", kind, "show"})) {
+      const uint64_t id = o.at("id").get<uint64_t>();
+      if (id > above) {
+        created.push_back(std::string(kind) + " " + std::to_string(id) + " " +
+                          o.value("type", std::string("?")) + " " +
+                          o.value("name", std::string("(no name)")));
+      }
+    }
+  }
+  return created;
 }
 
 std::string ToString(const KernelObjectCounts& c) {

@@ -1,5 +1,6 @@
 // Counts of kernel objects a test must not leak: BPF programs and maps (system-wide, via
 // bpftool), tc filters on given devices, and BPF programs attached to cgroups under a directory.
+// A tool that fails (bpftool, tc) throws std::runtime_error naming it: a count never defaults to 0.
 #pragma once
 
 #include <cstdint>
@@ -19,5 +20,16 @@ struct KernelObjectCounts {
 KernelObjectCounts CountKernelObjects(const std::vector<std::string>& devices = {},
                                       const std::string& cgroup_dir = {});
 std::string ToString(const KernelObjectCounts& c);
+
+// The highest BPF program and map ids that exist now. The kernel hands out ids in increasing
+// order, so an object with a higher id was created after the mark.
+struct BpfIdMark {
+  uint64_t program = 0;
+  uint64_t map = 0;
+};
+BpfIdMark MarkBpfIds();
+// BPF programs and maps that exist now and were created after `mark`, one line each
+// ("prog ID TYPE NAME" / "map ID TYPE NAME"): what a test created and has not freed.
+std::vector<std::string> BpfObjectsCreatedSince(const BpfIdMark& mark);
 
 }  // namespace sovguard::test

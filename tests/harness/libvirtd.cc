@@ -63,6 +63,86 @@ pid_t OurDaemon(const std::string& pid_file, const std::string& comm) {
   return pid;
 }
 
+// Creates a bind-mount target the host lacks and records it, so Stop() removes it again.
+void EnsureMountPoint(const fs::path& target) {
+  if (fs::exists(target)) {
+    return;
+  }
+  fs::create_directories(target);
+  std::string created;
+  try {
+    created = ReadFile(State("created-mount-points"));
+  } catch (const std::exception&) {
+  }
+  WriteFile(State("created-mount-points"), created + target.string() + "\n");
+}
+
+// libvirt creates its partition cgroup `machine` in every hierarchy the first time a guest starts
+// and never removes it. Before the first start the harness notes the hierarchies that lack one;
+// RemoveOverlay() removes what libvirt created there (empty by then: guests are gone).
+void NoteAbsentMachineCgroups() {
+  fs::create_directories(LibvirtDaemons::kStateDir);
+  const fs::path note = State("absent-machine-cgroups");
+  if (fs::exists(note) || !fs::exists("/sys/fs/cgroup")) {
+    return;
+  }
+  std::string absent;
+  std::vector<fs::path> roots{"/sys/fs/cgroup"};
+  for (const auto& e : fs::directory_iterator("/sys/fs/cgroup")) {
+    if (e.is_directory() && !e.is_symlink()) {
+      roots.push_back(e.path());
+    }
+  }
+  for (const auto& r : roots) {
+    if (!fs::exists(r / "machine")) {
+      absent += (r / "machine").string() + "\n";
+    }
+  }
+  WriteFile(note, absent);
+}
+
+// Removes a cgroup directory tree bottom-up (cgroup directories hold only kernel files: rmdir).
+void RemoveCgroupTree(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_directory() && !e.is_symlink()) {
+      RemoveCgroupTree(e.path());
+    }
+  }
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+    throw std::runtime_error("cannot remove cgroup " + dir.string() + ": " +
+                             std::generic_category().message(errno));
+  }
+}
+
+// Removes the mount points EnsureMountPoint created (only if still empty), then the harness's
+// whole /run/sovguard-test (state, logs, guest consoles, hook sockets): the next Start() prepares
+// a fresh one.
+void RemoveOverlay() {
+  std::error_code ec;
+  if (fs::exists(State("absent-machine-cgroups"))) {
+    std::istringstream absent(ReadFile(State("absent-machine-cgroups")));
+    std::string path;
+    while (std::getline(absent, path)) {
+      if (fs::exists(path)) {
+        RemoveCgroupTree(path);
+      }
+    }
+  }
+  if (fs::exists(State("created-mount-points"))) {
+    std::istringstream created(ReadFile(State("created-mount-points")));
+    std::string path;
+    while (std::getline(created, path)) {
+      fs::remove(path, ec);  // fails (and keeps it) if something else put files there meanwhile
+    }
+  }
+  const fs::path root = fs::path(LibvirtDaemons::kStateDir).parent_path();
+  fs::remove_all(root, ec);
+  if (ec) {
+    throw std::runtime_error("cannot remove " + root.string() + ": " + ec.message());
+  }
+}
+
 const char* kDispatcher = R"(#!/bin/sh
 # sovguard test harness: forwards libvirt's qemu hook to what the running test installed.
 t=/run/sovguard-test/libvirt/hook-target
@@ -72,9 +152,12 @@ exit 0
 
 // Prepares the overlay directories; returns the bind mounts (source -> target).
 Binds PrepareOverlay() {
+  NoteAbsentMachineCgroups();
   const fs::path etc = State("etc-libvirt");
   fs::create_directories(etc / "hooks" / "qemu.d");
   fs::create_directories(State("run"));
+  fs::create_directories(State("var-lib"));
+  fs::create_directories(State("var-cache"));
   fs::create_directories(LibvirtDaemons::kLogDir);
   // Keep what the host configures (libvirt.conf, nwfilter...) but not its domains, hooks or
   // qemu.conf: the test daemon has its own.
@@ -91,13 +174,18 @@ Binds PrepareOverlay() {
   // QEMU runs as root: kernel/initramfs in the build tree need no relabelling.
   WriteFile(etc / "qemu.conf", "user = \"root\"\ngroup = \"root\"\n");
   WriteFile(etc / "hooks" / "qemu.d" / "sovguard-test", kDispatcher, 0755);
-  // Mount points must exist on the host; creating empty directories changes nothing there.
-  fs::create_directories("/etc/libvirt");
-  fs::create_directories("/run/libvirt");
-  fs::create_directories("/var/log/libvirt");
-  Binds binds{{etc.string(), "/etc/libvirt"},
-              {State("run"), "/run/libvirt"},
-              {LibvirtDaemons::kLogDir, "/var/log/libvirt"}};
+  // Mount points must exist on the host; those it lacks are created and removed again by Stop().
+  // /var/lib/libvirt and /var/cache/libvirt are private too: libvirt re-owns its state directories
+  // for the QEMU user, root here, which would lock the host's own libvirtd (libvirt-qemu) out.
+  const Binds binds_all{{etc.string(), "/etc/libvirt"},
+                        {State("run"), "/run/libvirt"},
+                        {State("var-lib"), "/var/lib/libvirt"},
+                        {State("var-cache"), "/var/cache/libvirt"},
+                        {LibvirtDaemons::kLogDir, "/var/log/libvirt"}};
+  for (const auto& [src, dst] : binds_all) {
+    EnsureMountPoint(dst);
+  }
+  Binds binds = binds_all;
   // Debian's libvirt resolves its compiled-in user `libvirt-qemu` even when qemu.conf overrides it;
   // the account comes with libvirt-daemon-system, which these hosts may lack.
   // Start-up only, before any thread of ours could call getpw* concurrently.
@@ -241,10 +329,11 @@ void LibvirtDaemons::Stop() {
   DestroyTestDomains();
   StopLibvirtd();
   if (pid_t logd = VirtlogdPid()) {
-    TerminateAndWait(logd, std::chrono::seconds(10));
+    if (!TerminateAndWait(logd, std::chrono::seconds(10))) {
+      throw std::runtime_error("virtlogd pid " + std::to_string(logd) + " does not exit");
+    }
   }
-  std::error_code ec;
-  fs::remove(kHookTarget, ec);
+  RemoveOverlay();
 }
 
 ScopedHookTarget::ScopedHookTarget(const std::string& executable) {

@@ -5,11 +5,16 @@
 //   /etc/libvirt      qemu.conf (QEMU as root), persistent test domains, the hook dispatcher
 //   /run/libvirt      sockets, QEMU pid files and status XML  -> visible at kStateDir/run
 //   /var/log/libvirt  daemon and per-guest QEMU logs          -> visible at kStateDir/log
+//   /var/lib/libvirt, /var/cache/libvirt   domain state (master keys, channels), capabilities:
+//                     libvirt re-owns them for its QEMU user (root here), which on the host would
+//                     lock Debian's own libvirtd (QEMU as libvirt-qemu) out of them
 //   /etc/passwd,group only when the host lacks the `libvirt-qemu` account Debian's libvirt resolves
-// and they write their pid files under kStateDir. So the test daemons never collide with a
-// libvirtd that already runs on the machine (a developer's, another test's, a packaging test's),
-// nothing on the host is edited, and everything else (taps, cgroups, /sys, /dev, /proc) is shared
-// exactly as in production. Clients reach it through Uri() (qemu:///system?socket=...).
+// and they write their pid files under kStateDir. Mount points the host lacks are created and
+// removed again by Stop(), which also removes /run/sovguard-test (kStateDir, guest consoles). So
+// the test daemons never collide with a libvirtd that already runs on the machine (a developer's,
+// another test's, a packaging test's), nothing on the host is edited, and everything else (taps,
+// cgroups, /sys, /dev, /proc) is shared exactly as in production. Clients reach it through Uri()
+// (qemu:///system?socket=...).
 //
 // Hook: the overlay holds /etc/libvirt/hooks/qemu.d/sovguard-test, which execs whatever the
 // running test pointed kHookTarget at (exit 0 when nothing). libvirt only looks for hooks when it
@@ -39,7 +44,8 @@ class LibvirtDaemons {
   // Starts the harness's virtlogd and libvirtd unless they already run (a libvirtd the harness
   // did not start is left alone and not used). Returns true if it started libvirtd.
   static bool Start();
-  // Destroys and undefines leftover test domains, then stops what Start() started. Idempotent.
+  // Destroys and undefines leftover test domains, stops what Start() started and removes
+  // /run/sovguard-test and the mount points it created. Idempotent.
   static void Stop();
 
   static void StartLibvirtd();

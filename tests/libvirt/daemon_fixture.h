@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/harness/libvirtd.h"
+#include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
 
 namespace sovguard::test {
@@ -65,7 +66,7 @@ class DaemonWithLibvirt : public ::testing::Test {
   virtual std::string PolicyText() const = 0;
 
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "integration tier needs root";
+    SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
     namespace fs = std::filesystem;
     dir_ = fs::temp_directory_path() /
            ("sg-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +

@@ -18,6 +18,7 @@
 #include <map>
 #include <string>
 
+#include "tests/harness/require.h"
 #include "tests/storage/storage_test_util.h"
 
 namespace sovguard::storage {
@@ -113,7 +114,7 @@ int ConnectForbidden(const fs::path& cgroup, const std::string& netns) {
 class StorageLoadTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "kernel tier: needs root";
+    SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)");
     netns_ = "sgt-sload-" + UniqueSuffix();
     ASSERT_EQ(
         std::system(("ip netns add " + netns_ + " && ip -n " + netns_ + " link set lo up").c_str()),

@@ -10,6 +10,7 @@
 #include "policy/jurisdiction/countries.h"
 #include "policy/jurisdiction/table.h"
 #include "policy/validate/validate.h"
+#include "tests/harness/require.h"
 #include "tests/policy/test_util.h"
 
 namespace sovguard::policy {
@@ -75,8 +76,7 @@ bool HaveSharedData() {
 }
 
 TEST(Jurisdiction, ThousandSampledPrefixesMapToTheirCountry) {
-  if (!HaveSharedData())
-    GTEST_SKIP() << "shared/data/country-ip-blocks not present at " << SharedData();
+  SOVGUARD_REQUIRE(HaveSharedData(), "shared/data/country-ip-blocks at " << SharedData());
   auto raw = RawPrefixes();
   ASSERT_GT(raw.size(), 200000u);
   ASSERT_EQ(World().v4().size() + World().v6().size(), raw.size());
@@ -137,8 +137,7 @@ TEST(Jurisdiction, KnownAddresses) {
 }
 
 TEST(Jurisdiction, CommittedTableEqualsReconversionOfSharedData) {
-  if (!HaveSharedData())
-    GTEST_SKIP() << "shared/data/country-ip-blocks not present at " << SharedData();
+  SOVGUARD_REQUIRE(HaveSharedData(), "shared/data/country-ip-blocks at " << SharedData());
   std::string error;
   auto fresh = JurisdictionTable::FromCountryIpBlocks(SharedData() / "country-ip-blocks", &error);
   ASSERT_TRUE(fresh.has_value()) << error;

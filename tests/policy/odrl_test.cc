@@ -6,6 +6,7 @@
 #include "policy/cli/policy_cli.h"
 #include "policy/odrl/odrl.h"
 #include "policy/validate/validate.h"
+#include "tests/harness/require.h"
 #include "tests/policy/test_util.h"
 
 namespace sovguard::policy {
@@ -38,7 +39,7 @@ bool HaveEdc() {
 }
 
 TEST(OdrlEdc, CreatePolicyWithIdOperator) {
-  if (!HaveEdc()) GTEST_SKIP() << "shared/data/odrl not present";
+  SOVGUARD_REQUIRE(HaveEdc(), "shared/data/odrl at " << SharedData());
   const auto r = ImportFile(SharedData() / "odrl/edc-samples/policy-01-create-policy.json");
   ASSERT_TRUE(r.ok()) << r.errors[0];
   EXPECT_EQ(r.policy.datasets(0).id(), "eu-policy");
@@ -49,7 +50,7 @@ TEST(OdrlEdc, CreatePolicyWithIdOperator) {
 }
 
 TEST(OdrlEdc, ContractRequestWithPlainOperator) {
-  if (!HaveEdc()) GTEST_SKIP() << "shared/data/odrl not present";
+  SOVGUARD_REQUIRE(HaveEdc(), "shared/data/odrl at " << SharedData());
   const auto r = ImportFile(SharedData() / "odrl/edc-samples/policy-01-contract-request.json");
   ASSERT_TRUE(r.ok()) << r.errors[0];
   EXPECT_EQ(r.policy.datasets(0).id(), "test-document");
@@ -58,7 +59,7 @@ TEST(OdrlEdc, ContractRequestWithPlainOperator) {
 }
 
 TEST(OdrlEdc, NoConstraintNoPermissionMeansNowhere) {
-  if (!HaveEdc()) GTEST_SKIP() << "shared/data/odrl not present";
+  SOVGUARD_REQUIRE(HaveEdc(), "shared/data/odrl at " << SharedData());
   const auto r = ImportFile(SharedData() / "odrl/edc-samples/transfer-01-create-policy.json", false,
                             "transfer");
   ASSERT_TRUE(r.ok()) << r.errors[0];

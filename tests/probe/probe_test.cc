@@ -1,6 +1,7 @@
 // The probe against the real kernel: every path is reported, the selected mechanism really loads
 // and attaches, and a missing kernel feature is a reasoned downgrade, never a crash.
 #include "enforcer/probe/probe.h"
+#include "tests/harness/require.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -29,7 +30,7 @@ std::string RunAndCapture(const std::string& cmd, int* status) {
 class ProbeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "kernel tier needs root to load BPF programs";
+    SOVGUARD_REQUIRE(::geteuid() == 0, "root (the kernel tier loads BPF programs)");
   }
 };
 

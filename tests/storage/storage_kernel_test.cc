@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/harness/require.h"
 #include "tests/storage/storage_test_util.h"
 
 namespace sovguard::storage {
@@ -67,7 +68,7 @@ int OpenAndClose(const fs::path& p, int flags) {
 class StorageKernelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "kernel tier: needs root";
+    SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)");
     approved_ = tmp_.path() / "approved";
     unapproved_ = tmp_.path() / "unapproved";
     fs::create_directories(approved_);
@@ -183,8 +184,8 @@ TEST_F(StorageKernelTest, GuestWithoutTheDatasetIsRefusedOrKilledAndTheEventName
 TEST_F(StorageKernelTest, BpfLsmRefusesTheOpenWithEperm) {
   const PathStatus* open = sp_->Status().Find("storage-open");
   if (open->guarantee != Guarantee::kPrevents) {
-    GTEST_SKIP() << "BPF LSM is not available on this kernel: "
-                 << (open->unavailable.empty() ? "?" : open->unavailable.front());
+    SOVGUARD_SKIP_KERNEL_FEATURE("bpf-lsm",
+                                 (open->unavailable.empty() ? "?" : open->unavailable.front()));
   }
   EXPECT_EQ(open->mechanism, "bpf-lsm:file_open");
   StartGuest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
@@ -319,7 +320,7 @@ TEST_F(StorageKernelTest, BlockDeviceOfADatasetIsDeniedByCgroupDevice) {
   const auto backing = tmp_.path() / "block-backing.img";
   WriteFile(backing, 1 << 20);
   LoopDevice loop(backing);
-  if (loop.dev().empty()) GTEST_SKIP() << "no loop device available (losetup -f failed)";
+  SOVGUARD_REQUIRE(!loop.dev().empty(), "a loop device (losetup -f failed)");
   policy::CompiledStorage p = TestPolicy(approved_);
   p.datasets[kHealth].pools.push_back({policy::StoragePool::Kind::kDevice, loop.dev()});
   sp_->ApplyPolicy(p);

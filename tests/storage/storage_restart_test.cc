@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/harness/require.h"
 #include "tests/storage/storage_guard_variant.skel.h"
 #include "tests/storage/storage_test_util.h"
 
@@ -120,7 +121,7 @@ class PinDir {
 class StorageRestartTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "kernel tier: needs root";
+    SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)");
     enforcer::EnsureBpffs();
     approved_ = tmp_.path() / "approved";
     fs::create_directories(approved_);
@@ -225,7 +226,8 @@ TEST_F(StorageRestartTest, EnforcementSurvivesSigkillAndSuccessorAdoptsEverythin
   StorageDatapath sp(Options());
   const auto adopt = steady_clock::now() - t0;
   std::printf("adoption of the pinned storage datapath: %.1f ms\n", Ms(adopt));
-  EXPECT_LT(adopt, std::chrono::seconds(1));
+  // A hang guard, not a speed (120-170 ms on a quiet host; README): CI runs Debug+ASan, -j2.
+  EXPECT_LT(adopt, std::chrono::seconds(30));
   const auto& st = sp.Status();
   EXPECT_TRUE(st.adopted);
   EXPECT_EQ(st.guests, 2u) << "alpha by id and bravo through the pinned pending name";
@@ -643,7 +645,7 @@ TEST_F(StorageRestartTest, TamperCheckDurationWithWorldSizedTable) {
       p.ipv4.size(), Ms(took), Ms(took_quick));
   EXPECT_TRUE(f.empty());
   EXPECT_TRUE(quick.empty());
-  EXPECT_LT(took, std::chrono::seconds(10));
+  EXPECT_LT(took, std::chrono::seconds(60));  // a hang guard, not a speed
 }
 
 // Tracepoint and tp_btf links cannot be detached by id (the kernel has no detach for them): only

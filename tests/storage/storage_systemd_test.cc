@@ -17,6 +17,7 @@
 #include <chrono>
 #include <vector>
 
+#include "tests/harness/require.h"
 #include "tests/storage/storage_test_util.h"
 
 namespace sovguard::storage {
@@ -112,7 +113,7 @@ class SystemdTree {
 class StorageSystemdTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "kernel tier: needs root";
+    SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)");
     approved_ = tmp_.path() / "approved";
     fs::create_directories(approved_);
     image_ = approved_ / "health.img";

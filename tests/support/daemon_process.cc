@@ -128,7 +128,8 @@ DaemonProcess::~DaemonProcess() {
     ::waitpid(pid_, nullptr, 0);
   }
   std::error_code ec;
-  fs::remove_all(PinDir(), ec);  // unpins; the kernel frees what no filter uses any more
+  fs::remove_all(PinDir(), ec);            // unpins; the kernel frees what no filter uses any more
+  fs::remove(PinDir().parent_path(), ec);  // the shared parent too, once the last daemon is gone
   StopPid(LivePid(dir_ / "state/swtpm/swtpm.pid"));
 }
 
