@@ -321,6 +321,37 @@ __noinline int sg_quota_check(__u32 entry, __u32 gen, __u64 len, __u64 now, __u6
   return 1;
 }
 
+/*
+ * Datasets a port-limited exception class admits for this frame (*allowed): the rules of rule set
+ * `set` whose protocol is the frame's and whose port range holds its destination port. A frame
+ * without a parsed, unfragmented TCP/UDP header matches nothing.
+ */
+__noinline int sg_port_allowed(struct __sk_buff* skb, const struct sg_pkt* p, __u32 gen, __u32 set,
+                               __u64* allowed) {
+  if (!p || !allowed) return 0;
+  *allowed = 0;
+  if (p->l4off == 0 || (p->l4proto != 6 && p->l4proto != 17)) return 0;
+  void* polmap = bpf_map_lookup_elem(&sg_policy_outer, &gen);
+  if (!polmap) return 0;
+  __u32 zero = 0;
+  struct sg_net_policy* pol = bpf_map_lookup_elem(polmap, &zero);
+  if (!pol || set >= pol->n_rulesets || set >= SG_PORT_RULESETS) return 0;
+  __be16 port;
+  if (bpf_skb_load_bytes(skb, p->l4off + 2, &port, sizeof(port)) < 0) return 0;
+  __u16 dport = bpf_ntohs(port);
+  __u64 m = 0;
+  /* The compiler knows set < SG_PORT_RULESETS and would drop the mask; the verifier needs it. */
+  asm volatile("" : "+r"(set));
+  const struct sg_port_ruleset* rs = &pol->rulesets[set & (SG_PORT_RULESETS - 1)];
+  for (int i = 0; i < SG_PORT_RULES; i++) {
+    const struct sg_port_rule* r = &rs->rule[i];
+    if (!r->datasets) break;
+    if (r->proto == p->l4proto && dport >= r->port_lo && dport <= r->port_hi) m |= r->datasets;
+  }
+  *allowed = m;
+  return 0;
+}
+
 /* Per-CPU counters of every dataset the guest holds. */
 __noinline int sg_count(__u32 entry, __u64 broken, __u64 enforce, int drop, __u64 len) {
   const struct sg_net_guest* g = sg_guest_at(entry);
@@ -404,6 +435,11 @@ int sg_net_egress(struct __sk_buff* skb) {
         d.country = c->country;
         allowed = c->allowed_datasets; /* exceptions too: only the datasets that list them */
         d.reason = SG_NET_REASON_RESIDENCY;
+        if (c->flags & SG_CLASS_PORTS) {
+          __u64 by_port = 0;
+          sg_port_allowed(skb, &p, gen, c->flags >> SG_CLASS_RULESET_SHIFT, &by_port);
+          allowed |= by_port;
+        }
         __u32 v4[2] = {};
         int n = (p.family == 6 && allowed) ? sg_embedded_v4(p.dst, v4) : 0;
         if (n > 0) allowed &= sg_allowed_v4(gen, classes, pol->n_classes, v4[0]);

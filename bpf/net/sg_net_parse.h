@@ -58,6 +58,7 @@ struct sg_pkt {
   __u8 malformed; /* truncated, invalid, or source-routed */
   __u16 ethertype;
   __u8 dst[16];
+  __u16 l4off; /* offset of an unfragmented frame's L4 header (ports); 0 = none to match */
 };
 
 /* One IPv4 option per step: verdict 1 when the options end cleanly, -1 on a source route or an
@@ -115,6 +116,7 @@ static __always_inline int sg_parse_ipv4(struct __sk_buff* skb, void* data, void
     bpf_loop(SG_MAX_IPV4_OPT_BYTES, sg_opt_step, &w, 0);
     if (w.verdict != 1) return -1;
   }
+  if ((ip->frag_off & bpf_htons(0x3fff)) == 0) p->l4off = off + hlen;
   /* Only the broadcast DHCP discover/request reaches the host unclassified. */
   if (ip->protocol == SG_IPPROTO_UDP && (ip->frag_off & bpf_htons(0x3fff)) == 0 &&
       ip->daddr == 0xffffffff) {
@@ -133,7 +135,7 @@ static __always_inline int sg_parse_ipv6(void* data, void* data_end, __u32 off, 
   __builtin_memcpy(p->dst, &ip6->daddr, 16);
   __u8 nh = ip6->nexthdr;
   __u32 l4 = off + sizeof(struct ipv6hdr);
-  int first_fragment = 1;
+  int first_fragment = 1, fragment = 0;
   int i;
   for (i = 0; i < SG_MAX_IPV6_EXT; i++) {
     if (nh != SG_IPPROTO_HOPOPTS && nh != SG_IPPROTO_DSTOPTS && nh != SG_IPPROTO_ROUTING &&
@@ -144,6 +146,7 @@ static __always_inline int sg_parse_ipv6(void* data, void* data_end, __u32 off, 
     if ((void*)(h + 1) > data_end) return -1;
     if (nh == SG_IPPROTO_ROUTING && h->segleft != 0) return -1; /* e.g. SRv6: real target hidden */
     if (nh == SG_IPPROTO_FRAGMENT) {
+      fragment = 1;
       if (h->frag_off & bpf_htons(0xfff8)) first_fragment = 0;
       l4 += 8;
     } else if (nh == SG_IPPROTO_AH) {
@@ -156,6 +159,7 @@ static __always_inline int sg_parse_ipv6(void* data, void* data_end, __u32 off, 
   if (i == SG_MAX_IPV6_EXT) return -1; /* a deeper chain could hide a routing header */
   p->l4proto = nh;
   if (!first_fragment || l4 > 1024) return 0;
+  if (!fragment) p->l4off = l4;
   if (nh == SG_IPPROTO_ICMPV6) {
     __u8* type = data + l4;
     if ((void*)(type + 1) > data_end) return -1;

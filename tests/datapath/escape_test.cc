@@ -16,6 +16,7 @@
 //   203.0.113.0/24, 2001:db8:f0::/48              US, forbidden
 //   192.0.2.1, 2001:db8:1::1 (the router)         exception, any protocol
 //   2002::/16, 64:ff9b::/96, ::ffff:0:0/96, 2001::/32   mapped to DE (an allowed IPv6 prefix)
+//   203.0.113.53 (a resolver in the forbidden country)   exception limited to udp/53
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -282,6 +283,14 @@ policy::CompiledPolicy EscapePolicy() {
   auto v6 = [&](const char* a, std::uint8_t len, std::uint16_t c) {
     p.ipv6.push_back({.addr = V6(a), .len = len, .class_id = c});
   };
+  // A resolver exception limited to udp/53 (class 4, rule set 0).
+  p.classes.push_back(
+      {.country = 0,
+       .flags = SG_CLASS_EXCEPTION | SG_CLASS_PORTS | (0u << SG_CLASS_RULESET_SHIFT)});
+  sg_port_ruleset rs{};
+  rs.rule[0] = {.datasets = 1, .port_lo = 53, .port_hi = 53, .proto = 17};
+  p.port_rulesets.push_back(rs);
+  p.ipv4.push_back({.addr = V4("203.0.113.53"), .len = 32, .class_id = 4});
   v6("2001:db8:1::1", 128, 3);
   v6("2002::", 16, 1);
   v6("64:ff9b::", 96, 1);
@@ -317,7 +326,9 @@ class EscapeTest : public ::testing::Test {
     char lladdr[18];
     std::snprintf(lladdr, sizeof(lladdr), "%02x:%02x:%02x:%02x:%02x:%02x", dmac[0], dmac[1],
                   dmac[2], dmac[3], dmac[4], dmac[5]);
-    for (const char* a : {"203.0.113.10", "198.51.100.10", "2001:db8:f0::10", "2001:db8:e0::10"})
+    d.Ip("addr add 203.0.113.53/24 dev d0");
+    for (const char* a :
+         {"203.0.113.10", "203.0.113.53", "198.51.100.10", "2001:db8:f0::10", "2001:db8:e0::10"})
       r.Ip(std::string("neigh replace ") + a + " lladdr " + lladdr + " dev rd nud permanent");
     router_mac_ = MacOf(r, "r0");
     guest_mac_ = MacOf(topo_->guest(0), "g0");
@@ -543,6 +554,29 @@ TEST_F(EscapeTest, NoAttackFrameReachesAForbiddenDestination) {
     add("spoofed source MAC and IPv6", Times(f));
   }
 
+  // The udp/53 resolver exception carries nothing else: another port, TCP, fragments.
+  {
+    const std::uint32_t resolver = V4("203.0.113.53");
+    const int other_port = id();
+    Bytes f = E4();
+    Append(f, Ipv4({.src = kGuest4, .dst = resolver}, Udp(40000, 54, Bulk(other_port, 200))));
+    add("resolver exception (udp/53), udp/54", Times(f));
+    const int tcp = id();
+    f = E4();
+    Append(f, Ipv4({.src = kGuest4, .dst = resolver, .proto = 6}, Tcp(40000, 53, Bulk(tcp, 200))));
+    add("resolver exception (udp/53), tcp/53", Times(f));
+    const int first = id();
+    f = E4();
+    Append(f, Ipv4({.src = kGuest4, .dst = resolver, .frag = 0x2000},
+                   Udp(40000, 53, Bulk(first, 200))));
+    add("resolver exception (udp/53), first fragment to port 53", Times(f));
+    const int later = id();
+    f = E4();
+    Bytes looks_like_dns = Udp(40000, 53, Bulk(later, 200));
+    Append(f, Ipv4({.src = kGuest4, .dst = resolver, .frag = 50}, looks_like_dns));
+    add("resolver exception (udp/53), non-first fragment", Times(f));
+  }
+
   int leaked_cases = 0;
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const int case_id = static_cast<int>(i) + 1;
@@ -574,6 +608,14 @@ TEST_F(EscapeTest, ControlsStillWork) {
     EXPECT_EQ(dest_->Count(Marker(a4)), kRepeat);
     EXPECT_EQ(dest_->Count(Marker(a6)), kRepeat);
     EXPECT_EQ(dest_->Count(Marker(t4)), 1);
+  }
+  // The resolver exception on its port: every datagram arrives.
+  {
+    const int dns = ++n;
+    std::vector<Bytes> frames;
+    for (int i = 0; i < kRepeat; ++i)
+      frames.push_back(Eth4Udp(V4("203.0.113.53"), 53, Bulk(dns, 60)));
+    EXPECT_EQ(Deliver(dns, frames), kRepeat) << "udp/53 to the resolver exception";
   }
   // The relay case, stated: a tunnel whose outer address is allowed delivers to that allowed host
   // whatever the inner (forbidden) destination; residency by destination cannot see through it.
