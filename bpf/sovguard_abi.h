@@ -13,7 +13,7 @@
 #include <linux/types.h>
 #endif
 
-#define SG_ABI_VERSION 2
+#define SG_ABI_VERSION 3
 
 /* Datasets are bits in a 64-bit mask: a node enforces at most 64 datasets at once. */
 #define SG_MAX_DATASETS 64
@@ -46,6 +46,13 @@ struct sg_class {
 /* Policy exception (resolver, metadata): reachable by the datasets in allowed_datasets whatever
  * the country. The flag only names the class in events and status; the mask decides. */
 #define SG_CLASS_EXCEPTION (1u << 0)
+/* Network path: an exception limited to protocols and ports. Beyond allowed_datasets (granted for
+ * any protocol), the frame's datasets come from the rule set (flags >> SG_CLASS_RULESET_SHIFT) of
+ * the generation's sg_net_policy whose protocol and destination port it matches; a fragment or a
+ * frame whose L4 header is not parsed matches no rule. Paths that do not know rule sets (storage)
+ * grant only allowed_datasets. */
+#define SG_CLASS_PORTS (1u << 1)
+#define SG_CLASS_RULESET_SHIFT 16
 
 
 /* ---- Storage path (bpf/storage): QEMU processes opening volumes and connecting to storage ----
@@ -311,12 +318,29 @@ struct sg_dataset_cfg {
   __u64 quota_bytes;     /* egress bytes per window, 0 = no quota */
   __u64 quota_window_ns; /* window length */
 };
+/*
+ * sg_port_rule: one protocol and destination port range of a port-limited exception class
+ * (SG_CLASS_PORTS); datasets == 0 ends the rule set. Ports in host order, inclusive.
+ */
+#define SG_PORT_RULES 8     /* rules per port-limited exception class */
+#define SG_PORT_RULESETS 32 /* port-limited exception classes per policy */
+struct sg_port_rule {
+  __u64 datasets; /* datasets the rule admits */
+  __u16 port_lo;
+  __u16 port_hi;
+  __u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+  __u8 reserved[3];
+};
+struct sg_port_ruleset {
+  struct sg_port_rule rule[SG_PORT_RULES];
+};
 struct sg_net_policy {
   __u64 enforce_mask;
   __u64 quota_mask;
-  __u32 n_classes; /* class ids >= n_classes are treated as class 0 (fail closed) */
-  __u32 reserved;
+  __u32 n_classes;  /* class ids >= n_classes are treated as class 0 (fail closed) */
+  __u32 n_rulesets; /* rule sets in use; a class naming one at or past it matches nothing */
   struct sg_dataset_cfg ds[SG_MAX_DATASETS];
+  struct sg_port_ruleset rulesets[SG_PORT_RULESETS];
 };
 
 /*

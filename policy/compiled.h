@@ -58,8 +58,11 @@ struct CompiledPolicy {
   std::vector<JurisdictionClass> classes;  // classes[0] is the unknown class
   std::vector<Ipv4Prefix> ipv4;            // sorted by (addr, len); longest prefix wins on overlap
   std::vector<Ipv6Prefix> ipv6;            // sorted by (addr, len)
-  std::uint64_t default_datasets = 0;      // the mask an unlabelled guest holds
-  std::array<std::uint8_t, 32> digest{};   // SHA-256 of the canonical encoding of everything above
+  // Rule sets of the port-limited exception classes (sg_class.flags: SG_CLASS_PORTS, index at
+  // SG_CLASS_RULESET_SHIFT). Part of the digest when non-empty.
+  std::vector<sg_port_ruleset> port_rulesets;
+  std::uint64_t default_datasets = 0;     // the mask an unlabelled guest holds
+  std::array<std::uint8_t, 32> digest{};  // SHA-256 of the canonical encoding of everything above
 };
 
 // ---- Storage path (bpf/storage, enforcer/storage): produced by CompileStorage() ----------------

@@ -86,6 +86,43 @@ static __always_inline __u32 sg_classify_v6(__u32 gen, const __u8* dst) {
   return v ? *v : 0;
 }
 
+/*
+ * IPv4 addresses an IPv6 destination embeds, which a relay or translator on the way would send
+ * to: 6to4 2002:AABB:CCDD::/48, NAT64 64:ff9b::/96, IPv4-mapped ::ffff:0:0/96, and Teredo
+ * 2001:0::/32 (server in bits 32-63, client in bits 96-127 inverted). Fills v4[0..1] (host order)
+ * and returns how many (0 for every other address).
+ */
+static __always_inline int sg_embedded_v4(const __u8* d, __u32* v4) {
+  __u32 w0 = ((__u32)d[0] << 24) | ((__u32)d[1] << 16) | ((__u32)d[2] << 8) | d[3];
+  __u32 w1 = ((__u32)d[4] << 24) | ((__u32)d[5] << 16) | ((__u32)d[6] << 8) | d[7];
+  __u32 w2 = ((__u32)d[8] << 24) | ((__u32)d[9] << 16) | ((__u32)d[10] << 8) | d[11];
+  __u32 w3 = ((__u32)d[12] << 24) | ((__u32)d[13] << 16) | ((__u32)d[14] << 8) | d[15];
+  if ((w0 >> 16) == 0x2002) {
+    v4[0] = (w0 << 16) | (w1 >> 16);
+    return 1;
+  }
+  if (w0 == 0x20010000) {
+    v4[0] = w1;
+    v4[1] = ~w3;
+    return 2;
+  }
+  if ((w0 == 0x0064ff9b && w1 == 0 && w2 == 0) || (w0 == 0 && w1 == 0 && w2 == 0x0000ffff)) {
+    v4[0] = w3;
+    return 1;
+  }
+  return 0;
+}
+
+/* Datasets an embedded IPv4 address lets through (its class's unconditional mask, 0 when it
+ * has none: an exception limited to ports never covers a translated destination). */
+static __always_inline __u64 sg_allowed_v4(__u32 gen, void* classes, __u32 n_classes, __u32 a) {
+  __u8 b[4] = {(__u8)(a >> 24), (__u8)(a >> 16), (__u8)(a >> 8), (__u8)a};
+  __u32 cls = sg_classify_v4(gen, b);
+  if (cls >= n_classes || cls == 0) return 0;
+  struct sg_class* c = bpf_map_lookup_elem(classes, &cls);
+  return c ? c->allowed_datasets : 0;
+}
+
 /* Index of the lowest set bit (v != 0); clang-16 cannot lower __builtin_ctzll for BPF. */
 static __always_inline __u8 sg_ctz64(__u64 v) {
   __u8 n = 0;
@@ -284,6 +321,37 @@ __noinline int sg_quota_check(__u32 entry, __u32 gen, __u64 len, __u64 now, __u6
   return 1;
 }
 
+/*
+ * Datasets a port-limited exception class admits for this frame (*allowed): the rules of rule set
+ * `set` whose protocol is the frame's and whose port range holds its destination port. A frame
+ * without a parsed, unfragmented TCP/UDP header matches nothing.
+ */
+__noinline int sg_port_allowed(struct __sk_buff* skb, const struct sg_pkt* p, __u32 gen, __u32 set,
+                               __u64* allowed) {
+  if (!p || !allowed) return 0;
+  *allowed = 0;
+  if (p->l4off == 0 || (p->l4proto != 6 && p->l4proto != 17)) return 0;
+  void* polmap = bpf_map_lookup_elem(&sg_policy_outer, &gen);
+  if (!polmap) return 0;
+  __u32 zero = 0;
+  struct sg_net_policy* pol = bpf_map_lookup_elem(polmap, &zero);
+  if (!pol || set >= pol->n_rulesets || set >= SG_PORT_RULESETS) return 0;
+  __be16 port;
+  if (bpf_skb_load_bytes(skb, p->l4off + 2, &port, sizeof(port)) < 0) return 0;
+  __u16 dport = bpf_ntohs(port);
+  __u64 m = 0;
+  /* The compiler knows set < SG_PORT_RULESETS and would drop the mask; the verifier needs it. */
+  asm volatile("" : "+r"(set));
+  const struct sg_port_ruleset* rs = &pol->rulesets[set & (SG_PORT_RULESETS - 1)];
+  for (int i = 0; i < SG_PORT_RULES; i++) {
+    const struct sg_port_rule* r = &rs->rule[i];
+    if (!r->datasets) break;
+    if (r->proto == p->l4proto && dport >= r->port_lo && dport <= r->port_hi) m |= r->datasets;
+  }
+  *allowed = m;
+  return 0;
+}
+
 /* Per-CPU counters of every dataset the guest holds. */
 __noinline int sg_count(__u32 entry, __u64 broken, __u64 enforce, int drop, __u64 len) {
   const struct sg_net_guest* g = sg_guest_at(entry);
@@ -367,6 +435,15 @@ int sg_net_egress(struct __sk_buff* skb) {
         d.country = c->country;
         allowed = c->allowed_datasets; /* exceptions too: only the datasets that list them */
         d.reason = SG_NET_REASON_RESIDENCY;
+        if (c->flags & SG_CLASS_PORTS) {
+          __u64 by_port = 0;
+          sg_port_allowed(skb, &p, gen, c->flags >> SG_CLASS_RULESET_SHIFT, &by_port);
+          allowed |= by_port;
+        }
+        __u32 v4[2] = {};
+        int n = (p.family == 6 && allowed) ? sg_embedded_v4(p.dst, v4) : 0;
+        if (n > 0) allowed &= sg_allowed_v4(gen, classes, pol->n_classes, v4[0]);
+        if (n > 1) allowed &= sg_allowed_v4(gen, classes, pol->n_classes, v4[1]);
       } else {
         d.reason = SG_NET_REASON_UNKNOWN; /* class 0: allowed for nobody */
       }

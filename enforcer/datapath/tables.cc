@@ -139,8 +139,25 @@ NetTablePlan::NetTablePlan(const policy::CompiledPolicy& p, std::size_t max_v6_n
   classes_ = p.classes;
   // Class 0 is allowed for nobody, whatever the input says (fail closed).
   classes_[0].allowed_datasets = 0;
-  classes_[0].flags &= ~SG_CLASS_EXCEPTION;
+  classes_[0].flags &= ~(SG_CLASS_EXCEPTION | SG_CLASS_PORTS);
   policy_.n_classes = static_cast<std::uint32_t>(p.classes.size());
+  if (p.port_rulesets.size() > SG_PORT_RULESETS)
+    Invalid("port_rulesets: " + std::to_string(p.port_rulesets.size()) + " rule sets, at most " +
+            std::to_string(SG_PORT_RULESETS));
+  policy_.n_rulesets = static_cast<std::uint32_t>(p.port_rulesets.size());
+  for (std::size_t i = 0; i < p.port_rulesets.size(); ++i) {
+    for (const auto& r : p.port_rulesets[i].rule) {
+      if (r.datasets != 0 && ((r.proto != 6 && r.proto != 17) || r.port_lo > r.port_hi))
+        Invalid("port_rulesets[" + std::to_string(i) +
+                "]: a rule needs protocol 6 (tcp) or 17 (udp) and port_lo <= port_hi");
+    }
+    policy_.rulesets[i] = p.port_rulesets[i];
+  }
+  for (std::size_t i = 1; i < classes_.size(); ++i) {
+    if ((classes_[i].flags & SG_CLASS_PORTS) &&
+        (classes_[i].flags >> SG_CLASS_RULESET_SHIFT) >= p.port_rulesets.size())
+      Invalid("classes[" + std::to_string(i) + "]: port rule set out of range");
+  }
   for (std::size_t i = 0; i < p.datasets.size(); ++i) {
     const auto& d = p.datasets[i];
     if (d.index != i)

@@ -92,6 +92,7 @@ int PolicyCheck(const std::vector<std::string>& args, std::ostream& out, std::os
   }
   std::vector<std::filesystem::path> paths(a.positional.begin(), a.positional.end());
   const auto result = LoadPolicyFiles(paths);
+  PrintDiagnostics(result.warnings, err);
   if (!result.ok()) {
     PrintDiagnostics(result.diagnostics, err);
     err << result.diagnostics.size() << " error(s)\n";
@@ -99,7 +100,9 @@ int PolicyCheck(const std::vector<std::string>& args, std::ostream& out, std::os
   }
   out << "ok: " << paths.size() << " file(s), " << result.policy->datasets.size() << " dataset(s), "
       << result.policy->zones.size() << " zone(s), " << result.policy->exceptions.size()
-      << " exception(s)\n";
+      << " exception(s)";
+  if (!result.warnings.empty()) out << ", " << result.warnings.size() << " warning(s)";
+  out << "\n";
   return kOk;
 }
 
@@ -160,6 +163,20 @@ int JurisdictionLookup(const std::vector<std::string>& args, std::ostream& out, 
       }
     }
     out << (any ? "" : " none") << "\n";
+    // A port-limited exception: which datasets reach it on which protocol and port.
+    if ((k.flags & SG_CLASS_PORTS) &&
+        (k.flags >> SG_CLASS_RULESET_SHIFT) < compiled.port_rulesets.size()) {
+      for (const auto& r : compiled.port_rulesets[k.flags >> SG_CLASS_RULESET_SHIFT].rule) {
+        if (r.datasets == 0) break;
+        out << "allowed on " << (r.proto == 6 ? "tcp/" : "udp/") << r.port_lo;
+        if (r.port_hi != r.port_lo) out << "-" << r.port_hi;
+        out << ":";
+        for (const auto& d : compiled.datasets) {
+          if (r.datasets & (std::uint64_t{1} << d.index)) out << " " << d.id;
+        }
+        out << "\n";
+      }
+    }
   }
   return kOk;
 }

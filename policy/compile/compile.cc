@@ -82,12 +82,14 @@ CompiledPolicy Compile(const ValidatedPolicy& policy, const JurisdictionTable& t
     country_class[PackCountry(iso)] = classes.Add({mask, PackCountry(iso), 0, 0});
   }
 
-  // Exceptions: a prefix's datasets are those of every exception containing it.
+  // Exceptions: a prefix's datasets are those of every exception containing it; an exception
+  // with ports grants them only through its rules (protocol + destination port, in the kernel).
   std::vector<Override> exceptions;
   {
     struct Raw {
       IpPrefix prefix;
       std::uint64_t mask;
+      const ExceptionModel* e;
     };
     std::vector<Raw> raw;
     for (const auto& e : policy.exceptions) {
@@ -95,18 +97,53 @@ CompiledPolicy Compile(const ValidatedPolicy& policy, const JurisdictionTable& t
       for (std::size_t i = 0; i < policy.datasets.size(); ++i) {
         if (policy.datasets[i].exceptions.contains(e.name)) mask |= bit(i);
       }
-      for (const auto& p : e.prefixes) raw.push_back({p, mask});
+      for (const auto& p : e.prefixes) raw.push_back({p, mask, &e});
     }
-    std::map<IpPrefix, std::uint64_t> merged;
+    std::map<IpPrefix, std::pair<std::uint64_t, std::map<PortRule, std::uint64_t>>> merged;
     for (const auto& r : raw) {
-      std::uint64_t mask = 0;
+      auto& [mask, rules] = merged[r.prefix];
       for (const auto& o : raw) {
-        if (o.prefix.Contains(r.prefix)) mask |= o.mask;
+        if (!o.prefix.Contains(r.prefix)) continue;
+        if (o.e->ports.empty()) {
+          mask |= o.mask;
+        } else {
+          for (const auto& pr : o.e->ports) rules[pr] |= o.mask;
+        }
       }
-      merged[r.prefix] = mask;
     }
-    for (const auto& [p, mask] : merged) {
-      exceptions.push_back({p, classes.Add({mask, SG_COUNTRY_UNKNOWN, 0, SG_CLASS_EXCEPTION})});
+    std::map<std::vector<std::tuple<std::uint8_t, std::uint16_t, std::uint16_t, std::uint64_t>>,
+             std::uint32_t>
+        ruleset_ids;
+    for (const auto& [p, entry] : merged) {
+      const auto& [mask, rules] = entry;
+      std::uint32_t flags = SG_CLASS_EXCEPTION;
+      std::vector<std::tuple<std::uint8_t, std::uint16_t, std::uint16_t, std::uint64_t>> key;
+      for (const auto& [r, m] : rules) {
+        if (m != 0) key.emplace_back(r.proto, r.lo, r.hi, m);
+      }
+      if (!key.empty()) {
+        if (key.size() > SG_PORT_RULES) {
+          throw std::length_error("exceptions covering " + p.ToString() + " carry " +
+                                  std::to_string(key.size()) + " protocol/port rules, at most " +
+                                  std::to_string(SG_PORT_RULES));
+        }
+        auto it = ruleset_ids.find(key);
+        if (it == ruleset_ids.end()) {
+          if (out.port_rulesets.size() >= SG_PORT_RULESETS) {
+            throw std::length_error("policy needs more than " + std::to_string(SG_PORT_RULESETS) +
+                                    " distinct port-limited exception rule sets");
+          }
+          sg_port_ruleset rs{};
+          for (std::size_t k = 0; k < key.size(); ++k) {
+            const auto& [proto, lo, hi, m] = key[k];
+            rs.rule[k] = sg_port_rule{.datasets = m, .port_lo = lo, .port_hi = hi, .proto = proto};
+          }
+          it = ruleset_ids.emplace(key, static_cast<std::uint32_t>(out.port_rulesets.size())).first;
+          out.port_rulesets.push_back(rs);
+        }
+        flags |= SG_CLASS_PORTS | (it->second << SG_CLASS_RULESET_SHIFT);
+      }
+      exceptions.push_back({p, classes.Add({mask, SG_COUNTRY_UNKNOWN, 0, flags})});
     }
   }
 
@@ -318,6 +355,19 @@ std::string CanonicalEncoding(const CompiledPolicy& c) {
     PutLE(out, p.class_id, 2);
   }
   PutLE(out, c.default_datasets, 8);
+  // Appended only when present, so policies without port-limited exceptions keep their digests.
+  if (!c.port_rulesets.empty()) {
+    out += "PRT";
+    PutLE(out, c.port_rulesets.size(), 4);
+    for (const auto& rs : c.port_rulesets) {
+      for (const auto& r : rs.rule) {
+        PutLE(out, r.datasets, 8);
+        PutLE(out, r.port_lo, 2);
+        PutLE(out, r.port_hi, 2);
+        PutLE(out, r.proto, 1);
+      }
+    }
+  }
   return out;
 }
 

@@ -65,6 +65,36 @@ bool ValidEndpoint(std::string_view e) {
   return ParsePrefix(host).has_value();
 }
 
+// "udp/53", "tcp/853", "tcp/8000-8080".
+std::optional<PortRule> ParsePortRule(std::string_view text) {
+  const auto slash = text.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  const std::string proto = Lower(text.substr(0, slash));
+  PortRule r;
+  if (proto == "tcp") {
+    r.proto = 6;
+  } else if (proto == "udp") {
+    r.proto = 17;
+  } else {
+    return std::nullopt;
+  }
+  auto port = [](std::string_view p) -> std::optional<std::uint16_t> {
+    unsigned v = 0;
+    auto [ptr, ec] = std::from_chars(p.data(), p.data() + p.size(), v);
+    if (p.empty() || ec != std::errc() || ptr != p.data() + p.size() || v == 0 || v > 65535)
+      return std::nullopt;
+    return static_cast<std::uint16_t>(v);
+  };
+  const std::string_view ports = text.substr(slash + 1);
+  const auto dash = ports.find('-');
+  const auto lo = port(ports.substr(0, dash));
+  const auto hi = dash == std::string_view::npos ? lo : port(ports.substr(dash + 1));
+  if (!lo || !hi || *lo > *hi) return std::nullopt;
+  r.lo = *lo;
+  r.hi = *hi;
+  return r;
+}
+
 class Validator {
  public:
   Validator(const std::vector<ParsedFile>& files, std::int64_t now) : files_(files), now_(now) {}
@@ -87,6 +117,7 @@ class Validator {
     }
     LoadResult result;
     result.diagnostics = std::move(diags_);
+    result.warnings = std::move(warnings_);
     if (!result.diagnostics.empty()) return result;
 
     ValidatedPolicy p;
@@ -181,6 +212,31 @@ class Validator {
     m.name = e.name();
     m.reason = e.reason();
     m.prefixes = Cidrs(f, base, e.cidrs(), "exception \"" + e.name() + "\"");
+    for (int k = 0; k < e.ports_size(); ++k) {
+      const std::string pp = base + ".ports[" + std::to_string(k) + "]";
+      if (auto r = ParsePortRule(e.ports(k))) {
+        m.ports.push_back(*r);
+      } else {
+        Err(f, pp,
+            "exception port \"" + e.ports(k) +
+                "\" must be tcp/PORT, udp/PORT or PROTO/LOW-HIGH with ports 1-65535");
+      }
+    }
+    std::sort(m.ports.begin(), m.ports.end());
+    m.ports.erase(std::unique(m.ports.begin(), m.ports.end()), m.ports.end());
+    if (m.ports.size() > SG_PORT_RULES) {
+      Err(f, base + ".ports",
+          "exception \"" + e.name() + "\" lists " + std::to_string(m.ports.size()) +
+              " protocol/port entries, at most " + std::to_string(SG_PORT_RULES));
+    }
+    if (e.ports_size() == 0) {
+      warnings_.push_back(
+          f.At(base + ".name",
+               "warning: exception \"" + e.name() +
+                   "\" names no ports: it carries any protocol and port to its addresses, so a "
+                   "tunnel or relay through them is not stopped; list what it is for, e.g. ports: "
+                   "\"udp/53\" \"tcp/53\""));
+    }
     exceptions_[m.name] = std::move(m);
     exception_order_.push_back(e.name());
     exception_protos_[e.name()] = e;
@@ -432,7 +488,7 @@ class Validator {
 
   const std::vector<ParsedFile>& files_;
   std::int64_t now_;
-  Diagnostics diags_;
+  Diagnostics diags_, warnings_;
   std::map<std::string, ZoneModel> zones_;
   std::map<std::string, ExceptionModel> exceptions_;
   std::vector<std::string> zone_order_, exception_order_;

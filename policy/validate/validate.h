@@ -2,6 +2,7 @@
 // point at file:line:col and say what was expected. Nothing unknown is accepted silently.
 #pragma once
 
+#include <compare>
 #include <cstdint>
 #include <ctime>
 #include <filesystem>
@@ -26,10 +27,18 @@ struct ZoneModel {
   std::vector<IpPrefix> prefixes;
 };
 
+// One protocol and destination port range an exception carries ("udp/53", "tcp/8000-8080").
+struct PortRule {
+  std::uint8_t proto = 0;  // IPPROTO_TCP or IPPROTO_UDP
+  std::uint16_t lo = 0, hi = 0;
+  auto operator<=>(const PortRule&) const = default;
+};
+
 struct ExceptionModel {
   std::string name;
   std::string reason;
   std::vector<IpPrefix> prefixes;
+  std::vector<PortRule> ports;  // sorted, unique; empty: any protocol and port
 };
 
 struct DatasetModel {
@@ -71,6 +80,8 @@ struct ValidatedPolicy {
 struct LoadResult {
   std::optional<ValidatedPolicy> policy;
   Diagnostics diagnostics;
+  // Accepted but weaker than it looks (an exception without ports): shown, never fatal.
+  Diagnostics warnings;
   bool ok() const { return policy.has_value() && diagnostics.empty(); }
 };
 

@@ -226,6 +226,18 @@ TEST_F(ProgRunTest, ControlFramesPassAndAreNotCounted) {
   auto fake_ns = frames::Ipv6(V6("2001:db9::1"), 0, 58, 64);
   fake_ns[14 + 40] = 135;
   EXPECT_EQ(Run(fake_ns), SG_TC_ACT_SHOT);
+  // ND passes unclassified only to link-scope destinations and within the IPv6 minimum MTU.
+  auto big_ns = frames::Ipv6(V6("ff02::1:ff00:1"), 0, 58, 255);
+  big_ns[14 + 40] = 135;
+  big_ns.resize(14 + 40 + 1241, 'T');
+  big_ns[14 + 4] = 1241 >> 8, big_ns[14 + 5] = 1241 & 255;
+  EXPECT_EQ(Run(big_ns), SG_TC_ACT_SHOT) << "NS larger than ND ever is";
+  auto ll_na = frames::Ipv6(V6("fe80::1"), 0, 58, 255);
+  ll_na[14 + 40] = 136;
+  EXPECT_EQ(Run(ll_na), SG_TC_ACT_OK) << "NA to a link-local address";
+  auto global_na = frames::Ipv6(V6("2001:db9::1"), 0, 58, 255);
+  global_na[14 + 40] = 136;
+  EXPECT_EQ(Run(global_na), SG_TC_ACT_SHOT) << "NA with hop limit 255 to a global address";
   auto rs = frames::Ipv6(V6("ff02::2"), 1, 58, 255);
   rs[18 + 40] = 133;
   EXPECT_EQ(Run(rs), SG_TC_ACT_OK) << "tagged router solicitation";
@@ -239,7 +251,7 @@ TEST_F(ProgRunTest, ControlFramesPassAndAreNotCounted) {
   EXPECT_EQ(Run(frames::Ipv6(V6("2001:db8:1::1"))), SG_TC_ACT_OK);
   const auto c = dp_->ReadCounters(kLo, 0);
   EXPECT_EQ(c.packets, 2u) << "only the two exception frames count as data";
-  EXPECT_EQ(c.dropped_packets, 2u);
+  EXPECT_EQ(c.dropped_packets, 4u);
 }
 
 TEST_F(ProgRunTest, UnknownAndNonIpAreDroppedUnlessAllowed) {
@@ -311,6 +323,22 @@ TEST_F(ProgRunTest, TruncatedAndMalformedFramesHaveDefinedVerdicts) {
   lsrr[14] = 0x47;
   lsrr.insert(lsrr.begin() + 34, {0x83, 7, 4, 203, 0, 113, 1, 0});
   EXPECT_EQ(Run(lsrr), SG_TC_ACT_SHOT) << "LSRR";
+  // Every option byte is walked: a record-route option passes, a source route behind 36 NOPs does
+  // not, neither does an option whose length runs past the header.
+  auto rr = frames::Ipv4(eu);
+  rr[14] = 0x47;
+  rr.insert(rr.begin() + 34, {7, 7, 4, 0, 0, 0, 0, 0});
+  EXPECT_EQ(Run(rr), SG_TC_ACT_OK) << "record route";
+  auto deep_lsrr = frames::Ipv4(eu);
+  deep_lsrr[14] = 0x4F;
+  std::vector<std::uint8_t> opts(36, 1);
+  opts.insert(opts.end(), {0x83, 3, 4, 0});
+  deep_lsrr.insert(deep_lsrr.begin() + 34, opts.begin(), opts.end());
+  EXPECT_EQ(Run(deep_lsrr), SG_TC_ACT_SHOT) << "LSRR after 36 NOPs";
+  auto overlong = frames::Ipv4(eu);
+  overlong[14] = 0x46;
+  overlong.insert(overlong.begin() + 34, {1, 7, 8, 0});
+  EXPECT_EQ(Run(overlong), SG_TC_ACT_SHOT) << "option past the header";
   // Three VLAN tags: more than we parse, fail closed.
   auto triple = frames::Ipv4(eu, 2);
   triple.insert(triple.begin() + 20, {0x81, 0x00, 0x00, 0x66});

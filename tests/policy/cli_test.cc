@@ -84,7 +84,10 @@ TEST(PolicyCli, JurisdictionLookup) {
            (SourceDir() / "examples/policies/02-eu-research-zone-resolver.json").string()});
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("exception: yes\n"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("allowed datasets: eu-research\n"), std::string::npos) << r.out;
+  // The resolver exception is limited to DNS: reachable on its ports only.
+  EXPECT_NE(r.out.find("allowed datasets: none\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("allowed on udp/53: eu-research\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("allowed on tcp/853: eu-research\n"), std::string::npos) << r.out;
   r = Cli({"jurisdiction", "lookup", "2001:db8:10::1", "--table", table, "--policy",
            (SourceDir() / "examples/policies/02-eu-research-zone-resolver.json").string()});
   EXPECT_NE(r.out.find("operator zone: provider-fra (DE)\n"), std::string::npos) << r.out;
