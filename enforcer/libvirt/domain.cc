@@ -8,10 +8,34 @@
 
 namespace sovguard::libvirt {
 
+std::string Interface::UncoveredReason() const {
+  if (type == "ethernet" || type == "bridge" || type == "network") {
+    return tap.empty() ? "no host tap device (<target dev>) known for it" : "";
+  }
+  if (type == "direct") {
+    return "macvtap " + (tap.empty() ? std::string("device") : tap) +
+           ": its frames from the guest leave through the host NIC, past no tap sovguard filters";
+  }
+  if (type == "hostdev" || type == "vdpa") {
+    return "a host device (SR-IOV/vDPA) assigned to the guest: its frames never pass a host "
+           "network device sovguard filters";
+  }
+  if (type == "user") {
+    return "QEMU's user-mode network stack: its frames leave as QEMU's own sockets";
+  }
+  if (type == "udp" || type == "mcast" || type == "server" || type == "client") {
+    return "a QEMU socket backend: its frames leave as QEMU's own UDP/TCP sockets";
+  }
+  if (type == "vhostuser") {
+    return "vhost-user: its frames go to another process's shared memory";
+  }
+  return "interface type '" + type + "' is not one sovguard can filter";
+}
+
 std::vector<std::string> DomainDescription::Taps() const {
   std::vector<std::string> taps;
   for (const auto& i : interfaces) {
-    if (!i.tap.empty()) {
+    if (i.UncoveredReason().empty()) {
       taps.push_back(i.tap);
     }
   }
