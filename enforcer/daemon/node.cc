@@ -491,7 +491,8 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest, bool from_hook) {
     n.covered = ifindex != 0 &&
                 std::find(g.ifindexes.begin(), g.ifindexes.end(), ifindex) != g.ifindexes.end();
   }
-  if (!from_hook) RemoveUncoveredNics(g);
+  // A paused guest sends nothing and cannot complete an unplug: handled when it resumes.
+  if (!from_hook && !guest.paused) RemoveUncoveredNics(g);
   // Once per guest run: the quoted log then tells a verifier which guests the snapshot must cover.
   if (measured_guests_.insert(g.uuid).second)
     attestation::measure::MeasureGuest(*measurements_, g.uuid, true);

@@ -94,6 +94,35 @@ Disk ParseDisk(const xmlNode* n) {
 
 }  // namespace
 
+std::optional<std::string> InterfaceXmlWithLinkDown(std::string_view domain_xml,
+                                                    const std::string& mac,
+                                                    const std::string& alias) {
+  std::string error;
+  xml::DocPtr doc = xml::Parse(domain_xml, error);
+  const xmlNode* root = doc ? xmlDocGetRootElement(doc.get()) : nullptr;
+  const xmlNode* devices = root ? xml::Child(root, "devices") : nullptr;
+  const xmlNode* found = nullptr;
+  xml::ForEachElement(devices, [&](const xmlNode* dev) {
+    if (!found && xml::Name(dev) == "interface" &&
+        Lower(AttrOr(xml::Child(dev, "mac"), "address")) == mac &&
+        AttrOr(xml::Child(dev, "alias"), "name") == alias) {
+      found = dev;
+    }
+  });
+  if (!found) {
+    return std::nullopt;
+  }
+  // The tree is ours: the parsers' helpers hand out const nodes.
+  auto* nic = const_cast<xmlNode*>(found);
+  auto* link = const_cast<xmlNode*>(xml::Child(nic, "link"));
+  if (!link) {
+    link = xmlNewChild(nic, nullptr, reinterpret_cast<const xmlChar*>("link"), nullptr);
+  }
+  xmlSetProp(link, reinterpret_cast<const xmlChar*>("state"),
+             reinterpret_cast<const xmlChar*>("down"));
+  return xml::Serialize(doc.get(), nic);
+}
+
 DomainDescription ParseDomainXml(std::string_view text) {
   std::string error;
   xml::DocPtr doc = xml::Parse(text, error);

@@ -2,6 +2,7 @@
 // libvirt pipes into the qemu hook): identity, network taps, disks and sovguard labels.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -55,6 +56,13 @@ class DomainXmlError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// The <interface> element of `domain_xml` with this MAC and alias, with <link state='down'/>: what
+// virDomainUpdateDeviceFlags takes to cut its link in QEMU (frames the guest sends on it are then
+// dropped by QEMU, whatever the guest does). nullopt when no such interface is in the XML.
+std::optional<std::string> InterfaceXmlWithLinkDown(std::string_view domain_xml,
+                                                    const std::string& mac,
+                                                    const std::string& alias);
 
 // Throws DomainXmlError (with line/col or the missing element) when the XML is not a domain.
 // Label problems never throw: they make labels.state kInvalid (fail closed, see labels.h).

@@ -351,6 +351,18 @@ void Watcher::Impl::RemoveNic(virConnectPtr conn, const std::string& uuid, const
       finish(NicRemovalOutcome::kDetached, "no longer attached");
       return;
     }
+    // First QEMU drops whatever the guest sends on it (link down, no guest cooperation needed),
+    // then the unplug, which needs the guest.
+    std::string link = "link not set down";
+    if (auto down = InterfaceXmlWithLinkDown(DomainXml(dom.get()), r.nic.mac, r.nic.alias)) {
+      link = virDomainUpdateDeviceFlags(dom.get(), down->c_str(), VIR_DOMAIN_AFFECT_LIVE) == 0
+                 ? "link down after " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          Clock::now() - r.requested)
+                                          .count()) +
+                       " ms"
+                 : std::string(LibvirtError("link down").what());
+    }
     // Asynchronous in libvirt: it asks QEMU (and the guest) to unplug and emits device-removed.
     std::string detach_error;
     if (r.nic.alias.empty() ||
@@ -377,7 +389,7 @@ void Watcher::Impl::RemoveNic(virConnectPtr conn, const std::string& uuid, const
       seen = removed_events();
     }
     if (!present()) {
-      finish(NicRemovalOutcome::kDetached, "detached");
+      finish(NicRemovalOutcome::kDetached, "detached (" + link + ")");
       return;
     }
     bool stopped = false;
@@ -386,18 +398,19 @@ void Watcher::Impl::RemoveNic(virConnectPtr conn, const std::string& uuid, const
       stopped = stop;
     }
     if (stopped) {
-      finish(NicRemovalOutcome::kFailed, "the watcher stopped before the interface was removed");
+      finish(NicRemovalOutcome::kFailed,
+             "the watcher stopped before the interface was removed (" + link + ")");
       return;
     }
     if (virDomainSuspend(dom.get()) == 0) {
       finish(NicRemovalOutcome::kPaused,
              (detach_error.empty() ? "still attached at the deadline" : detach_error) +
-                 ": guest paused");
+                 ": guest paused (" + link + ")");
       return;
     }
     finish(NicRemovalOutcome::kFailed,
            (detach_error.empty() ? "still attached at the deadline" : detach_error) +
-               "; pausing failed: " + LibvirtError("suspend").what());
+               "; pausing failed: " + LibvirtError("suspend").what() + " (" + link + ")");
   } catch (const std::exception& e) {
     finish(NicRemovalOutcome::kFailed, e.what());
   }

@@ -95,6 +95,30 @@ TEST(DomainXml, EveryInterfaceTypeIsCoveredOrSaysWhyNot) {
   EXPECT_EQ(d.labels.Selectors(), std::vector<std::string>{"team=clinic"});
 }
 
+// What cuts an interface's link in QEMU: its own live XML with <link state='down'/>.
+TEST(DomainXml, InterfaceXmlWithLinkDown) {
+  const std::string xml = Slurp(TestData("domain-interfaces.xml"));
+  const auto user = InterfaceXmlWithLinkDown(xml, "52:54:00:00:00:07", "net6");
+  ASSERT_TRUE(user.has_value());
+  const DomainDescription d = ParseDomainXml("<domain><name>a</name><uuid>u</uuid><devices>" +
+                                             *user + "</devices></domain>");
+  ASSERT_EQ(d.interfaces.size(), 1u);
+  EXPECT_EQ(d.interfaces[0].type, "user");
+  EXPECT_EQ(d.interfaces[0].mac, "52:54:00:00:00:07");
+  EXPECT_NE(user->find("<link state=\"down\"/>"), std::string::npos) << *user;
+  // An existing <link state='up'/> is turned down, not doubled; MAC compared in lower case.
+  const auto up = InterfaceXmlWithLinkDown(
+      "<domain><devices><interface type='user'><mac address='52:54:00:AA:00:01'/>"
+      "<link state='up'/><alias name='net1'/></interface></devices></domain>",
+      "52:54:00:aa:00:01", "net1");
+  ASSERT_TRUE(up.has_value());
+  EXPECT_EQ(up->find("state=\"up\""), std::string::npos) << *up;
+  EXPECT_EQ(up->find("<link"), up->rfind("<link")) << *up;
+  EXPECT_FALSE(InterfaceXmlWithLinkDown(xml, "52:54:00:00:00:07", "net7").has_value());
+  EXPECT_FALSE(InterfaceXmlWithLinkDown(xml, "52:54:00:99:99:99", "net6").has_value());
+  EXPECT_FALSE(InterfaceXmlWithLinkDown("not xml", "52:54:00:00:00:07", "net6").has_value());
+}
+
 // Today's hook input: a guest whose only NIC is a direct (macvtap) or user one has no tap.
 TEST(DomainXml, GuestWithOnlyUncoverableNicsHasNoTaps) {
   const DomainDescription d = ParseDomainXml(
