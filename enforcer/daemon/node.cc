@@ -413,9 +413,11 @@ void Node::RemoveUncoveredNics(const CoveredGuest& g) {
     // Within about 1 s of the device-added event: detached, or else the guest is paused.
     watcher_->RemoveInterface(
         g.uuid, libvirt::Interface{.type = n.type, .tap = n.device, .mac = n.mac, .alias = n.alias},
-        std::chrono::milliseconds(800), [this, key, what](const libvirt::NicRemovalResult& r) {
+        std::chrono::milliseconds(800),
+        [this, key, what, uuid = g.uuid](const libvirt::NicRemovalResult& r) {
           std::lock_guard lock(mu_);
           removing_nics_.erase(key);
+          if (r.outcome == libvirt::NicRemovalOutcome::kPaused) paused_for_nics_.insert(uuid);
           RecordUncovered(std::string(libvirt::ToString(r.outcome)),
                           fmt::format("{}: {} ({} ms)", what, r.detail, r.took.count()));
         });
@@ -491,8 +493,20 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest, bool from_hook) {
     n.covered = ifindex != 0 &&
                 std::find(g.ifindexes.begin(), g.ifindexes.end(), ifindex) != g.ifindexes.end();
   }
-  // A paused guest sends nothing and cannot complete an unplug: handled when it resumes.
+  // A paused guest sends nothing and cannot complete an unplug: handled when it resumes. One we
+  // paused over an interface runs again once the interface is gone.
   if (!from_hook && !guest.paused) RemoveUncoveredNics(g);
+  if (!from_hook && guest.paused && watcher_ && paused_for_nics_.count(g.uuid) != 0 &&
+      std::all_of(g.nics.begin(), g.nics.end(),
+                  [](const GuestNic& n) { return n.reason.empty(); })) {
+    paused_for_nics_.erase(g.uuid);
+    const std::string what = "guest " + g.name + " (" + g.uuid + ") no longer has it";
+    watcher_->ResumeGuest(g.uuid, [this, what](const std::string& error) {
+      std::lock_guard lock(mu_);
+      RecordUncovered(error.empty() ? "resumed" : "failed",
+                      what + (error.empty() ? ": resumed" : ": resuming failed: " + error));
+    });
+  }
   // Once per guest run: the quoted log then tells a verifier which guests the snapshot must cover.
   if (measured_guests_.insert(g.uuid).second)
     attestation::measure::MeasureGuest(*measurements_, g.uuid, true);
@@ -599,6 +613,7 @@ void Node::OnGuestDown(const libvirt::GuestInfo& guest) {
       log::Warning("guest {}: storage: {}", it->second.name, e.what());
     }
   }
+  paused_for_nics_.erase(it->second.uuid);
   if (measured_guests_.erase(it->second.uuid) != 0)
     attestation::measure::MeasureGuest(*measurements_, it->second.uuid, false);
   log::Info("guest {} down: detached", it->second.name);

@@ -186,7 +186,8 @@ class Node {
   std::map<std::uint32_t, std::string> adopted_;  // ifindex -> guest name
   // Guests the measurement log says this node runs (guest:<uuid> covered, not yet released).
   std::set<std::string> measured_guests_;
-  std::set<std::string> removing_nics_;  // "uuid/mac/alias" with a removal under way
+  std::set<std::string> removing_nics_;    // "uuid/mac/alias" with a removal under way
+  std::set<std::string> paused_for_nics_;  // uuids paused over an interface, resumed without it
   std::uint64_t tamper_checks_ = 0;
   std::unique_ptr<datapath::NetDatapath> net_;
   std::unique_ptr<storage::StorageDatapath> storage_;  // null when it could not load (reported)

@@ -58,7 +58,7 @@ std::optional<GuestInfo> ResolveGuest(virDomainPtr dom, const std::string& qemu_
 
 namespace {
 
-enum class Kind { kReconcile, kConnectionLost, kLifecycle, kChanged, kRemoveNic };
+enum class Kind { kReconcile, kConnectionLost, kLifecycle, kChanged, kRemoveNic, kResume };
 
 struct NicRemoval {
   Interface nic;
@@ -73,7 +73,8 @@ struct Work {
   int event = 0;   // lifecycle: virDomainEventType
   int detail = 0;  // lifecycle detail
   ChangeReason reason = ChangeReason::kReconcile;
-  std::shared_ptr<NicRemoval> removal;  // kRemoveNic
+  std::shared_ptr<NicRemoval> removal;                    // kRemoveNic
+  std::function<void(const std::string& error)> resumed;  // kResume
 };
 
 // Event callbacks hold a Sink, not the Impl: clearing `push` (under mu) makes late callbacks
@@ -240,7 +241,9 @@ void Watcher::Impl::Run() {
       is_connected = true;  // under mu: WaitConnected() checks it with the same lock
       // Events that arrived for the old connection are superseded by the reconcile; interface
       // removals still run, on the new connection.
-      std::erase_if(queue, [](const Work& w) { return w.kind != Kind::kRemoveNic; });
+      std::erase_if(queue, [](const Work& w) {
+        return w.kind != Kind::kRemoveNic && w.kind != Kind::kResume;
+      });
       queue.push_back({Kind::kReconcile, {}});
       if (callbacks.on_connection) {
         lock.unlock();
@@ -323,6 +326,13 @@ void Watcher::Impl::Process(virConnectPtr conn, const Work& w) {
     case Kind::kRemoveNic:
       RemoveNic(conn, w.uuid, *w.removal);
       return;
+    case Kind::kResume: {
+      DomainPtr dom = LookupDomain(conn, w.uuid);
+      std::string error;
+      if (!dom || virDomainResume(dom.get()) != 0) error = LibvirtError("resume").what();
+      w.resumed(error);
+      return;
+    }
   }
 }
 
@@ -635,6 +645,13 @@ void Watcher::RemoveInterface(const std::string& uuid, const Interface& nic,
     impl_->queue.push_front(std::move(w));
   }
   impl_->cv.notify_all();
+}
+
+void Watcher::ResumeGuest(const std::string& uuid,
+                          std::function<void(const std::string& error)> done) {
+  Work w{Kind::kResume, uuid};
+  w.resumed = std::move(done);
+  impl_->Push(std::move(w));
 }
 
 std::string_view ToString(NicRemovalOutcome o) {

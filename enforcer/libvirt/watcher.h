@@ -101,6 +101,8 @@ class Watcher {
   void RemoveInterface(const std::string& uuid, const Interface& nic,
                        std::chrono::milliseconds deadline,
                        std::function<void(const NicRemovalResult&)> done);
+  // Resumes a guest (virDomainResume) on the worker; `done` gets "" or libvirt's error.
+  void ResumeGuest(const std::string& uuid, std::function<void(const std::string& error)> done);
 
   // What the watcher last delivered for each running guest (for `sovguardctl status`).
   [[nodiscard]] std::vector<GuestInfo> Guests() const;

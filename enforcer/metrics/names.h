@@ -228,7 +228,8 @@ inline constexpr MetricDef kUncoveredInterfaces{
     .type = kCounter,
     .help =
         "Interfaces sovguard cannot filter on guests holding a dataset, per action: refused "
-        "(start refused), detach_requested, detached, paused, gone, failed.",
+        "(start refused), detach_requested, detached, paused, resumed (once it is gone), gone, "
+        "failed.",
     .labels = {"action"}};
 
 // ---- API and hook ---------------------------------------------------------------------------
