@@ -264,31 +264,36 @@ std::uint64_t Node::DatasetsFor(const libvirt::GuestInfo& guest) const {
     for (const auto& d : policy_->compiled.datasets) all |= 1ULL << d.index;
     return all;
   }
-  std::vector<std::string> held = labels.AllDatasets();
-  std::uint64_t mask = validated.DatasetsForGuest(guest.domain.name, guest.domain.uuid, {});
-  if (labels.state == libvirt::LabelState::kValid) {
-    mask = 0;
-    for (const auto& id : held) {
-      bool known = false;
-      for (const auto& d : policy_->compiled.datasets) {
-        if (d.id == id) {
-          mask |= 1ULL << d.index;
-          known = true;
-        }
-      }
-      if (!known) {
-        log::Warning(
-            "guest {} holds dataset '{}' that the policy does not define: treated as "
-            "holding every dataset",
-            guest.domain.name, id);
-        for (const auto& d : policy_->compiled.datasets) mask |= 1ULL << d.index;
+  // The policy's selectors by name, UUID or key=value label, without the unlabelled default.
+  const std::vector<std::string> selectors = labels.Selectors();
+  std::uint64_t selected = 0;
+  for (std::size_t i = 0; i < validated.datasets.size() && i < 64; ++i) {
+    const auto& d = validated.datasets[i];
+    auto has = [](const std::vector<std::string>& v, const std::string& x) {
+      return std::find(v.begin(), v.end(), x) != v.end();
+    };
+    bool hit = has(d.guest_names, guest.domain.name) || has(d.guest_uuids, guest.domain.uuid);
+    for (const auto& s : selectors) hit = hit || has(d.guest_labels, s);
+    if (hit) selected |= 1ULL << i;
+  }
+  std::uint64_t mask = selected;
+  for (const auto& id : labels.AllDatasets()) {
+    bool known = false;
+    for (const auto& d : policy_->compiled.datasets) {
+      if (d.id == id) {
+        mask |= 1ULL << d.index;
+        known = true;
       }
     }
-    mask |= validated.DatasetsForGuest(guest.domain.name, guest.domain.uuid, {}) &
-            ~validated.DefaultMask();
-    if (mask == 0) mask = validated.DefaultMask();
+    if (!known) {
+      log::Warning(
+          "guest {} holds dataset '{}' that the policy does not define: treated as "
+          "holding every dataset",
+          guest.domain.name, id);
+      for (const auto& d : policy_->compiled.datasets) mask |= 1ULL << d.index;
+    }
   }
-  return mask;
+  return mask != 0 ? mask : validated.DefaultMask();
 }
 
 std::vector<std::uint16_t> Node::EthertypesFor(std::uint64_t datasets) const {
@@ -349,7 +354,77 @@ void Node::StartStorage() {
   }
 }
 
-void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
+std::vector<GuestNic> Node::ClassifyNics(const libvirt::DomainDescription& domain) {
+  std::vector<GuestNic> nics;
+  for (const auto& i : domain.interfaces) {
+    GuestNic n{.type = i.type,
+               .device = i.tap,
+               .mac = i.mac,
+               .alias = i.alias,
+               .reason = i.UncoveredReason()};
+    // A device that exists but is no TAP (a network in macvtap mode, an unmanaged ethernet
+    // device) is not covered either; one that does not exist yet fails when it is attached.
+    if (n.reason.empty() && ::if_nametoindex(n.device.c_str()) != 0)
+      n.reason = libvirt::NotATapReason(n.device);
+    nics.push_back(std::move(n));
+  }
+  return nics;
+}
+
+std::string Node::UncoveredRefusal(const libvirt::DomainDescription& domain,
+                                   std::uint64_t datasets) {
+  if (datasets == 0) return {};  // a guest holding no dataset may keep any NIC
+  std::string nics;
+  std::size_t index = 0;
+  for (const auto& n : ClassifyNics(domain)) {
+    ++index;
+    if (n.reason.empty()) continue;
+    nics += fmt::format("{}interface {}{} (type {}, mac {}): {}", nics.empty() ? "" : "; ", index,
+                        n.alias.empty() ? "" : " " + n.alias, n.type, n.mac, n.reason);
+  }
+  if (nics.empty()) return {};
+  std::string held;
+  for (const auto& d : policy_->compiled.datasets)
+    if (datasets & (1ULL << d.index)) held += (held.empty() ? "" : ", ") + d.id;
+  return fmt::format("it holds dataset(s) {} and has interfaces sovguard cannot filter: {}", held,
+                     nics);
+}
+
+void Node::RecordUncovered(const std::string& action, const std::string& detail) {
+  metrics_->Inc(metrics::kUncoveredInterfaces, {action});
+  log::Write(log::Level::kWarning, "uncovered interface " + action + ": " + detail,
+             {{"EVENT", "uncovered_interface"}, {"ACTION", action}});
+  // Auditors see it in the quoted log.
+  measurements_->MeasureBytes(
+      cel::EventKind::kEnforcementState, "interface:" + action,
+      std::span(reinterpret_cast<const std::uint8_t*>(detail.data()), detail.size()), detail);
+}
+
+void Node::RemoveUncoveredNics(const CoveredGuest& g) {
+  if (g.datasets == 0 || !watcher_) return;
+  for (const auto& n : g.nics) {
+    if (n.reason.empty()) continue;
+    const std::string key = g.uuid + "/" + n.mac + "/" + n.alias;
+    if (!removing_nics_.insert(key).second) continue;  // under way
+    const std::string what =
+        fmt::format("guest {} ({}) holds a dataset: interface {} (type {}, mac {}): {}", g.name,
+                    g.uuid, n.alias, n.type, n.mac, n.reason);
+    RecordUncovered("detach_requested", what);
+    // Within about 1 s of the device-added event: detached, or else the guest is paused.
+    watcher_->RemoveInterface(
+        g.uuid, libvirt::Interface{.type = n.type, .tap = n.device, .mac = n.mac, .alias = n.alias},
+        std::chrono::milliseconds(800),
+        [this, key, what, uuid = g.uuid](const libvirt::NicRemovalResult& r) {
+          std::lock_guard lock(mu_);
+          removing_nics_.erase(key);
+          if (r.outcome == libvirt::NicRemovalOutcome::kPaused) paused_for_nics_.insert(uuid);
+          RecordUncovered(std::string(libvirt::ToString(r.outcome)),
+                          fmt::format("{}: {} ({} ms)", what, r.detail, r.took.count()));
+        });
+  }
+}
+
+void Node::OnGuestUp(const libvirt::GuestInfo& guest, bool from_hook) {
   std::lock_guard lock(mu_);
   CoveredGuest& g = guests_[guest.domain.uuid];
   const std::vector<std::uint32_t> previous = g.ifindexes;
@@ -362,7 +437,11 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
                                   : guest.domain.labels.state == libvirt::LabelState::kInvalid
                                       ? "invalid"
                                       : "absent",
-                   .error = guest.domain.labels.error};
+                   .error = guest.domain.labels.error,
+                   .nics = ClassifyNics(guest.domain)};
+  g.taps.clear();  // only TAP devices: a macvtap's ingress is not what the guest sends
+  for (const auto& n : g.nics)
+    if (n.reason.empty()) g.taps.push_back(n.device);
   const std::vector<std::uint16_t> ethertypes = EthertypesFor(g.datasets);
   for (const auto& tap : g.taps) {
     const unsigned ifindex = ::if_nametoindex(tap.c_str());
@@ -408,6 +487,25 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest) {
     if (std::find(g.ifindexes.begin(), g.ifindexes.end(), ifindex) == g.ifindexes.end()) {
       net_->RemoveGuest(ifindex);
     }
+  }
+  for (auto& n : g.nics) {
+    const unsigned ifindex = n.reason.empty() ? ::if_nametoindex(n.device.c_str()) : 0;
+    n.covered = ifindex != 0 &&
+                std::find(g.ifindexes.begin(), g.ifindexes.end(), ifindex) != g.ifindexes.end();
+  }
+  // A paused guest sends nothing and cannot complete an unplug: handled when it resumes. One we
+  // paused over an interface runs again once the interface is gone.
+  if (!from_hook && !guest.paused) RemoveUncoveredNics(g);
+  if (!from_hook && guest.paused && watcher_ && paused_for_nics_.count(g.uuid) != 0 &&
+      std::all_of(g.nics.begin(), g.nics.end(),
+                  [](const GuestNic& n) { return n.reason.empty(); })) {
+    paused_for_nics_.erase(g.uuid);
+    const std::string what = "guest " + g.name + " (" + g.uuid + ") no longer has it";
+    watcher_->ResumeGuest(g.uuid, [this, what](const std::string& error) {
+      std::lock_guard lock(mu_);
+      RecordUncovered(error.empty() ? "resumed" : "failed",
+                      what + (error.empty() ? ": resumed" : ": resuming failed: " + error));
+    });
   }
   // Once per guest run: the quoted log then tells a verifier which guests the snapshot must cover.
   if (measured_guests_.insert(g.uuid).second)
@@ -459,7 +557,15 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
   }
   libvirt::GuestInfo guest;
   guest.domain = *event.domain;
-  OnGuestUp(guest);
+  {
+    std::lock_guard lock(mu_);
+    if (const auto why = UncoveredRefusal(guest.domain, DatasetsFor(guest)); !why.empty()) {
+      RecordUncovered("refused", "guest " + guest.domain.name + " (" + guest.domain.uuid +
+                                     "): start refused: " + why);
+      return {.ok = false, .error = "sovguard refuses to start it: " + why};
+    }
+  }
+  OnGuestUp(guest, /*from_hook=*/true);
   std::lock_guard lock(mu_);
   const auto it = guests_.find(guest.domain.uuid);
   if (it == guests_.end() || it->second.ifindexes.size() != it->second.taps.size()) {
@@ -507,6 +613,7 @@ void Node::OnGuestDown(const libvirt::GuestInfo& guest) {
       log::Warning("guest {}: storage: {}", it->second.name, e.what());
     }
   }
+  paused_for_nics_.erase(it->second.uuid);
   if (measured_guests_.erase(it->second.uuid) != 0)
     attestation::measure::MeasureGuest(*measurements_, it->second.uuid, false);
   log::Info("guest {} down: detached", it->second.name);
@@ -988,9 +1095,19 @@ nlohmann::json Node::Status() const {
                              {"tag", program_tag_},
                              {"attached", covered && it != attached.end() && it->second}});
     }
+    nlohmann::json nics = nlohmann::json::array();
+    for (const auto& n : g.nics) {
+      nics.push_back({{"type", n.type},
+                      {"device", n.device},
+                      {"mac", n.mac},
+                      {"alias", n.alias},
+                      {"covered", n.covered},
+                      {"reason", n.reason}});
+    }
     guests.push_back({{"name", g.name},
                       {"uuid", g.uuid},
                       {"taps", g.taps},
+                      {"interfaces", nics},
                       {"cgroup", g.cgroup},
                       {"datasets_mask", g.datasets},
                       {"datasets", datasets},
@@ -1114,6 +1231,16 @@ attestation::v1::EnforcementSnapshot Node::Snapshot() const {
         gd->set_bit(d.index);
         gd->set_mode(ModeText(d.mode));
       }
+    }
+    for (const auto& n : g.nics) {
+      auto* nic = guest->add_interfaces();
+      nic->set_type(n.type);
+      nic->set_device(n.device);
+      nic->set_mac(n.mac);
+      const unsigned ifindex = n.covered ? ::if_nametoindex(n.device.c_str()) : 0;
+      const bool covered = ifindex != 0 && broken.count(ifindex) == 0;
+      nic->set_mechanism(covered ? "tc/ingress" : "");
+      nic->set_covered(covered);
     }
     // Only what the kernel shows right now: a tap whose filter is missing or not ours is left
     // out (the verifier then reports the guest as not covered).

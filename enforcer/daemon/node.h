@@ -65,6 +65,15 @@ class AttestationServiceImpl;
 
 namespace sovguard::daemon {
 
+// One interface of a guest, whatever its type: a tap whose clsact ingress carries the residency
+// program is covered; anything else (macvtap, SR-IOV, user, socket, vhost-user...) is not, and
+// must not stay on a guest holding a dataset.
+struct GuestNic {
+  std::string type, device, mac, alias;
+  std::string reason;  // why it cannot be covered; empty for a tap
+  bool covered = false;
+};
+
 // What the node knows about one guest it covers.
 struct CoveredGuest {
   std::string name;
@@ -75,6 +84,7 @@ struct CoveredGuest {
   std::uint64_t datasets = 0;
   std::string label_state;  // absent | valid | invalid
   std::string error;        // why a tap could not be covered, if any
+  std::vector<GuestNic> nics;
 };
 
 class Node {
@@ -115,7 +125,17 @@ class Node {
   std::vector<attestation::v1::MechanismState> Mechanisms() const;  // needs mu_
   void MeasureDowngrades();                                         // needs mu_
   void StartApi();
-  void OnGuestUp(const libvirt::GuestInfo& guest);
+  // from_hook: libvirt's start hook (the guest is not running; never call libvirt back).
+  void OnGuestUp(const libvirt::GuestInfo& guest, bool from_hook = false);
+  // Every interface of a domain, with why it cannot be covered (needs no lock).
+  static std::vector<GuestNic> ClassifyNics(const libvirt::DomainDescription& domain);
+  // Non-empty: why a guest holding `datasets` must not start with these interfaces. Needs mu_.
+  std::string UncoveredRefusal(const libvirt::DomainDescription& domain, std::uint64_t datasets);
+  // Detaches (or pauses the guest over) every uncovered interface of a running guest holding a
+  // dataset, through the watcher's libvirt connection; logged, counted, measured. Needs mu_.
+  void RemoveUncoveredNics(const CoveredGuest& g);
+  // An uncovered-interface action: warning log, metric and TPM log record. Needs mu_.
+  void RecordUncovered(const std::string& action, const std::string& detail);
   void OnGuestDown(const libvirt::GuestInfo& guest);
   libvirt::HookResponse OnHook(const libvirt::HookEvent& event);
   libvirt::HookResponse HandleHook(const libvirt::HookEvent& event);
@@ -166,6 +186,8 @@ class Node {
   std::map<std::uint32_t, std::string> adopted_;  // ifindex -> guest name
   // Guests the measurement log says this node runs (guest:<uuid> covered, not yet released).
   std::set<std::string> measured_guests_;
+  std::set<std::string> removing_nics_;    // "uuid/mac/alias" with a removal under way
+  std::set<std::string> paused_for_nics_;  // uuids paused over an interface, resumed without it
   std::uint64_t tamper_checks_ = 0;
   std::unique_ptr<datapath::NetDatapath> net_;
   std::unique_ptr<storage::StorageDatapath> storage_;  // null when it could not load (reported)

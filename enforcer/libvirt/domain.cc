@@ -8,10 +8,34 @@
 
 namespace sovguard::libvirt {
 
+std::string Interface::UncoveredReason() const {
+  if (type == "ethernet" || type == "bridge" || type == "network") {
+    return tap.empty() ? "no host tap device (<target dev>) known for it" : "";
+  }
+  if (type == "direct") {
+    return "macvtap " + (tap.empty() ? std::string("device") : tap) +
+           ": its frames from the guest leave through the host NIC, past no tap sovguard filters";
+  }
+  if (type == "hostdev" || type == "vdpa") {
+    return "a host device (SR-IOV/vDPA) assigned to the guest: its frames never pass a host "
+           "network device sovguard filters";
+  }
+  if (type == "user") {
+    return "QEMU's user-mode network stack: its frames leave as QEMU's own sockets";
+  }
+  if (type == "udp" || type == "mcast" || type == "server" || type == "client") {
+    return "a QEMU socket backend: its frames leave as QEMU's own UDP/TCP sockets";
+  }
+  if (type == "vhostuser") {
+    return "vhost-user: its frames go to another process's shared memory";
+  }
+  return "interface type '" + type + "' is not one sovguard can filter";
+}
+
 std::vector<std::string> DomainDescription::Taps() const {
   std::vector<std::string> taps;
   for (const auto& i : interfaces) {
-    if (!i.tap.empty()) {
+    if (i.UncoveredReason().empty()) {
       taps.push_back(i.tap);
     }
   }
@@ -69,6 +93,35 @@ Disk ParseDisk(const xmlNode* n) {
 }
 
 }  // namespace
+
+std::optional<std::string> InterfaceXmlWithLinkDown(std::string_view domain_xml,
+                                                    const std::string& mac,
+                                                    const std::string& alias) {
+  std::string error;
+  xml::DocPtr doc = xml::Parse(domain_xml, error);
+  const xmlNode* root = doc ? xmlDocGetRootElement(doc.get()) : nullptr;
+  const xmlNode* devices = root ? xml::Child(root, "devices") : nullptr;
+  const xmlNode* found = nullptr;
+  xml::ForEachElement(devices, [&](const xmlNode* dev) {
+    if (!found && xml::Name(dev) == "interface" &&
+        Lower(AttrOr(xml::Child(dev, "mac"), "address")) == mac &&
+        AttrOr(xml::Child(dev, "alias"), "name") == alias) {
+      found = dev;
+    }
+  });
+  if (!found) {
+    return std::nullopt;
+  }
+  // The tree is ours: the parsers' helpers hand out const nodes.
+  auto* nic = const_cast<xmlNode*>(found);
+  auto* link = const_cast<xmlNode*>(xml::Child(nic, "link"));
+  if (!link) {
+    link = xmlNewChild(nic, nullptr, reinterpret_cast<const xmlChar*>("link"), nullptr);
+  }
+  xmlSetProp(link, reinterpret_cast<const xmlChar*>("state"),
+             reinterpret_cast<const xmlChar*>("down"));
+  return xml::Serialize(doc.get(), nic);
+}
 
 DomainDescription ParseDomainXml(std::string_view text) {
   std::string error;

@@ -2,6 +2,7 @@
 // libvirt pipes into the qemu hook): identity, network taps, disks and sovguard labels.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -13,10 +14,16 @@ namespace sovguard::libvirt {
 
 struct Interface {
   std::string type;   // libvirt interface type: ethernet, bridge, network, direct...
-  std::string tap;    // <target dev=...>; empty when libvirt has not assigned one (inactive XML)
+  std::string tap;    // <target dev=...> (a tap, or a macvtap for direct); empty when libvirt has
+                      // not assigned one (inactive XML) or the type has no host device
   std::string mac;    // lower-case aa:bb:cc:dd:ee:ff
   std::string model;  // virtio, e1000...
   std::string alias;  // net0... (live XML), matches device-added/removed events
+
+  // Empty when the guest's frames leave through a host tap device sovguard filters on its clsact
+  // ingress (ethernet, bridge and network interfaces with a <target dev>; the daemon still checks
+  // the kernel's device is a tun/tap in TAP mode); otherwise why sovguard cannot filter it.
+  [[nodiscard]] std::string UncoveredReason() const;
   bool operator==(const Interface&) const = default;
 };
 
@@ -39,7 +46,9 @@ struct DomainDescription {
   std::vector<Disk> disks;
   GuestLabels labels;
 
-  [[nodiscard]] std::vector<std::string> Taps() const;  // non-empty tap names, in device order
+  // The target devices of interfaces with no UncoveredReason(), in device order (a direct
+  // interface's macvtap is not one: its frames from the guest never pass a tap's ingress).
+  [[nodiscard]] std::vector<std::string> Taps() const;
   bool operator==(const DomainDescription&) const = default;
 };
 
@@ -47,6 +56,13 @@ class DomainXmlError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// The <interface> element of `domain_xml` with this MAC and alias, with <link state='down'/>: what
+// virDomainUpdateDeviceFlags takes to cut its link in QEMU (frames the guest sends on it are then
+// dropped by QEMU, whatever the guest does). nullopt when no such interface is in the XML.
+std::optional<std::string> InterfaceXmlWithLinkDown(std::string_view domain_xml,
+                                                    const std::string& mac,
+                                                    const std::string& alias);
 
 // Throws DomainXmlError (with line/col or the missing element) when the XML is not a domain.
 // Label problems never throw: they make labels.state kInvalid (fail closed, see labels.h).

@@ -48,6 +48,7 @@ GuestLabels LabelsFromElement(const xmlNode* guest) {
     return Invalid(Where(guest) + ": unknown attribute '" + *a + "'");
   }
   std::set<std::string> seen;
+  std::set<std::string> keys;
   for (const xmlNode* c = guest->children; c; c = c->next) {
     if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE) {
       std::string t = xml::Text(c);
@@ -108,10 +109,38 @@ GuestLabels LabelsFromElement(const xmlNode* guest) {
       if (std::find(labels.disks.begin(), labels.disks.end(), d) == labels.disks.end()) {
         labels.disks.push_back(std::move(d));
       }
+    } else if (name == "label") {
+      if (auto a = UnknownAttr(c, {"key", "value"})) {
+        return Invalid(Where(c) + ": unknown attribute '" + *a + "'");
+      }
+      auto key = xml::Attr(c, "key");
+      auto value = xml::Attr(c, "value");
+      if (!key) {
+        return Invalid(Where(c) + ": missing attribute 'key'");
+      }
+      if (!value) {
+        return Invalid(Where(c) + ": missing attribute 'value'");
+      }
+      if (!ValidLabelKey(*key)) {
+        return Invalid(Where(c) + ": invalid label key '" + *key +
+                       "' (1..63 of [A-Za-z0-9._/-], starting with a letter or digit)");
+      }
+      if (!ValidLabelValue(*value)) {
+        return Invalid(Where(c) + ": invalid label value '" + *value +
+                       "' (0..128 of [A-Za-z0-9._:/@+-])");
+      }
+      if (c->children) {
+        return Invalid(Where(c) + ": must be empty");
+      }
+      // Two values for one key would make selection depend on which one a reader takes.
+      if (!keys.insert(*key).second) {
+        return Invalid(Where(c) + ": label key '" + *key + "' given twice");
+      }
+      labels.labels.push_back({*key, *value});
     } else {
       return Invalid(Where(c) +
-                     ": unknown element (expected <dataset id=...> or "
-                     "<disk target=... dataset=...>)");
+                     ": unknown element (expected <dataset id=...>, "
+                     "<disk target=... dataset=...> or <label key=... value=...>)");
     }
   }
   return labels;
@@ -125,6 +154,15 @@ std::vector<std::string> GuestLabels::AllDatasets() const {
     all.insert(d.dataset);
   }
   return {all.begin(), all.end()};
+}
+
+std::vector<std::string> GuestLabels::Selectors() const {
+  std::vector<std::string> out;
+  out.reserve(labels.size());
+  for (const auto& l : labels) {
+    out.push_back(l.Selector());
+  }
+  return out;
 }
 
 std::string_view ToString(LabelState s) {
@@ -151,6 +189,31 @@ bool ValidDatasetId(std::string_view id) {
   }
   return std::all_of(id.begin(), id.end(), [&](char c) {
     return alnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
+  });
+}
+
+namespace {
+bool Alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+}  // namespace
+
+bool ValidLabelKey(std::string_view key) {
+  if (key.empty() || key.size() > 63 || !Alnum(key.front())) {
+    return false;
+  }
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return Alnum(c) || c == '.' || c == '_' || c == '/' || c == '-';
+  });
+}
+
+bool ValidLabelValue(std::string_view value) {
+  if (value.size() > 128) {
+    return false;
+  }
+  return std::all_of(value.begin(), value.end(), [](char c) {
+    return Alnum(c) || c == '.' || c == '_' || c == ':' || c == '/' || c == '@' || c == '+' ||
+           c == '-';
   });
 }
 
@@ -210,6 +273,9 @@ std::string SerializeLabels(const GuestLabels& labels) {
   }
   for (const auto& d : labels.disks) {
     xml += "<disk target=\"" + escape(d.target) + "\" dataset=\"" + escape(d.dataset) + "\"/>";
+  }
+  for (const auto& l : labels.labels) {
+    xml += "<label key=\"" + escape(l.key) + "\" value=\"" + escape(l.value) + "\"/>";
   }
   xml += "</guest>";
   return xml;

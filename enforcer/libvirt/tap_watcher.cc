@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/if_arp.h>
 #include <linux/if_link.h>
+#include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <poll.h>
@@ -12,6 +13,8 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <stdexcept>
 #include <system_error>
@@ -44,6 +47,33 @@ std::string AttrString(const char* p, size_t n) {
 }
 
 }  // namespace
+
+std::string NotATapReason(const std::string& name) {
+  if (name.empty() || name.size() >= IFNAMSIZ || name == "." || name == ".." ||
+      name.find('/') != std::string::npos) {
+    return "'" + name + "' is not a network device name";
+  }
+  const std::filesystem::path dev = std::filesystem::path("/sys/class/net") / name;
+  std::error_code ec;
+  if (!std::filesystem::exists(dev, ec)) {
+    return "device " + name + " does not exist";
+  }
+  std::ifstream in(dev / "tun_flags");
+  std::string flags;
+  if (!(in >> flags)) {
+    return "device " + name + " is not a tun/tap device";
+  }
+  unsigned long value = 0;
+  try {
+    value = std::stoul(flags, nullptr, 16);
+  } catch (const std::exception&) {
+    return "device " + name + ": unreadable tun_flags '" + flags + "'";
+  }
+  if ((value & IFF_TAP) == 0) {
+    return "device " + name + " is a layer-3 TUN, not a TAP";
+  }
+  return {};
+}
 
 struct TapWatcher::Impl {
   Callback cb;

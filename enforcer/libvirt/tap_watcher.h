@@ -21,6 +21,12 @@ struct TapEvent {
   bool ethernet = false;
 };
 
+// Empty when `name` is a tun/tap device in TAP mode (Ethernet frames, what QEMU uses) in this
+// network namespace, read from sysfs (tun_flags); otherwise why not: no such device, another kind
+// of device (a macvtap, a veth...), or a layer-3 TUN. The daemon counts an interface covered only
+// when this holds for its device.
+std::string NotATapReason(const std::string& name);
+
 class TapWatcher {
  public:
   using Callback = std::function<void(const TapEvent&)>;

@@ -58,7 +58,14 @@ std::optional<GuestInfo> ResolveGuest(virDomainPtr dom, const std::string& qemu_
 
 namespace {
 
-enum class Kind { kReconcile, kConnectionLost, kLifecycle, kChanged };
+enum class Kind { kReconcile, kConnectionLost, kLifecycle, kChanged, kRemoveNic, kResume };
+
+struct NicRemoval {
+  Interface nic;
+  std::chrono::steady_clock::time_point requested;
+  std::chrono::milliseconds deadline;
+  std::function<void(const NicRemovalResult&)> done;
+};
 
 struct Work {
   Kind kind;
@@ -66,6 +73,8 @@ struct Work {
   int event = 0;   // lifecycle: virDomainEventType
   int detail = 0;  // lifecycle detail
   ChangeReason reason = ChangeReason::kReconcile;
+  std::shared_ptr<NicRemoval> removal;                    // kRemoveNic
+  std::function<void(const std::string& error)> resumed;  // kResume
 };
 
 // Event callbacks hold a Sink, not the Impl: clearing `push` (under mu) makes late callbacks
@@ -122,6 +131,7 @@ struct Watcher::Impl {
   void DefinedByUuid(virConnectPtr conn, const std::string& uuid);
   void Refresh(virConnectPtr conn, const std::string& uuid, std::optional<ChangeReason> reason);
   void Down(const std::string& uuid);
+  void RemoveNic(virConnectPtr conn, const std::string& uuid, const NicRemoval& r);
   void Deliver(const GuestInfo& g, std::optional<ChangeReason> reason);
 };
 
@@ -229,8 +239,11 @@ void Watcher::Impl::Run() {
       backoff = options.reconnect_min;
       ++n_connections;
       is_connected = true;  // under mu: WaitConnected() checks it with the same lock
-      // Events that arrived for the old connection are superseded by the reconcile.
-      queue.clear();
+      // Events that arrived for the old connection are superseded by the reconcile; interface
+      // removals still run, on the new connection.
+      std::erase_if(queue, [](const Work& w) {
+        return w.kind != Kind::kRemoveNic && w.kind != Kind::kResume;
+      });
       queue.push_back({Kind::kReconcile, {}});
       if (callbacks.on_connection) {
         lock.unlock();
@@ -310,6 +323,106 @@ void Watcher::Impl::Process(virConnectPtr conn, const Work& w) {
       }
     case Kind::kConnectionLost:
       return;
+    case Kind::kRemoveNic:
+      RemoveNic(conn, w.uuid, *w.removal);
+      return;
+    case Kind::kResume: {
+      DomainPtr dom = LookupDomain(conn, w.uuid);
+      std::string error;
+      if (!dom || virDomainResume(dom.get()) != 0) error = LibvirtError("resume").what();
+      w.resumed(error);
+      return;
+    }
+  }
+}
+
+void Watcher::Impl::RemoveNic(virConnectPtr conn, const std::string& uuid, const NicRemoval& r) {
+  using Clock = std::chrono::steady_clock;
+  auto finish = [&](NicRemovalOutcome o, std::string detail) {
+    r.done({o, std::move(detail),
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - r.requested)});
+  };
+  try {
+    DomainPtr dom = LookupDomain(conn, uuid);
+    if (!dom) {
+      finish(NicRemovalOutcome::kGone, "the guest no longer exists");
+      return;
+    }
+    auto present = [&] {
+      if (virDomainIsActive(dom.get()) != 1) {
+        return false;
+      }
+      const auto live = ParseDomainXml(DomainXml(dom.get())).interfaces;
+      return std::any_of(live.begin(), live.end(), [&](const Interface& i) {
+        return i.mac == r.nic.mac && i.alias == r.nic.alias;
+      });
+    };
+    if (!present()) {
+      finish(NicRemovalOutcome::kDetached, "no longer attached");
+      return;
+    }
+    // First QEMU drops whatever the guest sends on it (link down, no guest cooperation needed),
+    // then the unplug, which needs the guest.
+    std::string link = "link not set down";
+    if (auto down = InterfaceXmlWithLinkDown(DomainXml(dom.get()), r.nic.mac, r.nic.alias)) {
+      link = virDomainUpdateDeviceFlags(dom.get(), down->c_str(), VIR_DOMAIN_AFFECT_LIVE) == 0
+                 ? "link down after " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          Clock::now() - r.requested)
+                                          .count()) +
+                       " ms"
+                 : std::string(LibvirtError("link down").what());
+    }
+    // Asynchronous in libvirt: it asks QEMU (and the guest) to unplug and emits device-removed.
+    std::string detach_error;
+    if (r.nic.alias.empty() ||
+        virDomainDetachDeviceAlias(dom.get(), r.nic.alias.c_str(), VIR_DOMAIN_AFFECT_LIVE) < 0) {
+      detach_error =
+          r.nic.alias.empty() ? "the interface has no alias" : LibvirtError("detach-device").what();
+    }
+    // Re-checked on each device-removed event for this guest (queued for the worker), or at the
+    // deadline.
+    auto removed_events = [&] {
+      return std::count_if(queue.begin(), queue.end(), [&](const Work& w) {
+        return w.kind == Kind::kChanged && w.uuid == uuid &&
+               w.reason == ChangeReason::kDeviceRemoved;
+      });
+    };
+    std::ptrdiff_t seen = 0;
+    while (detach_error.empty() && present()) {
+      std::unique_lock lock(mu);
+      if (!cv.wait_until(lock, r.requested + r.deadline,
+                         [&] { return stop || removed_events() > seen; }) ||
+          stop) {
+        break;
+      }
+      seen = removed_events();
+    }
+    if (!present()) {
+      finish(NicRemovalOutcome::kDetached, "detached (" + link + ")");
+      return;
+    }
+    bool stopped = false;
+    {
+      std::lock_guard lock(mu);
+      stopped = stop;
+    }
+    if (stopped) {
+      finish(NicRemovalOutcome::kFailed,
+             "the watcher stopped before the interface was removed (" + link + ")");
+      return;
+    }
+    if (virDomainSuspend(dom.get()) == 0) {
+      finish(NicRemovalOutcome::kPaused,
+             (detach_error.empty() ? "still attached at the deadline" : detach_error) +
+                 ": guest paused (" + link + ")");
+      return;
+    }
+    finish(NicRemovalOutcome::kFailed,
+           (detach_error.empty() ? "still attached at the deadline" : detach_error) +
+               "; pausing failed: " + LibvirtError("suspend").what() + " (" + link + ")");
+  } catch (const std::exception& e) {
+    finish(NicRemovalOutcome::kFailed, e.what());
   }
 }
 
@@ -519,6 +632,40 @@ bool Watcher::WaitConnected(std::chrono::milliseconds timeout) {
 
 void Watcher::RequestReconcile() {
   impl_->Push({Kind::kReconcile, {}});
+}
+
+void Watcher::RemoveInterface(const std::string& uuid, const Interface& nic,
+                              std::chrono::milliseconds deadline,
+                              std::function<void(const NicRemovalResult&)> done) {
+  Work w{Kind::kRemoveNic, uuid};
+  w.removal = std::make_shared<NicRemoval>(
+      NicRemoval{nic, std::chrono::steady_clock::now(), deadline, std::move(done)});
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->queue.push_front(std::move(w));
+  }
+  impl_->cv.notify_all();
+}
+
+void Watcher::ResumeGuest(const std::string& uuid,
+                          std::function<void(const std::string& error)> done) {
+  Work w{Kind::kResume, uuid};
+  w.resumed = std::move(done);
+  impl_->Push(std::move(w));
+}
+
+std::string_view ToString(NicRemovalOutcome o) {
+  switch (o) {
+    case NicRemovalOutcome::kDetached:
+      return "detached";
+    case NicRemovalOutcome::kPaused:
+      return "paused";
+    case NicRemovalOutcome::kGone:
+      return "gone";
+    case NicRemovalOutcome::kFailed:
+      return "failed";
+  }
+  return "failed";
 }
 
 std::vector<GuestInfo> Watcher::Guests() const {

@@ -55,6 +55,21 @@ struct WatcherCallbacks {
   std::function<void(const DomainDescription& definition)> on_defined;
 };
 
+// What became of an interface Watcher::RemoveInterface took out of a guest.
+enum class NicRemovalOutcome {
+  kDetached,  // libvirt no longer lists it
+  kPaused,    // still attached at the deadline (the guest ignored the unplug): guest paused
+  kGone,      // the guest no longer runs
+  kFailed,    // neither detached nor paused (detail says why)
+};
+std::string_view ToString(NicRemovalOutcome o);
+
+struct NicRemovalResult {
+  NicRemovalOutcome outcome = NicRemovalOutcome::kFailed;
+  std::string detail;
+  std::chrono::milliseconds took{0};  // from the request to the outcome
+};
+
 struct WatcherOptions {
   ConnectionOptions connection;
   std::string qemu_run_dir = "/run/libvirt/qemu";  // NAME.pid files
@@ -77,6 +92,17 @@ class Watcher {
 
   // Asks the worker for a reconcile (asynchronous).
   void RequestReconcile();
+
+  // Takes `nic` (found by alias and MAC) out of the running guest `uuid` through the watcher's own
+  // libvirt connection, on the worker, ahead of queued events: libvirt's detach-device (live,
+  // by alias); if the guest still has it `deadline` after the request (a guest may ignore the
+  // unplug), the guest is paused. `done` gets the outcome on the worker thread. Never from the
+  // qemu hook (libvirt forbids hooks calling back).
+  void RemoveInterface(const std::string& uuid, const Interface& nic,
+                       std::chrono::milliseconds deadline,
+                       std::function<void(const NicRemovalResult&)> done);
+  // Resumes a guest (virDomainResume) on the worker; `done` gets "" or libvirt's error.
+  void ResumeGuest(const std::string& uuid, std::function<void(const std::string& error)> done);
 
   // What the watcher last delivered for each running guest (for `sovguardctl status`).
   [[nodiscard]] std::vector<GuestInfo> Guests() const;

@@ -223,6 +223,15 @@ inline constexpr MetricDef kPolicyDataset{
     .help = "Datasets of the policy in force and their mode (enforce, audit). Always 1.",
     .labels = {"dataset", "mode"}};
 
+inline constexpr MetricDef kUncoveredInterfaces{
+    .name = "sovguard_uncovered_interfaces_total",
+    .type = kCounter,
+    .help =
+        "Interfaces sovguard cannot filter on guests holding a dataset, per action: refused "
+        "(start refused), detach_requested, detached, paused, resumed (once it is gone), gone, "
+        "failed.",
+    .labels = {"action"}};
+
 // ---- API and hook ---------------------------------------------------------------------------
 inline constexpr MetricDef kApiRequests{
     .name = "sovguard_api_requests_total",
@@ -297,6 +306,7 @@ inline constexpr auto kAllMetrics = std::to_array<const MetricDef*>({&kGuestPack
                                                                      &kStorageEventsSuppressed,
                                                                      &kAttachOps,
                                                                      &kAttachedHooks,
+                                                                     &kUncoveredInterfaces,
                                                                      &kGuestsCovered,
                                                                      &kProbePath,
                                                                      &kProbePathsUnguarded,

@@ -46,6 +46,91 @@ TEST(DomainXml, ParsesIdentityTapsDisksAndLabels) {
   EXPECT_EQ(d.labels.disks, (std::vector<DiskLabel>{{"vdb", "health-records"}}));
 }
 
+// Every libvirt interface type: which ones sovguard can filter (a tap's clsact ingress) and, for
+// the others, why not. A guest holding a dataset with any of the others is refused or loses it.
+TEST(DomainXml, EveryInterfaceTypeIsCoveredOrSaysWhyNot) {
+  const DomainDescription d = ParseDomainXml(Slurp(TestData("domain-interfaces.xml")));
+  struct Want {
+    const char* type;
+    const char* device;
+    const char* mac;
+    const char* alias;
+    const char* reason_part;  // "" = covered
+  };
+  const std::vector<Want> want = {
+      {"ethernet", "sgtnic0", "52:54:00:00:00:01", "net0", ""},
+      {"bridge", "vnet1", "52:54:00:00:00:02", "net1", ""},
+      {"network", "vnet2", "52:54:00:00:00:03", "net2", ""},
+      {"direct", "macvtap0", "52:54:00:00:00:04", "net3", "macvtap macvtap0: "},
+      {"hostdev", "", "52:54:00:00:00:05", "hostdev0", "SR-IOV/vDPA"},
+      {"vdpa", "", "52:54:00:00:00:06", "net5", "SR-IOV/vDPA"},
+      {"user", "", "52:54:00:00:00:07", "net6", "user-mode network stack"},
+      {"udp", "", "52:54:00:00:00:08", "net7", "socket backend"},
+      {"mcast", "", "52:54:00:00:00:09", "net8", "socket backend"},
+      {"vhostuser", "", "52:54:00:00:00:0a", "net9", "vhost-user"},
+      {"server", "", "52:54:00:00:00:0b", "net10", "socket backend"},
+      {"client", "", "52:54:00:00:00:0c", "net11", "socket backend"},
+      {"network", "macvtap1", "52:54:00:00:00:0d", "net12", ""},  // the kernel check decides
+      {"network", "", "52:54:00:00:00:0e", "hostdev1", "no host tap device"},
+      {"future-kind", "fut0", "52:54:00:00:00:0f", "net14", "type 'future-kind' is not one"},
+  };
+  ASSERT_EQ(d.interfaces.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE(std::string(want[i].type) + " " + want[i].alias);
+    const Interface& nic = d.interfaces[i];
+    EXPECT_EQ(nic.type, want[i].type);
+    EXPECT_EQ(nic.tap, want[i].device);
+    EXPECT_EQ(nic.mac, want[i].mac);
+    EXPECT_EQ(nic.alias, want[i].alias);
+    const std::string reason = nic.UncoveredReason();
+    if (std::string(want[i].reason_part).empty()) {
+      EXPECT_EQ(reason, "");
+    } else {
+      EXPECT_NE(reason.find(want[i].reason_part), std::string::npos) << reason;
+    }
+  }
+  // A direct interface's macvtap is not a tap: nothing would filter what the guest sends.
+  EXPECT_EQ(d.Taps(), (std::vector<std::string>{"sgtnic0", "vnet1", "vnet2", "macvtap1"}));
+  ASSERT_EQ(d.labels.state, LabelState::kValid) << d.labels.error;
+  EXPECT_EQ(d.labels.Selectors(), std::vector<std::string>{"team=clinic"});
+}
+
+// What cuts an interface's link in QEMU: its own live XML with <link state='down'/>.
+TEST(DomainXml, InterfaceXmlWithLinkDown) {
+  const std::string xml = Slurp(TestData("domain-interfaces.xml"));
+  const auto user = InterfaceXmlWithLinkDown(xml, "52:54:00:00:00:07", "net6");
+  ASSERT_TRUE(user.has_value());
+  const DomainDescription d = ParseDomainXml("<domain><name>a</name><uuid>u</uuid><devices>" +
+                                             *user + "</devices></domain>");
+  ASSERT_EQ(d.interfaces.size(), 1u);
+  EXPECT_EQ(d.interfaces[0].type, "user");
+  EXPECT_EQ(d.interfaces[0].mac, "52:54:00:00:00:07");
+  EXPECT_NE(user->find("<link state=\"down\"/>"), std::string::npos) << *user;
+  // An existing <link state='up'/> is turned down, not doubled; MAC compared in lower case.
+  const auto up = InterfaceXmlWithLinkDown(
+      "<domain><devices><interface type='user'><mac address='52:54:00:AA:00:01'/>"
+      "<link state='up'/><alias name='net1'/></interface></devices></domain>",
+      "52:54:00:aa:00:01", "net1");
+  ASSERT_TRUE(up.has_value());
+  EXPECT_EQ(up->find("state=\"up\""), std::string::npos) << *up;
+  EXPECT_EQ(up->find("<link"), up->rfind("<link")) << *up;
+  EXPECT_FALSE(InterfaceXmlWithLinkDown(xml, "52:54:00:00:00:07", "net7").has_value());
+  EXPECT_FALSE(InterfaceXmlWithLinkDown(xml, "52:54:00:99:99:99", "net6").has_value());
+  EXPECT_FALSE(InterfaceXmlWithLinkDown("not xml", "52:54:00:00:00:07", "net6").has_value());
+}
+
+// Today's hook input: a guest whose only NIC is a direct (macvtap) or user one has no tap.
+TEST(DomainXml, GuestWithOnlyUncoverableNicsHasNoTaps) {
+  const DomainDescription d = ParseDomainXml(
+      "<domain><name>a</name><uuid>00000000-0000-0000-0000-000000000002</uuid><devices>"
+      "<interface type='direct'><source dev='eth0' mode='bridge'/><target dev='macvtap3'/>"
+      "</interface><interface type='user'/></devices></domain>");
+  EXPECT_TRUE(d.Taps().empty());
+  ASSERT_EQ(d.interfaces.size(), 2u);
+  EXPECT_FALSE(d.interfaces[0].UncoveredReason().empty());
+  EXPECT_FALSE(d.interfaces[1].UncoveredReason().empty());
+}
+
 TEST(DomainXml, NoLabelIsAbsent) {
   DomainDescription d = ParseDomainXml(
       "<domain><name>a</name><uuid>00000000-0000-0000-0000-000000000001</uuid></domain>");

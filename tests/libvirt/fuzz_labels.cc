@@ -11,7 +11,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   sovguard::libvirt::GuestLabels l = sovguard::libvirt::ParseLabels(in);
   // Fail closed: anything not kValid/kAbsent carries an error, and invalid never carries datasets.
   if (l.state == sovguard::libvirt::LabelState::kInvalid &&
-      (l.error.empty() || !l.datasets.empty())) {
+      (l.error.empty() || !l.datasets.empty() || !l.labels.empty())) {
     __builtin_trap();
   }
   try {

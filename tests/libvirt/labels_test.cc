@@ -28,6 +28,20 @@ TEST(Labels, ParsesDatasetsAndDisksAsVirshWritesThem) {
   EXPECT_EQ(l.AllDatasets(), (std::vector<std::string>{"health-records", "tax.2024"}));
 }
 
+TEST(Labels, ParsesKeyValueLabelsAsPolicySelectors) {
+  GuestLabels l =
+      ParseLabels(Guest("<label key=\"team\" value=\"clinic\"/><dataset id=\"a\"/>"
+                        "<sovguard:label key=\"k8s.io/tier\" value=\"\"/>"
+                        "<label key=\"site\" value=\"eu-west:2@a+b/c\"/>"));
+  ASSERT_EQ(l.state, LabelState::kValid) << l.error;
+  EXPECT_EQ(l.labels, (std::vector<KeyValueLabel>{
+                          {"team", "clinic"}, {"k8s.io/tier", ""}, {"site", "eu-west:2@a+b/c"}}));
+  EXPECT_EQ(l.Selectors(),
+            (std::vector<std::string>{"team=clinic", "k8s.io/tier=", "site=eu-west:2@a+b/c"}));
+  // Labels select datasets through the policy; they hold none by themselves.
+  EXPECT_EQ(l.AllDatasets(), std::vector<std::string>{"a"});
+}
+
 TEST(Labels, AcceptsQualifiedChildren) {
   GuestLabels l = ParseLabels(Guest("<sovguard:dataset id=\"a\"/>"));
   ASSERT_EQ(l.state, LabelState::kValid) << l.error;
@@ -57,6 +71,7 @@ TEST_P(LabelsInvalid, FailsClosedWithPreciseError) {
   GuestLabels l = ParseLabels(GetParam().xml);
   EXPECT_EQ(l.state, LabelState::kInvalid);
   EXPECT_TRUE(l.datasets.empty());
+  EXPECT_TRUE(l.labels.empty());
   EXPECT_NE(l.error.find(GetParam().error_part), std::string::npos) << l.error;
 }
 
@@ -79,6 +94,28 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"foreign_child",
                 Guest("<o:dataset xmlns:o=\"https://example.invalid/\" id=\"a\"/>"),
                 "foreign namespace"},
+        BadCase{"label_no_key", Guest("<label value=\"x\"/>"), "missing attribute 'key'"},
+        BadCase{"label_no_value", Guest("<label key=\"team\"/>"), "missing attribute 'value'"},
+        BadCase{"label_key_with_equals", Guest("<label key=\"team=clinic\" value=\"x\"/>"),
+                "invalid label key 'team=clinic'"},
+        BadCase{"label_empty_key", Guest("<label key=\"\" value=\"x\"/>"), "invalid label key"},
+        BadCase{"label_key_too_long",
+                Guest("<label key=\"" + std::string(64, 'k') + "\" value=\"x\"/>"),
+                "invalid label key"},
+        BadCase{"label_value_space", Guest("<label key=\"team\" value=\"a b\"/>"),
+                "invalid label value 'a b'"},
+        BadCase{"label_value_equals", Guest("<label key=\"team\" value=\"a=b\"/>"),
+                "invalid label value"},
+        BadCase{"label_value_too_long",
+                Guest("<label key=\"team\" value=\"" + std::string(129, 'v') + "\"/>"),
+                "invalid label value"},
+        BadCase{"label_duplicate_key",
+                Guest("<label key=\"team\" value=\"a\"/><label key=\"team\" value=\"b\"/>"),
+                "label key 'team' given twice"},
+        BadCase{"label_unknown_attr", Guest("<label key=\"team\" value=\"a\" op=\"in\"/>"),
+                "unknown attribute 'op'"},
+        BadCase{"label_not_empty", Guest("<label key=\"team\" value=\"a\">x</label>"),
+                "must be empty"},
         BadCase{"guest_attr", std::string("<sovguard:guest ") + kNs + " all=\"yes\"/>",
                 "unknown attribute 'all'"}),
     [](const auto& p) { return std::string(p.param.name); });
@@ -88,6 +125,7 @@ TEST(Labels, SerializeRoundTripsThroughLibvirtStyleQualification) {
   l.state = LabelState::kValid;
   l.datasets = {"a", "b.c"};
   l.disks = {{"vdb", "a"}};
+  l.labels = {{"team", "clinic"}, {"tier", ""}};
   std::string xml = SerializeLabels(l);
   // What libvirt stores: the root moved into our namespace with prefix "sovguard".
   std::string stored = xml;
@@ -103,6 +141,24 @@ TEST(Labels, DatasetIdRules) {
   EXPECT_FALSE(ValidDatasetId(std::string(129, 'a')));
   EXPECT_FALSE(ValidDatasetId("a/b"));
   EXPECT_FALSE(ValidDatasetId(".a"));
+}
+
+TEST(Labels, LabelKeyAndValueRules) {
+  EXPECT_TRUE(ValidLabelKey("team"));
+  EXPECT_TRUE(ValidLabelKey("example.com/tier-2_b"));
+  EXPECT_TRUE(ValidLabelKey(std::string(63, 'k')));
+  EXPECT_FALSE(ValidLabelKey(""));
+  EXPECT_FALSE(ValidLabelKey("-team"));
+  EXPECT_FALSE(ValidLabelKey("a=b"));
+  EXPECT_FALSE(ValidLabelKey("a:b"));
+  EXPECT_FALSE(ValidLabelKey(std::string(64, 'k')));
+  EXPECT_TRUE(ValidLabelValue(""));
+  EXPECT_TRUE(ValidLabelValue("clinic"));
+  EXPECT_TRUE(ValidLabelValue(std::string(128, 'v')));
+  EXPECT_FALSE(ValidLabelValue(std::string(129, 'v')));
+  EXPECT_FALSE(ValidLabelValue("a=b"));
+  EXPECT_FALSE(ValidLabelValue("a\nb"));
+  EXPECT_FALSE(ValidLabelValue("caf\xc3\xa9"));
 }
 
 }  // namespace

@@ -48,5 +48,25 @@ TEST(TapWatcher, ReportsTapCreationAndDeletionOnly) {
   EXPECT_FALSE(events[2].ethernet);
 }
 
+// Only a TAP-mode tun device counts as a tap: a macvtap (what a direct interface uses), a veth or a
+// layer-3 TUN carries frames no clsact-ingress filter on it sees from a guest.
+TEST(TapWatcher, OnlyTapModeTunDevicesAreTaps) {
+  for (const char* dev : {"sgtk0", "sgtk1", "sgtkp", "sgtkv0"})
+    test::Run({"ip", "link", "del", dev});
+  test::RunOrThrow({"ip", "tuntap", "add", "dev", "sgtk0", "mode", "tap"});
+  test::RunOrThrow({"ip", "tuntap", "add", "dev", "sgtk1", "mode", "tun"});
+  test::RunOrThrow({"ip", "link", "add", "sgtkp", "type", "veth", "peer", "name", "sgtkq"});
+  test::RunOrThrow({"ip", "link", "add", "link", "sgtkp", "name", "sgtkv0", "type", "macvtap",
+                    "mode", "bridge"});
+  EXPECT_EQ(NotATapReason("sgtk0"), "");
+  EXPECT_EQ(NotATapReason("sgtk1"), "device sgtk1 is a layer-3 TUN, not a TAP");
+  EXPECT_EQ(NotATapReason("sgtkv0"), "device sgtkv0 is not a tun/tap device");
+  EXPECT_EQ(NotATapReason("sgtkp"), "device sgtkp is not a tun/tap device");  // a veth
+  EXPECT_EQ(NotATapReason("sgtk-absent"), "device sgtk-absent does not exist");
+  EXPECT_EQ(NotATapReason("../../etc"), "'../../etc' is not a network device name");
+  for (const char* dev : {"sgtk0", "sgtk1", "sgtkv0", "sgtkp"})
+    test::Run({"ip", "link", "del", dev});
+}
+
 }  // namespace
 }  // namespace sovguard::libvirt
