@@ -511,28 +511,29 @@ namespace {
 // Adopt() found pinned state of another machine cgroup (old_id); what() says which.
 class ForeignMachineCgroup : public StorageError {
  public:
-  ForeignMachineCgroup(const std::string& what, std::uint64_t id)
-      : StorageError(what, EPROTO), old_id(id) {}
+  ForeignMachineCgroup(const std::string& what, std::uint64_t id, std::uint32_t level)
+      : StorageError(what, EPROTO), old_id(id), old_guest_level(level) {}
   std::uint64_t old_id;
+  std::uint32_t old_guest_level;
 };
 
-// Whether cgroup `id` still exists on the cgroup2 mount `root` (open_by_handle_at: ESTALE once the
-// directory is removed). Throws when the kernel cannot say (unknown is never "gone").
-bool CgroupExists(const fs::path& root, std::uint64_t id) {
-  alignas(file_handle) unsigned char buf[sizeof(file_handle) + sizeof(std::uint64_t)] = {};
-  auto* fh = reinterpret_cast<file_handle*>(buf);
-  fh->handle_bytes = sizeof(std::uint64_t);
-  int mount_id = 0;
-  // The root's own handle gives the handle type of this file system.
-  if (::name_to_handle_at(AT_FDCWD, root.c_str(), fh, &mount_id, 0) != 0)
-    throw StorageError("name_to_handle_at " + root.string(), errno);
-  std::memcpy(buf + sizeof(file_handle), &id, sizeof id);
-  const UniqueFd mount(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!mount) throw StorageError("open " + root.string(), errno);
-  const UniqueFd dir(::open_by_handle_at(mount.Get(), fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir) return true;
-  if (errno == ESTALE || errno == ENOENT) return false;
-  throw StorageError(fmt::format("looking up cgroup id {} on {}", id, root.string()), errno);
+// Whether a cgroup with `id` exists `depth` levels below the cgroup2 mount `root` (the machine
+// cgroup's depth: guest level - 1). Ids are never reused, so none there means it was removed.
+// Compares directory handles (name_to_handle_at needs no capability, unlike open_by_handle_at);
+// throws when a directory cannot be read (unknown is never "gone").
+bool CgroupExists(const fs::path& root, std::uint64_t id, std::uint32_t depth) {
+  if (depth == 0) return StorageDatapath::CgroupId(root) == id;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(root, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::error_code type_ec;
+    if (!it->is_directory(type_ec) || it->is_symlink(type_ec)) continue;
+    if (static_cast<std::uint32_t>(it.depth()) + 1 < depth) continue;
+    it.disable_recursion_pending();
+    if (StorageDatapath::CgroupId(it->path()) == id) return true;
+  }
+  if (ec) throw StorageError("list cgroups below " + root.string(), ec.value());
+  return false;
 }
 
 }  // namespace
@@ -1022,7 +1023,7 @@ struct StorageDatapath::Impl {
                       "({}): refusing to adopt it",
                       options.pin_dir.string(), kcfg.machine_cgroup_id, kcfg.guest_level,
                       status.machine_cgroup_id, options.machine_cgroup.string()),
-          kcfg.machine_cgroup_id);
+          kcfg.machine_cgroup_id, kcfg.guest_level);
     }
     cfg = kcfg;
     next_guest_id = std::max<std::uint32_t>(st.next_guest_id, 1);
@@ -1270,10 +1271,11 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       break;
     } catch (const ForeignMachineCgroup& e) {
       if (released || !m.options.on_stale_state) throw;
-      if (CgroupExists(*root, e.old_id)) {
+      if (e.old_guest_level == 0 || CgroupExists(*root, e.old_id, e.old_guest_level - 1)) {
         throw StorageError(
-            std::string(e.what()) + fmt::format(" (cgroup id {} still exists: release it "
-                                                "with sovguardd --release-enforcement)",
+            std::string(e.what()) + fmt::format(" (cgroup id {} still exists and may hold guests: "
+                                                "stop them, then sovguardd "
+                                                "--release-enforcement --force)",
                                                 e.old_id),
             EPROTO);
       }
