@@ -479,6 +479,22 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
   }
   libvirt::GuestInfo guest;
   guest.domain = *event.domain;
+  {
+    // Fail closed, before anything is attached or measured for it: a path that guards nothing
+    // (storage path refused to start or adopt, no mechanism) keeps every guest that holds a
+    // dataset from starting, with the reason.
+    std::lock_guard lock(mu_);
+    const std::string unguarded = NotEnforced();
+    if (!unguarded.empty() && (!policy_ || DatasetsFor(guest) != 0)) {
+      log::Error("hook: refusing to start guest {}: not enforced: {}", event.request.name,
+                 unguarded);
+      return {.ok = false,
+              .error =
+                  "sovguard refuses to start a guest holding a dataset while an enforcement "
+                  "path is not enforced on this node: " +
+                  unguarded};
+    }
+  }
   OnGuestUp(guest);
   std::lock_guard lock(mu_);
   const auto it = guests_.find(guest.domain.uuid);
@@ -486,16 +502,6 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
     const std::string why = it == guests_.end() ? "not covered" : it->second.error;
     log::Error("hook: refusing to start guest {}: {}", event.request.name, why);
     return {.ok = false, .error = "sovguard could not cover every tap: " + why};
-  }
-  // Fail closed: a path that guards nothing (storage path refused to start or adopt, no
-  // mechanism) keeps every guest that holds a dataset from starting, with the reason.
-  if (const std::string unguarded = NotEnforced(); !unguarded.empty() && it->second.datasets != 0) {
-    log::Error("hook: refusing to start guest {}: not enforced: {}", event.request.name, unguarded);
-    return {.ok = false,
-            .error =
-                "sovguard refuses to start a guest holding a dataset while an enforcement "
-                "path is not enforced on this node: " +
-                unguarded};
   }
   if (storage_) {
     // The guest's cgroup does not exist yet: announce its name so the kernel registers it the
