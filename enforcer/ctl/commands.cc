@@ -49,6 +49,12 @@ int PrintStatus(const nlohmann::json& status, std::ostream& out, std::ostream& e
     out << fmt::format("TPM:      {}{}\n", tpm.at("description").get<std::string>(),
                        tpm.at("software").get<bool>() ? "  [SOFTWARE TPM]" : "");
     out << fmt::format("libvirt:  {}\n", status.at("libvirt").at("state").get<std::string>());
+    if (status.contains("not_enforced")) {
+      const auto unguarded = status["not_enforced"].get<std::string>();
+      out << (unguarded.empty() ? std::string("enforced: every path\n")
+                                : "enforced: NOT ENFORCED: " + unguarded +
+                                      "\n          guests holding a dataset are refused\n");
+    }
     if (status.contains("policy") && status["policy"].is_object()) {
       const auto& p = status["policy"];
       out << fmt::format("policy:   {} (sha256 {}, compiled {})\n",

@@ -42,7 +42,6 @@ std::vector<std::string> ConfigKeys() {
           "start_swtpm",
           "metrics_listen",
           "tamper_check_seconds",
-          "swtpm_port",
           "bpf_pin_dir",
           "default_deny_new_taps"};
 }
@@ -95,17 +94,11 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
     }
     c.metrics_listen = value;
   } else if (key == "swtpm_port") {
-    std::size_t used = 0;
-    unsigned long port = 0;
-    try {
-      port = std::stoul(value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != value.size() || port < 1024 || port > 65534) {
-      throw std::runtime_error(where + ": swtpm_port: expected 1024 to 65534, got '" + value + "'");
-    }
-    c.swtpm_port = static_cast<std::uint16_t>(port);
+    // The daemon's swtpm no longer listens on TCP: a loopback port lets any local user reset its
+    // PCRs or answer in its place.
+    throw std::runtime_error(where +
+                             ": swtpm_port: no longer used: sovguardd's swtpm serves Unix sockets "
+                             "in runtime_dir/swtpm; remove the setting");
   } else if (key == "tamper_check_seconds") {
     std::size_t used = 0;
     unsigned long secs = 0;

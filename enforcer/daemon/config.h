@@ -20,10 +20,12 @@ struct Config {
   std::filesystem::path data_dir = "/usr/share/sovguard";  // world.sgjt, default policy
   std::filesystem::path policy_bundle;                     // empty: the shipped default policy
   std::filesystem::path trusted_keys_dir = "/etc/sovguard/trusted-keys";
+  // auto (hardware /dev/tpmrm0, else the daemon's own swtpm on Unix sockets) | device:PATH |
+  // swtpm:... (an operator's own swtpm: who can reach it is the operator's responsibility).
   std::string tpm = "auto";
   // The PCR sovguard extends (SHA-256 bank). 13 by default: non-resettable and unused by firmware,
   // GRUB, IMA and shim (docs/threat-model.md); the resettable 16 and 23 are refused.
-  std::uint32_t sovguard_pcr = 13;  // auto | device:/dev/tpmrm0 | swtpm:host=...,port=N
+  std::uint32_t sovguard_pcr = 13;
   // Auditors' endpoint: gRPC with mutual TLS. Off while api_listen is empty. Only client
   // certificates that chain to auditor_ca AND whose SHA-256 fingerprint is listed (one lower-case
   // hex per line, '#' comments) in auditor_allowlist are served.
@@ -42,9 +44,9 @@ struct Config {
   // software creates TAP devices of its own.
   bool default_deny_new_taps = true;
   bool start_libvirtd = true;  // start libvirtd/virtlogd when none answers (newcomer path)
-  bool start_swtpm = true;     // start a software TPM when no hardware TPM exists
-  // Loopback port of that software TPM (control channel: port + 1); 2321 is the TCG simulator's.
-  std::uint16_t swtpm_port = 2321;
+  // Start a software TPM when no hardware TPM exists: swtpm with its state in state_dir/swtpm,
+  // serving only Unix sockets in runtime_dir/swtpm (mode 0600, this daemon's user).
+  bool start_swtpm = true;
 };
 
 // Parses "key = value" lines; '#' starts a comment. Throws std::runtime_error("file:line: ...").

@@ -1,19 +1,30 @@
 #include "enforcer/daemon/host_services.h"
 
+#include <fcntl.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <climits>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
 #include "enforcer/system/process.h"
+#include "enforcer/system/unique_fd.h"
 
 namespace sovguard::daemon {
 namespace {
 
 using enforcer::RunCommand;
+using enforcer::UniqueFd;
 using enforcer::WaitUntil;
 
 bool LibvirtAnswers(const std::string& uri) {
@@ -31,13 +42,103 @@ void RunOrThrow(const std::vector<std::string>& argv) {
   }
 }
 
+// A directory only this user may enter: created when missing, refused when it is a symlink or
+// belongs to someone else (then it is not ours to put a TPM's state or sockets in).
+void PrivateDirectory(const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid())
+    throw std::runtime_error(dir.string() + " is not a directory of uid " +
+                             std::to_string(::geteuid()) + ": refusing to use it for the swtpm");
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace);
+}
+
+pid_t PidFromFile(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  long pid = 0;
+  return (in >> pid) && pid > 0 && pid <= INT_MAX ? static_cast<pid_t>(pid) : 0;
+}
+
+// True when `pid` is a swtpm of this user running on the TPM state `state`.
+bool RunsSwtpmOn(pid_t pid, const std::filesystem::path& state) {
+  const std::filesystem::path proc = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink(proc / "exe", ec);
+  struct stat st {};
+  if (ec || exe.filename() != "swtpm" || ::stat(proc.c_str(), &st) != 0 || st.st_uid != ::geteuid())
+    return false;
+  std::ifstream in(proc / "cmdline", std::ios::binary);
+  std::string arg;
+  while (std::getline(in, arg, '\0'))
+    if (arg == "dir=" + state.string()) return true;
+  return false;
+}
+
+// SIGTERM, then SIGKILL; bounded.
+void StopProcess(pid_t pid) {
+  ::kill(pid, SIGTERM);
+  if (WaitUntil([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(5))) return;
+  ::kill(pid, SIGKILL);
+  WaitUntil([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(5));
+}
+
 }  // namespace
+
+SwtpmPaths SwtpmPathsFor(const Config& config) {
+  SwtpmPaths p{.state = config.state_dir / "swtpm",
+               .socket = config.runtime_dir / "swtpm" / "tpm.sock",
+               .ctrl = {},
+               .pid_file = config.state_dir / "swtpm" / "swtpm.pid"};
+  p.ctrl = p.socket.string() + ".ctrl";  // tpm2-tss's swtpm TCTI derives it from path=
+  if (p.ctrl.string().size() >= sizeof(sockaddr_un{}.sun_path)) {
+    throw std::runtime_error("swtpm control socket path " + p.ctrl.string() + " is longer than " +
+                             std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+                             " bytes (AF_UNIX): choose a shorter runtime_dir");
+  }
+  return p;
+}
+
+bool IsOurSwtpm(pid_t pid, const SwtpmPaths& paths, std::string* why) {
+  const auto fail = [&](const std::string& reason) {
+    if (why != nullptr) *why = reason;
+    return false;
+  };
+  if (!RunsSwtpmOn(pid, paths.state))
+    return fail("pid " + std::to_string(pid) + " is not a swtpm on " + paths.state.string());
+  for (const auto& sock : {paths.socket, paths.ctrl}) {
+    struct stat st {};
+    if (::lstat(sock.c_str(), &st) != 0) return fail(sock.string() + ": " + std::strerror(errno));
+    if (!S_ISSOCK(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 07777) != 0600)
+      return fail(sock.string() + " is not a socket of uid " + std::to_string(::geteuid()) +
+                  " with mode 0600");
+    // The listener's credentials (taken at listen()): the process that owns the socket.
+    const UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (!fd || ::connect(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::getsockopt(fd.Get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+      return fail("connect " + sock.string() + ": " + std::strerror(errno));
+    if (cred.pid != pid || cred.uid != ::geteuid())
+      return fail(sock.string() + " is served by pid " + std::to_string(cred.pid) + ", not " +
+                  std::to_string(pid));
+  }
+  return true;
+}
 
 TpmChoice EnsureTpm(const Config& config) {
   if (config.tpm != "auto") {
+    const bool software = config.tpm.rfind("swtpm:", 0) == 0;
     return {.tcti = config.tpm,
-            .software = config.tpm.rfind("swtpm:", 0) == 0,
-            .description = "configured TPM " + config.tpm};
+            .software = software,
+            .description =
+                "configured TPM " + config.tpm +
+                (software ? " (SOFTWARE TPM set up by the operator: who can reach its sockets is "
+                            "the operator's responsibility)"
+                          : "")};
   }
   if (std::filesystem::exists("/dev/tpmrm0")) {
     return {.tcti = "device:/dev/tpmrm0",
@@ -47,31 +148,56 @@ TpmChoice EnsureTpm(const Config& config) {
   if (!config.start_swtpm) {
     throw std::runtime_error("no /dev/tpmrm0 and start_swtpm = false: no TPM to measure into");
   }
-  const auto dir = config.state_dir / "swtpm";
-  std::filesystem::create_directories(dir);
-  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
-                               std::filesystem::perm_options::replace);
-  if (!std::filesystem::exists(dir / "tpm2-00.permall")) {
-    RunOrThrow({"swtpm_setup", "--tpm2", "--tpmstate", dir.string(), "--create-ek-cert",
+  const SwtpmPaths paths = SwtpmPathsFor(config);
+  PrivateDirectory(paths.state);
+  PrivateDirectory(paths.socket.parent_path());
+  // One daemon at a time decides whether the running swtpm is ours or starts one.
+  const UniqueFd lock(::open((paths.state / "swtpm.lock").c_str(),
+                             O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock || ::flock(lock.Get(), LOCK_EX) != 0)
+    throw std::runtime_error("lock " + (paths.state / "swtpm.lock").string() + ": " +
+                             std::strerror(errno));
+  if (!std::filesystem::exists(paths.state / "tpm2-00.permall")) {
+    RunOrThrow({"swtpm_setup", "--tpm2", "--tpmstate", paths.state.string(), "--create-ek-cert",
                 "--create-platform-cert", "--lock-nvram", "--pcr-banks", "sha256",
                 "--not-overwrite"});
   }
-  if (!enforcer::TcpPortAnswers("127.0.0.1", config.swtpm_port)) {
-    RunOrThrow({"swtpm", "socket", "--tpm2", "--tpmstate", "dir=" + dir.string(), "--server",
-                "type=tcp,port=" + std::to_string(config.swtpm_port) + ",bindaddr=127.0.0.1",
-                "--ctrl",
-                "type=tcp,port=" + std::to_string(config.swtpm_port + 1) + ",bindaddr=127.0.0.1",
-                "--flags", "not-need-init,startup-clear", "--daemon", "--pid",
-                "file=" + (dir / "swtpm.pid").string()});
-    if (!WaitUntil([&] { return enforcer::TcpPortAnswers("127.0.0.1", config.swtpm_port); },
-                   std::chrono::seconds(10))) {
-      throw std::runtime_error("swtpm started but does not answer on 127.0.0.1:" +
-                               std::to_string(config.swtpm_port));
+  const pid_t previous = PidFromFile(paths.pid_file);
+  std::string why, not_ours;
+  std::string how;
+  if (previous != 0 && IsOurSwtpm(previous, paths, &not_ours)) {
+    how = "started by a previous sovguardd, pid " + std::to_string(previous) + ", verified";
+  } else {
+    // Never adopted: a swtpm of this state that is not on our sockets (e.g. an older daemon's on
+    // TCP) is stopped, then ours is started on fresh sockets.
+    if (previous != 0 && RunsSwtpmOn(previous, paths.state)) StopProcess(previous);
+    for (const auto& sock : {paths.socket, paths.ctrl}) {
+      if (::unlink(sock.c_str()) != 0 && errno != ENOENT)
+        throw std::runtime_error("remove " + sock.string() + ": " + std::strerror(errno));
     }
+    std::filesystem::remove(paths.pid_file);
+    RunOrThrow({"swtpm", "socket", "--tpm2", "--tpmstate", "dir=" + paths.state.string(),
+                "--server", "type=unixio,path=" + paths.socket.string() + ",mode=0600", "--ctrl",
+                "type=unixio,path=" + paths.ctrl.string() + ",mode=0600", "--flags",
+                "not-need-init,startup-clear", "--daemon", "--pid",
+                "file=" + paths.pid_file.string()});
+    pid_t started = 0;
+    if (!WaitUntil(
+            [&] {
+              started = PidFromFile(paths.pid_file);
+              return started != 0 && IsOurSwtpm(started, paths, &why);
+            },
+            std::chrono::seconds(10))) {
+      throw std::runtime_error("swtpm started but does not answer as ours on " +
+                               paths.socket.string() + ": " + why);
+    }
+    how = "started now, pid " + std::to_string(started) +
+          (previous != 0 ? " (not using the previous one: " + not_ours + ")" : "");
   }
-  return {.tcti = "swtpm:host=127.0.0.1,port=" + std::to_string(config.swtpm_port),
+  return {.tcti = "swtpm:path=" + paths.socket.string(),
           .software = true,
-          .description = "SOFTWARE TPM (swtpm, state " + dir.string() +
+          .description = "SOFTWARE TPM (swtpm, state " + paths.state.string() + ", socket " +
+                         paths.socket.string() + ", " + how +
                          "): no hardware root of trust; quotes prove consistency, not provenance"};
 }
 

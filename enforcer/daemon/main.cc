@@ -121,8 +121,15 @@ int Run(const sd::Config& config) {
 
   uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
-  sd_notify(0, "READY=1\nSTATUS=enforcing");
-  sd::log::Info("ready");
+  // Fail closed, said where operators look: guests holding a dataset are refused meanwhile.
+  const std::string unguarded = node.Status().value("not_enforced", "");
+  if (unguarded.empty()) {
+    sd_notify(0, "READY=1\nSTATUS=enforcing");
+    sd::log::Info("ready");
+  } else {
+    sd_notifyf(0, "READY=1\nSTATUS=NOT enforced: %s", unguarded.c_str());
+    sd::log::Error("ready, but NOT ENFORCED: {}: guests holding a dataset are refused", unguarded);
+  }
 
   // Half the watchdog interval between pings, as sd_watchdog_enabled(3) recommends; at most a
   // second, so status and violation events stay fresh.

@@ -92,6 +92,19 @@ nlohmann::json StorageJson(storage::StorageDatapath* sp, const std::string& erro
   return j;
 }
 
+// Protects volumes a previous storage datapath held (restart, released stale state) on `sp`.
+void ProtectAgain(storage::StorageDatapath& sp,
+                  const std::vector<storage::StorageDatapath::ProtectedVolume>& volumes) {
+  for (const auto& v : volumes) {
+    try {
+      sp.ProtectVolume(v.path, v.dataset, v.readonly);
+    } catch (const std::exception& e) {
+      log::Error("storage path: volume {} of dataset {} not protected again: {}", v.path.string(),
+                 v.dataset, e.what());
+    }
+  }
+}
+
 std::string ModeText(policy::Mode m) {
   return m == policy::Mode::kEnforce ? "enforce" : "audit";
 }
@@ -334,8 +347,15 @@ void Node::StartStorage() {
   try {
     // Pinned like the network datapath: a restarted or upgraded daemon adopts the storage
     // programs, guests, volumes, counters and quota windows with no gap in between.
-    storage_ = std::make_unique<storage::StorageDatapath>(
-        storage::StorageOptions{.pin_dir = config_.bpf_pin_dir / "storage"});
+    storage_ = std::make_unique<storage::StorageDatapath>(storage::StorageOptions{
+        .pin_dir = config_.bpf_pin_dir / "storage",
+        // A machine cgroup replaced while no daemon ran: measured like the tamper round's
+        // finding, then the stale state is released and the path starts over.
+        .on_stale_state = [this](const std::string& detail) {
+          log::Write(log::Level::kError, "tamper: machine-cgroup-replaced: " + detail,
+                     {{"EVENT", "tamper"}, {"KIND", "storage-machine-cgroup-replaced"}});
+          CountAndMeasureTamper("storage-machine-cgroup-replaced", detail);
+        }});
     if (storage_->Status().adopted)
       log::Info("storage path adopted from {} (guests, volumes, counters and quotas kept)",
                 (config_.bpf_pin_dir / "storage").string());
@@ -558,7 +578,20 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
   libvirt::GuestInfo guest;
   guest.domain = *event.domain;
   {
+    // Fail closed, before anything is attached or measured for it: a path that guards nothing
+    // (storage path refused to start or adopt, no mechanism) keeps every guest that holds a
+    // dataset from starting, with the reason; so does an interface sovguard cannot filter.
     std::lock_guard lock(mu_);
+    const std::string unguarded = NotEnforced();
+    if (!unguarded.empty() && (!policy_ || DatasetsFor(guest) != 0)) {
+      log::Error("hook: refusing to start guest {}: not enforced: {}", event.request.name,
+                 unguarded);
+      return {.ok = false,
+              .error =
+                  "sovguard refuses to start a guest holding a dataset while an enforcement "
+                  "path is not enforced on this node: " +
+                  unguarded};
+    }
     if (const auto why = UncoveredRefusal(guest.domain, DatasetsFor(guest)); !why.empty()) {
       RecordUncovered("refused", "guest " + guest.domain.name + " (" + guest.domain.uuid +
                                      "): start refused: " + why);
@@ -676,6 +709,8 @@ void Node::Start() {
   MeasureDowngrades();
   ApplyPolicy(LoadPolicy());
   ReleaseTables();
+  if (storage_)
+    ProtectAgain(*storage_, storage_->ReleasedStaleVolumes());  // of a released stale state
   if (config_.default_deny_new_taps) {
     // Subscribed before the hook server and the watcher start: no tap created from now on is
     // missed.
@@ -842,14 +877,7 @@ bool Node::RestartStorage(const std::string& why) {
     log::Error("storage path: {}", storage_error_);
     return false;
   }
-  for (const auto& v : volumes) {
-    try {
-      storage_->ProtectVolume(v.path, v.dataset, v.readonly);
-    } catch (const std::exception& e) {
-      log::Error("storage path: volume {} of dataset {} not protected again: {}", v.path.string(),
-                 v.dataset, e.what());
-    }
-  }
+  ProtectAgain(*storage_, volumes);
   for (const auto& p : storage_->Programs())
     attestation::measure::MeasureProgramAttached(*measurements_, p.name, p.tag, p.hook,
                                                  storage_->Status().machine_cgroup.string());
@@ -979,6 +1007,9 @@ void Node::CollectMetrics(metrics::Registry& registry) {
   std::vector<metrics::Registry::Sample> by_state;
   for (const auto& [state, n] : covered) by_state.push_back({{state}, n});
   registry.Replace(metrics::kGuestsCovered, by_state);
+  std::vector<metrics::Registry::Sample> enforced;
+  for (const auto& m : Mechanisms()) enforced.push_back({{m.path()}, m.not_enforced() ? 0.0 : 1.0});
+  registry.Replace(metrics::kPathEnforced, enforced);
   if (storage_) {
     std::vector<metrics::Registry::Sample> reads, writes, denied, suppressed;
     for (const auto& c : storage_->ReadCounters()) {
@@ -1127,8 +1158,17 @@ nlohmann::json Node::Status() const {
            {"bundle_version", policy_->bundle_version},
            {"datasets", datasets}};
   }
+  nlohmann::json paths = nlohmann::json::array();
+  for (const auto& m : Mechanisms()) {
+    paths.push_back({{"path", m.path()},
+                     {"mechanism", m.active()},
+                     {"enforced", !m.not_enforced()},
+                     {"reason", m.reason()}});
+  }
   return {
       {"guests", guests},
+      {"enforcement", paths},
+      {"not_enforced", NotEnforced()},
       {"policy", pol},
       {"api_socket", api_socket_},
       {"api_tls", api_tls_},
@@ -1158,7 +1198,9 @@ std::vector<attestation::v1::MechanismState> Node::Mechanisms() const {
     m.set_active(p.mechanism);
     m.set_strongest(p.attempts.empty() ? p.mechanism : p.attempts.front().mechanism);
     m.set_downgraded(p.attempts.size() > 1 || p.guarantee == enforcer::Guarantee::kNone);
+    m.set_not_enforced(p.guarantee == enforcer::Guarantee::kNone);
     if (m.downgraded() && !p.attempts.empty()) m.set_reason(p.attempts.front().error);
+    if (m.not_enforced() && m.reason().empty()) m.set_reason("no mechanism on this kernel");
   }
   if (storage_) {
     for (const auto& p : storage_->Status().paths) {
@@ -1169,7 +1211,9 @@ std::vector<attestation::v1::MechanismState> Node::Mechanisms() const {
                           ? p.mechanism
                           : p.unavailable.front().substr(0, p.unavailable.front().find(": ")));
       m.set_downgraded(!p.unavailable.empty() || p.guarantee == storage::Guarantee::kNone);
+      m.set_not_enforced(p.guarantee == storage::Guarantee::kNone);
       if (!p.unavailable.empty()) m.set_reason(p.unavailable.front());
+      if (m.not_enforced() && m.reason().empty()) m.set_reason("no mechanism");
     }
   } else {
     for (const char* path : {"storage-open", "storage-io-quota", "storage-io-accounting",
@@ -1178,9 +1222,26 @@ std::vector<attestation::v1::MechanismState> Node::Mechanisms() const {
       m.set_path(path);
       m.set_active("none");
       m.set_downgraded(true);
-      m.set_reason(storage_error_);
+      m.set_not_enforced(true);
+      m.set_reason("storage path not running: " + storage_error_);
     }
   }
+  return out;
+}
+
+std::string Node::NotEnforced() const {
+  // Paths with the same reason (e.g. the storage path not running) are named together.
+  std::vector<std::pair<std::string, std::string>> by_reason;  // reason, paths
+  for (const auto& m : Mechanisms()) {
+    if (!m.not_enforced()) continue;
+    auto it = std::find_if(by_reason.begin(), by_reason.end(),
+                           [&](const auto& r) { return r.first == m.reason(); });
+    if (it == by_reason.end()) it = by_reason.insert(by_reason.end(), {m.reason(), ""});
+    it->second += (it->second.empty() ? "" : ", ") + m.path();
+  }
+  std::string out;
+  for (const auto& [reason, paths] : by_reason)
+    out += fmt::format("{}{} ({})", out.empty() ? "" : "; ", paths, reason);
   return out;
 }
 
@@ -1257,6 +1318,7 @@ attestation::v1::EnforcementSnapshot Node::Snapshot() const {
     }
   }
   for (auto& m : Mechanisms()) *s.add_mechanisms() = std::move(m);
+  s.set_software_tpm(tpm_choice_.software);  // the node's own statement; swtpm proves no hardware
   if (storage_) {
     // The storage programs as the kernel has them: "cgroup/connect4 <machine cgroup>" hooks
     // become attach type + point; tracepoints and LSM hooks name themselves.

@@ -124,6 +124,8 @@ class Node {
   // ones into the TPM log once the storage path has started.
   std::vector<attestation::v1::MechanismState> Mechanisms() const;  // needs mu_
   void MeasureDowngrades();                                         // needs mu_
+  // "path (reason); ..." of every path Mechanisms() says is not enforced; empty: all are.
+  std::string NotEnforced() const;  // needs mu_
   void StartApi();
   // from_hook: libvirt's start hook (the guest is not running; never call libvirt back).
   void OnGuestUp(const libvirt::GuestInfo& guest, bool from_hook = false);

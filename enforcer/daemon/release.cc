@@ -74,15 +74,22 @@ int ReleaseEnforcement(const Config& config, bool force, std::string& out) {
         covered.push_back(fmt::format("{} (tap ifindex {})", g.config.name, g.config.ifindex));
   }
   std::unique_ptr<storage::StorageDatapath> storage;
+  std::string unadoptable;  // pinned storage state this daemon cannot adopt (another cgroup)
   if (fs::exists(storage_pins)) {
-    storage = std::make_unique<storage::StorageDatapath>(
-        storage::StorageOptions{.pin_dir = storage_pins});
-    for (const auto& name : storage->GuestNames()) {
-      covered.push_back(name + " (storage)");
-      guests.insert(name);
+    try {
+      storage = std::make_unique<storage::StorageDatapath>(
+          storage::StorageOptions{.pin_dir = storage_pins});
+      for (const auto& name : storage->GuestNames()) {
+        covered.push_back(name + " (storage)");
+        guests.insert(name);
+      }
+    } catch (const storage::StorageError& e) {
+      // Whatever it covers is unknown: only --force releases it (its pins are removed).
+      unadoptable = e.what();
+      covered.push_back("storage state in " + storage_pins.string() + " (" + unadoptable + ")");
     }
   }
-  if (!net && !storage) {
+  if (!net && !storage && unadoptable.empty()) {
     out +=
         fmt::format("nothing to release: no pinned state under {}\n", config.bpf_pin_dir.string());
     return 0;
@@ -115,6 +122,11 @@ int ReleaseEnforcement(const Config& config, bool force, std::string& out) {
     net->Unpin();
   }
   if (storage) storage->Detach();  // with its pins and folder
+  if (!unadoptable.empty()) {
+    // Its links and maps go with their last pin.
+    for (const auto& e : fs::directory_iterator(storage_pins)) fs::remove(e.path());
+    fs::remove(storage_pins);
+  }
   std::error_code ec;
   fs::remove(config.bpf_pin_dir, ec);  // only when empty
   out += fmt::format(

@@ -127,6 +127,13 @@ inline constexpr MetricDef kProbePathsUnguarded{
     .type = kGauge,
     .help = "Enforcement paths nothing guards on this kernel (guarantee none).",
     .labels = {}};
+inline constexpr MetricDef kPathEnforced{
+    .name = "sovguard_path_enforced",
+    .type = kGauge,
+    .help =
+        "1 when the enforcement path is guarded right now, 0 when it is not (storage path not "
+        "started or not adopted, no mechanism): guests holding a dataset are then refused.",
+    .labels = {"path"}};
 
 // ---- TPM and measurements -------------------------------------------------------------------
 inline constexpr std::array<double, 12> kTpmQuoteBuckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -310,6 +317,7 @@ inline constexpr auto kAllMetrics = std::to_array<const MetricDef*>({&kGuestPack
                                                                      &kGuestsCovered,
                                                                      &kProbePath,
                                                                      &kProbePathsUnguarded,
+                                                                     &kPathEnforced,
                                                                      &kTpmQuoteDuration,
                                                                      &kTpmQuotes,
                                                                      &kTpmSoftware,

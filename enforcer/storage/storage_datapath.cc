@@ -506,6 +506,38 @@ std::uint64_t StorageDatapath::CgroupId(const fs::path& dir) {
   return id;
 }
 
+namespace {
+
+// Adopt() found pinned state of another machine cgroup (old_id); what() says which.
+class ForeignMachineCgroup : public StorageError {
+ public:
+  ForeignMachineCgroup(const std::string& what, std::uint64_t id, std::uint32_t level)
+      : StorageError(what, EPROTO), old_id(id), old_guest_level(level) {}
+  std::uint64_t old_id;
+  std::uint32_t old_guest_level;
+};
+
+// Whether a cgroup with `id` exists `depth` levels below the cgroup2 mount `root` (the machine
+// cgroup's depth: guest level - 1). Ids are never reused, so none there means it was removed.
+// Compares directory handles (name_to_handle_at needs no capability, unlike open_by_handle_at);
+// throws when a directory cannot be read (unknown is never "gone").
+bool CgroupExists(const fs::path& root, std::uint64_t id, std::uint32_t depth) {
+  if (depth == 0) return StorageDatapath::CgroupId(root) == id;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(root, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::error_code type_ec;
+    if (!it->is_directory(type_ec) || it->is_symlink(type_ec)) continue;
+    if (static_cast<std::uint32_t>(it.depth()) + 1 < depth) continue;
+    it.disable_recursion_pending();
+    if (StorageDatapath::CgroupId(it->path()) == id) return true;
+  }
+  if (ec) throw StorageError("list cgroups below " + root.string(), ec.value());
+  return false;
+}
+
+}  // namespace
+
 struct StorageDatapath::Impl {
   struct Guest {
     std::uint32_t id = 0;
@@ -548,7 +580,8 @@ struct StorageDatapath::Impl {
   UniqueFd barrier_inner;    // stored into sg_storage_barrier to wait for a grace period
   std::array<Digest, SG_STORAGE_TABLES> digests{};
   std::vector<StorageFinding> adoption_findings;
-  std::uint64_t removed_suppressed = 0;  // suppressed events of guests already removed
+  std::vector<ProtectedVolume> released_volumes;  // of a released stale state
+  std::uint64_t removed_suppressed = 0;           // suppressed events of guests already removed
   const std::function<void(const StorageEvent&)>* callback = nullptr;
   int delivered = 0;
   std::vector<UniqueFd> retired;  // predecessor links to release once ours run
@@ -985,12 +1018,12 @@ struct StorageDatapath::Impl {
       throw StorageError("read pinned sg_storage_cfg", errno);
     if (kcfg.machine_cgroup_id != status.machine_cgroup_id ||
         kcfg.guest_level != status.guest_level) {
-      throw StorageError(
+      throw ForeignMachineCgroup(
           fmt::format("pinned storage state in {} is for machine cgroup id {} (level {}), not {} "
                       "({}): refusing to adopt it",
                       options.pin_dir.string(), kcfg.machine_cgroup_id, kcfg.guest_level,
                       status.machine_cgroup_id, options.machine_cgroup.string()),
-          EPROTO);
+          kcfg.machine_cgroup_id, kcfg.guest_level);
     }
     cfg = kcfg;
     next_guest_id = std::max<std::uint32_t>(st.next_guest_id, 1);
@@ -1032,6 +1065,32 @@ struct StorageDatapath::Impl {
       }
     }
     status.adopted = true;
+  }
+
+  // The volumes recorded in the loaded (pinned, stale) maps, named by the state's dataset ids.
+  std::vector<ProtectedVolume> PinnedVolumes(const sg_storage_state& st) const {
+    std::vector<ProtectedVolume> out;
+    ForEach<sg_volume_key, sg_storage_volume_meta>(
+        Fd(skel->maps.sg_storage_volume_meta),
+        [&](const sg_volume_key&, const sg_storage_volume_meta& meta) {
+          if (meta.dataset >= SG_MAX_DATASETS) return;
+          std::string id(st.dataset_ids[meta.dataset],
+                         strnlen(st.dataset_ids[meta.dataset], SG_STORAGE_DATASET_ID_LEN));
+          if (id.empty()) return;
+          out.push_back({.path = std::string(meta.path, strnlen(meta.path, sizeof meta.path)),
+                         .dataset = std::move(id),
+                         .readonly = (meta.flags & SG_VOLUME_READ_ONLY) != 0});
+        });
+    return out;
+  }
+
+  // Removes every pin in pin_dir (maps, links): with no holder left the kernel frees them.
+  void ReleasePins() {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(options.pin_dir, ec)) {
+      if (::unlink(e.path().c_str()) != 0) throw StorageError("unpin " + e.path().string(), errno);
+    }
+    if (ec) throw StorageError("list " + options.pin_dir.string(), ec.value());
   }
 
   static int OnEvent(void* ctx, void* data, size_t size) {
@@ -1153,58 +1212,89 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   PathStatus open{.path = "storage-open"}, quota{.path = "storage-io-quota"},
       io{.path = "storage-io-accounting", .mechanism = "none"},
       dev{.path = "storage-block-devices"}, net{.path = "storage-network", .mechanism = "none"};
-  bool with_lsm = !m.options.force_tracepoint_fallback;
-  if (!with_lsm) {
+  const bool try_lsm = !m.options.force_tracepoint_fallback;
+  if (!try_lsm) {
     open.unavailable.push_back("bpf-lsm:file_open: not tried (tracepoint fallback forced)");
   }
-  for (;;) {
-    m.skel = OpenSkeleton(m.options.program_object);
-    bpf_program* prog = nullptr;
-    bpf_object__for_each_program(prog, m.skel->obj) {
-      if (IsLsmProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
-    }
-    if (m.pinning()) {
-      bpf_map* map = nullptr;
-      bpf_object__for_each_map(map, m.skel->obj) {
-        // .rodata (constants of this very object) belongs to the object, not to the state.
-        if (bpf_map__is_internal(map)) continue;
-        const fs::path path = m.options.pin_dir / bpf_map__name(map);
-        if (int err = bpf_map__set_pin_path(map, path.c_str()); err)
-          throw StorageError("pin path " + path.string(), err);
-      }
-    }
-    int err = 0;
-    if (with_lsm) {
-      QuietLibbpf quiet;
-      err = storage_guard__load(m.skel.get());
-    } else {
-      err = storage_guard__load(m.skel.get());
-    }
-    if (err == 0) break;
-    if (!with_lsm) {
-      throw StorageError(m.pinning() ? "load storage_guard (verifier, or pinned maps in " +
-                                           m.options.pin_dir.string() + " of another layout)"
-                                     : std::string("load storage_guard"),
-                         err);
-    }
-    open.unavailable.push_back("bpf-lsm:file_open: load: " + ErrnoText(err));
-    with_lsm = false;
-  }
-
+  const PathStatus open_before_load = open;
+  bool with_lsm = try_lsm;
   sg_storage_state state{};
-  const std::uint32_t zero = 0;
-  if (bpf_map_lookup_elem(m.Fd(m.skel->maps.sg_storage_state), &zero, &state) != 0)
-    throw StorageError("read sg_storage_state", errno);
-  if (state.abi_version != 0 && state.abi_version != SG_STORAGE_ABI_VERSION) {
-    throw StorageError(
-        fmt::format("pinned storage state in {} has storage ABI version {}, this "
-                    "daemon {}: refusing to adopt it",
-                    m.options.pin_dir.string(), state.abi_version, SG_STORAGE_ABI_VERSION),
-        EPROTO);
+  // A second round only after a stale state was released (see StorageOptions::on_stale_state).
+  for (bool released = false;;) {
+    for (;;) {
+      m.skel = OpenSkeleton(m.options.program_object);
+      bpf_program* prog = nullptr;
+      bpf_object__for_each_program(prog, m.skel->obj) {
+        if (IsLsmProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
+      }
+      if (m.pinning()) {
+        bpf_map* map = nullptr;
+        bpf_object__for_each_map(map, m.skel->obj) {
+          // .rodata (constants of this very object) belongs to the object, not to the state.
+          if (bpf_map__is_internal(map)) continue;
+          const fs::path path = m.options.pin_dir / bpf_map__name(map);
+          if (int err = bpf_map__set_pin_path(map, path.c_str()); err)
+            throw StorageError("pin path " + path.string(), err);
+        }
+      }
+      int err = 0;
+      if (with_lsm) {
+        QuietLibbpf quiet;
+        err = storage_guard__load(m.skel.get());
+      } else {
+        err = storage_guard__load(m.skel.get());
+      }
+      if (err == 0) break;
+      if (!with_lsm) {
+        throw StorageError(m.pinning() ? "load storage_guard (verifier, or pinned maps in " +
+                                             m.options.pin_dir.string() + " of another layout)"
+                                       : std::string("load storage_guard"),
+                           err);
+      }
+      open.unavailable.push_back("bpf-lsm:file_open: load: " + ErrnoText(err));
+      with_lsm = false;
+    }
+
+    const std::uint32_t zero = 0;
+    if (bpf_map_lookup_elem(m.Fd(m.skel->maps.sg_storage_state), &zero, &state) != 0)
+      throw StorageError("read sg_storage_state", errno);
+    if (state.abi_version != 0 && state.abi_version != SG_STORAGE_ABI_VERSION) {
+      throw StorageError(
+          fmt::format("pinned storage state in {} has storage ABI version {}, this "
+                      "daemon {}: refusing to adopt it",
+                      m.options.pin_dir.string(), state.abi_version, SG_STORAGE_ABI_VERSION),
+          EPROTO);
+    }
+    if (state.abi_version == 0) break;
+    try {
+      m.Adopt(state);  // keeps the predecessor's configuration until our programs run
+      break;
+    } catch (const ForeignMachineCgroup& e) {
+      if (released || !m.options.on_stale_state) throw;
+      if (e.old_guest_level == 0 || CgroupExists(*root, e.old_id, e.old_guest_level - 1)) {
+        throw StorageError(
+            std::string(e.what()) + fmt::format(" (cgroup id {} still exists and may hold guests: "
+                                                "stop them, then sovguardd "
+                                                "--release-enforcement --force)",
+                                                e.old_id),
+            EPROTO);
+      }
+      const std::string detail = fmt::format(
+          "{}: cgroup id {} no longer exists, so nothing runs under that state; released, starting "
+          "over on {}",
+          e.what(), e.old_id, m.options.machine_cgroup.string());
+      m.released_volumes = m.PinnedVolumes(state);
+      m.options.on_stale_state(detail);  // measured before anything is released
+      m.skel.reset();
+      m.ReleasePins();
+      m.active = 0;
+      state = {};
+      open = open_before_load;
+      with_lsm = try_lsm;
+      released = true;
+    }
   }
-  if (state.abi_version != 0) {
-    m.Adopt(state);  // keeps the predecessor's configuration until our programs run
-  } else {
+  if (state.abi_version == 0) {
     m.cfg.machine_cgroup_id = m.status.machine_cgroup_id;
     m.cfg.guest_level = m.status.guest_level;
   }
@@ -1306,6 +1396,10 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
 
   m.ring.reset(ring_buffer__new(m.Fd(m.skel->maps.sg_storage_events), &Impl::OnEvent, &m, nullptr));
   if (!m.ring) throw StorageError("ring_buffer__new sg_storage_events", errno);
+}
+
+const std::vector<StorageDatapath::ProtectedVolume>& StorageDatapath::ReleasedStaleVolumes() const {
+  return impl_->released_volumes;
 }
 
 StorageDatapath::~StorageDatapath() = default;  // pinned links stay in the kernel (see Detach)

@@ -149,6 +149,13 @@ struct StorageOptions {
   // events_per_sec = 0 disables events (all suppressed).
   std::uint32_t events_per_sec = 100;
   std::uint32_t event_burst = 200;
+  // Pinned state left for a machine cgroup that no longer exists (removed and made again while no
+  // daemon ran: no process can be in it any more, so that state guards nothing). Unset: refused
+  // (StorageError EPROTO), as any state of another machine cgroup. Set: called with a one-line
+  // description (measure it) BEFORE the stale pins are removed; the datapath then starts over on
+  // the current machine cgroup and ReleasedStaleVolumes() lists the volumes the stale state
+  // protected. State of a machine cgroup that still exists (or may: lookup failed) is refused.
+  std::function<void(const std::string& detail)> on_stale_state;
   // The BPF object to load instead of the built-in one (ELF bytes, alive until the constructor
   // returns), built from bpf/storage/storage_guard.bpf.c of the same storage ABI: tests use a
   // variant to stand in for an upgraded program.
@@ -304,6 +311,9 @@ class StorageDatapath {
     bool readonly = false;
   };
   std::vector<ProtectedVolume> Volumes() const;
+  // The volumes a released stale state protected (see StorageOptions::on_stale_state), with the
+  // dataset ids it recorded: protect them again once the policy is applied. Empty otherwise.
+  const std::vector<ProtectedVolume>& ReleasedStaleVolumes() const;
 
   std::vector<IoCounters> ReadCounters() const;
 

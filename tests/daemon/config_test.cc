@@ -52,6 +52,17 @@ TEST(DaemonConfig, BadValuesAreErrors) {
   sd::Config c;
   EXPECT_THROW(sd::ApplySetting("start_swtpm", "maybe", c, "x"), std::runtime_error);
   EXPECT_THROW(sd::ApplySetting("tpm", "mssim:port=1", c, "x"), std::runtime_error);
+  // The daemon's own swtpm has no TCP port any more: an old setting is an error that says so.
+  try {
+    sd::ApplySetting("swtpm_port", "2321", c, "f:3");
+    ADD_FAILURE() << "swtpm_port accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("f:3: swtpm_port: no longer used"), std::string::npos)
+        << e.what();
+  }
+  // An operator's own swtpm stays configurable, on TCP or a Unix socket.
+  sd::ApplySetting("tpm", "swtpm:path=/run/operator/tpm.sock", c, "x");
+  EXPECT_EQ(c.tpm, "swtpm:path=/run/operator/tpm.sock");
   // Resettable (16, 23), boot-chain (0-7) and malformed PCRs are refused.
   for (const char* pcr : {"16", "23", "7", "13x", ""}) {
     EXPECT_THROW(sd::ApplySetting("sovguard_pcr", pcr, c, "x"), std::runtime_error) << pcr;

@@ -42,18 +42,18 @@ class DaemonFleet : public ::testing::Test {
   pid_t libvirtd_before_ = 0;
   pid_t virtlogd_before_ = 0;
 
-  // A node with the shipped defaults and an auditor port; its own swtpm and pin directory.
+  // A node with the shipped defaults and an auditor port; its own swtpm (sockets in its runtime
+  // directory) and pin directory.
   st::DaemonProcess& StartNode(int i) {
     const fs::path pki = dir_ / "pki";
     nodes_.push_back(std::make_unique<st::DaemonProcess>(
         dir_ / ("node" + std::to_string(i)),
-        std::vector<std::string>{
-            "--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data", "--set",
-            "swtpm_port=" + std::to_string(27000 + (::getpid() % 1000) * 4 + 2 * i), "--set",
-            "api_listen=127.0.0.1:0", "--set", "api_cert=" + (pki / "server.pem").string(), "--set",
-            "api_key=" + (pki / "server.key").string(), "--set",
-            "auditor_ca=" + (pki / "ca.pem").string(), "--set",
-            "auditor_allowlist=" + (pki / "auditors.allow").string()}));
+        std::vector<std::string>{"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data",
+                                 "--set", "api_listen=127.0.0.1:0", "--set",
+                                 "api_cert=" + (pki / "server.pem").string(), "--set",
+                                 "api_key=" + (pki / "server.key").string(), "--set",
+                                 "auditor_ca=" + (pki / "ca.pem").string(), "--set",
+                                 "auditor_allowlist=" + (pki / "auditors.allow").string()}));
     return *nodes_.back();
   }
 

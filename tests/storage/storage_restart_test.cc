@@ -276,6 +276,87 @@ TEST_F(StorageRestartTest, EnforcementSurvivesSigkillAndSuccessorAdoptsEverythin
             kOtherError);
 }
 
+// The machine cgroup removed and made again while no daemon ran (a test run or `systemctl stop
+// machine.slice` between two daemons): the pinned state names a cgroup that no longer exists, so no
+// process can be under it and it guards nothing. Without on_stale_state it is refused as before;
+// with it the successor reports it (the daemon measures it) before releasing it, starts over on
+// the current cgroup, and a guest cgroup without the dataset is refused the volume the old state
+// protected.
+TEST_F(StorageRestartTest, StateOfAMachineCgroupReplacedWhileNoDaemonRanIsReleasedAndStartedOver) {
+  const auto policy = TestPolicy(approved_);
+  std::uint64_t old_id = 0;
+  {
+    StorageDatapath sp(Options());
+    sp.ApplyPolicy(policy);
+    sp.ProtectVolume(image_, "health", false);
+    old_id = sp.Status().machine_cgroup_id;
+  }  // the daemon is gone; the pinned state stays
+  ASSERT_EQ(::rmdir(cgroups_.machine().c_str()), 0) << strerror(errno);
+  ASSERT_EQ(::mkdir(cgroups_.machine().c_str(), 0755), 0) << strerror(errno);
+  ASSERT_NE(StorageDatapath::CgroupId(cgroups_.machine()), old_id);
+
+  EXPECT_THROW(StorageDatapath{Options()}, StorageError) << "refused without on_stale_state";
+  std::vector<std::string> reported;
+  StorageOptions options = Options();
+  options.on_stale_state = [&](const std::string& detail) {
+    // Reported while the stale pins still exist: measured before anything is released.
+    EXPECT_TRUE(fs::exists(pin_.path() / "sg_storage_state"));
+    reported.push_back(detail);
+  };
+  std::unique_ptr<StorageDatapath> sp;
+  ASSERT_NO_THROW(sp = std::make_unique<StorageDatapath>(options));
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_NE(reported[0].find("machine cgroup id " + std::to_string(old_id)), std::string::npos)
+      << reported[0];
+  EXPECT_NE(reported[0].find("no longer exists"), std::string::npos) << reported[0];
+  EXPECT_FALSE(sp->Status().adopted);
+  EXPECT_EQ(sp->Status().machine_cgroup_id, StorageDatapath::CgroupId(cgroups_.machine()));
+  ASSERT_EQ(sp->ReleasedStaleVolumes().size(), 1u);
+  EXPECT_EQ(sp->ReleasedStaleVolumes()[0].path, fs::canonical(image_));
+  EXPECT_EQ(sp->ReleasedStaleVolumes()[0].dataset, "health");
+
+  sp->ApplyPolicy(policy);
+  for (const auto& v : sp->ReleasedStaleVolumes()) sp->ProtectVolume(v.path, v.dataset, v.readonly);
+  for (const auto& f : sp->VerifyAttachments()) ADD_FAILURE() << f.kind << " " << f.detail;
+  const auto intruder = cgroups_.Make("qemu-9-intruder.libvirt-qemu");
+  EXPECT_TRUE(Refused(RunInCgroup(intruder, [&] {
+    return ::open(image_.c_str(), O_RDONLY) >= 0 ? kOk : (errno == EPERM ? kEperm : 21);
+  }))) << "a guest without the dataset opened the protected volume after the restart";
+  // The cgroup programs sit on the new machine cgroup: a guest holding the dataset opens its
+  // volume and is refused a forbidden endpoint.
+  const auto holder = cgroups_.Make("qemu-10-holder.libvirt-qemu");
+  sp->RegisterGuestCgroup(StorageDatapath::CgroupId(holder),
+                          GuestStorage{.name = "holder", .datasets = 1ULL << kHealth});
+  EXPECT_EQ(RunInCgroup(holder, [&] { return WriteChunks(image_, 4096, 1, 0); }).exit_code, kOk);
+  EXPECT_EQ(RunInCgroup(holder, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm)
+      << "cgroup/connect4 is not on the new machine cgroup";
+}
+
+// Pinned state of another machine cgroup that still exists may still guard processes there: it
+// is refused even with on_stale_state, nothing is reported, and its owner adopts it intact.
+TEST_F(StorageRestartTest, StateOfAnotherMachineCgroupThatStillExistsIsRefused) {
+  {
+    StorageDatapath sp(Options());
+    sp.ApplyPolicy(TestPolicy(approved_));
+    sp.ProtectVolume(image_, "health", false);
+  }
+  TestCgroups other;
+  StorageOptions options = Options();
+  options.machine_cgroup = other.machine();
+  int reported = 0;
+  options.on_stale_state = [&](const std::string&) { ++reported; };
+  try {
+    StorageDatapath sp(options);
+    ADD_FAILURE() << "adopted or released the state of a live machine cgroup";
+  } catch (const StorageError& e) {
+    EXPECT_NE(std::string(e.what()).find("still exists"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(reported, 0);
+  StorageDatapath owner(Options());
+  EXPECT_TRUE(owner.Status().adopted);
+  EXPECT_EQ(owner.Status().volumes, 1u);
+}
+
 TEST_F(StorageRestartTest, DestroyingAnUnpinnedDatapathDetaches) {
   const auto alpha = cgroups_.Make("qemu-1-alpha.libvirt-qemu");
   {

@@ -63,10 +63,10 @@ std::string DaemonProcess::Ctl() {
 DaemonProcess::DaemonProcess(fs::path dir, std::vector<std::string> extra_args)
     : dir_(std::move(dir)) {
   fs::create_directories(dir_);
+  // Its own state and runtime directories: its own software TPM (sockets in run/swtpm), never
+  // another test daemon's.
   argv_ = {Binary(), "--config", "/dev/null", "--state-dir", (dir_ / "state").string(),
            "--runtime-dir", (dir_ / "run").string(),
-           // Its own software TPM port, so daemons of concurrent test runs never share one TPM.
-           "--set", "swtpm_port=" + std::to_string(23000 + (::getpid() % 2000) * 2),
            // Its own pinned datapath state, adopted only by its own restarts.
            "--set", "bpf_pin_dir=" + PinDir().string(),
            // Any free port: status.json names the one bound.
