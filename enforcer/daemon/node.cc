@@ -267,12 +267,28 @@ void Node::StartApi() {
   }
 }
 
+bool Node::LabelFailsClosed(const libvirt::DomainDescription& domain) const {
+  if (domain.labels.state == libvirt::LabelState::kInvalid) return true;
+  for (const auto& id : domain.labels.AllDatasets()) {
+    if (std::none_of(policy_->compiled.datasets.begin(), policy_->compiled.datasets.end(),
+                     [&](const auto& d) { return d.id == id; })) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::uint64_t Node::DatasetsFor(const libvirt::GuestInfo& guest) const {
   const auto& labels = guest.domain.labels;
   const auto& validated = policy_->validated;
-  if (labels.state == libvirt::LabelState::kInvalid) {
-    // Fail closed: an unreadable label holds every dataset, so only destinations every dataset
-    // allows are reachable.
+  if (LabelFailsClosed(guest.domain)) {
+    // Fail closed: the guest holds every dataset, so only destinations every dataset allows are
+    // reachable (and StorageFor gives it no protected volume).
+    if (labels.state != libvirt::LabelState::kInvalid) {
+      log::Warning("guest {} names a dataset the policy does not define: treated as holding "
+                   "every dataset, opening no protected volume",
+                   guest.domain.name);
+    }
     std::uint64_t all = 0;
     for (const auto& d : policy_->compiled.datasets) all |= 1ULL << d.index;
     return all;
@@ -291,19 +307,8 @@ std::uint64_t Node::DatasetsFor(const libvirt::GuestInfo& guest) const {
   }
   std::uint64_t mask = selected;
   for (const auto& id : labels.AllDatasets()) {
-    bool known = false;
     for (const auto& d : policy_->compiled.datasets) {
-      if (d.id == id) {
-        mask |= 1ULL << d.index;
-        known = true;
-      }
-    }
-    if (!known) {
-      log::Warning(
-          "guest {} holds dataset '{}' that the policy does not define: treated as "
-          "holding every dataset",
-          guest.domain.name, id);
-      for (const auto& d : policy_->compiled.datasets) mask |= 1ULL << d.index;
+      if (d.id == id) mask |= 1ULL << d.index;
     }
   }
   return mask != 0 ? mask : validated.DefaultMask();
@@ -328,7 +333,10 @@ std::vector<std::uint16_t> Node::EthertypesFor(std::uint64_t datasets) const {
 
 storage::GuestStorage Node::StorageFor(const libvirt::DomainDescription& domain,
                                        std::uint64_t datasets) const {
-  storage::GuestStorage gs{.name = domain.name, .datasets = datasets};
+  // A label that fails closed holds every dataset on the network; on storage that would open
+  // every dataset's volumes, so there it holds none.
+  storage::GuestStorage gs{.name = domain.name,
+                           .datasets = LabelFailsClosed(domain) ? 0 : datasets};
   for (const auto& disk : domain.disks) {
     // Network disks have no local source: cgroup/connect guards their endpoints.
     if (disk.source.empty() || (disk.source_type != "file" && disk.source_type != "block")) {

@@ -143,6 +143,9 @@ class Node {
   libvirt::HookResponse HandleHook(const libvirt::HookEvent& event);
   void OnTap(const libvirt::TapEvent& event);
   std::uint64_t DatasetsFor(const libvirt::GuestInfo& guest) const;        // needs mu_
+  // A label that cannot be parsed, or that names a dataset the policy does not define: the guest
+  // holds every dataset on the network (only what all allow) and none on storage.
+  bool LabelFailsClosed(const libvirt::DomainDescription& domain) const;  // needs mu_
   std::vector<std::uint16_t> EthertypesFor(std::uint64_t datasets) const;  // needs mu_
   storage::GuestStorage StorageFor(const libvirt::DomainDescription& domain,
                                    std::uint64_t datasets) const;  // needs mu_

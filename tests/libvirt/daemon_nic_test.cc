@@ -390,4 +390,41 @@ TEST_F(DaemonLabels, UnparsableLabelHoldsEveryDataset) {
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
 
+// Fail closed on storage too: holding every dataset for the network must not open every
+// dataset's volumes. A guest whose label cannot be parsed opens no protected volume.
+TEST_F(DaemonLabels, UnparsableLabelOpensNoProtectedVolume) {
+  st::GuestSpec holder_spec;
+  holder_spec.name = "sgt-ldh";
+  holder_spec.tap = "sgtldh";
+  holder_spec.metadata = Label("<disk target=\"vda\" dataset=\"archive\"/>");
+  st::TestGuest holder(holder_spec);
+  AttachArchive(holder);
+  StartDaemon();
+  st::ScopedHookTarget hook(HookPath());
+
+  st::GuestSpec spec;
+  spec.name = "sgt-ld1";
+  spec.tap = "sgtld1";
+  spec.metadata = Label("<label key=\"team\" value=\"a\"/><label key=\"team\" value=\"b\"/>" 
+                        "<disk target=\"vda\" dataset=\"archive\"/>");
+  st::TestGuest intruder(spec);
+  AttachArchive(intruder);
+  const auto r = intruder.TryStart();
+  EXPECT_NE(r.exit_code, 0) << "a guest with an unparsable label started with a protected volume";
+  EXPECT_FALSE(intruder.Running());
+  EXPECT_TRUE(st::PollUntil(
+      10s,
+      [&] {
+        const std::string log = daemon_->Log();
+        const auto at = log.find("storage violation");
+        return at != std::string::npos &&
+               log.substr(at, log.find('\n', at) - at).find("sgt-ld1") != std::string::npos;
+      },
+      200ms))
+      << "start error: " << r.err << "\n"
+      << daemon_->Log();
+  EXPECT_FALSE(holder.Running());
+  EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
+}
+
 }  // namespace
