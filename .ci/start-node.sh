@@ -3,7 +3,7 @@
 # on embedded defaults (local libvirt, hardware TPM or a swtpm it starts, the shipped EU/EEA policy
 # in audit mode and the shipped jurisdiction table). Ctrl-C stops it; enforcement stays pinned.
 #   --demo   the demo node: the shipped default + examples/demo's ENFORCE policy as a bundle signed
-#            by a demo key, its state (swtpm on port 2331, anti-rollback) in /var/lib/sovguard-demo;
+#            by a demo key, its state (its own swtpm state, anti-rollback) in /var/lib/sovguard-demo;
 #            then `bash .ci/demo.sh up` in another shell
 #   --undo [--keep-enforcement] [--force]   stops the daemon and the libvirtd, virtlogd and swtpm
 #            started for this script, releases the kernel enforcement (unless asked to keep it;
@@ -116,7 +116,7 @@ fi
 daemon_args=(--data-dir "$root/policy/data")
 if [[ $mode == demo ]]; then
   SOVGUARD_BUILD_DIR=$build bash .ci/demo.sh policy
-  daemon_args+=(--state-dir "$demo_state/state" --set swtpm_port=2331
+  daemon_args+=(--state-dir "$demo_state/state"
     --set "policy_bundle=$demo_state/demo.bundle" --set "trusted_keys_dir=$demo_state/keys")
 fi
 daemon_args+=("${args[@]}")
