@@ -92,6 +92,43 @@ std::map<std::string, v1::EnforcementSnapshot> CoverageSnapshots() {
   return m;
 }
 
+// What root does without sovguardd (PCR 16 is resettable from locality 0: tpm2_pcrreset 16):
+// the clean log of `genuine` rewritten into PCR 16, extended there, and quoted with the node's
+// own AK over the boot PCRs, PCR 10 and PCR 16; logs.sovguard_pcr = 16. Every signature is real.
+v1::Evidence ForgeInPcr16(tpm::Tpm& tpm, const v1::Evidence& genuine, const Bytes& nonce,
+                          const v1::EnforcementSnapshot& snap) {
+  std::vector<cel::Record> recs;
+  for (const auto& r : cel::DecodeLog(B(genuine.logs().cel())))
+    recs.push_back(cel::MakeSovguardRecord(r.recnum, 16, cel::DecodeSovguardContent(r.content)));
+  for (const auto& r : recs) tpm.PcrExtend(16, r.digest);
+  v1::Evidence ev = genuine;
+  const std::string sb = evidence::SerializeSnapshot(snap);
+  const auto digest = Sha256(sb);
+  ev.set_snapshot_bytes(sb);
+  ev.set_snapshot_sha256(S(digest));
+  *ev.mutable_snapshot() = snap;
+  const auto qd = evidence::QualifyingData(nonce, digest);
+  const auto q = tpm.Quote(tpm::kDefaultAkHandle, qd, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16});
+  auto* quote = ev.mutable_quote();
+  quote->set_attest(S(q.attest));
+  quote->set_signature(S(q.signature));
+  quote->set_qualifying_data(S(qd));
+  quote->clear_pcrs();
+  for (size_t i = 0; i < q.pcrs.size(); ++i) {
+    auto* p = quote->add_pcrs();
+    p->set_index(q.pcrs[i]);
+    p->set_sha256(S(q.values[i]));
+  }
+  ev.mutable_clock()->set_clock_ms(q.clock);
+  ev.mutable_clock()->set_reset_count(static_cast<uint32_t>(q.reset_count));
+  ev.mutable_clock()->set_restart_count(static_cast<uint32_t>(q.restart_count));
+  ev.mutable_clock()->set_safe(q.safe);
+  ev.mutable_clock()->set_firmware_version(q.firmware_version);
+  ev.mutable_logs()->set_cel(S(cel::EncodeLog(recs)));
+  ev.mutable_logs()->set_sovguard_pcr(16);
+  return ev;
+}
+
 // One swtpm and one set of genuine evidence for the whole suite: every test mutates copies.
 struct World {
   ts::Swtpm swtpm;
@@ -102,6 +139,9 @@ struct World {
       *tpm, measure::MeasureConfig{tmp.path() / "state", measure::kDefaultSovguardPcr});
   Bytes nonce = B("auditor-nonce-0123456789");
   v1::Evidence ecc, rsa, other_snapshot, wrong_policy;
+  // The forger's evidence: root extends a clean log into resettable PCR 16 (fresh, as after
+  // tpm2_pcrreset 16), declares logs.sovguard_pcr = 16, and quotes it with the node's real AK.
+  v1::Evidence pcr16;
   // CoverageSnapshots() quoted while vm1 runs; then vm1 released with no guest / vm1 listed;
   // then a guest event the verifier does not know.
   std::map<std::string, v1::Evidence> coverage;
@@ -153,6 +193,7 @@ class VerifyTest : public ::testing::Test {
                    ""};
     }
     const evidence::EvidenceConfig ecc_cfg = cfg;
+    w.pcr16 = ForgeInPcr16(*w.tpm, w.ecc, w.nonce, Snapshot("vm1"));
     cfg.ak_handle = 0x81018001;
     cfg.ak_alg = tpm::KeyAlg::kRsa2048;
     {
@@ -270,6 +311,19 @@ TEST_F(VerifyTest, GenuineEvidencePassesEveryCheck) {
     EXPECT_TRUE(c.contains("name") && c.contains("status") && c.contains("reason") &&
                 c.contains("detail"));
   }
+}
+
+// Root resets PCR 16 (resettable from locality 0), extends a clean log into it and declares
+// logs.sovguard_pcr = 16: every signature is genuine, the log replays to the quoted PCR 16. The
+// verifier pins sovguard's PCR (13 unless --sovguard-pcr), so the evidence is not sovguard's.
+// (Before the PCR was pinned this evidence passed: the hole.)
+TEST_F(VerifyTest, ResettablePcr16LogIsNotSovguards) {
+  const auto& w = *world;
+  ASSERT_EQ(w.pcr16.logs().sovguard_pcr(), 16u);
+  auto r = verify::Verify(w.pcr16, {w.nonce, w.ecc.ak().public_pem()});
+  EXPECT_FALSE(r.passed()) << verify::RenderText(r);
+  ASSERT_NE(r.Find("eventlog.cel.replay"), nullptr);
+  EXPECT_EQ(r.Find("eventlog.cel.replay")->reason, "CEL_PCR_UNEXPECTED") << verify::RenderText(r);
 }
 
 TEST_F(VerifyTest, ForgedSignatureFails) {
