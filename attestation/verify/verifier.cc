@@ -223,6 +223,26 @@ AkCache& TheAkCache() {
   return cache;
 }
 
+// The enrolled AK (--ak-pub) of a verdict: parsing PEM (OpenSSL 3 decoders) costs more than
+// the other AK checks, and an auditor verifies the same nodes again and again, so the parsed key
+// is kept per exact PEM text (the last few; thread-safe). Null for text that is not a key.
+EvpPkey EnrolledKey(const std::string& pem) {
+  static std::mutex mu;
+  static std::deque<std::pair<std::string, EvpPkey>> keys;  // newest first
+  constexpr size_t kMax = 64;
+  {
+    std::lock_guard lock(mu);
+    for (auto& [text, key] : keys)
+      if (text == pem && EVP_PKEY_up_ref(key.get()) == 1) return EvpPkey(key.get(), &EVP_PKEY_free);
+  }
+  EvpPkey key = LoadPem(pem);
+  if (!key || EVP_PKEY_up_ref(key.get()) != 1) return key;
+  std::lock_guard lock(mu);
+  keys.emplace_front(pem, EvpPkey(key.get(), &EVP_PKEY_free));
+  if (keys.size() > kMax) keys.pop_back();
+  return key;
+}
+
 // The AK the evidence carries: its TPM public area must agree with its name and PEM.
 CheckResult CheckAkConsistency(const v1::AttestationKey& ak, EvpPkey& key_out) {
   const std::string name = "ak.consistency";
@@ -330,7 +350,7 @@ struct CelFacts {
   std::vector<size_t> downgrades;      // kMechanismDowngraded since the last kDaemonStart
   size_t last_start = SIZE_MAX;        // the last kDaemonStart
   // What enforcement.continuity reads: every kDaemonStart, every kMechanismDowngraded, every
-  // other kEnforcementState event (tamper:<kind>, "enforcement" releases), in log order.
+  // tamper:<kind> and "enforcement" (release) kEnforcementState event, in log order.
   std::vector<size_t> starts, all_downgrades, state_events;
   // With a reference manifest only: what it checks, found while decoding (the manifest check
   // then reads 32 bytes per component instead of decoding the log again).
@@ -388,7 +408,9 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
         if (!why && v.kind == cel::EventKind::kEnforcementState && v.name.size() >= kPrefix &&
             std::memcmp(v.name.data(), cel::kGuestEventPrefix.data(), kPrefix) == 0)
           guest_events.push_back(i);
-        else if (!why && v.kind == cel::EventKind::kEnforcementState)
+        else if (!why && v.kind == cel::EventKind::kEnforcementState &&
+                 ((v.name.size() > 7 && std::memcmp(v.name.data(), "tamper:", 7) == 0) ||
+                  v.name == "enforcement"))
           state_events.push_back(i);
         else if (!why && v.kind == cel::EventKind::kProgramAttached &&
                  v.name.size() == kNetProgram.size() &&
@@ -646,21 +668,31 @@ std::string SoftwareTpmMark(const EkProfile& p) {
   return {};
 }
 
-// The EK certificates of the evidence that parse (index, certificate).
-std::vector<std::pair<int, X509Ptr>> EkCertificates(const v1::Evidence& ev) {
-  std::vector<std::pair<int, X509Ptr>> out;
-  for (int i = 0; i < ev.ek_certificates_size(); ++i) {
-    Bytes der;
-    try {
-      der = tpm::TrimDer(U8(ev.ek_certificates(i).der()));
-    } catch (const AttestationError&) {
-      continue;
-    }
+// The TCG profile of an EK certificate given as evidence bytes, or nullopt when they are not one
+// DER certificate. Decoding a certificate (OpenSSL 3 decodes its key through the providers)
+// costs more than the rest of a cached verdict, and a node shows the same certificates every
+// time: results are kept per exact bytes (the last few; thread-safe).
+std::optional<EkProfile> EkProfileOf(const std::string& der_in) {
+  static std::mutex mu;
+  static std::deque<std::pair<std::string, std::optional<EkProfile>>> known;  // newest first
+  constexpr size_t kMax = 64;
+  {
+    std::lock_guard lock(mu);
+    for (const auto& [der, prof] : known)
+      if (der == der_in) return prof;
+  }
+  std::optional<EkProfile> prof;
+  try {
+    const Bytes der = tpm::TrimDer(U8(der_in));
     const unsigned char* p = der.data();
     X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())), &X509_free);
-    if (cert && p == der.data() + der.size()) out.emplace_back(i, std::move(cert));
+    if (cert && p == der.data() + der.size()) prof = ReadEkProfile(cert.get());
+  } catch (const AttestationError&) {
   }
-  return out;
+  std::lock_guard lock(mu);
+  known.emplace_front(der_in, prof);
+  if (known.size() > kMax) known.pop_back();
+  return prof;
 }
 
 // tpm.hardware: the quote comes from a hardware TPM. Decided from what the node cannot forge: an
@@ -672,8 +704,10 @@ CheckResult CheckHardware(const v1::Evidence& ev,
                           const CheckResult* ek_chain) {
   const std::string name = "tpm.hardware";
   std::string makers;
-  for (const auto& [i, cert] : EkCertificates(ev)) {
-    const EkProfile p = ReadEkProfile(cert.get());
+  for (int i = 0; i < ev.ek_certificates_size(); ++i) {
+    const auto prof = EkProfileOf(ev.ek_certificates(i).der());
+    if (!prof) continue;  // (ek.chain names it when asked to check the chain)
+    const EkProfile& p = *prof;
     const std::string at = "ek_certificates[" + std::to_string(i) + "]";
     if (auto mark = SoftwareTpmMark(p); !mark.empty())
       return Fail(name, kReasonSoftwareTpm, at + " is a software TPM's: " + mark);
@@ -1173,10 +1207,11 @@ CheckResult CheckContinuity(const std::optional<CelFacts>& cel, size_t since,
   std::set<std::string, std::less<>> running;
   Issues found;
   for (const auto& [i, kind] : events) {
+    const bool counted = i >= since;
+    if (!counted && kind != kGuest) continue;
     cel::SovguardEventView e;
     if (cel::DecodeSovguardContentView(cel->recs[i].content, e)) continue;  // (cannot be)
-    const std::string at = "logs.cel record " + std::to_string(i);
-    const bool counted = i >= since;
+    const auto at = [i] { return "logs.cel record " + std::to_string(i); };
     switch (kind) {
       case kGuest: {
         const std::string uuid(e.name.substr(cel::kGuestEventPrefix.size()));
@@ -1186,19 +1221,19 @@ CheckResult CheckContinuity(const std::optional<CelFacts>& cel, size_t since,
       }
       case kState:
         if (counted && e.name.starts_with("tamper:"))
-          found.Add(at + ": tamper finding " + std::string(e.name.substr(7)) +
+          found.Add(at() + ": tamper finding " + std::string(e.name.substr(7)) +
                     (e.detail.empty() ? "" : " (" + std::string(e.detail) + ")"));
         else if (counted && e.name == "enforcement" && e.detail.find("(forced)") != e.detail.npos)
-          found.Add(at + ": forced release (" + std::string(e.detail) + ")");
+          found.Add(at() + ": forced release (" + std::string(e.detail) + ")");
         break;
       case kStart:
         if (counted && i > 0 && !running.empty())
-          found.Add(at + ": daemon (re)started (" + std::string(e.detail) + ") while " +
+          found.Add(at() + ": daemon (re)started (" + std::string(e.detail) + ") while " +
                     std::to_string(running.size()) + " guest(s) ran without a daemon");
         break;
       case kDowngrade:
         if (counted && !running.empty())
-          found.Add(at + ": mechanism downgraded for " + std::string(e.name) + " while " +
+          found.Add(at() + ": mechanism downgraded for " + std::string(e.name) + " while " +
                     std::to_string(running.size()) + " guest(s) ran");
         break;
     }
@@ -1946,7 +1981,7 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
   out.push_back(CheckAkConsistency(ev.ak(), carried));
   EvpPkey enrolled(nullptr, &EVP_PKEY_free);
   if (opts.ak_pub_pem) {
-    enrolled = LoadPem(*opts.ak_pub_pem);
+    enrolled = EnrolledKey(*opts.ak_pub_pem);
     if (!enrolled) throw InputError("--ak-pub is not a PEM public key");
     if (carried && EVP_PKEY_eq(carried.get(), enrolled.get()) == 1)
       out.push_back(Pass("ak.enrolled", "the evidence AK is the enrolled AK"));
