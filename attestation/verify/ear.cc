@@ -32,6 +32,9 @@ bool Passed(const Report& r, std::string_view name) {
 bool Failed(const Report& r, std::string_view name) {
   return StatusOf(r, name) == Status::kFail;
 }
+bool Waived(const Report& r, std::string_view name) {
+  return StatusOf(r, name) == Status::kWaived;
+}
 
 }  // namespace
 
@@ -69,23 +72,30 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
     v["instance-identity"] = kCryptoFailed;
   else if (Failed(r, "ak.consistency") || Failed(r, "ak.enrolled") || Failed(r, "ak.ek_binding") ||
            Failed(r, "nonce") || Failed(r, "quote.qualifying_data") ||
-           Failed(r, "quote.clock_monotonic"))
+           Failed(r, "quote.clock_monotonic") || Failed(r, "trust.root"))
     v["instance-identity"] = kContraindicated;
-  else if (Passed(r, "quote.signature") && (Passed(r, "ak.enrolled") || Passed(r, "ak.ek_binding")))
+  else if (Passed(r, "quote.signature") && Passed(r, "trust.root"))
     v["instance-identity"] = kAffirming;
-  // Hardware: a genuine TPM (EK certificate chain to a trusted manufacturer CA).
-  if (Failed(r, "ek.chain"))
+  else if (Waived(r, "trust.root"))
+    v["instance-identity"] = kUnsafeConfig;
+  // Hardware: a hardware TPM (tpm.hardware: an EK certificate chained to a trusted CA naming a
+  // TPM maker that is not swtpm); a software TPM the auditor accepted is a warning.
+  if (Failed(r, "ek.chain") || Failed(r, "tpm.hardware"))
     v["hardware"] = kContraindicated;
-  else if (Passed(r, "ek.chain"))
+  else if (Waived(r, "tpm.hardware"))
+    v["hardware"] = kUnsafeConfig;
+  else if (Passed(r, "tpm.hardware"))
     v["hardware"] = kAffirming;
   // Executables: the measured stack replays to the signed PCRs and is what the manifest approves.
   const auto* cel = r.Find("eventlog.cel.replay");
   if (cel && cel->status == Status::kFail)
     v["executables"] = cel->reason == kReasonCelEntryTampered ? kCryptoFailed : kContraindicated;
   else if (Failed(r, "eventlog.cel.events") || Failed(r, "manifest.components") ||
-           Failed(r, "manifest.jurisdiction") || Failed(r, "manifest.signature"))
+           Failed(r, "manifest.jurisdiction") || Failed(r, "manifest.signature") ||
+           Failed(r, "manifest.ima"))
     v["executables"] = kContraindicated;
-  else if (Passed(r, "manifest.components") && Passed(r, "manifest.jurisdiction"))
+  else if (Passed(r, "manifest.components") && Passed(r, "manifest.jurisdiction") &&
+           !Waived(r, "manifest.ima"))
     v["executables"] = kAffirming;
   else if (cel && cel->status == Status::kPass)
     v["executables"] = kUnrecognizedRt;
@@ -96,8 +106,11 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
   const auto* mech = r.Find("snapshot.mechanisms");
   if (Failed(r, "policy.bundle") || Failed(r, "manifest.boot") || Failed(r, "eventlog.uefi") ||
       Failed(r, "snapshot.digest") || Failed(r, "snapshot.copy") ||
-      Failed(r, "snapshot.coverage") || Failed(r, "snapshot.mechanisms"))
+      Failed(r, "snapshot.coverage") || Failed(r, "snapshot.mechanisms") ||
+      Failed(r, "enforcement.continuity"))
     v["configuration"] = kContraindicated;
+  else if (Waived(r, "eventlog.uefi") || Waived(r, "enforcement.continuity"))
+    v["configuration"] = kUnsafeConfig;
   else if (mech && mech->status == Status::kPass &&
            mech->detail.find(kMechanismsDowngradedMarker) != std::string::npos)
     v["configuration"] = kUnsafeConfig;
@@ -106,6 +119,8 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
   // File system: IMA.
   if (Failed(r, "eventlog.ima"))
     v["file-system"] = kContraindicated;
+  else if (Waived(r, "eventlog.ima"))
+    v["file-system"] = kUnsafeConfig;
   else if (Passed(r, "eventlog.ima"))
     v["file-system"] = kAffirming;
   // Storage opaque: the AK is a TPM key (credential activation proved it lives with the EK).
@@ -115,12 +130,23 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
 
 std::string EarStatus(const Report& r) {
   if (!r.passed()) return "contraindicated";
+  const auto v = TrustworthinessVector(r);
   int worst = 0;
-  for (const auto& [k, val] : TrustworthinessVector(r)) worst = std::max(worst, val);
+  for (const auto& [k, val] : v) worst = std::max(worst, val);
   if (worst >= 96) return "contraindicated";
-  if (worst >= 32) return "warning";
-  if (worst >= 2) return "affirming";
-  return "none";
+  // Affirming only when every claim an auditor relies on is backed by a passed check: identity
+  // (rooted AK), hardware (a hardware TPM), executables (approved software), configuration
+  // (policy, boot chain) and the enforcement runtime (every guest covered, every path reported,
+  // enforcement uninterrupted); a waiver anywhere makes it a warning.
+  const bool waived = std::any_of(r.checks.begin(), r.checks.end(),
+                                  [](const CheckResult& c) { return c.status == Status::kWaived; });
+  const bool backed = v.at("instance-identity") == kAffirming && v.at("hardware") == kAffirming &&
+                      v.at("executables") == kAffirming && v.at("configuration") == kAffirming &&
+                      Passed(r, "snapshot.coverage") && Passed(r, "snapshot.mechanisms") &&
+                      Passed(r, "enforcement.continuity");
+  if (worst >= 32 || waived || !r.waivers.empty()) return "warning";
+  if (backed) return "affirming";
+  return worst >= 2 ? "warning" : "none";
 }
 
 std::string EarClaimsJson(const Report& r, const EarOptions& o) {
@@ -129,7 +155,9 @@ std::string EarClaimsJson(const Report& r, const EarOptions& o) {
   sub["ear.trustworthiness-vector"] = nlohmann::json::object();
   for (const auto& [k, val] : TrustworthinessVector(r))
     if (val != kNoClaim) sub["ear.trustworthiness-vector"][k] = val;
-  sub["ear.appraisal-policy-id"] = "urn:sovguard:verify:checks:v1";
+  sub["ear.appraisal-policy-id"] = "urn:sovguard:verify:checks:v2";
+  // Requirements the auditor accepted as unmet, by name.
+  sub["sovguard.waivers"] = r.waivers;
   // Which check decided what: names and reason codes (details stay in the --json report).
   auto& checks = sub["sovguard.checks"] = nlohmann::json::object();
   for (const auto& c : r.checks)

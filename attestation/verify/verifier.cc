@@ -13,6 +13,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_tpm2_types.h>
 
@@ -222,6 +223,26 @@ AkCache& TheAkCache() {
   return cache;
 }
 
+// The enrolled AK (--ak-pub) of a verdict: parsing PEM (OpenSSL 3 decoders) costs more than
+// the other AK checks, and an auditor verifies the same nodes again and again, so the parsed key
+// is kept per exact PEM text (the last few; thread-safe). Null for text that is not a key.
+EvpPkey EnrolledKey(const std::string& pem) {
+  static std::mutex mu;
+  static std::deque<std::pair<std::string, EvpPkey>> keys;  // newest first
+  constexpr size_t kMax = 64;
+  {
+    std::lock_guard lock(mu);
+    for (auto& [text, key] : keys)
+      if (text == pem && EVP_PKEY_up_ref(key.get()) == 1) return EvpPkey(key.get(), &EVP_PKEY_free);
+  }
+  EvpPkey key = LoadPem(pem);
+  if (!key || EVP_PKEY_up_ref(key.get()) != 1) return key;
+  std::lock_guard lock(mu);
+  keys.emplace_front(pem, EvpPkey(key.get(), &EVP_PKEY_free));
+  if (keys.size() > kMax) keys.pop_back();
+  return key;
+}
+
 // The AK the evidence carries: its TPM public area must agree with its name and PEM.
 CheckResult CheckAkConsistency(const v1::AttestationKey& ak, EvpPkey& key_out) {
   const std::string name = "ak.consistency";
@@ -328,6 +349,9 @@ struct CelFacts {
   size_t last_net_program = SIZE_MAX;  // last kProgramAttached of sg_net
   std::vector<size_t> downgrades;      // kMechanismDowngraded since the last kDaemonStart
   size_t last_start = SIZE_MAX;        // the last kDaemonStart
+  // What enforcement.continuity reads: every kDaemonStart, every kMechanismDowngraded, every
+  // tamper:<kind> and "enforcement" (release) kEnforcementState event, in log order.
+  std::vector<size_t> starts, all_downgrades, state_events;
   // With a reference manifest only: what it checks, found while decoding (the manifest check
   // then reads 32 bytes per component instead of decoding the log again).
   std::vector<std::pair<size_t, const uint8_t*>> components;  // record, object digest
@@ -336,8 +360,10 @@ struct CelFacts {
 
 std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t> cel_bytes,
                                  bool pcrs_ok, ReplayCache* cache, bool for_manifest,
-                                 std::vector<CheckResult>& out) {
-  const uint32_t pcr = ev.logs().sovguard_pcr();
+                                 uint32_t pinned_pcr, std::vector<CheckResult>& out) {
+  // The PCR is the verifier's, never the evidence's: a log in a resettable PCR (16-23) can be
+  // rebuilt at will by root, so naming one must not make it sovguard's.
+  const uint32_t pcr = pinned_pcr;
   const std::string name = "eventlog.cel.replay";
   // Structure (sequence, PCR index) and event types: sovguard's log holds only sovguard events,
   // so any other content type or an unknown sovguard kind is an unknown event, reported with
@@ -357,6 +383,7 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
     size_t last_net_program = SIZE_MAX;
     std::vector<size_t> downgrades;
     size_t last_start = SIZE_MAX;
+    std::vector<size_t> starts, all_downgrades, state_events;
     bool for_manifest;
     std::vector<std::pair<size_t, const uint8_t*>> components;
     std::vector<size_t> cmdlines;
@@ -381,16 +408,22 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
         if (!why && v.kind == cel::EventKind::kEnforcementState && v.name.size() >= kPrefix &&
             std::memcmp(v.name.data(), cel::kGuestEventPrefix.data(), kPrefix) == 0)
           guest_events.push_back(i);
+        else if (!why && v.kind == cel::EventKind::kEnforcementState &&
+                 ((v.name.size() > 7 && std::memcmp(v.name.data(), "tamper:", 7) == 0) ||
+                  v.name == "enforcement"))
+          state_events.push_back(i);
         else if (!why && v.kind == cel::EventKind::kProgramAttached &&
                  v.name.size() == kNetProgram.size() &&
                  std::memcmp(v.name.data(), kNetProgram.data(), kNetProgram.size()) == 0)
           last_net_program = i;
-        else if (!why && v.kind == cel::EventKind::kMechanismDowngraded)
+        else if (!why && v.kind == cel::EventKind::kMechanismDowngraded) {
           downgrades.push_back(i);
-        else if (!why && v.kind == cel::EventKind::kDaemonStart) {
+          all_downgrades.push_back(i);
+        } else if (!why && v.kind == cel::EventKind::kDaemonStart) {
           // A (re)started daemon probes and measures its mechanisms again.
           last_start = i;
           downgrades.clear();
+          starts.push_back(i);
         }
         if (for_manifest && !why) {
           if (IsComponentKind(v.kind))
@@ -457,7 +490,12 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
   // The first structural fault in record order: a broken sequence, else a wrong PCR.
   std::optional<CheckResult> structural;
   const size_t first_structural = std::min(scan.first_bad_recnum, scan.first_bad_pcr);
-  if (first_structural != SIZE_MAX) {
+  if (ev.logs().sovguard_pcr() != pcr) {
+    structural = Fail(name, kReasonCelPcrUnexpected,
+                      "logs.sovguard_pcr is " + std::to_string(ev.logs().sovguard_pcr()) +
+                          ", the verifier expects sovguard's log in PCR " + std::to_string(pcr) +
+                          " (--sovguard-pcr): a log in another PCR is not sovguard's");
+  } else if (first_structural != SIZE_MAX) {
     const size_t i = first_structural;
     if (i == scan.first_bad_recnum)
       structural = Fail(name, kReasonCelSequenceBroken,
@@ -467,7 +505,7 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
     else
       structural = Fail(name, kReasonCelWrongPcr,
                         "logs.cel record " + std::to_string(i) + " extends PCR " +
-                            std::to_string(scan.bad_pcr) + " (logs.sovguard_pcr is " +
+                            std::to_string(scan.bad_pcr) + " (sovguard's PCR is " +
                             std::to_string(pcr) + ")");
   }
   if (scan.n_unknown) {
@@ -504,7 +542,7 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
     if (p.index() == pcr) quoted = &p;
   if (!quoted) {
     out.push_back(Fail(name, kReasonCelPcrNotQuoted,
-                       "logs.sovguard_pcr " + std::to_string(pcr) + " is not in quote.pcrs"));
+                       "sovguard's PCR " + std::to_string(pcr) + " is not in quote.pcrs"));
     return std::nullopt;
   }
   if (quoted->sha256() != Str(replayed)) {
@@ -525,9 +563,15 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
                                (done ? " (" + std::to_string(done) +
                                            " of them as remembered from an earlier verdict)"
                                      : std::string())));
-  return CelFacts{std::move(scan.recs),    std::move(scan.guest_events),
-                  scan.last_net_program,   std::move(scan.downgrades),
-                  scan.last_start,         std::move(scan.components),
+  return CelFacts{std::move(scan.recs),
+                  std::move(scan.guest_events),
+                  scan.last_net_program,
+                  std::move(scan.downgrades),
+                  scan.last_start,
+                  std::move(scan.starts),
+                  std::move(scan.all_downgrades),
+                  std::move(scan.state_events),
+                  std::move(scan.components),
                   std::move(scan.cmdlines)};
 }
 
@@ -564,6 +608,145 @@ X509Store LoadEkCaStore(const std::filesystem::path& dir) {
   return store;
 }
 
+// What a TCG EK certificate (EK Credential Profile 2.x) says about its TPM: the EK EKU
+// (2.23.133.8.1) and, in a directoryName of the subject alternative name, the TPM manufacturer
+// (2.23.133.2.1), model (2.23.133.2.2) and firmware version (2.23.133.2.3).
+struct EkProfile {
+  bool ek_eku = false;
+  std::string manufacturer, model, version, issuer;
+};
+EkProfile ReadEkProfile(X509* cert) {
+  EkProfile p;
+  if (char* line = X509_NAME_oneline(X509_get_issuer_name(cert), nullptr, 0)) {
+    p.issuer = line;
+    OPENSSL_free(line);
+  }
+  using Eku = std::unique_ptr<EXTENDED_KEY_USAGE, decltype(&EXTENDED_KEY_USAGE_free)>;
+  Eku eku(
+      static_cast<EXTENDED_KEY_USAGE*>(X509_get_ext_d2i(cert, NID_ext_key_usage, nullptr, nullptr)),
+      &EXTENDED_KEY_USAGE_free);
+  char oid[64];
+  for (int i = 0; eku && i < sk_ASN1_OBJECT_num(eku.get()); ++i)
+    if (OBJ_obj2txt(oid, sizeof oid, sk_ASN1_OBJECT_value(eku.get(), i), 1) > 0 &&
+        std::string_view(oid) == "2.23.133.8.1")
+      p.ek_eku = true;
+  using Names = std::unique_ptr<GENERAL_NAMES, decltype(&GENERAL_NAMES_free)>;
+  Names san(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)),
+      &GENERAL_NAMES_free);
+  for (int i = 0; san && i < sk_GENERAL_NAME_num(san.get()); ++i) {
+    const GENERAL_NAME* g = sk_GENERAL_NAME_value(san.get(), i);
+    if (g->type != GEN_DIRNAME) continue;
+    for (int k = 0; k < X509_NAME_entry_count(g->d.directoryName); ++k) {
+      const X509_NAME_ENTRY* e = X509_NAME_get_entry(g->d.directoryName, k);
+      if (OBJ_obj2txt(oid, sizeof oid, X509_NAME_ENTRY_get_object(e), 1) <= 0) continue;
+      const ASN1_STRING* v = X509_NAME_ENTRY_get_data(e);
+      const std::string value(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
+                              static_cast<size_t>(ASN1_STRING_length(v)));
+      const std::string_view o(oid);
+      if (o == "2.23.133.2.1")
+        p.manufacturer = value;
+      else if (o == "2.23.133.2.2")
+        p.model = value;
+      else if (o == "2.23.133.2.3")
+        p.version = value;
+    }
+  }
+  return p;
+}
+
+// What marks a software TPM in its EK certificate: swtpm_setup's local CA ("swtpm-localca"), its
+// model "swtpm", its manufacturer id 0x00001014 (the IBM software TPM libtpms derives from).
+std::string SoftwareTpmMark(const EkProfile& p) {
+  auto lower = [](std::string t) {
+    for (auto& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return t;
+  };
+  if (lower(p.issuer).find("swtpm") != std::string::npos) return "issuer " + p.issuer;
+  if (lower(p.model).find("swtpm") != std::string::npos) return "TPM model " + p.model;
+  if (lower(p.manufacturer) == "id:00001014") return "TPM manufacturer " + p.manufacturer;
+  return {};
+}
+
+// The TCG profile of an EK certificate given as evidence bytes, or nullopt when they are not one
+// DER certificate. Decoding a certificate (OpenSSL 3 decodes its key through the providers)
+// costs more than the rest of a cached verdict, and a node shows the same certificates every
+// time: results are kept per exact bytes (the last few; thread-safe).
+std::optional<EkProfile> EkProfileOf(const std::string& der_in) {
+  static std::mutex mu;
+  static std::deque<std::pair<std::string, std::optional<EkProfile>>> known;  // newest first
+  constexpr size_t kMax = 64;
+  {
+    std::lock_guard lock(mu);
+    for (const auto& [der, prof] : known)
+      if (der == der_in) return prof;
+  }
+  std::optional<EkProfile> prof;
+  try {
+    const Bytes der = tpm::TrimDer(U8(der_in));
+    const unsigned char* p = der.data();
+    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())), &X509_free);
+    if (cert && p == der.data() + der.size()) prof = ReadEkProfile(cert.get());
+  } catch (const AttestationError&) {
+  }
+  std::lock_guard lock(mu);
+  known.emplace_front(der_in, prof);
+  if (known.size() > kMax) known.pop_back();
+  return prof;
+}
+
+// tpm.hardware: the quote comes from a hardware TPM. Decided from what the node cannot forge: an
+// EK certificate that chains to the auditor's --ek-ca and names a TPM maker that is not swtpm.
+// A software TPM named anywhere (EK certificate, even unchained, or the node's own snapshot
+// statement) fails SOFTWARE_TPM; no chained EK certificate fails HARDWARE_TPM_UNPROVEN.
+CheckResult CheckHardware(const v1::Evidence& ev,
+                          const std::optional<v1::EnforcementSnapshot>& snap,
+                          const CheckResult* ek_chain) {
+  const std::string name = "tpm.hardware";
+  std::string makers;
+  for (int i = 0; i < ev.ek_certificates_size(); ++i) {
+    const auto prof = EkProfileOf(ev.ek_certificates(i).der());
+    if (!prof) continue;  // (ek.chain names it when asked to check the chain)
+    const EkProfile& p = *prof;
+    const std::string at = "ek_certificates[" + std::to_string(i) + "]";
+    if (auto mark = SoftwareTpmMark(p); !mark.empty())
+      return Fail(name, kReasonSoftwareTpm, at + " is a software TPM's: " + mark);
+    makers += (makers.empty() ? "" : "; ") + at + " manufacturer " + p.manufacturer + " model " +
+              p.model + " version " + p.version;
+  }
+  if (snap && snap->software_tpm())
+    return Fail(name, kReasonSoftwareTpm,
+                "the node's snapshot states software_tpm: its TPM is swtpm");
+  if (!ek_chain || ek_chain->status != Status::kPass)
+    return Fail(name, kReasonHardwareTpmUnproven,
+                "no EK certificate chained to a trusted EK CA (--ek-ca): which TPM signed is "
+                "unknown");
+  return Pass(name, makers + " (chained to --ek-ca)");
+}
+
+// trust.root: the AK is rooted by the auditor, not by the evidence: an enrolled AK (--ak-pub), or
+// credential activation (ak.ek_binding) with an EK certificate chained to --ek-ca (ek.chain).
+CheckResult CheckRoot(const Report& rep) {
+  const std::string name = "trust.root";
+  const auto status = [&](std::string_view c) {
+    const auto* r = rep.Find(c);
+    return r ? r->status : Status::kNotApplicable;
+  };
+  if (status("ak.enrolled") == Status::kPass)
+    return Pass(name, "enrolled AK (--ak-pub) signed the quote");
+  if (status("ak.ek_binding") == Status::kPass && status("ek.chain") == Status::kPass)
+    return Pass(name, "credential activation bound the AK to an EK certificate chained to --ek-ca");
+  if (status("ak.enrolled") == Status::kFail || status("ak.ek_binding") == Status::kFail ||
+      status("ek.chain") == Status::kFail)
+    return Fail(name, kReasonDependencyFailed, "an AK or EK check failed");
+  return Fail(name, kReasonRootOfTrustMissing,
+              std::string("nothing roots the AK the evidence carries: give an enrolled AK "
+                          "(--ak-pub), or credential activation (") +
+                  (status("ak.ek_binding") == Status::kPass ? "done" : "missing") +
+                  ") with --ek-ca (" + (status("ek.chain") == Status::kPass ? "done" : "missing") +
+                  ")");
+}
+
 CheckResult CheckEkChain(const v1::Evidence& ev, X509_STORE* store) {
   const std::string name = "ek.chain";
   if (ev.ek_certificates().empty())
@@ -589,6 +772,14 @@ CheckResult CheckEkChain(const v1::Evidence& ev, X509_STORE* store) {
       return Fail(name, kReasonEkChainUntrusted,
                   at + " does not chain to a trusted EK CA: " +
                       X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get())));
+    // The TCG EK profile: a certificate the CA issued for another purpose is not an EK's.
+    const EkProfile prof = ReadEkProfile(cert.get());
+    if (!prof.ek_eku || prof.manufacturer.empty() || prof.model.empty() || prof.version.empty())
+      return Fail(name, kReasonEkProfileInvalid,
+                  at + " is not a TCG EK certificate: " +
+                      (!prof.ek_eku ? "no EK extended key usage 2.23.133.8.1"
+                                    : "no TPM manufacturer, model and version (2.23.133.2.1-3) "
+                                      "in its subject alternative name"));
     ok += (ok.empty() ? "" : ", ") + at;
   }
   // The AK is not yet proven to live in this TPM (credential activation): say so.
@@ -642,8 +833,20 @@ CheckResult CheckAkEkBinding(const v1::Evidence& ev, const std::optional<AkEkBin
 // has no event for a PCR). PCRs the log extends but the quote does not cover are named.
 CheckResult CheckUefi(const v1::Evidence& ev, bool pcrs_ok) {
   const std::string name = "eventlog.uefi";
+  // The boot chain is verified only when every boot PCR is quoted and replayed.
+  std::string unquoted_boot;
+  for (uint32_t i = 0; i <= 9; ++i)
+    if (std::none_of(ev.quote().pcrs().begin(), ev.quote().pcrs().end(),
+                     [&](const v1::PcrValue& p) { return p.index() == i; }))
+      unquoted_boot += (unquoted_boot.empty() ? "" : ",") + std::to_string(i);
+  if (!unquoted_boot.empty())
+    return Fail(
+        name, kReasonBootPcrNotQuoted,
+        "boot PCR(s) " + unquoted_boot + " not in quote.pcrs: the boot chain is unverified");
   if (!ev.logs().has_uefi_tcg2())
-    return NotApplicable(name, kReasonNotVerified, "no logs.uefi_tcg2: boot PCRs are unverified");
+    return Fail(name, kReasonBootLogMissing,
+                "no logs.uefi_tcg2: the boot PCRs 0-9 cannot be replayed (a node without a UEFI "
+                "log, e.g. swtpm, needs --waive boot-log)");
   std::map<uint32_t, Sha256Digest> replayed;
   size_t nevents = 0;
   std::string unknown;
@@ -826,6 +1029,18 @@ CheckResult CheckCoverage(const v1::EnforcementSnapshot* snap, const std::option
         wrong_tag.Add(who + ": tap " + tap + " runs " + std::string(kNetProgram) + " tag " +
                       att->tag() + ", " + net_at + " measured tag " + *net_tag);
     }
+    // Every interface the node lists (whatever its libvirt type) must be covered, and a covered
+    // one must be one of the guest's taps (which the loop above checked for sg_net).
+    for (const auto& nic : g.interfaces()) {
+      const std::string what = "interface " + (nic.type().empty() ? "?" : nic.type()) + " " +
+                               (nic.device().empty() ? "(no device)" : nic.device()) +
+                               (nic.mac().empty() ? "" : " " + nic.mac());
+      if (!nic.covered())
+        uncovered.Add(who + ": " + what + " is not covered" +
+                      (nic.mechanism().empty() ? "" : " (" + nic.mechanism() + ")"));
+      else if (std::find(g.taps().begin(), g.taps().end(), nic.device()) == g.taps().end())
+        uncovered.Add(who + ": " + what + " is reported covered but has no tap entry");
+    }
     if (g.cgroup().empty()) {
       uncovered.Add(who + ": no cgroup (the storage paths cannot cover it)");
     } else {
@@ -857,6 +1072,16 @@ CheckResult CheckCoverage(const v1::EnforcementSnapshot* snap, const std::option
   for (const auto& g : snap->guests()) taps += static_cast<size_t>(g.taps_size());
   size_t storage = 0;
   for (const auto& p : snap->programs()) storage += IsStorageAttachment(p);
+  // Nothing passes vacuously: guests run, so something must guard their storage and their taps.
+  if (storage == 0)
+    return Fail(name, kReasonStorageNotAttached,
+                std::to_string(snap->guests_size()) +
+                    " guest(s) run and the snapshot has no storage attachment (cgroup, "
+                    "tracepoint or LSM program): their storage is unguarded");
+  if (taps == 0)
+    return Fail(name, kReasonNoTapCovered,
+                std::to_string(snap->guests_size()) +
+                    " guest(s) run and no tap of theirs is covered by " + std::string(kNetProgram));
   return Pass(name, std::to_string(snap->guests_size()) +
                         " guest(s) measured as running and all in the snapshot; " +
                         std::to_string(taps) + " tap(s) run " + std::string(kNetProgram) +
@@ -906,7 +1131,7 @@ CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, const std::opti
       cel->last_start == SIZE_MAX
           ? std::string("in logs.cel")
           : "since the daemon started (logs.cel record " + std::to_string(cel->last_start) + ")";
-  std::string missing, downgraded, strongest, contradicts;
+  std::string missing, downgraded, strongest, contradicts, not_enforced;
   size_t n_downgraded = 0;
   for (const std::string_view path : kEnforcementPaths) {
     const v1::MechanismState* m = nullptr;
@@ -916,6 +1141,9 @@ CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, const std::opti
       missing += (missing.empty() ? "" : ", ") + std::string(path);
       continue;
     }
+    if (m->not_enforced())
+      not_enforced += (not_enforced.empty() ? "" : "; ") + std::string(path) +
+                      (m->reason().empty() ? "" : " (" + m->reason() + ")");
     // Reported as downgraded, or running something other than the strongest, or nothing.
     const bool is_downgraded = m->downgraded() || m->active() != m->strongest() ||
                                m->active().empty() || m->active() == "none";
@@ -944,6 +1172,9 @@ CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, const std::opti
   if (!missing.empty())
     return Fail(name, kReasonMechanismNotReported,
                 "the snapshot reports no mechanism for: " + missing);
+  if (!not_enforced.empty())
+    return Fail(name, kReasonPathNotEnforced,
+                "the node reports path(s) guarding nothing: " + not_enforced);
   if (!contradicts.empty())
     return Fail(name, kReasonMechanismLogMismatch,
                 "snapshot.mechanisms disagree with the quoted log: " + contradicts);
@@ -955,6 +1186,64 @@ CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, const std::opti
               "strongest: " + (strongest.empty() ? std::string("none") : strongest) +
                   (n_downgraded ? std::string(kMechanismsDowngradedMarker) + downgraded : "") +
                   " (as measured " + since + ")");
+}
+
+// enforcement.continuity: since `since` (the record after the last passing verdict's log, or 0:
+// this boot's whole log), nothing interrupted enforcement: no tamper finding (tamper:<kind>), no
+// forced release, and neither a mechanism downgrade nor a daemon (re)start while guests ran
+// (the running set replayed from the guest events of the whole log). Each is listed with its
+// record.
+CheckResult CheckContinuity(const std::optional<CelFacts>& cel, size_t since,
+                            const std::string& since_text) {
+  const std::string name = "enforcement.continuity";
+  if (!cel) return Fail(name, kReasonDependencyFailed, "logs.cel is not authentic");
+  enum Kind : uint8_t { kGuest, kState, kStart, kDowngrade };
+  std::vector<std::pair<size_t, Kind>> events;
+  for (size_t i : cel->guest_events) events.emplace_back(i, kGuest);
+  for (size_t i : cel->state_events) events.emplace_back(i, kState);
+  for (size_t i : cel->starts) events.emplace_back(i, kStart);
+  for (size_t i : cel->all_downgrades) events.emplace_back(i, kDowngrade);
+  std::sort(events.begin(), events.end());
+  std::set<std::string, std::less<>> running;
+  Issues found;
+  for (const auto& [i, kind] : events) {
+    const bool counted = i >= since;
+    if (!counted && kind != kGuest) continue;
+    cel::SovguardEventView e;
+    if (cel::DecodeSovguardContentView(cel->recs[i].content, e)) continue;  // (cannot be)
+    const auto at = [i] { return "logs.cel record " + std::to_string(i); };
+    switch (kind) {
+      case kGuest: {
+        const std::string uuid(e.name.substr(cel::kGuestEventPrefix.size()));
+        if (e.detail == "covered") running.insert(uuid);
+        if (e.detail == "released") running.erase(uuid);
+        break;
+      }
+      case kState:
+        if (counted && e.name.starts_with("tamper:"))
+          found.Add(at() + ": tamper finding " + std::string(e.name.substr(7)) +
+                    (e.detail.empty() ? "" : " (" + std::string(e.detail) + ")"));
+        else if (counted && e.name == "enforcement" && e.detail.find("(forced)") != e.detail.npos)
+          found.Add(at() + ": forced release (" + std::string(e.detail) + ")");
+        break;
+      case kStart:
+        if (counted && i > 0 && !running.empty())
+          found.Add(at() + ": daemon (re)started (" + std::string(e.detail) + ") while " +
+                    std::to_string(running.size()) + " guest(s) ran without a daemon");
+        break;
+      case kDowngrade:
+        if (counted && !running.empty())
+          found.Add(at() + ": mechanism downgraded for " + std::string(e.name) + " while " +
+                    std::to_string(running.size()) + " guest(s) ran");
+        break;
+    }
+  }
+  if (found.n)
+    return Fail(name, kReasonEnforcementInterrupted,
+                "enforcement interrupted " + since_text + " " + found.Render());
+  return Pass(
+      name,
+      "no tamper finding, forced release, downgrade or restart under running guests " + since_text);
 }
 
 bool JurisdictionAllowed(const std::string& code, const std::vector<std::string>& allowed) {
@@ -1078,17 +1367,73 @@ std::shared_ptr<const PreparedManifest> PreparedManifestFor(
   return prepared;
 }
 
-// manifest.signature, manifest.components, manifest.jurisdiction, manifest.boot.
+// The SHA-256 file digest an IMA entry measured (first field d-ng "sha256:" NUL digest, or
+// d-ngv2 "ima:sha256:" NUL digest), or nullopt (another algorithm, the legacy "ima" template).
+std::optional<Sha256Digest> ImaFileSha256(const ima::Entry& e) {
+  const Bytes& d = e.template_data;
+  if (e.template_name == "ima" || d.size() < 4) return std::nullopt;
+  const uint32_t len = static_cast<uint32_t>(d[0]) | static_cast<uint32_t>(d[1]) << 8 |
+                       static_cast<uint32_t>(d[2]) << 16 | static_cast<uint32_t>(d[3]) << 24;
+  if (len > d.size() - 4) return std::nullopt;
+  const std::string_view field(reinterpret_cast<const char*>(d.data() + 4), len);
+  const size_t nul = field.find('\0');
+  if (nul == std::string_view::npos || !field.substr(0, nul).ends_with("sha256:") ||
+      field.size() - nul - 1 != 32)
+    return std::nullopt;
+  Sha256Digest out;
+  std::memcpy(out.data(), field.data() + nul + 1, 32);
+  return out;
+}
+
+// manifest.ima: every file IMA measured (the list eventlog.ima verified) is a file the manifest
+// approves (by SHA-256). boot_aggregate, IMA's first entry, is the boot PCRs' digest, not a file.
+CheckResult CheckManifestIma(const v1::Evidence& ev, const PreparedManifest& pm, bool ima_ok) {
+  const std::string name = "manifest.ima";
+  if (!ev.logs().has_ima_ascii())
+    return NotApplicable(name, kReasonNotRequested,
+                         "no logs.ima_ascii (eventlog.ima says whether one was needed)");
+  if (!ima_ok) return Fail(name, kReasonDependencyFailed, "eventlog.ima did not verify");
+  ima::Log log;
+  try {
+    log = ima::Parse(U8(ev.logs().ima_ascii()));
+  } catch (const AttestationError& e) {
+    return Fail(name, kReasonDependencyFailed, e.what());  // (cannot be: eventlog.ima passed)
+  }
+  Issues bad;
+  size_t files = 0;
+  for (size_t i = 0; i < log.entries.size(); ++i) {
+    const auto& e = log.entries[i];
+    if (i == 0 && e.file == "boot_aggregate") continue;
+    ++files;
+    const std::string at = (log.binary ? "byte " : "line ") + std::to_string(e.line) + " " + e.file;
+    if (e.violation) {
+      bad.Add(at + ": measurement violation (file changed while open)");
+      continue;
+    }
+    const auto digest = ImaFileSha256(e);
+    if (!digest)
+      bad.Add(at + ": " + e.template_name + " entry without a SHA-256 file digest");
+    else if (pm.Find(digest->data()) == PreparedManifest::kNone)
+      bad.Add(at + " sha256 " + ToHex(*digest) + " is in no manifest component");
+  }
+  if (bad.n)
+    return Fail(name, kReasonImaUnapprovedFile,
+                "files IMA measured that the manifest does not approve " + bad.Render());
+  return Pass(name, std::to_string(files) + " file(s) IMA measured, all in the manifest");
+}
+
+// manifest.signature, manifest.components, manifest.jurisdiction, manifest.boot, manifest.ima.
 void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, bool pcrs_ok,
-                   const Options& opts, std::vector<CheckResult>& out) {
+                   bool ima_ok, const Options& opts, std::vector<CheckResult>& out) {
   const std::vector<ChainItem>* recs = cel ? &cel->recs : nullptr;
   const char* names[] = {"manifest.signature", "manifest.components", "manifest.jurisdiction",
-                         "manifest.boot"};
+                         "manifest.boot", "manifest.ima"};
   if (!opts.manifest_envelope) {
+    // Approved software is a requirement: no manifest is a failure (waivable by name).
     for (const char* n : names)
-      out.push_back(
-          NotApplicable(n, kReasonNotRequested,
-                        "no reference manifest given (--manifest): components unchecked"));
+      out.push_back(Fail(n, kReasonManifestMissing,
+                         "no reference manifest given (--manifest): what the node runs is not "
+                         "compared with approved software"));
     return;
   }
   if (!opts.manifest_key_pem)
@@ -1099,7 +1444,7 @@ void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, b
   const auto prepared = PreparedManifestFor(opts.manifest_envelope, *opts.manifest_key_pem);
   if (!prepared->m) {
     out.push_back(Fail(names[0], prepared->error_reason, prepared->error));
-    for (int i = 1; i < 4; ++i)
+    for (int i = 1; i < 5; ++i)
       out.push_back(Fail(names[i], kReasonDependencyFailed, "the manifest is not authentic"));
     return;
   }
@@ -1133,10 +1478,12 @@ void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, b
               (q ? (ok ? "" : " = " + Hex(q->sha256()) + " not accepted") : " not quoted");
     }
   }
+  const auto ima_check = [&] { return CheckManifestIma(ev, *prepared, ima_ok); };
   if (!recs) {
     out.push_back(Fail(names[1], kReasonDependencyFailed, "logs.cel is not authentic"));
     out.push_back(Fail(names[2], kReasonDependencyFailed, "logs.cel is not authentic"));
     out.push_back(Fail(names[3], kReasonDependencyFailed, "logs.cel is not authentic"));
+    out.push_back(ima_check());
     return;
   }
   size_t n_components = 0, n_missing = 0, n_foreign = 0;
@@ -1180,16 +1527,24 @@ void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, b
                  c.supplier_jurisdiction;
     }
   }
-  if (n_missing)
+  if (m.components.empty())
+    out.push_back(
+        Fail(names[1], kReasonManifestEmpty,
+             "manifest \"" + m.id + "\" approves no component: it cannot approve a node"));
+  else if (n_components == 0)
+    out.push_back(Fail(names[1], kReasonNoComponentMeasured,
+                       "logs.cel measures no component (self, QEMU, libvirtd, drivers, kernel, "
+                       "BPF objects): nothing to compare with the manifest"));
+  else if (n_missing)
     out.push_back(Fail(names[1], kReasonComponentNotInManifest,
                        std::to_string(n_missing) + " of " + std::to_string(n_components) +
                            " measured components not in the manifest: " + missing));
   else
     out.push_back(
         Pass(names[1], std::to_string(n_components) + " measured components, all in the manifest"));
-  if (n_missing)
-    out.push_back(
-        Fail(names[2], kReasonDependencyFailed, "components not in the manifest have no supplier"));
+  if (n_missing || n_components == 0 || m.components.empty())
+    out.push_back(Fail(names[2], kReasonDependencyFailed,
+                       "manifest.components did not pass: no supplier to check"));
   else if (n_foreign)
     out.push_back(Fail(names[2], kReasonSupplierJurisdiction,
                        std::to_string(n_foreign) + " component(s) from suppliers outside " +
@@ -1207,6 +1562,7 @@ void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, b
                                 "the manifest lists no boot values and none were measured"));
   else
     out.push_back(Pass(names[3], "accepted: " + boot_ok));
+  out.push_back(ima_check());
 }
 
 // Counters of the last passing verdict for this AK must be strictly behind the new quote's.
@@ -1244,6 +1600,7 @@ nlohmann::json LoadState(const std::filesystem::path& path) {
         (void)v.at("clock_ms").get<uint64_t>();
         (void)v.at("reset_count").get<uint32_t>();
         (void)v.at("restart_count").get<uint32_t>();
+        if (v.contains("cel_records")) (void)v.at("cel_records").get<uint64_t>();
       }
     return j;
   } catch (const nlohmann::json::exception& e) {
@@ -1263,8 +1620,93 @@ std::string_view StatusName(Status s) {
       return "fail";
     case Status::kNotApplicable:
       return "not_applicable";
+    case Status::kWaived:
+      return "waived";
   }
   return "fail";
+}
+
+namespace {
+// Certification clauses (one table: the JSON report's "clauses" and the README's mapping).
+constexpr std::string_view kSnc192 = "SecNumCloud 3.2 §19.2";
+constexpr std::string_view kSnc126 = "SecNumCloud 3.2 §12.6-12.8";
+constexpr std::string_view kC5Pss12 = "BSI C5:2020 PSS-12";
+constexpr std::string_view kC5Ops = "BSI C5:2020 OPS-10..16";
+constexpr std::string_view kGaiaX = "Gaia-X Policy Rules P5.1.x";
+constexpr std::string_view kSov5 = "EU Cloud Sovereignty Framework SOV-5";
+// Evidence attributable to this node's hardware, fresh: what makes the location claims count.
+constexpr std::string_view kIdentity[] = {kSnc192, kC5Pss12, kGaiaX};
+// Where data is processed: the enforcement state the node signs.
+constexpr std::string_view kLocation[] = {kSnc192, kC5Pss12, kGaiaX};
+// Integrity and completeness of the logs.
+constexpr std::string_view kLogs[] = {kSnc126, kC5Ops};
+constexpr std::string_view kEnforcementLog[] = {kSnc192, kSnc126, kC5Pss12, kC5Ops, kGaiaX};
+// Approved software and its suppliers.
+constexpr std::string_view kSupply[] = {kSov5, kGaiaX};
+struct CheckClauses {
+  std::string_view check;
+  std::span<const std::string_view> clauses;
+};
+constexpr CheckClauses kClauses[] = {
+    {"quote.structure", kIdentity},
+    {"ak.consistency", kIdentity},
+    {"ak.enrolled", kIdentity},
+    {"ak.ek_binding", kIdentity},
+    {"quote.signature", kIdentity},
+    {"nonce", kIdentity},
+    {"snapshot.digest", kLocation},
+    {"snapshot.copy", kLocation},
+    {"quote.qualifying_data", kIdentity},
+    {"quote.clock", kIdentity},
+    {"quote.pcr_digest", kIdentity},
+    {"eventlog.cel.decode", kEnforcementLog},
+    {"eventlog.cel.events", kEnforcementLog},
+    {"eventlog.cel.replay", kEnforcementLog},
+    {"policy.bundle", kLocation},
+    {"snapshot.coverage", kLocation},
+    {"snapshot.mechanisms", kLocation},
+    {"enforcement.continuity", kEnforcementLog},
+    {"eventlog.uefi", kLogs},
+    {"eventlog.ima", kLogs},
+    {"manifest.signature", kSupply},
+    {"manifest.components", kSupply},
+    {"manifest.jurisdiction", kSupply},
+    {"manifest.boot", kSupply},
+    {"manifest.ima", kSupply},
+    {"quote.clock_monotonic", kIdentity},
+    {"ek.chain", kIdentity},
+    {"tpm.hardware", kIdentity},
+    {"trust.root", kIdentity},
+};
+
+constexpr std::string_view kWaiveBootLog[] = {kReasonBootLogMissing, kReasonBootPcrNotQuoted};
+constexpr std::string_view kWaiveIma[] = {kReasonImaLogMissing, kReasonImaUnapprovedFile};
+constexpr std::string_view kWaiveManifest[] = {kReasonManifestMissing};
+constexpr std::string_view kWaiveRoot[] = {kReasonRootOfTrustMissing};
+constexpr std::string_view kWaiveSoftwareTpm[] = {kReasonSoftwareTpm, kReasonHardwareTpmUnproven};
+constexpr std::string_view kWaiveInterruptions[] = {kReasonEnforcementInterrupted};
+}  // namespace
+
+std::span<const std::string_view> WaivedReasons(std::string_view waiver) {
+  if (waiver == "boot-log") return kWaiveBootLog;
+  if (waiver == "ima") return kWaiveIma;
+  if (waiver == "manifest") return kWaiveManifest;
+  if (waiver == "root-of-trust") return kWaiveRoot;
+  if (waiver == "software-tpm") return kWaiveSoftwareTpm;
+  if (waiver == "interruptions") return kWaiveInterruptions;
+  return {};
+}
+
+std::span<const std::string_view> ClausesFor(std::string_view check) {
+  for (const auto& c : kClauses)
+    if (c.check == check) return c.clauses;
+  return {};
+}
+
+std::vector<std::string_view> AllCheckNames() {
+  std::vector<std::string_view> out;
+  for (const auto& c : kClauses) out.push_back(c.check);
+  return out;
 }
 
 bool Report::passed() const {
@@ -1501,8 +1943,18 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
   static std::mutex state_mu;
   std::unique_lock<std::mutex> state_lock(state_mu, std::defer_lock);
   if (opts.state_file) state_lock.lock();
+  if (opts.sovguard_pcr < 8 || opts.sovguard_pcr > 15)
+    throw InputError("the sovguard PCR must be 8-15 (PCRs 16-23 can be reset by the host), not " +
+                     std::to_string(opts.sovguard_pcr));
+  for (const auto& w : opts.waivers)
+    if (WaivedReasons(w).empty()) throw InputError("unknown waiver \"" + w + "\"");
+  std::optional<nlohmann::json> state;
+  if (opts.state_file) state = LoadState(*opts.state_file);
   Report rep;
   rep.node = ev.node();
+  for (const auto& w : opts.waivers)
+    if (std::find(rep.waivers.begin(), rep.waivers.end(), w) == rep.waivers.end())
+      rep.waivers.push_back(w);
   auto& out = rep.checks;
 
   // TPMS_ATTEST structure.
@@ -1529,7 +1981,7 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
   out.push_back(CheckAkConsistency(ev.ak(), carried));
   EvpPkey enrolled(nullptr, &EVP_PKEY_free);
   if (opts.ak_pub_pem) {
-    enrolled = LoadPem(*opts.ak_pub_pem);
+    enrolled = EnrolledKey(*opts.ak_pub_pem);
     if (!enrolled) throw InputError("--ak-pub is not a PEM public key");
     if (carried && EVP_PKEY_eq(carried.get(), enrolled.get()) == 1)
       out.push_back(Pass("ak.enrolled", "the evidence AK is the enrolled AK"));
@@ -1636,8 +2088,8 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
   out.push_back(CheckPcrDigest(ev.quote(), attest_ok ? &attest : nullptr));
   const bool pcrs_ok = out.back().status == Status::kPass && sig_ok;
 
-  const auto authentic_cel =
-      CheckCel(ev, cel, pcrs_ok, opts.replay_cache, opts.manifest_envelope != nullptr, out);
+  const auto authentic_cel = CheckCel(ev, cel, pcrs_ok, opts.replay_cache,
+                                      opts.manifest_envelope != nullptr, opts.sovguard_pcr, out);
   out.push_back(CheckPolicy(snap, authentic_cel, opts.policy_digest));
   // The snapshot is bound to the signed quote when its digest is right and extraData (signed)
   // binds that digest: only then do its claims count.
@@ -1646,13 +2098,51 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
   out.push_back(CheckCoverage(snap_bound ? &*snap : nullptr, authentic_cel));
   out.push_back(
       CheckMechanisms(snap_bound ? &*snap : nullptr, authentic_cel, opts.require_strongest));
-  CheckManifest(ev, authentic_cel, pcrs_ok, opts, out);
+  // Since when enforcement must have been uninterrupted: the last passing verdict of this AK in
+  // this boot (same TPM reset count; the log only grows within a boot), else the whole log.
+  {
+    size_t since = 0;
+    std::string since_text = "since boot (all of logs.cel)";
+    const std::string ak_key = ToHex(U8(ev.ak().name()));
+    if (state && attest_ok && authentic_cel && state->contains("aks") &&
+        (*state)["aks"].contains(ak_key)) {
+      const auto& last = (*state)["aks"][ak_key];
+      if (last.contains("cel_records") &&
+          last["reset_count"].get<uint32_t>() == attest.clockInfo.resetCount &&
+          last["cel_records"].get<uint64_t>() <= authentic_cel->recs.size()) {
+        since = last["cel_records"].get<uint64_t>();
+        since_text =
+            "since the last passing verdict (from logs.cel record " + std::to_string(since) + ")";
+      }
+    }
+    out.push_back(CheckContinuity(authentic_cel, since, since_text));
+  }
 
   out.push_back(CheckUefi(ev, pcrs_ok));
-  out.push_back(ima::Check(ev, pcrs_ok));
-  std::optional<nlohmann::json> state;
+  if (ev.logs().has_ima_ascii()) {
+    out.push_back(ima::Check(ev, pcrs_ok));
+  } else {
+    // No IMA list: fine only when IMA measured nothing (quoted PCR 10 is zero).
+    const v1::PcrValue* p10 = nullptr;
+    for (const auto& p : ev.quote().pcrs())
+      if (p.index() == 10) p10 = &p;
+    if (!p10)
+      out.push_back(Fail("eventlog.ima", kReasonImaLogMissing,
+                         "no logs.ima_ascii and PCR 10 is not quoted: whether IMA measured "
+                         "files is unknown"));
+    else if (p10->sha256() != std::string(32, '\0'))
+      out.push_back(Fail("eventlog.ima", kReasonImaLogMissing,
+                         "quoted PCR 10 is " + Hex(p10->sha256()) +
+                             ": IMA measured files, and the evidence has no logs.ima_ascii"));
+    else
+      out.push_back(
+          NotApplicable("eventlog.ima", kReasonNotVerified,
+                        "no logs.ima_ascii; quoted PCR 10 is zero: IMA measured nothing"));
+  }
+  CheckManifest(ev, authentic_cel, pcrs_ok,
+                rep.Find("eventlog.ima") && rep.Find("eventlog.ima")->status == Status::kPass, opts,
+                out);
   if (opts.state_file) {
-    state = LoadState(*opts.state_file);
     if (!attest_ok)
       out.push_back(Fail("quote.clock_monotonic", kReasonDependencyFailed,
                          "quote.attest could not be parsed"));
@@ -1671,6 +2161,21 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
     out.push_back(NotApplicable("ek.chain", kReasonNotRequested,
                                 "EK certificate chain not checked (no --ek-ca)"));
   }
+  out.push_back(CheckHardware(ev, snap, rep.Find("ek.chain")));
+  out.push_back(CheckRoot(rep));
+
+  // Waivers: a failure the auditor accepted by name no longer fails the verdict; it stays
+  // listed with its reason code, marked waived.
+  for (auto& c : out) {
+    if (c.status != Status::kFail) continue;
+    for (const auto& w : rep.waivers) {
+      const auto reasons = WaivedReasons(w);
+      if (std::find(reasons.begin(), reasons.end(), c.reason) == reasons.end()) continue;
+      c.status = Status::kWaived;
+      c.detail = "waived (--waive " + w + "): " + c.detail;
+      break;
+    }
+  }
   // Only a passing verdict moves the state forward.
   if (state && rep.passed()) {
     auto& e = (*state)["aks"][ToHex(U8(ev.ak().name()))];
@@ -1679,6 +2184,7 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
     e["reset_count"] = attest.clockInfo.resetCount;
     e["restart_count"] = attest.clockInfo.restartCount;
     e["generated_unix_ns"] = ev.generated_unix_ns();
+    if (authentic_cel) e["cel_records"] = authentic_cel->recs.size();
     WriteFileAtomic(*opts.state_file, state->dump(2) + "\n");
   }
   return rep;
@@ -1765,6 +2271,11 @@ Report VerifyTpm2Quote(const Tpm2QuoteFiles& files, const Options& opts) {
 std::string RenderText(const Report& r) {
   std::string s =
       "sovguard-verify: node \"" + r.node + "\": " + (r.passed() ? "PASS" : "FAIL") + "\n";
+  if (!r.waivers.empty()) {
+    s += "  waived by the auditor:";
+    for (const auto& w : r.waivers) s += " " + w;
+    s += "\n";
+  }
   for (const auto& c : r.checks) {
     s += "  [" + std::string(StatusName(c.status)) + "] " + c.name;
     if (c.status != Status::kPass) s += " " + c.reason;
@@ -1778,12 +2289,17 @@ std::string RenderJson(const Report& r) {
   nlohmann::json j;
   j["node"] = r.node;
   j["verdict"] = r.passed() ? "pass" : "fail";
+  j["waivers"] = r.waivers;
   j["checks"] = nlohmann::json::array();
-  for (const auto& c : r.checks)
+  for (const auto& c : r.checks) {
+    auto clauses = nlohmann::json::array();
+    for (const auto cl : ClausesFor(c.name)) clauses.push_back(cl);
     j["checks"].push_back({{"name", c.name},
                            {"status", StatusName(c.status)},
                            {"reason", c.reason},
-                           {"detail", c.detail}});
+                           {"detail", c.detail},
+                           {"clauses", std::move(clauses)}});
+  }
   // Details can quote evidence bytes: replace invalid UTF-8 rather than throw.
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }

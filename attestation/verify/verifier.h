@@ -30,7 +30,9 @@ class InputError : public AttestationError {
   using AttestationError::AttestationError;
 };
 
-enum class Status { kPass, kFail, kNotApplicable };
+// kWaived: the check failed, and the auditor accepted that failure by name (--waive): it does not
+// fail the verdict, is listed with its reason code, and an EAR says "warning", never "affirming".
+enum class Status { kPass, kFail, kNotApplicable, kWaived };
 std::string_view StatusName(Status s);
 
 // Reason codes. Part of the verifier's output format: never rename, only add.
@@ -95,6 +97,130 @@ inline constexpr std::string_view kReasonMechanismDowngraded = "MECHANISM_DOWNGR
 // The snapshot reports a mechanism other than the one the quoted log measured for a path.
 inline constexpr std::string_view kReasonMechanismLogMismatch = "MECHANISM_LOG_MISMATCH";
 
+// trust.root: neither an enrolled AK (--ak-pub) nor credential activation with an EK certificate
+// chained to --ek-ca roots the AK.
+inline constexpr std::string_view kReasonRootOfTrustMissing = "ROOT_OF_TRUST_MISSING";
+// ek.chain: the EK certificate is not a TCG EK profile certificate (EK EKU, TPM manufacturer
+// attributes in the subject alternative name).
+inline constexpr std::string_view kReasonEkProfileInvalid = "EK_PROFILE_INVALID";
+// tpm.hardware: a software TPM (the EK certificate or the node's own statement says so), or no EK
+// certificate chained to --ek-ca that could say which TPM signed.
+inline constexpr std::string_view kReasonSoftwareTpm = "SOFTWARE_TPM";
+inline constexpr std::string_view kReasonHardwareTpmUnproven = "HARDWARE_TPM_UNPROVEN";
+// manifest.*: no reference manifest given; a manifest approving nothing; a log measuring nothing.
+inline constexpr std::string_view kReasonManifestMissing = "MANIFEST_MISSING";
+inline constexpr std::string_view kReasonManifestEmpty = "MANIFEST_EMPTY";
+inline constexpr std::string_view kReasonNoComponentMeasured = "NO_COMPONENT_MEASURED";
+// manifest.ima: a file IMA measured (quoted PCR 10) whose SHA-256 no manifest file has.
+inline constexpr std::string_view kReasonImaUnapprovedFile = "IMA_UNAPPROVED_FILE";
+// eventlog.ima: PCR 10 is quoted and not zero, but the evidence carries no IMA list.
+inline constexpr std::string_view kReasonImaLogMissing = "IMA_LOG_MISSING";
+// eventlog.uefi: no UEFI log, or a boot PCR 0-9 not quoted.
+inline constexpr std::string_view kReasonBootLogMissing = "BOOT_LOG_MISSING";
+inline constexpr std::string_view kReasonBootPcrNotQuoted = "BOOT_PCR_NOT_QUOTED";
+// eventlog.cel.replay: logs.sovguard_pcr is not the PCR the verifier pins (--sovguard-pcr).
+inline constexpr std::string_view kReasonCelPcrUnexpected = "CEL_PCR_UNEXPECTED";
+// enforcement.continuity: tamper findings, forced releases, downgrades or daemon restarts while
+// guests ran, since the last passing verdict (--state) or since boot.
+inline constexpr std::string_view kReasonEnforcementInterrupted = "ENFORCEMENT_INTERRUPTED";
+// snapshot.coverage: guests run and nothing guards their storage, or none of their taps.
+inline constexpr std::string_view kReasonStorageNotAttached = "STORAGE_NOT_ATTACHED";
+inline constexpr std::string_view kReasonNoTapCovered = "NO_TAP_COVERED";
+// snapshot.mechanisms: a path the node reports as guarding nothing (MechanismState.not_enforced).
+inline constexpr std::string_view kReasonPathNotEnforced = "PATH_NOT_ENFORCED";
+
+// Every reason code a check can carry (the verifier README maps each to the test producing it;
+// tests/verify/verify_unit_test.cc fails when one is missing there).
+inline constexpr std::string_view kAllReasons[] = {
+    kReasonOk,
+    kReasonNotRequested,
+    kReasonNotVerified,
+    kReasonQuoteMalformed,
+    kReasonAkKeyInvalid,
+    kReasonAkInconsistent,
+    kReasonAkNotEnrolled,
+    kReasonSignatureMalformed,
+    kReasonSignatureUnsupported,
+    kReasonSignatureInvalid,
+    kReasonNonceMismatch,
+    kReasonSnapshotDigestMismatch,
+    kReasonSnapshotCopyMismatch,
+    kReasonQualifyingDataMismatch,
+    kReasonClockMismatch,
+    kReasonPcrValuesMalformed,
+    kReasonPcrSelectionMismatch,
+    kReasonPcrDigestMismatch,
+    kReasonCelMalformed,
+    kReasonCelUnknownEvent,
+    kReasonCelWrongPcr,
+    kReasonCelSequenceBroken,
+    kReasonCelEntryTampered,
+    kReasonCelPcrNotQuoted,
+    kReasonCelReplayMismatch,
+    kReasonDependencyFailed,
+    kReasonEvidenceReplayed,
+    kReasonCounterRollback,
+    kReasonPolicyDigestMismatch,
+    kReasonPolicyNotMeasured,
+    kReasonPolicySnapshotMismatch,
+    kReasonUefiLogMalformed,
+    kReasonUefiReplayMismatch,
+    kReasonUefiUnknownEvent,
+    kReasonEkCertMissing,
+    kReasonEkCertMalformed,
+    kReasonEkChainUntrusted,
+    kReasonImaLogMalformed,
+    kReasonImaUnknownTemplate,
+    kReasonImaEntryTampered,
+    kReasonImaReplayMismatch,
+    kReasonImaPcrNotQuoted,
+    kReasonAkNotBoundToEk,
+    kReasonManifestMalformed,
+    kReasonManifestSignatureInvalid,
+    kReasonComponentNotInManifest,
+    kReasonSupplierJurisdiction,
+    kReasonBootValueNotAccepted,
+    kReasonGuestNotCovered,
+    kReasonProgramTagMismatch,
+    kReasonGuestMissingFromSnapshot,
+    kReasonGuestNotMeasured,
+    kReasonGuestEventMalformed,
+    kReasonMechanismNotReported,
+    kReasonMechanismDowngraded,
+    kReasonMechanismLogMismatch,
+    kReasonRootOfTrustMissing,
+    kReasonEkProfileInvalid,
+    kReasonSoftwareTpm,
+    kReasonHardwareTpmUnproven,
+    kReasonManifestMissing,
+    kReasonManifestEmpty,
+    kReasonNoComponentMeasured,
+    kReasonImaUnapprovedFile,
+    kReasonImaLogMissing,
+    kReasonBootLogMissing,
+    kReasonBootPcrNotQuoted,
+    kReasonCelPcrUnexpected,
+    kReasonEnforcementInterrupted,
+    kReasonStorageNotAttached,
+    kReasonNoTapCovered,
+    kReasonPathNotEnforced,
+};
+
+// What an auditor may accept by name (--waive): each waives exactly the reason codes listed.
+inline constexpr std::string_view kWaiverNames[] = {
+    "boot-log", "ima", "manifest", "root-of-trust", "software-tpm", "interruptions"};
+// The reason codes `waiver` (one of kWaiverNames) accepts; empty for an unknown name.
+std::span<const std::string_view> WaivedReasons(std::string_view waiver);
+
+// The certification clauses a check supports (SecNumCloud 3.2, BSI C5:2020, Gaia-X Policy
+// Rules, EU Cloud Sovereignty Framework): one table in verifier.cc, also in the README.
+std::span<const std::string_view> ClausesFor(std::string_view check);
+// Every check name Verify can report (the table's keys).
+std::vector<std::string_view> AllCheckNames();
+
+// The sovguard PCR the verifier expects unless told otherwise (sovguardd's default).
+inline constexpr uint32_t kDefaultSovguardPcr = 13;
+
 // In a passing snapshot.mechanisms detail: the paths that run below their strongest mechanism
 // follow this marker (the EAR maps them to an unsafe configuration).
 inline constexpr std::string_view kMechanismsDowngradedMarker = "; downgraded: ";
@@ -115,6 +241,7 @@ struct CheckResult {
 struct Report {
   std::string node;
   std::vector<CheckResult> checks;
+  std::vector<std::string> waivers;  // the waivers the auditor gave (--waive), in order
   // True when no check failed. not_applicable checks do not fail the verdict; they are listed.
   bool passed() const;
   const CheckResult* Find(std::string_view name) const;
@@ -221,6 +348,12 @@ struct Options {
   bool require_strongest = false;
   // Remembered replays of earlier verdicts (see ReplayCache); none: every CEL replays in full.
   ReplayCache* replay_cache = nullptr;
+  // The PCR sovguard's log must extend (8-15: never a resettable PCR 16-23). Evidence naming
+  // another fails CEL_PCR_UNEXPECTED. Anything outside 8-15 is an InputError.
+  uint32_t sovguard_pcr = kDefaultSovguardPcr;
+  // Requirements the auditor accepts as unmet, by name (kWaiverNames); an unknown name is an
+  // InputError. "software-tpm" is also what --allow-software-tpm gives.
+  std::vector<std::string> waivers;
 };
 
 // Parses evidence as written by `sovguardctl attest quote`: the JSON rendering (first

@@ -1,5 +1,6 @@
 #include "attestation/verify/verify_cli.h"
 
+#include <algorithm>
 #include <cctype>
 #include <iostream>
 #include <iterator>
@@ -21,7 +22,8 @@ constexpr const char* kUsage =
     "usage: sovguard-verify --nonce HEX [--ak-pub AK.pem] [--ek-ca DIR] [--state FILE]\n"
     "                       [--policy-digest HEX] [--manifest M --manifest-key PEM]\n"
     "                       [--allow-jurisdiction CODES] [--ear-key KEY [--ear-out FILE]]\n"
-    "                       [--require-strongest] [--json] EVIDENCE\n"
+    "                       [--require-strongest] [--sovguard-pcr N] [--allow-software-tpm]\n"
+    "                       [--waive NAME,...] [--json] EVIDENCE\n"
     "       sovguard-verify --nonce HEX --ak-pub AK.pem [--json] --tpm2-quote MSG SIG PCRS\n"
     "       sovguard-verify make-challenge --identity IDENTITY.json -o CHALLENGE.json\n"
     "                       --secret-out SECRET      (credential activation, offline)\n"
@@ -40,6 +42,10 @@ constexpr const char* kUsage =
     "                  (default EEA = EU + IS, LI, NO)\n"
     "  --require-strongest  fail (MECHANISM_DOWNGRADED) when an enforcement path runs a weaker\n"
     "            mechanism than the strongest sovguard supports (default: pass, downgrades named)\n"
+    "  --sovguard-pcr  the PCR sovguard's log must extend (8-15, default 13)\n"
+    "  --allow-software-tpm  accept a software TPM (= --waive software-tpm)\n"
+    "  --waive   accept unmet requirements by name (comma-separated): boot-log, ima, manifest,\n"
+    "            root-of-trust, software-tpm, interruptions; listed in the report and the EAR\n"
     "  --tpm2-quote  files of `tpm2_quote -m MSG -s SIG -o PCRS -q HEX` (tpm2-tools)\n"
     "  --ear-key signs an EAT Attestation Result (EAR) JWT with this private key (PEM, EC P-256\n"
     "            = ES256 or Ed25519 = EdDSA): to --ear-out FILE, else to standard output (and\n"
@@ -55,7 +61,9 @@ constexpr const char* kUsage =
     "            the challenge and secret from make-challenge, the node's answer from\n"
     "            `sovguardctl attest activate`; the evidence AK must be the challenged one\n"
     "  --json    full report as JSON on standard output\n"
-    "exit codes: 0 all checks pass, 1 a check failed, 2 input or usage error\n";
+    "exit codes: 0 every requirement met (rooted AK, approved software, boot chain, sovguard's\n"
+    "            PCR, uninterrupted enforcement, hardware TPM) or waived by name, 1 a check\n"
+    "            failed or a requirement is missing, 2 input or usage error\n";
 
 struct Args {
   std::string evidence;
@@ -73,6 +81,8 @@ struct Args {
   std::optional<std::string> node, fleet;
   std::optional<std::string> ca, cert, key;
   int timeout = 30, jobs = 8, rounds = 1, interval = 60;
+  uint32_t sovguard_pcr = kDefaultSovguardPcr;
+  std::vector<std::string> waivers;
   std::optional<std::string> ak_challenge, ak_secret, ak_response;
 };
 
@@ -204,6 +214,27 @@ Args Parse(const std::vector<std::string>& a) {
       r.manifest_key = ReadText(value());
     } else if (a[i] == "--require-strongest") {
       r.require_strongest = true;
+    } else if (a[i] == "--allow-software-tpm") {
+      r.waivers.push_back("software-tpm");
+    } else if (a[i] == "--waive") {
+      const std::string& list = value();
+      for (size_t start = 0; start <= list.size();) {
+        size_t end = list.find(',', start);
+        if (end == std::string::npos) end = list.size();
+        const std::string w = list.substr(start, end - start);
+        if (WaivedReasons(w).empty())
+          throw InputError("--waive: unknown requirement \"" + w +
+                           "\" (boot-log, ima, manifest, root-of-trust, software-tpm, "
+                           "interruptions)");
+        r.waivers.push_back(w);
+        start = end + 1;
+      }
+    } else if (a[i] == "--sovguard-pcr") {
+      const std::string& v = value();
+      if (v.empty() || v.size() > 2 || !std::all_of(v.begin(), v.end(), ::isdigit) ||
+          std::stoi(v) < 8 || std::stoi(v) > 15)
+        throw InputError("--sovguard-pcr must be 8-15 (16-23 can be reset by the host), not " + v);
+      r.sovguard_pcr = static_cast<uint32_t>(std::stoi(v));
     } else if (a[i] == "--allow-jurisdiction") {
       const std::string& list = value();
       size_t start = 0;
@@ -303,6 +334,8 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
     o.manifest_key_pem = a.manifest_key;
     o.allowed_jurisdictions = a.jurisdictions;
     o.require_strongest = a.require_strongest;
+    o.sovguard_pcr = a.sovguard_pcr;
+    o.waivers = a.waivers;
     if (a.ak_challenge) {
       if (a.node || a.fleet) throw InputError("--node/--fleet make their own challenge");
       const auto c = ParseJsonFile(*a.ak_challenge, "--ak-challenge");

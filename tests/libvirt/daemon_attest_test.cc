@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "attestation/eventlog/cel.h"
@@ -12,8 +13,8 @@
 #include "attestation/evidence/format.h"
 #include "tests/harness/guest.h"
 #include "tests/harness/network.h"
-#include "tests/libvirt/daemon_fixture.h"
 #include "tests/harness/process.h"
+#include "tests/libvirt/daemon_fixture.h"
 
 namespace {
 
@@ -39,12 +40,76 @@ class DaemonAttest : public st::DaemonWithLibvirt {
         << out;
     Evidence ev;
     sovguard::attestation::evidence::FromJson(st::ReadTextFile(file), ev);
+    last_file_ = file;
     return ev;
   }
+  // The auditor's anchors for this node, from its first quote: the AK enrolled, and a reference
+  // manifest (signed with a certifier key made here) approving the components and the kernel
+  // command line that quote measured, as a certifier reviewing that node would.
+  void Enrol(const Evidence& ev) {
+    st::WriteTestFile(dir_ / "ak.pem", ev.ak().public_pem());
+    nlohmann::json m = {{"sovguard_manifest", 1},
+                        {"id", "daemon-attest"},
+                        {"issued_at", "2026-01-01T00:00:00Z"},
+                        {"issuer", "Test Certifier"},
+                        {"components", nlohmann::json::array()}};
+    const auto& cel_bytes = ev.logs().cel();
+    for (const auto& r : cel::DecodeLog(std::span(
+             reinterpret_cast<const std::uint8_t*>(cel_bytes.data()), cel_bytes.size()))) {
+      const auto e = cel::DecodeSovguardContent(r.content);
+      using K = cel::EventKind;
+      if (e.kind == K::kKernelCmdline) m["boot"]["kernel_cmdlines"].push_back(e.detail);
+      if (e.kind != K::kSelfBinary && e.kind != K::kBpfObject && e.kind != K::kQemuBinary &&
+          e.kind != K::kLibvirtdBinary && e.kind != K::kLibvirtDriver && e.kind != K::kKernelImage)
+        continue;
+      m["components"].push_back(
+          {{"name", e.name},
+           {"version", "reviewed"},
+           {"supplier", "Test Supplier SE"},
+           {"supplier_jurisdiction", "DE"},
+           {"license", "GPL-2.0-only"},
+           {"files",
+            {{{"path", e.name}, {"sha256", sovguard::attestation::ToHex(e.object_digest)}}}}});
+    }
+    st::WriteTestFile(dir_ / "manifest.json", m.dump(2));
+    std::string out;
+    ASSERT_EQ(
+        st::RunShell("openssl genpkey -algorithm ed25519 -out " +
+                         (dir_ / "certifier.key").string() + " && openssl pkey -in " +
+                         (dir_ / "certifier.key").string() + " -pubout -out " +
+                         (dir_ / "certifier.pub").string() + " && " + st::DaemonProcess::Ctl() +
+                         " manifest sign --key " + (dir_ / "certifier.key").string() + " -o " +
+                         (dir_ / "manifest.dsse.json").string() + " " +
+                         (dir_ / "manifest.json").string() + " 2>&1",
+                     &out),
+        0)
+        << out;
+  }
+  // sovguard-verify on the last quote with the enrolled AK and the manifest; swtpm (software TPM,
+  // no UEFI log) accepted by name. The exit code, and the JSON report in `report`.
+  int Verify(nlohmann::json& report) {
+    std::string out;
+    const int rc = st::RunShell(
+        std::string(SOVGUARD_BINARY_DIR) + "/attestation/verify/sovguard-verify --json --nonce " +
+            "0011223344556677 --ak-pub " + (dir_ / "ak.pem").string() + " --manifest " +
+            (dir_ / "manifest.dsse.json").string() + " --manifest-key " +
+            (dir_ / "certifier.pub").string() + " --allow-software-tpm --waive boot-log " +
+            last_file_.string() + " 2>/dev/null",
+        &out);
+    report = nlohmann::json::parse(out, nullptr, false);
+    return rc;
+  }
+  static std::string Reason(const nlohmann::json& report, const std::string& check) {
+    if (!report.is_object()) return "(no report)";
+    for (const auto& c : report["checks"])
+      if (c["name"] == check)
+        return c["status"].get<std::string>() + ":" + c["reason"].get<std::string>();
+    return "(no check)";
+  }
+  std::filesystem::path last_file_;
   static std::set<std::string> MeasuredGuests(const Evidence& ev) {
-    return cel::MeasuredGuests(cel::DecodeLog(
-        std::span(reinterpret_cast<const std::uint8_t*>(ev.logs().cel().data()),
-                  ev.logs().cel().size())));
+    return cel::MeasuredGuests(cel::DecodeLog(std::span(
+        reinterpret_cast<const std::uint8_t*>(ev.logs().cel().data()), ev.logs().cel().size())));
   }
   static bool SnapshotHasTap(const Evidence& ev, const std::string& tap) {
     for (const auto& p : ev.snapshot().programs())
@@ -101,17 +166,27 @@ TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) 
   }
   EXPECT_TRUE(connect_guarded) << ev.snapshot().DebugString() << daemon_->Log();
 
+  // The auditor's verdict on this quote, anchored: PASS (exit 0).
+  Enrol(ev);
+  nlohmann::json report;
+  EXPECT_EQ(Verify(report), 0) << report.dump(2) << daemon_->Log();
+  EXPECT_EQ(Reason(report, "snapshot.coverage"), "pass:OK") << report.dump(2);
+  EXPECT_EQ(Reason(report, "trust.root"), "pass:OK") << report.dump(2);
+
   // The snapshot reports what the kernel shows: a deleted filter is not claimed. The daemon's
   // first tamper round runs right after start (the next in an hour): once it is over, nothing
   // repairs the filter behind the test's back.
-  ASSERT_TRUE(
-      st::PollUntil(60s, [&] { return Metric("sovguard_tamper_checks_total") >= 1; }, 100ms))
+  ASSERT_TRUE(st::PollUntil(
+      60s, [&] { return Metric("sovguard_tamper_checks_total") >= 1; }, 100ms))
       << daemon_->Log();
   std::string out;
   ASSERT_EQ(st::RunShell("tc filter del dev " + spec.tap + " ingress 2>&1", &out), 0) << out;
   ev = Quote();
   EXPECT_FALSE(SnapshotHasTap(ev, spec.tap)) << ev.snapshot().DebugString() << daemon_->Log();
   EXPECT_EQ(ev.snapshot().guests_size(), 1);
+  // The same auditor, the same anchors: the guest's tap is no longer covered, and says so.
+  EXPECT_EQ(Verify(report), 1) << report.dump(2);
+  EXPECT_EQ(Reason(report, "snapshot.coverage"), "fail:GUEST_NOT_COVERED") << report.dump(2);
 
   // The guest goes away while no daemon runs; the successor settles the log after reconciling.
   daemon_->Kill();
@@ -128,10 +203,12 @@ TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) 
 
   // A guest started and stopped under a running daemon: covered, then released.
   guest.Start();
-  ASSERT_TRUE(st::PollUntil(60s, [&] { return MeasuredGuests(Quote()).count(uuid) == 1; }, 200ms))
+  ASSERT_TRUE(st::PollUntil(
+      60s, [&] { return MeasuredGuests(Quote()).count(uuid) == 1; }, 200ms))
       << daemon_->Log();
   guest.Destroy();
-  ASSERT_TRUE(st::PollUntil(30s, [&] { return MeasuredGuests(Quote()).empty(); }, 200ms))
+  ASSERT_TRUE(st::PollUntil(
+      30s, [&] { return MeasuredGuests(Quote()).empty(); }, 200ms))
       << daemon_->Log();
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }

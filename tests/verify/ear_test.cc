@@ -18,6 +18,8 @@
 namespace sovguard::attestation {
 namespace {
 
+using verify::Status;
+
 const std::filesystem::path kCorpus =
     std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/corpus/evidence";
 const Bytes kNonce = {'a', 'u', 'd', 'i', 't', 'o', 'r', '-', 'n', 'o', 'n', 'c',
@@ -92,15 +94,28 @@ v1::Evidence Genuine(const char* file = "genuine-ecc.json") {
   return verify::ParseEvidence(ReadFileBytes(kCorpus / file));
 }
 
-verify::Options Opts() {
+const std::filesystem::path kAnchors =
+    std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/data/anchors";
+std::string Text(const std::filesystem::path& p) {
+  const auto b = ReadFileBytes(p);
+  return std::string(b.begin(), b.end());
+}
+
+// The auditor's anchors for the committed evidence: enrolled AK, signed manifest (approving every
+// measured component and IMA file); the swtpm accepted by name.
+verify::Options Opts(const char* ak = "ecc") {
   verify::Options o;
   o.nonce = kNonce;
+  o.ak_pub_pem = Text(kAnchors / (std::string("ak-") + ak + ".pem"));
+  o.manifest_envelope = std::make_shared<const std::string>(Text(kAnchors / "manifest.dsse.json"));
+  o.manifest_key_pem = Text(kAnchors / "manifest.pub");
+  o.waivers = {"software-tpm"};
   return o;
 }
 
 TEST(Ear, SignedJwtWithTheEarClaims) {
   const auto rep = verify::Verify(Genuine(), Opts());
-  ASSERT_TRUE(rep.passed());
+  ASSERT_TRUE(rep.passed()) << verify::RenderText(rep);
   for (bool ec : {true, false}) {
     auto key = Keygen(ec);
     const auto now = static_cast<int64_t>(std::time(nullptr));
@@ -115,14 +130,17 @@ TEST(Ear, SignedJwtWithTheEarClaims) {
               0u);
     EXPECT_EQ(B64UrlDecode(j.claims["eat_nonce"]), kNonce);
     const auto& sub = j.claims["submods"]["verify-node"];
-    // Signed and fresh, but the AK is not enrolled and no manifest was given: the runtime is
-    // measured but unrecognized (AR4SI 33), so a warning, not an affirmation.
+    // Enrolled AK and approved software, but a software TPM accepted by name (AR4SI 32): a
+    // warning, not an affirmation; the waiver is in the EAR.
     EXPECT_EQ(sub["ear.status"], "warning") << sub.dump();
-    EXPECT_EQ(sub["ear.trustworthiness-vector"]["executables"], 33);
+    EXPECT_EQ(sub["ear.trustworthiness-vector"]["executables"], 2);
+    EXPECT_EQ(sub["ear.trustworthiness-vector"]["instance-identity"], 2);
+    EXPECT_EQ(sub["ear.trustworthiness-vector"]["hardware"], 32);
+    EXPECT_EQ(sub["sovguard.waivers"], nlohmann::json({"software-tpm"}));
+    EXPECT_EQ(sub["sovguard.checks"]["tpm.hardware"], "waived:SOFTWARE_TPM");
     // Measured policy, but storage-open below its strongest mechanism: an unsafe configuration
     // (AR4SI 32), never silently affirmed.
     EXPECT_EQ(sub["ear.trustworthiness-vector"]["configuration"], 32);
-    EXPECT_FALSE(sub["ear.trustworthiness-vector"].contains("instance-identity"));
     EXPECT_EQ(sub["sovguard.checks"]["quote.signature"], "pass");
     // Claims rewritten to "affirming" and re-encoded, signature kept: it no longer verifies.
     auto forged_claims = j.claims;
@@ -140,11 +158,48 @@ TEST(Ear, SignedJwtWithTheEarClaims) {
 }
 
 TEST(Ear, StatusFollowsTheChecks) {
+  // "affirming" only when every claim is backed by a passed check and nothing was waived: a
+  // report with every check passed (no hardware TPM is available to this test).
+  verify::Report all;
+  all.node = "n";
+  for (const auto name : verify::AllCheckNames())
+    all.checks.push_back({std::string(name), Status::kPass, std::string(verify::kReasonOk), ""});
+  EXPECT_EQ(verify::EarStatus(all), "affirming");
+  auto v = verify::TrustworthinessVector(all);
+  EXPECT_EQ(v["instance-identity"], 2);
+  EXPECT_EQ(v["hardware"], 2);
+  EXPECT_EQ(v["executables"], 2);
+  EXPECT_EQ(v["configuration"], 2);
+  // One requirement waived: a warning, whatever it is.
+  for (const char* c :
+       {"tpm.hardware", "trust.root", "enforcement.continuity", "eventlog.uefi", "manifest.ima"}) {
+    auto w = all;
+    for (auto& k : w.checks)
+      if (k.name == c) k.status = Status::kWaived;
+    w.waivers = {"named"};
+    EXPECT_EQ(verify::EarStatus(w), "warning") << c;
+  }
+  // A runtime check that did not pass (not applicable): no affirmation either.
+  auto na = all;
+  for (auto& k : na.checks)
+    if (k.name == "enforcement.continuity") k.status = Status::kNotApplicable;
+  EXPECT_EQ(verify::EarStatus(na), "warning");
+
   const auto ev = Genuine("genuine-strongest.pb");
-  // Enrolled AK, trusted EK CA, and a manifest approving every component: affirming.
+  // Real evidence: enrolled AK, trusted EK CA, manifest, every path at its strongest; its
+  // software TPM and the restart it went through accepted by name: a warning.
   auto o = Opts();
-  o.ak_pub_pem = ev.ak().public_pem();
   o.ek_ca_dir = std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/data/ek-ca";
+  o.waivers.push_back("interruptions");
+  auto good = verify::Verify(ev, o);
+  ASSERT_TRUE(good.passed()) << verify::RenderText(good);
+  EXPECT_EQ(verify::EarStatus(good), "warning");
+  v = verify::TrustworthinessVector(good);
+  EXPECT_EQ(v["instance-identity"], 2);
+  EXPECT_EQ(v["hardware"], 32);
+  EXPECT_EQ(v["executables"], 2);
+  EXPECT_EQ(v["configuration"], 32);
+  // A manifest approving only sovguardd's own components (for the failure below).
   manifest::Manifest m;
   m.id = "ear-test";
   m.issuer = "Test Certifier";
@@ -155,26 +210,14 @@ TEST(Ear, StatusFollowsTheChecks) {
           {e.name, "1", "Supplier SE", "FR", "MIT", {{e.name, e.object_digest}}});
   }
   auto mkey = Keygen(false);
-  o.manifest_envelope =
-      std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(m), mkey.get()));
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
   PEM_write_bio_PUBKEY(bio.get(), mkey.get());
   char* d = nullptr;
   o.manifest_key_pem = std::string(d, static_cast<size_t>(BIO_get_mem_data(bio.get(), &d)));
-  auto good = verify::Verify(ev, o);
-  ASSERT_TRUE(good.passed()) << verify::RenderText(good);
-  EXPECT_EQ(verify::EarStatus(good), "affirming");
-  auto v = verify::TrustworthinessVector(good);
-  EXPECT_EQ(v["instance-identity"], 2);
-  EXPECT_EQ(v["hardware"], 2);
-  EXPECT_EQ(v["executables"], 2);
-  EXPECT_EQ(v["configuration"], 2);
   // The same checks on evidence whose storage-open path is downgraded: a warning.
   {
     const auto downgraded = Genuine();
-    auto od = o;
-    od.ak_pub_pem = downgraded.ak().public_pem();
-    auto w = verify::Verify(downgraded, od);
+    auto w = verify::Verify(downgraded, Opts());
     ASSERT_TRUE(w.passed()) << verify::RenderText(w);
     EXPECT_EQ(verify::TrustworthinessVector(w)["configuration"], 32);
     EXPECT_EQ(verify::EarStatus(w), "warning");
@@ -206,8 +249,17 @@ TEST(Ear, CommandLineWritesTheJwt) {
   }
   const std::string ev = (kCorpus / "genuine-ecc.json").string();
   std::ostringstream out, err;
-  int rc = verify::RunVerifyCli(
-      {"--nonce", ToHex(kNonce), "--ear-key", (dir / "ear.key").string(), ev}, out, err);
+  const std::vector<std::string> anchors = {"--ak-pub",
+                                            (kAnchors / "ak-ecc.pem").string(),
+                                            "--manifest",
+                                            (kAnchors / "manifest.dsse.json").string(),
+                                            "--manifest-key",
+                                            (kAnchors / "manifest.pub").string(),
+                                            "--allow-software-tpm"};
+  std::vector<std::string> args = {"--nonce", ToHex(kNonce), "--ear-key",
+                                   (dir / "ear.key").string(), ev};
+  args.insert(args.end(), anchors.begin(), anchors.end());
+  int rc = verify::RunVerifyCli(args, out, err);
   EXPECT_EQ(rc, verify::kExitPass) << err.str();
   std::string jwt = out.str();
   ASSERT_FALSE(jwt.empty());

@@ -3,10 +3,12 @@
 #include "attestation/verify/live.h"
 
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
 
 #include <sstream>
 
 #include "attestation/cli/attest_cli.h"
+#include "attestation/manifest/manifest.h"
 #include "attestation/service/attestation_service.h"
 #include "attestation/verify/verify_cli.h"
 #include "tests/attestation/swtpm_fixture.h"
@@ -108,13 +110,36 @@ struct Node {
 
 TEST(LiveVerify, NodeOverMutualTlsWithCredentialActivation) {
   Node n;
+  // Rooted by credential activation and the EK chain; the node's one component approved by a
+  // signed manifest; swtpm (software TPM, no UEFI log) accepted by name.
   verify::Options o;
   o.ek_ca_dir = n.swtpm.ca_dir();
+  o.waivers = {"software-tpm", "boot-log"};
+  {
+    manifest::Manifest m;
+    m.id = "live";
+    m.issuer = "Test Certifier";
+    m.issued_at = "2026-01-01T00:00:00Z";
+    m.components = {{"sovguardd",
+                     "1",
+                     "Test Supplier SE",
+                     "DE",
+                     "Apache-2.0",
+                     {{"/usr/sbin/sovguardd", Sha256("bin")}}}};
+    manifest::Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"), &EVP_PKEY_free);
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+    PEM_write_bio_PUBKEY(bio.get(), key.get());
+    char* pem = nullptr;
+    o.manifest_key_pem = std::string(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
+    o.manifest_envelope =
+        std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(m), key.get()));
+  }
   auto r = verify::VerifyNode(n.target(), n.tls(), o);
   ASSERT_TRUE(r.fetched) << r.error;
   EXPECT_TRUE(r.report.passed()) << verify::RenderText(r.report);
   EXPECT_EQ(r.report.node, "live-node");
-  for (const char* c : {"ak.ek_binding", "nonce", "quote.signature", "ek.chain"})
+  for (const char* c : {"ak.ek_binding", "nonce", "quote.signature", "ek.chain", "trust.root",
+                        "manifest.components"})
     EXPECT_EQ(r.report.Find(c)->status, verify::Status::kPass)
         << c << ": " << r.report.Find(c)->detail;
   // An auditor certificate from the right CA but not on the node's allow-list: no evidence.
@@ -132,11 +157,13 @@ TEST(LiveVerify, FleetModeOneLineEachAndExitCode) {
   WriteFileAtomic(dir / "fleet-bad", good + "\nlocalhost:1\n");
   WriteFileAtomic(dir / "fleet-garbage", good + "\nnot a target\n");
   auto cli = [&](const std::string& fleet, std::string extra = "") {
-    std::vector<std::string> args = {"--fleet",   (dir / fleet).string(),
-                                     "--ca",      (dir / "ca.pem").string(),
-                                     "--cert",    (dir / "allowed.pem").string(),
-                                     "--key",     (dir / "allowed.key").string(),
-                                     "--timeout", "10"};
+    std::vector<std::string> args = {
+        "--fleet", (dir / fleet).string(), "--ca", (dir / "ca.pem").string(), "--cert",
+        (dir / "allowed.pem").string(), "--key", (dir / "allowed.key").string(), "--timeout", "10",
+        // Rooted by activation + EK chain; swtpm, no UEFI log and
+        // no manifest accepted by name (fleet mechanics here).
+        "--ek-ca", n.swtpm.ca_dir().string(), "--allow-software-tpm", "--waive",
+        "boot-log,manifest"};
     if (!extra.empty()) args.push_back(extra);
     std::ostringstream out, err;
     int rc = verify::RunVerifyCli(args, out, err);
@@ -204,7 +231,14 @@ TEST(LiveVerify, OfflineCredentialActivationThroughTheCommandLines) {
   const std::vector<std::string> binding = {"--ak-challenge", (d / "challenge.json").string(),
                                             "--ak-secret",    (d / "secret").string(),
                                             "--ak-response",  (d / "response.json").string()};
-  std::vector<std::string> args = {"--nonce", nonce, "--json"};
+  std::vector<std::string> args = {"--nonce",
+                                   nonce,
+                                   "--json",
+                                   "--ek-ca",
+                                   n.swtpm.ca_dir().string(),
+                                   "--allow-software-tpm",
+                                   "--waive",
+                                   "boot-log,manifest"};
   args.insert(args.end(), binding.begin(), binding.end());
   args.push_back((d / "ev.json").string());
   std::tie(rc, text) = verify(args);

@@ -61,6 +61,20 @@ mf::Manifest FromEvidence(const v1::Evidence& ev) {
                             "GPL-2.0-only",
                             {{e.name, e.object_digest}}});
   }
+  // And every file its IMA list measured ("PCR HASH TEMPLATE sha256:HEX NAME" lines).
+  mf::Component files{"host-files", "1.0", "Example Distribution SA", "FR", "MIT", {}};
+  std::istringstream list(ev.logs().ima_ascii());
+  for (std::string line; std::getline(list, line);) {
+    std::istringstream f(line);
+    std::string pcr, hash, tmpl, digest, name;
+    f >> pcr >> hash >> tmpl >> digest >> name;
+    if (name == "boot_aggregate" || !digest.starts_with("sha256:")) continue;
+    mf::File file{name, {}};
+    const Bytes d = FromHex(digest.substr(7), "IMA digest");
+    std::copy(d.begin(), d.end(), file.sha256.begin());
+    files.files.push_back(file);
+  }
+  if (!files.files.empty()) m.components.push_back(files);
   return m;
 }
 
@@ -79,6 +93,8 @@ verify::Report VerifyWith(const v1::Evidence& ev, const Signed& s,
                           std::vector<std::string> allowed = {}) {
   verify::Options o;
   o.nonce = kNonce;
+  o.ak_pub_pem = ev.ak().public_pem();  // enrolled together with the committed evidence
+  o.waivers = {"software-tpm"};         // the committed evidence is swtpm's
   o.manifest_envelope = std::make_shared<const std::string>(s.envelope);
   o.manifest_key_pem = s.pub;
   o.allowed_jurisdictions = std::move(allowed);
@@ -95,7 +111,7 @@ void ExpectCheck(const verify::Report& r, const std::string& name, Status st,
 
 TEST(Manifest, SignVerifyRoundTripEd25519AndP256) {
   const auto m = FromEvidence(Genuine());
-  ASSERT_EQ(m.components.size(), 2u);
+  ASSERT_EQ(m.components.size(), 3u);  // sovguardd, its BPF object, the IMA-measured files
   for (const char* type : {"ED25519", "EC"}) {
     auto key = Keygen(type);
     const auto env = mf::Sign(mf::ToJson(m), key.get());
@@ -105,7 +121,7 @@ TEST(Manifest, SignVerifyRoundTripEd25519AndP256) {
     auto pub = mf::PublicKeyFromPem(PublicPem(key.get()));
     const auto back = mf::VerifyEnvelope(env, pub.get());
     EXPECT_EQ(back.id, "test-manifest");
-    ASSERT_EQ(back.components.size(), 2u);
+    ASSERT_EQ(back.components.size(), 3u);
     EXPECT_EQ(back.components[0].files[0].sha256, m.components[0].files[0].sha256);
     // Payload altered after signing (a component's jurisdiction rewritten).
     auto payload = mf::FromBase64(j["payload"].get<std::string>(), "payload");
@@ -183,7 +199,7 @@ TEST(Manifest, EveryMeasuredComponentFromAnAllowedSupplier) {
 
   // A measured component missing from the manifest.
   auto missing = m;
-  missing.components.pop_back();
+  missing.components.erase(missing.components.end() - 2);  // sg_tc_egress.bpf.o's
   auto r = VerifyWith(ev, Sign(missing));
   EXPECT_FALSE(r.passed());
   ExpectCheck(r, "manifest.components", Status::kFail, verify::kReasonComponentNotInManifest);
@@ -268,11 +284,13 @@ TEST(Manifest, EveryMeasuredComponentFromAnAllowedSupplier) {
   ExpectCheck(VerifyWith(bad, Sign(m)), "manifest.components", Status::kFail,
               verify::kReasonDependencyFailed);
 
-  // Without a manifest: listed as not applicable, never as passed.
+  // Without a manifest: approved software is a requirement, so every manifest check fails.
   verify::Options o;
   o.nonce = kNonce;
   auto none = verify::Verify(ev, o);
-  ExpectCheck(none, "manifest.components", Status::kNotApplicable, verify::kReasonNotRequested);
+  EXPECT_FALSE(none.passed());
+  ExpectCheck(none, "manifest.components", Status::kFail, verify::kReasonManifestMissing);
+  ExpectCheck(none, "manifest.signature", Status::kFail, verify::kReasonManifestMissing);
 }
 
 // The verifier keeps a manifest it verified (parsed, signature checked, indexed) for the next
@@ -288,6 +306,8 @@ TEST(Manifest, AVerifiedManifestIsReusedOnlyForTheSameEnvelopeAndKey) {
                          std::vector<std::string> allowed) {
     verify::Options o;
     o.nonce = kNonce;
+    o.ak_pub_pem = ev.ak().public_pem();
+    o.waivers = {"software-tpm"};
     o.manifest_envelope = std::make_shared<const std::string>(envelope);
     o.manifest_key_pem = pub;
     o.allowed_jurisdictions = std::move(allowed);
@@ -333,8 +353,10 @@ TEST(Manifest, VerifierCommandLine) {
   auto sf = Sign(foreign);
   WriteFileAtomic(dir / "foreign.dsse.json", sf.envelope);
   WriteFileAtomic(dir / "foreign.pub", sf.pub);
+  WriteFileAtomic(dir / "ak.pem", Genuine().ak().public_pem());
   auto cli = [&](std::vector<std::string> extra) {
-    std::vector<std::string> args = {"--nonce", ToHex(kNonce)};
+    std::vector<std::string> args = {"--nonce", ToHex(kNonce), "--ak-pub",
+                                     (dir / "ak.pem").string(), "--allow-software-tpm"};
     args.insert(args.end(), extra.begin(), extra.end());
     args.push_back((kCorpus / "genuine-ecc.json").string());
     std::ostringstream out, err;

@@ -13,11 +13,15 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "attestation/cli/manifest_cli.h"
 #include "attestation/eventlog/cel.h"
 #include "attestation/evidence/evidence.h"
+#include "attestation/evidence/format.h"
+#include "attestation/manifest/manifest.h"
 #include "attestation/measure/platform.h"
+#include "attestation/verify/ear.h"
 #include "attestation/verify/ima_log.h"
 #include "attestation/verify/uefi_log.h"
 #include "attestation/verify/verifier.h"
@@ -89,7 +93,81 @@ std::map<std::string, v1::EnforcementSnapshot> CoverageSnapshots() {
        {"storage-io-quota", "storage-io-accounting", "storage-block-devices", "storage-network"})
     m["strongest"] = drop_programs(m["strongest"], path);
   ts::AddMechanisms(m["strongest"], /*strongest=*/true);
+  // Every NIC listed (new snapshot field): one not covered, one covered without a tap entry.
+  m["nic-uncovered"] = Snapshot("vm1");
+  {
+    auto* g = m["nic-uncovered"].mutable_guests(0);
+    auto* ok = g->add_interfaces();
+    ok->set_type("network");
+    ok->set_device("vnet0");
+    ok->set_mechanism("tc/ingress");
+    ok->set_covered(true);
+    auto* nic = g->add_interfaces();
+    nic->set_type("direct");
+    nic->set_device("macvtap0");
+    nic->set_mac("52:54:00:00:00:02");
+    nic->set_covered(false);
+  }
+  m["nic-no-tap"] = Snapshot("vm1");
+  {
+    auto* nic = m["nic-no-tap"].mutable_guests(0)->add_interfaces();
+    nic->set_type("bridge");
+    nic->set_device("vnet7");
+    nic->set_mechanism("tc/ingress");
+    nic->set_covered(true);
+  }
+  // Nothing passes vacuously: no storage program at all, no tap covered, a path guarding nothing.
+  m["no-storage"] = Snapshot("vm1");
+  for (const auto path : verify::kEnforcementPaths)
+    m["no-storage"] = drop_programs(m["no-storage"], path);
+  m["no-taps"] = drop_programs(Snapshot("vm1"), "sg_net");
+  m["no-taps"].mutable_guests(0)->clear_taps();
+  m["not-enforced"] = Snapshot("vm1");
+  for (auto& ms : *m["not-enforced"].mutable_mechanisms())
+    if (ms.path() == "storage-network") {
+      ms.set_not_enforced(true);
+      ms.set_reason("no guest cgroup to attach to");
+    }
+  m["software-tpm"] = Snapshot("vm1");
+  m["software-tpm"].set_software_tpm(true);
   return m;
+}
+
+// What root does without sovguardd (PCR 16 is resettable from locality 0: tpm2_pcrreset 16):
+// the clean log of `genuine` rewritten into PCR 16, extended there, and quoted with the node's
+// own AK over the boot PCRs, PCR 10 and PCR 16; logs.sovguard_pcr = 16. Every signature is real.
+v1::Evidence ForgeInPcr16(tpm::Tpm& tpm, const v1::Evidence& genuine, const Bytes& nonce,
+                          const v1::EnforcementSnapshot& snap) {
+  std::vector<cel::Record> recs;
+  for (const auto& r : cel::DecodeLog(B(genuine.logs().cel())))
+    recs.push_back(cel::MakeSovguardRecord(r.recnum, 16, cel::DecodeSovguardContent(r.content)));
+  for (const auto& r : recs) tpm.PcrExtend(16, r.digest);
+  v1::Evidence ev = genuine;
+  const std::string sb = evidence::SerializeSnapshot(snap);
+  const auto digest = Sha256(sb);
+  ev.set_snapshot_bytes(sb);
+  ev.set_snapshot_sha256(S(digest));
+  *ev.mutable_snapshot() = snap;
+  const auto qd = evidence::QualifyingData(nonce, digest);
+  const auto q = tpm.Quote(tpm::kDefaultAkHandle, qd, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16});
+  auto* quote = ev.mutable_quote();
+  quote->set_attest(S(q.attest));
+  quote->set_signature(S(q.signature));
+  quote->set_qualifying_data(S(qd));
+  quote->clear_pcrs();
+  for (size_t i = 0; i < q.pcrs.size(); ++i) {
+    auto* p = quote->add_pcrs();
+    p->set_index(q.pcrs[i]);
+    p->set_sha256(S(q.values[i]));
+  }
+  ev.mutable_clock()->set_clock_ms(q.clock);
+  ev.mutable_clock()->set_reset_count(static_cast<uint32_t>(q.reset_count));
+  ev.mutable_clock()->set_restart_count(static_cast<uint32_t>(q.restart_count));
+  ev.mutable_clock()->set_safe(q.safe);
+  ev.mutable_clock()->set_firmware_version(q.firmware_version);
+  ev.mutable_logs()->set_cel(S(cel::EncodeLog(recs)));
+  ev.mutable_logs()->set_sovguard_pcr(16);
+  return ev;
 }
 
 // One swtpm and one set of genuine evidence for the whole suite: every test mutates copies.
@@ -102,6 +180,27 @@ struct World {
       *tpm, measure::MeasureConfig{tmp.path() / "state", measure::kDefaultSovguardPcr});
   Bytes nonce = B("auditor-nonce-0123456789");
   v1::Evidence ecc, rsa, other_snapshot, wrong_policy;
+  // The forger's evidence: root extends a clean log into resettable PCR 16 (fresh, as after
+  // tpm2_pcrreset 16), declares logs.sovguard_pcr = 16, and quotes it with the node's real AK.
+  v1::Evidence pcr16;
+  // Boot PCRs left out of the quote (EvidenceConfig::boot_pcrs empty).
+  v1::Evidence no_boot_pcrs;
+  // Enforcement continuity, on its own log in PCR 11 (Options::sovguard_pcr = 11): a clean
+  // start with vm1 covered, then a tamper finding, a later quote with nothing new, a downgrade
+  // while vm1 runs, a forced release, a daemon restart while vm1 runs.
+  std::map<std::string, v1::Evidence> cont;
+  // A log in PCR 12 that never applied a policy, quoted with a snapshot claiming one.
+  v1::Evidence no_policy;
+  // The auditor's anchors: a reference manifest approving what the world's logs measure (its
+  // components and the files of the IMA list), signed by a certifier key.
+  manifest::Manifest manifest;
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> manifest_key{nullptr, &EVP_PKEY_free};
+  std::string manifest_pub;
+  std::shared_ptr<const std::string> manifest_envelope;
+  std::shared_ptr<const std::string> Sign(const manifest::Manifest& m) const {
+    return std::make_shared<const std::string>(
+        manifest::Sign(manifest::ToJson(m), manifest_key.get()));
+  }
   // CoverageSnapshots() quoted while vm1 runs; then vm1 released with no guest / vm1 listed;
   // then a guest event the verifier does not know.
   std::map<std::string, v1::Evidence> coverage;
@@ -126,14 +225,59 @@ class VerifyTest : public ::testing::Test {
         std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) / "eventlogs/keylime/ima-log-sha256";
     for (const auto& e : verify::ima::Parse(ReadFileBytes(ima_log)).entries)
       w.tpm->PcrExtend(e.pcr, verify::ima::TemplateHashSha256(e));
+    // The certifier's manifest: sovguardd, its BPF object, and every file of the IMA list.
+    w.manifest_key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+    {
+      std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+      PEM_write_bio_PUBKEY(bio.get(), w.manifest_key.get());
+      char* pem = nullptr;
+      w.manifest_pub.assign(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
+    }
+    w.manifest.id = "verify-test";
+    w.manifest.issuer = "Test Certifier";
+    w.manifest.issued_at = "2026-01-01T00:00:00Z";
+    w.manifest.components = {{"sovguardd",
+                              "1",
+                              "Test Supplier SE",
+                              "DE",
+                              "Apache-2.0",
+                              {{"/usr/sbin/sovguardd", Sha256("bin")}}},
+                             {"sovguard-bpf",
+                              "1",
+                              "Test Supplier SE",
+                              "DE",
+                              "GPL-2.0-only",
+                              {{"sg_tc_egress.bpf.o", Sha256("bpf")}}}};
+    {
+      manifest::Component files{"host-files", "1", "Test Distribution SA", "FR", "MIT", {}};
+      const std::string text = S(ReadFileBytes(ima_log));
+      for (size_t at = 0; at < text.size();) {  // "PCR HASH TEMPLATE sha256:HEX NAME"
+        const size_t end = std::min(text.find('\n', at), text.size());
+        std::istringstream line(text.substr(at, end - at));
+        std::string pcr, hash, tmpl, digest, name;
+        line >> pcr >> hash >> tmpl >> digest >> name;
+        if (name != "boot_aggregate" && digest.starts_with("sha256:")) {
+          manifest::File f{name, {}};
+          const Bytes d = FromHex(digest.substr(7), "IMA digest");
+          std::copy(d.begin(), d.end(), f.sha256.begin());
+          files.files.push_back(f);
+        }
+        at = end + 1;
+      }
+      EXPECT_FALSE(files.files.empty());
+      w.manifest.components.push_back(files);
+    }
+    w.manifest_envelope = w.Sign(w.manifest);
     w.log->Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
     w.log->Measure(cel::EventKind::kBpfObject, "sg_tc_egress.bpf.o", Sha256("bpf"));
+    // As sovguardd does when it starts: its mechanisms probed (storage-open downgraded) and
+    // measured before any guest is covered.
+    ts::MeasureMechanisms(*w.log);
     w.log->Measure(cel::EventKind::kPolicyApplied, "bundle-1", Sha256("bundle"), "enforce");
     // As sovguardd does when a guest starts: sg_net attached to its tap, the guest covered.
     measure::MeasureProgramAttached(*w.log, "sg_net", std::string(ts::kNetTag), "tc/ingress",
                                     "vnet0");
     measure::MeasureGuest(*w.log, ts::GuestUuid("vm1"), true);
-    ts::MeasureMechanisms(*w.log);
     evidence::EvidenceConfig cfg;
     cfg.node = "verify-node";
     cfg.uefi_log = uefi_log;
@@ -153,6 +297,55 @@ class VerifyTest : public ::testing::Test {
                    ""};
     }
     const evidence::EvidenceConfig ecc_cfg = cfg;
+    w.pcr16 = ForgeInPcr16(*w.tpm, w.ecc, w.nonce, Snapshot("vm1"));
+    {
+      auto nb = cfg;
+      nb.boot_pcrs.clear();
+      evidence::EvidenceBuilder b(*w.tpm, *w.log, nb);
+      w.no_boot_pcrs = b.Build(w.nonce, Snapshot("vm1"));
+    }
+    {
+      // Enforcement continuity in PCR 11: started as sovguardd starts, then interrupted.
+      measure::MeasurementLog cl(*w.tpm, measure::MeasureConfig{w.tmp.path() / "pcr11", 11});
+      cl.Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
+      cl.Measure(cel::EventKind::kBpfObject, "sg_tc_egress.bpf.o", Sha256("bpf"));
+      ts::MeasureMechanisms(cl);
+      cl.Measure(cel::EventKind::kPolicyApplied, "bundle-1", Sha256("bundle"), "enforce");
+      measure::MeasureProgramAttached(cl, "sg_net", std::string(ts::kNetTag), "tc/ingress",
+                                      "vnet0");
+      measure::MeasureGuest(cl, ts::GuestUuid("vm1"), true);
+      evidence::EvidenceBuilder b(*w.tpm, cl, cfg);
+      w.cont["clean"] = b.Build(w.nonce, Snapshot("vm1"));
+      // As Node::CountAndMeasureTamper: a deleted tc filter found (and repaired).
+      const std::string found = "tc filter on vnet0 ingress missing; re-attached";
+      cl.MeasureBytes(cel::EventKind::kEnforcementState, "tamper:net-filter-missing",
+                      std::span(reinterpret_cast<const uint8_t*>(found.data()), found.size()),
+                      found);
+      w.cont["tamper"] = b.Build(w.nonce, Snapshot("vm1"));
+      w.cont["after-tamper"] = b.Build(w.nonce, Snapshot("vm1"));
+      // A weaker mechanism chosen while vm1 runs.
+      measure::MeasureMechanismDowngraded(cl, "storage-network", "cgroup/connect4+connect6", "none",
+                                          "cgroup detached");
+      w.cont["downgrade"] = b.Build(w.nonce, Snapshot("vm1"));
+    }
+    {
+      measure::MeasurementLog cl(*w.tpm, measure::MeasureConfig{w.tmp.path() / "pcr11", 11});
+      evidence::EvidenceBuilder b(*w.tpm, cl, cfg);
+      // The daemon (re)started while vm1 still ran (never released): its daemon_start record.
+      w.cont["restart"] = b.Build(w.nonce, Snapshot("vm1"));
+      // As `sovguardd release --force` does: the guests measured released, then the release.
+      measure::MeasureGuest(cl, ts::GuestUuid("vm1"), false);
+      const std::string detail = "released (forced): 1 taps/cgroups covered";
+      cl.Measure(cel::EventKind::kEnforcementState, "enforcement", Sha256(detail), detail);
+      w.cont["forced-release"] = b.Build(w.nonce, Snapshot(""));
+    }
+    {
+      // A log that never applied a policy nor measured a component (PCR 12: only the daemon's
+      // start), with a snapshot that claims a policy.
+      measure::MeasurementLog pl(*w.tpm, measure::MeasureConfig{w.tmp.path() / "pcr12", 12});
+      evidence::EvidenceBuilder b(*w.tpm, pl, cfg);
+      w.no_policy = b.Build(w.nonce, Snapshot(""));
+    }
     cfg.ak_handle = 0x81018001;
     cfg.ak_alg = tpm::KeyAlg::kRsa2048;
     {
@@ -217,6 +410,13 @@ class VerifyTest : public ::testing::Test {
       WriteFileAtomic(ca / "swtpm-localca-rootca-cert.pem",
                       ReadFileBytes(w.swtpm.ca_dir() / "swtpm-localca-rootca-cert.pem"));
       WriteFileAtomic(ca / "issuercert.pem", ReadFileBytes(w.swtpm.ca_dir() / "issuercert.pem"));
+      // The auditor's anchors for the committed evidence: enrolled AKs, manifest and its key.
+      const auto anchors = std::filesystem::path(seed) / "../../data/anchors";
+      std::filesystem::create_directories(anchors);
+      WriteFileAtomic(anchors / "ak-ecc.pem", w.ecc.ak().public_pem());
+      WriteFileAtomic(anchors / "ak-rsa.pem", w.rsa.ak().public_pem());
+      WriteFileAtomic(anchors / "manifest.dsse.json", *w.manifest_envelope);
+      WriteFileAtomic(anchors / "manifest.pub", w.manifest_pub);
     }
   }
   static void TearDownTestSuite() {
@@ -224,9 +424,24 @@ class VerifyTest : public ::testing::Test {
     world = nullptr;
   }
 
+  // The auditor's anchors: the enrolled AK (the world's ECC or RSA AK, as the evidence names),
+  // the world's manifest, and swtpm accepted by name.
+  static verify::Options Opts(const v1::Evidence& ev, std::optional<Bytes> nonce = std::nullopt,
+                              std::optional<std::string> ak_pub = std::nullopt) {
+    verify::Options o;
+    o.nonce = nonce ? nonce : world->nonce;
+    o.ak_pub_pem = ak_pub
+                       ? std::move(ak_pub)
+                       : (ev.ak().name() == world->rsa.ak().name() ? world->rsa.ak().public_pem()
+                                                                   : world->ecc.ak().public_pem());
+    o.manifest_envelope = world->manifest_envelope;
+    o.manifest_key_pem = world->manifest_pub;
+    o.waivers = {"software-tpm"};
+    return o;
+  }
   verify::Report Run(const v1::Evidence& ev, std::optional<Bytes> nonce = std::nullopt,
                      std::optional<std::string> ak_pub = std::nullopt) {
-    return verify::Verify(ev, {nonce ? nonce : world->nonce, std::move(ak_pub)});
+    return verify::Verify(ev, Opts(ev, std::move(nonce), std::move(ak_pub)));
   }
   // The named check failed with `reason`, and so did the verdict.
   static void ExpectFail(const verify::Report& r, const std::string& check,
@@ -251,11 +466,29 @@ TEST_F(VerifyTest, GenuineEvidencePassesEveryCheck) {
   for (const auto* ev : {&world->ecc, &world->rsa, &world->other_snapshot}) {
     auto r = Run(*ev);
     EXPECT_TRUE(r.passed()) << verify::RenderText(r);
-    for (const char* name :
-         {"quote.structure", "ak.consistency", "quote.signature", "nonce", "snapshot.digest",
-          "snapshot.copy", "quote.qualifying_data", "quote.clock", "quote.pcr_digest",
-          "eventlog.cel.decode", "eventlog.cel.events", "eventlog.cel.replay", "policy.bundle",
-          "snapshot.coverage", "snapshot.mechanisms", "eventlog.uefi", "eventlog.ima"}) {
+    for (const char* name : {"quote.structure",
+                             "ak.consistency",
+                             "quote.signature",
+                             "nonce",
+                             "snapshot.digest",
+                             "snapshot.copy",
+                             "quote.qualifying_data",
+                             "quote.clock",
+                             "quote.pcr_digest",
+                             "eventlog.cel.decode",
+                             "eventlog.cel.events",
+                             "eventlog.cel.replay",
+                             "policy.bundle",
+                             "snapshot.coverage",
+                             "snapshot.mechanisms",
+                             "eventlog.uefi",
+                             "eventlog.ima",
+                             "enforcement.continuity",
+                             "trust.root",
+                             "manifest.signature",
+                             "manifest.components",
+                             "manifest.jurisdiction",
+                             "manifest.ima"}) {
       const auto* c = r.Find(name);
       ASSERT_NE(c, nullptr) << name;
       EXPECT_EQ(c->status, Status::kPass) << name << ": " << c->detail;
@@ -268,8 +501,37 @@ TEST_F(VerifyTest, GenuineEvidencePassesEveryCheck) {
   ASSERT_GE(j["checks"].size(), 12u);
   for (const auto& c : j["checks"]) {
     EXPECT_TRUE(c.contains("name") && c.contains("status") && c.contains("reason") &&
-                c.contains("detail"));
+                c.contains("detail") && c.contains("clauses"));
   }
+  // swtpm, accepted by name: listed as waived with its reason, never as passed.
+  EXPECT_EQ(Run(world->ecc).Find("tpm.hardware")->status, Status::kWaived);
+  EXPECT_EQ(Run(world->ecc).Find("tpm.hardware")->reason, verify::kReasonSoftwareTpm);
+  EXPECT_EQ(j["waivers"], nlohmann::json({"software-tpm"}));
+}
+
+// Root resets PCR 16 (resettable from locality 0), extends a clean log into it and declares
+// logs.sovguard_pcr = 16: every signature is genuine, the log replays to the quoted PCR 16. The
+// verifier pins sovguard's PCR (13 unless --sovguard-pcr), so the evidence is not sovguard's.
+// (Before the PCR was pinned this evidence passed: the hole.)
+TEST_F(VerifyTest, ResettablePcr16LogIsNotSovguards) {
+  const auto& w = *world;
+  ASSERT_EQ(w.pcr16.logs().sovguard_pcr(), 16u);
+  // With every anchor an auditor has (enrolled AK, manifest), only the PCR gives it away.
+  auto r = Run(w.pcr16);
+  ExpectFail(r, "eventlog.cel.replay", verify::kReasonCelPcrUnexpected);
+  for (const auto& c : r.checks) {
+    if (c.status == Status::kFail) {
+      EXPECT_TRUE(c.name == "eventlog.cel.replay" || c.reason == verify::kReasonDependencyFailed)
+          << c.name << " " << c.reason;
+    }
+  }
+  // Nor can the auditor be talked into it: PCRs the host can reset are refused.
+  auto o = Opts(w.pcr16);
+  o.sovguard_pcr = 16;
+  EXPECT_THROW(verify::Verify(w.pcr16, o), verify::InputError);
+  // And root can indeed reset PCR 16 on this TPM (locality 0), as the forgery assumes.
+  auto reset = ts::Run({"tpm2_pcrreset", "-T", w.swtpm.tcti(), "16"});
+  EXPECT_EQ(reset.exit_code, 0) << reset.output;
 }
 
 TEST_F(VerifyTest, ForgedSignatureFails) {
@@ -338,14 +600,15 @@ TEST_F(VerifyTest, AkMustBeTheEnrolledOneWhenGiven) {
 TEST_F(VerifyTest, AkBoundToEkByCredentialActivation) {
   const auto& w = *world;
   auto with = [&](const v1::Evidence& ev, const verify::AkEkBinding& b) {
-    verify::Options o;
-    o.nonce = w.nonce;
+    auto o = Opts(ev);
+    o.ak_pub_pem.reset();  // rooted by credential activation and the EK chain alone
     o.ak_ek_binding = b;
     o.ek_ca_dir = w.swtpm.ca_dir();
     return verify::Verify(ev, o);
   };
   auto r = with(w.ecc, w.bind_ok);
   EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_EQ(r.Find("trust.root")->status, Status::kPass) << r.Find("trust.root")->detail;
   EXPECT_EQ(r.Find("ak.ek_binding")->status, Status::kPass) << r.Find("ak.ek_binding")->detail;
   // Without a challenge the check is listed as not applicable, never as passed.
   EXPECT_EQ(Run(w.ecc).Find("ak.ek_binding")->status, Status::kNotApplicable);
@@ -409,7 +672,20 @@ TEST_F(VerifyTest, TamperedCelEntryFails) {
   // Raw byte flip inside the log (any byte): never passes.
   auto raw = world->ecc;
   raw.mutable_logs()->mutable_cel()->at(raw.logs().cel().size() / 2) ^= 0x10;
-  EXPECT_FALSE(Run(raw).passed());
+  {
+    const auto rr = Run(raw);
+    EXPECT_FALSE(rr.passed());
+    // Wherever the flipped bit lands: the log does not decode, names an unknown event, or no
+    // longer replays; never a pass of the replay.
+    const auto* c = rr.Find("eventlog.cel.replay");
+    EXPECT_EQ(c->status, Status::kFail);
+    EXPECT_TRUE(c->reason == verify::kReasonCelEntryTampered ||
+                c->reason == verify::kReasonCelReplayMismatch ||
+                c->reason == verify::kReasonDependencyFailed ||
+                c->reason == verify::kReasonCelSequenceBroken ||
+                c->reason == verify::kReasonCelWrongPcr)
+        << verify::RenderText(rr);
+  }
   // Truncated log.
   auto trunc = world->ecc;
   trunc.mutable_logs()->mutable_cel()->resize(trunc.logs().cel().size() - 3);
@@ -426,7 +702,7 @@ TEST_F(VerifyTest, ReplayCacheHashesOnlyNewRecordsAndChangesNoVerdict) {
                                                 &c.at("strongest"), &c.at("released"),
                                                 &c.at("odd-mechanism-event")};
   verify::ReplayCache cache;
-  verify::Options cached{world->nonce};
+  verify::Options cached = Opts(world->ecc);
   cached.replay_cache = &cache;
   for (size_t i = 0; i < seq.size(); ++i) {
     const auto with = verify::Verify(*seq[i], cached);
@@ -469,8 +745,11 @@ TEST_F(VerifyTest, ReplayCacheHashesOnlyNewRecordsAndChangesNoVerdict) {
   t = recs;
   t.erase(t.begin() + static_cast<std::ptrdiff_t>(known));
   for (size_t i = known; i < t.size(); ++i) t[i].recnum = i;
-  EXPECT_FALSE(verify::Verify(WithCel(later, t), cached).passed());
-  // None of these poisoned the cache: the genuine evidence still passes, from the prefix.
+  ExpectFail(verify::Verify(WithCel(later, t), cached), "eventlog.cel.replay",
+             verify::kReasonCelReplayMismatch);
+  // None of these poisoned the cache: the genuine evidence still passes, from the prefix (its
+  // log has the restart while vm1 ran, accepted by name).
+  cached.waivers.push_back("interruptions");
   r = verify::Verify(later, cached);
   EXPECT_TRUE(r.passed()) << verify::RenderText(r);
   EXPECT_NE(r.Find("eventlog.cel.replay")->detail.find(std::to_string(known) + " of them"),
@@ -552,11 +831,22 @@ TEST_F(VerifyTest, PcrValueMismatchFails) {
 TEST_F(VerifyTest, EkCertificateChainsToTrustedCa) {
   const auto& w = *world;
   auto with_ca = [&](const v1::Evidence& ev, const std::filesystem::path& dir) {
-    return verify::Verify(ev, {w.nonce, std::nullopt, dir});
+    auto o = Opts(ev);
+    o.ek_ca_dir = dir;
+    return verify::Verify(ev, o);
   };
   auto r = with_ca(w.ecc, w.swtpm.ca_dir());
   EXPECT_TRUE(r.passed()) << verify::RenderText(r);
   EXPECT_EQ(r.Find("ek.chain")->status, Status::kPass) << r.Find("ek.chain")->detail;
+  // The chained EK certificate is swtpm's: a software TPM, accepted only by name.
+  EXPECT_EQ(r.Find("tpm.hardware")->status, Status::kWaived);
+  EXPECT_EQ(r.Find("tpm.hardware")->reason, verify::kReasonSoftwareTpm);
+  {
+    auto strict = Opts(w.ecc);
+    strict.ek_ca_dir = w.swtpm.ca_dir();
+    strict.waivers.clear();
+    ExpectFail(verify::Verify(w.ecc, strict), "tpm.hardware", verify::kReasonSoftwareTpm);
+  }
   // Pinning the intermediate alone is the auditor's choice and works too.
   const auto inter = w.tmp.path() / "ek-inter";
   std::filesystem::create_directories(inter);
@@ -664,8 +954,7 @@ TEST_F(VerifyTest, ImaListMustReplayToPcr10) {
 TEST_F(VerifyTest, ActivePolicyIsTheMeasuredAndExpectedOne) {
   const auto& w = *world;
   auto with_policy = [&](const v1::Evidence& ev, std::optional<Bytes> p) {
-    verify::Options o;
-    o.nonce = w.nonce;
+    auto o = Opts(ev);
     o.policy_digest = std::move(p);
     return verify::Verify(ev, o);
   };
@@ -684,6 +973,10 @@ TEST_F(VerifyTest, ActivePolicyIsTheMeasuredAndExpectedOne) {
   recs.pop_back();
   ExpectFail(with_policy(WithCel(w.ecc, recs), std::nullopt), "policy.bundle",
              verify::kReasonDependencyFailed);
+  // An authentic log that never applied a policy, and a snapshot that claims one.
+  auto o = Opts(w.no_policy);
+  o.sovguard_pcr = 12;
+  ExpectFail(verify::Verify(w.no_policy, o), "policy.bundle", verify::kReasonPolicyNotMeasured);
 }
 
 TEST_F(VerifyTest, ReplayedOldEvidenceFailsAgainstTheStateFile) {
@@ -691,7 +984,9 @@ TEST_F(VerifyTest, ReplayedOldEvidenceFailsAgainstTheStateFile) {
   const auto state = w.tmp.path() / "state-replay.json";
   std::filesystem::remove(state);
   auto with_state = [&](const v1::Evidence& ev) {
-    return verify::Verify(ev, {w.nonce, std::nullopt, std::nullopt, state});
+    auto o = Opts(ev);
+    o.state_file = state;
+    return verify::Verify(ev, o);
   };
   // `ecc` was quoted before `other_snapshot` by the same AK.
   auto r = with_state(w.other_snapshot);
@@ -707,7 +1002,7 @@ TEST_F(VerifyTest, ReplayedOldEvidenceFailsAgainstTheStateFile) {
   const auto before = ReadFileBytes(state);
   auto forged = w.rsa;
   forged.mutable_quote()->mutable_signature()->back() ^= 1;
-  EXPECT_FALSE(with_state(forged).passed());
+  ExpectFail(with_state(forged), "quote.signature", verify::kReasonSignatureInvalid);
   EXPECT_EQ(ReadFileBytes(state), before);
   // Counters behind the recorded ones: a rollback.
   auto j = nlohmann::json::parse(S(before));
@@ -762,8 +1057,10 @@ TEST_F(VerifyTest, MeasuredPlatformMatchesAScannedManifest) {
   char* pem = nullptr;
   const std::string pub(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
   auto verify_with = [&](const manifest::Manifest& mf) {
-    verify::Options o;
-    o.nonce = w.nonce;
+    auto o = Opts(ev);
+    o.sovguard_pcr = 15;  // this log's
+    // No UEFI or IMA list was collected for this evidence: accepted by name.
+    o.waivers = {"software-tpm", "boot-log", "ima"};
     o.manifest_envelope =
         std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(mf), key.get()));
     o.manifest_key_pem = pub;
@@ -857,20 +1154,41 @@ TEST_F(VerifyTest, BinaryExitCodes) {
     args.insert(args.begin(), bin);
     return ts::Run(args);
   };
+  // The auditor's anchors, as files: enrolled AKs, the manifest and its key.
+  WriteFileAtomic(dir / "ak-ecc.pem", world->ecc.ak().public_pem());
+  WriteFileAtomic(dir / "ak-rsa.pem", world->rsa.ak().public_pem());
+  WriteFileAtomic(dir / "m.dsse.json", *world->manifest_envelope);
+  WriteFileAtomic(dir / "m.pub", world->manifest_pub);
+  auto anchored = [&](const char* ak, std::vector<std::string> args) {
+    for (const std::string& a :
+         {std::string("--ak-pub"), (dir / (std::string("ak-") + ak + ".pem")).string(),
+          std::string("--manifest"), (dir / "m.dsse.json").string(), std::string("--manifest-key"),
+          (dir / "m.pub").string(), std::string("--allow-software-tpm")})
+      args.insert(args.end() - 1, a);
+    return run(args);
+  };
+  // Without anchors: FAIL, exit 1 (nothing roots the AK, no manifest, swtpm).
   auto r = run({"--nonce", nonce, json.string()});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("ROOT_OF_TRUST_MISSING"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("MANIFEST_MISSING"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("SOFTWARE_TPM"), std::string::npos) << r.output;
+  r = anchored("ecc", {"--nonce", nonce, json.string()});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("PASS"), std::string::npos) << r.output;
-  r = run({"--nonce", nonce, pb.string()});
+  r = anchored("rsa", {"--nonce", nonce, pb.string()});
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = run({"--json", "--nonce", nonce, json.string()});
+  r = anchored("ecc", {"--json", "--nonce", nonce, json.string()});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(nlohmann::json::parse(r.output)["verdict"], "pass");
-  r = run({"--nonce", nonce, "--ek-ca", world->swtpm.ca_dir().string(), json.string()});
+  r = anchored("ecc", {"--nonce", nonce, "--ek-ca", world->swtpm.ca_dir().string(), json.string()});
   EXPECT_EQ(r.exit_code, 0) << r.output;
+  // An unknown waiver is a usage error.
+  EXPECT_EQ(anchored("ecc", {"--nonce", nonce, "--waive", "all", json.string()}).exit_code, 2);
   const auto st = dir / "state.json";
-  r = run({"--nonce", nonce, "--state", st.string(), json.string()});
+  r = anchored("ecc", {"--nonce", nonce, "--state", st.string(), json.string()});
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = run({"--nonce", nonce, "--state", st.string(), json.string()});
+  r = anchored("ecc", {"--nonce", nonce, "--state", st.string(), json.string()});
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("EVIDENCE_REPLAYED"), std::string::npos) << r.output;
   r = run({"--nonce", nonce, "--ek-ca", (dir / "no-such-dir").string(), json.string()});
@@ -923,8 +1241,30 @@ TEST_F(VerifyTest, SnapshotCoverageOfMeasuredGuests) {
   // sg_net attached, but not the program the CEL measured.
   ExpectFail(Run(c.at("wrong-tag")), "snapshot.coverage", verify::kReasonProgramTagMismatch);
   // Released: gone from the snapshot is right, still listed is not.
+  // (Its log has the daemon restart while vm1 ran: that fails continuity until waived.)
   r = Run(c.at("released"));
+  ExpectFail(r, "enforcement.continuity", verify::kReasonEnforcementInterrupted);
+  EXPECT_EQ(r.Find("snapshot.coverage")->status, Status::kPass) << verify::RenderText(r);
+  auto waived = Opts(c.at("released"));
+  waived.waivers.push_back("interruptions");
+  r = verify::Verify(c.at("released"), waived);
   EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  // Every interface of a guest is covered and has its tap; nothing is covered vacuously.
+  r = Run(c.at("nic-uncovered"));
+  ExpectFail(r, "snapshot.coverage", verify::kReasonGuestNotCovered);
+  EXPECT_NE(r.Find("snapshot.coverage")->detail.find("interface direct macvtap0"),
+            std::string::npos)
+      << r.Find("snapshot.coverage")->detail;
+  r = Run(c.at("nic-no-tap"));
+  ExpectFail(r, "snapshot.coverage", verify::kReasonGuestNotCovered);
+  EXPECT_NE(r.Find("snapshot.coverage")->detail.find("vnet7 is reported covered but has no tap"),
+            std::string::npos)
+      << r.Find("snapshot.coverage")->detail;
+  ExpectFail(Run(c.at("no-storage")), "snapshot.coverage", verify::kReasonStorageNotAttached);
+  ExpectFail(Run(c.at("no-taps")), "snapshot.coverage", verify::kReasonNoTapCovered);
+  r = Run(c.at("not-enforced"));
+  ExpectFail(r, "snapshot.mechanisms", verify::kReasonPathNotEnforced);
+  EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("storage-network"), std::string::npos);
   ExpectFail(Run(c.at("released-listed")), "snapshot.coverage", verify::kReasonGuestNotMeasured);
   ExpectFail(Run(c.at("odd-guest-event")), "snapshot.coverage", verify::kReasonGuestEventMalformed);
 }
@@ -961,13 +1301,16 @@ TEST_F(VerifyTest, SnapshotMechanismsReportedAndDowngradesNamed) {
                 .Find("snapshot.mechanisms")
                 ->detail.find("storage-network"),
             std::string::npos);
-  verify::Options strict{world->nonce};
+  verify::Options strict = Opts(world->ecc);
   strict.require_strongest = true;
   r = verify::Verify(world->ecc, strict);
   ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismDowngraded);
   EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("storage-open"), std::string::npos);
+  // (The restarted daemon left vm1 without a daemon for a moment: accepted by name here.)
+  strict.waivers.push_back("interruptions");
   r = verify::Verify(world->coverage.at("strongest"), strict);
   EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  strict.waivers.pop_back();
   // The signed snapshot must tell what the quoted log measured: claiming the strongest
   // mechanism where the log measured a downgrade fails, and so does reporting a downgrade the
   // (restarted) daemon never measured.
@@ -995,6 +1338,184 @@ TEST_F(VerifyTest, SnapshotMechanismsReportedAndDowngradesNamed) {
     if (c["name"] == "snapshot.mechanisms")
       seen = c["status"] == "fail" && c["reason"] == verify::kReasonMechanismDowngraded;
   EXPECT_TRUE(seen) << j.dump(2);
+}
+
+// Genuine swtpm evidence with nothing but a nonce: nothing roots the AK, no manifest, swtpm.
+// Each missing anchor fails with its own reason; the same evidence passes when each is waived
+// by name, with the waivers in the report and an EAR "warning".
+TEST_F(VerifyTest, EvidenceWithoutAnchorsFailsWithNamedReasons) {
+  const auto& w = *world;
+  verify::Options bare;
+  bare.nonce = w.nonce;
+  auto r = verify::Verify(w.ecc, bare);
+  ExpectFail(r, "trust.root", verify::kReasonRootOfTrustMissing);
+  ExpectFail(r, "manifest.components", verify::kReasonManifestMissing);
+  // Its EK certificate (swtpm's, even unchained) names a software TPM.
+  ExpectFail(r, "tpm.hardware", verify::kReasonSoftwareTpm);
+  // Without any EK certificate, which TPM signed is unknown.
+  auto no_ek = w.ecc;
+  no_ek.clear_ek_certificates();
+  ExpectFail(verify::Verify(no_ek, bare), "tpm.hardware", verify::kReasonHardwareTpmUnproven);
+  // Its boot log removed (swtpm has none of its own): BOOT_LOG_MISSING.
+  auto no_uefi = w.ecc;
+  no_uefi.mutable_logs()->clear_uefi_tcg2();
+  ExpectFail(verify::Verify(no_uefi, bare), "eventlog.uefi", verify::kReasonBootLogMissing);
+  auto waived = bare;
+  waived.waivers = {"root-of-trust", "manifest", "software-tpm", "boot-log"};
+  r = verify::Verify(no_uefi, waived);
+  ASSERT_TRUE(r.passed()) << verify::RenderText(r);
+  for (const char* c : {"trust.root", "manifest.signature", "tpm.hardware", "eventlog.uefi"})
+    EXPECT_EQ(r.Find(c)->status, Status::kWaived) << c;
+  EXPECT_EQ(r.waivers, waived.waivers);
+  EXPECT_EQ(verify::EarStatus(r), "warning");
+  const auto j = nlohmann::json::parse(verify::EarClaimsJson(r, {1, w.nonce}));
+  const auto& sub = j["submods"]["verify-node"];
+  EXPECT_EQ(sub["ear.status"], "warning");
+  EXPECT_EQ(sub["sovguard.waivers"], nlohmann::json(waived.waivers));
+  EXPECT_EQ(sub["sovguard.checks"]["trust.root"], "waived:ROOT_OF_TRUST_MISSING");
+}
+
+// All boot PCRs 0-9 are quoted, or the boot chain is unverified.
+TEST_F(VerifyTest, BootPcrsMustAllBeQuoted) {
+  auto r = Run(world->no_boot_pcrs);
+  ExpectFail(r, "eventlog.uefi", verify::kReasonBootPcrNotQuoted);
+  EXPECT_NE(r.Find("eventlog.uefi")->detail.find("0,1,2,3,4,5,6,7,8,9"), std::string::npos);
+}
+
+// Every file IMA measured (quoted PCR 10) is a file the manifest approves.
+TEST_F(VerifyTest, ImaMeasuredFilesMustBeInTheManifest) {
+  const auto& w = *world;
+  auto r = Run(w.ecc);
+  EXPECT_EQ(r.Find("manifest.ima")->status, Status::kPass) << r.Find("manifest.ima")->detail;
+  auto m = w.manifest;
+  m.components.pop_back();  // the host's files
+  auto o = Opts(w.ecc);
+  o.manifest_envelope = w.Sign(m);
+  r = verify::Verify(w.ecc, o);
+  ExpectFail(r, "manifest.ima", verify::kReasonImaUnapprovedFile);
+  EXPECT_NE(r.Find("manifest.ima")->detail.find("/data"), std::string::npos)
+      << r.Find("manifest.ima")->detail;
+  o.waivers.push_back("ima");
+  EXPECT_TRUE(verify::Verify(w.ecc, o).passed());
+  // An IMA list that does not verify cannot be compared.
+  auto bad = w.ecc;
+  bad.mutable_logs()->set_ima_ascii("");
+  ExpectFail(Run(bad), "manifest.ima", verify::kReasonDependencyFailed);
+  // A manifest approving nothing never passes.
+  m.components.clear();
+  o = Opts(w.ecc);
+  o.manifest_envelope = w.Sign(m);
+  ExpectFail(verify::Verify(w.ecc, o), "manifest.components", verify::kReasonManifestEmpty);
+  // A log that measured no component has nothing the manifest could approve.
+  auto none = Opts(w.no_policy);
+  none.sovguard_pcr = 12;
+  ExpectFail(verify::Verify(w.no_policy, none), "manifest.components",
+             verify::kReasonNoComponentMeasured);
+}
+
+// Tamper findings, downgrades and restarts while guests ran, forced releases: each fails
+// continuity with its CEL record, since boot or since the last passing verdict (--state).
+TEST_F(VerifyTest, EnforcementMustBeUninterrupted) {
+  const auto& w = *world;
+  auto opts = [&](const v1::Evidence& ev) {
+    auto o = Opts(ev);
+    o.sovguard_pcr = 11;
+    return o;
+  };
+  auto r = verify::Verify(w.cont.at("clean"), opts(w.cont.at("clean")));
+  ASSERT_TRUE(r.passed()) << verify::RenderText(r);
+  r = verify::Verify(w.cont.at("tamper"), opts(w.cont.at("tamper")));
+  ExpectFail(r, "enforcement.continuity", verify::kReasonEnforcementInterrupted);
+  EXPECT_NE(r.Find("enforcement.continuity")->detail.find("tamper finding net-filter-missing"),
+            std::string::npos)
+      << r.Find("enforcement.continuity")->detail;
+  EXPECT_NE(r.Find("enforcement.continuity")->detail.find("logs.cel record "), std::string::npos);
+  r = verify::Verify(w.cont.at("downgrade"), opts(w.cont.at("downgrade")));
+  ExpectFail(r, "enforcement.continuity", verify::kReasonEnforcementInterrupted);
+  EXPECT_NE(r.Find("enforcement.continuity")
+                ->detail.find("mechanism downgraded for storage-network while 1 guest(s) ran"),
+            std::string::npos)
+      << r.Find("enforcement.continuity")->detail;
+  r = verify::Verify(w.cont.at("restart"), opts(w.cont.at("restart")));
+  ExpectFail(r, "enforcement.continuity", verify::kReasonEnforcementInterrupted);
+  EXPECT_NE(r.Find("enforcement.continuity")->detail.find("daemon (re)started (continued) while 1"),
+            std::string::npos)
+      << r.Find("enforcement.continuity")->detail;
+  r = verify::Verify(w.cont.at("forced-release"), opts(w.cont.at("forced-release")));
+  ExpectFail(r, "enforcement.continuity", verify::kReasonEnforcementInterrupted);
+  EXPECT_NE(r.Find("enforcement.continuity")->detail.find("forced release"), std::string::npos);
+
+  // Since the last passing verdict: the tamper finding accepted once by name moves the state;
+  // a later quote with nothing new then passes without the waiver. Without the state file the
+  // finding counts again (since boot).
+  const auto state = w.tmp.path() / "state-continuity.json";
+  std::filesystem::remove(state);
+  auto with_state = opts(w.cont.at("clean"));
+  with_state.state_file = state;
+  ASSERT_TRUE(verify::Verify(w.cont.at("clean"), with_state).passed());
+  ExpectFail(verify::Verify(w.cont.at("tamper"), with_state), "enforcement.continuity",
+             verify::kReasonEnforcementInterrupted);
+  auto accept = with_state;
+  accept.waivers.push_back("interruptions");
+  r = verify::Verify(w.cont.at("tamper"), accept);
+  ASSERT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_EQ(r.Find("enforcement.continuity")->status, Status::kWaived);
+  EXPECT_EQ(verify::EarStatus(r), "warning");
+  r = verify::Verify(w.cont.at("after-tamper"), with_state);
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  EXPECT_NE(r.Find("enforcement.continuity")->detail.find("since the last passing verdict"),
+            std::string::npos);
+  ExpectFail(verify::Verify(w.cont.at("after-tamper"), opts(w.cont.at("after-tamper"))),
+             "enforcement.continuity", verify::kReasonEnforcementInterrupted);
+  std::filesystem::remove(state);
+}
+
+// The node's own statement that its TPM is swtpm fails tpm.hardware even without an EK
+// certificate to read it from.
+TEST_F(VerifyTest, NodeStatingASoftwareTpmFails) {
+  auto ev = world->coverage.at("software-tpm");
+  ev.clear_ek_certificates();
+  auto o = Opts(ev);
+  o.waivers.clear();
+  auto r = verify::Verify(ev, o);
+  ExpectFail(r, "tpm.hardware", verify::kReasonSoftwareTpm);
+  EXPECT_NE(r.Find("tpm.hardware")->detail.find("software_tpm"), std::string::npos);
+}
+
+// An EK certificate that chains to the auditor's CA but is not a TCG EK certificate (no EK
+// extended key usage, no TPM attributes) is not an EK's.
+TEST_F(VerifyTest, EkCertificateMustFollowTheTcgProfile) {
+  const auto& w = *world;
+  const auto dir = w.tmp.path() / "ek-profile";
+  std::filesystem::create_directories(dir / "ca");
+  auto run = [](const std::vector<std::string>& a) {
+    auto r = ts::Run(a);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  };
+  run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-subj", "/CN=Test TPM CA", "-days", "2", "-keyout", (dir / "ca.key").string(), "-out",
+       (dir / "ca/ca.pem").string()});
+  run({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
+       "/CN=not an ek", "-keyout", (dir / "leaf.key").string(), "-out",
+       (dir / "leaf.csr").string()});
+  run({"openssl", "x509", "-req", "-in", (dir / "leaf.csr").string(), "-CA",
+       (dir / "ca/ca.pem").string(), "-CAkey", (dir / "ca.key").string(), "-CAcreateserial",
+       "-days", "2", "-outform", "DER", "-out", (dir / "leaf.der").string()});
+  auto ev = w.ecc;
+  ev.mutable_ek_certificates(0)->set_der(S(ReadFileBytes(dir / "leaf.der")));
+  ev.mutable_ek_certificates()->DeleteSubrange(1, ev.ek_certificates_size() - 1);
+  auto o = Opts(ev);
+  o.ek_ca_dir = dir / "ca";
+  auto r = verify::Verify(ev, o);
+  ExpectFail(r, "ek.chain", verify::kReasonEkProfileInvalid);
+  EXPECT_NE(r.Find("ek.chain")->detail.find("2.23.133.8.1"), std::string::npos);
+}
+
+// The carried clock must be the signed one.
+TEST_F(VerifyTest, CarriedClockMustBeTheSignedOne) {
+  auto ev = world->ecc;
+  ev.mutable_clock()->set_reset_count(ev.clock().reset_count() + 1);
+  ExpectFail(Run(ev), "quote.clock", verify::kReasonClockMismatch);
 }
 
 }  // namespace

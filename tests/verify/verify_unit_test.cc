@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "attestation/verify/ear.h"
 #include "attestation/verify/verifier.h"
 #include "attestation/verify/verify_cli.h"
 
@@ -26,20 +27,75 @@ int Cli(std::vector<std::string> args, std::string* out_text = nullptr) {
   return rc;
 }
 
+const std::filesystem::path kAnchors =
+    std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/data/anchors";
+
+// The auditor's anchors for the committed evidence (written with it by the integration test):
+// the enrolled AKs, the signed reference manifest and its certifier key. The evidence comes
+// from swtpm, so the software TPM is accepted by name.
+std::vector<std::string> Anchors(const std::string& ak) {
+  return {"--ak-pub",
+          (kAnchors / ("ak-" + ak + ".pem")).string(),
+          "--manifest",
+          (kAnchors / "manifest.dsse.json").string(),
+          "--manifest-key",
+          (kAnchors / "manifest.pub").string(),
+          "--allow-software-tpm"};
+}
+std::vector<std::string> With(std::vector<std::string> a, const std::vector<std::string>& more) {
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+verify::Options AnchoredOptions(const std::string& ak) {
+  verify::Options o;
+  o.nonce = FromHex(kNonceHex);
+  const auto pem = ReadFileBytes(kAnchors / ("ak-" + ak + ".pem"));
+  o.ak_pub_pem = std::string(pem.begin(), pem.end());
+  const auto env = ReadFileBytes(kAnchors / "manifest.dsse.json");
+  o.manifest_envelope = std::make_shared<const std::string>(env.begin(), env.end());
+  const auto key = ReadFileBytes(kAnchors / "manifest.pub");
+  o.manifest_key_pem = std::string(key.begin(), key.end());
+  o.waivers = {"software-tpm"};
+  return o;
+}
+
+std::map<std::string, nlohmann::json> Checks(const std::string& json) {
+  std::map<std::string, nlohmann::json> m;
+  const auto j = nlohmann::json::parse(json);
+  for (const auto& c : j["checks"]) m[c["name"].get<std::string>()] = c;
+  return m;
+}
+
 TEST(VerifyUnit, CommittedRealEvidencePasses) {
-  for (const char* f : {"genuine-ecc.json", "genuine-rsa.pb", "genuine-strongest.pb"}) {
+  // With the auditor's anchors (enrolled AK, manifest; swtpm accepted by name).
+  for (const auto& [f, ak] : {std::pair{"genuine-ecc.json", "ecc"}, {"genuine-rsa.pb", "rsa"}}) {
     std::string text;
-    EXPECT_EQ(Cli({"--nonce", kNonceHex, (kCorpus / f).string()}, &text), verify::kExitPass)
+    EXPECT_EQ(Cli(With({"--nonce", kNonceHex, (kCorpus / f).string()}, Anchors(ak)), &text),
+              verify::kExitPass)
         << f << ":\n"
         << text;
   }
+  // genuine-strongest.pb comes from a daemon restarted while vm1 ran: enforcement was
+  // interrupted, which the auditor may accept by name.
+  const std::string strongest = (kCorpus / "genuine-strongest.pb").string();
+  std::string text;
+  EXPECT_EQ(Cli(With({"--json", "--nonce", kNonceHex, strongest}, Anchors("ecc")), &text),
+            verify::kExitFail);
+  EXPECT_EQ(Checks(text)["enforcement.continuity"]["reason"], verify::kReasonEnforcementInterrupted)
+      << text;
+  EXPECT_EQ(Cli(With({"--nonce", kNonceHex, "--waive", "interruptions", strongest}, Anchors("ecc")),
+                &text),
+            verify::kExitPass)
+      << text;
   // The EK certificates in the committed evidence chain to the committed swtpm local CA.
   const auto ca = std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/data/ek-ca";
-  EXPECT_EQ(
-      Cli({"--nonce", kNonceHex, "--ek-ca", ca.string(), (kCorpus / "genuine-ecc.json").string()}),
-      verify::kExitPass);
-  std::string text;
-  ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, (kCorpus / "genuine-ecc.json").string()}, &text),
+  EXPECT_EQ(Cli(With({"--nonce", kNonceHex, "--ek-ca", ca.string(),
+                      (kCorpus / "genuine-ecc.json").string()},
+                     Anchors("ecc"))),
+            verify::kExitPass);
+  ASSERT_EQ(Cli(With({"--json", "--nonce", kNonceHex, (kCorpus / "genuine-ecc.json").string()},
+                     Anchors("ecc")),
+                &text),
             0);
   auto j = nlohmann::json::parse(text);
   EXPECT_EQ(j["verdict"], "pass");
@@ -55,7 +111,9 @@ TEST(VerifyUnit, CommittedRealEvidencePasses) {
 TEST(VerifyUnit, RequireStrongestFailsOnTheDowngradedPath) {
   const std::string ev = (kCorpus / "genuine-ecc.json").string();
   std::string text;
-  ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, ev}, &text), verify::kExitPass) << text;
+  ASSERT_EQ(Cli(With({"--json", "--nonce", kNonceHex, ev}, Anchors("ecc")), &text),
+            verify::kExitPass)
+      << text;
   auto j = nlohmann::json::parse(text);
   std::map<std::string, nlohmann::json> checks;
   for (const auto& c : j["checks"]) checks[c["name"].get<std::string>()] = c;
@@ -64,8 +122,9 @@ TEST(VerifyUnit, RequireStrongestFailsOnTheDowngradedPath) {
   EXPECT_EQ(checks["snapshot.mechanisms"]["status"], "pass") << text;
   EXPECT_NE(checks["snapshot.mechanisms"]["detail"].get<std::string>().find("storage-open"),
             std::string::npos);
-  ASSERT_EQ(Cli({"--json", "--require-strongest", "--nonce", kNonceHex, ev}, &text),
-            verify::kExitFail)
+  ASSERT_EQ(
+      Cli(With({"--json", "--require-strongest", "--nonce", kNonceHex, ev}, Anchors("ecc")), &text),
+      verify::kExitFail)
       << text;
   j = nlohmann::json::parse(text);
   bool seen = false;
@@ -74,7 +133,8 @@ TEST(VerifyUnit, RequireStrongestFailsOnTheDowngradedPath) {
       seen = c["status"] == "fail" && c["reason"] == verify::kReasonMechanismDowngraded;
   EXPECT_TRUE(seen) << text;
   // Human summary: the failing check with its reason code.
-  EXPECT_EQ(Cli({"--require-strongest", "--nonce", kNonceHex, ev}, &text), verify::kExitFail);
+  EXPECT_EQ(Cli(With({"--require-strongest", "--nonce", kNonceHex, ev}, Anchors("ecc")), &text),
+            verify::kExitFail);
   EXPECT_NE(text.find("[fail] snapshot.mechanisms MECHANISM_DOWNGRADED"), std::string::npos)
       << text;
 }
@@ -82,17 +142,15 @@ TEST(VerifyUnit, RequireStrongestFailsOnTheDowngradedPath) {
 // The verifier remembers what it derived from an AK public area, keyed by its exact bytes:
 // another public area carrying the first one's name is never taken for it.
 TEST(VerifyUnit, RememberedAkIsKeyedByItsPublicAreaBytes) {
-  verify::Options o;
-  o.nonce = FromHex(kNonceHex);
   const auto ecc = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
   const auto rsa = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-rsa.pb"));
   for (int i = 0; i < 2; ++i) {  // the second time from what was remembered
-    EXPECT_TRUE(verify::Verify(ecc, o).passed());
-    EXPECT_TRUE(verify::Verify(rsa, o).passed());
+    EXPECT_TRUE(verify::Verify(ecc, AnchoredOptions("ecc")).passed());
+    EXPECT_TRUE(verify::Verify(rsa, AnchoredOptions("rsa")).passed());
   }
   auto swapped = ecc;
   swapped.mutable_ak()->set_tpm2b_public(rsa.ak().tpm2b_public());
-  const auto r = verify::Verify(swapped, o);
+  const auto r = verify::Verify(swapped, AnchoredOptions("ecc"));
   EXPECT_EQ(r.Find("ak.consistency")->reason, verify::kReasonAkInconsistent)
       << verify::RenderText(r);
   EXPECT_FALSE(r.passed());
@@ -135,8 +193,7 @@ TEST(VerifyUnit, EvidenceViewKeepsTheCelInPlaceAndParsesAsProtobufDoes) {
   EXPECT_TRUE(view.message.logs().cel().empty());
   ExpectViewAsParse(data, "genuine-rsa.pb");
   // Same verdict, check for check.
-  verify::Options o;
-  o.nonce = FromHex(kNonceHex);
+  const auto o = AnchoredOptions("rsa");
   const auto a = verify::Verify(verify::ParseEvidence(data), o);
   const auto b = verify::Verify(view, o);
   ASSERT_TRUE(a.passed()) << verify::RenderText(a);
@@ -260,6 +317,184 @@ TEST(VerifyUnit, LiveOptionsAreCheckedByName) {
       Cli({"--rounds", "2", "--nonce", kNonceHex, (kCorpus / "genuine-ecc.json").string()}, &text),
       verify::kExitUsage);
   EXPECT_NE(text.find("--rounds applies to --fleet"), std::string::npos) << text;
+}
+// Evidence with nothing but a nonce: a signed, fresh quote of a log that replays, from swtpm,
+// with no enrolled AK, no manifest and no EK CA. Each missing anchor fails with its own reason
+// (exit 1); waived by name, the same evidence passes with the waivers in the report and an EAR
+// "warning". (Before the verdict failed closed, this printed PASS, exit 0.)
+TEST(VerifyUnit, EvidenceWithoutAnchorsFailsClosed) {
+  const std::string ev = (kCorpus / "genuine-ecc.json").string();
+  std::string text;
+  EXPECT_EQ(Cli({"--nonce", kNonceHex, ev}, &text), verify::kExitFail) << text;
+  EXPECT_NE(text.find("FAIL"), std::string::npos) << text;
+  ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, ev}, &text), verify::kExitFail) << text;
+  auto checks = Checks(text);
+  EXPECT_EQ(checks["trust.root"]["reason"], verify::kReasonRootOfTrustMissing) << text;
+  for (const char* m : {"manifest.signature", "manifest.components", "manifest.jurisdiction",
+                        "manifest.boot", "manifest.ima"})
+    EXPECT_EQ(checks[m]["reason"], verify::kReasonManifestMissing) << m;
+  // The (unchained) EK certificate already names swtpm.
+  EXPECT_EQ(checks["tpm.hardware"]["reason"], verify::kReasonSoftwareTpm) << text;
+  // With the EK CA the certificate chains, and names swtpm.
+  const auto ca = std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/data/ek-ca";
+  ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, "--ek-ca", ca.string(), ev}, &text),
+            verify::kExitFail);
+  checks = Checks(text);
+  EXPECT_EQ(checks["ek.chain"]["status"], "pass") << text;
+  EXPECT_EQ(checks["tpm.hardware"]["reason"], verify::kReasonSoftwareTpm) << text;
+  EXPECT_NE(checks["tpm.hardware"]["detail"].get<std::string>().find("swtpm"), std::string::npos);
+  // Every requirement waived by name: exit 0, each waiver in the report, waived checks keep
+  // their reason code.
+  ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, "--waive", "root-of-trust,manifest",
+                 "--allow-software-tpm", ev},
+                &text),
+            verify::kExitPass)
+      << text;
+  auto j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["waivers"], nlohmann::json({"root-of-trust", "manifest", "software-tpm"}));
+  checks = Checks(text);
+  EXPECT_EQ(checks["trust.root"]["status"], "waived");
+  EXPECT_EQ(checks["trust.root"]["reason"], verify::kReasonRootOfTrustMissing);
+  EXPECT_EQ(checks["manifest.components"]["status"], "waived");
+  EXPECT_EQ(checks["tpm.hardware"]["status"], "waived");
+  ASSERT_EQ(
+      Cli({"--nonce", kNonceHex, "--waive", "root-of-trust,manifest,software-tpm", ev}, &text),
+      verify::kExitPass);
+  EXPECT_NE(text.find("waived by the auditor: root-of-trust manifest software-tpm"),
+            std::string::npos)
+      << text;
+  auto o = AnchoredOptions("ecc");
+  o.ak_pub_pem.reset();
+  o.manifest_envelope.reset();
+  o.manifest_key_pem.reset();
+  o.waivers = {"root-of-trust", "manifest", "software-tpm"};
+  const auto rep = verify::Verify(verify::ParseEvidence(ReadFileBytes(ev)), o);
+  ASSERT_TRUE(rep.passed()) << verify::RenderText(rep);
+  EXPECT_EQ(verify::EarStatus(rep), "warning");
+  // A waiver covers only its own reasons: waiving the boot log does not root the AK.
+  EXPECT_EQ(Cli({"--nonce", kNonceHex, "--waive", "boot-log,manifest", "--allow-software-tpm", ev},
+                &text),
+            verify::kExitFail);
+  EXPECT_NE(text.find("[fail] trust.root ROOT_OF_TRUST_MISSING"), std::string::npos) << text;
+  // Unknown waiver names and PCRs the host can reset are usage errors.
+  EXPECT_EQ(Cli({"--nonce", kNonceHex, "--waive", "everything", ev}, &text), verify::kExitUsage);
+  EXPECT_NE(text.find("unknown requirement \"everything\""), std::string::npos) << text;
+  EXPECT_EQ(Cli({"--nonce", kNonceHex, "--sovguard-pcr", "16", ev}, &text), verify::kExitUsage);
+  EXPECT_EQ(Cli({"--nonce", kNonceHex, "--sovguard-pcr", "7", ev}, &text), verify::kExitUsage);
+  auto bad = AnchoredOptions("ecc");
+  bad.waivers = {"all"};
+  EXPECT_THROW(verify::Verify(verify::ParseEvidence(ReadFileBytes(ev)), bad), verify::InputError);
+  bad = AnchoredOptions("ecc");
+  bad.sovguard_pcr = 23;
+  EXPECT_THROW(verify::Verify(verify::ParseEvidence(ReadFileBytes(ev)), bad), verify::InputError);
+}
+
+// The verifier, not the evidence, says which PCR is sovguard's.
+TEST(VerifyUnit, SovguardPcrIsPinnedByTheVerifier) {
+  const std::string ev = (kCorpus / "genuine-ecc.json").string();
+  std::string text;
+  ASSERT_EQ(Cli(With({"--json", "--nonce", kNonceHex, "--sovguard-pcr", "14", ev}, Anchors("ecc")),
+                &text),
+            verify::kExitFail);
+  EXPECT_EQ(Checks(text)["eventlog.cel.replay"]["reason"], verify::kReasonCelPcrUnexpected) << text;
+  EXPECT_EQ(Cli(With({"--nonce", kNonceHex, "--sovguard-pcr", "13", ev}, Anchors("ecc")), &text),
+            verify::kExitPass)
+      << text;
+}
+
+// Reason codes from single-field changes of committed evidence, each named by its check.
+TEST(VerifyUnit, EachFieldFailsWithItsOwnReason) {
+  const auto good = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
+  const auto o = AnchoredOptions("ecc");
+  auto expect = [&](const v1::Evidence& ev, const char* check, std::string_view reason,
+                    verify::Status status = verify::Status::kFail) {
+    const auto r = verify::Verify(ev, o);
+    const auto* c = r.Find(check);
+    ASSERT_NE(c, nullptr) << check;
+    EXPECT_EQ(c->status, status) << check << "\n" << verify::RenderText(r);
+    EXPECT_EQ(c->reason, reason) << check << "\n" << verify::RenderText(r);
+    if (status == verify::Status::kFail) {
+      EXPECT_FALSE(r.passed());
+    }
+  };
+  auto ev = good;
+  ev.mutable_quote()->set_attest("not a TPMS_ATTEST");
+  expect(ev, "quote.structure", verify::kReasonQuoteMalformed);
+  ev = good;
+  ev.mutable_ak()->set_tpm2b_public(std::string(40, '\x01'));
+  expect(ev, "ak.consistency", verify::kReasonAkKeyInvalid);
+  // ECDSA with SHA-1 (TPMT_SIGNATURE: sigAlg, then hashAlg): not accepted.
+  ev = good;
+  (*ev.mutable_quote()->mutable_signature())[3] = 0x04;
+  expect(ev, "quote.signature", verify::kReasonSignatureUnsupported);
+  ev = good;
+  ev.mutable_clock()->set_clock_ms(good.clock().clock_ms() + 1);
+  expect(ev, "quote.clock", verify::kReasonClockMismatch);
+  ev = good;
+  ev.mutable_quote()->set_pcr_bank("sha1");
+  expect(ev, "quote.pcr_digest", verify::kReasonPcrValuesMalformed);
+  // sovguard's PCR dropped from the quoted values.
+  ev = good;
+  auto* pcrs = ev.mutable_quote()->mutable_pcrs();
+  pcrs->erase(std::remove_if(pcrs->begin(), pcrs->end(),
+                             [](const v1::PcrValue& p) { return p.index() == 13; }),
+              pcrs->end());
+  expect(ev, "eventlog.cel.replay", verify::kReasonCelPcrNotQuoted);
+  // The IMA list left out while PCR 10 says IMA measured files.
+  ev = good;
+  ev.mutable_logs()->clear_ima_ascii();
+  expect(ev, "eventlog.ima", verify::kReasonImaLogMissing);
+  // ...and with PCR 10 zero (IMA measured nothing) there is nothing to verify.
+  for (auto& p : *ev.mutable_quote()->mutable_pcrs())
+    if (p.index() == 10) p.set_sha256(std::string(32, '\0'));
+  expect(ev, "eventlog.ima", verify::kReasonNotVerified, verify::Status::kNotApplicable);
+  // No UEFI log: the boot chain is unverified.
+  ev = good;
+  ev.mutable_logs()->clear_uefi_tcg2();
+  expect(ev, "eventlog.uefi", verify::kReasonBootLogMissing);
+}
+
+// The committed anchors make the committed evidence pass; the README maps every reason code to
+// the test producing it, and every check to the clauses it supports.
+TEST(VerifyUnit, EveryReasonCodeIsInTheReadmeTable) {
+  const auto readme =
+      ReadFileBytes(std::filesystem::path(SOVGUARD_SOURCE_DIR) / "attestation/verify/README.md");
+  const std::string text(readme.begin(), readme.end());
+  const auto table = text.find("## Reason codes and tests");
+  ASSERT_NE(table, std::string::npos);
+  for (const auto code : verify::kAllReasons) {
+    const std::string row = "\n| `" + std::string(code) + "` |";
+    EXPECT_NE(text.find(row, table), std::string::npos)
+        << code << " is a reason code but has no row in the README's reason/test table";
+  }
+  // Every check a verdict reports supports named clauses, listed in the JSON report.
+  std::string out;
+  Cli(With({"--json", "--nonce", kNonceHex, (kCorpus / "genuine-ecc.json").string()},
+           Anchors("ecc")),
+      &out);
+  const auto j = nlohmann::json::parse(out);
+  const auto names = verify::AllCheckNames();
+  for (const auto& c : j["checks"]) {
+    EXPECT_FALSE(c["clauses"].empty()) << c["name"];
+    EXPECT_NE(std::find(names.begin(), names.end(), c["name"].get<std::string>()), names.end());
+  }
+  const auto clauses = text.find("## Certification mapping");
+  ASSERT_NE(clauses, std::string::npos);
+  for (const auto name : names)
+    EXPECT_NE(text.find("\n| `" + std::string(name) + "` |", clauses), std::string::npos)
+        << name << " has no row in the README's certification mapping";
+}
+
+// Checks nobody asked for are listed as not applicable, with their reason, never as passed.
+TEST(VerifyUnit, NotRequestedChecksAreListed) {
+  const auto ev = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
+  const auto r = verify::Verify(ev, AnchoredOptions("ecc"));
+  ASSERT_TRUE(r.passed()) << verify::RenderText(r);
+  for (const char* c : {"ak.ek_binding", "quote.clock_monotonic", "ek.chain"}) {
+    ASSERT_NE(r.Find(c), nullptr) << c;
+    EXPECT_EQ(r.Find(c)->status, verify::Status::kNotApplicable) << c;
+    EXPECT_EQ(r.Find(c)->reason, verify::kReasonNotRequested) << c;
+  }
 }
 
 }  // namespace
