@@ -15,14 +15,16 @@ namespace sovguard::policy {
 namespace {
 
 LoadResult Load(const std::string& exception_fields, const std::string& more = "") {
-  return LoadPolicyBuffers({{"exc.textproto", R"pb(
-                                                    exceptions { name: "resolver"
-                                                                 cidrs: "203.0.113.53/32"
-                                                                 reason: "host resolver")pb" +
-                                                  exception_fields + R"pb(}
-                                                                          datasets { id: "lab" mode: ENFORCE residency { allow: "DE" exceptions: "resolver" } }
-)pb" + more}},
-                           1'780'000'000);
+  // Plain strings (clang-format reflows a textproto raw string): line 1 is empty, the exception
+  // and its fields, so their diagnostics, are on line 2.
+  const std::string text =
+      "\nexceptions { name: \"resolver\" cidrs: \"203.0.113.53/32\" reason: \"host resolver\" " +
+      exception_fields +
+      " }\n"
+      "datasets { id: \"lab\" mode: ENFORCE residency { allow: \"DE\" exceptions: \"resolver\" } "
+      "}\n" +
+      more;
+  return LoadPolicyBuffers({{"exc.textproto", text}}, 1'780'000'000);
 }
 
 JurisdictionTable Table() {
