@@ -120,6 +120,18 @@ void RemoveCgroupTree(const fs::path& dir) {
 // a fresh one.
 void RemoveOverlay() {
   std::error_code ec;
+  // Test guests' own cgroups (every test guest is named sgt-*): libvirt leaves them behind for a
+  // guest that died while its libvirtd was down, also under a `machine` that existed before.
+  for (const auto& h : fs::directory_iterator("/sys/fs/cgroup", ec)) {
+    std::error_code ec2;
+    for (const auto& g : fs::directory_iterator(h.path() / "machine", ec2)) {
+      const std::string name = g.path().filename().string();
+      if (g.is_directory() && name.rfind("qemu-", 0) == 0 &&
+          name.find("-sgt-") != std::string::npos) {
+        RemoveCgroupTree(g.path());
+      }
+    }
+  }
   if (fs::exists(State("absent-machine-cgroups"))) {
     std::istringstream absent(ReadFile(State("absent-machine-cgroups")));
     std::string path;
