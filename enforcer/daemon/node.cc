@@ -285,9 +285,10 @@ std::uint64_t Node::DatasetsFor(const libvirt::GuestInfo& guest) const {
     // Fail closed: the guest holds every dataset, so only destinations every dataset allows are
     // reachable (and StorageFor gives it no protected volume).
     if (labels.state != libvirt::LabelState::kInvalid) {
-      log::Warning("guest {} names a dataset the policy does not define: treated as holding "
-                   "every dataset, opening no protected volume",
-                   guest.domain.name);
+      log::Warning(
+          "guest {} names a dataset the policy does not define: treated as holding "
+          "every dataset, opening no protected volume",
+          guest.domain.name);
     }
     std::uint64_t all = 0;
     for (const auto& d : policy_->compiled.datasets) all |= 1ULL << d.index;

@@ -7,10 +7,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -151,6 +153,27 @@ class DaemonWithLibvirt : public ::testing::Test {
     const auto at = out.find("\n" + series + " ");
     if (at == std::string::npos) return -1;
     return std::stod(out.substr(at + series.size() + 2));
+  }
+
+  // True once the daemon logged a storage violation line naming every one of `words` (guest,
+  // dataset, volume...), within 10 s.
+  bool StorageViolationLogged(const std::vector<std::string>& words) const {
+    return PollUntil(
+        std::chrono::seconds(10),
+        [&] {
+          const std::string log = daemon_->Log();
+          for (auto at = log.find("storage violation"); at != std::string::npos;
+               at = log.find("storage violation", at + 1)) {
+            const std::string line = log.substr(at, log.find('\n', at) - at);
+            if (std::all_of(words.begin(), words.end(), [&](const std::string& w) {
+                  return line.find(w) != std::string::npos;
+                })) {
+              return true;
+            }
+          }
+          return false;
+        },
+        std::chrono::milliseconds(200));
   }
 
   std::filesystem::path dir_;

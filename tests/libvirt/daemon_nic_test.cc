@@ -185,9 +185,10 @@ TEST_F(DaemonNic, HotPluggedUserNicIsGoneWithinOneSecond) {
     std::cout << "paused guest: NIC " << (has_user_nic() ? "still attached" : "gone, resumed")
               << "\n";
     // Before the pause, QEMU already dropped what the guest sent on it: its link is down.
-    if (has_user_nic() && paused())
+    if (has_user_nic() && paused()) {
       EXPECT_NE(guest.Virsh({"domif-getlink", spec.name, "52:54:00:5e:00:41"}).find("down"),
                 std::string::npos);
+    }
   } else {
     EXPECT_FALSE(has_user_nic());
   }
@@ -347,19 +348,8 @@ TEST_F(DaemonLabels, GuestSelectedByLabelHoldsTheDatasetAndIsHeldToIt) {
   const auto r = intruder.TryStart();
   EXPECT_NE(r.exit_code, 0) << "a guest without the dataset started with its volume";
   EXPECT_FALSE(intruder.Running());
-  EXPECT_TRUE(st::PollUntil(
-      10s,
-      [&] {
-        const std::string log = daemon_->Log();
-        const auto at = log.find("storage violation");
-        if (at == std::string::npos) return false;
-        const std::string line = log.substr(at, log.find('\n', at) - at);
-        return line.find("sgt-lb2") != std::string::npos &&
-               line.find("archive") != std::string::npos;
-      },
-      200ms))
-      << "start error: " << r.err << "\n"
-      << daemon_->Log();
+  EXPECT_TRUE(StorageViolationLogged({"sgt-lb2", "archive"})) << "start error: " << r.err << "\n"
+                                                              << daemon_->Log();
   EXPECT_FALSE(holder.Running());
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
@@ -405,24 +395,16 @@ TEST_F(DaemonLabels, UnparsableLabelOpensNoProtectedVolume) {
   st::GuestSpec spec;
   spec.name = "sgt-ld1";
   spec.tap = "sgtld1";
-  spec.metadata = Label("<label key=\"team\" value=\"a\"/><label key=\"team\" value=\"b\"/>" 
-                        "<disk target=\"vda\" dataset=\"archive\"/>");
+  spec.metadata = Label(
+      "<label key=\"team\" value=\"a\"/><label key=\"team\" value=\"b\"/>"
+      "<disk target=\"vda\" dataset=\"archive\"/>");
   st::TestGuest intruder(spec);
   AttachArchive(intruder);
   const auto r = intruder.TryStart();
   EXPECT_NE(r.exit_code, 0) << "a guest with an unparsable label started with a protected volume";
   EXPECT_FALSE(intruder.Running());
-  EXPECT_TRUE(st::PollUntil(
-      10s,
-      [&] {
-        const std::string log = daemon_->Log();
-        const auto at = log.find("storage violation");
-        return at != std::string::npos &&
-               log.substr(at, log.find('\n', at) - at).find("sgt-ld1") != std::string::npos;
-      },
-      200ms))
-      << "start error: " << r.err << "\n"
-      << daemon_->Log();
+  EXPECT_TRUE(StorageViolationLogged({"sgt-ld1"})) << "start error: " << r.err << "\n"
+                                                   << daemon_->Log();
   EXPECT_FALSE(holder.Running());
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }

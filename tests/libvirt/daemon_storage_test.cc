@@ -215,18 +215,7 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
   EXPECT_NE(r.exit_code, 0) << "a guest without the dataset started with its disk";
   EXPECT_FALSE(intruder.Running());
   // The refusal is logged with guest, dataset and volume.
-  EXPECT_TRUE(st::PollUntil(
-      10s,
-      [&] {
-        const std::string log = daemon_->Log();
-        const auto at = log.find("storage violation");
-        if (at == std::string::npos) return false;
-        const std::string line = log.substr(at, log.find('\n', at) - at);
-        return line.find("sgt-ds2") != std::string::npos &&
-               line.find("health") != std::string::npos &&
-               line.find(fs::canonical(image_).string()) != std::string::npos;
-      },
-      200ms))
+  EXPECT_TRUE(StorageViolationLogged({"sgt-ds2", "health", fs::canonical(image_).string()}))
       << "start error: " << r.err << "\n"
       << daemon_->Log();
 
