@@ -531,7 +531,7 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest, bool from_hook) {
     paused_for_nics_.erase(g.uuid);
     const std::string what = "guest " + g.name + " (" + g.uuid + ") no longer has it";
     watcher_->ResumeGuest(g.uuid, [this, what](const std::string& error) {
-      std::lock_guard lock(mu_);
+      std::lock_guard relock(mu_);
       RecordUncovered(error.empty() ? "resumed" : "failed",
                       what + (error.empty() ? ": resumed" : ": resuming failed: " + error));
     });
