@@ -20,6 +20,7 @@ packages=(
   swtpm swtpm-tools tpm2-tools iproute2
   # tests and benchmarks
   iperf3 nftables curl linux-image-amd64 busybox-static cpio systemd fio dpkg-dev file python3
+  prometheus  # promtool checks examples/prometheus; a live prometheus scrapes a test daemon
 )
 
 missing=()

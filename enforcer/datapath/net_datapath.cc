@@ -29,10 +29,6 @@ namespace {
 constexpr std::uint32_t kTcHandle = 0x5347;
 constexpr std::uint32_t kTcPriority = 1;
 
-std::string ErrText(const std::string& what, int err) {
-  return what + ": " + std::strerror(err) + " (errno " + std::to_string(err) + ")";
-}
-
 class UniqueFd {
  public:
   explicit UniqueFd(int fd = -1) : fd_(fd) {}
@@ -142,9 +138,6 @@ std::string Hex(const std::uint8_t* p, std::size_t n) {
 }
 
 }  // namespace
-
-DatapathError::DatapathError(const std::string& what, int err)
-    : std::runtime_error(ErrText(what, err)), err_(err) {}
 
 void NetDatapath::RingBufferDeleter::operator()(::ring_buffer* rb) const {
   ring_buffer__free(rb);

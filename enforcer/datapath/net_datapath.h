@@ -17,22 +17,13 @@
 #include <vector>
 
 #include "bpf/sovguard_abi.h"
+#include "enforcer/datapath/datapath_types.h"
 #include "policy/compiled.h"
 
 struct sg_net;       // bpftool skeleton
 struct ring_buffer;  // libbpf
 
 namespace sovguard::datapath {
-
-// A failed kernel operation: what failed (with the object it failed on) and the errno.
-class DatapathError : public std::runtime_error {
- public:
-  DatapathError(const std::string& what, int err);
-  int error() const noexcept { return err_; }
-
- private:
-  int err_;
-};
 
 struct NetDatapathOptions {
   // When set, maps are pinned under this bpffs directory and adopted from it if they already exist
@@ -96,23 +87,6 @@ struct NetStatus {
   std::uint64_t swaps = 0;
   std::array<std::uint8_t, 32> policy_digest{};
   std::vector<GuestStatus> guests;
-};
-
-// A BPF program as the kernel knows it.
-struct ProgramIdentity {
-  std::uint32_t id = 0;
-  std::string tag;  // 16 hex digits (bpf_prog_info.tag)
-  std::string name;
-};
-
-// One tc filter of a clsact ingress hook, in the order the kernel runs them.
-struct TcFilterInfo {
-  std::uint32_t priority = 0;
-  std::uint32_t handle = 0;
-  std::uint16_t protocol = 0;  // host order (ETH_P_ALL = 3)
-  std::string kind;            // "bpf", "u32", "matchall", ...
-  ProgramIdentity program;     // kind "bpf" only
-  bool direct_action = false;
 };
 
 // A guest found in the pinned state by Adopt().

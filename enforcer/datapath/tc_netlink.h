@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/datapath/datapath_types.h"
 
 namespace sovguard::datapath::detail {
 

@@ -403,30 +403,42 @@ std::optional<BundleStore> BundleStore::Open(const std::filesystem::path& state_
   return s;
 }
 
-BundleStore::ApplyResult BundleStore::Apply(std::string_view bundle, std::int64_t now) {
-  ApplyResult r;
+std::optional<VerifiedBundle> BundleStore::Check(std::string_view bundle, ApplyResult* result,
+                                                 std::int64_t now) const {
+  ApplyResult& r = *result;
+  r = ApplyResult{};
   r.version = version_;
   std::string err;
   auto v = VerifyBundle(bundle, trusted_, &err, now);
   if (!v) {
     r.error = err;
-    return r;
+    return std::nullopt;
   }
   const auto incoming = v->manifest.version;
   if (incoming < version_) {
     r.error = "rollback refused: bundle version " + std::to_string(incoming) +
               " is lower than the active version " + std::to_string(version_);
-    return r;
+    return std::nullopt;
   }
-  if (incoming == version_ && active_) {
-    if (active_->sha256 == v->sha256) {
-      r.accepted = true;
-      return r;
-    }
+  if (incoming == version_ && active_ && active_->sha256 != v->sha256) {
     r.error = "bundle version " + std::to_string(incoming) +
               " is already active with different content; issue a higher version";
-    return r;
+    return std::nullopt;
   }
+  r.accepted = true;
+  r.changed = !(active_ && active_->sha256 == v->sha256);
+  r.version = incoming;
+  return v;
+}
+
+BundleStore::ApplyResult BundleStore::Apply(std::string_view bundle, std::int64_t now) {
+  ApplyResult r;
+  auto v = Check(bundle, &r, now);
+  if (!v || !r.changed) return r;
+  const auto incoming = v->manifest.version;
+  r.accepted = false;
+  r.changed = false;
+  std::string err;
   if (!WriteAtomically(dir_ / "active.bundle", bundle, &err)) {
     r.error = "cannot persist the bundle: " + err;
     return r;

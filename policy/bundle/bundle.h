@@ -77,6 +77,11 @@ class BundleStore {
                                          std::vector<std::string> trusted_public_pems,
                                          std::string* error);
 
+  // What Apply would decide, without persisting or activating anything: the verified bundle
+  // when it would be accepted (`result.error` says why not otherwise). Lets the caller compile
+  // and load a bundle completely before it becomes the one a restart comes back to.
+  std::optional<VerifiedBundle> Check(std::string_view bundle, ApplyResult* result,
+                                      std::int64_t now = std::time(nullptr)) const;
   // Accepts a bundle signed by a trusted key whose version is not lower than the active one;
   // on any rejection the previous bundle stays active.
   ApplyResult Apply(std::string_view bundle, std::int64_t now = std::time(nullptr));

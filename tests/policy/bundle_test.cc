@@ -188,6 +188,38 @@ TEST(BundleStore, AntiRollbackPersistsAndLastGoodIsKept) {
   }
 }
 
+// Check decides as Apply would but persists and activates nothing: a bundle the daemon cannot
+// load after all never becomes the one a restart comes back to, nor raises the version floor.
+TEST(BundleStore, CheckDecidesLikeApplyAndPersistsNothing) {
+  testing::TempDir dir;
+  std::string error;
+  {
+    auto store = BundleStore::Open(dir.path(), {Ed().pub}, &error);
+    ASSERT_TRUE(store.has_value()) << error;
+    ASSERT_TRUE(store->Apply(Make(5, Ed()), kNow).accepted);
+    BundleStore::ApplyResult r;
+    const auto v = store->Check(Make(7, Ed(), "FR"), &r, kNow);
+    ASSERT_TRUE(v.has_value()) << r.error;
+    EXPECT_TRUE(r.accepted && r.changed);
+    EXPECT_EQ(r.version, 7u);
+    EXPECT_TRUE(v->policy.datasets[1].countries.contains("FR"));
+    EXPECT_EQ(store->active_version(), 5u);
+    EXPECT_TRUE(store->active()->policy.datasets[1].countries.contains("DE"));
+    EXPECT_TRUE(store->Check(Make(5, Ed()), &r, kNow).has_value());
+    EXPECT_FALSE(r.changed);
+    EXPECT_FALSE(store->Check(Make(4, Ed()), &r, kNow).has_value());
+    EXPECT_EQ(r.error, "rollback refused: bundle version 4 is lower than the active version 5");
+    EXPECT_FALSE(store->Check(Make(5, Ed(), "FR"), &r, kNow).has_value());
+    EXPECT_NE(r.error.find("already active with different content"), std::string::npos);
+    EXPECT_FALSE(store->Check(Make(9, Ec()), &r, kNow).has_value());
+  }
+  auto store = BundleStore::Open(dir.path(), {Ed().pub}, &error);
+  ASSERT_TRUE(store.has_value()) << error;
+  EXPECT_EQ(store->active_version(), 5u);
+  // Version 6 is still acceptable: the checked version 7 raised no floor.
+  EXPECT_TRUE(store->Apply(Make(6, Ed(), "FR"), kNow).accepted);
+}
+
 TEST(BundleStore, CorruptStateIsAnErrorNotAReset) {
   testing::TempDir dir;
   std::string error;
