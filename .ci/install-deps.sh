@@ -16,7 +16,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libgtest-dev libgmock-dev
   libmaxminddb-dev libsystemd-dev nlohmann-json3-dev libfmt-dev libmicrohttpd-dev libfuzzer-16-dev libclang-rt-16-dev
   # runtime and embedded defaults
-  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients dnsmasq-base qemu-system-x86 qemu-utils
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients dnsmasq-base qemu-system-x86 qemu-utils btrfs-progs
   swtpm swtpm-tools tpm2-tools iproute2
   # tests and benchmarks
   iperf3 nftables curl linux-image-amd64 busybox-static cpio systemd fio dpkg-dev file python3

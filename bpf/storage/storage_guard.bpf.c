@@ -285,6 +285,35 @@ static __always_inline __u32 check_volume(const struct sg_who* w, const struct s
   return 0;
 }
 
+/* btrfs gives every subvolume its own anonymous device (what stat() reports) while all share one
+ * super block, and inode numbers repeat in each subvolume: the subvolume's device is the
+ * identity. Local flavours, so the object loads where btrfs has no BTF (the read is then 0 and
+ * the super block's device stays). */
+#define SG_BTRFS_SUPER_MAGIC 0x9123683E
+struct btrfs_root___sg {
+  dev_t anon_dev;
+} __attribute__((preserve_access_index));
+struct btrfs_inode___sg {
+  struct btrfs_root___sg* root;
+  struct inode vfs_inode;
+} __attribute__((preserve_access_index));
+
+/* The volume identity rule (user space: enforcer/storage/volume_identity.h): block devices by
+ * i_rdev, files by (super block's s_dev, or the btrfs subvolume's anon_dev; i_ino). */
+static __always_inline __u64 volume_dev(struct inode* inode) {
+  struct super_block* sb = BPF_CORE_READ(inode, i_sb);
+  __u64 dev = BPF_CORE_READ(sb, s_dev);
+  if (BPF_CORE_READ(sb, s_magic) == SG_BTRFS_SUPER_MAGIC &&
+      bpf_core_field_exists(struct btrfs_inode___sg, vfs_inode) &&
+      bpf_core_field_exists(struct btrfs_root___sg, anon_dev)) {
+    struct btrfs_inode___sg* bi =
+        (void*)inode - bpf_core_field_offset(struct btrfs_inode___sg, vfs_inode);
+    __u64 anon = BPF_CORE_READ(bi, root, anon_dev);
+    if (anon) dev = anon;
+  }
+  return dev;
+}
+
 static __always_inline struct sg_volume* volume_of(struct file* file, struct sg_volume_key* key) {
   struct inode* inode = BPF_CORE_READ(file, f_inode);
   if (!inode) return NULL;
@@ -293,7 +322,7 @@ static __always_inline struct sg_volume* volume_of(struct file* file, struct sg_
     key->dev = 0;
     key->ino = BPF_CORE_READ(inode, i_rdev);
   } else {
-    key->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+    key->dev = volume_dev(inode);
     key->ino = BPF_CORE_READ(inode, i_ino);
   }
   return bpf_map_lookup_elem(&sg_volumes, key);

@@ -24,6 +24,7 @@
 #include "enforcer/datapath/net_datapath.h"
 #include "enforcer/libvirt/domain.h"
 #include "enforcer/libvirt/hook_server.h"
+#include "enforcer/libvirt/resolve.h"
 #include "enforcer/libvirt/tap_watcher.h"
 #include "enforcer/libvirt/watcher.h"
 #include "enforcer/metrics/export.h"
@@ -375,8 +376,27 @@ std::vector<std::uint16_t> Node::EthertypesFor(std::uint64_t datasets) const {
   return common.value_or(std::vector<std::uint16_t>{});
 }
 
-storage::GuestStorage Node::StorageFor(const libvirt::DomainDescription& domain,
+namespace {
+// Pool volumes become the file or block disk libvirt resolves them to (QEMU opens that path);
+// one libvirt cannot resolve stays type "volume" with the reason (a dataset guest is refused).
+libvirt::DomainDescription WithPoolVolumesResolved(libvirt::DomainDescription domain,
+                                                   const std::string& uri) {
+  for (auto& disk : domain.disks) {
+    if (disk.source_type != "volume") continue;
+    try {
+      const auto v = libvirt::ResolvePoolVolume(uri, disk.pool, disk.volume);
+      disk.ResolvedTo(v.type, v.path);
+    } catch (const std::exception& e) {
+      disk.resolve_error = e.what();
+    }
+  }
+  return domain;
+}
+}  // namespace
+
+storage::GuestStorage Node::StorageFor(const libvirt::DomainDescription& unresolved,
                                        std::uint64_t datasets) const {
+  const auto domain = WithPoolVolumesResolved(unresolved, config_.libvirt_uri);
   // A label that fails closed holds every dataset on the network; on storage that would open
   // every dataset's volumes, so there it holds none.
   storage::GuestStorage gs{.name = domain.name,
@@ -454,12 +474,15 @@ std::string Node::UncoveredRefusal(const libvirt::DomainDescription& domain,
     nics += fmt::format("{}interface {}{} (type {}, mac {}): {}", nics.empty() ? "" : "; ", index,
                         n.alias.empty() ? "" : " " + n.alias, n.type, n.mac, n.reason);
   }
+  // Disks and host devices the storage path cannot guard (pool volumes resolved first).
+  for (const auto& why : WithPoolVolumesResolved(domain, config_.libvirt_uri).UncoveredDevices())
+    nics += (nics.empty() ? "" : "; ") + why;
   if (nics.empty()) return {};
   std::string held;
   for (const auto& d : policy_->compiled.datasets)
     if (datasets & (1ULL << d.index)) held += (held.empty() ? "" : ", ") + d.id;
-  return fmt::format("it holds dataset(s) {} and has interfaces sovguard cannot filter: {}", held,
-                     nics);
+  return fmt::format("it holds dataset(s) {} and has interfaces or devices sovguard cannot guard: {}",
+                     held, nics);
 }
 
 void Node::RecordUncovered(const std::string& action, const std::string& detail) {

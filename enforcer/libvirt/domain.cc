@@ -32,6 +32,52 @@ std::string Interface::UncoveredReason() const {
   return "interface type '" + type + "' is not one sovguard can filter";
 }
 
+std::string Disk::UncoveredReason() const {
+  if (source_type == "file" || source_type == "block" || source_type == "network") return "";
+  if (source_type == "volume") {
+    return "storage pool volume " + pool + "/" + volume +
+           " was not resolved through libvirt to a file or block device" +
+           (resolve_error.empty() ? std::string() : ": " + resolve_error);
+  }
+  if (source_type == "dir") {
+    return "a host directory as a virtual FAT disk: QEMU reads every file below " + source +
+           ", none of them a volume sovguard protects";
+  }
+  if (source_type == "nvme") {
+    return "a host NVMe controller driven by QEMU through VFIO: its I/O passes no file or block "
+           "device the storage hooks judge";
+  }
+  if (source_type == "vhostuser" || source_type == "vhostvdpa") {
+    return "a " + source_type + " disk: its bytes are served by another process or device";
+  }
+  return "disk type '" + source_type + "' is not one sovguard can guard";
+}
+
+void Disk::ResolvedTo(const std::string& type, const std::string& path) {
+  source_type = type;
+  source = path;
+}
+
+std::string Hostdev::UncoveredReason() const {
+  return "a host device assigned to the guest: its I/O passes no tap and no storage hook, and "
+         "sovguard cannot show it is neither a network nor a storage device";
+}
+
+std::vector<std::string> DomainDescription::UncoveredDevices() const {
+  std::vector<std::string> out;
+  for (const auto& d : disks) {
+    if (const auto why = d.UncoveredReason(); !why.empty()) {
+      out.push_back("disk " + (d.target.empty() ? std::string("?") : d.target) + " (type " +
+                    d.source_type + "): " + why);
+    }
+  }
+  for (const auto& h : hostdevs) {
+    out.push_back("hostdev" + (h.alias.empty() ? std::string() : " " + h.alias) + " (" + h.source +
+                  "): " + h.UncoveredReason());
+  }
+  return out;
+}
+
 std::vector<std::string> DomainDescription::Taps() const {
   std::vector<std::string> taps;
   for (const auto& i : interfaces) {
@@ -80,7 +126,13 @@ Disk ParseDisk(const xmlNode* n) {
     } else if (d.source_type == "network") {
       d.source = AttrOr(s, "protocol") + ":" + AttrOr(s, "name");
     } else if (d.source_type == "volume") {
-      d.source = AttrOr(s, "pool") + "/" + AttrOr(s, "volume");
+      d.pool = AttrOr(s, "pool");
+      d.volume = AttrOr(s, "volume");
+      d.source = d.pool + "/" + d.volume;
+    } else if (d.source_type == "nvme") {
+      const xmlNode* a = xml::Child(s, "address");
+      d.source = "nvme " + AttrOr(a, "domain") + ":" + AttrOr(a, "bus") + ":" + AttrOr(a, "slot") +
+                 "." + AttrOr(a, "function") + " namespace " + AttrOr(s, "namespace", "1");
     } else {
       d.source = AttrOr(s, "file", AttrOr(s, "dev"));
     }
@@ -90,6 +142,38 @@ Disk ParseDisk(const xmlNode* n) {
   d.shareable = xml::Child(n, "shareable") != nullptr;
   d.alias = AttrOr(xml::Child(n, "alias"), "name");
   return d;
+}
+
+Hostdev ParseHostdev(const xmlNode* n) {
+  Hostdev h;
+  h.mode = AttrOr(n, "mode", "subsystem");
+  h.type = AttrOr(n, "type");
+  h.alias = AttrOr(xml::Child(n, "alias"), "name");
+  const xmlNode* s = xml::Child(n, "source");
+  const xmlNode* a = s ? xml::Child(s, "address") : nullptr;
+  if (h.type == "pci" && a) {
+    h.source = "pci " + AttrOr(a, "domain", "0x0000") + ":" + AttrOr(a, "bus") + ":" +
+               AttrOr(a, "slot") + "." + AttrOr(a, "function");
+  } else if (h.type == "usb" && s && xml::Child(s, "vendor")) {
+    h.source = "usb " + AttrOr(xml::Child(s, "vendor"), "id") + ":" +
+               AttrOr(xml::Child(s, "product"), "id");
+  } else if (h.type == "usb" && a) {
+    h.source = "usb bus " + AttrOr(a, "bus") + " device " + AttrOr(a, "device");
+  } else if (h.type == "scsi" && s) {
+    const xmlNode* ad = xml::Child(s, "adapter");
+    h.source = "scsi " + AttrOr(ad, "name", AttrOr(s, "protocol") + ":" + AttrOr(s, "name"));
+  } else if (h.type == "mdev" && a) {
+    h.source = "mdev " + AttrOr(a, "uuid");
+  } else if (s && xml::Child(s, "block")) {
+    h.source = h.type + " " + xml::Text(xml::Child(s, "block"));
+  } else if (s && xml::Child(s, "char")) {
+    h.source = h.type + " " + xml::Text(xml::Child(s, "char"));
+  } else if (s && xml::Child(s, "interface")) {
+    h.source = h.type + " " + xml::Text(xml::Child(s, "interface"));
+  } else {
+    h.source = h.type.empty() ? std::string("unknown") : h.type;
+  }
+  return h;
 }
 
 }  // namespace
@@ -159,6 +243,9 @@ DomainDescription ParseDomainXml(std::string_view text) {
       }
       if (xml::Name(dev) == "disk") {
         d.disks.push_back(ParseDisk(dev));
+      }
+      if (xml::Name(dev) == "hostdev") {
+        d.hostdevs.push_back(ParseHostdev(dev));
       }
     });
   }

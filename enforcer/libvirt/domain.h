@@ -35,7 +35,31 @@ struct Disk {
   bool readonly = false;
   bool shareable = false;
   std::string alias;
+  std::string pool, volume;   // type volume: <source pool=... volume=...>
+  std::string resolve_error;  // type volume: why libvirt could not resolve it (UncoveredReason)
+
+  // Empty when sovguard's storage path can guard the disk: a file or block device (its opens and
+  // I/O by QEMU are judged), a network disk (cgroup/connect judges its endpoint) or a pool volume
+  // (resolved through libvirt to its file or block device first: ResolvedTo). Otherwise why not.
+  [[nodiscard]] std::string UncoveredReason() const;
+  // This disk as the file or block disk a pool volume resolved to (`path`; `type` is "file" or
+  // "block", from virStorageVolGetInfo); the volume's pool/volume stay for messages.
+  void ResolvedTo(const std::string& type, const std::string& path);
   bool operator==(const Disk&) const = default;
+};
+
+// A host device assigned to the guest (<hostdev>): a PCI function (NIC, NVMe controller, GPU),
+// SCSI LUN, USB device, mediated device or a host block/char device. Its I/O never passes a tap
+// or a file QEMU opens through the storage hooks.
+struct Hostdev {
+  std::string mode;    // subsystem, capabilities
+  std::string type;    // pci, usb, scsi, scsi_host, mdev, storage, misc, net
+  std::string source;  // what it is on the host: "pci 0000:06:02.0", "usb 0x1234:0x5678", ...
+  std::string alias;   // hostdev0... (live XML)
+  // Always non-empty: sovguard cannot show a host device carries neither network nor storage
+  // traffic, so a guest holding a dataset may not have one.
+  [[nodiscard]] std::string UncoveredReason() const;
+  bool operator==(const Hostdev&) const = default;
 };
 
 struct DomainDescription {
@@ -44,7 +68,12 @@ struct DomainDescription {
   int id = -1;       // libvirt's running id (<domain id=...>), -1 when inactive
   std::vector<Interface> interfaces;
   std::vector<Disk> disks;
+  std::vector<Hostdev> hostdevs;
   GuestLabels labels;
+
+  // Every disk and host device sovguard cannot guard, one "disk vda (type nvme): why" /
+  // "hostdev hostdev0 (pci 0000:06:02.0): why" each, in device order. Empty: all guarded.
+  [[nodiscard]] std::vector<std::string> UncoveredDevices() const;
 
   // The target devices of interfaces with no UncoveredReason(), in device order (a direct
   // interface's macvtap is not one: its frames from the guest never pass a tap's ingress).

@@ -7,6 +7,7 @@
 #include <regex>
 #include <sstream>
 
+#include "enforcer/libvirt/connection.h"
 #include "enforcer/system/mounts.h"
 
 namespace sovguard::libvirt {
@@ -93,6 +94,43 @@ std::optional<CgroupInfo> ResolveCgroup(pid_t pid) {
   info.scope_level =
       scope == "/" ? 0 : static_cast<int>(std::count(scope.begin(), scope.end(), '/'));
   return info;
+}
+
+PoolVolume ResolvePoolVolume(const std::string& uri, const std::string& pool,
+                             const std::string& volume) {
+  ConnectPtr conn(virConnectOpenReadOnly(uri.c_str()));
+  if (!conn) throw LibvirtError("virConnectOpenReadOnly " + uri);
+  std::unique_ptr<virStoragePool, decltype(&virStoragePoolFree)> p(
+      virStoragePoolLookupByName(conn.get(), pool.c_str()), &virStoragePoolFree);
+  if (!p) throw LibvirtError("storage pool " + pool);
+  std::unique_ptr<virStorageVol, decltype(&virStorageVolFree)> v(
+      virStorageVolLookupByName(p.get(), volume.c_str()), &virStorageVolFree);
+  if (!v) throw LibvirtError("storage volume " + pool + "/" + volume);
+  std::unique_ptr<char, decltype(&free)> path(virStorageVolGetPath(v.get()), &free);
+  if (!path) throw LibvirtError("virStorageVolGetPath " + pool + "/" + volume);
+  virStorageVolInfo info{};
+  if (virStorageVolGetInfo(v.get(), &info) < 0) {
+    throw LibvirtError("virStorageVolGetInfo " + pool + "/" + volume);
+  }
+  PoolVolume out{.type = "", .path = path.get()};
+  switch (info.type) {
+    case VIR_STORAGE_VOL_FILE:
+      out.type = "file";
+      break;
+    case VIR_STORAGE_VOL_BLOCK:
+      out.type = "block";
+      break;
+    case VIR_STORAGE_VOL_DIR:
+      out.type = "dir";
+      break;
+    case VIR_STORAGE_VOL_NETWORK:
+    case VIR_STORAGE_VOL_NETDIR:
+      out.type = "network-volume";
+      break;
+    default:
+      out.type = "volume-type-" + std::to_string(info.type);
+  }
+  return out;
 }
 
 }  // namespace sovguard::libvirt

@@ -47,4 +47,15 @@ struct CgroupInfo {
 // Resolves QEMU's cgroup v2 directories; nullopt if cgroup2 is not mounted or pid is gone.
 std::optional<CgroupInfo> ResolveCgroup(pid_t pid);
 
+// What a storage pool volume is on this host (virStorageVolGetPath, virStorageVolGetInfo).
+struct PoolVolume {
+  std::string type;  // "file" or "block": what QEMU opens; anything else: type of the volume
+  std::string path;
+};
+// Asks libvirt at `uri` (its own read-only connection: storage driver calls only, never the
+// domain's, so the qemu hook may wait on it) for the volume `volume` of pool `pool`. Throws
+// LibvirtError (connection.h) with libvirt's message when the pool or volume is unknown.
+PoolVolume ResolvePoolVolume(const std::string& uri, const std::string& pool,
+                             const std::string& volume);
+
 }  // namespace sovguard::libvirt

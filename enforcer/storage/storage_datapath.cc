@@ -1,5 +1,7 @@
 #include "enforcer/storage/storage_datapath.h"
 
+#include "enforcer/storage/volume_identity.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -46,11 +48,6 @@ using Ring = std::unique_ptr<ring_buffer, RingDeleter>;
 
 std::string ErrnoText(int err) {
   return std::strerror(err < 0 ? -err : err);
-}
-
-// The kernel's dev_t encoding (MKDEV: major << 20 | minor), which s_dev and i_rdev use.
-std::uint64_t KernelDev(dev_t d) {
-  return (std::uint64_t{major(d)} << 20) | minor(d);
 }
 
 std::string DevText(std::uint64_t kdev) {
@@ -888,17 +885,14 @@ struct StorageDatapath::Impl {
     if (::stat(source.c_str(), &st) != 0) {
       throw StorageRefused(fmt::format("volume {}: {}", source.string(), ErrnoText(errno)));
     }
-    sg_volume_key key{};
-    if (S_ISBLK(st.st_mode)) {
-      key.dev = 0;
-      key.ino = KernelDev(st.st_rdev);
-    } else if (S_ISREG(st.st_mode)) {
-      key.dev = KernelDev(st.st_dev);
-      key.ino = st.st_ino;
-    } else {
-      throw StorageRefused("volume " + source.string() + " is neither a file nor a block device");
+    // The identity the programs compute from file->f_inode (volume_identity.h).
+    VolumeId id;
+    try {
+      id = KernelVolumeId(source);
+    } catch (const std::exception& e) {
+      throw StorageRefused(e.what());
     }
-    return {key, st};
+    return {sg_volume_key{.dev = id.dev, .ino = id.ino}, st};
   }
 
   const policy::CompiledStorageDataset& Dataset(const std::string& id) const {
@@ -931,19 +925,39 @@ struct StorageDatapath::Impl {
     }
     const sg_volume v{.dataset = d.index,
                       .flags = (readonly || d.read_only) ? SG_VOLUME_READ_ONLY : 0u};
-    const auto existing = volumes.find({key.dev, key.ino});
-    if (existing != volumes.end() && existing->second.dataset != d.index) {
-      throw StorageRefused(fmt::format("{}: volume {} is already a volume of dataset #{}, not {}",
-                                       who, canonical.string(), existing->second.dataset, d.id));
+    // The same bytes under other identities (partitions, dm/loop devices, overlayfs layer
+    // files) are protected alike: checked first, so a conflict changes nothing.
+    std::vector<VolumeAlias> aliases;
+    try {
+      aliases = VolumeAliases(source);
+    } catch (const std::exception& e) {
+      throw StorageRefused(
+          fmt::format("{}: volume {}: aliases: {}", who, source.string(), e.what()));
     }
-    sg_storage_volume_meta meta{.dataset = v.dataset, .flags = v.flags, .path = {}};
-    CopyName(meta.path, canonical.string());
-    Update(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
-    Update(Fd(skel->maps.sg_volumes), &key, &v, "sg_volumes");
-    volumes[{key.dev, key.ino}] = Volume{canonical.string(), d.index};
-    expected.volumes[{key.dev, key.ino}] = v;
+    const auto check = [&](const sg_volume_key& k, const std::string& name) {
+      const auto existing = volumes.find({k.dev, k.ino});
+      if (existing != volumes.end() && existing->second.dataset != d.index) {
+        throw StorageRefused(fmt::format("{}: volume {} is already a volume of dataset #{}, not {}",
+                                         who, name, existing->second.dataset, d.id));
+      }
+    };
+    check(key, canonical.string());
+    for (const auto& a : aliases)
+      check(sg_volume_key{.dev = a.id.dev, .ino = a.id.ino}, a.name + " (" + a.why + ")");
+    InsertVolume(key, canonical.string(), v);
+    for (const auto& a : aliases)
+      InsertVolume(sg_volume_key{.dev = a.id.dev, .ino = a.id.ino}, a.name, v);
     digests[kTableVolumes] = TableDigest(expected, kTableVolumes);
     WriteState();
+  }
+
+  void InsertVolume(const sg_volume_key& key, const std::string& path, const sg_volume& v) {
+    sg_storage_volume_meta meta{.dataset = v.dataset, .flags = v.flags, .path = {}};
+    CopyName(meta.path, path);
+    Update(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
+    Update(Fd(skel->maps.sg_volumes), &key, &v, "sg_volumes");
+    volumes[{key.dev, key.ino}] = Volume{path, v.dataset};
+    expected.volumes[{key.dev, key.ino}] = v;
   }
 
   sg_storage_guest Admit(const GuestStorage& g) {

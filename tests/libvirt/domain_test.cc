@@ -175,6 +175,73 @@ TEST(Resolve, FindsCgroup2WhereverMounted) {
   EXPECT_EQ(FindCgroup2Mount("/nonexistent"), std::nullopt);
 }
 
+// Every disk type sovguard cannot guard, and every host device, is named with its reason; file,
+// block, network and (resolved) pool-volume disks are guarded.
+TEST(DomainXml, UnguardableDisksAndHostdevsAreNamed) {
+  const DomainDescription d = ParseDomainXml(R"(<domain type='qemu'>
+  <name>sgt-dev</name><uuid>eec1d1ce-8b4a-4325-bc16-55e61b5ecc16</uuid>
+  <devices>
+    <disk type='file' device='disk'><source file='/img/a.raw'/><target dev='vda'/></disk>
+    <disk type='block' device='disk'><source dev='/dev/loop7'/><target dev='vdb'/></disk>
+    <disk type='network' device='disk'><source protocol='nbd' name='x'/><target dev='vdc'/></disk>
+    <disk type='volume' device='disk'><source pool='p1' volume='v1.raw'/><target dev='vdd'/></disk>
+    <disk type='dir' device='disk'><source dir='/srv/share'/><target dev='vde'/></disk>
+    <disk type='nvme' device='disk'>
+      <source type='pci' managed='yes' namespace='2'>
+        <address domain='0x0000' bus='0x05' slot='0x00' function='0x0'/></source>
+      <target dev='vdf'/></disk>
+    <disk type='vhostuser' device='disk'><source type='unix' path='/run/v.sock'/>
+      <target dev='vdg'/></disk>
+    <hostdev mode='subsystem' type='pci' managed='yes'><source>
+      <address domain='0x0000' bus='0x06' slot='0x02' function='0x0'/></source>
+      <alias name='hostdev0'/></hostdev>
+    <hostdev mode='subsystem' type='usb'><source><vendor id='0x0781'/><product id='0x5567'/>
+      </source></hostdev>
+    <hostdev mode='subsystem' type='scsi'><source><adapter name='scsi_host0'/>
+      <address bus='0' target='0' unit='0'/></source></hostdev>
+    <hostdev mode='subsystem' type='mdev' model='vfio-pci'><source>
+      <address uuid='c2177883-f1bb-47f0-914d-32a22e3a8804'/></source></hostdev>
+    <hostdev mode='capabilities' type='storage'><source><block>/dev/sdf1</block></source>
+      </hostdev>
+  </devices></domain>)");
+  ASSERT_EQ(d.disks.size(), 7u);
+  EXPECT_EQ(d.disks[3].pool, "p1");
+  EXPECT_EQ(d.disks[3].volume, "v1.raw");
+  for (int i : {0, 1, 2}) EXPECT_EQ(d.disks[i].UncoveredReason(), "") << d.disks[i].source_type;
+  EXPECT_NE(d.disks[3].UncoveredReason().find("pool volume p1/v1.raw was not resolved"),
+            std::string::npos);
+  EXPECT_NE(d.disks[4].UncoveredReason().find("virtual FAT"), std::string::npos);
+  EXPECT_NE(d.disks[5].UncoveredReason().find("NVMe controller"), std::string::npos);
+  EXPECT_EQ(d.disks[5].source, "nvme 0x0000:0x05:0x00.0x0 namespace 2");
+  EXPECT_NE(d.disks[6].UncoveredReason().find("vhostuser"), std::string::npos);
+  ASSERT_EQ(d.hostdevs.size(), 5u);
+  EXPECT_EQ(d.hostdevs[0], (Hostdev{"subsystem", "pci", "pci 0x0000:0x06:0x02.0x0", "hostdev0"}));
+  EXPECT_EQ(d.hostdevs[1].source, "usb 0x0781:0x5567");
+  EXPECT_EQ(d.hostdevs[2].source, "scsi scsi_host0");
+  EXPECT_EQ(d.hostdevs[3].source, "mdev c2177883-f1bb-47f0-914d-32a22e3a8804");
+  EXPECT_EQ(d.hostdevs[4].source, "storage /dev/sdf1");
+  const auto uncovered = d.UncoveredDevices();
+  ASSERT_EQ(uncovered.size(), 4u + 5u);  // vdd vde vdf vdg + every hostdev
+  EXPECT_EQ(uncovered[0].rfind("disk vdd (type volume): ", 0), 0u) << uncovered[0];
+  EXPECT_EQ(uncovered[4].rfind("hostdev hostdev0 (pci 0x0000:0x06:0x02.0x0): a host device", 0),
+            0u)
+      << uncovered[4];
+
+  // A resolved pool volume is the file (or block) disk libvirt names.
+  DomainDescription resolved = d;
+  resolved.disks[3].ResolvedTo("file", "/pool/v1.raw");
+  EXPECT_EQ(resolved.disks[3].UncoveredReason(), "");
+  EXPECT_EQ(resolved.disks[3].source, "/pool/v1.raw");
+  // One libvirt resolved to something else (a directory volume) is not guarded.
+  resolved.disks[3].ResolvedTo("dir", "/pool/d");
+  EXPECT_NE(resolved.disks[3].UncoveredReason(), "");
+}
+
+// A pool or volume libvirt does not know: resolution fails with libvirt's message.
+TEST(Resolve, UnknownPoolVolumeThrows) {
+  EXPECT_THROW(ResolvePoolVolume("test:///default", "no-such-pool", "v"), std::runtime_error);
+}
+
 TEST(Resolve, DomainScopeStripsThreadLeaves) {
   EXPECT_EQ(DomainScope("/machine/qemu-1-a.libvirt-qemu/emulator"),
             "/machine/qemu-1-a.libvirt-qemu");

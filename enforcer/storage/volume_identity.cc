@@ -1,0 +1,305 @@
+#include "enforcer/storage/volume_identity.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <cctype>
+#include <cerrno>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+
+#ifndef STATX_MNT_ID
+#define STATX_MNT_ID 0x00001000U
+#endif
+
+namespace sovguard::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::size_t kMaxAliases = 256;
+
+std::uint64_t KernelDev(std::uint64_t major_no, std::uint64_t minor_no) {
+  return (major_no << 20) | minor_no;
+}
+
+struct MountEntry {
+  std::uint64_t sb_dev = 0;  // kernel encoding
+  std::string root;          // path inside the file system that is mounted
+  std::string mount_point;
+  std::string fstype;
+  std::string super_options;
+};
+
+// mountinfo escapes ' ', '\t', '\n' and '\\' as \ooo.
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size() + 1 &&
+        std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::optional<MountEntry> FindMount(std::uint64_t mnt_id) {
+  std::ifstream f("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::uint64_t id = 0, parent = 0;
+    std::string devno, root, mount_point, field;
+    if (!(in >> id >> parent >> devno >> root >> mount_point) || id != mnt_id) continue;
+    while (in >> field && field != "-") {
+    }
+    MountEntry e;
+    std::string source;
+    in >> e.fstype >> source >> e.super_options;
+    const auto colon = devno.find(':');
+    if (colon == std::string::npos) return std::nullopt;
+    e.sb_dev = KernelDev(std::stoull(devno.substr(0, colon)), std::stoull(devno.substr(colon + 1)));
+    e.root = Unescape(root);
+    e.mount_point = Unescape(mount_point);
+    return e;
+  }
+  return std::nullopt;
+}
+
+struct Statx {
+  struct statx stx {};
+};
+
+Statx StatxOf(const fs::path& path) {
+  Statx s;
+  if (::statx(AT_FDCWD, path.c_str(), 0, STATX_BASIC_STATS | STATX_MNT_ID, &s.stx) != 0) {
+    throw std::system_error(errno, std::generic_category(), "statx " + path.string());
+  }
+  return s;
+}
+
+std::string ReadLine(const fs::path& p) {
+  std::ifstream f(p);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+// "M:m" of a sysfs block directory's dev file, in kernel encoding; nullopt if unreadable.
+std::optional<std::uint64_t> SysDev(const fs::path& dir) {
+  const std::string s = ReadLine(dir / "dev");
+  const auto colon = s.find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  try {
+    return KernelDev(std::stoull(s.substr(0, colon)), std::stoull(s.substr(colon + 1)));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+fs::path SysBlockDir(const fs::path& sys, std::uint64_t kdev) {
+  return sys / "dev/block" / (std::to_string(kdev >> 20) + ":" + std::to_string(kdev & 0xfffff));
+}
+
+std::string DevName(const fs::path& dir, std::uint64_t kdev) {
+  std::ifstream f(dir / "uevent");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("DEVNAME=", 0) == 0) return "/dev/" + line.substr(8);
+  }
+  return "blk " + std::to_string(kdev >> 20) + ":" + std::to_string(kdev & 0xfffff);
+}
+
+// The real file behind an overlayfs file: the upper layer's, else the first lower layer's.
+std::optional<fs::path> OverlayRealFile(const fs::path& path, const MountEntry& m) {
+  std::error_code ec;
+  const fs::path canonical = fs::canonical(path, ec);
+  if (ec) return std::nullopt;
+  const fs::path rel_in_mount = canonical.lexically_relative(m.mount_point);
+  if (rel_in_mount.empty() || *rel_in_mount.begin() == "..") return std::nullopt;
+  const fs::path rel = (fs::path(m.root) / rel_in_mount).relative_path();
+  std::vector<fs::path> layers;
+  std::string upper;
+  // Options are comma separated; a layer path with ',' or ':' is escaped with '\'.
+  std::vector<std::string> options;
+  std::string cur;
+  for (std::size_t i = 0; i < m.super_options.size(); ++i) {
+    const char c = m.super_options[i];
+    if (c == '\\' && i + 1 < m.super_options.size()) {
+      cur += m.super_options[++i];
+    } else if (c == ',') {
+      options.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c == ':' ? '\0' : c;  // ':' separates lower layers; escaped ones were taken above
+    }
+  }
+  options.push_back(cur);
+  for (const auto& o : options) {
+    if (o.rfind("upperdir=", 0) == 0) layers.insert(layers.begin(), o.substr(9));
+    if (o.rfind("lowerdir=", 0) == 0 || o.rfind("lowerdir+=", 0) == 0) {
+      std::string list = o.substr(o.find('=') + 1);
+      std::size_t start = 0;
+      while (start <= list.size()) {
+        const std::size_t end = list.find('\0', start);
+        const std::string layer = list.substr(start, end - start);
+        if (!layer.empty()) layers.push_back(layer);
+        if (end == std::string::npos) break;
+        start = end + 1;
+      }
+    }
+  }
+  for (const auto& layer : layers) {
+    struct stat st {};
+    const fs::path candidate = layer / rel;
+    if (::lstat(candidate.c_str(), &st) != 0) continue;
+    if (S_ISCHR(st.st_mode) && st.st_rdev == 0) return std::nullopt;  // whiteout
+    return candidate;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+VolumeId KernelVolumeId(const fs::path& path) {
+  const Statx s = StatxOf(path);
+  const auto mode = s.stx.stx_mode;
+  if (S_ISBLK(mode)) {
+    return VolumeId{.dev = 0, .ino = KernelDev(s.stx.stx_rdev_major, s.stx.stx_rdev_minor)};
+  }
+  if (!S_ISREG(mode)) {
+    throw std::runtime_error("volume " + path.string() + " is neither a file nor a block device");
+  }
+  if (!(s.stx.stx_mask & STATX_MNT_ID)) {
+    throw std::runtime_error("volume " + path.string() + ": the kernel gave no mount id (statx)");
+  }
+  const auto m = FindMount(s.stx.stx_mnt_id);
+  if (!m) {
+    throw std::runtime_error("volume " + path.string() + ": mount " +
+                             std::to_string(s.stx.stx_mnt_id) + " not in /proc/self/mountinfo");
+  }
+  // btrfs: the subvolume's anonymous device, which stat() reports and the program reads.
+  const std::uint64_t dev =
+      m->fstype == "btrfs" ? KernelDev(s.stx.stx_dev_major, s.stx.stx_dev_minor) : m->sb_dev;
+  return VolumeId{.dev = dev, .ino = s.stx.stx_ino};
+}
+
+std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys) {
+  std::vector<VolumeAlias> out;
+  std::set<VolumeId> seen{KernelVolumeId(path)};
+  const auto add = [&](const VolumeId& id, std::string name, std::string why) {
+    if (out.size() >= kMaxAliases || !seen.insert(id).second) return false;
+    out.push_back(VolumeAlias{id, std::move(name), std::move(why)});
+    return true;
+  };
+  // Nodes to expand: downward (parts of the bytes) and upward (what contains them).
+  struct Node {
+    VolumeId id;
+    std::string name;
+    fs::path file;  // regular files only
+  };
+  std::deque<Node> down{Node{*seen.begin(), path.string(), {}}};
+  if (down.front().id.dev != 0) down.front().file = path;
+  std::vector<Node> all;
+
+  // Overlayfs: the layer's real file is the same bytes.
+  if (down.front().id.dev != 0) {
+    const Statx s = StatxOf(path);
+    if (const auto m = FindMount(s.stx.stx_mnt_id); m && m->fstype == "overlay") {
+      if (const auto real = OverlayRealFile(path, *m)) {
+        try {
+          const VolumeId id = KernelVolumeId(*real);
+          if (add(id, real->string(), "overlayfs layer file of " + path.string()))
+            down.push_back(Node{id, real->string(), *real});
+        } catch (const std::exception&) {
+          // A layer file that vanished in between: nothing to protect.
+        }
+      }
+    }
+  }
+
+  // Loop devices and the (kernel id of the) file each is backed by.
+  std::vector<std::pair<std::uint64_t, VolumeId>> loops;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(sys / "block", ec)) {
+    const fs::path backing = e.path() / "loop/backing_file";
+    if (!fs::exists(backing, ec)) continue;
+    const auto kdev = SysDev(e.path());
+    if (!kdev) continue;
+    try {
+      loops.emplace_back(*kdev, KernelVolumeId(ReadLine(backing)));
+    } catch (const std::exception&) {
+      // Backing file deleted or unreachable from here: its bytes are no protected file's path.
+    }
+  }
+
+  // Downward: partitions, slaves, a loop device's backing file.
+  while (!down.empty() && out.size() < kMaxAliases) {
+    Node n = std::move(down.front());
+    down.pop_front();
+    all.push_back(n);
+    if (n.id.dev != 0) continue;
+    const fs::path dir = SysBlockDir(sys, n.id.ino);
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (!fs::exists(e.path() / "partition", ec)) continue;
+      if (const auto k = SysDev(e.path())) {
+        const VolumeId id{0, *k};
+        if (add(id, DevName(e.path(), *k), "partition of " + n.name))
+          down.push_back(Node{id, out.back().name, {}});
+      }
+    }
+    for (const auto& e : fs::directory_iterator(dir / "slaves", ec)) {
+      if (const auto k = SysDev(e.path())) {
+        const VolumeId id{0, *k};
+        if (add(id, DevName(e.path(), *k), "slave (underlying device) of " + n.name))
+          down.push_back(Node{id, out.back().name, {}});
+      }
+    }
+    if (fs::exists(dir / "loop/backing_file", ec)) {
+      const fs::path file = ReadLine(dir / "loop/backing_file");
+      try {
+        const VolumeId id = KernelVolumeId(file);
+        if (add(id, file.string(), "backing file of " + n.name))
+          down.push_back(Node{id, file.string(), file});
+      } catch (const std::exception&) {
+      }
+    }
+  }
+
+  // Upward from everything found: holders, the whole disk of a partition, loop devices over a
+  // file.
+  for (std::size_t i = 0; i < all.size() && out.size() < kMaxAliases; ++i) {
+    const Node n = all[i];
+    std::vector<std::pair<std::uint64_t, std::string>> up;  // (kdev, why)
+    if (n.id.dev != 0) {
+      for (const auto& [kdev, backing] : loops)
+        if (backing == n.id) up.emplace_back(kdev, "loop device over " + n.name);
+    } else {
+      const fs::path dir = SysBlockDir(sys, n.id.ino);
+      for (const auto& e : fs::directory_iterator(dir / "holders", ec))
+        if (const auto k = SysDev(e.path())) up.emplace_back(*k, "holder (dm/md) of " + n.name);
+      if (fs::exists(dir / "partition", ec)) {
+        if (const auto k = SysDev(fs::canonical(dir, ec).parent_path()))
+          up.emplace_back(*k, "whole disk of partition " + n.name);
+      }
+    }
+    for (const auto& [kdev, why] : up) {
+      const VolumeId id{0, kdev};
+      if (add(id, DevName(SysBlockDir(sys, kdev), kdev), why))
+        all.push_back(Node{id, out.back().name, {}});
+    }
+  }
+  return out;
+}
+
+}  // namespace sovguard::storage

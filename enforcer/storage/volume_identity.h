@@ -1,0 +1,52 @@
+// The identity of a storage volume as the storage programs compute it in the kernel, and every
+// other identity under which the same bytes can be opened (aliases).
+//
+// Identity rule (bpf/storage/storage_guard.bpf.c, volume_of(), reads file->f_inode):
+//   block device   (0, i_rdev)                     kernel dev_t encoding (major << 20 | minor)
+//   regular file   (i_sb->s_dev, i_ino)            the super block's device, not stat()'s st_dev
+//                  btrfs: (root->anon_dev, i_ino)  the subvolume's anonymous device (inode numbers
+//                                                  repeat in every subvolume)
+// User space reads the super block's device from /proc/self/mountinfo (its major:minor is
+// sb->s_dev) for the file's mount (statx STATX_MNT_ID); st_dev differs from it on overlayfs
+// across file systems (a per-layer pseudo device). On btrfs st_dev is the subvolume's anonymous
+// device, which is what the program reads. st_ino equals i_ino on every file system here
+// (overlayfs maps both the same way).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace sovguard::storage {
+
+struct VolumeId {
+  std::uint64_t dev = 0;  // 0 for a block device
+  std::uint64_t ino = 0;  // i_ino, or the block device's kernel dev_t
+  bool operator==(const VolumeId&) const = default;
+  auto operator<=>(const VolumeId&) const = default;
+};
+
+// The kernel's identity of the file or block device at `path` (symlinks followed). Throws
+// std::system_error when it cannot be stat'ed, std::runtime_error when it is neither a regular
+// file nor a block device or its mount is not in /proc/self/mountinfo.
+VolumeId KernelVolumeId(const std::filesystem::path& path);
+
+// One other way to the same bytes.
+struct VolumeAlias {
+  VolumeId id;
+  std::string name;  // "/dev/dm-0", "/dev/loop3p1", a file path
+  std::string why;   // "partition of /dev/loop3", "device-mapper holder of ...", ...
+};
+
+// Every alias of the volume at `path` that exists now (the volume itself not included):
+//   overlayfs file   the real file in the upper or first lower layer holding it (and its aliases)
+//   block device     its partitions and device-mapper/md slaves (parts of its bytes), and of all
+//                    those: holders (dm, md), the whole disk of a partition, and the file behind a
+//                    loop device; a loop device over a file alias is one too
+//   regular file     loop devices backed by it, and their partitions and holders
+// From sysfs (`sys`, "/sys" on the host). Bounded: at most 256 aliases.
+std::vector<VolumeAlias> VolumeAliases(const std::filesystem::path& path,
+                                       const std::filesystem::path& sys = "/sys");
+
+}  // namespace sovguard::storage
