@@ -995,3 +995,25 @@ int sg_enter_mmap(struct trace_event_raw_sys_enter* ctx) {
        deny ? SG_STORAGE_VERDICT_KILLED : SG_VERDICT_AUDIT);
   return 0;
 }
+
+/* ftruncate and fallocate move no bytes but change a volume (truncate, punch a hole): judged as a
+ * write on a descriptor the guest never opened. Detection only: neither checks for a fatal signal,
+ * so the change is made before the process dies. */
+static __always_inline int change_enter(long fd) {
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  struct file* file = fd_file(fd);
+  if (!file) return 0;
+  struct sg_volume_key key = {};
+  struct sg_volume* v = volume_of(file, &key);
+  if (v) io_guard(&w, v, &key, true, 0);
+  return 0;
+}
+SEC("tp/syscalls/sys_enter_ftruncate")
+int sg_enter_ftruncate(struct trace_event_raw_sys_enter* ctx) {
+  return change_enter((long)ctx->args[0]);
+}
+SEC("tp/syscalls/sys_enter_fallocate")
+int sg_enter_fallocate(struct trace_event_raw_sys_enter* ctx) {
+  return change_enter((long)ctx->args[0]);
+}

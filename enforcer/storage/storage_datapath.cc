@@ -1200,6 +1200,8 @@ static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& open, PathStatus& 
     if (!uring.empty() && attach({progs.sg_io_uring_submit}, quota)) uring += ",submit_req";
     if (attach({progs.sg_sys_enter_compat}, open)) compat = "+tp_btf:sys_enter(32-bit)";
     if (attach({progs.sg_enter_mmap}, quota)) ios += ",mmap";
+    if (attach({progs.sg_enter_ftruncate, progs.sg_enter_fallocate}, quota))
+      opens += ",ftruncate,fallocate";
   }
   if (!lsm && open.guarantee == Guarantee::kDetectsAndKills) {
     const auto plus = open.mechanism.rfind("+SIGKILL");

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <iostream>
 #include <vector>
 
 #include "tests/harness/require.h"
@@ -518,6 +519,27 @@ TEST_F(StorageIoPathsTest, MmapOfAPassedInVolumeIsKilled) {
   });
   ::close(volume);
   EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
+  ASSERT_TRUE(WaitEvent(tag_, "open-denied").has_value());
+}
+
+TEST_F(StorageIoPathsTest, TruncateOrPunchOfAPassedInVolumeIsKilled) {
+  const auto img = Volume("health", 1 << 20);
+  sp_->ProtectVolume(img, "health", false);
+  const int volume = ::open(img.c_str(), O_RDWR);  // inherited across fork, never opened there
+  ASSERT_GE(volume, 0);
+  const auto cg = StartGuest(tag_, 1ULL << kAudited);
+  const auto truncated =
+      RunInCgroup(cg, [&] { return ::ftruncate(volume, 0) == 0 ? kOk : kFailed; });
+  EXPECT_EQ(truncated.signal, SIGKILL) << "exit " << truncated.exit_code;
+  // Detection only: truncate checks no signal, so the change is made before the guest dies.
+  std::cout << "size after the killed ftruncate: " << fs::file_size(img) << "\n";
+  const auto punched = RunInCgroup(cg, [&] {
+    return ::fallocate(volume, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 1 << 20) == 0
+               ? kOk
+               : kFailed;
+  });
+  EXPECT_EQ(punched.signal, SIGKILL) << "exit " << punched.exit_code;
+  ::close(volume);
   ASSERT_TRUE(WaitEvent(tag_, "open-denied").has_value());
 }
 
