@@ -152,6 +152,8 @@ enum sg_storage_event_kind {
   SG_EV_READ_ONLY = 5,      /* write access to a read-only volume */
   SG_EV_READ_QUOTA = 6,     /* read budget of the window exhausted */
   SG_EV_WRITE_QUOTA = 7,    /* write budget of the window exhausted */
+  SG_EV_COMPAT_SYSCALL = 8, /* 32-bit (int 0x80, sysenter) or x32 syscall: no tracepoint sees it */
+  SG_EV_UNCOUNTED_IO = 9,   /* access to a volume by a path that cannot be counted (mmap, ...) */
 };
 /* Storage verdicts: SG_VERDICT_DROP = prevented (EPERM), SG_VERDICT_AUDIT = audited, and: */
 #define SG_STORAGE_VERDICT_KILLED 3 /* detected; the process was sent SIGKILL */

@@ -544,25 +544,34 @@ static __always_inline __u64 iov_bytes(const struct iovec* vec, unsigned long vl
   return total;
 }
 
+/* Without BPF LSM, every counted I/O on a protected volume is judged like an open (the fd may have
+ * been passed in, inherited, or opened by a path no open tracepoint sees), then against the
+ * budget. Returns true when the process was sent SIGKILL. */
+static __always_inline bool io_guard(const struct sg_who* w, const struct sg_volume* v,
+                                     const struct sg_volume_key* key, bool write, __u64 bytes) {
+  if (w->cfg->flags & SG_STORAGE_CFG_LSM) return false;
+  __u32 dataset = v->dataset;
+  __u32 why = check_volume(w, v, write);
+  if (!why) why = over_quota(w, dataset, write, bytes);
+  if (!why) return false;
+  bool deny = enforced(w, dataset);
+  /* SIGKILL now: the syscall still runs, but a page-cache read or write checks for a fatal
+   * signal before copying each chunk, so it ends with nothing copied. */
+  if (deny) bpf_send_signal(SIGKILL);
+  emit(w, why, dataset, key->dev, key->ino, deny ? SG_STORAGE_VERDICT_KILLED : SG_VERDICT_AUDIT);
+  return deny;
+}
+
 static __always_inline int io_enter(long fd, __u64 bytes, bool write) {
   struct sg_who w;
-  if (!current_guest(&w) || !w.g) return 0;
+  if (!current_guest(&w)) return 0;
   struct file* file = fd_file(fd);
   if (!file) return 0;
   struct sg_volume_key key = {};
   struct sg_volume* v = volume_of(file, &key);
   if (!v) return 0;
   __u32 dataset = v->dataset;
-  if (!(w.cfg->flags & SG_STORAGE_CFG_LSM)) {
-    __u32 why = over_quota(&w, dataset, write, bytes);
-    if (why) {
-      bool deny = enforced(&w, dataset);
-      /* SIGKILL now: the syscall still runs, but a page-cache write checks for a fatal signal
-       * before copying each chunk, so it ends with nothing written. */
-      if (deny) bpf_send_signal(SIGKILL);
-      emit(&w, why, dataset, key.dev, key.ino, deny ? SG_STORAGE_VERDICT_KILLED : SG_VERDICT_AUDIT);
-    }
-  }
+  if (io_guard(&w, v, &key, write, bytes) || !w.g) return 0;
   __u64 tid = bpf_get_current_pid_tgid();
   struct sg_inflight in = {.guest_id = w.g->guest_id, .dataset = dataset, .write = write};
   bpf_map_update_elem(&sg_io_inflight, &tid, &in, BPF_ANY);
@@ -693,4 +702,347 @@ int BPF_PROG(sg_cgroup_rmdir, struct cgroup* cgrp, const char* path) {
   __u64 id = BPF_CORE_READ(cgrp, kn, id);
   bpf_map_delete_elem(&sg_storage_guests, &id);
   return 0;
+}
+
+/* ---- Every other way to open and to move bytes ------------------------------------------------
+ * Without BPF LSM the syscall tracepoints above see only what they are named for. These add the
+ * other paths a process has to a file: creat and open_by_handle_at; read/write/readv/writev;
+ * the two-fd copies (sendfile, splice, copy_file_range); Linux AIO (io_submit, counted at
+ * submission); io_uring (opens and I/O judged and counted at completion, where the request's file
+ * is known, fixed files included); and 32-bit or x32 syscalls, which no syscalls:* tracepoint
+ * sees (the guest is killed at the first one); mmap of a volume (reads and writes by page fault
+ * cannot be counted). Every counted I/O also checks the volume's dataset (io_guard). */
+
+#define TS_COMPAT 0x0002
+#define X32_SYSCALL_BIT 0x40000000
+#define SG_MAX_AIO_BATCH 4096
+
+SEC("tp/syscalls/sys_exit_creat")
+int sg_tp_creat_exit(struct trace_event_raw_sys_exit* ctx) {
+  return open_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_open_by_handle_at")
+int sg_tp_open_by_handle_exit(struct trace_event_raw_sys_exit* ctx) {
+  return open_exit(ctx->ret);
+}
+
+/* An event that concerns no dataset (a 32-bit syscall, an I/O path that is not counted). */
+static __always_inline void emit_guest(const struct sg_who* w, __u32 kind, __u64 dev, __u64 ino,
+                                       __u16 verdict) {
+  struct sg_storage_event* e = reserve_event(w);
+  if (!e) return;
+  __builtin_memset(e, 0, sizeof(*e));
+  e->timestamp_ns = bpf_ktime_get_boot_ns();
+  e->cgroup_id = w->cgroup;
+  e->guest_id = w->g ? w->g->guest_id : 0;
+  e->dataset = SG_MAX_DATASETS;
+  e->kind = kind;
+  e->pid = bpf_get_current_pid_tgid() >> 32;
+  e->dev = dev;
+  e->ino = ino;
+  e->verdict = verdict;
+  bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void count_bytes(__u32 guest_id, __u32 dataset, bool write, __u64 n) {
+  struct sg_io_key k = {.guest_id = guest_id, .dataset = dataset};
+  struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
+  if (!s) {
+    struct sg_io_state zero = {};
+    bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
+    s = bpf_map_lookup_elem(&sg_io_state, &k);
+    if (!s) return;
+  }
+  if (write) {
+    __sync_fetch_and_add(&s->write_bytes, n);
+    __sync_fetch_and_add(&s->write_window_bytes, n);
+  } else {
+    __sync_fetch_and_add(&s->read_bytes, n);
+    __sync_fetch_and_add(&s->read_window_bytes, n);
+  }
+}
+
+/* Plain read/write and their vectored forms: the same entry/exit pair as p{read,write}. */
+SEC("tp/syscalls/sys_enter_read")
+int sg_enter_read(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], ctx->args[2], false);
+}
+SEC("tp/syscalls/sys_enter_write")
+int sg_enter_write(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], ctx->args[2], true);
+}
+SEC("tp/syscalls/sys_enter_readv")
+int sg_enter_readv(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), false);
+}
+SEC("tp/syscalls/sys_enter_writev")
+int sg_enter_writev(struct trace_event_raw_sys_enter* ctx) {
+  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), true);
+}
+SEC("tp/syscalls/sys_exit_read")
+int sg_exit_read(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_write")
+int sg_exit_write(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_readv")
+int sg_exit_readv(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_writev")
+int sg_exit_writev(struct trace_event_raw_sys_exit* ctx) {
+  return io_exit(ctx->ret);
+}
+
+/* Copies between two fds: the source is read, the destination written; either may be a volume. */
+struct sg_inflight_pair {
+  __u32 guest_id;
+  __u32 in_dataset; /* SG_MAX_DATASETS: not a volume */
+  __u32 out_dataset;
+  __u32 reserved;
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u64); /* pid_tgid */
+  __type(value, struct sg_inflight_pair);
+} sg_io_inflight_pair SEC(".maps");
+
+static __always_inline int pair_enter(long in_fd, long out_fd, __u64 bytes) {
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  struct sg_inflight_pair in = {.in_dataset = SG_MAX_DATASETS, .out_dataset = SG_MAX_DATASETS};
+  struct sg_volume_key key = {};
+  struct file* f = fd_file(in_fd);
+  struct sg_volume* v = f ? volume_of(f, &key) : NULL;
+  if (v) {
+    if (io_guard(&w, v, &key, false, bytes)) return 0;
+    in.in_dataset = v->dataset;
+  }
+  f = fd_file(out_fd);
+  v = f ? volume_of(f, &key) : NULL;
+  if (v) {
+    if (io_guard(&w, v, &key, true, bytes)) return 0;
+    in.out_dataset = v->dataset;
+  }
+  if (!w.g || (in.in_dataset == SG_MAX_DATASETS && in.out_dataset == SG_MAX_DATASETS)) return 0;
+  in.guest_id = w.g->guest_id;
+  __u64 tid = bpf_get_current_pid_tgid();
+  bpf_map_update_elem(&sg_io_inflight_pair, &tid, &in, BPF_ANY);
+  return 0;
+}
+
+static __always_inline int pair_exit(long ret) {
+  __u64 tid = bpf_get_current_pid_tgid();
+  struct sg_inflight_pair* p = bpf_map_lookup_elem(&sg_io_inflight_pair, &tid);
+  if (!p) return 0;
+  struct sg_inflight_pair in = *p;
+  bpf_map_delete_elem(&sg_io_inflight_pair, &tid);
+  if (ret <= 0) return 0;
+  if (in.in_dataset < SG_MAX_DATASETS) count_bytes(in.guest_id, in.in_dataset, false, ret);
+  if (in.out_dataset < SG_MAX_DATASETS) count_bytes(in.guest_id, in.out_dataset, true, ret);
+  return 0;
+}
+
+SEC("tp/syscalls/sys_enter_sendfile64")
+int sg_enter_sendfile(struct trace_event_raw_sys_enter* ctx) {
+  return pair_enter((long)ctx->args[1], (long)ctx->args[0], ctx->args[3]);
+}
+SEC("tp/syscalls/sys_enter_splice")
+int sg_enter_splice(struct trace_event_raw_sys_enter* ctx) {
+  return pair_enter((long)ctx->args[0], (long)ctx->args[2], ctx->args[4]);
+}
+SEC("tp/syscalls/sys_enter_copy_file_range")
+int sg_enter_copy_file_range(struct trace_event_raw_sys_enter* ctx) {
+  return pair_enter((long)ctx->args[0], (long)ctx->args[2], ctx->args[4]);
+}
+SEC("tp/syscalls/sys_exit_sendfile64")
+int sg_exit_sendfile(struct trace_event_raw_sys_exit* ctx) {
+  return pair_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_splice")
+int sg_exit_splice(struct trace_event_raw_sys_exit* ctx) {
+  return pair_exit(ctx->ret);
+}
+SEC("tp/syscalls/sys_exit_copy_file_range")
+int sg_exit_copy_file_range(struct trace_event_raw_sys_exit* ctx) {
+  return pair_exit(ctx->ret);
+}
+
+/* Linux AIO (QEMU io='native'): judged and counted at submission, by the bytes requested. A kill
+ * here lets the batch be submitted; O_DIRECT I/O in it (io='native' needs cache='none')
+ * completes. */
+struct sg_aio_ctx {
+  struct sg_who* w;
+  struct iocb** iocbpp;
+};
+
+static long aio_one(__u64 i, void* data) {
+  struct sg_aio_ctx* c = data;
+  struct iocb* up = NULL;
+  if (bpf_probe_read_user(&up, sizeof(up), &c->iocbpp[i])) return 1;
+  struct iocb cb;
+  if (bpf_probe_read_user(&cb, sizeof(cb), up)) return 1;
+  bool write;
+  __u64 bytes;
+  switch (cb.aio_lio_opcode) {
+    case IOCB_CMD_PREAD:
+    case IOCB_CMD_PWRITE:
+      write = cb.aio_lio_opcode == IOCB_CMD_PWRITE;
+      bytes = cb.aio_nbytes;
+      break;
+    case IOCB_CMD_PREADV:
+    case IOCB_CMD_PWRITEV:
+      write = cb.aio_lio_opcode == IOCB_CMD_PWRITEV;
+      bytes = iov_bytes((const struct iovec*)cb.aio_buf, cb.aio_nbytes);
+      break;
+    default:
+      return 0;
+  }
+  struct file* file = fd_file(cb.aio_fildes);
+  if (!file) return 0;
+  struct sg_volume_key key = {};
+  struct sg_volume* v = volume_of(file, &key);
+  if (!v) return 0;
+  if (io_guard(c->w, v, &key, write, bytes)) return 1;
+  if (c->w->g) count_bytes(c->w->g->guest_id, v->dataset, write, bytes);
+  return 0;
+}
+
+SEC("tp/syscalls/sys_enter_io_submit")
+int sg_enter_io_submit(struct trace_event_raw_sys_enter* ctx) {
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  long nr = (long)ctx->args[1];
+  if (nr <= 0) return 0;
+  if (nr > SG_MAX_AIO_BATCH) {
+    /* More than this program looks at: refused the only way it can be (fail closed). */
+    if (!(w.cfg->flags & SG_STORAGE_CFG_LSM)) {
+      bpf_send_signal(SIGKILL);
+      emit_guest(&w, SG_EV_UNCOUNTED_IO, 0, 0, SG_STORAGE_VERDICT_KILLED);
+    }
+    return 0;
+  }
+  struct sg_aio_ctx c = {.w = &w, .iocbpp = (struct iocb**)ctx->args[2]};
+  bpf_loop(nr, aio_one, &c, 0);
+  return 0;
+}
+
+/* io_uring (QEMU io='io_uring'): every request completes through here, in a thread of the ring's
+ * process (the submitter's task work, an io-wq worker or the SQPOLL thread, all in its cgroup).
+ * Opens are judged like openat's (an fd installed in the table; a direct descriptor is judged at
+ * its first I/O); reads and writes are judged against the dataset and budget and counted by
+ * their result. The I/O has happened: the kill stops what comes next. */
+static __always_inline bool uring_rw(__u8 op, bool* write) {
+  switch (op) {
+    case IORING_OP_READV:
+    case IORING_OP_READ_FIXED:
+    case IORING_OP_READ:
+    case IORING_OP_READ_MULTISHOT:
+    case IORING_OP_READV_FIXED:
+      *write = false;
+      return true;
+    case IORING_OP_WRITEV:
+    case IORING_OP_WRITE_FIXED:
+    case IORING_OP_WRITE:
+    case IORING_OP_WRITEV_FIXED:
+      *write = true;
+      return true;
+  }
+  return false;
+}
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(sg_io_uring_complete, struct io_ring_ctx* ring, void* request,
+             struct io_uring_cqe* cqe) {
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  struct io_kiocb* req = request;
+  __u8 op = BPF_CORE_READ(req, opcode);
+  __s32 res = cqe->res;
+  if (op == IORING_OP_OPENAT || op == IORING_OP_OPENAT2) return open_exit(res);
+  bool write = false;
+  if (!uring_rw(op, &write)) return 0;
+  struct file* file = BPF_CORE_READ(req, file);
+  if (!file) return 0;
+  struct sg_volume_key key = {};
+  struct sg_volume* v = volume_of(file, &key);
+  if (!v) return 0;
+  __u64 bytes = res > 0 ? res : 0;
+  io_guard(&w, v, &key, write, bytes);
+  if (w.g && bytes) count_bytes(w.g->guest_id, v->dataset, write, bytes);
+  return 0;
+}
+
+/* io_uring's splice and tee take their source file at issue and drop it before completion: not
+ * counted, so a guest may not use them on the fallback. */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(sg_io_uring_submit, struct io_kiocb* req) {
+  __u8 op = req->opcode;
+  if (op != IORING_OP_SPLICE && op != IORING_OP_TEE) return 0;
+  struct sg_who w;
+  if (!current_guest(&w) || (w.cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
+  bpf_send_signal(SIGKILL);
+  emit_guest(&w, SG_EV_UNCOUNTED_IO, 0, 0, SG_STORAGE_VERDICT_KILLED);
+  return 0;
+}
+
+/* A 32-bit (int 0x80, sysenter, far call into a 32-bit segment) or x32 syscall is invisible to
+ * every syscalls:* tracepoint. QEMU never makes one: a guest process that does is killed before
+ * it returns to user space (the syscall itself runs with SIGKILL pending). */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sg_sys_enter_compat, struct pt_regs* regs, long id) {
+  struct task_struct* task = bpf_get_current_task_btf();
+  if (!(task->thread_info.status & TS_COMPAT) && !(id & X32_SYSCALL_BIT)) return 0;
+  struct sg_who w;
+  if (!current_guest(&w) || (w.cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
+  bpf_send_signal(SIGKILL);
+  emit_guest(&w, SG_EV_COMPAT_SYSCALL, 0, id, SG_STORAGE_VERDICT_KILLED);
+  return 0;
+}
+
+/* mmap of a volume: reads and writes by page fault pass no hook here. Judged like an open, and
+ * refused (killed) when the dataset has a budget, which such I/O would bypass. */
+SEC("tp/syscalls/sys_enter_mmap")
+int sg_enter_mmap(struct trace_event_raw_sys_enter* ctx) {
+  struct sg_who w;
+  if (!current_guest(&w) || (w.cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
+  struct file* file = fd_file((long)ctx->args[4]);
+  if (!file) return 0;
+  struct sg_volume_key key = {};
+  struct sg_volume* v = volume_of(file, &key);
+  if (!v) return 0;
+  bool write = (ctx->args[2] & 0x2 /* PROT_WRITE */) && (ctx->args[3] & 0x1 /* MAP_SHARED */);
+  if (io_guard(&w, v, &key, write, 0)) return 0;
+  __u32 ds = v->dataset & (SG_MAX_DATASETS - 1);
+  if (!w.cfg->ds[ds].read_quota_bytes && !w.cfg->ds[ds].write_quota_bytes) return 0;
+  bool deny = enforced(&w, v->dataset);
+  if (deny) bpf_send_signal(SIGKILL);
+  emit(&w, SG_EV_UNCOUNTED_IO, v->dataset, key.dev, key.ino,
+       deny ? SG_STORAGE_VERDICT_KILLED : SG_VERDICT_AUDIT);
+  return 0;
+}
+
+/* ftruncate and fallocate move no bytes but change a volume (truncate, punch a hole): judged as a
+ * write on a descriptor the guest never opened. Detection only: neither checks for a fatal signal,
+ * so the change is made before the process dies. */
+static __always_inline int change_enter(long fd) {
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  struct file* file = fd_file(fd);
+  if (!file) return 0;
+  struct sg_volume_key key = {};
+  struct sg_volume* v = volume_of(file, &key);
+  if (v) io_guard(&w, v, &key, true, 0);
+  return 0;
+}
+SEC("tp/syscalls/sys_enter_ftruncate")
+int sg_enter_ftruncate(struct trace_event_raw_sys_enter* ctx) {
+  return change_enter((long)ctx->args[0]);
+}
+SEC("tp/syscalls/sys_enter_fallocate")
+int sg_enter_fallocate(struct trace_event_raw_sys_enter* ctx) {
+  return change_enter((long)ctx->args[0]);
 }

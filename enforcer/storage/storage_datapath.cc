@@ -1135,6 +1135,12 @@ struct StorageDatapath::Impl {
       case SG_EV_WRITE_QUOTA:
         out.kind = "write-quota";
         break;
+      case SG_EV_COMPAT_SYSCALL:
+        out.kind = "compat-syscall";
+        break;
+      case SG_EV_UNCOUNTED_IO:
+        out.kind = "uncounted-io";
+        break;
       default:
         out.kind = fmt::format("kind-{}", e.kind);
     }
@@ -1168,6 +1174,59 @@ struct StorageDatapath::Impl {
     return 0;
   }
 };
+
+// The open and I/O paths beyond open{,at,at2} and p{read,write}* (bpf/storage/README.md, "Every
+// way to open and to move bytes"): attached with either mechanism (they count; without BPF LSM
+// they also judge and kill). A program that does not attach is named in the path's `unavailable`
+// and left out of its mechanism.
+template <class Impl>  // StorageDatapath::Impl (private)
+static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& open, PathStatus& quota,
+                               PathStatus& io) {
+  std::string error;
+  const auto attach = [&](std::initializer_list<bpf_program*> progs, PathStatus& status) {
+    for (bpf_program* p : progs) {
+      if (!m.Attach(p, false, error)) {
+        status.unavailable.push_back(error);
+        return false;
+      }
+    }
+    return true;
+  };
+  auto& progs = m.skel->progs;
+  std::string opens, ios;
+  if (!lsm) {
+    if (attach({progs.sg_tp_creat_exit}, open)) opens += ",creat";
+    if (attach({progs.sg_tp_open_by_handle_exit}, open)) opens += ",open_by_handle_at";
+  }
+  if (attach(
+          {progs.sg_enter_read, progs.sg_exit_read, progs.sg_enter_write, progs.sg_exit_write,
+           progs.sg_enter_readv, progs.sg_exit_readv, progs.sg_enter_writev, progs.sg_exit_writev},
+          io))
+    ios += ",{read,write}{,v}";
+  if (attach({progs.sg_enter_sendfile, progs.sg_exit_sendfile}, io)) ios += ",sendfile64";
+  if (attach({progs.sg_enter_splice, progs.sg_exit_splice}, io)) ios += ",splice";
+  if (attach({progs.sg_enter_copy_file_range, progs.sg_exit_copy_file_range}, io))
+    ios += ",copy_file_range";
+  if (attach({progs.sg_enter_io_submit}, io)) ios += ",io_submit";
+  std::string uring, compat;
+  if (attach({progs.sg_io_uring_complete}, io)) uring = "+tp_btf:io_uring_complete";
+  if (!lsm) {
+    if (!uring.empty() && attach({progs.sg_io_uring_submit}, quota)) uring += ",submit_req";
+    if (attach({progs.sg_sys_enter_compat}, open)) compat = "+tp_btf:sys_enter(32-bit)";
+    if (attach({progs.sg_enter_mmap}, quota)) ios += ",mmap";
+    if (attach({progs.sg_enter_ftruncate, progs.sg_enter_fallocate}, quota))
+      opens += ",ftruncate,fallocate";
+  }
+  if (!lsm && open.guarantee == Guarantee::kDetectsAndKills) {
+    const auto plus = open.mechanism.rfind("+SIGKILL");
+    open.mechanism.insert(plus, opens + uring + compat);
+  }
+  if (io.guarantee == Guarantee::kCounts) {
+    io.mechanism = "tracepoint:sys_{enter,exit}_p{read,write}{64,v,v2}" + ios + uring;
+    if (!lsm && quota.guarantee == Guarantee::kDetectsAndKills)
+      quota.mechanism = "tracepoint:sys_enter_p{read,write}{64,v,v2}" + ios + uring + "+SIGKILL";
+  }
+}
 
 StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
@@ -1375,6 +1434,7 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       quota.guarantee = Guarantee::kNone;
     }
   }
+  AttachOtherIoPaths(m, lsm, open, quota, io);
   if (m.Attach(m.skel->progs.sg_cgroup_mkdir, false, error) &&
       m.Attach(m.skel->progs.sg_cgroup_rmdir, false, error)) {
     m.status.guest_discovery = "tp_btf:cgroup_mkdir";

@@ -247,7 +247,8 @@ std::string ToString(Verdict v);  // "prevented", "killed", "audited"
 
 struct StorageEvent {
   std::string kind;  // open-denied, open-killed, device-denied, connect-denied, read-only,
-                     // read-quota, write-quota
+                     // read-quota, write-quota, compat-syscall (a 32-bit syscall),
+                     // uncounted-io (mmap of a budgeted volume, io_uring splice/tee)
   Verdict verdict = Verdict::kAudited;
   std::string guest;    // domain name; "cgroup:<id>" when no guest is registered for it
   std::string dataset;  // dataset id ("" for connect)

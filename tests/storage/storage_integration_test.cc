@@ -31,7 +31,8 @@ namespace fs = std::filesystem;
 constexpr const char* kSocket = "/run/sovguard-test/storage-it.sock";
 constexpr const char* kConfig = "/run/sovguard-test/storage-it.conf";
 constexpr const char* kWrapper = "/run/sovguard-test/storage-it.sh";
-constexpr std::uint8_t kHealth = 0;
+constexpr std::uint8_t kHealth = 0, kMetered = 1;
+constexpr std::uint64_t kMeteredReadBudget = 8 << 20;
 
 int Sh(const std::string& cmd) {
   return std::system(cmd.c_str());  // NOLINT: test setup through ip/mkfs/qemu-img
@@ -50,6 +51,10 @@ policy::CompiledStorage Policy(const fs::path& pool) {
   d.index = kHealth;
   d.mode = policy::Mode::kEnforce;
   d.pools.push_back({policy::StoragePool::Kind::kPath, pool.string()});
+  s.datasets.push_back(d);
+  d.id = "metered";  // a read budget smaller than the guest's dd (same pool)
+  d.index = kMetered;
+  d.read = policy::Quota{kMeteredReadBudget, 3600};
   s.datasets.push_back(d);
   s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
   s.classes.push_back({1ULL << kHealth, 0x4445 /* DE */, 0, 0});
@@ -374,6 +379,109 @@ TEST_F(StorageIntegration, NbdBackendOnlyInAnAllowedZone) {
   for (const auto& e : Drain()) ADD_FAILURE() << "unexpected event " << e.kind << " " << e.address;
   allowed.Destroy();
 }
+
+// QEMU's disk I/O modes move bytes by different syscalls: io='threads' by preadv/pwritev in a
+// thread pool, io='native' by Linux AIO (io_submit, O_DIRECT: cache='none'), io='io_uring' by an
+// io_uring. In each, dd inside the guest is counted within 1 %, and a read budget smaller than
+// the guest's dd kills QEMU.
+class StorageIoModes : public StorageIntegration,
+                       public ::testing::WithParamInterface<const char*> {
+ protected:
+  // Two disks (vda read, vdb written by guest-init's dd) of `dataset` in I/O mode GetParam().
+  std::unique_ptr<test::TestGuest> DdGuest(const std::string& name, const std::string& tap,
+                                           const std::string& dataset, std::uint64_t dd_mib) {
+    const auto first = pool_ / (name + "-a.img"), second = pool_ / (name + "-b.img");
+    EXPECT_EQ(Sh("truncate -s 48M " + first.string() + " && truncate -s 48M " + second.string()),
+              0);
+    test::GuestSpec spec{.name = name,
+                         .tap = tap,
+                         .metadata =
+                             "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
+                             "<dataset id=\"" +
+                             dataset + "\"/><disk target=\"vda\" dataset=\"" + dataset +
+                             "\"/><disk target=\"vdb\" dataset=\"" + dataset +
+                             "\"/></sovguard:guest>"};
+    auto guest = std::make_unique<test::TestGuest>(spec);
+    const std::string io = GetParam();
+    const std::string driver = "<driver name='qemu' type='raw'" +
+                               std::string(io == "threads" ? "" : " cache='none'") + " io='" + io +
+                               "'/>";
+    for (const auto& [source, dev] : {std::pair{first, "vda"}, std::pair{second, "vdb"}}) {
+      AttachDisk(*guest, "<disk type='file' device='disk'>" + driver + "<source file='" +
+                             source.string() + "'/><target dev='" + dev +
+                             "' bus='virtio'/></disk>");
+    }
+    std::string xml = guest->Virsh({"dumpxml", guest->Name()});
+    const auto at = xml.find("</cmdline>");
+    EXPECT_NE(at, std::string::npos);
+    if (at == std::string::npos) return guest;
+    xml.insert(at, fmt_dd(dd_mib));
+    const auto file = dir_ / (name + ".xml");
+    test::WriteFile(file, xml);
+    guest->Virsh({"define", file.string()});
+    return guest;
+  }
+  std::optional<IoCounters> CountersOf(const std::string& guest) {
+    for (const auto& c : Counters())
+      if (c.guest == guest) return c;
+    return std::nullopt;
+  }
+};
+
+TEST_P(StorageIoModes, DdInsideTheGuestIsCountedWithinOnePercent) {
+  constexpr std::uint64_t kMiB = 1 << 20, kDd = 32;
+  const std::string name = std::string("sgt-sm") + GetParam()[0];
+  auto guest = DdGuest(name, std::string("sgtsm") + GetParam()[0] + "0", "health", kDd);
+  const auto r = guest->TryStart();
+  ASSERT_EQ(r.exit_code, 0) << "io='" << GetParam() << "' guest did not start: " << r.err;
+  ASSERT_TRUE(test::WaitForConsole(guest->ConsoleLog(), "SOVGUARD: dd done", 180s))
+      << test::ReadFile(guest->ConsoleLog());
+  const std::string console = test::ReadFile(guest->ConsoleLog());
+  ASSERT_NE(console.find("SOVGUARD: dd read " + std::to_string(kDd) + " MiB"), std::string::npos)
+      << console;
+  ASSERT_NE(console.find("SOVGUARD: dd wrote " + std::to_string(kDd) + " MiB"), std::string::npos)
+      << console;
+  const auto c = CountersOf(name);
+  ASSERT_TRUE(c.has_value()) << "no counters for " << name;
+  const double want = static_cast<double>(kDd * kMiB);
+  std::cout << "io='" << GetParam() << "': guest dd " << kDd << " MiB each way; counted read "
+            << c->read_bytes << " write " << c->write_bytes << "\n";
+  EXPECT_NEAR(static_cast<double>(c->read_bytes), want, want * 0.01);
+  EXPECT_NEAR(static_cast<double>(c->write_bytes), want, want * 0.01);
+  guest->Destroy();
+}
+
+TEST_P(StorageIoModes, ReadBudgetKillsQemu) {
+  const std::string name = std::string("sgt-sq") + GetParam()[0];
+  auto guest = DdGuest(name, std::string("sgtsq") + GetParam()[0] + "0", "metered", 32);
+  const auto r = guest->TryStart();
+  ASSERT_EQ(r.exit_code, 0) << "io='" << GetParam() << "' guest did not start: " << r.err;
+  std::vector<StorageEvent> events;
+  const bool seen = test::PollUntil(180s, [&] {
+    for (auto& e : Drain()) events.push_back(e);
+    return std::any_of(events.begin(), events.end(), [&](const StorageEvent& e) {
+      return e.guest == name && e.kind == "read-quota";
+    });
+  });
+  ASSERT_TRUE(seen) << "no read-quota event; console:\n" << test::ReadFile(guest->ConsoleLog());
+  EXPECT_TRUE(test::PollUntil(30s, [&] { return !guest->Running(); }))
+      << "QEMU still runs after its read budget was used";
+  const std::string console = test::ReadFile(guest->ConsoleLog());
+  EXPECT_EQ(console.find("SOVGUARD: dd read 32 MiB"), std::string::npos)
+      << "the guest read past its budget:\n"
+      << console;
+  const auto c = CountersOf(name);
+  ASSERT_TRUE(c.has_value());
+  // Judged before the I/O (threads), at submission (native), at completion (io_uring): at most
+  // the requests in flight (QEMU's queue depth of 1 MiB dd requests) past the budget.
+  EXPECT_LE(c->read_bytes, kMeteredReadBudget + (4 << 20));
+  std::cout << "io='" << GetParam() << "': killed; counted read " << c->read_bytes << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, StorageIoModes, ::testing::Values("threads", "native", "io_uring"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param);
+                         });
 
 }  // namespace
 }  // namespace sovguard::storage
