@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "bpf/storage/storage_guard.skel.h"
+#include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/probe/probe_candidates.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/unique_fd.h"
@@ -64,7 +65,7 @@ class ScratchCgroup {
 
 // Opens the storage skeleton with only `programs` set to load: each mechanism is judged alone,
 // so one unsupported program type cannot hide another that works.
-StorageSkel OpenStorageWith(std::initializer_list<const char*> programs, std::string& error) {
+StorageSkel OpenStorageWith(const std::vector<const char*>& programs, std::string& error) {
   StorageSkel skel(storage_guard__open());
   if (!skel) {
     error = "open storage_guard object: " + ErrnoText(errno);
@@ -83,20 +84,7 @@ StorageSkel OpenStorageWith(std::initializer_list<const char*> programs, std::st
   return skel;
 }
 
-Attempt TryLsmFileOpen() {
-  Attempt a{.mechanism = "bpf-lsm:file_open"};
-  auto skel = OpenStorageWith({"sg_lsm_file_open"}, a.error);
-  if (!skel) return a;
-  Link link(bpf_program__attach_lsm(skel->progs.sg_lsm_file_open));
-  if (!link) {
-    a.error = "attach: " + ErrnoText(errno) + " (BPF LSM needs trampolines and 'bpf' in lsm=)";
-    return a;
-  }
-  a.ok = true;
-  return a;
-}
-
-Attempt TryTracepoints(std::string mechanism, std::initializer_list<const char*> programs) {
+Attempt TryTracepoints(std::string mechanism, std::vector<const char*> programs) {
   Attempt a{.mechanism = std::move(mechanism)};
   try {
     EnsureTracefs();
@@ -109,7 +97,7 @@ Attempt TryTracepoints(std::string mechanism, std::initializer_list<const char*>
   std::vector<Link> links;
   for (const char* name : programs) {
     bpf_program* prog = bpf_object__find_program_by_name(skel->obj, name);
-    Link link(prog ? bpf_program__attach(prog) : nullptr);
+    Link link(prog ? bpf_program__attach(prog) : nullptr);  // lsm/ and tp/ alike
     if (!link) {
       a.error = fmt::format("attach {}: {}", name, ErrnoText(errno));
       return a;
@@ -124,7 +112,7 @@ Attempt TryCgroupPrograms(std::string mechanism, std::initializer_list<const cha
   Attempt a{.mechanism = std::move(mechanism)};
   try {
     ScratchCgroup cg;
-    auto skel = OpenStorageWith(programs, a.error);
+    auto skel = OpenStorageWith(std::vector<const char*>(programs), a.error);
     if (!skel) return a;
     std::vector<Link> links;
     for (const char* name : programs) {
@@ -148,21 +136,32 @@ struct Candidate {
   std::function<Attempt()> attempt;
 };
 
+// A rung of the storage-open ladder (enforcer/storage/storage_ladder.h), tried the way
+// StorageDatapath attaches it: its programs, and for fanotify a refused open on our answer.
+Attempt TryOpenRung(const storage::LadderRung& rung) {
+  Attempt a = TryTracepoints(std::string(rung.mechanism), rung.programs);
+  if (a.ok && rung.rung == storage::OpenRung::kFanotify) {
+    a.error = storage::FanotifyGuard::Probe(std::filesystem::temp_directory_path());
+    a.ok = a.error.empty();
+  }
+  if (!a.ok) a.error += " (" + std::string(rung.needs) + ")";
+  return a;
+}
+
+std::vector<Candidate> StorageOpenCandidates() {
+  std::vector<Candidate> out;
+  for (const auto& rung : storage::StorageOpenLadder())
+    out.push_back({rung.guarantee, [&rung] { return TryOpenRung(rung); }});
+  return out;
+}
+
 std::vector<std::pair<std::string, std::vector<Candidate>>> Candidates() {
   std::vector<std::pair<std::string, std::vector<Candidate>>> all;
   all.emplace_back("guest-network-egress",
                    std::vector<Candidate>{{Guarantee::kPrevents, ProbeTapEgress}});
   all.emplace_back("guest-network-ingress",
                    std::vector<Candidate>{{Guarantee::kPrevents, ProbeTapIngress}});
-  all.emplace_back("storage-open", std::vector<Candidate>{
-                                       {Guarantee::kPrevents, TryLsmFileOpen},
-                                       {Guarantee::kDetects,
-                                        [] {
-                                          return TryTracepoints(
-                                              "tracepoint:sys_exit_openat+SIGKILL",
-                                              {"sg_tp_openat_exit"});
-                                        }},
-                                   });
+  all.emplace_back("storage-open", StorageOpenCandidates());
   all.emplace_back(
       "storage-io-accounting",
       std::vector<Candidate>{{Guarantee::kCounts, [] {
@@ -200,20 +199,6 @@ int SilentLibbpfPrint(enum libbpf_print_level, const char*, va_list) {
 }
 
 }  // namespace
-
-std::string ToString(Guarantee g) {
-  switch (g) {
-    case Guarantee::kPrevents:
-      return "prevents";
-    case Guarantee::kDetects:
-      return "detects";
-    case Guarantee::kCounts:
-      return "counts";
-    case Guarantee::kNone:
-      return "none";
-  }
-  return "none";
-}
 
 const std::vector<std::string>& ProbePaths() {
   static const std::vector<std::string> kPaths = [] {
@@ -285,7 +270,8 @@ ProbeReport ProbeReportFromJson(const nlohmann::json& j) {
                   .mechanism = p.at("mechanism").get<std::string>()};
     const auto g = p.at("guarantee").get<std::string>();
     pr.guarantee = g == "prevents"  ? Guarantee::kPrevents
-                   : g == "detects" ? Guarantee::kDetects
+                   // "detects": reports written before the vocabulary was shared
+                   : g == "detects-and-kills" || g == "detects" ? Guarantee::kDetectsAndKills
                    : g == "counts"  ? Guarantee::kCounts
                                     : Guarantee::kNone;
     for (const auto& a : p.at("attempts")) {

@@ -8,15 +8,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "enforcer/storage/storage_ladder.h"
+
 namespace sovguard::enforcer {
 
-enum class Guarantee {
-  kPrevents,  // the access fails before it happens (drop, EPERM)
-  kDetects,   // seen after the fact; the offender can be killed, a write under way may complete
-  kCounts,    // accounting only
-  kNone,      // nothing guards this path on this kernel
-};
-std::string ToString(Guarantee g);
+// One vocabulary with the storage path: prevents, detects-and-kills, counts, none.
+using Guarantee = storage::Guarantee;
+using storage::ToString;
 
 struct Attempt {
   std::string mechanism;  // e.g. "bpf-lsm:file_open"

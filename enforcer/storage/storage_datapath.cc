@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "bpf/storage/storage_guard.skel.h"
+#include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/process.h"
 #include "enforcer/system/unique_fd.h"
@@ -562,6 +563,7 @@ struct StorageDatapath::Impl {
   std::vector<Attached> attached;
   bool detached = false;
   Ring ring;
+  std::unique_ptr<FanotifyGuard> fanotify;  // the fanotify rung of storage-open, when selected
   UniqueFd machine_fd;
   StorageStatus status;
   sg_storage_config cfg{};
@@ -844,6 +846,55 @@ struct StorageDatapath::Impl {
   }
 
   // Drops the attachments made after `size` (a mechanism that could not be completed).
+  // Attaches the strongest rung of the storage-open ladder that works here and records it (and
+  // why each stronger one is not used) in `open`. Throws StorageError when none works.
+  OpenRung AttachOpenRung(PathStatus& open, bool lsm_loaded, const fs::path& cgroup2_root) {
+    for (const LadderRung& rung : StorageOpenLadder()) {
+      if (rung.rung == OpenRung::kBpfLsm && !lsm_loaded) continue;  // why: recorded at load
+      if (rung.rung == OpenRung::kFanotify && options.force_tracepoint_fallback) {
+        open.unavailable.push_back(std::string(rung.mechanism) +
+                                   ": not tried (tracepoint fallback forced)");
+        continue;
+      }
+      const std::size_t before = attached.size();
+      std::string error;
+      bool ok = true;
+      for (const char* name : rung.programs) {
+        bpf_program* prog = bpf_object__find_program_by_name(skel->obj, name);
+        if (!prog) error = std::string("no program ") + name;
+        if (!prog || !Attach(prog, false, error)) {
+          ok = false;
+          break;
+        }
+      }
+      if (ok && rung.rung == OpenRung::kFanotify) {
+        try {
+          fanotify = std::make_unique<FanotifyGuard>(
+              FanotifyTables{.active = Fd(skel->maps.sg_storage_active),
+                             .cfg = Fd(skel->maps.sg_storage_cfg),
+                             .guests = Fd(skel->maps.sg_storage_guests),
+                             .volumes = Fd(skel->maps.sg_volumes)},
+              cgroup2_root, options.machine_cgroup);
+          for (const auto& [key, v] : volumes) {  // adopted from a predecessor
+            if (fs::exists(v.path)) MarkVolume(v.path, sg_volume_key{key.first, key.second});
+          }
+        } catch (const std::exception& e) {
+          fanotify.reset();
+          error = e.what();
+          ok = false;
+        }
+      }
+      if (ok) {
+        open.mechanism = rung.mechanism;
+        open.guarantee = rung.guarantee;
+        return rung.rung;
+      }
+      DropAttached(before);
+      open.unavailable.push_back(fmt::format("{}: {} ({})", rung.mechanism, error, rung.needs));
+    }
+    throw StorageError("storage-open: no mechanism of the ladder attaches", ENOTSUP);
+  }
+
   void DropAttached(std::size_t size) {
     while (attached.size() > size) {
       auto& a = attached.back();
@@ -956,8 +1007,18 @@ struct StorageDatapath::Impl {
     CopyName(meta.path, path);
     Update(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
     Update(Fd(skel->maps.sg_volumes), &key, &v, "sg_volumes");
+    if (fanotify) MarkVolume(path, key);
     volumes[{key.dev, key.ino}] = Volume{path, v.dataset};
     expected.volumes[{key.dev, key.ino}] = v;
+  }
+
+  // The fanotify mark of a protected volume; a volume that cannot be marked is refused.
+  void MarkVolume(const fs::path& path, const sg_volume_key& key) {
+    try {
+      fanotify->Protect(path, key);
+    } catch (const std::system_error& e) {
+      throw StorageRefused(fmt::format("volume {}: fanotify mark: {}", path.string(), e.what()));
+    }
   }
 
   sg_storage_guest Admit(const GuestStorage& g) {
@@ -1380,35 +1441,11 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   }
 
   std::string error;
-  bool lsm = false;
-  if (with_lsm) {
-    const std::size_t before = m.attached.size();
-    lsm = m.Attach(m.skel->progs.sg_lsm_file_open, false, error) &&
-          m.Attach(m.skel->progs.sg_lsm_file_permission, false, error);
-    if (!lsm) {
-      m.DropAttached(before);
-      open.unavailable.push_back("bpf-lsm:file_open: " + error +
-                                 " (BPF LSM needs trampolines and 'bpf' in lsm=)");
-    }
-  }
+  const bool lsm = m.AttachOpenRung(open, with_lsm, *root) == OpenRung::kBpfLsm;
   if (lsm) {
-    open.mechanism = "bpf-lsm:file_open";
-    open.guarantee = Guarantee::kPrevents;
     quota.mechanism = "bpf-lsm:file_permission";
     quota.guarantee = Guarantee::kPrevents;
   } else {
-    if (!m.Attach(m.skel->progs.sg_tp_openat_exit, false, error)) throw StorageError(error, errno);
-    std::string mech = "tracepoint:sys_exit_openat";
-    if (m.Attach(m.skel->progs.sg_tp_openat2_exit, false, error))
-      mech += ",openat2";
-    else
-      open.unavailable.push_back(error);
-    if (m.Attach(m.skel->progs.sg_tp_open_exit, false, error))
-      mech += ",open";
-    else
-      open.unavailable.push_back(error);
-    open.mechanism = mech + "+SIGKILL";
-    open.guarantee = Guarantee::kDetectsAndKills;
     quota.mechanism = "tracepoint:sys_enter_p{read,write}{64,v,v2}+SIGKILL";
     quota.guarantee = Guarantee::kDetectsAndKills;
   }
@@ -1932,6 +1969,7 @@ void StorageDatapath::Detach() {
     // Detach explicitly: another process holding the link must not keep it enforcing.
     if (a.cgroup) bpf_link_detach(a.link.Get());
   }
+  m.fanotify.reset();
   m.attached.clear();
   if (m.pinning()) {
     bpf_map* map = nullptr;
@@ -1978,6 +2016,11 @@ int StorageDatapath::PollEvents(const std::function<void(const StorageEvent&)>& 
   Impl& m = *impl_;
   m.callback = &cb;
   m.delivered = 0;
+  // Denials the fanotify group answered: the tracepoints never see those opens succeed.
+  if (m.fanotify) {
+    for (auto& e : m.fanotify->TakeEvents()) Impl::OnEvent(&m, &e, sizeof e);
+    if (m.delivered > 0) timeout_ms = 0;
+  }
   int err = ring_buffer__poll(m.ring.get(), timeout_ms);
   if (err >= 0) err = ring_buffer__consume(m.ring.get());
   m.callback = nullptr;

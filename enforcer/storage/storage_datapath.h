@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "bpf/sovguard_abi.h"
+#include "enforcer/storage/storage_ladder.h"
 #include "policy/compiled.h"
 
 struct storage_guard;  // bpftool skeleton
@@ -68,8 +69,6 @@ class StorageRefused : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class Guarantee { kPrevents, kDetectsAndKills, kCounts, kNone };
-std::string ToString(Guarantee g);  // "prevents", "detects-and-kills", "counts", "none"
 
 // Which mechanism guards one path, and why a stronger one is not used.
 struct PathStatus {

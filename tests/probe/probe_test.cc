@@ -63,20 +63,20 @@ TEST_F(ProbeTest, CgroupMechanismsPreventOnThisKernel) {
   }
 }
 
-TEST_F(ProbeTest, StorageOpenFallsBackToDetectAndKillWithoutBpfLsm) {
+TEST_F(ProbeTest, StorageOpenPreventsWithFanotifyWithoutBpfLsm) {
   const en::ProbeReport report = en::RunProbe();
   const en::PathResult* r = report.Find("storage-open");
   ASSERT_NE(r, nullptr);
   ASSERT_GE(r->attempts.size(), 1u);
   EXPECT_EQ(r->attempts.front().mechanism, "bpf-lsm:file_open");
-  if (r->attempts.front().ok) {
-    EXPECT_EQ(r->guarantee, en::Guarantee::kPrevents);
-  } else {
-    // The downgrade is explicit: the LSM attempt carries its reason, the tracepoint is selected.
+  // This kernel: no BPF LSM, fanotify permission events (ENGINEERING.md). The downgrade from the
+  // LSM is explicit (its attempt carries the reason); fanotify prevents.
+  EXPECT_EQ(r->guarantee, en::Guarantee::kPrevents);
+  if (!r->attempts.front().ok) {
     EXPECT_FALSE(r->attempts.front().error.empty());
-    EXPECT_EQ(r->mechanism, "tracepoint:sys_exit_openat+SIGKILL");
-    EXPECT_EQ(r->guarantee, en::Guarantee::kDetects);
+    EXPECT_EQ(r->mechanism, "fanotify:open_perm") << r->attempts.back().error;
   }
+  std::printf("storage-open: %s (%s)\n", r->mechanism.c_str(), en::ToString(r->guarantee).c_str());
 }
 
 TEST_F(ProbeTest, JsonRoundTripsAndTableNamesEveryPath) {
@@ -99,7 +99,7 @@ TEST_F(ProbeTest, CtlProbeJsonIsValidAndListsEveryPath) {
     seen.insert(p.at("path").get<std::string>());
     EXPECT_TRUE(p.contains("mechanism"));
     const auto g = p.at("guarantee").get<std::string>();
-    EXPECT_TRUE(g == "prevents" || g == "detects" || g == "counts" || g == "none") << g;
+    EXPECT_TRUE(g == "prevents" || g == "detects-and-kills" || g == "counts" || g == "none") << g;
   }
   for (const auto& path : en::ProbePaths()) EXPECT_TRUE(seen.count(path)) << path;
 }

@@ -1,0 +1,34 @@
+#include "enforcer/storage/storage_ladder.h"
+
+namespace sovguard::storage {
+
+const std::vector<LadderRung>& StorageOpenLadder() {
+  static const std::vector<LadderRung> kLadder = {
+      {OpenRung::kBpfLsm,
+       "bpf-lsm:file_open",
+       Guarantee::kPrevents,
+       {"sg_lsm_file_open", "sg_lsm_file_permission"},
+       "BPF LSM needs trampolines and 'bpf' in lsm="},
+      // The fanotify rung attaches the tracepoint rung's programs too: they kill what the group
+      // lets through while no daemon answers (its fd closed with the process).
+      {OpenRung::kFanotify,
+       "fanotify:open_perm",
+       Guarantee::kPrevents,
+       {"sg_tp_openat_exit", "sg_tp_openat2_exit", "sg_tp_open_exit"},
+       "fanotify permission events need CONFIG_FANOTIFY_ACCESS_PERMISSIONS"},
+      {OpenRung::kTracepointKill,
+       "tracepoint:sys_exit_openat,openat2,open+SIGKILL",
+       Guarantee::kDetectsAndKills,
+       {"sg_tp_openat_exit", "sg_tp_openat2_exit", "sg_tp_open_exit"},
+       "syscall tracepoints need tracefs and CONFIG_FTRACE_SYSCALLS"},
+  };
+  return kLadder;
+}
+
+const LadderRung& RungOf(OpenRung rung) {
+  for (const auto& r : StorageOpenLadder())
+    if (r.rung == rung) return r;
+  return StorageOpenLadder().back();  // unreachable: every rung is in the table
+}
+
+}  // namespace sovguard::storage
