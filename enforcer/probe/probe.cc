@@ -19,6 +19,7 @@
 
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/probe/probe_candidates.h"
+#include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/unique_fd.h"
 
@@ -85,6 +86,11 @@ StorageSkel OpenStorageWith(std::initializer_list<const char*> programs, std::st
 
 Attempt TryLsmFileOpen() {
   Attempt a{.mechanism = "bpf-lsm:file_open"};
+  // It would attach even when "bpf" is not an active LSM, and then never be called.
+  if (auto inactive = BpfLsmInactiveReason()) {
+    a.error = *inactive;
+    return a;
+  }
   auto skel = OpenStorageWith({"sg_lsm_file_open"}, a.error);
   if (!skel) return a;
   Link link(bpf_program__attach_lsm(skel->progs.sg_lsm_file_open));

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "bpf/storage/storage_guard.skel.h"
+#include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/process.h"
 #include "enforcer/system/unique_fd.h"
@@ -1309,13 +1310,16 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   std::string error;
   bool lsm = false;
   if (with_lsm) {
+    // Attached LSM programs are never called when "bpf" is not an active LSM: check that first.
     const std::size_t before = m.attached.size();
-    lsm = m.Attach(m.skel->progs.sg_lsm_file_open, false, error) &&
+    const auto inactive = enforcer::BpfLsmInactiveReason();
+    lsm = !inactive && m.Attach(m.skel->progs.sg_lsm_file_open, false, error) &&
           m.Attach(m.skel->progs.sg_lsm_file_permission, false, error);
     if (!lsm) {
       m.DropAttached(before);
-      open.unavailable.push_back("bpf-lsm:file_open: " + error +
-                                 " (BPF LSM needs trampolines and 'bpf' in lsm=)");
+      open.unavailable.push_back(
+          "bpf-lsm:file_open: " +
+          (inactive ? *inactive : error + " (BPF LSM needs trampolines and 'bpf' in lsm=)"));
     }
   }
   if (lsm) {
