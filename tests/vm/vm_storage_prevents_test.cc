@@ -191,5 +191,21 @@ TEST_F(VmStoragePreventsTest, WriteQuotaIsRefusedWithEdquotAndTheProcessLives) {
   EXPECT_EQ(counters[0].write_bytes, kQuota);
 }
 
+// The write that would cross the budget is refused too, whatever the chunk size: 100 KiB chunks do
+// not divide 1 MiB, so after ten writes (1000 KiB used) the eleventh would end at 1100 KiB.
+TEST_F(VmStoragePreventsTest, WriteThatWouldCrossTheQuotaIsRefusedWhole) {
+  const auto img = approved_ / "metered.img";
+  WriteFile(img, 0);
+  const auto cg = StartGuest("metered", 1ULL << kMetered, {{.source = img, .dataset = "metered"}});
+  constexpr std::size_t kChunk = 100 << 10;
+  const auto r = RunInCgroup(cg, [&] { return WriteUntilRefused(img, kChunk); });
+  ASSERT_TRUE(r.exited) << "signal " << r.signal << ": the LSM must refuse, not kill";
+  EXPECT_EQ(r.exit_code, kEdquot);
+  EXPECT_EQ(fs::file_size(img), 10 * kChunk) << "bytes past the budget reached the file";
+  const auto counters = sp_->ReadCounters();
+  ASSERT_EQ(counters.size(), 1u);
+  EXPECT_EQ(counters[0].write_bytes, 10 * kChunk);
+}
+
 }  // namespace
 }  // namespace sovguard::storage

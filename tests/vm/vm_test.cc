@@ -155,7 +155,8 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
       {"VmStoragePreventsTest.RefusedOpenReturnsEpermAndTheProcessKeepsRunning",
        "VmStoragePreventsTest.EveryWayOfOpeningTheVolumeIsRefused",
        "VmStoragePreventsTest.ReadOnlyVolumeOpenedForWritingIsEpermAndReadingStillWorks",
-       "VmStoragePreventsTest.WriteQuotaIsRefusedWithEdquotAndTheProcessLives"});
+       "VmStoragePreventsTest.WriteQuotaIsRefusedWithEdquotAndTheProcessLives",
+       "VmStoragePreventsTest.WriteThatWouldCrossTheQuotaIsRefusedWhole"});
   ExpectPassedWithoutSkips(io, "storage_kernel_test",
                            {"StorageKernelTest.BpfLsmRefusesTheOpenWithEperm",
                             "StorageKernelTest.ReadOnlyVolumeOpenedForWritingIsRefused",
