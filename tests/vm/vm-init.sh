@@ -59,8 +59,11 @@ mount -t 9p -o trans=virtio,version=9p2000.L,cache=none vmio "$r$io" ||
 echo "$lsm" >"$r$io/lsm"
 [ -e $r/etc/mtab ] || ln -s ../proc/self/mounts $r/etc/mtab
 ip link set lo up
-# Modules the kernel tier loads on demand on a host (loop devices, veth pairs): from the host's
-# /lib/modules, visible in the overlay root.
+# Modules come from the host's /lib/modules in the overlay root: loop devices and veth pairs
+# now, the rest (sch_ingress for clsact, ...) when the kernel asks, through this modprobe.
+printf '#!/bin/busybox sh\nexec chroot /newroot /sbin/modprobe "$@"\n' >/modprobe-hostroot
+chmod 0755 /modprobe-hostroot
+echo /modprobe-hostroot >/proc/sys/kernel/modprobe
 chroot $r /sbin/modprobe -a loop veth || echo "SOVGUARD-VM: modprobe loop veth failed"
 
 chroot $r /bin/bash "$io/cmd.sh"
