@@ -652,9 +652,38 @@ int sg_exit_pwritev2(struct trace_event_raw_sys_exit* ctx) {
   return io_exit(ctx->ret);
 }
 
+/* Bytes the read/write system call that asked for this file_permission check wants to move, from
+ * its user registers (x86-64: nr in orig_ax, args in di, si, dx); 1 for any other caller (io_uring,
+ * splice, sendfile, copy_file_range, a kernel thread), which is then refused only once the budget
+ * is used up. */
+static __always_inline __u64 lsm_io_bytes(void) {
+  struct pt_regs* regs = (struct pt_regs*)bpf_task_pt_regs(bpf_get_current_task_btf());
+  if (!regs) return 1;
+  long nr = BPF_CORE_READ(regs, orig_ax);
+  unsigned long buf = BPF_CORE_READ(regs, si), count = BPF_CORE_READ(regs, dx);
+  __u64 bytes = 1;
+  switch (nr) {
+    case 0:  /* read */
+    case 1:  /* write */
+    case 17: /* pread64 */
+    case 18: /* pwrite64 */
+      bytes = count;
+      break;
+    case 19:  /* readv */
+    case 20:  /* writev */
+    case 295: /* preadv */
+    case 296: /* pwritev */
+    case 327: /* preadv2 */
+    case 328: /* pwritev2 */
+      bytes = iov_bytes((const struct iovec*)buf, count);
+      break;
+  }
+  return bytes ? bytes : 1;
+}
+
 /* With BPF LSM: every read/write of a protected volume is judged before it happens (fds passed in
- * by another process included). The budget check has no byte count here: an I/O is refused once
- * the window's budget is used up. */
+ * by another process included), with the system call's byte count: the I/O that would cross the
+ * window's budget is refused whole. */
 SEC("lsm/file_permission")
 int BPF_PROG(sg_lsm_file_permission, struct file* file, int mask, int ret) {
   if (ret) return ret;
@@ -665,7 +694,7 @@ int BPF_PROG(sg_lsm_file_permission, struct file* file, int mask, int ret) {
   if (!v) return 0;
   bool write = (mask & MAY_WRITE) != 0;
   __u32 why = check_volume(&w, v, write);
-  if (!why) why = over_quota(&w, v->dataset, write, 1);
+  if (!why) why = over_quota(&w, v->dataset, write, lsm_io_bytes());
   if (!why) return 0;
   bool deny = enforced(&w, v->dataset);
   emit(&w, why, v->dataset, key.dev, key.ino, deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT);

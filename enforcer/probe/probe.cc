@@ -20,6 +20,7 @@
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/probe/probe_candidates.h"
+#include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/unique_fd.h"
 
@@ -139,6 +140,13 @@ struct Candidate {
 // A rung of the storage-open ladder (enforcer/storage/storage_ladder.h), tried the way
 // StorageDatapath attaches it: its programs, and for fanotify a refused open on our answer.
 Attempt TryOpenRung(const storage::LadderRung& rung) {
+  if (rung.rung == storage::OpenRung::kBpfLsm) {
+    // LSM programs attach even when "bpf" is not an active LSM, and are then never called.
+    if (auto inactive = BpfLsmInactiveReason()) {
+      return Attempt{.mechanism = std::string(rung.mechanism),
+                     .error = *inactive + " (" + std::string(rung.needs) + ")"};
+    }
+  }
   Attempt a = TryTracepoints(std::string(rung.mechanism), rung.programs);
   if (a.ok && rung.rung == storage::OpenRung::kFanotify) {
     a.error = storage::FanotifyGuard::Probe(std::filesystem::temp_directory_path());

@@ -28,6 +28,7 @@
 
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/storage/fanotify_guard.h"
+#include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/process.h"
 #include "enforcer/system/unique_fd.h"
@@ -851,6 +852,13 @@ struct StorageDatapath::Impl {
   OpenRung AttachOpenRung(PathStatus& open, bool lsm_loaded, const fs::path& cgroup2_root) {
     for (const LadderRung& rung : StorageOpenLadder()) {
       if (rung.rung == OpenRung::kBpfLsm && !lsm_loaded) continue;  // why: recorded at load
+      if (rung.rung == OpenRung::kBpfLsm) {
+        // Attached LSM programs are never called when "bpf" is not an active LSM.
+        if (const auto inactive = enforcer::BpfLsmInactiveReason()) {
+          open.unavailable.push_back(fmt::format("{}: {}", rung.mechanism, *inactive));
+          continue;
+        }
+      }
       if (rung.rung == OpenRung::kFanotify && options.force_tracepoint_fallback) {
         open.unavailable.push_back(std::string(rung.mechanism) +
                                    ": not tried (tracepoint fallback forced)");

@@ -3,9 +3,13 @@
 #   busybox-static     -> /bin/busybox (the whole userland)
 #   linux-image-amd64  -> the kernel modules the Debian kernel lacks built in (virtio_pci, virtio_net,
 #                         virtio_blk, ext4 and everything modules.dep says they need)
-# Usage: build-guest-initramfs.sh KERNEL_VERSION INIT_SCRIPT OUTPUT.cpio.gz
+# Usage: build-guest-initramfs.sh KERNEL_VERSION INIT_SCRIPT OUTPUT.cpio.gz [MODULE...]
+# MODULEs replace the default set (tests/vm passes 9p, 9pnet_virtio, overlay, ...).
 set -euo pipefail
 kver=$1 init=$2 out=$3
+shift 3
+modules=("$@")
+[[ ${#modules[@]} -gt 0 ]] || modules=(virtio_pci virtio_net virtio_blk ext4)
 moddir=/lib/modules/$kver
 [[ -f $moddir/modules.dep ]] || { echo "no $moddir/modules.dep: install linux-image-amd64" >&2; exit 1; }
 [[ -x /bin/busybox ]] || { echo "no /bin/busybox: install busybox-static" >&2; exit 1; }
@@ -28,7 +32,7 @@ visit() {
   for dep in $deps; do visit "$dep"; done
   order+=("$rel")
 }
-for name in virtio_pci virtio_net virtio_blk ext4; do
+for name in "${modules[@]}"; do
   rel=$(awk -v n="/$name.ko:" 'index($1, n) { sub(":", "", $1); print $1; exit }' "$moddir/modules.dep")
   [[ -n $rel ]] || { echo "module $name not in $moddir/modules.dep" >&2; exit 1; }
   visit "$rel"

@@ -1,0 +1,211 @@
+// Runs only inside the vm tier's guest booted with BPF LSM (vm_test boots it; ctest never runs this
+// binary on the host). There the storage path must select lsm/file_open + lsm/file_permission, and
+// this asserts prevention strictly, as an attacking QEMU would probe it: refused opens return EPERM
+// and the process keeps running, every way of opening the volume is seen, and a write past the
+// quota is refused with EDQUOT, not killed.
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "tests/storage/storage_test_util.h"
+
+namespace sovguard::storage {
+namespace {
+
+using namespace testing;  // NOLINT
+
+constexpr std::uint8_t kHealth = 0, kArchive = 1, kOther = 2, kMetered = 3;
+constexpr std::uint64_t kQuota = 1 << 20;
+// Child exit codes: the body got this far and then saw what it reports.
+constexpr int kOk = 0, kEperm = 13, kEdquot = 14, kOtherError = 20;
+
+policy::CompiledStorage Policy(const fs::path& approved) {
+  policy::CompiledStorage s;
+  auto ds = [&](std::string id, std::uint8_t index) {
+    policy::CompiledStorageDataset d;
+    d.id = std::move(id);
+    d.index = index;
+    d.mode = policy::Mode::kEnforce;
+    d.pools.push_back({policy::StoragePool::Kind::kPath, approved.string()});
+    return d;
+  };
+  s.datasets.push_back(ds("health", kHealth));
+  s.datasets.push_back(ds("archive", kArchive));
+  s.datasets.back().read_only = true;
+  s.datasets.push_back(ds("other", kOther));
+  s.datasets.push_back(ds("metered", kMetered));
+  s.datasets.back().write = policy::Quota{kQuota, 3600};
+  s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
+  return s;
+}
+
+int ErrnoCode() {
+  return errno == EPERM ? kEperm : errno == EDQUOT ? kEdquot : kOtherError;
+}
+
+class VmStoragePreventsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    approved_ = tmp_.path() / "approved";
+    fs::create_directories(approved_);
+    image_ = approved_ / "health.img";
+    WriteFile(image_, 1 << 20);
+    sp_ = std::make_unique<StorageDatapath>(StorageOptions{.machine_cgroup = cgroups_.machine()});
+    sp_->ApplyPolicy(Policy(approved_));
+    const PathStatus* open = sp_->Status().Find("storage-open");
+    const PathStatus* quota = sp_->Status().Find("storage-io-quota");
+    ASSERT_EQ(open->mechanism, "bpf-lsm:file_open")
+        << (open->unavailable.empty() ? "" : open->unavailable.front());
+    ASSERT_EQ(open->guarantee, Guarantee::kPrevents);
+    ASSERT_EQ(quota->mechanism, "bpf-lsm:file_permission");
+    ASSERT_EQ(quota->guarantee, Guarantee::kPrevents);
+  }
+
+  fs::path StartGuest(const std::string& name, std::uint64_t datasets,
+                      std::vector<GuestDisk> disks = {}) {
+    const std::string dir = "qemu-1-" + name + ".libvirt-qemu";
+    sp_->ExpectGuest(dir, GuestStorage{.name = name, .datasets = datasets, .disks = disks});
+    return cgroups_.Make(dir);
+  }
+
+  // A guest holding only "other": every open of the health image must be refused.
+  fs::path Intruder() {
+    StartGuest("owner", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
+    return StartGuest("intruder", 1ULL << kOther);
+  }
+
+  TempDir tmp_;
+  TestCgroups cgroups_;
+  fs::path approved_, image_;
+  std::unique_ptr<StorageDatapath> sp_;
+};
+
+TEST_F(VmStoragePreventsTest, RefusedOpenReturnsEpermAndTheProcessKeepsRunning) {
+  const auto cg = Intruder();
+  const auto own = tmp_.path() / "scratch";
+  const auto r = RunInCgroup(cg, [&] {
+    if (::open(image_.c_str(), O_RDONLY | O_CLOEXEC) >= 0 || errno != EPERM) return kOtherError;
+    // Still alive and still able to do its own I/O after the refusal.
+    const int fd = ::open(own.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0 || ::write(fd, "alive", 5) != 5) return 30;
+    ::close(fd);
+    return kEperm;
+  });
+  ASSERT_TRUE(r.exited) << "killed by signal " << r.signal << ": the LSM must refuse, not kill";
+  EXPECT_EQ(r.exit_code, kEperm);
+  EXPECT_EQ(fs::file_size(own), 5u);
+}
+
+TEST_F(VmStoragePreventsTest, EveryWayOfOpeningTheVolumeIsRefused) {
+  const auto cg = Intruder();
+  const auto link = tmp_.path() / "hardlink.img";  // same inode, from outside the approved pool
+  fs::create_hard_link(image_, link);
+  const auto sym = tmp_.path() / "symlink.img";
+  fs::create_symlink(image_, sym);
+  struct Way {
+    const char* name;
+    std::function<int()> open;
+  };
+  const std::vector<Way> ways = {
+      {"open O_RDONLY", [&] { return ::open(image_.c_str(), O_RDONLY | O_CLOEXEC); }},
+      {"open O_WRONLY", [&] { return ::open(image_.c_str(), O_WRONLY | O_CLOEXEC); }},
+      {"open O_RDWR|O_DIRECT",
+       [&] { return ::open(image_.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC); }},
+      {"openat2",
+       [&] {
+         open_how how{.flags = O_RDONLY | O_CLOEXEC};
+         return static_cast<int>(
+             ::syscall(SYS_openat2, AT_FDCWD, image_.c_str(), &how, sizeof how));
+       }},
+      {"hard link elsewhere", [&] { return ::open(link.c_str(), O_RDONLY | O_CLOEXEC); }},
+      {"symlink", [&] { return ::open(sym.c_str(), O_RDONLY | O_CLOEXEC); }},
+      {"reopen of an O_PATH fd through /proc/self/fd",
+       [&] {
+         const int p = ::open(image_.c_str(), O_PATH | O_CLOEXEC);  // no file_open for O_PATH
+         if (p < 0) return -2;
+         const std::string proc = "/proc/self/fd/" + std::to_string(p);
+         return ::open(proc.c_str(), O_RDWR | O_CLOEXEC);
+       }},
+  };
+  for (const auto& way : ways) {
+    const auto r = RunInCgroup(cg, [&] {
+      const int fd = way.open();
+      return fd >= 0 ? kOk : ErrnoCode();
+    });
+    EXPECT_TRUE(r.exited) << way.name << ": signal " << r.signal;
+    EXPECT_EQ(r.exit_code, kEperm) << way.name;
+  }
+}
+
+TEST_F(VmStoragePreventsTest, ReadOnlyVolumeOpenedForWritingIsEpermAndReadingStillWorks) {
+  const auto archive = approved_ / "archive.img";
+  WriteFile(archive, 1 << 20);
+  const auto cg =
+      StartGuest("reader", 1ULL << kArchive, {{.source = archive, .dataset = "archive"}});
+  const auto r = RunInCgroup(cg, [&] {
+    if (::open(archive.c_str(), O_RDWR | O_CLOEXEC) >= 0 || errno != EPERM) return kOtherError;
+    if (::open(archive.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC) >= 0 || errno != EPERM) return 31;
+    const int fd = ::open(archive.c_str(), O_RDONLY | O_CLOEXEC);
+    char b[4096];
+    if (fd < 0 || ::read(fd, b, sizeof b) != sizeof b) return 32;
+    ::close(fd);
+    return kEperm;
+  });
+  ASSERT_TRUE(r.exited) << "signal " << r.signal;
+  EXPECT_EQ(r.exit_code, kEperm);
+}
+
+// Writes `chunk` bytes at a time (bounded: 4x the budget) until one fails; the child's code.
+int WriteUntilRefused(const fs::path& img, std::size_t chunk) {
+  const int fd = ::open(img.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return kOtherError;
+  std::vector<char> buf(chunk, 'q');
+  for (std::size_t i = 0; i < 4 * kQuota / chunk; ++i) {
+    if (::pwrite(fd, buf.data(), chunk, static_cast<off_t>(i * chunk)) !=
+        static_cast<ssize_t>(chunk)) {
+      return ErrnoCode();
+    }
+  }
+  return kOk;
+}
+
+// 64 KiB chunks divide the 1 MiB budget: the sixteenth write uses it up exactly, the next one is
+// refused with EDQUOT, and the process lives on.
+TEST_F(VmStoragePreventsTest, WriteQuotaIsRefusedWithEdquotAndTheProcessLives) {
+  const auto img = approved_ / "metered.img";
+  WriteFile(img, 0);
+  const auto cg = StartGuest("metered", 1ULL << kMetered, {{.source = img, .dataset = "metered"}});
+  const auto r = RunInCgroup(cg, [&] { return WriteUntilRefused(img, 64 << 10); });
+  ASSERT_TRUE(r.exited) << "signal " << r.signal << ": the LSM must refuse, not kill";
+  EXPECT_EQ(r.exit_code, kEdquot);
+  EXPECT_EQ(fs::file_size(img), kQuota);
+  const auto counters = sp_->ReadCounters();
+  ASSERT_EQ(counters.size(), 1u);
+  EXPECT_EQ(counters[0].write_bytes, kQuota);
+}
+
+// The write that would cross the budget is refused too, whatever the chunk size: 100 KiB chunks do
+// not divide 1 MiB, so after ten writes (1000 KiB used) the eleventh would end at 1100 KiB.
+TEST_F(VmStoragePreventsTest, WriteThatWouldCrossTheQuotaIsRefusedWhole) {
+  const auto img = approved_ / "metered.img";
+  WriteFile(img, 0);
+  const auto cg = StartGuest("metered", 1ULL << kMetered, {{.source = img, .dataset = "metered"}});
+  constexpr std::size_t kChunk = 100 << 10;
+  const auto r = RunInCgroup(cg, [&] { return WriteUntilRefused(img, kChunk); });
+  ASSERT_TRUE(r.exited) << "signal " << r.signal << ": the LSM must refuse, not kill";
+  EXPECT_EQ(r.exit_code, kEdquot);
+  EXPECT_EQ(fs::file_size(img), 10 * kChunk) << "bytes past the budget reached the file";
+  const auto counters = sp_->ReadCounters();
+  ASSERT_EQ(counters.size(), 1u);
+  EXPECT_EQ(counters[0].write_bytes, 10 * kChunk);
+}
+
+}  // namespace
+}  // namespace sovguard::storage
