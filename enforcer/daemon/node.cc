@@ -188,6 +188,8 @@ void Node::ApplyPolicy(LoadedPolicy loaded) {
       loaded.source, ms.count(), loaded.compiled.datasets.size(), modes,
       loaded.compiled.ipv4.size(), loaded.compiled.ipv6.size(),
       policy::DigestHex(loaded.compiled.digest));
+  for (const auto& w : policy::PolicyWarnings(loaded.validated))
+    log::Warning("policy {}: {}", loaded.source, w);
   if (storage_) {
     // The storage path follows the same policy; a failure here keeps the previous storage maps
     // (never half-applied) and is reported, while the network policy already switched.
