@@ -241,6 +241,8 @@ void Node::ApplyPolicy(LoadedPolicy loaded) {
       loaded.source, ms.count(), loaded.compiled.datasets.size(), modes,
       loaded.compiled.ipv4.size(), loaded.compiled.ipv6.size(),
       policy::DigestHex(loaded.compiled.digest));
+  for (const auto& w : policy::PolicyWarnings(loaded.validated))
+    log::Warning("policy {}: {}", loaded.source, w);
   attestation::measure::MeasurePolicyApplied(*measurements_, loaded.source, loaded.source_bytes);
   metrics::ExportPolicy(*metrics_, loaded.compiled, loaded.source, loaded.bundle_version);
   loaded.storage = {};  // the kernel maps hold it

@@ -22,6 +22,13 @@ std::string Where(const ParsedFile& f, std::string_view path) {
   return f.name + ":" + std::to_string(l.line) + ":" + std::to_string(l.col);
 }
 
+std::string AddressOnlyWarning(std::string_view exception) {
+  return "exception \"" + std::string(exception) +
+         "\" names no ports: it carries any protocol and port to its addresses, so a tunnel or "
+         "relay through them is not stopped; list what it is for, e.g. ports: \"udp/53\" "
+         "\"tcp/53\"";
+}
+
 bool ValidId(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
@@ -230,12 +237,7 @@ class Validator {
               " protocol/port entries, at most " + std::to_string(SG_PORT_RULES));
     }
     if (e.ports_size() == 0) {
-      warnings_.push_back(
-          f.At(base + ".name",
-               "warning: exception \"" + e.name() +
-                   "\" names no ports: it carries any protocol and port to its addresses, so a "
-                   "tunnel or relay through them is not stopped; list what it is for, e.g. ports: "
-                   "\"udp/53\" \"tcp/53\""));
+      warnings_.push_back(f.At(base + ".name", "warning: " + AddressOnlyWarning(e.name())));
     }
     exceptions_[m.name] = std::move(m);
     exception_order_.push_back(e.name());
@@ -546,6 +548,13 @@ const DatasetModel* ValidatedPolicy::FindDataset(std::string_view id) const {
     if (d.id == id) return &d;
   }
   return nullptr;
+}
+
+std::vector<std::string> PolicyWarnings(const ValidatedPolicy& policy) {
+  std::vector<std::string> warnings;
+  for (const auto& e : policy.exceptions)
+    if (e.ports.empty()) warnings.push_back(AddressOnlyWarning(e.name));
+  return warnings;
 }
 
 LoadResult Validate(const std::vector<ParsedFile>& files, std::int64_t now) {

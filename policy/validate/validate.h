@@ -77,6 +77,10 @@ struct ValidatedPolicy {
   const DatasetModel* FindDataset(std::string_view id) const;
 };
 
+// What `policy check` warns about in a policy that loads: one line per exception that names no
+// ports (it carries any protocol and port), in name order. The daemon logs the same at load.
+std::vector<std::string> PolicyWarnings(const ValidatedPolicy& policy);
+
 struct LoadResult {
   std::optional<ValidatedPolicy> policy;
   Diagnostics diagnostics;

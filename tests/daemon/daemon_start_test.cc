@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "attestation/eventlog/cel.h"
 #include "tests/harness/require.h"
@@ -168,6 +169,44 @@ TEST_F(DaemonStart, OneDaemonPerRuntimeDirAndAnExplicitMeasuredRelease) {
   EXPECT_TRUE(daemon.Status().at("storage").at("enforced").get<bool>());
   ASSERT_EQ(st::RunShell("bpftool cgroup show " + machine, &out), 0) << out;
   EXPECT_NE(out.find("connect4"), std::string::npos) << out;
+  EXPECT_EQ(daemon.Terminate(), 0) << daemon.Log();
+  EXPECT_EQ(daemon.RunOnce({"--release-enforcement"}, &out), 0) << out;
+}
+
+// An exception without ports still loads (older policies) but carries any protocol and port: the
+// daemon's log says so once when it loads the policy, in the words `policy check` uses.
+TEST_F(DaemonStart, LogsTheAddressOnlyExceptionWarningWhenItLoadsThePolicy) {
+  const fs::path src = fs::path(SOVGUARD_SOURCE_DIR) / "policy/data";
+  const fs::path data = dir_ / "data";
+  fs::create_directories(data);
+  fs::create_symlink(src / "world.sgjt", data / "world.sgjt");
+  std::string policy = st::ReadTextFile(src / "default-eu-eea.textproto");
+  const std::string allow = R"(allow: ["EU", "EEA"])";
+  const auto at = policy.find(allow);
+  ASSERT_NE(at, std::string::npos) << policy;
+  policy.insert(at + allow.size(), R"( exceptions: "resolver")");
+  policy += "\nexceptions { name: \"resolver\" cidrs: \"203.0.113.53/32\" reason: \"resolver\" }\n";
+  std::ofstream(data / "default-eu-eea.textproto") << policy;
+
+  std::string why, out;
+  st::DaemonProcess daemon(dir_, {"--data-dir", data.string()});
+  ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
+  const std::string log = daemon.Log();
+  const std::string warning = "<4>sovguardd: policy " +
+                              (data / "default-eu-eea.textproto").string() +
+                              ": exception \"resolver\" names no ports: it carries any protocol";
+  const auto first = log.find(warning);
+  EXPECT_NE(first, std::string::npos) << log;
+  EXPECT_EQ(log.find(warning, first + 1), std::string::npos) << "logged more than once:\n" << log;
+  // `policy check` prints the same sentence (and still accepts the policy).
+  EXPECT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " policy check " +
+                             (data / "default-eu-eea.textproto").string() + " 2>&1",
+                         &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("exception \"resolver\" names no ports: it carries any protocol"),
+            std::string::npos)
+      << out;
   EXPECT_EQ(daemon.Terminate(), 0) << daemon.Log();
   EXPECT_EQ(daemon.RunOnce({"--release-enforcement"}, &out), 0) << out;
 }

@@ -102,6 +102,11 @@ TEST(PolicyExceptionPorts, AddressOnlyStaysValidWithAWarningAndItsDigest) {
   ASSERT_TRUE(r.ok()) << Errors(r);
   ASSERT_EQ(r.warnings.size(), 1u);
   EXPECT_NE(r.warnings[0].message.find("any protocol and port"), std::string::npos);
+  // The daemon logs the same text at load, from the validated policy alone.
+  const auto logged = PolicyWarnings(*r.policy);
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_EQ("warning: " + logged[0], r.warnings[0].message);
+  EXPECT_TRUE(PolicyWarnings(*Load(R"(ports: "udp/53")").policy).empty());
   const auto c = Compile(*r.policy, Table());
   EXPECT_TRUE(c.port_rulesets.empty());
   EXPECT_EQ(ClassOf(c, "203.0.113.53").allowed_datasets, 1u);
