@@ -61,7 +61,11 @@ static __always_inline __u32 sg_classify_v6(__u32 gen, const __u8* dst) {
   __u32 block = l1v & ~SG_V6_L1_BLOCK;
   struct sg_v6_block* b = bpf_map_lookup_elem(l2, &block);
   if (!b) return 0;
-  __u32 cls = b->cls[(((__u32)dst[2] << 8) | dst[3]) & (SG_V6_BLOCK_SLOTS - 1)];
+  /* The mask stays an instruction (clang would drop it as redundant): 6.1's verifier loses the
+   * bounds of the OR and needs it to index the block. */
+  __u32 slot = ((__u32)dst[2] << 8) | dst[3];
+  barrier_var(slot);
+  __u32 cls = b->cls[slot & (SG_V6_BLOCK_SLOTS - 1)];
   if ((cls & SG_V6_NODE) && cls != SG_V6_TRIE) {
     /* Longer prefixes under this /32: one 256-slot node per further byte, down to /64. */
     void* l3 = bpf_map_lookup_elem(&sg_v6_l3_outer, &gen);

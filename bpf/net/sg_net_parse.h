@@ -109,8 +109,10 @@ static __always_inline int sg_parse_ipv4(struct __sk_buff* skb, void* data, void
      * option is walked to the end of the header (bpf_loop: the verifier checks one step, not
      * every path through 40 of them); a walk that does not finish there is malformed. */
     struct sg_opt_walk w = {};
-    __u32 len = (hlen - 20) & 63;
-    if (len == 0 || len > SG_MAX_IPV4_OPT_BYTES) return -1;
+    /* hlen is 24..60 here. Built to start at 4, so that a verifier that does not narrow a
+     * minimum from a "!= 0" test (Debian 12's 6.1) also sees a non-zero load size. */
+    __u32 len = ((hlen - 24) & 63) + 4;
+    if (len > SG_MAX_IPV4_OPT_BYTES) return -1;
     if (bpf_skb_load_bytes(skb, off + 20, w.buf, len) < 0) return -1;
     w.len = len;
     bpf_loop(SG_MAX_IPV4_OPT_BYTES, sg_opt_step, &w, 0);

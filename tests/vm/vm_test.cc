@@ -47,6 +47,11 @@ std::string Quote(const std::string& s) {
 constexpr const char* kTcgTooSlow =
     "StorageKernelTest.WorldSizedAddressTablesLoadAndReloadInBoundedTime";
 
+// Left out in the guest: 100 policy swaps under lock-step traffic expects traffic during every
+// swap; under TCG 67 of 100 swaps saw traffic (0 forbidden delivered, 0 allowed lost), 193 s.
+constexpr const char* kTcgTooSlowNet =
+    "-NetnsTest.HundredSwapsUnderTrafficLeakNothingAndDropNothingAllowed";
+
 class VmTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -140,7 +145,9 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
                        {{"tests/probe/probe_test", ""},
                         {"tests/vm/vm_storage_prevents_test", ""},
                         {"tests/storage/storage_kernel_test", std::string("-") + kTcgTooSlow},
-                        {"tests/storage/storage_systemd_test", ""}},
+                        {"tests/storage/storage_systemd_test", ""},
+                        {"tests/datapath/datapath_netns_test", kTcgTooSlowNet},
+                        {"tests/datapath/datapath_escape_test", ""}},
                        900);
   const std::string lsm = Lsm(io);
   std::printf("guest lsm=%s\n", lsm.c_str());
@@ -163,6 +170,16 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
                             "StorageKernelTest.WriteQuotaStopsWrites"});
   ExpectPassedWithoutSkips(io, "storage_systemd_test",
                            {"StorageSystemdTest.GuestWithoutTheDatasetInLibvirtEmulatorIsRefused"});
+  // The network path on the distribution kernel: tc programs load, enforce, and the escape
+  // corpus delivers nothing.
+  for (const char* path : {"guest-network-egress", "guest-network-ingress"}) {
+    EXPECT_EQ(Probe(io, path).value("guarantee", ""), "prevents") << Probe(io, path).dump();
+  }
+  ExpectPassedWithoutSkips(io, "datapath_netns_test",
+                           {"NetnsTest.EnforceLetsAllowedThroughAndStopsForbidden"});
+  ExpectPassedWithoutSkips(
+      io, "datapath_escape_test",
+      {"EscapeTest.NoAttackFrameReachesAForbiddenDestination", "EscapeTest.ControlsStillWork"});
 }
 
 // The same kernel booted with an lsm= list without bpf: the fallback ladder is selected and says
