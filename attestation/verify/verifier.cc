@@ -608,15 +608,34 @@ X509Store LoadEkCaStore(const std::filesystem::path& dir) {
   return store;
 }
 
-// What a TCG EK certificate (EK Credential Profile 2.x) says about its TPM: the EK EKU
-// (2.23.133.8.1) and, in a directoryName of the subject alternative name, the TPM manufacturer
-// (2.23.133.2.1), model (2.23.133.2.2) and firmware version (2.23.133.2.3).
+// What a TCG EK certificate (EK Credential Profile 2.x) says about its TPM and its purpose: the
+// EK EKU (2.23.133.8.1); in a directoryName of the subject alternative name, the TPM manufacturer
+// (2.23.133.2.1), model (2.23.133.2.2) and firmware version (2.23.133.2.3); basic constraints
+// (an EK is never a CA); key usage (keyEncipherment for an RSA EK, keyAgreement for an ECC EK);
+// the certificate policy identifiers (the issuer's own OIDs: the profile names none common to all
+// EKs, so the auditor pins them with --ek-policy).
 struct EkProfile {
   bool ek_eku = false;
   std::string manufacturer, model, version, issuer;
+  bool ca = false;
+  uint32_t key_usage = UINT32_MAX;  // X509_get_key_usage: UINT32_MAX without the extension
+  int key_type = EVP_PKEY_NONE;
+  std::vector<std::string> policies;
 };
 EkProfile ReadEkProfile(X509* cert) {
   EkProfile p;
+  p.ca = (X509_get_extension_flags(cert) & EXFLAG_CA) != 0;
+  p.key_usage = X509_get_key_usage(cert);
+  if (const EVP_PKEY* key = X509_get0_pubkey(cert)) p.key_type = EVP_PKEY_get_base_id(key);
+  using Policies = std::unique_ptr<CERTIFICATEPOLICIES, decltype(&CERTIFICATEPOLICIES_free)>;
+  Policies pol(static_cast<CERTIFICATEPOLICIES*>(
+                   X509_get_ext_d2i(cert, NID_certificate_policies, nullptr, nullptr)),
+               &CERTIFICATEPOLICIES_free);
+  for (int i = 0; pol && i < sk_POLICYINFO_num(pol.get()); ++i) {
+    char id[80];
+    if (OBJ_obj2txt(id, sizeof id, sk_POLICYINFO_value(pol.get(), i)->policyid, 1) > 0)
+      p.policies.emplace_back(id);
+  }
   if (char* line = X509_NAME_oneline(X509_get_issuer_name(cert), nullptr, 0)) {
     p.issuer = line;
     OPENSSL_free(line);
@@ -747,7 +766,42 @@ CheckResult CheckRoot(const Report& rep) {
                   ")");
 }
 
-CheckResult CheckEkChain(const v1::Evidence& ev, X509_STORE* store) {
+// Every part of the TCG EK profile `p` lacks, "; "-separated (empty: none). `policies`: the
+// certificate policy identifiers the auditor accepts (--ek-policy; empty: any, even none).
+std::string EkProfileMissing(const EkProfile& p, const std::vector<std::string>& policies) {
+  std::string missing;
+  auto add = [&](std::string_view what) {
+    missing += (missing.empty() ? "" : "; ") + std::string(what);
+  };
+  if (!p.ek_eku) add("no EK extended key usage 2.23.133.8.1");
+  const std::string_view san = " in a directoryName of its subject alternative name";
+  if (p.manufacturer.empty()) add("no TPM manufacturer 2.23.133.2.1" + std::string(san));
+  if (p.model.empty()) add("no TPM model 2.23.133.2.2" + std::string(san));
+  if (p.version.empty()) add("no TPM version 2.23.133.2.3" + std::string(san));
+  if (p.ca) add("basic constraints make it a CA certificate");
+  if (p.key_usage == UINT32_MAX)
+    add("no key usage extension");
+  else if (p.key_type == EVP_PKEY_RSA && !(p.key_usage & KU_KEY_ENCIPHERMENT))
+    add("key usage of an RSA EK without keyEncipherment");
+  else if (p.key_type == EVP_PKEY_EC && !(p.key_usage & KU_KEY_AGREEMENT))
+    add("key usage of an ECC EK without keyAgreement");
+  else if (p.key_type != EVP_PKEY_RSA && p.key_type != EVP_PKEY_EC)
+    add("a key that is neither RSA nor ECC");
+  if (!policies.empty() &&
+      std::none_of(p.policies.begin(), p.policies.end(), [&](const std::string& o) {
+        return std::find(policies.begin(), policies.end(), o) != policies.end();
+      })) {
+    std::string want, have;
+    for (const auto& o : policies) want += (want.empty() ? "" : ", ") + o;
+    for (const auto& o : p.policies) have += (have.empty() ? "" : ", ") + o;
+    add("no certificate policy (2.5.29.32) of --ek-policy " + want + " (it has " +
+        (have.empty() ? std::string("none") : have) + ")");
+  }
+  return missing;
+}
+
+CheckResult CheckEkChain(const v1::Evidence& ev, X509_STORE* store,
+                         const std::vector<std::string>& policies) {
   const std::string name = "ek.chain";
   if (ev.ek_certificates().empty())
     return Fail(name, kReasonEkCertMissing, "the evidence carries no EK certificate");
@@ -774,13 +828,11 @@ CheckResult CheckEkChain(const v1::Evidence& ev, X509_STORE* store) {
                       X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get())));
     // The TCG EK profile: a certificate the CA issued for another purpose is not an EK's.
     const EkProfile prof = ReadEkProfile(cert.get());
-    if (!prof.ek_eku || prof.manufacturer.empty() || prof.model.empty() || prof.version.empty())
-      return Fail(name, kReasonEkProfileInvalid,
-                  at + " is not a TCG EK certificate: " +
-                      (!prof.ek_eku ? "no EK extended key usage 2.23.133.8.1"
-                                    : "no TPM manufacturer, model and version (2.23.133.2.1-3) "
-                                      "in its subject alternative name"));
-    ok += (ok.empty() ? "" : ", ") + at;
+    if (const std::string missing = EkProfileMissing(prof, policies); !missing.empty())
+      return Fail(name, kReasonEkProfileInvalid, at + " is not a TCG EK certificate: " + missing);
+    std::string pols;
+    for (const auto& o : prof.policies) pols += (pols.empty() ? "" : " ") + o;
+    ok += (ok.empty() ? "" : ", ") + at + " (policy " + (pols.empty() ? "none" : pols) + ")";
   }
   // The AK is not yet proven to live in this TPM (credential activation): say so.
   return Pass(name, ok + " chain to a trusted EK CA (AK-EK binding is a separate check)");
@@ -1002,7 +1054,8 @@ CheckResult CheckCoverage(const v1::EnforcementSnapshot* snap, const std::option
         net_tag = j["tag"].get<std::string>();
     }
   }
-  Issues missing, unmeasured, uncovered, wrong_tag;
+  Issues missing, unmeasured, uncovered, wrong_tag, no_tap;
+  size_t no_nic = 0;  // guests without any interface: no network path to guard
   std::set<std::string, std::less<>> listed;
   for (int gi = 0; gi < snap->guests_size(); ++gi) {
     const auto& g = snap->guests(gi);
@@ -1013,6 +1066,15 @@ CheckResult CheckCoverage(const v1::EnforcementSnapshot* snap, const std::option
       continue;
     }
     if (!measured.count(g.uuid())) unmeasured.Add(who + ": no \"covered\" guest event in logs.cel");
+    // The node lists every interface of a guest: none and no tap is a guest without a network
+    // path; interfaces and no tap is a network path nothing guards.
+    if (g.taps().empty()) {
+      if (g.interfaces().empty())
+        ++no_nic;
+      else
+        no_tap.Add(who + ": " + std::to_string(g.interfaces_size()) +
+                   " interface(s) and no tap covered by " + std::string(kNetProgram));
+    }
     for (const auto& tap : g.taps()) {
       const v1::ProgramAttachment* att = nullptr;
       for (const auto& p : snap->programs())
@@ -1061,10 +1123,12 @@ CheckResult CheckCoverage(const v1::EnforcementSnapshot* snap, const std::option
   };
   add(missing, "running per logs.cel but not in the snapshot");
   add(unmeasured, "in the snapshot but not measured as running");
+  add(no_tap, "no tap covered");
   add(uncovered, "not covered");
   add(wrong_tag, "not the measured program");
   if (missing.n) return Fail(name, kReasonGuestMissingFromSnapshot, detail);
   if (unmeasured.n) return Fail(name, kReasonGuestNotMeasured, detail);
+  if (no_tap.n) return Fail(name, kReasonNoTapCovered, detail);
   if (uncovered.n) return Fail(name, kReasonGuestNotCovered, detail);
   if (wrong_tag.n) return Fail(name, kReasonProgramTagMismatch, detail);
   if (snap->guests_size() == 0) return Pass(name, "no guests running (logs.cel and snapshot)");
@@ -1078,15 +1142,15 @@ CheckResult CheckCoverage(const v1::EnforcementSnapshot* snap, const std::option
                 std::to_string(snap->guests_size()) +
                     " guest(s) run and the snapshot has no storage attachment (cgroup, "
                     "tracepoint or LSM program): their storage is unguarded");
-  if (taps == 0)
-    return Fail(name, kReasonNoTapCovered,
-                std::to_string(snap->guests_size()) +
-                    " guest(s) run and no tap of theirs is covered by " + std::string(kNetProgram));
   return Pass(name, std::to_string(snap->guests_size()) +
                         " guest(s) measured as running and all in the snapshot; " +
                         std::to_string(taps) + " tap(s) run " + std::string(kNetProgram) +
-                        (net_tag ? " tag " + *net_tag : "") + "; every cgroup is below the " +
-                        std::to_string(storage) + " storage attachment(s)");
+                        (net_tag ? " tag " + *net_tag : "") +
+                        (no_nic ? "; " + std::to_string(no_nic) +
+                                      " guest(s) without a network interface (no network path)"
+                                : std::string()) +
+                        "; every cgroup is below the " + std::to_string(storage) +
+                        " storage attachment(s)");
 }
 
 // snapshot.mechanisms: every enforcement path has a reported mechanism; downgrades are named
@@ -1223,13 +1287,18 @@ CheckResult CheckContinuity(const std::optional<CelFacts>& cel, size_t since,
         if (counted && e.name.starts_with("tamper:"))
           found.Add(at() + ": tamper finding " + std::string(e.name.substr(7)) +
                     (e.detail.empty() ? "" : " (" + std::string(e.detail) + ")"));
-        else if (counted && e.name == "enforcement" && e.detail.find("(forced)") != e.detail.npos)
-          found.Add(at() + ": forced release (" + std::string(e.detail) + ")");
+        else if (counted && e.name == "enforcement" && e.detail.starts_with("released"))
+          // `sovguardctl release`, plain or forced: the node stopped enforcing.
+          found.Add(at() + ": " +
+                    (e.detail.find("(forced)") != e.detail.npos ? "forced release" : "release") +
+                    " (" + std::string(e.detail) + ")");
         break;
       case kStart:
+        // "recovered": the last daemon died between logging a record and extending it (a crash).
         if (counted && i > 0 && !running.empty())
-          found.Add(at() + ": daemon (re)started (" + std::string(e.detail) + ") while " +
-                    std::to_string(running.size()) + " guest(s) ran without a daemon");
+          found.Add(at() + ": daemon (re)started (" + std::string(e.detail) +
+                    (e.detail == "recovered" ? ": the last daemon crashed mid-measurement" : "") +
+                    ") while " + std::to_string(running.size()) + " guest(s) ran without a daemon");
         break;
       case kDowngrade:
         if (counted && !running.empty())
@@ -1243,7 +1312,7 @@ CheckResult CheckContinuity(const std::optional<CelFacts>& cel, size_t since,
                 "enforcement interrupted " + since_text + " " + found.Render());
   return Pass(
       name,
-      "no tamper finding, forced release, downgrade or restart under running guests " + since_text);
+      "no tamper finding, release, crash, downgrade or restart under running guests " + since_text);
 }
 
 bool JurisdictionAllowed(const std::string& code, const std::vector<std::string>& allowed) {
@@ -2156,7 +2225,7 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
 
   if (opts.ek_ca_dir) {
     auto store = LoadEkCaStore(*opts.ek_ca_dir);
-    out.push_back(CheckEkChain(ev, store.get()));
+    out.push_back(CheckEkChain(ev, store.get(), opts.ek_policies));
   } else {
     out.push_back(NotApplicable("ek.chain", kReasonNotRequested,
                                 "EK certificate chain not checked (no --ek-ca)"));

@@ -354,6 +354,9 @@ struct Options {
   // Requirements the auditor accepts as unmet, by name (kWaiverNames); an unknown name is an
   // InputError. "software-tpm" is also what --allow-software-tpm gives.
   std::vector<std::string> waivers;
+  // With ek_ca_dir: certificate policy identifiers (dotted OIDs) of which every EK certificate
+  // must carry one (the issuer's policy it certified the TPM under). Empty: any policy, or none.
+  std::vector<std::string> ek_policies;
 };
 
 // Parses evidence as written by `sovguardctl attest quote`: the JSON rendering (first

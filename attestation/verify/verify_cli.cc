@@ -1,10 +1,12 @@
 #include "attestation/verify/verify_cli.h"
 
+#include <openssl/objects.h>
 #include <algorithm>
 #include <cctype>
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -19,7 +21,8 @@ namespace sovguard::attestation::verify {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: sovguard-verify --nonce HEX [--ak-pub AK.pem] [--ek-ca DIR] [--state FILE]\n"
+    "usage: sovguard-verify --nonce HEX [--ak-pub AK.pem] [--ek-ca DIR [--ek-policy OIDS]]\n"
+    "                       [--state FILE]\n"
     "                       [--policy-digest HEX] [--manifest M --manifest-key PEM]\n"
     "                       [--allow-jurisdiction CODES] [--ear-key KEY [--ear-out FILE]]\n"
     "                       [--require-strongest] [--sovguard-pcr N] [--allow-software-tpm]\n"
@@ -34,6 +37,9 @@ constexpr const char* kUsage =
     "  --nonce   the nonce sent to the node (hex, 8..64 bytes)\n"
     "  --ak-pub  the node's enrolled AK public key (PEM); the quote must be signed by it\n"
     "  --ek-ca   folder of trusted EK CA certificates (PEM/DER); EK certificates must chain\n"
+    "            and follow the TCG EK profile\n"
+    "  --ek-policy  certificate policy OIDs (comma-separated), one of which every EK\n"
+    "            certificate must carry (with --ek-ca)\n"
     "  --state   verifier state file: TPM counters must advance past the last passing verdict\n"
     "  --policy-digest  SHA-256 of the policy bundle expected to be active\n"
     "  --manifest      signed reference manifest (DSSE envelope from `sovguardctl manifest sign`)\n"
@@ -70,6 +76,7 @@ struct Args {
   std::optional<Bytes> nonce;
   std::optional<std::string> ak_pub;
   std::optional<std::filesystem::path> ek_ca;
+  std::vector<std::string> ek_policies;
   std::optional<std::filesystem::path> state;
   std::optional<Bytes> policy;
   bool json = false;
@@ -251,6 +258,21 @@ Args Parse(const std::vector<std::string>& a) {
       r.state = value();
     } else if (a[i] == "--ek-ca") {
       r.ek_ca = value();
+    } else if (a[i] == "--ek-policy") {
+      const std::string& list = value();
+      size_t start = 0;
+      while (start <= list.size()) {
+        size_t end = list.find(',', start);
+        if (end == std::string::npos) end = list.size();
+        std::string oid = list.substr(start, end - start);
+        // Dotted decimal only: OBJ_txt2obj with no_name=1 accepts exactly that.
+        using Obj = std::unique_ptr<ASN1_OBJECT, decltype(&ASN1_OBJECT_free)>;
+        if (oid.empty() || !std::isdigit(static_cast<unsigned char>(oid[0])) ||
+            !Obj(OBJ_txt2obj(oid.c_str(), 1), &ASN1_OBJECT_free))
+          throw InputError("--ek-policy: \"" + oid + "\" is not a dotted OID");
+        r.ek_policies.push_back(oid);
+        start = end + 1;
+      }
     } else if (a[i] == "-h" || a[i] == "--help") {
       throw InputError("");
     } else if (a[i].size() > 1 && a[i][0] == '-') {
@@ -336,6 +358,8 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
     o.require_strongest = a.require_strongest;
     o.sovguard_pcr = a.sovguard_pcr;
     o.waivers = a.waivers;
+    if (!a.ek_policies.empty() && !a.ek_ca) throw InputError("--ek-policy needs --ek-ca");
+    o.ek_policies = a.ek_policies;
     if (a.ak_challenge) {
       if (a.node || a.fleet) throw InputError("--node/--fleet make their own challenge");
       const auto c = ParseJsonFile(*a.ak_challenge, "--ak-challenge");

@@ -120,8 +120,20 @@ std::map<std::string, v1::EnforcementSnapshot> CoverageSnapshots() {
   m["no-storage"] = Snapshot("vm1");
   for (const auto path : verify::kEnforcementPaths)
     m["no-storage"] = drop_programs(m["no-storage"], path);
+  // A guest whose NIC is listed but has no tap covered (the daemon left out a tap whose filter
+  // is missing): its network path is unguarded.
   m["no-taps"] = drop_programs(Snapshot("vm1"), "sg_net");
   m["no-taps"].mutable_guests(0)->clear_taps();
+  {
+    auto* nic = m["no-taps"].mutable_guests(0)->add_interfaces();
+    nic->set_type("network");
+    nic->set_device("vnet0");
+    nic->set_mac("52:54:00:00:00:01");
+    nic->set_covered(false);
+  }
+  // A guest without any network interface: no network path, nothing for sg_net to guard.
+  m["no-nic"] = drop_programs(Snapshot("vm1"), "sg_net");
+  m["no-nic"].mutable_guests(0)->clear_taps();
   m["not-enforced"] = Snapshot("vm1");
   for (auto& ms : *m["not-enforced"].mutable_mechanisms())
     if (ms.path() == "storage-network") {
@@ -338,6 +350,34 @@ class VerifyTest : public ::testing::Test {
       const std::string detail = "released (forced): 1 taps/cgroups covered";
       cl.Measure(cel::EventKind::kEnforcementState, "enforcement", Sha256(detail), detail);
       w.cont["forced-release"] = b.Build(w.nonce, Snapshot(""));
+    }
+    size_t records = 0;
+    {
+      // The daemon started again with no guest running (not an interruption), then a plain
+      // `sovguardctl release` (nothing covered, as release.cc measures it).
+      measure::MeasurementLog cl(*w.tpm, measure::MeasureConfig{w.tmp.path() / "pcr11", 11});
+      evidence::EvidenceBuilder b(*w.tpm, cl, cfg);
+      const std::string detail = "released: 0 taps/cgroups covered";
+      cl.Measure(cel::EventKind::kEnforcementState, "enforcement", Sha256(detail), detail);
+      w.cont["plain-release"] = b.Build(w.nonce, Snapshot(""));
+    }
+    {
+      // A daemon again, vm1 started under it; then the daemon dies (SIGKILL) between logging a
+      // record and extending it.
+      measure::MeasurementLog cl(*w.tpm, measure::MeasureConfig{w.tmp.path() / "pcr11", 11});
+      measure::MeasureGuest(cl, ts::GuestUuid("vm1"), true);
+      records = cl.size();
+    }
+    {
+      const auto torn = cel::EncodeRecord(cel::MakeSovguardRecord(
+          records, 11, {cel::EventKind::kEnforcementState, "tamper-scan", Sha256("x"), "clean"}));
+      std::ofstream(w.tmp.path() / "pcr11" / "cel.bin", std::ios::binary | std::ios::app)
+          .write(reinterpret_cast<const char*>(torn.data()),
+                 static_cast<std::streamsize>(torn.size()));
+      // The next daemon adopts vm1: its log opens "recovered" (the lost extend done now).
+      measure::MeasurementLog cl(*w.tpm, measure::MeasureConfig{w.tmp.path() / "pcr11", 11});
+      evidence::EvidenceBuilder b(*w.tpm, cl, cfg);
+      w.cont["crash"] = b.Build(w.nonce, Snapshot("vm1"));
     }
     {
       // A log that never applied a policy nor measured a component (PCR 12: only the daemon's
@@ -1261,7 +1301,19 @@ TEST_F(VerifyTest, SnapshotCoverageOfMeasuredGuests) {
             std::string::npos)
       << r.Find("snapshot.coverage")->detail;
   ExpectFail(Run(c.at("no-storage")), "snapshot.coverage", verify::kReasonStorageNotAttached);
-  ExpectFail(Run(c.at("no-taps")), "snapshot.coverage", verify::kReasonNoTapCovered);
+  r = Run(c.at("no-taps"));
+  ExpectFail(r, "snapshot.coverage", verify::kReasonNoTapCovered);
+  EXPECT_NE(r.Find("snapshot.coverage")->detail.find("1 interface(s) and no tap covered by sg_net"),
+            std::string::npos)
+      << r.Find("snapshot.coverage")->detail;
+  EXPECT_NE(r.Find("snapshot.coverage")->detail.find("interface network vnet0"), std::string::npos)
+      << r.Find("snapshot.coverage")->detail;
+  r = Run(c.at("no-nic"));
+  EXPECT_EQ(r.Find("snapshot.coverage")->status, Status::kPass) << verify::RenderText(r);
+  EXPECT_NE(r.Find("snapshot.coverage")->detail.find("1 guest(s) without a network interface"),
+            std::string::npos)
+      << r.Find("snapshot.coverage")->detail;
+  EXPECT_TRUE(r.passed()) << verify::RenderText(r);
   r = Run(c.at("not-enforced"));
   ExpectFail(r, "snapshot.mechanisms", verify::kReasonPathNotEnforced);
   EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("storage-network"), std::string::npos);
@@ -1444,6 +1496,27 @@ TEST_F(VerifyTest, EnforcementMustBeUninterrupted) {
   r = verify::Verify(w.cont.at("forced-release"), opts(w.cont.at("forced-release")));
   ExpectFail(r, "enforcement.continuity", verify::kReasonEnforcementInterrupted);
   EXPECT_NE(r.Find("enforcement.continuity")->detail.find("forced release"), std::string::npos);
+  // A plain release is counted with its record; the daemon start before it, with no guest
+  // running, is not (the only restart listed is the one while vm1 ran).
+  r = verify::Verify(w.cont.at("plain-release"), opts(w.cont.at("plain-release")));
+  ExpectFail(r, "enforcement.continuity", verify::kReasonEnforcementInterrupted);
+  const std::string plain = r.Find("enforcement.continuity")->detail;
+  EXPECT_NE(plain.find(": release (released: 0 taps/cgroups covered)"), std::string::npos) << plain;
+  const auto count = [&](std::string_view what) {
+    size_t n = 0;
+    for (size_t p = plain.find(what); p != std::string::npos; p = plain.find(what, p + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("daemon (re)started"), 1u) << plain;
+  EXPECT_EQ(count("forced release"), 1u) << plain;
+  // A crash with vm1 running, adopted by the next daemon: counted with its record.
+  r = verify::Verify(w.cont.at("crash"), opts(w.cont.at("crash")));
+  ExpectFail(r, "enforcement.continuity", verify::kReasonEnforcementInterrupted);
+  EXPECT_NE(r.Find("enforcement.continuity")
+                ->detail.find("daemon (re)started (recovered: the last daemon crashed "
+                              "mid-measurement) while 1 guest(s) ran"),
+            std::string::npos)
+      << r.Find("enforcement.continuity")->detail;
 
   // Since the last passing verdict: the tamper finding accepted once by name moves the state;
   // a later quote with nothing new then passes without the waiver. Without the state file the
@@ -1482,33 +1555,123 @@ TEST_F(VerifyTest, NodeStatingASoftwareTpmFails) {
   EXPECT_NE(r.Find("tpm.hardware")->detail.find("software_tpm"), std::string::npos);
 }
 
-// An EK certificate that chains to the auditor's CA but is not a TCG EK certificate (no EK
-// extended key usage, no TPM attributes) is not an EK's.
+// An EK certificate that chains to the auditor's CA but is not a TCG EK certificate fails
+// EK_PROFILE_INVALID naming each missing part: no EK extended key usage, a TPM attribute missing
+// from the subject alternative name, a CA certificate, a key usage an EK's key does not have, a
+// certificate policy the auditor did not pin. A well-formed one passes, with and without a pin.
 TEST_F(VerifyTest, EkCertificateMustFollowTheTcgProfile) {
   const auto& w = *world;
   const auto dir = w.tmp.path() / "ek-profile";
   std::filesystem::create_directories(dir / "ca");
   auto run = [](const std::vector<std::string>& a) {
     auto r = ts::Run(a);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
+    ASSERT_EQ(r.exit_code, 0) << r.output;
   };
   run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
        "-subj", "/CN=Test TPM CA", "-days", "2", "-keyout", (dir / "ca.key").string(), "-out",
        (dir / "ca/ca.pem").string()});
   run({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
-       "/CN=not an ek", "-keyout", (dir / "leaf.key").string(), "-out",
-       (dir / "leaf.csr").string()});
-  run({"openssl", "x509", "-req", "-in", (dir / "leaf.csr").string(), "-CA",
-       (dir / "ca/ca.pem").string(), "-CAkey", (dir / "ca.key").string(), "-CAcreateserial",
-       "-days", "2", "-outform", "DER", "-out", (dir / "leaf.der").string()});
-  auto ev = w.ecc;
-  ev.mutable_ek_certificates(0)->set_der(S(ReadFileBytes(dir / "leaf.der")));
-  ev.mutable_ek_certificates()->DeleteSubrange(1, ev.ek_certificates_size() - 1);
-  auto o = Opts(ev);
-  o.ek_ca_dir = dir / "ca";
-  auto r = verify::Verify(ev, o);
-  ExpectFail(r, "ek.chain", verify::kReasonEkProfileInvalid);
-  EXPECT_NE(r.Find("ek.chain")->detail.find("2.23.133.8.1"), std::string::npos);
+       "/CN=tpm ek", "-keyout", (dir / "leaf.key").string(), "-out", (dir / "leaf.csr").string()});
+  // The CA issues the leaf with these extension lines (openssl x509v3_config); "x." is stripped
+  // from a DN field name, which keeps the OID whole.
+  const std::map<std::string, std::string> well_formed = {
+      {"extendedKeyUsage", "2.23.133.8.1"},       {"subjectAltName", "critical, dirName:tpm"},
+      {"basicConstraints", "critical, CA:FALSE"}, {"keyUsage", "critical, keyAgreement"},
+      {"certificatePolicies", "2.25.1"},
+  };
+  const std::map<std::string, std::string> tpm = {{"x.2.23.133.2.1", "id:54455354"},
+                                                  {"x.2.23.133.2.2", "TESTTPM"},
+                                                  {"x.2.23.133.2.3", "id:00010002"}};
+  int serial = 0;
+  auto issue = [&](std::map<std::string, std::string> ext,
+                   std::map<std::string, std::string> attrs) {
+    std::string cnf = "[ek]\n";
+    for (const auto& [k, v] : ext)
+      if (!v.empty()) cnf += k + " = " + v + "\n";
+    cnf += "[tpm]\n";
+    for (const auto& [k, v] : attrs) cnf += k + " = " + v + "\n";
+    const auto n = std::to_string(++serial);
+    WriteFileAtomic(dir / ("ext" + n + ".cnf"), cnf);
+    run({"openssl",
+         "x509",
+         "-req",
+         "-in",
+         (dir / "leaf.csr").string(),
+         "-CA",
+         (dir / "ca/ca.pem").string(),
+         "-CAkey",
+         (dir / "ca.key").string(),
+         "-set_serial",
+         n,
+         "-days",
+         "2",
+         "-extfile",
+         (dir / ("ext" + n + ".cnf")).string(),
+         "-extensions",
+         "ek",
+         "-outform",
+         "DER",
+         "-out",
+         (dir / ("leaf" + n + ".der")).string()});
+    auto ev = w.ecc;
+    ev.mutable_ek_certificates(0)->set_der(S(ReadFileBytes(dir / ("leaf" + n + ".der"))));
+    ev.mutable_ek_certificates()->DeleteSubrange(1, ev.ek_certificates_size() - 1);
+    return ev;
+  };
+  auto verdict = [&](const v1::Evidence& ev, std::vector<std::string> policies) {
+    auto o = Opts(ev);
+    o.ek_ca_dir = dir / "ca";
+    o.ek_policies = std::move(policies);
+    return verify::Verify(ev, o);
+  };
+  auto expect_invalid = [&](const v1::Evidence& ev, std::vector<std::string> policies,
+                            const std::vector<std::string>& named) {
+    const auto r = verdict(ev, std::move(policies));
+    ExpectFail(r, "ek.chain", verify::kReasonEkProfileInvalid);
+    for (const auto& what : named)
+      EXPECT_NE(r.Find("ek.chain")->detail.find(what), std::string::npos)
+          << what << " in: " << r.Find("ek.chain")->detail;
+  };
+  auto without = [](std::map<std::string, std::string> m, const std::string& key) {
+    m.erase(key);
+    return m;
+  };
+  auto with = [](std::map<std::string, std::string> m, const std::string& key, std::string v) {
+    m[key] = std::move(v);
+    return m;
+  };
+
+  // Well-formed: passes, without a pinned policy and with its own policy pinned.
+  const auto good = issue(well_formed, tpm);
+  for (const auto& pin :
+       {std::vector<std::string>{}, std::vector<std::string>{"2.25.9", "2.25.1"}}) {
+    const auto r = verdict(good, pin);
+    ASSERT_EQ(r.Find("ek.chain")->status, Status::kPass) << r.Find("ek.chain")->detail;
+    EXPECT_NE(r.Find("ek.chain")->detail.find("policy 2.25.1"), std::string::npos);
+  }
+  // Each part missing is named.
+  expect_invalid(issue(without(well_formed, "extendedKeyUsage"), tpm), {}, {"2.23.133.8.1"});
+  expect_invalid(issue(with(well_formed, "extendedKeyUsage", "clientAuth"), tpm), {},
+                 {"2.23.133.8.1"});
+  expect_invalid(issue(well_formed, without(tpm, "x.2.23.133.2.2")), {},
+                 {"TPM model 2.23.133.2.2"});
+  expect_invalid(issue(well_formed, without(tpm, "x.2.23.133.2.1")), {},
+                 {"TPM manufacturer 2.23.133.2.1"});
+  expect_invalid(issue(well_formed, without(tpm, "x.2.23.133.2.3")), {},
+                 {"TPM version 2.23.133.2.3"});
+  expect_invalid(issue(with(well_formed, "basicConstraints", "critical, CA:TRUE"), tpm), {},
+                 {"CA certificate"});
+  expect_invalid(issue(with(well_formed, "keyUsage", "critical, digitalSignature"), tpm), {},
+                 {"keyAgreement"});
+  expect_invalid(issue(without(well_formed, "keyUsage"), tpm), {}, {"no key usage"});
+  expect_invalid(good, {"2.25.7"},
+                 {"certificate policy (2.5.29.32) of --ek-policy 2.25.7", "it has 2.25.1"});
+  const auto no_policy = issue(without(well_formed, "certificatePolicies"), tpm);
+  EXPECT_EQ(verdict(no_policy, {}).Find("ek.chain")->status, Status::kPass);
+  expect_invalid(no_policy, {"2.25.1"}, {"it has none"});
+  // A certificate issued for another purpose altogether: every part named.
+  expect_invalid(issue({{"basicConstraints", "CA:FALSE"}}, tpm), {},
+                 {"2.23.133.8.1", "TPM manufacturer", "TPM model", "TPM version", "no key usage"});
 }
 
 // The carried clock must be the signed one.
