@@ -1701,17 +1701,17 @@ constexpr std::string_view kSnc192 = "SecNumCloud 3.2 §19.2";
 constexpr std::string_view kSnc126 = "SecNumCloud 3.2 §12.6-12.8";
 constexpr std::string_view kC5Pss12 = "BSI C5:2020 PSS-12";
 constexpr std::string_view kC5Ops = "BSI C5:2020 OPS-10..16";
-constexpr std::string_view kGaiaX = "Gaia-X Policy Rules P5.1.x";
+constexpr std::string_view kGaiaX = "Gaia-X Policy Rules P5.1.1-P5.1.2";
 constexpr std::string_view kSov5 = "EU Cloud Sovereignty Framework SOV-5";
 // Evidence attributable to this node's hardware, fresh: what makes the location claims count.
 constexpr std::string_view kIdentity[] = {kSnc192, kC5Pss12, kGaiaX};
 // Where data is processed: the enforcement state the node signs.
 constexpr std::string_view kLocation[] = {kSnc192, kC5Pss12, kGaiaX};
-// Integrity and completeness of the logs.
-constexpr std::string_view kLogs[] = {kSnc126, kC5Ops};
+// The enforcement event log (tamper findings, releases, restarts) and the location it proves.
 constexpr std::string_view kEnforcementLog[] = {kSnc192, kSnc126, kC5Pss12, kC5Ops, kGaiaX};
-// Approved software and its suppliers.
-constexpr std::string_view kSupply[] = {kSov5, kGaiaX};
+// Which software booted and runs (UEFI and IMA measurement logs, the manifest), and its
+// suppliers: supply chain, not customer-data location (Gaia-X P5.1) nor event logging.
+constexpr std::string_view kSupply[] = {kSov5};
 struct CheckClauses {
   std::string_view check;
   std::span<const std::string_view> clauses;
@@ -1735,8 +1735,8 @@ constexpr CheckClauses kClauses[] = {
     {"snapshot.coverage", kLocation},
     {"snapshot.mechanisms", kLocation},
     {"enforcement.continuity", kEnforcementLog},
-    {"eventlog.uefi", kLogs},
-    {"eventlog.ima", kLogs},
+    {"eventlog.uefi", kSupply},
+    {"eventlog.ima", kSupply},
     {"manifest.signature", kSupply},
     {"manifest.components", kSupply},
     {"manifest.jurisdiction", kSupply},
