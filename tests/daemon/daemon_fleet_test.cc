@@ -10,8 +10,10 @@
 #include <memory>
 #include <string>
 
+#include "attestation/evidence/format.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/reference_manifest.h"
 
 namespace {
 
@@ -59,10 +61,33 @@ class DaemonFleet : public ::testing::Test {
 
   // What the auditor anchors a swtpm node with: credential activation (--fleet does it) and the
   // EK certificate chained to swtpm_setup's local CA (the nodes' swtpm_setup uses the system
-  // one), the software TPM and the missing UEFI log (none on a swtpm node) accepted by name.
-  // No reference manifest is built here: that requirement is waived by name too.
-  static constexpr const char* kAnchors =
-      "--ek-ca /var/lib/swtpm-localca --allow-software-tpm --waive boot-log,manifest";
+  // one), the certifier's signed reference manifest, the software TPM and the missing UEFI log
+  // (none on a swtpm node) accepted by name.
+  std::string Anchors() const {
+    return "--ek-ca /var/lib/swtpm-localca " + manifest_.Args() +
+           " --allow-software-tpm --waive boot-log";
+  }
+
+  // The certifier reviews the nodes: one quote of each through its local API, and a manifest
+  // approving every component they measured.
+  void Certify() {
+    std::vector<sovguard::attestation::v1::Evidence> quotes(nodes_.size());
+    std::vector<const sovguard::attestation::v1::Evidence*> refs;
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      const std::string socket =
+          nodes_[i]->Status().at("api_socket").get<std::string>().substr(5);  // "unix:"
+      const fs::path file = dir_ / ("certify-" + std::to_string(i) + ".json");
+      std::string out;
+      ASSERT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677" +
+                                 " --socket " + socket + " -o " + file.string() + " 2>&1",
+                             &out),
+                0)
+          << out;
+      sovguard::attestation::evidence::FromJson(st::ReadTextFile(file), quotes[i]);
+      refs.push_back(&quotes[i]);
+    }
+    manifest_ = st::WriteReferenceManifest(refs, dir_, "daemon-fleet");
+  }
 
   int Fleet(const std::string& targets, std::string* out, const std::string& extra = "") {
     std::ofstream(dir_ / "fleet.txt") << targets;
@@ -71,12 +96,13 @@ class DaemonFleet : public ::testing::Test {
         std::string(SOVGUARD_BINARY_DIR) + "/attestation/verify/sovguard-verify --fleet " +
             (dir_ / "fleet.txt").string() + " --ca " + (pki / "ca.pem").string() + " --cert " +
             (pki / "auditor.pem").string() + " --key " + (pki / "auditor.key").string() +
-            " --timeout 60 " + kAnchors + " " + extra + " 2>&1",
+            " --timeout 60 " + Anchors() + " " + extra + " 2>&1",
         out);
   }
 
   fs::path dir_;
   std::vector<std::unique_ptr<st::DaemonProcess>> nodes_;
+  st::ReferenceManifest manifest_;
 };
 
 TEST_F(DaemonFleet, VerifiesLiveNodesOverMutualTlsAndFailsWhenOneStops) {
@@ -93,6 +119,7 @@ TEST_F(DaemonFleet, VerifiesLiveNodesOverMutualTlsAndFailsWhenOneStops) {
     ASSERT_TRUE(node.WaitReady(std::chrono::seconds(120), &why)) << why;
     targets += node.Status().at("api_tls").get<std::string>() + "\n";
   }
+  ASSERT_NO_FATAL_FAILURE(Certify());
 
   const int rc = Fleet(targets, &out);
   EXPECT_EQ(rc, 0) << out << nodes_[0]->Log();

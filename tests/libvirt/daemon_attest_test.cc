@@ -15,6 +15,7 @@
 #include "tests/harness/network.h"
 #include "tests/harness/process.h"
 #include "tests/libvirt/daemon_fixture.h"
+#include "tests/support/reference_manifest.h"
 
 namespace {
 
@@ -48,42 +49,7 @@ class DaemonAttest : public st::DaemonWithLibvirt {
   // command line that quote measured, as a certifier reviewing that node would.
   void Enrol(const Evidence& ev) {
     st::WriteTestFile(dir_ / "ak.pem", ev.ak().public_pem());
-    nlohmann::json m = {{"sovguard_manifest", 1},
-                        {"id", "daemon-attest"},
-                        {"issued_at", "2026-01-01T00:00:00Z"},
-                        {"issuer", "Test Certifier"},
-                        {"components", nlohmann::json::array()}};
-    const auto& cel_bytes = ev.logs().cel();
-    for (const auto& r : cel::DecodeLog(std::span(
-             reinterpret_cast<const std::uint8_t*>(cel_bytes.data()), cel_bytes.size()))) {
-      const auto e = cel::DecodeSovguardContent(r.content);
-      using K = cel::EventKind;
-      if (e.kind == K::kKernelCmdline) m["boot"]["kernel_cmdlines"].push_back(e.detail);
-      if (e.kind != K::kSelfBinary && e.kind != K::kBpfObject && e.kind != K::kQemuBinary &&
-          e.kind != K::kLibvirtdBinary && e.kind != K::kLibvirtDriver && e.kind != K::kKernelImage)
-        continue;
-      m["components"].push_back(
-          {{"name", e.name},
-           {"version", "reviewed"},
-           {"supplier", "Test Supplier SE"},
-           {"supplier_jurisdiction", "DE"},
-           {"license", "GPL-2.0-only"},
-           {"files",
-            {{{"path", e.name}, {"sha256", sovguard::attestation::ToHex(e.object_digest)}}}}});
-    }
-    st::WriteTestFile(dir_ / "manifest.json", m.dump(2));
-    std::string out;
-    ASSERT_EQ(
-        st::RunShell("openssl genpkey -algorithm ed25519 -out " +
-                         (dir_ / "certifier.key").string() + " && openssl pkey -in " +
-                         (dir_ / "certifier.key").string() + " -pubout -out " +
-                         (dir_ / "certifier.pub").string() + " && " + st::DaemonProcess::Ctl() +
-                         " manifest sign --key " + (dir_ / "certifier.key").string() + " -o " +
-                         (dir_ / "manifest.dsse.json").string() + " " +
-                         (dir_ / "manifest.json").string() + " 2>&1",
-                     &out),
-        0)
-        << out;
+    st::WriteReferenceManifest({&ev}, dir_, "daemon-attest");  // manifest.dsse.json, certifier.pub
   }
   // sovguard-verify on the last quote with the enrolled AK and the manifest; swtpm (software TPM,
   // no UEFI log) accepted by name. The exit code, and the JSON report in `report`.
