@@ -224,7 +224,7 @@ case ${1:-} in
   *) echo "usage: $0 pre|post" >&2; exit 2 ;;
 esac
 if ((failures)); then
-  echo "newcomer-check $1: FAILED ($failures check(s) above)"
+  echo "newcomer-check $1: FAILED ($failures check(s) above; $SECONDS s)"
   exit 1
 fi
-echo "newcomer-check $1: passed"
+echo "newcomer-check $1: passed in $SECONDS s"
