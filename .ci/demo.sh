@@ -18,6 +18,8 @@
 #                                                 (192.0.2.1/24 gateway, 198.51.100.1, 203.0.113.1)
 # nftables counters in sgdemo-dst's prerouting hook count what really arrives there.
 set -euo pipefail
+# A relative SOVGUARD_BUILD_DIR is the caller's (the hook link into it must be absolute).
+[[ -z ${SOVGUARD_BUILD_DIR:-} ]] || SOVGUARD_BUILD_DIR=$(realpath -m "$SOVGUARD_BUILD_DIR")
 cd "$(dirname "$0")/.."
 root=$(pwd)
 build=${SOVGUARD_BUILD_DIR:-$root/build/release}
@@ -139,13 +141,20 @@ EOF
   show
 }
 
+# Also for a guest left running when start-node was stopped (Ctrl-C): stopped and undefined the
+# same way; its pinned state then names a guest that stopped while no daemon ran, which
+# `start-node.sh --undo` releases (a later start-node forgets it).
 down() {
   trap - ERR
   if virsh -q -c "$uri" dominfo "$name" >/dev/null 2>&1; then
     virsh -q -c "$uri" destroy "$name" >/dev/null 2>&1 || true # not running: nothing to stop
     virsh -q -c "$uri" undefine "$name" >/dev/null
     echo "demo: guest $name destroyed and undefined"
+    if [[ ! -f /run/sovguard/sovguardd.lock ]] || flock -n /run/sovguard/sovguardd.lock true; then
+      echo "demo: no sovguardd saw $name stop: bash .ci/start-node.sh --undo releases its pinned state"
+    fi
   fi
+  rm -f "/var/log/libvirt/qemu/$name.log"* # libvirt's log of the guest, kept after undefine
   if ip link show "$br" >/dev/null 2>&1; then ip link del "$br"; fi
   if ip link show "$vr" >/dev/null 2>&1; then ip link del "$vr"; fi
   if ip netns list | grep -qw "$ns"; then ip netns del "$ns"; fi

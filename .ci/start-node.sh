@@ -5,11 +5,17 @@
 #   --demo   the demo node: the shipped default + examples/demo's ENFORCE policy as a bundle signed
 #            by a demo key, its state (its own swtpm state, anti-rollback) in /var/lib/sovguard-demo;
 #            then `bash .ci/demo.sh up` in another shell
-#   --undo [--keep-enforcement] [--force]   stops the daemon and the libvirtd, virtlogd and swtpm
-#            started for this script, releases the kernel enforcement (unless asked to keep it;
-#            --force: also for guests that stopped while no daemon ran), removes the hook it
-#            installed, /run/sovguard and /var/lib/sovguard-demo
+#   --undo [--keep-enforcement] [--force]   removes the demo (guest, also one left running, and its
+#            network), stops the daemon and the libvirtd, virtlogd and swtpm started for this
+#            script, releases the kernel enforcement (unless asked to keep it; --force: also for
+#            guests that stopped while no daemon ran; the demo guest it stopped is released
+#            without it), removes the hook it installed, the state directories it created
+#            (/var/lib/sovguard), /run/sovguard and /var/lib/sovguard-demo
+# SOVGUARD_BUILD_DIR: the build to use (default build/release); one configured already (e.g. CI's
+# Debug build/test) keeps its configuration, and only the four programs are brought up to date.
 set -euo pipefail
+# A relative SOVGUARD_BUILD_DIR is the caller's (the hook link into it must be absolute).
+[[ -z ${SOVGUARD_BUILD_DIR:-} ]] || SOVGUARD_BUILD_DIR=$(realpath -m "$SOVGUARD_BUILD_DIR")
 cd "$(dirname "$0")/.."
 root=$(pwd)
 build=${SOVGUARD_BUILD_DIR:-$root/build/release}
@@ -17,6 +23,8 @@ hook=/etc/libvirt/hooks/qemu.d/sovguard
 record=/run/sovguard-start-node # what this script started (tmpfs: gone with a reboot)
 demo_state=/var/lib/sovguard-demo
 daemon=$build/enforcer/daemon/sovguardd
+state=/var/lib/sovguard # the node's state (swtpm, measurements, policy), as sovguardd defaults it
+demo_guest=sovguard-demo
 
 mode=node keep_enforcement=0 force=()
 args=()
@@ -44,6 +52,13 @@ running_pids() { for f in "${pidfiles[@]}"; do alive "$f" || true; done; }
 if [[ $mode == undo ]]; then
   [[ $(id -u) == 0 ]] || { echo "start-node --undo: run as root" >&2; exit 1; }
   undo_before=$(running_pids)
+  # 0. The demo, also a guest left running when start-node was stopped: removed while a daemon
+  #    that sees its guest stop may still run (release below handles the case where none did).
+  if virsh -q -c qemu:///system dominfo "$demo_guest" >/dev/null 2>&1 ||
+    ip netns list 2>/dev/null | grep -qw sgdemo-dst || [[ -d /run/sovguard-demo ]]; then
+    SOVGUARD_BUILD_DIR=$build bash .ci/demo.sh down ||
+      { echo "start-node --undo: demo.sh down failed (above), nothing else undone" >&2; exit 1; }
+  fi
   # 1. The daemon (SIGTERM keeps kernel enforcement; released below unless asked to keep it).
   lock=/run/sovguard/sovguardd.lock
   if [[ -f $lock ]] && ! flock -n "$lock" true; then
@@ -68,8 +83,22 @@ if [[ $mode == undo ]]; then
   if ((keep_enforcement)); then
     echo "start-node --undo: kernel enforcement kept (pins under /sys/fs/bpf/sovguard)"
   elif [[ -x $daemon ]]; then
-    # Refuses while a guest is still covered (its message says what to do).
-    if ! "$daemon" "${last_args[@]}" --release-enforcement "${force[@]}"; then
+    # Refuses while a guest is still covered (its message says what to do). The demo guest that
+    # stopped while no daemon ran (removed above, or by demo.sh down after a Ctrl-C) is still in
+    # the pinned state: when it is all the refusal names and libvirt no longer knows it, its
+    # release is forced (and measured as forced).
+    rc=0
+    out=$("$daemon" "${last_args[@]}" --release-enforcement "${force[@]}" 2>&1) || rc=$?
+    printf '%s\n' "$out"
+    covered=$(sed -n 's/^  //p' <<<"$out")
+    if ((rc != 0)) && ((${#force[@]} == 0)) && [[ -n $covered ]] &&
+      ! grep -qv "^$demo_guest (" <<<"$covered" &&
+      ! virsh -q -c qemu:///system dominfo "$demo_guest" >/dev/null 2>&1; then
+      echo "start-node --undo: $demo_guest is gone (it stopped while no daemon ran): releasing it with --force"
+      rc=0
+      "$daemon" "${last_args[@]}" --release-enforcement --force || rc=$?
+    fi
+    if ((rc != 0)); then
       echo "start-node --undo: release refused (above), nothing else undone. A guest it names that" \
         "no longer runs (virsh list) stopped while no daemon ran: --undo --force releases it" >&2
       exit 1
@@ -96,6 +125,20 @@ if [[ $mode == undo ]]; then
     rmdir --ignore-fail-on-non-empty "$(dirname "$hook")"
     echo "start-node --undo: removed the libvirt hook $hook"
   fi
+  # 6. What start-node created (recorded when it did): its state, nothing runs on it now; the
+  #    hook's directories, when empty.
+  if [[ -f $record/created ]]; then
+    while read -r path; do
+      [[ -e $path ]] || continue
+      rm -rf "$path"
+      echo "start-node --undo: removed $path (created by start-node)"
+    done < <(sort -u "$record/created")
+  fi
+  if [[ -f $record/created-dirs ]]; then
+    while read -r path; do
+      [[ -d $path ]] && find "$path" -depth -type d -empty -delete
+    done < <(sort -u "$record/created-dirs")
+  fi
   rm -rf "$demo_state" "$record" /run/sovguard # no daemon holds it now: stale status, sockets
   left=$(running_pids)
   [[ -z $left ]] || echo "start-node --undo: still running, not started by this script: pids $left"
@@ -103,8 +146,21 @@ if [[ $mode == undo ]]; then
 fi
 
 bash .ci/install-deps.sh
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOVGUARD_BUILD_TESTS=OFF -DSOVGUARD_BUILD_BENCH=OFF
+if [[ ! -f $build/CMakeCache.txt ]]; then
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOVGUARD_BUILD_TESTS=OFF -DSOVGUARD_BUILD_BENCH=OFF
+fi
 cmake --build "$build" -j"$(nproc)" --target sovguardd sovguardctl sovguard-libvirt-hook sovguard-verify
+# What this script creates is recorded for --undo: the topmost directory that did not exist, in
+# RECORD (created: removed with its content; created-dirs: removed only when empty).
+mkdir -p "$record"
+created() { # RECORD PATH
+  local p=$2
+  [[ -e $p ]] && return 0
+  while [[ ! -e $(dirname "$p") ]]; do p=$(dirname "$p"); done
+  echo "$p" >>"$record/$1"
+}
+[[ $mode == node ]] && created created "$state"
+created created-dirs "$(dirname "$hook")"
 # The qemu hook lets sovguardd cover a guest's taps before QEMU starts; libvirtd reads hooks when
 # it starts, so a libvirtd already running picks it up at its next restart (until then guests are
 # covered on their start event).
@@ -120,7 +176,6 @@ if [[ $mode == demo ]]; then
     --set "policy_bundle=$demo_state/demo.bundle" --set "trusted_keys_dir=$demo_state/keys")
 fi
 daemon_args+=("${args[@]}")
-mkdir -p "$record"
 printf '%s\n' "${daemon_args[@]}" >"$record/daemon.args"
 before=$(running_pids)
 

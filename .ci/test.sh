@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is needed, builds (Debug = ASan+UBSan), runs every
 # test tier with ctest (unit, kernel, integration; .ci/run-tests.sh also fails on a skip not on
-# .ci/skip-allowlist and on any change the suite left on the host), then each fuzz target for a
-# bounded time. Run as root on Debian 12. Exit status is non-zero on any failure.
+# .ci/skip-allowlist and on any change the suite left on the host) between the two stages of the
+# newcomer sequence (.ci/newcomer-check.sh pre|post), then each fuzz target for a bounded time.
+# Run as root on Debian 12. Exit status is non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -12,10 +13,16 @@ fuzz_seconds=${SOVGUARD_FUZZ_SECONDS:-30}
 bash .ci/install-deps.sh
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DSOVGUARD_SHARED_DATA_DIR="$root/../shared/data"
 cmake --build "$build" -j"$(nproc)"
-# ctest, then every skip judged against .ci/skip-allowlist and the host compared with a snapshot
-# taken before ctest; the fuzzers run even when that failed, the exit status counts both.
+# Around the suite, the README's newcomer sequence (.ci/newcomer-check.sh): before it start-node
+# until ready and Ctrl-C, so the suite runs on the host a newcomer leaves; after it start-node
+# --demo, the demo guest's traffic, Ctrl-C with the guest running, --undo, and the host compared
+# with a snapshot taken before the first start-node. Inside, ctest, then every skip judged against
+# .ci/skip-allowlist and the host compared with a snapshot taken before ctest. Every stage runs
+# even when one before it failed; the exit status counts all of them and the fuzzers.
 status=0
+SOVGUARD_BUILD_DIR=$build bash .ci/newcomer-check.sh pre || status=1
 bash .ci/run-tests.sh "$build" || status=1
+SOVGUARD_BUILD_DIR=$build bash .ci/newcomer-check.sh post || status=1
 
 # libFuzzer: a separate clang build of the fuzz targets only, each run for a bounded time on its
 # committed seed corpus (the corpus itself already ran above as unit tests).
