@@ -998,6 +998,19 @@ struct StorageDatapath::Impl {
     WriteState();
   }
 
+  // Adds the fanotify rung's denials to the guests' `denied` counters (sg_io_state).
+  void AddDenied(const std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t>& denied) {
+    const int fd = Fd(skel->maps.sg_io_state);
+    for (const auto& [key, n] : denied) {
+      const sg_io_key k{.guest_id = key.first, .dataset = key.second};
+      sg_io_state st{};
+      if (bpf_map_lookup_elem(fd, &k, &st) != 0 && errno != ENOENT)
+        throw StorageError("read sg_io_state", errno);
+      st.denied += n;
+      Update(fd, &k, &st, "sg_io_state");
+    }
+  }
+
   // The fanotify mark of a protected volume; a volume that cannot be marked is refused.
   void MarkVolume(const fs::path& path, const sg_volume_key& key) {
     try {
@@ -1454,6 +1467,13 @@ const StorageStatus& StorageDatapath::Status() {
       m.Fd(m.skel->maps.sg_storage_guests),
       [&](const std::uint64_t&, const sg_storage_guest&) { ++m.status.guests; });
   m.status.events_suppressed = m.removed_suppressed;
+  if (m.fanotify) {
+    const FanotifyCounters c = m.fanotify->Counters();
+    m.status.fanotify_allowed = c.allowed;
+    m.status.fanotify_denied = c.denied;
+    m.status.fanotify_failed = c.failed;
+    m.status.events_suppressed += c.events_dropped;
+  }
   ForEach<std::uint32_t, sg_storage_ratelimit>(
       m.Fd(m.skel->maps.sg_storage_ratelimit),
       [&](const std::uint32_t&, const sg_storage_ratelimit& rl) {
@@ -1945,6 +1965,7 @@ int StorageDatapath::PollEvents(const std::function<void(const StorageEvent&)>& 
   // Denials the fanotify group answered: the tracepoints never see those opens succeed.
   if (m.fanotify) {
     for (auto& e : m.fanotify->TakeEvents()) Impl::OnEvent(&m, &e, sizeof e);
+    m.AddDenied(m.fanotify->TakeDenied());
     if (m.delivered > 0) timeout_ms = 0;
   }
   int err = ring_buffer__poll(m.ring.get(), timeout_ms);

@@ -130,6 +130,16 @@ TEST_F(StorageFanotifyTest, GuestWithoutTheDatasetGetsEpermAndStaysAlive) {
   EXPECT_EQ(seen->dataset, "health");
   EXPECT_EQ(seen->path, fs::canonical(image_).string());
   EXPECT_EQ(seen->verdict, Verdict::kPrevented);
+  // Counted for the guest and in the rung's own answers; nothing failed to be decided.
+  std::uint64_t denied = 0;
+  for (const auto& c : sp_->ReadCounters())
+    if (c.guest == "bravo" && c.dataset == "health") denied = c.denied;
+  EXPECT_EQ(denied, 200u);
+  const auto& st = sp_->Status();
+  if (sp_->Status().Find("storage-open")->mechanism == "fanotify:open_perm") {
+    EXPECT_EQ(st.fanotify_denied, 200u);
+    EXPECT_EQ(st.fanotify_failed, 0u);
+  }
 }
 
 TEST_F(StorageFanotifyTest, GuestHoldingTheDatasetOpensAndReads) {
