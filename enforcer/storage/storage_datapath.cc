@@ -848,7 +848,6 @@ struct StorageDatapath::Impl {
     return true;
   }
 
-  // Drops the attachments made after `size` (a mechanism that could not be completed).
   // Attaches the strongest rung of the storage-open ladder that works here and records it (and
   // why each stronger one is not used) in `open`. Throws StorageError when none works.
   OpenRung AttachOpenRung(PathStatus& open, bool lsm_loaded, const fs::path& cgroup2_root) {
@@ -878,8 +877,15 @@ struct StorageDatapath::Impl {
                              .guests = Fd(skel->maps.sg_storage_guests),
                              .volumes = Fd(skel->maps.sg_volumes)},
               cgroup2_root, options.machine_cgroup);
-          for (const auto& [key, v] : volumes) {  // adopted from a predecessor
-            if (fs::exists(v.path)) MarkVolume(v.path, sg_volume_key{key.first, key.second});
+          // Volumes adopted from a predecessor. One whose path is gone or names another inode
+          // now cannot be marked: the tracepoints underneath still guard it, and status says so.
+          for (const auto& [key, v] : volumes) {
+            try {
+              MarkVolume(v.path, sg_volume_key{key.first, key.second});
+            } catch (const StorageRefused& e) {
+              open.unavailable.push_back(std::string(rung.mechanism) + ": " + e.what() +
+                                         " (guarded by the tracepoints only)");
+            }
           }
         } catch (const std::exception& e) {
           fanotify.reset();
@@ -898,6 +904,7 @@ struct StorageDatapath::Impl {
     throw StorageError("storage-open: no mechanism of the ladder attaches", ENOTSUP);
   }
 
+  // Drops the attachments made after `size` (a mechanism that could not be completed).
   void DropAttached(std::size_t size) {
     while (attached.size() > size) {
       auto& a = attached.back();
@@ -987,11 +994,11 @@ struct StorageDatapath::Impl {
       throw StorageRefused(fmt::format("{}: volume {} is already a volume of dataset #{}, not {}",
                                        who, canonical.string(), existing->second.dataset, d.id));
     }
+    if (fanotify) MarkVolume(canonical, key);  // before the tables: a failure changes nothing
     sg_storage_volume_meta meta{.dataset = v.dataset, .flags = v.flags, .path = {}};
     CopyName(meta.path, canonical.string());
     Update(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
     Update(Fd(skel->maps.sg_volumes), &key, &v, "sg_volumes");
-    if (fanotify) MarkVolume(canonical, key);
     volumes[{key.dev, key.ino}] = Volume{canonical.string(), d.index};
     expected.volumes[{key.dev, key.ino}] = v;
     digests[kTableVolumes] = TableDigest(expected, kTableVolumes);

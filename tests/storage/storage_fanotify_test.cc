@@ -357,9 +357,14 @@ TEST_F(StorageFanotifyTest, KillingTheDaemonDuringForbiddenOpensLeavesNoGap) {
   EXPECT_EQ(shared->opened.load(), 0) << "an open returned a descriptor to the attacker";
   ::munmap(mem, sizeof(Shared));
 
-  // The pinned state is released by a successor.
+  // A successor adopts the pinned state and marks the adopted volume in its own group: the
+  // guest is refused with EPERM again and lives.
   StorageDatapath successor(
       StorageOptions{.machine_cgroup = cgroups_.machine(), .pin_dir = pin.path()});
+  EXPECT_EQ(successor.Status().Find("storage-open")->mechanism, "fanotify:open_perm");
+  const auto again = RunInCgroup(bravo, [&] { return OpenRefusedEveryTime(image_, 20); });
+  EXPECT_TRUE(again.exited) << "signal " << again.signal;
+  EXPECT_EQ(again.exit_code, kEperm);
   successor.Detach();
 }
 
