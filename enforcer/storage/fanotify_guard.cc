@@ -99,7 +99,7 @@ FanotifyGuard::FanotifyGuard(const FanotifyTables& tables, fs::path cgroup2_root
   if (rel.empty() || rel.string().starts_with(".."))
     throw std::system_error(EINVAL, std::generic_category(),
                             machine_cgroup.string() + " is not below " + cgroup2_root_.string());
-  machine_rel_ = "/" + rel.string();
+  machine_rel_ = fmt::format("/{}", rel.string());
   group_ = InitGroup();
   stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_) ThrowErrno("eventfd");
