@@ -89,6 +89,9 @@ nlohmann::json StorageJson(storage::StorageDatapath* sp, const std::string& erro
   j["guests"] = st.guests;
   j["pending"] = st.pending;
   j["volumes"] = st.volumes;
+  j["fanotify"] = {{"allowed", st.fanotify_allowed},
+                   {"denied", st.fanotify_denied},
+                   {"failed", st.fanotify_failed}};
   j["counters"] = counters;
   return j;
 }

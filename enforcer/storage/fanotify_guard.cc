@@ -12,9 +12,10 @@
 
 #include <fmt/format.h>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <fstream>
+#include <string_view>
 #include <system_error>
 
 namespace sovguard::storage {
@@ -54,11 +55,23 @@ std::uint64_t BootNs() {
 }
 
 // The cgroup v2 path of a thread ("/machine/qemu-1-vm.libvirt-qemu/emulator"), empty when gone.
+// One read(2) into a stack buffer: this runs for every permission event.
 std::string CgroupOf(pid_t tid) {
-  std::ifstream in(fmt::format("/proc/{}/cgroup", tid));
-  std::string line;
-  while (std::getline(in, line))
-    if (line.starts_with("0::")) return line.substr(3);
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%d/cgroup", static_cast<int>(tid));
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
+  char buf[4096];
+  const ssize_t n = ::read(fd.Get(), buf, sizeof buf);
+  if (n <= 0 || n == static_cast<ssize_t>(sizeof buf)) return {};  // gone, or too long to trust
+  std::string_view all(buf, static_cast<std::size_t>(n));
+  for (std::size_t pos = 0; pos < all.size();) {
+    std::size_t end = all.find('\n', pos);
+    if (end == std::string_view::npos) end = all.size();
+    const std::string_view line = all.substr(pos, end - pos);
+    if (line.starts_with("0::")) return std::string(line.substr(3));
+    pos = end + 1;
+  }
   return {};
 }
 
@@ -86,7 +99,7 @@ FanotifyGuard::FanotifyGuard(const FanotifyTables& tables, fs::path cgroup2_root
   if (rel.empty() || rel.string().starts_with(".."))
     throw std::system_error(EINVAL, std::generic_category(),
                             machine_cgroup.string() + " is not below " + cgroup2_root_.string());
-  machine_rel_ = "/" + rel.string();
+  machine_rel_ = fmt::format("/{}", rel.string());
   group_ = InitGroup();
   stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_) ThrowErrno("eventfd");
@@ -154,6 +167,11 @@ std::vector<sg_storage_event> FanotifyGuard::TakeEvents() {
   return out;
 }
 
+std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t> FanotifyGuard::TakeDenied() {
+  std::lock_guard lock(mu_);
+  return std::exchange(denied_, {});
+}
+
 void FanotifyGuard::Run() {
   alignas(fanotify_event_metadata) char buf[8192];
   pollfd fds[2] = {{group_.Get(), POLLIN, 0}, {stop_.Get(), POLLIN, 0}};
@@ -198,6 +216,7 @@ std::uint32_t FanotifyGuard::Decide(int event_fd, pid_t tid, sg_storage_event& e
     ++counters_.allowed;
   } else if (ev.kind == SG_EV_OPEN_DENIED) {
     ++counters_.denied;
+    if (ev.guest_id != 0) ++denied_[{ev.guest_id, ev.dataset}];
     if (events_.size() < kMaxQueuedEvents)
       events_.push_back(ev);
     else

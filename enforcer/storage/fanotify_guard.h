@@ -79,6 +79,9 @@ class FanotifyGuard {
   // Denials since the last call, as the BPF programs would report them (kind SG_EV_OPEN_DENIED,
   // verdict SG_VERDICT_DROP); at most 4096 are queued, the rest counted in events_dropped.
   std::vector<sg_storage_event> TakeEvents();
+  // Policy denials of registered guests since the last call, per (guest id, dataset index): the
+  // datapath adds them to the guest's `denied` counter, as the programs do for their own.
+  std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t> TakeDenied();
 
   // Does this kernel refuse an open on our answer? Marks a scratch file in `dir`, opens it from
   // another thread and answers FAN_DENY; empty on success, else the stage and errno text.
@@ -103,6 +106,7 @@ class FanotifyGuard {
   mutable std::mutex mu_;    // marks_, events_, counters_
   std::map<std::pair<std::uint64_t, std::uint64_t>, Mark> marks_;  // by (st_dev, st_ino)
   std::deque<sg_storage_event> events_;
+  std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t> denied_;
   FanotifyCounters counters_;
   std::thread thread_;  // last: started when everything above exists
 };

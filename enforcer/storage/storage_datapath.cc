@@ -846,7 +846,6 @@ struct StorageDatapath::Impl {
     return true;
   }
 
-  // Drops the attachments made after `size` (a mechanism that could not be completed).
   // Attaches the strongest rung of the storage-open ladder that works here and records it (and
   // why each stronger one is not used) in `open`. Throws StorageError when none works.
   OpenRung AttachOpenRung(PathStatus& open, bool lsm_loaded, const fs::path& cgroup2_root) {
@@ -883,8 +882,15 @@ struct StorageDatapath::Impl {
                              .guests = Fd(skel->maps.sg_storage_guests),
                              .volumes = Fd(skel->maps.sg_volumes)},
               cgroup2_root, options.machine_cgroup);
-          for (const auto& [key, v] : volumes) {  // adopted from a predecessor
-            if (fs::exists(v.path)) MarkVolume(v.path, sg_volume_key{key.first, key.second});
+          // Volumes adopted from a predecessor. One whose path is gone or names another inode
+          // now cannot be marked: the tracepoints underneath still guard it, and status says so.
+          for (const auto& [key, v] : volumes) {
+            try {
+              MarkVolume(v.path, sg_volume_key{key.first, key.second});
+            } catch (const StorageRefused& e) {
+              open.unavailable.push_back(std::string(rung.mechanism) + ": " + e.what() +
+                                         " (guarded by the tracepoints only)");
+            }
           }
         } catch (const std::exception& e) {
           fanotify.reset();
@@ -903,6 +909,7 @@ struct StorageDatapath::Impl {
     throw StorageError("storage-open: no mechanism of the ladder attaches", ENOTSUP);
   }
 
+  // Drops the attachments made after `size` (a mechanism that could not be completed).
   void DropAttached(std::size_t size) {
     while (attached.size() > size) {
       auto& a = attached.back();
@@ -1011,13 +1018,26 @@ struct StorageDatapath::Impl {
   }
 
   void InsertVolume(const sg_volume_key& key, const std::string& path, const sg_volume& v) {
+    if (fanotify) MarkVolume(path, key);  // before the tables: a failure changes nothing
     sg_storage_volume_meta meta{.dataset = v.dataset, .flags = v.flags, .path = {}};
     CopyName(meta.path, path);
     Update(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
     Update(Fd(skel->maps.sg_volumes), &key, &v, "sg_volumes");
-    if (fanotify) MarkVolume(path, key);
     volumes[{key.dev, key.ino}] = Volume{path, v.dataset};
     expected.volumes[{key.dev, key.ino}] = v;
+  }
+
+  // Adds the fanotify rung's denials to the guests' `denied` counters (sg_io_state).
+  void AddDenied(const std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t>& denied) {
+    const int fd = Fd(skel->maps.sg_io_state);
+    for (const auto& [key, n] : denied) {
+      const sg_io_key k{.guest_id = key.first, .dataset = key.second};
+      sg_io_state st{};
+      if (bpf_map_lookup_elem(fd, &k, &st) != 0 && errno != ENOENT)
+        throw StorageError("read sg_io_state", errno);
+      st.denied += n;
+      Update(fd, &k, &st, "sg_io_state");
+    }
   }
 
   // The fanotify mark of a protected volume; a volume that cannot be marked is refused.
@@ -1536,6 +1556,13 @@ const StorageStatus& StorageDatapath::Status() {
       m.Fd(m.skel->maps.sg_storage_guests),
       [&](const std::uint64_t&, const sg_storage_guest&) { ++m.status.guests; });
   m.status.events_suppressed = m.removed_suppressed;
+  if (m.fanotify) {
+    const FanotifyCounters c = m.fanotify->Counters();
+    m.status.fanotify_allowed = c.allowed;
+    m.status.fanotify_denied = c.denied;
+    m.status.fanotify_failed = c.failed;
+    m.status.events_suppressed += c.events_dropped;
+  }
   ForEach<std::uint32_t, sg_storage_ratelimit>(
       m.Fd(m.skel->maps.sg_storage_ratelimit),
       [&](const std::uint32_t&, const sg_storage_ratelimit& rl) {
@@ -2027,6 +2054,7 @@ int StorageDatapath::PollEvents(const std::function<void(const StorageEvent&)>& 
   // Denials the fanotify group answered: the tracepoints never see those opens succeed.
   if (m.fanotify) {
     for (auto& e : m.fanotify->TakeEvents()) Impl::OnEvent(&m, &e, sizeof e);
+    m.AddDenied(m.fanotify->TakeDenied());
     if (m.delivered > 0) timeout_ms = 0;
   }
   int err = ring_buffer__poll(m.ring.get(), timeout_ms);

@@ -130,6 +130,16 @@ TEST_F(StorageFanotifyTest, GuestWithoutTheDatasetGetsEpermAndStaysAlive) {
   EXPECT_EQ(seen->dataset, "health");
   EXPECT_EQ(seen->path, fs::canonical(image_).string());
   EXPECT_EQ(seen->verdict, Verdict::kPrevented);
+  // Counted for the guest and in the rung's own answers; nothing failed to be decided.
+  std::uint64_t denied = 0;
+  for (const auto& c : sp_->ReadCounters())
+    if (c.guest == "bravo" && c.dataset == "health") denied = c.denied;
+  EXPECT_EQ(denied, 200u);
+  const auto& st = sp_->Status();
+  if (sp_->Status().Find("storage-open")->mechanism == "fanotify:open_perm") {
+    EXPECT_EQ(st.fanotify_denied, 200u);
+    EXPECT_EQ(st.fanotify_failed, 0u);
+  }
 }
 
 TEST_F(StorageFanotifyTest, GuestHoldingTheDatasetOpensAndReads) {
@@ -347,9 +357,14 @@ TEST_F(StorageFanotifyTest, KillingTheDaemonDuringForbiddenOpensLeavesNoGap) {
   EXPECT_EQ(shared->opened.load(), 0) << "an open returned a descriptor to the attacker";
   ::munmap(mem, sizeof(Shared));
 
-  // The pinned state is released by a successor.
+  // A successor adopts the pinned state and marks the adopted volume in its own group: the
+  // guest is refused with EPERM again and lives.
   StorageDatapath successor(
       StorageOptions{.machine_cgroup = cgroups_.machine(), .pin_dir = pin.path()});
+  EXPECT_EQ(successor.Status().Find("storage-open")->mechanism, "fanotify:open_perm");
+  const auto again = RunInCgroup(bravo, [&] { return OpenRefusedEveryTime(image_, 20); });
+  EXPECT_TRUE(again.exited) << "signal " << again.signal;
+  EXPECT_EQ(again.exit_code, kEperm);
   successor.Detach();
 }
 
