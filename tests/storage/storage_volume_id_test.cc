@@ -310,5 +310,49 @@ TEST(VolumeIdentity, FileIdentityIsTheSuperBlocksDeviceAndTheInode) {
   EXPECT_THROW(KernelVolumeId(tmp.path() / "missing"), std::system_error);
 }
 
+// The sysfs walk on a fake tree (the development kernel has no device-mapper): a dm target over
+// a protected device is its holder, a target above that one too; the device under a protected
+// target is its slave. Device nodes made by mknod (no such device needs to exist).
+TEST(VolumeIdentity, DeviceMapperHoldersAndSlavesFromSysfs) {
+  SOVGUARD_REQUIRE(::geteuid() == 0, "root (mknod)");
+  TempDir tmp;
+  const fs::path sys = tmp.path() / "sys";
+  const auto dev_dir = [&](const std::string& mm, const std::string& name) {
+    const fs::path d = sys / "dev/block" / mm;
+    fs::create_directories(d);
+    std::ofstream(d / "dev") << mm << "\n";
+    std::ofstream(d / "uevent") << "MAJOR=x\nDEVNAME=" << name << "\n";
+    return d;
+  };
+  // As in sysfs: holders/NAME and slaves/NAME are links to the device's directory.
+  const auto link = [&](const fs::path& dir, const std::string& kind, const std::string& name,
+                        const std::string& mm) {
+    fs::create_directories(dir / kind);
+    fs::create_directory_symlink(sys / "dev/block" / mm, dir / kind / name);
+  };
+  fs::create_directories(sys / "block");
+  const fs::path loop = dev_dir("7:200", "loop200"), dm9 = dev_dir("253:9", "dm-9"),
+                 dm10 = dev_dir("253:10", "dm-10");
+  link(loop, "holders", "dm-9", "253:9");
+  link(dm9, "slaves", "loop200", "7:200");
+  link(dm9, "holders", "dm-10", "253:10");
+  link(dm10, "slaves", "dm-9", "253:9");
+  const fs::path loop_node = tmp.path() / "loop200", dm9_node = tmp.path() / "dm-9";
+  ASSERT_EQ(::mknod(loop_node.c_str(), S_IFBLK | 0600, makedev(7, 200)), 0);
+  ASSERT_EQ(::mknod(dm9_node.c_str(), S_IFBLK | 0600, makedev(253, 9)), 0);
+  const auto names = [](const std::vector<VolumeAlias>& v) {
+    std::vector<std::string> out;
+    for (const auto& a : v) out.push_back(a.name);
+    return out;
+  };
+  EXPECT_EQ(names(VolumeAliases(loop_node, sys)),
+            (std::vector<std::string>{"/dev/dm-9", "/dev/dm-10"}));
+  const auto of_dm9 = VolumeAliases(dm9_node, sys);
+  EXPECT_EQ(names(of_dm9), (std::vector<std::string>{"/dev/loop200", "/dev/dm-10"}));
+  ASSERT_EQ(of_dm9.size(), 2u);
+  EXPECT_EQ(of_dm9[0].id, (VolumeId{0, (7ULL << 20) | 200}));
+  EXPECT_NE(of_dm9[0].why.find("slave"), std::string::npos) << of_dm9[0].why;
+}
+
 }  // namespace
 }  // namespace sovguard::storage
