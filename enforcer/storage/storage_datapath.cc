@@ -1297,14 +1297,14 @@ static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& open, PathStatus& 
   if (attach({progs.sg_enter_copy_file_range, progs.sg_exit_copy_file_range}, io))
     ios += ",copy_file_range";
   if (attach({progs.sg_enter_io_submit}, io)) ios += ",io_submit";
-  std::string uring, compat;
+  std::string uring, compat, guards;  // guards: judged, never counted
   if (attach({progs.sg_io_uring_complete}, io)) uring = "+tp_btf:io_uring_complete";
   if (!lsm) {
     if (!uring.empty() && attach({progs.sg_io_uring_submit}, quota)) uring += ",submit_req";
     if (attach({progs.sg_sys_enter_compat}, open)) compat = "+tp_btf:sys_enter(32-bit)";
-    if (attach({progs.sg_enter_mmap}, quota)) ios += ",mmap";
+    if (attach({progs.sg_enter_mmap}, quota)) guards += ",mmap";
     if (attach({progs.sg_enter_ftruncate, progs.sg_enter_fallocate}, quota))
-      opens += ",ftruncate,fallocate";
+      guards += ",ftruncate,fallocate";
   }
   if (!lsm && open.guarantee == Guarantee::kDetectsAndKills) {
     const auto plus = open.mechanism.rfind("+SIGKILL");
@@ -1313,7 +1313,8 @@ static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& open, PathStatus& 
   if (io.guarantee == Guarantee::kCounts) {
     io.mechanism = "tracepoint:sys_{enter,exit}_p{read,write}{64,v,v2}" + ios + uring;
     if (!lsm && quota.guarantee == Guarantee::kDetectsAndKills)
-      quota.mechanism = "tracepoint:sys_enter_p{read,write}{64,v,v2}" + ios + uring + "+SIGKILL";
+      quota.mechanism =
+          "tracepoint:sys_enter_p{read,write}{64,v,v2}" + ios + guards + uring + "+SIGKILL";
   }
 }
 

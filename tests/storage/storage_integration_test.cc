@@ -109,6 +109,9 @@ class StorageIntegration : public ::testing::Test {
       const bool health = std::find(d.labels.datasets.begin(), d.labels.datasets.end(), "health") !=
                           d.labels.datasets.end();
       if (health) g.datasets |= 1ULL << kHealth;
+      if (std::find(d.labels.datasets.begin(), d.labels.datasets.end(), "metered") !=
+          d.labels.datasets.end())
+        g.datasets |= 1ULL << kMetered;
       for (const auto& disk : d.disks) {
         if (disk.source_type != "file" && disk.source_type != "block") continue;
         GuestDisk gd{.source = disk.source, .readonly = disk.readonly};
