@@ -119,6 +119,7 @@ EOF
     -e "s|@INITRD@|$run/initramfs.cpio.gz|" -e "s|@CMDLINE@|$cmdline|" -e "s|@TAP@|$tap|" \
     -e "s|@MAC@|52:54:00:5d:e0:01|" -e "s|@CONSOLE@|$run/console.log|" \
     tests/harness/guest-domain.xml.in >"$run/domain.xml"
+  [[ -e /var/log/libvirt/qemu/$name.log ]] || touch "$run/libvirt-log-created"
   virsh -q -c "$uri" define "$run/domain.xml" >/dev/null
   # libvirt's hook asks sovguardd to cover the tap before QEMU runs; a refusal fails the start.
   virsh -q -c "$uri" start "$name"
@@ -154,7 +155,8 @@ down() {
       echo "demo: no sovguardd saw $name stop: bash .ci/start-node.sh --undo releases its pinned state"
     fi
   fi
-  rm -f "/var/log/libvirt/qemu/$name.log"* # libvirt's log of the guest, kept after undefine
+  # libvirt's log of the guest, kept after undefine: removed when up created it
+  [[ -f $run/libvirt-log-created ]] && rm -f "/var/log/libvirt/qemu/$name.log"
   if ip link show "$br" >/dev/null 2>&1; then ip link del "$br"; fi
   if ip link show "$vr" >/dev/null 2>&1; then ip link del "$vr"; fi
   if ip netns list | grep -qw "$ns"; then ip netns del "$ns"; fi

@@ -211,8 +211,9 @@ for p in problems:
     print("newcomer-check:", p)
 sys.exit(1 if problems else 0)
 EOF
-  curl -sf 127.0.0.1:9477/metrics | grep -qE "^sovguard_violations_total\{[^}]*$demo[^}]*\} [1-9]" ||
-    fail "the metrics count no violation of $demo"
+  curl -sf 127.0.0.1:9477/metrics |
+    grep -qE "^sovguard_guest_packets_total\{guest=\"$demo\",dataset=\"demo-de-only\",verdict=\"drop\"\} [1-9]" ||
+    fail "the metrics count no dropped packet of $demo (sovguard_guest_packets_total, verdict drop)"
 }
 
 [[ $(id -u) == 0 ]] || die "run as root"
