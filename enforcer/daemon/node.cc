@@ -127,6 +127,22 @@ Node::~Node() {
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
 
+void Node::CompilePolicy(LoadedPolicy& loaded) {
+  if (!table_) {
+    // Loaded again for each policy change and released after it (ReleaseTables): the kernel maps
+    // hold the tables; keeping a copy would cost the daemon about 20 MiB for nothing.
+    std::string error;
+    table_ = policy::JurisdictionTable::Load(config_.data_dir / "world.sgjt", &error);
+    if (!table_) throw std::runtime_error("jurisdiction table: " + error);
+  }
+  loaded.compiled = policy::Compile(loaded.validated, *table_);
+  try {
+    loaded.storage = policy::CompileStorage(loaded.validated, loaded.compiled);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("storage policy: ") + e.what());
+  }
+}
+
 Node::LoadedPolicy Node::LoadPolicy() {
   LoadedPolicy loaded;
   if (config_.policy_bundle.empty()) {
@@ -142,42 +158,78 @@ Node::LoadedPolicy Node::LoadPolicy() {
     const std::string bytes = ReadAll(file);
     loaded.source_bytes.assign(bytes.begin(), bytes.end());
     loaded.source_sha256 = attestation::Sha256(bytes);
-  } else {
-    std::string error;
-    auto store = policy::BundleStore::Open(config_.state_dir / "policy",
-                                           TrustedKeys(config_.trusted_keys_dir), &error);
-    if (!store) throw std::runtime_error("policy state: " + error);
-    const auto result = store->Apply(ReadAll(config_.policy_bundle));
-    if (!result.accepted) {
-      if (store->active() == nullptr) {
-        throw std::runtime_error("policy bundle " + config_.policy_bundle.string() +
-                                 " rejected and no last good bundle: " + result.error);
+    CompilePolicy(loaded);
+    return loaded;
+  }
+  std::string error;
+  auto store = policy::BundleStore::Open(config_.state_dir / "policy",
+                                         TrustedKeys(config_.trusted_keys_dir), &error);
+  if (!store) throw std::runtime_error("policy state: " + error);
+  const auto from_bundle = [&](const policy::VerifiedBundle& v, const std::string& bytes) {
+    LoadedPolicy l;
+    l.validated = v.policy;
+    l.source = config_.policy_bundle.string();
+    l.source_bytes.assign(bytes.begin(), bytes.end());
+    l.source_sha256 = v.sha256;
+    l.bundle_version = v.manifest.version;
+    return l;
+  };
+  // The incoming bundle becomes the store's active one (what a restart comes back to, the
+  // anti-rollback version) only once every table of it compiled.
+  const std::string incoming = ReadAll(config_.policy_bundle);
+  policy::BundleStore::ApplyResult check;
+  std::string rejected;
+  if (const auto verified = store->Check(incoming, &check)) {
+    try {
+      loaded = from_bundle(*verified, incoming);
+      CompilePolicy(loaded);
+      if (check.changed) {
+        const auto result = store->Apply(incoming);
+        if (!result.accepted) throw std::runtime_error(result.error);
       }
-      log::Error("policy bundle {} rejected, keeping version {}: {}",
-                 config_.policy_bundle.string(), store->active_version(), result.error);
+      return loaded;
+    } catch (const std::exception& e) {
+      rejected = e.what();
     }
-    const auto* active = store->active();
-    loaded.validated = active->policy;
-    loaded.source = config_.policy_bundle.string();
-    const std::string bytes = ReadAll(config_.state_dir / "policy" / "active.bundle");
-    loaded.source_bytes.assign(bytes.begin(), bytes.end());
-    loaded.source_sha256 = active->sha256;
-    loaded.bundle_version = active->manifest.version;
+  } else {
+    rejected = check.error;
   }
-  if (!table_) {
-    // Loaded again for each policy change and released after it (ReleaseTables): the kernel maps
-    // hold the tables; keeping a copy would cost the daemon about 20 MiB for nothing.
-    std::string error;
-    table_ = policy::JurisdictionTable::Load(config_.data_dir / "world.sgjt", &error);
-    if (!table_) throw std::runtime_error("jurisdiction table: " + error);
+  if (store->active() == nullptr) {
+    throw std::runtime_error("policy bundle " + config_.policy_bundle.string() +
+                             " rejected and no last good bundle: " + rejected);
   }
-  loaded.compiled = policy::Compile(loaded.validated, *table_);
+  log::Error("policy bundle {} rejected, keeping version {}: {}", config_.policy_bundle.string(),
+             store->active_version(), rejected);
+  loaded = from_bundle(*store->active(), ReadAll(config_.state_dir / "policy" / "active.bundle"));
+  loaded.rejected = rejected;
+  CompilePolicy(loaded);
   return loaded;
 }
 
 void Node::ApplyPolicy(LoadedPolicy loaded) {
+  // LoadPolicy compiled both paths' tables; from here on only kernel writes. Each path builds its
+  // tables aside and switches with one store. Storage goes first (small tables, cheap to put
+  // back); when the network switch then fails, the storage path returns to the policy in force.
+  // Callers hold mu_, so the hook, status and the snapshot see one policy or the other.
   const auto t0 = std::chrono::steady_clock::now();
-  net_->ApplyPolicy(loaded.compiled);
+  if (storage_) storage_->ApplyPolicy(loaded.storage);
+  try {
+    net_->ApplyPolicy(loaded.compiled);
+  } catch (const std::exception& e) {
+    if (storage_ && policy_) {
+      try {
+        storage_->ApplyPolicy(policy::CompileStorage(policy_->validated,
+                                                     policy::Compile(policy_->validated, *table_)));
+      } catch (const std::exception& back) {
+        storage_error_ = fmt::format(
+            "holds policy {} while the network path holds {}: putting it back failed: {}",
+            policy::DigestHex(loaded.compiled.digest), policy::DigestHex(policy_->compiled.digest),
+            back.what());
+        log::Error("storage path: {}", storage_error_);
+      }
+    }
+    throw;
+  }
   const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0);
   std::string modes;
   for (const auto& d : loaded.compiled.datasets) {
@@ -188,18 +240,9 @@ void Node::ApplyPolicy(LoadedPolicy loaded) {
       loaded.source, ms.count(), loaded.compiled.datasets.size(), modes,
       loaded.compiled.ipv4.size(), loaded.compiled.ipv6.size(),
       policy::DigestHex(loaded.compiled.digest));
-  if (storage_) {
-    // The storage path follows the same policy; a failure here keeps the previous storage maps
-    // (never half-applied) and is reported, while the network policy already switched.
-    try {
-      storage_->ApplyPolicy(policy::CompileStorage(loaded.validated, loaded.compiled));
-    } catch (const std::exception& e) {
-      storage_error_ = std::string("applying the storage policy: ") + e.what();
-      log::Error("storage path: {}", storage_error_);
-    }
-  }
   attestation::measure::MeasurePolicyApplied(*measurements_, loaded.source, loaded.source_bytes);
   metrics::ExportPolicy(*metrics_, loaded.compiled, loaded.source, loaded.bundle_version);
+  loaded.storage = {};  // the kernel maps hold it
   policy_ = std::move(loaded);
   // Guests keep their taps; their masks follow the new policy's dataset indexes.
   for (auto& [uuid, g] : guests_) {
@@ -716,7 +759,11 @@ void Node::Start() {
   program_id_ = info.id;
   StartStorage();
   MeasureDowngrades();
-  ApplyPolicy(LoadPolicy());
+  {
+    auto loaded = LoadPolicy();
+    if (!loaded.rejected.empty()) last_reload_ = {.result = "rejected", .error = loaded.rejected};
+    ApplyPolicy(std::move(loaded));
+  }
   ReleaseTables();
   if (storage_)
     ProtectAgain(*storage_, storage_->ReleasedStaleVolumes());  // of a released stale state
@@ -800,11 +847,16 @@ void Node::Start() {
 void Node::Reload() {
   std::lock_guard lock(mu_);
   try {
-    ApplyPolicy(LoadPolicy());
+    auto loaded = LoadPolicy();
+    // A rejected bundle: the last good one LoadPolicy fell back to is the one in force.
+    if (!loaded.rejected.empty()) throw std::runtime_error(loaded.rejected);
+    ApplyPolicy(std::move(loaded));
     metrics_->Inc(metrics::kPolicyReloads, {"ok"});
+    last_reload_ = {.result = "ok", .error = {}};
   } catch (const std::exception& e) {
     metrics_->Inc(metrics::kPolicyReloads, {"rejected"});
     metrics_->Inc(metrics::kErrors, {"policy"});
+    last_reload_ = {.result = "rejected", .error = e.what()};
     log::Error("reload rejected, last good policy stays enforced: {}", e.what());
   }
   ReleaseTables();
@@ -1165,7 +1217,8 @@ nlohmann::json Node::Status() const {
            {"sha256", attestation::ToHex(policy_->source_sha256)},
            {"compiled_digest", policy::DigestHex(policy_->compiled.digest)},
            {"bundle_version", policy_->bundle_version},
-           {"datasets", datasets}};
+           {"datasets", datasets},
+           {"last_reload", {{"result", last_reload_.result}, {"error", last_reload_.error}}}};
   }
   nlohmann::json paths = nlohmann::json::array();
   for (const auto& m : Mechanisms()) {

@@ -116,8 +116,17 @@ class Node {
     std::vector<std::uint8_t> source_bytes;        // the bundle / policy file as applied
     std::array<std::uint8_t, 32> source_sha256{};  // of source_bytes
     std::uint64_t bundle_version = 0;              // 0 for the shipped default
+    policy::CompiledStorage storage;               // until applied
+    // Why the configured bundle was refused; the policy above is then the last good bundle.
+    std::string rejected;
   };
+  // Reads, verifies and compiles the policy source (both paths' tables), touching no kernel
+  // object. A bundle becomes the store's active one only once it compiled; a refused one falls
+  // back to the last good bundle with `rejected` set, or throws when there is none.
   LoadedPolicy LoadPolicy();
+  void CompilePolicy(LoadedPolicy& loaded);  // throws naming the path whose compile failed
+  // Puts a compiled policy in force on both paths or, on a failed kernel write, leaves both on
+  // the policy in force (and throws). Needs mu_.
   void ApplyPolicy(LoadedPolicy loaded);
   void MeasureStack();
   // Every enforcement path's mechanism (snapshot order); MeasureDowngrades puts the downgraded
@@ -200,6 +209,10 @@ class Node {
   std::unique_ptr<metrics::MetricsServer> metrics_server_;  // null when metrics_listen is empty
   std::string metrics_address_;
   std::string storage_error_;
+  struct {
+    std::string result;  // "", ok, rejected
+    std::string error;
+  } last_reload_;
   std::unique_ptr<attestation::tpm::Tpm> tpm_;
   std::unique_ptr<attestation::measure::MeasurementLog> measurements_;
   std::unique_ptr<attestation::evidence::EvidenceBuilder> evidence_;

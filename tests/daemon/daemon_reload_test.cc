@@ -1,0 +1,188 @@
+// A policy reload is applied whole or not at all. A running sovguardd enforces policy A on a real
+// guest; the operator replaces the bundle with one whose network part is valid (it would allow the
+// guest's forbidden destination) but whose storage part cannot be compiled, and sends SIGHUP. The
+// reload must be refused with its reason, and both paths must stay on A: the forbidden destination
+// receives nothing, neither path's kernel tables switched, the bundle store did not advance, and
+// the measured log does not claim the new policy. A valid bundle of the same version is then
+// accepted and does open the destination (the traffic check can see a switch).
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include "attestation/common/bytes.h"
+#include "attestation/eventlog/cel.h"
+#include "tests/harness/guest.h"
+#include "tests/harness/libvirtd.h"
+#include "tests/harness/network.h"
+#include "tests/harness/process.h"
+#include "tests/libvirt/daemon_fixture.h"
+
+namespace fs = std::filesystem;
+namespace st = sovguard::test;
+namespace cel = sovguard::attestation::cel;
+using namespace std::chrono_literals;
+
+namespace {
+
+// kZonePolicy with the forbidden zone allowed too.
+std::string OpenPolicy() {
+  std::string p = st::kZonePolicy;
+  const std::string from = "zones: [\"test-eu\"]";
+  p.replace(p.find(from), from.size(), "zones: [\"test-eu\", \"test-us\"]");
+  return p;
+}
+
+// OpenPolicy plus 13 datasets listing network-storage endpoints: endpoint k is listed by the
+// datasets of the bits of k, so 4,200 endpoints need 4,200 distinct storage classes, more than
+// the kernel's SG_MAX_CLASSES (4,096). The network part compiles; the storage part cannot.
+std::string StorageInvalidPolicy() {
+  constexpr int kDatasets = 13, kEndpoints = 4200;
+  std::string p = OpenPolicy();
+  for (int i = 0; i < kDatasets; ++i) {
+    p += "datasets {\n  id: \"ep-" + std::to_string(i) +
+         "\"\n  owner: \"test\"\n  mode: AUDIT\n  residency { allow: [\"EU\"] }\n  storage {\n";
+    for (int k = 1; k <= kEndpoints; ++k) {
+      if ((k >> i & 1) == 0) continue;
+      char endpoint[64];
+      std::snprintf(endpoint, sizeof endpoint, "[2001:db8:5::%x]:10809", k);
+      p += std::string("    network { endpoint: \"") + endpoint + "\" protocol: \"nbd\" }\n";
+    }
+    p += "  }\n}\n";
+  }
+  return p;
+}
+
+class DaemonReload : public st::DaemonWithLibvirt {
+ protected:
+  std::string PolicyText() const override { return st::kZonePolicy; }
+
+  // Signs `text` as bundle `version` and puts it where the daemon's policy_bundle points.
+  void DeployBundle(const std::string& text, int version) {
+    const fs::path src = dir_ / ("policy-v" + std::to_string(version) + ".textproto");
+    st::WriteTestFile(src, text);
+    std::string out;
+    ASSERT_EQ(
+        st::RunShell(st::DaemonProcess::Ctl() + " policy bundle --key " +
+                         (dir_ / "signer.pem").string() + " --version " + std::to_string(version) +
+                         " " + src.string() + " -o " + (dir_ / "next.bundle").string() + " 2>&1",
+                     &out),
+        0)
+        << out;
+    fs::rename(dir_ / "next.bundle", dir_ / "policy.bundle");
+  }
+
+  // The daemon's reload counter for `result`, 0 when absent.
+  double Reloads(const std::string& result) const {
+    const double v = Metric("sovguard_policy_reloads_total{result=\"" + result + "\"}");
+    return v < 0 ? 0 : v;
+  }
+
+  // What the kernel holds as the policy in force, read from the daemon's pinned maps: the
+  // network path's generation state and inner table ids (fresh maps on every switch), the
+  // storage path's active generation and its configuration.
+  std::string KernelPolicyState() const {
+    std::string all;
+    for (const fs::path& pin :
+         {daemon_->PinDir() / "sg_state", daemon_->PinDir() / "sg_classes_outer",
+          daemon_->PinDir() / "sg_policy_outer", daemon_->PinDir() / "sg_v4_dir_outer",
+          daemon_->PinDir() / "storage/sg_storage_active",
+          daemon_->PinDir() / "storage/sg_storage_cfg"}) {
+      std::string out;
+      EXPECT_EQ(st::RunShell("bpftool map dump pinned " + pin.string() + " 2>&1", &out), 0)
+          << pin << ": " << out;
+      all += pin.filename().string() + ":\n" + out;
+    }
+    return all;
+  }
+
+  // Hex SHA-256 of the bundle the last policy-applied record of the measured log names.
+  std::string LastMeasuredPolicy() const {
+    const std::string log = st::ReadTextFile(daemon_->StateDir() / "measurements/cel.bin");
+    std::string last;
+    for (const auto& r :
+         cel::DecodeLog(std::span(reinterpret_cast<const std::uint8_t*>(log.data()), log.size()))) {
+      if (r.content_type != cel::kContentSovguard) continue;
+      const auto ev = cel::DecodeSovguardContent(r.content);
+      if (ev.kind == cel::EventKind::kPolicyApplied)
+        last = sovguard::attestation::ToHex(ev.object_digest);
+    }
+    return last;
+  }
+};
+
+TEST_F(DaemonReload, StorageInvalidBundleLeavesBothPathsOnTheLastGoodPolicy) {
+  st::TestNetwork net("prl");
+  StartDaemon();
+  const nlohmann::json policy_a = daemon_->Status().at("policy");
+  ASSERT_EQ(policy_a.at("bundle_version").get<int>(), 1) << daemon_->Log();
+  ASSERT_EQ(LastMeasuredPolicy(), policy_a.at("sha256").get<std::string>());
+
+  st::ScopedHookTarget hook(HookPath());
+  st::GuestSpec spec;
+  spec.name = "sgt-prl";
+  spec.tap = "sgtprl0";
+  st::TestGuest guest(spec);
+  guest.Start();
+  net.AttachTap(spec.tap);
+  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
+  st::ZoneCounts counts;
+  ASSERT_TRUE(st::PollUntil(
+      60s, [&] { return (counts = net.Counts()).allowed >= 10; }, 100ms))
+      << "allowed=" << counts.allowed << "\n"
+      << daemon_->Log();
+  ASSERT_EQ(counts.forbidden, 0u);
+  const std::string kernel_a = KernelPolicyState();
+
+  // The refused reload.
+  DeployBundle(StorageInvalidPolicy(), 2);
+  ASSERT_EQ(::kill(daemon_->Pid(), SIGHUP), 0);
+  ASSERT_TRUE(st::PollUntil(
+      120s, [&] { return Reloads("rejected") + Reloads("ok") >= 1; }, 200ms))
+      << daemon_->Log();
+  EXPECT_EQ(Reloads("rejected"), 1) << daemon_->Log();
+  EXPECT_EQ(Reloads("ok"), 0) << daemon_->Log();
+  // Traffic after the reload: allowed packets keep arriving, not one forbidden packet does.
+  const std::uint64_t allowed_at_reload = net.Counts().allowed;
+  EXPECT_TRUE(st::PollUntil(
+      60s, [&] { return (counts = net.Counts()).allowed >= allowed_at_reload + 10; }, 100ms))
+      << "allowed=" << counts.allowed;
+  EXPECT_EQ(net.Counts().forbidden, 0u) << "the refused policy opened the forbidden destination";
+  // Neither path's kernel tables switched.
+  EXPECT_EQ(KernelPolicyState(), kernel_a);
+  // Status names the policy in force (A) and why the reload was refused.
+  const nlohmann::json policy_now = daemon_->Status().at("policy");
+  EXPECT_EQ(policy_now.at("bundle_version"), policy_a.at("bundle_version"));
+  EXPECT_EQ(policy_now.at("compiled_digest"), policy_a.at("compiled_digest"));
+  EXPECT_EQ(policy_now.at("last_reload").at("result").get<std::string>(), "rejected");
+  const std::string why = policy_now.at("last_reload").at("error").get<std::string>();
+  EXPECT_NE(why.find("storage policy: storage endpoints need more than 4096"), std::string::npos)
+      << why;
+  // The measured log does not claim the refused bundle, and the store did not advance to it.
+  EXPECT_EQ(LastMeasuredPolicy(), policy_a.at("sha256").get<std::string>());
+  EXPECT_NE(st::ReadTextFile(daemon_->StateDir() / "policy/state").find("version 1\n"),
+            std::string::npos);
+
+  // A valid bundle of the same version is accepted and does open the destination.
+  DeployBundle(OpenPolicy(), 2);
+  ASSERT_EQ(::kill(daemon_->Pid(), SIGHUP), 0);
+  ASSERT_TRUE(st::PollUntil(
+      120s, [&] { return Reloads("ok") >= 1; }, 200ms))
+      << daemon_->Log();
+  EXPECT_TRUE(st::PollUntil(
+      60s, [&] { return net.Counts().forbidden > 0; }, 100ms))
+      << daemon_->Log();
+  const nlohmann::json policy_b = daemon_->Status().at("policy");
+  EXPECT_EQ(policy_b.at("bundle_version").get<int>(), 2);
+  EXPECT_EQ(policy_b.at("last_reload").at("result").get<std::string>(), "ok");
+  EXPECT_EQ(LastMeasuredPolicy(), policy_b.at("sha256").get<std::string>());
+  EXPECT_NE(KernelPolicyState(), kernel_a);
+
+  guest.Destroy();
+  EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
+}
+
+}  // namespace
