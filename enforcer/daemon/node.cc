@@ -1125,6 +1125,10 @@ void Node::PumpEvents() {
       const std::string dataset = policy_ && ev.dataset < policy_->compiled.datasets.size()
                                       ? policy_->compiled.datasets[ev.dataset].id
                                       : "#" + std::to_string(ev.dataset);
+      metrics_->Inc(metrics::kViolations,
+                    {guest, dataset, metrics::NetReasonLabel(ev.reason),
+                     std::string(ev.verdict == SG_VERDICT_DROP ? metrics::kVerdictDrop
+                                                               : metrics::kVerdictWouldDrop)});
       log::Write(log::Level::kNotice, "violation: " + datapath::FormatEvent(ev),
                  {{"EVENT", "violation"},
                   {"PATH", "network"},

@@ -151,6 +151,17 @@ TEST_F(DaemonPrometheus, ForbiddenTrafficFiresTheViolationAlert) {
   EXPECT_NE(alerts.find("\"dataset\":\"guest-default\""), std::string::npos) << alerts;
   EXPECT_NE(alerts.find("\"verdict\":\"drop\""), std::string::npos) << alerts;
   EXPECT_EQ(net.Counts().forbidden, 0u);
+  // The dashboard's violations panel and the event log agree: the daemon counts the events.
+  std::string violations;
+  EXPECT_TRUE(st::PollUntil(
+      30s,
+      [&] {
+        violations = prom.Get("/api/v1/query?query=sovguard_violations_total");
+        return violations.find("\"guest\":\"sgt-pma\"") != std::string::npos;
+      },
+      500ms))
+      << violations;
+  EXPECT_NE(violations.find("\"reason\":\"residency\""), std::string::npos) << violations;
 
   guest.Destroy();
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
