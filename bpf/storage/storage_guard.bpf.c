@@ -900,6 +900,36 @@ int sg_exit_copy_file_range(struct trace_event_raw_sys_exit* ctx) {
   return pair_exit(ctx->ret);
 }
 
+/* Sum of every iovec length (up to UIO_MAXIOV), read 8 at a time: AIO is counted from it (QEMU
+ * submits a guest request's scatter-gather list, often more than 16 pages, in one iocb). */
+#define SG_IOV_BATCH 8
+#define SG_UIO_MAXIOV 1024
+struct sg_iov_ctx {
+  const struct iovec* vec;
+  __u64 vlen;
+  __u64 total;
+};
+
+static long iov_batch(__u64 i, void* data) {
+  struct sg_iov_ctx* c = data;
+  __u64 base = i * SG_IOV_BATCH;
+  if (base >= c->vlen) return 1;
+  __u64 n = c->vlen - base;
+  if (n > SG_IOV_BATCH) n = SG_IOV_BATCH;
+  struct iovec iov[SG_IOV_BATCH];
+  __builtin_memset(iov, 0, sizeof(iov));
+  if (bpf_probe_read_user(iov, (n & (SG_IOV_BATCH * 2 - 1)) * sizeof(struct iovec), &c->vec[base]))
+    return 1;
+  for (int k = 0; k < SG_IOV_BATCH; k++) c->total += iov[k].iov_len;
+  return 0;
+}
+
+static __always_inline __u64 iov_bytes_all(const struct iovec* vec, __u64 vlen) {
+  struct sg_iov_ctx c = {.vec = vec, .vlen = vlen > SG_UIO_MAXIOV ? SG_UIO_MAXIOV : vlen};
+  bpf_loop((c.vlen + SG_IOV_BATCH - 1) / SG_IOV_BATCH, iov_batch, &c, 0);
+  return c.total;
+}
+
 /* Linux AIO (QEMU io='native'): judged and counted at submission, by the bytes requested. A kill
  * here lets the batch be submitted; O_DIRECT I/O in it (io='native' needs cache='none')
  * completes. */
@@ -925,7 +955,7 @@ static long aio_one(__u64 i, void* data) {
     case IOCB_CMD_PREADV:
     case IOCB_CMD_PWRITEV:
       write = cb.aio_lio_opcode == IOCB_CMD_PWRITEV;
-      bytes = iov_bytes((const struct iovec*)cb.aio_buf, cb.aio_nbytes);
+      bytes = iov_bytes_all((const struct iovec*)cb.aio_buf, cb.aio_nbytes);
       break;
     default:
       return 0;

@@ -642,6 +642,42 @@ TEST_P(IoPathTest, ReadBudgetKills) {
   ASSERT_TRUE(WaitEvent(tag_, "read-quota").has_value());
 }
 
+// QEMU io='native' submits a guest request's scatter-gather list (often more than 16 pages) as one
+// IOCB_CMD_PREADV/PWRITEV: every iovec is counted.
+TEST_F(StorageIoPathsTest, LinuxAioVectorOfManyPagesIsCountedWhole) {
+  const auto img = Volume("health", 1 << 20);
+  const auto cg = StartGuest(tag_, 1ULL << kHealth, {{.source = img, .dataset = "health"}});
+  constexpr std::size_t kPages = 200, kPage = 4096;
+  const auto r = RunInCgroup(cg, [&] {
+    const int fd = ::open(img.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return 30;
+    std::vector<char> buf(kPages * kPage, 'v');
+    std::vector<iovec> iov(kPages);
+    for (std::size_t i = 0; i < kPages; ++i) iov[i] = {buf.data() + i * kPage, kPage};
+    aio_context_t ctx = 0;
+    if (::syscall(__NR_io_setup, 4, &ctx) < 0) return 31;
+    for (const auto op : {IOCB_CMD_PWRITEV, IOCB_CMD_PREADV}) {
+      iocb cb{};
+      cb.aio_lio_opcode = op;
+      cb.aio_fildes = static_cast<std::uint32_t>(fd);
+      cb.aio_buf = reinterpret_cast<std::uint64_t>(iov.data());
+      cb.aio_nbytes = kPages;
+      iocb* list[1] = {&cb};
+      io_event ev{};
+      if (::syscall(__NR_io_submit, ctx, 1, list) != 1 ||
+          ::syscall(__NR_io_getevents, ctx, 1, 1, &ev, nullptr) != 1 ||
+          ev.res != static_cast<long>(kPages * kPage))
+        return 32;
+    }
+    return kOk;
+  });
+  ASSERT_TRUE(r.exited) << "signal " << r.signal;
+  ASSERT_EQ(r.exit_code, kOk);
+  const auto c = CountersOf(tag_, "health");
+  EXPECT_EQ(c.write_bytes, kPages * kPage);
+  EXPECT_EQ(c.read_bytes, kPages * kPage);
+}
+
 const auto kAllPaths =
     ::testing::Values(Path::kReadWrite, Path::kVectored, Path::kPositional, Path::kSendfile,
                       Path::kSplice, Path::kCopyFileRange, Path::kAio, Path::kIoUring);
