@@ -144,7 +144,7 @@ EOF
 
 # Also for a guest left running when start-node was stopped (Ctrl-C): stopped and undefined the
 # same way; its pinned state then names a guest that stopped while no daemon ran, which
-# `start-node.sh --undo` releases (a later start-node forgets it).
+# `start-node.sh --undo` releases.
 down() {
   trap - ERR
   if virsh -q -c "$uri" dominfo "$name" >/dev/null 2>&1; then
