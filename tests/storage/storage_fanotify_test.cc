@@ -30,17 +30,8 @@ constexpr int kOk = 0, kEperm = 13, kOtherError = 20;
 
 policy::CompiledStorage Policy(const fs::path& approved) {
   policy::CompiledStorage s;
-  policy::CompiledStorageDataset health;
-  health.id = "health";
-  health.index = kHealth;
-  health.mode = policy::Mode::kEnforce;
-  health.pools.push_back({policy::StoragePool::Kind::kPath, approved.string()});
-  s.datasets.push_back(health);
-  policy::CompiledStorageDataset audited;
-  audited.id = "audited";
-  audited.index = kAudited;
-  audited.mode = policy::Mode::kAudit;
-  s.datasets.push_back(audited);
+  s.datasets.push_back(TestDataset("health", kHealth, policy::Mode::kEnforce, approved));
+  s.datasets.push_back(TestDataset("audited", kAudited, policy::Mode::kAudit));
   s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
   return s;
 }
@@ -237,23 +228,6 @@ TEST_F(StorageFanotifyTest, ProbeAndDatapathSelectTheSameRungWithTheSameGuarante
   EXPECT_TRUE(probe_names_it || probed->attempts.size() < StorageOpenLadder().size())
       << "the probe tries the ladder's rungs under the ladder's names";
 }
-
-// A unique pin directory on bpffs, emptied and removed on destruction.
-class PinDir {
- public:
-  PinDir() : path_(fs::path("/sys/fs/bpf") / ("sgt-fanotify-" + UniqueSuffix())) {}
-  ~PinDir() {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(path_, ec)) ::unlink(e.path().c_str());
-    ::rmdir(path_.c_str());
-  }
-  PinDir(const PinDir&) = delete;
-  PinDir& operator=(const PinDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // The attacker loops forbidden opens while the daemon holding the fanotify group is killed with
 // SIGKILL. Every open either fails with EPERM (group alive) or the attacker is killed by the

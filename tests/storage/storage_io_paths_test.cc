@@ -36,18 +36,11 @@ constexpr int kOk = 0, kFailed = 20;
 
 policy::CompiledStorage TestPolicy() {
   policy::CompiledStorage s;
-  auto ds = [&](std::string id, std::uint8_t index, policy::Mode mode) {
-    policy::CompiledStorageDataset d;
-    d.id = std::move(id);
-    d.index = index;
-    d.mode = mode;
-    return d;
-  };
-  s.datasets.push_back(ds("health", kHealth, policy::Mode::kEnforce));
-  s.datasets.push_back(ds("audited", kAudited, policy::Mode::kAudit));
-  s.datasets.push_back(ds("wmetered", kWriteMetered, policy::Mode::kEnforce));
+  s.datasets.push_back(TestDataset("health", kHealth));
+  s.datasets.push_back(TestDataset("audited", kAudited, policy::Mode::kAudit));
+  s.datasets.push_back(TestDataset("wmetered", kWriteMetered));
   s.datasets.back().write = policy::Quota{kQuota, 3600};
-  s.datasets.push_back(ds("rmetered", kReadMetered, policy::Mode::kEnforce));
+  s.datasets.push_back(TestDataset("rmetered", kReadMetered));
   s.datasets.back().read = policy::Quota{kQuota, 3600};
   s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
   return s;

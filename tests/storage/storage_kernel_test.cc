@@ -33,25 +33,13 @@ constexpr std::uint64_t kQuota = 1 << 20;
 
 policy::CompiledStorage TestPolicy(const fs::path& approved) {
   policy::CompiledStorage s;
-  auto ds = [&](std::string id, std::uint8_t index, policy::Mode mode) {
-    policy::CompiledStorageDataset d;
-    d.id = std::move(id);
-    d.index = index;
-    d.mode = mode;
-    return d;
-  };
-  s.datasets.push_back(ds("health", kHealth, policy::Mode::kEnforce));
-  s.datasets.back().pools.push_back({policy::StoragePool::Kind::kPath, approved.string()});
-  s.datasets.push_back(ds("archive", kArchive, policy::Mode::kEnforce));
+  s.datasets.push_back(TestDataset("health", kHealth, policy::Mode::kEnforce, approved));
+  s.datasets.push_back(TestDataset("archive", kArchive));
   s.datasets.back().read_only = true;
-  s.datasets.push_back(ds("audited", kAudited, policy::Mode::kAudit));
-  s.datasets.push_back(ds("metered", kMetered, policy::Mode::kEnforce));
+  s.datasets.push_back(TestDataset("audited", kAudited, policy::Mode::kAudit));
+  s.datasets.push_back(TestDataset("metered", kMetered));
   s.datasets.back().write = policy::Quota{kQuota, 3600};
-  s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
-  s.classes.push_back({1ULL << kHealth, 0x4445, 0, 0});  // DE
-  s.classes.push_back({0, 0x5553, 0, 0});                // US
-  s.ipv4.push_back({0xC6336400u, 24, 1});                // 198.51.100.0/24: DE, allowed for health
-  s.ipv4.push_back({0xCB007100u, 24, 2});                // 203.0.113.0/24: US, allowed for nothing
+  AddTestZones(s, 1ULL << kHealth);
   return s;
 }
 

@@ -42,23 +42,11 @@ constexpr const char* kForbidden = "203.0.113.7";  // US: allowed for no dataset
 
 policy::CompiledStorage TestPolicy(const fs::path& approved) {
   policy::CompiledStorage s;
-  auto ds = [&](std::string id, std::uint8_t index, policy::Mode mode) {
-    policy::CompiledStorageDataset d;
-    d.id = std::move(id);
-    d.index = index;
-    d.mode = mode;
-    return d;
-  };
-  s.datasets.push_back(ds("health", kHealth, policy::Mode::kEnforce));
-  s.datasets.back().pools.push_back({policy::StoragePool::Kind::kPath, approved.string()});
-  s.datasets.push_back(ds("audited", kAudited, policy::Mode::kAudit));
-  s.datasets.push_back(ds("metered", kMetered, policy::Mode::kEnforce));
+  s.datasets.push_back(TestDataset("health", kHealth, policy::Mode::kEnforce, approved));
+  s.datasets.push_back(TestDataset("audited", kAudited, policy::Mode::kAudit));
+  s.datasets.push_back(TestDataset("metered", kMetered));
   s.datasets.back().write = policy::Quota{kQuota, 3600};
-  s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
-  s.classes.push_back({(1ULL << kHealth) | (1ULL << kMetered), 0x4445, 0, 0});  // DE
-  s.classes.push_back({0, 0x5553, 0, 0});                                       // US
-  s.ipv4.push_back({0xC6336400u, 24, 1});  // 198.51.100.0/24: DE
-  s.ipv4.push_back({0xCB007100u, 24, 2});  // 203.0.113.0/24: US
+  AddTestZones(s, (1ULL << kHealth) | (1ULL << kMetered));
   return s;
 }
 
@@ -99,24 +87,6 @@ double ThreadCpuMs() {
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
 }
-
-// A unique pin directory on bpffs; whatever is left in it is unpinned on destruction (a failed
-// test must not leave programs attached).
-class PinDir {
- public:
-  PinDir() : path_(fs::path("/sys/fs/bpf") / ("sgt-storage-" + UniqueSuffix())) {}
-  ~PinDir() {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(path_, ec)) ::unlink(e.path().c_str());
-    ::rmdir(path_.c_str());
-  }
-  PinDir(const PinDir&) = delete;
-  PinDir& operator=(const PinDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 class StorageRestartTest : public ::testing::Test {
  protected:

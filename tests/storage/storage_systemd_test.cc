@@ -30,22 +30,9 @@ constexpr std::uint8_t kHealth = 0, kOther = 1;
 
 policy::CompiledStorage TestPolicy(const fs::path& approved) {
   policy::CompiledStorage s;
-  policy::CompiledStorageDataset health;
-  health.id = "health";
-  health.index = kHealth;
-  health.mode = policy::Mode::kEnforce;
-  health.pools.push_back({policy::StoragePool::Kind::kPath, approved.string()});
-  s.datasets.push_back(health);
-  policy::CompiledStorageDataset other;
-  other.id = "other";
-  other.index = kOther;
-  other.mode = policy::Mode::kEnforce;
-  s.datasets.push_back(other);
-  s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
-  s.classes.push_back({1ULL << kHealth, 0x4445, 0, 0});  // DE
-  s.classes.push_back({0, 0x5553, 0, 0});                // US
-  s.ipv4.push_back({0xC6336400u, 24, 1});                // 198.51.100.0/24: allowed for health
-  s.ipv4.push_back({0xCB007100u, 24, 2});                // 203.0.113.0/24: allowed for nothing
+  s.datasets.push_back(TestDataset("health", kHealth, policy::Mode::kEnforce, approved));
+  s.datasets.push_back(TestDataset("other", kOther));
+  AddTestZones(s, 1ULL << kHealth);
   return s;
 }
 

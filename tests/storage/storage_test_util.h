@@ -29,6 +29,46 @@ inline std::string UniqueSuffix() {
   return std::to_string(::getpid()) + "-" + std::to_string(rd() % 100000);
 }
 
+// A storage dataset of a test policy; `pool`, when not empty, is its one approved path pool.
+inline policy::CompiledStorageDataset TestDataset(std::string id, std::uint8_t index,
+                                                  policy::Mode mode = policy::Mode::kEnforce,
+                                                  const fs::path& pool = {}) {
+  policy::CompiledStorageDataset d;
+  d.id = std::move(id);
+  d.index = index;
+  d.mode = mode;
+  if (!pool.empty()) d.pools.push_back({policy::StoragePool::Kind::kPath, pool.string()});
+  return d;
+}
+
+// The test jurisdiction zones of storage endpoints: 198.51.100.0/24 in DE (allowed for the
+// datasets in `de_allowed`), 203.0.113.0/24 in US (allowed for none), class 0 unknown.
+inline void AddTestZones(policy::CompiledStorage& s, std::uint64_t de_allowed) {
+  s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
+  s.classes.push_back({de_allowed, 0x4445, 0, 0});  // DE
+  s.classes.push_back({0, 0x5553, 0, 0});           // US
+  s.ipv4.push_back({0xC6336400u, 24, 1});           // 198.51.100.0/24: DE
+  s.ipv4.push_back({0xCB007100u, 24, 2});           // 203.0.113.0/24: US
+}
+
+// A unique pin directory on bpffs; whatever is left in it is unpinned on destruction (a failed
+// test must not leave programs attached).
+class PinDir {
+ public:
+  PinDir() : path_(fs::path("/sys/fs/bpf") / ("sgt-storage-" + UniqueSuffix())) {}
+  ~PinDir() {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(path_, ec)) ::unlink(e.path().c_str());
+    ::rmdir(path_.c_str());
+  }
+  PinDir(const PinDir&) = delete;
+  PinDir& operator=(const PinDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
 // <cgroup2>/sgt-storage-<unique>/machine, removed (children first) on destruction.
 class TestCgroups {
  public:

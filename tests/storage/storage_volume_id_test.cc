@@ -34,13 +34,8 @@ constexpr int kOk = 0, kEperm = 13, kOtherError = 20, kShortRead = 21;
 
 policy::CompiledStorage Policy() {
   policy::CompiledStorage s;
-  for (auto [id, index] : {std::pair{"health", kHealth}, std::pair{"other", kOther}}) {
-    policy::CompiledStorageDataset d;
-    d.id = id;
-    d.index = index;
-    d.mode = policy::Mode::kEnforce;
-    s.datasets.push_back(d);
-  }
+  s.datasets.push_back(TestDataset("health", kHealth));
+  s.datasets.push_back(TestDataset("other", kOther));
   s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
   return s;
 }

@@ -29,12 +29,7 @@ constexpr int kOk = 0, kEperm = 13, kEdquot = 14, kOtherError = 20;
 policy::CompiledStorage Policy(const fs::path& approved) {
   policy::CompiledStorage s;
   auto ds = [&](std::string id, std::uint8_t index) {
-    policy::CompiledStorageDataset d;
-    d.id = std::move(id);
-    d.index = index;
-    d.mode = policy::Mode::kEnforce;
-    d.pools.push_back({policy::StoragePool::Kind::kPath, approved.string()});
-    return d;
+    return TestDataset(std::move(id), index, policy::Mode::kEnforce, approved);
   };
   s.datasets.push_back(ds("health", kHealth));
   s.datasets.push_back(ds("archive", kArchive));
