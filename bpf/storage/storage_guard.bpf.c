@@ -518,16 +518,21 @@ static __always_inline __u64 window_used(__u64* start, __u64* used, __u64 window
 static __always_inline __u32 over_quota(const struct sg_who* w, __u32 dataset, bool write,
                                         __u64 bytes) {
   if (dataset >= SG_MAX_DATASETS) return 0;
-  const struct sg_storage_dataset_cfg* d = &w->cfg->ds[dataset & (SG_MAX_DATASETS - 1)];
-  __u64 quota = write ? d->write_quota_bytes : d->read_quota_bytes;
+  /* The barrier keeps the mask: without it clang drops it (it knows dataset < 64) and indexes
+   * again from a spilled copy, which older verifiers (6.1) refuse as unbounded. */
+  __u32 i = dataset;
+  barrier_var(i);
+  i &= SG_MAX_DATASETS - 1;
+  const struct sg_storage_dataset_cfg* d = &w->cfg->ds[i];
+  const __u64 quota = write ? d->write_quota_bytes : d->read_quota_bytes;
+  const __u64 window_ns = write ? d->write_window_ns : d->read_window_ns;
   if (!quota) return 0;
   struct sg_io_state* s = io_state(w, dataset);
   if (!s) return 0;
   __u64 now = bpf_ktime_get_boot_ns();
-  __u64 used =
-      write
-          ? window_used(&s->write_window_start_ns, &s->write_window_bytes, d->write_window_ns, now)
-          : window_used(&s->read_window_start_ns, &s->read_window_bytes, d->read_window_ns, now);
+  __u64 used = write
+                   ? window_used(&s->write_window_start_ns, &s->write_window_bytes, window_ns, now)
+                   : window_used(&s->read_window_start_ns, &s->read_window_bytes, window_ns, now);
   if (used + bytes <= quota) return 0;
   return write ? SG_EV_WRITE_QUOTA : SG_EV_READ_QUOTA;
 }

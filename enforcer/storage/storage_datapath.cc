@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
@@ -72,6 +73,28 @@ class QuietLibbpf {
  private:
   libbpf_print_fn_t previous_;
 };
+
+// Whether the kernel has the io_uring tracepoints the tp_btf programs are written for:
+// io_uring_complete(ctx, req, cqe) and io_uring_submit_req (6.3 on). 6.1 passes the CQE's fields
+// one by one and names the second io_uring_submit_sqe: there those programs are not loaded
+// (they would fail the whole object), and the status says io_uring is not seen.
+bool HasIoUringCqeTracepoints() {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (!vmlinux) return false;
+  bool ok = btf__find_by_name_kind(vmlinux, "btf_trace_io_uring_submit_req", BTF_KIND_TYPEDEF) > 0;
+  const int id = btf__find_by_name_kind(vmlinux, "btf_trace_io_uring_complete", BTF_KIND_TYPEDEF);
+  const btf_type* t = id > 0 ? btf__type_by_id(vmlinux, id) : nullptr;
+  if (t) t = btf__type_by_id(vmlinux, t->type);
+  if (t && btf_is_ptr(t)) t = btf__type_by_id(vmlinux, t->type);
+  ok = ok && t && btf_is_func_proto(t) && btf_vlen(t) == 4;  // __data, ctx, req, cqe
+  btf__free(vmlinux);
+  return ok;
+}
+
+bool IsIoUringProgram(const bpf_program* p) {
+  const std::string_view name = bpf_program__name(p);
+  return name == "sg_io_uring_complete" || name == "sg_io_uring_submit";
+}
 
 bool IsLsmProgram(const bpf_program* p) {
   return std::strncmp(bpf_program__section_name(p), "lsm/", 4) == 0;
@@ -1010,15 +1033,19 @@ struct StorageDatapath::Impl {
     check(key, canonical.string());
     for (const auto& a : aliases)
       check(sg_volume_key{.dev = a.id.dev, .ino = a.id.ino}, a.name + " (" + a.why + ")");
-    InsertVolume(key, canonical.string(), v);
+    InsertVolume(key, canonical.string(), v, /*mark=*/true);
     for (const auto& a : aliases)
-      InsertVolume(sg_volume_key{.dev = a.id.dev, .ino = a.id.ino}, a.name, v);
+      InsertVolume(sg_volume_key{.dev = a.id.dev, .ino = a.id.ino}, a.name, v, /*mark=*/false);
     digests[kTableVolumes] = TableDigest(expected, kTableVolumes);
     WriteState();
   }
 
-  void InsertVolume(const sg_volume_key& key, const std::string& path, const sg_volume& v) {
-    if (fanotify) MarkVolume(path, key);  // before the tables: a failure changes nothing
+  // `mark`: also a fanotify mark (the volume itself, never an alias: marking an overlayfs layer
+  // file deadlocks the answering thread, whose event fd for the overlay file opens the layer
+  // file; aliases are left to the tracepoint programs underneath).
+  void InsertVolume(const sg_volume_key& key, const std::string& path, const sg_volume& v,
+                    bool mark) {
+    if (mark && fanotify) MarkVolume(path, key);  // before the tables: a failure changes nothing
     sg_storage_volume_meta meta{.dataset = v.dataset, .flags = v.flags, .path = {}};
     CopyName(meta.path, path);
     Update(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
@@ -1269,8 +1296,7 @@ struct StorageDatapath::Impl {
 // they also judge and kill). A program that does not attach is named in the path's `unavailable`
 // and left out of its mechanism.
 template <class Impl>  // StorageDatapath::Impl (private)
-static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& open, PathStatus& quota,
-                               PathStatus& io) {
+static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& quota, PathStatus& io) {
   std::string error;
   const auto attach = [&](std::initializer_list<bpf_program*> progs, PathStatus& status) {
     for (bpf_program* p : progs) {
@@ -1282,11 +1308,7 @@ static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& open, PathStatus& 
     return true;
   };
   auto& progs = m.skel->progs;
-  std::string opens, ios;
-  if (!lsm) {
-    if (attach({progs.sg_tp_creat_exit}, open)) opens += ",creat";
-    if (attach({progs.sg_tp_open_by_handle_exit}, open)) opens += ",open_by_handle_at";
-  }
+  std::string ios;
   if (attach(
           {progs.sg_enter_read, progs.sg_exit_read, progs.sg_enter_write, progs.sg_exit_write,
            progs.sg_enter_readv, progs.sg_exit_readv, progs.sg_enter_writev, progs.sg_exit_writev},
@@ -1297,18 +1319,20 @@ static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& open, PathStatus& 
   if (attach({progs.sg_enter_copy_file_range, progs.sg_exit_copy_file_range}, io))
     ios += ",copy_file_range";
   if (attach({progs.sg_enter_io_submit}, io)) ios += ",io_submit";
-  std::string uring, compat, guards;  // guards: judged, never counted
-  if (attach({progs.sg_io_uring_complete}, io)) uring = "+tp_btf:io_uring_complete";
+  // io_uring's completions count I/O and (without BPF LSM) judge its opens and I/O.
+  std::string uring, guards;  // guards: judged, never counted
+  if (!bpf_program__autoload(progs.sg_io_uring_complete)) {
+    io.unavailable.push_back(
+        "tp_btf:io_uring_complete: this kernel's io_uring tracepoints differ (no CQE argument): "
+        "io_uring opens and I/O are not seen");
+  } else if (attach({progs.sg_io_uring_complete}, io)) {
+    uring = "+tp_btf:io_uring_complete";
+    if (!lsm && attach({progs.sg_io_uring_submit}, quota)) uring += ",submit_req";
+  }
   if (!lsm) {
-    if (!uring.empty() && attach({progs.sg_io_uring_submit}, quota)) uring += ",submit_req";
-    if (attach({progs.sg_sys_enter_compat}, open)) compat = "+tp_btf:sys_enter(32-bit)";
     if (attach({progs.sg_enter_mmap}, quota)) guards += ",mmap";
     if (attach({progs.sg_enter_ftruncate, progs.sg_enter_fallocate}, quota))
       guards += ",ftruncate,fallocate";
-  }
-  if (!lsm && open.guarantee == Guarantee::kDetectsAndKills) {
-    const auto plus = open.mechanism.rfind("+SIGKILL");
-    open.mechanism.insert(plus, opens + uring + compat);
   }
   if (io.guarantee == Guarantee::kCounts) {
     io.mechanism = "tracepoint:sys_{enter,exit}_p{read,write}{64,v,v2}" + ios + uring;
@@ -1387,8 +1411,10 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
     for (;;) {
       m.skel = OpenSkeleton(m.options.program_object);
       bpf_program* prog = nullptr;
+      const bool io_uring = HasIoUringCqeTracepoints();
       bpf_object__for_each_program(prog, m.skel->obj) {
         if (IsLsmProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
+        if (IsIoUringProgram(prog)) bpf_program__set_autoload(prog, io_uring);
       }
       if (m.pinning()) {
         bpf_map* map = nullptr;
@@ -1500,7 +1526,7 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       quota.guarantee = Guarantee::kNone;
     }
   }
-  AttachOtherIoPaths(m, lsm, open, quota, io);
+  AttachOtherIoPaths(m, lsm, quota, io);
   if (m.Attach(m.skel->progs.sg_cgroup_mkdir, false, error) &&
       m.Attach(m.skel->progs.sg_cgroup_rmdir, false, error)) {
     m.status.guest_discovery = "tp_btf:cgroup_mkdir";

@@ -2,6 +2,14 @@
 
 namespace sovguard::storage {
 
+namespace {
+// Every way to open a volume the tracepoint rung sees: the open syscalls' exits and any 32-bit
+// syscall (io_uring's opens: at completion, by the I/O programs where the kernel has them).
+const std::vector<const char*> kTracepointOpenPrograms = {
+    "sg_tp_openat_exit", "sg_tp_openat2_exit",        "sg_tp_open_exit",
+    "sg_tp_creat_exit",  "sg_tp_open_by_handle_exit", "sg_sys_enter_compat"};
+}  // namespace
+
 const std::vector<LadderRung>& StorageOpenLadder() {
   static const std::vector<LadderRung> kLadder = {
       {OpenRung::kBpfLsm,
@@ -11,15 +19,12 @@ const std::vector<LadderRung>& StorageOpenLadder() {
        "BPF LSM needs trampolines and 'bpf' in lsm="},
       // The fanotify rung attaches the tracepoint rung's programs too: they kill what the group
       // lets through while no daemon answers (its fd closed with the process).
-      {OpenRung::kFanotify,
-       "fanotify:open_perm",
-       Guarantee::kPrevents,
-       {"sg_tp_openat_exit", "sg_tp_openat2_exit", "sg_tp_open_exit"},
+      {OpenRung::kFanotify, "fanotify:open_perm", Guarantee::kPrevents, kTracepointOpenPrograms,
        "fanotify permission events need CONFIG_FANOTIFY_ACCESS_PERMISSIONS"},
       {OpenRung::kTracepointKill,
-       "tracepoint:sys_exit_openat,openat2,open+SIGKILL",
-       Guarantee::kDetectsAndKills,
-       {"sg_tp_openat_exit", "sg_tp_openat2_exit", "sg_tp_open_exit"},
+       "tracepoint:sys_exit_openat,openat2,open,creat,open_by_handle_at+tp_btf:sys_enter(32-bit)+"
+       "SIGKILL",
+       Guarantee::kDetectsAndKills, kTracepointOpenPrograms,
        "syscall tracepoints need tracefs and CONFIG_FTRACE_SYSCALLS"},
   };
   return kLadder;

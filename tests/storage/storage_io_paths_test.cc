@@ -271,7 +271,9 @@ class StorageIoPathsTest : public ::testing::Test {
     if (::geteuid() != 0) return;
     tmp_ = new TempDir();
     cgroups_ = new TestCgroups();
-    sp_ = new StorageDatapath(StorageOptions{.machine_cgroup = cgroups_->machine()});
+    // The tracepoint rung these tests judge, also where fanotify would take the opens.
+    sp_ = new StorageDatapath(
+        StorageOptions{.machine_cgroup = cgroups_->machine(), .force_tracepoint_fallback = true});
     sp_->ApplyPolicy(TestPolicy());
   }
   static void TearDownTestSuite() {
