@@ -250,12 +250,52 @@ void Node::ApplyPolicy(LoadedPolicy loaded) {
   metrics::ExportPolicy(*metrics_, loaded.compiled, loaded.source, loaded.bundle_version);
   loaded.storage = {};  // the kernel maps hold it
   policy_ = std::move(loaded);
-  // Guests keep their taps; their masks follow the new policy's dataset indexes.
-  for (auto& [uuid, g] : guests_) {
-    for (auto ifindex : g.ifindexes) {
-      net_->SetGuestDatasets(ifindex, g.datasets, EthertypesFor(g.datasets));
+  // Guests keep their taps; a dataset's bit is its index in the policy and the selectors may
+  // have changed, so every guest's mask is computed again under the new policy.
+  for (auto& [uuid, g] : guests_) RemaskGuest(g);
+}
+
+void Node::RemaskGuest(CoveredGuest& g) {
+  const libvirt::GuestInfo& info = *g.info;
+  const std::uint64_t datasets = DatasetsFor(info);
+  if (datasets != g.datasets) {
+    log::Info("guest {}: datasets mask {:#x} -> {:#x} under the new policy", g.name, g.datasets,
+              datasets);
+  }
+  g.datasets = datasets;
+  const std::vector<std::uint16_t> ethertypes = EthertypesFor(datasets);
+  for (auto ifindex : g.ifindexes) {
+    try {
+      net_->SetGuestDatasets(ifindex, datasets, ethertypes);
+    } catch (const std::exception& e) {
+      g.error = fmt::format("ifindex {}: datasets after reload: {}", ifindex, e.what());
+      metrics_->Inc(metrics::kErrors, {"attach"});
+      log::Error("guest {}: {}", g.name, g.error);
     }
   }
+  if (storage_) {
+    const auto put = [&](const storage::GuestStorage& gs) {
+      if (info.cgroup) {
+        storage_->RegisterGuestCgroup(info.cgroup->scope_id, gs);
+      } else {  // announced by the hook, cgroup not reported yet: the announcement is updated
+        storage_->ExpectGuest(storage_->GuestCgroupName(info.domain.id, info.domain.name), gs);
+      }
+    };
+    try {
+      put(StorageFor(info.domain, datasets));
+    } catch (const std::exception& e) {
+      // Its old bits now name other datasets: it holds none on storage (fail closed).
+      g.error = std::string("storage after reload, holding no dataset: ") + e.what();
+      log::Error("guest {}: {}", g.name, g.error);
+      try {
+        put(storage::GuestStorage{.name = info.domain.name});
+      } catch (const std::exception& again) {
+        log::Error("guest {}: storage: holding no dataset: {}", g.name, again.what());
+      }
+    }
+  }
+  // A running guest now holding a dataset loses its uncovered interfaces, as on a hot-plug.
+  if (!info.paused) RemoveUncoveredNics(g);
 }
 
 void Node::MeasureStack() {
@@ -538,7 +578,8 @@ void Node::OnGuestUp(const libvirt::GuestInfo& guest, bool from_hook) {
                                       ? "invalid"
                                       : "absent",
                    .error = guest.domain.labels.error,
-                   .nics = ClassifyNics(guest.domain)};
+                   .nics = ClassifyNics(guest.domain),
+                   .info = std::make_shared<const libvirt::GuestInfo>(guest)};
   g.taps.clear();  // only TAP devices: a macvtap's ingress is not what the guest sends
   for (const auto& n : g.nics)
     if (n.reason.empty()) g.taps.push_back(n.device);

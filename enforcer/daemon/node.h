@@ -85,6 +85,8 @@ struct CoveredGuest {
   std::string label_state;  // absent | valid | invalid
   std::string error;        // why a tap could not be covered, if any
   std::vector<GuestNic> nics;
+  // As libvirt last reported it (never null): a policy reload recomputes `datasets` from it.
+  std::shared_ptr<const libvirt::GuestInfo> info;
 };
 
 class Node {
@@ -138,6 +140,10 @@ class Node {
   void StartApi();
   // from_hook: libvirt's start hook (the guest is not running; never call libvirt back).
   void OnGuestUp(const libvirt::GuestInfo& guest, bool from_hook = false);
+  // After a policy switch: the guest's datasets under the policy now in force, put on every tap
+  // and on its storage registration; a dataset now held with an uncovered interface has that
+  // interface removed as on a hot-plug. Failures are logged and kept in g.error. Needs mu_.
+  void RemaskGuest(CoveredGuest& g);
   // Every interface of a domain, with why it cannot be covered (needs no lock).
   static std::vector<GuestNic> ClassifyNics(const libvirt::DomainDescription& domain);
   // Non-empty: why a guest holding `datasets` must not start with these interfaces. Needs mu_.

@@ -5,6 +5,7 @@
 // receives nothing, neither path's kernel tables switched, the bundle store did not advance, and
 // the measured log does not claim the new policy. A valid bundle of the same version is then
 // accepted and does open the destination (the traffic check can see a switch).
+// An accepted reload moves every running guest to the datasets the new policy gives it.
 #include <signal.h>
 
 #include <gtest/gtest.h>
@@ -54,6 +55,21 @@ std::string StorageInvalidPolicy() {
     p += "  }\n}\n";
   }
   return p;
+}
+
+// kZonePolicy's zones, then `datasets` (protobuf text), then its unlabelled default.
+std::string ZonesWith(const std::string& datasets) {
+  const std::string p = st::kZonePolicy;
+  const auto at = p.find("datasets {");
+  return p.substr(0, at) + datasets + p.substr(at);
+}
+
+// An ENFORCE dataset held by the guest named `guest`; `forbidden` adds the test's forbidden zone.
+std::string Dataset(const std::string& id, const std::string& guest, bool forbidden) {
+  return "datasets {\n  id: \"" + id +
+         "\"\n  owner: \"test\"\n  mode: ENFORCE\n  residency { allow: [\"EU\", \"EEA\"] zones: " +
+         (forbidden ? "[\"test-eu\", \"test-us\"]" : "[\"test-eu\"]") +
+         " }\n  usage { guests { name: \"" + guest + "\" } }\n}\n";
 }
 
 class DaemonReload : public st::DaemonWithLibvirt {
@@ -180,6 +196,85 @@ TEST_F(DaemonReload, StorageInvalidBundleLeavesBothPathsOnTheLastGoodPolicy) {
   EXPECT_EQ(policy_b.at("last_reload").at("result").get<std::string>(), "ok");
   EXPECT_EQ(LastMeasuredPolicy(), policy_b.at("sha256").get<std::string>());
   EXPECT_NE(KernelPolicyState(), kernel_a);
+
+  guest.Destroy();
+  EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
+}
+
+// A dataset's bit in a guest's mask is its index in the policy. A reload that moves the guest's
+// dataset to another index, or changes which datasets select the guest, must move every running
+// guest's taps to the mask the new policy gives it: never leave the old bits, which may now name
+// a dataset that allows the forbidden destination, nor keep a newly restricted guest open.
+TEST_F(DaemonReload, ReloadThatReordersDatasetsKeepsRunningGuestsOnTheirOwnDataset) {
+  const std::string kGuest = "sgt-prm";
+  st::TestNetwork net("prm");
+  // A: the guest holds "eu" (index 0).
+  DeployBundle(ZonesWith(Dataset("eu", kGuest, false)), 1);
+  StartDaemon();
+
+  st::ScopedHookTarget hook(HookPath());
+  st::GuestSpec spec;
+  spec.name = kGuest;
+  spec.tap = "sgtprm0";
+  st::TestGuest guest(spec);
+  guest.Start();
+  net.AttachTap(spec.tap);
+  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
+  st::ZoneCounts counts;
+  ASSERT_TRUE(st::PollUntil(
+      60s, [&] { return (counts = net.Counts()).allowed >= 10; }, 100ms))
+      << "allowed=" << counts.allowed << "\n"
+      << daemon_->Log();
+  ASSERT_EQ(counts.forbidden, 0u);
+
+  // Reloads `text` as bundle `version` (must be accepted). Returns the forbidden count once a few
+  // allowed packets sent after the switch have arrived.
+  auto reload = [&](const std::string& text, int version) {
+    DeployBundle(text, version);
+    const double ok = Reloads("ok");
+    EXPECT_EQ(::kill(daemon_->Pid(), SIGHUP), 0);
+    EXPECT_TRUE(st::PollUntil(
+        120s, [&] { return Reloads("ok") + Reloads("rejected") > ok; }, 200ms))
+        << daemon_->Log();
+    EXPECT_EQ(Reloads("ok"), ok + 1) << daemon_->Log();
+    EXPECT_EQ(daemon_->Status().at("policy").at("bundle_version").get<int>(), version);
+    // Packets that passed the filter before the switch have arrived once later ones have.
+    const std::uint64_t allowed = net.Counts().allowed;
+    EXPECT_TRUE(st::PollUntil(
+        60s, [&] { return (counts = net.Counts()).allowed >= allowed + 3; }, 100ms))
+        << "allowed=" << counts.allowed;
+    return counts.forbidden;
+  };
+  // Forbidden packets that arrive while 10 more allowed ones do.
+  auto forbidden_while_allowed_flows = [&] {
+    const st::ZoneCounts start = net.Counts();
+    EXPECT_TRUE(st::PollUntil(
+        60s, [&] { return (counts = net.Counts()).allowed >= start.allowed + 10; }, 100ms))
+        << "allowed=" << counts.allowed;
+    return counts.forbidden - start.forbidden;
+  };
+
+  // B: an allow-everything dataset, held by another guest, takes index 0; "eu" moves to 1.
+  EXPECT_EQ(reload(ZonesWith(Dataset("open", "sgt-other", true) + Dataset("eu", kGuest, false)), 2),
+            0u)
+      << "the guest kept index 0, now the open dataset\n"
+      << daemon_->Log();
+  EXPECT_EQ(forbidden_while_allowed_flows(), 0u) << "the guest kept index 0, now the open dataset\n"
+                                                 << daemon_->Log();
+
+  // C: the guest now holds only the open dataset: its forbidden traffic flows (the mask moved).
+  const std::uint64_t forbidden_before_c = net.Counts().forbidden;
+  reload(ZonesWith(Dataset("eu", "sgt-other", false) + Dataset("open", kGuest, true)), 3);
+  EXPECT_TRUE(st::PollUntil(
+      60s, [&] { return net.Counts().forbidden > forbidden_before_c; }, 100ms))
+      << "the guest still holds eu\n"
+      << daemon_->Log();
+
+  // D: "eu" newly selects the running guest too: it holds both, so only what both allow.
+  reload(ZonesWith(Dataset("eu", kGuest, false) + Dataset("open", kGuest, true)), 4);
+  EXPECT_EQ(forbidden_while_allowed_flows(), 0u)
+      << "a newly restricted guest kept sending to the forbidden destination\n"
+      << daemon_->Log();
 
   guest.Destroy();
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
