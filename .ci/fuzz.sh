@@ -15,29 +15,43 @@ if [[ -z "$targets" ]]; then
 fi
 # shellcheck disable=SC2086
 cmake --build "$build" -j"$(nproc)" --target $targets
-failed=0
-for t in $targets; do
+# One target: its verdict in $build/$t.verdict ("ok" or what failed), its output in $build/$t.log.
+fuzz_one() {
+  local t=$1 bin corpus work
   bin=$(find "$build" -type f -name "$t" -perm -u+x | head -1)
   corpus=$(cat "$build/$t.corpus" 2>/dev/null || true)
   # A target without its committed seed corpus fuzzes from nothing: a failure, not a quiet run.
   if [[ -z "$bin" || -z "$corpus" || ! -d "$corpus" || -z "$(ls -A "$corpus")" ]]; then
-    echo "fuzz: $t FAILED: binary '${bin}' or seed corpus '${corpus}' missing or empty"
-    failed=1
-    continue
+    echo "binary '${bin}' or seed corpus '${corpus}' missing or empty" >"$build/$t.verdict"
+    return
   fi
   work=$(mktemp -d)
   cp -r "$corpus"/. "$work"/
-  echo "fuzz: $t for ${seconds}s"
   if ! "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
        -artifact_prefix="$build/$t-" "$work" >"$build/$t.log" 2>&1; then
-    echo "fuzz: $t FAILED; crash input under $build/$t-*; last lines:"
-    tail -30 "$build/$t.log"
-    failed=1
+    echo "crash input under $build/$t-*" >"$build/$t.verdict"
   elif ! grep -Eq '^stat::number_of_executed_units: [1-9]' "$build/$t.log"; then
-    echo "fuzz: $t FAILED: ran no input; last lines:"
-    tail -30 "$build/$t.log"
-    failed=1
+    echo "ran no input" >"$build/$t.verdict"
+  else
+    echo ok >"$build/$t.verdict"
   fi
   rm -rf "$work"
+}
+# As many targets at once as there are cores, each for the full time.
+jobs_max=$(nproc)
+for t in $targets; do
+  rm -f "$build/$t.verdict"
+  while (($(jobs -rp | wc -l) >= jobs_max)); do wait -n || true; done
+  echo "fuzz: $t for ${seconds}s"
+  fuzz_one "$t" &
+done
+wait
+failed=0
+for t in $targets; do
+  verdict=$(cat "$build/$t.verdict" 2>/dev/null || echo "no verdict")
+  [[ $verdict == ok ]] && continue
+  echo "fuzz: $t FAILED: $verdict; last lines:"
+  tail -30 "$build/$t.log" 2>/dev/null
+  failed=1
 done
 exit $failed

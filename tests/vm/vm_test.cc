@@ -26,6 +26,7 @@ namespace fs = std::filesystem;
 struct Binary {
   std::string path;    // relative to the build tree
   std::string filter;  // --gtest_filter, "" for all
+  std::string env;     // VAR=value ... set for this binary only
 };
 
 std::string ReadText(const fs::path& p) {
@@ -80,7 +81,8 @@ class VmTest : public ::testing::Test {
     for (const auto& bin : bins) {
       const std::string base = fs::path(bin.path).filename();
       script << "echo \"== " << base << "\"\n"
-             << b << "/" << bin.path << " --gtest_color=no --gtest_output=json:" << base << ".json"
+             << (bin.env.empty() ? "" : "env " + bin.env + " ") << b << "/" << bin.path
+             << " --gtest_color=no --gtest_output=json:" << base << ".json"
              << (bin.filter.empty() ? "" : " --gtest_filter=" + Quote(bin.filter)) << "; echo $? >"
              << base << ".rc\n";
     }
@@ -147,7 +149,10 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
                         {"tests/storage/storage_kernel_test", std::string("-") + kTcgTooSlow},
                         {"tests/storage/storage_systemd_test", ""},
                         {"tests/datapath/datapath_netns_test", kTcgTooSlowNet},
-                        {"tests/datapath/datapath_escape_test", ""}},
+                        {"tests/datapath/datapath_escape_test", ""},
+                        {"tests/daemon/daemon_strongest_test", "",
+                         "SOVGUARD_EXPECT_STORAGE_OPEN=bpf-lsm:file_open "
+                         "SOVGUARD_EXPECT_STRONGEST=1"}},
                        900);
   const std::string lsm = Lsm(io);
   std::printf("guest lsm=%s\n", lsm.c_str());
@@ -156,7 +161,7 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
   EXPECT_EQ(open.value("mechanism", ""), "bpf-lsm:file_open") << open.dump();
   EXPECT_EQ(open.value("guarantee", ""), "prevents") << open.dump();
   ExpectPassedWithoutSkips(io, "probe_test",
-                           {"ProbeTest.StorageOpenFallsBackToDetectAndKillWithoutBpfLsm"});
+                           {"ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm"});
   ExpectPassedWithoutSkips(
       io, "vm_storage_prevents_test",
       {"VmStoragePreventsTest.RefusedOpenReturnsEpermAndTheProcessKeepsRunning",
@@ -180,6 +185,11 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
   ExpectPassedWithoutSkips(
       io, "datapath_escape_test",
       {"EscapeTest.NoAttackFrameReachesAForbiddenDestination", "EscapeTest.ControlsStillWork"});
+  // The daemon selects the LSM, its quote measures every path at its strongest mechanism, and
+  // sovguard-verify --require-strongest passes.
+  ExpectPassedWithoutSkips(
+      io, "daemon_strongest_test",
+      {"DaemonStrongest.RequireStrongestPassesOnlyWhenNoPathRunsBelowTheTopOfItsLadder"});
 }
 
 // The same kernel booted with an lsm= list without bpf: the fallback ladder is selected and says
@@ -191,7 +201,9 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
            {{"tests/probe/probe_test", ""},
             {"tests/storage/storage_kernel_test",
              std::string("-StorageKernelTest.BpfLsmRefusesTheOpenWithEperm:") + kTcgTooSlow},
-            {"tests/storage/storage_systemd_test", ""}},
+            {"tests/storage/storage_systemd_test", ""},
+            {"tests/daemon/daemon_strongest_test", "",
+             "SOVGUARD_EXPECT_STORAGE_OPEN=fanotify:open_perm SOVGUARD_EXPECT_STRONGEST=0"}},
            900);
   const std::string lsm = Lsm(io);
   std::printf("guest lsm=%s\n", lsm.c_str());
@@ -201,22 +213,27 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
   const std::string mech = open.value("mechanism", "");
   std::printf("storage-open without bpf in lsm=: %s (%s)\n", mech.c_str(),
               open.value("guarantee", "").c_str());
-  EXPECT_NE(mech, "bpf-lsm:file_open");
-  EXPECT_FALSE(mech.empty());
-  EXPECT_NE(open.value("guarantee", "none"), "none") << open.dump();
+  // The ladder's next rung: fanotify permission events still refuse the open (EPERM).
+  EXPECT_EQ(mech, "fanotify:open_perm") << open.dump();
+  EXPECT_EQ(open.value("guarantee", ""), "prevents") << open.dump();
   ASSERT_TRUE(open.contains("attempts") && !open.at("attempts").empty()) << open.dump();
   const auto& first = open.at("attempts").front();
   EXPECT_EQ(first.value("mechanism", ""), "bpf-lsm:file_open");
   EXPECT_FALSE(first.value("ok", true)) << "the LSM attempt must fail without bpf in lsm=";
   EXPECT_FALSE(first.value("error", "").empty()) << "the downgrade must say why";
   ExpectPassedWithoutSkips(io, "probe_test",
-                           {"ProbeTest.StorageOpenFallsBackToDetectAndKillWithoutBpfLsm"});
+                           {"ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm"});
   ExpectPassedWithoutSkips(
       io, "storage_kernel_test",
       {"StorageKernelTest.GuestWithoutTheDatasetIsRefusedOrKilledAndTheEventNamesIt",
        "StorageKernelTest.ReadOnlyVolumeOpenedForWritingIsRefused",
        "StorageKernelTest.WriteQuotaStopsWrites"});
   ExpectPassedWithoutSkips(io, "storage_systemd_test", {});
+  // The daemon selects the fanotify rung, measures the downgrade, and an auditor asking for the
+  // strongest mechanisms gets MECHANISM_DOWNGRADED.
+  ExpectPassedWithoutSkips(
+      io, "daemon_strongest_test",
+      {"DaemonStrongest.RequireStrongestPassesOnlyWhenNoPathRunsBelowTheTopOfItsLadder"});
 }
 
 }  // namespace
