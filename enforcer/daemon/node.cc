@@ -310,8 +310,17 @@ void Node::MeasureStack() {
 }
 
 void Node::StartApi() {
-  evidence_ = std::make_unique<attestation::evidence::EvidenceBuilder>(
-      *tpm_, *measurements_, attestation::evidence::EvidenceConfig{});
+  attestation::evidence::EvidenceConfig evidence_config;
+  // The kernel's event logs (UEFI, IMA) describe the kernel's own TPM: sent only when that TPM
+  // quotes. A swtpm's PCRs never saw them, and every verifier would fail their replay.
+  if (!tpm_choice_.tcti.starts_with("device:")) {
+    evidence_config.uefi_log.clear();
+    evidence_config.ima_log.clear();
+    log::Info("quotes carry no UEFI or IMA log: the TPM ({}) is not the kernel's",
+              tpm_choice_.tcti);
+  }
+  evidence_ = std::make_unique<attestation::evidence::EvidenceBuilder>(*tpm_, *measurements_,
+                                                                       evidence_config);
   service_ = std::make_unique<attestation::service::AttestationServiceImpl>(
       *evidence_, [this] { return Snapshot(); });
   api_socket_ = attestation::service::PrepareUnixSocket(config_.runtime_dir / "api.sock");

@@ -1503,6 +1503,13 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   } else {
     quota.mechanism = "tracepoint:sys_enter_p{read,write}{64,v,v2}+SIGKILL";
     quota.guarantee = Guarantee::kDetectsAndKills;
+    // Refusing the I/O at file_permission is this path's strongest mechanism: without it the
+    // path is downgraded, for the reason the open path's LSM attempt gave.
+    std::string why = "the BPF LSM is not in use";
+    for (const auto& u : open.unavailable)
+      if (u.starts_with("bpf-lsm:") && u.find(": ") != std::string::npos)
+        why = u.substr(u.find(": ") + 2);
+    quota.unavailable.insert(quota.unavailable.begin(), "bpf-lsm:file_permission: " + why);
   }
   {
     bool ok = true;

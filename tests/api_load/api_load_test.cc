@@ -75,21 +75,14 @@ class ApiLoad : public ::testing::Test {
     SOVGUARD_REQUIRE(
         !fs::exists("/dev/tpmrm0"),
         "no hardware TPM at /dev/tpmrm0 (the load test does not extend a real TPM's PCRs)");
-    libvirtd_before_ = st::LivePid("/run/libvirtd.pid");
-    virtlogd_before_ = st::LivePid("/run/virtlogd.pid");
     dir_ = fs::temp_directory_path() / ("sg-api-load-" + std::to_string(::getpid()));
   }
   void TearDown() override {
-    if (const pid_t now = st::LivePid("/run/libvirtd.pid"); now != libvirtd_before_)
-      st::StopPid(now);
-    if (const pid_t now = st::LivePid("/run/virtlogd.pid"); now != virtlogd_before_)
-      st::StopPid(now);
     if (!dir_.empty()) fs::remove_all(dir_);
   }
 
   fs::path dir_;
-  pid_t libvirtd_before_ = 0;
-  pid_t virtlogd_before_ = 0;
+  st::ServicesAsFound services_;
 };
 
 TEST_F(ApiLoad, HundredConcurrentClientsAllServed) {

@@ -43,17 +43,10 @@ class DaemonFailClosed : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "integration tier needs root";
-    libvirtd_before_ = st::LivePid("/run/libvirtd.pid");
-    virtlogd_before_ = st::LivePid("/run/virtlogd.pid");
     dir_ = fs::temp_directory_path() / ("sg-failclosed-" + std::to_string(::getpid()));
     fs::create_directories(dir_);
   }
   void TearDown() override {
-    // What the daemon started for the newcomer path is stopped again; what ran before stays.
-    if (const pid_t now = st::LivePid("/run/libvirtd.pid"); now != libvirtd_before_)
-      st::StopPid(now);
-    if (const pid_t now = st::LivePid("/run/virtlogd.pid"); now != virtlogd_before_)
-      st::StopPid(now);
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
@@ -98,8 +91,7 @@ class DaemonFailClosed : public ::testing::Test {
   }
 
   fs::path dir_;
-  pid_t libvirtd_before_ = 0;
-  pid_t virtlogd_before_ = 0;
+  st::ServicesAsFound services_;
 };
 
 TEST_F(DaemonFailClosed, StorageStateItCannotAdoptKeepsGuestsHoldingADatasetFromStarting) {

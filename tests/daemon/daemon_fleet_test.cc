@@ -28,21 +28,12 @@ class DaemonFleet : public ::testing::Test {
                      "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
     dir_ = fs::temp_directory_path() / ("sg-fleet-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "pki");
-    libvirtd_before_ = st::LivePid("/run/libvirtd.pid");
-    virtlogd_before_ = st::LivePid("/run/virtlogd.pid");
   }
   void TearDown() override {
     nodes_.clear();
     fs::remove_all(dir_);
-    // The nodes started a plain libvirtd (no test hook): stopped again, so later suites start
-    // the harness's own.
-    if (const pid_t now = st::LivePid("/run/libvirtd.pid"); now != libvirtd_before_)
-      st::StopPid(now);
-    if (const pid_t now = st::LivePid("/run/virtlogd.pid"); now != virtlogd_before_)
-      st::StopPid(now);
   }
-  pid_t libvirtd_before_ = 0;
-  pid_t virtlogd_before_ = 0;
+  st::ServicesAsFound services_;
 
   // A node with the shipped defaults and an auditor port; its own swtpm (sockets in its runtime
   // directory) and pin directory.

@@ -23,22 +23,14 @@ class DaemonStart : public ::testing::Test {
     SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
     SOVGUARD_REQUIRE(!fs::exists("/dev/tpmrm0"),
                      "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
-    libvirtd_before_ = st::LivePid("/run/libvirtd.pid");
-    virtlogd_before_ = st::LivePid("/run/virtlogd.pid");
     dir_ = fs::temp_directory_path() / ("sg-daemon-" + std::to_string(::getpid()));
   }
   void TearDown() override {
-    // Whatever the daemon started for the newcomer path is stopped again; what ran before stays.
-    if (const pid_t now = st::LivePid("/run/libvirtd.pid"); now != libvirtd_before_)
-      st::StopPid(now);
-    if (const pid_t now = st::LivePid("/run/virtlogd.pid"); now != virtlogd_before_)
-      st::StopPid(now);
     fs::remove_all(dir_);
   }
 
   fs::path dir_;
-  pid_t libvirtd_before_ = 0;
-  pid_t virtlogd_before_ = 0;
+  st::ServicesAsFound services_;
 };
 
 TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {

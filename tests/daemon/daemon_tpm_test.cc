@@ -96,17 +96,10 @@ class DaemonTpm : public ::testing::Test {
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "integration tier needs root";
     if (fs::exists("/dev/tpmrm0")) GTEST_SKIP() << "hardware TPM present: swtpm path not taken";
-    libvirtd_before_ = st::LivePid("/run/libvirtd.pid");
-    virtlogd_before_ = st::LivePid("/run/virtlogd.pid");
     dir_ = fs::temp_directory_path() / ("sg-tpm-" + std::to_string(::getpid()));
     fs::create_directories(dir_);
   }
   void TearDown() override {
-    // What the daemon started for the newcomer path is stopped again; what ran before stays.
-    if (const pid_t now = st::LivePid("/run/libvirtd.pid"); now != libvirtd_before_)
-      st::StopPid(now);
-    if (const pid_t now = st::LivePid("/run/virtlogd.pid"); now != virtlogd_before_)
-      st::StopPid(now);
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
@@ -127,8 +120,7 @@ class DaemonTpm : public ::testing::Test {
     return nlohmann::json::parse(st::ReadTextFile(evidence));
   }
   fs::path dir_;
-  pid_t libvirtd_before_ = 0;
-  pid_t virtlogd_before_ = 0;
+  st::ServicesAsFound services_;
 };
 
 TEST_F(DaemonTpm, OnlyTheDaemonsUserReachesItsSwtpmAndASquatterOnTheOldPortIsNeverAsked) {

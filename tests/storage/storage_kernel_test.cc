@@ -120,6 +120,13 @@ TEST_F(StorageKernelTest, StatusNamesMechanismAndGuaranteePerPath) {
     EXPECT_NE(open->mechanism.find("SIGKILL"), std::string::npos);
     EXPECT_FALSE(open->unavailable.empty()) << "a downgrade must say why the LSM is not used";
   }
+  // Without the LSM the quotas detect and kill instead of refusing: a downgrade too, named.
+  const PathStatus* quota = st.Find("storage-io-quota");
+  if (quota->guarantee != Guarantee::kPrevents) {
+    ASSERT_FALSE(quota->unavailable.empty()) << quota->mechanism << " reported as the strongest";
+    EXPECT_TRUE(quota->unavailable.front().starts_with("bpf-lsm:file_permission: "))
+        << quota->unavailable.front();
+  }
 }
 
 TEST_F(StorageKernelTest, AllowedGuestOpensReadsAndWritesAndIsCountedExactly) {

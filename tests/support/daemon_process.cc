@@ -41,6 +41,14 @@ void StopPid(pid_t pid) {
   }
 }
 
+ServicesAsFound::ServicesAsFound()
+    : libvirtd_(LivePid("/run/libvirtd.pid")), virtlogd_(LivePid("/run/virtlogd.pid")) {}
+
+ServicesAsFound::~ServicesAsFound() {
+  if (const pid_t now = LivePid("/run/libvirtd.pid"); now != libvirtd_) StopPid(now);
+  if (const pid_t now = LivePid("/run/virtlogd.pid"); now != virtlogd_) StopPid(now);
+}
+
 int RunShell(const std::string& command, std::string* out) {
   FILE* p = ::popen(command.c_str(), "r");
   if (p == nullptr) return -1;

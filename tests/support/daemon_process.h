@@ -21,6 +21,21 @@ void StopPid(pid_t pid);
 // Runs a shell command, returns its exit status and stdout.
 int RunShell(const std::string& command, std::string* out = nullptr);
 
+// libvirtd and virtlogd as a test found them: the destructor stops whichever of the two the
+// daemon under test started on the newcomer path (its pid file names another live process than
+// at construction); what ran before stays.
+class ServicesAsFound {
+ public:
+  ServicesAsFound();
+  ~ServicesAsFound();
+  ServicesAsFound(const ServicesAsFound&) = delete;
+  ServicesAsFound& operator=(const ServicesAsFound&) = delete;
+
+ private:
+  pid_t libvirtd_ = 0;
+  pid_t virtlogd_ = 0;
+};
+
 class DaemonProcess {
  public:
   // `dir` holds state/, run/ and daemon.log; extra arguments follow the directory flags.
