@@ -1018,14 +1018,11 @@ static __always_inline bool uring_rw(__u8 op, bool* write) {
   return false;
 }
 
-SEC("tp_btf/io_uring_complete")
-int BPF_PROG(sg_io_uring_complete, struct io_ring_ctx* ring, void* request,
-             struct io_uring_cqe* cqe) {
+static __always_inline int uring_complete(void* request, __s32 res) {
   struct sg_who w;
   if (!current_guest(&w)) return 0;
   struct io_kiocb* req = request;
   __u8 op = BPF_CORE_READ(req, opcode);
-  __s32 res = cqe->res;
   if (op == IORING_OP_OPENAT || op == IORING_OP_OPENAT2) return open_exit(res);
   bool write = false;
   if (!uring_rw(op, &write)) return 0;
@@ -1040,17 +1037,42 @@ int BPF_PROG(sg_io_uring_complete, struct io_ring_ctx* ring, void* request,
   return 0;
 }
 
+/* 6.3 and later: the result is in the CQE. */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(sg_io_uring_complete, struct io_ring_ctx* ring, void* request,
+             struct io_uring_cqe* cqe) {
+  return uring_complete(request, cqe->res);
+}
+
+/* Before 6.3 (Debian 12's 6.1): the result is an argument. The loader enables the one of the
+ * two that matches this kernel's tracepoint (BTF). */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(sg_io_uring_complete_args, void* ring, void* request, __u64 user_data, int res,
+             unsigned cflags, __u64 extra1, __u64 extra2) {
+  return uring_complete(request, res);
+}
+
 /* io_uring's splice and tee take their source file at issue and drop it before completion: not
  * counted, so a guest may not use them on the fallback. */
-SEC("tp_btf/io_uring_submit_req")
-int BPF_PROG(sg_io_uring_submit, struct io_kiocb* req) {
-  __u8 op = req->opcode;
+static __always_inline int uring_submit(struct io_kiocb* req) {
+  __u8 op = BPF_CORE_READ(req, opcode);
   if (op != IORING_OP_SPLICE && op != IORING_OP_TEE) return 0;
   struct sg_who w;
   if (!current_guest(&w) || (w.cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
   bpf_send_signal(SIGKILL);
   emit_guest(&w, SG_EV_UNCOUNTED_IO, 0, 0, SG_STORAGE_VERDICT_KILLED);
   return 0;
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(sg_io_uring_submit, struct io_kiocb* req) {
+  return uring_submit(req);
+}
+
+/* Before 6.3 the same tracepoint is io_uring_submit_sqe(req, force_nonblock). */
+SEC("tp_btf/io_uring_submit_sqe")
+int BPF_PROG(sg_io_uring_submit_sqe, struct io_kiocb* req, bool force_nonblock) {
+  return uring_submit(req);
 }
 
 /* A 32-bit (int 0x80, sysenter, far call into a 32-bit segment) or x32 syscall is invisible to

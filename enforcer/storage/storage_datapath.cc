@@ -24,6 +24,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -78,22 +79,42 @@ class QuietLibbpf {
 // io_uring_complete(ctx, req, cqe) and io_uring_submit_req (6.3 on). 6.1 passes the CQE's fields
 // one by one and names the second io_uring_submit_sqe: there those programs are not loaded
 // (they would fail the whole object), and the status says io_uring is not seen.
-bool HasIoUringCqeTracepoints() {
-  btf* vmlinux = btf__load_vmlinux_btf();
-  if (!vmlinux) return false;
-  bool ok = btf__find_by_name_kind(vmlinux, "btf_trace_io_uring_submit_req", BTF_KIND_TYPEDEF) > 0;
-  const int id = btf__find_by_name_kind(vmlinux, "btf_trace_io_uring_complete", BTF_KIND_TYPEDEF);
-  const btf_type* t = id > 0 ? btf__type_by_id(vmlinux, id) : nullptr;
-  if (t) t = btf__type_by_id(vmlinux, t->type);
-  if (t && btf_is_ptr(t)) t = btf__type_by_id(vmlinux, t->type);
-  ok = ok && t && btf_is_func_proto(t) && btf_vlen(t) == 4;  // __data, ctx, req, cqe
-  btf__free(vmlinux);
-  return ok;
+// Which signature this kernel's io_uring tracepoints have (vmlinux BTF): 6.3 and later pass a
+// CQE (io_uring_complete(ctx, req, cqe), io_uring_submit_req), earlier kernels the result as an
+// argument (io_uring_complete(ctx, req, user_data, res, cflags, extra1, extra2),
+// io_uring_submit_sqe). kNone: neither, and no io_uring program loads.
+enum class IoUringTracepoints { kNone, kCqe, kArgs };
+
+IoUringTracepoints IoUringTracepointsOfThisKernel() {
+  static const IoUringTracepoints kind = [] {
+    btf* vmlinux = btf__load_vmlinux_btf();
+    if (!vmlinux) return IoUringTracepoints::kNone;
+    const auto has = [&](const char* name) {
+      return btf__find_by_name_kind(vmlinux, name, BTF_KIND_TYPEDEF) > 0;
+    };
+    const int id = btf__find_by_name_kind(vmlinux, "btf_trace_io_uring_complete", BTF_KIND_TYPEDEF);
+    const btf_type* t = id > 0 ? btf__type_by_id(vmlinux, id) : nullptr;
+    if (t) t = btf__type_by_id(vmlinux, t->type);
+    if (t && btf_is_ptr(t)) t = btf__type_by_id(vmlinux, t->type);
+    const int vlen = t && btf_is_func_proto(t) ? btf_vlen(t) : 0;  // __data first
+    IoUringTracepoints k = IoUringTracepoints::kNone;
+    if (vlen == 4 && has("btf_trace_io_uring_submit_req")) k = IoUringTracepoints::kCqe;
+    if (vlen == 8 && has("btf_trace_io_uring_submit_sqe")) k = IoUringTracepoints::kArgs;
+    btf__free(vmlinux);
+    return k;
+  }();
+  return kind;
 }
 
-bool IsIoUringProgram(const bpf_program* p) {
+// Whether `p` is an io_uring program, and if so whether it is the one for this kernel.
+std::optional<bool> IoUringProgramLoads(const bpf_program* p) {
   const std::string_view name = bpf_program__name(p);
-  return name == "sg_io_uring_complete" || name == "sg_io_uring_submit";
+  const auto kind = IoUringTracepointsOfThisKernel();
+  if (name == "sg_io_uring_complete" || name == "sg_io_uring_submit")
+    return kind == IoUringTracepoints::kCqe;
+  if (name == "sg_io_uring_complete_args" || name == "sg_io_uring_submit_sqe")
+    return kind == IoUringTracepoints::kArgs;
+  return std::nullopt;
 }
 
 bool IsLsmProgram(const bpf_program* p) {
@@ -1321,13 +1342,24 @@ static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& quota, PathStatus&
   if (attach({progs.sg_enter_io_submit}, io)) ios += ",io_submit";
   // io_uring's completions count I/O and (without BPF LSM) judge its opens and I/O.
   std::string uring, guards;  // guards: judged, never counted
-  if (!bpf_program__autoload(progs.sg_io_uring_complete)) {
-    io.unavailable.push_back(
-        "tp_btf:io_uring_complete: this kernel's io_uring tracepoints differ (no CQE argument): "
-        "io_uring opens and I/O are not seen");
-  } else if (attach({progs.sg_io_uring_complete}, io)) {
-    uring = "+tp_btf:io_uring_complete";
-    if (!lsm && attach({progs.sg_io_uring_submit}, quota)) uring += ",submit_req";
+  switch (IoUringTracepointsOfThisKernel()) {
+    case IoUringTracepoints::kCqe:
+      if (attach({progs.sg_io_uring_complete}, io)) {
+        uring = "+tp_btf:io_uring_complete";
+        if (!lsm && attach({progs.sg_io_uring_submit}, quota)) uring += ",submit_req";
+      }
+      break;
+    case IoUringTracepoints::kArgs:
+      if (attach({progs.sg_io_uring_complete_args}, io)) {
+        uring = "+tp_btf:io_uring_complete";
+        if (!lsm && attach({progs.sg_io_uring_submit_sqe}, quota)) uring += ",submit_sqe";
+      }
+      break;
+    case IoUringTracepoints::kNone:
+      io.unavailable.push_back(
+          "tp_btf:io_uring_complete: this kernel's io_uring tracepoints have neither known "
+          "signature: io_uring opens and I/O are not seen");
+      break;
   }
   if (!lsm) {
     if (attach({progs.sg_enter_mmap}, quota)) guards += ",mmap";
@@ -1411,10 +1443,9 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
     for (;;) {
       m.skel = OpenSkeleton(m.options.program_object);
       bpf_program* prog = nullptr;
-      const bool io_uring = HasIoUringCqeTracepoints();
       bpf_object__for_each_program(prog, m.skel->obj) {
         if (IsLsmProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
-        if (IsIoUringProgram(prog)) bpf_program__set_autoload(prog, io_uring);
+        if (const auto loads = IoUringProgramLoads(prog)) bpf_program__set_autoload(prog, *loads);
       }
       if (m.pinning()) {
         bpf_map* map = nullptr;

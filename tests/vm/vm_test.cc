@@ -152,7 +152,7 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
                         {"tests/datapath/datapath_escape_test", ""},
                         {"tests/daemon/daemon_strongest_test", "",
                          "SOVGUARD_EXPECT_STORAGE_OPEN=bpf-lsm:file_open "
-                         "SOVGUARD_EXPECT_DOWNGRADED=' storage-io-accounting'"}},
+                         "SOVGUARD_EXPECT_DOWNGRADED=''"}},
                        900);
   const std::string lsm = Lsm(io);
   std::printf("guest lsm=%s\n", lsm.c_str());
@@ -185,9 +185,8 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
   ExpectPassedWithoutSkips(
       io, "datapath_escape_test",
       {"EscapeTest.NoAttackFrameReachesAForbiddenDestination", "EscapeTest.ControlsStillWork"});
-  // The daemon selects the LSM for opens and quotas; its quote measures one downgrade: 6.1's
-  // io_uring tracepoints take no CQE, so io_uring I/O is not counted, and sovguard-verify
-  // --require-strongest fails MECHANISM_DOWNGRADED naming storage-io-accounting only.
+  // The daemon selects the LSM for opens and quotas and 6.1's io_uring tracepoints for counting;
+  // its quote measures no downgrade, and sovguard-verify --require-strongest passes.
   ExpectPassedWithoutSkips(
       io, "daemon_strongest_test",
       {"DaemonStrongest.RequireStrongestPassesOnlyWhenNoPathRunsBelowTheTopOfItsLadder"});
@@ -199,13 +198,14 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
 TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
   const auto io =
       Boot("no-bpf-lsm", "lockdown,capability,landlock,yama,apparmor",
-           {{"tests/probe/probe_test", ""},
+           {{"tests/probe/probe_test", "ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm"},
             {"tests/storage/storage_kernel_test",
              std::string("-StorageKernelTest.BpfLsmRefusesTheOpenWithEperm:") + kTcgTooSlow},
             {"tests/storage/storage_systemd_test", ""},
+            {"tests/storage/storage_io_paths_test", "*IoUring*"},
             {"tests/daemon/daemon_strongest_test", "",
-             "SOVGUARD_EXPECT_STORAGE_OPEN=fanotify:open_perm SOVGUARD_EXPECT_DOWNGRADED=' "
-             "storage-open storage-io-quota storage-io-accounting'"}},
+             "SOVGUARD_EXPECT_STORAGE_OPEN=fanotify:open_perm "
+             "SOVGUARD_EXPECT_DOWNGRADED=' storage-open storage-io-quota'"}},
            900);
   const std::string lsm = Lsm(io);
   std::printf("guest lsm=%s\n", lsm.c_str());
@@ -231,6 +231,14 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
        "StorageKernelTest.ReadOnlyVolumeOpenedForWritingIsRefused",
        "StorageKernelTest.WriteQuotaStopsWrites"});
   ExpectPassedWithoutSkips(io, "storage_systemd_test", {});
+  // 6.1's io_uring tracepoints (result as an argument, io_uring_submit_sqe): io_uring opens of
+  // another dataset's volume killed, its reads and writes counted exactly and held to budgets.
+  ExpectPassedWithoutSkips(io, "storage_io_paths_test",
+                           {"StorageIoPathsTest.IoUringOpenatOfAnotherDatasetsVolumeIsKilled",
+                            "Paths/IoPathTest.BytesAreCountedExactly/IoUring",
+                            "Paths/IoPathTest.WriteBudgetKills/IoUring",
+                            "Paths/IoPathTest.ReadBudgetKills/IoUring",
+                            "Paths/PassedFdTest.ReadOfAPassedInVolumeIsKilledBeforeTheDataArrives/IoUring"});
   // The daemon selects the fanotify rung and detect-and-kill quotas, measures the downgrades, and
   // an auditor asking for the strongest mechanisms gets MECHANISM_DOWNGRADED naming them.
   ExpectPassedWithoutSkips(
