@@ -75,10 +75,6 @@ class QuietLibbpf {
   libbpf_print_fn_t previous_;
 };
 
-// Whether the kernel has the io_uring tracepoints the tp_btf programs are written for:
-// io_uring_complete(ctx, req, cqe) and io_uring_submit_req (6.3 on). 6.1 passes the CQE's fields
-// one by one and names the second io_uring_submit_sqe: there those programs are not loaded
-// (they would fail the whole object), and the status says io_uring is not seen.
 // Which signature this kernel's io_uring tracepoints have (vmlinux BTF): 6.3 and later pass a
 // CQE (io_uring_complete(ctx, req, cqe), io_uring_submit_req), earlier kernels the result as an
 // argument (io_uring_complete(ctx, req, user_data, res, cflags, extra1, extra2),

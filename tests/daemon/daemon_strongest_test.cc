@@ -40,9 +40,7 @@ class DaemonStrongest : public ::testing::Test {
                      "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
     dir_ = fs::temp_directory_path() / ("sg-strongest-" + std::to_string(::getpid()));
   }
-  void TearDown() override {
-    fs::remove_all(dir_);
-  }
+  void TearDown() override { fs::remove_all(dir_); }
 
   // sovguard-verify on `evidence` with the enrolled AK and the manifest (software TPM and the
   // missing UEFI log accepted by name), plus `extra`; the exit code, the JSON report in `report`.

@@ -233,12 +233,12 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
   ExpectPassedWithoutSkips(io, "storage_systemd_test", {});
   // 6.1's io_uring tracepoints (result as an argument, io_uring_submit_sqe): io_uring opens of
   // another dataset's volume killed, its reads and writes counted exactly and held to budgets.
-  ExpectPassedWithoutSkips(io, "storage_io_paths_test",
-                           {"StorageIoPathsTest.IoUringOpenatOfAnotherDatasetsVolumeIsKilled",
-                            "Paths/IoPathTest.BytesAreCountedExactly/IoUring",
-                            "Paths/IoPathTest.WriteBudgetKills/IoUring",
-                            "Paths/IoPathTest.ReadBudgetKills/IoUring",
-                            "Paths/PassedFdTest.ReadOfAPassedInVolumeIsKilledBeforeTheDataArrives/IoUring"});
+  ExpectPassedWithoutSkips(
+      io, "storage_io_paths_test",
+      {"StorageIoPathsTest.IoUringOpenatOfAnotherDatasetsVolumeIsKilled",
+       "Paths/IoPathTest.BytesAreCountedExactly/IoUring",
+       "Paths/IoPathTest.WriteBudgetKills/IoUring", "Paths/IoPathTest.ReadBudgetKills/IoUring",
+       "Paths/PassedFdTest.ReadOfAPassedInVolumeIsKilledBeforeTheDataArrives/IoUring"});
   // The daemon selects the fanotify rung and detect-and-kill quotas, measures the downgrades, and
   // an auditor asking for the strongest mechanisms gets MECHANISM_DOWNGRADED naming them.
   ExpectPassedWithoutSkips(
