@@ -139,6 +139,19 @@ if [[ $mode == undo ]]; then
       [[ -d $path ]] && find "$path" -depth -type d -empty -delete
     done < <(sort -u "$record/created-dirs")
   fi
+  # libvirt's `machine` partition cgroups, created in every hierarchy at a guest's first start
+  # and never removed: removed (deepest first) when start-node's run created them and no guest
+  # is left in them.
+  if [[ -f $record/created-cgroups ]]; then
+    while read -r path; do
+      [[ -d $path ]] || continue
+      if find "$path" -depth -type d -exec rmdir {} + 2>/dev/null; [[ ! -d $path ]]; then
+        echo "start-node --undo: removed the cgroup $path (created by libvirt for this node)"
+      else
+        echo "start-node --undo: kept the cgroup $path: processes still run in it"
+      fi
+    done < <(sort -u "$record/created-cgroups")
+  fi
   rm -rf "$demo_state" "$record" /run/sovguard # no daemon holds it now: stale status, sockets
   left=$(running_pids)
   [[ -z $left ]] || echo "start-node --undo: still running, not started by this script: pids $left"
@@ -161,6 +174,12 @@ created() { # RECORD PATH
 }
 [[ $mode == node ]] && created created "$state"
 created created-dirs "$(dirname "$hook")"
+# libvirtd's QEMU capabilities cache and its `machine` cgroups, when this host had none yet.
+created created /var/cache/libvirt/qemu/capabilities
+for h in /sys/fs/cgroup /sys/fs/cgroup/*/; do
+  h=${h%/}
+  [[ -d $h && ! -L $h && -e $h/cgroup.procs && ! -e $h/machine ]] && echo "$h/machine" >>"$record/created-cgroups"
+done
 # The qemu hook lets sovguardd cover a guest's taps before QEMU starts; libvirtd reads hooks when
 # it starts, so a libvirtd already running picks it up at its next restart (until then guests are
 # covered on their start event).

@@ -152,6 +152,7 @@ int Run(const sd::Config& config) {
     if (sig == SIGHUP) {
       sd::log::Info("reload requested");
       node.Reload();
+      write_status();  // the reload's result, before this round's events and tamper check
     }
     node.PumpEvents();
     if (std::chrono::steady_clock::now() >= next_tamper_check) {

@@ -169,7 +169,13 @@ TEST_F(DaemonReload, StorageInvalidBundleLeavesBothPathsOnTheLastGoodPolicy) {
   EXPECT_EQ(net.Counts().forbidden, 0u) << "the refused policy opened the forbidden destination";
   // Neither path's kernel tables switched.
   EXPECT_EQ(KernelPolicyState(), kernel_a);
-  // Status names the policy in force (A) and why the reload was refused.
+  // Status names the policy in force (A) and why the reload was refused (status.json follows
+  // the metrics within the daemon's loop: polled, bounded).
+  const auto last_reload = [&] {
+    return daemon_->Status().at("policy").at("last_reload").at("result").get<std::string>();
+  };
+  ASSERT_TRUE(st::PollUntil(30s, [&] { return last_reload() == "rejected"; }, 100ms))
+      << daemon_->Status().dump(2);
   const nlohmann::json policy_now = daemon_->Status().at("policy");
   EXPECT_EQ(policy_now.at("bundle_version"), policy_a.at("bundle_version"));
   EXPECT_EQ(policy_now.at("compiled_digest"), policy_a.at("compiled_digest"));
@@ -191,6 +197,8 @@ TEST_F(DaemonReload, StorageInvalidBundleLeavesBothPathsOnTheLastGoodPolicy) {
   EXPECT_TRUE(st::PollUntil(
       60s, [&] { return net.Counts().forbidden > 0; }, 100ms))
       << daemon_->Log();
+  ASSERT_TRUE(st::PollUntil(30s, [&] { return last_reload() == "ok"; }, 100ms))
+      << daemon_->Status().dump(2);
   const nlohmann::json policy_b = daemon_->Status().at("policy");
   EXPECT_EQ(policy_b.at("bundle_version").get<int>(), 2);
   EXPECT_EQ(policy_b.at("last_reload").at("result").get<std::string>(), "ok");
