@@ -144,7 +144,9 @@ class VmTest : public ::testing::Test {
 // The distribution kernel with its built-in lsm= (bpf included): the prevents path.
 TEST_F(VmTest, BpfLsmStorageTierPrevents) {
   const auto io = Boot("bpf-lsm", "",
-                       {{"tests/probe/probe_test", ""},
+                       {{"tests/probe/probe_test",
+                         "ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm:"
+                         "ProbeTest.CgroupMechanismsPreventOnThisKernel"},
                         {"tests/vm/vm_storage_prevents_test", ""},
                         {"tests/storage/storage_kernel_test", std::string("-") + kTcgTooSlow},
                         {"tests/storage/storage_systemd_test", ""},
@@ -202,10 +204,7 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
             {"tests/storage/storage_kernel_test",
              std::string("-StorageKernelTest.BpfLsmRefusesTheOpenWithEperm:") + kTcgTooSlow},
             {"tests/storage/storage_systemd_test", ""},
-            {"tests/storage/storage_io_paths_test", "*IoUring*"},
-            {"tests/daemon/daemon_strongest_test", "",
-             "SOVGUARD_EXPECT_STORAGE_OPEN=fanotify:open_perm "
-             "SOVGUARD_EXPECT_DOWNGRADED=' storage-open storage-io-quota'"}},
+            {"tests/storage/storage_io_paths_test", "*IoUring*"}},
            900);
   const std::string lsm = Lsm(io);
   std::printf("guest lsm=%s\n", lsm.c_str());
@@ -228,6 +227,7 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
   ExpectPassedWithoutSkips(
       io, "storage_kernel_test",
       {"StorageKernelTest.GuestWithoutTheDatasetIsRefusedOrKilledAndTheEventNamesIt",
+       "StorageKernelTest.StatusNamesMechanismAndGuaranteePerPath",
        "StorageKernelTest.ReadOnlyVolumeOpenedForWritingIsRefused",
        "StorageKernelTest.WriteQuotaStopsWrites"});
   ExpectPassedWithoutSkips(io, "storage_systemd_test", {});
@@ -239,11 +239,6 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
        "Paths/IoPathTest.BytesAreCountedExactly/IoUring",
        "Paths/IoPathTest.WriteBudgetKills/IoUring", "Paths/IoPathTest.ReadBudgetKills/IoUring",
        "Paths/PassedFdTest.ReadOfAPassedInVolumeIsKilledBeforeTheDataArrives/IoUring"});
-  // The daemon selects the fanotify rung and detect-and-kill quotas, measures the downgrades, and
-  // an auditor asking for the strongest mechanisms gets MECHANISM_DOWNGRADED naming them.
-  ExpectPassedWithoutSkips(
-      io, "daemon_strongest_test",
-      {"DaemonStrongest.RequireStrongestPassesOnlyWhenNoPathRunsBelowTheTopOfItsLadder"});
 }
 
 }  // namespace
