@@ -237,46 +237,18 @@ TEST_F(StorageFanotifyTest, KillingTheDaemonDuringForbiddenOpensLeavesNoGap) {
   enforcer::EnsureBpffs();
   PinDir pin;
   const auto bravo_dir = "qemu-2-bravo.libvirt-qemu";
-  int ready[2];
-  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
-  int hold[2];
-  ASSERT_EQ(::pipe2(hold, O_CLOEXEC), 0);
-  const pid_t daemon = ::fork();
-  ASSERT_GE(daemon, 0);
-  if (daemon == 0) {
-    std::string msg = "ok";
-    try {
-      StorageDatapath sp(
-          StorageOptions{.machine_cgroup = cgroups_.machine(), .pin_dir = pin.path()});
-      sp.ApplyPolicy(Policy(approved_));
-      if (sp.Status().Find("storage-open")->mechanism != "fanotify:open_perm")
-        throw std::runtime_error("storage-open runs " +
-                                 sp.Status().Find("storage-open")->mechanism);
-      sp.ProtectVolume(image_, "health", false);
-      sp.ExpectGuest(bravo_dir, GuestStorage{.name = "bravo", .datasets = 1ULL << kAudited});
-      if (::write(ready[1], msg.data(), msg.size()) < 0) ::_exit(2);
-      char c;
-      while (::read(hold[0], &c, 1) != 0) {
-      }  // until SIGKILL
-      ::_exit(0);
-    } catch (const std::exception& e) {
-      msg = e.what();
-    }
-    if (::write(ready[1], msg.data(), msg.size()) < 0) ::_exit(3);
-    ::_exit(1);
-  }
-  ::close(ready[1]);
-  char buf[512] = {};
-  const ssize_t n = ::read(ready[0], buf, sizeof buf - 1);
-  ::close(ready[0]);
-  ::close(hold[0]);
-  ASSERT_GT(n, 0);
-  if (std::string(buf).starts_with("storage-open runs bpf-lsm")) {
-    ::waitpid(daemon, nullptr, 0);
-    ::close(hold[1]);
+  ForkedDaemon daemon([&](const std::function<void()>& serve) {
+    StorageDatapath sp(StorageOptions{.machine_cgroup = cgroups_.machine(), .pin_dir = pin.path()});
+    sp.ApplyPolicy(Policy(approved_));
+    if (sp.Status().Find("storage-open")->mechanism != "fanotify:open_perm")
+      throw std::runtime_error("storage-open runs " + sp.Status().Find("storage-open")->mechanism);
+    sp.ProtectVolume(image_, "health", false);
+    sp.ExpectGuest(bravo_dir, GuestStorage{.name = "bravo", .datasets = 1ULL << kAudited});
+    serve();
+  });
+  if (daemon.report.starts_with("storage-open runs bpf-lsm"))
     GTEST_SKIP() << "BPF LSM selected: no fanotify group to kill";  // prevents without a daemon
-  }
-  ASSERT_STREQ(buf, "ok");
+  ASSERT_EQ(daemon.report, "ok");
 
   struct Shared {
     std::atomic<long> eperm{0}, opened{0}, bytes_read{0};
@@ -314,10 +286,8 @@ TEST_F(StorageFanotifyTest, KillingTheDaemonDuringForbiddenOpensLeavesNoGap) {
   while (shared->eperm.load() < 1000 && steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a counter, bounded
   const long eperm_before = shared->eperm.load();
-  ::kill(daemon, SIGKILL);
+  ASSERT_NE(daemon.Kill(), -1);
   int status = 0;
-  ASSERT_EQ(::waitpid(daemon, &status, 0), daemon);
-  ::close(hold[1]);
   ASSERT_EQ(::waitpid(attacker, &status, 0), attacker);
   std::printf(
       "attacker: %ld opens refused (EPERM) before the kill, %ld in all, %ld opened, "

@@ -132,42 +132,19 @@ bool Refused(const ChildResult& r) {
 TEST_F(StorageRestartTest, EnforcementSurvivesSigkillAndSuccessorAdoptsEverything) {
   const auto alpha = cgroups_.Make("qemu-1-alpha.libvirt-qemu");
   const std::string bravo_name = "qemu-2-bravo.libvirt-qemu";
-  int ready[2];
-  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
-  int hold[2];
-  ASSERT_EQ(::pipe2(hold, O_CLOEXEC), 0);
-  const pid_t daemon = ::fork();
-  ASSERT_GE(daemon, 0);
-  if (daemon == 0) {
-    // The "daemon": a pinned datapath with one guest by id, one announced by name, volumes.
-    std::string msg = "ok";
-    try {
-      StorageDatapath sp(Options());
-      sp.ApplyPolicy(TestPolicy(approved_));
-      sp.RegisterGuestCgroup(StorageDatapath::CgroupId(alpha),
-                             GuestStorage{.name = "alpha",
-                                          .datasets = (1ULL << kHealth) | (1ULL << kMetered),
-                                          .disks = {{.source = image_, .dataset = "health"},
-                                                    {.source = metered_, .dataset = "metered"}}});
-      sp.ExpectGuest(bravo_name, GuestStorage{.name = "bravo", .datasets = 1ULL << kAudited});
-      if (::write(ready[1], msg.data(), msg.size()) < 0) ::_exit(2);
-      char c;
-      while (::read(hold[0], &c, 1) != 0) {
-      }  // until SIGKILL (the parent never writes)
-      ::_exit(0);
-    } catch (const std::exception& e) {
-      msg = e.what();
-    }
-    if (::write(ready[1], msg.data(), msg.size()) < 0) ::_exit(3);
-    ::_exit(1);
-  }
-  ::close(ready[1]);
-  char buf[512] = {};
-  const ssize_t n = ::read(ready[0], buf, sizeof buf - 1);
-  ::close(ready[0]);
-  ::close(hold[0]);
-  ASSERT_GT(n, 0);
-  ASSERT_STREQ(buf, "ok");
+  // The "daemon": a pinned datapath with one guest by id, one announced by name, volumes.
+  ForkedDaemon daemon([&](const std::function<void()>& serve) {
+    StorageDatapath sp(Options());
+    sp.ApplyPolicy(TestPolicy(approved_));
+    sp.RegisterGuestCgroup(StorageDatapath::CgroupId(alpha),
+                           GuestStorage{.name = "alpha",
+                                        .datasets = (1ULL << kHealth) | (1ULL << kMetered),
+                                        .disks = {{.source = image_, .dataset = "health"},
+                                                  {.source = metered_, .dataset = "metered"}}});
+    sp.ExpectGuest(bravo_name, GuestStorage{.name = "bravo", .datasets = 1ULL << kAudited});
+    serve();
+  });
+  ASSERT_EQ(daemon.report, "ok");
 
   // Activity while the daemon runs: bytes, a quota window, a refused connect.
   EXPECT_EQ(RunInCgroup(alpha, [&] { return WriteChunks(image_, 64 << 10, 1, 0); }).exit_code, kOk);
@@ -175,11 +152,9 @@ TEST_F(StorageRestartTest, EnforcementSurvivesSigkillAndSuccessorAdoptsEverythin
             kOk);
   EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm);
 
-  ::kill(daemon, SIGKILL);
-  int status = 0;
-  ASSERT_EQ(::waitpid(daemon, &status, 0), daemon);
+  const int status = daemon.Kill();
+  ASSERT_NE(status, -1);
   ASSERT_TRUE(WIFSIGNALED(status));
-  ::close(hold[1]);
 
   // No process holds the datapath now. Everything still enforces.
   EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm)

@@ -167,4 +167,71 @@ inline ChildResult RunInCgroup(const fs::path& cgroup, const std::function<int()
   }
 }
 
+// A child process standing in for a daemon that dies by SIGKILL: `body` runs in the child, builds
+// its datapath and calls `serve()` once it is ready; serve() reports "ok" to the parent and blocks
+// until the child is killed. What `body` throws is reported instead (and the child exits 1).
+// The parent's ForkedDaemon::report is "ok" or that text; Kill() kills the child and returns
+// its wait status.
+class ForkedDaemon {
+ public:
+  explicit ForkedDaemon(const std::function<void(const std::function<void()>& serve)>& body) {
+    int ready[2], hold[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(hold, O_CLOEXEC) != 0)
+      throw std::runtime_error("pipe2 failed");
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      std::string msg = "ok";
+      try {
+        body([&] {
+          if (::write(ready[1], msg.data(), msg.size()) < 0) ::_exit(2);
+          char c;
+          while (::read(hold[0], &c, 1) != 0) {
+          }  // until SIGKILL (the parent never writes)
+          ::_exit(0);
+        });
+        msg = "the daemon body returned without serving";
+      } catch (const std::exception& e) {
+        msg = e.what();
+      }
+      if (::write(ready[1], msg.data(), msg.size()) < 0) ::_exit(3);
+      ::_exit(1);
+    }
+    ::close(ready[1]);
+    ::close(hold[0]);
+    hold_ = hold[1];
+    char buf[512] = {};
+    const ssize_t n = ::read(ready[0], buf, sizeof buf - 1);
+    ::close(ready[0]);
+    report = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "no report from the child";
+    if (report != "ok") Wait();  // it exits after reporting
+  }
+  ~ForkedDaemon() {
+    if (pid_ > 0) Kill();
+    if (hold_ >= 0) ::close(hold_);
+  }
+  ForkedDaemon(const ForkedDaemon&) = delete;
+  ForkedDaemon& operator=(const ForkedDaemon&) = delete;
+
+  // SIGKILL and reap; the wait status (-1 when it was already reaped).
+  int Kill() {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, SIGKILL);
+    return Wait();
+  }
+
+  std::string report;
+
+ private:
+  int Wait() {
+    int status = 0;
+    const pid_t w = ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return w > 0 ? status : -1;
+  }
+
+  pid_t pid_ = -1;
+  int hold_ = -1;
+};
+
 }  // namespace sovguard::storage::testing
