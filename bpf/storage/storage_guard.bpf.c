@@ -608,54 +608,26 @@ static __always_inline int io_exit(long ret) {
   return 0;
 }
 
-SEC("tp/syscalls/sys_enter_pread64")
-int sg_enter_pread64(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], ctx->args[2], false);
-}
-SEC("tp/syscalls/sys_enter_pwrite64")
-int sg_enter_pwrite64(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], ctx->args[2], true);
-}
-SEC("tp/syscalls/sys_enter_preadv")
-int sg_enter_preadv(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), false);
-}
-SEC("tp/syscalls/sys_enter_pwritev")
-int sg_enter_pwritev(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), true);
-}
-SEC("tp/syscalls/sys_enter_preadv2")
-int sg_enter_preadv2(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), false);
-}
-SEC("tp/syscalls/sys_enter_pwritev2")
-int sg_enter_pwritev2(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), true);
-}
-SEC("tp/syscalls/sys_exit_pread64")
-int sg_exit_pread64(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_pwrite64")
-int sg_exit_pwrite64(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_preadv")
-int sg_exit_preadv(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_pwritev")
-int sg_exit_pwritev(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_preadv2")
-int sg_exit_preadv2(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_pwritev2")
-int sg_exit_pwritev2(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
+/* A read/write system call's entry (judged against the dataset and budget, with the bytes it
+ * asks to move) and exit (counted by its result): programs sg_enter_<sc> and sg_exit_<sc>. */
+#define SG_IO_SYSCALL(sc, bytes, write)                      \
+  SEC("tp/syscalls/sys_enter_" #sc)                          \
+  int sg_enter_##sc(struct trace_event_raw_sys_enter* ctx) { \
+    return io_enter((long)ctx->args[0], (bytes), (write));   \
+  }                                                          \
+  SEC("tp/syscalls/sys_exit_" #sc)                           \
+  int sg_exit_##sc(struct trace_event_raw_sys_exit* ctx) {   \
+    return io_exit(ctx->ret);                                \
+  }
+#define SG_COUNT_ARG (ctx->args[2])                               /* fd, buf, count */
+#define SG_IOV_ARG (iov_bytes((void*)ctx->args[1], ctx->args[2])) /* fd, iov, iovcnt */
+
+SG_IO_SYSCALL(pread64, SG_COUNT_ARG, false)
+SG_IO_SYSCALL(pwrite64, SG_COUNT_ARG, true)
+SG_IO_SYSCALL(preadv, SG_IOV_ARG, false)
+SG_IO_SYSCALL(pwritev, SG_IOV_ARG, true)
+SG_IO_SYSCALL(preadv2, SG_IOV_ARG, false)
+SG_IO_SYSCALL(pwritev2, SG_IOV_ARG, true)
 
 /* Bytes the read/write system call that asked for this file_permission check wants to move, from
  * its user registers (x86-64: nr in orig_ax, args in di, si, dx); 1 for any other caller (io_uring,
@@ -797,38 +769,10 @@ static __always_inline void count_bytes(__u32 guest_id, __u32 dataset, bool writ
 }
 
 /* Plain read/write and their vectored forms: the same entry/exit pair as p{read,write}. */
-SEC("tp/syscalls/sys_enter_read")
-int sg_enter_read(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], ctx->args[2], false);
-}
-SEC("tp/syscalls/sys_enter_write")
-int sg_enter_write(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], ctx->args[2], true);
-}
-SEC("tp/syscalls/sys_enter_readv")
-int sg_enter_readv(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), false);
-}
-SEC("tp/syscalls/sys_enter_writev")
-int sg_enter_writev(struct trace_event_raw_sys_enter* ctx) {
-  return io_enter((long)ctx->args[0], iov_bytes((void*)ctx->args[1], ctx->args[2]), true);
-}
-SEC("tp/syscalls/sys_exit_read")
-int sg_exit_read(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_write")
-int sg_exit_write(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_readv")
-int sg_exit_readv(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_writev")
-int sg_exit_writev(struct trace_event_raw_sys_exit* ctx) {
-  return io_exit(ctx->ret);
-}
+SG_IO_SYSCALL(read, SG_COUNT_ARG, false)
+SG_IO_SYSCALL(write, SG_COUNT_ARG, true)
+SG_IO_SYSCALL(readv, SG_IOV_ARG, false)
+SG_IO_SYSCALL(writev, SG_IOV_ARG, true)
 
 /* Copies between two fds: the source is read, the destination written; either may be a volume. */
 struct sg_inflight_pair {
