@@ -42,19 +42,9 @@ class DaemonStrongest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  // sovguard-verify on `evidence` with the enrolled AK and the manifest (software TPM and the
-  // missing UEFI log accepted by name), plus `extra`; the exit code, the JSON report in `report`.
   int Verify(const fs::path& evidence, const st::ReferenceManifest& manifest,
              const std::string& extra, nlohmann::json& report) {
-    std::string out;
-    const int rc = st::RunShell(std::string(SOVGUARD_BINARY_DIR) +
-                                    "/attestation/verify/sovguard-verify --json --nonce " + kNonce +
-                                    " --ak-pub " + (dir_ / "ak.pem").string() + " " +
-                                    manifest.Args() + " --allow-software-tpm --waive boot-log " +
-                                    extra + " " + evidence.string() + " 2>/dev/null",
-                                &out);
-    report = nlohmann::json::parse(out, nullptr, false);
-    return rc;
+    return st::VerifyAsAuditor(evidence, dir_ / "ak.pem", manifest, kNonce, extra, report);
   }
   static nlohmann::json Check(const nlohmann::json& report, const std::string& name) {
     if (report.is_object() && report.contains("checks"))

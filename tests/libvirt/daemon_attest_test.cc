@@ -49,21 +49,13 @@ class DaemonAttest : public st::DaemonWithLibvirt {
   // command line that quote measured, as a certifier reviewing that node would.
   void Enrol(const Evidence& ev) {
     st::WriteTestFile(dir_ / "ak.pem", ev.ak().public_pem());
-    st::WriteReferenceManifest({&ev}, dir_, "daemon-attest");  // manifest.dsse.json, certifier.pub
+    manifest_ = st::WriteReferenceManifest({&ev}, dir_, "daemon-attest");
   }
   // sovguard-verify on the last quote with the enrolled AK and the manifest; swtpm (software TPM,
   // no UEFI log) accepted by name. The exit code, and the JSON report in `report`.
   int Verify(nlohmann::json& report) {
-    std::string out;
-    const int rc = st::RunShell(
-        std::string(SOVGUARD_BINARY_DIR) + "/attestation/verify/sovguard-verify --json --nonce " +
-            "0011223344556677 --ak-pub " + (dir_ / "ak.pem").string() + " --manifest " +
-            (dir_ / "manifest.dsse.json").string() + " --manifest-key " +
-            (dir_ / "certifier.pub").string() + " --allow-software-tpm --waive boot-log " +
-            last_file_.string() + " 2>/dev/null",
-        &out);
-    report = nlohmann::json::parse(out, nullptr, false);
-    return rc;
+    return st::VerifyAsAuditor(last_file_, dir_ / "ak.pem", manifest_, "0011223344556677", "",
+                               report);
   }
   static std::string Reason(const nlohmann::json& report, const std::string& check) {
     if (!report.is_object()) return "(no report)";
@@ -73,6 +65,7 @@ class DaemonAttest : public st::DaemonWithLibvirt {
     return "(no check)";
   }
   std::filesystem::path last_file_;
+  st::ReferenceManifest manifest_;
   static std::set<std::string> MeasuredGuests(const Evidence& ev) {
     return cel::MeasuredGuests(cel::DecodeLog(std::span(
         reinterpret_cast<const std::uint8_t*>(ev.logs().cel().data()), ev.logs().cel().size())));

@@ -76,4 +76,22 @@ inline ReferenceManifest WriteReferenceManifest(
   return out;
 }
 
+// sovguard-verify --json on `evidence` as an auditor of a test node runs it: the enrolled AK
+// (`ak_pem`), `manifest`, the software TPM and the missing UEFI log accepted by name, then `extra`
+// options. Its exit code; the JSON report in `report` (discarded when it does not parse).
+inline int VerifyAsAuditor(const std::filesystem::path& evidence,
+                           const std::filesystem::path& ak_pem, const ReferenceManifest& manifest,
+                           const std::string& nonce, const std::string& extra,
+                           nlohmann::json& report) {
+  std::string out;
+  const int rc = RunShell(std::string(SOVGUARD_BINARY_DIR) +
+                              "/attestation/verify/sovguard-verify --json --nonce " + nonce +
+                              " --ak-pub " + ak_pem.string() + " " + manifest.Args() +
+                              " --allow-software-tpm --waive boot-log " + extra + " " +
+                              evidence.string() + " 2>/dev/null",
+                          &out);
+  report = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  return rc;
+}
+
 }  // namespace sovguard::test
