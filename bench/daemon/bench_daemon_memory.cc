@@ -117,8 +117,7 @@ int main(int argc, char** argv) {
     std::cout << "bench_daemon_memory: hardware TPM present; not extending its PCRs; skipped\n";
     return 0;
   }
-  const pid_t libvirtd_before = st::LivePid("/run/libvirtd.pid");
-  const pid_t virtlogd_before = st::LivePid("/run/virtlogd.pid");
+  const st::ServicesAsFound services;
   const fs::path dir = fs::temp_directory_path() / ("sg-bench-mem-" + std::to_string(::getpid()));
   int rc = 0;
   try {
@@ -182,8 +181,6 @@ int main(int argc, char** argv) {
     std::cerr << "bench_daemon_memory: " << e.what() << "\n";
     rc = 1;
   }
-  if (const pid_t now = st::LivePid("/run/libvirtd.pid"); now != libvirtd_before) st::StopPid(now);
-  if (const pid_t now = st::LivePid("/run/virtlogd.pid"); now != virtlogd_before) st::StopPid(now);
   std::error_code ec;
   fs::remove_all(dir, ec);
   return rc;

@@ -83,36 +83,14 @@ void EnsureMountPoint(const fs::path& target) {
 void NoteAbsentMachineCgroups() {
   fs::create_directories(LibvirtDaemons::kStateDir);
   const fs::path note = State("absent-machine-cgroups");
-  if (fs::exists(note) || !fs::exists("/sys/fs/cgroup")) {
+  if (fs::exists(note)) {
     return;
   }
   std::string absent;
-  std::vector<fs::path> roots{"/sys/fs/cgroup"};
-  for (const auto& e : fs::directory_iterator("/sys/fs/cgroup")) {
-    if (e.is_directory() && !e.is_symlink()) {
-      roots.push_back(e.path());
-    }
-  }
-  for (const auto& r : roots) {
-    if (!fs::exists(r / "machine")) {
-      absent += (r / "machine").string() + "\n";
-    }
+  for (const auto& path : AbsentMachineCgroups()) {
+    absent += path.string() + "\n";
   }
   WriteFile(note, absent);
-}
-
-// Removes a cgroup directory tree bottom-up (cgroup directories hold only kernel files: rmdir).
-void RemoveCgroupTree(const fs::path& dir) {
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.is_directory() && !e.is_symlink()) {
-      RemoveCgroupTree(e.path());
-    }
-  }
-  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
-    throw std::runtime_error("cannot remove cgroup " + dir.string() + ": " +
-                             std::generic_category().message(errno));
-  }
 }
 
 // Removes the mount points EnsureMountPoint created (only if still empty), then the harness's
@@ -284,6 +262,38 @@ void DestroyTestDomains() {
 }
 
 }  // namespace
+
+std::vector<fs::path> AbsentMachineCgroups() {
+  std::vector<fs::path> absent;
+  if (!fs::exists("/sys/fs/cgroup")) {
+    return absent;
+  }
+  std::vector<fs::path> roots{"/sys/fs/cgroup"};
+  for (const auto& e : fs::directory_iterator("/sys/fs/cgroup")) {
+    if (e.is_directory() && !e.is_symlink()) {
+      roots.push_back(e.path());
+    }
+  }
+  for (const auto& r : roots) {
+    if (!fs::exists(r / "machine")) {
+      absent.push_back(r / "machine");
+    }
+  }
+  return absent;
+}
+
+void RemoveCgroupTree(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_directory() && !e.is_symlink()) {
+      RemoveCgroupTree(e.path());
+    }
+  }
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+    throw std::runtime_error("cannot remove cgroup " + dir.string() + ": " +
+                             std::generic_category().message(errno));
+  }
+}
 
 bool LibvirtDaemons::Answering() {
   return Run({"virsh", "-c", kUri, "version"}).exit_code == 0;

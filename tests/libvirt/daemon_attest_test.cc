@@ -95,13 +95,16 @@ TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) 
   while (!uuid.empty() && (uuid.back() == '\n' || uuid.back() == ' ')) uuid.pop_back();
   ASSERT_EQ(uuid.size(), 36u) << uuid;
 
-  // The watcher's "up" follows the hook: poll the quote until the guest is in it.
+  // The hook covers the guest before QEMU exists (no cgroup yet); the watcher's "up" then adds
+  // QEMU's cgroup. Poll the quote until the guest is in it with its cgroup: a quote taken in
+  // between fails the verdict (the storage paths cannot cover a guest without one).
   Evidence ev;
   ASSERT_TRUE(st::PollUntil(
       60s,
       [&] {
         ev = Quote();
-        return ev.snapshot().guests_size() == 1 && SnapshotHasTap(ev, spec.tap);
+        return ev.snapshot().guests_size() == 1 && SnapshotHasTap(ev, spec.tap) &&
+               !ev.snapshot().guests(0).cgroup().empty();
       },
       200ms))
       << ev.snapshot().DebugString() << daemon_->Log();

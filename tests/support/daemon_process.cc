@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "tests/harness/libvirtd.h"
+
 extern char** environ;
 
 namespace sovguard::test {
@@ -41,12 +43,30 @@ void StopPid(pid_t pid) {
   }
 }
 
+namespace {
+const fs::path kCapabilitiesCache = "/var/cache/libvirt/qemu/capabilities";
+}  // namespace
+
 ServicesAsFound::ServicesAsFound()
-    : libvirtd_(LivePid("/run/libvirtd.pid")), virtlogd_(LivePid("/run/virtlogd.pid")) {}
+    : libvirtd_(LivePid("/run/libvirtd.pid")),
+      virtlogd_(LivePid("/run/virtlogd.pid")),
+      had_capabilities_cache_(fs::exists(kCapabilitiesCache)),
+      absent_machine_cgroups_(AbsentMachineCgroups()) {}
 
 ServicesAsFound::~ServicesAsFound() {
-  if (const pid_t now = LivePid("/run/libvirtd.pid"); now != libvirtd_) StopPid(now);
+  if (const pid_t now = LivePid("/run/libvirtd.pid"); now != libvirtd_) {
+    StopPid(now);
+    std::error_code ec;
+    if (!had_capabilities_cache_) fs::remove_all(kCapabilitiesCache, ec);
+  }
   if (const pid_t now = LivePid("/run/virtlogd.pid"); now != virtlogd_) StopPid(now);
+  for (const auto& cgroup : absent_machine_cgroups_) {
+    try {
+      RemoveCgroupTree(cgroup);
+    } catch (const std::exception& e) {  // a destructor: said, and the host check fails the run
+      std::fprintf(stderr, "ServicesAsFound: %s\n", e.what());
+    }
+  }
 }
 
 int RunShell(const std::string& command, std::string* out) {
