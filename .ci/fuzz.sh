@@ -13,8 +13,9 @@ if [[ -z "$targets" ]]; then
   echo "fuzz: FAILED: no fuzz targets in $build (SOVGUARD_FUZZ=ON defines fuzz_*)"
   exit 1
 fi
-# shellcheck disable=SC2086
-cmake --build "$build" -j"$(nproc)" --target $targets
+# sovguard_fuzzers depends on every fuzz_* target: one make run schedules all their objects on all
+# cores (naming the targets one by one builds one after the other).
+cmake --build "$build" -j"$(nproc)" --target sovguard_fuzzers
 # One target: its verdict in $build/$t.verdict ("ok" or what failed), its output in $build/$t.log.
 fuzz_one() {
   local t=$1 bin corpus work

@@ -10,7 +10,7 @@ fi
 
 packages=(
   # build
-  build-essential cmake pkg-config git clang-16 llvm-16 clang-format clang-tidy
+  build-essential cmake pkg-config git clang-16 llvm-16 clang-format clang-tidy mold
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
   libvirt-dev libxml2-dev libssl-dev libtss2-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc libgtest-dev libgmock-dev

@@ -27,3 +27,10 @@ if(SOVGUARD_FUZZ)
   add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
   add_link_options(-fsanitize=address,undefined)
 endif()
+
+# mold, where installed (.ci/install-deps.sh installs it), links the hundred-odd sanitized test
+# executables several times faster than the default ld.bfd; the result is the same program.
+find_program(SOVGUARD_MOLD mold)
+if(SOVGUARD_MOLD)
+  add_link_options(-fuse-ld=mold)
+endif()

@@ -51,6 +51,12 @@ function(sovguard_add_fuzzer)
     target_link_libraries(${_t} PRIVATE ${F_LIBS})
     # .ci/fuzz.sh reads the seed corpus location from here.
     file(WRITE ${PROJECT_BINARY_DIR}/${_t}.corpus "${F_CORPUS}")
+    # One target for all of them: .ci/fuzz.sh builds it, so make schedules every fuzzer's
+    # libraries on all cores at once rather than one fuzzer after another.
+    if(NOT TARGET sovguard_fuzzers)
+      add_custom_target(sovguard_fuzzers)
+    endif()
+    add_dependencies(sovguard_fuzzers ${_t})
   else()
     add_executable(${_t} ${F_SOURCES} ${PROJECT_SOURCE_DIR}/tests/support/fuzz_replay_main.cc)
     target_link_libraries(${_t} PRIVATE ${F_LIBS})

@@ -155,7 +155,7 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
                         {"tests/daemon/daemon_strongest_test", "",
                          "SOVGUARD_EXPECT_STORAGE_OPEN=bpf-lsm:file_open "
                          "SOVGUARD_EXPECT_DOWNGRADED=''"}},
-                       900);
+                       1500);
   const std::string lsm = Lsm(io);
   std::printf("guest lsm=%s\n", lsm.c_str());
   EXPECT_NE(("," + lsm + ",").find(",bpf,"), std::string::npos) << lsm;
@@ -205,7 +205,7 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
              std::string("-StorageKernelTest.BpfLsmRefusesTheOpenWithEperm:") + kTcgTooSlow},
             {"tests/storage/storage_systemd_test", ""},
             {"tests/storage/storage_io_paths_test", "*IoUring*"}},
-           900);
+           1500);
   const std::string lsm = Lsm(io);
   std::printf("guest lsm=%s\n", lsm.c_str());
   EXPECT_EQ(("," + lsm + ",").find(",bpf,"), std::string::npos) << lsm;
