@@ -10,6 +10,7 @@
 #include <chrono>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "attestation/common/bytes.h"
 #include "attestation/eventlog/cel.h"
@@ -42,6 +43,10 @@ namespace {
 
 namespace cel = attestation::cel;
 using attestation::Sha256Digest;
+
+// libvirt's default cgroup partition: the machine cgroup the storage path attaches to and below
+// which it tells a guest's QEMU from host processes (systemd layout: machine.slice).
+constexpr std::string_view kMachinePartition = "/machine";
 
 std::string ReadAll(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -721,6 +726,16 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
                   "sovguard refuses to start a guest holding a dataset while an enforcement "
                   "path is not enforced on this node: " +
                   unguarded};
+    }
+    // Every guest, holding a dataset or not: below no cgroup the storage path watches, its QEMU
+    // would count as a host process and could open every dataset's volumes.
+    if (!guest.domain.partition.empty() && guest.domain.partition != kMachinePartition) {
+      const std::string why = fmt::format(
+          "its <resource><partition> {} places it outside libvirt's machine partition {}, below "
+          "which sovguard's storage path tells guests from host processes",
+          guest.domain.partition, kMachinePartition);
+      log::Error("hook: refusing to start guest {}: {}", event.request.name, why);
+      return {.ok = false, .error = "sovguard refuses to start it: " + why};
     }
     if (const auto why = UncoveredRefusal(guest.domain, DatasetsFor(guest)); !why.empty()) {
       RecordUncovered("refused", "guest " + guest.domain.name + " (" + guest.domain.uuid +

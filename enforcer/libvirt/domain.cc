@@ -249,6 +249,11 @@ DomainDescription ParseDomainXml(std::string_view text) {
       }
     });
   }
+  if (const xmlNode* resource = xml::Child(root, "resource")) {
+    if (const xmlNode* partition = xml::Child(resource, "partition")) {
+      d.partition = xml::Text(partition);
+    }
+  }
   // Labels: the <guest> element in sovguard's namespace under <metadata>. Two of them would be
   // ambiguous: fail closed.
   if (const xmlNode* md = xml::Child(root, "metadata")) {

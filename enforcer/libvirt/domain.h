@@ -70,6 +70,9 @@ struct DomainDescription {
   std::vector<Disk> disks;
   std::vector<Hostdev> hostdevs;
   GuestLabels labels;
+  // <resource><partition>: the cgroup partition libvirt places the guest in; empty when absent
+  // (libvirt's default, /machine).
+  std::string partition;
 
   // Every disk and host device sovguard cannot guard, one "disk vda (type nvme): why" /
   // "hostdev hostdev0 (pci 0000:06:02.0): why" each, in device order. Empty: all guarded.

@@ -53,6 +53,10 @@ std::string DomainXml(const GuestSpec& spec) {
                               " sg.forbidden=" + spec.forbidden + " sg.interval=" + spec.interval;
   ReplaceAll(xml, "@NAME@", spec.name);
   ReplaceAll(xml, "@METADATA@", spec.metadata);
+  ReplaceAll(xml, "@RESOURCE@",
+             spec.partition.empty()
+                 ? std::string()
+                 : "<resource><partition>" + spec.partition + "</partition></resource>");
   ReplaceAll(xml, "@KERNEL@", GuestKernelPath());
   ReplaceAll(xml, "@INITRD@", GuestInitramfsPath());
   ReplaceAll(xml, "@CMDLINE@", cmdline);

@@ -29,6 +29,7 @@ struct GuestSpec {
   std::string mac = "52:54:00:5e:00:10";
   std::string console_log;  // serial console file; default /run/sovguard-test/<name>.console
   std::string metadata;     // raw XML inside <metadata>, e.g. a sovguard label
+  std::string partition;    // <resource><partition>; empty: none (libvirt's default /machine)
   std::string guest_address = kGuestAddress;
   std::string gateway = kGatewayAddress;
   std::string allowed = kAllowedDestination;

@@ -236,6 +236,70 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
 // again while no guest runs) leaves a new cgroup with none of sovguard's programs: the tamper
 // round finds it, starts the storage path over on the new cgroup with the policy, and a guest
 // without the dataset is again refused its disk.
+// A libvirt cgroup partition of its own (`<resource><partition>/sgtescape</partition>`), created
+// in every mounted cgroup hierarchy as libvirt requires (`sgtescape.partition`) and removed again.
+class PartitionCgroups {
+ public:
+  explicit PartitionCgroups(const std::string& name) {
+    std::ifstream mounts("/proc/mounts");
+    std::string dev, dir, type, rest;
+    while (mounts >> dev >> dir >> type && std::getline(mounts, rest)) {
+      if (type != "cgroup" && type != "cgroup2") continue;
+      const fs::path p = fs::path(dir) / (name + ".partition");
+      if (::mkdir(p.c_str(), 0755) != 0)
+        throw std::runtime_error("mkdir " + p.string() + ": " + std::strerror(errno));
+      made_.push_back(p);
+      // cgroup v1 cpuset starts a new cgroup with no CPUs and memory nodes: its parent's.
+      for (const char* file : {"cpuset.cpus", "cpuset.mems"})
+        if (type == "cgroup" && fs::exists(p / file))
+          std::ofstream(p / file) << st::ReadFile((fs::path(dir) / file).string());
+    }
+  }
+  ~PartitionCgroups() {
+    for (const auto& p : made_) st::RemoveCgroupTree(p);
+  }
+  PartitionCgroups(const PartitionCgroups&) = delete;
+  PartitionCgroups& operator=(const PartitionCgroups&) = delete;
+
+ private:
+  std::vector<fs::path> made_;
+};
+
+// A guest libvirt places in another cgroup partition than its machine partition is below no cgroup
+// the storage path watches: its QEMU counts as a host process and opens every dataset's volumes.
+// The daemon refuses its start, with the reason libvirt shows; without the refusal libvirt starts
+// it (the partition exists in every hierarchy) with another dataset's protected volume.
+TEST_F(DaemonStorage, GuestPlacedInAnotherCgroupPartitionIsRefused) {
+  StartDaemon();
+  st::ScopedHookTarget hook(HookPath());
+  {  // the labelled volume becomes a protected volume of "health"
+    st::GuestSpec spec;
+    spec.name = "sgt-dsp0";
+    spec.tap = "sgtdsp0";
+    spec.metadata = kHealthDiskLabel;
+    st::TestGuest holder(spec);
+    AttachDisk(holder);
+    holder.Start();
+    holder.Destroy();
+  }
+  ASSERT_TRUE(IntruderRefused("sgt-dsp1", "a guest without the dataset started with its disk"));
+
+  const PartitionCgroups partition("sgtescape");
+  st::GuestSpec spec;
+  spec.name = "sgt-dsp2";
+  spec.tap = "sgtdsp2";
+  spec.partition = "/sgtescape";
+  st::TestGuest escaper(spec);
+  AttachDisk(escaper);
+  const auto r = escaper.TryStart();
+  EXPECT_NE(r.exit_code, 0) << "a guest outside the machine partition started with the disk of "
+                               "a dataset it does not hold";
+  EXPECT_NE(r.err.find("outside libvirt's machine partition"), std::string::npos) << r.err;
+  EXPECT_FALSE(escaper.Running());
+  EXPECT_NE(daemon_->Log().find("refusing to start guest sgt-dsp2"), std::string::npos)
+      << daemon_->Log();
+}
+
 TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
   StartDaemon({"--set", "tamper_check_seconds=1"});
   st::ScopedHookTarget hook(HookPath());

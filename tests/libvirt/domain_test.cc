@@ -138,6 +138,14 @@ TEST(DomainXml, NoLabelIsAbsent) {
   EXPECT_EQ(d.id, -1);
 }
 
+TEST(DomainXml, ResourcePartitionIsRead) {
+  EXPECT_EQ(ParseDomainXml("<domain><name>a</name><uuid>u</uuid></domain>").partition, "");
+  EXPECT_EQ(ParseDomainXml("<domain><name>a</name><uuid>u</uuid><resource><partition>/machine/"
+                           "prod</partition></resource></domain>")
+                .partition,
+            "/machine/prod");
+}
+
 TEST(DomainXml, BadLabelInDomainFailsClosed) {
   DomainDescription d = ParseDomainXml(
       "<domain><name>a</name><uuid>u</uuid><metadata>"
