@@ -44,22 +44,42 @@ void StopPid(pid_t pid) {
 }
 
 namespace {
-const fs::path kCapabilitiesCache = "/var/cache/libvirt/qemu/capabilities";
+// What a libvirtd (and its virtlogd) writes on the host the first time it runs there: the QEMU
+// capabilities cache, its runtime directory, its QEMU state directories and its logs (Debian's
+// packages create none of them). .ci/start-node.sh --undo removes the same when it created them.
+std::vector<fs::path> LibvirtStatePaths() {
+  std::vector<fs::path> paths{"/var/cache/libvirt/qemu/capabilities", "/run/libvirt",
+                              "/var/log/libvirt/libvirtd.log", "/var/log/libvirt/virtlogd.log"};
+  for (const char* d : {"common", "interface", "nodedev", "nwfilter", "nwfilter-binding", "secrets",
+                        "hostdevmgr", "network", "qemu", "storage"})
+    paths.push_back(fs::path("/run/libvirt") / d);
+  for (const char* d : {"checkpoint", "dump", "nvram", "ram", "save", "snapshot"})
+    paths.push_back(fs::path("/var/lib/libvirt/qemu") / d);
+  return paths;
+}
 }  // namespace
 
 ServicesAsFound::ServicesAsFound()
     : libvirtd_(LivePid("/run/libvirtd.pid")),
       virtlogd_(LivePid("/run/virtlogd.pid")),
-      had_capabilities_cache_(fs::exists(kCapabilitiesCache)),
-      absent_machine_cgroups_(AbsentMachineCgroups()) {}
+      absent_machine_cgroups_(AbsentMachineCgroups()) {
+  for (auto& path : LibvirtStatePaths())
+    if (!fs::exists(path)) absent_libvirt_state_.push_back(std::move(path));
+}
 
 ServicesAsFound::~ServicesAsFound() {
+  bool stopped = false;
   if (const pid_t now = LivePid("/run/libvirtd.pid"); now != libvirtd_) {
     StopPid(now);
-    std::error_code ec;
-    if (!had_capabilities_cache_) fs::remove_all(kCapabilitiesCache, ec);
+    stopped = true;
   }
-  if (const pid_t now = LivePid("/run/virtlogd.pid"); now != virtlogd_) StopPid(now);
+  if (const pid_t now = LivePid("/run/virtlogd.pid"); now != virtlogd_) {
+    StopPid(now);
+    stopped = true;
+  }
+  std::error_code ec;
+  if (stopped)
+    for (const auto& path : absent_libvirt_state_) fs::remove_all(path, ec);
   for (const auto& cgroup : absent_machine_cgroups_) {
     try {
       RemoveCgroupTree(cgroup);

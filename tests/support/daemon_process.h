@@ -23,9 +23,9 @@ int RunShell(const std::string& command, std::string* out = nullptr);
 
 // libvirtd and virtlogd as a test found them: the destructor stops whichever of the two the
 // daemon under test started on the newcomer path (its pid file names another live process than
-// at construction); it removes the QEMU capabilities cache such a libvirtd wrote and the
-// `machine` cgroups that daemon or libvirtd created, where the host had none. What ran or
-// existed before stays.
+// at construction); it removes what such a libvirtd wrote on its first start (capabilities cache,
+// runtime and state directories, logs) and the `machine` cgroups that daemon or libvirtd created,
+// where the host had none. What ran or existed before stays.
 class ServicesAsFound {
  public:
   ServicesAsFound();
@@ -36,8 +36,8 @@ class ServicesAsFound {
  private:
   pid_t libvirtd_ = 0;
   pid_t virtlogd_ = 0;
-  bool had_capabilities_cache_ = false;
   std::vector<std::filesystem::path> absent_machine_cgroups_;
+  std::vector<std::filesystem::path> absent_libvirt_state_;
 };
 
 class DaemonProcess {
