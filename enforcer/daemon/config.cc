@@ -1,5 +1,7 @@
 #include "enforcer/daemon/config.h"
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <stdexcept>
@@ -39,6 +41,7 @@ std::vector<std::string> ConfigKeys() {
           "auditor_ca",
           "auditor_allowlist",
           "start_libvirtd",
+          "libvirt_partition",
           "start_swtpm",
           "metrics_listen",
           "tamper_check_seconds",
@@ -136,6 +139,22 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
     c.sovguard_pcr = static_cast<std::uint32_t>(pcr);
   } else if (key == "start_libvirtd") {
     c.start_libvirtd = ParseBool(value, where);
+  } else if (key == "libvirt_partition") {
+    // One path component after the slash: libvirt's escaping of nested partitions and of names
+    // that collide with controller names is not reproduced here.
+    const bool ok = value.size() > 1 && value.front() == '/' &&
+                    value.find('/', 1) == std::string::npos && value != "/." && value != "/.." &&
+                    std::all_of(value.begin() + 1, value.end(), [](char ch) {
+                      return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ||
+                             ch == '_' || ch == '.';
+                    });
+    if (!ok) {
+      throw std::runtime_error(where +
+                               ": libvirt_partition: expected /machine or one top-level partition "
+                               "name like /tenants (letters, digits, - _ .), got '" +
+                               value + "'");
+    }
+    c.libvirt_partition = value;
   } else if (key == "start_swtpm") {
     c.start_swtpm = ParseBool(value, where);
   } else {

@@ -44,6 +44,11 @@ struct Config {
   // software creates TAP devices of its own.
   bool default_deny_new_taps = true;
   bool start_libvirtd = true;  // start libvirtd/virtlogd when none answers (newcomer path)
+  // The libvirt cgroup partition (<resource><partition>) guests run in: the storage path guards
+  // its cgroup, and a guest placed in any other partition is refused at start. "/machine" is
+  // libvirt's default; another one is a top-level name ("/tenants", libvirt's
+  // <cgroup2>/tenants.partition without systemd), which must exist in every cgroup hierarchy.
+  std::string libvirt_partition = "/machine";
   // Start a software TPM when no hardware TPM exists: swtpm with its state in state_dir/swtpm,
   // serving only Unix sockets in runtime_dir/swtpm (mode 0600, this daemon's user).
   bool start_swtpm = true;

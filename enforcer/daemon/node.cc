@@ -34,6 +34,7 @@
 #include "enforcer/metrics/process_metrics.h"
 #include "enforcer/metrics/registry.h"
 #include "enforcer/storage/storage_datapath.h"
+#include "enforcer/system/mounts.h"
 #include "enforcer/version.h"
 #include "policy/bundle/bundle.h"
 #include "policy/compile/compile.h"
@@ -44,9 +45,24 @@ namespace {
 namespace cel = attestation::cel;
 using attestation::Sha256Digest;
 
-// libvirt's default cgroup partition: the machine cgroup the storage path attaches to and below
-// which it tells a guest's QEMU from host processes (systemd layout: machine.slice).
-constexpr std::string_view kMachinePartition = "/machine";
+// libvirt's default cgroup partition (a domain without <resource><partition>): <cgroup2>/machine,
+// machine.slice under systemd.
+constexpr std::string_view kDefaultPartition = "/machine";
+
+// The machine cgroup of libvirt partition `partition` (Config::libvirt_partition): empty for the
+// default (the storage path detects the layout); <cgroup2>/<name>.partition otherwise, libvirt's
+// name for a top-level partition without systemd.
+std::filesystem::path PartitionCgroup(const std::string& partition) {
+  if (partition == kDefaultPartition) return {};
+  if (std::filesystem::exists("/run/systemd/system"))
+    throw std::runtime_error("libvirt_partition " + partition +
+                             ": only libvirt's default /machine is supported under systemd "
+                             "(machine.slice)");
+  const auto root = enforcer::FindCgroup2Mount();
+  if (!root) throw std::runtime_error("no cgroup2 mount for libvirt partition " + partition);
+  const std::string name = partition.substr(1);
+  return *root / (name.find('.') == std::string::npos ? name + ".partition" : name);
+}
 
 std::string ReadAll(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -479,6 +495,7 @@ void Node::StartStorage() {
     // Pinned like the network datapath: a restarted or upgraded daemon adopts the storage
     // programs, guests, volumes, counters and quota windows with no gap in between.
     storage_ = std::make_unique<storage::StorageDatapath>(storage::StorageOptions{
+        .machine_cgroup = PartitionCgroup(config_.libvirt_partition),
         .pin_dir = config_.bpf_pin_dir / "storage",
         // A machine cgroup replaced while no daemon ran: measured like the tamper round's
         // finding, then the stale state is released and the path starts over.
@@ -540,8 +557,8 @@ std::string Node::UncoveredRefusal(const libvirt::DomainDescription& domain,
   std::string held;
   for (const auto& d : policy_->compiled.datasets)
     if (datasets & (1ULL << d.index)) held += (held.empty() ? "" : ", ") + d.id;
-  return fmt::format("it holds dataset(s) {} and has interfaces or devices sovguard cannot guard: {}",
-                     held, nics);
+  return fmt::format(
+      "it holds dataset(s) {} and has interfaces or devices sovguard cannot guard: {}", held, nics);
 }
 
 void Node::RecordUncovered(const std::string& action, const std::string& detail) {
@@ -729,11 +746,13 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
     }
     // Every guest, holding a dataset or not: below no cgroup the storage path watches, its QEMU
     // would count as a host process and could open every dataset's volumes.
-    if (!guest.domain.partition.empty() && guest.domain.partition != kMachinePartition) {
+    const std::string partition =
+        guest.domain.partition.empty() ? std::string(kDefaultPartition) : guest.domain.partition;
+    if (partition != config_.libvirt_partition) {
       const std::string why = fmt::format(
-          "its <resource><partition> {} places it outside libvirt's machine partition {}, below "
+          "its cgroup partition {} is outside libvirt's machine partition {}, below "
           "which sovguard's storage path tells guests from host processes",
-          guest.domain.partition, kMachinePartition);
+          partition, config_.libvirt_partition);
       log::Error("hook: refusing to start guest {}: {}", event.request.name, why);
       return {.ok = false, .error = "sovguard refuses to start it: " + why};
     }

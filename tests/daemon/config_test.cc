@@ -77,6 +77,17 @@ TEST(DaemonConfig, BadValuesAreErrors) {
 }  // namespace
 
 namespace {
+TEST(DaemonConfig, LibvirtPartitionIsOneTopLevelName) {
+  sd::Config c;
+  EXPECT_EQ(c.libvirt_partition, "/machine");
+  sd::ApplySetting("libvirt_partition", "/tenants", c, "x");
+  EXPECT_EQ(c.libvirt_partition, "/tenants");
+  for (const char* bad : {"", "/", "machine", "/machine/prod", "/..", "/a b", "/a\nb"}) {
+    EXPECT_THROW(sd::ApplySetting("libvirt_partition", bad, c, "x"), std::runtime_error) << bad;
+  }
+  EXPECT_EQ(c.libvirt_partition, "/tenants");  // a refused value changes nothing
+}
+
 TEST(DaemonLog, StderrRecordsCarryFieldsAsKeyValuePairs) {
   using sovguard::daemon::log::FormatLine;
   using sovguard::daemon::log::Level;

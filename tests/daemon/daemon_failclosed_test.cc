@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "attestation/eventlog/cel.h"
+#include "tests/harness/libvirtd.h"
 #include "tests/storage/storage_test_util.h"
 #include "tests/support/daemon_process.h"
 
@@ -57,14 +58,19 @@ class DaemonFailClosed : public ::testing::Test {
 
   // libvirt's qemu hook at "start begin" for a guest without interfaces or sovguard metadata (it
   // holds the shipped policy's default dataset): its exit code, and what libvirt would show.
-  int HookStartBegin(const st::DaemonProcess& daemon, const std::string& name, std::string* out) {
+  // `partition`: the domain's <resource><partition>, none when empty.
+  int HookStartBegin(const st::DaemonProcess& daemon, const std::string& name, std::string* out,
+                     const std::string& partition = "") {
     const fs::path config = dir_ / "hook.conf";
     std::ofstream(config) << "socket = " << (daemon.RuntimeDir() / "libvirt-hook.sock").string()
                           << "\ntimeout_ms = 30000\n";
     const fs::path xml = dir_ / (name + ".xml");
     std::ofstream(xml) << "<domain type='qemu' id='91'><name>" << name
                        << "</name><uuid>6f1c3a52-0d7e-4c1b-9a51-3c2d7e0f9a91</uuid>"
-                          "<devices></devices></domain>";
+                       << (partition.empty()
+                               ? ""
+                               : "<resource><partition>" + partition + "</partition></resource>")
+                       << "<devices></devices></domain>";
     return st::RunShell(std::string(SOVGUARD_LIBVIRT_HOOK) + " --config " + config.string() + " " +
                             name + " start begin - < " + xml.string() + " 2>&1",
                         out);
@@ -189,7 +195,11 @@ TEST_F(DaemonFailClosed, MachineCgroupReplacedWhileNoDaemonRanIsMeasuredAndGuard
                      << volume.string() << "'/><target dev='vda' bus='virtio'/></disk></devices>"
                      << "</domain>";
   std::string why, out;
-  st::DaemonProcess daemon(dir_, {"--data-dir", data.string()});
+  // In a libvirt partition of its own (libvirt_partition): replacing the host's machine cgroup
+  // would drop what a stopped node on this host keeps attached there.
+  const st::LibvirtPartition partition("sgtfc");
+  st::DaemonProcess daemon(dir_,
+                           {"--data-dir", data.string(), "--set", "libvirt_partition=/sgtfc"});
   ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
   ASSERT_EQ(st::RunShell("virsh -q -c qemu:///system define " + xml.string() + " 2>&1", &out), 0)
       << out;
@@ -203,6 +213,7 @@ TEST_F(DaemonFailClosed, MachineCgroupReplacedWhileNoDaemonRanIsMeasuredAndGuard
   ASSERT_TRUE(PollUntilTrue(std::chrono::seconds(20), [&] { return protected_volumes() >= 1; }))
       << daemon.Status().dump(2);
   const fs::path machine = daemon.Status().at("storage").at("machine_cgroup").get<std::string>();
+  ASSERT_EQ(machine.filename(), "sgtfc.partition") << daemon.Status().dump(2);
   ASSERT_EQ(daemon.Terminate(), 0) << daemon.Log();
 
   // Replaced while no daemon runs: emptied cgroups of earlier guests go first (deepest first).
@@ -245,8 +256,11 @@ TEST_F(DaemonFailClosed, MachineCgroupReplacedWhileNoDaemonRanIsMeasuredAndGuard
   EXPECT_TRUE(r.signal == SIGKILL || (r.exited && r.exit_code == kEperm))
       << "exit " << r.exit_code << " signal " << r.signal << "\n"
       << daemon.Log();
-  // With every path enforced, the hook lets a guest holding a dataset start.
-  EXPECT_EQ(HookStartBegin(daemon, "sgt-fc-allowed", &out), 0) << out << daemon.Log();
+  // With every path enforced, the hook lets a guest holding a dataset start in the partition;
+  // libvirt's default partition is outside it now.
+  EXPECT_EQ(HookStartBegin(daemon, "sgt-fc-allowed", &out, "/sgtfc"), 0) << out << daemon.Log();
+  EXPECT_NE(HookStartBegin(daemon, "sgt-fc-default", &out), 0) << out;
+  EXPECT_NE(out.find("cgroup partition /machine is outside"), std::string::npos) << out;
   EXPECT_EQ(daemon.Terminate(), 0) << daemon.Log();
 }
 

@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
@@ -292,6 +294,32 @@ void RemoveCgroupTree(const fs::path& dir) {
   if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
     throw std::runtime_error("cannot remove cgroup " + dir.string() + ": " +
                              std::generic_category().message(errno));
+  }
+}
+
+LibvirtPartition::LibvirtPartition(const std::string& name) {
+  std::ifstream mounts("/proc/mounts");
+  std::string dev, dir, type, rest;
+  while (mounts >> dev >> dir >> type && std::getline(mounts, rest)) {
+    if (type != "cgroup" && type != "cgroup2") continue;
+    const fs::path p = fs::path(dir) / (name + ".partition");
+    if (::mkdir(p.c_str(), 0755) != 0)
+      throw std::runtime_error("mkdir " + p.string() + ": " + std::strerror(errno));
+    made_.push_back(p);
+    // A new cgroup v1 cpuset has no CPUs and memory nodes: its parent's.
+    for (const char* file : {"cpuset.cpus", "cpuset.mems"})
+      if (type == "cgroup" && fs::exists(p / file))  // a cgroup file: written in place
+        std::ofstream(p / file) << ReadFile((fs::path(dir) / file).string());
+  }
+}
+
+LibvirtPartition::~LibvirtPartition() {
+  for (const auto& p : made_) {
+    try {
+      RemoveCgroupTree(p);
+    } catch (const std::exception& e) {  // a destructor: said, and the host check fails the run
+      std::fprintf(stderr, "LibvirtPartition: %s\n", e.what());
+    }
   }
 }
 

@@ -37,6 +37,20 @@ std::vector<std::filesystem::path> AbsentMachineCgroups();
 // Removes a cgroup directory tree bottom-up (rmdir); throws when one still holds a process.
 void RemoveCgroupTree(const std::filesystem::path& dir);
 
+// A libvirt cgroup partition of a test's own (a guest's <resource><partition>/NAME</partition>,
+// sovguardd's libvirt_partition=/NAME): NAME.partition created in every mounted cgroup hierarchy,
+// as libvirt requires without systemd, and removed again with what is below it.
+class LibvirtPartition {
+ public:
+  explicit LibvirtPartition(const std::string& name);
+  ~LibvirtPartition();
+  LibvirtPartition(const LibvirtPartition&) = delete;
+  LibvirtPartition& operator=(const LibvirtPartition&) = delete;
+
+ private:
+  std::vector<std::filesystem::path> made_;
+};
+
 class LibvirtDaemons {
  public:
   static constexpr const char* kStateDir = "/run/sovguard-test/libvirt";

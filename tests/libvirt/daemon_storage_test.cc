@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "tests/harness/guest.h"
@@ -152,6 +153,7 @@ datasets {
     st::GuestSpec spec;
     spec.name = name;
     spec.tap = "sgt" + name.substr(4);
+    spec.partition = partition_;
     st::TestGuest intruder(spec);
     AttachDisk(intruder);
     const auto r = intruder.TryStart();
@@ -160,7 +162,24 @@ datasets {
     return r.exit_code != 0 && !intruder.Running();
   }
 
+  // A guest labelled with "health" runs once with the volume: from then on it is a protected
+  // volume of "health", which a guest without the dataset is refused.
+  void ProtectVolumeByUse(const std::string& name) {
+    st::GuestSpec spec;
+    spec.name = name;
+    spec.tap = "sgt" + name.substr(4);
+    spec.metadata = kHealthDiskLabel;
+    spec.partition = partition_;
+    st::TestGuest holder(spec);
+    AttachDisk(holder);
+    holder.Start();
+    holder.Destroy();
+  }
+
   fs::path pool_, image_, archive_;
+  std::string partition_;  // the test guests' <resource><partition>, empty: libvirt's default
+  // Removed after TearDown() stopped the daemon (which recreates a missing machine cgroup).
+  std::optional<st::LibvirtPartition> partition_cgroups_;
 };
 
 TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
@@ -236,35 +255,6 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
 // again while no guest runs) leaves a new cgroup with none of sovguard's programs: the tamper
 // round finds it, starts the storage path over on the new cgroup with the policy, and a guest
 // without the dataset is again refused its disk.
-// A libvirt cgroup partition of its own (`<resource><partition>/sgtescape</partition>`), created
-// in every mounted cgroup hierarchy as libvirt requires (`sgtescape.partition`) and removed again.
-class PartitionCgroups {
- public:
-  explicit PartitionCgroups(const std::string& name) {
-    std::ifstream mounts("/proc/mounts");
-    std::string dev, dir, type, rest;
-    while (mounts >> dev >> dir >> type && std::getline(mounts, rest)) {
-      if (type != "cgroup" && type != "cgroup2") continue;
-      const fs::path p = fs::path(dir) / (name + ".partition");
-      if (::mkdir(p.c_str(), 0755) != 0)
-        throw std::runtime_error("mkdir " + p.string() + ": " + std::strerror(errno));
-      made_.push_back(p);
-      // cgroup v1 cpuset starts a new cgroup with no CPUs and memory nodes: its parent's.
-      for (const char* file : {"cpuset.cpus", "cpuset.mems"})
-        if (type == "cgroup" && fs::exists(p / file))
-          std::ofstream(p / file) << st::ReadFile((fs::path(dir) / file).string());
-    }
-  }
-  ~PartitionCgroups() {
-    for (const auto& p : made_) st::RemoveCgroupTree(p);
-  }
-  PartitionCgroups(const PartitionCgroups&) = delete;
-  PartitionCgroups& operator=(const PartitionCgroups&) = delete;
-
- private:
-  std::vector<fs::path> made_;
-};
-
 // A guest libvirt places in another cgroup partition than its machine partition is below no cgroup
 // the storage path watches: its QEMU counts as a host process and opens every dataset's volumes.
 // The daemon refuses its start, with the reason libvirt shows; without the refusal libvirt starts
@@ -272,19 +262,10 @@ class PartitionCgroups {
 TEST_F(DaemonStorage, GuestPlacedInAnotherCgroupPartitionIsRefused) {
   StartDaemon();
   st::ScopedHookTarget hook(HookPath());
-  {  // the labelled volume becomes a protected volume of "health"
-    st::GuestSpec spec;
-    spec.name = "sgt-dsp0";
-    spec.tap = "sgtdsp0";
-    spec.metadata = kHealthDiskLabel;
-    st::TestGuest holder(spec);
-    AttachDisk(holder);
-    holder.Start();
-    holder.Destroy();
-  }
+  ProtectVolumeByUse("sgt-dsp0");
   ASSERT_TRUE(IntruderRefused("sgt-dsp1", "a guest without the dataset started with its disk"));
 
-  const PartitionCgroups partition("sgtescape");
+  const st::LibvirtPartition partition("sgtescape");
   st::GuestSpec spec;
   spec.name = "sgt-dsp2";
   spec.tap = "sgtdsp2";
@@ -301,9 +282,14 @@ TEST_F(DaemonStorage, GuestPlacedInAnotherCgroupPartitionIsRefused) {
 }
 
 TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
-  StartDaemon({"--set", "tamper_check_seconds=1"});
+  // In a libvirt partition of its own (libvirt_partition): replacing the host's machine cgroup
+  // would drop what a stopped node on this host keeps attached there.
+  partition_cgroups_.emplace("sgtreplace");
+  partition_ = "/sgtreplace";
+  StartDaemon({"--set", "tamper_check_seconds=1", "--set", "libvirt_partition=" + partition_});
   st::ScopedHookTarget hook(HookPath());
   const fs::path machine = daemon_->Status().at("storage").at("machine_cgroup").get<std::string>();
+  ASSERT_EQ(machine.filename(), "sgtreplace.partition") << daemon_->Status().dump(2);
   std::string out;
   auto guarded = [&] {
     return st::RunShell("bpftool cgroup show " + machine.string(), &out) == 0 &&
@@ -313,18 +299,7 @@ TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
   auto refused = [&](const std::string& name) {
     return IntruderRefused(name, "a guest without the dataset started with its disk");
   };
-  // The volume becomes a protected volume of "health" when a guest labelled with it uses it;
-  // from then on a guest without the dataset is refused it.
-  {
-    st::GuestSpec spec;
-    spec.name = "sgt-dsr0";
-    spec.tap = "sgtdsr0";
-    spec.metadata = kHealthDiskLabel;
-    st::TestGuest holder(spec);
-    AttachDisk(holder);
-    holder.Start();
-    holder.Destroy();
-  }
+  ProtectVolumeByUse("sgt-dsr0");
   ASSERT_TRUE(refused("sgt-dsr1"));
   // Empty cgroups left by earlier guests go first (deepest first): rmdir needs an empty cgroup.
   std::vector<fs::path> dirs;
