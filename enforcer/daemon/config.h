@@ -5,9 +5,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sovguard::daemon {
+
+// libvirt's default cgroup partition (a domain without <resource><partition>).
+inline constexpr std::string_view kDefaultLibvirtPartition = "/machine";
 
 struct Config {
   std::string libvirt_uri = "qemu:///system";
@@ -48,7 +52,7 @@ struct Config {
   // its cgroup, and a guest placed in any other partition is refused at start. "/machine" is
   // libvirt's default; another one is a top-level name ("/tenants", libvirt's
   // <cgroup2>/tenants.partition without systemd), which must exist in every cgroup hierarchy.
-  std::string libvirt_partition = "/machine";
+  std::string libvirt_partition{kDefaultLibvirtPartition};
   // Start a software TPM when no hardware TPM exists: swtpm with its state in state_dir/swtpm,
   // serving only Unix sockets in runtime_dir/swtpm (mode 0600, this daemon's user).
   bool start_swtpm = true;

@@ -10,7 +10,6 @@
 #include <chrono>
 #include <fstream>
 #include <sstream>
-#include <string_view>
 
 #include "attestation/common/bytes.h"
 #include "attestation/eventlog/cel.h"
@@ -45,19 +44,17 @@ namespace {
 namespace cel = attestation::cel;
 using attestation::Sha256Digest;
 
-// libvirt's default cgroup partition (a domain without <resource><partition>): <cgroup2>/machine,
-// machine.slice under systemd.
-constexpr std::string_view kDefaultPartition = "/machine";
-
 // The machine cgroup of libvirt partition `partition` (Config::libvirt_partition): empty for the
 // default (the storage path detects the layout); <cgroup2>/<name>.partition otherwise, libvirt's
-// name for a top-level partition without systemd.
+// name for a top-level partition in its cgroupfs layout (refused where libvirt uses systemd's).
 std::filesystem::path PartitionCgroup(const std::string& partition) {
-  if (partition == kDefaultPartition) return {};
-  if (std::filesystem::exists("/run/systemd/system"))
+  if (partition == kDefaultLibvirtPartition) return {};
+  if (const auto layout = storage::DetectCgroupLayout();
+      layout.layout == storage::CgroupLayout::kSystemd)
     throw std::runtime_error("libvirt_partition " + partition +
-                             ": only libvirt's default /machine is supported under systemd "
-                             "(machine.slice)");
+                             ": only libvirt's default /machine is supported in the systemd "
+                             "layout (" +
+                             layout.reason + ")");
   const auto root = enforcer::FindCgroup2Mount();
   if (!root) throw std::runtime_error("no cgroup2 mount for libvirt partition " + partition);
   const std::string name = partition.substr(1);
@@ -746,8 +743,9 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
     }
     // Every guest, holding a dataset or not: below no cgroup the storage path watches, its QEMU
     // would count as a host process and could open every dataset's volumes.
-    const std::string partition =
-        guest.domain.partition.empty() ? std::string(kDefaultPartition) : guest.domain.partition;
+    const std::string partition = guest.domain.partition.empty()
+                                      ? std::string(kDefaultLibvirtPartition)
+                                      : guest.domain.partition;
     if (partition != config_.libvirt_partition) {
       const std::string why = fmt::format(
           "its cgroup partition {} is outside libvirt's machine partition {}, below "

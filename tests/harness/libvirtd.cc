@@ -102,9 +102,9 @@ void RemoveOverlay() {
   std::error_code ec;
   // Test guests' own cgroups (every test guest is named sgt-*): libvirt leaves them behind for a
   // guest that died while its libvirtd was down, also under a `machine` that existed before.
-  for (const auto& h : fs::directory_iterator("/sys/fs/cgroup", ec)) {
+  for (const auto& h : CgroupHierarchies()) {
     std::error_code ec2;
-    for (const auto& g : fs::directory_iterator(h.path() / "machine", ec2)) {
+    for (const auto& g : fs::directory_iterator(h / "machine", ec2)) {
       const std::string name = g.path().filename().string();
       if (g.is_directory() && name.rfind("qemu-", 0) == 0 &&
           name.find("-sgt-") != std::string::npos) {
@@ -265,18 +265,19 @@ void DestroyTestDomains() {
 
 }  // namespace
 
+std::vector<fs::path> CgroupHierarchies() {
+  std::vector<fs::path> roots;
+  std::ifstream mounts("/proc/mounts");
+  std::string dev, dir, type, rest;
+  while (mounts >> dev >> dir >> type && std::getline(mounts, rest)) {
+    if (type == "cgroup" || type == "cgroup2") roots.emplace_back(dir);
+  }
+  return roots;
+}
+
 std::vector<fs::path> AbsentMachineCgroups() {
   std::vector<fs::path> absent;
-  if (!fs::exists("/sys/fs/cgroup")) {
-    return absent;
-  }
-  std::vector<fs::path> roots{"/sys/fs/cgroup"};
-  for (const auto& e : fs::directory_iterator("/sys/fs/cgroup")) {
-    if (e.is_directory() && !e.is_symlink()) {
-      roots.push_back(e.path());
-    }
-  }
-  for (const auto& r : roots) {
+  for (const auto& r : CgroupHierarchies()) {
     if (!fs::exists(r / "machine")) {
       absent.push_back(r / "machine");
     }
@@ -298,18 +299,16 @@ void RemoveCgroupTree(const fs::path& dir) {
 }
 
 LibvirtPartition::LibvirtPartition(const std::string& name) {
-  std::ifstream mounts("/proc/mounts");
-  std::string dev, dir, type, rest;
-  while (mounts >> dev >> dir >> type && std::getline(mounts, rest)) {
-    if (type != "cgroup" && type != "cgroup2") continue;
-    const fs::path p = fs::path(dir) / (name + ".partition");
+  for (const auto& dir : CgroupHierarchies()) {
+    const fs::path p = dir / (name + ".partition");
     if (::mkdir(p.c_str(), 0755) != 0)
       throw std::runtime_error("mkdir " + p.string() + ": " + std::strerror(errno));
     made_.push_back(p);
-    // A new cgroup v1 cpuset has no CPUs and memory nodes: its parent's.
+    // A new cgroup v1 cpuset has no CPUs and memory nodes: its parent's (a v2 root has no
+    // cpuset.cpus of its own, and its children inherit).
     for (const char* file : {"cpuset.cpus", "cpuset.mems"})
-      if (type == "cgroup" && fs::exists(p / file))  // a cgroup file: written in place
-        std::ofstream(p / file) << ReadFile((fs::path(dir) / file).string());
+      if (fs::exists(p / file) && fs::exists(dir / file))  // cgroup files: written in place
+        std::ofstream(p / file) << ReadFile((dir / file).string());
   }
 }
 

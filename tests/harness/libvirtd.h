@@ -30,9 +30,11 @@
 
 namespace sovguard::test {
 
-// `machine` in every cgroup hierarchy (the root and each one mounted below /sys/fs/cgroup) that
-// has none now. libvirt creates them at a guest's first start, sovguardd when it guards the
-// machine cgroup, and neither removes them: whatever starts those notes this list first.
+// Mount points of every cgroup hierarchy (v1 and v2), from /proc/mounts.
+std::vector<std::filesystem::path> CgroupHierarchies();
+// `machine` in every cgroup hierarchy (CgroupHierarchies) that has none now. libvirt creates them
+// at a guest's first start, sovguardd when it guards the machine cgroup, and neither removes them:
+// whatever starts those notes this list first.
 std::vector<std::filesystem::path> AbsentMachineCgroups();
 // Removes a cgroup directory tree bottom-up (rmdir); throws when one still holds a process.
 void RemoveCgroupTree(const std::filesystem::path& dir);
