@@ -76,9 +76,13 @@ struct sg_storage_pending_key {
 
 /* A protected volume: an image file (by device + inode) or a block device (by dev_t). */
 struct sg_volume_key {
-  __u64 dev; /* super block s_dev (kernel encoding major<<20|minor) for files; 0 for block devices */
-  __u64 ino; /* inode number for files; major<<20|minor for block devices */
+  __u64 dev; /* super block s_dev (kernel encoding major<<20|minor) for files; 0 for block devices;
+                SG_VOLUME_CHAR_DEV for character devices (never a 32-bit s_dev) */
+  __u64 ino; /* inode number for files; major<<20|minor for block and character devices */
 };
+/* sg_volume_key.dev of a character device that reaches a protected volume's bytes (a SCSI
+ * disk's sg and bsg nodes). */
+#define SG_VOLUME_CHAR_DEV (1ULL << 32)
 struct sg_volume {
   __u32 dataset; /* dataset index */
   __u32 flags;   /* SG_VOLUME_* */

@@ -30,10 +30,12 @@
 #define MAY_WRITE 0x2
 #define S_IFMT 00170000
 #define S_IFBLK 0060000
+#define S_IFCHR 0020000
 #define S_IFREG 0100000
 /* From uapi bpf.h (enum values are not in BTF as macros). */
 #define SG_DEVCG_ACC_WRITE 4
 #define SG_DEVCG_DEV_BLOCK 1
+#define SG_DEVCG_DEV_CHAR 2
 #define SG_MAX_IOV 16
 
 char LICENSE[] SEC("license") = "GPL";
@@ -299,7 +301,8 @@ struct btrfs_inode___sg {
 } __attribute__((preserve_access_index));
 
 /* The volume identity rule (user space: enforcer/storage/volume_identity.h): block devices by
- * i_rdev, files by (super block's s_dev, or the btrfs subvolume's anon_dev; i_ino). */
+ * i_rdev, character devices by (SG_VOLUME_CHAR_DEV, i_rdev), files by (super block's s_dev, or
+ * the btrfs subvolume's anon_dev; i_ino). */
 static __always_inline __u64 volume_dev(struct inode* inode) {
   struct super_block* sb = BPF_CORE_READ(inode, i_sb);
   __u64 dev = BPF_CORE_READ(sb, s_dev);
@@ -318,8 +321,8 @@ static __always_inline struct sg_volume* volume_of(struct file* file, struct sg_
   struct inode* inode = BPF_CORE_READ(file, f_inode);
   if (!inode) return NULL;
   __u16 mode = BPF_CORE_READ(inode, i_mode);
-  if ((mode & S_IFMT) == S_IFBLK) {
-    key->dev = 0;
+  if ((mode & S_IFMT) == S_IFBLK || (mode & S_IFMT) == S_IFCHR) {
+    key->dev = (mode & S_IFMT) == S_IFBLK ? 0 : SG_VOLUME_CHAR_DEV;
     key->ino = BPF_CORE_READ(inode, i_rdev);
   } else {
     key->dev = volume_dev(inode);
@@ -390,17 +393,19 @@ int sg_tp_open_exit(struct trace_event_raw_sys_exit* ctx) {
 
 SEC("cgroup/dev")
 int sg_cgroup_dev(struct bpf_cgroup_dev_ctx* ctx) {
-  if ((ctx->access_type & 0xffff) != SG_DEVCG_DEV_BLOCK) return 1;
+  __u32 type = ctx->access_type & 0xffff;
+  if (type != SG_DEVCG_DEV_BLOCK && type != SG_DEVCG_DEV_CHAR) return 1;
   struct sg_who w;
   if (!current_guest(&w)) return 1;
-  struct sg_volume_key key = {.dev = 0, .ino = ((__u64)ctx->major << 20) | ctx->minor};
+  struct sg_volume_key key = {.dev = type == SG_DEVCG_DEV_BLOCK ? 0 : SG_VOLUME_CHAR_DEV,
+                              .ino = ((__u64)ctx->major << 20) | ctx->minor};
   struct sg_volume* v = bpf_map_lookup_elem(&sg_volumes, &key);
   if (!v) return 1;
   bool writing = ((ctx->access_type >> 16) & SG_DEVCG_ACC_WRITE) != 0;
   __u32 why = check_volume(&w, v, writing);
   if (!why) return 1;
   bool deny = enforced(&w, v->dataset);
-  emit(&w, why == SG_EV_READ_ONLY ? why : SG_EV_DEVICE_DENIED, v->dataset, 0, key.ino,
+  emit(&w, why == SG_EV_READ_ONLY ? why : SG_EV_DEVICE_DENIED, v->dataset, key.dev, key.ino,
        deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT);
   return deny ? 0 : 1;
 }

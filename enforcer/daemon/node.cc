@@ -104,6 +104,7 @@ nlohmann::json StorageJson(storage::StorageDatapath* sp, const std::string& erro
   j["machine_cgroup"] = st.machine_cgroup.string();
   j["layout"] = storage::ToString(st.layout);
   j["guest_discovery"] = st.guest_discovery;
+  j["btrfs_subvolumes"] = st.btrfs_subvolumes;
   j["guests"] = st.guests;
   j["pending"] = st.pending;
   j["volumes"] = st.volumes;

@@ -81,6 +81,23 @@ class QuietLibbpf {
 // io_uring_submit_sqe). kNone: neither, and no io_uring program loads.
 enum class IoUringTracepoints { kNone, kCqe, kArgs };
 
+// Whether the kernel's BTF (vmlinux, or the loaded btrfs module's) describes struct btrfs_inode:
+// the programs read a btrfs file's subvolume device through it (CO-RE, resolved at load). Where
+// btrfs is a module that is not loaded, they cannot, and key btrfs files like any other.
+bool KernelDescribesBtrfsInodes() {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (!vmlinux) return false;
+  bool found = btf__find_by_name_kind(vmlinux, "btrfs_inode", BTF_KIND_STRUCT) > 0;
+  if (!found) {
+    if (btf* mod = btf__load_module_btf("btrfs", vmlinux)) {
+      found = btf__find_by_name_kind(mod, "btrfs_inode", BTF_KIND_STRUCT) > 0;
+      btf__free(mod);
+    }
+  }
+  btf__free(vmlinux);
+  return found;
+}
+
 IoUringTracepoints IoUringTracepointsOfThisKernel() {
   static const IoUringTracepoints kind = [] {
     btf* vmlinux = btf__load_vmlinux_btf();
@@ -986,7 +1003,7 @@ struct StorageDatapath::Impl {
   // ---- guests and volumes ----
 
   // (dev, ino) key of a volume and the stat of its source.
-  static std::pair<sg_volume_key, struct stat> KeyOf(const fs::path& source) {
+  std::pair<sg_volume_key, struct stat> KeyOf(const fs::path& source) const {
     struct stat st {};
     if (::stat(source.c_str(), &st) != 0) {
       throw StorageRefused(fmt::format("volume {}: {}", source.string(), ErrnoText(errno)));
@@ -994,7 +1011,7 @@ struct StorageDatapath::Impl {
     // The identity the programs compute from file->f_inode (volume_identity.h).
     VolumeId id;
     try {
-      id = KernelVolumeId(source);
+      id = KernelVolumeId(source, status.btrfs_subvolumes);
     } catch (const std::exception& e) {
       throw StorageRefused(e.what());
     }
@@ -1035,7 +1052,7 @@ struct StorageDatapath::Impl {
     // files) are protected alike: checked first, so a conflict changes nothing.
     std::vector<VolumeAlias> aliases;
     try {
-      aliases = VolumeAliases(source);
+      aliases = VolumeAliases(source, "/sys", status.btrfs_subvolumes);
     } catch (const std::exception& e) {
       throw StorageRefused(
           fmt::format("{}: volume {}: aliases: {}", who, source.string(), e.what()));
@@ -1299,6 +1316,8 @@ struct StorageDatapath::Impl {
       out.path = v->second.path;
     } else if (e.dev == 0) {
       out.path = "blk " + DevText(e.ino);
+    } else if (e.dev == SG_VOLUME_CHAR_DEV) {
+      out.path = "chr " + DevText(e.ino);
     } else {
       out.path = fmt::format("dev={} ino={}", DevText(e.dev), e.ino);
     }
@@ -1437,6 +1456,7 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   // A second round only after a stale state was released (see StorageOptions::on_stale_state).
   for (bool released = false;;) {
     for (;;) {
+      const bool btrfs_subvolumes = KernelDescribesBtrfsInodes();
       m.skel = OpenSkeleton(m.options.program_object);
       bpf_program* prog = nullptr;
       bpf_object__for_each_program(prog, m.skel->obj) {
@@ -1460,7 +1480,12 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       } else {
         err = storage_guard__load(m.skel.get());
       }
-      if (err == 0) break;
+      if (err == 0) {
+        // The btrfs module came in during the load: which rule the programs took is unknown.
+        if (KernelDescribesBtrfsInodes() != btrfs_subvolumes) continue;
+        m.status.btrfs_subvolumes = btrfs_subvolumes;
+        break;
+      }
       if (!with_lsm) {
         throw StorageError(m.pinning() ? "load storage_guard (verifier, or pinned maps in " +
                                              m.options.pin_dir.string() + " of another layout)"

@@ -118,6 +118,10 @@ struct StorageStatus {
   std::size_t guests = 0, pending = 0, volumes = 0;
   std::uint64_t events_suppressed = 0;  // all guests, ever (rate limit or full ring buffer)
   bool adopted = false;                 // the kernel state was taken over from a predecessor
+  // Whether files in different btrfs subvolumes are told apart (the programs were loaded with the
+  // kernel's description of btrfs inodes). Without it a btrfs file is keyed by its file system
+  // and inode number, so a file with the same number in another subvolume is guarded alike.
+  bool btrfs_subvolumes = true;
   // Answers of the fanotify rung (zero when another rung guards storage-open): allowed, denied by
   // the policy, and denied because the decision could not be made (fail closed).
   std::uint64_t fanotify_allowed = 0, fanotify_denied = 0, fanotify_failed = 0;

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <system_error>
 
 #ifndef STATX_MNT_ID
@@ -111,13 +112,15 @@ fs::path SysBlockDir(const fs::path& sys, std::uint64_t kdev) {
   return sys / "dev/block" / (std::to_string(kdev >> 20) + ":" + std::to_string(kdev & 0xfffff));
 }
 
-std::string DevName(const fs::path& dir, std::uint64_t kdev) {
+// The device node's name from a sysfs device directory's uevent, else "<kind> M:m".
+std::string DevName(const fs::path& dir, std::uint64_t kdev, std::string_view kind = "blk") {
   std::ifstream f(dir / "uevent");
   std::string line;
   while (std::getline(f, line)) {
     if (line.rfind("DEVNAME=", 0) == 0) return "/dev/" + line.substr(8);
   }
-  return "blk " + std::to_string(kdev >> 20) + ":" + std::to_string(kdev & 0xfffff);
+  return std::string(kind) + " " + std::to_string(kdev >> 20) + ":" +
+         std::to_string(kdev & 0xfffff);
 }
 
 // The real file behind an overlayfs file: the upper layer's, else the first lower layer's.
@@ -171,7 +174,7 @@ std::optional<fs::path> OverlayRealFile(const fs::path& path, const MountEntry& 
 
 }  // namespace
 
-VolumeId KernelVolumeId(const fs::path& path) {
+VolumeId KernelVolumeId(const fs::path& path, bool btrfs_subvolumes) {
   const Statx s = StatxOf(path);
   const auto mode = s.stx.stx_mode;
   if (S_ISBLK(mode)) {
@@ -190,11 +193,16 @@ VolumeId KernelVolumeId(const fs::path& path) {
   }
   // btrfs: the subvolume's anonymous device, which stat() reports and the program reads.
   const std::uint64_t dev =
-      m->fstype == "btrfs" ? KernelDev(s.stx.stx_dev_major, s.stx.stx_dev_minor) : m->sb_dev;
+      m->fstype == "btrfs" && btrfs_subvolumes ? KernelDev(s.stx.stx_dev_major, s.stx.stx_dev_minor)
+                                                : m->sb_dev;
   return VolumeId{.dev = dev, .ino = s.stx.stx_ino};
 }
 
-std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys) {
+std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys,
+                                       bool btrfs_subvolumes) {
+  const auto KernelVolumeId = [btrfs_subvolumes](const fs::path& p) {
+    return storage::KernelVolumeId(p, btrfs_subvolumes);
+  };
   std::vector<VolumeAlias> out;
   std::set<VolumeId> seen{KernelVolumeId(path)};
   const auto add = [&](const VolumeId& id, std::string name, std::string why) {
@@ -297,6 +305,18 @@ std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys
       const VolumeId id{0, kdev};
       if (add(id, DevName(SysBlockDir(sys, kdev), kdev), why))
         all.push_back(Node{id, out.back().name, {}});
+    }
+    // A SCSI disk's pass-through character devices (its partitions have no `device`).
+    if (n.id.dev == 0) {
+      const fs::path scsi = SysBlockDir(sys, n.id.ino) / "device";
+      for (const char* cls : {"scsi_generic", "bsg"}) {
+        for (const auto& e : fs::directory_iterator(scsi / cls, ec)) {
+          if (const auto k = SysDev(e.path()))
+            add(VolumeId{kCharDevice, *k}, DevName(e.path(), *k, "chr"),
+                std::string("SCSI ") + (cls[0] == 's' ? "generic" : "bsg") +
+                    " device of " + n.name);
+        }
+      }
     }
   }
   return out;

@@ -3,6 +3,7 @@
 //
 // Identity rule (bpf/storage/storage_guard.bpf.c, volume_of(), reads file->f_inode):
 //   block device   (0, i_rdev)                     kernel dev_t encoding (major << 20 | minor)
+//   char device    (kCharDevice, i_rdev)           only as an alias: SCSI generic nodes of a disk
 //   regular file   (i_sb->s_dev, i_ino)            the super block's device, not stat()'s st_dev
 //                  btrfs: (root->anon_dev, i_ino)  the subvolume's anonymous device (inode numbers
 //                                                  repeat in every subvolume)
@@ -20,17 +21,23 @@
 
 namespace sovguard::storage {
 
+// VolumeId::dev of a character device (SG_VOLUME_CHAR_DEV: no 32-bit s_dev equals it).
+inline constexpr std::uint64_t kCharDevice = std::uint64_t{1} << 32;
+
 struct VolumeId {
-  std::uint64_t dev = 0;  // 0 for a block device
+  std::uint64_t dev = 0;  // 0 for a block device, kCharDevice for a character device
   std::uint64_t ino = 0;  // i_ino, or the block device's kernel dev_t
   bool operator==(const VolumeId&) const = default;
   auto operator<=>(const VolumeId&) const = default;
 };
 
-// The kernel's identity of the file or block device at `path` (symlinks followed). Throws
-// std::system_error when it cannot be stat'ed, std::runtime_error when it is neither a regular
-// file nor a block device or its mount is not in /proc/self/mountinfo.
-VolumeId KernelVolumeId(const std::filesystem::path& path);
+// The kernel's identity of the file or block device at `path` (symlinks followed).
+// `btrfs_subvolumes`: whether the programs read a btrfs file's subvolume device; when they were
+// loaded without the kernel's description of btrfs inodes (btrfs a module not yet loaded), they
+// key btrfs files by the super block's device like any file system, and so must user space.
+// Throws std::system_error when it cannot be stat'ed, std::runtime_error when it is neither a
+// regular file nor a block device or its mount is not in /proc/self/mountinfo.
+VolumeId KernelVolumeId(const std::filesystem::path& path, bool btrfs_subvolumes = true);
 
 // One other way to the same bytes.
 struct VolumeAlias {
@@ -43,10 +50,13 @@ struct VolumeAlias {
 //   overlayfs file   the real file in the upper or first lower layer holding it (and its aliases)
 //   block device     its partitions and device-mapper/md slaves (parts of its bytes), and of all
 //                    those: holders (dm, md), the whole disk of a partition, and the file behind a
-//                    loop device; a loop device over a file alias is one too
+//                    loop device; a loop device over a file alias is one too; the SCSI generic
+//                    character devices of every SCSI disk among them (/dev/sg*, /dev/bsg/*: SG_IO
+//                    reads and writes the disk's bytes past the block device)
 //   regular file     loop devices backed by it, and their partitions and holders
 // From sysfs (`sys`, "/sys" on the host). Bounded: at most 256 aliases.
 std::vector<VolumeAlias> VolumeAliases(const std::filesystem::path& path,
-                                       const std::filesystem::path& sys = "/sys");
+                                       const std::filesystem::path& sys = "/sys",
+                                       bool btrfs_subvolumes = true);
 
 }  // namespace sovguard::storage

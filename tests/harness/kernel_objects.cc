@@ -97,6 +97,22 @@ std::vector<std::string> BpfObjectsCreatedSince(const BpfIdMark& mark) {
   return created;
 }
 
+std::vector<std::string> CgroupProgramsCreatedSince(const std::string& cgroup,
+                                                    const BpfIdMark& mark) {
+  std::vector<std::string> ours;
+  if (!std::filesystem::exists(cgroup)) {
+    return ours;
+  }
+  for (const auto& p : JsonArray({"bpftool", "-j", "cgroup", "show", cgroup})) {
+    const uint64_t id = p.at("id").get<uint64_t>();
+    if (id > mark.program) {
+      ours.push_back(std::to_string(id) + " " + p.value("attach_type", std::string("?")) + " " +
+                     p.value("name", std::string("(no name)")));
+    }
+  }
+  return ours;
+}
+
 std::string ToString(const KernelObjectCounts& c) {
   return "progs=" + std::to_string(c.bpf_programs) + " maps=" + std::to_string(c.bpf_maps) +
          " tc_filters=" + std::to_string(c.tc_filters) +

@@ -31,5 +31,10 @@ BpfIdMark MarkBpfIds();
 // BPF programs and maps that exist now and were created after `mark`, one line each
 // ("prog ID TYPE NAME" / "map ID TYPE NAME"): what a test created and has not freed.
 std::vector<std::string> BpfObjectsCreatedSince(const BpfIdMark& mark);
+// BPF programs attached to the cgroup directory `cgroup` (itself, not below) that were created
+// after `mark`, one "ID ATTACH_TYPE NAME" line each: a test's own attachments, told apart from
+// another sovguardd's on the same cgroup. Empty when the directory does not exist.
+std::vector<std::string> CgroupProgramsCreatedSince(const std::string& cgroup,
+                                                    const BpfIdMark& mark);
 
 }  // namespace sovguard::test

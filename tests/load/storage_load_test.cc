@@ -192,7 +192,9 @@ TEST_F(StorageLoadTest, ThousandRegisterRemoveCyclesLeakNothing) {
   auto cycle = [&](int i, bool check) {
     const std::string name = "cyc" + std::to_string(i);
     const fs::path cg = StartGuest(name, true);
-    if (check) EXPECT_EQ(ConnectForbidden(cg, netns_), kEperm) << "cycle " << i;
+    if (check) {
+      EXPECT_EQ(ConnectForbidden(cg, netns_), kEperm) << "cycle " << i;
+    }
     sp_->RemoveGuest(name);
     ASSERT_EQ(::rmdir(cg.c_str()), 0) << cg;
   };

@@ -99,7 +99,9 @@ TEST(CgroupLayout, DefaultMachineCgroupPerLayout) {
 TEST(CgroupLayout, ThisHost) {
   const auto d = DetectCgroupLayout();
   std::printf("this host: %s (%s)\n", ToString(d.layout).c_str(), d.reason.c_str());
-  if (!fs::is_directory("/run/systemd/system")) EXPECT_EQ(d.layout, CgroupLayout::kCgroupfs);
+  if (!fs::is_directory("/run/systemd/system")) {
+    EXPECT_EQ(d.layout, CgroupLayout::kCgroupfs);
+  }
 }
 
 TEST(GuestNames, SystemdEscapeFollowsUnitNameEscape) {
