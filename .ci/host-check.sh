@@ -7,8 +7,9 @@
 # programs attached there, network namespaces, host interfaces and their qdiscs and tc filters,
 # the root namespace's nftables ruleset, mounts, accounts and groups, sovguard's own state
 # directories, and processes a test starts (swtpm, libvirtd, virtlogd, qemu-system, sovguardd,
-# dnsmasq, qemu-nbd). Root only. Every section is printed even when a command fails (its error is
-# part of the snapshot, so a tool that starts failing is a difference too).
+# dnsmasq, qemu-nbd, headless chromium and its crash handler). Root only. Every section is
+# printed even when a command fails (its error is part of the snapshot, so a tool that starts
+# failing is a difference too).
 set -uo pipefail
 export LC_ALL=C
 
@@ -72,7 +73,7 @@ snapshot() {
   section "processes"
   # Zombies are left out: they hold nothing but a pid, and PID 1 here reaps them late.
   ps -eo stat=,comm=,args= 2>&1 |
-    awk '$1 !~ /^Z/ && $2 ~ /^(swtpm|libvirtd|virtlogd|qemu-system-.*|sovguardd|dnsmasq|qemu-nbd|iperf3)$/ {
+    awk '$1 !~ /^Z/ && $2 ~ /^(swtpm|libvirtd|virtlogd|qemu-system-.*|sovguardd|dnsmasq|qemu-nbd|iperf3|chromium|chrome_crashpad.*)$/ {
       $1 = ""; print substr($0, 2) }' | sort
 }
 

@@ -21,6 +21,7 @@ packages=(
   # tests and benchmarks
   iperf3 nftables curl linux-image-amd64 busybox-static cpio systemd fio dpkg-dev file python3
   prometheus  # promtool checks examples/prometheus; a live prometheus scrapes a test daemon
+  chromium fonts-dejavu-core  # renders sovguard-verify --html reports headless (screenshot, layout)
 )
 
 missing=()

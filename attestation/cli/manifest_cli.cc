@@ -123,15 +123,6 @@ std::optional<Package> OwningPackage(const std::filesystem::path& path) {
   return std::nullopt;
 }
 
-std::string NowRfc3339() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string ReadText(const std::string& path) {
   auto b = ReadFileBytes(path);
   return std::string(b.begin(), b.end());

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 
@@ -170,6 +171,15 @@ void WriteFileAtomic(const std::filesystem::path& path, std::span<const uint8_t>
   if (::fsync(fd) != 0 || ::close(fd) != 0)
     throw AttestationError("cannot flush " + tmp.string() + ": " + std::strerror(errno));
   std::filesystem::rename(tmp, path);
+}
+
+std::string NowRfc3339() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 }  // namespace sovguard::attestation

@@ -47,6 +47,9 @@ inline void WriteFileAtomic(const std::filesystem::path& path, std::string_view 
   WriteFileAtomic(path, std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
 }
 
+// The current time as RFC 3339 UTC, seconds: "2026-01-01T00:00:00Z".
+std::string NowRfc3339();
+
 inline void PutBe(Bytes& out, uint64_t v, int width) {
   for (int i = width - 1; i >= 0; --i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }

@@ -1492,8 +1492,10 @@ CheckResult CheckManifestIma(const v1::Evidence& ev, const PreparedManifest& pm,
 }
 
 // manifest.signature, manifest.components, manifest.jurisdiction, manifest.boot, manifest.ima.
+// With `observed`: the manifest's identity and every measured component (Observations).
 void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, bool pcrs_ok,
-                   bool ima_ok, const Options& opts, std::vector<CheckResult>& out) {
+                   bool ima_ok, const Options& opts, std::vector<CheckResult>& out,
+                   Observations* observed = nullptr) {
   const std::vector<ChainItem>* recs = cel ? &cel->recs : nullptr;
   const char* names[] = {"manifest.signature", "manifest.components", "manifest.jurisdiction",
                          "manifest.boot", "manifest.ima"};
@@ -1518,6 +1520,11 @@ void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, b
     return;
   }
   const manifest::Manifest& m = *prepared->m;
+  if (observed) {
+    observed->manifest_authentic = true;
+    observed->manifest_id = m.id;
+    observed->manifest_issuer = m.issuer;
+  }
   out.push_back(Pass(
       names[0], "manifest \"" + m.id + "\" by " + m.issuer + ", signed by " + prepared->key_id));
   const std::string allowed_text = [&] {
@@ -1571,6 +1578,22 @@ void CheckManifest(const v1::Evidence& ev, const std::optional<CelFacts>& cel, b
   for (const auto& [i, object_digest] : cel->components) {
     ++n_components;
     const uint32_t comp = prepared->Find(object_digest);
+    if (observed) {
+      cel::SovguardEventView e;
+      if (!cel::DecodeSovguardContentView((*recs)[i].content, e)) {
+        Observations::Component oc{i, std::string(cel::EventKindName(e.kind)), std::string(e.name)};
+        if (comp != PreparedManifest::kNone) {
+          const auto& c = m.components[comp];
+          oc.in_manifest = true;
+          oc.name = c.name;
+          oc.version = c.version;
+          oc.supplier = c.supplier;
+          oc.jurisdiction = c.supplier_jurisdiction;
+          oc.allowed = supplier_allowed[prepared->supplier_of[comp]];
+        }
+        observed->components.push_back(std::move(oc));
+      }
+    }
     if (comp == PreparedManifest::kNone || supplier_allowed[prepared->supplier_of[comp]]) {
       if (comp != PreparedManifest::kNone) {
         supplier_seen[prepared->supplier_of[comp]] = 1;
@@ -2005,6 +2028,63 @@ Report Verify(const EvidenceView& ev, const Options& opts) {
 
 namespace {
 
+// Report::observed from what the checks authenticated (see Observations): the enforcement events
+// of an authentic log, the guests of a bound snapshot.
+void Observe(const std::optional<CelFacts>& cel, const v1::EnforcementSnapshot* bound_snap,
+             Observations& o) {
+  using K = Observations::Kind;
+  if (cel) {
+    o.cel_authentic = true;
+    o.cel_records = cel->recs.size();
+    for (size_t i = 0; i < cel->recs.size(); ++i) {
+      cel::SovguardEventView e;
+      if (cel::DecodeSovguardContentView(cel->recs[i].content, e)) continue;  // (cannot be)
+      std::optional<K> kind;
+      std::string_view name = e.name;
+      switch (e.kind) {
+        case cel::EventKind::kDaemonStart:
+          kind = K::kDaemonStart;
+          name = e.detail;
+          break;
+        case cel::EventKind::kPolicyApplied:
+          kind = K::kPolicyApplied;
+          break;
+        case cel::EventKind::kMechanismDowngraded:
+          kind = K::kDowngrade;
+          break;
+        case cel::EventKind::kRecovered:
+          kind = K::kRecovered;
+          break;
+        case cel::EventKind::kEnforcementState:
+          if (name.starts_with(cel::kGuestEventPrefix)) {
+            name.remove_prefix(cel::kGuestEventPrefix.size());
+            kind = e.detail == "covered"    ? K::kGuestCovered
+                   : e.detail == "released" ? K::kGuestReleased
+                                            : K::kGuestOther;
+          } else if (name.starts_with("tamper:")) {
+            name.remove_prefix(7);
+            kind = K::kTamper;
+          } else if (name == "enforcement" && e.detail.starts_with("released")) {
+            kind = K::kRelease;
+          }
+          break;
+        default:
+          break;
+      }
+      if (kind) o.timeline.push_back({i, *kind, std::string(name), std::string(e.detail)});
+    }
+  }
+  if (bound_snap) {
+    o.snapshot_bound = true;
+    o.policy_bundle_id = bound_snap->policy_bundle_id();
+    for (const auto& g : bound_snap->guests()) {
+      Observations::Guest og{g.uuid(), g.name(), {}};
+      for (const auto& d : g.datasets()) og.datasets.push_back(d.dataset());
+      o.guests.push_back(std::move(og));
+    }
+  }
+}
+
 // Verify, with logs.cel given apart from the message (EvidenceView: not copied).
 Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const Options& opts) {
   // The state file is read, checked and rewritten per verdict: concurrent verifications (fleet
@@ -2208,9 +2288,13 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
           NotApplicable("eventlog.ima", kReasonNotVerified,
                         "no logs.ima_ascii; quoted PCR 10 is zero: IMA measured nothing"));
   }
+  if (opts.observe) {
+    rep.observed.emplace();
+    Observe(authentic_cel, snap_bound ? &*snap : nullptr, *rep.observed);
+  }
   CheckManifest(ev, authentic_cel, pcrs_ok,
                 rep.Find("eventlog.ima") && rep.Find("eventlog.ima")->status == Status::kPass, opts,
-                out);
+                out, rep.observed ? &*rep.observed : nullptr);
   if (opts.state_file) {
     if (!attest_ok)
       out.push_back(Fail("quote.clock_monotonic", kReasonDependencyFailed,

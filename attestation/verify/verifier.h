@@ -238,10 +238,54 @@ struct CheckResult {
   std::string detail;  // what was compared, with a pointer into the evidence (field path, record)
 };
 
+// What a verdict saw, for reports people look at (html_report.h), collected only when asked
+// (Options::observe). Only what the checks authenticated: the timeline only from a sovguard log
+// that replayed to the signed PCR, guests only from the snapshot the quote binds, components
+// only against a manifest whose signature verified. Every string is the evidence's (untrusted).
+struct Observations {
+  bool cel_authentic = false;  // eventlog.cel.replay passed
+  size_t cel_records = 0;
+  enum class Kind {
+    kDaemonStart,    // name: detail of the start ("fresh", "restart", "recovered")
+    kPolicyApplied,  // name: the bundle id
+    kGuestCovered,   // name: the guest's uuid
+    kGuestReleased,  // name: the guest's uuid
+    kGuestOther,     // a guest event neither covered nor released
+    kDowngrade,      // name: the enforcement path
+    kTamper,         // name: the finding's kind (after "tamper:")
+    kRelease,        // detail: "released ..." (forced or not)
+    kRecovered,      // an extend a crash interrupted, completed
+  };
+  struct Event {
+    size_t record = 0;  // logs.cel record number
+    Kind kind = Kind::kDaemonStart;
+    std::string name, detail;
+  };
+  std::vector<Event> timeline;  // in log order
+  bool snapshot_bound = false;  // snapshot digest and quote binding passed
+  struct Guest {
+    std::string uuid, name;
+    std::vector<std::string> datasets;
+  };
+  std::vector<Guest> guests;
+  std::string policy_bundle_id;  // from the bound snapshot
+  bool manifest_authentic = false;
+  std::string manifest_id, manifest_issuer;
+  struct Component {
+    size_t record = 0;           // logs.cel record measuring it
+    std::string kind, measured;  // event kind name, what the log names (path, object)
+    bool in_manifest = false;
+    std::string name, version, supplier, jurisdiction;  // from the manifest, when in it
+    bool allowed = false;                               // supplier jurisdiction in the allowed set
+  };
+  std::vector<Component> components;  // in log order
+};
+
 struct Report {
   std::string node;
   std::vector<CheckResult> checks;
-  std::vector<std::string> waivers;  // the waivers the auditor gave (--waive), in order
+  std::vector<std::string> waivers;      // the waivers the auditor gave (--waive), in order
+  std::optional<Observations> observed;  // with Options::observe
   // True when no check failed. not_applicable checks do not fail the verdict; they are listed.
   bool passed() const;
   const CheckResult* Find(std::string_view name) const;
@@ -357,6 +401,8 @@ struct Options {
   // With ek_ca_dir: certificate policy identifiers (dotted OIDs) of which every EK certificate
   // must carry one (the issuer's policy it certified the TPM under). Empty: any policy, or none.
   std::vector<std::string> ek_policies;
+  // Fill Report::observed (the timeline decodes every record of an authentic log once more).
+  bool observe = false;
 };
 
 // Parses evidence as written by `sovguardctl attest quote`: the JSON rendering (first

@@ -14,6 +14,7 @@
 #include "attestation/evidence/format.h"
 #include "attestation/manifest/manifest.h"
 #include "attestation/verify/ear.h"
+#include "attestation/verify/html_report.h"
 #include "attestation/verify/live.h"
 #include "attestation/verify/verifier.h"
 
@@ -26,13 +27,13 @@ constexpr const char* kUsage =
     "                       [--policy-digest HEX] [--manifest M --manifest-key PEM]\n"
     "                       [--allow-jurisdiction CODES] [--ear-key KEY [--ear-out FILE]]\n"
     "                       [--require-strongest] [--sovguard-pcr N] [--allow-software-tpm]\n"
-    "                       [--waive NAME,...] [--json] EVIDENCE\n"
+    "                       [--waive NAME,...] [--json] [--html FILE] EVIDENCE\n"
     "       sovguard-verify --nonce HEX --ak-pub AK.pem [--json] --tpm2-quote MSG SIG PCRS\n"
     "       sovguard-verify make-challenge --identity IDENTITY.json -o CHALLENGE.json\n"
     "                       --secret-out SECRET      (credential activation, offline)\n"
     "       sovguard-verify (--node HOST:PORT | --fleet FILE) --ca CA --cert CERT --key KEY\n"
     "                       [--timeout SEC] [--jobs N] [--rounds N [--interval SEC]]\n"
-    "                       [check options] [--json]\n"
+    "                       [check options] [--json] [--html FILE]\n"
     "  EVIDENCE  evidence from `sovguardctl attest quote` (JSON or binary protobuf); - = stdin\n"
     "  --nonce   the nonce sent to the node (hex, 8..64 bytes)\n"
     "  --ak-pub  the node's enrolled AK public key (PEM); the quote must be signed by it\n"
@@ -67,6 +68,9 @@ constexpr const char* kUsage =
     "            the challenge and secret from make-challenge, the node's answer from\n"
     "            `sovguardctl attest activate`; the evidence AK must be the challenged one\n"
     "  --json    full report as JSON on standard output\n"
+    "  --html    also write the report as one self-contained HTML page (no script, no external\n"
+    "            asset): failing checks first, every check with its clauses, the enforcement\n"
+    "            timeline, guests, supplier jurisdictions; --fleet: every node, each round\n"
     "exit codes: 0 every requirement met (rooted AK, approved software, boot chain, sovguard's\n"
     "            PCR, uninterrupted enforcement, hardware TPM) or waived by name, 1 a check\n"
     "            failed or a requirement is missing, 2 input or usage error\n";
@@ -85,6 +89,7 @@ struct Args {
   std::optional<std::string> manifest, manifest_key;
   std::vector<std::string> jurisdictions;
   std::optional<std::string> ear_key, ear_out;
+  std::optional<std::string> html;
   std::optional<std::string> node, fleet;
   std::optional<std::string> ca, cert, key;
   int timeout = 30, jobs = 8, rounds = 1, interval = 60;
@@ -215,6 +220,8 @@ Args Parse(const std::vector<std::string>& a) {
       r.ear_key = value();
     } else if (a[i] == "--ear-out") {
       r.ear_out = value();
+    } else if (a[i] == "--html") {
+      r.html = value();
     } else if (a[i] == "--manifest") {
       r.manifest = ReadText(value());
     } else if (a[i] == "--manifest-key") {
@@ -330,6 +337,12 @@ bool FleetRound(const std::vector<std::string>& targets, const TlsClient& tls, c
   } else {
     out << RenderFleet(results);
   }
+  if (a.html) {
+    std::vector<HtmlNode> nodes;
+    for (const auto& r : results)
+      nodes.push_back({r.target, r.fetched ? &r.report : nullptr, r.fetched ? "" : r.error});
+    WriteFileAtomic(*a.html, RenderHtml(nodes, NowRfc3339()));
+  }
   if (ear_key) {
     std::filesystem::create_directories(*a.ear_out);
     for (const auto& r : results)
@@ -348,6 +361,7 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
     const Args a = Parse(args);
     if (a.tpm2_quote) {
       const Report rep = VerifyTpm2Quote(*a.tpm2_quote, Options{a.nonce, a.ak_pub, {}});
+      if (a.html) WriteFileAtomic(*a.html, RenderHtml({{"tpm2_quote", &rep, ""}}, NowRfc3339()));
       out << (a.json ? RenderJson(rep) : RenderText(rep));
       return rep.passed() ? kExitPass : kExitFail;
     }
@@ -358,6 +372,7 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
     o.require_strongest = a.require_strongest;
     o.sovguard_pcr = a.sovguard_pcr;
     o.waivers = a.waivers;
+    o.observe = a.html.has_value();
     if (!a.ek_policies.empty() && !a.ek_ca) throw InputError("--ek-policy needs --ek-ca");
     o.ek_policies = a.ek_policies;
     if (a.ak_challenge) {
@@ -376,6 +391,9 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
     // stdout (report on stderr, so the JWT can be piped). Exit code from the report.
     const auto emit = [&](const Report& rep, const std::optional<Bytes>& nonce) {
       const std::string report = a.json ? RenderJson(rep) : RenderText(rep);
+      if (a.html)
+        WriteFileAtomic(*a.html,
+                        RenderHtml({{a.node ? *a.node : a.evidence, &rep, ""}}, NowRfc3339()));
       if (!ear_key) {
         out << report;
       } else if (const std::string jwt = MakeEarJwt(rep, ear_key->get(), {0, nonce}); a.ear_out) {

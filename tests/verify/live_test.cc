@@ -180,6 +180,23 @@ TEST(LiveVerify, FleetModeOneLineEachAndExitCode) {
   EXPECT_NE(text.find("ERROR localhost:1"), std::string::npos) << text;
   EXPECT_NE(text.find("fleet: 2 nodes, 1 passed, 0 failed, 1 unreachable"), std::string::npos)
       << text;
+  {
+    // --html: the same round as one page, the unreachable node listed with its error.
+    std::ostringstream out, err;
+    const auto html = dir / "fleet.html";
+    rc = verify::RunVerifyCli(
+        {"--fleet", (dir / "fleet-bad").string(), "--ca", (dir / "ca.pem").string(), "--cert",
+         (dir / "allowed.pem").string(), "--key", (dir / "allowed.key").string(), "--timeout", "10",
+         "--ek-ca", n.swtpm.ca_dir().string(), "--allow-software-tpm", "--waive",
+         "boot-log,manifest", "--html", html.string()},
+        out, err);
+    EXPECT_EQ(rc, verify::kExitFail) << out.str() << err.str();
+    const std::string page = Text(html);
+    EXPECT_NE(page.find("2 nodes: 1 passed, 0 failed, 1 unreachable"), std::string::npos) << page;
+    EXPECT_NE(page.find("live-node <span class=\"mono\">(" + good + ")"), std::string::npos);
+    EXPECT_NE(page.find("(localhost:1)</span></h2><p>No verdict: "), std::string::npos);
+    EXPECT_NE(page.find("<svg class=\"timeline\""), std::string::npos);  // its authentic log
+  }
   std::tie(rc, text) = cli("fleet-garbage");
   EXPECT_EQ(rc, verify::kExitUsage) << text;
   EXPECT_NE(text.find("line 2"), std::string::npos) << text;
