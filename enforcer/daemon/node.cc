@@ -32,6 +32,7 @@
 #include "enforcer/metrics/names.h"
 #include "enforcer/metrics/process_metrics.h"
 #include "enforcer/metrics/registry.h"
+#include "enforcer/storage/block_uevents.h"
 #include "enforcer/storage/storage_datapath.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/version.h"
@@ -512,6 +513,19 @@ void Node::StartStorage() {
       log::Info("storage path {}: {} ({})", p.path, p.mechanism, storage::ToString(p.guarantee));
       for (const auto& u : p.unavailable) log::Warning("storage path {}: not used: {}", p.path, u);
     }
+    if (!storage_->Status().btrfs_subvolumes)
+      log::Warning(
+          "storage path: btrfs subvolumes are not told apart (the kernel describes no btrfs inode: "
+          "a module not loaded yet): a file of another subvolume with a protected file's inode "
+          "number is guarded alike until the daemon restarts");
+    if (!block_uevents_) {
+      try {
+        block_uevents_ = std::make_unique<storage::BlockUevents>();
+      } catch (const std::exception& e) {
+        log::Warning("storage path: no block device uevents ({}): aliases made after a volume's "
+                     "protection are protected at the next guest start only", e.what());
+      }
+    }
   } catch (const std::exception& e) {
     // Loud, visible in status and the attestation snapshot (probe), never silent: the network
     // path keeps enforcing.
@@ -775,6 +789,9 @@ libvirt::HookResponse Node::HandleHook(const libvirt::HookEvent& event) {
     try {
       EnsureStorageAttachPoint();
       if (!storage_) throw std::runtime_error("the storage path is not running: " + storage_error_);
+      // A device made over a protected volume since (and named in this guest's XML) is one
+      // of its aliases before QEMU can open it.
+      RefreshStorageAliases("guest " + event.request.name + " starting");
       storage_->ExpectGuest(storage_->GuestCgroupName(guest.domain.id, guest.domain.name),
                             StorageFor(guest.domain, it->second.datasets));
     } catch (const storage::StorageRefused& e) {
@@ -995,6 +1012,20 @@ void Node::CheckTamper() {
   metrics_->Set(
       metrics::kTamperLastCheck, {},
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+void Node::RefreshStorageAliases(std::string_view why) {
+  std::vector<std::string> found;
+  try {
+    found = storage_->RefreshAliases();
+  } catch (const std::exception& e) {
+    metrics_->Inc(metrics::kErrors, {"storage_aliases"});
+    log::Error("storage path: aliases ({}): {}", why, e.what());
+    return;
+  }
+  for (const auto& f : found)
+    log::Write(log::Level::kNotice, fmt::format("storage path: alias ({}): {}", why, f),
+               {{"EVENT", "storage-alias"}});
 }
 
 void Node::CountAndMeasureTamper(const std::string& kind, const std::string& detail) {
@@ -1249,6 +1280,8 @@ void Node::PumpEvents() {
                   {"VERDICT", ev.verdict == SG_VERDICT_DROP ? "dropped" : "audited"}});
     });
   }
+  if (storage_ && block_uevents_ && block_uevents_->Changed())
+    RefreshStorageAliases("block device uevent");
   if (storage_) {
     storage_->PollEvents(
         [](const storage::StorageEvent& ev) {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +36,7 @@ class Registry;
 class MetricsServer;
 }  // namespace sovguard::metrics
 namespace sovguard::storage {
+class BlockUevents;
 class StorageDatapath;
 struct GuestStorage;
 }  // namespace sovguard::storage
@@ -184,6 +186,9 @@ class Node {
   // policy maps match their digests; repairs, raises events and metrics, and measures what it
   // found into the TPM log. Called from the main loop every tamper_check_seconds.
   void CheckTamper();
+  // Protects aliases of protected volumes that appeared since (see StorageDatapath::
+  // RefreshAliases), logging each; `why` names the occasion. Caller holds mu_.
+  void RefreshStorageAliases(std::string_view why);
 
  private:
   // Parts of CheckTamper, called with mu_ held; true when the policy must be applied again.
@@ -211,6 +216,8 @@ class Node {
   std::uint64_t tamper_checks_ = 0;
   std::unique_ptr<datapath::NetDatapath> net_;
   std::unique_ptr<storage::StorageDatapath> storage_;  // null when it could not load (reported)
+  // Block devices appearing (loop, dm, partitions): aliases of protected volumes made later.
+  std::unique_ptr<storage::BlockUevents> block_uevents_;
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<metrics::MetricsServer> metrics_server_;  // null when metrics_listen is empty
   std::string metrics_address_;

@@ -1798,6 +1798,46 @@ void StorageDatapath::ProtectVolume(const fs::path& source, const std::string& d
   impl_->Protect(source, dataset, readonly, "volume");
 }
 
+std::vector<std::string> StorageDatapath::RefreshAliases() {
+  Impl& m = *impl_;
+  std::vector<std::string> found;
+  // Every protected identity with a path (volumes and their aliases: the same bytes) is asked
+  // again; an alias without a node ("blk M:m") or a character device has none to stat.
+  std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, Impl::Volume>> known(
+      m.volumes.begin(), m.volumes.end());
+  bool changed = false;
+  for (const auto& [key, vol] : known) {
+    if (!vol.path.starts_with("/") || key.first == kCharDevice) continue;
+    std::vector<VolumeAlias> aliases;
+    try {
+      aliases = VolumeAliases(vol.path, "/sys", m.status.btrfs_subvolumes);
+    } catch (const std::exception&) {
+      continue;  // gone, or no longer a file or block device: nothing new to reach it by
+    }
+    const auto e = m.expected.volumes.find(key);
+    if (e == m.expected.volumes.end()) continue;
+    for (const auto& a : aliases) {
+      const auto existing = m.volumes.find({a.id.dev, a.id.ino});
+      if (existing != m.volumes.end()) {
+        if (existing->second.dataset != vol.dataset)
+          found.push_back(fmt::format("{} ({}) is a volume of dataset #{}, not #{}: left as it is",
+                                      a.name, a.why, existing->second.dataset, vol.dataset));
+        continue;
+      }
+      m.InsertVolume(sg_volume_key{.dev = a.id.dev, .ino = a.id.ino}, a.name, e->second,
+                     /*mark=*/false);
+      found.push_back(fmt::format("{} ({}) protected with dataset #{}", a.name, a.why,
+                                  vol.dataset));
+      changed = true;
+    }
+  }
+  if (changed) {
+    m.digests[kTableVolumes] = TableDigest(m.expected, kTableVolumes);
+    m.WriteState();
+  }
+  return found;
+}
+
 std::vector<StorageDatapath::ProtectedVolume> StorageDatapath::Volumes() const {
   const Impl& m = *impl_;
   std::vector<ProtectedVolume> out;

@@ -309,6 +309,12 @@ class StorageDatapath {
   void ProtectVolume(const std::filesystem::path& source, const std::string& dataset,
                      bool readonly);
 
+  // Protects the aliases of protected volumes that appeared after the volume was protected (a
+  // loop or device-mapper device created over it, a partition table read again): each gets its
+  // volume's dataset and flags. Returns one line per new alias, and per alias that another
+  // dataset already holds (left as it is, and named: two datasets' bytes overlap).
+  std::vector<std::string> RefreshAliases();
+
   // The protected volumes this object holds (adopted or protected since), e.g. to protect them
   // again on a new datapath. Volumes of a dataset index the applied policy does not name are
   // left out (there is no id to give them).

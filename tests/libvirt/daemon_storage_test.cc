@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -279,6 +280,43 @@ TEST_F(DaemonStorage, GuestPlacedInAnotherCgroupPartitionIsRefused) {
   EXPECT_FALSE(escaper.Running());
   EXPECT_NE(daemon_->Log().find("refusing to start guest sgt-dsp2"), std::string::npos)
       << daemon_->Log();
+}
+
+// A loop device set up over a protected image after its protection, then given to a guest without
+// the dataset as a block disk: the daemon protects it as an alias when the kernel announces it
+// (block uevent; and again when a guest starts), so QEMU's open is refused and the guest does not
+// start. Before, the new device was no alias: the guest started with the dataset's bytes.
+TEST_F(DaemonStorage, LoopDeviceMadeOverAProtectedImageLaterIsRefused) {
+  StartDaemon();
+  st::ScopedHookTarget hook(HookPath());
+  ProtectVolumeByUse("sgt-dsl0");
+  struct LoopDevice {
+    std::string dev;
+    ~LoopDevice() {
+      if (!dev.empty()) st::RunShell("losetup -d " + dev);
+    }
+  } loop;
+  ASSERT_EQ(st::RunShell("losetup -f --show " + image_.string(), &loop.dev), 0) << loop.dev;
+  while (!loop.dev.empty() && std::isspace(static_cast<unsigned char>(loop.dev.back())))
+    loop.dev.pop_back();
+  ASSERT_TRUE(st::PollUntil(
+      10s,
+      [&] {
+        return daemon_->Log().find("alias (block device uevent): " + loop.dev + " (loop device") !=
+               std::string::npos;
+      },
+      100ms))
+      << daemon_->Log();
+  st::GuestSpec spec;
+  spec.name = "sgt-dsl1";
+  spec.tap = "sgtdsl1";
+  st::TestGuest intruder(spec);
+  AttachDisk(intruder, "<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+                       "<source dev='" + loop.dev + "'/><target dev='vda' bus='virtio'/></disk>");
+  const auto r = intruder.TryStart();
+  EXPECT_NE(r.exit_code, 0) << "a guest without the dataset started with a loop device over its "
+                               "volume";
+  EXPECT_FALSE(intruder.Running());
 }
 
 TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {

@@ -24,7 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "enforcer/storage/block_uevents.h"
 #include "enforcer/storage/volume_identity.h"
+#include "tests/harness/process.h"
 #include "tests/harness/require.h"
 #include "tests/storage/storage_test_util.h"
 
@@ -430,6 +432,29 @@ TEST_F(VolumeIdTest, ScsiGenericAndBsgNodesOfAProtectedDiskAreRefused) {
   for (const auto& [node, bsg] : nodes)
     EXPECT_EQ(RunInCgroup(alpha, [&] { return ReadFirstBlockBySgIo(node, bsg); }).exit_code, kOk)
         << node;
+}
+
+// A loop device set up over a protected image *after* its protection is no alias yet; the block
+// uevent the kernel sends for it is what the daemon reacts to (BlockUevents), and RefreshAliases
+// then protects it with the image's dataset.
+TEST_F(VolumeIdTest, LoopDeviceMadeAfterProtectionIsRefusedOnceItsUeventIsSeen) {
+  const fs::path image = tmp_.path() / "later.img";
+  WriteFile(image, 4 << 20);
+  const auto alpha = StartGuest("alpha", 1ULL << kHealth, {{.source = image, .dataset = "health"}});
+  const auto bravo = StartGuest("bravo", 1ULL << kOther);
+  BlockUevents uevents;
+  Loop loop(image);
+  ASSERT_FALSE(loop.dev().empty());
+  // Before anything looked again, the new device is a way to the image's bytes.
+  EXPECT_EQ(RunInCgroup(bravo, [&] { return OpenRead(loop.dev(), 4096); }).exit_code, kOk);
+  ASSERT_TRUE(test::PollUntil(std::chrono::seconds(10), [&] { return uevents.Changed(); }))
+      << "no block uevent for " << loop.dev();
+  const auto found = sp_->RefreshAliases();
+  ASSERT_EQ(found.size(), 1u) << ::testing::PrintToString(found);
+  EXPECT_NE(found[0].find(loop.dev()), std::string::npos) << found[0];
+  ExpectDeviceRefused(bravo, loop.dev());
+  EXPECT_EQ(RunInCgroup(alpha, [&] { return OpenRead(loop.dev(), 4096); }).exit_code, kOk);
+  EXPECT_TRUE(sp_->RefreshAliases().empty()) << "a second look finds nothing new";
 }
 
 TEST(VolumeIdentity, FileIdentityIsTheSuperBlocksDeviceAndTheInode) {
