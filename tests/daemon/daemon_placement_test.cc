@@ -96,7 +96,7 @@ class DaemonPlacement : public ::testing::Test {
     SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
     SOVGUARD_REQUIRE(!fs::exists("/dev/tpmrm0"),
                      "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
-    SOVGUARD_REQUIRE(st::Run({"python3", "-c", "import placement.wsgi"}).exit_code == 0,
+    SOVGUARD_REQUIRE(st::Run({"/usr/bin/python3", "-c", "import placement.wsgi"}).exit_code == 0,
                      "python3-placement (.ci/install-deps.sh)");
     dir_ = fs::temp_directory_path() / ("sg-placement-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "pki");
@@ -111,7 +111,7 @@ class DaemonPlacement : public ::testing::Test {
         << out;
     placement_ = std::make_unique<Child>(
         std::vector<std::string>{
-            "python3", std::string(SOVGUARD_SOURCE_DIR) + "/tests/placement/placement_server.py",
+            "/usr/bin/python3", std::string(SOVGUARD_SOURCE_DIR) + "/tests/placement/placement_server.py",
             (dir_ / "placement").string()},
         dir_ / "placement.log");
     ASSERT_TRUE(st::PollUntil(

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Debian's OpenStack Placement (python3-placement) for one test.
 
 usage: placement_server.py DIR
