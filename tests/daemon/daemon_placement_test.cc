@@ -160,7 +160,8 @@ class DaemonPlacement : public ::testing::Test {
   }
   std::set<std::string> Traits(const std::string& uuid) {
     std::set<std::string> s;
-    for (const auto& t : Api("GET", "/resource_providers/" + uuid + "/traits")["traits"])
+    const auto j = Api("GET", "/resource_providers/" + uuid + "/traits");
+    for (const auto& t : j.at("traits"))
       s.insert(t.get<std::string>());
     return s;
   }
@@ -265,11 +266,11 @@ TEST_F(DaemonPlacement, TraitsFollowVerdictsAndOnlyAttestedHostsAreCandidates) {
   for (const auto& e : fs::directory_iterator(shipped))
     fs::copy_file(e.path(), dir_ / "data1" / e.path().filename());
   const int port0 = FreePort(), port1 = FreePort();
-  StartNode(0, port0, shipped);
-  StartNode(1, port1, dir_ / "data1");
-  for (auto& n : nodes_) {
+  // One after the other: the first starts libvirtd if none runs, the second finds it.
+  for (int i = 0; i < 2; ++i) {
+    auto& n = StartNode(i, i == 0 ? port0 : port1, i == 0 ? shipped : dir_ / "data1");
     std::string why;
-    ASSERT_TRUE(n->WaitReady(std::chrono::seconds(120), &why)) << why;
+    ASSERT_TRUE(n.WaitReady(std::chrono::seconds(120), &why)) << why;
   }
   ASSERT_NO_FATAL_FAILURE(Certify());
   policy_sha256_ = nodes_[0]->Status().at("policy").at("sha256").get<std::string>();
