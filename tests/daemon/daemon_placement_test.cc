@@ -28,9 +28,8 @@
 #include "tests/harness/process.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/placement_service.h"
 #include "tests/support/reference_manifest.h"
-
-extern char** environ;
 
 namespace {
 
@@ -38,38 +37,6 @@ namespace fs = std::filesystem;
 namespace st = sovguard::test;
 using sovguard::enforcer::UniqueFd;
 using std::chrono::seconds;
-
-// A background child with its standard output and error in a file; SIGTERM (then SIGKILL) and
-// reaped when it goes out of scope.
-class Child {
- public:
-  Child(std::vector<std::string> argv, const fs::path& log) {
-    std::vector<char*> c;
-    for (auto& a : argv) c.push_back(a.data());
-    c.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0600);
-    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-    const int rc = ::posix_spawnp(&pid_, c[0], &fa, nullptr, c.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) throw std::runtime_error("cannot spawn " + argv[0]);
-  }
-  ~Child() { Stop(); }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  bool Running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
-  void Stop() {
-    if (pid_ <= 0) return;
-    st::TerminateAndWait(pid_, std::chrono::seconds(10));
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
 
 // A port on 127.0.0.1 nothing listens on right now (the kernel's pick).
 int FreePort() {
@@ -96,8 +63,7 @@ class DaemonPlacement : public ::testing::Test {
     SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
     SOVGUARD_REQUIRE(!fs::exists("/dev/tpmrm0"),
                      "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
-    SOVGUARD_REQUIRE(st::Run({"/usr/bin/python3", "-c", "import placement.wsgi"}).exit_code == 0,
-                     "python3-placement (.ci/install-deps.sh)");
+    SOVGUARD_REQUIRE(st::PlacementService::Available(), "python3-placement (.ci/install-deps.sh)");
     dir_ = fs::temp_directory_path() / ("sg-placement-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "pki");
     fs::create_directories(dir_ / "placement");
@@ -109,17 +75,8 @@ class DaemonPlacement : public ::testing::Test {
                      &out),
         0)
         << out;
-    placement_ = std::make_unique<Child>(
-        std::vector<std::string>{
-            "/usr/bin/python3", std::string(SOVGUARD_SOURCE_DIR) + "/tests/placement/placement_server.py",
-            (dir_ / "placement").string()},
-        dir_ / "placement.log");
-    ASSERT_TRUE(st::PollUntil(
-        std::chrono::seconds(120), [&] { return fs::exists(dir_ / "placement/port"); },
-        std::chrono::milliseconds(100)))
-        << st::ReadTextFile(dir_ / "placement.log");
-    url_ = "http://127.0.0.1:" + st::ReadTextFile(dir_ / "placement/port");
-    while (!url_.empty() && url_.back() == '\n') url_.pop_back();
+    placement_ = std::make_unique<st::PlacementService>(dir_ / "placement");
+    url_ = placement_->url();
   }
   void TearDown() override {
     verifier_.reset();
@@ -129,41 +86,14 @@ class DaemonPlacement : public ::testing::Test {
   }
   st::ServicesAsFound services_;
 
-  // Placement's API through curl (not the verifier's client): the body, parsed.
   nlohmann::json Api(const std::string& method, const std::string& path,
                      const nlohmann::json& body = nullptr) {
-    std::string cmd = "curl -sS -f -X " + method +
-                      " -H 'X-Auth-Token: admin' -H 'OpenStack-API-Version: placement 1.17' "
-                      "-H 'Content-Type: application/json' '" +
-                      url_ + path + "'";
-    if (!body.is_null()) {
-      std::ofstream(dir_ / "body.json") << body.dump();
-      cmd += " --data-binary @" + (dir_ / "body.json").string();
-    }
-    std::string out;
-    if (st::RunShell(cmd + " 2>&1", &out) != 0)
-      throw std::runtime_error(method + " " + path + ": " + out);
-    return out.empty() ? nlohmann::json() : nlohmann::json::parse(out);
+    return placement_->Api(method, path, body);
   }
-  // A compute node's resource provider as Nova makes it: 8 VCPU and one standard trait.
-  std::string MakeProvider(const std::string& name) {
-    Api("POST", "/resource_providers", {{"name", name}});
-    const std::string uuid =
-        Api("GET", "/resource_providers?name=" + name)["resource_providers"][0]["uuid"];
-    auto gen = Api("GET", "/resource_providers/" + uuid)["generation"];
-    Api("PUT", "/resource_providers/" + uuid + "/inventories",
-        {{"resource_provider_generation", gen}, {"inventories", {{"VCPU", {{"total", 8}}}}}});
-    gen = Api("GET", "/resource_providers/" + uuid)["generation"];
-    Api("PUT", "/resource_providers/" + uuid + "/traits",
-        {{"resource_provider_generation", gen}, {"traits", {"HW_CPU_X86_AVX2"}}});
-    return uuid;
-  }
+  std::string MakeProvider(const std::string& name) { return placement_->MakeProvider(name); }
   std::set<std::string> Traits(const std::string& uuid) {
-    std::set<std::string> s;
-    const auto j = Api("GET", "/resource_providers/" + uuid + "/traits");
-    for (const auto& t : j.at("traits"))
-      s.insert(t.get<std::string>());
-    return s;
+    const auto v = placement_->Traits(uuid);
+    return {v.begin(), v.end()};
   }
   // The providers allocation candidates for one VCPU on an attested host name.
   std::set<std::string> AttestedCandidates() {
@@ -252,7 +182,8 @@ class DaemonPlacement : public ::testing::Test {
 
   fs::path dir_;
   std::string url_, policy_sha256_;
-  std::unique_ptr<Child> placement_, verifier_;
+  std::unique_ptr<st::PlacementService> placement_;
+  std::unique_ptr<st::Child> verifier_;
   std::vector<std::unique_ptr<st::DaemonProcess>> nodes_;
   st::ReferenceManifest manifest_;
 };
@@ -308,7 +239,7 @@ TEST_F(DaemonPlacement, TraitsFollowVerdictsAndOnlyAttestedHostsAreCandidates) {
   tarpit.Reset();
 
   // Continuous: both pass; each provider gets sovguard's traits and keeps its own.
-  verifier_ = std::make_unique<Child>(
+  verifier_ = std::make_unique<st::Child>(
       Verifier(fleet, {"--rounds", "0", "--interval", "1", "--timeout", "30", "--metrics-file",
                        (dir_ / "sovguard-verify.prom").string()}),
       dir_ / "verifier.log");

@@ -9,6 +9,7 @@ serves Placement's own WSGI application (placement.wsgi.init_application) with w
 127.0.0.1 at a port the kernel picks, writes that port to DIR/port once it listens, and serves
 until SIGTERM. The test that started it stops it; nothing outlives it but DIR.
 """
+import ctypes
 import os
 import signal
 import sys
@@ -21,6 +22,10 @@ class QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
 
 
 def main():
+    # Dies with the test that started it, even when that test crashed.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        sys.exit("placement_server: parent already gone")
     d = os.path.abspath(sys.argv[1])
     with open(os.path.join(d, "placement.conf"), "w") as f:
         f.write(
