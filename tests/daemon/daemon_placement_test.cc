@@ -7,11 +7,8 @@
 // sovguard's stay. The verdicts are also written as Prometheus text (--metrics-file), which
 // promtool accepts.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
