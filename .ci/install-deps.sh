@@ -14,7 +14,7 @@ packages=(
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
   libvirt-dev libxml2-dev libssl-dev libtss2-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc libgtest-dev libgmock-dev
-  libmaxminddb-dev libsystemd-dev nlohmann-json3-dev libfmt-dev libmicrohttpd-dev libfuzzer-16-dev libclang-rt-16-dev
+  libmaxminddb-dev libsystemd-dev nlohmann-json3-dev libfmt-dev libmicrohttpd-dev libcurl4-openssl-dev libfuzzer-16-dev libclang-rt-16-dev
   # runtime and embedded defaults
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients dnsmasq-base qemu-system-x86 qemu-utils btrfs-progs
   swtpm swtpm-tools tpm2-tools iproute2
@@ -22,6 +22,7 @@ packages=(
   iperf3 nftables curl linux-image-amd64 busybox-static cpio systemd fio dpkg-dev file python3
   prometheus  # promtool checks examples/prometheus; a live prometheus scrapes a test daemon
   chromium fonts-dejavu-core  # renders sovguard-verify --html reports headless (screenshot, layout)
+  python3-placement  # OpenStack Placement (WSGI app, SQLite) the fleet verifier keeps traits in
 )
 
 missing=()

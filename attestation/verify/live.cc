@@ -88,8 +88,8 @@ LiveResult VerifyNode(const std::string& target, const TlsClient& tls, const Opt
   return res;
 }
 
-std::vector<std::string> ParseFleetFile(const std::string& text) {
-  std::vector<std::string> out;
+std::vector<FleetNode> ParseFleetNodes(const std::string& text) {
+  std::vector<FleetNode> out;
   size_t pos = 0, lineno = 0;
   while (pos <= text.size()) {
     size_t end = text.find('\n', pos);
@@ -101,15 +101,33 @@ std::vector<std::string> ParseFleetFile(const std::string& text) {
     const auto b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
     if (b == std::string::npos) continue;
     line = line.substr(b, e - b + 1);
-    const auto colon = line.rfind(':');
-    if (line.find_first_of(" \t") != std::string::npos || colon == std::string::npos ||
-        colon == 0 || colon + 1 == line.size() ||
-        line.find_first_not_of("0123456789", colon + 1) != std::string::npos)
+    FleetNode node;
+    node.target = line;
+    if (const auto gap = line.find_first_of(" \t"); gap != std::string::npos) {
+      node.target = line.substr(0, gap);
+      node.provider = line.substr(line.find_first_not_of(" \t", gap));
+    }
+    const std::string& t = node.target;
+    const auto colon = t.rfind(':');
+    if (node.provider.find_first_of(" \t") != std::string::npos || colon == std::string::npos ||
+        colon == 0 || colon + 1 == t.size() ||
+        t.find_first_not_of("0123456789", colon + 1) != std::string::npos)
       throw InputError("fleet file line " + std::to_string(lineno) +
-                       ": expected HOST:PORT, got \"" + line + "\"");
-    out.push_back(line);
+                       ": expected HOST:PORT [PROVIDER], got \"" + line + "\"");
+    if (node.provider.empty()) {
+      node.provider = t.substr(0, colon);
+      if (node.provider.size() > 2 && node.provider.front() == '[' && node.provider.back() == ']')
+        node.provider = node.provider.substr(1, node.provider.size() - 2);
+    }
+    out.push_back(std::move(node));
   }
   if (out.empty()) throw InputError("fleet file lists no node");
+  return out;
+}
+
+std::vector<std::string> ParseFleetFile(const std::string& text) {
+  std::vector<std::string> out;
+  for (auto& n : ParseFleetNodes(text)) out.push_back(std::move(n.target));
   return out;
 }
 

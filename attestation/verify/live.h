@@ -33,8 +33,15 @@ struct LiveResult {
 // `base` supplies everything but the nonce and the activation outcome, which are made here.
 LiveResult VerifyNode(const std::string& target, const TlsClient& tls, const Options& base);
 
-// Fleet file: one node per line, "HOST:PORT", blank lines and '#' comments ignored. Throws
-// InputError naming the line for anything else.
+// Fleet file: one node per line, "HOST:PORT [PROVIDER]", blank lines and '#' comments ignored.
+// PROVIDER is the node's OpenStack Placement resource provider name (the hypervisor host name
+// Nova registered); default: HOST. Throws InputError naming the line for anything else.
+struct FleetNode {
+  std::string target;    // HOST:PORT
+  std::string provider;  // Placement resource provider name
+};
+std::vector<FleetNode> ParseFleetNodes(const std::string& text);
+// The targets of ParseFleetNodes, in order.
 std::vector<std::string> ParseFleetFile(const std::string& text);
 
 // Verifies every target with at most `jobs` at a time; results in input order.

@@ -14,6 +14,7 @@
 #include "attestation/evidence/format.h"
 #include "attestation/manifest/manifest.h"
 #include "attestation/verify/ear.h"
+#include "attestation/verify/fleet_keeper.h"
 #include "attestation/verify/html_report.h"
 #include "attestation/verify/live.h"
 #include "attestation/verify/verifier.h"
@@ -34,6 +35,9 @@ constexpr const char* kUsage =
     "       sovguard-verify (--node HOST:PORT | --fleet FILE) --ca CA --cert CERT --key KEY\n"
     "                       [--timeout SEC] [--jobs N] [--rounds N [--interval SEC]]\n"
     "                       [check options] [--json] [--html FILE]\n"
+    "                       [--placement URL [--placement-token-file FILE]\n"
+    "                        [--placement-datasets IDS]] [--stale-after SEC]\n"
+    "                       [--metrics-file FILE.prom]\n"
     "  EVIDENCE  evidence from `sovguardctl attest quote` (JSON or binary protobuf); - = stdin\n"
     "  --nonce   the nonce sent to the node (hex, 8..64 bytes)\n"
     "  --ak-pub  the node's enrolled AK public key (PEM); the quote must be signed by it\n"
@@ -63,7 +67,19 @@ constexpr const char* kUsage =
     "            per node and a summary; exit 1 if any node fails or is unreachable\n"
     "  --rounds  continuous attestation: verify the fleet N times, --interval SEC apart (default\n"
     "            60); a node's CEL that extends the one it showed before replays only its new\n"
-    "            records (byte-identical prefix remembered in memory); exit 1 if any round failed\n"
+    "            records (byte-identical prefix remembered in memory); exit 1 if any round "
+    "failed;\n"
+    "            --rounds 0: until stopped\n"
+    "  --placement  OpenStack Placement API: after each round, every node's resource provider\n"
+    "            (fleet file: HOST:PORT [PROVIDER], default HOST) carries "
+    "CUSTOM_SOVGUARD_ATTESTED\n"
+    "            and CUSTOM_SOVGUARD_DATASET_<ID> per --placement-datasets ID (needs\n"
+    "            --policy-digest) while its verdict passes and is fresh, none otherwise; other\n"
+    "            traits are kept. Token (X-Auth-Token) from --placement-token-file, re-read each\n"
+    "            round, or OS_AUTH_TOKEN\n"
+    "  --stale-after  a pass older than SEC (default 3 x max(--interval, --timeout)) is stale\n"
+    "  --metrics-file  after each round, the verdicts in Prometheus text format (atomic\n"
+    "            replace; for node_exporter's textfile collector)\n"
     "  --ak-challenge C --ak-secret S --ak-response R  credential activation done offline:\n"
     "            the challenge and secret from make-challenge, the node's answer from\n"
     "            `sovguardctl attest activate`; the evidence AK must be the challenged one\n"
@@ -96,6 +112,7 @@ struct Args {
   uint32_t sovguard_pcr = kDefaultSovguardPcr;
   std::vector<std::string> waivers;
   std::optional<std::string> ak_challenge, ak_secret, ak_response;
+  KeeperOptions keeper;  // Placement traits and metrics file (--fleet)
 };
 
 std::string ReadText(const std::string& path) {
@@ -209,7 +226,7 @@ Args Parse(const std::vector<std::string>& a) {
       } catch (...) {
         n = -1;
       }
-      const int min = flag == "--interval" ? 0 : 1;
+      const int min = flag == "--interval" || flag == "--rounds" ? 0 : 1;  // --rounds 0: forever
       if (n < min || n > 3600)
         throw InputError(flag + " must be a number from " + std::to_string(min) + " to 3600");
       (flag == "--jobs"       ? r.jobs
@@ -280,6 +297,7 @@ Args Parse(const std::vector<std::string>& a) {
         r.ek_policies.push_back(oid);
         start = end + 1;
       }
+    } else if (r.keeper.ParseArg(a, i)) {
     } else if (a[i] == "-h" || a[i] == "--help") {
       throw InputError("");
     } else if (a[i].size() > 1 && a[i][0] == '-') {
@@ -294,6 +312,8 @@ Args Parse(const std::vector<std::string>& a) {
       !(r.ak_challenge && r.ak_secret && r.ak_response))
     throw InputError("--ak-challenge, --ak-secret and --ak-response go together");
   const bool live = r.node || r.fleet;
+  if ((r.keeper.active() || r.keeper.stale_after || !r.keeper.datasets.empty()) && !r.fleet)
+    throw InputError("--placement, --stale-after and --metrics-file apply to --fleet");
   if (live) {
     if (r.node && r.fleet) throw InputError("--node and --fleet are exclusive");
     if (r.node && r.rounds != 1) throw InputError("--rounds applies to --fleet");
@@ -321,8 +341,9 @@ Args Parse(const std::vector<std::string>& a) {
 // One verification of every node: a line each (or a JSON array), EARs when asked; true when
 // every node answered and passed.
 bool FleetRound(const std::vector<std::string>& targets, const TlsClient& tls, const Options& o,
-                const Args& a, EVP_PKEY* ear_key, std::ostream& out) {
-  const auto results = VerifyFleet(targets, tls, o, a.jobs);
+                const Args& a, EVP_PKEY* ear_key, std::ostream& out,
+                std::vector<LiveResult>* results_out) {
+  auto& results = *results_out = VerifyFleet(targets, tls, o, a.jobs);
   bool all = true;
   for (const auto& r : results) all &= r.fetched && r.report.passed();
   if (a.json) {
@@ -409,17 +430,26 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
       const TlsClient tls{*a.ca, *a.cert, *a.key, std::chrono::seconds(a.timeout)};
       if (a.fleet) {
         const auto targets = ParseFleetFile(*a.fleet);
+        std::optional<FleetKeeper> keeper;
+        if (a.keeper.active())
+          keeper.emplace(a.keeper, ParseFleetNodes(*a.fleet),
+                         std::chrono::seconds(
+                             a.keeper.stale_after.value_or(3 * std::max(a.interval, a.timeout))),
+                         a.policy.has_value());
         ReplayCache cache;
         Options fo = o;
         fo.replay_cache = &cache;
         bool all = true;
-        for (int round = 1; round <= a.rounds; ++round) {
+        for (int round = 1; a.rounds == 0 || round <= a.rounds; ++round) {
           if (round > 1) {
             // Rounds are paced, not synchronised: each round runs to its end first.
             std::this_thread::sleep_for(std::chrono::seconds(a.interval));
             if (!a.json) out << "round " << round << "\n";
           }
-          all &= FleetRound(targets, tls, fo, a, ear_key ? ear_key->get() : nullptr, out);
+          const auto started = std::chrono::system_clock::now();
+          std::vector<LiveResult> results;
+          all &= FleetRound(targets, tls, fo, a, ear_key ? ear_key->get() : nullptr, out, &results);
+          if (keeper) all &= keeper->Round(results, started, out);
           out.flush();
         }
         if (a.rounds > 1 && !a.json) {

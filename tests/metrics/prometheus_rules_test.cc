@@ -14,10 +14,12 @@
 #include <sstream>
 #include <string>
 
+#include "attestation/verify/fleet_keeper.h"
 #include "enforcer/metrics/names.h"
 #include "tests/harness/require.h"
 
 namespace sm = sovguard::metrics;
+namespace verify = sovguard::attestation::verify;
 
 namespace {
 
@@ -51,11 +53,12 @@ bool HavePromtool() {
 TEST(PrometheusRules, EveryAlertUsesMetricsAndLabelsSovguardExports) {
   std::map<std::string, const sm::MetricDef*> defs;
   for (const sm::MetricDef* d : sm::kAllMetrics) defs[std::string(d->name)] = d;
-  // The fleet verifier's series the verifier alerts are written against (README beside the
-  // rules): not sovguardd's, so never in names.h.
-  const std::map<std::string, std::set<std::string>> verifier = {
-      {"sovguard_verify_node_pass", {"node"}},
-      {"sovguard_verify_node_last_verdict_timestamp_seconds", {"node"}}};
+  // The fleet verifier's series (sovguard-verify --metrics-file): not sovguardd's, so never in
+  // names.h.
+  std::map<std::string, std::set<std::string>> verifier;
+  for (const sm::MetricDef* d : verify::kVerifyMetrics)
+    for (std::size_t i = 0; i < d->label_count(); ++i)
+      verifier[std::string(d->name)].insert(std::string(d->labels[i]));
   const std::set<std::string> target_labels = {"instance", "job"};
 
   const std::string text = ReadFile(kRules);
@@ -101,17 +104,19 @@ TEST(PrometheusRules, EveryAlertUsesMetricsAndLabelsSovguardExports) {
         &sm::kPathEnforced, &sm::kUncoveredInterfaces, &sm::kGuestAttached, &sm::kPolicyReloads}) {
     EXPECT_TRUE(alerted.contains(std::string(must->name))) << "no alert on " << must->name;
   }
-  for (const auto& [name, labels] : verifier) {
-    EXPECT_FALSE(defs.contains(name)) << name << " is sovguardd's now: drop it from the list";
-    EXPECT_TRUE(alerted.contains(name)) << "no alert on " << name;
-  }
+  for (const auto& [name, labels] : verifier)
+    EXPECT_FALSE(defs.contains(name)) << name << " is both sovguardd's and the verifier's";
+  // A failing, a stale verdict, and Placement traits that could not follow.
+  for (const sm::MetricDef* must : {&verify::kVerifyNodeFailure, &verify::kVerifyNodeLastVerdict,
+                                    &verify::kVerifyPlacementInStep})
+    EXPECT_TRUE(alerted.contains(std::string(must->name))) << "no alert on " << must->name;
 }
 
 TEST(PrometheusRules, PromtoolAcceptsTheRulesAndTheirUnitTestsPass) {
   SOVGUARD_REQUIRE(HavePromtool(), "promtool (Debian package prometheus)");
   std::string out;
   ASSERT_EQ(Shell("promtool check rules " + kRules, &out), 0) << out;
-  EXPECT_NE(out.find("SUCCESS: 14 rules found"), std::string::npos) << out;
+  EXPECT_NE(out.find("SUCCESS: 15 rules found"), std::string::npos) << out;
   // Relative rule_files paths resolve against the test file's directory.
   ASSERT_EQ(Shell("cd " + kRuleTests + " && promtool test rules alerts-test.yml", &out), 0) << out;
   EXPECT_NE(out.find("SUCCESS"), std::string::npos) << out;
