@@ -1,5 +1,6 @@
 #include "attestation/evidence/evidence.h"
 
+#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,52 +61,95 @@ Bytes EvidenceBuilder::ActivateCredential(std::span<const uint8_t> blob,
 
 v1::Evidence EvidenceBuilder::Build(std::span<const uint8_t> nonce,
                                     const v1::EnforcementSnapshot& snapshot) {
-  v1::Evidence ev;
-  ev.set_format_version(kFormatVersion);
-  ev.set_node(cfg_.node);
-  ev.set_nonce(AsString(nonce));
+  const std::vector<std::span<const uint8_t>> one{nonce};
+  return std::move(BuildBatch(one, snapshot).front());
+}
+
+std::vector<v1::Evidence> EvidenceBuilder::BuildBatch(
+    std::span<const std::span<const uint8_t>> nonces, const v1::EnforcementSnapshot& snapshot) {
+  if (nonces.empty() || nonces.size() > kMaxBatchLeaves)
+    throw AttestationError("a quote answers 1.." + std::to_string(kMaxBatchLeaves) +
+                           " requests, not " + std::to_string(nonces.size()));
   const std::string snap = SerializeSnapshot(snapshot);
   const auto snap_digest = Sha256(snap);
-  ev.set_snapshot_bytes(snap);
-  ev.set_snapshot_sha256(AsString(snap_digest));
-  *ev.mutable_snapshot() = snapshot;
-  const auto qd = QualifyingData(nonce, snap_digest);
+  // One salt per request (hides a low-entropy nonce behind the sibling hashes other auditors
+  // see), one leaf per request; the tree orders leaves by hash.
+  std::vector<Bytes> salts(nonces.size(), Bytes(kLeafSaltSize));
+  std::vector<Sha256Digest> leaf_of(nonces.size());
+  for (size_t i = 0; i < nonces.size(); ++i) {
+    if (RAND_bytes(salts[i].data(), static_cast<int>(kLeafSaltSize)) != 1)
+      throw AttestationError("OpenSSL: RAND_bytes failed");
+    leaf_of[i] = LeafHash(nonces[i], snap_digest, salts[i]);  // throws for a bad nonce
+  }
+  std::vector<size_t> order(nonces.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return leaf_of[a] < leaf_of[b] || (leaf_of[a] == leaf_of[b] && a < b);
+  });
+  std::vector<Sha256Digest> leaves(order.size());
+  std::vector<size_t> index_of(order.size());
+  for (size_t pos = 0; pos < order.size(); ++pos) {
+    leaves[pos] = leaf_of[order[pos]];
+    index_of[order[pos]] = pos;
+  }
+  const MerkleTree tree(leaves);
+  const auto& root = tree.Root();
+
+  // Everything but the nonce and the proof is the same for every request of the batch.
+  v1::Evidence common;
+  common.set_format_version(kFormatVersion);
+  common.set_node(cfg_.node);
+  common.set_snapshot_bytes(snap);
+  common.set_snapshot_sha256(AsString(snap_digest));
+  *common.mutable_snapshot() = snapshot;
 
   tpm::QuoteResult q;
   // The log is held still across the quote: the CEL handed out replays to the quoted PCR.
   log_.WithLog([&](std::span<const cel::Record>, std::span<const uint8_t> encoded) {
-    q = tpm_.Quote(ak_.handle, qd, pcrs_);
-    ev.mutable_logs()->set_cel(AsString(encoded));
+    q = tpm_.Quote(ak_.handle, root, pcrs_);
+    common.mutable_logs()->set_cel(AsString(encoded));
   });
-  ev.mutable_logs()->set_sovguard_pcr(log_.pcr());
-  ev.set_log_open_state(log_.open_state());
+  common.mutable_logs()->set_sovguard_pcr(log_.pcr());
+  common.set_log_open_state(log_.open_state());
 
-  auto* quote = ev.mutable_quote();
+  auto* quote = common.mutable_quote();
   quote->set_attest(AsString(q.attest));
   quote->set_signature(AsString(q.signature));
   quote->set_pcr_bank("sha256");
-  quote->set_qualifying_data(AsString(qd));
+  quote->set_qualifying_data(AsString(root));
   for (size_t i = 0; i < q.pcrs.size(); ++i) {
     auto* p = quote->add_pcrs();
     p->set_index(q.pcrs[i]);
     p->set_sha256(AsString(q.values[i]));
   }
-  auto* clock = ev.mutable_clock();
+  auto* clock = common.mutable_clock();
   clock->set_clock_ms(q.clock);
   clock->set_reset_count(static_cast<uint32_t>(q.reset_count));
   clock->set_restart_count(static_cast<uint32_t>(q.restart_count));
   clock->set_safe(q.safe);
   clock->set_firmware_version(q.firmware_version);
 
-  *ev.mutable_ak() = identity_.ak();
-  *ev.mutable_ek_certificates() = identity_.ek_certificates();
+  *common.mutable_ak() = identity_.ak();
+  *common.mutable_ek_certificates() = identity_.ek_certificates();
   // Read after the quote: IMA only appends, so the log holds at least what PCR 10 reflects and a
   // verifier replays the prefix that matches. The UEFI log is fixed after boot.
   Bytes data;
-  if (ReadFileIfExists(cfg_.uefi_log, data)) ev.mutable_logs()->set_uefi_tcg2(AsString(data));
-  if (ReadFileIfExists(cfg_.ima_log, data)) ev.mutable_logs()->set_ima_ascii(AsString(data));
-  ev.set_generated_unix_ns(NowNs());
-  return ev;
+  if (ReadFileIfExists(cfg_.uefi_log, data)) common.mutable_logs()->set_uefi_tcg2(AsString(data));
+  if (ReadFileIfExists(cfg_.ima_log, data)) common.mutable_logs()->set_ima_ascii(AsString(data));
+  common.set_generated_unix_ns(NowNs());
+
+  std::vector<v1::Evidence> out(nonces.size(), common);
+  for (size_t i = 0; i < nonces.size(); ++i) {
+    auto& ev = out[i];
+    ev.set_nonce(AsString(nonces[i]));
+    auto* proof = ev.mutable_inclusion();
+    proof->set_leaf_index(static_cast<uint32_t>(index_of[i]));
+    proof->set_tree_size(static_cast<uint32_t>(leaves.size()));
+    proof->set_salt(AsString(salts[i]));
+    proof->set_leaf(AsString(leaf_of[i]));
+    for (const auto& h : tree.Path(index_of[i])) proof->add_path(AsString(h));
+  }
+  return out;
 }
 
 }  // namespace sovguard::attestation::evidence

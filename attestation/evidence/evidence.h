@@ -30,7 +30,13 @@ class EvidenceBuilder {
   // Loads or creates the AK and reads the EK certificates once.
   EvidenceBuilder(tpm::Tpm& tpm, measure::MeasurementLog& log, EvidenceConfig cfg);
 
+  // One request: a one-leaf tree (the same format as a batch).
   v1::Evidence Build(std::span<const uint8_t> nonce, const v1::EnforcementSnapshot& snapshot);
+  // One TPM2_Quote for 1..kMaxBatchLeaves requests: its qualifying data is the Merkle root of
+  // their leaves (format.h); evidence i answers nonces[i] and carries its inclusion proof.
+  // Throws AttestationError for a bad nonce (before the TPM is touched) or a TPM failure.
+  std::vector<v1::Evidence> BuildBatch(std::span<const std::span<const uint8_t>> nonces,
+                                       const v1::EnforcementSnapshot& snapshot);
   v1::Identity Identity() const { return identity_; }
   Bytes ActivateCredential(std::span<const uint8_t> blob, std::span<const uint8_t> secret);
   const tpm::AkInfo& ak() const { return ak_; }

@@ -9,17 +9,105 @@
 
 namespace sovguard::attestation::evidence {
 
-Sha256Digest QualifyingData(std::span<const uint8_t> nonce, const Sha256Digest& snapshot_sha256) {
+Sha256Digest LeafHash(std::span<const uint8_t> nonce, const Sha256Digest& snapshot_sha256,
+                      std::span<const uint8_t> salt) {
   if (nonce.size() < kMinNonce || nonce.size() > kMaxNonce)
     throw AttestationError("nonce must be " + std::to_string(kMinNonce) + ".." +
                            std::to_string(kMaxNonce) + " bytes, got " +
                            std::to_string(nonce.size()));
-  Bytes msg(kQualifyingLabel.begin(), kQualifyingLabel.end());
+  if (salt.size() != kLeafSaltSize)
+    throw AttestationError("leaf salt must be " + std::to_string(kLeafSaltSize) + " bytes, got " +
+                           std::to_string(salt.size()));
+  Bytes msg;
+  msg.reserve(1 + kLeafLabel.size() + 1 + 4 + nonce.size() + 32 + salt.size());
+  msg.push_back(kLeafPrefix);
+  msg.insert(msg.end(), kLeafLabel.begin(), kLeafLabel.end());
   msg.push_back(0);
   PutBe(msg, nonce.size(), 4);
   msg.insert(msg.end(), nonce.begin(), nonce.end());
   msg.insert(msg.end(), snapshot_sha256.begin(), snapshot_sha256.end());
+  msg.insert(msg.end(), salt.begin(), salt.end());
   return Sha256(msg);
+}
+
+Sha256Digest NodeHash(const Sha256Digest& left, const Sha256Digest& right) {
+  std::array<uint8_t, 65> msg;
+  msg[0] = kNodePrefix;
+  std::memcpy(msg.data() + 1, left.data(), 32);
+  std::memcpy(msg.data() + 33, right.data(), 32);
+  return Sha256(msg);
+}
+
+namespace {
+
+void CheckTreeSize(size_t size) {
+  if (size == 0 || size > kMaxBatchLeaves)
+    throw AttestationError("a Merkle tree has 1.." + std::to_string(kMaxBatchLeaves) +
+                           " leaves, not " + std::to_string(size));
+}
+
+}  // namespace
+
+// Adjacent nodes are paired left to right and an unpaired last node moves up unchanged: the same
+// tree as MTH's largest-power-of-two split.
+MerkleTree::MerkleTree(std::span<const Sha256Digest> leaves) {
+  CheckTreeSize(leaves.size());
+  levels_.emplace_back(leaves.begin(), leaves.end());
+  while (levels_.back().size() > 1) {
+    const auto& below = levels_.back();
+    std::vector<Sha256Digest> up;
+    up.reserve((below.size() + 1) / 2);
+    for (size_t i = 0; i + 1 < below.size(); i += 2) up.push_back(NodeHash(below[i], below[i + 1]));
+    if (below.size() % 2) up.push_back(below.back());
+    levels_.push_back(std::move(up));
+  }
+}
+
+std::vector<Sha256Digest> MerkleTree::Path(size_t index) const {
+  if (index >= levels_.front().size())
+    throw AttestationError("leaf " + std::to_string(index) + " of a tree of " +
+                           std::to_string(levels_.front().size()));
+  std::vector<Sha256Digest> path;
+  for (size_t l = 0; l + 1 < levels_.size(); ++l, index /= 2)
+    if ((index ^ 1) < levels_[l].size()) path.push_back(levels_[l][index ^ 1]);
+  return path;
+}
+
+size_t InclusionPathLength(size_t index, size_t size) {
+  CheckTreeSize(size);
+  if (index >= size)
+    throw AttestationError("leaf " + std::to_string(index) + " of a tree of " +
+                           std::to_string(size));
+  // RFC 9162 2.1.3.2 with the hashing left out: one path entry per step until sn reaches 0.
+  size_t fn = index, sn = size - 1, n = 0;
+  while (sn != 0) {
+    if ((fn & 1) == 0 && fn == sn)
+      while ((fn & 1) == 0 && fn != 0) fn >>= 1, sn >>= 1;
+    if (sn == 0) break;
+    ++n;
+    fn >>= 1, sn >>= 1;
+  }
+  return n;
+}
+
+Sha256Digest RootFromInclusionPath(const Sha256Digest& leaf, size_t index, size_t size,
+                                   std::span<const Sha256Digest> path) {
+  if (path.size() != InclusionPathLength(index, size))
+    throw AttestationError("audit path of " + std::to_string(path.size()) + " hashes for leaf " +
+                           std::to_string(index) + " of " + std::to_string(size));
+  // RFC 9162 2.1.3.2.
+  size_t fn = index, sn = size - 1;
+  Sha256Digest r = leaf;
+  for (const auto& p : path) {
+    if ((fn & 1) || fn == sn) {
+      r = NodeHash(p, r);
+      while ((fn & 1) == 0 && fn != 0) fn >>= 1, sn >>= 1;
+    } else {
+      r = NodeHash(r, p);
+    }
+    fn >>= 1, sn >>= 1;
+  }
+  return r;
 }
 
 std::string SerializeSnapshot(const v1::EnforcementSnapshot& snapshot) {

@@ -48,10 +48,8 @@ grpc::Status Internal(const std::exception& e) {
 }  // namespace
 
 AttestationServiceImpl::AttestationServiceImpl(evidence::EvidenceBuilder& builder,
-                                               SnapshotProvider snapshot)
-    : builder_(builder), snapshot_(std::move(snapshot)) {
-  if (!snapshot_) throw AttestationError("attestation service needs a snapshot provider");
-}
+                                               SnapshotProvider snapshot, BatchConfig batch)
+    : builder_(builder), batcher_(builder, std::move(snapshot), batch) {}
 
 grpc::Status AttestationServiceImpl::Quote(grpc::ServerContext*, const v1::QuoteRequest* req,
                                            v1::Evidence* resp) {
@@ -60,7 +58,7 @@ grpc::Status AttestationServiceImpl::Quote(grpc::ServerContext*, const v1::Quote
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "nonce must be 8..64 bytes, got " + std::to_string(n.size()));
   try {
-    *resp = builder_.Build(AsBytes(n), snapshot_());
+    *resp = batcher_.Quote(AsBytes(n));
     return grpc::Status::OK;
   } catch (const std::exception& e) {
     return Internal(e);

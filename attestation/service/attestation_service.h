@@ -13,6 +13,7 @@
 
 #include "attestation/evidence/evidence.h"
 #include "attestation/service/attestation_service.grpc.pb.h"
+#include "attestation/service/quote_batcher.h"
 
 namespace sovguard::attestation::service {
 
@@ -22,8 +23,10 @@ using SnapshotProvider = std::function<v1::EnforcementSnapshot()>;
 
 class AttestationServiceImpl final : public v1::Attestation::Service {
  public:
-  // `snapshot` is called once per Quote, on a gRPC thread; it must be thread-safe.
-  AttestationServiceImpl(evidence::EvidenceBuilder& builder, SnapshotProvider snapshot);
+  // Quote requests are batched (quote_batcher.h): `snapshot` is called once per TPM quote, on the
+  // batcher's thread.
+  AttestationServiceImpl(evidence::EvidenceBuilder& builder, SnapshotProvider snapshot,
+                         BatchConfig batch = {});
 
   grpc::Status Quote(grpc::ServerContext* ctx, const v1::QuoteRequest* req,
                      v1::Evidence* resp) override;
@@ -33,9 +36,12 @@ class AttestationServiceImpl final : public v1::Attestation::Service {
                                   const v1::ActivateCredentialRequest* req,
                                   v1::ActivateCredentialResponse* resp) override;
 
+  // Quotes made and requests answered so far (metrics, tests, bench).
+  QuoteBatcher::Stats batch_stats() const { return batcher_.stats(); }
+
  private:
   evidence::EvidenceBuilder& builder_;
-  SnapshotProvider snapshot_;
+  QuoteBatcher batcher_;
 };
 
 struct MtlsConfig {

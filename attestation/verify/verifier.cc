@@ -2085,6 +2085,96 @@ void Observe(const std::optional<CelFacts>& cel, const v1::EnforcementSnapshot* 
   }
 }
 
+// quote.qualifying_data: the signed extraData is the Merkle root this auditor's leaf reaches.
+// The leaf is recomputed from the auditor's own nonce, the snapshot digest and the salt; the
+// carried inclusion.leaf is only compared with it, to name a proof made for another request.
+// Shape (tree size, index, path length) is checked before any hashing; one reason per failure.
+CheckResult CheckInclusion(const v1::Evidence& ev, std::span<const uint8_t> nonce,
+                           const Sha256Digest& snap_digest, const TPM2B_DATA* extra, bool sig_ok) {
+  const std::string name = "quote.qualifying_data";
+  if (!extra) return Fail(name, kReasonDependencyFailed, "quote.attest could not be parsed");
+  const auto& pr = ev.inclusion();
+  const size_t size = pr.tree_size(), index = pr.leaf_index();
+  const auto malformed = [&](const std::string& why) {
+    return Fail(name, kReasonMerkleProofMalformed, "inclusion: " + why);
+  };
+  if (!ev.has_inclusion()) return malformed("no inclusion proof (format version 2 needs one)");
+  if (size == 0 || size > evidence::kMaxBatchLeaves)
+    return malformed("tree_size " + std::to_string(size) + " is not 1.." +
+                     std::to_string(evidence::kMaxBatchLeaves));
+  if (index >= size)
+    return malformed("leaf_index " + std::to_string(index) + " is not below tree_size " +
+                     std::to_string(size));
+  if (pr.salt().size() != evidence::kLeafSaltSize)
+    return malformed("salt is " + std::to_string(pr.salt().size()) + " bytes, not " +
+                     std::to_string(evidence::kLeafSaltSize));
+  if (pr.leaf().size() != 32)
+    return malformed("leaf is " + std::to_string(pr.leaf().size()) + " bytes, not 32");
+  const size_t need = evidence::InclusionPathLength(index, size);
+  const std::string shape = "leaf " + std::to_string(index) + " of " + std::to_string(size) +
+                            " needs an audit path of " + std::to_string(need) + " hashes, " +
+                            "inclusion.path has " + std::to_string(pr.path_size());
+  if (static_cast<size_t>(pr.path_size()) > need)
+    return Fail(name, kReasonMerklePathExtended, shape);
+  if (static_cast<size_t>(pr.path_size()) < need)
+    return Fail(name, kReasonMerklePathTruncated, shape);
+  std::vector<Sha256Digest> path(need);
+  for (size_t i = 0; i < need; ++i) {
+    const auto& h = pr.path(static_cast<int>(i));
+    if (h.size() != 32)
+      return malformed("path[" + std::to_string(i) + "] is " + std::to_string(h.size()) +
+                       " bytes, not 32");
+    std::memcpy(path[i].data(), h.data(), 32);
+  }
+  Sha256Digest leaf;
+  try {
+    leaf = evidence::LeafHash(nonce, snap_digest, U8(pr.salt()));
+  } catch (const AttestationError& e) {
+    return Fail(name, kReasonNonceMismatch, e.what());
+  }
+  const Sha256Digest signed_root = [&] {
+    Sha256Digest d{};
+    if (extra->size == d.size()) std::memcpy(d.data(), extra->buffer, d.size());
+    return d;
+  }();
+  const bool root_sized = extra->size == signed_root.size();
+  const std::string signed_hex = ToHex(std::span(extra->buffer, extra->size));
+  if (pr.leaf() != Str(leaf)) {
+    Sha256Digest theirs;
+    std::memcpy(theirs.data(), pr.leaf().data(), 32);
+    const bool proves_theirs =
+        root_sized && evidence::RootFromInclusionPath(theirs, index, size, path) == signed_root;
+    return Fail(name, kReasonMerkleLeafMismatch,
+                "inclusion.leaf " + Hex(pr.leaf()) +
+                    " is not the leaf of this nonce and snapshot " + ToHex(leaf) +
+                    ": the proof is for another request" +
+                    (proves_theirs ? " (it proves that leaf in the quoted tree)" : ""));
+  }
+  const auto root = evidence::RootFromInclusionPath(leaf, index, size, path);
+  if (!root_sized || root != signed_root) {
+    // Name a misplaced leaf: the same path reaches the signed root from another position.
+    // Bounded: at most kMaxBatchLeaves walks of at most kMaxProofLength hashes, on failure only.
+    for (size_t j = 0; root_sized && j < size; ++j)
+      if (j != index && evidence::InclusionPathLength(j, size) == need &&
+          evidence::RootFromInclusionPath(leaf, j, size, path) == signed_root)
+        return Fail(name, kReasonMerkleLeafPosition,
+                    "the audit path reaches the signed root from leaf " + std::to_string(j) +
+                        ", but inclusion.leaf_index says " + std::to_string(index) +
+                        ": the leaf is placed where another request's is");
+    return Fail(name, kReasonMerkleRootMismatch,
+                "the audit path reaches root " + ToHex(root) + ", the quote signed extraData " +
+                    signed_hex);
+  }
+  if (ev.quote().qualifying_data() != Str(root))
+    return Fail(name, kReasonQualifyingDataMismatch,
+                "quote.qualifying_data differs from the signed extraData");
+  if (!sig_ok)
+    return Fail(name, kReasonDependencyFailed,
+                "the proof reaches extraData but quote.attest is not signed by the AK");
+  return Pass(name, "nonce and snapshot digest bound: leaf " + std::to_string(index) + " of " +
+                        std::to_string(size) + " reaches the signed root " + ToHex(root));
+}
+
 // Verify, with logs.cel given apart from the message (EvidenceView: not copied).
 Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const Options& opts) {
   // The state file is read, checked and rewritten per verdict: concurrent verifications (fleet
@@ -2187,36 +2277,9 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
       out.push_back(Pass("snapshot.copy", "snapshot equals snapshot_bytes"));
   }
   {
-    const std::string name = "quote.qualifying_data";
     const Bytes nonce = opts.nonce ? *opts.nonce : Bytes(ev.nonce().begin(), ev.nonce().end());
-    if (!attest_ok) {
-      out.push_back(Fail(name, kReasonDependencyFailed, "quote.attest could not be parsed"));
-    } else {
-      std::optional<Sha256Digest> qd;
-      try {
-        qd = evidence::QualifyingData(nonce, snap_digest);
-      } catch (const AttestationError& e) {
-        out.push_back(Fail(name, kReasonNonceMismatch, e.what()));
-      }
-      if (qd) {
-        const auto& extra = attest.extraData;
-        const bool signed_eq =
-            extra.size == qd->size() && std::memcmp(extra.buffer, qd->data(), qd->size()) == 0;
-        if (!signed_eq)
-          out.push_back(Fail(name, kReasonQualifyingDataMismatch,
-                             "quote.attest extraData " +
-                                 ToHex(std::span(extra.buffer, extra.size)) +
-                                 " is not the binding of the nonce and snapshot " + ToHex(*qd)));
-        else if (ev.quote().qualifying_data() != Str(*qd))
-          out.push_back(Fail(name, kReasonQualifyingDataMismatch,
-                             "quote.qualifying_data differs from the signed extraData"));
-        else if (!sig_ok)
-          out.push_back(Fail(name, kReasonDependencyFailed,
-                             "binding matches but quote.attest is not signed by the AK"));
-        else
-          out.push_back(Pass(name, "nonce and snapshot digest bound: " + ToHex(*qd)));
-      }
-    }
+    out.push_back(
+        CheckInclusion(ev, nonce, snap_digest, attest_ok ? &attest.extraData : nullptr, sig_ok));
   }
 
   // Clock info carried beside the quote must be the signed one.

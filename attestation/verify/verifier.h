@@ -50,6 +50,16 @@ inline constexpr std::string_view kReasonNonceMismatch = "NONCE_MISMATCH";
 inline constexpr std::string_view kReasonSnapshotDigestMismatch = "SNAPSHOT_DIGEST_MISMATCH";
 inline constexpr std::string_view kReasonSnapshotCopyMismatch = "SNAPSHOT_COPY_MISMATCH";
 inline constexpr std::string_view kReasonQualifyingDataMismatch = "QUALIFYING_DATA_MISMATCH";
+// quote.qualifying_data: extraData is the root of a Merkle tree of requests (format version 2);
+// the inclusion proof is missing or malformed, its path is shorter or longer than the leaf's
+// position needs, it is for another request's leaf, it places this leaf where another request's
+// is, or it reaches another root than the signed one.
+inline constexpr std::string_view kReasonMerkleProofMalformed = "MERKLE_PROOF_MALFORMED";
+inline constexpr std::string_view kReasonMerklePathTruncated = "MERKLE_PATH_TRUNCATED";
+inline constexpr std::string_view kReasonMerklePathExtended = "MERKLE_PATH_EXTENDED";
+inline constexpr std::string_view kReasonMerkleLeafMismatch = "MERKLE_LEAF_MISMATCH";
+inline constexpr std::string_view kReasonMerkleLeafPosition = "MERKLE_LEAF_POSITION_MISMATCH";
+inline constexpr std::string_view kReasonMerkleRootMismatch = "MERKLE_ROOT_MISMATCH";
 inline constexpr std::string_view kReasonClockMismatch = "CLOCK_MISMATCH";
 inline constexpr std::string_view kReasonPcrValuesMalformed = "PCR_VALUES_MALFORMED";
 inline constexpr std::string_view kReasonPcrSelectionMismatch = "PCR_SELECTION_MISMATCH";
@@ -204,6 +214,12 @@ inline constexpr std::string_view kAllReasons[] = {
     kReasonStorageNotAttached,
     kReasonNoTapCovered,
     kReasonPathNotEnforced,
+    kReasonMerkleProofMalformed,
+    kReasonMerklePathTruncated,
+    kReasonMerklePathExtended,
+    kReasonMerkleLeafMismatch,
+    kReasonMerkleLeafPosition,
+    kReasonMerkleRootMismatch,
 };
 
 // What an auditor may accept by name (--waive): each waives exactly the reason codes listed.

@@ -14,6 +14,8 @@
 //   baselines   the irreducible parts of that work, measured in the same run:
 //     replay    SHA-256 of every record's content + the PCR extend chain (one cached EVP_MD_CTX)
 //     sigverify the quote's ECDSA signature alone (EVP_DigestVerify)
+//   proof       the inclusion-proof check alone: LeafHash + the longest audit path (10 node
+//               hashes, 1,024-leaf tree) and a one-leaf tree, as a share of the cold verify
 // and prints rates and the ratio verify / (replay + sigverify). --min-rate makes the run fail
 // below a verification rate (for Release builds; Debug/ASan builds are several times slower).
 #include <openssl/bio.h>
@@ -259,6 +261,32 @@ int Main(const Options& o) {
   const Timing t_replay = Rate(o.seconds, replay);
   const Timing t_sig = Rate(o.seconds, sigverify);
   const Timing t_verify = Rate(o.seconds, verify);
+  // The inclusion proof at its bound: this evidence's leaf (nonce, snapshot digest, salt) in a
+  // tree of kMaxBatchLeaves leaves, at an index whose path has kMaxProofLength hashes. What the
+  // verifier adds per verdict to a one-leaf proof is (leaf + path) - (leaf).
+  const sa::Sha256Digest snap_digest = sa::Sha256(ev.snapshot_bytes());
+  const std::span<const uint8_t> salt(
+      reinterpret_cast<const uint8_t*>(ev.inclusion().salt().data()), ev.inclusion().salt().size());
+  std::vector<sa::Sha256Digest> leaves(sa::evidence::kMaxBatchLeaves);
+  for (size_t i = 0; i < leaves.size(); ++i) leaves[i] = sa::Sha256("leaf " + std::to_string(i));
+  leaves[0] = sa::evidence::LeafHash(nonce, snap_digest, salt);
+  const sa::evidence::MerkleTree tree(leaves);
+  const auto path = tree.Path(0);
+  if (path.size() != sa::evidence::kMaxProofLength)
+    throw std::runtime_error("the bench's proof is not at the bound");
+  auto proof_max = [&] {
+    const auto leaf = sa::evidence::LeafHash(nonce, snap_digest, salt);
+    const auto root = sa::evidence::RootFromInclusionPath(leaf, 0, leaves.size(), path);
+    if (root != tree.Root()) throw std::runtime_error("proof does not reach the root");
+    sink[5] ^= root[0];
+  };
+  auto proof_one = [&] {
+    const auto leaf = sa::evidence::LeafHash(nonce, snap_digest, salt);
+    const auto root = sa::evidence::RootFromInclusionPath(leaf, 0, 1, {});
+    sink[6] ^= root[0];
+  };
+  const Timing t_proof_max = Rate(o.seconds / 2, proof_max);
+  const Timing t_proof_one = Rate(o.seconds / 2, proof_one);
   OPENSSL_free(der);
 
   // The same with a reference manifest, as an auditor verifies: every component the log
@@ -371,6 +399,16 @@ int Main(const Options& o) {
            " blocks)");
   line("baseline sigverify:", t_sig, "ECDSA P-256 verify of the quote");
   line("verify:", t_verify, "ParseEvidenceView + Verify: the full verdict");
+  line("proof, 1 leaf:", t_proof_one, "LeafHash + an empty path (a lone request)");
+  line("proof, 1024 leaves:", t_proof_max,
+       "LeafHash + " + std::to_string(sa::evidence::kMaxProofLength) +
+           " node hashes (the longest audit path)");
+  std::printf(
+      "proof cost (same run): %.2f us at the bound = %.3f %% of a cold verify (%.3f ms); "
+      "%.2f us more than a one-leaf proof = %.3f %%\n",
+      t_proof_max.ms() * 1e3, 100.0 * t_proof_max.ms() / t_verify.ms(), t_verify.ms(),
+      (t_proof_max.ms() - t_proof_one.ms()) * 1e3,
+      100.0 * (t_proof_max.ms() - t_proof_one.ms()) / t_verify.ms());
   line("verify + manifest:", t_manifest,
        "the same with a signed reference manifest of " + std::to_string(n_components) +
            " components (every one the log measured)");

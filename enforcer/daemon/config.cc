@@ -40,6 +40,7 @@ std::vector<std::string> ConfigKeys() {
           "api_key",
           "auditor_ca",
           "auditor_allowlist",
+          "quote_batch_window_ms",
           "start_libvirtd",
           "libvirt_partition",
           "start_swtpm",
@@ -115,6 +116,19 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
                                "'");
     }
     c.tamper_check_seconds = static_cast<std::uint32_t>(secs);
+  } else if (key == "quote_batch_window_ms") {
+    std::size_t used = 0;
+    unsigned long ms = 0;
+    try {
+      ms = std::stoul(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != value.size() || value.empty() || value.front() == '-' || ms > 100) {
+      throw std::runtime_error(where + ": quote_batch_window_ms: expected 0 to 100, got '" + value +
+                               "'");
+    }
+    c.quote_batch_window_ms = static_cast<std::uint32_t>(ms);
   } else if (key == "api_cert") {
     c.api_cert = value;
   } else if (key == "api_key") {

@@ -38,6 +38,10 @@ struct Config {
   std::filesystem::path api_key = "/etc/sovguard/tls/server.key";
   std::filesystem::path auditor_ca = "/etc/sovguard/tls/auditor-ca.pem";
   std::filesystem::path auditor_allowlist = "/etc/sovguard/tls/auditors.allow";
+  // Quote requests arriving while a TPM quote is in flight are answered together by the next one
+  // (one TPM2_Quote over a Merkle tree of their nonces). The first waiting request also holds the
+  // quote this long for others to join: 0 to 100 ms.
+  std::uint32_t quote_batch_window_ms = 2;
   // Prometheus text metrics (GET /metrics) on a loopback address; empty turns them off.
   std::string metrics_listen = "127.0.0.1:9477";
   // How often the daemon checks that every program is still attached with the expected tag and

@@ -342,7 +342,9 @@ void Node::StartApi() {
   evidence_ = std::make_unique<attestation::evidence::EvidenceBuilder>(*tpm_, *measurements_,
                                                                        evidence_config);
   service_ = std::make_unique<attestation::service::AttestationServiceImpl>(
-      *evidence_, [this] { return Snapshot(); });
+      *evidence_, [this] { return Snapshot(); },
+      attestation::service::BatchConfig{
+          .window = std::chrono::milliseconds(config_.quote_batch_window_ms)});
   api_socket_ = attestation::service::PrepareUnixSocket(config_.runtime_dir / "api.sock");
   grpc::ServerBuilder builder;
   // The socket lives in the runtime directory (mode 0750, group sovguard): the file system

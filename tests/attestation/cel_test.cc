@@ -2,6 +2,7 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -332,24 +333,97 @@ v1::EnforcementSnapshot Snapshot(const std::string& guest) {
   return s;
 }
 
-TEST(Evidence, QualifyingDataBindsNonceAndSnapshot) {
-  Bytes nonce(16, 0xaa);
+TEST(Evidence, LeafBindsNonceSnapshotAndSalt) {
+  Bytes nonce(16, 0xaa), salt(32, 0x5c);
   auto a = Sha256(evidence::SerializeSnapshot(Snapshot("vm1")));
   auto b = Sha256(evidence::SerializeSnapshot(Snapshot("vm2")));
   ASSERT_NE(a, b);
-  EXPECT_NE(evidence::QualifyingData(nonce, a), evidence::QualifyingData(nonce, b));
-  Bytes nonce2 = nonce;
+  EXPECT_NE(evidence::LeafHash(nonce, a, salt), evidence::LeafHash(nonce, b, salt));
+  Bytes nonce2 = nonce, salt2 = salt;
   nonce2[0] ^= 1;
-  EXPECT_NE(evidence::QualifyingData(nonce, a), evidence::QualifyingData(nonce2, a));
+  salt2[31] ^= 1;
+  EXPECT_NE(evidence::LeafHash(nonce, a, salt), evidence::LeafHash(nonce2, a, salt));
+  EXPECT_NE(evidence::LeafHash(nonce, a, salt), evidence::LeafHash(nonce, a, salt2));
   // The documented formula, computed independently.
-  std::string msg = "sovguard-evidence-v1";
+  std::string msg(1, '\0');
+  msg += "sovguard-evidence-v2";
   msg.push_back('\0');
   msg += std::string("\x00\x00\x00\x10", 4);
   msg += std::string(nonce.begin(), nonce.end());
   msg += std::string(a.begin(), a.end());
-  EXPECT_EQ(evidence::QualifyingData(nonce, a), Sha256(msg));
-  EXPECT_THROW(evidence::QualifyingData(Bytes(7, 1), a), AttestationError);
-  EXPECT_THROW(evidence::QualifyingData(Bytes(65, 1), a), AttestationError);
+  msg += std::string(salt.begin(), salt.end());
+  EXPECT_EQ(evidence::LeafHash(nonce, a, salt), Sha256(msg));
+  EXPECT_THROW(evidence::LeafHash(Bytes(7, 1), a, salt), AttestationError);
+  EXPECT_THROW(evidence::LeafHash(Bytes(65, 1), a, salt), AttestationError);
+  EXPECT_THROW(evidence::LeafHash(nonce, a, Bytes(31, 1)), AttestationError);
+  EXPECT_THROW(evidence::LeafHash(nonce, a, Bytes(33, 1)), AttestationError);
+  // Inner nodes: 0x01 || left || right.
+  std::string node(1, '\x01');
+  node += std::string(a.begin(), a.end()) + std::string(b.begin(), b.end());
+  EXPECT_EQ(evidence::NodeHash(a, b), Sha256(node));
+}
+
+// RFC 9162 2.1.1 and 2.1.3.1, written down recursively (the definitions, not the code's levels).
+Sha256Digest Mth(std::span<const Sha256Digest> d) {
+  if (d.size() == 1) return d[0];
+  size_t k = 1;
+  while (k * 2 < d.size()) k *= 2;
+  return evidence::NodeHash(Mth(d.subspan(0, k)), Mth(d.subspan(k)));
+}
+std::vector<Sha256Digest> RfcPath(size_t m, std::span<const Sha256Digest> d) {
+  if (d.size() == 1) return {};
+  size_t k = 1;
+  while (k * 2 < d.size()) k *= 2;
+  std::vector<Sha256Digest> p;
+  if (m < k) {
+    p = RfcPath(m, d.subspan(0, k));
+    p.push_back(Mth(d.subspan(k)));
+  } else {
+    p = RfcPath(m - k, d.subspan(k));
+    p.push_back(Mth(d.subspan(0, k)));
+  }
+  return p;
+}
+
+TEST(Evidence, MerkleTreeIsRfc9162AndEveryPathReachesTheRoot) {
+  std::vector<Sha256Digest> leaves;
+  for (size_t n = 1; n <= 70; ++n) {
+    leaves.push_back(Sha256("leaf " + std::to_string(n)));
+    const evidence::MerkleTree tree(leaves);
+    ASSERT_EQ(tree.Root(), Mth(leaves)) << n << " leaves";
+    for (size_t i = 0; i < n; ++i) {
+      const auto path = tree.Path(i);
+      ASSERT_EQ(path, RfcPath(i, leaves)) << "leaf " << i << " of " << n;
+      ASSERT_EQ(path.size(), evidence::InclusionPathLength(i, n));
+      ASSERT_EQ(evidence::RootFromInclusionPath(leaves[i], i, n, path), tree.Root());
+      // A path one hash short or long is refused, not walked.
+      if (!path.empty())
+        EXPECT_THROW(evidence::RootFromInclusionPath(leaves[i], i, n,
+                                                     std::span(path).first(path.size() - 1)),
+                     AttestationError);
+      auto longer = path;
+      longer.push_back(leaves[0]);
+      EXPECT_THROW(evidence::RootFromInclusionPath(leaves[i], i, n, longer), AttestationError);
+      // Another leaf, or this one at another position, reaches another root.
+      if (n > 1) {
+        EXPECT_NE(evidence::RootFromInclusionPath(leaves[(i + 1) % n], i, n, path), tree.Root());
+        const size_t j = i ^ 1;
+        if (j < n && evidence::InclusionPathLength(j, n) == path.size())
+          EXPECT_NE(evidence::RootFromInclusionPath(leaves[i], j, n, path), tree.Root());
+      }
+    }
+  }
+  // The bound: no leaf of the largest tree needs more than kMaxProofLength hashes.
+  size_t longest = 0;
+  for (size_t n : {evidence::kMaxBatchLeaves - 1, evidence::kMaxBatchLeaves})
+    for (size_t i = 0; i < n; ++i) longest = std::max(longest, evidence::InclusionPathLength(i, n));
+  EXPECT_EQ(longest, evidence::kMaxProofLength);
+  EXPECT_THROW(evidence::InclusionPathLength(0, 0), AttestationError);
+  EXPECT_THROW(evidence::InclusionPathLength(0, evidence::kMaxBatchLeaves + 1), AttestationError);
+  EXPECT_THROW(evidence::InclusionPathLength(3, 3), AttestationError);
+  EXPECT_THROW(evidence::MerkleTree(std::span<const Sha256Digest>{}), AttestationError);
+  std::vector<Sha256Digest> too_many(evidence::kMaxBatchLeaves + 1);
+  EXPECT_THROW(evidence::MerkleTree{too_many}, AttestationError);
 }
 
 TEST(Evidence, SnapshotSerializationIsDeterministic) {

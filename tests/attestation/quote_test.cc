@@ -5,7 +5,9 @@
 #include <tss2/tss2_mu.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
+#include <set>
 
 #include "attestation/evidence/evidence.h"
 #include "tests/attestation/swtpm_fixture.h"
@@ -42,6 +44,10 @@ TPMS_ATTEST ParseAttest(const std::string& attest) {
                                           attest.size(), &off, &a),
             TSS2_RC_SUCCESS);
   return a;
+}
+
+Bytes extra(const TPMS_ATTEST& a) {
+  return Bytes(a.extraData.buffer, a.extraData.buffer + a.extraData.size);
 }
 
 class QuoteTest : public ::testing::Test {
@@ -136,15 +142,15 @@ TEST_F(QuoteTest, SnapshotDigestIsBoundIntoTheQuote) {
   auto ev2 = builder.Build(nonce_, Snapshot("vm2"));
   auto a1 = ParseAttest(ev1.quote().attest());
   auto a2 = ParseAttest(ev2.quote().attest());
-  auto extra = [](const TPMS_ATTEST& a) {
-    return Bytes(a.extraData.buffer, a.extraData.buffer + a.extraData.size);
-  };
   EXPECT_NE(extra(a1), extra(a2)) << "a different snapshot must change the signed qualifying data";
-  // A verifier recomputes the binding from its nonce and the snapshot bytes alone.
+  // A verifier recomputes the binding from its nonce and the snapshot bytes alone: a lone
+  // request is a one-leaf tree, whose root is its leaf.
   for (const auto* ev : {&ev1, &ev2}) {
     auto snap_digest = Sha256(B(ev->snapshot_bytes()));
     EXPECT_EQ(std::string(snap_digest.begin(), snap_digest.end()), ev->snapshot_sha256());
-    auto qd = evidence::QualifyingData(nonce_, snap_digest);
+    EXPECT_EQ(ev->inclusion().tree_size(), 1u);
+    EXPECT_EQ(ev->inclusion().path_size(), 0);
+    auto qd = evidence::LeafHash(nonce_, snap_digest, B(ev->inclusion().salt()));
     EXPECT_EQ(extra(ParseAttest(ev->quote().attest())), Bytes(qd.begin(), qd.end()));
     v1::EnforcementSnapshot parsed;
     ASSERT_TRUE(parsed.ParseFromString(ev->snapshot_bytes()));
@@ -154,9 +160,62 @@ TEST_F(QuoteTest, SnapshotDigestIsBoundIntoTheQuote) {
   auto forged = ev1;
   forged.set_snapshot_bytes(ev2.snapshot_bytes());
   auto d = Sha256(B(forged.snapshot_bytes()));
-  auto qd = evidence::QualifyingData(nonce_, d);
+  auto qd = evidence::LeafHash(nonce_, d, B(forged.inclusion().salt()));
   forged.mutable_quote()->set_qualifying_data(std::string(qd.begin(), qd.end()));
   ExpectCheckquote(forged, tmp_.path() / "forged", false, "snapshot swapped after quoting");
+}
+
+// One TPM2_Quote for several requests: every evidence carries the same signed quote, whose
+// qualifying data is the Merkle root; tpm2_checkquote verifies it with -q ROOT, and each
+// request's leaf walks its audit path to that root.
+TEST_F(QuoteTest, BatchedQuoteVerifiesWithTpm2CheckquoteOverTheRoot) {
+  log_.Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
+  evidence::EvidenceBuilder builder(tpm_, log_, Cfg());
+  std::vector<Bytes> nonces;
+  for (int i = 0; i < 5; ++i) nonces.push_back(B("auditor-" + std::to_string(i) + "-nonce-0123"));
+  std::vector<std::span<const uint8_t>> spans(nonces.begin(), nonces.end());
+  const auto batch = builder.BuildBatch(spans, Snapshot("vm1"));
+  ASSERT_EQ(batch.size(), nonces.size());
+  const auto root = extra(ParseAttest(batch[0].quote().attest()));
+  ASSERT_EQ(root.size(), 32u);
+  std::set<uint32_t> positions;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const auto& ev = batch[i];
+    EXPECT_EQ(B(ev.nonce()), nonces[i]);
+    EXPECT_EQ(ev.quote().attest(), batch[0].quote().attest()) << "one quote for the batch";
+    EXPECT_EQ(ev.quote().signature(), batch[0].quote().signature());
+    EXPECT_EQ(B(ev.quote().qualifying_data()), root);
+    EXPECT_EQ(ev.inclusion().tree_size(), 5u);
+    positions.insert(ev.inclusion().leaf_index());
+    const auto leaf =
+        evidence::LeafHash(nonces[i], Sha256(B(ev.snapshot_bytes())), B(ev.inclusion().salt()));
+    EXPECT_EQ(B(ev.inclusion().leaf()), Bytes(leaf.begin(), leaf.end()));
+    std::vector<Sha256Digest> path;
+    for (const auto& h : ev.inclusion().path()) {
+      ASSERT_EQ(h.size(), 32u);
+      path.emplace_back();
+      std::memcpy(path.back().data(), h.data(), 32);
+    }
+    const auto reached = evidence::RootFromInclusionPath(leaf, ev.inclusion().leaf_index(),
+                                                         ev.inclusion().tree_size(), path);
+    EXPECT_EQ(Bytes(reached.begin(), reached.end()), root) << "request " << i;
+    ExpectCheckquote(ev, tmp_.path() / ("batch-" + std::to_string(i)), true,
+                     "batched evidence " + std::to_string(i) + " with -q ROOT");
+  }
+  EXPECT_EQ(positions.size(), 5u) << "one leaf per request";
+  // tpm2_checkquote itself refuses the quote for qualifying data other than the root: a leaf.
+  auto leaf_qd = batch[0];
+  leaf_qd.mutable_quote()->set_qualifying_data(leaf_qd.inclusion().leaf());
+  ExpectCheckquote(leaf_qd, tmp_.path() / "batch-leaf", false, "-q LEAF instead of the root");
+  // Leaf order is a function of the leaves (sorted by hash), not of the request order.
+  for (size_t i = 0; i + 1 < batch.size(); ++i)
+    for (size_t j = 0; j < batch.size(); ++j)
+      if (batch[j].inclusion().leaf_index() == batch[i].inclusion().leaf_index() + 1)
+        EXPECT_LT(batch[i].inclusion().leaf(), batch[j].inclusion().leaf());
+  // More requests than a quote can carry are refused before the TPM.
+  std::vector<std::span<const uint8_t>> too_many(evidence::kMaxBatchLeaves + 1, spans[0]);
+  EXPECT_THROW(builder.BuildBatch(too_many, Snapshot("vm1")), AttestationError);
+  EXPECT_THROW(builder.BuildBatch({}, Snapshot("vm1")), AttestationError);
 }
 
 TEST_F(QuoteTest, ManyQuotesLeaveNoTransientObjectsOrSessions) {

@@ -261,7 +261,7 @@ TEST_F(ServiceTest, MutualTlsAdmitsOnlyAllowListedAuditors) {
                               "--key", pki.P("auditor.key"), "--ca", pki.P("ca.pem"), "-o", "-"},
                              out, err);
   EXPECT_EQ(rc, 0) << err.str();
-  EXPECT_NE(out.str().find("\"format_version\": 1"), std::string::npos);
+  EXPECT_NE(out.str().find("\"format_version\": 2"), std::string::npos);
   rc = cli::RunAttestCli({"attest", "quote", "--nonce", "a1a2a3a4a5a6a7a8", "--node",
                           "localhost:" + std::to_string(port_), "--cert", pki.P("intruder.pem"),
                           "--key", pki.P("intruder.key"), "--ca", pki.P("ca.pem"), "-o", "-"},

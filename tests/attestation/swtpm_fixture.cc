@@ -12,6 +12,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -132,7 +133,7 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-Swtpm::Swtpm() {
+Swtpm::Swtpm(bool log_commands) : log_commands_(log_commands) {
   const auto d = dir_.path();
   std::filesystem::create_directories(d / "state");
   std::filesystem::create_directories(d / "ca");
@@ -167,19 +168,20 @@ Swtpm::Swtpm() {
 void Swtpm::Start() {
   port_ = FreePortPair();
   const int ctrl = port_ + 1;
-  std::vector<std::string> args = {"swtpm",
-                                   "socket",
-                                   "--tpm2",
-                                   "--server",
-                                   "type=tcp,bindaddr=127.0.0.1,port=" + std::to_string(port_),
-                                   "--ctrl",
-                                   "type=tcp,bindaddr=127.0.0.1,port=" + std::to_string(ctrl),
-                                   "--tpmstate",
-                                   "dir=" + (dir_.path() / "state").string(),
-                                   "--flags",
-                                   "not-need-init,startup-clear",
-                                   "--log",
-                                   "file=" + (dir_.path() / "swtpm.log").string()};
+  std::vector<std::string> args = {
+      "swtpm",
+      "socket",
+      "--tpm2",
+      "--server",
+      "type=tcp,bindaddr=127.0.0.1,port=" + std::to_string(port_),
+      "--ctrl",
+      "type=tcp,bindaddr=127.0.0.1,port=" + std::to_string(ctrl),
+      "--tpmstate",
+      "dir=" + (dir_.path() / "state").string(),
+      "--flags",
+      "not-need-init,startup-clear",
+      "--log",
+      "file=" + (dir_.path() / "swtpm.log").string() + (log_commands_ ? ",level=20" : "")};
   auto v = Argv(args);
   if (int err = ::posix_spawnp(&pid_, v[0], nullptr, nullptr, v.data(), environ); err != 0) {
     pid_ = -1;
@@ -215,6 +217,24 @@ Swtpm::~Swtpm() {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
+}
+
+size_t Swtpm::CommandsReceived(uint32_t command_code) const {
+  if (!log_commands_) throw std::logic_error("Swtpm was started without log_commands");
+  // At level 20 swtpm logs " SWTPM_IO_Read: length N" and then the command bytes in hex, 16 per
+  // line: tag (2), commandSize (4), commandCode (4).
+  char cc[12];
+  std::snprintf(cc, sizeof cc, "%02X %02X %02X %02X", (command_code >> 24) & 0xff,
+                (command_code >> 16) & 0xff, (command_code >> 8) & 0xff, command_code & 0xff);
+  std::ifstream in(dir_.path() / "swtpm.log");
+  std::string line;
+  size_t n = 0;
+  bool command_next = false;
+  while (std::getline(in, line)) {
+    if (command_next && line.size() >= 30 && line.compare(19, 11, cc) == 0) ++n;
+    command_next = line.starts_with(" SWTPM_IO_Read:");
+  }
+  return n;
 }
 
 std::string Swtpm::tcti() const {

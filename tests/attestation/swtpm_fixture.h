@@ -5,6 +5,9 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
+#include <cstdint>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -35,12 +38,16 @@ class Swtpm {
  public:
   // Manufactures a TPM 2.0 state (RSA + ECC EKs with certificates, SHA-256 bank) and starts
   // `swtpm socket` on two free loopback ports; returns when it accepts connections.
-  Swtpm();
+  // log_commands: swtpm logs every command it receives (--log level=20), for CommandsReceived.
+  explicit Swtpm(bool log_commands = false);
   ~Swtpm();  // SIGTERM, reap, remove the state
   Swtpm(const Swtpm&) = delete;
   Swtpm& operator=(const Swtpm&) = delete;
 
   std::string tcti() const;
+  // How many commands with this TPM2_CC the TPM has received so far, counted in swtpm's own log
+  // (needs log_commands). E.g. TPM2_CC_Quote (0x158).
+  size_t CommandsReceived(uint32_t command_code) const;
   const std::filesystem::path& dir() const { return dir_.path(); }
   // The local CA's root and intermediate certificates (to check the EK certificate chain).
   std::filesystem::path ca_dir() const { return dir_.path() / "ca"; }
@@ -50,6 +57,7 @@ class Swtpm {
   TempDir dir_;
   pid_t pid_ = -1;
   int port_ = 0;
+  bool log_commands_ = false;
 };
 
 }  // namespace sovguard::attestation::test_support

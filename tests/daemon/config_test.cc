@@ -69,6 +69,14 @@ TEST(DaemonConfig, BadValuesAreErrors) {
   }
   sd::ApplySetting("sovguard_pcr", "14", c, "x");
   EXPECT_EQ(c.sovguard_pcr, 14u);
+  // The quote batching window: 0 to 100 ms, default 2.
+  EXPECT_EQ(c.quote_batch_window_ms, 2u);
+  for (const char* ms : {"101", "-1", "", "2ms", "1e3"}) {
+    EXPECT_THROW(sd::ApplySetting("quote_batch_window_ms", ms, c, "x"), std::runtime_error) << ms;
+  }
+  EXPECT_EQ(c.quote_batch_window_ms, 2u);
+  sd::ApplySetting("quote_batch_window_ms", "0", c, "x");
+  EXPECT_EQ(c.quote_batch_window_ms, 0u);
   const auto f = WriteTemp("sg-config-noeq.conf", "libvirt_uri qemu:///system\n");
   EXPECT_THROW(sd::LoadConfigFile(f, c), std::runtime_error);
   EXPECT_EQ(c.libvirt_uri, "qemu:///system");

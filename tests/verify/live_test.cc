@@ -4,8 +4,14 @@
 
 #include <gtest/gtest.h>
 #include <openssl/pem.h>
+#include <tss2/tss2_tpm2_types.h>
 
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <map>
 #include <sstream>
+#include <thread>
 
 #include "attestation/cli/attest_cli.h"
 #include "attestation/manifest/manifest.h"
@@ -61,6 +67,9 @@ void MakePki(const std::filesystem::path& d) {
 }
 
 struct Node {
+  // Called on the batcher's thread before each quote's snapshot is taken (tests hold a quote
+  // in flight with it).
+  using BeforeSnapshot = std::function<void(Node&)>;
   ts::Swtpm swtpm;
   ts::TempDir tmp;
   std::unique_ptr<tpm::Tpm> tpm;
@@ -69,7 +78,10 @@ struct Node {
   std::unique_ptr<service::AttestationServiceImpl> svc;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
-  Node() {
+  BeforeSnapshot before_snapshot;
+  explicit Node(service::BatchConfig batch = {}, bool log_commands = false,
+                BeforeSnapshot before = {})
+      : swtpm(log_commands), before_snapshot(std::move(before)) {
     ::setenv("GRPC_DNS_RESOLVER", "native", 1);
     MakePki(tmp.path());
     tpm = std::make_unique<tpm::Tpm>(swtpm.tcti());
@@ -82,13 +94,17 @@ struct Node {
     cfg.uefi_log = tmp.path() / "none";
     cfg.ima_log = tmp.path() / "none";
     builder = std::make_unique<evidence::EvidenceBuilder>(*tpm, *log, cfg);
-    svc = std::make_unique<service::AttestationServiceImpl>(*builder, [] {
-      v1::EnforcementSnapshot s;
-      s.set_version(1);
-      s.set_node("live-node");
-      test_support::AddMechanisms(s);
-      return s;
-    });
+    svc = std::make_unique<service::AttestationServiceImpl>(
+        *builder,
+        [this] {
+          if (before_snapshot) before_snapshot(*this);
+          v1::EnforcementSnapshot s;
+          s.set_version(1);
+          s.set_node("live-node");
+          test_support::AddMechanisms(s);
+          return s;
+        },
+        batch);
     service::MtlsConfig m;
     m.server_cert_pem = Text(tmp.path() / "server.pem");
     m.server_key_pem = Text(tmp.path() / "server.key");
@@ -212,6 +228,178 @@ TEST(LiveVerify, FleetModeOneLineEachAndExitCode) {
   EXPECT_EQ(rc, verify::kExitFail) << out.str() << err.str();
   EXPECT_NE(out.str().find("policy.bundle=POLICY_DIGEST_MISMATCH"), std::string::npos) << out.str();
   EXPECT_NE(out.str().find("0 passed, 2 failed"), std::string::npos) << out.str();
+}
+
+// Auditors whose requests arrive while a quote is in flight are answered by the next single
+// TPM2_Quote, counted at the TPM (swtpm's own command log): the first quote is held in flight
+// until every other auditor's request waits behind it, so N auditors cost exactly two quotes (the
+// first answers whoever had asked when it started, usually one). Each auditor
+// (the live verifier: mutual TLS, credential activation, fresh nonce) verifies its own proof.
+TEST(LiveVerify, ConcurrentAuditorsShareOneQuote) {
+  constexpr size_t kAuditors = 8;
+  std::atomic<bool> held{false};
+  Node n(service::BatchConfig{.window = std::chrono::microseconds(0)}, /*log_commands=*/true,
+         [&](Node& node) {
+           if (held.exchange(true)) return;
+           // Poll with a bound: the others queue behind this quote.
+           const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+           auto queued = [&] {
+             const auto st = node.svc->batch_stats();
+             return st.in_flight + st.waiting;
+           };
+           while (queued() < kAuditors && std::chrono::steady_clock::now() < until)
+             std::this_thread::sleep_for(std::chrono::milliseconds(2));
+         });
+  verify::Options o;
+  o.ek_ca_dir = n.swtpm.ca_dir();
+  o.waivers = {"software-tpm", "boot-log", "manifest"};
+  const size_t quotes_before = n.swtpm.CommandsReceived(TPM2_CC_Quote);
+  std::vector<verify::LiveResult> results(kAuditors);
+  std::vector<std::thread> auditors;
+  for (size_t i = 0; i < kAuditors; ++i)
+    auditors.emplace_back([&, i] { results[i] = verify::VerifyNode(n.target(), n.tls(), o); });
+  for (auto& t : auditors) t.join();
+  std::map<std::string, size_t> trees;  // "of N reaches the signed root R" -> auditors
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.fetched) << r.error;
+    EXPECT_TRUE(r.report.passed()) << verify::RenderText(r.report);
+    const auto* qd = r.report.Find("quote.qualifying_data");
+    ASSERT_NE(qd, nullptr);
+    EXPECT_EQ(qd->status, verify::Status::kPass) << qd->detail;
+    trees[qd->detail.substr(qd->detail.find(" of "))]++;
+  }
+  // The quote held in flight, then one quote for everyone who queued behind it.
+  EXPECT_EQ(n.swtpm.CommandsReceived(TPM2_CC_Quote) - quotes_before, 2u);
+  const auto st = n.svc->batch_stats();
+  EXPECT_EQ(st.quotes, 2u);
+  EXPECT_EQ(st.requests, kAuditors);
+  EXPECT_GE(st.largest_batch, kAuditors / 2);
+  // Two trees; each auditor's proof names its tree's size, and the sizes add up to everyone.
+  ASSERT_EQ(trees.size(), 2u);
+  size_t total = 0;
+  for (const auto& [tree, count] : trees) {
+    EXPECT_EQ(tree.substr(4, tree.find(' ', 4) - 4), std::to_string(count)) << tree;
+    total += count;
+  }
+  EXPECT_EQ(total, kAuditors);
+}
+
+// What an attacker (the node, or anyone between it and the auditor) can do with genuine batched
+// evidence: every way of presenting a proof that does not put this auditor's own leaf under the
+// signed root fails quote.qualifying_data with its own reason code. The quotes are real swtpm
+// quotes (BuildBatch, the batcher's code path), the auditor anchored by its enrolled AK.
+TEST(LiveVerify, BatchedProofAttacksFailWithTheirOwnCodes) {
+  Node n;
+  auto snapshot = [] {
+    v1::EnforcementSnapshot s;
+    s.set_version(1);
+    s.set_node("live-node");
+    test_support::AddMechanisms(s);
+    return s;
+  };
+  auto batch = [&](const std::string& tag) {
+    std::vector<Bytes> nonces;
+    for (int i = 0; i < 4; ++i) {
+      const std::string t = tag + "-auditor-" + std::to_string(i) + "-nonce";
+      nonces.emplace_back(t.begin(), t.end());
+    }
+    std::vector<std::span<const uint8_t>> spans(nonces.begin(), nonces.end());
+    return std::make_pair(nonces, n.builder->BuildBatch(spans, snapshot()));
+  };
+  const auto [nonces, ev] = batch("one");
+  const auto [other_nonces, other] = batch("two");
+  verify::Options o;
+  o.ak_pub_pem = ev[0].ak().public_pem();
+  o.waivers = {"software-tpm", "boot-log", "manifest"};
+  auto as = [&](const Bytes& nonce) {
+    auto x = o;
+    x.nonce = nonce;
+    return x;
+  };
+  auto qd = [&](const v1::Evidence& e, const Bytes& nonce) {
+    auto r = verify::Verify(e, as(nonce));
+    return *r.Find("quote.qualifying_data");
+  };
+  auto expect = [&](const v1::Evidence& e, std::string_view reason, const std::string& what) {
+    const auto c = qd(e, nonces[0]);
+    EXPECT_EQ(c.status, verify::Status::kFail) << what;
+    EXPECT_EQ(c.reason, reason) << what << ": " << c.detail;
+    return c;
+  };
+  // Genuine: every auditor of the batch passes with its own nonce, and only with it.
+  for (size_t i = 0; i < ev.size(); ++i) {
+    auto r = verify::Verify(ev[i], as(nonces[i]));
+    EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+    EXPECT_EQ(ev[i].quote().attest(), ev[0].quote().attest());
+  }
+  const auto& a = ev[0];
+  const auto& b = ev[1];
+  // A proof for another nonce: auditor B's whole proof handed to auditor A.
+  {
+    auto e = a;
+    *e.mutable_inclusion() = b.inclusion();
+    const auto c = expect(e, verify::kReasonMerkleLeafMismatch, "B's proof for A");
+    EXPECT_NE(c.detail.find("it proves that leaf in the quoted tree"), std::string::npos)
+        << c.detail;
+  }
+  // A truncated path, an extended one, and one far beyond the bound.
+  {
+    auto e = a;
+    e.mutable_inclusion()->mutable_path()->RemoveLast();
+    expect(e, verify::kReasonMerklePathTruncated, "path without its last hash");
+    e = a;
+    e.mutable_inclusion()->add_path(a.inclusion().leaf());
+    expect(e, verify::kReasonMerklePathExtended, "path with one hash more");
+    e = a;
+    for (int i = 0; i < 100000; ++i) e.mutable_inclusion()->add_path(std::string(32, 'x'));
+    expect(e, verify::kReasonMerklePathExtended, "path of 100,002 hashes");
+  }
+  // A leaf swapped between two auditors: A's leaf presented at B's position.
+  {
+    auto e = a;
+    e.mutable_inclusion()->set_leaf_index(b.inclusion().leaf_index());
+    expect(e, verify::kReasonMerkleLeafPosition, "A's leaf at B's position");
+  }
+  // A quote over a root the proof does not reach: another batch's genuine quote, with its
+  // carried qualifying data, clock and PCRs, under A's proof. The signature itself is valid.
+  {
+    auto e = a;
+    *e.mutable_quote() = other[0].quote();
+    *e.mutable_clock() = other[0].clock();
+    auto r = verify::Verify(e, as(nonces[0]));
+    EXPECT_EQ(r.Find("quote.signature")->status, verify::Status::kPass);
+    expect(e, verify::kReasonMerkleRootMismatch, "another batch's quote");
+  }
+  // The carried qualifying data is not the signed extraData.
+  {
+    auto e = a;
+    e.mutable_quote()->set_qualifying_data(other[0].quote().qualifying_data());
+    expect(e, verify::kReasonQualifyingDataMismatch, "carried root differs from the signed one");
+  }
+  // Malformed proofs are refused before any hashing.
+  auto malformed = [&](auto mutate, const std::string& what) {
+    auto e = a;
+    mutate(*e.mutable_inclusion());
+    expect(e, verify::kReasonMerkleProofMalformed, what);
+  };
+  malformed([](v1::InclusionProof& p) { p.set_tree_size(0); }, "tree_size 0");
+  malformed([](v1::InclusionProof& p) { p.set_tree_size(evidence::kMaxBatchLeaves + 1); },
+            "tree_size above the bound");
+  malformed([](v1::InclusionProof& p) { p.set_leaf_index(p.tree_size()); }, "index = size");
+  malformed([](v1::InclusionProof& p) { p.mutable_salt()->pop_back(); }, "31-byte salt");
+  malformed([](v1::InclusionProof& p) { p.mutable_leaf()->pop_back(); }, "31-byte leaf");
+  malformed([](v1::InclusionProof& p) { p.mutable_path(0)->pop_back(); }, "31-byte sibling");
+  {
+    auto e = a;
+    e.clear_inclusion();
+    expect(e, verify::kReasonMerkleProofMalformed, "no proof");
+  }
+  // Another auditor's evidence is no evidence for this one: nonce and leaf both differ.
+  {
+    auto r = verify::Verify(b, as(nonces[0]));
+    EXPECT_EQ(r.Find("nonce")->reason, verify::kReasonNonceMismatch);
+    EXPECT_EQ(r.Find("quote.qualifying_data")->reason, verify::kReasonMerkleLeafMismatch);
+  }
 }
 
 // The same credential activation, offline, through the command lines: the verifier makes the

@@ -160,7 +160,13 @@ v1::Evidence ForgeInPcr16(tpm::Tpm& tpm, const v1::Evidence& genuine, const Byte
   ev.set_snapshot_bytes(sb);
   ev.set_snapshot_sha256(S(digest));
   *ev.mutable_snapshot() = snap;
-  const auto qd = evidence::QualifyingData(nonce, digest);
+  // A one-leaf tree (its root is the leaf), with the genuine evidence's salt.
+  const auto qd = evidence::LeafHash(nonce, digest, B(genuine.inclusion().salt()));
+  auto* proof = ev.mutable_inclusion();
+  proof->set_leaf_index(0);
+  proof->set_tree_size(1);
+  proof->set_leaf(S(qd));
+  proof->clear_path();
   const auto q = tpm.Quote(tpm::kDefaultAkHandle, qd, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16});
   auto* quote = ev.mutable_quote();
   quote->set_attest(S(q.attest));
@@ -671,13 +677,21 @@ TEST_F(VerifyTest, AkBoundToEkByCredentialActivation) {
 TEST_F(VerifyTest, WrongNonceFails) {
   auto r = Run(world->ecc, B("some-other-nonce-987654"));
   ExpectFail(r, "nonce", verify::kReasonNonceMismatch);
-  EXPECT_EQ(r.Find("quote.qualifying_data")->reason, verify::kReasonQualifyingDataMismatch);
+  // The leaf of the auditor's nonce is not the one the proof is for.
+  EXPECT_EQ(r.Find("quote.qualifying_data")->reason, verify::kReasonMerkleLeafMismatch);
   // A replayed old quote relabelled with the fresh nonce: the signed binding gives it away.
   auto relabelled = world->ecc;
   relabelled.set_nonce("some-other-nonce-987654");
   auto r2 = Run(relabelled, B("some-other-nonce-987654"));
   EXPECT_EQ(r2.Find("nonce")->status, Status::kPass);
-  ExpectFail(r2, "quote.qualifying_data", verify::kReasonQualifyingDataMismatch);
+  ExpectFail(r2, "quote.qualifying_data", verify::kReasonMerkleLeafMismatch);
+  // ... and with the leaf recomputed for the fresh nonce, its path reaches another root.
+  auto releafed = relabelled;
+  releafed.mutable_inclusion()->set_leaf(
+      S(evidence::LeafHash(B("some-other-nonce-987654"), Sha256(B(releafed.snapshot_bytes())),
+                           B(releafed.inclusion().salt()))));
+  ExpectFail(Run(releafed, B("some-other-nonce-987654")), "quote.qualifying_data",
+             verify::kReasonMerkleRootMismatch);
   // No expected nonce: freshness is not established, never assumed.
   auto r3 = verify::Verify(world->ecc, {});
   ExpectFail(r3, "nonce", verify::kReasonNonceMismatch);
@@ -691,7 +705,7 @@ TEST_F(VerifyTest, SwappedSnapshotFails) {
   *ev.mutable_snapshot() = world->other_snapshot.snapshot();
   auto r = Run(ev);
   EXPECT_EQ(r.Find("snapshot.digest")->status, Status::kPass);
-  ExpectFail(r, "quote.qualifying_data", verify::kReasonQualifyingDataMismatch);
+  ExpectFail(r, "quote.qualifying_data", verify::kReasonMerkleLeafMismatch);
   auto copy = world->ecc;
   copy.mutable_snapshot()->set_node("elsewhere");
   ExpectFail(Run(copy), "snapshot.copy", verify::kReasonSnapshotCopyMismatch);
@@ -1329,7 +1343,7 @@ TEST_F(VerifyTest, SnapshotCoverageNeedsABoundSnapshotAndAnAuthenticLog) {
   ev.set_snapshot_sha256(other.snapshot_sha256());
   *ev.mutable_snapshot() = other.snapshot();
   auto r = Run(ev);
-  ExpectFail(r, "quote.qualifying_data", verify::kReasonQualifyingDataMismatch);
+  ExpectFail(r, "quote.qualifying_data", verify::kReasonMerkleLeafMismatch);
   ExpectFail(r, "snapshot.coverage", verify::kReasonDependencyFailed);
   ExpectFail(r, "snapshot.mechanisms", verify::kReasonDependencyFailed);
   // The guest event dropped from the CEL: the replay fails, so coverage cannot be judged.

@@ -277,7 +277,7 @@ TEST(VerifyUnit, GarbageAndTruncatedInputsAreInputErrors) {
   EXPECT_THROW(verify::ParseEvidence({}), verify::InputError);
   const Bytes garbage = {0xff, 0xfe, 0x00, 0x12, 0x34};
   EXPECT_THROW(verify::ParseEvidence(garbage), verify::InputError);
-  const std::string js = "{\"format_version\": 1, \"node\": ";
+  const std::string js = "{\"format_version\": 2, \"node\": ";
   EXPECT_THROW(verify::ParseEvidence(Bytes(js.begin(), js.end())), verify::InputError);
   auto full = ReadFileBytes(kCorpus / "genuine-rsa.pb");
   // Every truncation: an input error or a failed verdict, never a pass or a crash.
