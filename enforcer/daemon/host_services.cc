@@ -235,13 +235,16 @@ TpmChoice EnsureTpm(const Config& config) {
       RunOrThrow(argv);
     } else {
       // Its own transient unit, never a process of sovguardd.service (whose stop would kill it
-      // and with it the TPM's PCRs); confined to Unix sockets and its two directories.
+      // and with it the TPM's PCRs); confined to Unix sockets and its two directories. With
+      // this daemon's gid (the unit's Group=): reading its /proc/<pid>/exe (IsOurSwtpm) needs
+      // matching credentials, the unit has no CAP_SYS_PTRACE.
       std::vector<std::string> run = {
           "systemd-run",
           "--quiet",
           "--collect",
           "--service-type=simple",
           "--unit=" + unit,
+          "--gid=" + std::to_string(::getegid()),
           "--description=sovguard software TPM (" + paths.state.string() + ")",
           "--property=UMask=0077",
           "--property=NoNewPrivileges=yes",

@@ -56,8 +56,12 @@ echo "== apt install $deb"
 # dpkg's database as of now, in the overlay: the build host's / is live underneath, and an apt run
 # there would otherwise show up here half-done. Taken again while the host is mid-transaction.
 snapshot_dpkg() {
-  rm -rf /var/lib/dpkg.vm && cp -a /var/lib/dpkg /var/lib/dpkg.vm && rm -rf /var/lib/dpkg &&
-    mv /var/lib/dpkg.vm /var/lib/dpkg && [[ -z $(ls -A /var/lib/dpkg/updates) ]] && [[ -z $(dpkg --audit) ]]
+  local f
+  for f in status available diversions statoverride; do
+    [[ -e /var/lib/dpkg/$f ]] && cp -a "/var/lib/dpkg/$f" "/var/lib/dpkg/$f.vm" && mv "/var/lib/dpkg/$f.vm" "/var/lib/dpkg/$f"
+  done
+  [[ -z $(ls -A /var/lib/dpkg/updates) ]] && rm -rf /var/lib/dpkg/updates && mkdir /var/lib/dpkg/updates &&
+    [[ -z $(dpkg --audit) ]]
 }
 check dpkg-database-consistent until_true 120 snapshot_dpkg
 # A fresh host: whatever the build host left in these paths is not this node's.
@@ -99,13 +103,16 @@ sovguardctl policy bundle --key signer.pem --version 1 policy.textproto -o /etc/
   fail policy-bundle "sovguardctl policy bundle"
 cp /etc/sovguard/policy.bundle good.bundle
 echo "policy_bundle = /etc/sovguard/policy.bundle" >>/etc/sovguard/sovguardd.conf
+# Under TCG a start takes minutes (a Debug+ASan daemon loading the world table: about 100 s here,
+# more under load), longer than the unit's default 90 s start timeout: raised for this VM only.
+mkdir -p /etc/systemd/system/sovguardd.service.d
+printf '[Service]\nTimeoutStartSec=600\n' >/etc/systemd/system/sovguardd.service.d/tcg.conf
 # This build's binaries may carry AddressSanitizer: its leak check at exit stops the world with
 # ptrace, which the unit's capability set excludes (CAP_SYS_PTRACE), and exits 1 ("fatal error").
 if ldd /usr/sbin/sovguardd | grep -q libasan; then
-  mkdir -p /etc/systemd/system/sovguardd.service.d
   printf '[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n' >/etc/systemd/system/sovguardd.service.d/asan.conf
-  systemctl daemon-reload
 fi
+systemctl daemon-reload
 
 # libvirtd and swtpm not running: sovguardd has to start them itself, and must do so as units of
 # their own (ignore-requirements: the unit's Wants=libvirtd.service would start it first).
@@ -153,7 +160,7 @@ status_json >status-start.json
 check tpm-quote sovguardctl attest quote --nonce "$(openssl rand -hex 20)" -o quote.json
 
 # A guest that holds "health" (its QEMU never needs to finish booting: TCG inside TCG).
-domain() { # NAME TAP LABEL
+domain() { # NAME TAP LABEL [DISK]
   cat <<EOF
 <domain type='qemu'>
   <name>$1</name>
@@ -164,7 +171,7 @@ domain() { # NAME TAP LABEL
   <on_poweroff>destroy</on_poweroff><on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/srv/sg-pool/health.img'/><target dev='vda' bus='virtio'/></disk>
+    ${4-<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/srv/sg-pool/health.img'/><target dev='vda' bus='virtio'/></disk>}
     <interface type='ethernet'><target dev='$2'/><model type='virtio'/><rom enabled='no'/></interface>
     <serial type='file'><source path='/srv/sg-console/$1.log'/><target port='0'/></serial>
     <memballoon model='none'/>
@@ -175,8 +182,14 @@ EOF
 label='<sovguard:guest xmlns:sovguard="https://sovguard.eu/ns/guest/1"><dataset id="health"/><disk target="vda" dataset="health"/></sovguard:guest>'
 domain sgvm-holder sgvmh0 "$label" >holder.xml
 domain sgvm-intruder sgvmi0 "" >intruder.xml
+# Without a disk: the guest whose survival of stop and crash is checked below.
+domain sgvm-plain sgvmp0 "" "" >plain.xml
 echo "== guests"
-virsh -q define holder.xml >/dev/null && virsh -q define intruder.xml >/dev/null
+virsh -q define holder.xml >/dev/null && virsh -q define intruder.xml >/dev/null && virsh -q define plain.xml >/dev/null
+if virsh -q start sgvm-plain >virsh-plain.txt 2>&1; then ok plain-started; else cat virsh-plain.txt; fail plain-started "virsh start sgvm-plain"; fi
+plain=$(qemu_pid sgvm-plain)
+check plain-in-machined-scope grep -q '^0::/machine.slice/machine-qemu.*sgvm.*plain.scope/' "/proc/$plain/cgroup"
+check plain-tap-filtered until_true 30 tap_filtered sgvmp0
 if virsh -q start sgvm-holder >virsh-holder.txt 2>&1; then ok holder-started; else cat virsh-holder.txt; fail holder-started "virsh start sgvm-holder"; fi
 qemu=$(qemu_pid sgvm-holder)
 cat "/proc/$qemu/cgroup" >holder-cgroup.txt 2>&1
@@ -209,11 +222,11 @@ cp good.bundle /etc/sovguard/policy.bundle
 
 # stop: enforcement stays pinned and attached; guests, libvirtd and swtpm keep running.
 still_running() { # after what
-  check "$1-guest-running" pid_alive "$qemu"
-  check "$1-guest-state" test "$(virsh -q domstate sgvm-holder)" = running
+  check "$1-guest-running" pid_alive "$plain"
+  check "$1-guest-state" test "$(virsh -q domstate sgvm-plain)" = running
   check "$1-libvirtd-running" test "$(show libvirtd MainPID)" = "$libvirtd"
   check "$1-swtpm-running" pid_alive "$swtpm"
-  check "$1-tap-filtered" tap_filtered sgvmh0
+  check "$1-tap-filtered" tap_filtered sgvmp0
   check "$1-pins" pins_present
   check "$1-cgroup-programs" machine_slice_guarded
 }
@@ -228,7 +241,7 @@ timeout 600 systemctl start sovguardd
 check restart-active test "$(show sovguardd ActiveState)" = active
 journalctl -q -u sovguardd --no-pager -o cat | tail -n +$((n + 1)) >journal-restart.txt
 check restart-adopted-storage grep -q "storage path adopted" journal-restart.txt
-check restart-adopted-tap grep -q "tap sgvmh0 adopted" journal-restart.txt
+check restart-adopted-tap grep -q "tap sgvmp0 adopted" journal-restart.txt
 check restart-swtpm-reused grep -q "started by a previous sovguardd, pid $swtpm, verified" journal-restart.txt
 check restart-only-daemon-in-its-cgroup only_daemon_in_unit
 still_running start
@@ -248,6 +261,6 @@ check no-signer-key-in-journal bash -c "! grep -aqF -- '$signer' journal-export.
 rm -f journal-export.txt signer.pem
 
 journalctl -q -u sovguardd --no-pager -o short-monotonic >journal-sovguardd.txt
-virsh -q destroy sgvm-holder >/dev/null 2>&1
+virsh -q destroy sgvm-plain >/dev/null 2>&1
 echo "== done: $(grep -c '^ok ' checks) ok, $(grep -c '^FAIL ' checks) failed"
 ! grep -q '^FAIL ' checks
