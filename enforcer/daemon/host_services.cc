@@ -24,6 +24,7 @@ namespace sovguard::daemon {
 namespace {
 
 using enforcer::RunCommand;
+using enforcer::SystemdIsInit;
 using enforcer::UniqueFd;
 using enforcer::WaitUntil;
 
@@ -73,6 +74,27 @@ bool RunsSwtpmOn(pid_t pid, const std::filesystem::path& state) {
   while (std::getline(in, arg, '\0'))
     if (arg == "dir=" + state.string()) return true;
   return false;
+}
+
+// The unit the daemon's swtpm runs as under systemd: one per TPM state directory, e.g.
+// sovguard-swtpm@var-lib-sovguard-swtpm.service.
+std::string SwtpmUnit(const std::filesystem::path& state) {
+  const auto escaped = RunCommand({"systemd-escape", "--path", state.string()});
+  std::string name = escaped.output;
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  if (escaped.exit_code != 0 || name.empty())
+    throw std::runtime_error("systemd-escape --path " + state.string() +
+                             " failed: " + escaped.output);
+  return "sovguard-swtpm@" + name + ".service";
+}
+
+// The cgroup (v2) `pid` runs in, e.g. /system.slice/sovguardd.service; "" when unknown.
+std::string CgroupOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("0::", 0) == 0) return line.substr(3);
+  return "";
 }
 
 // SIGTERM, then SIGKILL; bounded.
@@ -157,30 +179,87 @@ TpmChoice EnsureTpm(const Config& config) {
   if (!lock || ::flock(lock.Get(), LOCK_EX) != 0)
     throw std::runtime_error("lock " + (paths.state / "swtpm.lock").string() + ": " +
                              std::strerror(errno));
+  // Under systemd the swtpm is a unit of its own (outside sovguardd.service's cgroup); else a
+  // daemonised child, as started from a shell.
+  const std::string unit = SystemdIsInit() ? SwtpmUnit(paths.state) : "";
   if (!std::filesystem::exists(paths.state / "tpm2-00.permall")) {
-    RunOrThrow({"swtpm_setup", "--tpm2", "--tpmstate", paths.state.string(), "--create-ek-cert",
-                "--create-platform-cert", "--lock-nvram", "--pcr-banks", "sha256",
-                "--not-overwrite"});
+    std::vector<std::string> setup = {"swtpm_setup",      "--tpm2",
+                                      "--tpmstate",       paths.state.string(),
+                                      "--create-ek-cert", "--create-platform-cert",
+                                      "--lock-nvram",     "--pcr-banks",
+                                      "sha256",           "--not-overwrite"};
+    if (!unit.empty()) {
+      // Under systemd a transient unit too, outside the daemon's sandbox: swtpm-tools' local CA
+      // (/var/lib/swtpm-localca, tss's, mode 0750) signs the EK certificate, and the hardened
+      // unit (no CAP_DAC_OVERRIDE, ProtectSystem=strict) may not write there.
+      setup.insert(setup.begin(), {"systemd-run", "--quiet", "--collect", "--wait", "--pipe",
+                                   "--property=UMask=0077", "--"});
+    }
+    RunOrThrow(setup);
   }
   const pid_t previous = PidFromFile(paths.pid_file);
   std::string why, not_ours;
   std::string how;
-  if (previous != 0 && IsOurSwtpm(previous, paths, &not_ours)) {
-    how = "started by a previous sovguardd, pid " + std::to_string(previous) + ", verified";
+  const bool ours = previous != 0 && IsOurSwtpm(previous, paths, &not_ours);
+  const std::string cgroup = ours ? CgroupOf(previous) : "";
+  if (ours && !unit.empty() && !cgroup.ends_with("/" + unit))
+    not_ours = "pid " + std::to_string(previous) + " runs in cgroup " + cgroup + ", not as " + unit;
+  if (ours && not_ours.empty()) {
+    how = "started by a previous sovguardd, pid " + std::to_string(previous) + ", verified" +
+          (unit.empty() ? "" : ", unit " + unit);
   } else {
     // Never adopted: a swtpm of this state that is not on our sockets (e.g. an older daemon's on
-    // TCP) is stopped, then ours is started on fresh sockets.
+    // TCP) or, under systemd, not in its unit is stopped, then ours is started on fresh sockets.
+    if (!unit.empty()) RunCommand({"systemctl", "stop", unit});  // exit 5 when not loaded
     if (previous != 0 && RunsSwtpmOn(previous, paths.state)) StopProcess(previous);
     for (const auto& sock : {paths.socket, paths.ctrl}) {
       if (::unlink(sock.c_str()) != 0 && errno != ENOENT)
         throw std::runtime_error("remove " + sock.string() + ": " + std::strerror(errno));
     }
     std::filesystem::remove(paths.pid_file);
-    RunOrThrow({"swtpm", "socket", "--tpm2", "--tpmstate", "dir=" + paths.state.string(),
-                "--server", "type=unixio,path=" + paths.socket.string() + ",mode=0600", "--ctrl",
-                "type=unixio,path=" + paths.ctrl.string() + ",mode=0600", "--flags",
-                "not-need-init,startup-clear", "--daemon", "--pid",
-                "file=" + paths.pid_file.string()});
+    std::vector<std::string> argv = {"swtpm",
+                                     "socket",
+                                     "--tpm2",
+                                     "--tpmstate",
+                                     "dir=" + paths.state.string(),
+                                     "--server",
+                                     "type=unixio,path=" + paths.socket.string() + ",mode=0600",
+                                     "--ctrl",
+                                     "type=unixio,path=" + paths.ctrl.string() + ",mode=0600",
+                                     "--flags",
+                                     "not-need-init,startup-clear",
+                                     "--pid",
+                                     "file=" + paths.pid_file.string()};
+    if (unit.empty()) {
+      argv.emplace_back("--daemon");
+      RunOrThrow(argv);
+    } else {
+      // Its own transient unit, never a process of sovguardd.service (whose stop would kill it
+      // and with it the TPM's PCRs); confined to Unix sockets and its two directories. With
+      // this daemon's gid (the unit's Group=): reading its /proc/<pid>/exe (IsOurSwtpm) needs
+      // matching credentials, the unit has no CAP_SYS_PTRACE.
+      std::vector<std::string> run = {
+          "systemd-run",
+          "--quiet",
+          "--collect",
+          "--service-type=simple",
+          "--unit=" + unit,
+          "--gid=" + std::to_string(::getegid()),
+          "--description=sovguard software TPM (" + paths.state.string() + ")",
+          "--property=UMask=0077",
+          "--property=NoNewPrivileges=yes",
+          "--property=CapabilityBoundingSet=",
+          "--property=ProtectSystem=strict",
+          "--property=ReadWritePaths=" + paths.state.string() + " " +
+              paths.socket.parent_path().string(),
+          "--property=ProtectHome=yes",
+          "--property=PrivateTmp=yes",
+          "--property=PrivateNetwork=yes",
+          "--property=RestrictAddressFamilies=AF_UNIX",
+          "--"};
+      run.insert(run.end(), argv.begin(), argv.end());
+      RunOrThrow(run);
+    }
     pid_t started = 0;
     if (!WaitUntil(
             [&] {
@@ -189,9 +268,10 @@ TpmChoice EnsureTpm(const Config& config) {
             },
             std::chrono::seconds(10))) {
       throw std::runtime_error("swtpm started but does not answer as ours on " +
-                               paths.socket.string() + ": " + why);
+                               paths.socket.string() + ": " + why +
+                               (unit.empty() ? "" : " (journalctl -u " + unit + ")"));
     }
-    how = "started now, pid " + std::to_string(started) +
+    how = "started now, pid " + std::to_string(started) + (unit.empty() ? "" : " as " + unit) +
           (previous != 0 ? " (not using the previous one: " + not_ours + ")" : "");
   }
   return {.tcti = "swtpm:path=" + paths.socket.string(),
@@ -208,6 +288,16 @@ std::string EnsureLibvirtd(const Config& config) {
   if (!config.start_libvirtd) {
     throw std::runtime_error("libvirt does not answer at " + config.libvirt_uri +
                              " and start_libvirtd = false");
+  }
+  if (SystemdIsInit()) {
+    // Its own unit (Debian's libvirtd.service, which pulls in virtlogd.socket): started as a child
+    // here it would live in sovguardd.service's cgroup and die, with guests left unmanaged, on
+    // `systemctl stop sovguardd` (KillMode=mixed) or a restart after a crash.
+    RunOrThrow({"systemctl", "start", "libvirtd.service"});
+    if (!WaitUntil([&] { return LibvirtAnswers(config.libvirt_uri); }, std::chrono::seconds(30)))
+      throw std::runtime_error("started libvirtd.service but " + config.libvirt_uri +
+                               " does not answer");
+    return "started libvirtd.service (systemd); libvirt answers at " + config.libvirt_uri;
   }
   // virtlogd may already run without libvirtd: its "already running" failure is not ours to fix.
   const auto virtlogd = RunCommand({"virtlogd", "-d"});

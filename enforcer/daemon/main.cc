@@ -42,7 +42,8 @@ constexpr const char* kUsage = R"(usage: sovguardd [options]
   --version            print the version and exit
 )";
 
-// Writes `content` to `path` atomically (temp file + rename) so readers never see half a file.
+// Writes `content` to `path` atomically (temp file + rename) so readers never see half a file;
+// mode 0640: the owner and the runtime directory's group (README: local API and status).
 void WriteFileAtomically(const std::filesystem::path& path, const std::string& content) {
   const auto tmp = path.string() + ".tmp";
   {
@@ -50,15 +51,18 @@ void WriteFileAtomically(const std::filesystem::path& path, const std::string& c
     out << content;
     if (!out.flush()) throw std::runtime_error("write " + tmp + " failed");
   }
+  std::filesystem::permissions(tmp, std::filesystem::perms(0640));
   std::filesystem::rename(tmp, path);
 }
 
 int Run(const sd::Config& config) {
-  for (const auto& dir : {config.state_dir, config.runtime_dir}) {
+  // The state (TPM state, event log, anti-rollback) is the daemon's alone: 0700. The runtime
+  // directory (api.sock, status.json, probe.json) is 0750: its group (sovguard under the shipped
+  // unit's Group=) may use the local API and read the status. The unit sets the same modes.
+  for (const auto& [dir, mode] :
+       {std::pair{config.state_dir, 0700}, std::pair{config.runtime_dir, 0750}}) {
     std::filesystem::create_directories(dir);
-    std::filesystem::permissions(dir, std::filesystem::perms::owner_all |
-                                          std::filesystem::perms::group_read |
-                                          std::filesystem::perms::group_exec);
+    std::filesystem::permissions(dir, std::filesystem::perms(mode));
   }
   // Before anything touches the kernel: a second daemon would adopt the first one's datapath.
   const sd::InstanceLock lock(config.runtime_dir);

@@ -347,8 +347,9 @@ void Node::StartApi() {
           .window = std::chrono::milliseconds(config_.quote_batch_window_ms)});
   api_socket_ = attestation::service::PrepareUnixSocket(config_.runtime_dir / "api.sock");
   grpc::ServerBuilder builder;
-  // The socket lives in the runtime directory (mode 0750, group sovguard): the file system
-  // authenticates local callers.
+  // The socket lives in the runtime directory (mode 0750; group sovguard under the shipped unit)
+  // and is made 0660 once bound: the file system authenticates local callers (root and that
+  // group).
   builder.AddListeningPort(api_socket_, grpc::InsecureServerCredentials());
   int tls_port = 0;
   if (!config_.api_listen.empty()) {
@@ -378,6 +379,7 @@ void Node::StartApi() {
     throw std::runtime_error("cannot serve the API on " + api_socket_ +
                              (config_.api_listen.empty() ? "" : " and " + config_.api_listen));
   }
+  std::filesystem::permissions(config_.runtime_dir / "api.sock", std::filesystem::perms(0660));
   log::Info("attestation API on {}", api_socket_);
   if (tls_port != 0) {
     api_tls_ =

@@ -13,13 +13,15 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <sstream>
+#include <string>
 
 #include "bpf/storage/storage_guard.skel.h"
-#include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/probe/probe_candidates.h"
+#include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/unique_fd.h"
@@ -40,13 +42,20 @@ std::string ErrnoText(int err) {
   return std::strerror(err < 0 ? -err : err);
 }
 
-// A temporary cgroup v2 directory to attach cgroup programs to; removed on destruction.
+// A temporary cgroup v2 directory to attach cgroup programs to; removed on destruction. Made
+// below this process's own cgroup (e.g. system.slice/sovguardd.service, mode 0755, root's):
+// the cgroup2 root is mode 0555, which root without CAP_DAC_OVERRIDE (the hardened unit) cannot
+// write. A process in the root cgroup makes it there.
 class ScratchCgroup {
  public:
   ScratchCgroup() {
     auto root = FindCgroup2Mount();
     if (!root) throw std::runtime_error("no cgroup2 mount in /proc/self/mountinfo");
-    path_ = *root / fmt::format("sovguard-probe-{}", ::getpid());
+    std::ifstream self("/proc/self/cgroup");
+    std::filesystem::path own = *root;
+    for (std::string line; std::getline(self, line);)
+      if (line.rfind("0::/", 0) == 0) own = *root / line.substr(4);
+    path_ = own / fmt::format("sovguard-probe-{}", ::getpid());
     std::filesystem::create_directory(path_);
     fd_ = UniqueFd(::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd_) throw std::runtime_error("open " + path_.string() + ": " + ErrnoText(errno));
@@ -277,11 +286,11 @@ ProbeReport ProbeReportFromJson(const nlohmann::json& j) {
     PathResult pr{.path = p.at("path").get<std::string>(),
                   .mechanism = p.at("mechanism").get<std::string>()};
     const auto g = p.at("guarantee").get<std::string>();
-    pr.guarantee = g == "prevents"  ? Guarantee::kPrevents
+    pr.guarantee = g == "prevents" ? Guarantee::kPrevents
                    // "detects": reports written before the vocabulary was shared
                    : g == "detects-and-kills" || g == "detects" ? Guarantee::kDetectsAndKills
-                   : g == "counts"  ? Guarantee::kCounts
-                                    : Guarantee::kNone;
+                   : g == "counts"                              ? Guarantee::kCounts
+                                                                : Guarantee::kNone;
     for (const auto& a : p.at("attempts")) {
       pr.attempts.push_back({.mechanism = a.at("mechanism").get<std::string>(),
                              .ok = a.at("ok").get<bool>(),

@@ -518,7 +518,7 @@ LayoutDetection DetectCgroupLayout(const fs::path& sysroot) {
   // is PID 1); else it makes the cgroupfs layout itself (virCgroupNewMachine ->
   // virCgroupNewMachineManual). The same two facts, read from files (no D-Bus dependency):
   std::error_code ec;
-  if (!fs::is_directory(sysroot / "run/systemd/system", ec)) {
+  if (!enforcer::SystemdIsInit(sysroot)) {
     return {CgroupLayout::kCgroupfs,
             "systemd is not PID 1 (no /run/systemd/system): libvirt "
             "makes <cgroup2>/machine/<guest>.libvirt-qemu"};

@@ -65,4 +65,9 @@ bool TcpPortAnswers(const std::string& host, int port) {
   return ::connect(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
 }
 
+bool SystemdIsInit(const std::filesystem::path& sysroot) {
+  std::error_code ec;
+  return std::filesystem::is_directory(sysroot / "run/systemd/system", ec);
+}
+
 }  // namespace sovguard::enforcer

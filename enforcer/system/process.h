@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,10 @@ bool WaitUntil(Pred&& ready, std::chrono::milliseconds timeout);
 
 // True when a TCP connection to host:port succeeds.
 bool TcpPortAnswers(const std::string& host, int port);
+
+// True when systemd is the init system (PID 1), decided as sd_booted() decides it:
+// `<sysroot>/run/systemd/system` is a directory. sysroot: "/" on the host, a fake tree in tests.
+bool SystemdIsInit(const std::filesystem::path& sysroot = "/");
 
 }  // namespace sovguard::enforcer
 

@@ -8,10 +8,12 @@
 #   --io DIR      run directory shared read-write at the same path inside the guest (default: a new
 #                 temporary one, removed afterwards); the guest writes DIR/lsm and DIR/status there
 #   --timeout S   bound of the whole boot, in seconds (default 600): QEMU is killed after it
+#   --systemd     boot systemd as PID 1 (the host's, in the overlay root) and run the command as
+#                 the unit sovguard-vm-test.service (tests/vm/vm-init.sh)
 # The command runs in the current directory, with CI and SOVGUARD_* from this environment.
 # Exit: the command's status; 124 when the bound was hit; 125 when the guest gave no status.
 set -euo pipefail
-kernel="" initramfs="" lsm="" io="" timeout=600
+kernel="" initramfs="" lsm="" io="" timeout=600 systemd=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --kernel) kernel=$2; shift 2 ;;
@@ -19,6 +21,7 @@ while [[ $# -gt 0 ]]; do
     --lsm) lsm=$2; shift 2 ;;
     --io) io=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
+    --systemd) systemd=1; shift ;;
     --) shift; break ;;
     *) echo "run-in-vm: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -46,6 +49,8 @@ rm -f "$io/status" "$io/lsm"
 
 append="console=ttyS0 panic=-1 quiet loglevel=4 sg.io=$io"
 [[ -n $lsm ]] && append+=" lsm=$lsm"
+# Its own target (no fstab: the host's describes the host's disks); failed units on the console.
+[[ $systemd -eq 1 ]] && append+=" sg.systemd=1 systemd.unit=sovguard-vm.target fstab=0 systemd.show_status=error"
 echo "run-in-vm: $(basename "$kernel") lsm=${lsm:-<built-in>} timeout=${timeout}s: $*"
 start=$(date +%s)
 rc=0

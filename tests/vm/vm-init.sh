@@ -10,6 +10,9 @@
 #  - it prints "SOVGUARD-VM: kernel <release> lsm=<list>" before and "SOVGUARD-VM: exit=<status>"
 #    after the command, writes the lsm list to PATH/lsm and the status to PATH/status, then powers
 #    off. Every step that can fail says so on the console; a missing status file means "failed".
+#  - with sg.systemd=1 on the command line it switches root to the overlay and execs systemd as
+#    PID 1 instead; the unit sovguard-vm-test.service (started by sovguard-vm.target, which
+#    run-in-vm.sh names as systemd.unit=) runs cmd.sh, writes PATH/status and powers off.
 /bin/busybox mkdir -p /proc /sys /dev /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -66,6 +69,43 @@ chmod 0755 /modprobe-hostroot
 echo /modprobe-hostroot >/proc/sys/kernel/modprobe
 chroot $r /sbin/modprobe -a loop veth || echo "SOVGUARD-VM: modprobe loop veth failed"
 
+if grep -q '\bsg\.systemd=1\b' /proc/cmdline; then
+  # Only what the test needs: sysinit and sockets (dbus, libvirt's), not the host's multi-user
+  # services and timers.
+  cat >$r/etc/systemd/system/sovguard-vm.target <<UNIT
+[Unit]
+Description=sovguard vm tier: the test and what it needs
+Requires=sysinit.target sockets.target sovguard-vm-test.service
+After=sysinit.target sockets.target
+AllowIsolate=yes
+UNIT
+  cat >$r/etc/systemd/system/sovguard-vm-test.service <<UNIT
+[Unit]
+Description=sovguard vm tier: $io/cmd.sh
+After=sysinit.target sockets.target
+[Service]
+Type=oneshot
+TimeoutStartSec=infinity
+StandardOutput=journal+console
+StandardError=journal+console
+ExecStart=/bin/bash -c 'bash $io/cmd.sh; echo \$\$? >$io/status; echo SOVGUARD-VM: exit=\$\$(cat $io/status); sync'
+SuccessAction=poweroff-immediate
+FailureAction=poweroff-immediate
+UNIT
+  # This VM is no container: systemd reads the kernel command line (systemd.unit=) only outside
+  # one, and the host's /.dockerenv would make it think it runs in one. The host's timers and
+  # avahi (pulled in by basic.target) stay off.
+  rm -f $r/.dockerenv $r/run/.containerenv
+  for u in timers.target avahi-daemon.service avahi-daemon.socket; do
+    ln -sf /dev/null "$r/etc/systemd/system/$u"
+  done
+  # The kernel's module helper is the root's own again (/modprobe-hostroot goes with the initramfs).
+  echo /sbin/modprobe >/proc/sys/kernel/modprobe
+  echo "SOVGUARD-VM: switching to systemd"
+  exec switch_root $r /lib/systemd/systemd
+  echo "SOVGUARD-VM: switch_root failed"
+  off
+fi
 chroot $r /bin/bash "$io/cmd.sh"
 status=$?
 echo "$status" >"$r$io/status"

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -87,16 +88,24 @@ class VmTest : public ::testing::Test {
              << base << ".rc\n";
     }
     script.close();
+    Run(io, lsm, false, timeout_s);
+    return io;
+  }
+
+  // Boots once (lsm= `lsm`, "" for the built-in list; systemd as PID 1 when `systemd`) and runs
+  // io/script.sh; fails the test when the guest did not finish within `timeout_s` or the script
+  // failed.
+  static void Run(const fs::path& io, const std::string& lsm, bool systemd, int timeout_s) {
     std::string cmd = std::string(SOVGUARD_VM_RUNNER) + " --kernel " + SOVGUARD_VM_KERNEL +
                       " --initramfs " + SOVGUARD_VM_INITRAMFS + " --io " + Quote(io.string()) +
                       " --timeout " + std::to_string(timeout_s);
     if (!lsm.empty()) cmd += " --lsm " + lsm;
+    if (systemd) cmd += " --systemd";
     cmd += " -- bash " + Quote((io / "script.sh").string()) + " 2>&1";
     std::fflush(stdout);
     const int status = std::system(cmd.c_str());  // output goes to the test's own log
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "run-in-vm.sh status " << status << " (124: bound hit, 125: no status from the guest)";
-    return io;
   }
 
   static std::string Lsm(const fs::path& io) {
@@ -253,6 +262,115 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
                            {"VolumeIdTest.DeviceMapperAliasesOfAProtectedDeviceAreRefused",
                             "VolumeIdTest.ScsiGenericAndBsgNodesOfAProtectedDiskAreRefused",
                             "VolumeIdTest.ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode"});
+}
+
+// A systemd host: the same kernel booted with systemd as PID 1 (the host's systemd, machined,
+// libvirt and swtpm). tests/vm/systemd-host.sh installs the .deb built here with apt, runs
+// sovguardd.service and writes one line per check; each must say ok. What they cover: readiness
+// through Type=notify and watchdog pings; libvirtd and swtpm, which sovguardd starts when they do
+// not run, as units of their own (never in sovguardd.service's cgroup); the hardened unit pins
+// and attaches its programs and quotes with the swtpm; a guest started by libvirt under machined
+// runs in machine.slice/machine-qemu...scope with its tap filtered, and a guest without its
+// dataset is refused the volume (journalctl SOVGUARD_EVENT=violation names it); a bad bundle on
+// reload leaves the last good policy; `systemctl stop`, `start` (adopts) and a SIGKILL (Restart=)
+// leave the guest, libvirtd and swtpm running with enforcement in place; no key in the journal.
+TEST_F(VmTest, SystemdHostRunsThePackagedUnit) {
+  SOVGUARD_REQUIRE(std::system("command -v cpack >/dev/null && command -v apt-get >/dev/null && "
+                               "test -x /lib/systemd/systemd") == 0,
+                   "cpack, apt-get and systemd (the systemd boot installs the .deb)");
+  const fs::path io = fs::path(SOVGUARD_VM_RUN_DIR) / "systemd";
+  fs::remove_all(io);
+  fs::create_directories(io / "deb");
+  // The package as the packaging test builds it (cpack in this build tree).
+  const std::string cpack = "cd " + Quote(SOVGUARD_BINARY_DIR) + " && cpack -G DEB -B " +
+                            Quote((io / "deb").string()) + " >" +
+                            Quote((io / "cpack.log").string()) + " 2>&1";
+  ASSERT_EQ(std::system(cpack.c_str()), 0) << ReadText(io / "cpack.log");
+  fs::path deb;
+  for (const auto& e : fs::directory_iterator(io / "deb"))
+    if (e.path().extension() == ".deb") deb = e.path();
+  ASSERT_FALSE(deb.empty()) << ReadText(io / "cpack.log");
+  std::ofstream(io / "script.sh") << "exec bash " << Quote(SOVGUARD_VM_SYSTEMD_SCRIPT) << " "
+                                  << Quote(deb.string()) << " " << Quote(io.string()) << " "
+                                  << Quote(SOVGUARD_VM_KERNEL) << "\n";
+  const auto start = std::chrono::steady_clock::now();
+  Run(io, "", true, 1400);
+  std::printf("systemd boot: %lld s\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(
+                                         std::chrono::steady_clock::now() - start)
+                                         .count()));
+  const std::string checks = ReadText(io / "checks");
+  std::printf("%s", checks.c_str());
+  EXPECT_EQ(checks.find("FAIL "), std::string::npos) << checks;
+  std::vector<std::string> must = {"systemd-is-pid-1",
+                                   "dpkg-database-consistent",
+                                   "deb-installed",
+                                   "unit-enabled-by-postinst",
+                                   "start-returned",
+                                   "notify-ready",
+                                   "libvirtd-started-as-its-unit",
+                                   "libvirtd-in-own-cgroup",
+                                   "swtpm-in-own-unit",
+                                   "swtpm-sockets-0600-dir-0700",
+                                   "only-daemon-in-its-cgroup",
+                                   "modes-as-documented",
+                                   "group-member-reads-status",
+                                   "group-member-quotes",
+                                   "non-member-refused-status",
+                                   "non-member-refused-quote",
+                                   "watchdog-pings",
+                                   "bpf-pinned",
+                                   "cgroup-programs-on-machine-slice",
+                                   "tpm-quote",
+                                   "plain-started",
+                                   "plain-in-machined-scope",
+                                   "plain-tap-filtered",
+                                   "holder-started",
+                                   "holder-in-machined-scope",
+                                   "holder-tap-filtered",
+                                   "intruder-refused",
+                                   "violation-in-journal",
+                                   "reload-rejected-in-journal",
+                                   "reload-kept-policy",
+                                   "reload-still-active",
+                                   "stopped",
+                                   "restart-active",
+                                   "restart-adopted-storage",
+                                   "restart-adopted-tap",
+                                   "restart-swtpm-reused",
+                                   "restart-only-daemon-in-its-cgroup",
+                                   "crash-restarted",
+                                   "no-private-key-in-journal",
+                                   "no-signer-key-in-journal"};
+  for (const char* when : {"stop", "start", "crash"}) {
+    for (const char* what : {"guest-running", "guest-state", "libvirtd-running", "swtpm-running",
+                             "tap-filtered", "pins", "cgroup-programs"})
+      must.push_back(std::string(when) + "-" + what);
+  }
+  for (const auto& m : must)
+    EXPECT_NE(("\n" + checks).find("\nok " + m + "\n"), std::string::npos) << m << " not ok";
+
+  // The storage path saw machined's layout and the guest's scope.
+  const auto status = nlohmann::json::parse(ReadText(io / "status-guest.json"));
+  const auto& storage = status.at("storage");
+  EXPECT_EQ(storage.value("layout", ""), "systemd") << storage.dump(2);
+  EXPECT_TRUE(storage.value("machine_cgroup", "").ends_with("/machine.slice")) << storage.dump(2);
+  EXPECT_NE(storage.at("guests").dump().find("sgvm"), std::string::npos) << storage.dump(2);
+  // The refusal in the journal, with its fields.
+  bool found = false;
+  std::istringstream violations(ReadText(io / "violations.json"));
+  for (std::string line; std::getline(violations, line);) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line);
+    if (j.value("SOVGUARD_GUEST", "") != "sgvm-intruder") continue;
+    found = true;
+    EXPECT_EQ(j.value("SOVGUARD_PATH", ""), "storage") << line;
+    EXPECT_EQ(j.value("SOVGUARD_DATASET", ""), "health") << line;
+    EXPECT_FALSE(j.value("SOVGUARD_VERDICT", "").empty()) << line;
+    EXPECT_EQ(j.value("SYSLOG_IDENTIFIER", ""), "sovguardd") << line;
+  }
+  EXPECT_TRUE(found) << "no SOVGUARD_EVENT=violation record names sgvm-intruder:\n"
+                     << ReadText(io / "violations.json");
 }
 
 }  // namespace
