@@ -397,10 +397,11 @@ TEST(Evidence, MerkleTreeIsRfc9162AndEveryPathReachesTheRoot) {
       ASSERT_EQ(path.size(), evidence::InclusionPathLength(i, n));
       ASSERT_EQ(evidence::RootFromInclusionPath(leaves[i], i, n, path), tree.Root());
       // A path one hash short or long is refused, not walked.
-      if (!path.empty())
+      if (!path.empty()) {
         EXPECT_THROW(evidence::RootFromInclusionPath(leaves[i], i, n,
                                                      std::span(path).first(path.size() - 1)),
                      AttestationError);
+      }
       auto longer = path;
       longer.push_back(leaves[0]);
       EXPECT_THROW(evidence::RootFromInclusionPath(leaves[i], i, n, longer), AttestationError);
@@ -408,8 +409,9 @@ TEST(Evidence, MerkleTreeIsRfc9162AndEveryPathReachesTheRoot) {
       if (n > 1) {
         EXPECT_NE(evidence::RootFromInclusionPath(leaves[(i + 1) % n], i, n, path), tree.Root());
         const size_t j = i ^ 1;
-        if (j < n && evidence::InclusionPathLength(j, n) == path.size())
+        if (j < n && evidence::InclusionPathLength(j, n) == path.size()) {
           EXPECT_NE(evidence::RootFromInclusionPath(leaves[i], j, n, path), tree.Root());
+        }
       }
     }
   }

@@ -210,8 +210,9 @@ TEST_F(QuoteTest, BatchedQuoteVerifiesWithTpm2CheckquoteOverTheRoot) {
   // Leaf order is a function of the leaves (sorted by hash), not of the request order.
   for (size_t i = 0; i + 1 < batch.size(); ++i)
     for (size_t j = 0; j < batch.size(); ++j)
-      if (batch[j].inclusion().leaf_index() == batch[i].inclusion().leaf_index() + 1)
+      if (batch[j].inclusion().leaf_index() == batch[i].inclusion().leaf_index() + 1) {
         EXPECT_LT(batch[i].inclusion().leaf(), batch[j].inclusion().leaf());
+      }
   // More requests than a quote can carry are refused before the TPM.
   std::vector<std::span<const uint8_t>> too_many(evidence::kMaxBatchLeaves + 1, spans[0]);
   EXPECT_THROW(builder.BuildBatch(too_many, Snapshot("vm1")), AttestationError);

@@ -223,7 +223,7 @@ TEST(VerifyUnit, EvidenceViewKeepsTheCelInPlaceAndParsesAsProtobufDoes) {
        {field(11, field(1, "second cel")), field(11, field(2, std::string(1, '\x07'))),
         field(11, field(1, "a") + field(1, "b") + field(4, "ima")), field(11, ""),
         field(11, field(1, "x") + std::string("\x08\x96\x01")), field(2, "node-b"),
-        std::string("\x5a\x05\x0a\x09abc"), std::string("\x5b\x5c"), std::string("\x00")}) {
+        std::string("\x5a\x05\x0a\x09" "abc"), std::string("\x5b\x5c"), std::string("\x00")}) {
     const std::string in = base + extra;
     ExpectViewAsParse(std::span(reinterpret_cast<const uint8_t*>(in.data()), in.size()),
                       "genuine-rsa.pb + " + ToHex(Bytes(extra.begin(), extra.end())));
