@@ -61,24 +61,7 @@ class DaemonFleet : public ::testing::Test {
 
   // The certifier reviews the nodes: one quote of each through its local API, and a manifest
   // approving every component they measured.
-  void Certify() {
-    std::vector<sovguard::attestation::v1::Evidence> quotes(nodes_.size());
-    std::vector<const sovguard::attestation::v1::Evidence*> refs;
-    for (size_t i = 0; i < nodes_.size(); ++i) {
-      const std::string socket =
-          nodes_[i]->Status().at("api_socket").get<std::string>().substr(5);  // "unix:"
-      const fs::path file = dir_ / ("certify-" + std::to_string(i) + ".json");
-      std::string out;
-      ASSERT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677" +
-                                 " --socket " + socket + " -o " + file.string() + " 2>&1",
-                             &out),
-                0)
-          << out;
-      sovguard::attestation::evidence::FromJson(st::ReadTextFile(file), quotes[i]);
-      refs.push_back(&quotes[i]);
-    }
-    manifest_ = st::WriteReferenceManifest(refs, dir_, "daemon-fleet");
-  }
+  void Certify() { manifest_ = st::CertifyNodes(nodes_, dir_, "daemon-fleet"); }
 
   int Fleet(const std::string& targets, std::string* out, const std::string& extra = "") {
     std::ofstream(dir_ / "fleet.txt") << targets;

@@ -115,24 +115,7 @@ class DaemonPlacement : public ::testing::Test {
   }
 
   // The certifier's manifest approving what the nodes measured (one quote each).
-  void Certify() {
-    std::vector<sovguard::attestation::v1::Evidence> quotes(nodes_.size());
-    std::vector<const sovguard::attestation::v1::Evidence*> refs;
-    for (size_t i = 0; i < nodes_.size(); ++i) {
-      const std::string socket =
-          nodes_[i]->Status().at("api_socket").get<std::string>().substr(5);  // "unix:"
-      const fs::path file = dir_ / ("certify-" + std::to_string(i) + ".json");
-      std::string out;
-      ASSERT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677" +
-                                 " --socket " + socket + " -o " + file.string() + " 2>&1",
-                             &out),
-                0)
-          << out;
-      sovguard::attestation::evidence::FromJson(st::ReadTextFile(file), quotes[i]);
-      refs.push_back(&quotes[i]);
-    }
-    manifest_ = st::WriteReferenceManifest(refs, dir_, "daemon-placement");
-  }
+  void Certify() { manifest_ = st::CertifyNodes(nodes_, dir_, "daemon-placement"); }
 
   // sovguard-verify --fleet with Placement, the policy pinned to the shipped default's digest.
   std::vector<std::string> Verifier(const std::string& fleet,

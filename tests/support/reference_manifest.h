@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <span>
@@ -17,6 +18,7 @@
 #include "attestation/common/bytes.h"
 #include "attestation/eventlog/cel.h"
 #include "attestation/evidence/evidence.pb.h"
+#include "attestation/evidence/format.h"
 #include "tests/support/daemon_process.h"
 
 namespace sovguard::test {
@@ -74,6 +76,28 @@ inline ReferenceManifest WriteReferenceManifest(
                &log) != 0)
     throw std::runtime_error("signing the reference manifest: " + log);
   return out;
+}
+
+// The certifier reviews running nodes: one quote of each through its local API, and a manifest
+// approving every component they measured (WriteReferenceManifest). Throws std::runtime_error
+// with sovguardctl's output when a quote fails.
+inline ReferenceManifest CertifyNodes(const std::vector<std::unique_ptr<DaemonProcess>>& nodes,
+                                      const std::filesystem::path& dir, const std::string& id) {
+  std::vector<attestation::v1::Evidence> quotes(nodes.size());
+  std::vector<const attestation::v1::Evidence*> refs;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const std::string socket =
+        nodes[i]->Status().at("api_socket").get<std::string>().substr(5);  // "unix:"
+    const std::filesystem::path file = dir / ("certify-" + std::to_string(i) + ".json");
+    std::string out;
+    if (RunShell(DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677 --socket " +
+                     socket + " -o " + file.string() + " 2>&1",
+                 &out) != 0)
+      throw std::runtime_error("sovguardctl attest quote on node " + std::to_string(i) + ": " + out);
+    attestation::evidence::FromJson(ReadTextFile(file), quotes[i]);
+    refs.push_back(&quotes[i]);
+  }
+  return WriteReferenceManifest(refs, dir, id);
 }
 
 // sovguard-verify --json on `evidence` as an auditor of a test node runs it: the enrolled AK
