@@ -93,7 +93,8 @@ inline ReferenceManifest CertifyNodes(const std::vector<std::unique_ptr<DaemonPr
     if (RunShell(DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677 --socket " +
                      socket + " -o " + file.string() + " 2>&1",
                  &out) != 0)
-      throw std::runtime_error("sovguardctl attest quote on node " + std::to_string(i) + ": " + out);
+      throw std::runtime_error("sovguardctl attest quote on node " + std::to_string(i) + ": " +
+                               out);
     attestation::evidence::FromJson(ReadTextFile(file), quotes[i]);
     refs.push_back(&quotes[i]);
   }
