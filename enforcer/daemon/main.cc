@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +30,51 @@ namespace sd = sovguard::daemon;
 namespace en = sovguard::enforcer;
 
 namespace {
+
+// systemd's watchdog (WatchdogSec=), pinged once per main-loop round. A round's work may take
+// longer than the interval on a loaded or slow host (a reload applying a world-sized table, a
+// tamper round comparing whole tables, a storage path started over, a hook holding the node's
+// lock): during it the bound is raised with WATCHDOG_USEC to max(10 intervals, 5 minutes) and set
+// back afterwards, so a slow daemon is not killed in the middle of enforcing, and a hung one still
+// is (within that bound while working, within the interval while idle).
+class Watchdog {
+ public:
+  Watchdog() {
+    std::uint64_t usec = 0;
+    enabled_ = sd_watchdog_enabled(0, &usec) > 0;
+    interval_ = std::chrono::microseconds(usec);
+  }
+  bool enabled() const { return enabled_; }
+  std::chrono::microseconds interval() const { return interval_; }
+  void Ping() const {
+    if (enabled_) sd_notify(0, "WATCHDOG=1");
+  }
+
+  class Scope {
+   public:
+    explicit Scope(const Watchdog* w) : w_(w) {
+      if (w_ != nullptr)
+        w_->Set(std::max<std::chrono::microseconds>(10 * w_->interval_, std::chrono::minutes(5)));
+    }
+    ~Scope() {
+      if (w_ != nullptr) w_->Set(w_->interval_);
+    }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    const Watchdog* w_;
+  };
+  // The raised bound until the returned object goes out of scope.
+  [[nodiscard]] Scope LongWork() const { return Scope(enabled_ ? this : nullptr); }
+
+ private:
+  void Set(std::chrono::microseconds bound) const {
+    sd_notifyf(0, "WATCHDOG=1\nWATCHDOG_USEC=%llu", static_cast<unsigned long long>(bound.count()));
+  }
+  bool enabled_ = false;
+  std::chrono::microseconds interval_{0};
+};
 
 constexpr const char* kUsage = R"(usage: sovguardd [options]
   --config FILE        settings file (default /etc/sovguard/sovguardd.conf when it exists)
@@ -123,8 +170,7 @@ int Run(const sd::Config& config) {
   };
   write_status();
 
-  uint64_t watchdog_usec = 0;
-  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  const Watchdog watchdog;
   // Fail closed, said where operators look: guests holding a dataset are refused meanwhile.
   const std::string unguarded = node.Status().value("not_enforced", "");
   if (unguarded.empty()) {
@@ -138,21 +184,24 @@ int Run(const sd::Config& config) {
   // Half the watchdog interval between pings, as sd_watchdog_enabled(3) recommends; at most a
   // second, so status and violation events stay fresh.
   const auto tick = std::min<std::chrono::microseconds>(
-      watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::seconds(1),
+      watchdog.enabled() ? watchdog.interval() / 2 : std::chrono::seconds(1),
       std::chrono::seconds(1));
-  auto next_tamper_check = std::chrono::steady_clock::now();
+  // Node::Start() ran the first round.
+  auto next_tamper_check =
+      std::chrono::steady_clock::now() + std::chrono::seconds(config.tamper_check_seconds);
   while (true) {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
     timespec ts{
         .tv_sec = secs.count(),
         .tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count()};
     const int sig = sigtimedwait(&signals, nullptr, &ts);
-    if (watchdog) sd_notify(0, "WATCHDOG=1");
+    watchdog.Ping();
     if (sig == SIGTERM || sig == SIGINT) {
       sd_notify(0, "STOPPING=1");
       sd::log::Info("stopping on {}; kernel enforcement stays in force", strsignal(sig));
       return 0;
     }
+    const auto long_work = watchdog.LongWork();
     if (sig == SIGHUP) {
       sd::log::Info("reload requested");
       node.Reload();

@@ -974,6 +974,11 @@ void Node::Start() {
       it = measured_guests_.erase(it);
     }
   }
+  // The first tamper round, whole tables included (what a predecessor left, what was just
+  // written), before the daemon says it is ready: a guest starting right after that does not wait
+  // behind it for the node's lock (seconds with a world-sized table on a loaded host, longer than
+  // the hook's bound under emulation). The main loop's rounds follow.
+  CheckTamperLocked();
 }
 
 void Node::Reload() {
@@ -996,6 +1001,10 @@ void Node::Reload() {
 
 void Node::CheckTamper() {
   std::lock_guard lock(mu_);
+  CheckTamperLocked();
+}
+
+void Node::CheckTamperLocked() {
   // Identities every check; the table contents (tens of MiB to read back, or hundreds of
   // thousands of endpoint entries to compare) every 12th.
   const bool tables = tamper_checks_++ % 12 == 0;

@@ -191,6 +191,7 @@ class Node {
   void RefreshStorageAliases(std::string_view why);
 
  private:
+  void CheckTamperLocked();  // CheckTamper with mu_ held
   // Parts of CheckTamper, called with mu_ held; true when the policy must be applied again.
   bool CheckNetTamper(bool tables);
   bool CheckStorageTamper(bool tables);

@@ -1,14 +1,25 @@
 // The newcomer path, for real: sovguardd on embedded defaults finds or starts libvirtd, starts a
 // swtpm when there is no hardware TPM (and says so), probes the kernel, applies the shipped policy,
 // answers a quote, reports status, and stops cleanly on SIGTERM.
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include "attestation/eventlog/cel.h"
+#include "enforcer/system/unique_fd.h"
 #include "tests/harness/kernel_objects.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
@@ -26,9 +37,7 @@ class DaemonStart : public ::testing::Test {
                      "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
     dir_ = fs::temp_directory_path() / ("sg-daemon-" + std::to_string(::getpid()));
   }
-  void TearDown() override {
-    fs::remove_all(dir_);
-  }
+  void TearDown() override { fs::remove_all(dir_); }
 
   fs::path dir_;
   st::ServicesAsFound services_;
@@ -209,6 +218,95 @@ TEST_F(DaemonStart, LogsTheAddressOnlyExceptionWarningWhenItLoadsThePolicy) {
       << out;
   EXPECT_EQ(daemon.Terminate(), 0) << daemon.Log();
   EXPECT_EQ(daemon.RunOnce({"--release-enforcement"}, &out), 0) << out;
+}
+
+// Under systemd's watchdog (WatchdogSec=30s in the unit) a main-loop round may take longer than
+// the interval on a slow or loaded host (seen under TCG: a tamper round comparing the world table,
+// a reload applying it): systemd killed the daemon mid-round. Each round's work now runs under a
+// raised bound (WATCHDOG_USEC, at least 5 minutes) that is set back after it; the daemon is the
+// service here, this test its systemd (NOTIFY_SOCKET, WATCHDOG_USEC), a reload included.
+TEST_F(DaemonStart, UnderTheWatchdogEachRoundWorksUnderARaisedBoundThatIsSetBack) {
+  fs::create_directories(dir_);
+  const fs::path path = dir_ / "notify.sock";
+  const sovguard::enforcer::UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock) << std::strerror(errno);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::bind(sock.Get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0)
+      << std::strerror(errno);
+  const int on = 1;
+  ASSERT_EQ(::setsockopt(sock.Get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)), 0);
+  constexpr const char* kInterval = "4000000";  // 4 s
+  constexpr const char* kRaised = "300000000";  // max(10 intervals, 5 minutes)
+  ::setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  ::setenv("WATCHDOG_USEC", kInterval, 1);
+  st::DaemonProcess daemon(dir_ / "d",
+                           {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data"});
+  ::unsetenv("NOTIFY_SOCKET");
+  ::unsetenv("WATCHDOG_USEC");
+  std::string why;
+  ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
+
+  // Every message until `done` holds (bounded), as systemd receives them.
+  std::vector<std::string> messages;
+  const auto receive_until = [&](const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{.fd = sock.Get(), .events = POLLIN, .revents = 0};
+      if (::poll(&p, 1, 1000) <= 0) continue;
+      // Only the daemon's own messages count, as with the unit's NotifyAccess=main (what it
+      // starts, e.g. swtpm, inherits NOTIFY_SOCKET).
+      char buf[4096];
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+      iovec iov{.iov_base = buf, .iov_len = sizeof(buf)};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      const ssize_t n = ::recvmsg(sock.Get(), &msg, 0);
+      const cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      if (n <= 0 || c == nullptr || c->cmsg_type != SCM_CREDENTIALS) continue;
+      ucred cred{};
+      std::memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+      if (cred.pid == daemon.Pid()) messages.emplace_back(buf, static_cast<std::size_t>(n));
+    }
+    return done();
+  };
+  const auto count = [&](const std::string& m) {
+    return std::count(messages.begin(), messages.end(), m);
+  };
+  const std::string raise = std::string("WATCHDOG=1\nWATCHDOG_USEC=") + kRaised;
+  const std::string restore = std::string("WATCHDOG=1\nWATCHDOG_USEC=") + kInterval;
+  ASSERT_TRUE(receive_until([&] { return count(restore) >= 3; }))
+      << testing::PrintToString(messages);
+  ASSERT_EQ(::kill(daemon.Pid(), SIGHUP), 0);
+  const auto before_reload = count(restore);
+  ASSERT_TRUE(receive_until([&] {
+    return daemon.Log().find("reload") != std::string::npos && count(restore) >= before_reload + 2;
+  })) << daemon.Log();
+
+  EXPECT_EQ(std::count_if(messages.begin(), messages.end(),
+                          [](const std::string& m) { return m.starts_with("READY=1"); }),
+            1)
+      << testing::PrintToString(messages);
+  // Raised and set back in pairs, each round's work between them; plain pings in between.
+  bool raised = false;
+  for (const auto& m : messages) {
+    if (m == raise) {
+      EXPECT_FALSE(raised) << "raised twice without being set back: "
+                           << testing::PrintToString(messages);
+      raised = true;
+    } else if (m == restore) {
+      EXPECT_TRUE(raised) << "set back without being raised: " << testing::PrintToString(messages);
+      raised = false;
+    } else if (m.find("WATCHDOG_USEC=") != std::string::npos) {
+      ADD_FAILURE() << "unexpected bound: " << m;
+    }
+  }
+  EXPECT_FALSE(raised) << "the last round left the raised bound in place";
+  EXPECT_EQ(daemon.Terminate(), 0) << daemon.Log();
 }
 
 TEST_F(DaemonStart, AuditorsQuoteOverMutualTlsOnlyWhenAllowListed) {

@@ -250,6 +250,36 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
 
+// A daemon that crashed and started again adopts the pinned storage state: a guest holding the
+// dataset that starts after that uses its disk (the adopted programs register its new cgroup from
+// the name the new daemon announces), and a guest without the dataset is still refused it.
+TEST_F(DaemonStorage, AfterACrashANewHolderUsesItsDiskAndAnIntruderIsRefused) {
+  StartDaemon();
+  st::ScopedHookTarget hook(HookPath());
+  ProtectVolumeByUse("sgt-dsa1");
+  daemon_->Kill();
+  daemon_->Restart();
+  std::string why;
+  ASSERT_TRUE(daemon_->WaitReady(120s, &why)) << why;
+  ASSERT_NE(daemon_->Log().find("storage path adopted"), std::string::npos) << daemon_->Log();
+  {
+    st::GuestSpec spec;
+    spec.name = "sgt-dsa2";
+    spec.tap = "sgtdsa2";
+    spec.metadata = kHealthDiskLabel;
+    st::TestGuest holder(spec);
+    AttachDisk(holder);
+    const auto r = holder.TryStart();
+    ASSERT_EQ(r.exit_code, 0) << "the holder was refused its own disk after adoption: " << r.err
+                              << "\n"
+                              << daemon_->Log();
+    ASSERT_TRUE(holder.WaitReady(120s)) << st::ReadTextFile(holder.ConsoleLog());
+    holder.Destroy();
+  }
+  EXPECT_TRUE(IntruderRefused("sgt-dsa3", "after adoption"));
+  EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
+}
+
 // A read-only dataset's volume opened for writing is refused (QEMU opens a disk without <readonly/>
 // read-write); the same guest with the disk marked read-only boots from it.
 // machine.slice stopped and started again (here: libvirt's machine cgroup removed and created
@@ -311,8 +341,10 @@ TEST_F(DaemonStorage, LoopDeviceMadeOverAProtectedImageLaterIsRefused) {
   spec.name = "sgt-dsl1";
   spec.tap = "sgtdsl1";
   st::TestGuest intruder(spec);
-  AttachDisk(intruder, "<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
-                       "<source dev='" + loop.dev + "'/><target dev='vda' bus='virtio'/></disk>");
+  AttachDisk(intruder,
+             "<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+             "<source dev='" +
+                 loop.dev + "'/><target dev='vda' bus='virtio'/></disk>");
   const auto r = intruder.TryStart();
   EXPECT_NE(r.exit_code, 0) << "a guest without the dataset started with a loop device over its "
                                "volume";

@@ -13,7 +13,8 @@
 //
 // Config (default /etc/sovguard/libvirt-hook.conf, optional; `key = value`, # comments):
 //   socket = /run/sovguard/libvirt-hook.sock
-//   timeout_ms = 10000
+//   timeout_ms = 30000               (the daemon answers after its current tamper round, which
+//                                     may compare whole tables and hold the node for seconds)
 //   on_unreachable = deny | allow    (allow: a daemon outage no longer stops guests from starting,
 //                                     which then run unfiltered until sovguardd reconciles them)
 #include <cstdio>
@@ -29,7 +30,7 @@ namespace {
 
 struct Config {
   std::string socket = sovguard::libvirt::kDefaultHookSocket;
-  long timeout_ms = 10000;
+  long timeout_ms = 30000;
   bool allow_when_unreachable = false;
 };
 
