@@ -14,7 +14,7 @@ bash .ci/install-deps.sh
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DSOVGUARD_SHARED_DATA_DIR="$root/../shared/data"
 cmake --build "$build" -j"$(nproc)"
 # Around the suite, the README's newcomer sequence (.ci/newcomer-check.sh): before it start-node
-# until ready, Ctrl-C and --undo (see newcomer-check.sh for why the undo); after it start-node
+# until ready and Ctrl-C, leaving the stopped node in place for the suite; after it start-node
 # --demo, the demo guest's traffic, Ctrl-C with the guest running, --undo, and the host compared
 # with a snapshot taken before the first start-node. Inside, ctest, then every skip judged against
 # .ci/skip-allowlist and the host compared with a snapshot taken before ctest. Every stage runs

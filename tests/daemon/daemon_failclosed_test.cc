@@ -198,17 +198,26 @@ TEST_F(DaemonFailClosed, MachineCgroupReplacedWhileNoDaemonRanIsMeasuredAndGuard
   // In a libvirt partition of its own (libvirt_partition): replacing the host's machine cgroup
   // would drop what a stopped node on this host keeps attached there.
   const st::LibvirtPartition partition("sgtfc");
-  st::DaemonProcess daemon(dir_,
-                           {"--data-dir", data.string(), "--set", "libvirt_partition=/sgtfc"});
-  ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
-  ASSERT_EQ(st::RunShell("virsh -q -c qemu:///system define " + xml.string() + " 2>&1", &out), 0)
-      << out;
-  struct Undefine {
-    std::string name;
-    ~Undefine() {
-      st::RunShell("virsh -q -c qemu:///system undefine " + name + " >/dev/null 2>&1");
+  // On the harness's libvirtd, not the host's: a node left on this host keeps its own libvirtd,
+  // whose state (its QEMU capabilities cache, written at the first define) stays untouched.
+  struct HarnessLibvirt {
+    bool started = st::LibvirtDaemons::Start();
+    ~HarnessLibvirt() {
+      if (started) st::LibvirtDaemons::Stop();
     }
-  } undefine{domain};
+  } libvirt;
+  const std::string virsh = std::string("virsh -q -c '") + st::LibvirtDaemons::kUri + "' ";
+  st::DaemonProcess daemon(
+      dir_, {"--data-dir", data.string(), "--set", "libvirt_partition=/sgtfc", "--set",
+             std::string("libvirt_uri=") + st::LibvirtDaemons::kUri, "--set",
+             std::string("libvirt_qemu_run_dir=") + st::LibvirtDaemons::kQemuRunDir, "--set",
+             "start_libvirtd=false"});
+  ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
+  ASSERT_EQ(st::RunShell(virsh + "define " + xml.string() + " 2>&1", &out), 0) << out;
+  struct Undefine {
+    std::string command;
+    ~Undefine() { st::RunShell(command); }
+  } undefine{virsh + "undefine " + domain + " >/dev/null 2>&1"};
   auto protected_volumes = [&] { return daemon.Status().at("storage").value("volumes", 0); };
   ASSERT_TRUE(PollUntilTrue(std::chrono::seconds(20), [&] { return protected_volumes() >= 1; }))
       << daemon.Status().dump(2);
