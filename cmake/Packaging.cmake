@@ -7,7 +7,7 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "libvirt-daemon-system | libvirt-daemon, swtpm, swtpm-tools")
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libvirt-daemon-system | libvirt-daemon, swtpm, swtpm-tools, tpm-udev")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${PROJECT_SOURCE_DIR}/cmake/debian/postinst ${PROJECT_SOURCE_DIR}/cmake/debian/conffiles)
 set(CPACK_GENERATOR DEB)
 
