@@ -294,7 +294,7 @@ TEST_F(VmTest, SystemdHostRunsThePackagedUnit) {
                                   << Quote(deb.string()) << " " << Quote(io.string()) << " "
                                   << Quote(SOVGUARD_VM_KERNEL) << "\n";
   const auto start = std::chrono::steady_clock::now();
-  Run(io, "", true, 1400);
+  Run(io, "", true, 1800);
   std::printf("systemd boot: %lld s\n",
               static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(
                                          std::chrono::steady_clock::now() - start)
