@@ -36,17 +36,13 @@
 #include <sstream>
 #include <thread>
 
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-
-#include "attestation/manifest/manifest.h"
 #include "attestation/measure/platform.h"
 #include "attestation/service/attestation_service.h"
 #include "attestation/verify/fleet_keeper.h"
 #include "attestation/verify/live.h"
 #include "attestation/verify/uefi_log.h"
 #include "attestation/verify/verifier.h"
+#include "bench/attestation/bench_evidence.h"
 #include "tests/attestation/swtpm_fixture.h"
 #include "tests/support/placement_service.h"
 #include "tests/verify/snapshot_fixture.h"
@@ -55,6 +51,7 @@ namespace sa = sovguard::attestation;
 namespace verify = sovguard::attestation::verify;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+using sovguard::attestation::bench::AddManifest;
 
 namespace {
 
@@ -72,60 +69,19 @@ std::string ReadText(const fs::path& p) {
   return std::string(b.begin(), b.end());
 }
 
-// Record names shaped like what sovguardd measures (as bench_verify's).
-sa::cel::SovguardEvent EventFor(int i) {
-  switch (i % 4) {
-    case 0:
-      return {sa::cel::EventKind::kLibvirtDriver,
-              "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_" +
-                  std::to_string(i) + ".so",
-              sa::Sha256("driver" + std::to_string(i)), ""};
-    case 1:
-      return {sa::cel::EventKind::kBpfObject, "sg_tc_egress_" + std::to_string(i) + ".bpf.o",
-              sa::Sha256("bpf" + std::to_string(i)), ""};
-    case 2:
-      return {sa::cel::EventKind::kProgramAttached, "sg_egress",
-              sa::Sha256("attach" + std::to_string(i)),
-              "{\"attach_point\":\"vnet" + std::to_string(i) + "\",\"attach_type\":\"tc/egress\"}"};
-    default:
-      return {sa::cel::EventKind::kEnforcementState, "guest-" + std::to_string(i),
-              sa::Sha256("state" + std::to_string(i)), "covered"};
-  }
-}
-
 fs::path UefiLog() {
   return fs::path(SOVGUARD_SHARED_DATA_DIR) /
          "eventlogs/keylime/binary_bios_measurements-secureboot";
 }
 
-// The certifier's signed reference manifest approving every driver module and BPF object of a
-// node's log (Ed25519), and its public key, into `o` (as an auditor runs the keeper).
-void AddManifest(int cel_entries, verify::Options& o) {
-  sa::manifest::Manifest mf;
-  mf.id = "bench-manifest";
-  mf.issuer = "Bench Certifier GmbH";
-  mf.issued_at = "2026-11-24T00:00:00Z";
-  for (int i = 0; i < std::max(0, cel_entries - 5); ++i) {
-    const auto e = EventFor(i);
-    if (e.kind != sa::cel::EventKind::kLibvirtDriver && e.kind != sa::cel::EventKind::kBpfObject)
-      continue;
-    mf.components.push_back({e.name,
-                             "1.0",
-                             "Example Supplier GmbH",
-                             "DE",
-                             "GPL-2.0-only",
-                             {{e.name, e.object_digest}}});
-  }
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
-      EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"), &EVP_PKEY_free);
-  std::unique_ptr<BIO, decltype(&BIO_free)> pub(BIO_new(BIO_s_mem()), &BIO_free);
-  if (!key || !pub || PEM_write_bio_PUBKEY(pub.get(), key.get()) != 1)
-    throw std::runtime_error("manifest key");
-  char* pem = nullptr;
-  const long len = BIO_get_mem_data(pub.get(), &pem);
-  o.manifest_envelope =
-      std::make_shared<const std::string>(sa::manifest::Sign(sa::manifest::ToJson(mf), key.get()));
-  o.manifest_key_pem = std::string(pem, static_cast<size_t>(len));
+// The node's log before sovguardd's own events (MeasurementLog adds 5 more).
+std::vector<sa::cel::Record> NodeRecords(int cel_entries) {
+  std::vector<sa::cel::Record> recs;
+  for (int i = 0; i < std::max(0, cel_entries - 5); ++i)
+    recs.push_back(sa::cel::MakeSovguardRecord(static_cast<uint64_t>(i),
+                                               sa::measure::kDefaultSovguardPcr,
+                                               sovguard::attestation::bench::EventFor(i)));
+  return recs;
 }
 
 void Must(const std::vector<std::string>& argv) {
@@ -177,9 +133,7 @@ void MakePki(const fs::path& d) {
     // BPF objects, attachments, enforcement events) extended into the sovguard PCR, Debian's
     // real UEFI log of shared/data extended into PCRs 0-9, the policy, every mechanism, one
     // running guest covered by sg_net.
-    std::vector<sa::cel::Record> recs;
-    for (int i = 0; i < std::max(0, o.cel_entries - 5); ++i)
-      recs.push_back(sa::cel::MakeSovguardRecord(static_cast<uint64_t>(i), pcr, EventFor(i)));
+    const auto recs = NodeRecords(o.cel_entries);
     for (const auto& r : recs) tpm.PcrExtend(pcr, r.digest);
     fs::create_directories(tmp.path() / "state");
     sa::WriteFileAtomic(tmp.path() / "state/cel.bin", sa::cel::EncodeLog(recs));
@@ -327,7 +281,7 @@ int Main(const Options& o) {
   verify::Options base;
   base.ek_ca_dir = ek_ca;
   base.waivers = {"software-tpm"};
-  AddManifest(o.cel_entries, base);
+  AddManifest(NodeRecords(o.cel_entries), base);
 
   // Baselines: one node's evidence fetched as the keeper fetches it, then verified alone.
   const auto nodes = verify::ParseFleetNodes(fleet);
