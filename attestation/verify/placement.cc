@@ -13,7 +13,8 @@ namespace {
 
 // Placement 1.6 added traits; every call here exists since.
 constexpr const char* kMicroversion = "OpenStack-API-Version: placement 1.6";
-constexpr int kConflictRetries = 5;
+// Writes of one provider's traits per Reconcile: the first and the retries after a 409.
+constexpr int kConflictWrites = 5;
 
 size_t Append(char* data, size_t size, size_t n, void* out) {
   static_cast<std::string*>(out)->append(data, size * n);
@@ -195,8 +196,13 @@ TraitChange PlacementClient::Reconcile(const std::string& provider,
           {"traits", next}, {"resource_provider_generation", j.at("resource_provider_generation")}};
       r = Call("PUT", path, put.dump());
       if (r.status == 200) return ch;
-      if (r.status == 409 && attempt + 1 < kConflictRetries) continue;  // someone else wrote
-      throw AttestationError(HttpError("PUT " + path, r.status, r.body));
+      if (r.status != 409) throw AttestationError(HttpError("PUT " + path, r.status, r.body));
+      // Someone else wrote between our read and our write: read again and decide afresh.
+      if (attempt + 1 == kConflictWrites)
+        throw AttestationError(
+            HttpError("PUT " + path, r.status, r.body) + ": generation conflict on all " +
+            std::to_string(kConflictWrites) +
+            " writes (another writer changed the provider each time); traits not in step");
     }
   } catch (const nlohmann::json::exception& e) {
     ch.error = std::string("unexpected Placement answer: ") + e.what();

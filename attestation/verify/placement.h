@@ -2,8 +2,10 @@
 // CUSTOM_SOVGUARD_*: on a passing, fresh verdict a node's resource provider carries exactly the
 // wanted ones (kAttestedTrait plus one per dataset the auditor vouches for); on any other verdict
 // (failed, unreachable, stale, no verdict) it carries none. Other traits are never touched.
-// Writes are generation-checked PUT /resource_providers/{uuid}/traits, re-read and retried on a
-// 409 generation conflict. HTTP through libcurl; the token (X-Auth-Token) is never logged.
+// Writes are generation-checked PUT /resource_providers/{uuid}/traits; on a 409 generation
+// conflict the traits are read again and the write recomputed from what another writer left (at
+// most 5 writes per provider and round, then an error: the provider is not in step). HTTP
+// through libcurl; the token (X-Auth-Token) is never logged.
 #pragma once
 
 #include <chrono>

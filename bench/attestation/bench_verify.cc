@@ -34,11 +34,14 @@
 #include "attestation/measure/platform.h"
 #include "attestation/verify/uefi_log.h"
 #include "attestation/verify/verifier.h"
+#include "bench/attestation/bench_evidence.h"
 #include "tests/attestation/swtpm_fixture.h"
 #include "tests/verify/snapshot_fixture.h"
 
 namespace sa = sovguard::attestation;
 using Clock = std::chrono::steady_clock;
+using sovguard::attestation::bench::AddManifest;
+using sovguard::attestation::bench::EventFor;
 
 namespace {
 
@@ -47,27 +50,6 @@ struct Options {
   double seconds = 3;
   double min_rate = 0;
 };
-
-// Names shaped like what sovguardd measures, so content sizes are realistic (40-90 bytes).
-sa::cel::SovguardEvent EventFor(int i) {
-  switch (i % 4) {
-    case 0:
-      return {sa::cel::EventKind::kLibvirtDriver,
-              "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_" +
-                  std::to_string(i) + ".so",
-              sa::Sha256("driver" + std::to_string(i)), ""};
-    case 1:
-      return {sa::cel::EventKind::kBpfObject, "sg_tc_egress_" + std::to_string(i) + ".bpf.o",
-              sa::Sha256("bpf" + std::to_string(i)), ""};
-    case 2:
-      return {sa::cel::EventKind::kProgramAttached, "sg_egress",
-              sa::Sha256("attach" + std::to_string(i)),
-              "{\"attach_point\":\"vnet" + std::to_string(i) + "\",\"attach_type\":\"tc/egress\"}"};
-    default:
-      return {sa::cel::EventKind::kEnforcementState, "guest-" + std::to_string(i),
-              sa::Sha256("state" + std::to_string(i)), "covered"};
-  }
-}
 
 // Runs fn for `seconds`. The rate is the mean; best_ms the fastest single run, the figure least
 // disturbed by other jobs on a shared machine (the SHA unit is shared with an SMT sibling).
@@ -293,35 +275,7 @@ int Main(const Options& o) {
   // measured approved (one file each), from an EU supplier, signed by a certifier (Ed25519).
   sa::verify::Options vm = vo;
   vm.waivers = {"software-tpm"};
-  size_t n_components = 0;
-  {
-    sa::manifest::Manifest mf;
-    mf.id = "bench-manifest";
-    mf.issuer = "Bench Certifier GmbH";
-    mf.issued_at = "2026-11-24T00:00:00Z";
-    for (const auto& r : recs) {
-      const auto e = sa::cel::DecodeSovguardContent(r.content);
-      if (e.kind != sa::cel::EventKind::kLibvirtDriver && e.kind != sa::cel::EventKind::kBpfObject)
-        continue;
-      mf.components.push_back({e.name,
-                               "1.0",
-                               "Example Supplier GmbH",
-                               "DE",
-                               "GPL-2.0-only",
-                               {{e.name, e.object_digest}}});
-    }
-    n_components = mf.components.size();
-    std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> mkey(
-        EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"), &EVP_PKEY_free);
-    std::unique_ptr<BIO, decltype(&BIO_free)> pub(BIO_new(BIO_s_mem()), &BIO_free);
-    if (!mkey || !pub || PEM_write_bio_PUBKEY(pub.get(), mkey.get()) != 1)
-      throw std::runtime_error("manifest key");
-    char* pem = nullptr;
-    const long pem_len = BIO_get_mem_data(pub.get(), &pem);
-    vm.manifest_envelope = std::make_shared<const std::string>(
-        sa::manifest::Sign(sa::manifest::ToJson(mf), mkey.get()));
-    vm.manifest_key_pem = std::string(pem, static_cast<size_t>(pem_len));
-  }
+  const size_t n_components = AddManifest(recs, vm);
   {
     auto rep = sa::verify::Verify(sa::verify::ParseEvidenceView(wire_bytes), vm);
     if (!rep.passed() || rep.Find("manifest.components")->status != sa::verify::Status::kPass) {

@@ -106,4 +106,13 @@ std::vector<std::string> PlacementService::Traits(const std::string& uuid) const
   return v;
 }
 
+void PlacementService::InjectConflicts(int n) const {
+  WriteFile((dir_ / "conflicts").string(), std::to_string(n) + "\n");
+}
+
+int PlacementService::TraitWrites() const {
+  const fs::path p = dir_ / "trait_puts";
+  return fs::exists(p) ? std::stoi(ReadTextFile(p)) : 0;
+}
+
 }  // namespace sovguard::test

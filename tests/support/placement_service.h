@@ -43,6 +43,12 @@ class PlacementService {
   // A compute node's resource provider as Nova makes it: 8 VCPU and the trait HW_CPU_X86_AVX2.
   std::string MakeProvider(const std::string& name) const;
   std::vector<std::string> Traits(const std::string& uuid) const;  // sorted
+  // Another writer (placement_server.py): before each of the next `n` trait writes
+  // (PUT /resource_providers/{uuid}/traits) is served, it adds CUSTOM_OTHER_WRITER_<k> to that
+  // provider through Placement, so the write carries a stale generation and gets 409.
+  void InjectConflicts(int n) const;
+  // Trait writes (PUT /resource_providers/{uuid}/traits) that reached the server so far.
+  int TraitWrites() const;
 
  private:
   std::filesystem::path dir_;

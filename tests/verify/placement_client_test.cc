@@ -2,14 +2,18 @@
 // noauth2, on 127.0.0.1, started and stopped here; needs no root and no node): sovguard's traits
 // set and removed, every other trait kept, a CUSTOM_SOVGUARD_* trait someone else set removed,
 // an unknown provider and a token without the right to write traits reported (the token never
-// in the message), custom traits created before use.
+// in the message), custom traits created before use, another writer's concurrent update (409)
+// read again and kept, a conflict on every write given up with the reason.
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <sstream>
 
 #include "attestation/common/bytes.h"
+#include "attestation/verify/fleet_keeper.h"
 #include "attestation/verify/placement.h"
 #include "tests/harness/require.h"
 #include "tests/support/placement_service.h"
@@ -91,6 +95,78 @@ TEST_F(PlacementClientTest, AForbiddenWriteIsReportedWithoutTheToken) {
   const auto ch = c.Reconcile("compute-2", {std::string(verify::kAttestedTrait)});
   EXPECT_NE(ch.error.find("HTTP 403"), std::string::npos) << ch.error;
   EXPECT_EQ(ch.error.find("s3cr3t"), std::string::npos) << ch.error;
+}
+
+// Another writer changes the provider between our read and our write, twice (a trait of its own
+// each time, bumping the generation): Placement answers 409 to our first two writes; the client
+// reads again, recomputes, and the third write lands with ours and both of theirs.
+TEST_F(PlacementClientTest, AConcurrentUpdateIsReadAgainAndKept) {
+  const std::string uuid = placement_->MakeProvider("compute-3");
+  verify::PlacementClient c(Config((dir_ / "token").string()));
+  c.RefreshToken();
+  const std::string attested(verify::kAttestedTrait);
+  const int before = placement_->TraitWrites();
+  placement_->InjectConflicts(2);
+  const auto ch = c.Reconcile("compute-3", {attested});
+  EXPECT_EQ(ch.error, "");
+  EXPECT_EQ(ch.added, (Strings{attested}));
+  EXPECT_EQ(placement_->TraitWrites() - before, 3);
+  EXPECT_EQ(placement_->Traits(uuid), (Strings{"CUSTOM_OTHER_WRITER_1", "CUSTOM_OTHER_WRITER_2",
+                                               attested, "HW_CPU_X86_AVX2"}));
+}
+
+// A conflict on every write: the client stops after 5 writes, says so, and claims nothing; the
+// keeper reports the provider NOT IN STEP, its round fails (sovguard-verify exits non-zero) and
+// the in-step metric is 0. The provider keeps what the other writer left, without our trait.
+TEST_F(PlacementClientTest, AConflictOnEveryWriteGivesUpAndSaysSo) {
+  const std::string uuid = placement_->MakeProvider("compute-4");
+  verify::PlacementClient c(Config((dir_ / "token").string()));
+  c.RefreshToken();
+  const std::string attested(verify::kAttestedTrait);
+  int before = placement_->TraitWrites();
+  placement_->InjectConflicts(1000);
+  const auto ch = c.Reconcile("compute-4", {attested});
+  EXPECT_NE(ch.error.find("HTTP 409"), std::string::npos) << ch.error;
+  EXPECT_NE(ch.error.find("generation conflict on all 5 writes"), std::string::npos) << ch.error;
+  EXPECT_NE(ch.error.find("traits not in step"), std::string::npos) << ch.error;
+  EXPECT_EQ(placement_->TraitWrites() - before, 5);
+  auto traits = placement_->Traits(uuid);
+  EXPECT_EQ(std::count(traits.begin(), traits.end(), attested), 0);
+  EXPECT_EQ(traits.size(), 6u);  // HW_CPU_X86_AVX2 and CUSTOM_OTHER_WRITER_1..5
+
+  verify::KeeperOptions o;
+  o.placement = Config((dir_ / "token").string());
+  o.metrics_file = (dir_ / "verify.prom").string();
+  verify::FleetKeeper keeper(o, verify::ParseFleetNodes("192.0.2.4:7443 compute-4\n"),
+                             std::chrono::seconds(60), false);
+  std::vector<verify::LiveResult> r(1);
+  r[0].target = "192.0.2.4:7443";
+  r[0].fetched = true;
+  r[0].report.checks.push_back({"quote.signature", verify::Status::kPass, "OK", ""});
+  before = placement_->TraitWrites();
+  std::ostringstream out;
+  EXPECT_FALSE(keeper.Round(r, std::chrono::system_clock::now(), out));
+  EXPECT_EQ(placement_->TraitWrites() - before, 5);
+  EXPECT_NE(out.str().find("placement: compute-4: NOT IN STEP: PUT /resource_providers/" + uuid +
+                           "/traits: HTTP 409"),
+            std::string::npos)
+      << out.str();
+  EXPECT_EQ(out.str().find("placement: in step"), std::string::npos) << out.str();
+  const auto prom = sovguard::attestation::ReadFileBytes(dir_ / "verify.prom");
+  const std::string text(prom.begin(), prom.end());
+  EXPECT_NE(text.find("sovguard_verify_placement_in_step{node=\"192.0.2.4:7443\","
+                      "provider=\"compute-4\"} 0\n"),
+            std::string::npos)
+      << text;
+  traits = placement_->Traits(uuid);
+  EXPECT_EQ(std::count(traits.begin(), traits.end(), attested), 0);
+
+  // The other writer stops: the next round brings the provider in step.
+  placement_->InjectConflicts(0);
+  out.str("");
+  EXPECT_TRUE(keeper.Round(r, std::chrono::system_clock::now(), out)) << out.str();
+  traits = placement_->Traits(uuid);
+  EXPECT_EQ(std::count(traits.begin(), traits.end(), attested), 1);
 }
 
 }  // namespace
