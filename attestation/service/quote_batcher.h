@@ -8,8 +8,9 @@
 // made (no thread waits per request). A second thread serializes each batch's answers and runs
 // the completions, so the next TPM2_Quote starts while the last one's answers go out. The snapshot
 // provider is called once per batch, on that thread. A batch closes when the quoting thread is
-// free: requests that arrived during the last quote go at once; a request finding the TPM idle
-// waits at most `window` for others. Per batch, not per request: the snapshot, the quote, the
+// free and the requests answered by the last quote have asked again (auditors poll in a loop),
+// waiting for them at most half that quote's time; a request finding the TPM idle waits at most
+// `window` for others. Per batch, not per request: the snapshot, the quote, the
 // evidence serialization (SerializedBatch).
 #pragma once
 
@@ -31,7 +32,8 @@ namespace sovguard::attestation::service {
 
 struct BatchConfig {
   // How long the first waiting request holds the quote for others to join. Requests arriving
-  // while a quote is in flight join the next one whatever the window; 0 adds no wait at all.
+  // while a quote is in flight join the next one whatever the window (and the next one waits
+  // for the last one's auditors at most half its time, see Run).
   std::chrono::microseconds window{std::chrono::milliseconds(2)};
   size_t max_leaves = evidence::kMaxBatchLeaves;  // 1..kMaxBatchLeaves per quote
 };
@@ -90,6 +92,7 @@ class QuoteBatcher {
   mutable std::mutex mu_;
   std::condition_variable work_;  // the quoting thread: requests arrived, or stop
   std::deque<std::shared_ptr<Request>> pending_;
+  uint64_t arrivals_ = 0;  // requests queued so far
   bool stop_ = false;
   Stats stats_;
   std::mutex delivery_mu_;
