@@ -78,15 +78,16 @@ QuoteBatcher::~QuoteBatcher() {
 }
 
 v1::Evidence QuoteBatcher::Quote(std::span<const uint8_t> nonce) {
-  std::promise<v1::Evidence> answer;
-  auto future = answer.get_future();
-  QuoteAsync(nonce, [&answer](std::shared_ptr<const SerializedBatch> batch, size_t i,
-                              const std::string& error) {
+  // Shared with the completion: it may still be inside set_value when this caller returns.
+  auto answer = std::make_shared<std::promise<v1::Evidence>>();
+  auto future = answer->get_future();
+  QuoteAsync(nonce, [answer](std::shared_ptr<const SerializedBatch> batch, size_t i,
+                             const std::string& error) {
     try {
       if (!batch) throw AttestationError(error);
-      answer.set_value(batch->Answer(i));
+      answer->set_value(batch->Answer(i));
     } catch (...) {
-      answer.set_exception(std::current_exception());
+      answer->set_exception(std::current_exception());
     }
   });
   return future.get();

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -190,6 +191,13 @@ int Main(const Options& o) {
 
     std::vector<std::vector<double>> lat(static_cast<size_t>(o.clients));
     std::atomic<int> failures{0};
+    std::mutex failure_mu;
+    auto fail = [&](const std::string& why) {
+      if (++failures <= 3) {
+        std::lock_guard lock(failure_mu);
+        std::fprintf(stderr, "%s failure: %s\n", mode.name.c_str(), why.c_str());
+      }
+    };
     std::atomic<size_t> verified{0};
     std::vector<double> verify_cpu(static_cast<size_t>(o.clients), 0.0);
     std::vector<std::thread> threads;
@@ -214,7 +222,9 @@ int Main(const Options& o) {
           grpc::ClientContext ctx;
           ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
           sa::v1::Identity id;
-          if (!stub->GetIdentity(&ctx, {}, &id).ok()) ++failures;
+          const auto st = stub->GetIdentity(&ctx, {}, &id);
+          if (!st.ok())
+            fail("GetIdentity: " + std::to_string(st.error_code()) + " " + st.error_message());
         }
         ++ready;
         while (!go.load()) std::this_thread::yield();
@@ -227,7 +237,7 @@ int Main(const Options& o) {
           auto s = Clock::now();
           auto st = stub->Quote(&ctx, req, &ev);
           if (!st.ok() || ev.nonce() != req.nonce()) {
-            ++failures;
+            fail("Quote: " + std::to_string(st.error_code()) + " " + st.error_message());
             continue;
           }
           // Verified as the auditor does: its own nonce, the enrolled AK; the quote's signature
@@ -241,7 +251,7 @@ int Main(const Options& o) {
           if (rep.Find("quote.qualifying_data")->status != sa::verify::Status::kPass ||
               rep.Find("quote.signature")->status != sa::verify::Status::kPass ||
               rep.Find("nonce")->status != sa::verify::Status::kPass) {
-            ++failures;
+            fail("verification failed");
             continue;
           }
           ++verified;
