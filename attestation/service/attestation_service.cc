@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <memory>
+#include <mutex>
 #include <set>
+#include <unordered_set>
 
 namespace sovguard::attestation::service {
 namespace {
@@ -15,30 +17,44 @@ std::span<const uint8_t> AsBytes(const std::string& s) {
   return std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 
-// Runs after the TLS handshake verified the chain: admits only allow-listed certificates.
+// Runs after the TLS handshake verified the chain, on every call: admits only allow-listed
+// certificates. The PEM gRPC hands over is its encoding of the verified peer certificate, so the
+// same text is the same certificate: once admitted, its text is remembered (at most the few the
+// allow-list can admit) and later calls skip the PEM parse and digest. Refusals are not cached.
 class AllowListProcessor final : public grpc::AuthMetadataProcessor {
  public:
-  explicit AllowListProcessor(std::set<std::string> allowed) : allowed_(std::move(allowed)) {}
+  explicit AllowListProcessor(std::set<std::string> allowed)
+      : allowed_(std::move(allowed)), max_admitted_(4 * allowed_.size() + 16) {}
   bool IsBlocking() const override { return false; }
   grpc::Status Process(const InputMetadata&, grpc::AuthContext* ctx, OutputMetadata*,
                        OutputMetadata*) override {
     auto certs = ctx->FindPropertyValues("x509_pem_cert");
     if (certs.empty())
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no client certificate");
+    std::string pem(certs.front().data(), certs.front().size());
+    {
+      std::lock_guard lock(mu_);
+      if (admitted_.contains(pem)) return grpc::Status::OK;
+    }
     std::string fp;
     try {
-      fp = CertificateFingerprint(std::string(certs.front().data(), certs.front().size()));
+      fp = CertificateFingerprint(pem);
     } catch (const std::exception& e) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, e.what());
     }
     if (!allowed_.contains(fp))
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                           "client certificate " + fp + " is not on the auditor allow-list");
+    std::lock_guard lock(mu_);
+    if (admitted_.size() < max_admitted_) admitted_.insert(std::move(pem));
     return grpc::Status::OK;
   }
 
  private:
-  std::set<std::string> allowed_;
+  const std::set<std::string> allowed_;
+  const size_t max_admitted_;
+  std::mutex mu_;
+  std::unordered_set<std::string> admitted_;  // PEM texts whose fingerprint is in allowed_
 };
 
 grpc::Status Internal(const std::exception& e) {
@@ -51,18 +67,56 @@ AttestationServiceImpl::AttestationServiceImpl(evidence::EvidenceBuilder& builde
                                                SnapshotProvider snapshot, BatchConfig batch)
     : builder_(builder), batcher_(builder, std::move(snapshot), batch) {}
 
-grpc::Status AttestationServiceImpl::Quote(grpc::ServerContext*, const v1::QuoteRequest* req,
-                                           v1::Evidence* resp) {
-  const auto& n = req->nonce();
-  if (n.size() < evidence::kMinNonce || n.size() > evidence::kMaxNonce)
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "nonce must be 8..64 bytes, got " + std::to_string(n.size()));
-  try {
-    *resp = batcher_.Quote(AsBytes(n));
-    return grpc::Status::OK;
-  } catch (const std::exception& e) {
-    return Internal(e);
+grpc::ServerUnaryReactor* AttestationServiceImpl::Quote(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
+  auto* reactor = ctx->DefaultReactor();
+  v1::QuoteRequest req;
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (request->Dump(&slices).ok())
+    for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  if (!req.ParseFromString(bytes)) {
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "QuoteRequest does not parse"));
+    return reactor;
   }
+  const auto& n = req.nonce();
+  if (n.size() < evidence::kMinNonce || n.size() > evidence::kMaxNonce) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "nonce must be 8..64 bytes, got " + std::to_string(n.size())));
+    return reactor;
+  }
+  try {
+    batcher_.QuoteAsync(
+        AsBytes(n), [reactor, response](std::shared_ptr<const SerializedBatch> batch, size_t i,
+                                        const std::string& error) {
+          if (!batch) {
+            reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, error));
+            return;
+          }
+          try {
+            // The shared bytes are lent to gRPC, kept alive by a reference to their batch that the
+            // slice drops when gRPC is done with them.
+            auto keep = std::make_unique<std::shared_ptr<const SerializedBatch>>(batch);
+            grpc::Slice shared(
+                const_cast<char*>(batch->shared.data()), batch->shared.size(),
+                [](void* p) { delete static_cast<std::shared_ptr<const SerializedBatch>*>(p); },
+                keep.get());
+            keep.release();  // owned by the slice now
+            const grpc::Slice parts[2] = {std::move(shared), grpc::Slice(batch->own.at(i))};
+            grpc::ByteBuffer answer(parts, 2);
+            response->Swap(&answer);
+          } catch (const std::exception& e) {
+            reactor->Finish(Internal(e));
+            return;
+          }
+          reactor->Finish(grpc::Status::OK);
+        });
+  } catch (const std::exception& e) {
+    reactor->Finish(Internal(e));
+  }
+  return reactor;
 }
 
 grpc::Status AttestationServiceImpl::GetIdentity(grpc::ServerContext*, const v1::IdentityRequest*,

@@ -21,15 +21,20 @@ inline constexpr const char* kDefaultSocket = "/run/sovguard/api.sock";
 
 using SnapshotProvider = std::function<v1::EnforcementSnapshot()>;
 
-class AttestationServiceImpl final : public v1::Attestation::Service {
+// Quote is a callback method on raw bytes: a waiting request holds no thread, and its answer is
+// the batch's shared serialized evidence (one buffer for all) plus its own nonce and proof
+// (SerializedBatch); auditors see an ordinary Evidence message. The other methods are
+// synchronous.
+class AttestationServiceImpl final
+    : public v1::Attestation::WithRawCallbackMethod_Quote<v1::Attestation::Service> {
  public:
   // Quote requests are batched (quote_batcher.h): `snapshot` is called once per TPM quote, on the
   // batcher's thread.
   AttestationServiceImpl(evidence::EvidenceBuilder& builder, SnapshotProvider snapshot,
                          BatchConfig batch = {});
 
-  grpc::Status Quote(grpc::ServerContext* ctx, const v1::QuoteRequest* req,
-                     v1::Evidence* resp) override;
+  grpc::ServerUnaryReactor* Quote(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                  grpc::ByteBuffer* resp) override;
   grpc::Status GetIdentity(grpc::ServerContext* ctx, const v1::IdentityRequest* req,
                            v1::Identity* resp) override;
   grpc::Status ActivateCredential(grpc::ServerContext* ctx,

@@ -21,8 +21,12 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <thread>
+
+#include <sys/resource.h>
+#include <time.h>
 
 #include "attestation/service/attestation_service.h"
 #include "attestation/verify/verifier.h"
@@ -80,6 +84,27 @@ void MakePki(const std::filesystem::path& d, int clients) {
   }
 }
 
+// CPU seconds of this whole process (node, gRPC on both sides and the auditors), and of the
+// calling thread.
+double ProcessCpu() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+double ThreadCpu() {
+  timespec t{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+std::string LoadAverage() {
+  double l[3] = {};
+  if (::getloadavg(l, 3) != 3) return "?";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.2f %.2f %.2f", l[0], l[1], l[2]);
+  return b;
+}
+
 double Percentile(std::vector<double>& v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -130,6 +155,7 @@ int Main(const Options& o) {
     size_t largest = 0;
     int failures = 0;
     double wall = 0, p50 = 0, p99 = 0, max = 0;
+    double cpu = 0, verify_cpu = 0;  // process CPU s; auditors' CPU s inside verify::Verify
   };
   std::vector<Result> results;
   for (const auto& mode : modes) {
@@ -165,7 +191,15 @@ int Main(const Options& o) {
 
     std::vector<std::vector<double>> lat(static_cast<size_t>(o.clients));
     std::atomic<int> failures{0};
+    std::mutex failure_mu;
+    auto fail = [&](const std::string& why) {
+      if (++failures <= 3) {
+        std::lock_guard lock(failure_mu);
+        std::fprintf(stderr, "%s failure: %s\n", mode.name.c_str(), why.c_str());
+      }
+    };
     std::atomic<size_t> verified{0};
+    std::vector<double> verify_cpu(static_cast<size_t>(o.clients), 0.0);
     std::vector<std::thread> threads;
     // Channels connect (TLS handshake) before the clock starts: the bench measures quotes.
     std::atomic<int> ready{0};
@@ -188,7 +222,9 @@ int Main(const Options& o) {
           grpc::ClientContext ctx;
           ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
           sa::v1::Identity id;
-          if (!stub->GetIdentity(&ctx, {}, &id).ok()) ++failures;
+          const auto st = stub->GetIdentity(&ctx, {}, &id);
+          if (!st.ok())
+            fail("GetIdentity: " + std::to_string(st.error_code()) + " " + st.error_message());
         }
         ++ready;
         while (!go.load()) std::this_thread::yield();
@@ -201,19 +237,21 @@ int Main(const Options& o) {
           auto s = Clock::now();
           auto st = stub->Quote(&ctx, req, &ev);
           if (!st.ok() || ev.nonce() != req.nonce()) {
-            ++failures;
+            fail("Quote: " + std::to_string(st.error_code()) + " " + st.error_message());
             continue;
           }
           // Verified as the auditor does: its own nonce, the enrolled AK; the quote's signature
           // and the inclusion proof to the signed root must pass.
           auto x = vo;
           x.nonce = sa::Bytes(req.nonce().begin(), req.nonce().end());
+          const double v0 = ThreadCpu();
           const auto rep = sa::verify::Verify(ev, x);
           auto e = Clock::now();
+          verify_cpu[static_cast<size_t>(c)] += ThreadCpu() - v0;
           if (rep.Find("quote.qualifying_data")->status != sa::verify::Status::kPass ||
               rep.Find("quote.signature")->status != sa::verify::Status::kPass ||
               rep.Find("nonce")->status != sa::verify::Status::kPass) {
-            ++failures;
+            fail("verification failed");
             continue;
           }
           ++verified;
@@ -223,11 +261,15 @@ int Main(const Options& o) {
       });
     }
     while (ready.load() < o.clients) std::this_thread::yield();
+    const std::string load_before = LoadAverage();
+    const double cpu0 = ProcessCpu();
     t0 = Clock::now();
     go = true;
     for (auto& t : threads) t.join();
     Result r;
     r.wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    r.cpu = ProcessCpu() - cpu0;
+    for (double v : verify_cpu) r.verify_cpu += v;
     server->Shutdown();
     std::vector<double> all;
     for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
@@ -243,11 +285,17 @@ int Main(const Options& o) {
     std::printf(
         "concurrent %s: transport=%s clients=%d quote_delay=%dms window=%lldus requests=%zu "
         "verified=%zu failures=%d tpm_quotes=%llu largest_batch=%zu wall=%.2fs "
-        "rate=%.1f verified/s p50=%.2fms p99=%.2fms max=%.2fms\n",
+        "rate=%.1f verified/s p50=%.2fms p99=%.2fms max=%.2fms cpu_per_answer=%.0fus "
+        "(auditor_verify=%.0fus rest=%.0fus; process cpu %.2fs of %.2fs wall x 2 cores) "
+        "load=[%s]->[%s]\n",
         mode.name.c_str(), o.transport.c_str(), o.clients, o.quote_delay_ms,
         static_cast<long long>(mode.batch.window.count()), r.n, r.verified, r.failures,
         static_cast<unsigned long long>(r.quotes), r.largest, r.wall,
-        static_cast<double>(r.verified) / r.wall, r.p50, r.p99, r.max);
+        static_cast<double>(r.verified) / r.wall, r.p50, r.p99, r.max,
+        r.cpu / static_cast<double>(std::max<size_t>(r.verified, 1)) * 1e6,
+        r.verify_cpu / static_cast<double>(std::max<size_t>(r.verified, 1)) * 1e6,
+        (r.cpu - r.verify_cpu) / static_cast<double>(std::max<size_t>(r.verified, 1)) * 1e6, r.cpu,
+        r.wall, load_before.c_str(), LoadAverage().c_str());
     results.push_back(r);
   }
   if (results.size() == 2) {

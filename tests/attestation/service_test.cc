@@ -3,8 +3,12 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
+#include <future>
+#include <map>
 #include <sstream>
+#include <thread>
 
 #include "attestation/cli/attest_cli.h"
 #include "attestation/service/attestation_service.h"
@@ -60,6 +64,38 @@ struct Pki {
   std::filesystem::path dir;
   int serial = 0;
 };
+
+// The evidence answers `nonce` with its own leaf, and the path from it reaches the quoted root.
+void ExpectOwnProof(const v1::Evidence& ev, const std::string& nonce) {
+  EXPECT_EQ(ev.nonce(), nonce);
+  const auto& p = ev.inclusion();
+  Sha256Digest snap{};
+  ASSERT_EQ(ev.snapshot_sha256().size(), snap.size());
+  std::copy(ev.snapshot_sha256().begin(), ev.snapshot_sha256().end(), snap.begin());
+  const auto leaf = evidence::LeafHash(
+      std::span(reinterpret_cast<const uint8_t*>(nonce.data()), nonce.size()), snap,
+      std::span(reinterpret_cast<const uint8_t*>(p.salt().data()), p.salt().size()));
+  EXPECT_EQ(std::string(leaf.begin(), leaf.end()), p.leaf());
+  std::vector<Sha256Digest> path;
+  for (const auto& h : p.path()) {
+    ASSERT_EQ(h.size(), 32u);
+    path.emplace_back();
+    std::copy(h.begin(), h.end(), path.back().begin());
+  }
+  const auto root = evidence::RootFromInclusionPath(leaf, p.leaf_index(), p.tree_size(), path);
+  EXPECT_EQ(std::string(root.begin(), root.end()), ev.quote().qualifying_data());
+}
+
+// Polls `done` every 2 ms for at most 120 s.
+template <typename F>
+bool PollUntil(F done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
 
 class ServiceTest : public ::testing::Test {
  protected:
@@ -246,6 +282,17 @@ TEST_F(ServiceTest, MutualTlsAdmitsOnlyAllowListedAuditors) {
               st.error_code() == grpc::StatusCode::UNAUTHENTICATED)
       << st.error_code() << " " << st.error_message();
 
+  // Admissions are remembered per certificate, refusals are not: on the same channels, the
+  // intruder is refused again and the auditor admitted again.
+  auto intruder = TlsStub(pki, "intruder");
+  auto auditor = TlsStub(pki, "auditor");
+  for (int i = 0; i < 3; ++i) {
+    st = Quote(*intruder, "intruder-nonce-" + std::to_string(i) + "x", &ev);
+    EXPECT_FALSE(st.ok()) << "call " << i;
+    st = Quote(*auditor, "auditor-nonce-" + std::to_string(i) + "xx", &ev);
+    EXPECT_TRUE(st.ok()) << "call " << i << ": " << st.error_message();
+  }
+
   // No client certificate at all: the handshake itself fails.
   grpc::SslCredentialsOptions o;
   o.pem_root_certs = mtls.auditor_ca_pem;
@@ -273,6 +320,123 @@ TEST_F(ServiceTest, MutualTlsAdmitsOnlyAllowListedAuditors) {
   EXPECT_NO_THROW(service::MakeMtlsServerCredentials(none));
   none.allowed_client_sha256 = {"not-hex"};
   EXPECT_THROW(service::MakeMtlsServerCredentials(none), AttestationError);
+}
+
+// A quote answers at most max_leaves requests: the first quote is held in flight until four more
+// wait, and they go two by two. Each answer (the batch's shared bytes plus its own) is its own
+// nonce's evidence with a proof to its quote's root.
+TEST_F(ServiceTest, BatcherCapsRequestsPerQuote) {
+  std::atomic<int> quotes{0};
+  std::atomic<service::QuoteBatcher*> self{nullptr};
+  service::QuoteBatcher batcher(
+      *builder_,
+      [&] {
+        if (quotes++ == 0)
+          EXPECT_TRUE(PollUntil([&] { return self.load()->stats().waiting >= 4; }));
+        v1::EnforcementSnapshot s;
+        s.set_version(1);
+        s.add_guests()->set_name("vm-cap");
+        return s;
+      },
+      {.window = std::chrono::microseconds(0), .max_leaves = 2});
+  self = &batcher;
+  std::vector<std::string> nonces;
+  for (int i = 0; i < 5; ++i) nonces.push_back("cap-nonce-" + std::to_string(i));
+  std::vector<v1::Evidence> answers(nonces.size());
+  std::vector<std::thread> auditors;
+  auto ask = [&](size_t i) {
+    auto n = std::span(reinterpret_cast<const uint8_t*>(nonces[i].data()), nonces[i].size());
+    answers[i] = batcher.Quote(n);
+  };
+  auditors.emplace_back(ask, 0);
+  ASSERT_TRUE(PollUntil([&] { return batcher.stats().in_flight == 1; }));
+  for (size_t i = 1; i < nonces.size(); ++i) auditors.emplace_back(ask, i);
+  for (auto& t : auditors) t.join();
+  const auto st = batcher.stats();
+  EXPECT_EQ(st.quotes, 3u);
+  EXPECT_EQ(st.requests, 5u);
+  EXPECT_EQ(st.largest_batch, 2u);
+  std::map<std::string, size_t> per_root;
+  for (size_t i = 0; i < nonces.size(); ++i) {
+    ExpectOwnProof(answers[i], nonces[i]);
+    EXPECT_LE(answers[i].inclusion().tree_size(), 2u);
+    per_root[answers[i].quote().qualifying_data()]++;
+  }
+  EXPECT_EQ(per_root.size(), 3u);
+}
+
+// Auditors poll in a loop: the one answered by a quote asks again soon after (here from its
+// completion, 20 ms after the answer is handed over), and rides the next quote with those that
+// waited during the first, rather than waiting for a quote of its own. The first quote is held
+// in flight (as long as a slow TPM's, 400 ms, so the return hold is 100 ms) until three more
+// requests wait.
+TEST_F(ServiceTest, BatcherWaitsForTheAuditorsItJustAnswered) {
+  // Declared before the batcher: its delivery thread may still be inside set_value when the
+  // futures are ready.
+  std::promise<v1::Evidence> first, again;
+  std::atomic<int> quotes{0};
+  std::atomic<service::QuoteBatcher*> self{nullptr};
+  service::QuoteBatcher batcher(
+      *builder_,
+      [&] {
+        if (quotes++ == 0) {
+          const auto slow_tpm = std::chrono::steady_clock::now() + std::chrono::milliseconds(400);
+          EXPECT_TRUE(PollUntil([&] {
+            return self.load()->stats().waiting >= 3 && std::chrono::steady_clock::now() > slow_tpm;
+          }));
+        }
+        v1::EnforcementSnapshot s;
+        s.set_version(1);
+        s.add_guests()->set_name("vm-return");
+        return s;
+      },
+      {.window = std::chrono::microseconds(0)});
+  self = &batcher;
+  auto bytes = [](const std::string& s) {
+    return std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  auto fulfil = [](std::promise<v1::Evidence>& p, std::shared_ptr<const service::SerializedBatch> b,
+                   size_t i, const std::string& error) {
+    try {
+      if (!b) throw AttestationError(error);
+      p.set_value(b->Answer(i));
+    } catch (...) {
+      p.set_exception(std::current_exception());
+    }
+  };
+  const std::string first_nonce = "loop-nonce-first", again_nonce = "loop-nonce-again";
+  batcher.QuoteAsync(bytes(first_nonce), [&](auto b, size_t i, const std::string& error) {
+    // Asks again only once the next quote has had 20 ms to start without it (a batcher that
+    // does not wait starts it at once with the three that waited).
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+    while (batcher.stats().in_flight == 0 && std::chrono::steady_clock::now() < until)
+      std::this_thread::yield();
+    if (b)
+      batcher.QuoteAsync(bytes(again_nonce), [&](auto b2, size_t j, const std::string& e2) {
+        fulfil(again, std::move(b2), j, e2);
+      });
+    fulfil(first, std::move(b), i, error);
+  });
+  ASSERT_TRUE(PollUntil([&] { return batcher.stats().in_flight == 1; }));
+  std::vector<v1::Evidence> waited(3);
+  std::vector<std::thread> others;
+  for (size_t i = 0; i < waited.size(); ++i)
+    others.emplace_back([&, i] {
+      const std::string nonce = "waited-nonce-" + std::to_string(i);
+      waited[i] = batcher.Quote(bytes(nonce));
+      ExpectOwnProof(waited[i], nonce);
+    });
+  for (auto& t : others) t.join();
+  const auto first_ev = first.get_future().get();
+  const auto again_ev = again.get_future().get();
+  ExpectOwnProof(first_ev, first_nonce);
+  ExpectOwnProof(again_ev, again_nonce);
+  const auto st = batcher.stats();
+  EXPECT_EQ(st.quotes, 2u) << "the second request of the loop rode the second quote";
+  EXPECT_EQ(st.largest_batch, 4u);
+  EXPECT_EQ(first_ev.inclusion().tree_size(), 1u);
+  EXPECT_EQ(again_ev.inclusion().tree_size(), 4u);
+  for (const auto& w : waited) EXPECT_EQ(w.quote().attest(), again_ev.quote().attest());
 }
 
 }  // namespace
