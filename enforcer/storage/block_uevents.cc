@@ -42,7 +42,7 @@ bool BlockUevents::Changed() {
       const std::string_view field = msg.substr(at, end == std::string_view::npos ? msg.size() - at
                                                                                  : end - at);
       if (field == "SUBSYSTEM=block" || field == "SUBSYSTEM=scsi_generic" ||
-          field == "SUBSYSTEM=bsg")
+          field == "SUBSYSTEM=bsg" || field == "SUBSYSTEM=nvme-generic")
         block = true;
       if (field == "ACTION=add" || field == "ACTION=change" || field == "ACTION=bind")
         added = true;

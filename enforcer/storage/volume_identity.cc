@@ -172,6 +172,55 @@ std::optional<fs::path> OverlayRealFile(const fs::path& path, const MountEntry& 
   return std::nullopt;
 }
 
+// The NVMe pass-through character devices that reach the namespace whose block device's sysfs
+// directory is `disk` (nothing for other disks): its generic device ngXnY (NVME_IOCTL_IO64_CMD,
+// io_uring commands) and its controller's nvmeX (NVME_IOCTL_IO_CMD, admin commands). sysfs: the
+// disk's `device` is the controller (or, for a multipath head, its subsystem, which links its
+// controllers); the generic device is a child of the same device, named ng<ctrl>n<Y> where the
+// disk is nvme<..>n<Y> (Y: the namespace head's instance, unique within the subsystem).
+struct PassthroughDevice {
+  std::uint64_t kdev;
+  std::string name;
+  std::string why;
+};
+std::vector<PassthroughDevice> NvmePassthroughDevices(const fs::path& disk) {
+  std::vector<PassthroughDevice> out;
+  std::error_code ec;
+  const std::string disk_name = fs::canonical(disk, ec).filename().string();
+  if (ec || disk_name.rfind("nvme", 0) != 0) return out;
+  const auto n = disk_name.rfind('n');
+  if (n == std::string::npos || n + 1 >= disk_name.size() || n < 4) return out;
+  const std::string head = disk_name.substr(n + 1);  // "1" of nvme0n1
+  if (head.find_first_not_of("0123456789") != std::string::npos) return out;
+  const auto digits_after = [](const std::string& s, std::size_t at) {
+    return at < s.size() && s.find_first_not_of("0123456789", at) == std::string::npos;
+  };
+  const fs::path parent = disk / "device";
+  std::vector<fs::path> controllers;
+  if (fs::exists(parent / "dev", ec)) {
+    controllers.push_back(parent);
+  } else {  // a multipath head: the subsystem links its controllers
+    for (const auto& e : fs::directory_iterator(parent, ec)) {
+      const std::string c = e.path().filename().string();
+      if (c.rfind("nvme", 0) == 0 && digits_after(c, 4)) controllers.push_back(e.path());
+    }
+  }
+  for (const auto& c : controllers) {
+    if (const auto k = SysDev(c))
+      out.push_back({*k, DevName(c, *k, "chr"), "NVMe controller device (pass-through)"});
+  }
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string g = e.path().filename().string();
+    const auto gn = g.rfind('n');
+    if (g.rfind("ng", 0) != 0 || gn == std::string::npos || gn < 3 || g.substr(gn + 1) != head ||
+        g.substr(2, gn - 2).find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    if (const auto k = SysDev(e.path()))
+      out.push_back({*k, DevName(e.path(), *k, "chr"), "NVMe generic device (pass-through)"});
+  }
+  return out;
+}
+
 }  // namespace
 
 VolumeId KernelVolumeId(const fs::path& path, bool btrfs_subvolumes) {
@@ -313,10 +362,12 @@ std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys
         for (const auto& e : fs::directory_iterator(scsi / cls, ec)) {
           if (const auto k = SysDev(e.path()))
             add(VolumeId{kCharDevice, *k}, DevName(e.path(), *k, "chr"),
-                std::string("SCSI ") + (cls[0] == 's' ? "generic" : "bsg") +
-                    " device of " + n.name);
+                std::string("SCSI ") + (cls[0] == 's' ? "generic" : "bsg") + " device of " +
+                    n.name);
         }
       }
+      for (const auto& [kdev, name, why] : NvmePassthroughDevices(SysBlockDir(sys, n.id.ino)))
+        add(VolumeId{kCharDevice, kdev}, name, why + " of " + n.name);
     }
   }
   return out;

@@ -3,7 +3,7 @@
 //
 // Identity rule (bpf/storage/storage_guard.bpf.c, volume_of(), reads file->f_inode):
 //   block device   (0, i_rdev)                     kernel dev_t encoding (major << 20 | minor)
-//   char device    (kCharDevice, i_rdev)           only as an alias: SCSI generic nodes of a disk
+//   char device    (kCharDevice, i_rdev)           only as an alias: SCSI generic, NVMe nodes
 //   regular file   (i_sb->s_dev, i_ino)            the super block's device, not stat()'s st_dev
 //                  btrfs: (root->anon_dev, i_ino)  the subvolume's anonymous device (inode numbers
 //                                                  repeat in every subvolume)
@@ -52,7 +52,9 @@ struct VolumeAlias {
 //                    those: holders (dm, md), the whole disk of a partition, and the file behind a
 //                    loop device; a loop device over a file alias is one too; the SCSI generic
 //                    character devices of every SCSI disk among them (/dev/sg*, /dev/bsg/*: SG_IO
-//                    reads and writes the disk's bytes past the block device)
+//                    reads and writes the disk's bytes past the block device), and of every NVMe
+//                    namespace its generic device and its controller's (/dev/ngXnY, /dev/nvmeX:
+//                    NVMe pass-through commands read and write the namespace past it)
 //   regular file     loop devices backed by it, and their partitions and holders
 // From sysfs (`sys`, "/sys" on the host). Bounded: at most 256 aliases.
 std::vector<VolumeAlias> VolumeAliases(const std::filesystem::path& path,

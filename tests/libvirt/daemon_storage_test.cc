@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <sstream>
 
@@ -92,10 +93,32 @@ constexpr const char* kHealthDiskLabel =
     "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
     "</sovguard:guest>";
 
-std::string FileDisk(const fs::path& source, bool readonly = false) {
+std::string FileDisk(const fs::path& source, bool readonly = false,
+                     const std::string& target = "vda") {
   return "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='" +
-         source.string() + "'/><target dev='vda' bus='virtio'/>" + (readonly ? "<readonly/>" : "") +
-         "</disk>";
+         source.string() + "'/><target dev='" + target + "' bus='virtio'/>" +
+         (readonly ? "<readonly/>" : "") + "</disk>";
+}
+
+// A hot-plug: whether libvirt attached the disk, else its error (QEMU's words included).
+struct HotPlug {
+  bool ok = false;
+  std::string error;
+};
+
+// `virsh attach-device --live` of `xml` into the running guest `g` (no hook runs).
+HotPlug HotPlugDisk(st::TestGuest& g, const std::string& xml) {
+  const fs::path file = fs::path("/run/sovguard-test") / (g.Name() + "-hotplug.xml");
+  st::WriteTestFile(file, xml);
+  HotPlug r;
+  try {
+    g.Virsh({"attach-device", g.Name(), file.string(), "--live"});
+    r.ok = true;
+  } catch (const std::exception& e) {
+    r.error = e.what();
+  }
+  fs::remove(file);
+  return r;
 }
 
 class DaemonStorage : public st::DaemonWithLibvirt {
@@ -450,6 +473,105 @@ TEST_F(DaemonStorage, LabelledDiskOfAGuestDefinedLaterIsProtectedAtOnce) {
 
   EXPECT_TRUE(
       IntruderRefused("sgt-dsj", "a guest without the dataset opened a disk defined for another"));
+}
+
+// Hot-plug (`virsh attach-device --live`) runs no libvirt hook: QEMU opens the new disk in the
+// running guest's cgroup, where the kernel judges it like any open. A protected volume
+// hot-plugged into a guest without its dataset: QEMU's open is refused, libvirt reports it, the
+// violation is logged; hot-plugged into a guest holding the dataset it is attached and read.
+TEST_F(DaemonStorage, HotPluggedProtectedVolumeIsRefusedToAGuestWithoutItsDataset) {
+  StartDaemon();
+  st::ScopedHookTarget hook(HookPath());
+  ProtectVolumeByUse("sgt-dsp0");
+  const auto running = [&](const std::string& name, const std::string& metadata) {
+    st::GuestSpec spec;
+    spec.name = name;
+    spec.tap = "sgt" + name.substr(4);
+    spec.metadata = metadata;
+    auto g = std::make_unique<st::TestGuest>(spec);
+    g->Start();
+    EXPECT_TRUE(g->WaitReady(120s)) << st::ReadTextFile(g->ConsoleLog());
+    return g;
+  };
+  const auto intruder = running("sgt-dsp1", "");
+  const auto holder = running("sgt-dsp2", kHealthDiskLabel);
+  const HotPlug refused = HotPlugDisk(*intruder, FileDisk(image_, false, "vdb"));
+  EXPECT_FALSE(refused.ok) << "a protected volume was hot-plugged into a guest without its "
+                              "dataset";
+  EXPECT_TRUE(refused.error.find("not permitted") != std::string::npos ||
+              refused.error.find("ermission denied") != std::string::npos)
+      << refused.error;
+  EXPECT_TRUE(StorageViolationLogged({"sgt-dsp1", "health", fs::canonical(image_).string()}))
+      << "attach error: " << refused.error << "\n"
+      << daemon_->Log();
+  EXPECT_EQ(intruder->Virsh({"domblklist", intruder->Name()}).find(image_.string()),
+            std::string::npos)
+      << "the refused disk is attached";
+  const HotPlug attached = HotPlugDisk(*holder, FileDisk(image_, false, "vdb"));
+  ASSERT_TRUE(attached.ok) << attached.error << daemon_->Log();
+  // The guest kernel probes the new disk: QEMU's reads of it are counted for (holder, health),
+  // the holder's only way to that dataset's bytes.
+  EXPECT_TRUE(st::PollUntil(
+      30s,
+      [&] {
+        for (const auto& c :
+             daemon_->Status().at("storage").value("counters", nlohmann::json::array())) {
+          if (c.value("guest", "") == "sgt-dsp2" && c.value("dataset", "") == "health" &&
+              c.value("read_bytes", std::uint64_t{0}) > 0)
+            return true;
+        }
+        return false;
+      },
+      200ms))
+      << daemon_->Status().dump(2);
+  EXPECT_TRUE(holder->Running());
+}
+
+// A volume labelled with another dataset (here by a defined domain that never ran: protected
+// at its definition) hot-plugged into a running guest holding only "health": QEMU's open is
+// refused, libvirt reports it, the violation names guest, dataset and volume. (A guest's own
+// disk label makes it hold that dataset: there is no disk of its own labelled with a dataset it
+// does not hold.)
+TEST_F(DaemonStorage, HotPluggedVolumeOfADatasetTheHolderDoesNotHoldIsRefused) {
+  StartDaemon();
+  st::ScopedHookTarget hook(HookPath());
+  st::GuestSpec archive_spec;
+  archive_spec.name = "sgt-dsa";
+  archive_spec.tap = "sgtdsa";
+  archive_spec.metadata =
+      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
+      "<dataset id=\"archive\"/><disk target=\"vda\" dataset=\"archive\"/></sovguard:guest>";
+  st::TestGuest archive_guest(archive_spec);  // defined, never started
+  AttachDisk(archive_guest, FileDisk(archive_, /*readonly=*/true));
+  const auto xml = pool_ / "sgt-dsa-defined.xml";
+  st::WriteTestFile(xml, archive_guest.Virsh({"dumpxml", "--inactive", archive_guest.Name()}));
+  archive_guest.Virsh({"define", xml.string()});
+  ASSERT_TRUE(st::PollUntil(
+      15s,
+      [&] {
+        return daemon_->Log().find("1 labelled disks of defined domain sgt-dsa protected") !=
+               std::string::npos;
+      },
+      50ms))
+      << daemon_->Log();
+  st::GuestSpec spec;
+  spec.name = "sgt-dsq";
+  spec.tap = "sgtdsq";
+  spec.metadata = kHealthDiskLabel;
+  st::TestGuest holder(spec);
+  holder.Start();
+  ASSERT_TRUE(holder.WaitReady(120s)) << st::ReadTextFile(holder.ConsoleLog());
+  const HotPlug plugged = HotPlugDisk(holder, FileDisk(archive_, /*readonly=*/true, "vdb"));
+  EXPECT_FALSE(plugged.ok) << "another dataset's volume was hot-plugged into the health holder";
+  EXPECT_TRUE(plugged.error.find("not permitted") != std::string::npos ||
+              plugged.error.find("ermission denied") != std::string::npos)
+      << plugged.error;
+  EXPECT_TRUE(StorageViolationLogged({"sgt-dsq", "archive", fs::canonical(archive_).string()}))
+      << "attach error: " << plugged.error << "\n"
+      << daemon_->Log();
+  EXPECT_EQ(holder.Virsh({"domblklist", holder.Name()}).find(archive_.string()), std::string::npos)
+      << "the refused disk is attached";
+  EXPECT_TRUE(holder.Running());
 }
 
 TEST_F(DaemonStorage, ReadOnlyDatasetIsNeverOpenedForWriting) {

@@ -3,10 +3,12 @@
 // subvolume (loop-mounted btrfs), an image in an overlayfs lower layer (opened through the overlay
 // and through the layer), and block-device aliases (a partition of a protected loop device, a
 // device-mapper linear target over one, the loop device under a protected dm target, a loop device
-// over a protected image, the SCSI generic and bsg nodes of a protected SCSI disk). A guest cgroup without the dataset is refused (EPERM) or killed; one
-// with it opens the volume and its bytes are counted on the volume's dataset.
+// over a protected image, the SCSI generic and bsg nodes of a protected SCSI disk). A guest cgroup
+// without the dataset is refused (EPERM) or killed; one with it opens the volume and its bytes are
+// counted on the volume's dataset.
 #include <fcntl.h>
 #include <linux/bsg.h>
+#include <linux/nvme_ioctl.h>
 #include <scsi/sg.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -19,7 +21,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -426,11 +430,142 @@ TEST_F(VolumeIdTest, ScsiGenericAndBsgNodesOfAProtectedDiskAreRefused) {
       StartGuest("alpha", 1ULL << kHealth, {{.source = scsi.disk(), .dataset = "health"}});
   ExpectDeviceRefused(bravo, scsi.disk());
   for (const auto& [node, bsg] : nodes)
-    EXPECT_EQ(RunInCgroup(bravo, [&] { return ReadFirstBlockBySgIo(node, bsg); }).exit_code,
-              kEperm)
+    EXPECT_EQ(RunInCgroup(bravo, [&] { return ReadFirstBlockBySgIo(node, bsg); }).exit_code, kEperm)
         << node;
   for (const auto& [node, bsg] : nodes)
     EXPECT_EQ(RunInCgroup(alpha, [&] { return ReadFirstBlockBySgIo(node, bsg); }).exit_code, kOk)
+        << node;
+}
+
+// The emulated NVMe disk the vm tier attaches (tests/vm/run-in-vm.sh --nvme: QEMU's `-device
+// nvme,serial=...`), found by that serial only, so a host's own NVMe disks are never touched:
+// its namespace's block device, generic device (ngXnY) and controller device (nvmeX) as nodes
+// made by the test, and the namespace id and block size. Empty paths when there is none.
+class TestNvmeDisk {
+ public:
+  static constexpr const char* kSerial = "sovguard-nvme";
+  explicit TestNvmeDisk(const fs::path& node_dir) {
+    std::error_code ec;
+    for (const auto& b : fs::directory_iterator("/sys/block", ec)) {
+      const std::string name = b.path().filename().string();
+      if (name.rfind("nvme", 0) != 0) continue;
+      if (Output("cat " + (b.path() / "device/serial").string() + " 2>/dev/null") != kSerial)
+        continue;
+      disk_ = Node(b.path(), S_IFBLK, node_dir);
+      controller_ = Node(b.path() / "device", S_IFCHR, node_dir);
+      for (const auto& e : fs::directory_iterator(b.path() / "device", ec))
+        if (e.path().filename().string().rfind("ng", 0) == 0)
+          generic_ = Node(e.path(), S_IFCHR, node_dir);
+      nsid_ = static_cast<std::uint32_t>(
+          std::strtoul(Output("cat " + (b.path() / "nsid").string()).c_str(), nullptr, 10));
+      block_size_ = static_cast<std::uint32_t>(std::strtoul(
+          Output("cat " + (b.path() / "queue/logical_block_size").string()).c_str(), nullptr, 10));
+      break;
+    }
+  }
+  const fs::path& disk() const { return disk_; }
+  const fs::path& generic() const { return generic_; }
+  const fs::path& controller() const { return controller_; }
+  std::uint32_t nsid() const { return nsid_; }
+  std::uint32_t block_size() const { return block_size_; }
+
+ private:
+  // A node named after `dir` for its dev file, made in `node_dir`.
+  static fs::path Node(const fs::path& dir, mode_t type, const fs::path& node_dir) {
+    unsigned maj = 0, min = 0;
+    if (std::sscanf(Output("cat " + (dir / "dev").string()).c_str(), "%u:%u", &maj, &min) != 2)
+      return {};
+    const fs::path node = node_dir / fs::canonical(dir).filename();
+    return ::mknod(node.c_str(), type | 0600, makedev(maj, min)) == 0 ? node : fs::path{};
+  }
+  fs::path disk_, generic_, controller_;
+  std::uint32_t nsid_ = 0, block_size_ = 0;
+};
+
+// An NVMe Read of LBA 0 by pass-through, as a QEMU given the node would issue it: the generic
+// device takes NVME_IOCTL_IO64_CMD, the controller device NVME_IOCTL_IO_CMD (namespace `nsid`).
+// kOk when the block came back equal to `want`, kEperm when the open was refused.
+int ReadFirstBlockByNvmePassthrough(const fs::path& node, bool controller, std::uint32_t nsid,
+                                    const std::vector<unsigned char>& want) {
+  const int fd = ::open(node.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return errno == EPERM ? kEperm : kOtherError;
+  std::vector<unsigned char> data(want.size());
+  int rc = -1;
+  if (controller) {
+    nvme_passthru_cmd cmd{};
+    cmd.opcode = 0x02;  // Read
+    cmd.nsid = nsid;
+    cmd.addr = reinterpret_cast<std::uintptr_t>(data.data());
+    cmd.data_len = static_cast<std::uint32_t>(data.size());
+    cmd.cdw12 = 0;  // one block (0-based count), LBA 0 in cdw10/11
+    rc = ::ioctl(fd, NVME_IOCTL_IO_CMD, &cmd);
+  } else {
+    nvme_passthru_cmd64 cmd{};
+    cmd.opcode = 0x02;
+    cmd.nsid = nsid;
+    cmd.addr = reinterpret_cast<std::uintptr_t>(data.data());
+    cmd.data_len = static_cast<std::uint32_t>(data.size());
+    rc = ::ioctl(fd, NVME_IOCTL_IO64_CMD, &cmd);
+  }
+  ::close(fd);
+  return rc == 0 && data == want ? kOk : kShortRead;
+}
+
+// NVMe pass-through: a namespace's generic character device and its controller's reach its
+// blocks past the block device, so they are aliases of a protected namespace: cgroup/dev refuses
+// them to a guest without the dataset, on every kernel; the guest holding it uses them.
+TEST_F(VolumeIdTest, NvmeGenericAndControllerNodesOfAProtectedNamespaceAreRefused) {
+  Sh("modprobe nvme");
+  if (!fs::exists("/sys/class/nvme") && !fs::exists("/sys/module/nvme_core")) {
+    SOVGUARD_SKIP_KERNEL_FEATURE("nvme", "no NVMe in this kernel (no /sys/class/nvme, no nvme)");
+  }
+  TestNvmeDisk nvme(tmp_.path());
+  ASSERT_FALSE(nvme.disk().empty()) << "no NVMe namespace with serial " << TestNvmeDisk::kSerial
+                                    << " (tests/vm/run-in-vm.sh --nvme attaches one)";
+  ASSERT_FALSE(nvme.generic().empty()) << "no NVMe generic device (ngXnY) of " << nvme.disk();
+  ASSERT_FALSE(nvme.controller().empty()) << "no NVMe controller device of " << nvme.disk();
+  ASSERT_GT(nvme.nsid(), 0u);
+  ASSERT_GE(nvme.block_size(), 512u);
+  // Block 0 gets a pattern through the block device, so the bytes a read returns are told apart.
+  std::vector<unsigned char> block(nvme.block_size());
+  for (std::size_t i = 0; i < block.size(); ++i) block[i] = static_cast<unsigned char>(i * 7 + 1);
+  {
+    const int fd = ::open(nvme.disk().c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << nvme.disk();
+    void* aligned = nullptr;
+    ASSERT_EQ(::posix_memalign(&aligned, 4096, block.size()), 0);
+    std::memcpy(aligned, block.data(), block.size());
+    const ssize_t n = ::pwrite(fd, aligned, block.size(), 0);
+    std::free(aligned);
+    ::close(fd);
+    ASSERT_EQ(n, static_cast<ssize_t>(block.size()));
+  }
+  // The attack works on an unprotected namespace: both nodes give its bytes.
+  const auto bravo = StartGuest("bravo", 1ULL << kOther);
+  const std::pair<fs::path, bool> nodes[] = {{nvme.generic(), false}, {nvme.controller(), true}};
+  for (const auto& [node, ctrl] : nodes)
+    ASSERT_EQ(
+        RunInCgroup(bravo,
+                    [&] { return ReadFirstBlockByNvmePassthrough(node, ctrl, nvme.nsid(), block); })
+            .exit_code,
+        kOk)
+        << node;
+  const auto alpha =
+      StartGuest("alpha", 1ULL << kHealth, {{.source = nvme.disk(), .dataset = "health"}});
+  ExpectDeviceRefused(bravo, nvme.disk());
+  for (const auto& [node, ctrl] : nodes)
+    EXPECT_EQ(
+        RunInCgroup(bravo,
+                    [&] { return ReadFirstBlockByNvmePassthrough(node, ctrl, nvme.nsid(), block); })
+            .exit_code,
+        kEperm)
+        << node;
+  for (const auto& [node, ctrl] : nodes)
+    EXPECT_EQ(
+        RunInCgroup(alpha,
+                    [&] { return ReadFirstBlockByNvmePassthrough(node, ctrl, nvme.nsid(), block); })
+            .exit_code,
+        kOk)
         << node;
 }
 
@@ -552,6 +687,75 @@ TEST(VolumeIdentity, ScsiGenericDevicesOfADiskFromSysfs) {
       EXPECT_EQ(it->name, want.name);
     }
   }
+}
+
+// An NVMe namespace's generic device and its controller's are aliases of the namespace and of
+// its partitions, and no other namespace's generic device is (as sysfs shows them: the disk's
+// `device` is the controller, whose children are the namespaces' ngXnY; a multipath head's
+// `device` is the subsystem, which holds the head's ngXnY and links its controllers).
+TEST(VolumeIdentity, NvmePassthroughDevicesOfANamespaceFromSysfs) {
+  SOVGUARD_REQUIRE(::geteuid() == 0, "root (mknod)");
+  TempDir tmp;
+  const fs::path sys = tmp.path() / "sys";
+  const auto dev_file = [](const fs::path& d, const std::string& mm, const std::string& name) {
+    fs::create_directories(d);
+    std::ofstream(d / "dev") << mm << "\n";
+    std::ofstream(d / "uevent") << "MAJOR=x\nDEVNAME=" << name << "\n";
+  };
+  fs::create_directories(sys / "dev/block");
+  fs::create_directories(sys / "block");
+  const auto blk = [&](const fs::path& d, const std::string& mm) {
+    fs::create_directory_symlink(d, sys / "dev/block" / mm);
+  };
+  // One controller, two namespaces; namespace 1 has a partition.
+  const fs::path ctrl = sys / "devices/pci0000:00/0000:00:04.0/nvme/nvme7";
+  dev_file(ctrl, "242:7", "nvme7");
+  dev_file(ctrl / "nvme7n1", "259:10", "nvme7n1");
+  dev_file(ctrl / "nvme7n1/nvme7n1p1", "259:11", "nvme7n1p1");
+  std::ofstream(ctrl / "nvme7n1/nvme7n1p1/partition") << "1\n";
+  dev_file(ctrl / "nvme7n2", "259:12", "nvme7n2");
+  dev_file(ctrl / "ng7n1", "241:10", "ng7n1");
+  dev_file(ctrl / "ng7n2", "241:11", "ng7n2");
+  fs::create_directory_symlink(ctrl, ctrl / "nvme7n1/device");
+  fs::create_directory_symlink(ctrl, ctrl / "nvme7n2/device");
+  blk(ctrl / "nvme7n1", "259:10");
+  blk(ctrl / "nvme7n1/nvme7n1p1", "259:11");
+  blk(ctrl / "nvme7n2", "259:12");
+  // A multipath head: its disk and ngXnY under the subsystem, which links its controller.
+  const fs::path subsys = sys / "devices/virtual/nvme-subsystem/nvme-subsys3";
+  const fs::path ctrl3 = sys / "devices/pci0000:00/0000:00:05.0/nvme/nvme3";
+  dev_file(ctrl3, "242:3", "nvme3");
+  dev_file(subsys / "nvme3n1", "259:20", "nvme3n1");
+  dev_file(subsys / "ng3n1", "241:20", "ng3n1");
+  fs::create_directory_symlink(ctrl3, subsys / "nvme3");
+  fs::create_directory_symlink(subsys, subsys / "nvme3n1/device");
+  blk(subsys / "nvme3n1", "259:20");
+  const auto node = [&](const std::string& name, unsigned maj, unsigned min) {
+    const fs::path p = tmp.path() / name;
+    EXPECT_EQ(::mknod(p.c_str(), S_IFBLK | 0600, makedev(maj, min)), 0) << p;
+    return p;
+  };
+  const auto chr = [](unsigned maj, unsigned min) {
+    return VolumeId{kCharDevice, (std::uint64_t{maj} << 20) | min};
+  };
+  const auto ids = [](const std::vector<VolumeAlias>& v) {
+    std::map<VolumeId, std::string> out;
+    for (const auto& a : v) out[a.id] = a.name;
+    return out;
+  };
+  for (const auto& p : {node("nvme7n1", 259, 10), node("nvme7n1p1", 259, 11)}) {
+    const auto got = ids(VolumeAliases(p, sys));
+    EXPECT_EQ(got.size(), 3u) << p;  // the other of disk/partition, ng7n1, nvme7
+    EXPECT_EQ(got.count(chr(241, 10)) ? got.at(chr(241, 10)) : "", "/dev/ng7n1") << p;
+    EXPECT_EQ(got.count(chr(242, 7)) ? got.at(chr(242, 7)) : "", "/dev/nvme7") << p;
+    EXPECT_EQ(got.count(chr(241, 11)), 0u) << p << ": ng7n2 is another namespace's";
+  }
+  const auto of_n2 = ids(VolumeAliases(node("nvme7n2", 259, 12), sys));
+  EXPECT_EQ(of_n2, (std::map<VolumeId, std::string>{{chr(241, 11), "/dev/ng7n2"},
+                                                    {chr(242, 7), "/dev/nvme7"}}));
+  const auto of_head = ids(VolumeAliases(node("nvme3n1", 259, 20), sys));
+  EXPECT_EQ(of_head, (std::map<VolumeId, std::string>{{chr(241, 20), "/dev/ng3n1"},
+                                                      {chr(242, 3), "/dev/nvme3"}}));
 }
 
 }  // namespace

@@ -3,17 +3,19 @@
 # tmpfs overlay (tests/vm/vm-init.sh), runs one command there as root and passes its exit status out.
 #
 # usage: run-in-vm.sh --kernel VMLINUZ --initramfs CPIO [--lsm LIST] [--io DIR] [--timeout S] \
-#          -- COMMAND [ARG...]
+#          [--nvme IMAGE] -- COMMAND [ARG...]
 #   --lsm LIST    kernel command line lsm= (default: the kernel's built-in CONFIG_LSM)
 #   --io DIR      run directory shared read-write at the same path inside the guest (default: a new
 #                 temporary one, removed afterwards); the guest writes DIR/lsm and DIR/status there
 #   --timeout S   bound of the whole boot, in seconds (default 600): QEMU is killed after it
+#   --nvme IMAGE  attach the raw file IMAGE as an emulated NVMe disk (one namespace, serial
+#                 sovguard-nvme: the NVMe tests find their disk by it)
 #   --systemd     boot systemd as PID 1 (the host's, in the overlay root) and run the command as
 #                 the unit sovguard-vm-test.service (tests/vm/vm-init.sh)
 # The command runs in the current directory, with CI and SOVGUARD_* from this environment.
 # Exit: the command's status; 124 when the bound was hit; 125 when the guest gave no status.
 set -euo pipefail
-kernel="" initramfs="" lsm="" io="" timeout=600 systemd=0
+kernel="" initramfs="" lsm="" io="" timeout=600 systemd=0 nvme=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --kernel) kernel=$2; shift 2 ;;
@@ -22,6 +24,9 @@ while [[ $# -gt 0 ]]; do
     --io) io=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --systemd) systemd=1; shift ;;
+    --nvme) [[ -f $2 ]] || { echo "run-in-vm: --nvme $2: no such file" >&2; exit 2; }
+            nvme=(-drive "file=$2,if=none,id=nv0,format=raw" -device nvme,serial=sovguard-nvme,drive=nv0)
+            shift 2 ;;
     --) shift; break ;;
     *) echo "run-in-vm: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -61,7 +66,7 @@ timeout --kill-after=10 "$timeout" qemu-system-x86_64 -accel tcg -cpu max -smp 2
   -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
   -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
   -fsdev local,id=vmio,path="$io",security_model=none \
-  -device virtio-9p-pci,fsdev=vmio,mount_tag=vmio </dev/null | stdbuf -oL tr -d '\r' || rc=$?
+  -device virtio-9p-pci,fsdev=vmio,mount_tag=vmio "${nvme[@]}" </dev/null | stdbuf -oL tr -d '\r' || rc=$?
 echo "run-in-vm: guest ran $(($(date +%s) - start)) s"
 if [[ $rc -eq 124 || $rc -eq 137 ]]; then
   echo "run-in-vm: FAILED: the guest did not power off within ${timeout}s" >&2

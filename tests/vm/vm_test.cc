@@ -66,7 +66,8 @@ class VmTest : public ::testing::Test {
                      "qemu-system-x86_64 (qemu-system-x86)");
   }
 
-  // One boot with lsm=`lsm` ("" keeps the kernel's built-in list): writes the probe's JSON, then
+  // One boot with lsm=`lsm` ("" keeps the kernel's built-in list) and an emulated NVMe disk
+  // (run-in-vm.sh --nvme, an 8 MiB image in the run directory): writes the probe's JSON, then
   // runs each binary with its filter; returns the run directory. Fails the test when the guest
   // did not finish (bounded by `timeout_s`) or its script failed.
   fs::path Boot(const std::string& name, const std::string& lsm, const std::vector<Binary>& bins,
@@ -88,19 +89,24 @@ class VmTest : public ::testing::Test {
              << base << ".rc\n";
     }
     script.close();
-    Run(io, lsm, false, timeout_s);
+    const fs::path nvme = io / "nvme.img";
+    std::ofstream(nvme).close();
+    fs::resize_file(nvme, 8 << 20);
+    Run(io, lsm, false, timeout_s, nvme);
     return io;
   }
 
-  // Boots once (lsm= `lsm`, "" for the built-in list; systemd as PID 1 when `systemd`) and runs
-  // io/script.sh; fails the test when the guest did not finish within `timeout_s` or the script
-  // failed.
-  static void Run(const fs::path& io, const std::string& lsm, bool systemd, int timeout_s) {
+  // Boots once (lsm= `lsm`, "" for the built-in list; systemd as PID 1 when `systemd`; the raw
+  // image `nvme`, when given, as an NVMe disk) and runs io/script.sh; fails the test when the
+  // guest did not finish within `timeout_s` or the script failed.
+  static void Run(const fs::path& io, const std::string& lsm, bool systemd, int timeout_s,
+                  const fs::path& nvme = {}) {
     std::string cmd = std::string(SOVGUARD_VM_RUNNER) + " --kernel " + SOVGUARD_VM_KERNEL +
                       " --initramfs " + SOVGUARD_VM_INITRAMFS + " --io " + Quote(io.string()) +
                       " --timeout " + std::to_string(timeout_s);
     if (!lsm.empty()) cmd += " --lsm " + lsm;
     if (systemd) cmd += " --systemd";
+    if (!nvme.empty()) cmd += " --nvme " + Quote(nvme.string());
     cmd += " -- bash " + Quote((io / "script.sh").string()) + " 2>&1";
     std::fflush(stdout);
     const int status = std::system(cmd.c_str());  // output goes to the test's own log
@@ -152,20 +158,21 @@ class VmTest : public ::testing::Test {
 
 // The distribution kernel with its built-in lsm= (bpf included): the prevents path.
 TEST_F(VmTest, BpfLsmStorageTierPrevents) {
-  const auto io = Boot("bpf-lsm", "",
-                       {{"tests/probe/probe_test",
-                         "ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm:"
-                         "ProbeTest.CgroupMechanismsPreventOnThisKernel"},
-                        {"tests/vm/vm_storage_prevents_test", ""},
-                        {"tests/storage/storage_kernel_test", std::string("-") + kTcgTooSlow},
-                        {"tests/storage/storage_systemd_test", ""},
-                        {"tests/storage/storage_volume_id_test", "VolumeIdTest.ImageInABtrfs*"},
-                        {"tests/datapath/datapath_netns_test", kTcgTooSlowNet},
-                        {"tests/datapath/datapath_escape_test", ""},
-                        {"tests/daemon/daemon_strongest_test", "",
-                         "SOVGUARD_EXPECT_STORAGE_OPEN=bpf-lsm:file_open "
-                         "SOVGUARD_EXPECT_DOWNGRADED=''"}},
-                       1500);
+  const auto io = Boot(
+      "bpf-lsm", "",
+      {{"tests/probe/probe_test",
+        "ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm:"
+        "ProbeTest.CgroupMechanismsPreventOnThisKernel"},
+       {"tests/vm/vm_storage_prevents_test", ""},
+       {"tests/storage/storage_kernel_test", std::string("-") + kTcgTooSlow},
+       {"tests/storage/storage_systemd_test", ""},
+       {"tests/storage/storage_volume_id_test", "VolumeIdTest.ImageInABtrfs*:VolumeIdTest.Nvme*"},
+       {"tests/datapath/datapath_netns_test", kTcgTooSlowNet},
+       {"tests/datapath/datapath_escape_test", ""},
+       {"tests/daemon/daemon_strongest_test", "",
+        "SOVGUARD_EXPECT_STORAGE_OPEN=bpf-lsm:file_open "
+        "SOVGUARD_EXPECT_DOWNGRADED=''"}},
+      1500);
   const std::string lsm = Lsm(io);
   std::printf("guest lsm=%s\n", lsm.c_str());
   EXPECT_NE(("," + lsm + ",").find(",bpf,"), std::string::npos) << lsm;
@@ -189,9 +196,11 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
                            {"StorageSystemdTest.GuestWithoutTheDatasetInLibvirtEmulatorIsRefused"});
   // btrfs is a module here, loaded by the test's mount after the programs: its files are still
   // refused by the LSM (keyed by file system and inode number, as the programs key them then).
+  // A protected NVMe namespace's pass-through devices are refused with the LSM selected too.
   ExpectPassedWithoutSkips(
       io, "storage_volume_id_test",
-      {"VolumeIdTest.ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode"});
+      {"VolumeIdTest.ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode",
+       "VolumeIdTest.NvmeGenericAndControllerNodesOfAProtectedNamespaceAreRefused"});
   // The network path on the distribution kernel: tc programs load, enforce, and the escape
   // corpus delivers nothing.
   for (const char* path : {"guest-network-egress", "guest-network-ingress"}) {
@@ -210,8 +219,9 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
 }
 
 // The same kernel booted with an lsm= list without bpf: the fallback ladder is selected and says
-// why, and the storage tier passes on it, with the volume aliases this kernel has (dm, SCSI). Only the test that exists to exercise the LSM is left
-// out (it would skip with kernel-feature:bpf-lsm, which is this boot's point).
+// why, and the storage tier passes on it, with the volume aliases this kernel has (dm, SCSI). Only
+// the test that exists to exercise the LSM is left out (it would skip with kernel-feature:bpf-lsm,
+// which is this boot's point).
 TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
   const auto io =
       Boot("no-bpf-lsm", "lockdown,capability,landlock,yama,apparmor",
@@ -255,13 +265,15 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
        "Paths/IoPathTest.BytesAreCountedExactly/IoUring",
        "Paths/IoPathTest.WriteBudgetKills/IoUring", "Paths/IoPathTest.ReadBudgetKills/IoUring",
        "Paths/PassedFdTest.ReadOfAPassedInVolumeIsKilledBeforeTheDataArrives/IoUring"});
-  // Block-device aliases on a kernel with device-mapper and SCSI (cgroup/dev judges them alike
-  // with or without BPF LSM): dm targets over and under a protected device, and a protected SCSI
-  // disk's sg and bsg pass-through nodes.
-  ExpectPassedWithoutSkips(io, "storage_volume_id_test",
-                           {"VolumeIdTest.DeviceMapperAliasesOfAProtectedDeviceAreRefused",
-                            "VolumeIdTest.ScsiGenericAndBsgNodesOfAProtectedDiskAreRefused",
-                            "VolumeIdTest.ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode"});
+  // Block-device aliases on a kernel with device-mapper, SCSI and NVMe (cgroup/dev judges them
+  // alike with or without BPF LSM): dm targets over and under a protected device, a protected
+  // SCSI disk's sg and bsg pass-through nodes, a protected NVMe namespace's ngXnY and nvmeX.
+  ExpectPassedWithoutSkips(
+      io, "storage_volume_id_test",
+      {"VolumeIdTest.DeviceMapperAliasesOfAProtectedDeviceAreRefused",
+       "VolumeIdTest.ScsiGenericAndBsgNodesOfAProtectedDiskAreRefused",
+       "VolumeIdTest.NvmeGenericAndControllerNodesOfAProtectedNamespaceAreRefused",
+       "VolumeIdTest.ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode"});
 }
 
 // A systemd host: the same kernel booted with systemd as PID 1 (the host's systemd, machined,
