@@ -5,9 +5,12 @@
 # copies the evidence (status, journal excerpts) into IO. vm_test.cc judges the checks on the host:
 # a check missing from the file fails there as well.
 #
-# usage: systemd-host.sh DEB IO GUEST_KERNEL
+# usage: systemd-host.sh DEB IO GUEST_KERNEL TABLE
+#   TABLE: a small jurisdiction table (world.sgjt of a few countries) the daemon loads instead of
+#   the shipped world table: under TCG loading, applying and comparing the world table takes
+#   minutes per daemon start; its scale is the host tiers' subject, systemd's is this boot's.
 set -uo pipefail
-deb=$1 io=$2 kernel=$3
+deb=$1 io=$2 kernel=$3 table=$4
 cd "$io" || exit 2
 : >checks
 ok() { echo "ok $1" | tee -a checks; }
@@ -103,6 +106,9 @@ sovguardctl policy bundle --key signer.pem --version 1 policy.textproto -o /etc/
   fail policy-bundle "sovguardctl policy bundle"
 cp /etc/sovguard/policy.bundle good.bundle
 echo "policy_bundle = /etc/sovguard/policy.bundle" >>/etc/sovguard/sovguardd.conf
+mkdir -p /var/lib/sovguard-vm-data
+cp "$table" /var/lib/sovguard-vm-data/world.sgjt
+echo "data_dir = /var/lib/sovguard-vm-data" >>/etc/sovguard/sovguardd.conf
 # Under TCG a start takes minutes (a Debug+ASan daemon loading the world table: about 100 s here,
 # more under load), longer than the unit's default 90 s start timeout: raised for this VM only.
 mkdir -p /etc/systemd/system/sovguardd.service.d

@@ -88,7 +88,9 @@ Type=oneshot
 TimeoutStartSec=infinity
 StandardOutput=journal+console
 StandardError=journal+console
-ExecStart=/bin/bash -c 'bash $io/cmd.sh; echo \$\$? >$io/status; echo SOVGUARD-VM: exit=\$\$(cat $io/status); sync'
+# Off at once (reboot(2)) once the status is written: an ordinary poweroff after the command
+# kept the guest up until the boot's bound.
+ExecStart=/bin/bash -c 'bash $io/cmd.sh; echo \$\$? >$io/status; echo SOVGUARD-VM: exit=\$\$(cat $io/status); sync; systemctl poweroff -ff'
 SuccessAction=poweroff-immediate
 FailureAction=poweroff-immediate
 UNIT

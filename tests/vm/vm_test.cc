@@ -302,9 +302,23 @@ TEST_F(VmTest, SystemdHostRunsThePackagedUnit) {
   for (const auto& e : fs::directory_iterator(io / "deb"))
     if (e.path().extension() == ".deb") deb = e.path();
   ASSERT_FALSE(deb.empty()) << ReadText(io / "cpack.log");
+  // A jurisdiction table of four countries from the shared data (systemd-host.sh says why).
+  const fs::path countries = io / "table/country";
+  fs::create_directories(countries);
+  for (const char* cc : {"lu", "mt", "is", "li"}) {
+    fs::copy(fs::path(SOVGUARD_SHARED_DATA_DIR) / "country-ip-blocks/country" / cc, countries / cc,
+             fs::copy_options::recursive);
+  }
+  const std::string compile = std::string(SOVGUARD_BINARY_DIR) +
+                              "/enforcer/ctl/sovguardctl jurisdiction compile --from " +
+                              Quote((io / "table").string()) + " -o " +
+                              Quote((io / "world.sgjt").string()) + " >" +
+                              Quote((io / "table.log").string()) + " 2>&1";
+  ASSERT_EQ(std::system(compile.c_str()), 0) << ReadText(io / "table.log");
   std::ofstream(io / "script.sh") << "exec bash " << Quote(SOVGUARD_VM_SYSTEMD_SCRIPT) << " "
                                   << Quote(deb.string()) << " " << Quote(io.string()) << " "
-                                  << Quote(SOVGUARD_VM_KERNEL) << "\n";
+                                  << Quote(SOVGUARD_VM_KERNEL) << " "
+                                  << Quote((io / "world.sgjt").string()) << "\n";
   const auto start = std::chrono::steady_clock::now();
   Run(io, "", true, 1800);
   std::printf("systemd boot: %lld s\n",
