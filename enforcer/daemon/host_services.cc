@@ -18,14 +18,14 @@
 #include <stdexcept>
 
 #include "enforcer/system/process.h"
-#include "enforcer/system/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace sovguard::daemon {
 namespace {
 
 using enforcer::RunCommand;
 using enforcer::SystemdIsInit;
-using enforcer::UniqueFd;
+using base::UniqueFd;
 using enforcer::WaitUntil;
 
 bool LibvirtAnswers(const std::string& uri) {

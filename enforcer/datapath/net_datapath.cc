@@ -17,6 +17,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/unique_fd.h"
 #include "bpf/net/sg_net.skel.h"
 #include "enforcer/datapath/table_digest.h"
 #include "enforcer/datapath/tables.h"
@@ -29,27 +30,7 @@ namespace {
 constexpr std::uint32_t kTcHandle = 0x5347;
 constexpr std::uint32_t kTcPriority = 1;
 
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) : fd_(fd) {}
-  ~UniqueFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  UniqueFd(UniqueFd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      if (fd_ >= 0) ::close(fd_);
-      fd_ = o.fd_;
-      o.fd_ = -1;
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
+using base::UniqueFd;
 
 UniqueFd CreateMap(bpf_map_type type, const char* name, std::uint32_t key_size,
                    std::uint32_t value_size, std::uint32_t max_entries, std::uint32_t flags) {
@@ -88,8 +69,8 @@ void InNetns(const std::string& path, F&& f) {
   std::thread worker([&] {
     try {
       UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (ns.get() < 0) throw DatapathError("open network namespace " + path, errno);
-      if (::setns(ns.get(), CLONE_NEWNET) != 0) throw DatapathError("setns " + path, errno);
+      if (!ns) throw DatapathError("open network namespace " + path, errno);
+      if (::setns(ns.Get(), CLONE_NEWNET) != 0) throw DatapathError("setns " + path, errno);
       f();
     } catch (...) {
       failure = std::current_exception();
@@ -187,10 +168,10 @@ NetDatapath::NetDatapath(NetDatapathOptions options) : options_(std::move(option
   UniqueFd barrier = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_barrier", sizeof(std::uint32_t),
                                sizeof(std::uint32_t), 1, 0);
   const std::uint32_t zero = 0;
-  const int barrier_fd = barrier.get();
+  const int barrier_fd = barrier.Get();
   UpdateElem(bpf_map__fd(skel->maps.sg_rcu_barrier), &zero, &barrier_fd, "sg_rcu_barrier");
   slot_used_.assign(SG_MAX_GUESTS, false);
-  barrier_inner_fd_ = barrier.release();
+  barrier_inner_fd_ = barrier.Release();
   skel_ = skel.release();
   // Adopted pinned maps may already hold an active generation from a predecessor.
   const std::uint32_t active = skel_->bss->sg_cfg.active_gen & (SG_NET_GENERATIONS - 1);
@@ -293,7 +274,7 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
       const auto& entries = plan.v6_trie();
       inner[i] = CreateMap(BPF_MAP_TYPE_LPM_TRIE, name, sizeof(sg_lpm_v6_key),
                            sizeof(std::uint32_t), plan.Entries(table), kMaps[i].flags);
-      for (const auto& e : entries) UpdateElem(inner[i].get(), &e.key, &e.class_id, name);
+      for (const auto& e : entries) UpdateElem(inner[i].Get(), &e.key, &e.class_id, name);
       digests[i] = DigestTrie(entries);
       continue;
     }
@@ -307,7 +288,7 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
         [&](std::uint32_t first, std::uint32_t count, std::span<const std::uint8_t> values) {
           keys.resize(count);
           std::iota(keys.begin(), keys.end(), first);
-          UpdateMany(inner[i].get(), keys.data(), sizeof(std::uint32_t), values.data(), value_size,
+          UpdateMany(inner[i].Get(), keys.data(), sizeof(std::uint32_t), values.data(), value_size,
                      count, name);
           h.Update(values.data(), values.size());
         });
@@ -321,7 +302,7 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
   const auto outers = Outers();
   std::array<std::uint32_t, SG_NET_TABLES> ids{};
   for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
-    const int fd = inner[i].get();
+    const int fd = inner[i].Get();
     UpdateElem(outers[i], &next, &fd, "generation slot");
     ids[i] = MapId(fd);
   }
@@ -907,8 +888,8 @@ std::vector<TamperFinding> NetDatapath::VerifyAttachments(VerifyOptions options)
     }
     if (!options.hash_tables) continue;
     UniqueFd fd(bpf_map_get_fd_by_id(id));
-    if (fd.get() < 0) throw DatapathError("open policy table map " + std::to_string(id), errno);
-    const Sha256 got = DigestMap(fd.get());
+    if (!fd) throw DatapathError("open policy table map " + std::to_string(id), errno);
+    const Sha256 got = DigestMap(fd.Get());
     if (got != table_digests_[i]) {
       f.kind = TamperKind::kPolicyTableAltered;
       f.detail = "table " + f.table + " sha256 " + Hex(got.data(), 8) + "..., expected " +

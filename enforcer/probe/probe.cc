@@ -24,10 +24,14 @@
 #include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
-#include "enforcer/system/unique_fd.h"
+#include "base/errno_text.h"
+#include "base/unique_fd.h"
 
 namespace sovguard::enforcer {
 namespace {
+
+using base::ErrnoText;
+using base::UniqueFd;
 
 struct SkelDeleter {
   void operator()(storage_guard* s) const { storage_guard__destroy(s); }
@@ -37,10 +41,6 @@ struct LinkDeleter {
   void operator()(bpf_link* l) const { bpf_link__destroy(l); }
 };
 using Link = std::unique_ptr<bpf_link, LinkDeleter>;
-
-std::string ErrnoText(int err) {
-  return std::strerror(err < 0 ? -err : err);
-}
 
 // A temporary cgroup v2 directory to attach cgroup programs to; removed on destruction. Made
 // below this process's own cgroup (e.g. system.slice/sovguardd.service, mode 0755, root's):

@@ -33,13 +33,15 @@
 #include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/process.h"
-#include "enforcer/system/unique_fd.h"
+#include "base/errno_text.h"
+#include "base/unique_fd.h"
 
 namespace sovguard::storage {
 namespace {
 
 namespace fs = std::filesystem;
-using enforcer::UniqueFd;
+using base::ErrnoText;
+using base::UniqueFd;
 
 struct SkelDeleter {
   void operator()(storage_guard* s) const { storage_guard__destroy(s); }
@@ -49,10 +51,6 @@ struct RingDeleter {
   void operator()(ring_buffer* r) const { ring_buffer__free(r); }
 };
 using Ring = std::unique_ptr<ring_buffer, RingDeleter>;
-
-std::string ErrnoText(int err) {
-  return std::strerror(err < 0 ? -err : err);
-}
 
 std::string DevText(std::uint64_t kdev) {
   return fmt::format("{}:{}", kdev >> 20, kdev & 0xfffff);
