@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <string>
 
-#include "enforcer/daemon/config.h"
 #include "base/unique_fd.h"
+#include "enforcer/daemon/config.h"
 
 namespace sovguard::daemon {
 

@@ -144,8 +144,7 @@ MetricsServer::MetricsServer(Registry& registry, ServerOptions options)
   registry_.Declare(kScrapes);
 
   UniqueFd fd(::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd)
-    throw std::runtime_error("metrics: socket(): " + std::string(std::strerror(errno)));
+  if (!fd) throw std::runtime_error("metrics: socket(): " + std::string(std::strerror(errno)));
   const int one = 1;
   if (::setsockopt(fd.Get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
     throw std::runtime_error("metrics: SO_REUSEADDR: " + std::string(std::strerror(errno)));

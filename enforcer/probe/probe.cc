@@ -19,13 +19,13 @@
 #include <sstream>
 #include <string>
 
+#include "base/errno_text.h"
+#include "base/unique_fd.h"
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/probe/probe_candidates.h"
 #include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
-#include "base/errno_text.h"
-#include "base/unique_fd.h"
 
 namespace sovguard::enforcer {
 namespace {

@@ -38,8 +38,8 @@
 #include <utility>
 #include <vector>
 
-#include "bpf/sovguard_abi.h"
 #include "base/unique_fd.h"
+#include "bpf/sovguard_abi.h"
 
 namespace sovguard::storage {
 
@@ -102,7 +102,7 @@ class FanotifyGuard {
   std::string machine_rel_;  // machine cgroup below the cgroup2 root, "/machine"
   std::filesystem::path cgroup2_root_;
   base::UniqueFd group_;
-  base::UniqueFd stop_;  // eventfd: wakes the thread to stop
+  base::UniqueFd stop_;      // eventfd: wakes the thread to stop
   mutable std::mutex mu_;    // marks_, events_, counters_
   std::map<std::pair<std::uint64_t, std::uint64_t>, Mark> marks_;  // by (st_dev, st_ino)
   std::deque<sg_storage_event> events_;
