@@ -17,6 +17,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/hex.h"
 #include "base/unique_fd.h"
 #include "bpf/net/sg_net.skel.h"
 #include "enforcer/datapath/table_digest.h"
@@ -106,16 +107,6 @@ std::uint32_t MapId(int fd) {
   if (int err = bpf_obj_get_info_by_fd(fd, &info, &len); err)
     throw DatapathError("bpf_obj_get_info_by_fd (map)", -err);
   return info.id;
-}
-
-std::string Hex(const std::uint8_t* p, std::size_t n) {
-  std::string out;
-  char b[3];
-  for (std::size_t i = 0; i < n; ++i) {
-    std::snprintf(b, sizeof(b), "%02x", p[i]);
-    out += b;
-  }
-  return out;
 }
 
 }  // namespace
@@ -892,8 +883,8 @@ std::vector<TamperFinding> NetDatapath::VerifyAttachments(VerifyOptions options)
     const Sha256 got = DigestMap(fd.Get());
     if (got != table_digests_[i]) {
       f.kind = TamperKind::kPolicyTableAltered;
-      f.detail = "table " + f.table + " sha256 " + Hex(got.data(), 8) + "..., expected " +
-                 Hex(table_digests_[i].data(), 8) + "...";
+      f.detail = "table " + f.table + " sha256 " + base::ToHex(got.data(), 8) + "..., expected " +
+                 base::ToHex(table_digests_[i].data(), 8) + "...";
       out.push_back(std::move(f));
     }
   }
@@ -997,10 +988,9 @@ std::string FormatStatus(const NetStatus& s) {
   if (!s.policy_loaded) {
     out += "network datapath: no policy loaded (all guest traffic but ARP/ND/DHCP is dropped)\n";
   } else {
-    char digest[17];
-    for (int i = 0; i < 8; ++i) std::snprintf(digest + 2 * i, 3, "%02x", s.policy_digest[i]);
+    const std::string digest = base::ToHex(s.policy_digest.data(), 8);
     std::snprintf(line, sizeof(line),
-                  "network datapath: policy %s..., generation %u, %llu swap(s)\n", digest,
+                  "network datapath: policy %s..., generation %u, %llu swap(s)\n", digest.c_str(),
                   s.active_generation, static_cast<unsigned long long>(s.swaps));
     out += line;
   }
