@@ -64,8 +64,7 @@ bool ReadFileIfExists(const std::filesystem::path& path, Bytes& out) {
   return true;
 }
 
-std::optional<std::string> TryReadFileText(const std::filesystem::path& path,
-                                           std::string* error) {
+std::optional<std::string> TryReadFileText(const std::filesystem::path& path, std::string* error) {
   std::string out;
   bool opened = false;
   if (const int err = ReadInto(path, out, &opened); err != 0) {
