@@ -62,7 +62,7 @@ int Run(const sd::Config& config) {
   const en::ProbeReport probe = en::RunProbe();
   const auto probe_json = en::ToJson(probe).dump(2);
   // Mode 0640: the owner and the runtime directory's group (README: local API and status).
-  base::WriteFileAtomic(config.runtime_dir / "probe.json", probe_json, 0640);
+  sovguard::base::WriteFileAtomic(config.runtime_dir / "probe.json", probe_json, 0640);
   for (const auto& p : probe.paths) {
     if (p.guarantee == en::Guarantee::kNone) {
       sd::log::Warning("path {}: NOT GUARDED on this kernel ({})", p.path,
@@ -108,7 +108,7 @@ int Run(const sd::Config& config) {
         {"tcti", tpm.tcti}, {"software", tpm.software}, {"description", tpm.description}};
     status["libvirt"] = {{"uri", config.libvirt_uri}, {"state", libvirt}};
     status["probe"] = en::ToJson(probe);
-    base::WriteFileAtomic(config.runtime_dir / "status.json", status.dump(2), 0640);
+    sovguard::base::WriteFileAtomic(config.runtime_dir / "status.json", status.dump(2), 0640);
   };
   write_status();
 
