@@ -1,7 +1,6 @@
 #include "attestation/common/bytes.h"
 
 #include <algorithm>
-#include <ctime>
 
 #include "attestation/common/sha256_chain.h"
 
@@ -13,15 +12,6 @@ Sha256Digest ExtendSha256(const Sha256Digest& old, const Sha256Digest& digest) {
   std::copy(old.begin(), old.end(), both.begin());
   std::copy(digest.begin(), digest.end(), both.begin() + 32);
   return Sha256(both);
-}
-
-std::string NowRfc3339() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 }  // namespace sovguard::attestation

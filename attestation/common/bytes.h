@@ -1,5 +1,5 @@
-// What attestation adds to base/: its error type, the PCR extend, big-endian integers and
-// timestamps. The byte, hex, SHA-256 and file helpers are base/'s; the using-declarations let
+// What attestation adds to base/: its error type, the PCR extend and big-endian integers. The
+// byte, hex, SHA-256, file and time helpers are base/'s; the using-declarations let
 // attestation code name them unqualified. Kept free of TPM headers so the verifier links it alone.
 #pragma once
 
@@ -13,11 +13,13 @@
 #include "base/file.h"
 #include "base/hex.h"
 #include "base/sha256.h"
+#include "base/time.h"
 
 namespace sovguard::attestation {
 
 using base::Bytes;
 using base::FromHex;
+using base::NowRfc3339;
 using base::ReadFileBytes;
 using base::ReadFileIfExists;
 using base::Sha256;
@@ -33,9 +35,6 @@ using AttestationError = base::Error;
 
 // PCR extend in software: SHA-256(old || digest).
 Sha256Digest ExtendSha256(const Sha256Digest& old, const Sha256Digest& digest);
-
-// The current time as RFC 3339 UTC, seconds: "2026-01-01T00:00:00Z".
-std::string NowRfc3339();
 
 inline void PutBe(Bytes& out, uint64_t v, int width) {
   for (int i = width - 1; i >= 0; --i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));

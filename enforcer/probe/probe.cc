@@ -20,6 +20,7 @@
 #include <string>
 
 #include "base/errno_text.h"
+#include "base/time.h"
 #include "base/unique_fd.h"
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/probe/probe_candidates.h"
@@ -202,15 +203,6 @@ std::vector<std::pair<std::string, std::vector<Candidate>>> Candidates() {
   return all;
 }
 
-std::string NowUtc() {
-  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 int SilentLibbpfPrint(enum libbpf_print_level, const char*, va_list) {
   return 0;
 }
@@ -237,7 +229,7 @@ ProbeReport RunProbe() {
   utsname u{};
   ::uname(&u);
   report.kernel = u.release;
-  report.probed_at = NowUtc();
+  report.probed_at = base::NowRfc3339();
   // Failed attempts are expected (that is what a probe is for); their reason is in the report,
   // so libbpf's own verifier dumps would only bury it.
   auto previous = libbpf_set_print(SilentLibbpfPrint);

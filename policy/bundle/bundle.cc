@@ -20,6 +20,7 @@
 #include "base/hex.h"
 #include "base/openssl.h"
 #include "base/sha256.h"
+#include "base/time.h"
 #include "policy/compile/compile.h"
 
 namespace sovguard::policy {
@@ -158,7 +159,7 @@ std::optional<std::string> CreateBundle(std::uint64_t version, std::string issue
   manifest["format"] = "sovguard-policy-bundle";
   manifest["version"] = version;
   manifest["issuer"] = std::move(issuer);
-  manifest["created"] = FormatRfc3339(now);
+  manifest["created"] = base::FormatRfc3339(now);
   manifest["algorithm"] = algorithm;
   manifest["key_id"] = *SpkiId(key.get());
   manifest["files"] = nlohmann::json::array();
