@@ -88,7 +88,7 @@ class LockStepTraffic {
     return per_guest_[static_cast<std::size_t>(guest)];
   }
   // Forbidden datagrams that reached D (must stay 0).
-  int ForbiddenDelivered() { return UdpDrain(forbidden_.get()); }
+  int ForbiddenDelivered() { return UdpDrain(forbidden_.Get()); }
   static constexpr std::size_t kPayload = 32;
   static constexpr std::uint64_t kFrameLen = 14 + 20 + 8 + kPayload;  // skb->len on the tap
 
