@@ -11,6 +11,7 @@
 #include "attestation/evidence/evidence.h"
 #include "attestation/service/attestation_service.grpc.pb.h"
 #include "attestation/service/attestation_service.h"
+#include "base/file.h"
 
 namespace sovguard::attestation::cli {
 namespace {
@@ -51,18 +52,13 @@ std::string Need(const std::map<std::string, std::string>& o, const std::string&
   return it->second;
 }
 
-std::string ReadText(const std::string& path) {
-  auto b = ReadFileBytes(path);
-  return std::string(b.begin(), b.end());
-}
-
 std::shared_ptr<grpc::Channel> Connect(const std::map<std::string, std::string>& o) {
   if (o.contains("--node")) {
     if (o.contains("--socket")) throw UsageError("--socket and --node are exclusive");
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadText(Need(o, "--ca"));
-    ssl.pem_cert_chain = ReadText(Need(o, "--cert"));
-    ssl.pem_private_key = ReadText(Need(o, "--key"));
+    ssl.pem_root_certs = base::ReadFileText(Need(o, "--ca"));
+    ssl.pem_cert_chain = base::ReadFileText(Need(o, "--cert"));
+    ssl.pem_private_key = base::ReadFileText(Need(o, "--key"));
     return grpc::CreateChannel(Need(o, "--node"), grpc::SslCredentials(ssl));
   }
   for (const char* k : {"--cert", "--key", "--ca"})
@@ -131,7 +127,7 @@ int Identity(const std::map<std::string, std::string>& o, std::ostream& out) {
 // the AK it names is loaded there with the EK the challenge was made for.
 int Activate(const std::map<std::string, std::string>& o, std::ostream& out) {
   const auto path = Need(o, "-o");
-  const auto text = ReadText(Need(o, "--challenge"));
+  const auto text = base::ReadFileText(Need(o, "--challenge"));
   nlohmann::json c;
   try {
     c = nlohmann::json::parse(text);
@@ -162,7 +158,7 @@ int Activate(const std::map<std::string, std::string>& o, std::ostream& out) {
 
 int ExportCheckquote(const std::map<std::string, std::string>& o, std::ostream& out) {
   v1::Evidence ev;
-  evidence::FromJson(ReadText(Need(o, "-i")), ev);
+  evidence::FromJson(base::ReadFileText(Need(o, "-i")), ev);
   auto args = evidence::ExportForCheckquote(ev, Need(o, "-d"));
   out << "tpm2_checkquote";
   for (const auto& a : args) out << ' ' << a;

@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "attestation/tpm/tpm.h"
+#include "base/file.h"
 
 extern char** environ;
 
@@ -121,11 +122,6 @@ std::optional<Package> OwningPackage(const std::filesystem::path& path) {
     return out;
   }
   return std::nullopt;
-}
-
-std::string ReadText(const std::string& path) {
-  auto b = ReadFileBytes(path);
-  return std::string(b.begin(), b.end());
 }
 
 void WriteOut(const std::string& path, const std::string& text, std::ostream& out) {
@@ -267,14 +263,14 @@ int RunManifestCli(const std::vector<std::string>& args, std::ostream& out, std:
       allow({"--key", "-o"}, 1);
       if (!opts.contains("--key")) throw UsageError("manifest sign needs --key");
       auto key = manifest::LoadPrivateKey(get("--key"));
-      WriteOut(get("-o"), manifest::Sign(ReadText(positional[0]), key.get()), out);
+      WriteOut(get("-o"), manifest::Sign(base::ReadFileText(positional[0]), key.get()), out);
       return 0;
     }
     if (sub == "verify") {
       allow({"--pub"}, 1);
       if (!opts.contains("--pub")) throw UsageError("manifest verify needs --pub");
       auto key = manifest::LoadPublicKey(get("--pub"));
-      const auto m = manifest::VerifyEnvelope(ReadText(positional[0]), key.get());
+      const auto m = manifest::VerifyEnvelope(base::ReadFileText(positional[0]), key.get());
       out << "manifest \"" << m.id << "\" by " << m.issuer << " (" << m.issued_at
           << "): signature OK (" << manifest::KeyId(key.get()) << "), " << m.components.size()
           << " components\n";

@@ -1,54 +1,40 @@
-// Byte helpers shared by the node side and (later) the verifier: hex, SHA-256, big-endian
-// integers, whole-file I/O. Kept free of TPM headers so the verifier can link them alone.
+// What attestation adds to base/: its error type, the PCR extend and big-endian integers. The
+// byte, hex, SHA-256, file and time helpers are base/'s; the using-declarations let
+// attestation code name them unqualified. Kept free of TPM headers so the verifier links it alone.
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <filesystem>
 #include <span>
-#include <stdexcept>
 #include <string>
-#include <string_view>
-#include <vector>
+
+#include "base/bytes.h"
+#include "base/error.h"
+#include "base/file.h"
+#include "base/hex.h"
+#include "base/sha256.h"
+#include "base/time.h"
 
 namespace sovguard::attestation {
 
-using Bytes = std::vector<uint8_t>;
-using Sha256Digest = std::array<uint8_t, 32>;
+using base::Bytes;
+using base::FromHex;
+using base::NowRfc3339;
+using base::ReadFileBytes;
+using base::ReadFileIfExists;
+using base::Sha256;
+using base::Sha256Digest;
+using base::Sha256File;
+using base::ToHex;
+using base::WriteFileAtomic;
 
-// Every failure in this library is an AttestationError with a message that says what was
-// expected; TPM failures carry the decoded TSS2 return code (see tpm/tpm.h).
-class AttestationError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-std::string ToHex(std::span<const uint8_t> bytes);
-// Accepts upper or lower case; throws AttestationError naming `what` on odd length or bad digit.
-Bytes FromHex(std::string_view hex, std::string_view what = "hex string");
-
-Sha256Digest Sha256(std::span<const uint8_t> data);
-inline Sha256Digest Sha256(std::string_view s) {
-  return Sha256(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
-}
-// Streams the file through SHA-256 (binaries can be large); throws naming the path.
-Sha256Digest Sha256File(const std::filesystem::path& path);
+// Every failure in this library throws an AttestationError with a message that says what was
+// expected; TPM failures carry the decoded TSS2 return code (see tpm/tpm.h). It is base::Error
+// itself, so a handler for it also catches the failures of the base/ helpers attestation calls.
+using AttestationError = base::Error;
 
 // PCR extend in software: SHA-256(old || digest).
 Sha256Digest ExtendSha256(const Sha256Digest& old, const Sha256Digest& digest);
-
-Bytes ReadFileBytes(const std::filesystem::path& path);
-// Pseudo-files such as /sys/kernel/security/tpm0/binary_bios_measurements report size 0:
-// read until EOF. Returns false if the file does not exist.
-bool ReadFileIfExists(const std::filesystem::path& path, Bytes& out);
-// Writes to PATH.tmp, fsyncs, renames: a crash leaves the old or the new file, never half.
-void WriteFileAtomic(const std::filesystem::path& path, std::span<const uint8_t> data);
-inline void WriteFileAtomic(const std::filesystem::path& path, std::string_view s) {
-  WriteFileAtomic(path, std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
-}
-
-// The current time as RFC 3339 UTC, seconds: "2026-01-01T00:00:00Z".
-std::string NowRfc3339();
 
 inline void PutBe(Bytes& out, uint64_t v, int width) {
   for (int i = width - 1; i >= 0; --i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));

@@ -9,6 +9,9 @@
 #include <memory>
 #include <type_traits>
 
+#include "base/openssl.h"
+#include "base/sha256.h"
+
 #if defined(__x86_64__)
 #include <cpuid.h>
 #include <immintrin.h>
@@ -22,14 +25,6 @@ namespace {
 
 std::atomic<Sha256ChainPath> g_limit{Sha256ChainPath::kShaExtensionsAvx512};
 
-// ---- Portable path: OpenSSL, SHA-256 fetched once per process ----
-const EVP_MD* Md() {
-  static const std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> md(
-      EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free);
-  if (!md) throw AttestationError("OpenSSL: cannot fetch SHA-256");
-  return md.get();
-}
-
 // The items of one chain (the loops below ask Has(i) before reading item i).
 class Items {
  public:
@@ -41,11 +36,12 @@ class Items {
   std::span<const ChainItem> items_;
 };
 
+// ---- Portable path: OpenSSL, SHA-256 fetched once per process (base::Sha256Md) ----
 ChainResult ChainOpenSsl(Items& items, const Sha256Digest& initial) {
   ChainResult res;
   res.pcr = initial;
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  const EVP_MD* md = Md();
+  const base::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
+  const EVP_MD* md = base::Sha256Md();
   if (!ctx) throw AttestationError("OpenSSL: EVP_MD_CTX_new failed");
   Sha256Digest d{};
   unsigned n = 0;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "base/openssl.h"
 #include "policy/jurisdiction/countries.h"
 
 namespace sovguard::attestation::manifest {
@@ -81,8 +82,8 @@ const EVP_MD* DigestFor(EVP_PKEY* key, const std::string& where) {
   throw ManifestError(kMalformed, where + ": only Ed25519 and EC P-256 keys are supported");
 }
 
-Pkey CheckedKey(EVP_PKEY* raw, const std::string& where) {
-  Pkey key(raw, &EVP_PKEY_free);
+base::EvpPkeyPtr CheckedKey(EVP_PKEY* raw, const std::string& where) {
+  base::EvpPkeyPtr key(raw);
   if (!key) throw ManifestError(kMalformed, where + ": not a PEM key");
   DigestFor(key.get(), where);
   return key;
@@ -223,24 +224,21 @@ std::string ToJson(const Manifest& m) {
   return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
-Pkey LoadPrivateKey(const std::filesystem::path& pem) {
+base::EvpPkeyPtr LoadPrivateKey(const std::filesystem::path& pem) {
   const auto data = ReadFileBytes(pem);
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(data.data(), static_cast<int>(data.size())), &BIO_free);
+  base::BioPtr bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
   return CheckedKey(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr),
                     "private key " + pem.string());
 }
 
-Pkey PublicKeyFromPem(std::string_view pem) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
+base::EvpPkeyPtr PublicKeyFromPem(std::string_view pem) {
+  base::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   return CheckedKey(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), "public key");
 }
 
-Pkey LoadPublicKey(const std::filesystem::path& pem) {
+base::EvpPkeyPtr LoadPublicKey(const std::filesystem::path& pem) {
   const auto data = ReadFileBytes(pem);
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(data.data(), static_cast<int>(data.size())), &BIO_free);
+  base::BioPtr bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
   return CheckedKey(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr),
                     "public key " + pem.string());
 }
@@ -258,7 +256,7 @@ std::string Sign(std::string_view payload, EVP_PKEY* key) {
   Parse(payload, true);  // never sign an incomplete or malformed manifest
   const EVP_MD* md = DigestFor(key, "signing key");
   const std::string pae = Pae(kPayloadType, payload);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  base::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   size_t len = 0;
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, key) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const uint8_t*>(pae.data()),
@@ -307,7 +305,7 @@ Manifest VerifyEnvelope(std::string_view envelope, EVP_PKEY* key) {
       continue;
     ++tried;
     const Bytes sig = FromBase64(s["sig"].get<std::string>(), "manifest signature");
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+    base::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
     if (ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, key) == 1 &&
         EVP_DigestVerify(ctx.get(), sig.data(), sig.size(),
                          reinterpret_cast<const uint8_t*>(pae.data()), pae.size()) == 1)

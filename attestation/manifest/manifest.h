@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "attestation/common/bytes.h"
+#include "base/openssl.h"
 
 namespace sovguard::attestation::manifest {
 
@@ -75,11 +76,10 @@ struct Manifest {
 Manifest Parse(std::string_view json, bool complete = true);
 std::string ToJson(const Manifest& m);
 
-using Pkey = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
 // PEM keys; only Ed25519 and EC P-256 are accepted. Throw ManifestError naming the file.
-Pkey LoadPrivateKey(const std::filesystem::path& pem);
-Pkey LoadPublicKey(const std::filesystem::path& pem);
-Pkey PublicKeyFromPem(std::string_view pem);
+base::EvpPkeyPtr LoadPrivateKey(const std::filesystem::path& pem);
+base::EvpPkeyPtr LoadPublicKey(const std::filesystem::path& pem);
+base::EvpPkeyPtr PublicKeyFromPem(std::string_view pem);
 // "sha256:<hex>" of the key's SubjectPublicKeyInfo DER.
 std::string KeyId(EVP_PKEY* key);
 

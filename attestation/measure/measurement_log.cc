@@ -7,11 +7,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/errno_text.h"
+
 namespace sovguard::attestation::measure {
 namespace {
 
 std::string Errno(const std::string& what) {
-  return what + ": " + std::strerror(errno);
+  return what + ": " + base::ErrnoText(errno);
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 #include <set>
 #include <unordered_set>
 
+#include "base/openssl.h"
+
 namespace sovguard::attestation::service {
 namespace {
 
@@ -145,10 +147,8 @@ grpc::Status AttestationServiceImpl::ActivateCredential(grpc::ServerContext*,
 }
 
 std::string CertificateFingerprint(const std::string& pem) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
-  std::unique_ptr<X509, decltype(&X509_free)> cert(
-      bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr, &X509_free);
+  base::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  base::X509Ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
   if (!cert) throw AttestationError("not a PEM X.509 certificate");
   unsigned char* der = nullptr;
   int len = i2d_X509(cert.get(), &der);

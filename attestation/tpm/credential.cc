@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "attestation/tpm/public_key.h"
+#include "base/openssl.h"
 
 namespace sovguard::attestation::tpm {
 namespace {
@@ -24,16 +25,6 @@ Bytes HmacSha256(std::span<const uint8_t> key, std::span<const uint8_t> data) {
     throw AttestationError("OpenSSL: HMAC-SHA-256 failed");
   return out;
 }
-
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct PkeyCtxFree {
-  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-struct CipherCtxFree {
-  void operator()(EVP_CIPHER_CTX* p) const { EVP_CIPHER_CTX_free(p); }
-};
 
 }  // namespace
 
@@ -86,12 +77,9 @@ MadeCredential MakeCredential(std::span<const uint8_t> ek_tpm2b_public,
   if (RAND_bytes(seed.data(), static_cast<int>(seed.size())) != 1)
     throw AttestationError("OpenSSL: RAND_bytes failed");
   const std::string pem = PublicAreaToPem(ek_tpm2b_public);
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(
-      PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
-  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> pctx(key ? EVP_PKEY_CTX_new(key.get(), nullptr)
-                                                      : nullptr);
+  base::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  base::EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  base::EvpPkeyCtxPtr pctx(key ? EVP_PKEY_CTX_new(key.get(), nullptr) : nullptr);
   static constexpr char kIdentity[] = "IDENTITY";  // sizeof includes the terminating zero
   // OpenSSL takes ownership of the label buffer.
   auto* label = static_cast<unsigned char*>(OPENSSL_memdup(kIdentity, sizeof kIdentity));
@@ -119,7 +107,7 @@ MadeCredential MakeCredential(std::span<const uint8_t> ek_tpm2b_public,
   PutBe(plain, secret.size(), 2);
   plain.insert(plain.end(), secret.begin(), secret.end());
   Bytes enc_identity(plain.size());
-  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> cctx(EVP_CIPHER_CTX_new());
+  base::EvpCipherCtxPtr cctx(EVP_CIPHER_CTX_new());
   const unsigned char iv[16] = {};
   int n1 = 0, n2 = 0;
   if (!cctx ||

@@ -12,6 +12,8 @@
 #include <memory>
 #include <vector>
 
+#include "base/openssl.h"
+
 namespace sovguard::attestation::tpm {
 namespace {
 
@@ -28,33 +30,14 @@ TPM2B_PUBLIC UnmarshalPublic(std::span<const uint8_t> in) {
   return pub;
 }
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct PkeyCtxFree {
-  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-struct BldFree {
-  void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); }
-};
-struct ParamFree {
-  void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
-};
-struct BnFree {
-  void operator()(BIGNUM* p) const { BN_free(p); }
-};
-struct BioFree {
-  void operator()(BIO* p) const { BIO_free(p); }
-};
-
 }  // namespace
 
-EvpPkeyPtr PublicAreaToPkey(std::span<const uint8_t> tpm2b_public) {
+base::EvpPkeyPtr PublicAreaToPkey(std::span<const uint8_t> tpm2b_public) {
   auto pub = UnmarshalPublic(tpm2b_public);
   const auto& p = pub.publicArea;
-  std::unique_ptr<OSSL_PARAM_BLD, BldFree> bld(OSSL_PARAM_BLD_new());
+  base::OsslParamBldPtr bld(OSSL_PARAM_BLD_new());
   if (!bld) throw AttestationError("OpenSSL: OSSL_PARAM_BLD_new failed");
-  std::unique_ptr<BIGNUM, BnFree> n, e;
+  base::BignumPtr n, e;
   Bytes point;
   const char* keytype = nullptr;
   if (p.type == TPM2_ALG_RSA) {
@@ -93,18 +76,17 @@ EvpPkeyPtr PublicAreaToPkey(std::span<const uint8_t> tpm2b_public) {
   } else {
     throw AttestationError("TPM public area is neither RSA nor ECC");
   }
-  std::unique_ptr<OSSL_PARAM, ParamFree> params(OSSL_PARAM_BLD_to_param(bld.get()));
-  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(
-      EVP_PKEY_CTX_new_from_name(nullptr, keytype, nullptr));
+  base::OsslParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
+  base::EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, keytype, nullptr));
   EVP_PKEY* raw = nullptr;
   if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
       EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params.get()) != 1)
     throw AttestationError("OpenSSL: TPM public key is not a valid key");
-  return EvpPkeyPtr(raw, &EVP_PKEY_free);
+  return base::EvpPkeyPtr(raw);
 }
 
 std::string PublicKeyToPem(EVP_PKEY* key) {
-  std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
+  base::BioPtr bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_PUBKEY(bio.get(), key) != 1)
     throw AttestationError("OpenSSL: cannot write PEM public key");
   char* data = nullptr;

@@ -9,12 +9,12 @@
 #include <string>
 
 #include "attestation/common/bytes.h"
+#include "base/openssl.h"
 
 namespace sovguard::attestation::tpm {
 
-using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
 // The OpenSSL public key of a marshalled TPM2B_PUBLIC (RSA or ECC). Throws AttestationError.
-EvpPkeyPtr PublicAreaToPkey(std::span<const uint8_t> tpm2b_public);
+base::EvpPkeyPtr PublicAreaToPkey(std::span<const uint8_t> tpm2b_public);
 std::string PublicKeyToPem(EVP_PKEY* key);
 // Converts a marshalled TPM2B_PUBLIC (RSA or ECC) to a SubjectPublicKeyInfo PEM.
 std::string PublicAreaToPem(std::span<const uint8_t> tpm2b_public);

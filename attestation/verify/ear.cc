@@ -7,6 +7,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "base/openssl.h"
+
 #ifndef SOVGUARD_VERIFY_VERSION
 #define SOVGUARD_VERIFY_VERSION "unknown"
 #endif
@@ -198,7 +200,7 @@ std::string MakeEarJwt(const Report& r, EVP_PKEY* key, const EarOptions& o) {
     return Base64Url(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
   };
   const std::string input = b64(header) + "." + b64(claims);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  base::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   size_t n = 0;
   const auto* in = reinterpret_cast<const uint8_t*>(input.data());
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, key) != 1 ||
@@ -211,8 +213,7 @@ std::string MakeEarJwt(const Report& r, EVP_PKEY* key, const EarOptions& o) {
   if (coord) {
     // JWS ES256 is r || s, each 32 bytes big-endian, not DER.
     const unsigned char* p = sig.data();
-    std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(
-        d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size())), &ECDSA_SIG_free);
+    base::EcdsaSigPtr es(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size())));
     if (!es) throw AttestationError("OpenSSL: cannot decode the ECDSA signature");
     Bytes raw(2 * coord);
     if (BN_bn2binpad(ECDSA_SIG_get0_r(es.get()), raw.data(), static_cast<int>(coord)) < 0 ||

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "attestation/verify/verifier.h"
+#include "base/openssl.h"
 
 namespace sovguard::attestation::verify::ima {
 namespace {
@@ -426,10 +427,8 @@ Log ParseBinary(std::span<const uint8_t> d) {
 }
 
 const EVP_MD* Md(const char* name) {
-  static const std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> sha1(
-      EVP_MD_fetch(nullptr, "SHA1", nullptr), &EVP_MD_free);
-  static const std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> sha256(
-      EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free);
+  static const base::EvpMdPtr sha1(EVP_MD_fetch(nullptr, "SHA1", nullptr));
+  static const base::EvpMdPtr sha256(EVP_MD_fetch(nullptr, "SHA256", nullptr));
   const EVP_MD* md = std::string_view(name) == "SHA1" ? sha1.get() : sha256.get();
   if (!md) throw AttestationError(std::string("OpenSSL: cannot fetch ") + name);
   return md;

@@ -35,18 +35,19 @@
 #include "attestation/tpm/public_key.h"
 #include "attestation/verify/ima_log.h"
 #include "attestation/verify/uefi_log.h"
+#include "base/openssl.h"
 #include "policy/jurisdiction/countries.h"
 
 namespace sovguard::attestation::verify {
 namespace {
 
-using EvpPkey = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
-using EvpMdCtx = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
-using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
-using EcdsaSig = std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)>;
-using X509Ptr = std::unique_ptr<X509, decltype(&X509_free)>;
-using X509Store = std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)>;
-using X509StoreCtx = std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)>;
+using base::BioPtr;
+using base::EcdsaSigPtr;
+using base::EvpMdCtxPtr;
+using base::EvpPkeyPtr;
+using base::X509Ptr;
+using base::X509StoreCtxPtr;
+using base::X509StorePtr;
 
 std::span<const uint8_t> U8(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -72,10 +73,10 @@ CheckResult NotApplicable(std::string name, std::string_view reason, std::string
   return {std::move(name), Status::kNotApplicable, std::string(reason), std::move(detail)};
 }
 
-EvpPkey LoadPem(const std::string& pem) {
-  Bio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
-  if (!bio) return {nullptr, &EVP_PKEY_free};
-  return {PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free};
+EvpPkeyPtr LoadPem(const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!bio) return nullptr;
+  return EvpPkeyPtr(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
 }
 
 // Converts a TPMT_SIGNATURE to what OpenSSL verifies, then checks it over the TPMS_ATTEST bytes.
@@ -98,7 +99,7 @@ CheckResult CheckSignature(const std::string& attest, const std::string& sig_byt
       hash = sig.signature.ecdsa.hash;
       const auto& r = sig.signature.ecdsa.signatureR;
       const auto& s = sig.signature.ecdsa.signatureS;
-      EcdsaSig es(ECDSA_SIG_new(), &ECDSA_SIG_free);
+      EcdsaSigPtr es(ECDSA_SIG_new());
       BIGNUM* br = BN_bin2bn(r.buffer, r.size, nullptr);
       BIGNUM* bs = BN_bin2bn(s.buffer, s.size, nullptr);
       if (!es || !br || !bs || ECDSA_SIG_set0(es.get(), br, bs) != 1) {
@@ -133,7 +134,7 @@ CheckResult CheckSignature(const std::string& attest, const std::string& sig_byt
   }
   if (hash != TPM2_ALG_SHA256)
     return Fail(name, kReasonSignatureUnsupported, "signature hash is not SHA-256");
-  EvpMdCtx ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   EVP_PKEY_CTX* pctx = nullptr;
   if (!ctx || EVP_DigestVerifyInit(ctx.get(), &pctx, EVP_sha256(), nullptr, key) != 1)
     return Fail(name, kReasonAkKeyInvalid, "the AK key (" + key_source + ") cannot verify");
@@ -188,7 +189,7 @@ std::string P256PemFast(EVP_PKEY* key) {
 class AkCache {
  public:
   static constexpr size_t kMaxEntries = 256;
-  bool Get(const std::string& pub, EvpPkey& key, std::string& name, std::string& pem) {
+  bool Get(const std::string& pub, EvpPkeyPtr& key, std::string& name, std::string& pem) {
     std::lock_guard lock(mu_);
     auto it = map_.find(pub);
     if (it == map_.end() || EVP_PKEY_up_ref(it->second.key.get()) != 1) return false;
@@ -200,7 +201,7 @@ class AkCache {
   void Put(const std::string& pub, EVP_PKEY* key, const std::string& name, const std::string& pem) {
     std::lock_guard lock(mu_);
     if (map_.count(pub) || EVP_PKEY_up_ref(key) != 1) return;
-    EvpPkey ref(key, &EVP_PKEY_free);
+    EvpPkeyPtr ref(key);
     if (order_.size() >= kMaxEntries) {
       map_.erase(order_.front());
       order_.pop_front();
@@ -211,7 +212,7 @@ class AkCache {
 
  private:
   struct Entry {
-    EvpPkey key;
+    EvpPkeyPtr key;
     std::string name, pem;
   };
   std::mutex mu_;
@@ -226,25 +227,25 @@ AkCache& TheAkCache() {
 // The enrolled AK (--ak-pub) of a verdict: parsing PEM (OpenSSL 3 decoders) costs more than
 // the other AK checks, and an auditor verifies the same nodes again and again, so the parsed key
 // is kept per exact PEM text (the last few; thread-safe). Null for text that is not a key.
-EvpPkey EnrolledKey(const std::string& pem) {
+EvpPkeyPtr EnrolledKey(const std::string& pem) {
   static std::mutex mu;
-  static std::deque<std::pair<std::string, EvpPkey>> keys;  // newest first
+  static std::deque<std::pair<std::string, EvpPkeyPtr>> keys;  // newest first
   constexpr size_t kMax = 64;
   {
     std::lock_guard lock(mu);
     for (auto& [text, key] : keys)
-      if (text == pem && EVP_PKEY_up_ref(key.get()) == 1) return EvpPkey(key.get(), &EVP_PKEY_free);
+      if (text == pem && EVP_PKEY_up_ref(key.get()) == 1) return EvpPkeyPtr(key.get());
   }
-  EvpPkey key = LoadPem(pem);
+  EvpPkeyPtr key = LoadPem(pem);
   if (!key || EVP_PKEY_up_ref(key.get()) != 1) return key;
   std::lock_guard lock(mu);
-  keys.emplace_front(pem, EvpPkey(key.get(), &EVP_PKEY_free));
+  keys.emplace_front(pem, EvpPkeyPtr(key.get()));
   if (keys.size() > kMax) keys.pop_back();
   return key;
 }
 
 // The AK the evidence carries: its TPM public area must agree with its name and PEM.
-CheckResult CheckAkConsistency(const v1::AttestationKey& ak, EvpPkey& key_out) {
+CheckResult CheckAkConsistency(const v1::AttestationKey& ak, EvpPkeyPtr& key_out) {
   const std::string name = "ak.consistency";
   if (ak.tpm2b_public().empty())
     return Fail(name, kReasonAkInconsistent, "ak.tpm2b_public is empty");
@@ -577,8 +578,8 @@ std::optional<CelFacts> CheckCel(const v1::Evidence& ev, std::span<const uint8_t
 
 // Every certificate in `dir` (PEM files with one or more certificates, or DER files) becomes a
 // trust anchor. Other files (the CA's private keys, serial files) are skipped.
-X509Store LoadEkCaStore(const std::filesystem::path& dir) {
-  X509Store store(X509_STORE_new(), &X509_STORE_free);
+X509StorePtr LoadEkCaStore(const std::filesystem::path& dir) {
+  X509StorePtr store(X509_STORE_new());
   if (!store) throw AttestationError("X509_STORE_new failed");
   std::error_code ec;
   std::filesystem::directory_iterator it(dir, ec);
@@ -587,15 +588,15 @@ X509Store LoadEkCaStore(const std::filesystem::path& dir) {
   for (const auto& entry : it) {
     if (!entry.is_regular_file()) continue;
     const Bytes data = ReadFileBytes(entry.path());
-    Bio bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())), &BIO_free);
+    BioPtr bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
     size_t in_file = 0;
     while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-      X509Ptr cert(x, &X509_free);
+      X509Ptr cert(x);
       if (X509_STORE_add_cert(store.get(), cert.get()) == 1) ++in_file;
     }
     if (in_file == 0) {
       const unsigned char* p = data.data();
-      X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(data.size())), &X509_free);
+      X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(data.size())));
       if (cert && p == data.data() + data.size() &&
           X509_STORE_add_cert(store.get(), cert.get()) == 1)
         ++in_file;
@@ -627,10 +628,8 @@ EkProfile ReadEkProfile(X509* cert) {
   p.ca = (X509_get_extension_flags(cert) & EXFLAG_CA) != 0;
   p.key_usage = X509_get_key_usage(cert);
   if (const EVP_PKEY* key = X509_get0_pubkey(cert)) p.key_type = EVP_PKEY_get_base_id(key);
-  using Policies = std::unique_ptr<CERTIFICATEPOLICIES, decltype(&CERTIFICATEPOLICIES_free)>;
-  Policies pol(static_cast<CERTIFICATEPOLICIES*>(
-                   X509_get_ext_d2i(cert, NID_certificate_policies, nullptr, nullptr)),
-               &CERTIFICATEPOLICIES_free);
+  base::CertificatePoliciesPtr pol(static_cast<CERTIFICATEPOLICIES*>(
+      X509_get_ext_d2i(cert, NID_certificate_policies, nullptr, nullptr)));
   for (int i = 0; pol && i < sk_POLICYINFO_num(pol.get()); ++i) {
     char id[80];
     if (OBJ_obj2txt(id, sizeof id, sk_POLICYINFO_value(pol.get(), i)->policyid, 1) > 0)
@@ -640,19 +639,15 @@ EkProfile ReadEkProfile(X509* cert) {
     p.issuer = line;
     OPENSSL_free(line);
   }
-  using Eku = std::unique_ptr<EXTENDED_KEY_USAGE, decltype(&EXTENDED_KEY_USAGE_free)>;
-  Eku eku(
-      static_cast<EXTENDED_KEY_USAGE*>(X509_get_ext_d2i(cert, NID_ext_key_usage, nullptr, nullptr)),
-      &EXTENDED_KEY_USAGE_free);
+  base::ExtendedKeyUsagePtr eku(static_cast<EXTENDED_KEY_USAGE*>(
+      X509_get_ext_d2i(cert, NID_ext_key_usage, nullptr, nullptr)));
   char oid[64];
   for (int i = 0; eku && i < sk_ASN1_OBJECT_num(eku.get()); ++i)
     if (OBJ_obj2txt(oid, sizeof oid, sk_ASN1_OBJECT_value(eku.get(), i), 1) > 0 &&
         std::string_view(oid) == "2.23.133.8.1")
       p.ek_eku = true;
-  using Names = std::unique_ptr<GENERAL_NAMES, decltype(&GENERAL_NAMES_free)>;
-  Names san(
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)),
-      &GENERAL_NAMES_free);
+  base::GeneralNamesPtr san(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
   for (int i = 0; san && i < sk_GENERAL_NAME_num(san.get()); ++i) {
     const GENERAL_NAME* g = sk_GENERAL_NAME_value(san.get(), i);
     if (g->type != GEN_DIRNAME) continue;
@@ -704,7 +699,7 @@ std::optional<EkProfile> EkProfileOf(const std::string& der_in) {
   try {
     const Bytes der = tpm::TrimDer(U8(der_in));
     const unsigned char* p = der.data();
-    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())), &X509_free);
+    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
     if (cert && p == der.data() + der.size()) prof = ReadEkProfile(cert.get());
   } catch (const AttestationError&) {
   }
@@ -816,10 +811,10 @@ CheckResult CheckEkChain(const v1::Evidence& ev, X509_STORE* store,
       return Fail(name, kReasonEkCertMalformed, at + ": " + e.what());
     }
     const unsigned char* p = der.data();
-    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())), &X509_free);
+    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
     if (!cert || p != der.data() + der.size())
       return Fail(name, kReasonEkCertMalformed, at + ": not one DER X.509 certificate");
-    X509StoreCtx ctx(X509_STORE_CTX_new(), &X509_STORE_CTX_free);
+    X509StoreCtxPtr ctx(X509_STORE_CTX_new());
     if (!ctx || X509_STORE_CTX_init(ctx.get(), store, cert.get(), nullptr) != 1)
       throw AttestationError("X509_STORE_CTX_init failed");
     if (X509_verify_cert(ctx.get()) != 1)
@@ -857,7 +852,7 @@ CheckResult CheckAkEkBinding(const v1::Evidence& ev, const std::optional<AkEkBin
                 "the node did not recover the challenge secret: its AK " + Hex(ev.ak().name()) +
                     " is not resident in the TPM holding the EK" +
                     (b->error.empty() ? "" : " (" + b->error + ")"));
-  tpm::EvpPkeyPtr ek(nullptr, &EVP_PKEY_free);
+  EvpPkeyPtr ek;
   try {
     ek = tpm::PublicAreaToPkey(b->ek_public);
   } catch (const AttestationError& e) {
@@ -871,7 +866,7 @@ CheckResult CheckAkEkBinding(const v1::Evidence& ev, const std::optional<AkEkBin
       continue;
     }
     const unsigned char* p = der.data();
-    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())), &X509_free);
+    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
     if (cert && EVP_PKEY_eq(X509_get0_pubkey(cert.get()), ek.get()) == 1)
       return Pass(name, "credential activation: AK " + Hex(ev.ak().name()) +
                             " is resident with the EK of ek_certificates[" + std::to_string(i) +
@@ -2216,9 +2211,9 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
   }
 
   // AK: the carried key must be self-consistent; an enrolled key (--ak-pub) must be the same key.
-  EvpPkey carried(nullptr, &EVP_PKEY_free);
+  EvpPkeyPtr carried;
   out.push_back(CheckAkConsistency(ev.ak(), carried));
-  EvpPkey enrolled(nullptr, &EVP_PKEY_free);
+  EvpPkeyPtr enrolled;
   if (opts.ak_pub_pem) {
     enrolled = EnrolledKey(*opts.ak_pub_pem);
     if (!enrolled) throw InputError("--ak-pub is not a PEM public key");

@@ -18,6 +18,8 @@
 #include "attestation/verify/html_report.h"
 #include "attestation/verify/live.h"
 #include "attestation/verify/verifier.h"
+#include "base/file.h"
+#include "base/openssl.h"
 
 namespace sovguard::attestation::verify {
 namespace {
@@ -115,11 +117,6 @@ struct Args {
   KeeperOptions keeper;  // Placement traits and metrics file (--fleet)
 };
 
-std::string ReadText(const std::string& path) {
-  auto b = ReadFileBytes(path);
-  return std::string(b.begin(), b.end());
-}
-
 nlohmann::json ParseJsonFile(const std::string& text, const char* what) {
   try {
     auto j = nlohmann::json::parse(text);
@@ -148,7 +145,7 @@ int MakeChallengeCli(const std::vector<std::string>& a, std::ostream& err) {
   if (o.size() != 3) throw InputError("make-challenge needs --identity, -o and --secret-out");
   v1::Identity id;
   try {
-    evidence::FromJson(ReadText(o["--identity"]), id);
+    evidence::FromJson(base::ReadFileText(o["--identity"]), id);
   } catch (const AttestationError& e) {
     throw InputError("--identity: " + std::string(e.what()));
   }
@@ -192,29 +189,29 @@ Args Parse(const std::vector<std::string>& a) {
       r.ak_pub = std::string(b.begin(), b.end());
     } else if (a[i] == "--tpm2-quote") {
       Tpm2QuoteFiles f;
-      f.attest = ReadText(value());
-      f.signature = ReadText(value());
-      f.pcrs = ReadText(value());
+      f.attest = base::ReadFileText(value());
+      f.signature = base::ReadFileText(value());
+      f.pcrs = base::ReadFileText(value());
       r.tpm2_quote = std::move(f);
     } else if (a[i] == "--policy-digest") {
       r.policy = FromHex(value(), "--policy-digest");
       if (r.policy->size() != 32) throw InputError("--policy-digest must be 32 bytes (SHA-256)");
     } else if (a[i] == "--ak-challenge") {
-      r.ak_challenge = ReadText(value());
+      r.ak_challenge = base::ReadFileText(value());
     } else if (a[i] == "--ak-secret") {
-      r.ak_secret = ReadText(value());
+      r.ak_secret = base::ReadFileText(value());
     } else if (a[i] == "--ak-response") {
-      r.ak_response = ReadText(value());
+      r.ak_response = base::ReadFileText(value());
     } else if (a[i] == "--node") {
       r.node = value();
     } else if (a[i] == "--fleet") {
-      r.fleet = ReadText(value());
+      r.fleet = base::ReadFileText(value());
     } else if (a[i] == "--ca") {
-      r.ca = ReadText(value());
+      r.ca = base::ReadFileText(value());
     } else if (a[i] == "--cert") {
-      r.cert = ReadText(value());
+      r.cert = base::ReadFileText(value());
     } else if (a[i] == "--key") {
-      r.key = ReadText(value());
+      r.key = base::ReadFileText(value());
     } else if (a[i] == "--timeout" || a[i] == "--jobs" || a[i] == "--rounds" ||
                a[i] == "--interval") {
       // value() moves past the flag: name it first (--jobs once set the timeout this way).
@@ -240,9 +237,9 @@ Args Parse(const std::vector<std::string>& a) {
     } else if (a[i] == "--html") {
       r.html = value();
     } else if (a[i] == "--manifest") {
-      r.manifest = ReadText(value());
+      r.manifest = base::ReadFileText(value());
     } else if (a[i] == "--manifest-key") {
-      r.manifest_key = ReadText(value());
+      r.manifest_key = base::ReadFileText(value());
     } else if (a[i] == "--require-strongest") {
       r.require_strongest = true;
     } else if (a[i] == "--allow-software-tpm") {
@@ -290,9 +287,8 @@ Args Parse(const std::vector<std::string>& a) {
         if (end == std::string::npos) end = list.size();
         std::string oid = list.substr(start, end - start);
         // Dotted decimal only: OBJ_txt2obj with no_name=1 accepts exactly that.
-        using Obj = std::unique_ptr<ASN1_OBJECT, decltype(&ASN1_OBJECT_free)>;
         if (oid.empty() || !std::isdigit(static_cast<unsigned char>(oid[0])) ||
-            !Obj(OBJ_txt2obj(oid.c_str(), 1), &ASN1_OBJECT_free))
+            !base::Asn1ObjectPtr(OBJ_txt2obj(oid.c_str(), 1)))
           throw InputError("--ek-policy: \"" + oid + "\" is not a dotted OID");
         r.ek_policies.push_back(oid);
         start = end + 1;
@@ -406,7 +402,7 @@ int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::o
           HexField(c, "ek_public", "--ak-challenge"), HexField(c, "ak_name", "--ak-challenge"),
           FromHex(secret, "--ak-secret"), HexField(r, "secret", "--ak-response"), ""};
     }
-    std::optional<manifest::Pkey> ear_key;
+    std::optional<base::EvpPkeyPtr> ear_key;
     if (a.ear_key) ear_key = manifest::LoadPrivateKey(*a.ear_key);  // before any verdict
     // One verdict out: the report, and the EAR either to --ear-out (report on stdout) or on
     // stdout (report on stderr, so the JWT can be piped). Exit code from the report.

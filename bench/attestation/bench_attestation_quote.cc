@@ -30,6 +30,7 @@
 
 #include "attestation/service/attestation_service.h"
 #include "attestation/verify/verifier.h"
+#include "base/file.h"
 #include "tests/attestation/swtpm_fixture.h"
 
 namespace sa = sovguard::attestation;
@@ -48,11 +49,6 @@ struct Options {
   long long window_us = 2000;
   int quote_delay_ms = 0;  // delay shim: a discrete TPM's time per TPM2_Quote
 };
-
-std::string ReadText(const std::filesystem::path& p) {
-  auto b = sa::ReadFileBytes(p);
-  return std::string(b.begin(), b.end());
-}
 
 void Must(const std::vector<std::string>& argv) {
   auto r = sa::test_support::Run(argv);
@@ -174,12 +170,13 @@ int Main(const Options& o) {
     std::string target;
     if (o.transport == "mtls") {
       sa::service::MtlsConfig m;
-      m.server_cert_pem = ReadText(tmp.path() / "pki/server.pem");
-      m.server_key_pem = ReadText(tmp.path() / "pki/server.key");
-      m.auditor_ca_pem = ReadText(tmp.path() / "pki/ca.pem");
+      m.server_cert_pem = sovguard::base::ReadFileText(tmp.path() / "pki/server.pem");
+      m.server_key_pem = sovguard::base::ReadFileText(tmp.path() / "pki/server.key");
+      m.auditor_ca_pem = sovguard::base::ReadFileText(tmp.path() / "pki/ca.pem");
       for (int i = 0; i < o.clients; ++i)
-        m.allowed_client_sha256.push_back(sa::service::CertificateFingerprint(
-            ReadText(tmp.path() / ("pki/auditor" + std::to_string(i) + ".pem"))));
+        m.allowed_client_sha256.push_back(
+            sa::service::CertificateFingerprint(sovguard::base::ReadFileText(
+                tmp.path() / ("pki/auditor" + std::to_string(i) + ".pem"))));
       sb.AddListeningPort("127.0.0.1:0", sa::service::MakeMtlsServerCredentials(m), &port);
     } else {
       target = sa::service::PrepareUnixSocket(tmp.path() / "api.sock");
@@ -210,9 +207,11 @@ int Main(const Options& o) {
         std::shared_ptr<grpc::Channel> ch;
         if (o.transport == "mtls") {
           grpc::SslCredentialsOptions so;
-          so.pem_root_certs = ReadText(tmp.path() / "pki/ca.pem");
-          so.pem_cert_chain = ReadText(tmp.path() / ("pki/auditor" + std::to_string(c) + ".pem"));
-          so.pem_private_key = ReadText(tmp.path() / ("pki/auditor" + std::to_string(c) + ".key"));
+          so.pem_root_certs = sovguard::base::ReadFileText(tmp.path() / "pki/ca.pem");
+          so.pem_cert_chain = sovguard::base::ReadFileText(
+              tmp.path() / ("pki/auditor" + std::to_string(c) + ".pem"));
+          so.pem_private_key = sovguard::base::ReadFileText(
+              tmp.path() / ("pki/auditor" + std::to_string(c) + ".key"));
           ch = grpc::CreateChannel("localhost:" + std::to_string(port), grpc::SslCredentials(so));
         } else {
           ch = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/openssl.h"
 #include "attestation/common/bytes.h"
 #include "attestation/eventlog/cel.h"
 #include "attestation/manifest/manifest.h"
@@ -57,9 +58,8 @@ inline size_t AddManifest(const std::vector<cel::Record>& recs, verify::Options&
                              "GPL-2.0-only",
                              {{e.name, e.object_digest}}});
   }
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
-      EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"), &EVP_PKEY_free);
-  std::unique_ptr<BIO, decltype(&BIO_free)> pub(BIO_new(BIO_s_mem()), &BIO_free);
+  sovguard::base::EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+  sovguard::base::BioPtr pub(BIO_new(BIO_s_mem()));
   if (!key || !pub || PEM_write_bio_PUBKEY(pub.get(), key.get()) != 1)
     throw std::runtime_error("manifest key");
   char* pem = nullptr;

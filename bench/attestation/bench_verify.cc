@@ -34,6 +34,7 @@
 #include "attestation/measure/platform.h"
 #include "attestation/verify/uefi_log.h"
 #include "attestation/verify/verifier.h"
+#include "base/openssl.h"
 #include "bench/attestation/bench_evidence.h"
 #include "tests/attestation/swtpm_fixture.h"
 #include "tests/verify/snapshot_fixture.h"
@@ -148,9 +149,8 @@ int Main(const Options& o) {
   // Baseline 1: the bare replay hashing over pre-decoded records (one context, fetched once).
   const auto recs = sa::cel::DecodeLog(
       std::span(reinterpret_cast<const uint8_t*>(ev.logs().cel().data()), ev.logs().cel().size()));
-  std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> md(EVP_MD_fetch(nullptr, "SHA256", nullptr),
-                                                     &EVP_MD_free);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  sovguard::base::EvpMdPtr md(EVP_MD_fetch(nullptr, "SHA256", nullptr));
+  sovguard::base::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   sa::Sha256Digest sink{};
   auto replay = [&] {
     sa::Sha256Digest pcrv{}, d{};
@@ -168,11 +168,9 @@ int Main(const Options& o) {
     sink[1] ^= pcrv[0];
   };
   // Baseline 2: the quote signature alone.
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(ev.ak().public_pem().data(), static_cast<int>(ev.ak().public_pem().size())),
-      &BIO_free);
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
-      PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
+  sovguard::base::BioPtr bio(
+      BIO_new_mem_buf(ev.ak().public_pem().data(), static_cast<int>(ev.ak().public_pem().size())));
+  sovguard::base::EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
   TPMT_SIGNATURE sig{};
   size_t off = 0;
   const auto& sb = ev.quote().signature();
@@ -181,7 +179,7 @@ int Main(const Options& o) {
                                        &sig) != TSS2_RC_SUCCESS ||
       sig.sigAlg != TPM2_ALG_ECDSA)
     throw std::runtime_error("bench expects an ECDSA AK");
-  std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(ECDSA_SIG_new(), &ECDSA_SIG_free);
+  sovguard::base::EcdsaSigPtr es(ECDSA_SIG_new());
   ECDSA_SIG_set0(es.get(),
                  BN_bin2bn(sig.signature.ecdsa.signatureR.buffer,
                            sig.signature.ecdsa.signatureR.size, nullptr),
@@ -191,7 +189,7 @@ int Main(const Options& o) {
   const int der_len = i2d_ECDSA_SIG(es.get(), &der);
   const auto& att = ev.quote().attest();
   auto sigverify = [&] {
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> c(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+    sovguard::base::EvpMdCtxPtr c(EVP_MD_CTX_new());
     EVP_DigestVerifyInit(c.get(), nullptr, EVP_sha256(), nullptr, key.get());
     if (EVP_DigestVerify(c.get(), der, static_cast<size_t>(der_len),
                          reinterpret_cast<const uint8_t*>(att.data()), att.size()) != 1)

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <string>
 
+#include "base/hex.h"
 #include "policy/compile/compile.h"
 #include "policy/jurisdiction/table.h"
 #include "policy/validate/validate.h"
@@ -85,7 +86,7 @@ int main(int argc, char** argv) {
     const double s = Since(t);
     best = std::min(best, s);
     total += s;
-    const auto d = DigestHex(compiled.digest);
+    const auto d = sovguard::base::ToHex(compiled.digest);
     if (!digest.empty() && d != digest) {
       std::cerr << "non-deterministic compile: digest changed between runs\n";
       return 1;

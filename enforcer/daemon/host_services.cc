@@ -17,15 +17,15 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "base/unique_fd.h"
 #include "enforcer/system/process.h"
-#include "enforcer/system/unique_fd.h"
 
 namespace sovguard::daemon {
 namespace {
 
+using base::UniqueFd;
 using enforcer::RunCommand;
 using enforcer::SystemdIsInit;
-using enforcer::UniqueFd;
 using enforcer::WaitUntil;
 
 bool LibvirtAnswers(const std::string& uri) {

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/file.h"
 #include "enforcer/daemon/config.h"
 #include "enforcer/daemon/host_services.h"
 #include "enforcer/daemon/log.h"
@@ -89,19 +90,6 @@ constexpr const char* kUsage = R"(usage: sovguardd [options]
   --version            print the version and exit
 )";
 
-// Writes `content` to `path` atomically (temp file + rename) so readers never see half a file;
-// mode 0640: the owner and the runtime directory's group (README: local API and status).
-void WriteFileAtomically(const std::filesystem::path& path, const std::string& content) {
-  const auto tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content;
-    if (!out.flush()) throw std::runtime_error("write " + tmp + " failed");
-  }
-  std::filesystem::permissions(tmp, std::filesystem::perms(0640));
-  std::filesystem::rename(tmp, path);
-}
-
 int Run(const sd::Config& config) {
   // The state (TPM state, event log, anti-rollback) is the daemon's alone: 0700. The runtime
   // directory (api.sock, status.json, probe.json) is 0750: its group (sovguard under the shipped
@@ -120,7 +108,8 @@ int Run(const sd::Config& config) {
 
   const en::ProbeReport probe = en::RunProbe();
   const auto probe_json = en::ToJson(probe).dump(2);
-  WriteFileAtomically(config.runtime_dir / "probe.json", probe_json);
+  // Mode 0640: the owner and the runtime directory's group (README: local API and status).
+  sovguard::base::WriteFileAtomic(config.runtime_dir / "probe.json", probe_json, 0640);
   for (const auto& p : probe.paths) {
     if (p.guarantee == en::Guarantee::kNone) {
       sd::log::Warning("path {}: NOT GUARDED on this kernel ({})", p.path,
@@ -166,7 +155,7 @@ int Run(const sd::Config& config) {
         {"tcti", tpm.tcti}, {"software", tpm.software}, {"description", tpm.description}};
     status["libvirt"] = {{"uri", config.libvirt_uri}, {"state", libvirt}};
     status["probe"] = en::ToJson(probe);
-    WriteFileAtomically(config.runtime_dir / "status.json", status.dump(2));
+    sovguard::base::WriteFileAtomic(config.runtime_dir / "status.json", status.dump(2), 0640);
   };
   write_status();
 

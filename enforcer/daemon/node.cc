@@ -18,6 +18,8 @@
 #include "attestation/measure/platform.h"
 #include "attestation/service/attestation_service.h"
 #include "attestation/tpm/tpm.h"
+#include "base/file.h"
+#include "base/hex.h"
 #include "bpf/net/sg_net.skel.h"
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/daemon/log.h"
@@ -62,19 +64,12 @@ std::filesystem::path PartitionCgroup(const std::string& partition) {
   return *root / (name.find('.') == std::string::npos ? name + ".partition" : name);
 }
 
-std::string ReadAll(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path.string() + ": cannot read");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::vector<std::string> TrustedKeys(const std::filesystem::path& dir) {
   std::vector<std::string> keys;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (e.is_regular_file() && e.path().extension() == ".pem") keys.push_back(ReadAll(e.path()));
+    if (e.is_regular_file() && e.path().extension() == ".pem")
+      keys.push_back(base::ReadFileText(e.path()));
   }
   return keys;
 }
@@ -179,7 +174,7 @@ Node::LoadedPolicy Node::LoadPolicy() {
     }
     loaded.validated = std::move(*result.policy);
     loaded.source = file.string();
-    const std::string bytes = ReadAll(file);
+    const std::string bytes = base::ReadFileText(file);
     loaded.source_bytes.assign(bytes.begin(), bytes.end());
     loaded.source_sha256 = attestation::Sha256(bytes);
     CompilePolicy(loaded);
@@ -200,7 +195,7 @@ Node::LoadedPolicy Node::LoadPolicy() {
   };
   // The incoming bundle becomes the store's active one (what a restart comes back to, the
   // anti-rollback version) only once every table of it compiled.
-  const std::string incoming = ReadAll(config_.policy_bundle);
+  const std::string incoming = base::ReadFileText(config_.policy_bundle);
   policy::BundleStore::ApplyResult check;
   std::string rejected;
   if (const auto verified = store->Check(incoming, &check)) {
@@ -224,7 +219,8 @@ Node::LoadedPolicy Node::LoadPolicy() {
   }
   log::Error("policy bundle {} rejected, keeping version {}: {}", config_.policy_bundle.string(),
              store->active_version(), rejected);
-  loaded = from_bundle(*store->active(), ReadAll(config_.state_dir / "policy" / "active.bundle"));
+  loaded = from_bundle(*store->active(),
+                       base::ReadFileText(config_.state_dir / "policy" / "active.bundle"));
   loaded.rejected = rejected;
   CompilePolicy(loaded);
   return loaded;
@@ -247,7 +243,7 @@ void Node::ApplyPolicy(LoadedPolicy loaded) {
       } catch (const std::exception& back) {
         storage_error_ = fmt::format(
             "holds policy {} while the network path holds {}: putting it back failed: {}",
-            policy::DigestHex(loaded.compiled.digest), policy::DigestHex(policy_->compiled.digest),
+            base::ToHex(loaded.compiled.digest), base::ToHex(policy_->compiled.digest),
             back.what());
         log::Error("storage path: {}", storage_error_);
       }
@@ -263,7 +259,7 @@ void Node::ApplyPolicy(LoadedPolicy loaded) {
       "policy {} applied in {:.1f} ms: {} datasets ({}), {} IPv4 + {} IPv6 prefixes, digest {}",
       loaded.source, ms.count(), loaded.compiled.datasets.size(), modes,
       loaded.compiled.ipv4.size(), loaded.compiled.ipv6.size(),
-      policy::DigestHex(loaded.compiled.digest));
+      base::ToHex(loaded.compiled.digest));
   for (const auto& w : policy::PolicyWarnings(loaded.validated))
     log::Warning("policy {}: {}", loaded.source, w);
   attestation::measure::MeasurePolicyApplied(*measurements_, loaded.source, loaded.source_bytes);
@@ -353,10 +349,10 @@ void Node::StartApi() {
   builder.AddListeningPort(api_socket_, grpc::InsecureServerCredentials());
   int tls_port = 0;
   if (!config_.api_listen.empty()) {
-    attestation::service::MtlsConfig mtls{.server_cert_pem = ReadAll(config_.api_cert),
-                                          .server_key_pem = ReadAll(config_.api_key),
-                                          .auditor_ca_pem = ReadAll(config_.auditor_ca)};
-    std::istringstream allow(ReadAll(config_.auditor_allowlist));
+    attestation::service::MtlsConfig mtls{.server_cert_pem = base::ReadFileText(config_.api_cert),
+                                          .server_key_pem = base::ReadFileText(config_.api_key),
+                                          .auditor_ca_pem = base::ReadFileText(config_.auditor_ca)};
+    std::istringstream allow(base::ReadFileText(config_.auditor_allowlist));
     std::string line;
     while (std::getline(allow, line)) {
       line = line.substr(0, line.find('#'));
@@ -1376,7 +1372,7 @@ nlohmann::json Node::Status() const {
     }
     pol = {{"source", policy_->source},
            {"sha256", attestation::ToHex(policy_->source_sha256)},
-           {"compiled_digest", policy::DigestHex(policy_->compiled.digest)},
+           {"compiled_digest", base::ToHex(policy_->compiled.digest)},
            {"bundle_version", policy_->bundle_version},
            {"datasets", datasets},
            {"last_reload", {{"result", last_reload_.result}, {"error", last_reload_.error}}}};

@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <string>
 
+#include "base/unique_fd.h"
 #include "enforcer/daemon/config.h"
-#include "enforcer/system/unique_fd.h"
 
 namespace sovguard::daemon {
 
@@ -20,7 +20,7 @@ class InstanceLock {
   explicit InstanceLock(const std::filesystem::path& runtime_dir);
 
  private:
-  enforcer::UniqueFd fd_;  // closing it drops the lock
+  base::UniqueFd fd_;  // closing it drops the lock
 };
 
 // `sovguardd --release-enforcement [--force]`: removes every tc filter, storage program and pin

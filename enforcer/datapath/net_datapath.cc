@@ -17,6 +17,8 @@
 #include <thread>
 #include <utility>
 
+#include "base/hex.h"
+#include "base/unique_fd.h"
 #include "bpf/net/sg_net.skel.h"
 #include "enforcer/datapath/table_digest.h"
 #include "enforcer/datapath/tables.h"
@@ -29,27 +31,7 @@ namespace {
 constexpr std::uint32_t kTcHandle = 0x5347;
 constexpr std::uint32_t kTcPriority = 1;
 
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) : fd_(fd) {}
-  ~UniqueFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  UniqueFd(UniqueFd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      if (fd_ >= 0) ::close(fd_);
-      fd_ = o.fd_;
-      o.fd_ = -1;
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
+using base::UniqueFd;
 
 UniqueFd CreateMap(bpf_map_type type, const char* name, std::uint32_t key_size,
                    std::uint32_t value_size, std::uint32_t max_entries, std::uint32_t flags) {
@@ -88,8 +70,8 @@ void InNetns(const std::string& path, F&& f) {
   std::thread worker([&] {
     try {
       UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (ns.get() < 0) throw DatapathError("open network namespace " + path, errno);
-      if (::setns(ns.get(), CLONE_NEWNET) != 0) throw DatapathError("setns " + path, errno);
+      if (!ns) throw DatapathError("open network namespace " + path, errno);
+      if (::setns(ns.Get(), CLONE_NEWNET) != 0) throw DatapathError("setns " + path, errno);
       f();
     } catch (...) {
       failure = std::current_exception();
@@ -125,16 +107,6 @@ std::uint32_t MapId(int fd) {
   if (int err = bpf_obj_get_info_by_fd(fd, &info, &len); err)
     throw DatapathError("bpf_obj_get_info_by_fd (map)", -err);
   return info.id;
-}
-
-std::string Hex(const std::uint8_t* p, std::size_t n) {
-  std::string out;
-  char b[3];
-  for (std::size_t i = 0; i < n; ++i) {
-    std::snprintf(b, sizeof(b), "%02x", p[i]);
-    out += b;
-  }
-  return out;
 }
 
 }  // namespace
@@ -187,10 +159,10 @@ NetDatapath::NetDatapath(NetDatapathOptions options) : options_(std::move(option
   UniqueFd barrier = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_barrier", sizeof(std::uint32_t),
                                sizeof(std::uint32_t), 1, 0);
   const std::uint32_t zero = 0;
-  const int barrier_fd = barrier.get();
+  const int barrier_fd = barrier.Get();
   UpdateElem(bpf_map__fd(skel->maps.sg_rcu_barrier), &zero, &barrier_fd, "sg_rcu_barrier");
   slot_used_.assign(SG_MAX_GUESTS, false);
-  barrier_inner_fd_ = barrier.release();
+  barrier_inner_fd_ = barrier.Release();
   skel_ = skel.release();
   // Adopted pinned maps may already hold an active generation from a predecessor.
   const std::uint32_t active = skel_->bss->sg_cfg.active_gen & (SG_NET_GENERATIONS - 1);
@@ -293,7 +265,7 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
       const auto& entries = plan.v6_trie();
       inner[i] = CreateMap(BPF_MAP_TYPE_LPM_TRIE, name, sizeof(sg_lpm_v6_key),
                            sizeof(std::uint32_t), plan.Entries(table), kMaps[i].flags);
-      for (const auto& e : entries) UpdateElem(inner[i].get(), &e.key, &e.class_id, name);
+      for (const auto& e : entries) UpdateElem(inner[i].Get(), &e.key, &e.class_id, name);
       digests[i] = DigestTrie(entries);
       continue;
     }
@@ -307,7 +279,7 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
         [&](std::uint32_t first, std::uint32_t count, std::span<const std::uint8_t> values) {
           keys.resize(count);
           std::iota(keys.begin(), keys.end(), first);
-          UpdateMany(inner[i].get(), keys.data(), sizeof(std::uint32_t), values.data(), value_size,
+          UpdateMany(inner[i].Get(), keys.data(), sizeof(std::uint32_t), values.data(), value_size,
                      count, name);
           h.Update(values.data(), values.size());
         });
@@ -321,7 +293,7 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
   const auto outers = Outers();
   std::array<std::uint32_t, SG_NET_TABLES> ids{};
   for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
-    const int fd = inner[i].get();
+    const int fd = inner[i].Get();
     UpdateElem(outers[i], &next, &fd, "generation slot");
     ids[i] = MapId(fd);
   }
@@ -907,12 +879,12 @@ std::vector<TamperFinding> NetDatapath::VerifyAttachments(VerifyOptions options)
     }
     if (!options.hash_tables) continue;
     UniqueFd fd(bpf_map_get_fd_by_id(id));
-    if (fd.get() < 0) throw DatapathError("open policy table map " + std::to_string(id), errno);
-    const Sha256 got = DigestMap(fd.get());
+    if (!fd) throw DatapathError("open policy table map " + std::to_string(id), errno);
+    const Sha256 got = DigestMap(fd.Get());
     if (got != table_digests_[i]) {
       f.kind = TamperKind::kPolicyTableAltered;
-      f.detail = "table " + f.table + " sha256 " + Hex(got.data(), 8) + "..., expected " +
-                 Hex(table_digests_[i].data(), 8) + "...";
+      f.detail = "table " + f.table + " sha256 " + base::ToHex(got.data(), 8) + "..., expected " +
+                 base::ToHex(table_digests_[i].data(), 8) + "...";
       out.push_back(std::move(f));
     }
   }
@@ -1016,10 +988,9 @@ std::string FormatStatus(const NetStatus& s) {
   if (!s.policy_loaded) {
     out += "network datapath: no policy loaded (all guest traffic but ARP/ND/DHCP is dropped)\n";
   } else {
-    char digest[17];
-    for (int i = 0; i < 8; ++i) std::snprintf(digest + 2 * i, 3, "%02x", s.policy_digest[i]);
+    const std::string digest = base::ToHex(s.policy_digest.data(), 8);
     std::snprintf(line, sizeof(line),
-                  "network datapath: policy %s..., generation %u, %llu swap(s)\n", digest,
+                  "network datapath: policy %s..., generation %u, %llu swap(s)\n", digest.c_str(),
                   s.active_generation, static_cast<unsigned long long>(s.swaps));
     out += line;
   }

@@ -1,7 +1,6 @@
 #include "enforcer/datapath/table_digest.h"
 
 #include <bpf/bpf.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,22 +13,6 @@
 
 namespace sovguard::datapath {
 
-struct TableHasher::Ctx {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> md{EVP_MD_CTX_new(), EVP_MD_CTX_free};
-};
-
-TableHasher::TableHasher() : ctx_(std::make_unique<Ctx>()) {
-  if (!ctx_->md || EVP_DigestInit_ex(ctx_->md.get(), EVP_sha256(), nullptr) != 1)
-    throw std::runtime_error("EVP_DigestInit_ex(sha256) failed");
-}
-
-TableHasher::~TableHasher() = default;
-
-void TableHasher::Update(const void* p, std::size_t n) {
-  if (n && EVP_DigestUpdate(ctx_->md.get(), p, n) != 1)
-    throw std::runtime_error("EVP_DigestUpdate failed");
-}
-
 void TableHasher::Zeros(std::size_t n) {
   static const std::uint8_t kZero[4096] = {};
   while (n > 0) {
@@ -37,14 +20,6 @@ void TableHasher::Zeros(std::size_t n) {
     Update(kZero, k);
     n -= k;
   }
-}
-
-Sha256 TableHasher::Final() {
-  Sha256 out{};
-  unsigned len = 0;
-  if (EVP_DigestFinal_ex(ctx_->md.get(), out.data(), &len) != 1 || len != out.size())
-    throw std::runtime_error("EVP_DigestFinal_ex failed");
-  return out;
 }
 
 namespace {

@@ -9,6 +9,7 @@
 #include <span>
 #include <string_view>
 
+#include "base/sha256.h"
 #include "bpf/sovguard_abi.h"
 #include "enforcer/datapath/tables.h"
 
@@ -25,19 +26,10 @@ static_assert(kTableNames[static_cast<std::size_t>(NetTable::kV4Dir)] == "v4_dir
               kTableNames[static_cast<std::size_t>(NetTable::kV6L3)] == "v6_l3");
 
 // Incremental SHA-256, for tables hashed a chunk at a time as they are written.
-class TableHasher {
+class TableHasher : public base::Sha256Hasher {
  public:
-  TableHasher();
-  ~TableHasher();
-  TableHasher(const TableHasher&) = delete;
-  TableHasher& operator=(const TableHasher&) = delete;
-  void Update(const void* data, std::size_t size);
+  // Hashes `size` zero bytes (the unwritten tail of an ARRAY map).
   void Zeros(std::size_t size);
-  Sha256 Final();
-
- private:
-  struct Ctx;
-  std::unique_ptr<Ctx> ctx_;
 };
 
 // Canonical form per table: arrays hash their values in key order over all max_entries (a policy

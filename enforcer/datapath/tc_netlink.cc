@@ -15,6 +15,8 @@
 #include <cstring>
 #include <string>
 
+#include "base/hex.h"
+
 // NLMSG_*/RTA_* are C macros with C casts.
 #pragma GCC diagnostic ignored "-Wold-style-cast"
 
@@ -55,16 +57,6 @@ void AddAttr(Request& req, std::uint16_t type, const void* data, std::size_t len
   req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
 }
 
-std::string Hex(const std::uint8_t* p, std::size_t n) {
-  std::string out;
-  char b[3];
-  for (std::size_t i = 0; i < n; ++i) {
-    std::snprintf(b, sizeof(b), "%02x", p[i]);
-    out += b;
-  }
-  return out;
-}
-
 // Sends req and calls on_msg for every answer until NLMSG_DONE (dump) or the ack (request).
 template <class F>
 void Transact(Request& req, const std::string& what, F&& on_msg) {
@@ -103,7 +95,7 @@ ProgramIdentity ProgramByFd(int fd) {
   if (int err = bpf_obj_get_info_by_fd(fd, &info, &len); err)
     throw DatapathError("bpf_obj_get_info_by_fd (program)", -err);
   p.id = info.id;
-  p.tag = Hex(info.tag, sizeof(info.tag));
+  p.tag = base::ToHex(info.tag, sizeof(info.tag));
   p.name = info.name;
   return p;
 }
@@ -157,8 +149,7 @@ std::vector<TcFilterInfo> DumpIngressFilters(std::uint32_t ifindex) {
                      if (o->rta_type == TCA_BPF_ID && RTA_PAYLOAD(o) >= 4)
                        std::memcpy(&f.program.id, RTA_DATA(o), 4);
                      else if (o->rta_type == TCA_BPF_TAG)
-                       f.program.tag =
-                           Hex(static_cast<const std::uint8_t*>(RTA_DATA(o)), RTA_PAYLOAD(o));
+                       f.program.tag = base::ToHex(RTA_DATA(o), RTA_PAYLOAD(o));
                      else if (o->rta_type == TCA_BPF_NAME)
                        f.program.name.assign(
                            static_cast<const char*>(RTA_DATA(o)),

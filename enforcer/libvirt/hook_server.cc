@@ -14,6 +14,8 @@
 #include <system_error>
 #include <thread>
 
+#include "base/unique_fd.h"
+
 namespace sovguard::libvirt {
 
 struct HookServer::Impl {
@@ -21,8 +23,8 @@ struct HookServer::Impl {
   Handler handler;
   std::chrono::milliseconds io_timeout{0};
   uid_t allowed_uid = 0;
-  int listen_fd = -1;
-  int wake[2] = {-1, -1};  // pipe: destructor writes to stop the accept loop
+  base::UniqueFd listen_fd;
+  base::UniqueFd wake_read, wake_write;  // pipe: destructor writes to stop the accept loop
   std::thread thread;
 
   void Serve();
@@ -59,7 +61,7 @@ void HookServer::Impl::HandleOne(int fd) {
 
 void HookServer::Impl::Serve() {
   while (true) {
-    pollfd fds[2] = {{listen_fd, POLLIN, 0}, {wake[0], POLLIN, 0}};
+    pollfd fds[2] = {{listen_fd.Get(), POLLIN, 0}, {wake_read.Get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) {
         continue;
@@ -69,16 +71,16 @@ void HookServer::Impl::Serve() {
     if (fds[1].revents) {
       return;
     }
-    int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) {
+    const base::UniqueFd fd(
+        ::accept4(listen_fd.Get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!fd) {
       continue;
     }
     try {
-      HandleOne(fd);
+      HandleOne(fd.Get());
     } catch (const std::exception&) {
       // The hook gave up or went away: it fails closed on its side.
     }
-    ::close(fd);
   }
 }
 
@@ -100,35 +102,38 @@ HookServer::HookServer(std::string socket_path, Handler handler,
     std::filesystem::create_directories(dir);
     std::filesystem::permissions(dir, std::filesystem::perms::owner_all);
   }
-  impl_->listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (impl_->listen_fd < 0) {
+  impl_->listen_fd.Reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!impl_->listen_fd) {
     throw std::runtime_error(std::string("socket: ") + std::generic_category().message(errno));
   }
   ::unlink(impl_->path.c_str());  // stale socket of a previous daemon
   // umask-independent 0600: bind with a restrictive umask is racy in a threaded process, so
   // chmod right after bind (before listen, so no client can connect in between).
-  if (::bind(impl_->listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::chmod(impl_->path.c_str(), 0600) != 0 || ::listen(impl_->listen_fd, 16) != 0 ||
-      ::pipe2(impl_->wake, O_CLOEXEC) != 0) {
+  int wake[2] = {-1, -1};
+  if (::bind(impl_->listen_fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::chmod(impl_->path.c_str(), 0600) != 0 || ::listen(impl_->listen_fd.Get(), 16) != 0 ||
+      ::pipe2(wake, O_CLOEXEC) != 0) {
     const std::string err = std::generic_category().message(errno);
-    ::close(impl_->listen_fd);
+    impl_->listen_fd.Reset();
     throw std::runtime_error("hook socket " + impl_->path + ": " + err);
   }
+  impl_->wake_read.Reset(wake[0]);
+  impl_->wake_write.Reset(wake[1]);
   impl_->thread = std::thread([impl = impl_.get()] { impl->Serve(); });
 }
 
 HookServer::~HookServer() {
-  if (impl_->wake[1] >= 0) {
+  if (impl_->wake_write) {
     char c = 1;
-    while (::write(impl_->wake[1], &c, 1) < 0 && errno == EINTR) {
+    while (::write(impl_->wake_write.Get(), &c, 1) < 0 && errno == EINTR) {
     }
   }
   if (impl_->thread.joinable()) {
     impl_->thread.join();
   }
-  ::close(impl_->listen_fd);
-  ::close(impl_->wake[0]);
-  ::close(impl_->wake[1]);
+  impl_->listen_fd.Reset();
+  impl_->wake_read.Reset();
+  impl_->wake_write.Reset();
   ::unlink(impl_->path.c_str());
 }
 

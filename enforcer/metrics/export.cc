@@ -6,21 +6,12 @@
 #include <tuple>
 #include <vector>
 
+#include "base/hex.h"
 #include "bpf/sovguard_abi.h"
 #include "enforcer/metrics/names.h"
 
 namespace sovguard::metrics {
 namespace {
-
-std::string Hex(const std::array<std::uint8_t, 32>& bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (const auto b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
 
 std::string DatasetLabel(const datapath::DatasetStatus& d) {
   // A dataset the active policy does not name (stale slot) still shows, by its bit index.
@@ -107,7 +98,7 @@ void ExportPolicy(Registry& registry, const policy::CompiledPolicy& policy, std:
                   std::uint64_t bundle_version) {
   registry.Replace(
       kPolicyInfo,
-      {{{Hex(policy.digest), std::string(source), std::to_string(bundle_version)}, 1}});
+      {{{base::ToHex(policy.digest), std::string(source), std::to_string(bundle_version)}, 1}});
   std::vector<Registry::Sample> datasets;
   for (const auto& d : policy.datasets) {
     datasets.push_back({{d.id, d.mode == policy::Mode::kEnforce ? "enforce" : "audit"}, 1});

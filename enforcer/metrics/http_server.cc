@@ -13,25 +13,13 @@
 #include <stdexcept>
 #include <utility>
 
+#include "base/unique_fd.h"
 #include "enforcer/metrics/names.h"
 
 namespace sovguard::metrics {
 namespace {
 
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
+using base::UniqueFd;
 
 std::uint16_t ParsePort(std::string_view text, std::string_view whole) {
   unsigned port = 0;
@@ -156,21 +144,20 @@ MetricsServer::MetricsServer(Registry& registry, ServerOptions options)
   registry_.Declare(kScrapes);
 
   UniqueFd fd(::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (fd.get() < 0)
-    throw std::runtime_error("metrics: socket(): " + std::string(std::strerror(errno)));
+  if (!fd) throw std::runtime_error("metrics: socket(): " + std::string(std::strerror(errno)));
   const int one = 1;
-  if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
+  if (::setsockopt(fd.Get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
     throw std::runtime_error("metrics: SO_REUSEADDR: " + std::string(std::strerror(errno)));
   if (where.addr.ss_family == AF_INET6 &&
-      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)
+      ::setsockopt(fd.Get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)
     throw std::runtime_error("metrics: IPV6_V6ONLY: " + std::string(std::strerror(errno)));
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&where.addr), where.len) != 0)
+  if (::bind(fd.Get(), reinterpret_cast<const sockaddr*>(&where.addr), where.len) != 0)
     throw std::runtime_error("metrics: bind " + where.text + ": " + std::strerror(errno));
-  if (::listen(fd.get(), 16) != 0)
+  if (::listen(fd.Get(), 16) != 0)
     throw std::runtime_error("metrics: listen " + where.text + ": " + std::strerror(errno));
   sockaddr_storage bound{};
   socklen_t bound_len = sizeof bound;
-  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0)
+  if (::getsockname(fd.Get(), reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0)
     throw std::runtime_error("metrics: getsockname: " + std::string(std::strerror(errno)));
   port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
@@ -178,23 +165,23 @@ MetricsServer::MetricsServer(Registry& registry, ServerOptions options)
 
   // libmicrohttpd closes the socket it was given on stop (and, depending on the version, on a
   // failed start): it gets its own duplicate, so our descriptor is closed exactly once either way.
-  UniqueFd mhd_fd(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
-  if (mhd_fd.get() < 0)
+  UniqueFd mhd_fd(::fcntl(fd.Get(), F_DUPFD_CLOEXEC, 0));
+  if (!mhd_fd)
     throw std::runtime_error("metrics: dup listen socket: " + std::string(std::strerror(errno)));
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
   if (where.addr.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
   MHD_Daemon* d = MHD_start_daemon(
       flags, 0, nullptr, nullptr, &ServerCallbacks::Access, this, MHD_OPTION_EXTERNAL_LOGGER,
-      &ServerCallbacks::Log, this, MHD_OPTION_LISTEN_SOCKET, mhd_fd.get(),
+      &ServerCallbacks::Log, this, MHD_OPTION_LISTEN_SOCKET, mhd_fd.Get(),
       MHD_OPTION_CONNECTION_LIMIT, options_.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
       static_cast<unsigned>(options_.idle_timeout.count()), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
       options_.max_request_bytes, MHD_OPTION_END);
   if (d == nullptr) {
-    mhd_fd.release();  // whether libmicrohttpd closed it is unknown: leaking one fd beats a
+    mhd_fd.Release();  // whether libmicrohttpd closed it is unknown: leaking one fd beats a
                        // double close of a descriptor another thread may already reuse
     throw std::runtime_error("metrics: libmicrohttpd did not start on " + address_);
   }
-  mhd_fd.release();
+  mhd_fd.Release();
   daemon_.reset(d);
 }
 

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "base/file.h"
 #include "enforcer/metrics/names.h"
 
 namespace sovguard::metrics {
@@ -16,14 +17,6 @@ namespace {
 
 std::string ProcDir(pid_t pid) {
   return pid == 0 ? std::string("/proc/self") : "/proc/" + std::to_string(pid);
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 // "VmRSS:    1234 kB" -> bytes.
@@ -44,7 +37,7 @@ ProcessStats ReadProcessStats(pid_t pid) {
   const std::string dir = ProcDir(pid);
   ProcessStats st;
   const std::string status_path = dir + "/status";
-  const std::string status = "\n" + Slurp(status_path);
+  const std::string status = "\n" + base::ReadFileText(status_path);
   st.vm_rss_bytes = StatusKb(status, "VmRSS", status_path);
   st.vm_hwm_bytes = StatusKb(status, "VmHWM", status_path);
   st.vm_size_bytes = StatusKb(status, "VmSize", status_path);
@@ -52,7 +45,7 @@ ProcessStats ReadProcessStats(pid_t pid) {
 
   // /proc/PID/stat: the command may contain spaces and ')': fields start after the last ')'.
   const std::string stat_path = dir + "/stat";
-  const std::string stat = Slurp(stat_path);
+  const std::string stat = base::ReadFileText(stat_path);
   const auto close = stat.rfind(')');
   if (close == std::string::npos) throw std::runtime_error(stat_path + ": no ')' after comm");
   std::istringstream fields(stat.substr(close + 2));

@@ -19,15 +19,20 @@
 #include <sstream>
 #include <string>
 
+#include "base/errno_text.h"
+#include "base/time.h"
+#include "base/unique_fd.h"
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/probe/probe_candidates.h"
 #include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
-#include "enforcer/system/unique_fd.h"
 
 namespace sovguard::enforcer {
 namespace {
+
+using base::ErrnoText;
+using base::UniqueFd;
 
 struct SkelDeleter {
   void operator()(storage_guard* s) const { storage_guard__destroy(s); }
@@ -37,10 +42,6 @@ struct LinkDeleter {
   void operator()(bpf_link* l) const { bpf_link__destroy(l); }
 };
 using Link = std::unique_ptr<bpf_link, LinkDeleter>;
-
-std::string ErrnoText(int err) {
-  return std::strerror(err < 0 ? -err : err);
-}
 
 // A temporary cgroup v2 directory to attach cgroup programs to; removed on destruction. Made
 // below this process's own cgroup (e.g. system.slice/sovguardd.service, mode 0755, root's):
@@ -202,15 +203,6 @@ std::vector<std::pair<std::string, std::vector<Candidate>>> Candidates() {
   return all;
 }
 
-std::string NowUtc() {
-  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 int SilentLibbpfPrint(enum libbpf_print_level, const char*, va_list) {
   return 0;
 }
@@ -237,7 +229,7 @@ ProbeReport RunProbe() {
   utsname u{};
   ::uname(&u);
   report.kernel = u.release;
-  report.probed_at = NowUtc();
+  report.probed_at = base::NowRfc3339();
   // Failed attempts are expected (that is what a probe is for); their reason is in the report,
   // so libbpf's own verifier dumps would only bury it.
   auto previous = libbpf_set_print(SilentLibbpfPrint);

@@ -3,7 +3,7 @@
 // again), so aliases of protected volumes made after their protection get protected too.
 #pragma once
 
-#include "enforcer/system/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace sovguard::storage {
 
@@ -16,7 +16,7 @@ class BlockUevents {
   bool Changed();
 
  private:
-  enforcer::UniqueFd fd_;
+  base::UniqueFd fd_;
 };
 
 }  // namespace sovguard::storage

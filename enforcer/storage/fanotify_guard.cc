@@ -22,7 +22,7 @@ namespace sovguard::storage {
 namespace {
 
 namespace fs = std::filesystem;
-using enforcer::UniqueFd;
+using base::UniqueFd;
 
 constexpr std::size_t kMaxQueuedEvents = 4096;
 constexpr std::uint64_t kPermMask = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;

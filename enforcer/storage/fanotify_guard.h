@@ -38,8 +38,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/unique_fd.h"
 #include "bpf/sovguard_abi.h"
-#include "enforcer/system/unique_fd.h"
 
 namespace sovguard::storage {
 
@@ -98,11 +98,11 @@ class FanotifyGuard {
   std::uint32_t DecideLocked(int event_fd, pid_t tid, sg_storage_event& ev);
 
   FanotifyTables tables_;  // owned duplicates
-  std::vector<enforcer::UniqueFd> table_fds_;
+  std::vector<base::UniqueFd> table_fds_;
   std::string machine_rel_;  // machine cgroup below the cgroup2 root, "/machine"
   std::filesystem::path cgroup2_root_;
-  enforcer::UniqueFd group_;
-  enforcer::UniqueFd stop_;  // eventfd: wakes the thread to stop
+  base::UniqueFd group_;
+  base::UniqueFd stop_;      // eventfd: wakes the thread to stop
   mutable std::mutex mu_;    // marks_, events_, counters_
   std::map<std::pair<std::uint64_t, std::uint64_t>, Mark> marks_;  // by (st_dev, st_ino)
   std::deque<sg_storage_event> events_;

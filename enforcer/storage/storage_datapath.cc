@@ -28,18 +28,22 @@
 #include <set>
 #include <thread>
 
+#include "base/errno_text.h"
+#include "base/hex.h"
+#include "base/sha256.h"
+#include "base/unique_fd.h"
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/process.h"
-#include "enforcer/system/unique_fd.h"
 
 namespace sovguard::storage {
 namespace {
 
 namespace fs = std::filesystem;
-using enforcer::UniqueFd;
+using base::ErrnoText;
+using base::UniqueFd;
 
 struct SkelDeleter {
   void operator()(storage_guard* s) const { storage_guard__destroy(s); }
@@ -49,10 +53,6 @@ struct RingDeleter {
   void operator()(ring_buffer* r) const { ring_buffer__free(r); }
 };
 using Ring = std::unique_ptr<ring_buffer, RingDeleter>;
-
-std::string ErrnoText(int err) {
-  return std::strerror(err < 0 ? -err : err);
-}
 
 std::string DevText(std::uint64_t kdev) {
   return fmt::format("{}:{}", kdev >> 20, kdev & 0xfffff);
@@ -290,10 +290,8 @@ bool TableEqual(const Tables& a, const Tables& b, int which) {
 }
 
 Digest TableDigest(const Tables& t, int which) {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
-    throw StorageError("SHA-256 init", ENOMEM);
-  auto add = [&](const void* p, std::size_t n) { EVP_DigestUpdate(ctx.get(), p, n); };
+  base::Sha256Hasher hash;
+  auto add = [&](const void* p, std::size_t n) { hash.Update(p, n); };
   switch (which) {
     case kTableCfg:
       add(&t.cfg, sizeof t.cfg);
@@ -328,17 +326,7 @@ Digest TableDigest(const Tables& t, int which) {
       }
       break;
   }
-  Digest d{};
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), d.data(), &len);
-  return d;
-}
-
-std::string Hex(const void* data, std::size_t n) {
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i)
-    out += fmt::format("{:02x}", static_cast<const std::uint8_t*>(data)[i]);
-  return out;
+  return hash.Final();
 }
 
 template <std::size_t N>
@@ -995,7 +983,7 @@ struct StorageDatapath::Impl {
     ProgramIdentity id;
     if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0) {
       id.id = info.id;
-      id.tag = Hex(info.tag, sizeof info.tag);
+      id.tag = base::ToHex(info.tag, sizeof info.tag);
     }
     return id;
   }
@@ -1225,7 +1213,8 @@ struct StorageDatapath::Impl {
             {"adopted-state-altered", kTableNames[t],
              fmt::format("{} changed while no daemon held it (sha256 {}..., written {}...): "
                          "apply the policy again",
-                         kTableNames[t], Hex(digests[t].data(), 8), Hex(st.table_digest[t], 8))});
+                         kTableNames[t], base::ToHex(digests[t].data(), 8),
+                         base::ToHex(st.table_digest[t], 8))});
       }
     }
     status.adopted = true;
@@ -1979,7 +1968,8 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
       const Digest got = TableDigest(now, t);
       out.push_back({"policy-map-altered", kTableNames[t],
                      fmt::format("{} differs from what was written (sha256 {}..., expected {}...)",
-                                 kTableNames[t], Hex(got.data(), 8), Hex(m.digests[t].data(), 8))});
+                                 kTableNames[t], base::ToHex(got.data(), 8),
+                                 base::ToHex(m.digests[t].data(), 8))});
     }
   }
   // Guest entries: the kernel adds them only from sg_storage_pending, with our values.

@@ -11,11 +11,13 @@
 #include <cerrno>
 #include <system_error>
 
-#include "enforcer/system/unique_fd.h"
+#include "base/unique_fd.h"
 
 extern char** environ;
 
 namespace sovguard::enforcer {
+
+using base::UniqueFd;
 
 CommandResult RunCommand(const std::vector<std::string>& argv) {
   int pipefd[2];

@@ -15,6 +15,12 @@
 #include <set>
 #include <sstream>
 
+#include "base/error.h"
+#include "base/file.h"
+#include "base/hex.h"
+#include "base/openssl.h"
+#include "base/sha256.h"
+#include "base/time.h"
 #include "policy/compile/compile.h"
 
 namespace sovguard::policy {
@@ -25,16 +31,7 @@ constexpr std::uint32_t kFormatVersion = 1;
 constexpr std::uint32_t kMaxManifest = 64u << 20;
 constexpr std::uint32_t kMaxSignature = 512;
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using Pkey = base::EvpPkeyPtr;
 
 std::string OpensslError() {
   const unsigned long e = ERR_get_error();
@@ -46,7 +43,7 @@ std::string OpensslError() {
 }
 
 Pkey ReadKey(std::string_view pem, bool priv) {
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  base::BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return nullptr;
   return Pkey(priv ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr)
                    : PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
@@ -67,31 +64,13 @@ std::string Algorithm(EVP_PKEY* key) {
   return "";
 }
 
-std::string Hex(const unsigned char* p, std::size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s;
-  for (std::size_t i = 0; i < n; ++i) {
-    s.push_back(kHex[p[i] >> 4]);
-    s.push_back(kHex[p[i] & 15]);
-  }
-  return s;
-}
-
-std::array<std::uint8_t, 32> Sha256(std::string_view bytes) {
-  std::array<std::uint8_t, 32> d{};
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), d.data(), &len, EVP_sha256(), nullptr);
-  return d;
-}
-
 std::optional<std::string> SpkiId(EVP_PKEY* key) {
   unsigned char* der = nullptr;
   const int n = i2d_PUBKEY(key, &der);
   if (n <= 0) return std::nullopt;
-  const auto d =
-      Sha256(std::string_view(reinterpret_cast<char*>(der), static_cast<std::size_t>(n)));
+  const auto d = base::Sha256(std::span(der, static_cast<std::size_t>(n)));
   OPENSSL_free(der);
-  return Hex(d.data(), d.size());
+  return base::ToHex(d);
 }
 
 const EVP_MD* DigestFor(const std::string& algorithm) {
@@ -112,40 +91,16 @@ bool ValidFileName(const std::string& n) {
          n != ".." && n.find('\0') == std::string::npos;
 }
 
+// base::WriteFileAtomic in this file's convention: false and *error set instead of a throw.
 bool WriteAtomically(const std::filesystem::path& path, std::string_view bytes,
                      std::string* error) {
-  const std::string tmp = path.string() + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    *error = tmp + ": " + std::strerror(errno);
+  try {
+    base::WriteFileAtomic(path, bytes);
+    return true;
+  } catch (const base::Error& e) {
+    *error = e.what();
     return false;
   }
-  std::size_t done = 0;
-  bool ok = true;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ok = false;
-      break;
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  ok = ok && ::fsync(fd) == 0;
-  const int saved = errno;
-  ok = (::close(fd) == 0) && ok;
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    *error = path.string() + ": " + std::strerror(ok ? errno : saved);
-    ::unlink(tmp.c_str());
-    return false;
-  }
-  // Make the rename itself durable.
-  const int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return true;
 }
 
 }  // namespace
@@ -204,14 +159,14 @@ std::optional<std::string> CreateBundle(std::uint64_t version, std::string issue
   manifest["format"] = "sovguard-policy-bundle";
   manifest["version"] = version;
   manifest["issuer"] = std::move(issuer);
-  manifest["created"] = FormatRfc3339(now);
+  manifest["created"] = base::FormatRfc3339(now);
   manifest["algorithm"] = algorithm;
   manifest["key_id"] = *SpkiId(key.get());
   manifest["files"] = nlohmann::json::array();
   for (const auto& f : files) {
-    const auto d = Sha256(f.content);
+    const auto d = base::Sha256(f.content);
     manifest["files"].push_back(
-        {{"name", f.name}, {"sha256", Hex(d.data(), d.size())}, {"content", f.content}});
+        {{"name", f.name}, {"sha256", base::ToHex(d)}, {"content", f.content}});
   }
   std::string body;
   try {
@@ -224,7 +179,7 @@ std::optional<std::string> CreateBundle(std::uint64_t version, std::string issue
   Put32(out, kFormatVersion);
   Put32(out, static_cast<std::uint32_t>(body.size()));
   out += body;
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  base::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   std::size_t siglen = 0;
   if (!ctx ||
       EVP_DigestSignInit(ctx.get(), nullptr, DigestFor(algorithm), nullptr, key.get()) != 1 ||
@@ -280,7 +235,7 @@ std::optional<VerifiedBundle> VerifyBundle(std::string_view b,
     }
     const std::string alg = Algorithm(key.get());
     if (alg.empty()) return fail("trusted key must be Ed25519 or ECDSA P-256");
-    std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+    base::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
     if (ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, DigestFor(alg), nullptr, key.get()) == 1 &&
         EVP_DigestVerify(ctx.get(), sig, slen, reinterpret_cast<const unsigned char*>(b.data()),
                          signed_len) == 1) {
@@ -296,7 +251,7 @@ std::optional<VerifiedBundle> VerifyBundle(std::string_view b,
         "key)");
   }
   VerifiedBundle out;
-  out.sha256 = Sha256(b);
+  out.sha256 = base::Sha256(b);
   auto& m = out.manifest;
   try {
     const auto j = nlohmann::json::parse(b.substr(16, mlen));
@@ -310,8 +265,8 @@ std::optional<VerifiedBundle> VerifyBundle(std::string_view b,
     m.key_id = j.at("key_id").get<std::string>();
     for (const auto& f : j.at("files")) {
       BundleFile bf{f.at("name").get<std::string>(), f.at("content").get<std::string>()};
-      const auto d = Sha256(bf.content);
-      if (f.at("sha256").get<std::string>() != Hex(d.data(), d.size())) {
+      const auto d = base::Sha256(bf.content);
+      if (f.at("sha256").get<std::string>() != base::ToHex(d)) {
         return fail("manifest: sha256 of file \"" + bf.name + "\" does not match its content");
       }
       m.files.push_back(std::move(bf));
@@ -366,7 +321,7 @@ std::optional<BundleStore> BundleStore::Open(const std::filesystem::path& state_
     return s;  // first start: no bundle yet
   }
   std::string err;
-  const auto text = ReadFileBytes(state_path, &err);
+  const auto text = base::TryReadFileText(state_path, &err);
   if (!text) {
     *error = state_path.string() + ": " + err;
     return std::nullopt;
@@ -381,7 +336,7 @@ std::optional<BundleStore> BundleStore::Open(const std::filesystem::path& state_
     return std::nullopt;
   }
   s.version_ = version;
-  const auto bundle = ReadFileBytes(state_dir / "active.bundle", &err);
+  const auto bundle = base::TryReadFileText(state_dir / "active.bundle", &err);
   if (!bundle) {
     *error = (state_dir / "active.bundle").string() + ": " + err;
     return std::nullopt;
@@ -394,7 +349,7 @@ std::optional<BundleStore> BundleStore::Open(const std::filesystem::path& state_
     *error = (state_dir / "active.bundle").string() + ": " + err;
     return std::nullopt;
   }
-  if (Hex(v->sha256.data(), v->sha256.size()) != hash || v->manifest.version != version) {
+  if (base::ToHex(v->sha256) != hash || v->manifest.version != version) {
     *error = (state_dir / "active.bundle").string() + ": does not match the state file";
     return std::nullopt;
   }
@@ -444,7 +399,7 @@ BundleStore::ApplyResult BundleStore::Apply(std::string_view bundle, std::int64_
     return r;
   }
   const std::string state = "sovguard-bundle-state-1\nversion " + std::to_string(incoming) +
-                            "\nsha256 " + Hex(v->sha256.data(), v->sha256.size()) + "\n";
+                            "\nsha256 " + base::ToHex(v->sha256) + "\n";
   if (!WriteAtomically(dir_ / "state", state, &err)) {
     // The bundle file is ahead of the state: put the previous one back so both agree again.
     std::string restore_error;

@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include "base/file.h"
 #include "policy/bundle/bundle.h"
 #include "policy/compile/compile.h"
 #include "policy/jurisdiction/countries.h"
@@ -214,7 +215,7 @@ int JurisdictionCompile(const std::vector<std::string>& args, std::ostream& out,
 
 std::optional<std::string> ReadOrComplain(const std::string& path, std::ostream& err) {
   std::string error;
-  auto bytes = ReadFileBytes(path, &error);
+  auto bytes = base::TryReadFileText(path, &error);
   if (!bytes) err << path << ": " << error << "\n";
   return bytes;
 }

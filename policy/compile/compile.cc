@@ -9,6 +9,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "base/sha256.h"
 #include "policy/jurisdiction/countries.h"
 
 namespace sovguard::policy {
@@ -373,23 +374,7 @@ std::string CanonicalEncoding(const CompiledPolicy& c) {
 
 std::array<std::uint8_t, 32> ComputeDigest(const CompiledPolicy& compiled) {
   const std::string bytes = CanonicalEncoding(compiled);
-  std::array<std::uint8_t, 32> digest{};
-  unsigned int len = 0;
-  if (EVP_Digest(bytes.data(), bytes.size(), digest.data(), &len, EVP_sha256(), nullptr) != 1 ||
-      len != digest.size()) {
-    throw std::runtime_error("SHA-256 failed (OpenSSL EVP_Digest)");
-  }
-  return digest;
-}
-
-std::string DigestHex(const std::array<std::uint8_t, 32>& digest) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s;
-  for (auto b : digest) {
-    s.push_back(kHex[b >> 4]);
-    s.push_back(kHex[b & 15]);
-  }
-  return s;
+  return base::Sha256(bytes);
 }
 
 CompiledLookup::CompiledLookup(const CompiledPolicy& c) : compiled_(c) {

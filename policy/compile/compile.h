@@ -34,7 +34,6 @@ CompiledStorage CompileStorage(const ValidatedPolicy& policy, const CompiledPoli
 // The canonical byte encoding hashed into CompiledPolicy::digest (documented in README.md).
 std::string CanonicalEncoding(const CompiledPolicy& compiled);
 std::array<std::uint8_t, 32> ComputeDigest(const CompiledPolicy& compiled);
-std::string DigestHex(const std::array<std::uint8_t, 32>& digest);
 
 // User-space longest-prefix lookup over a compiled policy (what the kernel trie answers).
 class CompiledLookup {

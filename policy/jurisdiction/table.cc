@@ -10,6 +10,9 @@
 #include <memory>
 #include <system_error>
 
+#include "base/error.h"
+#include "base/file.h"
+#include "base/sha256.h"
 #include "policy/jurisdiction/countries.h"
 #include "policy/parse/parse.h"
 
@@ -79,7 +82,7 @@ IpPrefix Masked(const IpPrefix& a, int len) {
 bool ReadList(const std::filesystem::path& file, std::uint16_t country, bool v6,
               std::vector<TableEntry>& out, std::string* error) {
   std::string err;
-  auto bytes = ReadFileBytes(file, &err);
+  auto bytes = base::TryReadFileText(file, &err);
   if (!bytes) {
     if (error) *error = file.string() + ": " + err;
     return false;
@@ -343,9 +346,8 @@ std::string JurisdictionTable::Serialize() const {
     out.append(reinterpret_cast<const char*>(e.prefix.addr.data()), (e.prefix.len + 7u) / 8u);
     Put16(out, index_of(e.country));
   }
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(out.data()), out.size(), digest);
-  out.append(reinterpret_cast<const char*>(digest), sizeof digest);
+  const auto digest = base::Sha256(out);
+  out.append(reinterpret_cast<const char*>(digest.data()), digest.size());
   return out;
 }
 
@@ -366,10 +368,9 @@ std::optional<JurisdictionTable> JurisdictionTable::Deserialize(std::string_view
     return fail("unsupported format version " + std::to_string(version) + " (this build reads " +
                 std::to_string(kFormatVersion) + ")");
   }
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size() - SHA256_DIGEST_LENGTH,
-         digest);
-  if (std::memcmp(digest, bytes.data() + bytes.size() - SHA256_DIGEST_LENGTH, sizeof digest) != 0) {
+  const auto digest = base::Sha256(bytes.substr(0, bytes.size() - SHA256_DIGEST_LENGTH));
+  if (std::memcmp(digest.data(), bytes.data() + bytes.size() - SHA256_DIGEST_LENGTH,
+                  digest.size()) != 0) {
     return fail("checksum mismatch: the file is corrupt (SHA-256 over the first " +
                 std::to_string(bytes.size() - SHA256_DIGEST_LENGTH) + " bytes differs)");
   }
@@ -464,30 +465,20 @@ std::optional<JurisdictionTable> JurisdictionTable::Deserialize(std::string_view
 }
 
 bool JurisdictionTable::Save(const std::filesystem::path& path, std::string* error) const {
-  const auto tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    const auto bytes = Serialize();
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) {
-      if (error) *error = tmp + ": write failed";
-      return false;
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    if (error) *error = path.string() + ": " + ec.message();
+  // Shipped data, read by everyone: 0644.
+  try {
+    base::WriteFileAtomic(path, Serialize(), 0644);
+    return true;
+  } catch (const base::Error& e) {
+    if (error) *error = e.what();
     return false;
   }
-  return true;
 }
 
 std::optional<JurisdictionTable> JurisdictionTable::Load(const std::filesystem::path& path,
                                                          std::string* error) {
   std::string err;
-  auto bytes = ReadFileBytes(path, &err);
+  auto bytes = base::TryReadFileText(path, &err);
   if (!bytes) {
     if (error) *error = path.string() + ": " + err;
     return std::nullopt;

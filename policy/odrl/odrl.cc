@@ -9,6 +9,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "base/time.h"
 #include "policy/jurisdiction/countries.h"
 #include "policy/validate/validate.h"
 
@@ -231,8 +232,8 @@ class Importer {
     } else {
       for (const auto& c : *allow) r->add_allow(c);
     }
-    if (not_before) d->mutable_usage()->set_not_before(FormatRfc3339(*not_before));
-    if (not_after) d->mutable_usage()->set_not_after(FormatRfc3339(*not_after));
+    if (not_before) d->mutable_usage()->set_not_before(base::FormatRfc3339(*not_before));
+    if (not_after) d->mutable_usage()->set_not_after(base::FormatRfc3339(*not_after));
     if (options.strict && !out_.not_enforced.empty()) {
       out_.errors.push_back(std::to_string(out_.not_enforced.size()) +
                             " term(s) cannot be enforced by sovguard (--strict)");

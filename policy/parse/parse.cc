@@ -11,6 +11,7 @@
 #include <fstream>
 #include <limits>
 
+#include "base/file.h"
 #include "policy/parse/json_reader.h"
 
 namespace sovguard::policy {
@@ -428,28 +429,10 @@ std::optional<ParsedFile> ParsePolicy(std::string_view name, std::string_view co
   return file;
 }
 
-std::optional<std::string> ReadFileBytes(const std::filesystem::path& path, std::string* error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (error) *error = std::string("cannot open: ") + std::strerror(errno);
-    return std::nullopt;
-  }
-  std::string bytes;
-  char buf[1 << 16];
-  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-    bytes.append(buf, static_cast<std::size_t>(in.gcount()));
-  }
-  if (in.bad()) {
-    if (error) *error = "read error";
-    return std::nullopt;
-  }
-  return bytes;
-}
-
 std::optional<ParsedFile> ParsePolicyFile(const std::filesystem::path& path,
                                           Diagnostics& diagnostics) {
   std::string error;
-  auto bytes = ReadFileBytes(path, &error);
+  auto bytes = base::TryReadFileText(path, &error);
   if (!bytes) {
     diagnostics.push_back({path.string(), {}, error});
     return std::nullopt;

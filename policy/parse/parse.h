@@ -51,7 +51,4 @@ std::optional<ParsedFile> ParsePolicy(std::string_view name, std::string_view co
 std::optional<ParsedFile> ParsePolicyFile(const std::filesystem::path& path,
                                           Diagnostics& diagnostics);
 
-// Reads a whole file; nullopt and `error` set on failure.
-std::optional<std::string> ReadFileBytes(const std::filesystem::path& path, std::string* error);
-
 }  // namespace sovguard::policy

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <map>
 
+#include "base/time.h"
 #include "policy/jurisdiction/countries.h"
 
 namespace sovguard::policy {
@@ -441,7 +442,7 @@ class Validator {
     m.not_after = when(u.not_after(), "not_after");
     if (m.not_after && *m.not_after <= now_) {
       Err(f, ub + ".not_after",
-          "validity window ended at " + FormatRfc3339(*m.not_after) +
+          "validity window ended at " + base::FormatRfc3339(*m.not_after) +
               ": the dataset could never be used");
     }
     if (m.not_before && m.not_after && *m.not_before >= *m.not_after) {
@@ -629,15 +630,6 @@ std::optional<std::int64_t> ParseRfc3339(std::string_view t) {
   if (pos != t.size()) return std::nullopt;
   const std::int64_t days = DaysFromCivil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
   return days * 86400 + h * 3600 + mi * 60 + (s == 60 ? 59 : s) - offset;
-}
-
-std::string FormatRfc3339(std::int64_t seconds) {
-  const std::time_t tt = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 }  // namespace sovguard::policy

@@ -101,6 +101,5 @@ LoadResult LoadPolicyBuffers(const std::vector<std::pair<std::string, std::strin
 
 // RFC 3339 ("2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00") -> Unix seconds.
 std::optional<std::int64_t> ParseRfc3339(std::string_view text);
-std::string FormatRfc3339(std::int64_t seconds);
 
 }  // namespace sovguard::policy

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/openssl.h"
 #include "tests/attestation/swtpm_fixture.h"
 #include "tests/harness/require.h"
 
@@ -86,14 +87,11 @@ TEST_F(ManifestCli, ScanSignVerify) {
                 &text),
             0)
       << text;
-  auto key = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>(
-      EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"), &EVP_PKEY_free);
+  auto key = base::EvpPkeyPtr(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
   {
-    std::unique_ptr<BIO, decltype(&BIO_free)> b(BIO_new_file((tmp.path() / "k.pem").c_str(), "w"),
-                                                &BIO_free);
+    base::BioPtr b(BIO_new_file((tmp.path() / "k.pem").c_str(), "w"));
     PEM_write_bio_PrivateKey(b.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);
-    std::unique_ptr<BIO, decltype(&BIO_free)> p(BIO_new_file((tmp.path() / "k.pub").c_str(), "w"),
-                                                &BIO_free);
+    base::BioPtr p(BIO_new_file((tmp.path() / "k.pub").c_str(), "w"));
     PEM_write_bio_PUBKEY(p.get(), key.get());
   }
   EXPECT_EQ(Cli({"sign", "--key", (tmp.path() / "k.pem").string(), draft.string()}, &text), 1);

@@ -13,15 +13,11 @@
 #include "attestation/cli/attest_cli.h"
 #include "attestation/service/attestation_service.h"
 #include "attestation/tpm/credential.h"
+#include "base/file.h"
 #include "tests/attestation/swtpm_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
-
-std::string ReadText(const std::filesystem::path& p) {
-  auto b = ReadFileBytes(p);
-  return std::string(b.begin(), b.end());
-}
 
 // CA, server and client certificates made with the openssl CLI (P-256, 1 day).
 struct Pki {
@@ -136,9 +132,9 @@ class ServiceTest : public ::testing::Test {
   }
   std::unique_ptr<v1::Attestation::Stub> TlsStub(const Pki& pki, const std::string& client) {
     grpc::SslCredentialsOptions o;
-    o.pem_root_certs = ReadText(pki.dir / "ca.pem");
-    o.pem_cert_chain = ReadText(pki.dir / (client + ".pem"));
-    o.pem_private_key = ReadText(pki.dir / (client + ".key"));
+    o.pem_root_certs = base::ReadFileText(pki.dir / "ca.pem");
+    o.pem_cert_chain = base::ReadFileText(pki.dir / (client + ".pem"));
+    o.pem_private_key = base::ReadFileText(pki.dir / (client + ".key"));
     return v1::Attestation::NewStub(
         grpc::CreateChannel("localhost:" + std::to_string(port_), grpc::SslCredentials(o)));
   }
@@ -184,7 +180,7 @@ TEST_F(ServiceTest, QuoteOverUnixSocketAndCli) {
                              out, err);
   ASSERT_EQ(rc, 0) << err.str();
   v1::Evidence from_cli;
-  evidence::FromJson(ReadText(out_file), from_cli);
+  evidence::FromJson(base::ReadFileText(out_file), from_cli);
   EXPECT_EQ(ToHex(std::span(reinterpret_cast<const uint8_t*>(from_cli.nonce().data()),
                             from_cli.nonce().size())),
             "00112233445566778899aabbccddeeff");
@@ -264,10 +260,11 @@ TEST_F(ServiceTest, IdentityAndCredentialActivationOverGrpc) {
 TEST_F(ServiceTest, MutualTlsAdmitsOnlyAllowListedAuditors) {
   Pki pki(tmp_.path() / "pki");
   service::MtlsConfig mtls;
-  mtls.server_cert_pem = ReadText(pki.dir / "server.pem");
-  mtls.server_key_pem = ReadText(pki.dir / "server.key");
-  mtls.auditor_ca_pem = ReadText(pki.dir / "ca.pem");
-  mtls.allowed_client_sha256 = {service::CertificateFingerprint(ReadText(pki.dir / "auditor.pem"))};
+  mtls.server_cert_pem = base::ReadFileText(pki.dir / "server.pem");
+  mtls.server_key_pem = base::ReadFileText(pki.dir / "server.key");
+  mtls.auditor_ca_pem = base::ReadFileText(pki.dir / "ca.pem");
+  mtls.allowed_client_sha256 = {
+      service::CertificateFingerprint(base::ReadFileText(pki.dir / "auditor.pem"))};
   Start(&mtls);
 
   v1::Evidence ev;

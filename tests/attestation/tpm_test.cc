@@ -13,23 +13,20 @@
 #include "attestation/measure/platform.h"
 #include "attestation/tpm/credential.h"
 #include "attestation/tpm/tpm.h"
+#include "base/openssl.h"
 #include "tests/attestation/swtpm_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
 
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-
-std::unique_ptr<X509, X509Free> ParseDer(const Bytes& der) {
+base::X509Ptr ParseDer(const Bytes& der) {
   const unsigned char* p = der.data();
-  return std::unique_ptr<X509, X509Free>(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  return base::X509Ptr(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
 }
 
 std::string CertPublicKeyPem(X509* cert) {
   EVP_PKEY* key = X509_get0_pubkey(cert);
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  base::BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PUBKEY(bio.get(), key);
   char* data = nullptr;
   long len = BIO_get_mem_data(bio.get(), &data);

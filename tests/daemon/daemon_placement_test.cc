@@ -21,7 +21,7 @@
 #include <string>
 
 #include "attestation/evidence/format.h"
-#include "enforcer/system/unique_fd.h"
+#include "base/unique_fd.h"
 #include "tests/harness/process.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
@@ -32,7 +32,7 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace st = sovguard::test;
-using sovguard::enforcer::UniqueFd;
+using sovguard::base::UniqueFd;
 using std::chrono::seconds;
 
 // A port on 127.0.0.1 nothing listens on right now (the kernel's pick).

@@ -209,7 +209,7 @@ Mac MacOf(const testing::Netns& ns, const char* ifname) {
   Fd s(ns.Socket(AF_INET, SOCK_DGRAM, 0));
   ifreq ifr{};
   std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
-  if (::ioctl(s.get(), SIOCGIFHWADDR, &ifr) != 0)
+  if (::ioctl(s.Get(), SIOCGIFHWADDR, &ifr) != 0)
     throw std::runtime_error(std::string("SIOCGIFHWADDR ") + ifname + ": " + std::strerror(errno));
   Mac m{};
   std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, 6);
@@ -225,14 +225,14 @@ class Tap {
     ll_.sll_family = AF_PACKET;
     ll_.sll_protocol = htons(ETH_P_ALL);
     ll_.sll_ifindex = static_cast<int>(ns.IfIndex(ifname));
-    if (::bind(fd_.get(), reinterpret_cast<const sockaddr*>(&ll_), sizeof(ll_)) != 0)
+    if (::bind(fd_.Get(), reinterpret_cast<const sockaddr*>(&ll_), sizeof(ll_)) != 0)
       throw std::runtime_error(std::string("bind AF_PACKET: ") + std::strerror(errno));
     int big = 8 << 20;
-    ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
+    ::setsockopt(fd_.Get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
     ll_.sll_halen = 6;
   }
   void Send(const Bytes& f) {
-    ASSERT_EQ(::sendto(fd_.get(), f.data(), f.size(), 0, reinterpret_cast<const sockaddr*>(&ll_),
+    ASSERT_EQ(::sendto(fd_.Get(), f.data(), f.size(), 0, reinterpret_cast<const sockaddr*>(&ll_),
                        sizeof(ll_)),
               static_cast<ssize_t>(f.size()))
         << std::strerror(errno);
@@ -245,7 +245,7 @@ class Tap {
     for (;;) {
       sockaddr_ll from{};
       socklen_t fl = sizeof(from);
-      const ssize_t n = ::recvfrom(fd_.get(), buf, sizeof(buf), MSG_DONTWAIT,
+      const ssize_t n = ::recvfrom(fd_.Get(), buf, sizeof(buf), MSG_DONTWAIT,
                                    reinterpret_cast<sockaddr*>(&from), &fl);
       if (n > 0) {
         if (from.sll_pkttype == PACKET_OUTGOING) continue;
@@ -255,7 +255,7 @@ class Tap {
       }
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
       if (left.count() <= 0) return false;
-      pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
+      pollfd p{.fd = fd_.Get(), .events = POLLIN, .revents = 0};
       ::poll(&p, 1, static_cast<int>(left.count()));
     }
   }
@@ -672,15 +672,15 @@ TEST_F(EscapeTest, ControlsStillWork) {
     Fd dhcp(topo_->router().Socket(AF_INET, SOCK_DGRAM, 0));
     const auto any = testing::Addr("0.0.0.0", 67);
     int on = 1;
-    ::setsockopt(dhcp.get(), SOL_SOCKET, SO_BROADCAST, &on, sizeof(on));
-    ASSERT_EQ(::bind(dhcp.get(), reinterpret_cast<const sockaddr*>(&any), testing::Len(any)), 0)
+    ::setsockopt(dhcp.Get(), SOL_SOCKET, SO_BROADCAST, &on, sizeof(on));
+    ASSERT_EQ(::bind(dhcp.Get(), reinterpret_cast<const sockaddr*>(&any), testing::Len(any)), 0)
         << std::strerror(errno);
     Bytes f = Eth({0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, guest_mac_, 0x0800);
     Bytes discover(240, 0);
     discover[0] = 1, discover[1] = 1, discover[2] = 6;
     Append(f, Ipv4({.src = 0, .dst = 0xFFFFFFFF, .proto = 17}, Udp(68, 67, discover)));
     guest_->Send(f);
-    EXPECT_EQ(testing::UdpReceive(dhcp.get(), 1, 5s), 1) << "DHCP discover";
+    EXPECT_EQ(testing::UdpReceive(dhcp.Get(), 1, 5s), 1) << "DHCP discover";
   }
 }
 

@@ -95,7 +95,7 @@ class NetnsTest : public ::testing::Test {
     Fd s(g().Socket(a.ss_family, SOCK_DGRAM, 0));
     std::vector<char> buf(size, 'x');
     for (int i = 0; i < n; ++i)
-      ASSERT_EQ(::sendto(s.get(), buf.data(), buf.size(), 0, reinterpret_cast<const sockaddr*>(&a),
+      ASSERT_EQ(::sendto(s.Get(), buf.data(), buf.size(), 0, reinterpret_cast<const sockaddr*>(&a),
                          Len(a)),
                 static_cast<ssize_t>(size))
           << std::strerror(errno);
@@ -104,16 +104,16 @@ class NetnsTest : public ::testing::Test {
   bool TcpConnect(const char* ip, std::uint16_t port, std::chrono::milliseconds timeout) {
     const auto a = Addr(ip, port);
     Fd s(g().Socket(a.ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0));
-    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&a), Len(a)) == 0) return true;
+    if (::connect(s.Get(), reinterpret_cast<const sockaddr*>(&a), Len(a)) == 0) return true;
     if (errno != EINPROGRESS) return false;
-    pollfd p{.fd = s.get(), .events = POLLOUT, .revents = 0};
+    pollfd p{.fd = s.Get(), .events = POLLOUT, .revents = 0};
     if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return false;
     int err = 0;
     socklen_t len = sizeof(err);
-    ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    ::getsockopt(s.Get(), SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0) return false;
     const char msg[] = "residency";
-    return ::send(s.get(), msg, sizeof(msg), 0) == sizeof(msg);
+    return ::send(s.Get(), msg, sizeof(msg), 0) == sizeof(msg);
   }
   // ICMP/ICMPv6 echo from G; true when the reply comes back within timeout.
   bool Ping(const char* ip, std::chrono::milliseconds timeout) {
@@ -135,16 +135,16 @@ class NetnsTest : public ::testing::Test {
       while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
       pkt[2] = static_cast<std::uint8_t>(~sum >> 8), pkt[3] = static_cast<std::uint8_t>(~sum);
     }
-    if (::sendto(s.get(), pkt, sizeof(pkt), 0, reinterpret_cast<const sockaddr*>(&a), Len(a)) !=
+    if (::sendto(s.Get(), pkt, sizeof(pkt), 0, reinterpret_cast<const sockaddr*>(&a), Len(a)) !=
         sizeof(pkt))
       return false;
     const auto end = Clock::now() + timeout;
     std::uint8_t buf[1500];
     while (Clock::now() < end) {
-      if (!Readable(s.get(),
+      if (!Readable(s.Get(),
                     std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now())))
         break;
-      const ssize_t n = ::recv(s.get(), buf, sizeof(buf), MSG_DONTWAIT);
+      const ssize_t n = ::recv(s.Get(), buf, sizeof(buf), MSG_DONTWAIT);
       if (n <= 0) continue;
       const std::uint8_t* icmp =
           v6 ? buf : buf + (buf[0] & 0x0f) * 4;  // raw v4 includes the IP header
@@ -178,8 +178,8 @@ TEST_F(NetnsTest, EnforceLetsAllowedThroughAndStopsForbidden) {
   Attach();
   Fd tcp(d().Socket(AF_INET6, SOCK_STREAM, 0));
   const auto any = Addr("::", 5001);
-  ASSERT_EQ(::bind(tcp.get(), reinterpret_cast<const sockaddr*>(&any), Len(any)), 0);
-  ASSERT_EQ(::listen(tcp.get(), 16), 0);
+  ASSERT_EQ(::bind(tcp.Get(), reinterpret_cast<const sockaddr*>(&any), Len(any)), 0);
+  ASSERT_EQ(::listen(tcp.Get(), 16), 0);
 
   // ICMP
   EXPECT_TRUE(Ping("198.51.100.10", 5s));
@@ -199,10 +199,10 @@ TEST_F(NetnsTest, EnforceLetsAllowedThroughAndStopsForbidden) {
   UdpSend("2001:db8:f0::10", 5002, 10);
   UdpSend("198.51.100.10", 5002, 10);
   UdpSend("2001:db8:e0::10", 5002, 10);
-  EXPECT_EQ(UdpReceive(eu.get(), 10, 5s), 10);
-  EXPECT_EQ(UdpReceive(eu6.get(), 10, 5s), 10);
-  EXPECT_EQ(UdpDrain(us.get()), 0);
-  EXPECT_EQ(UdpDrain(us6.get()), 0);
+  EXPECT_EQ(UdpReceive(eu.Get(), 10, 5s), 10);
+  EXPECT_EQ(UdpReceive(eu6.Get(), 10, 5s), 10);
+  EXPECT_EQ(UdpDrain(us.Get()), 0);
+  EXPECT_EQ(UdpDrain(us6.Get()), 0);
 
   const auto c = dp_->ReadCounters(tap_, 0);
   EXPECT_GE(c.packets, 20u + 2u + 2u);
@@ -252,7 +252,7 @@ TEST_F(NetnsTest, AuditPassesAndCounts) {
   Attach();
   Fd us(UdpServer("203.0.113.10", 5002));
   UdpSend("203.0.113.10", 5002, 10);
-  EXPECT_EQ(UdpReceive(us.get(), 10, 5s), 10);
+  EXPECT_EQ(UdpReceive(us.Get(), 10, 5s), 10);
   EXPECT_TRUE(Ping("2001:db8:f0::10", 5s));
   const auto c = dp_->ReadCounters(tap_, 0);
   EXPECT_EQ(c.would_drop_packets, 11u);
@@ -274,14 +274,14 @@ TEST_F(NetnsTest, QuotaStopsAtTheBudgetAndResumesNextWindow) {
   Fd eu(UdpServer("198.51.100.10", 5003));
   const auto start = Clock::now();
   UdpSend("198.51.100.10", 5003, 20, kPayload);
-  EXPECT_EQ(UdpReceive(eu.get(), 10, 5s), 10);
+  EXPECT_EQ(UdpReceive(eu.Get(), 10, 5s), 10);
   auto c = dp_->ReadCounters(tap_, 0);
   EXPECT_EQ(c.packets, 10u);
   EXPECT_EQ(c.dropped_packets, 10u);
   EXPECT_EQ(c.quota_used_bytes, 10 * kFrame);
   EXPECT_LE(c.quota_used_bytes, kBudget);
   EXPECT_GT(c.quota_used_bytes + kFrame, kBudget) << "stopped more than one frame early";
-  EXPECT_EQ(UdpDrain(eu.get()), 0);
+  EXPECT_EQ(UdpDrain(eu.Get()), 0);
   bool quota_event = false;
   for (const auto& e : Events()) quota_event |= e.reason == SG_NET_REASON_QUOTA;
   EXPECT_TRUE(quota_event);
@@ -290,7 +290,7 @@ TEST_F(NetnsTest, QuotaStopsAtTheBudgetAndResumesNextWindow) {
   bool resumed = false;
   for (int i = 0; i < 60 && !resumed; ++i) {
     UdpSend("198.51.100.10", 5003, 1, kPayload);
-    resumed = UdpReceive(eu.get(), 1, 100ms) == 1;
+    resumed = UdpReceive(eu.Get(), 1, 100ms) == 1;
   }
   EXPECT_TRUE(resumed);
   EXPECT_GE(Clock::now() - start, 900ms) << "resumed before the window ended";
@@ -348,7 +348,7 @@ TEST_F(NetnsTest, VlanTaggedGuestFramesAreClassifiedToo) {
   ll.sll_ifindex = static_cast<int>(g().IfIndex("g0"));
   ll.sll_halen = 6;
   auto send = [&](const std::vector<std::uint8_t>& f) {
-    ASSERT_EQ(::sendto(raw.get(), f.data(), f.size(), 0, reinterpret_cast<const sockaddr*>(&ll),
+    ASSERT_EQ(::sendto(raw.Get(), f.data(), f.size(), 0, reinterpret_cast<const sockaddr*>(&ll),
                        sizeof(ll)),
               static_cast<ssize_t>(f.size()))
         << std::strerror(errno);

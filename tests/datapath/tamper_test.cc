@@ -61,12 +61,12 @@ class DatapathTamperTest : public ::testing::Test {
   bool ForbiddenPasses() {
     const auto a = testing::Addr("198.51.100.10", 5201), f = testing::Addr("203.0.113.10", 5201);
     char msg[16] = "tamper";
-    ::sendto(tx_.get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&f),
+    ::sendto(tx_.Get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&f),
              testing::Len(f));
-    ::sendto(tx_.get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&a),
+    ::sendto(tx_.Get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&a),
              testing::Len(a));
-    EXPECT_EQ(testing::UdpReceive(allowed_.get(), 1, 5s), 1) << "allowed datagram lost";
-    return testing::UdpDrain(forbidden_.get()) > 0;
+    EXPECT_EQ(testing::UdpReceive(allowed_.Get(), 1, 5s), 1) << "allowed datagram lost";
+    return testing::UdpDrain(forbidden_.Get()) > 0;
   }
   // Runs f in the router namespace (where the tap is).
   template <class F>

@@ -50,10 +50,6 @@ policy::CompiledPolicy TestPolicy(policy::Mode mode, bool split,
   return p;
 }
 
-Fd::~Fd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 sockaddr_storage Addr(const char* ip, std::uint16_t port) {
   sockaddr_storage ss{};
   if (std::strchr(ip, ':')) {
@@ -147,8 +143,8 @@ Fd Topology::UdpServer(const char* ip, std::uint16_t port) {
   const auto a = Addr(ip, port);
   Fd s(d_->Socket(a.ss_family, SOCK_DGRAM, 0));
   int big = 4 << 20;
-  ::setsockopt(s.get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
-  if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&a), Len(a)) != 0)
+  ::setsockopt(s.Get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
+  if (::bind(s.Get(), reinterpret_cast<const sockaddr*>(&a), Len(a)) != 0)
     throw std::runtime_error(std::string("bind ") + ip + ": " + std::strerror(errno));
   return s;
 }
@@ -177,14 +173,14 @@ LockStepTraffic::LockStepTraffic(Topology& topo, std::uint16_t port, std::chrono
     char msg[kPayload] = "lockstep";
     for (std::size_t n = 0; !done_ && Clock::now() < end; ++n) {
       const std::size_t i = n % tx_.size();
-      ::sendto(tx_[i].get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&forbidden),
+      ::sendto(tx_[i].Get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&forbidden),
                Len(forbidden));
       ++sent_forbidden_;
-      ::sendto(tx_[i].get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&allowed),
+      ::sendto(tx_[i].Get(), msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&allowed),
                Len(allowed));
       ++sent_allowed_;
       ++per_guest_[i];
-      if (UdpReceive(allowed_.get(), 1, std::chrono::seconds(2)) == 1)
+      if (UdpReceive(allowed_.Get(), 1, std::chrono::seconds(2)) == 1)
         ++received_allowed_;
       else
         ++lost_;

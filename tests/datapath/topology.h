@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/unique_fd.h"
 #include "policy/compiled.h"
 #include "tests/datapath/netns.h"
 
@@ -31,20 +32,7 @@ constexpr std::uint16_t kDE = 0x4445, kUS = 0x5553;
 policy::CompiledPolicy TestPolicy(policy::Mode mode, bool split = false,
                                   std::optional<policy::Quota> quota = std::nullopt);
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd();
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Fd& operator=(Fd&& o) noexcept {
-    std::swap(fd_, o.fd_);
-    return *this;
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using Fd = base::UniqueFd;
 
 sockaddr_storage Addr(const char* ip, std::uint16_t port);
 socklen_t Len(const sockaddr_storage& ss);
@@ -100,7 +88,7 @@ class LockStepTraffic {
     return per_guest_[static_cast<std::size_t>(guest)];
   }
   // Forbidden datagrams that reached D (must stay 0).
-  int ForbiddenDelivered() { return UdpDrain(forbidden_.get()); }
+  int ForbiddenDelivered() { return UdpDrain(forbidden_.Get()); }
   static constexpr std::size_t kPayload = 32;
   static constexpr std::uint64_t kFrameLen = 14 + 20 + 8 + kPayload;  // skb->len on the tap
 

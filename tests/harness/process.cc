@@ -17,31 +17,20 @@
 #include <system_error>
 #include <thread>
 
+#include "base/unique_fd.h"
+
 namespace sovguard::test {
 namespace {
 
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { Close(); }
-  void Close() {
-    if (fd >= 0) {
-      ::close(fd);
-    }
-    fd = -1;
-  }
-};
+using Fd = base::UniqueFd;
 
 void MakePipe(Fd& r, Fd& w) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) {
     throw std::system_error(errno, std::generic_category(), "pipe2");
   }
-  r.fd = p[0];
-  w.fd = p[1];
+  r.Reset(p[0]);
+  w.Reset(p[1]);
 }
 
 }  // namespace
@@ -56,9 +45,9 @@ CommandResult Run(const std::vector<std::string>& argv, std::string_view input) 
   MakePipe(err_r, err_w);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in_r.fd, 0);
-  posix_spawn_file_actions_adddup2(&fa, out_w.fd, 1);
-  posix_spawn_file_actions_adddup2(&fa, err_w.fd, 2);
+  posix_spawn_file_actions_adddup2(&fa, in_r.Get(), 0);
+  posix_spawn_file_actions_adddup2(&fa, out_w.Get(), 1);
+  posix_spawn_file_actions_adddup2(&fa, err_w.Get(), 2);
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
   for (const auto& a : argv) {
@@ -71,48 +60,48 @@ CommandResult Run(const std::vector<std::string>& argv, std::string_view input) 
   if (rc != 0) {
     throw std::system_error(rc, std::generic_category(), "spawn " + argv[0]);
   }
-  in_r.Close();
-  out_w.Close();
-  err_w.Close();
+  in_r.Reset();
+  out_w.Reset();
+  err_w.Reset();
 
   CommandResult result;
   size_t written = 0;
   if (input.empty()) {
-    in_w.Close();
+    in_w.Reset();
   }
   std::array<char, 4096> buf{};
-  while (out_r.fd >= 0 || err_r.fd >= 0) {
+  while (out_r || err_r) {
     std::array<pollfd, 3> fds{
-        {{out_r.fd, POLLIN, 0}, {err_r.fd, POLLIN, 0}, {in_w.fd, POLLOUT, 0}}};
+        {{out_r.Get(), POLLIN, 0}, {err_r.Get(), POLLIN, 0}, {in_w.Get(), POLLOUT, 0}}};
     if (::poll(fds.data(), fds.size(), -1) < 0) {
       if (errno == EINTR) {
         continue;
       }
       throw std::system_error(errno, std::generic_category(), "poll");
     }
-    if (in_w.fd >= 0 && (fds[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
-      ssize_t n = ::write(in_w.fd, input.data() + written, input.size() - written);
+    if (in_w && (fds[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      ssize_t n = ::write(in_w.Get(), input.data() + written, input.size() - written);
       if (n > 0) {
         written += static_cast<size_t>(n);
       }
       if (n < 0 || written == input.size()) {
-        in_w.Close();
+        in_w.Reset();
       }
     }
     for (int i = 0; i < 2; ++i) {
       Fd& f = i == 0 ? out_r : err_r;
-      if (f.fd < 0 || !(fds[static_cast<size_t>(i)].revents & (POLLIN | POLLHUP | POLLERR))) {
+      if (!f || !(fds[static_cast<size_t>(i)].revents & (POLLIN | POLLHUP | POLLERR))) {
         continue;
       }
-      ssize_t n = ::read(f.fd, buf.data(), buf.size());
+      ssize_t n = ::read(f.Get(), buf.data(), buf.size());
       if (n > 0) {
         (i == 0 ? result.out : result.err).append(buf.data(), static_cast<size_t>(n));
       } else if (n == 0 || errno != EINTR) {
-        f.Close();
+        f.Reset();
       }
     }
   }
-  in_w.Close();
+  in_w.Reset();
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) {
@@ -191,36 +180,6 @@ bool TerminateAndWait(pid_t pid, std::chrono::milliseconds timeout) {
   }
   ::kill(pid, SIGKILL);
   return PollUntil(std::chrono::seconds(10), [&] { return !ProcessAlive(pid); });
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) {
-    throw std::runtime_error("cannot read " + path + ": " + std::generic_category().message(errno));
-  }
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-void WriteFile(const std::string& path, std::string_view content, unsigned mode) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) {
-      throw std::runtime_error("cannot write " + tmp + ": " +
-                               std::generic_category().message(errno));
-    }
-    f.write(content.data(), static_cast<std::streamsize>(content.size()));
-    if (!f) {
-      throw std::runtime_error("write failed: " + tmp);
-    }
-  }
-  if (::chmod(tmp.c_str(), static_cast<mode_t>(mode)) != 0 ||
-      ::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw std::runtime_error("cannot install " + path + ": " +
-                             std::generic_category().message(errno));
-  }
 }
 
 }  // namespace sovguard::test

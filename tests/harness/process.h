@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/file.h"
+
 namespace sovguard::test {
 
 struct CommandResult {
@@ -41,8 +43,13 @@ pid_t ReadPidFile(const std::string& path);
 // process is gone. Never signals pid <= 1.
 bool TerminateAndWait(pid_t pid, std::chrono::milliseconds timeout);
 
-// The content of a whole file; throws std::runtime_error naming the path when it cannot be read.
-std::string ReadFile(const std::string& path);
-void WriteFile(const std::string& path, std::string_view content, unsigned mode = 0644);
+// base/file.h's whole-file read and atomic write (throw base::Error, a std::runtime_error, naming
+// the path), with the harness's default mode for files tests write (0644).
+inline std::string ReadFile(const std::string& path) {
+  return base::ReadFileText(path);
+}
+inline void WriteFile(const std::string& path, std::string_view content, unsigned mode = 0644) {
+  base::WriteFileAtomic(path, content, static_cast<mode_t>(mode));
+}
 
 }  // namespace sovguard::test

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/file.h"
 #include "enforcer/libvirt/resolve.h"
 
 namespace sovguard::libvirt {
@@ -15,15 +16,8 @@ std::string TestData(const std::string& name) {
   return std::string(SOVGUARD_SOURCE_DIR) + "/tests/libvirt/testdata/" + name;
 }
 
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 TEST(DomainXml, ParsesIdentityTapsDisksAndLabels) {
-  DomainDescription d = ParseDomainXml(Slurp(TestData("domain-live.xml")));
+  DomainDescription d = ParseDomainXml(base::ReadFileText(TestData("domain-live.xml")));
   EXPECT_EQ(d.name, "sgt-unit");
   EXPECT_EQ(d.uuid, "eec1d1ce-8b4a-4325-bc16-55e61b5ecc15");
   EXPECT_EQ(d.id, 7);
@@ -49,7 +43,7 @@ TEST(DomainXml, ParsesIdentityTapsDisksAndLabels) {
 // Every libvirt interface type: which ones sovguard can filter (a tap's clsact ingress) and, for
 // the others, why not. A guest holding a dataset with any of the others is refused or loses it.
 TEST(DomainXml, EveryInterfaceTypeIsCoveredOrSaysWhyNot) {
-  const DomainDescription d = ParseDomainXml(Slurp(TestData("domain-interfaces.xml")));
+  const DomainDescription d = ParseDomainXml(base::ReadFileText(TestData("domain-interfaces.xml")));
   struct Want {
     const char* type;
     const char* device;
@@ -97,7 +91,7 @@ TEST(DomainXml, EveryInterfaceTypeIsCoveredOrSaysWhyNot) {
 
 // What cuts an interface's link in QEMU: its own live XML with <link state='down'/>.
 TEST(DomainXml, InterfaceXmlWithLinkDown) {
-  const std::string xml = Slurp(TestData("domain-interfaces.xml"));
+  const std::string xml = base::ReadFileText(TestData("domain-interfaces.xml"));
   const auto user = InterfaceXmlWithLinkDown(xml, "52:54:00:00:00:07", "net6");
   ASSERT_TRUE(user.has_value());
   const DomainDescription d = ParseDomainXml("<domain><name>a</name><uuid>u</uuid><devices>" +
@@ -306,7 +300,7 @@ namespace {
 
 TEST(StatusJson, CarriesWhatStatusShows) {
   GuestInfo g;
-  g.domain = ParseDomainXml(Slurp(TestData("domain-live.xml")));
+  g.domain = ParseDomainXml(base::ReadFileText(TestData("domain-live.xml")));
   g.qemu_pid = 42;
   g.cgroup = CgroupInfo{"/cg/machine/qemu-7-sgt-unit.libvirt-qemu/emulator",
                         "/cg/machine/qemu-7-sgt-unit.libvirt-qemu", 1234, 2};

@@ -2,6 +2,7 @@
 // status codes, content type, exposition body, IPv4 and IPv6 loopback, refusal of other addresses,
 // bounded request size and idle time, and no descriptor left behind.
 #include "enforcer/metrics/http_server.h"
+#include "base/unique_fd.h"
 
 #include <arpa/inet.h>
 #include <poll.h>
@@ -26,13 +27,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
 std::size_t OpenFds() {
   std::size_t n = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
@@ -44,15 +38,15 @@ std::size_t OpenFds() {
 std::string Exchange(const sm::MetricsServer& server, const std::string& request,
                      std::chrono::milliseconds deadline = 5000ms, bool* closed = nullptr) {
   const auto where = sm::ParseListenAddress(server.address());
-  Fd s{::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-  EXPECT_GE(s.fd, 0);
-  if (::connect(s.fd, reinterpret_cast<const sockaddr*>(&where.addr), where.len) != 0) {
+  const sovguard::base::UniqueFd s(::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  EXPECT_TRUE(s);
+  if (::connect(s.Get(), reinterpret_cast<const sockaddr*>(&where.addr), where.len) != 0) {
     ADD_FAILURE() << "connect " << server.address() << ": " << std::strerror(errno);
     return {};
   }
   std::size_t sent = 0;
   while (sent < request.size()) {
-    const ssize_t n = ::send(s.fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    const ssize_t n = ::send(s.Get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) break;  // the server may close early on an oversized request
     sent += static_cast<std::size_t>(n);
   }
@@ -63,10 +57,10 @@ std::string Exchange(const sm::MetricsServer& server, const std::string& request
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         end - std::chrono::steady_clock::now());
     if (left <= 0ms) break;
-    pollfd p{.fd = s.fd, .events = POLLIN, .revents = 0};
+    pollfd p{.fd = s.Get(), .events = POLLIN, .revents = 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
     char buf[4096];
-    const ssize_t n = ::recv(s.fd, buf, sizeof buf, 0);
+    const ssize_t n = ::recv(s.Get(), buf, sizeof buf, 0);
     if (n <= 0) {
       if (closed) *closed = true;
       break;

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "attestation/verify/fleet_keeper.h"
+#include "base/file.h"
 #include "enforcer/metrics/names.h"
 #include "tests/harness/require.h"
 
@@ -26,14 +27,6 @@ namespace {
 const std::string kRules =
     std::string(SOVGUARD_SOURCE_DIR) + "/examples/prometheus/sovguard-alerts.yml";
 const std::string kRuleTests = std::string(SOVGUARD_SOURCE_DIR) + "/tests/metrics/prometheus";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Runs a shell command; its exit status and combined output.
 int Shell(const std::string& command, std::string* out) {
@@ -61,7 +54,7 @@ TEST(PrometheusRules, EveryAlertUsesMetricsAndLabelsSovguardExports) {
       verifier[std::string(d->name)].insert(std::string(d->labels[i]));
   const std::set<std::string> target_labels = {"instance", "job"};
 
-  const std::string text = ReadFile(kRules);
+  const std::string text = sovguard::base::ReadFileText(kRules);
   const std::regex expr_line(R"(^\s*expr:\s*(.*)$)", std::regex::multiline);
   const std::regex metric(R"(\b((?:sovguard|process)_[A-Za-z0-9_:]*)\s*(\{([^}]*)\})?)");
   const std::regex matcher(R"(([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=))");

@@ -6,6 +6,7 @@
 
 #include <memory>
 
+#include "base/openssl.h"
 #include "policy/bundle/bundle.h"
 #include "policy/cli/policy_cli.h"
 #include "tests/policy/test_util.h"
@@ -23,9 +24,9 @@ KeyPair Generate(bool ed25519) {
   EVP_PKEY* raw = ed25519 ? EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519")
                           : EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
   EXPECT_NE(raw, nullptr);
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(raw, EVP_PKEY_free);
+  base::EvpPkeyPtr key(raw);
   auto pem = [&](bool priv) {
-    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+    base::BioPtr bio(BIO_new(BIO_s_mem()));
     if (priv) {
       PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);
     } else {
@@ -127,7 +128,7 @@ TEST(Bundle, RefusesToSignInvalidPolicies) {
   EXPECT_FALSE(CreateBundle(1, "i", Files(), Ed().pub, &error, kNow));
   EXPECT_NE(error.find("not a PEM private key"), std::string::npos) << error;
   const auto rsa = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048});
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  base::BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PrivateKey(bio.get(), rsa, nullptr, nullptr, 0, nullptr, nullptr);
   EVP_PKEY_free(rsa);
   char* data = nullptr;

@@ -1,6 +1,7 @@
 // Compilation to kernel entries: classes, overrides by zones and exceptions, masks, determinism.
 #include <gtest/gtest.h>
 
+#include "base/hex.h"
 #include "policy/compile/compile.h"
 #include "policy/jurisdiction/countries.h"
 #include "tests/policy/test_util.h"
@@ -128,7 +129,7 @@ TEST(Compile, DeterministicWhateverTheFileOrder) {
   EXPECT_EQ(a.digest, again.digest);
   EXPECT_EQ(CanonicalEncoding(a), CanonicalEncoding(b));
   EXPECT_EQ(a.digest, ComputeDigest(a));
-  EXPECT_EQ(DigestHex(a.digest).size(), 64u);
+  EXPECT_EQ(base::ToHex(a.digest).size(), 64u);
 
   // Any change in what the kernel would enforce changes the digest.
   const std::string d1e = "datasets { id: \"x\" mode: ENFORCE residency { allow: \"EU\" } }\n";

@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 
+#include "base/file.h"
 #include "policy/parse/parse.h"
 
 namespace sovguard::policy::testing {
@@ -24,7 +25,7 @@ inline std::filesystem::path Fixtures() {
 
 inline std::string ReadAll(const std::filesystem::path& p) {
   std::string error;
-  auto b = ReadFileBytes(p, &error);
+  auto b = base::TryReadFileText(p, &error);
   EXPECT_TRUE(b.has_value()) << p << ": " << error;
   return b.value_or("");
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "base/time.h"
 #include "policy/validate/validate.h"
 #include "tests/policy/test_util.h"
 
@@ -296,7 +297,7 @@ TEST(PolicyValidate, Rfc3339) {
   EXPECT_FALSE(ParseRfc3339("2023-02-29T00:00:00Z"));
   EXPECT_FALSE(ParseRfc3339("2026-01-01 00:00:00Z"));
   EXPECT_FALSE(ParseRfc3339("2026-01-01T00:00:00"));
-  EXPECT_EQ(FormatRfc3339(1767225600), "2026-01-01T00:00:00Z");
+  EXPECT_EQ(base::FormatRfc3339(1767225600), "2026-01-01T00:00:00Z");
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "base/file.h"
 #include "tests/harness/libvirtd.h"
 
 extern char** environ;
@@ -22,10 +23,7 @@ namespace sovguard::test {
 namespace fs = std::filesystem;
 
 std::string ReadTextFile(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return base::TryReadFileText(p, nullptr).value_or("");
 }
 
 pid_t LivePid(const fs::path& pidfile) {

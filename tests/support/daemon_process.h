@@ -13,6 +13,7 @@
 
 namespace sovguard::test {
 
+// The file's content, or "" when it cannot be read (polled while a daemon writes it).
 std::string ReadTextFile(const std::filesystem::path& p);
 // The live pid a pid file names, or 0.
 pid_t LivePid(const std::filesystem::path& pidfile);

@@ -14,6 +14,8 @@
 #include "attestation/eventlog/cel.h"
 #include "attestation/manifest/manifest.h"
 #include "attestation/verify/verify_cli.h"
+#include "base/file.h"
+#include "base/openssl.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -25,11 +27,10 @@ const std::filesystem::path kCorpus =
 const Bytes kNonce = {'a', 'u', 'd', 'i', 't', 'o', 'r', '-', 'n', 'o', 'n', 'c',
                       'e', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'};
 
-using Pkey = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
-Pkey Keygen(bool ec) {
+base::EvpPkeyPtr Keygen(bool ec) {
   EVP_PKEY* k = ec ? EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")
                    : EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
-  return Pkey(k, &EVP_PKEY_free);
+  return base::EvpPkeyPtr(k);
 }
 
 // base64url without padding, decoded independently of the code under test.
@@ -66,7 +67,7 @@ Jwt Check(const std::string& jwt, EVP_PKEY* key) {
   const EVP_MD* md = nullptr;
   if (r.header["alg"] == "ES256") {
     EXPECT_EQ(sig.size(), 64u);
-    std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(ECDSA_SIG_new(), &ECDSA_SIG_free);
+    base::EcdsaSigPtr es(ECDSA_SIG_new());
     ECDSA_SIG_set0(es.get(), BN_bin2bn(sig.data(), 32, nullptr),
                    BN_bin2bn(sig.data() + 32, 32, nullptr));
     unsigned char* der = nullptr;
@@ -76,10 +77,10 @@ Jwt Check(const std::string& jwt, EVP_PKEY* key) {
     md = EVP_sha256();
   }
   // Public key only, through PEM, so the check cannot use private material.
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  base::BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PUBKEY(bio.get(), key);
-  Pkey pub(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  base::EvpPkeyPtr pub(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  base::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   const std::string input = jwt.substr(0, d2);
   r.signature_ok =
       EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, pub.get()) == 1 &&
@@ -96,19 +97,15 @@ v1::Evidence Genuine(const char* file = "genuine-ecc.json") {
 
 const std::filesystem::path kAnchors =
     std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/data/anchors";
-std::string Text(const std::filesystem::path& p) {
-  const auto b = ReadFileBytes(p);
-  return std::string(b.begin(), b.end());
-}
-
 // The auditor's anchors for the committed evidence: enrolled AK, signed manifest (approving every
 // measured component and IMA file); the swtpm accepted by name.
 verify::Options Opts(const char* ak = "ecc") {
   verify::Options o;
   o.nonce = kNonce;
-  o.ak_pub_pem = Text(kAnchors / (std::string("ak-") + ak + ".pem"));
-  o.manifest_envelope = std::make_shared<const std::string>(Text(kAnchors / "manifest.dsse.json"));
-  o.manifest_key_pem = Text(kAnchors / "manifest.pub");
+  o.ak_pub_pem = base::ReadFileText(kAnchors / (std::string("ak-") + ak + ".pem"));
+  o.manifest_envelope =
+      std::make_shared<const std::string>(base::ReadFileText(kAnchors / "manifest.dsse.json"));
+  o.manifest_key_pem = base::ReadFileText(kAnchors / "manifest.pub");
   o.waivers = {"software-tpm"};
   return o;
 }
@@ -153,7 +150,7 @@ TEST(Ear, SignedJwtWithTheEarClaims) {
         jwt.substr(d2);
     EXPECT_FALSE(Check(bad, key.get()).signature_ok);
   }
-  auto rsa = Pkey(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048}), &EVP_PKEY_free);
+  auto rsa = base::EvpPkeyPtr(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048}));
   EXPECT_THROW(verify::MakeEarJwt(rep, rsa.get(), {}), verify::InputError);
 }
 
@@ -210,7 +207,7 @@ TEST(Ear, StatusFollowsTheChecks) {
           {e.name, "1", "Supplier SE", "FR", "MIT", {{e.name, e.object_digest}}});
   }
   auto mkey = Keygen(false);
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  base::BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PUBKEY(bio.get(), mkey.get());
   char* d = nullptr;
   o.manifest_key_pem = std::string(d, static_cast<size_t>(BIO_get_mem_data(bio.get(), &d)));
@@ -243,8 +240,7 @@ TEST(Ear, CommandLineWritesTheJwt) {
   std::filesystem::create_directories(dir);
   auto key = Keygen(true);
   {
-    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file((dir / "ear.key").c_str(), "w"),
-                                                  &BIO_free);
+    base::BioPtr bio(BIO_new_file((dir / "ear.key").c_str(), "w"));
     PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);
   }
   const std::string ev = (kCorpus / "genuine-ecc.json").string();

@@ -34,6 +34,7 @@
 #include "attestation/verify/html_report.h"
 #include "attestation/verify/verifier.h"
 #include "attestation/verify/verify_cli.h"
+#include "base/openssl.h"
 #include "tests/attestation/swtpm_fixture.h"
 #include "tests/verify/snapshot_fixture.h"
 
@@ -55,7 +56,7 @@ std::string S(std::span<const uint8_t> b) {
 }
 
 std::string PublicPem(EVP_PKEY* key) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  base::BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PUBKEY(bio.get(), key);
   char* pem = nullptr;
   return std::string(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
@@ -84,7 +85,7 @@ struct Fleet {
   verify::Options pass_opts, fail_opts;
   Fleet() {
     tpm::Tpm tpm(swtpm.tcti());
-    manifest::Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"), &EVP_PKEY_free);
+    base::EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
     manifest::Manifest m;
     m.id = "html-report";
     m.issuer = "Test Certifier";

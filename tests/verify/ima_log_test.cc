@@ -5,6 +5,7 @@
 // Test vectors: template data laid out here per the kernel (ima_template_lib.c) and hashed with
 // OpenSSL here, independently of the parser's own rebuild.
 #include "attestation/verify/ima_log.h"
+#include "base/openssl.h"
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
@@ -39,8 +40,7 @@ std::string S(const Bytes& b) {
 }
 
 Bytes Digest(const char* md, const Bytes& in) {
-  std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> m(EVP_MD_fetch(nullptr, md, nullptr),
-                                                    &EVP_MD_free);
+  base::EvpMdPtr m(EVP_MD_fetch(nullptr, md, nullptr));
   Bytes out(static_cast<size_t>(EVP_MD_get_size(m.get())));
   unsigned n = 0;
   EXPECT_EQ(EVP_Digest(in.data(), in.size(), out.data(), &n, m.get(), nullptr), 1);

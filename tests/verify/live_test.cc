@@ -17,6 +17,8 @@
 #include "attestation/manifest/manifest.h"
 #include "attestation/service/attestation_service.h"
 #include "attestation/verify/verify_cli.h"
+#include "base/file.h"
+#include "base/openssl.h"
 #include "tests/attestation/swtpm_fixture.h"
 #include "tests/verify/snapshot_fixture.h"
 
@@ -24,11 +26,6 @@ namespace sovguard::attestation {
 namespace {
 
 namespace ts = test_support;
-
-std::string Text(const std::filesystem::path& p) {
-  auto b = ReadFileBytes(p);
-  return std::string(b.begin(), b.end());
-}
 
 void Must(const std::vector<std::string>& argv) {
   auto r = ts::Run(argv);
@@ -106,10 +103,11 @@ struct Node {
         },
         batch);
     service::MtlsConfig m;
-    m.server_cert_pem = Text(tmp.path() / "server.pem");
-    m.server_key_pem = Text(tmp.path() / "server.key");
-    m.auditor_ca_pem = Text(tmp.path() / "ca.pem");
-    m.allowed_client_sha256 = {service::CertificateFingerprint(Text(tmp.path() / "allowed.pem"))};
+    m.server_cert_pem = base::ReadFileText(tmp.path() / "server.pem");
+    m.server_key_pem = base::ReadFileText(tmp.path() / "server.key");
+    m.auditor_ca_pem = base::ReadFileText(tmp.path() / "ca.pem");
+    m.allowed_client_sha256 = {
+        service::CertificateFingerprint(base::ReadFileText(tmp.path() / "allowed.pem"))};
     grpc::ServerBuilder sb;
     sb.AddListeningPort("127.0.0.1:0", service::MakeMtlsServerCredentials(m), &port);
     sb.RegisterService(svc.get());
@@ -119,8 +117,9 @@ struct Node {
   ~Node() { server->Shutdown(); }
   std::string target() const { return "localhost:" + std::to_string(port); }
   verify::TlsClient tls(const std::string& who = "allowed") const {
-    return {Text(tmp.path() / "ca.pem"), Text(tmp.path() / (who + ".pem")),
-            Text(tmp.path() / (who + ".key")), std::chrono::seconds(30)};
+    return {base::ReadFileText(tmp.path() / "ca.pem"),
+            base::ReadFileText(tmp.path() / (who + ".pem")),
+            base::ReadFileText(tmp.path() / (who + ".key")), std::chrono::seconds(30)};
   }
 };
 
@@ -142,8 +141,8 @@ TEST(LiveVerify, NodeOverMutualTlsWithCredentialActivation) {
                      "DE",
                      "Apache-2.0",
                      {{"/usr/sbin/sovguardd", Sha256("bin")}}}};
-    manifest::Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"), &EVP_PKEY_free);
-    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+    base::EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+    base::BioPtr bio(BIO_new(BIO_s_mem()));
     PEM_write_bio_PUBKEY(bio.get(), key.get());
     char* pem = nullptr;
     o.manifest_key_pem = std::string(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
@@ -207,7 +206,7 @@ TEST(LiveVerify, FleetModeOneLineEachAndExitCode) {
          "boot-log,manifest", "--html", html.string()},
         out, err);
     EXPECT_EQ(rc, verify::kExitFail) << out.str() << err.str();
-    const std::string page = Text(html);
+    const std::string page = base::ReadFileText(html);
     EXPECT_NE(page.find("2 nodes: 1 passed, 0 failed, 1 unreachable"), std::string::npos) << page;
     EXPECT_NE(page.find("live-node <span class=\"mono\">(" + good + ")"), std::string::npos);
     EXPECT_NE(page.find("(localhost:1)</span></h2><p>No verdict: "), std::string::npos);

@@ -12,6 +12,7 @@
 #include "attestation/eventlog/cel.h"
 #include "attestation/verify/verifier.h"
 #include "attestation/verify/verify_cli.h"
+#include "base/openssl.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -24,17 +25,17 @@ const std::filesystem::path kCorpus =
 const Bytes kNonce = {'a', 'u', 'd', 'i', 't', 'o', 'r', '-', 'n', 'o', 'n', 'c',
                       'e', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'};
 
-mf::Pkey Keygen(const char* type) {
+base::EvpPkeyPtr Keygen(const char* type) {
   EVP_PKEY* k = std::string_view(type) == "EC" ? EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")
                 : std::string_view(type) == "RSA"
                     ? EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048})
                     : EVP_PKEY_Q_keygen(nullptr, nullptr, type);
   if (!k) throw std::runtime_error("keygen failed");
-  return mf::Pkey(k, &EVP_PKEY_free);
+  return base::EvpPkeyPtr(k);
 }
 
 std::string PublicPem(EVP_PKEY* k) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  base::BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PUBKEY(bio.get(), k);
   char* d = nullptr;
   long n = BIO_get_mem_data(bio.get(), &d);
@@ -79,7 +80,7 @@ mf::Manifest FromEvidence(const v1::Evidence& ev) {
 }
 
 struct Signed {
-  mf::Pkey key = Keygen("ED25519");
+  base::EvpPkeyPtr key = Keygen("ED25519");
   std::string envelope, pub;
 };
 Signed Sign(const mf::Manifest& m) {

@@ -25,6 +25,7 @@
 #include "attestation/verify/ima_log.h"
 #include "attestation/verify/uefi_log.h"
 #include "attestation/verify/verifier.h"
+#include "base/openssl.h"
 #include "tests/attestation/swtpm_fixture.h"
 #include "tests/verify/snapshot_fixture.h"
 
@@ -212,7 +213,7 @@ struct World {
   // The auditor's anchors: a reference manifest approving what the world's logs measure (its
   // components and the files of the IMA list), signed by a certifier key.
   manifest::Manifest manifest;
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> manifest_key{nullptr, &EVP_PKEY_free};
+  base::EvpPkeyPtr manifest_key{nullptr};
   std::string manifest_pub;
   std::shared_ptr<const std::string> manifest_envelope;
   std::shared_ptr<const std::string> Sign(const manifest::Manifest& m) const {
@@ -246,7 +247,7 @@ class VerifyTest : public ::testing::Test {
     // The certifier's manifest: sovguardd, its BPF object, and every file of the IMA list.
     w.manifest_key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
     {
-      std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+      base::BioPtr bio(BIO_new(BIO_s_mem()));
       PEM_write_bio_PUBKEY(bio.get(), w.manifest_key.get());
       char* pem = nullptr;
       w.manifest_pub.assign(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
@@ -621,9 +622,8 @@ TEST_F(VerifyTest, AkMustBeTheEnrolledOneWhenGiven) {
   // Another P-256 key (the PEM the verifier renders itself for P-256 differs: the keys are then
   // compared, and differ).
   {
-    auto other = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>(
-        EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"), &EVP_PKEY_free);
-    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+    auto other = base::EvpPkeyPtr(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+    base::BioPtr bio(BIO_new(BIO_s_mem()));
     PEM_write_bio_PUBKEY(bio.get(), other.get());
     char* pem = nullptr;
     const long n = BIO_get_mem_data(bio.get(), &pem);
@@ -1104,9 +1104,8 @@ TEST_F(VerifyTest, MeasuredPlatformMatchesAScannedManifest) {
   for (auto& c : m.components)  // the certifier's review
     for (auto* f : {&c.version, &c.supplier, &c.license})
       if (f->empty()) *f = "reviewed";
-  auto key = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>(
-      EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"), &EVP_PKEY_free);
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  auto key = base::EvpPkeyPtr(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+  base::BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PUBKEY(bio.get(), key.get());
   char* pem = nullptr;
   const std::string pub(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));

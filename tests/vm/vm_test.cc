@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "base/file.h"
 #include "tests/harness/require.h"
 
 namespace {
@@ -31,10 +32,7 @@ struct Binary {
 };
 
 std::string ReadText(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return sovguard::base::TryReadFileText(p, nullptr).value_or("");
 }
 
 std::string Quote(const std::string& s) {

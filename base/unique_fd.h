@@ -5,7 +5,7 @@
 
 #include <utility>
 
-namespace sovguard::enforcer {
+namespace sovguard::base {
 
 class UniqueFd {
  public:
@@ -22,7 +22,9 @@ class UniqueFd {
 
   int Get() const { return fd_; }
   explicit operator bool() const { return fd_ >= 0; }
+  // Gives up ownership: the caller closes the returned descriptor.
   int Release() { return std::exchange(fd_, -1); }
+  // Closes the held descriptor (if any) and holds `fd` instead.
   void Reset(int fd = -1) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
@@ -32,4 +34,4 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-}  // namespace sovguard::enforcer
+}  // namespace sovguard::base
