@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "base/openssl.h"
 #include "attestation/common/bytes.h"
 #include "attestation/eventlog/cel.h"
 #include "attestation/manifest/manifest.h"
 #include "attestation/verify/verifier.h"
+#include "base/openssl.h"
 
 namespace sovguard::attestation::bench {
 

@@ -328,8 +328,9 @@ TEST_F(ServiceTest, BatcherCapsRequestsPerQuote) {
   service::QuoteBatcher batcher(
       *builder_,
       [&] {
-        if (quotes++ == 0)
+        if (quotes++ == 0) {
           EXPECT_TRUE(PollUntil([&] { return self.load()->stats().waiting >= 4; }));
+        }
         v1::EnforcementSnapshot s;
         s.set_version(1);
         s.add_guests()->set_name("vm-cap");

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "attestation/eventlog/cel.h"
-#include "enforcer/system/unique_fd.h"
+#include "base/unique_fd.h"
 #include "tests/harness/kernel_objects.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
@@ -228,7 +228,7 @@ TEST_F(DaemonStart, LogsTheAddressOnlyExceptionWarningWhenItLoadsThePolicy) {
 TEST_F(DaemonStart, UnderTheWatchdogEachRoundWorksUnderARaisedBoundThatIsSetBack) {
   fs::create_directories(dir_);
   const fs::path path = dir_ / "notify.sock";
-  const sovguard::enforcer::UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  const sovguard::base::UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(sock) << std::strerror(errno);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;

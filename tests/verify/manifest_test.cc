@@ -249,10 +249,10 @@ TEST(Manifest, EveryMeasuredComponentFromAnAllowedSupplier) {
   // taken for the measured file nor do they hide it; alone, the measured file is missing.
   auto decoys = m;
   for (const auto& c : m.components) {
-    auto d = c.files[0].sha256;
-    d[31] ^= 1;
+    auto near = c.files[0].sha256;
+    near[31] ^= 1;
     decoys.components.insert(decoys.components.begin(),
-                             {"decoy-" + c.name, "6.6", "Decoy Corp", "US", "MIT", {{"x", d}}});
+                             {"decoy-" + c.name, "6.6", "Decoy Corp", "US", "MIT", {{"x", near}}});
   }
   r = VerifyWith(ev, Sign(decoys));
   EXPECT_TRUE(r.passed()) << verify::RenderText(r);
