@@ -32,7 +32,7 @@ namespace en = sovguard::enforcer;
 
 namespace {
 
-// systemd's watchdog (WatchdogSec=), pinged once per main-loop round. A round's work may take
+// systemd's watchdog (WatchdogSec=), pinged twice per main-loop round. A round's work may take
 // longer than the interval on a loaded or slow host (a reload applying a world-sized table, a
 // tamper round comparing whole tables, a storage path started over, a hook holding the node's
 // lock): during it the bound is raised with WATCHDOG_USEC to max(10 intervals, 5 minutes) and set
@@ -47,10 +47,6 @@ class Watchdog {
   }
   bool enabled() const { return enabled_; }
   std::chrono::microseconds interval() const { return interval_; }
-  void Ping() const {
-    if (enabled_) sd_notify(0, "WATCHDOG=1");
-  }
-
   class Scope {
    public:
     explicit Scope(const Watchdog* w) : w_(w) {
@@ -66,7 +62,8 @@ class Watchdog {
    private:
     const Watchdog* w_;
   };
-  // The raised bound until the returned object goes out of scope.
+  // The raised bound until the returned object goes out of scope; raising and setting back
+  // each carry a ping (WATCHDOG=1).
   [[nodiscard]] Scope LongWork() const { return Scope(enabled_ ? this : nullptr); }
 
  private:
@@ -184,7 +181,6 @@ int Run(const sd::Config& config) {
         .tv_sec = secs.count(),
         .tv_nsec = std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count()};
     const int sig = sigtimedwait(&signals, nullptr, &ts);
-    watchdog.Ping();
     if (sig == SIGTERM || sig == SIGINT) {
       sd_notify(0, "STOPPING=1");
       sd::log::Info("stopping on {}; kernel enforcement stays in force", strsignal(sig));

@@ -291,7 +291,7 @@ TEST_F(DaemonStart, UnderTheWatchdogEachRoundWorksUnderARaisedBoundThatIsSetBack
                           [](const std::string& m) { return m.starts_with("READY=1"); }),
             1)
       << testing::PrintToString(messages);
-  // Raised and set back in pairs, each round's work between them; plain pings in between.
+  // Raised and set back in pairs (each a ping), each round's work between them.
   bool raised = false;
   for (const auto& m : messages) {
     if (m == raise) {
