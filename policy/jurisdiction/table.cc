@@ -4,6 +4,7 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <bitset>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -513,12 +514,15 @@ std::optional<TableLookup> JurisdictionTable::Lookup(std::string_view address) c
 }
 
 std::vector<std::string> JurisdictionTable::Countries() const {
-  std::vector<std::string> out;
+  // Deduplicated on the packed codes (a world table has ~240,000 entries and ~240 countries).
+  std::bitset<1u << 16> seen;
   for (const auto* v : {&v4_, &v6_}) {
-    for (const auto& e : *v) out.push_back(UnpackCountry(e.country));
+    for (const auto& e : *v) seen.set(e.country);
   }
+  std::vector<std::string> out;
+  for (std::size_t c = 0; c < seen.size(); ++c)
+    if (seen.test(c)) out.push_back(UnpackCountry(static_cast<std::uint16_t>(c)));
   std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 
