@@ -34,6 +34,7 @@
 #include "base/unique_fd.h"
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/storage/fanotify_guard.h"
+#include "enforcer/system/bpf_maps.h"
 #include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
 #include "enforcer/system/process.h"
@@ -138,6 +139,25 @@ void Update(int map_fd, const void* key, const void* value, const char* what) {
   if (bpf_map_update_elem(map_fd, key, value, BPF_ANY) != 0) {
     throw StorageError(fmt::format("update {}", what), errno);
   }
+}
+
+// Writes keys[i] -> values[i] for every i (batched where the kernel can).
+template <typename K, typename V>
+void UpdateAll(int map_fd, const std::vector<K>& keys, const std::vector<V>& values,
+               const char* what) {
+  if (const int err = enforcer::bpfmap::UpdateMany(map_fd, keys.data(), sizeof(K), values.data(),
+                                                   sizeof(V), static_cast<std::uint32_t>(keys.size()));
+      err != 0)
+    throw StorageError(fmt::format("update {}", what), -err);
+}
+
+// Deletes every key (batched where the kernel can); keys already gone are fine.
+template <typename K>
+void DeleteAll(int map_fd, const std::vector<K>& keys, const char* what) {
+  if (const int err = enforcer::bpfmap::DeleteMany(map_fd, keys.data(), sizeof(K),
+                                                   static_cast<std::uint32_t>(keys.size()));
+      err != 0)
+    throw StorageError(fmt::format("delete from {}", what), -err);
 }
 
 // A pool resolved on this host: where it is and which device ids it stands for.
@@ -335,17 +355,11 @@ void CopyName(char (&dst)[N], const std::string& src) {
   std::memcpy(dst, src.data(), std::min(src.size(), N - 1));
 }
 
-// Calls fn(key, value) for every entry of a hash/trie map (entries deleted meanwhile skipped).
+// Calls fn(key, value) for every entry of a map (entries deleted meanwhile skipped).
 template <typename K, typename V, typename Fn>
 void ForEach(int fd, Fn&& fn) {
-  K key{}, next{};
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    V value{};
-    if (bpf_map_lookup_elem(fd, &next, &value) == 0) fn(next, value);
-    key = next;
-    prev = &key;
-  }
+  if (const int err = enforcer::bpfmap::ForEach<K, V>(fd, std::forward<Fn>(fn)); err != 0)
+    throw StorageError("read map", -err);
 }
 
 struct ProgramIdentity {
@@ -754,26 +768,37 @@ struct StorageDatapath::Impl {
         break;
       case kTableEndpoints4: {
         const int fd = Fd(skel->maps.sg_endpoints4);
+        std::vector<sg_storage_lpm4_key> keys;
+        std::vector<std::uint16_t> values;
+        keys.reserve(expected.ep4.size());
+        values.reserve(expected.ep4.size());
         for (const auto& [k, v] : expected.ep4) {
-          const sg_storage_lpm4_key key{.prefixlen = 32 + k.first, .gen = gen, .addr = k.second};
-          Update(fd, &key, &v, "sg_endpoints4");
+          keys.push_back({.prefixlen = 32 + k.first, .gen = gen, .addr = k.second});
+          values.push_back(v);
         }
+        UpdateAll(fd, keys, values, "sg_endpoints4");
         std::vector<sg_storage_lpm4_key> stale;
         ForEach<sg_storage_lpm4_key, std::uint16_t>(
             fd, [&](const sg_storage_lpm4_key& k, const std::uint16_t&) {
               if (k.gen == gen && !expected.ep4.contains({k.prefixlen - 32, k.addr}))
                 stale.push_back(k);
             });
-        for (const auto& k : stale) bpf_map_delete_elem(fd, &k);
+        DeleteAll(fd, stale, "sg_endpoints4");
         break;
       }
       case kTableEndpoints6: {
         const int fd = Fd(skel->maps.sg_endpoints6);
+        std::vector<sg_storage_lpm6_key> keys;
+        std::vector<std::uint16_t> values;
+        keys.reserve(expected.ep6.size());
+        values.reserve(expected.ep6.size());
         for (const auto& [k, v] : expected.ep6) {
-          sg_storage_lpm6_key key{.prefixlen = 32 + k.first, .gen = gen, .addr = {}};
+          sg_storage_lpm6_key& key =
+              keys.emplace_back(sg_storage_lpm6_key{.prefixlen = 32 + k.first, .gen = gen, .addr = {}});
           std::memcpy(key.addr, k.second.data(), 16);
-          Update(fd, &key, &v, "sg_endpoints6");
+          values.push_back(v);
         }
+        UpdateAll(fd, keys, values, "sg_endpoints6");
         std::vector<sg_storage_lpm6_key> stale;
         ForEach<sg_storage_lpm6_key, std::uint16_t>(
             fd, [&](const sg_storage_lpm6_key& k, const std::uint16_t&) {
@@ -781,7 +806,7 @@ struct StorageDatapath::Impl {
               std::memcpy(a.data(), k.addr, 16);
               if (k.gen == gen && !expected.ep6.contains({k.prefixlen - 32, a})) stale.push_back(k);
             });
-        for (const auto& k : stale) bpf_map_delete_elem(fd, &k);
+        DeleteAll(fd, stale, "sg_endpoints6");
         break;
       }
       case kTableVolumes: {
