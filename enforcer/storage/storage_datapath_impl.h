@@ -275,7 +275,8 @@ struct StorageDatapath::Impl {
   // (dev, ino) key of a volume and the stat of its source.
   std::pair<sg_volume_key, struct stat> KeyOf(const fs::path& source) const;
   const policy::CompiledStorageDataset& Dataset(const std::string& id) const;
-  // Checks residency and protects the volume; returns its key.
+  // Checks residency, then protects the volume and its aliases; refused (StorageRefused): nothing
+  // changed.
   void Protect(const fs::path& source, const std::string& dataset_id, bool readonly,
                std::string_view who);
   // `mark`: also a fanotify mark (the volume itself, never an alias: marking an overlayfs layer
