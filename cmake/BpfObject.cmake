@@ -40,6 +40,7 @@ function(sovguard_bpf_object)
             -I${PROJECT_BINARY_DIR}/bpf -I${PROJECT_SOURCE_DIR} -I${PROJECT_SOURCE_DIR}/bpf
             -c ${_abs} -o ${_obj}
     DEPENDS ${_abs} ${B_HEADERS} ${PROJECT_SOURCE_DIR}/bpf/sovguard_abi.h
+            ${PROJECT_SOURCE_DIR}/bpf/net/sg_net_abi.h ${PROJECT_SOURCE_DIR}/bpf/storage/storage_guard_abi.h
     COMMENT "clang -target bpf ${_rel}")
   add_custom_command(
     OUTPUT ${_skel}

@@ -69,7 +69,6 @@ class StorageRefused : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-
 // Which mechanism guards one path, and why a stronger one is not used.
 struct PathStatus {
   std::string path;       // storage-open, storage-block-devices, storage-network, storage-io
@@ -142,7 +141,7 @@ struct StorageOptions {
   bool force_tracepoint_fallback = false;
   // Attach cgroup/connect4/6 (network storage residency). Off: storage-network reports "none".
   bool network = true;
-  // Restart hand-over (issue 9). When set (the daemon passes <bpf_pin_dir>/storage; created when
+  // Restart hand-over. When set (the daemon passes <bpf_pin_dir>/storage; created when
   // missing, on a mounted bpffs), every map and every program's link is pinned there, and a new
   // StorageDatapath with the same pin_dir adopts them: guests, pending names, protected volumes,
   // counters, quota windows and queued events are kept, and the new programs replace the old ones

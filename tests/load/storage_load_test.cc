@@ -1,4 +1,4 @@
-// Load on the storage path (issue 9): 200 guests' cgroups registered at once, every one enforced;
+// Load on the storage path: 200 guests' cgroups registered at once, every one enforced;
 // 1,000 register/remove cycles with nothing left behind in the kernel or in this process.
 // A stand-in "machine" cgroup is used (tests/storage/storage_test_util.h), not libvirt's.
 #include <arpa/inet.h>
@@ -30,21 +30,11 @@ using Clock = std::chrono::steady_clock;
 constexpr int kGuests = 200;
 constexpr int kCycles = 1000;
 constexpr std::uint8_t kHealth = 0;
-constexpr int kOk = 0, kEperm = 13, kOther = 20;
 
 policy::CompiledStorage TestPolicy(const fs::path& approved) {
   policy::CompiledStorage s;
-  policy::CompiledStorageDataset d;
-  d.id = "health";
-  d.index = kHealth;
-  d.mode = policy::Mode::kEnforce;
-  d.pools.push_back({policy::StoragePool::Kind::kPath, approved.string()});
-  s.datasets.push_back(d);
-  s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
-  s.classes.push_back({1ULL << kHealth, 0x4445, 0, 0});  // DE
-  s.classes.push_back({0, 0x5553, 0, 0});                // US
-  s.ipv4.push_back({0xC6336400u, 24, 1});                // 198.51.100.0/24: DE
-  s.ipv4.push_back({0xCB007100u, 24, 2});                // 203.0.113.0/24: US, allowed for none
+  s.datasets.push_back(TestDataset("health", kHealth, policy::Mode::kEnforce, approved));
+  AddTestZones(s, 1ULL << kHealth);
   return s;
 }
 
@@ -94,58 +84,34 @@ Held CountHeld() {
 // A forbidden connect from inside `cgroup`, in a network namespace of the test's own (so nothing
 // could leave the host even if enforcement were broken): EPERM expected.
 int ConnectForbidden(const fs::path& cgroup, const std::string& netns) {
-  return RunInCgroup(cgroup,
-                     [&] {
-                       const int ns = ::open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
-                       if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) return 40;
-                       const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                       sockaddr_in a{};
-                       a.sin_family = AF_INET;
-                       a.sin_port = htons(10809);
-                       ::inet_pton(AF_INET, "203.0.113.7", &a.sin_addr);
-                       const int rc = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-                       const int err = errno;
-                       ::close(s);
-                       return rc == 0 ? kOk : err == EPERM ? kEperm : kOther;
-                     })
-      .exit_code;
+  return RunInCgroup(cgroup, [&] { return ConnectInNetns(netns, "203.0.113.7"); }).exit_code;
 }
 
-class StorageLoadTest : public ::testing::Test {
+class StorageLoadTest : public StorageTest {
  protected:
   void SetUp() override {
-    SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)");
+    StorageTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     netns_ = "sgt-sload-" + UniqueSuffix();
     ASSERT_EQ(
         std::system(("ip netns add " + netns_ + " && ip -n " + netns_ + " link set lo up").c_str()),
         0);
-    approved_ = tmp_.path() / "approved";
-    fs::create_directories(approved_);
-    image_ = approved_ / "health.img";
-    WriteFile(image_, 64 << 10);
-    sp_ = std::make_unique<StorageDatapath>(StorageOptions{.machine_cgroup = cgroups_.machine()});
-    sp_->ApplyPolicy(TestPolicy(approved_));
+    MakeApprovedImage(64 << 10);
+    Start(TestPolicy(approved_));
     sp_->ProtectVolume(image_, "health", false);
   }
   void TearDown() override {
     sp_.reset();
     if (!netns_.empty()) (void)std::system(("ip netns del " + netns_ + " 2>/dev/null").c_str());
   }
-  bool Prevents() { return sp_->Status().Find("storage-open")->guarantee == Guarantee::kPrevents; }
   // Registered at `start begin` before the cgroup exists, as the daemon does for libvirt.
   fs::path StartGuest(const std::string& name, bool health) {
-    const std::string dir = "qemu-1-" + name + ".libvirt-qemu";
-    GuestStorage g{.name = name, .datasets = health ? 1ULL << kHealth : 0};
-    if (health) g.disks.push_back(GuestDisk{.source = image_, .dataset = "health"});
-    sp_->ExpectGuest(dir, g);
-    return cgroups_.Make(dir);
+    if (!health) return StorageTest::StartGuest(name, 0);
+    return StorageTest::StartGuest(name, 1ULL << kHealth,
+                                   {GuestDisk{.source = image_, .dataset = "health"}});
   }
 
-  TestCgroups cgroups_;
-  TempDir tmp_;
   std::string netns_;
-  fs::path approved_, image_;
-  std::unique_ptr<StorageDatapath> sp_;
 };
 
 TEST_F(StorageLoadTest, TwoHundredGuestCgroupsAtOnceAllEnforce) {
@@ -168,12 +134,7 @@ TEST_F(StorageLoadTest, TwoHundredGuestCgroupsAtOnceAllEnforce) {
   const bool prevents = Prevents();
   int allowed_ok = 0, denied_ok = 0, connect_denied = 0;
   for (int i = 0; i < kGuests; ++i) {
-    const auto r = RunInCgroup(cgroups[i], [&] {
-      const int fd = ::open(image_.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) return errno == EPERM ? kEperm : kOther;
-      ::close(fd);
-      return kOk;
-    });
+    const auto r = RunInCgroup(cgroups[i], [&] { return OpenAndClose(image_, O_RDONLY); });
     if (i % 2 == 0) {
       allowed_ok += r.exited && r.exit_code == kOk;
     } else {

@@ -26,7 +26,6 @@ using namespace testing;  // NOLINT
 using std::chrono::steady_clock;
 
 constexpr std::uint8_t kHealth = 0, kAudited = 1;
-constexpr int kOk = 0, kEperm = 13, kOtherError = 20;
 
 policy::CompiledStorage Policy(const fs::path& approved) {
   policy::CompiledStorage s;
@@ -61,20 +60,16 @@ long ReadAll(const fs::path& p) {
   return total;
 }
 
-class StorageFanotifyTest : public ::testing::Test {
+class StorageFanotifyTest : public StorageTest {
  protected:
   void SetUp() override {
-    SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)");
-    approved_ = tmp_.path() / "approved";
-    fs::create_directories(approved_);
-    image_ = approved_ / "health.img";
-    WriteFile(image_, 1 << 20);
+    StorageTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    MakeApprovedImage(1 << 20);
   }
 
   void Start(StorageOptions options = {}) {
-    options.machine_cgroup = cgroups_.machine();
-    sp_ = std::make_unique<StorageDatapath>(std::move(options));
-    sp_->ApplyPolicy(Policy(approved_));
+    StorageTest::Start(Policy(approved_), std::move(options));
     const PathStatus* open = sp_->Status().Find("storage-open");
     ASSERT_NE(open, nullptr);
     // This kernel has no BPF LSM and has fanotify permission events (ENGINEERING.md): the ladder
@@ -85,24 +80,12 @@ class StorageFanotifyTest : public ::testing::Test {
     }
     ASSERT_EQ(open->guarantee, Guarantee::kPrevents);
   }
-
-  fs::path Guest(const std::string& name, std::uint64_t datasets,
-                 std::vector<GuestDisk> disks = {}) {
-    const std::string dir = "qemu-1-" + name + ".libvirt-qemu";
-    sp_->ExpectGuest(dir, GuestStorage{.name = name, .datasets = datasets, .disks = disks});
-    return cgroups_.Make(dir);
-  }
-
-  TempDir tmp_;
-  TestCgroups cgroups_;
-  fs::path approved_, image_;
-  std::unique_ptr<StorageDatapath> sp_;
 };
 
 TEST_F(StorageFanotifyTest, GuestWithoutTheDatasetGetsEpermAndStaysAlive) {
   Start();
-  Guest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
-  const auto bravo = Guest("bravo", 1ULL << kAudited);
+  StartGuest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
+  const auto bravo = StartGuest("bravo", 1ULL << kAudited);
   const auto r = RunInCgroup(bravo, [&] { return OpenRefusedEveryTime(image_, 200); });
   EXPECT_TRUE(r.exited) << "killed by signal " << r.signal << ": nothing prevented the open";
   EXPECT_EQ(r.exit_code, kEperm);
@@ -135,7 +118,8 @@ TEST_F(StorageFanotifyTest, GuestWithoutTheDatasetGetsEpermAndStaysAlive) {
 
 TEST_F(StorageFanotifyTest, GuestHoldingTheDatasetOpensAndReads) {
   Start();
-  const auto alpha = Guest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
+  const auto alpha =
+      StartGuest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
   const auto r = RunInCgroup(alpha, [&] { return ReadAll(image_) == (1 << 20) ? kOk : 30; });
   EXPECT_TRUE(r.exited) << "signal " << r.signal;
   EXPECT_EQ(r.exit_code, kOk);
@@ -143,10 +127,10 @@ TEST_F(StorageFanotifyTest, GuestHoldingTheDatasetOpensAndReads) {
 
 TEST_F(StorageFanotifyTest, UnprotectedFileOnTheSameFileSystemIsUnaffected) {
   Start();
-  Guest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
+  StartGuest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
   const auto plain = approved_ / "plain.img";
   WriteFile(plain, 64 << 10);
-  const auto bravo = Guest("bravo", 1ULL << kAudited);
+  const auto bravo = StartGuest("bravo", 1ULL << kAudited);
   const auto r = RunInCgroup(bravo, [&] { return ReadAll(plain) == (64 << 10) ? kOk : 30; });
   EXPECT_TRUE(r.exited) << "signal " << r.signal;
   EXPECT_EQ(r.exit_code, kOk);
@@ -154,13 +138,13 @@ TEST_F(StorageFanotifyTest, UnprotectedFileOnTheSameFileSystemIsUnaffected) {
 
 TEST_F(StorageFanotifyTest, OtherPathsToTheSameInodeAreDeniedToo) {
   Start();
-  Guest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
+  StartGuest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
   // Made after the volume was protected: the mark is on the inode, not on a name.
   const auto link = tmp_.path() / "elsewhere.img";
   ASSERT_EQ(::link(image_.c_str(), link.c_str()), 0) << std::strerror(errno);
   const auto symlink = tmp_.path() / "sym.img";
   fs::create_symlink(image_, symlink);
-  const auto bravo = Guest("bravo", 1ULL << kAudited);
+  const auto bravo = StartGuest("bravo", 1ULL << kAudited);
   for (const auto& path : {link, symlink, approved_ / "." / "health.img"}) {
     const auto r = RunInCgroup(bravo, [&] { return OpenRefusedEveryTime(path, 20); });
     EXPECT_TRUE(r.exited) << path << ": signal " << r.signal;
@@ -181,8 +165,8 @@ TEST_F(StorageFanotifyTest, OtherPathsToTheSameInodeAreDeniedToo) {
 // the descriptor it returns, as on the fallback rung, and kills the guest without the dataset.
 TEST_F(StorageFanotifyTest, OPathOpenIsLeftToTheBackstop) {
   Start();
-  Guest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
-  const auto bravo = Guest("bravo", 1ULL << kAudited);
+  StartGuest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
+  const auto bravo = StartGuest("bravo", 1ULL << kAudited);
   const auto r = RunInCgroup(bravo, [&] {
     const int fd = ::open(image_.c_str(), O_PATH | O_CLOEXEC);
     return fd < 0 ? (errno == EPERM ? kEperm : kOtherError) : kOk;
@@ -192,7 +176,7 @@ TEST_F(StorageFanotifyTest, OPathOpenIsLeftToTheBackstop) {
 
 TEST_F(StorageFanotifyTest, VolumeProtectedAfterTheGuestStartedIsMarkedThen) {
   Start();
-  const auto bravo = Guest("bravo", 1ULL << kAudited);
+  const auto bravo = StartGuest("bravo", 1ULL << kAudited);
   const auto later = approved_ / "later.img";
   WriteFile(later, 64 << 10);
   EXPECT_EQ(RunInCgroup(bravo, [&] { return ReadAll(later) == (64 << 10) ? kOk : 30; }).exit_code,
@@ -261,9 +245,7 @@ TEST_F(StorageFanotifyTest, KillingTheDaemonDuringForbiddenOpensLeavesNoGap) {
   const pid_t attacker = ::fork();
   ASSERT_GE(attacker, 0);
   if (attacker == 0) {
-    const int fd = ::open((bravo / "cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || ::write(fd, "0", 1) != 1) ::_exit(100);
-    ::close(fd);
+    if (!JoinCgroup(bravo)) ::_exit(100);
     // Bounded: at most 2,000,000 opens or 20 s.
     const auto end = steady_clock::now() + std::chrono::seconds(20);
     char data[4096];

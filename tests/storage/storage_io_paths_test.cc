@@ -32,7 +32,7 @@ using std::chrono::steady_clock;
 constexpr std::uint8_t kHealth = 0, kAudited = 1, kWriteMetered = 2, kReadMetered = 3;
 constexpr std::uint64_t kQuota = 1 << 20;
 constexpr std::size_t kChunk = 64 << 10;  // the default pipe capacity: one splice moves it whole
-constexpr int kOk = 0, kFailed = 20;
+constexpr int kFailed = kOtherError;
 
 policy::CompiledStorage TestPolicy() {
   policy::CompiledStorage s;
@@ -296,9 +296,7 @@ class StorageIoPathsTest : public ::testing::Test {
   // A guest announced before its cgroup exists, as at libvirt's `start begin`.
   fs::path StartGuest(const std::string& name, std::uint64_t datasets,
                       std::vector<GuestDisk> disks = {}) {
-    const std::string dir = "qemu-1-" + name + ".libvirt-qemu";
-    sp_->ExpectGuest(dir, GuestStorage{.name = name, .datasets = datasets, .disks = disks});
-    return cgroups_->Make(dir);
+    return testing::StartGuest(*sp_, *cgroups_, name, datasets, std::move(disks));
   }
 
   fs::path Volume(const std::string& name, std::size_t bytes) const {
@@ -309,17 +307,8 @@ class StorageIoPathsTest : public ::testing::Test {
   fs::path Scratch() const { return tmp_->path() / (tag_ + "-scratch"); }
 
   std::optional<StorageEvent> WaitEvent(const std::string& guest, const std::string& kind) {
-    const auto deadline = steady_clock::now() + std::chrono::seconds(5);
-    while (steady_clock::now() < deadline) {
-      std::optional<StorageEvent> found;
-      sp_->PollEvents(
-          [&](const StorageEvent& e) {
-            if (!found && e.guest == guest && e.kind == kind) found = e;
-          },
-          100);
-      if (found) return found;
-    }
-    return std::nullopt;
+    return testing::WaitEvent(
+        *sp_, [&](const StorageEvent& e) { return e.guest == guest && e.kind == kind; });
   }
 
   IoCounters CountersOf(const std::string& guest, const std::string& dataset) const {

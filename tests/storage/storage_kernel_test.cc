@@ -43,64 +43,18 @@ policy::CompiledStorage TestPolicy(const fs::path& approved) {
   return s;
 }
 
-// Exit codes of children.
-constexpr int kOk = 0, kEperm = 13, kOtherError = 20;
-
-int OpenAndClose(const fs::path& p, int flags) {
-  const int fd = ::open(p.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return errno == EPERM ? kEperm : kOtherError;
-  ::close(fd);
-  return kOk;
-}
-
-class StorageKernelTest : public ::testing::Test {
+class StorageKernelTest : public StorageTest {
  protected:
   void SetUp() override {
-    SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)");
-    approved_ = tmp_.path() / "approved";
+    StorageTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    MakeApprovedImage(4 << 20);
     unapproved_ = tmp_.path() / "unapproved";
-    fs::create_directories(approved_);
     fs::create_directories(unapproved_);
-    image_ = approved_ / "health.img";
-    WriteFile(image_, 4 << 20);
-    sp_ = std::make_unique<StorageDatapath>(StorageOptions{.machine_cgroup = cgroups_.machine()});
-    sp_->ApplyPolicy(TestPolicy(approved_));
+    Start(TestPolicy(approved_));
   }
 
-  bool Prevents() const {
-    return const_cast<StorageDatapath&>(*sp_).Status().Find("storage-open")->guarantee ==
-           Guarantee::kPrevents;
-  }
-
-  // Collects events until `want` matches one or the deadline passes.
-  std::optional<StorageEvent> WaitEvent(const std::function<bool(const StorageEvent&)>& want) {
-    const auto deadline = steady_clock::now() + std::chrono::seconds(5);
-    while (steady_clock::now() < deadline) {
-      std::optional<StorageEvent> found;
-      sp_->PollEvents(
-          [&](const StorageEvent& e) {
-            events_.push_back(e);
-            if (!found && want(e)) found = e;
-          },
-          100);
-      if (found) return found;
-    }
-    return std::nullopt;
-  }
-
-  // Registers a guest the way the daemon does at libvirt's `start begin`: before its cgroup exists.
-  fs::path StartGuest(const std::string& name, std::uint64_t datasets,
-                      std::vector<GuestDisk> disks = {}) {
-    const std::string dir = "qemu-1-" + name + ".libvirt-qemu";
-    sp_->ExpectGuest(dir, GuestStorage{.name = name, .datasets = datasets, .disks = disks});
-    return cgroups_.Make(dir);  // what libvirt does next
-  }
-
-  TempDir tmp_;
-  TestCgroups cgroups_;
-  fs::path approved_, unapproved_, image_;
-  std::unique_ptr<StorageDatapath> sp_;
-  std::vector<StorageEvent> events_;
+  fs::path unapproved_;
 };
 
 TEST_F(StorageKernelTest, StatusNamesMechanismAndGuaranteePerPath) {
@@ -371,19 +325,7 @@ class ListenerNetns {
   ListenerNetns& operator=(const ListenerNetns&) = delete;
 
   // In a child: enter the namespace and connect; kOk, kEperm or kOtherError.
-  int Connect(const char* addr) const {
-    const int ns = ::open(("/run/netns/" + name_).c_str(), O_RDONLY | O_CLOEXEC);
-    if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) return 40;
-    const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(10809);
-    ::inet_pton(AF_INET, addr, &a.sin_addr);
-    const int rc = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    const int err = errno;
-    ::close(s);
-    return rc == 0 ? kOk : err == EPERM ? kEperm : kOtherError;
-  }
+  int Connect(const char* addr) const { return ConnectInNetns(name_, addr); }
 
  private:
   std::string name_;

@@ -1,6 +1,6 @@
-// Kernel tier, issue 9 for the storage path: enforcement survives a SIGKILLed daemon (pinned links
-// and maps), a successor adopts the state (counters, quota windows, guests, pending names) and
-// swaps programs without a gap; violation events are rate limited under a flood of one million
+// Kernel tier, the storage path across restarts: enforcement survives a SIGKILLed daemon (pinned
+// links and maps), a successor adopts the state (counters, quota windows, guests, pending names)
+// and swaps programs without a gap; violation events are rate limited under a flood of one million
 // denied connect() calls; the tamper check finds and repairs detached programs and altered maps.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -37,7 +37,6 @@ using std::chrono::steady_clock;
 
 constexpr std::uint8_t kHealth = 0, kAudited = 1, kMetered = 2;
 constexpr std::uint64_t kQuota = 1 << 20;
-constexpr int kOk = 0, kEperm = 13, kOtherError = 20;
 constexpr const char* kForbidden = "203.0.113.7";  // US: allowed for no dataset
 
 policy::CompiledStorage TestPolicy(const fs::path& approved) {
@@ -48,21 +47,6 @@ policy::CompiledStorage TestPolicy(const fs::path& approved) {
   s.datasets.back().write = policy::Quota{kQuota, 3600};
   AddTestZones(s, (1ULL << kHealth) | (1ULL << kMetered));
   return s;
-}
-
-// In a child (already in its guest cgroup): a fresh network namespace (nothing can leave it),
-// then connect. EPERM: refused by cgroup/connect4; anything else (ENETUNREACH): not refused.
-int ConnectInOwnNetns(const char* addr) {
-  if (::unshare(CLONE_NEWNET) != 0) return 40;
-  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(10809);
-  ::inet_pton(AF_INET, addr, &a.sin_addr);
-  const int rc = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  const int err = errno;
-  ::close(s);
-  return rc == 0 ? kOk : err == EPERM ? kEperm : kOtherError;
 }
 
 int WriteChunks(const fs::path& p, std::size_t chunk, std::size_t chunks, off_t at) {
@@ -88,16 +72,15 @@ double ThreadCpuMs() {
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
 }
 
-class StorageRestartTest : public ::testing::Test {
+// Each test makes its own datapaths (predecessor and successor) on the fixture's machine cgroup.
+class StorageRestartTest : public StorageTest {
  protected:
   void SetUp() override {
-    SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)");
+    StorageTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     enforcer::EnsureBpffs();
-    approved_ = tmp_.path() / "approved";
-    fs::create_directories(approved_);
-    image_ = approved_ / "health.img";
+    MakeApprovedImage(1 << 20);
     metered_ = approved_ / "metered.img";
-    WriteFile(image_, 1 << 20);
     WriteFile(metered_, 0);
   }
 
@@ -105,17 +88,8 @@ class StorageRestartTest : public ::testing::Test {
     return StorageOptions{.machine_cgroup = cgroups_.machine(), .pin_dir = pin_.path()};
   }
 
-  std::vector<StorageEvent> Drain(StorageDatapath& sp) {
-    std::vector<StorageEvent> out;
-    while (sp.PollEvents([&](const StorageEvent& e) { out.push_back(e); }, 100) > 0) {
-    }
-    return out;
-  }
-
-  TempDir tmp_;
-  TestCgroups cgroups_;
   PinDir pin_;
-  fs::path approved_, image_, metered_;
+  fs::path metered_;
 };
 
 const IoCounters* Find(const std::vector<IoCounters>& c, const std::string& guest,
@@ -150,14 +124,14 @@ TEST_F(StorageRestartTest, EnforcementSurvivesSigkillAndSuccessorAdoptsEverythin
   EXPECT_EQ(RunInCgroup(alpha, [&] { return WriteChunks(image_, 64 << 10, 1, 0); }).exit_code, kOk);
   EXPECT_EQ(RunInCgroup(alpha, [&] { return WriteChunks(metered_, 64 << 10, 4, 0); }).exit_code,
             kOk);
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm);
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm);
 
   const int status = daemon.Kill();
   ASSERT_NE(status, -1);
   ASSERT_TRUE(WIFSIGNALED(status));
 
   // No process holds the datapath now. Everything still enforces.
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm)
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm)
       << "cgroup/connect4 went away with the daemon";
   const auto bravo = cgroups_.Make(bravo_name);  // libvirt starts the announced guest meanwhile
   EXPECT_TRUE(Refused(RunInCgroup(bravo, [&] {
@@ -190,7 +164,7 @@ TEST_F(StorageRestartTest, EnforcementSurvivesSigkillAndSuccessorAdoptsEverythin
   EXPECT_EQ(health->denied, 2u) << "the connect refused while no daemon ran is counted";
   EXPECT_EQ(metered->write_window_bytes, 4u * (64 << 10)) << "quota window reset";
   // Events queued while no daemon ran are delivered, naming the guests.
-  const auto events = Drain(sp);
+  const auto events = DrainEvents(sp);
   int connects = 0, bravo_open = 0;
   for (const auto& e : events) {
     if (e.kind == "connect-denied" && e.guest == "alpha" && e.dataset == "health") ++connects;
@@ -217,7 +191,7 @@ TEST_F(StorageRestartTest, EnforcementSurvivesSigkillAndSuccessorAdoptsEverythin
   // An explicit Detach stops enforcing and removes the pins.
   sp.Detach();
   EXPECT_FALSE(fs::exists(pin_.path()));
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code,
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code,
             kOtherError);
 }
 
@@ -273,7 +247,7 @@ TEST_F(StorageRestartTest, StateOfAMachineCgroupReplacedWhileNoDaemonRanIsReleas
   sp->RegisterGuestCgroup(StorageDatapath::CgroupId(holder),
                           GuestStorage{.name = "holder", .datasets = 1ULL << kHealth});
   EXPECT_EQ(RunInCgroup(holder, [&] { return WriteChunks(image_, 4096, 1, 0); }).exit_code, kOk);
-  EXPECT_EQ(RunInCgroup(holder, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm)
+  EXPECT_EQ(RunInCgroup(holder, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm)
       << "cgroup/connect4 is not on the new machine cgroup";
 }
 
@@ -309,9 +283,9 @@ TEST_F(StorageRestartTest, DestroyingAnUnpinnedDatapathDetaches) {
     sp.ApplyPolicy(TestPolicy(approved_));
     sp.RegisterGuestCgroup(StorageDatapath::CgroupId(alpha),
                            GuestStorage{.name = "alpha", .datasets = 1ULL << kHealth});
-    EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm);
+    EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm);
   }
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code,
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code,
             kOtherError);
 }
 
@@ -347,15 +321,12 @@ TEST_F(StorageRestartTest, UpgradeSwapsEveryProgramWithoutAWindowForAForbiddenCo
     RunInCgroup(
         alpha,
         [&] {
-          if (::unshare(CLONE_NEWNET) != 0) return 40;
+          if (::unshare(CLONE_NEWNET) != 0) return kNoNetns;
           const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-          sockaddr_in a{};
-          a.sin_family = AF_INET;
-          a.sin_port = htons(10809);
-          ::inet_pton(AF_INET, kForbidden, &a.sin_addr);
+          const sockaddr_in a = NbdAddress(kForbidden);
           // Bounded: at most 5,000,000 attempts; stops when told.
           for (int i = 0; i < 5'000'000 && !loop->stop.load(); ++i) {
-            const int rc = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+            const int rc = ::connect(s, reinterpret_cast<const sockaddr*>(&a), sizeof a);
             loop->attempts.fetch_add(1);
             (rc != 0 && errno == EPERM ? loop->eperm : loop->other).fetch_add(1);
           }
@@ -411,7 +382,7 @@ TEST_F(StorageRestartTest, UpgradeSwapsEveryProgramWithoutAWindowForAForbiddenCo
     }
   }
   for (const auto& f : upgraded.VerifyAttachments()) ADD_FAILURE() << f.kind << " " << f.detail;
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm);
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm);
   upgraded.Detach();
 }
 
@@ -445,15 +416,12 @@ FloodResult Flood(StorageDatapath& sp, const fs::path& cgroup, std::uint64_t cal
   const auto r = RunInCgroup(
       cgroup,
       [&] {
-        if (::unshare(CLONE_NEWNET) != 0) return 40;
+        if (::unshare(CLONE_NEWNET) != 0) return kNoNetns;
         const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(10809);
-        ::inet_pton(AF_INET, kForbidden, &a.sin_addr);
+        const sockaddr_in a = NbdAddress(kForbidden);
         std::uint64_t eperm = 0;
         for (std::uint64_t i = 0; i < calls; ++i) {
-          if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno == EPERM)
+          if (::connect(s, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 && errno == EPERM)
             ++eperm;
         }
         loop->eperm.store(eperm);
@@ -544,7 +512,7 @@ TEST_F(StorageRestartTest, TamperCheckFindsAndRepairsDetachedProgramsAndAlteredM
     });
   };
   EXPECT_TRUE(timed_verify().empty());
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm);
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm);
 
   const auto link_id_now = [](const StorageDatapath& d) {
     for (const auto& p : d.Programs())
@@ -562,14 +530,15 @@ TEST_F(StorageRestartTest, TamperCheckFindsAndRepairsDetachedProgramsAndAlteredM
     ASSERT_EQ(bpf_link_detach(fd), 0) << std::strerror(errno);
     ::close(fd);
   }
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kOtherError)
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code,
+            kOtherError)
       << "the detach did not take effect (test premise)";
   auto f = timed_verify();
   EXPECT_TRUE(has(f, "program-detached", "sg_connect4"));
   auto repaired = sp.Repair();
   EXPECT_TRUE(has(repaired.repaired, "program-detached", "sg_connect4"));
   EXPECT_TRUE(repaired.remaining.empty());
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm);
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm);
   EXPECT_TRUE(timed_verify().empty());
 
   // 1b. Someone swaps the program inside our link for a pass-everything one (the variant object
@@ -588,13 +557,13 @@ TEST_F(StorageRestartTest, TamperCheckFindsAndRepairsDetachedProgramsAndAlteredM
     ASSERT_EQ(bpf_link_update(fd, bpf_program__fd(other->progs.sg_connect4), nullptr), 0)
         << std::strerror(errno);
     ::close(fd);
-    EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code,
+    EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code,
               kOtherError);
     f = timed_verify();
     EXPECT_TRUE(has(f, "program-replaced", "sg_connect4"));
     repaired = sp.Repair();
     EXPECT_TRUE(has(repaired.repaired, "program-replaced", "sg_connect4"));
-    EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm);
+    EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm);
     EXPECT_TRUE(timed_verify().empty());
   }
 
@@ -612,7 +581,7 @@ TEST_F(StorageRestartTest, TamperCheckFindsAndRepairsDetachedProgramsAndAlteredM
     ASSERT_EQ(bpf_map_update_elem(fd, &us, &open_class, BPF_ANY), 0);
     ::close(fd);
   }
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code,
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code,
             kOtherError);
   // ... and removes the protection of a volume, and a pinned link.
   {
@@ -633,7 +602,7 @@ TEST_F(StorageRestartTest, TamperCheckFindsAndRepairsDetachedProgramsAndAlteredM
   repaired = sp.Repair();
   EXPECT_EQ(repaired.repaired.size(), f.size());
   EXPECT_TRUE(repaired.remaining.empty());
-  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInOwnNetns(kForbidden); }).exit_code, kEperm);
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm);
   EXPECT_TRUE(fs::exists(pin_.path() / "link_sg_cgroup_dev"));
   EXPECT_TRUE(timed_verify().empty());
 
@@ -725,14 +694,11 @@ TEST_F(StorageRestartTest, HundredReloadsUnderLoadNeverLetAForbiddenConnectThrou
     RunInCgroup(
         alpha,
         [&] {
-          if (::unshare(CLONE_NEWNET) != 0) return 40;
+          if (::unshare(CLONE_NEWNET) != 0) return kNoNetns;
           const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-          sockaddr_in sa{};
-          sa.sin_family = AF_INET;
-          sa.sin_port = htons(10809);
-          ::inet_pton(AF_INET, kForbidden, &sa.sin_addr);
+          const sockaddr_in sa = NbdAddress(kForbidden);
           for (int i = 0; i < 20'000'000 && !loop->stop.load(); ++i) {  // bounded
-            const int rc = ::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+            const int rc = ::connect(s, reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
             loop->attempts.fetch_add(1);
             (rc != 0 && errno == EPERM ? loop->eperm : loop->other).fetch_add(1);
           }

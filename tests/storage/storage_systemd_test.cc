@@ -36,32 +36,6 @@ policy::CompiledStorage TestPolicy(const fs::path& approved) {
   return s;
 }
 
-// Exit codes of children.
-constexpr int kOk = 0, kEperm = 13, kOtherError = 20, kNoNetns = 40;
-
-int OpenAndClose(const fs::path& p, int flags) {
-  const int fd = ::open(p.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return errno == EPERM ? kEperm : kOtherError;
-  ::close(fd);
-  return kOk;
-}
-
-// In a child: a new, empty network namespace (lo down, no routes: nothing leaves it), then
-// connect. cgroup/connect4 runs before routing, so a refused connect fails with EPERM and an
-// allowed one with ENETUNREACH.
-int ConnectInEmptyNetns(const char* addr) {
-  if (::unshare(CLONE_NEWNET) != 0) return kNoNetns;
-  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(10809);
-  ::inet_pton(AF_INET, addr, &a.sin_addr);
-  const int rc = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  const int err = errno;
-  ::close(s);
-  return rc == 0 ? kOk : err == EPERM ? kEperm : kOtherError;
-}
-
 // <cgroup2>/sgt-systemd-<unique>/machine.slice; every directory below is removed deepest first on
 // destruction (cgroup directories go with rmdir only).
 class SystemdTree {
@@ -123,17 +97,7 @@ class StorageSystemdTest : public ::testing::Test {
   }
 
   std::optional<StorageEvent> WaitEvent(const std::function<bool(const StorageEvent&)>& want) {
-    const auto deadline = steady_clock::now() + std::chrono::seconds(5);
-    while (steady_clock::now() < deadline) {
-      std::optional<StorageEvent> found;
-      sp_->PollEvents(
-          [&](const StorageEvent& e) {
-            if (!found && want(e)) found = e;
-          },
-          100);
-      if (found) return found;
-    }
-    return std::nullopt;
+    return testing::WaitEvent(*sp_, want);
   }
 
   TempDir tmp_;

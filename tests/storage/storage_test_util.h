@@ -1,8 +1,13 @@
-// Helpers for the storage-path tests: a stand-in libvirt "machine" cgroup, guest cgroups, children
-// that join a guest cgroup and act there, and a test policy.
+// The storage-path tests' one fixture: a stand-in libvirt "machine" cgroup, guest cgroups
+// announced as the daemon does, children that join a guest cgroup and open or connect there, and a
+// test policy.
 #pragma once
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,12 +18,16 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "enforcer/storage/storage_datapath.h"
 #include "enforcer/system/mounts.h"
+#include "tests/harness/require.h"
 
 namespace sovguard::storage::testing {
 
@@ -134,6 +143,14 @@ struct ChildResult {
   int signal = 0;  // terminating signal, 0 when it exited
 };
 
+// Moves the calling process into `cgroup` (cgroup.procs); false when it cannot.
+inline bool JoinCgroup(const fs::path& cgroup) {
+  const int fd = ::open((cgroup / "cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+  const bool joined = fd >= 0 && ::write(fd, "0", 1) == 1;
+  if (fd >= 0) ::close(fd);
+  return joined;
+}
+
 // Forks a child that moves itself into `cgroup`, then runs `body` and exits with its return value
 // (bodies use only syscalls). The parent waits, bounded by `timeout`.
 inline ChildResult RunInCgroup(const fs::path& cgroup, const std::function<int()>& body,
@@ -141,9 +158,7 @@ inline ChildResult RunInCgroup(const fs::path& cgroup, const std::function<int()
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
-    const int fd = ::open((cgroup / "cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || ::write(fd, "0", 1) != 1) ::_exit(100);
-    ::close(fd);
+    if (!JoinCgroup(cgroup)) ::_exit(100);
     ::_exit(body());
   }
   ChildResult r;
@@ -232,6 +247,128 @@ class ForkedDaemon {
 
   pid_t pid_ = -1;
   int hold_ = -1;
+};
+
+// Exit codes of children: the operation worked, failed with EPERM, failed otherwise; the child
+// could not enter its network namespace.
+constexpr int kOk = 0, kEperm = 13, kOtherError = 20, kNoNetns = 40;
+
+// Opens and closes `p`: kOk, kEperm or kOtherError.
+inline int OpenAndClose(const fs::path& p, int flags) {
+  const int fd = ::open(p.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return errno == EPERM ? kEperm : kOtherError;
+  ::close(fd);
+  return kOk;
+}
+
+// `addr` (IPv4 text) on NBD's port, the destination of the tests' storage connects.
+inline sockaddr_in NbdAddress(const char* addr) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(10809);
+  ::inet_pton(AF_INET, addr, &a.sin_addr);
+  return a;
+}
+
+// One TCP connect to `addr` in the caller's network namespace: kOk, kEperm or kOtherError.
+inline int ConnectTo(const char* addr) {
+  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const sockaddr_in a = NbdAddress(addr);
+  const int rc = ::connect(s, reinterpret_cast<const sockaddr*>(&a), sizeof a);
+  const int err = errno;
+  ::close(s);
+  return rc == 0 ? kOk : err == EPERM ? kEperm : kOtherError;
+}
+
+// In a child: a new, empty network namespace (lo down, no routes: nothing leaves it), then
+// connect. cgroup/connect4 runs before routing, so a refused connect fails with EPERM and an
+// allowed one with ENETUNREACH (kOtherError).
+inline int ConnectInEmptyNetns(const char* addr) {
+  if (::unshare(CLONE_NEWNET) != 0) return kNoNetns;
+  return ConnectTo(addr);
+}
+
+// In a child: enter the named network namespace (/run/netns/<name>), then connect.
+inline int ConnectInNetns(const std::string& netns, const char* addr) {
+  const int ns = ::open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) return kNoNetns;
+  ::close(ns);
+  return ConnectTo(addr);
+}
+
+// Every event delivered until none arrives within 100 ms.
+inline std::vector<StorageEvent> DrainEvents(StorageDatapath& sp) {
+  std::vector<StorageEvent> out;
+  while (sp.PollEvents([&](const StorageEvent& e) { out.push_back(e); }, 100) > 0) {
+  }
+  return out;
+}
+
+// Polls events until `want` matches one (returned) or 5 s pass; every event delivered meanwhile
+// is appended to `seen` when given.
+inline std::optional<StorageEvent> WaitEvent(StorageDatapath& sp,
+                                             const std::function<bool(const StorageEvent&)>& want,
+                                             std::vector<StorageEvent>* seen = nullptr) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::optional<StorageEvent> found;
+    sp.PollEvents(
+        [&](const StorageEvent& e) {
+          if (seen) seen->push_back(e);
+          if (!found && want(e)) found = e;
+        },
+        100);
+    if (found) return found;
+  }
+  return std::nullopt;
+}
+
+// Announces a guest the way the daemon does at libvirt's `start begin` (before its cgroup
+// exists), then makes its cgroup below `cgroups`' machine cgroup, as libvirt does next.
+inline fs::path StartGuest(StorageDatapath& sp, const TestCgroups& cgroups, const std::string& name,
+                           std::uint64_t datasets, std::vector<GuestDisk> disks = {}) {
+  const std::string dir = "qemu-1-" + name + ".libvirt-qemu";
+  sp.ExpectGuest(dir, GuestStorage{.name = name, .datasets = datasets, .disks = disks});
+  return cgroups.Make(dir);
+}
+
+// The fixture of the storage kernel tests: root, a scratch directory, a stand-in machine cgroup
+// and a datapath on it (Start), guests announced as the daemon does (StartGuest).
+class StorageTest : public ::testing::Test {
+ protected:
+  void SetUp() override { SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)"); }
+
+  // <scratch>/approved (the approved pool, approved_) and in it health.img of `bytes` (image_).
+  void MakeApprovedImage(std::size_t bytes) {
+    approved_ = tmp_.path() / "approved";
+    fs::create_directories(approved_);
+    image_ = approved_ / "health.img";
+    WriteFile(image_, bytes);
+  }
+  // A datapath on the test's machine cgroup with `policy` applied.
+  void Start(const policy::CompiledStorage& policy, StorageOptions options = {}) {
+    options.machine_cgroup = cgroups_.machine();
+    sp_ = std::make_unique<StorageDatapath>(std::move(options));
+    sp_->ApplyPolicy(policy);
+  }
+  bool Prevents() const {
+    return const_cast<StorageDatapath&>(*sp_).Status().Find("storage-open")->guarantee ==
+           Guarantee::kPrevents;
+  }
+  fs::path StartGuest(const std::string& name, std::uint64_t datasets,
+                      std::vector<GuestDisk> disks = {}) {
+    return testing::StartGuest(*sp_, cgroups_, name, datasets, std::move(disks));
+  }
+  // Events until `want` matches one or 5 s pass; every event seen is kept in events_.
+  std::optional<StorageEvent> WaitEvent(const std::function<bool(const StorageEvent&)>& want) {
+    return testing::WaitEvent(*sp_, want, &events_);
+  }
+
+  TempDir tmp_;
+  TestCgroups cgroups_;
+  fs::path approved_, image_;
+  std::unique_ptr<StorageDatapath> sp_;
+  std::vector<StorageEvent> events_;
 };
 
 }  // namespace sovguard::storage::testing

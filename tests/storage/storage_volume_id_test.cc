@@ -40,7 +40,7 @@ namespace {
 using namespace testing;  // NOLINT
 
 constexpr std::uint8_t kHealth = 0, kOther = 1;
-constexpr int kOk = 0, kEperm = 13, kOtherError = 20, kShortRead = 21;
+constexpr int kShortRead = 21;  // beside the fixture's exit codes
 
 policy::CompiledStorage Policy() {
   policy::CompiledStorage s;
@@ -108,19 +108,12 @@ int OpenRead(const fs::path& p, std::size_t bytes = 0) {
   return n == static_cast<ssize_t>(bytes) ? kOk : kShortRead;
 }
 
-class VolumeIdTest : public ::testing::Test {
+class VolumeIdTest : public StorageTest {
  protected:
   void SetUp() override {
-    SOVGUARD_REQUIRE(::geteuid() == 0, "root (kernel tier)");
-    sp_ = std::make_unique<StorageDatapath>(StorageOptions{.machine_cgroup = cgroups_.machine()});
-    sp_->ApplyPolicy(Policy());
-  }
-  bool Prevents() { return sp_->Status().Find("storage-open")->guarantee == Guarantee::kPrevents; }
-  fs::path StartGuest(const std::string& name, std::uint64_t datasets,
-                      std::vector<GuestDisk> disks = {}) {
-    const std::string dir = "qemu-1-" + name + ".libvirt-qemu";
-    sp_->ExpectGuest(dir, GuestStorage{.name = name, .datasets = datasets, .disks = disks});
-    return cgroups_.Make(dir);
+    StorageTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    Start(Policy());
   }
   // A file open by a guest without the dataset: refused (BPF LSM), refused or killed (fanotify
   // marks the volume, not its aliases, which the tracepoints underneath kill), or killed
@@ -154,10 +147,6 @@ class VolumeIdTest : public ::testing::Test {
     EXPECT_EQ(r.exit_code, kOk);
     EXPECT_EQ(HealthReadBytes(guest), kBytes);
   }
-
-  TempDir tmp_;
-  TestCgroups cgroups_;
-  std::unique_ptr<StorageDatapath> sp_;
 };
 
 TEST_F(VolumeIdTest, ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode) {
@@ -354,11 +343,11 @@ class ScsiDebugDisk {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(cls_dir, ec)) {
       unsigned maj = 0, min = 0;
-      if (std::sscanf(Output("cat " + (e.path() / "dev").string()).c_str(), "%u:%u", &maj,
-                      &min) != 2)
+      if (std::sscanf(Output("cat " + (e.path() / "dev").string()).c_str(), "%u:%u", &maj, &min) !=
+          2)
         continue;
-      const fs::path node = node_dir / (cls_dir.filename().string() + "-" +
-                                        e.path().filename().string());
+      const fs::path node =
+          node_dir / (cls_dir.filename().string() + "-" + e.path().filename().string());
       if (::mknod(node.c_str(), type | 0600, makedev(maj, min)) == 0) return node;
     }
     return {};
@@ -414,7 +403,8 @@ int ReadFirstBlockBySgIo(const fs::path& node, bool bsg) {
 TEST_F(VolumeIdTest, ScsiGenericAndBsgNodesOfAProtectedDiskAreRefused) {
   ScsiDebugDisk scsi(tmp_.path());
   if (!scsi.loaded() && !fs::exists("/sys/bus/scsi")) {
-    SOVGUARD_SKIP_KERNEL_FEATURE("scsi", "no SCSI in this kernel (no /sys/bus/scsi, no scsi_debug)");
+    SOVGUARD_SKIP_KERNEL_FEATURE("scsi",
+                                 "no SCSI in this kernel (no /sys/bus/scsi, no scsi_debug)");
   }
   ASSERT_TRUE(scsi.loaded()) << "modprobe scsi_debug (another scsi_debug already loaded?)";
   ASSERT_FALSE(scsi.disk().empty()) << "no sd block device of scsi_debug";

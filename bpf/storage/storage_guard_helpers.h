@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * What every storage program asks first: which guest is running (sg_who), whether its dataset is
+ * enforced, its counters and event budget, and which protected volume a file or fd is (the volume
+ * identity rule). Kernel constants the programs need come first (vmlinux.h has no macros).
+ */
+#ifndef SOVGUARD_BPF_STORAGE_STORAGE_GUARD_HELPERS_H_
+#define SOVGUARD_BPF_STORAGE_STORAGE_GUARD_HELPERS_H_
+
+#include "storage/storage_guard_maps.h"
+
+#define EPERM 1
+#define EDQUOT 122
+#define SIGKILL 9
+#define FMODE_WRITE 0x2
+#define MAY_WRITE 0x2
+#define S_IFMT 00170000
+#define S_IFBLK 0060000
+#define S_IFCHR 0020000
+#define S_IFREG 0100000
+/* From uapi bpf.h (enum values are not in BTF as macros). */
+#define SG_DEVCG_ACC_WRITE 4
+#define SG_DEVCG_DEV_BLOCK 1
+#define SG_DEVCG_DEV_CHAR 2
+#define SG_MAX_IOV 16
+
+/* The caller's guest. Returns false for processes outside the machine cgroup (the cheap exit
+ * every other process on the host takes); *g is NULL for an unregistered cgroup under it. */
+struct sg_who {
+  struct sg_storage_config* cfg;
+  struct sg_storage_guest* g;
+  __u64 cgroup;
+  __u32 gen;
+};
+
+/* The configuration of the active generation (read once per program run). */
+static __always_inline struct sg_storage_config* active_cfg(__u32* gen) {
+  __u32 zero = 0;
+  __u32* active = bpf_map_lookup_elem(&sg_storage_active, &zero);
+  *gen = active ? (*(volatile __u32*)active & (SG_STORAGE_GENERATIONS - 1)) : 0;
+  return bpf_map_lookup_elem(&sg_storage_cfg, gen);
+}
+
+static __always_inline bool current_guest(struct sg_who* w) {
+  w->cfg = active_cfg(&w->gen);
+  w->g = NULL;
+  w->cgroup = 0;
+  if (!w->cfg || w->cfg->guest_level == 0) return false;
+#ifdef SG_STORAGE_VARIANT
+  /* Test builds only: a different program (tag) over the same maps, standing in for an upgrade. */
+  if (w->cfg->guest_level > 4096) return false;
+#endif
+  if (bpf_get_current_ancestor_cgroup_id(w->cfg->guest_level - 1) != w->cfg->machine_cgroup_id)
+    return false;
+  w->cgroup = bpf_get_current_ancestor_cgroup_id(w->cfg->guest_level);
+  w->g = bpf_map_lookup_elem(&sg_storage_guests, &w->cgroup);
+  return true;
+}
+
+static __always_inline bool enforced(const struct sg_who* w, __u32 dataset) {
+  return dataset < SG_MAX_DATASETS && (w->cfg->enforce_mask & (1ULL << dataset));
+}
+
+static __always_inline struct sg_io_state* io_state(const struct sg_who* w, __u32 dataset) {
+  if (!w->g) return NULL;
+  struct sg_io_key k = {.guest_id = w->g->guest_id, .dataset = dataset};
+  struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
+  if (s) return s;
+  struct sg_io_state zero = {};
+  bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
+  return bpf_map_lookup_elem(&sg_io_state, &k);
+}
+
+static __always_inline struct sg_storage_ratelimit* ratelimit_of(const struct sg_who* w) {
+  __u32 key = w->g ? w->g->guest_id : 0;
+  struct sg_storage_ratelimit* rl = bpf_map_lookup_elem(&sg_storage_ratelimit, &key);
+  if (rl) return rl;
+  struct sg_storage_ratelimit fresh = {};
+  bpf_map_update_elem(&sg_storage_ratelimit, &key, &fresh, BPF_NOEXIST);
+  return bpf_map_lookup_elem(&sg_storage_ratelimit, &key);
+}
+
+/* May this guest emit one more event now? GCRA over one 64-bit word updated by compare-and-swap
+ * (tracing programs may not take a bpf_spin_lock). A flood finds the bucket empty on the first
+ * read and only counts. Only events are limited: the caller has already decided the verdict. */
+static __always_inline struct sg_storage_event* reserve_event(const struct sg_who* w) {
+  struct sg_storage_ratelimit* rl = ratelimit_of(w);
+  if (!rl) return NULL;
+  __u64 rate = w->cfg->events_per_sec;
+  __u64 burst = w->cfg->event_burst;
+  if (rate == 0 || burst == 0) goto suppress;
+  __u64 interval = 1000000000ULL / rate;
+  if (interval == 0) interval = 1;
+  __u64 tolerance = interval * burst;
+  __u64 now = bpf_ktime_get_boot_ns();
+  bool ok = false;
+  for (int i = 0; i < 4; i++) {
+    __u64 tat = *(volatile __u64*)&rl->tat_ns;
+    __u64 next = (tat > now ? tat : now) + interval;
+    if (next - now > tolerance) break;
+    if (__sync_val_compare_and_swap(&rl->tat_ns, tat, next) == tat) {
+      ok = true;
+      break;
+    }
+  }
+  if (ok) {
+    struct sg_storage_event* e = bpf_ringbuf_reserve(&sg_storage_events, sizeof(*e), 0);
+    if (e) return e;
+  }
+suppress:
+  __sync_fetch_and_add(&rl->suppressed, 1);
+  return NULL;
+}
+
+static __always_inline void emit(const struct sg_who* w, __u32 kind, __u32 dataset, __u64 dev,
+                                 __u64 ino, __u16 verdict) {
+  struct sg_io_state* s = io_state(w, dataset);
+  if (s) __sync_fetch_and_add(&s->denied, 1);
+  struct sg_storage_event* e = reserve_event(w);
+  if (!e) return;
+  __builtin_memset(e, 0, sizeof(*e));
+  e->timestamp_ns = bpf_ktime_get_boot_ns();
+  e->cgroup_id = w->cgroup;
+  e->guest_id = w->g ? w->g->guest_id : 0;
+  e->dataset = dataset;
+  e->kind = kind;
+  e->pid = bpf_get_current_pid_tgid() >> 32;
+  e->dev = dev;
+  e->ino = ino;
+  e->verdict = verdict;
+  bpf_ringbuf_submit(e, 0);
+}
+
+/* 0: allowed; else the event kind. An unregistered guest holds no dataset (fail closed). */
+static __always_inline __u32 check_volume(const struct sg_who* w, const struct sg_volume* v,
+                                          bool writing) {
+  __u64 held = w->g ? w->g->datasets : 0;
+  if (v->dataset >= SG_MAX_DATASETS || !(held & (1ULL << v->dataset))) return SG_EV_OPEN_DENIED;
+  if (writing && (v->flags & SG_VOLUME_READ_ONLY)) return SG_EV_READ_ONLY;
+  return 0;
+}
+
+/* btrfs gives every subvolume its own anonymous device (what stat() reports) while all share one
+ * super block, and inode numbers repeat in each subvolume: the subvolume's device is the
+ * identity. Local flavours, so the object loads where btrfs has no BTF (the read is then 0 and
+ * the super block's device stays). */
+#define SG_BTRFS_SUPER_MAGIC 0x9123683E
+struct btrfs_root___sg {
+  dev_t anon_dev;
+} __attribute__((preserve_access_index));
+struct btrfs_inode___sg {
+  struct btrfs_root___sg* root;
+  struct inode vfs_inode;
+} __attribute__((preserve_access_index));
+
+/* The volume identity rule (user space: enforcer/storage/volume_identity.h): block devices by
+ * i_rdev, character devices by (SG_VOLUME_CHAR_DEV, i_rdev), files by (super block's s_dev, or
+ * the btrfs subvolume's anon_dev; i_ino). */
+static __always_inline __u64 volume_dev(struct inode* inode) {
+  struct super_block* sb = BPF_CORE_READ(inode, i_sb);
+  __u64 dev = BPF_CORE_READ(sb, s_dev);
+  if (BPF_CORE_READ(sb, s_magic) == SG_BTRFS_SUPER_MAGIC &&
+      bpf_core_field_exists(struct btrfs_inode___sg, vfs_inode) &&
+      bpf_core_field_exists(struct btrfs_root___sg, anon_dev)) {
+    struct btrfs_inode___sg* bi =
+        (void*)inode - bpf_core_field_offset(struct btrfs_inode___sg, vfs_inode);
+    __u64 anon = BPF_CORE_READ(bi, root, anon_dev);
+    if (anon) dev = anon;
+  }
+  return dev;
+}
+
+static __always_inline struct sg_volume* volume_of(struct file* file, struct sg_volume_key* key) {
+  struct inode* inode = BPF_CORE_READ(file, f_inode);
+  if (!inode) return NULL;
+  __u16 mode = BPF_CORE_READ(inode, i_mode);
+  if ((mode & S_IFMT) == S_IFBLK || (mode & S_IFMT) == S_IFCHR) {
+    key->dev = (mode & S_IFMT) == S_IFBLK ? 0 : SG_VOLUME_CHAR_DEV;
+    key->ino = BPF_CORE_READ(inode, i_rdev);
+  } else {
+    key->dev = volume_dev(inode);
+    key->ino = BPF_CORE_READ(inode, i_ino);
+  }
+  return bpf_map_lookup_elem(&sg_volumes, key);
+}
+
+static __always_inline struct file* fd_file(long fd) {
+  if (fd < 0) return NULL;
+  struct task_struct* task = (struct task_struct*)bpf_get_current_task();
+  struct fdtable* fdt = BPF_CORE_READ(task, files, fdt);
+  if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds)) return NULL;
+  struct file** fds = BPF_CORE_READ(fdt, fd);
+  struct file* file = NULL;
+  if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff])) return NULL;
+  return file;
+}
+
+#endif /* SOVGUARD_BPF_STORAGE_STORAGE_GUARD_HELPERS_H_ */

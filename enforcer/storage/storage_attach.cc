@@ -1,0 +1,708 @@
+#include <bpf/btf.h>
+#include <fcntl.h>
+#include <linux/perf_event.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+
+#include "base/errno_text.h"
+#include "base/hex.h"
+#include "enforcer/storage/storage_datapath_impl.h"
+#include "enforcer/system/lsm.h"
+#include "enforcer/system/mounts.h"
+
+namespace sovguard::storage {
+
+namespace {
+
+using base::ErrnoText;
+
+int SilentLibbpfPrint(enum libbpf_print_level, const char*, va_list) {
+  return 0;
+}
+
+// Silences libbpf while a load that may fail for a missing kernel feature runs: the reason is
+// reported in StorageStatus, a verifier dump would only bury it.
+class QuietLibbpf {
+ public:
+  QuietLibbpf() : previous_(libbpf_set_print(SilentLibbpfPrint)) {}
+  ~QuietLibbpf() { libbpf_set_print(previous_); }
+  QuietLibbpf(const QuietLibbpf&) = delete;
+  QuietLibbpf& operator=(const QuietLibbpf&) = delete;
+
+ private:
+  libbpf_print_fn_t previous_;
+};
+
+// Which signature this kernel's io_uring tracepoints have (vmlinux BTF): 6.3 and later pass a
+// CQE (io_uring_complete(ctx, req, cqe), io_uring_submit_req), earlier kernels the result as an
+// argument (io_uring_complete(ctx, req, user_data, res, cflags, extra1, extra2),
+// io_uring_submit_sqe). kNone: neither, and no io_uring program loads.
+enum class IoUringTracepoints { kNone, kCqe, kArgs };
+
+// Whether the kernel's BTF (vmlinux, or the loaded btrfs module's) describes struct btrfs_inode:
+// the programs read a btrfs file's subvolume device through it (CO-RE, resolved at load). Where
+// btrfs is a module that is not loaded, they cannot, and key btrfs files like any other.
+bool KernelDescribesBtrfsInodes() {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (!vmlinux) return false;
+  bool found = btf__find_by_name_kind(vmlinux, "btrfs_inode", BTF_KIND_STRUCT) > 0;
+  if (!found) {
+    if (btf* mod = btf__load_module_btf("btrfs", vmlinux)) {
+      found = btf__find_by_name_kind(mod, "btrfs_inode", BTF_KIND_STRUCT) > 0;
+      btf__free(mod);
+    }
+  }
+  btf__free(vmlinux);
+  return found;
+}
+
+IoUringTracepoints IoUringTracepointsOfThisKernel() {
+  static const IoUringTracepoints kind = [] {
+    btf* vmlinux = btf__load_vmlinux_btf();
+    if (!vmlinux) return IoUringTracepoints::kNone;
+    const auto has = [&](const char* name) {
+      return btf__find_by_name_kind(vmlinux, name, BTF_KIND_TYPEDEF) > 0;
+    };
+    const int id = btf__find_by_name_kind(vmlinux, "btf_trace_io_uring_complete", BTF_KIND_TYPEDEF);
+    const btf_type* t = id > 0 ? btf__type_by_id(vmlinux, id) : nullptr;
+    if (t) t = btf__type_by_id(vmlinux, t->type);
+    if (t && btf_is_ptr(t)) t = btf__type_by_id(vmlinux, t->type);
+    const int vlen = t && btf_is_func_proto(t) ? btf_vlen(t) : 0;  // __data first
+    IoUringTracepoints k = IoUringTracepoints::kNone;
+    if (vlen == 4 && has("btf_trace_io_uring_submit_req")) k = IoUringTracepoints::kCqe;
+    if (vlen == 8 && has("btf_trace_io_uring_submit_sqe")) k = IoUringTracepoints::kArgs;
+    btf__free(vmlinux);
+    return k;
+  }();
+  return kind;
+}
+
+// Whether `p` is an io_uring program, and if so whether it is the one for this kernel.
+std::optional<bool> IoUringProgramLoads(const bpf_program* p) {
+  const std::string_view name = bpf_program__name(p);
+  const auto kind = IoUringTracepointsOfThisKernel();
+  if (name == "sg_io_uring_complete" || name == "sg_io_uring_submit")
+    return kind == IoUringTracepoints::kCqe;
+  if (name == "sg_io_uring_complete_args" || name == "sg_io_uring_submit_sqe")
+    return kind == IoUringTracepoints::kArgs;
+  return std::nullopt;
+}
+
+bool IsLsmProgram(const bpf_program* p) {
+  return std::strncmp(bpf_program__section_name(p), "lsm/", 4) == 0;
+}
+
+// The built-in object, or `object` (same source, same maps: a stand-in upgrade in tests).
+Skel OpenSkeleton(std::span<const std::uint8_t> object) {
+  if (object.empty()) {
+    Skel s(storage_guard__open());
+    if (!s) throw StorageError("open storage_guard object", errno);
+    return s;
+  }
+  auto* raw = static_cast<storage_guard*>(std::calloc(1, sizeof(storage_guard)));
+  if (!raw) throw std::bad_alloc();
+  Skel s(raw);
+  if (int err = storage_guard__create_skeleton(raw); err)
+    throw StorageError("storage_guard skeleton", err);
+  raw->skeleton->data = const_cast<std::uint8_t*>(object.data());
+  raw->skeleton->data_sz = object.size();
+  if (int err = bpf_object__open_skeleton(raw->skeleton, nullptr); err)
+    throw StorageError("open storage_guard object (program_object)", err);
+  return s;
+}
+
+}  // namespace
+
+std::uint32_t StorageDatapath::Impl::LinkIdOf(int fd) {
+  bpf_link_info info{};
+  std::uint32_t len = sizeof info;
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return 0;
+  return info.id;
+}
+
+void StorageDatapath::Impl::PinAt(int fd, const fs::path& pin) const {
+  const fs::path next = pin.parent_path() / ("next_" + pin.filename().string());
+  ::unlink(next.c_str());
+  if (bpf_obj_pin(fd, next.c_str()) != 0) throw StorageError("pin " + next.string(), errno);
+  if (::rename(next.c_str(), pin.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(next.c_str());
+    throw StorageError(fmt::format("rename {} to {}", next.string(), pin.string()), err);
+  }
+}
+
+UniqueFd StorageDatapath::Impl::NewLink(const Attached& a) const {
+  const int prog_fd = bpf_program__fd(a.prog);
+  if (a.cgroup) return UniqueFd(bpf_link_create(prog_fd, machine_fd.Get(), a.type, nullptr));
+  const std::string_view sec = bpf_program__section_name(a.prog);
+  if (sec.starts_with("tp/")) {
+    // tp/<category>/<event>: a perf tracepoint event; the link keeps the event alive.
+    const fs::path id_file = fs::path("/sys/kernel/tracing/events") / sec.substr(3) / "id";
+    std::ifstream in(id_file);
+    std::uint64_t id = 0;
+    if (!(in >> id)) {
+      errno = ENOENT;
+      return UniqueFd();
+    }
+    perf_event_attr attr{};
+    attr.type = PERF_TYPE_TRACEPOINT;
+    attr.size = sizeof attr;
+    attr.config = id;
+    const UniqueFd event(
+        static_cast<int>(::syscall(__NR_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)));
+    if (!event) return UniqueFd();
+    return UniqueFd(bpf_link_create(prog_fd, event.Get(), BPF_PERF_EVENT, nullptr));
+  }
+  // tp_btf/, lsm/: the attach point is in the program (BTF id).
+  return UniqueFd(bpf_raw_tracepoint_open(nullptr, prog_fd));
+}
+
+bool StorageDatapath::Impl::Attach(bpf_program* prog, bool cgroup, std::string& error) {
+  Attached a;
+  a.prog = prog;
+  a.cgroup = cgroup;
+  a.type = bpf_program__expected_attach_type(prog);
+  a.hook = cgroup ? fmt::format("{} {}", bpf_program__section_name(prog),
+                                options.machine_cgroup.string())
+                  : bpf_program__section_name(prog);
+  UniqueFd old;
+  if (pinning()) {
+    a.pin = options.pin_dir / (std::string("link_") + bpf_program__name(prog));
+    if (::access(a.pin.c_str(), F_OK) == 0) old = UniqueFd(bpf_obj_get(a.pin.c_str()));
+  }
+  if (old && cgroup && bpf_link_update(old.Get(), bpf_program__fd(prog), nullptr) == 0) {
+    a.link = std::move(old);
+  } else {
+    UniqueFd fresh = NewLink(a);
+    if (!fresh) {
+      error = fmt::format("attach {}{}: {}", bpf_program__name(prog),
+                          cgroup ? " to " + options.machine_cgroup.string() : "", ErrnoText(errno));
+      return false;
+    }
+    if (pinning()) PinAt(fresh.Get(), a.pin);
+    a.link = std::move(fresh);
+    // The predecessor's link goes now that ours runs (and is pinned). Releasing a perf link
+    // waits for an RCU grace period (about 40 ms here): in the background, all at once.
+    if (old) retired.push_back(std::move(old));
+  }
+  a.link_id = LinkIdOf(a.link.Get());
+  attached.push_back(std::move(a));
+  return true;
+}
+
+OpenRung StorageDatapath::Impl::AttachOpenRung(PathStatus& open, bool lsm_loaded,
+                                               const fs::path& cgroup2_root) {
+  for (const LadderRung& rung : StorageOpenLadder()) {
+    if (rung.rung == OpenRung::kBpfLsm && !lsm_loaded) continue;  // why: recorded at load
+    if (rung.rung == OpenRung::kBpfLsm) {
+      // Attached LSM programs are never called when "bpf" is not an active LSM.
+      if (const auto inactive = enforcer::BpfLsmInactiveReason()) {
+        open.unavailable.push_back(fmt::format("{}: {}", rung.mechanism, *inactive));
+        continue;
+      }
+    }
+    if (rung.rung == OpenRung::kFanotify && options.force_tracepoint_fallback) {
+      open.unavailable.push_back(std::string(rung.mechanism) +
+                                 ": not tried (tracepoint fallback forced)");
+      continue;
+    }
+    const std::size_t before = attached.size();
+    std::string error;
+    bool ok = true;
+    for (const char* name : rung.programs) {
+      bpf_program* prog = bpf_object__find_program_by_name(skel->obj, name);
+      if (!prog) error = std::string("no program ") + name;
+      if (!prog || !Attach(prog, false, error)) {
+        ok = false;
+        break;
+      }
+    }
+    if (ok && rung.rung == OpenRung::kFanotify) {
+      try {
+        fanotify = std::make_unique<FanotifyGuard>(
+            FanotifyTables{.active = Fd(skel->maps.sg_storage_active),
+                           .cfg = Fd(skel->maps.sg_storage_cfg),
+                           .guests = Fd(skel->maps.sg_storage_guests),
+                           .volumes = Fd(skel->maps.sg_volumes)},
+            cgroup2_root, options.machine_cgroup);
+        // Volumes adopted from a predecessor. One whose path is gone or names another inode
+        // now cannot be marked: the tracepoints underneath still guard it, and status says so.
+        for (const auto& [key, v] : volumes) {
+          try {
+            MarkVolume(v.path, sg_volume_key{key.first, key.second});
+          } catch (const StorageRefused& e) {
+            open.unavailable.push_back(std::string(rung.mechanism) + ": " + e.what() +
+                                       " (guarded by the tracepoints only)");
+          }
+        }
+      } catch (const std::exception& e) {
+        fanotify.reset();
+        error = e.what();
+        ok = false;
+      }
+    }
+    if (ok) {
+      open.mechanism = rung.mechanism;
+      open.guarantee = rung.guarantee;
+      return rung.rung;
+    }
+    DropAttached(before);
+    open.unavailable.push_back(fmt::format("{}: {} ({})", rung.mechanism, error, rung.needs));
+  }
+  throw StorageError("storage-open: no mechanism of the ladder attaches", ENOTSUP);
+}
+
+void StorageDatapath::Impl::DropAttached(std::size_t size) {
+  while (attached.size() > size) {
+    auto& a = attached.back();
+    if (!a.pin.empty()) ::unlink(a.pin.c_str());
+    attached.pop_back();
+  }
+}
+
+void StorageDatapath::Impl::ReleaseStaleLinks() {
+  if (!pinning()) return;
+  std::set<std::string> ours;
+  for (const auto& a : attached) ours.insert(a.pin.filename().string());
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(options.pin_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if ((name.starts_with("link_") && !ours.contains(name)) || name.starts_with("next_"))
+      ::unlink(e.path().c_str());
+  }
+}
+
+ProgramIdentity StorageDatapath::Impl::Identity(const bpf_program* prog) const {
+  bpf_prog_info info{};
+  std::uint32_t len = sizeof info;
+  ProgramIdentity id;
+  if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0) {
+    id.id = info.id;
+    id.tag = base::ToHex(info.tag, sizeof info.tag);
+  }
+  return id;
+}
+
+void StorageDatapath::Impl::Adopt(const sg_storage_state& st) {
+  const std::uint32_t zero = 0;
+  if (bpf_map_lookup_elem(Fd(skel->maps.sg_storage_active), &zero, &active) != 0)
+    throw StorageError("read pinned sg_storage_active", errno);
+  active %= SG_STORAGE_GENERATIONS;
+  sg_storage_config kcfg{};
+  if (bpf_map_lookup_elem(Fd(skel->maps.sg_storage_cfg), &active, &kcfg) != 0)
+    throw StorageError("read pinned sg_storage_cfg", errno);
+  if (kcfg.machine_cgroup_id != status.machine_cgroup_id ||
+      kcfg.guest_level != status.guest_level) {
+    throw ForeignMachineCgroup(
+        fmt::format("pinned storage state in {} is for machine cgroup id {} (level {}), not {} "
+                    "({}): refusing to adopt it",
+                    options.pin_dir.string(), kcfg.machine_cgroup_id, kcfg.guest_level,
+                    status.machine_cgroup_id, options.machine_cgroup.string()),
+        kcfg.machine_cgroup_id, kcfg.guest_level);
+  }
+  cfg = kcfg;
+  next_guest_id = std::max<std::uint32_t>(st.next_guest_id, 1);
+  for (std::uint32_t i = 0; i < SG_MAX_DATASETS; ++i) {
+    adopted_dataset_ids.emplace_back(st.dataset_ids[i],
+                                     strnlen(st.dataset_ids[i], SG_STORAGE_DATASET_ID_LEN));
+  }
+  ForEach<std::uint32_t, sg_storage_guest_meta>(
+      Fd(skel->maps.sg_storage_guest_meta),
+      [&](const std::uint32_t& id, const sg_storage_guest_meta& meta) {
+        Guest g;
+        g.id = id;
+        g.cgroup_id = meta.cgroup_id;
+        g.cgroup_name.assign(meta.cgroup_name, strnlen(meta.cgroup_name, sizeof meta.cgroup_name));
+        g.storage.name.assign(meta.name, strnlen(meta.name, sizeof meta.name));
+        g.storage.datasets = meta.datasets;
+        guest_names[id] = g.storage.name;
+        next_guest_id = std::max(next_guest_id, id + 1);
+        guests[g.storage.name] = std::move(g);
+      });
+  ForEach<sg_volume_key, sg_storage_volume_meta>(
+      Fd(skel->maps.sg_storage_volume_meta),
+      [&](const sg_volume_key& k, const sg_storage_volume_meta& meta) {
+        volumes[{k.dev, k.ino}] =
+            Volume{std::string(meta.path, strnlen(meta.path, sizeof meta.path)), meta.dataset};
+      });
+  // What the predecessor wrote is now what this object expects; its digests say whether the
+  // tables were changed while no daemon held them.
+  expected = ReadTables(active, 0);
+  for (int t = 0; t < kTablesDigested; ++t) {
+    digests[t] = TableDigest(expected, t);
+    if (st.policy_applied && std::memcmp(digests[t].data(), st.table_digest[t], 32) != 0) {
+      adoption_findings.push_back(
+          {"adopted-state-altered", kTableNames[t],
+           fmt::format("{} changed while no daemon held it (sha256 {}..., written {}...): "
+                       "apply the policy again",
+                       kTableNames[t], base::ToHex(digests[t].data(), 8),
+                       base::ToHex(st.table_digest[t], 8))});
+    }
+  }
+  status.adopted = true;
+}
+
+std::vector<StorageDatapath::ProtectedVolume> StorageDatapath::Impl::PinnedVolumes(
+    const sg_storage_state& st) const {
+  std::vector<ProtectedVolume> out;
+  ForEach<sg_volume_key, sg_storage_volume_meta>(
+      Fd(skel->maps.sg_storage_volume_meta),
+      [&](const sg_volume_key&, const sg_storage_volume_meta& meta) {
+        if (meta.dataset >= SG_MAX_DATASETS) return;
+        std::string id(st.dataset_ids[meta.dataset],
+                       strnlen(st.dataset_ids[meta.dataset], SG_STORAGE_DATASET_ID_LEN));
+        if (id.empty()) return;
+        out.push_back({.path = std::string(meta.path, strnlen(meta.path, sizeof meta.path)),
+                       .dataset = std::move(id),
+                       .readonly = (meta.flags & SG_VOLUME_READ_ONLY) != 0});
+      });
+  return out;
+}
+
+void StorageDatapath::Impl::ReleasePins() {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(options.pin_dir, ec)) {
+    if (::unlink(e.path().c_str()) != 0) throw StorageError("unpin " + e.path().string(), errno);
+  }
+  if (ec) throw StorageError("list " + options.pin_dir.string(), ec.value());
+}
+
+// The open and I/O paths beyond open{,at,at2} and p{read,write}* (bpf/storage/README.md, "Every
+// way to open and to move bytes"): attached with either mechanism (they count; without BPF LSM
+// they also judge and kill). A program that does not attach is named in the path's `unavailable`
+// and left out of its mechanism.
+template <class Impl>  // StorageDatapath::Impl (private)
+static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& quota, PathStatus& io) {
+  std::string error;
+  const auto attach = [&](std::initializer_list<bpf_program*> progs, PathStatus& status) {
+    for (bpf_program* p : progs) {
+      if (!m.Attach(p, false, error)) {
+        status.unavailable.push_back(error);
+        return false;
+      }
+    }
+    return true;
+  };
+  auto& progs = m.skel->progs;
+  std::string ios;
+  if (attach(
+          {progs.sg_enter_read, progs.sg_exit_read, progs.sg_enter_write, progs.sg_exit_write,
+           progs.sg_enter_readv, progs.sg_exit_readv, progs.sg_enter_writev, progs.sg_exit_writev},
+          io))
+    ios += ",{read,write}{,v}";
+  if (attach({progs.sg_enter_sendfile, progs.sg_exit_sendfile}, io)) ios += ",sendfile64";
+  if (attach({progs.sg_enter_splice, progs.sg_exit_splice}, io)) ios += ",splice";
+  if (attach({progs.sg_enter_copy_file_range, progs.sg_exit_copy_file_range}, io))
+    ios += ",copy_file_range";
+  if (attach({progs.sg_enter_io_submit}, io)) ios += ",io_submit";
+  // io_uring's completions count I/O and (without BPF LSM) judge its opens and I/O.
+  std::string uring, guards;  // guards: judged, never counted
+  switch (IoUringTracepointsOfThisKernel()) {
+    case IoUringTracepoints::kCqe:
+      if (attach({progs.sg_io_uring_complete}, io)) {
+        uring = "+tp_btf:io_uring_complete";
+        if (!lsm && attach({progs.sg_io_uring_submit}, quota)) uring += ",submit_req";
+      }
+      break;
+    case IoUringTracepoints::kArgs:
+      if (attach({progs.sg_io_uring_complete_args}, io)) {
+        uring = "+tp_btf:io_uring_complete";
+        if (!lsm && attach({progs.sg_io_uring_submit_sqe}, quota)) uring += ",submit_sqe";
+      }
+      break;
+    case IoUringTracepoints::kNone:
+      io.unavailable.push_back(
+          "tp_btf:io_uring_complete: this kernel's io_uring tracepoints have neither known "
+          "signature: io_uring opens and I/O are not seen");
+      break;
+  }
+  if (!lsm) {
+    if (attach({progs.sg_enter_mmap}, quota)) guards += ",mmap";
+    if (attach({progs.sg_enter_ftruncate, progs.sg_enter_fallocate}, quota))
+      guards += ",ftruncate,fallocate";
+  }
+  if (io.guarantee == Guarantee::kCounts) {
+    io.mechanism = "tracepoint:sys_{enter,exit}_p{read,write}{64,v,v2}" + ios + uring;
+    if (!lsm && quota.guarantee == Guarantee::kDetectsAndKills)
+      quota.mechanism =
+          "tracepoint:sys_enter_p{read,write}{64,v,v2}" + ios + guards + uring + "+SIGKILL";
+  }
+}
+
+StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.options = std::move(options);
+  enforcer::EnsureTracefs();
+  const auto root = enforcer::FindCgroup2Mount();
+  if (!root) throw StorageError("no cgroup2 mount in /proc/self/mountinfo", ENOENT);
+  if (m.options.machine_cgroup.empty()) {
+    LayoutDetection detected = DetectCgroupLayout("/");
+    if (m.options.layout && *m.options.layout != detected.layout) {
+      detected = {*m.options.layout,
+                  "given by the options (detection said: " + detected.reason + ")"};
+    }
+    m.status.layout = detected.layout;
+    m.status.layout_reason = std::move(detected.reason);
+    m.options.machine_cgroup = DefaultMachineCgroup(m.status.layout, *root);
+    if (m.status.layout == CgroupLayout::kSystemd) {
+      EnsureSystemdSlice(m.options.machine_cgroup);
+    } else {
+      fs::create_directories(m.options.machine_cgroup);
+    }
+  } else {
+    const bool slice = m.options.machine_cgroup.filename().string().ends_with(".slice");
+    m.status.layout =
+        m.options.layout.value_or(slice ? CgroupLayout::kSystemd : CgroupLayout::kCgroupfs);
+    m.status.layout_reason =
+        m.options.layout
+            ? "given by the options"
+            : fmt::format("machine cgroup {} given: its name {} in .slice",
+                          m.options.machine_cgroup.string(), slice ? "ends" : "does not end");
+    fs::create_directories(m.options.machine_cgroup);
+  }
+  m.machine_fd =
+      UniqueFd(::open(m.options.machine_cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!m.machine_fd) throw StorageError("open " + m.options.machine_cgroup.string(), errno);
+  m.status.machine_cgroup = m.options.machine_cgroup;
+  m.status.machine_cgroup_id = CgroupId(m.options.machine_cgroup);
+  m.status.guest_level = static_cast<std::uint32_t>(PathDepth(*root, m.options.machine_cgroup)) + 1;
+  if (m.pinning()) {
+    std::error_code ec;
+    fs::create_directories(m.options.pin_dir, ec);
+    if (ec) throw StorageError("create pin directory " + m.options.pin_dir.string(), ec.value());
+    if (!enforcer::IsMounted(m.options.pin_dir, "bpf")) {
+      // A sub-directory of a bpffs mount is fine too: it is bpffs when its parent mount is.
+      struct statfs sfs {};
+      constexpr long kBpfMagic = 0xcafe4a11;
+      if (::statfs(m.options.pin_dir.c_str(), &sfs) != 0 || sfs.f_type != kBpfMagic) {
+        throw StorageError("pin directory " + m.options.pin_dir.string() + " is not on bpffs",
+                           EINVAL);
+      }
+    }
+  }
+
+  // Load: with the LSM programs first (unless told not to); a kernel without BPF LSM may refuse
+  // the program type, then the object is loaded again without them.
+  PathStatus open{.path = "storage-open"}, quota{.path = "storage-io-quota"},
+      io{.path = "storage-io-accounting", .mechanism = "none"},
+      dev{.path = "storage-block-devices"}, net{.path = "storage-network", .mechanism = "none"};
+  const bool try_lsm = !m.options.force_tracepoint_fallback;
+  if (!try_lsm) {
+    open.unavailable.push_back("bpf-lsm:file_open: not tried (tracepoint fallback forced)");
+  }
+  const PathStatus open_before_load = open;
+  bool with_lsm = try_lsm;
+  sg_storage_state state{};
+  // A second round only after a stale state was released (see StorageOptions::on_stale_state).
+  for (bool released = false;;) {
+    for (;;) {
+      const bool btrfs_subvolumes = KernelDescribesBtrfsInodes();
+      m.skel = OpenSkeleton(m.options.program_object);
+      bpf_program* prog = nullptr;
+      bpf_object__for_each_program(prog, m.skel->obj) {
+        if (IsLsmProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
+        if (const auto loads = IoUringProgramLoads(prog)) bpf_program__set_autoload(prog, *loads);
+      }
+      if (m.pinning()) {
+        bpf_map* map = nullptr;
+        bpf_object__for_each_map(map, m.skel->obj) {
+          // .rodata (constants of this very object) belongs to the object, not to the state.
+          if (bpf_map__is_internal(map)) continue;
+          const fs::path path = m.options.pin_dir / bpf_map__name(map);
+          if (int err = bpf_map__set_pin_path(map, path.c_str()); err)
+            throw StorageError("pin path " + path.string(), err);
+        }
+      }
+      int err = 0;
+      if (with_lsm) {
+        QuietLibbpf quiet;
+        err = storage_guard__load(m.skel.get());
+      } else {
+        err = storage_guard__load(m.skel.get());
+      }
+      if (err == 0) {
+        // The btrfs module came in during the load: which rule the programs took is unknown.
+        if (KernelDescribesBtrfsInodes() != btrfs_subvolumes) continue;
+        m.status.btrfs_subvolumes = btrfs_subvolumes;
+        break;
+      }
+      if (!with_lsm) {
+        throw StorageError(m.pinning() ? "load storage_guard (verifier, or pinned maps in " +
+                                             m.options.pin_dir.string() + " of another layout)"
+                                       : std::string("load storage_guard"),
+                           err);
+      }
+      open.unavailable.push_back("bpf-lsm:file_open: load: " + ErrnoText(err));
+      with_lsm = false;
+    }
+
+    const std::uint32_t zero = 0;
+    if (bpf_map_lookup_elem(m.Fd(m.skel->maps.sg_storage_state), &zero, &state) != 0)
+      throw StorageError("read sg_storage_state", errno);
+    if (state.abi_version != 0 && state.abi_version != SG_STORAGE_ABI_VERSION) {
+      throw StorageError(
+          fmt::format("pinned storage state in {} has storage ABI version {}, this "
+                      "daemon {}: refusing to adopt it",
+                      m.options.pin_dir.string(), state.abi_version, SG_STORAGE_ABI_VERSION),
+          EPROTO);
+    }
+    if (state.abi_version == 0) break;
+    try {
+      m.Adopt(state);  // keeps the predecessor's configuration until our programs run
+      break;
+    } catch (const ForeignMachineCgroup& e) {
+      if (released || !m.options.on_stale_state) throw;
+      if (e.old_guest_level == 0 || CgroupExists(*root, e.old_id, e.old_guest_level - 1)) {
+        throw StorageError(
+            std::string(e.what()) + fmt::format(" (cgroup id {} still exists and may hold guests: "
+                                                "stop them, then sovguardd "
+                                                "--release-enforcement --force)",
+                                                e.old_id),
+            EPROTO);
+      }
+      const std::string detail = fmt::format(
+          "{}: cgroup id {} no longer exists, so nothing runs under that state; released, starting "
+          "over on {}",
+          e.what(), e.old_id, m.options.machine_cgroup.string());
+      m.released_volumes = m.PinnedVolumes(state);
+      m.options.on_stale_state(detail);  // measured before anything is released
+      m.skel.reset();
+      m.ReleasePins();
+      m.active = 0;
+      state = {};
+      open = open_before_load;
+      with_lsm = try_lsm;
+      released = true;
+    }
+  }
+  if (state.abi_version == 0) {
+    m.cfg.machine_cgroup_id = m.status.machine_cgroup_id;
+    m.cfg.guest_level = m.status.guest_level;
+  }
+  m.cfg.events_per_sec = m.options.events_per_sec;
+  m.cfg.event_burst = m.options.event_burst;
+  if (state.abi_version == 0) {
+    m.WriteConfig();
+    for (int t = 0; t < kTablesDigested; ++t) m.digests[t] = TableDigest(m.expected, t);
+    m.WriteState();
+  }
+
+  std::string error;
+  const bool lsm = m.AttachOpenRung(open, with_lsm, *root) == OpenRung::kBpfLsm;
+  if (lsm) {
+    quota.mechanism = "bpf-lsm:file_permission";
+    quota.guarantee = Guarantee::kPrevents;
+  } else {
+    quota.mechanism = "tracepoint:sys_enter_p{read,write}{64,v,v2}+SIGKILL";
+    quota.guarantee = Guarantee::kDetectsAndKills;
+    // Refusing the I/O at file_permission is this path's strongest mechanism: without it the
+    // path is downgraded, for the reason the open path's LSM attempt gave.
+    std::string why = "the BPF LSM is not in use";
+    for (const auto& u : open.unavailable)
+      if (u.starts_with("bpf-lsm:") && u.find(": ") != std::string::npos)
+        why = u.substr(u.find(": ") + 2);
+    quota.unavailable.insert(quota.unavailable.begin(), "bpf-lsm:file_permission: " + why);
+  }
+  {
+    bool ok = true;
+    for (bpf_program* p : {m.skel->progs.sg_enter_pread64, m.skel->progs.sg_exit_pread64,
+                           m.skel->progs.sg_enter_pwrite64, m.skel->progs.sg_exit_pwrite64,
+                           m.skel->progs.sg_enter_preadv, m.skel->progs.sg_exit_preadv,
+                           m.skel->progs.sg_enter_pwritev, m.skel->progs.sg_exit_pwritev,
+                           m.skel->progs.sg_enter_preadv2, m.skel->progs.sg_exit_preadv2,
+                           m.skel->progs.sg_enter_pwritev2, m.skel->progs.sg_exit_pwritev2}) {
+      if (!m.Attach(p, false, error)) {
+        io.unavailable.push_back(error);
+        ok = false;
+      }
+    }
+    if (ok) {
+      io.mechanism = "tracepoint:sys_{enter,exit}_p{read,write}{64,v,v2}";
+      io.guarantee = Guarantee::kCounts;
+    }
+    if (!ok && !lsm) {
+      quota.mechanism = "none";
+      quota.guarantee = Guarantee::kNone;
+    }
+  }
+  AttachOtherIoPaths(m, lsm, quota, io);
+  if (m.Attach(m.skel->progs.sg_cgroup_mkdir, false, error) &&
+      m.Attach(m.skel->progs.sg_cgroup_rmdir, false, error)) {
+    m.status.guest_discovery = "tp_btf:cgroup_mkdir";
+  } else {
+    m.status.guest_discovery = "registration-by-id-only (" + error + ")";
+  }
+  // cgroup programs: once, on the machine cgroup, as links (BPF_F_ALLOW_MULTI semantics): the
+  // programs libvirt attaches to each guest cgroup run as well, and all must allow.
+  if (!m.Attach(m.skel->progs.sg_cgroup_dev, true, error)) throw StorageError(error, errno);
+  dev.mechanism = "cgroup/dev";
+  dev.guarantee = Guarantee::kPrevents;
+  if (m.options.network) {
+    if (!m.Attach(m.skel->progs.sg_connect4, true, error) ||
+        !m.Attach(m.skel->progs.sg_connect6, true, error)) {
+      throw StorageError(error, errno);
+    }
+    net.mechanism = "cgroup/connect4+connect6";
+    net.guarantee = Guarantee::kPrevents;
+  } else {
+    net.unavailable.push_back("cgroup/connect4+connect6: disabled by options");
+  }
+  m.status.paths = {open, quota, io, dev, net};
+  // Our programs run now: the configuration says which mechanism guards opens and I/O, and the
+  // predecessor's links of programs we do not attach go.
+  if (lsm)
+    m.cfg.flags |= SG_STORAGE_CFG_LSM;
+  else
+    m.cfg.flags &= ~SG_STORAGE_CFG_LSM;
+  m.WriteConfig();
+  m.WriteState();
+  m.ReleaseStaleLinks();
+  m.ReleaseRetired();
+
+  m.ring.reset(ring_buffer__new(m.Fd(m.skel->maps.sg_storage_events), &Impl::OnEvent, &m, nullptr));
+  if (!m.ring) throw StorageError("ring_buffer__new sg_storage_events", errno);
+}
+
+std::vector<AttachedProgram> StorageDatapath::Programs() const {
+  const Impl& m = *impl_;
+  std::vector<AttachedProgram> out;
+  for (const auto& a : m.attached) {
+    const auto id = m.Identity(a.prog);
+    out.push_back(AttachedProgram{.name = bpf_program__name(a.prog),
+                                  .hook = a.hook,
+                                  .prog_id = id.id,
+                                  .tag = id.tag,
+                                  .link_id = a.link_id,
+                                  .pin = a.pin});
+  }
+  return out;
+}
+
+void StorageDatapath::Detach() {
+  Impl& m = *impl_;
+  for (auto& a : m.attached) {
+    if (!a.pin.empty()) ::unlink(a.pin.c_str());
+    // Detach explicitly: another process holding the link must not keep it enforcing.
+    if (a.cgroup) bpf_link_detach(a.link.Get());
+  }
+  m.fanotify.reset();
+  m.attached.clear();
+  if (m.pinning()) {
+    bpf_map* map = nullptr;
+    bpf_object__for_each_map(map, m.skel->obj) {
+      if (const char* path = bpf_map__pin_path(map)) ::unlink(path);
+    }
+    m.ReleaseStaleLinks();
+    ::rmdir(m.options.pin_dir.c_str());
+  }
+  m.detached = true;
+}
+
+}  // namespace sovguard::storage
