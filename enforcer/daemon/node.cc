@@ -1023,10 +1023,10 @@ void Node::CheckTamperLocked() {
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
-void Node::RefreshStorageAliases(std::string_view why) {
+void Node::RefreshStorageAliases(std::string_view why, bool overlay_only) {
   std::vector<std::string> found;
   try {
-    found = storage_->RefreshAliases();
+    found = storage_->RefreshAliases(overlay_only);
   } catch (const std::exception& e) {
     metrics_->Inc(metrics::kErrors, {"storage_aliases"});
     log::Error("storage path: aliases ({}): {}", why, e.what());
@@ -1291,6 +1291,9 @@ void Node::PumpEvents() {
   }
   if (storage_ && block_uevents_ && block_uevents_->Changed())
     RefreshStorageAliases("block device uevent");
+  // A protected overlayfs file copied up since the last round (its holder wrote to it) has its
+  // bytes in a new upper-layer file: an alias from this round on (at most one tick later).
+  if (storage_) RefreshStorageAliases("overlayfs copy-up", /*overlay_only=*/true);
   if (storage_) {
     storage_->PollEvents(
         [](const storage::StorageEvent& ev) {

@@ -188,7 +188,7 @@ class Node {
   void CheckTamper();
   // Protects aliases of protected volumes that appeared since (see StorageDatapath::
   // RefreshAliases), logging each; `why` names the occasion. Caller holds mu_.
-  void RefreshStorageAliases(std::string_view why);
+  void RefreshStorageAliases(std::string_view why, bool overlay_only = false);
 
  private:
   void CheckTamperLocked();  // CheckTamper with mu_ held

@@ -14,6 +14,7 @@
 #include "base/errno_text.h"
 #include "base/hex.h"
 #include "enforcer/storage/storage_datapath_impl.h"
+#include "enforcer/storage/volume_identity.h"
 #include "enforcer/system/lsm.h"
 #include "enforcer/system/mounts.h"
 
@@ -329,8 +330,9 @@ void StorageDatapath::Impl::Adopt(const sg_storage_state& st) {
   ForEach<sg_volume_key, sg_storage_volume_meta>(
       Fd(skel->maps.sg_storage_volume_meta),
       [&](const sg_volume_key& k, const sg_storage_volume_meta& meta) {
+        const std::string path(meta.path, strnlen(meta.path, sizeof meta.path));
         volumes[{k.dev, k.ino}] =
-            Volume{std::string(meta.path, strnlen(meta.path, sizeof meta.path)), meta.dataset};
+            Volume{path, meta.dataset, k.dev != 0 && k.dev != kCharDevice && OnOverlay(path)};
       });
   // What the predecessor wrote is now what this object expects; its digests say whether the
   // tables were changed while no daemon held them.

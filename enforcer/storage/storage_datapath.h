@@ -312,7 +312,10 @@ class StorageDatapath {
   // loop or device-mapper device created over it, a partition table read again): each gets its
   // volume's dataset and flags. Returns one line per new alias, and per alias that another
   // dataset already holds (left as it is, and named: two datasets' bytes overlap).
-  std::vector<std::string> RefreshAliases();
+  // `overlay_only`: only files on overlayfs are asked again (a copy-up gives one a new upper-layer
+  // file): cheap enough for every daemon round (a statx and /proc/self/mountinfo per such file,
+  // no sysfs scan). Otherwise every volume, with one scan of /sys/block for all of them.
+  std::vector<std::string> RefreshAliases(bool overlay_only = false);
 
   // The protected volumes this object holds (adopted or protected since), e.g. to protect them
   // again on a new datapath. Volumes of a dataset index the applied policy does not name are

@@ -184,6 +184,7 @@ struct StorageDatapath::Impl {
   struct Volume {
     std::string path;
     std::uint32_t dataset = 0;
+    bool overlay = false;  // a file on overlayfs (OnOverlay when it was protected or adopted)
   };
   // One program's attachment. The link is ours (and pinned at `pin` with a pin_dir).
   struct Attached {

@@ -134,7 +134,8 @@ void StorageDatapath::Impl::InsertVolume(const sg_volume_key& key, const std::st
   CopyName(meta.path, path);
   Update(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
   Update(Fd(skel->maps.sg_volumes), &key, &v, "sg_volumes");
-  volumes[{key.dev, key.ino}] = Volume{path, v.dataset};
+  volumes[{key.dev, key.ino}] =
+      Volume{path, v.dataset, key.dev != 0 && key.dev != kCharDevice && OnOverlay(path)};
   expected.volumes[{key.dev, key.ino}] = v;
 }
 
@@ -283,19 +284,25 @@ void StorageDatapath::ProtectVolume(const fs::path& source, const std::string& d
   impl_->Protect(source, dataset, readonly, "volume");
 }
 
-std::vector<std::string> StorageDatapath::RefreshAliases() {
+std::vector<std::string> StorageDatapath::RefreshAliases(bool overlay_only) {
   Impl& m = *impl_;
   std::vector<std::string> found;
   // Every protected identity with a path (volumes and their aliases: the same bytes) is asked
   // again; an alias without a node ("blk M:m") or a character device has none to stat.
-  std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, Impl::Volume>> known(
-      m.volumes.begin(), m.volumes.end());
+  std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, Impl::Volume>> known;
+  for (const auto& e : m.volumes)
+    if (!overlay_only || e.second.overlay) known.push_back(e);
+  if (known.empty()) return found;
+  // Loop devices over a file: one scan for all volumes (an overlay file's new upper-layer file
+  // has none yet: a loop device made over it later raises a uevent, and a whole refresh).
+  const auto loops =
+      overlay_only ? std::vector<LoopDevice>{} : LoopDevices("/sys", m.status.btrfs_subvolumes);
   bool changed = false;
   for (const auto& [key, vol] : known) {
     if (!vol.path.starts_with("/") || key.first == kCharDevice) continue;
     std::vector<VolumeAlias> aliases;
     try {
-      aliases = VolumeAliases(vol.path, "/sys", m.status.btrfs_subvolumes);
+      aliases = VolumeAliases(vol.path, "/sys", m.status.btrfs_subvolumes, &loops);
     } catch (const std::exception&) {
       continue;  // gone, or no longer a file or block device: nothing new to reach it by
     }

@@ -247,8 +247,35 @@ VolumeId KernelVolumeId(const fs::path& path, bool btrfs_subvolumes) {
   return VolumeId{.dev = dev, .ino = s.stx.stx_ino};
 }
 
+std::vector<LoopDevice> LoopDevices(const fs::path& sys, bool btrfs_subvolumes) {
+  std::vector<LoopDevice> loops;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(sys / "block", ec)) {
+    const fs::path backing = e.path() / "loop/backing_file";
+    if (!fs::exists(backing, ec)) continue;
+    const auto kdev = SysDev(e.path());
+    if (!kdev) continue;
+    try {
+      loops.push_back({*kdev, KernelVolumeId(ReadLine(backing), btrfs_subvolumes)});
+    } catch (const std::exception&) {
+      // Backing file deleted or unreachable from here: its bytes are no protected file's path.
+    }
+  }
+  return loops;
+}
+
+bool OnOverlay(const fs::path& path) {
+  struct statx stx {};
+  if (::statx(AT_FDCWD, path.c_str(), 0, STATX_TYPE | STATX_MNT_ID, &stx) != 0 ||
+      !S_ISREG(stx.stx_mode) || !(stx.stx_mask & STATX_MNT_ID))
+    return false;
+  const auto m = FindMount(stx.stx_mnt_id);
+  return m && m->fstype == "overlay";
+}
+
 std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys,
-                                       bool btrfs_subvolumes) {
+                                       bool btrfs_subvolumes,
+                                       const std::vector<LoopDevice>* loops_read) {
   const auto KernelVolumeId = [btrfs_subvolumes](const fs::path& p) {
     return storage::KernelVolumeId(p, btrfs_subvolumes);
   };
@@ -286,19 +313,10 @@ std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys
   }
 
   // Loop devices and the (kernel id of the) file each is backed by.
-  std::vector<std::pair<std::uint64_t, VolumeId>> loops;
+  std::vector<LoopDevice> loops_here;
+  if (!loops_read) loops_here = LoopDevices(sys, btrfs_subvolumes);
+  const std::vector<LoopDevice>& loops = loops_read ? *loops_read : loops_here;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(sys / "block", ec)) {
-    const fs::path backing = e.path() / "loop/backing_file";
-    if (!fs::exists(backing, ec)) continue;
-    const auto kdev = SysDev(e.path());
-    if (!kdev) continue;
-    try {
-      loops.emplace_back(*kdev, KernelVolumeId(ReadLine(backing)));
-    } catch (const std::exception&) {
-      // Backing file deleted or unreachable from here: its bytes are no protected file's path.
-    }
-  }
 
   // Downward: partitions, slaves, a loop device's backing file.
   while (!down.empty() && out.size() < kMaxAliases) {
@@ -339,8 +357,8 @@ std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys
     const Node n = all[i];
     std::vector<std::pair<std::uint64_t, std::string>> up;  // (kdev, why)
     if (n.id.dev != 0) {
-      for (const auto& [kdev, backing] : loops)
-        if (backing == n.id) up.emplace_back(kdev, "loop device over " + n.name);
+      for (const auto& l : loops)
+        if (l.backing == n.id) up.emplace_back(l.kdev, "loop device over " + n.name);
     } else {
       const fs::path dir = SysBlockDir(sys, n.id.ino);
       for (const auto& e : fs::directory_iterator(dir / "holders", ec))

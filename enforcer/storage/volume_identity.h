@@ -56,9 +56,22 @@ struct VolumeAlias {
 //                    namespace its generic device and its controller's (/dev/ngXnY, /dev/nvmeX:
 //                    NVMe pass-through commands read and write the namespace past it)
 //   regular file     loop devices backed by it, and their partitions and holders
-// From sysfs (`sys`, "/sys" on the host). Bounded: at most 256 aliases.
+// From sysfs (`sys`, "/sys" on the host). Bounded: at most 256 aliases. `loops`: the loop
+// devices as LoopDevices(sys, btrfs_subvolumes) read them (one scan for many volumes); null: read
+// here.
+struct LoopDevice {
+  std::uint64_t kdev = 0;  // kernel encoding
+  VolumeId backing;        // the file it is backed by
+};
+std::vector<LoopDevice> LoopDevices(const std::filesystem::path& sys = "/sys",
+                                    bool btrfs_subvolumes = true);
 std::vector<VolumeAlias> VolumeAliases(const std::filesystem::path& path,
                                        const std::filesystem::path& sys = "/sys",
-                                       bool btrfs_subvolumes = true);
+                                       bool btrfs_subvolumes = true,
+                                       const std::vector<LoopDevice>* loops = nullptr);
+
+// Whether `path` is a regular file on overlayfs: its layer file changes when it is copied up (a
+// write open, chmod, touch), so its aliases must be asked again. False when it cannot be stat'ed.
+bool OnOverlay(const std::filesystem::path& path);
 
 }  // namespace sovguard::storage

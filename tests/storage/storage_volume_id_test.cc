@@ -213,6 +213,52 @@ TEST_F(VolumeIdTest, ImageInAnOverlayLowerLayerIsGuardedThroughTheOverlayAndTheL
   ExpectAllowedAndCounted(alpha, "alpha", image);
 }
 
+// The same image copied up after its protection: the holder's write open through the overlay puts
+// its bytes in a new upper-layer file, an identity nothing protected yet. The daemon asks every
+// round (RefreshAliases(overlay_only)); from then on a guest without the dataset is stopped on the
+// upper file and through the overlay, and the holder reads on, counted.
+TEST_F(VolumeIdTest, OverlayFileCopiedUpAfterProtectionIsGuardedInItsUpperLayer) {
+  const fs::path lower = tmp_.path() / "lower", upper_fs = tmp_.path() / "upperfs",
+                 merged = tmp_.path() / "merged";
+  for (const auto& d : {lower, upper_fs, merged}) fs::create_directories(d);
+  Mount tmpfs(upper_fs);
+  ASSERT_TRUE(tmpfs.Do("mount -t tmpfs sgt-upper " + upper_fs.string()));
+  fs::create_directories(upper_fs / "upper");
+  fs::create_directories(upper_fs / "work");
+  WriteFile(lower / "health.img", 1 << 20);
+  Mount overlay(merged);
+  ASSERT_TRUE(overlay.Do("mount -t overlay sgt-overlay -o lowerdir=" + lower.string() +
+                         ",upperdir=" + (upper_fs / "upper").string() + ",workdir=" +
+                         (upper_fs / "work").string() + ",xino=off " + merged.string()));
+  const fs::path image = merged / "health.img", upper = upper_fs / "upper/health.img";
+
+  const auto alpha = StartGuest("alpha", 1ULL << kHealth, {{.source = image, .dataset = "health"}});
+  const auto bravo = StartGuest("bravo", 1ULL << kOther);
+  ASSERT_FALSE(fs::exists(upper));
+  const auto wrote = RunInCgroup(alpha, [&] {
+    const int fd = ::open(image.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return errno == EPERM ? kEperm : kOtherError;
+    const std::vector<char> page(4096, 'w');
+    const bool ok = ::pwrite(fd, page.data(), page.size(), 0) == 4096;
+    ::close(fd);
+    return ok ? kOk : kShortRead;
+  });
+  ASSERT_TRUE(wrote.exited && wrote.exit_code == kOk)
+      << "exit code " << wrote.exit_code << ", signal " << wrote.signal;
+  ASSERT_TRUE(fs::exists(upper)) << "no copy-up";
+  // Before anything looked again, the upper file is a way to the image's bytes.
+  EXPECT_EQ(RunInCgroup(bravo, [&] { return OpenRead(upper, 4096); }).exit_code, kOk);
+
+  const auto found = sp_->RefreshAliases(/*overlay_only=*/true);
+  ASSERT_EQ(found.size(), 1u) << ::testing::PrintToString(found);
+  EXPECT_NE(found[0].find(upper.string()), std::string::npos) << found[0];
+  ExpectFileOpenStopped(bravo, upper);
+  ExpectFileOpenStopped(bravo, image);
+  ExpectAllowedAndCounted(alpha, "alpha", image);
+  EXPECT_TRUE(sp_->RefreshAliases(/*overlay_only=*/true).empty()) << "a second look finds nothing";
+  EXPECT_TRUE(sp_->RefreshAliases().empty()) << "nor a whole one";
+}
+
 TEST_F(VolumeIdTest, PartitionOfAProtectedDeviceIsRefusedAndTheWholeDiskOfAProtectedPartition) {
   const fs::path a = tmp_.path() / "disk-a.img", b = tmp_.path() / "disk-b.img";
   for (const auto& f : {a, b}) WriteFile(f, 8 << 20);
