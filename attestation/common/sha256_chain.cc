@@ -285,9 +285,7 @@ __attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline ChainResult Ch
   // their latency; lane 2 opens whenever the contents fall behind the chain (their next item
   // is at most one past the chain's), and hashes only beside the chain's padding blocks:
   // those need no message schedule, so the SHA unit has room for a third block there, while
-  // beside the chain's first block a third lane delays the chain (measured: 0.764 ms for the
-  // bench's 10,000 records; 0.775 ms with lane 2 beside every block; 0.81 ms with lane 1
-  // alone; the chain itself 0.743 ms).
+  // beside the chain's first block a third lane delays the chain (bench/attestation/README.md).
   // The next item's message is laid out (Start) before a lane takes it: its stores then reach
   // the cache before the lane loads them, instead of stalling the loads (byte stores do not
   // forward to 16-byte loads).
@@ -400,9 +398,8 @@ __attribute__((target("sha,sse4.1,ssse3"))) ChainResult ChainShaNi(Items& items,
 
 // The same code with AVX-512VL enabled: three-operand (VEX/EVEX) forms of the non-SHA
 // instructions and xmm16-31 for the values that are not SHA-instruction operands (message words,
-// constants, PCR words, saved states): fewer register copies and spills beside the rounds
-// (Zen 4: ~9% fewer instructions, ~17% fewer stack accesses; 0.81 instead of 0.89-0.90 ms for
-// the bench's 10,000 records). Only 128-bit instructions: no AVX-512 frequency licence on Intel.
+// constants, PCR words, saved states): fewer register copies and spills beside the rounds.
+// Only 128-bit instructions: no AVX-512 frequency licence on Intel.
 __attribute__((target("sha,sse4.1,ssse3,avx,avx2,avx512f,avx512vl"))) ChainResult ChainShaNiVl(
     Items& items, const Sha256Digest& initial) {
   return ChainShaNiLoop(items, initial);

@@ -7,13 +7,10 @@
 // the last) and sets the floor; the contents are hashed beside it in one lane, and in a second
 // lane beside the chain's padding blocks whenever they fall behind (sha256_chain.cc says why).
 // With AVX-512VL the same loop is compiled a second time: xmm16-31 and three-operand forms for
-// everything but the SHA instructions' operands (fewer spills and copies). Measured on Zen 4 for
-// 10,000 records (bench_verify): chain and contents (42,500 blocks) 0.764 ms, the chain alone
-// beside one block per record 0.743 ms; 0.81 ms with one content lane; 0.89 ms without
-// AVX-512VL. Hashing the contents on AVX-512 instead (16 per register, one per 32-bit lane; or
-// only their message schedules) was measured slower: those instructions compete with the chain's
-// for the vector pipes. Elsewhere, or when disabled, it is a plain loop over OpenSSL (EVP_MD
-// fetched once). Every path is checked against OpenSSL by tests/attestation/sha256_chain_test.cc.
+// everything but the SHA instructions' operands (fewer spills and copies). The figures behind
+// these choices are in bench/attestation/README.md. Elsewhere, or when disabled (also by the
+// verifier's SetFastPaths(false)), it is a plain loop over OpenSSL (EVP_MD fetched once). Every
+// path is checked against OpenSSL by tests/attestation/sha256_chain_test.cc.
 #pragma once
 
 #include <cstddef>
@@ -38,9 +35,9 @@ struct ChainResult {
 ChainResult ExtendChainCheckingContents(std::span<const ChainItem> items,
                                         const Sha256Digest& initial = {});
 
-// One extend, SHA-256(pcr || digest), with the SHA extensions when the CPU has them (two blocks,
-// ~40 ns; OpenSSL's EVP path costs ~125 ns): ExtendSha256 (bytes.h) uses it, so the UEFI and
-// IMA replays get it too. Checked against OpenSSL by the tests.
+// One extend, SHA-256(pcr || digest), with the SHA extensions when the CPU has them (OpenSSL's
+// EVP path otherwise): ExtendSha256 (bytes.h) uses it, so the UEFI and IMA replays get it too.
+// Checked against OpenSSL by the tests.
 Sha256Digest ExtendOne(const Sha256Digest& pcr, const uint8_t* digest);
 
 // The hashing paths, slowest first.

@@ -1,4 +1,4 @@
-// sovguard-verify: the auditor's verifier for sovguard evidence (issue 8). Needs no TPM and no
+// sovguard-verify: the auditor's verifier for sovguard evidence. Needs no TPM and no
 // root: it links only sovguard_attestation_core (hashing, CEL, public keys, evidence format).
 //
 // Every check yields one CheckResult with a stable reason code (kReason* below): scripts and
@@ -229,7 +229,7 @@ inline constexpr std::string_view kWaiverNames[] = {
 std::span<const std::string_view> WaivedReasons(std::string_view waiver);
 
 // The certification clauses a check supports (SecNumCloud 3.2, BSI C5:2020, Gaia-X Policy
-// Rules, EU Cloud Sovereignty Framework): one table in verifier.cc, also in the README.
+// Rules, EU Cloud Sovereignty Framework): one table in report.cc, also in the README.
 std::span<const std::string_view> ClausesFor(std::string_view check);
 // Every check name Verify can report (the table's keys).
 std::vector<std::string_view> AllCheckNames();
@@ -328,8 +328,8 @@ struct AkChallenge {
 AkChallenge MakeAkChallenge(std::span<const uint8_t> ek_public, std::span<const uint8_t> ak_name);
 
 // Continuous attestation re-verifies the same nodes again and again, and their CEL only grows:
-// replaying all of it each time costs a serial SHA-256 chain of 2 blocks per record (~0.9 ms
-// for 10,000 records on a Zen 4 core). The cache remembers, per AK, the last CEL that replayed
+// replaying all of it each time costs a serial SHA-256 chain of 2 blocks per record. The cache
+// remembers, per AK, the last CEL that replayed
 // to its signed PCR value. A later CEL from that AK that begins with exactly those bytes
 // (compared byte for byte) starts the replay from the remembered PCR value and hashes only the
 // records after them. That is memoisation, not trust: a byte-identical prefix replays to the

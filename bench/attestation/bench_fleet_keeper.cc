@@ -45,7 +45,7 @@
 #include "bench/attestation/bench_evidence.h"
 #include "tests/attestation/swtpm_fixture.h"
 #include "tests/support/placement_service.h"
-#include "tests/verify/snapshot_fixture.h"
+#include "tests/verify/evidence_fixture.h"
 
 namespace sa = sovguard::attestation;
 namespace verify = sovguard::attestation::verify;

@@ -37,7 +37,7 @@
 #include "base/openssl.h"
 #include "bench/attestation/bench_evidence.h"
 #include "tests/attestation/swtpm_fixture.h"
-#include "tests/verify/snapshot_fixture.h"
+#include "tests/verify/evidence_fixture.h"
 
 namespace sa = sovguard::attestation;
 using Clock = std::chrono::steady_clock;

@@ -36,7 +36,7 @@
 #include "attestation/verify/verify_cli.h"
 #include "base/openssl.h"
 #include "tests/attestation/swtpm_fixture.h"
-#include "tests/verify/snapshot_fixture.h"
+#include "tests/verify/evidence_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -55,24 +55,11 @@ std::string S(std::span<const uint8_t> b) {
   return std::string(b.begin(), b.end());
 }
 
-std::string PublicPem(EVP_PKEY* key) {
-  base::BioPtr bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_PUBKEY(bio.get(), key);
-  char* pem = nullptr;
-  return std::string(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
-}
-
 v1::EnforcementSnapshot Snapshot(const std::string& node, const std::string& guest,
                                  const std::string& dataset) {
-  v1::EnforcementSnapshot s;
-  s.set_version(1);
-  s.set_node(node);
-  s.set_taken_unix_ns(1);
-  s.set_policy_bundle_sha256(S(Sha256("bundle")));
+  auto s = ts::NodeSnapshot(node, guest);
   s.set_policy_bundle_id("bundle-1");
-  ts::AddGuest(s, guest, "vnet0");
   s.mutable_guests(0)->mutable_datasets(0)->set_dataset(dataset);
-  ts::AddMechanisms(s);
   return s;
 }
 
@@ -86,43 +73,22 @@ struct Fleet {
   Fleet() {
     tpm::Tpm tpm(swtpm.tcti());
     base::EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
-    manifest::Manifest m;
-    m.id = "html-report";
-    m.issuer = "Test Certifier";
-    m.issued_at = "2026-01-01T00:00:00Z";
-    m.components = {{"sovguardd",
-                     "1",
-                     "Test Supplier SE",
-                     "DE",
-                     "Apache-2.0",
-                     {{"/usr/sbin/sovguardd", Sha256("bin")}}},
-                    {"sovguard-bpf",
-                     "1",
-                     "Test Supplier SE",
-                     "DE",
-                     "GPL-2.0-only",
-                     {{"sg_tc_egress.bpf.o", Sha256("bpf")}}},
-                    {"qemu",
-                     "8.2",
-                     "Faraway Hypervisors Inc",
-                     "US",
-                     "GPL-2.0-only",
-                     {{"/usr/bin/qemu-system-x86_64", Sha256("qemu")}}}};
-    const auto envelope =
-        std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(m), key.get()));
+    const auto envelope = ts::SignManifest(
+        ts::TestManifest("html-report", {{"qemu",
+                                          "8.2",
+                                          "Faraway Hypervisors Inc",
+                                          "US",
+                                          "GPL-2.0-only",
+                                          {{"/usr/bin/qemu-system-x86_64", Sha256("qemu")}}}}),
+        key.get());
     evidence::EvidenceConfig cfg;
     cfg.uefi_log = tmp.path() / "none";
     cfg.ima_log = tmp.path() / "none";
     // The passing node (PCR 13): started, policy applied, vm1 covered, later released.
     {
       measure::MeasurementLog log(tpm, measure::MeasureConfig{tmp.path() / "pass", 13});
-      log.Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
-      log.Measure(cel::EventKind::kBpfObject, "sg_tc_egress.bpf.o", Sha256("bpf"));
-      ts::MeasureMechanisms(log);
-      log.Measure(cel::EventKind::kPolicyApplied, "bundle-1", Sha256("bundle"), "enforce");
-      measure::MeasureProgramAttached(log, "sg_net", std::string(ts::kNetTag), "tc/ingress",
-                                      "vnet0");
-      measure::MeasureGuest(log, ts::GuestUuid("vm0"), true);
+      ts::MeasureDaemonStart(log);
+      ts::MeasurePolicyAndGuest(log, "vm0");
       measure::MeasureGuest(log, ts::GuestUuid("vm0"), false);
       measure::MeasureGuest(log, ts::GuestUuid("vm1"), true);
       cfg.node = "node-pass";
@@ -133,13 +99,9 @@ struct Fleet {
     // finding and a downgrade while its guest runs.
     {
       measure::MeasurementLog log(tpm, measure::MeasureConfig{tmp.path() / "fail", 11});
-      log.Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
+      ts::MeasureDaemonStart(log, /*bpf_object=*/false);
       log.Measure(cel::EventKind::kQemuBinary, "/usr/bin/qemu-system-x86_64", Sha256("qemu"));
-      ts::MeasureMechanisms(log);
-      log.Measure(cel::EventKind::kPolicyApplied, kEvilPolicy, Sha256("bundle"), "enforce");
-      measure::MeasureProgramAttached(log, "sg_net", std::string(ts::kNetTag), "tc/ingress",
-                                      "vnet0");
-      measure::MeasureGuest(log, ts::GuestUuid("evil"), true);
+      ts::MeasurePolicyAndGuest(log, "evil", kEvilPolicy);
       const std::string found = "tc filter <b>missing</b>";
       log.MeasureBytes(cel::EventKind::kEnforcementState, "tamper:" + kEvilTamper,
                        std::span(reinterpret_cast<const uint8_t*>(found.data()), found.size()),
@@ -155,7 +117,7 @@ struct Fleet {
     for (auto* o : {&pass_opts, &fail_opts}) {
       o->nonce = nonce;
       o->manifest_envelope = envelope;
-      o->manifest_key_pem = PublicPem(key.get());
+      o->manifest_key_pem = ts::PublicPem(key.get());
       o->waivers = {"software-tpm", "boot-log"};
       o->observe = true;
     }

@@ -20,7 +20,7 @@
 #include "base/file.h"
 #include "base/openssl.h"
 #include "tests/attestation/swtpm_fixture.h"
-#include "tests/verify/snapshot_fixture.h"
+#include "tests/verify/evidence_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -84,8 +84,7 @@ struct Node {
     tpm = std::make_unique<tpm::Tpm>(swtpm.tcti());
     log = std::make_unique<measure::MeasurementLog>(
         *tpm, measure::MeasureConfig{tmp.path() / "state", measure::kDefaultSovguardPcr});
-    log->Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
-    test_support::MeasureMechanisms(*log);
+    test_support::MeasureDaemonStart(*log);
     evidence::EvidenceConfig cfg;
     cfg.node = "live-node";
     cfg.uefi_log = tmp.path() / "none";
@@ -125,29 +124,15 @@ struct Node {
 
 TEST(LiveVerify, NodeOverMutualTlsWithCredentialActivation) {
   Node n;
-  // Rooted by credential activation and the EK chain; the node's one component approved by a
+  // Rooted by credential activation and the EK chain; the node's components approved by a
   // signed manifest; swtpm (software TPM, no UEFI log) accepted by name.
   verify::Options o;
   o.ek_ca_dir = n.swtpm.ca_dir();
   o.waivers = {"software-tpm", "boot-log"};
   {
-    manifest::Manifest m;
-    m.id = "live";
-    m.issuer = "Test Certifier";
-    m.issued_at = "2026-01-01T00:00:00Z";
-    m.components = {{"sovguardd",
-                     "1",
-                     "Test Supplier SE",
-                     "DE",
-                     "Apache-2.0",
-                     {{"/usr/sbin/sovguardd", Sha256("bin")}}}};
     base::EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
-    base::BioPtr bio(BIO_new(BIO_s_mem()));
-    PEM_write_bio_PUBKEY(bio.get(), key.get());
-    char* pem = nullptr;
-    o.manifest_key_pem = std::string(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
-    o.manifest_envelope =
-        std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(m), key.get()));
+    o.manifest_key_pem = ts::PublicPem(key.get());
+    o.manifest_envelope = ts::SignManifest(ts::TestManifest("live"), key.get());
   }
   auto r = verify::VerifyNode(n.target(), n.tls(), o);
   ASSERT_TRUE(r.fetched) << r.error;

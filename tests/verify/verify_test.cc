@@ -27,7 +27,7 @@
 #include "attestation/verify/verifier.h"
 #include "base/openssl.h"
 #include "tests/attestation/swtpm_fixture.h"
-#include "tests/verify/snapshot_fixture.h"
+#include "tests/verify/evidence_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -47,14 +47,7 @@ std::string S(std::span<const uint8_t> b) {
 v1::EnforcementSnapshot Snapshot(const std::string& guest,
                                  const Sha256Digest& policy = Sha256("bundle"),
                                  uint64_t taken_unix_ns = 1) {
-  v1::EnforcementSnapshot s;
-  s.set_version(1);
-  s.set_node("verify-node");
-  s.set_taken_unix_ns(taken_unix_ns);
-  s.set_policy_bundle_sha256(S(policy));
-  if (!guest.empty()) ts::AddGuest(s, guest, "vnet0");
-  ts::AddMechanisms(s);
-  return s;
+  return ts::NodeSnapshot("verify-node", guest, policy, taken_unix_ns);
 }
 
 // Snapshots that disagree with the CEL or leave something uncovered (snapshot.coverage,
@@ -217,8 +210,7 @@ struct World {
   std::string manifest_pub;
   std::shared_ptr<const std::string> manifest_envelope;
   std::shared_ptr<const std::string> Sign(const manifest::Manifest& m) const {
-    return std::make_shared<const std::string>(
-        manifest::Sign(manifest::ToJson(m), manifest_key.get()));
+    return ts::SignManifest(m, manifest_key.get());
   }
   // CoverageSnapshots() quoted while vm1 runs; then vm1 released with no guest / vm1 listed;
   // then a guest event the verifier does not know.
@@ -246,27 +238,8 @@ class VerifyTest : public ::testing::Test {
       w.tpm->PcrExtend(e.pcr, verify::ima::TemplateHashSha256(e));
     // The certifier's manifest: sovguardd, its BPF object, and every file of the IMA list.
     w.manifest_key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
-    {
-      base::BioPtr bio(BIO_new(BIO_s_mem()));
-      PEM_write_bio_PUBKEY(bio.get(), w.manifest_key.get());
-      char* pem = nullptr;
-      w.manifest_pub.assign(pem, static_cast<size_t>(BIO_get_mem_data(bio.get(), &pem)));
-    }
-    w.manifest.id = "verify-test";
-    w.manifest.issuer = "Test Certifier";
-    w.manifest.issued_at = "2026-01-01T00:00:00Z";
-    w.manifest.components = {{"sovguardd",
-                              "1",
-                              "Test Supplier SE",
-                              "DE",
-                              "Apache-2.0",
-                              {{"/usr/sbin/sovguardd", Sha256("bin")}}},
-                             {"sovguard-bpf",
-                              "1",
-                              "Test Supplier SE",
-                              "DE",
-                              "GPL-2.0-only",
-                              {{"sg_tc_egress.bpf.o", Sha256("bpf")}}}};
+    w.manifest_pub = ts::PublicPem(w.manifest_key.get());
+    w.manifest = ts::TestManifest("verify-test");
     {
       manifest::Component files{"host-files", "1", "Test Distribution SA", "FR", "MIT", {}};
       const std::string text = S(ReadFileBytes(ima_log));
@@ -287,16 +260,10 @@ class VerifyTest : public ::testing::Test {
       w.manifest.components.push_back(files);
     }
     w.manifest_envelope = w.Sign(w.manifest);
-    w.log->Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
-    w.log->Measure(cel::EventKind::kBpfObject, "sg_tc_egress.bpf.o", Sha256("bpf"));
-    // As sovguardd does when it starts: its mechanisms probed (storage-open downgraded) and
-    // measured before any guest is covered.
-    ts::MeasureMechanisms(*w.log);
-    w.log->Measure(cel::EventKind::kPolicyApplied, "bundle-1", Sha256("bundle"), "enforce");
-    // As sovguardd does when a guest starts: sg_net attached to its tap, the guest covered.
-    measure::MeasureProgramAttached(*w.log, "sg_net", std::string(ts::kNetTag), "tc/ingress",
-                                    "vnet0");
-    measure::MeasureGuest(*w.log, ts::GuestUuid("vm1"), true);
+    // As sovguardd does when it starts (storage-open downgraded), applies its policy and covers
+    // a starting guest.
+    ts::MeasureDaemonStart(*w.log);
+    ts::MeasurePolicyAndGuest(*w.log, "vm1");
     evidence::EvidenceConfig cfg;
     cfg.node = "verify-node";
     cfg.uefi_log = uefi_log;
@@ -326,13 +293,8 @@ class VerifyTest : public ::testing::Test {
     {
       // Enforcement continuity in PCR 11: started as sovguardd starts, then interrupted.
       measure::MeasurementLog cl(*w.tpm, measure::MeasureConfig{w.tmp.path() / "pcr11", 11});
-      cl.Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
-      cl.Measure(cel::EventKind::kBpfObject, "sg_tc_egress.bpf.o", Sha256("bpf"));
-      ts::MeasureMechanisms(cl);
-      cl.Measure(cel::EventKind::kPolicyApplied, "bundle-1", Sha256("bundle"), "enforce");
-      measure::MeasureProgramAttached(cl, "sg_net", std::string(ts::kNetTag), "tc/ingress",
-                                      "vnet0");
-      measure::MeasureGuest(cl, ts::GuestUuid("vm1"), true);
+      ts::MeasureDaemonStart(cl);
+      ts::MeasurePolicyAndGuest(cl, "vm1");
       evidence::EvidenceBuilder b(*w.tpm, cl, cfg);
       w.cont["clean"] = b.Build(w.nonce, Snapshot("vm1"));
       // As Node::CountAndMeasureTamper: a deleted tc filter found (and repaired).
