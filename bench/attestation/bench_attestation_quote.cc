@@ -369,6 +369,7 @@ int Main(const Options& o) {
     std::printf("node process %d%s, auditor process %d%s\n", static_cast<int>(child.pid()),
                 o.pin ? " on CPU 0 (with swtpm)" : "", static_cast<int>(::getpid()),
                 o.pin ? " on CPU 1" : "");
+    std::fflush(stdout);  // a profiler may attach to the node process now
     for (size_t i = 0; i < modes.size(); ++i)
       results.push_back(RunAuditors(
           o, tmp.path(), targets[i], ak_pem, modes[i].name,
