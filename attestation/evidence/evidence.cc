@@ -62,11 +62,28 @@ Bytes EvidenceBuilder::ActivateCredential(std::span<const uint8_t> blob,
 v1::Evidence EvidenceBuilder::Build(std::span<const uint8_t> nonce,
                                     const v1::EnforcementSnapshot& snapshot) {
   const std::vector<std::span<const uint8_t>> one{nonce};
-  return std::move(BuildBatch(one, snapshot).front());
+  auto batch = BuildBatchShared(one, snapshot);
+  batch.common.MergeFrom(batch.own.front());
+  return std::move(batch.common);
+}
+
+v1::Evidence BatchEvidence::Answer(size_t i) const {
+  v1::Evidence ev = common;
+  ev.MergeFrom(own.at(i));
+  return ev;
 }
 
 std::vector<v1::Evidence> EvidenceBuilder::BuildBatch(
     std::span<const std::span<const uint8_t>> nonces, const v1::EnforcementSnapshot& snapshot) {
+  const auto batch = BuildBatchShared(nonces, snapshot);
+  std::vector<v1::Evidence> out;
+  out.reserve(batch.own.size());
+  for (size_t i = 0; i < batch.own.size(); ++i) out.push_back(batch.Answer(i));
+  return out;
+}
+
+BatchEvidence EvidenceBuilder::BuildBatchShared(std::span<const std::span<const uint8_t>> nonces,
+                                                const v1::EnforcementSnapshot& snapshot) {
   if (nonces.empty() || nonces.size() > kMaxBatchLeaves)
     throw AttestationError("a quote answers 1.." + std::to_string(kMaxBatchLeaves) +
                            " requests, not " + std::to_string(nonces.size()));
@@ -96,7 +113,8 @@ std::vector<v1::Evidence> EvidenceBuilder::BuildBatch(
   const auto& root = tree.Root();
 
   // Everything but the nonce and the proof is the same for every request of the batch.
-  v1::Evidence common;
+  BatchEvidence out;
+  v1::Evidence& common = out.common;
   common.set_format_version(kFormatVersion);
   common.set_node(cfg_.node);
   common.set_snapshot_bytes(snap);
@@ -138,9 +156,9 @@ std::vector<v1::Evidence> EvidenceBuilder::BuildBatch(
   if (ReadFileIfExists(cfg_.ima_log, data)) common.mutable_logs()->set_ima_ascii(AsString(data));
   common.set_generated_unix_ns(NowNs());
 
-  std::vector<v1::Evidence> out(nonces.size(), common);
+  out.own.resize(nonces.size());
   for (size_t i = 0; i < nonces.size(); ++i) {
-    auto& ev = out[i];
+    auto& ev = out.own[i];
     ev.set_nonce(AsString(nonces[i]));
     auto* proof = ev.mutable_inclusion();
     proof->set_leaf_index(static_cast<uint32_t>(index_of[i]));

@@ -25,6 +25,16 @@ struct EvidenceConfig {
   std::string node;  // empty = gethostname()
 };
 
+// One quote's evidence for many requests, built once: `common` is what every request's evidence
+// holds (no nonce, no inclusion proof); own[i] holds only request i's nonce and inclusion proof.
+// Request i's evidence is the two merged (Answer), and protobuf parses common's serialization
+// followed by own[i]'s as that same message (the two set disjoint fields).
+struct BatchEvidence {
+  v1::Evidence common;
+  std::vector<v1::Evidence> own;
+  v1::Evidence Answer(size_t i) const;
+};
+
 class EvidenceBuilder {
  public:
   // Loads or creates the AK and reads the EK certificates once.
@@ -37,6 +47,9 @@ class EvidenceBuilder {
   // Throws AttestationError for a bad nonce (before the TPM is touched) or a TPM failure.
   std::vector<v1::Evidence> BuildBatch(std::span<const std::span<const uint8_t>> nonces,
                                        const v1::EnforcementSnapshot& snapshot);
+  // The same quote and proofs without copying the common part per request.
+  BatchEvidence BuildBatchShared(std::span<const std::span<const uint8_t>> nonces,
+                                 const v1::EnforcementSnapshot& snapshot);
   v1::Identity Identity() const { return identity_; }
   Bytes ActivateCredential(std::span<const uint8_t> blob, std::span<const uint8_t> secret);
   const tpm::AkInfo& ak() const { return ak_; }

@@ -16,7 +16,7 @@ struct QuoteBatcher::Request {
 // One made quote on its way out: its requests and evidence (BuildBatch's order), or the error.
 struct QuoteBatcher::Delivery {
   std::vector<std::shared_ptr<Request>> batch;
-  std::vector<v1::Evidence> evidence;
+  evidence::BatchEvidence evidence;
   std::string error;
 };
 
@@ -29,19 +29,14 @@ v1::Evidence SerializedBatch::Answer(size_t i) const {
 
 namespace {
 
-// Splits BuildBatch's evidence into the bytes every request shares and each one's own.
-std::shared_ptr<const SerializedBatch> Serialize(std::vector<v1::Evidence>& evidence) {
+// The bytes every request shares, once, and each request's own (nonce and inclusion proof).
+std::shared_ptr<const SerializedBatch> Serialize(const evidence::BatchEvidence& evidence) {
   auto out = std::make_shared<SerializedBatch>();
-  out->own.resize(evidence.size());
-  for (size_t i = 0; i < evidence.size(); ++i) {
-    v1::Evidence own;
-    own.set_allocated_nonce(evidence[i].release_nonce());
-    own.mutable_inclusion()->Swap(evidence[i].mutable_inclusion());
-    if (!own.SerializeToString(&out->own[i]))
+  out->own.resize(evidence.own.size());
+  for (size_t i = 0; i < evidence.own.size(); ++i)
+    if (!evidence.own[i].SerializeToString(&out->own[i]))
       throw AttestationError("cannot serialize the evidence of request " + std::to_string(i));
-  }
-  evidence.front().clear_inclusion();
-  if (!evidence.front().SerializeToString(&out->shared))
+  if (!evidence.common.SerializeToString(&out->shared))
     throw AttestationError("cannot serialize the batch's evidence");
   return out;
 }
@@ -158,7 +153,7 @@ void QuoteBatcher::Run() {
       std::vector<std::span<const uint8_t>> nonces;
       nonces.reserve(batch.size());
       for (const auto& r : batch) nonces.emplace_back(r->nonce);
-      d.evidence = builder_.BuildBatch(nonces, snapshot_());
+      d.evidence = builder_.BuildBatchShared(nonces, snapshot_());
     } catch (const std::exception& e) {
       d.error = e.what();
     }

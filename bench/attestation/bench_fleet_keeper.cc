@@ -21,36 +21,26 @@
 // continuous (replay continued from the previous verdict), per verdict.
 // Prints nodes per verifier core at --interval = interval / (steady CPU per node and round), the
 // ratios against the baselines, and the wall-time bound of the sequential Placement updates.
-#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <sstream>
-#include <thread>
 
-#include "attestation/measure/platform.h"
 #include "attestation/service/attestation_service.h"
 #include "attestation/verify/fleet_keeper.h"
 #include "attestation/verify/live.h"
-#include "attestation/verify/uefi_log.h"
 #include "attestation/verify/verifier.h"
 #include "bench/attestation/bench_evidence.h"
-#include "tests/attestation/swtpm_fixture.h"
+#include "bench/attestation/bench_node.h"
 #include "tests/support/placement_service.h"
-#include "tests/verify/evidence_fixture.h"
 
 namespace sa = sovguard::attestation;
 namespace verify = sovguard::attestation::verify;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+namespace bench = sovguard::attestation::bench;
 using sovguard::attestation::bench::AddManifest;
 
 namespace {
@@ -65,140 +55,35 @@ struct Options {
 };
 
 std::string ReadText(const fs::path& p) {
-  auto b = sa::ReadFileBytes(p);
-  return std::string(b.begin(), b.end());
+  return sovguard::base::ReadFileText(p);
 }
 
-fs::path UefiLog() {
-  return fs::path(SOVGUARD_SHARED_DATA_DIR) /
-         "eventlogs/keylime/binary_bios_measurements-secureboot";
-}
-
-// The node's log before sovguardd's own events (MeasurementLog adds 5 more).
-std::vector<sa::cel::Record> NodeRecords(int cel_entries) {
-  std::vector<sa::cel::Record> recs;
-  for (int i = 0; i < std::max(0, cel_entries - 5); ++i)
-    recs.push_back(sa::cel::MakeSovguardRecord(static_cast<uint64_t>(i),
-                                               sa::measure::kDefaultSovguardPcr,
-                                               sovguard::attestation::bench::EventFor(i)));
-  return recs;
-}
-
-void Must(const std::vector<std::string>& argv) {
-  auto r = sa::test_support::Run(argv);
-  if (r.exit_code != 0) throw std::runtime_error(argv[0] + " failed: " + r.output);
-}
-
-// One CA; the node's server certificate (127.0.0.1) and one auditor certificate.
-void MakePki(const fs::path& d) {
-  auto P = [&](const std::string& f) { return (d / f).string(); };
-  fs::create_directories(d);
-  Must({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", P("ca.key"), "-out", P("ca.pem"), "-subj", "/CN=bench-ca", "-days", "1"});
-  sa::WriteFileAtomic(d / "server.ext", "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  for (const std::string n : {"server", "auditor"}) {
-    Must({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-          "-keyout", P(n + ".key"), "-out", P(n + ".csr"), "-subj", "/CN=" + n});
-    std::vector<std::string> sign = {"openssl",
-                                     "x509",
-                                     "-req",
-                                     "-in",
-                                     P(n + ".csr"),
-                                     "-CA",
-                                     P("ca.pem"),
-                                     "-CAkey",
-                                     P("ca.key"),
-                                     "-set_serial",
-                                     n == "server" ? "10" : "11",
-                                     "-days",
-                                     "1",
-                                     "-out",
-                                     P(n + ".pem")};
-    if (n == "server") sign.insert(sign.end(), {"-extfile", P("server.ext")});
-    Must(sign);
+// The node side, in the child: BenchNode's node and the real AttestationService (mutual TLS,
+// quote batching as sovguardd runs it) on `nodes` loopback ports; writes one "PORT" line per node,
+// then the EK CA directory, and serves until the bench closes the channel.
+int NodeSide(const Options& o, const fs::path& pki, bench::LineChannel& ch) {
+  bench::BenchNode node(o.cel_entries);
+  const auto& snap = node.snapshot();
+  sa::service::AttestationServiceImpl service(node.builder(), [&] { return snap; });
+  sa::service::MtlsConfig m;
+  m.server_cert_pem = ReadText(pki / "server.pem");
+  m.server_key_pem = ReadText(pki / "server.key");
+  m.auditor_ca_pem = ReadText(pki / "ca.pem");
+  m.allowed_client_sha256.push_back(
+      sa::service::CertificateFingerprint(ReadText(pki / "auditor0.pem")));
+  grpc::ServerBuilder sb;
+  std::vector<int> ports(static_cast<size_t>(o.nodes));
+  const auto creds = sa::service::MakeMtlsServerCredentials(m);
+  for (auto& p : ports) sb.AddListeningPort("127.0.0.1:0", creds, &p);
+  sb.RegisterService(&service);
+  auto server = sb.BuildAndStart();
+  if (!server) throw std::runtime_error("gRPC server did not start");
+  for (const int p : ports) ch.Write(std::to_string(p));
+  ch.Write(node.swtpm().ca_dir().string());
+  while (ch.Read()) {
   }
-}
-
-// The node side, in a forked child: writes "PORT\n" per node, then "EK_CA_DIR\n" to `out_fd`
-// and serves until `in_fd` reaches end of file (the parent closed it or died).
-[[noreturn]] void NodeSide(const Options& o, const fs::path& pki, int out_fd, int in_fd) {
-  int rc = 0;
-  try {
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    sa::test_support::Swtpm swtpm;
-    sa::test_support::TempDir tmp;
-    const uint32_t pcr = sa::measure::kDefaultSovguardPcr;
-    sa::tpm::Tpm tpm(swtpm.tcti());
-    // As bench_verify makes it: `cel_entries` records shaped like sovguardd's (driver modules,
-    // BPF objects, attachments, enforcement events) extended into the sovguard PCR, Debian's
-    // real UEFI log of shared/data extended into PCRs 0-9, the policy, every mechanism, one
-    // running guest covered by sg_net.
-    const auto recs = NodeRecords(o.cel_entries);
-    for (const auto& r : recs) tpm.PcrExtend(pcr, r.digest);
-    fs::create_directories(tmp.path() / "state");
-    sa::WriteFileAtomic(tmp.path() / "state/cel.bin", sa::cel::EncodeLog(recs));
-    for (const auto& e : sa::verify::uefi::Parse(sa::ReadFileBytes(UefiLog())).events)
-      if (e.type != sa::verify::uefi::kEvNoAction) tpm.PcrExtend(e.pcr, e.sha256);
-    sa::measure::MeasurementLog log(tpm, {tmp.path() / "state", pcr});
-    if (log.open_state() != "continued") throw std::runtime_error("log: " + log.open_state());
-    log.Measure(sa::cel::EventKind::kPolicyApplied, "bundle-1", sa::Sha256("bundle"), "enforce");
-    sa::evidence::EvidenceConfig cfg;
-    cfg.node = "bench-node";
-    cfg.uefi_log = UefiLog();
-    cfg.ima_log = tmp.path() / "no-ima";
-    sa::evidence::EvidenceBuilder builder(tpm, log, cfg);
-    sa::test_support::MeasureMechanisms(log);
-    sa::measure::MeasureProgramAttached(log, "sg_net", std::string(sa::test_support::kNetTag),
-                                        "tc/ingress", "vnet0");
-    sa::measure::MeasureGuest(log, sa::test_support::GuestUuid("bench-vm"), true);
-    sa::v1::EnforcementSnapshot snap;
-    snap.set_version(1);
-    snap.set_node("bench-node");
-    sa::test_support::AddGuest(snap, "bench-vm", "vnet0");
-    sa::test_support::AddMechanisms(snap);
-    {
-      const auto d = sa::Sha256("bundle");
-      snap.set_policy_bundle_sha256(std::string(d.begin(), d.end()));
-    }
-    sa::service::AttestationServiceImpl service(builder, [&] { return snap; });
-    sa::service::MtlsConfig m;
-    m.server_cert_pem = ReadText(pki / "server.pem");
-    m.server_key_pem = ReadText(pki / "server.key");
-    m.auditor_ca_pem = ReadText(pki / "ca.pem");
-    m.allowed_client_sha256.push_back(
-        sa::service::CertificateFingerprint(ReadText(pki / "auditor.pem")));
-    grpc::ServerBuilder sb;
-    std::vector<int> ports(static_cast<size_t>(o.nodes));
-    const auto creds = sa::service::MakeMtlsServerCredentials(m);
-    for (auto& p : ports) sb.AddListeningPort("127.0.0.1:0", creds, &p);
-    sb.RegisterService(&service);
-    auto server = sb.BuildAndStart();
-    if (!server) throw std::runtime_error("gRPC server did not start");
-    std::string msg;
-    for (const int p : ports) msg += std::to_string(p) + "\n";
-    msg += swtpm.ca_dir().string() + "\n";
-    if (::write(out_fd, msg.data(), msg.size()) != static_cast<ssize_t>(msg.size()))
-      throw std::runtime_error("cannot write to the parent");
-    ::close(out_fd);
-    char c;
-    while (::read(in_fd, &c, 1) > 0) {
-    }
-    server->Shutdown();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_fleet_keeper node side: %s\n", e.what());
-    rc = 1;
-  }
-  std::fflush(nullptr);
-  ::_exit(rc);  // the parent's atexit handlers and gRPC state are not the child's
-}
-
-double CpuSeconds() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  auto s = [](const timeval& t) {
-    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6;
-  };
-  return s(u.ru_utime) + s(u.ru_stime);
+  server->Shutdown();
+  return 0;
 }
 
 struct Cost {
@@ -206,10 +91,10 @@ struct Cost {
 };
 template <typename F>
 Cost Measure(F&& f) {
-  const double c0 = CpuSeconds();
+  const double c0 = bench::ProcessCpu();
   const auto w0 = Clock::now();
   f();
-  return {CpuSeconds() - c0, std::chrono::duration<double>(Clock::now() - w0).count()};
+  return {bench::ProcessCpu() - c0, std::chrono::duration<double>(Clock::now() - w0).count()};
 }
 
 // Verify of one evidence, repeated for `seconds` on this thread: CPU seconds per verdict.
@@ -230,42 +115,16 @@ double VerifyCost(const sa::v1::Evidence& ev, const verify::Options& base, doubl
 
 int Main(const Options& o) {
   sa::test_support::TempDir tmp;
-  MakePki(tmp.path() / "pki");
-  int to_parent[2], to_child[2];
-  if (::pipe2(to_parent, O_CLOEXEC) != 0 || ::pipe2(to_child, O_CLOEXEC) != 0)
-    throw std::runtime_error("pipe failed");
-  const pid_t child = ::fork();  // before any gRPC in this process
-  if (child < 0) throw std::runtime_error("fork failed");
-  if (child == 0) {
-    ::close(to_parent[0]);
-    ::close(to_child[1]);
-    NodeSide(o, tmp.path() / "pki", to_parent[1], to_child[0]);
-  }
-  ::close(to_parent[1]);
-  ::close(to_child[0]);
-  struct Reap {
-    pid_t pid;
-    int fd;
-    ~Reap() {
-      ::close(fd);  // the node side shuts down at end of file
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reap{child, to_child[1]};
-  std::string msg;
-  for (char buf[4096];;) {
-    const ssize_t n = ::read(to_parent[0], buf, sizeof buf);
-    if (n <= 0) break;
-    msg.append(buf, static_cast<size_t>(n));
-  }
-  ::close(to_parent[0]);
+  bench::MakePki(tmp.path() / "pki", 1);
+  // Before any gRPC in this process.
+  bench::NodeProcess child(
+      [&](bench::LineChannel& ch) { return NodeSide(o, tmp.path() / "pki", ch); });
   std::vector<std::string> lines;
-  for (std::istringstream in(msg); std::getline(in, msg);) lines.push_back(msg);
-  if (lines.size() != static_cast<size_t>(o.nodes) + 1)
-    throw std::runtime_error("the node side did not start");
+  for (int i = 0; i <= o.nodes; ++i) lines.push_back(child.channel().MustRead());
   const fs::path ek_ca = lines.back();
 
   std::printf("node side: pid %d, %d nodes on loopback ports, one swtpm, CEL of %d records\n",
-              static_cast<int>(child), o.nodes, o.cel_entries);
+              static_cast<int>(child.pid()), o.nodes, o.cel_entries);
   sovguard::test::PlacementService placement(tmp.path() / "placement");
   std::string fleet;
   for (int i = 0; i < o.nodes; ++i) {
@@ -276,12 +135,12 @@ int Main(const Options& o) {
   sa::WriteFileAtomic(tmp.path() / "token", "admin\n");
 
   const verify::TlsClient tls{ReadText(tmp.path() / "pki/ca.pem"),
-                              ReadText(tmp.path() / "pki/auditor.pem"),
-                              ReadText(tmp.path() / "pki/auditor.key"), std::chrono::seconds(60)};
+                              ReadText(tmp.path() / "pki/auditor0.pem"),
+                              ReadText(tmp.path() / "pki/auditor0.key"), std::chrono::seconds(60)};
   verify::Options base;
   base.ek_ca_dir = ek_ca;
   base.waivers = {"software-tpm"};
-  AddManifest(NodeRecords(o.cel_entries), base);
+  AddManifest(bench::NodeRecords(o.cel_entries), base);
 
   // Baselines: one node's evidence fetched as the keeper fetches it, then verified alone.
   const auto nodes = verify::ParseFleetNodes(fleet);

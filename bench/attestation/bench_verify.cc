@@ -31,18 +31,14 @@
 #include "attestation/common/sha256_chain.h"
 #include "attestation/evidence/evidence.h"
 #include "attestation/manifest/manifest.h"
-#include "attestation/measure/platform.h"
-#include "attestation/verify/uefi_log.h"
 #include "attestation/verify/verifier.h"
 #include "base/openssl.h"
 #include "bench/attestation/bench_evidence.h"
-#include "tests/attestation/swtpm_fixture.h"
-#include "tests/verify/evidence_fixture.h"
+#include "bench/attestation/bench_node.h"
 
 namespace sa = sovguard::attestation;
 using Clock = std::chrono::steady_clock;
 using sovguard::attestation::bench::AddManifest;
-using sovguard::attestation::bench::EventFor;
 
 namespace {
 
@@ -79,51 +75,11 @@ Timing Rate(double seconds, F&& fn) {
 }
 
 int Main(const Options& o) {
-  sa::test_support::Swtpm swtpm;
-  sa::test_support::TempDir tmp;
-  const uint32_t pcr = sa::measure::kDefaultSovguardPcr;
-  sa::tpm::Tpm tpm(swtpm.tcti());
   const auto t_gen = Clock::now();
-  {
-    std::vector<sa::cel::Record> recs;
-    recs.reserve(static_cast<size_t>(o.entries));
-    // MeasurementLog appends its daemon_start, the policy, sg_net, guest and mechanism events:
-    // entries - 5 written here.
-    for (int i = 0; i < std::max(0, o.entries - 5); ++i)
-      recs.push_back(sa::cel::MakeSovguardRecord(static_cast<uint64_t>(i), pcr, EventFor(i)));
-    for (const auto& r : recs) tpm.PcrExtend(pcr, r.digest);
-    std::filesystem::create_directories(tmp.path() / "state");
-    sa::WriteFileAtomic(tmp.path() / "state/cel.bin", sa::cel::EncodeLog(recs));
-  }
-  const auto uefi_log = std::filesystem::path(SOVGUARD_SHARED_DATA_DIR) /
-                        "eventlogs/keylime/binary_bios_measurements-secureboot";
-  for (const auto& e : sa::verify::uefi::Parse(sa::ReadFileBytes(uefi_log)).events)
-    if (e.type != sa::verify::uefi::kEvNoAction) tpm.PcrExtend(e.pcr, e.sha256);
-  sa::measure::MeasurementLog log(tpm, {tmp.path() / "state", pcr});
-  if (log.open_state() != "continued") throw std::runtime_error("log open: " + log.open_state());
-  log.Measure(sa::cel::EventKind::kPolicyApplied, "bundle-1", sa::Sha256("bundle"), "enforce");
-  sa::evidence::EvidenceConfig cfg;
-  cfg.node = "bench-node";
-  cfg.uefi_log = uefi_log;
-  cfg.ima_log = tmp.path() / "no-ima";
-  sa::evidence::EvidenceBuilder builder(tpm, log, cfg);
-  // As sovguardd reports it: every enforcement path (storage-open downgraded, as on this
-  // kernel, measured before any guest is covered), and the guest the log measures as running,
-  // covered by sg_net.
-  sa::test_support::MeasureMechanisms(log);
-  sa::measure::MeasureProgramAttached(log, "sg_net", std::string(sa::test_support::kNetTag),
-                                      "tc/ingress", "vnet0");
-  sa::measure::MeasureGuest(log, sa::test_support::GuestUuid("bench-vm"), true);
-  sa::v1::EnforcementSnapshot snap;
-  snap.set_version(1);
-  snap.set_node("bench-node");
-  sa::test_support::AddGuest(snap, "bench-vm", "vnet0");
-  sa::test_support::AddMechanisms(snap);
-  snap.set_policy_bundle_sha256(std::string(32, '\0'));
-  {
-    auto d = sa::Sha256("bundle");
-    snap.set_policy_bundle_sha256(std::string(d.begin(), d.end()));
-  }
+  sovguard::attestation::bench::BenchNode node(o.entries);
+  auto& log = node.log();
+  auto& builder = node.builder();
+  const auto& snap = node.snapshot();
   const sa::Bytes nonce(16, 0x42);
   const sa::v1::Evidence ev = builder.Build(nonce, snap);
   const std::string wire = ev.SerializeAsString();

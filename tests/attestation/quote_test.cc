@@ -219,6 +219,49 @@ TEST_F(QuoteTest, BatchedQuoteVerifiesWithTpm2CheckquoteOverTheRoot) {
   EXPECT_THROW(builder.BuildBatch({}, Snapshot("vm1")), AttestationError);
 }
 
+// The batch as the service sends it: the part every auditor receives carries no request's nonce,
+// salt, leaf or path (another auditor learns nothing of them), each request's own part carries only
+// its nonce and inclusion proof, and the two serialized one after the other parse as that request's
+// whole evidence, whose leaf walks to the quoted root.
+TEST_F(QuoteTest, SharedBatchPartCarriesNoRequestsNonceOrProof) {
+  evidence::EvidenceBuilder builder(tpm_, log_, Cfg());
+  std::vector<Bytes> nonces;
+  for (int i = 0; i < 3; ++i) nonces.push_back(B("auditor-" + std::to_string(i) + "-nonce-0123"));
+  std::vector<std::span<const uint8_t>> spans(nonces.begin(), nonces.end());
+  const auto batch = builder.BuildBatchShared(spans, Snapshot("vm1"));
+  ASSERT_EQ(batch.own.size(), nonces.size());
+  EXPECT_TRUE(batch.common.nonce().empty());
+  EXPECT_FALSE(batch.common.has_inclusion());
+  const std::string shared = batch.common.SerializeAsString();
+  const auto root = extra(ParseAttest(batch.common.quote().attest()));
+  for (size_t i = 0; i < nonces.size(); ++i) {
+    const std::string n(nonces[i].begin(), nonces[i].end());
+    EXPECT_EQ(shared.find(n), std::string::npos) << "nonce " << i << " in the shared part";
+    EXPECT_EQ(shared.find(batch.own[i].inclusion().salt()), std::string::npos);
+    EXPECT_EQ(shared.find(batch.own[i].inclusion().leaf()), std::string::npos);
+    auto rest = batch.own[i];
+    EXPECT_EQ(rest.nonce(), n);
+    rest.clear_nonce();
+    rest.clear_inclusion();
+    EXPECT_EQ(rest.ByteSizeLong(), 0u) << "request " << i << "'s own part holds more";
+    v1::Evidence ev;
+    ASSERT_TRUE(ev.ParseFromString(shared + batch.own[i].SerializeAsString()));
+    EXPECT_EQ(ev.SerializeAsString(), batch.Answer(i).SerializeAsString());
+    EXPECT_EQ(ev.nonce(), n);
+    const auto leaf =
+        evidence::LeafHash(nonces[i], Sha256(B(ev.snapshot_bytes())), B(ev.inclusion().salt()));
+    std::vector<Sha256Digest> path;
+    for (const auto& h : ev.inclusion().path()) {
+      ASSERT_EQ(h.size(), 32u);
+      path.emplace_back();
+      std::memcpy(path.back().data(), h.data(), 32);
+    }
+    const auto reached = evidence::RootFromInclusionPath(leaf, ev.inclusion().leaf_index(),
+                                                         ev.inclusion().tree_size(), path);
+    EXPECT_EQ(Bytes(reached.begin(), reached.end()), root) << "request " << i;
+  }
+}
+
 TEST_F(QuoteTest, ManyQuotesLeaveNoTransientObjectsOrSessions) {
   evidence::EvidenceBuilder builder(tpm_, log_, Cfg());
   constexpr int kQuotes = 2000;
