@@ -23,7 +23,6 @@
 #include "bpf/net/sg_net.skel.h"
 #include "bpf/storage/storage_guard.skel.h"
 #include "enforcer/daemon/log.h"
-#include "enforcer/datapath/net_datapath.h"
 #include "enforcer/libvirt/domain.h"
 #include "enforcer/libvirt/hook_server.h"
 #include "enforcer/libvirt/resolve.h"
@@ -34,6 +33,7 @@
 #include "enforcer/metrics/names.h"
 #include "enforcer/metrics/process_metrics.h"
 #include "enforcer/metrics/registry.h"
+#include "enforcer/net/net_datapath.h"
 #include "enforcer/storage/block_uevents.h"
 #include "enforcer/storage/storage_datapath.h"
 #include "enforcer/system/mounts.h"
@@ -522,8 +522,10 @@ void Node::StartStorage() {
       try {
         block_uevents_ = std::make_unique<storage::BlockUevents>();
       } catch (const std::exception& e) {
-        log::Warning("storage path: no block device uevents ({}): aliases made after a volume's "
-                     "protection are protected at the next guest start only", e.what());
+        log::Warning(
+            "storage path: no block device uevents ({}): aliases made after a volume's "
+            "protection are protected at the next guest start only",
+            e.what());
       }
     }
   } catch (const std::exception& e) {

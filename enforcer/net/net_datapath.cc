@@ -1,4 +1,4 @@
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -20,9 +20,9 @@
 #include "base/hex.h"
 #include "base/unique_fd.h"
 #include "bpf/net/sg_net.skel.h"
-#include "enforcer/datapath/table_digest.h"
-#include "enforcer/datapath/tables.h"
-#include "enforcer/datapath/tc_netlink.h"
+#include "enforcer/net/table_digest.h"
+#include "enforcer/net/tables.h"
+#include "enforcer/net/tc_netlink.h"
 
 namespace sovguard::datapath {
 namespace {

@@ -1,4 +1,4 @@
-#include "enforcer/datapath/tc_netlink.h"
+#include "enforcer/net/tc_netlink.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "enforcer/datapath/datapath_types.h"
+#include "enforcer/net/datapath_types.h"
 
 namespace sovguard::datapath::detail {
 
