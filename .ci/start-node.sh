@@ -174,15 +174,12 @@ created() { # RECORD PATH
 }
 [[ $mode == node ]] && created created "$state"
 created created-dirs "$(dirname "$hook")"
-# What libvirtd writes at its first start on a host (Debian's packages create none of it): the
-# QEMU capabilities cache, its runtime directory, QEMU state directories and logs; and its
-# `machine` cgroups. Recorded when this host had none yet (tests/support's ServicesAsFound removes
-# the same after a test's daemon started libvirtd).
-created created /var/cache/libvirt/qemu/capabilities
-created created /run/libvirt
-for d in checkpoint dump nvram ram save snapshot; do created created "/var/lib/libvirt/qemu/$d"; done
-created created /var/log/libvirt/libvirtd.log
-created created /var/log/libvirt/virtlogd.log
+# What libvirtd writes at its first start on a host (.ci/libvirt-first-start.paths, the list
+# tests/support's ServicesAsFound reads too) and its `machine` cgroups: recorded when this host had
+# none yet.
+while read -r p; do
+  if [[ $p == /* ]]; then created created "$p"; fi
+done <"$root/.ci/libvirt-first-start.paths"
 for h in /sys/fs/cgroup /sys/fs/cgroup/*/; do
   h=${h%/}
   [[ -d $h && ! -L $h && -e $h/cgroup.procs && ! -e $h/machine ]] && echo "$h/machine" >>"$record/created-cgroups"

@@ -35,7 +35,8 @@ inline std::string Hex(const std::string& s) {
   return ToHex(U8(s));
 }
 
-// sovguardd's tc program on every guest tap (enforcer/daemon/node.cc), as measured and reported.
+// sovguardd's tc program on every guest tap (enforcer/daemon/node_attestation.cc), as measured
+// and reported.
 inline constexpr std::string_view kNetProgram = "sg_net";
 inline constexpr std::string_view kNetAttachType = "tc/ingress";
 

@@ -24,7 +24,7 @@
 
 #include <fmt/format.h>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 #include "policy/compile/compile.h"
 #include "policy/jurisdiction/table.h"
 #include "policy/validate/validate.h"

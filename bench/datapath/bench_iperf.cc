@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 #include "tests/datapath/netns.h"
 #include "tests/datapath/world_table.h"
 

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "bench/datapath/sg_noop.skel.h"
-#include "enforcer/datapath/frames.h"
-#include "enforcer/datapath/net_datapath.h"
-#include "enforcer/datapath/tables.h"
+#include "enforcer/net/frames.h"
+#include "enforcer/net/net_datapath.h"
+#include "enforcer/net/tables.h"
 #include "tests/datapath/world_table.h"
 
 using namespace sovguard::datapath;

@@ -17,7 +17,7 @@
 #include "attestation/measure/platform.h"
 #include "attestation/tpm/tpm.h"
 #include "enforcer/daemon/host_services.h"
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 #include "enforcer/storage/storage_datapath.h"
 #include "enforcer/system/mounts.h"
 

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "enforcer/datapath/net_datapath.h"
 #include "enforcer/metrics/registry.h"
+#include "enforcer/net/net_datapath.h"
 #include "enforcer/probe/probe.h"
 #include "policy/compiled.h"
 

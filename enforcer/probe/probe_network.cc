@@ -1,4 +1,4 @@
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 #include "enforcer/probe/probe_candidates.h"
 
 namespace sovguard::enforcer {

@@ -17,7 +17,7 @@
 // A process below machine/ whose guest cgroup is unknown holds no dataset: it may not open any
 // protected volume (fail closed).
 //
-// Typical daemon use (enforcer/daemon/node.cc):
+// Typical daemon use (enforcer/daemon/node.cc and node_*.cc):
 //   at start:        StorageDatapath sp(StorageOptions{.pin_dir = <bpf_pin_dir>/storage});
 //                    (probes + attaches; adopts a predecessor's pinned state without a gap)
 //                    sp.ApplyPolicy(policy::CompileStorage(validated, compiled));

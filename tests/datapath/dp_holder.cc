@@ -9,7 +9,7 @@
 #include <sstream>
 #include <string>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 #include "tests/datapath/topology.h"
 
 using namespace sovguard;

@@ -40,7 +40,7 @@
 #include <tuple>
 #include <vector>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 #include "tests/datapath/topology.h"
 
 namespace sovguard::datapath {

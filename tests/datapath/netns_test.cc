@@ -24,8 +24,8 @@
 #include <thread>
 #include <tuple>
 
-#include "enforcer/datapath/frames.h"
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/frames.h"
+#include "enforcer/net/net_datapath.h"
 #include "tests/datapath/topology.h"
 
 namespace sovguard::datapath {

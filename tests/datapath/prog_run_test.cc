@@ -12,9 +12,9 @@
 #include <string>
 #include <unordered_map>
 
-#include "enforcer/datapath/frames.h"
-#include "enforcer/datapath/net_datapath.h"
-#include "enforcer/datapath/tables.h"
+#include "enforcer/net/frames.h"
+#include "enforcer/net/net_datapath.h"
+#include "enforcer/net/tables.h"
 #include "tests/datapath/netns.h"
 #include "tests/datapath/world_table.h"
 

@@ -21,7 +21,7 @@
 #include <sstream>
 #include <string>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 #include "tests/datapath/sg_net_variant.skel.h"
 #include "tests/datapath/topology.h"
 

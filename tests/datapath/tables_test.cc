@@ -6,8 +6,8 @@
 #include <cstring>
 #include <random>
 
-#include "enforcer/datapath/table_digest.h"
-#include "enforcer/datapath/tables.h"
+#include "enforcer/net/table_digest.h"
+#include "enforcer/net/tables.h"
 #include "tests/datapath/world_table.h"
 
 namespace sovguard::datapath {

@@ -16,7 +16,7 @@
 #include <cstring>
 #include <thread>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 // After the ABI (via net_datapath.h): the skeleton's .bss types come from it.
 #include "bpf/net/sg_net.skel.h"
 #include "tests/datapath/sg_pass.skel.h"

@@ -14,7 +14,7 @@
 #include <cstdlib>
 #include <memory>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 #include "tests/datapath/topology.h"
 #include "tests/datapath/world_table.h"
 

@@ -14,7 +14,7 @@
 #include <set>
 #include <string>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 #include "tests/datapath/topology.h"
 
 namespace sovguard::datapath {

@@ -42,17 +42,15 @@ void StopPid(pid_t pid) {
 }
 
 namespace {
-// What a libvirtd (and its virtlogd) writes on the host the first time it runs there: the QEMU
-// capabilities cache, its runtime directory, its QEMU state directories and its logs (Debian's
-// packages create none of them). .ci/start-node.sh --undo removes the same when it created them.
+// What a libvirtd (and its virtlogd) writes on the host the first time it runs there: the list
+// .ci/start-node.sh --undo removes too. Unreadable: throws (the test would leave the host changed).
 std::vector<fs::path> LibvirtStatePaths() {
-  std::vector<fs::path> paths{"/var/cache/libvirt/qemu/capabilities", "/run/libvirt",
-                              "/var/log/libvirt/libvirtd.log", "/var/log/libvirt/virtlogd.log"};
-  for (const char* d : {"common", "interface", "nodedev", "nwfilter", "nwfilter-binding", "secrets",
-                        "hostdevmgr", "network", "qemu", "storage"})
-    paths.push_back(fs::path("/run/libvirt") / d);
-  for (const char* d : {"checkpoint", "dump", "nvram", "ram", "save", "snapshot"})
-    paths.push_back(fs::path("/var/lib/libvirt/qemu") / d);
+  std::vector<fs::path> paths;
+  std::istringstream lines(
+      base::ReadFileText(fs::path(SOVGUARD_SOURCE_DIR) / ".ci/libvirt-first-start.paths"));
+  for (std::string line; std::getline(lines, line);)
+    if (line.starts_with('/')) paths.emplace_back(line);
+  if (paths.empty()) throw std::runtime_error(".ci/libvirt-first-start.paths names no path");
   return paths;
 }
 }  // namespace

@@ -1,8 +1,8 @@
 // The evidence the verifier tests and benches build on a real (swtpm) TPM, shaped like sovguardd's:
 // what a test node measures (its components, mechanisms, policy and covered guests), enforcement
-// snapshots like enforcer/daemon/node.cc Snapshot() (guests with taps covered by sg_net, storage
-// programs at the machine cgroup, a MechanismState for every enforcement path), and the
-// certifier's reference manifest approving the measured components.
+// snapshots like Node::Snapshot() in enforcer/daemon/node_attestation.cc (guests with taps covered
+// by sg_net, storage programs at the machine cgroup, a MechanismState for every enforcement path),
+// and the certifier's reference manifest approving the measured components.
 #pragma once
 
 #include <openssl/bio.h>

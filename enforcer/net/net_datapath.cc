@@ -1,10 +1,8 @@
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <fcntl.h>
 #include <net/if.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,24 +12,22 @@
 #include <cstring>
 #include <exception>
 #include <numeric>
-#include <thread>
 #include <utility>
 
-#include "base/hex.h"
 #include "base/unique_fd.h"
 #include "bpf/net/sg_net.skel.h"
-#include "enforcer/datapath/table_digest.h"
-#include "enforcer/datapath/tables.h"
-#include "enforcer/datapath/tc_netlink.h"
+#include "enforcer/net/table_digest.h"
+#include "enforcer/net/tables.h"
+#include "enforcer/net/tc_netlink.h"
 
 namespace sovguard::datapath {
 namespace {
 
-// tc filter identity: 'SG' handle at a fixed priority, so we only ever remove our own filter.
-constexpr std::uint32_t kTcHandle = 0x5347;
-constexpr std::uint32_t kTcPriority = 1;
-
 using base::UniqueFd;
+using detail::InNetns;
+using detail::InNetnsResult;
+using detail::kTcHandle;
+using detail::kTcPriority;
 
 UniqueFd CreateMap(bpf_map_type type, const char* name, std::uint32_t key_size,
                    std::uint32_t value_size, std::uint32_t max_entries, std::uint32_t flags) {
@@ -59,35 +55,6 @@ void UpdateMany(int fd, const void* keys, std::size_t key_size, const void* valu
     UpdateElem(fd, k + i * key_size, v + i * value_size, what);
 }
 
-// Runs f on a thread that has joined the network namespace at path (tc works per namespace).
-template <class F>
-void InNetns(const std::string& path, F&& f) {
-  if (path.empty()) {
-    f();
-    return;
-  }
-  std::exception_ptr failure;
-  std::thread worker([&] {
-    try {
-      UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!ns) throw DatapathError("open network namespace " + path, errno);
-      if (::setns(ns.Get(), CLONE_NEWNET) != 0) throw DatapathError("setns " + path, errno);
-      f();
-    } catch (...) {
-      failure = std::current_exception();
-    }
-  });
-  worker.join();
-  if (failure) std::rethrow_exception(failure);
-}
-
-template <class F>
-auto InNetnsResult(const std::string& path, F&& f) {
-  decltype(f()) result{};
-  InNetns(path, [&] { result = f(); });
-  return result;
-}
-
 std::string IfName(std::uint32_t ifindex) {
   char buf[IF_NAMESIZE] = {};
   return ::if_indextoname(ifindex, buf) ? std::string(buf) : std::string();
@@ -96,9 +63,6 @@ std::string IfName(std::uint32_t ifindex) {
 void CopyString(char* dst, std::size_t size, const std::string& src) {
   std::memset(dst, 0, size);
   std::memcpy(dst, src.data(), std::min(src.size(), size - 1));
-}
-std::string FromField(const char* src, std::size_t size) {
-  return std::string(src, strnlen(src, size));
 }
 
 std::uint32_t MapId(int fd) {
@@ -607,83 +571,6 @@ void NetDatapath::DetachTc(Guest& g) {
   g.attached = false;
 }
 
-DatasetCounters NetDatapath::ReadCounters(std::uint32_t ifindex, std::uint8_t dataset) const {
-  auto it = guests_.find(ifindex);
-  if (it == guests_.end())
-    throw std::invalid_argument("no guest on ifindex " + std::to_string(ifindex));
-  const auto& pos = it->second.positions;
-  auto p = std::find(pos.begin(), pos.end(), dataset);
-  if (p == pos.end())
-    throw std::invalid_argument("guest " + it->second.config.name + " does not hold dataset " +
-                                std::to_string(dataset));
-  const std::uint32_t idx =
-      it->second.slot * SG_MAX_GUEST_DATASETS + static_cast<std::uint32_t>(p - pos.begin());
-  const int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) throw DatapathError("libbpf_num_possible_cpus", -ncpu);
-  std::vector<sg_net_counters> per_cpu(static_cast<std::size_t>(ncpu));
-  if (int err = bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_counters), &idx, per_cpu.data()))
-    throw DatapathError("read sg_counters", -err);
-  DatasetCounters c;
-  for (const auto& v : per_cpu) {
-    c.packets += v.packets;
-    c.bytes += v.bytes;
-    c.dropped_packets += v.dropped_packets;
-    c.dropped_bytes += v.dropped_bytes;
-    c.would_drop_packets += v.would_drop_packets;
-    c.would_drop_bytes += v.would_drop_bytes;
-  }
-  sg_net_quota q{};
-  if (int err = bpf_map_lookup_elem_flags(bpf_map__fd(skel_->maps.sg_quotas), &idx, &q, BPF_F_LOCK))
-    throw DatapathError("read sg_quotas", -err);
-  c.quota_used_bytes = q.used_bytes;
-  c.quota_exceeded = q.exceeded;
-  return c;
-}
-
-NetStatus NetDatapath::Status() const {
-  NetStatus s;
-  s.policy_loaded = policy_loaded_;
-  s.active_generation = __atomic_load_n(&skel_->bss->sg_cfg.active_gen, __ATOMIC_ACQUIRE);
-  s.swaps = swaps_;
-  s.policy_digest = digest_;
-  for (const auto& [ifindex, g] : guests_) {
-    GuestStatus gs;
-    gs.name = g.config.name;
-    gs.ifindex = ifindex;
-    gs.slot = g.slot;
-    gs.dataset_mask = g.config.datasets;
-    gs.attached = g.attached;
-    sg_net_ratelimit rl{};
-    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_ratelimit), &g.slot, &rl) == 0)
-      gs.events_suppressed = rl.suppressed;
-    for (std::uint8_t d : g.positions) {
-      if (d == SG_GUEST_DS_NONE) continue;
-      DatasetStatus ds;
-      ds.index = d;
-      if (d < datasets_.size()) {
-        ds.id = datasets_[d].id;
-        ds.mode = datasets_[d].mode;
-        ds.egress = datasets_[d].egress;
-      }
-      ds.counters = ReadCounters(ifindex, d);
-      gs.datasets.push_back(std::move(ds));
-    }
-    s.guests.push_back(std::move(gs));
-  }
-  return s;
-}
-
-int NetDatapath::PollEvents(int timeout_ms,
-                            const std::function<void(const sg_net_event&)>& handler) {
-  std::function<void(const sg_net_event&)> h = handler;
-  handler_ = &h;
-  int n = ring_buffer__poll(events_.get(), timeout_ms);
-  handler_ = nullptr;
-  if (n == -EINTR) return 0;
-  if (n < 0) throw DatapathError("ring_buffer__poll sg_events", -n);
-  return n;
-}
-
 TestRunResult NetDatapath::TestRun(std::span<const std::uint8_t> frame, std::uint32_t repeat,
                                    std::uint32_t ifindex) const {
   __sk_buff ctx{};
@@ -701,329 +588,6 @@ TestRunResult NetDatapath::TestRun(std::span<const std::uint8_t> frame, std::uin
         "BPF_PROG_TEST_RUN sg_net_egress on a " + std::to_string(frame.size()) + "-byte frame",
         -err);
   return {static_cast<int>(opts.retval), opts.duration};
-}
-
-std::vector<TcFilterInfo> ListIngressFilters(std::uint32_t ifindex, const std::string& netns) {
-  return InNetnsResult(netns, [&] { return detail::DumpIngressFilters(ifindex); });
-}
-
-std::vector<AdoptedGuest> NetDatapath::Adopt() {
-  if (options_.pin_dir.empty())
-    throw std::logic_error("NetDatapath::Adopt needs pin_dir (nothing to adopt from)");
-  if (!guests_.empty()) throw std::logic_error("NetDatapath::Adopt must come before AddGuest");
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> published;  // ifindex, entry + 1
-  for (std::uint32_t i = 1; i < SG_GUEST_INDEX_DIRECT; ++i)
-    if (const std::uint32_t v = __atomic_load_n(&skel_->bss->sg_guest_index[i], __ATOMIC_ACQUIRE))
-      published.emplace_back(i, v);
-  {
-    const int fd = bpf_map__fd(skel_->maps.sg_guests);
-    std::uint32_t key = 0, next = 0;
-    const void* prev = nullptr;
-    for (std::uint32_t n = 0; n <= SG_MAX_GUESTS; ++n) {
-      if (bpf_map_get_next_key(fd, prev, &next) != 0) break;
-      std::uint32_t v = 0;
-      if (bpf_map_lookup_elem(fd, &next, &v) == 0 && v) published.emplace_back(next, v);
-      key = next;
-      prev = &key;
-    }
-  }
-  const int meta_fd = bpf_map__fd(skel_->maps.sg_guest_meta);
-  adopted_.clear();
-  for (const auto& [ifindex, value] : published) {
-    const std::uint32_t entry = value - 1;
-    const bool valid = value >= 1 && entry < SG_MAX_GUESTS * 2;
-    const sg_net_guest cfg = valid ? skel_->bss->sg_guest_cfg[entry] : sg_net_guest{};
-    if (!valid || cfg.slot != entry / 2 || slot_used_[cfg.slot]) {
-      // Not an entry we can own: the program must not keep using it. Unpublished, the interface
-      // is unknown to the program and all its frames are dropped (fail closed).
-      std::fprintf(stderr,
-                   "sovguard datapath: adopt: ifindex %u has an inconsistent entry %u: dropped\n",
-                   ifindex, value);
-      PublishIndex(ifindex, 0);
-      continue;
-    }
-    Guest g;
-    g.slot = cfg.slot;
-    g.entry = entry;
-    g.published = true;
-    std::memcpy(g.positions.data(), cfg.ds, sizeof(cfg.ds));
-    g.config.ifindex = ifindex;
-    g.config.datasets = cfg.datasets;
-    for (std::uint16_t e : cfg.ethertypes)
-      if (e) g.config.allowed_ethertypes.push_back(e);
-    sg_net_guest_meta meta{};
-    if (bpf_map_lookup_elem(meta_fd, &g.slot, &meta) == 0) {
-      g.config.name = FromField(meta.name, sizeof(meta.name));
-      g.config.netns = FromField(meta.netns, sizeof(meta.netns));
-      g.ifname = FromField(meta.ifname, sizeof(meta.ifname));
-      g.config.attach = meta.flags & SG_GUEST_META_ATTACH;
-      g.created_qdisc = meta.flags & SG_GUEST_META_QDISC;
-    } else {
-      g.config.attach = true;  // unknown: assume the filter is wanted (fail closed)
-    }
-    slot_used_[g.slot] = true;
-    AdoptedGuest a;
-    a.slot = g.slot;
-    a.tap_present = TapPresent(g);
-    if (a.tap_present) {
-      try {
-        for (auto& f : ListIngressFilters(ifindex, g.config.netns))
-          if (f.priority == kTcPriority && f.handle == kTcHandle && f.kind == "bpf")
-            a.previous_filter = f;
-      } catch (const DatapathError&) {
-        // listed as missing; the attach below says what is wrong if it matters
-      }
-      if (g.config.attach) {
-        // The predecessor's filter is replaced in one netlink request: the old program runs until
-        // the kernel switches to ours (same handle and priority), so no frame goes unchecked.
-        try {
-          AttachTc(g);
-          WriteMeta(g);
-          a.attached = true;
-        } catch (const std::exception& e) {
-          // The predecessor's filter (if any) keeps running; Verify reports it, Repair retries.
-          a.error = e.what();
-        }
-      }
-    }
-    g.attached = a.attached;
-    a.config = g.config;
-    guests_.emplace(ifindex, std::move(g));
-    adopted_.push_back(std::move(a));
-  }
-  return adopted_;
-}
-
-std::vector<TamperFinding> NetDatapath::VerifyAttachments(VerifyOptions options) const {
-  std::vector<TamperFinding> out;
-  const ProgramIdentity ours = program();
-  for (const auto& [ifindex, g] : guests_) {
-    auto finding = [&](TamperKind kind, std::string detail) {
-      TamperFinding f;
-      f.kind = kind;
-      f.guest = g.config.name;
-      f.ifindex = ifindex;
-      f.detail = std::move(detail);
-      return f;
-    };
-    // The kernel entry the program uses for this tap.
-    std::uint32_t index = 0;
-    if (ifindex < SG_GUEST_INDEX_DIRECT) {
-      index = __atomic_load_n(&skel_->bss->sg_guest_index[ifindex], __ATOMIC_ACQUIRE);
-    } else {
-      bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_guests), &ifindex, &index);
-    }
-    const sg_net_guest want = GuestEntry(g);
-    if (index != g.entry + 1 ||
-        std::memcmp(&skel_->bss->sg_guest_cfg[g.entry], &want, sizeof(want)) != 0)
-      out.push_back(finding(TamperKind::kGuestEntryAltered,
-                            "guest entry " + std::to_string(g.entry) + " (index " +
-                                std::to_string(index) + ") differs from what was written"));
-    if (!g.config.attach) continue;
-    if (!TapPresent(g)) {
-      out.push_back(finding(TamperKind::kTapMissing, "tap " + g.ifname + " is gone"));
-      continue;
-    }
-    std::vector<TcFilterInfo> filters;
-    try {
-      filters = ListIngressFilters(ifindex, g.config.netns);
-    } catch (const DatapathError& e) {
-      if (e.error() == ENODEV) {
-        out.push_back(finding(TamperKind::kTapMissing, e.what()));
-        continue;
-      }
-      throw;
-    }
-    auto it = std::find_if(filters.begin(), filters.end(), [](const TcFilterInfo& f) {
-      return f.priority == kTcPriority && f.handle == kTcHandle && f.kind == "bpf";
-    });
-    if (it == filters.end()) {
-      out.push_back(finding(TamperKind::kFilterMissing,
-                            filters.empty() ? "no filter (or no clsact qdisc) on ingress"
-                                            : "our filter is gone from ingress"));
-      continue;
-    }
-    if (it->program.id != ours.id) {
-      auto f =
-          finding(TamperKind::kProgramReplaced,
-                  "program " + std::to_string(it->program.id) + " tag " + it->program.tag +
-                      " at our filter, expected " + std::to_string(ours.id) + " tag " + ours.tag);
-      f.expected = ours;
-      f.found = it->program;
-      out.push_back(std::move(f));
-    }
-    for (auto before = filters.begin(); before != it; ++before) {
-      auto f = finding(TamperKind::kFilterBypass, "foreign " + before->kind + " filter priority " +
-                                                      std::to_string(before->priority) +
-                                                      " handle " + std::to_string(before->handle) +
-                                                      " runs before ours");
-      f.filter = *before;
-      f.found = before->program;
-      out.push_back(std::move(f));
-    }
-  }
-  if (!policy_loaded_) return out;
-  const std::uint32_t active =
-      __atomic_load_n(&skel_->bss->sg_cfg.active_gen, __ATOMIC_ACQUIRE) & (SG_NET_GENERATIONS - 1);
-  const auto outers = Outers();
-  for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
-    TamperFinding f;
-    f.table = std::string(kTableNames[i]);
-    std::uint32_t id = 0;
-    if (bpf_map_lookup_elem(outers[i], &active, &id) != 0 || id != table_ids_[i]) {
-      f.kind = TamperKind::kGenerationAltered;
-      f.detail = "generation " + std::to_string(active) + " table " + f.table + " is map " +
-                 std::to_string(id) + ", expected " + std::to_string(table_ids_[i]);
-      out.push_back(std::move(f));
-      continue;
-    }
-    if (!options.hash_tables) continue;
-    UniqueFd fd(bpf_map_get_fd_by_id(id));
-    if (!fd) throw DatapathError("open policy table map " + std::to_string(id), errno);
-    const Sha256 got = DigestMap(fd.Get());
-    if (got != table_digests_[i]) {
-      f.kind = TamperKind::kPolicyTableAltered;
-      f.detail = "table " + f.table + " sha256 " + base::ToHex(got.data(), 8) + "..., expected " +
-                 base::ToHex(table_digests_[i].data(), 8) + "...";
-      out.push_back(std::move(f));
-    }
-  }
-  return out;
-}
-
-RepairResult NetDatapath::Repair(VerifyOptions options) {
-  RepairResult r;
-  bool rewrote = false;
-  for (auto& f : VerifyAttachments(options)) {
-    auto it = guests_.find(f.ifindex);
-    bool fixed = false;
-    if (it != guests_.end() && !f.guest.empty() && f.table.empty()) {
-      Guest& g = it->second;
-      switch (f.kind) {
-        case TamperKind::kFilterMissing:
-        case TamperKind::kProgramReplaced:
-          AttachTc(g);
-          WriteMeta(g);
-          fixed = true;
-          break;
-        case TamperKind::kFilterBypass:
-          InNetns(g.config.netns, [&] { detail::DeleteIngressFilter(f.ifindex, f.filter); });
-          fixed = true;
-          break;
-        case TamperKind::kGuestEntryAltered:
-          WriteGuest(g);
-          rewrote = true;
-          fixed = true;
-          break;
-        default:
-          break;
-      }
-    }
-    (fixed ? r.repaired : r.remaining).push_back(std::move(f));
-  }
-  if (rewrote) SynchronizeRcu();
-  return r;
-}
-
-std::string_view TamperKindName(TamperKind kind) {
-  switch (kind) {
-    case TamperKind::kTapMissing:
-      return "tap-missing";
-    case TamperKind::kFilterMissing:
-      return "filter-missing";
-    case TamperKind::kProgramReplaced:
-      return "program-replaced";
-    case TamperKind::kFilterBypass:
-      return "filter-bypass";
-    case TamperKind::kGuestEntryAltered:
-      return "guest-entry-altered";
-    case TamperKind::kGenerationAltered:
-      return "generation-altered";
-    case TamperKind::kPolicyTableAltered:
-      return "policy-table-altered";
-  }
-  return "?";
-}
-
-std::string FormatFinding(const TamperFinding& f) {
-  std::string out = "tamper " + std::string(TamperKindName(f.kind));
-  if (!f.guest.empty() || f.ifindex)
-    out += " guest=" + f.guest + " ifindex=" + std::to_string(f.ifindex);
-  if (!f.table.empty()) out += " table=" + f.table;
-  return out + ": " + f.detail;
-}
-
-std::string CountryText(std::uint16_t country) {
-  if (country == SG_COUNTRY_UNKNOWN) return "--";
-  return std::string{static_cast<char>(country >> 8), static_cast<char>(country & 0xff)};
-}
-
-std::string FormatEvent(const sg_net_event& ev) {
-  static const char* kReasons[] = {
-      "?", "residency", "unknown-destination", "non-ip", "malformed", "quota", "no-policy"};
-  char dst[64] = "-";
-  if (ev.family == 4) {
-    std::snprintf(dst, sizeof(dst), "%u.%u.%u.%u", ev.dst[0], ev.dst[1], ev.dst[2], ev.dst[3]);
-  } else if (ev.family == 6) {
-    int off = 0;
-    for (int i = 0; i < 16; i += 2)
-      off += std::snprintf(dst + off, sizeof(dst) - static_cast<std::size_t>(off), "%s%x",
-                           i ? ":" : "", (ev.dst[i] << 8) | ev.dst[i + 1]);
-  }
-  const char* reason = ev.reason < std::size(kReasons) ? kReasons[ev.reason] : "?";
-  char line[256];
-  std::snprintf(line, sizeof(line),
-                "guest_slot=%u ifindex=%u dataset=%u violating=%#llx dst=%s country=%s class=%u "
-                "verdict=%s reason=%s ethertype=%#06x proto=%u len=%u",
-                ev.guest_slot, ev.ifindex, ev.dataset,
-                static_cast<unsigned long long>(ev.violating), dst, CountryText(ev.country).c_str(),
-                ev.class_id, ev.verdict == SG_VERDICT_DROP ? "drop" : "audit", reason, ev.ethertype,
-                ev.l4proto, ev.len);
-  return line;
-}
-
-std::string FormatStatus(const NetStatus& s) {
-  std::string out;
-  char line[512];
-  if (!s.policy_loaded) {
-    out += "network datapath: no policy loaded (all guest traffic but ARP/ND/DHCP is dropped)\n";
-  } else {
-    const std::string digest = base::ToHex(s.policy_digest.data(), 8);
-    std::snprintf(line, sizeof(line),
-                  "network datapath: policy %s..., generation %u, %llu swap(s)\n", digest.c_str(),
-                  s.active_generation, static_cast<unsigned long long>(s.swaps));
-    out += line;
-  }
-  for (const auto& g : s.guests) {
-    std::snprintf(line, sizeof(line), "guest %s: ifindex %u, slot %u, %s, events suppressed %llu\n",
-                  g.name.c_str(), g.ifindex, g.slot, g.attached ? "attached" : "NOT attached",
-                  static_cast<unsigned long long>(g.events_suppressed));
-    out += line;
-    if (g.datasets.empty()) out += "  holds no dataset: traffic unrestricted\n";
-    for (const auto& d : g.datasets) {
-      std::string quota = "no quota";
-      if (d.egress) {
-        quota = "quota " + std::to_string(d.counters.quota_used_bytes) + "/" +
-                std::to_string(d.egress->bytes) + " B per " +
-                std::to_string(d.egress->window_seconds) + " s, " +
-                std::to_string(d.counters.quota_exceeded) + " over";
-      }
-      const auto& c = d.counters;
-      std::snprintf(line, sizeof(line),
-                    "  dataset %s [#%u] %s: passed %llu pkts/%llu B, dropped %llu pkts/%llu B, "
-                    "would-drop %llu pkts/%llu B, %s\n",
-                    d.id.empty() ? "?" : d.id.c_str(), d.index,
-                    d.mode == policy::Mode::kEnforce ? "ENFORCE" : "AUDIT",
-                    static_cast<unsigned long long>(c.packets),
-                    static_cast<unsigned long long>(c.bytes),
-                    static_cast<unsigned long long>(c.dropped_packets),
-                    static_cast<unsigned long long>(c.dropped_bytes),
-                    static_cast<unsigned long long>(c.would_drop_packets),
-                    static_cast<unsigned long long>(c.would_drop_bytes), quota.c_str());
-      out += line;
-    }
-  }
-  return out;
 }
 
 }  // namespace sovguard::datapath

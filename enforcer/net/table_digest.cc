@@ -1,4 +1,4 @@
-#include "enforcer/datapath/table_digest.h"
+#include "enforcer/net/table_digest.h"
 
 #include <bpf/bpf.h>
 
@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/net_datapath.h"
 
 namespace sovguard::datapath {
 

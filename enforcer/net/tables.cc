@@ -1,4 +1,4 @@
-#include "enforcer/datapath/tables.h"
+#include "enforcer/net/tables.h"
 
 #include <algorithm>
 #include <cstring>

@@ -1,21 +1,26 @@
-#include "enforcer/datapath/tc_netlink.h"
+#include "enforcer/net/tc_netlink.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <fcntl.h>
 #include <linux/if_ether.h>
 #include <linux/netlink.h>
 #include <linux/pkt_cls.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <string>
+#include <thread>
 
 #include "base/hex.h"
+#include "base/unique_fd.h"
 
 // NLMSG_*/RTA_* are C macros with C casts.
 #pragma GCC diagnostic ignored "-Wold-style-cast"
@@ -211,6 +216,26 @@ void DeleteIngressFilter(std::uint32_t ifindex, const TcFilterInfo& f) {
            "delete tc filter " + f.kind + " priority " + std::to_string(f.priority) + " handle " +
                std::to_string(f.handle) + " from ifindex " + std::to_string(ifindex),
            [](const nlmsghdr*) {});
+}
+
+void InNetns(const std::string& path, const std::function<void()>& f) {
+  if (path.empty()) {
+    f();
+    return;
+  }
+  std::exception_ptr failure;
+  std::thread worker([&] {
+    try {
+      base::UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!ns) throw DatapathError("open network namespace " + path, errno);
+      if (::setns(ns.Get(), CLONE_NEWNET) != 0) throw DatapathError("setns " + path, errno);
+      f();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  });
+  worker.join();
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace sovguard::datapath::detail

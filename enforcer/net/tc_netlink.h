@@ -4,11 +4,30 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
-#include "enforcer/datapath/datapath_types.h"
+#include "enforcer/net/datapath_types.h"
 
 namespace sovguard::datapath::detail {
+
+// Our filter on a tap's clsact ingress: the 'SG' handle at a fixed priority, so that only our own
+// filter is ever replaced or removed.
+inline constexpr std::uint32_t kTcHandle = 0x5347;
+inline constexpr std::uint32_t kTcPriority = 1;
+
+// Runs f on a thread that has joined the network namespace at path (tc works per namespace), or on
+// the calling thread when path is empty. Throws DatapathError when the namespace cannot be joined;
+// an exception of f is rethrown here.
+void InNetns(const std::string& path, const std::function<void()>& f);
+
+template <class F>
+auto InNetnsResult(const std::string& path, F&& f) {
+  decltype(f()) result{};
+  InNetns(path, [&] { result = f(); });
+  return result;
+}
 
 // Filters of clsact ingress of ifindex, in run order; empty when the device has no clsact qdisc.
 // Throws DatapathError for other failures (e.g. ENODEV when the device is gone).

@@ -1,4 +1,4 @@
-#include "enforcer/datapath/frames.h"
+#include "enforcer/net/frames.h"
 
 namespace sovguard::datapath::frames {
 namespace {

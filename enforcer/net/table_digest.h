@@ -11,7 +11,7 @@
 
 #include "base/sha256.h"
 #include "bpf/sovguard_abi.h"
-#include "enforcer/datapath/tables.h"
+#include "enforcer/net/tables.h"
 
 namespace sovguard::datapath {
 

@@ -1,4 +1,4 @@
-#include "enforcer/datapath/datapath_types.h"
+#include "enforcer/net/datapath_types.h"
 
 #include <cstring>
 

@@ -1,8 +1,8 @@
 // ProbeNetDatapath: the real program, loaded and run once each way on this kernel.
 #include <exception>
 
-#include "enforcer/datapath/frames.h"
-#include "enforcer/datapath/net_datapath.h"
+#include "enforcer/net/frames.h"
+#include "enforcer/net/net_datapath.h"
 
 namespace sovguard::datapath {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "bpf/sovguard_abi.h"
-#include "enforcer/datapath/datapath_types.h"
+#include "enforcer/net/datapath_types.h"
 #include "policy/compiled.h"
 
 struct sg_net;       // bpftool skeleton
