@@ -19,6 +19,7 @@
 #include "enforcer/net/table_digest.h"
 #include "enforcer/net/tables.h"
 #include "enforcer/net/tc_netlink.h"
+#include "enforcer/system/bpf_maps.h"
 
 namespace sovguard::datapath {
 namespace {
@@ -45,14 +46,9 @@ void UpdateElem(int fd, const void* key, const void* value, const char* what) {
 // Writes count entries with one syscall where the map type supports batches, else one by one.
 void UpdateMany(int fd, const void* keys, std::size_t key_size, const void* values,
                 std::size_t value_size, std::uint32_t count, const char* what) {
-  if (count == 0) return;
-  LIBBPF_OPTS(bpf_map_batch_opts, opts);
-  std::uint32_t n = count;
-  if (bpf_map_update_batch(fd, keys, values, &n, &opts) == 0 && n == count) return;
-  const auto* k = static_cast<const std::uint8_t*>(keys);
-  const auto* v = static_cast<const std::uint8_t*>(values);
-  for (std::uint32_t i = 0; i < count; ++i)
-    UpdateElem(fd, k + i * key_size, v + i * value_size, what);
+  if (const int err = enforcer::bpfmap::UpdateMany(fd, keys, key_size, values, value_size, count);
+      err != 0)
+    throw DatapathError(std::string("bpf_map_update_elem ") + what, -err);
 }
 
 std::string IfName(std::uint32_t ifindex) {
