@@ -53,8 +53,9 @@ inline int DeleteMany(int fd, const void* keys, std::size_t key_size, std::uint3
   return 0;
 }
 
-// Calls fn(key, value) for every entry; entries deleted meanwhile are skipped. K and V are the
-// map's key and value types (not per-CPU maps).
+// Calls fn(key, value) for every entry; entries deleted meanwhile are skipped, any other failure
+// is returned (never a silently shortened walk). K and V are the map's key and value types (not
+// per-CPU maps).
 template <typename K, typename V, typename Fn>
 int ForEach(int fd, Fn&& fn) {
   constexpr std::uint32_t kChunk = 4096;
@@ -78,13 +79,16 @@ int ForEach(int fd, Fn&& fn) {
   }
   K key{}, next{};
   const void* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+  while (true) {
+    if (bpf_map_get_next_key(fd, prev, &next) != 0) return errno == ENOENT ? 0 : -errno;
     V value{};
-    if (bpf_map_lookup_elem(fd, &next, &value) == 0) fn(next, value);
+    if (bpf_map_lookup_elem(fd, &next, &value) == 0)
+      fn(next, value);
+    else if (errno != ENOENT)
+      return -errno;
     key = next;
     prev = &key;
   }
-  return 0;
 }
 
 }  // namespace sovguard::enforcer::bpfmap
