@@ -606,6 +606,35 @@ TEST_F(StorageRestartTest, TamperCheckFindsAndRepairsDetachedProgramsAndAlteredM
   EXPECT_TRUE(fs::exists(pin_.path() / "link_sg_cgroup_dev"));
   EXPECT_TRUE(timed_verify().empty());
 
+  // 2b. A /32 for the forbidden address added to the world-sized endpoint table in force, in DE's
+  // class (which allows health): found, and deleted again by the repair.
+  {
+    const int fd = bpf_obj_get((pin_.path() / "sg_endpoints4").c_str());
+    ASSERT_GE(fd, 0);
+    const int active_fd = bpf_obj_get((pin_.path() / "sg_storage_active").c_str());
+    ASSERT_GE(active_fd, 0);
+    std::uint32_t zero = 0, gen = 0;
+    ASSERT_EQ(bpf_map_lookup_elem(active_fd, &zero, &gen), 0);
+    ::close(active_fd);
+    const sg_storage_lpm4_key key{
+        .prefixlen = 32 + 32, .gen = gen, .addr = NbdAddress(kForbidden).sin_addr.s_addr};
+    const std::uint16_t de_class = 1;
+    ASSERT_EQ(bpf_map_update_elem(fd, &key, &de_class, BPF_ANY), 0);
+    EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code,
+              kOtherError);
+    f = timed_verify();
+    EXPECT_TRUE(has(f, "policy-map-altered", "sg_endpoints4"));
+    repaired = sp.Repair();
+    EXPECT_TRUE(repaired.remaining.empty());
+    // The kernel's longest match for the address is US's /24 again: the added /32 is gone.
+    std::uint16_t match = 0;
+    EXPECT_EQ(bpf_map_lookup_elem(fd, &key, &match), 0);
+    EXPECT_EQ(match, 2);
+    ::close(fd);
+  }
+  EXPECT_EQ(RunInCgroup(alpha, [] { return ConnectInEmptyNetns(kForbidden); }).exit_code, kEperm);
+  EXPECT_TRUE(timed_verify().empty());
+
   // 3. A guest entry rewritten to hold every dataset.
   {
     const int fd = bpf_obj_get((pin_.path() / "sg_storage_guests").c_str());
