@@ -49,6 +49,9 @@ inline constexpr std::string_view kReasonSignatureInvalid = "SIGNATURE_INVALID";
 inline constexpr std::string_view kReasonNonceMismatch = "NONCE_MISMATCH";
 inline constexpr std::string_view kReasonSnapshotDigestMismatch = "SNAPSHOT_DIGEST_MISMATCH";
 inline constexpr std::string_view kReasonSnapshotCopyMismatch = "SNAPSHOT_COPY_MISMATCH";
+// snapshot.copy: the evidence's node name (which the report and the EAR name the node by, and
+// which no signature covers) is not the node name of the signed snapshot.
+inline constexpr std::string_view kReasonNodeNameMismatch = "NODE_NAME_MISMATCH";
 inline constexpr std::string_view kReasonQualifyingDataMismatch = "QUALIFYING_DATA_MISMATCH";
 // quote.qualifying_data: extraData is the root of a Merkle tree of requests (format version 2);
 // the inclusion proof is missing or malformed, its path is shorter or longer than the leaf's
@@ -155,6 +158,7 @@ inline constexpr std::string_view kAllReasons[] = {
     kReasonNonceMismatch,
     kReasonSnapshotDigestMismatch,
     kReasonSnapshotCopyMismatch,
+    kReasonNodeNameMismatch,
     kReasonQualifyingDataMismatch,
     kReasonClockMismatch,
     kReasonPcrValuesMalformed,

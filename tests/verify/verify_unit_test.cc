@@ -490,6 +490,38 @@ TEST(VerifyUnit, EveryReasonCodeIsInTheReadmeTable) {
   }
 }
 
+// The evidence's node name is outside everything the quote signs; the report and the EAR name
+// the node by it. An attacker rooting node A sends A's genuine evidence under node B's name (in
+// JSON, or as one more protobuf field on the wire, which protobuf takes as the value): the
+// verdict must not approve "node-b" for what A's AK proved. (Before: PASS, exit 0, and an EAR
+// submodule "node-b" with status warning.)
+TEST(VerifyUnit, EvidenceNodeNameMustBeTheBoundSnapshots) {
+  const auto o = AnchoredOptions("ecc");
+  auto ev = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
+  ASSERT_TRUE(verify::Verify(ev, o).passed());
+  ASSERT_EQ(ev.node(), ev.snapshot().node());
+  ev.set_node("node-b");
+  auto r = verify::Verify(ev, o);
+  EXPECT_FALSE(r.passed()) << verify::RenderText(r);
+  ASSERT_NE(r.Find("snapshot.copy"), nullptr);
+  EXPECT_EQ(r.Find("snapshot.copy")->reason, verify::kReasonNodeNameMismatch)
+      << verify::RenderText(r);
+  const auto claims = nlohmann::json::parse(verify::EarClaimsJson(r, {}));
+  EXPECT_EQ(claims["submods"]["node-b"]["ear.status"], "contraindicated") << claims.dump(2);
+
+  // The same name appended as one more field to the binary evidence (protobuf: the last wins).
+  const auto pb = ReadFileBytes(kCorpus / "genuine-rsa.pb");
+  std::string wire(pb.begin(), pb.end());
+  wire += std::string("\x12\x06") + "node-b";
+  const auto view =
+      verify::ParseEvidenceView(std::span(reinterpret_cast<const uint8_t*>(wire.data()), wire.size()));
+  ASSERT_EQ(view.message.node(), "node-b");
+  r = verify::Verify(view, AnchoredOptions("rsa"));
+  EXPECT_FALSE(r.passed()) << verify::RenderText(r);
+  EXPECT_EQ(r.Find("snapshot.copy")->reason, verify::kReasonNodeNameMismatch)
+      << verify::RenderText(r);
+}
+
 // Checks nobody asked for are listed as not applicable, with their reason, never as passed.
 TEST(VerifyUnit, NotRequestedChecksAreListed) {
   const auto ev = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
