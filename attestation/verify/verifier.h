@@ -120,6 +120,9 @@ inline constexpr std::string_view kReasonEkProfileInvalid = "EK_PROFILE_INVALID"
 // certificate chained to --ek-ca that could say which TPM signed.
 inline constexpr std::string_view kReasonSoftwareTpm = "SOFTWARE_TPM";
 inline constexpr std::string_view kReasonHardwareTpmUnproven = "HARDWARE_TPM_UNPROVEN";
+// tpm.hardware: the EK certificates chain, but no credential activation (ak.ek_binding) proved
+// the AK that signed the quote lives in the TPM of one of them.
+inline constexpr std::string_view kReasonEkNotBoundToAk = "EK_NOT_BOUND_TO_AK";
 // manifest.*: no reference manifest given; a manifest approving nothing; a log measuring nothing.
 inline constexpr std::string_view kReasonManifestMissing = "MANIFEST_MISSING";
 inline constexpr std::string_view kReasonManifestEmpty = "MANIFEST_EMPTY";
@@ -206,6 +209,7 @@ inline constexpr std::string_view kAllReasons[] = {
     kReasonEkProfileInvalid,
     kReasonSoftwareTpm,
     kReasonHardwareTpmUnproven,
+    kReasonEkNotBoundToAk,
     kReasonManifestMissing,
     kReasonManifestEmpty,
     kReasonNoComponentMeasured,

@@ -1624,6 +1624,51 @@ TEST_F(VerifyTest, EkCertificateMustFollowTheTcgProfile) {
     ASSERT_EQ(r.Find("ek.chain")->status, Status::kPass) << r.Find("ek.chain")->detail;
     EXPECT_NE(r.Find("ek.chain")->detail.find("policy 2.25.1"), std::string::npos);
   }
+  // The attack: root on a swtpm node whose AK the auditor enrolled carries a hardware TPM's EK
+  // certificate (any, they are not secret) beside the quote. It chains and has the profile, but
+  // nothing binds that EK to the AK that signed: it says which TPM could have, not which did.
+  // The auditor did not accept a software TPM. (Before: tpm.hardware passed, verdict PASS.)
+  {
+    auto o = Opts(good);
+    o.waivers.clear();
+    o.ek_ca_dir = dir / "ca";
+    const auto r = verify::Verify(good, o);
+    ExpectFail(r, "tpm.hardware", verify::kReasonEkNotBoundToAk);
+    EXPECT_EQ(r.Find("ek.chain")->status, Status::kPass) << verify::RenderText(r);
+    EXPECT_EQ(r.Find("trust.root")->status, Status::kPass) << verify::RenderText(r);
+  }
+  // The same attributes on certificates of the node's own EKs, with credential activation for
+  // the AK that signed (the EK it was encrypted to has one of them): hardware is proven.
+  {
+    auto bound = w.ecc;
+    for (int i = 0; i < bound.ek_certificates_size(); ++i) {
+      const auto n = "own-ek" + std::to_string(i);
+      WriteFileAtomic(dir / (n + ".der"), bound.ek_certificates(i).der());
+      run({"openssl", "x509", "-inform", "DER", "-in", (dir / (n + ".der")).string(), "-pubkey",
+           "-noout", "-out", (dir / (n + ".pub")).string()});
+      WriteFileAtomic(dir / (n + ".cnf"),
+                      "[ek]\nextendedKeyUsage = 2.23.133.8.1\n"
+                      "subjectAltName = critical, dirName:tpm\n"
+                      "basicConstraints = critical, CA:FALSE\n"
+                      "keyUsage = critical, keyEncipherment, keyAgreement\n[tpm]\n"
+                      "2.23.133.2.1 = id:54455354\n2.23.133.2.2 = TESTTPM\n"
+                      "2.23.133.2.3 = id:00010002\n");
+      run({"openssl", "x509", "-req", "-in", (dir / "leaf.csr").string(), "-force_pubkey",
+           (dir / (n + ".pub")).string(), "-CA", (dir / "ca/ca.pem").string(), "-CAkey",
+           (dir / "ca.key").string(), "-set_serial", std::to_string(100 + i), "-days", "2",
+           "-extfile", (dir / (n + ".cnf")).string(), "-extensions", "ek", "-outform", "DER",
+           "-out", (dir / (n + ".cert.der")).string()});
+      bound.mutable_ek_certificates(i)->set_der(S(ReadFileBytes(dir / (n + ".cert.der"))));
+    }
+    auto o = Opts(bound);
+    o.waivers.clear();
+    o.ek_ca_dir = dir / "ca";
+    o.ak_ek_binding = w.bind_ok;
+    const auto r = verify::Verify(bound, o);
+    EXPECT_EQ(r.Find("ak.ek_binding")->status, Status::kPass) << verify::RenderText(r);
+    EXPECT_EQ(r.Find("tpm.hardware")->status, Status::kPass) << verify::RenderText(r);
+    EXPECT_TRUE(r.passed()) << verify::RenderText(r);
+  }
   // Each part missing is named.
   expect_invalid(issue(without(well_formed, "extendedKeyUsage"), tpm), {}, {"2.23.133.8.1"});
   expect_invalid(issue(with(well_formed, "extendedKeyUsage", "clientAuth"), tpm), {},
