@@ -109,6 +109,8 @@ inline constexpr std::string_view kReasonMechanismNotReported = "MECHANISM_NOT_R
 inline constexpr std::string_view kReasonMechanismDowngraded = "MECHANISM_DOWNGRADED";
 // The snapshot reports a mechanism other than the one the quoted log measured for a path.
 inline constexpr std::string_view kReasonMechanismLogMismatch = "MECHANISM_LOG_MISMATCH";
+// The snapshot reports more than one MechanismState for an enforcement path.
+inline constexpr std::string_view kReasonMechanismReportedTwice = "MECHANISM_REPORTED_TWICE";
 
 // trust.root: neither an enrolled AK (--ak-pub) nor credential activation with an EK certificate
 // chained to --ek-ca roots the AK.
@@ -205,6 +207,7 @@ inline constexpr std::string_view kAllReasons[] = {
     kReasonMechanismNotReported,
     kReasonMechanismDowngraded,
     kReasonMechanismLogMismatch,
+    kReasonMechanismReportedTwice,
     kReasonRootOfTrustMissing,
     kReasonEkProfileInvalid,
     kReasonSoftwareTpm,

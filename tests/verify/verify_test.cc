@@ -136,6 +136,15 @@ std::map<std::string, v1::EnforcementSnapshot> CoverageSnapshots() {
     }
   m["software-tpm"] = Snapshot("vm1");
   m["software-tpm"].set_software_tpm(true);
+  // A path reported twice: guarding nothing, then (last) at its strongest mechanism.
+  m["mechanism-twice"] = m["not-enforced"];
+  for (const auto& ms : m["not-enforced"].mechanisms())
+    if (ms.path() == "storage-network") {
+      auto* again = m["mechanism-twice"].add_mechanisms();
+      *again = ms;
+      again->set_not_enforced(false);
+      again->clear_reason();
+    }
   return m;
 }
 
@@ -1351,6 +1360,12 @@ TEST_F(VerifyTest, SnapshotMechanismsReportedAndDowngradesNamed) {
   ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismLogMismatch);
   EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("no downgrade measured since the daemon"),
             std::string::npos)
+      << r.Find("snapshot.mechanisms")->detail;
+  // A path reported twice, once guarding nothing and once at its strongest mechanism: which one
+  // holds is not for the verifier to pick (before, the last one counted: PASS).
+  r = Run(world->coverage.at("mechanism-twice"));
+  ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismReportedTwice);
+  EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("storage-network"), std::string::npos)
       << r.Find("snapshot.mechanisms")->detail;
   // A measured downgrade whose detail is not the daemon's JSON is not read as anything.
   r = Run(world->coverage.at("odd-mechanism-event"));
