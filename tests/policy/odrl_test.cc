@@ -141,6 +141,29 @@ TEST(OdrlLogic, NestedOrAndWithUnenforceableBranchNeverSatisfied) {
   ExpectValidPolicy(r);
 }
 
+// Permissions are alternatives, like the branches of an "or": one that rests only on terms
+// sovguard cannot enforce (a purpose) grants nothing, as an "or" branch resting on them adds
+// nothing. An attacker's policy adds such a permission next to the real one to make the
+// import allow every country. (Before: residency ANY.)
+TEST(OdrlLogic, PermissionRestingOnlyOnUnenforceableTermsGrantsNothing) {
+  const std::string de = R"({"action": "use", "constraint": {"leftOperand": "spatial",
+      "operator": "eq", "rightOperand": "DE"}})";
+  const std::string purpose = R"({"action": "use", "constraint": {"leftOperand": "purpose",
+      "operator": "eq", "rightOperand": "research"}})";
+  auto r = ImportOdrl(R"({"permission": [)" + de + ", " + purpose + "]}", {});
+  ASSERT_TRUE(r.ok()) << r.errors[0];
+  EXPECT_EQ(Allow(r), std::vector<std::string>{"DE"});
+  ASSERT_EQ(r.not_enforced.size(), 1u);
+  EXPECT_NE(r.not_enforced[0].find("permission[1].constraint[0]: purpose eq"), std::string::npos)
+      << r.not_enforced[0];
+  ExpectValidPolicy(r);
+  // Alone, it grants nothing: the dataset may go nowhere.
+  r = ImportOdrl(R"({"permission": [)" + purpose + "]}", {});
+  ASSERT_TRUE(r.ok()) << r.errors[0];
+  EXPECT_TRUE(Allow(r).empty());
+  EXPECT_EQ(r.not_enforced.size(), 1u);
+}
+
 TEST(OdrlErrors, PreciseFailures) {
   auto r = ImportFile(Fixtures() / "odrl-bad-place.json");
   ASSERT_FALSE(r.ok());
