@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "attestation/verify/checks.h"
 #include "attestation/verify/ear.h"
 #include "attestation/verify/verifier.h"
 #include "attestation/verify/verify_cli.h"
@@ -520,6 +521,33 @@ TEST(VerifyUnit, EvidenceNodeNameMustBeTheBoundSnapshots) {
   EXPECT_FALSE(r.passed()) << verify::RenderText(r);
   EXPECT_EQ(r.Find("snapshot.copy")->reason, verify::kReasonNodeNameMismatch)
       << verify::RenderText(r);
+}
+
+// enforcement.continuity after a TPM Restart (TPM2_Shutdown(STATE), then Startup(CLEAR): what
+// hibernation does, and root can hibernate the host): every PCR is reset and sovguard's log
+// starts again, the reset count stays and the restart count moves. The state file's record
+// count belongs to the log before: continuing from it would skip the first records of the new
+// log (a tamper finding, a release). (Before: continued from record 4 of the new log.)
+TEST(VerifyUnit, ContinuityStartsOverAfterATpmRestart) {
+  const auto ev = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
+  const std::string ak = ToHex(Bytes(ev.ak().name().begin(), ev.ak().name().end()));
+  const nlohmann::json state = {{"aks",
+                                 {{ak,
+                                   {{"clock_ms", 100},
+                                    {"reset_count", 2},
+                                    {"restart_count", 0},
+                                    {"cel_records", 4}}}}}};
+  verify::detail::CelFacts cel;
+  cel.recs.resize(10);
+  const std::optional<verify::detail::CelFacts> authentic(std::move(cel));
+  TPMS_ATTEST attest{};
+  attest.clockInfo.clock = 5000;
+  attest.clockInfo.resetCount = 2;
+  std::string since;
+  EXPECT_EQ(verify::detail::ContinuitySince(state, ev, &attest, authentic, since), 4u) << since;
+  attest.clockInfo.restartCount = 1;
+  EXPECT_EQ(verify::detail::ContinuitySince(state, ev, &attest, authentic, since), 0u) << since;
+  EXPECT_NE(since.find("all of logs.cel"), std::string::npos) << since;
 }
 
 // Checks nobody asked for are listed as not applicable, with their reason, never as passed.
