@@ -176,6 +176,30 @@ TEST(Ear, StatusFollowsTheChecks) {
     w.waivers = {"named"};
     EXPECT_EQ(verify::EarStatus(w), "warning") << c;
   }
+  // The active policy compared with nothing the auditor expects (no --policy-digest): the log
+  // and the snapshot agree on it, but nobody approved it, so the configuration is not a known
+  // good one. policy.bundle as the verifier really words it, spliced into the all-pass report.
+  // (Before: configuration 2, "affirming".)
+  {
+    const auto genuine = Genuine();
+    auto with_policy = [&](const verify::Options& o) {
+      const auto real = verify::Verify(genuine, o);
+      EXPECT_EQ(real.Find("policy.bundle")->status, Status::kPass) << verify::RenderText(real);
+      auto rep = all;
+      for (auto& k : rep.checks)
+        if (k.name == "policy.bundle") k = *real.Find("policy.bundle");
+      return rep;
+    };
+    auto unexpected = with_policy(Opts());
+    EXPECT_EQ(verify::TrustworthinessVector(unexpected)["configuration"], 32);
+    EXPECT_EQ(verify::EarStatus(unexpected), "warning");
+    auto o = Opts();
+    const auto digest = Sha256("bundle");  // what the committed evidence applied
+    o.policy_digest = Bytes(digest.begin(), digest.end());
+    auto expected = with_policy(o);
+    EXPECT_EQ(verify::TrustworthinessVector(expected)["configuration"], 2);
+    EXPECT_EQ(verify::EarStatus(expected), "affirming");
+  }
   // A runtime check that did not pass (not applicable): no affirmation either.
   auto na = all;
   for (auto& k : na.checks)
