@@ -52,6 +52,8 @@ inline constexpr std::string_view kReasonSnapshotCopyMismatch = "SNAPSHOT_COPY_M
 // snapshot.copy: the evidence's node name (which the report and the EAR name the node by, and
 // which no signature covers) is not the node name of the signed snapshot.
 inline constexpr std::string_view kReasonNodeNameMismatch = "NODE_NAME_MISMATCH";
+// snapshot.copy: snapshot_bytes hold a field this verifier does not know (never satisfied).
+inline constexpr std::string_view kReasonSnapshotUnknownField = "SNAPSHOT_UNKNOWN_FIELD";
 inline constexpr std::string_view kReasonQualifyingDataMismatch = "QUALIFYING_DATA_MISMATCH";
 // quote.qualifying_data: extraData is the root of a Merkle tree of requests (format version 2);
 // the inclusion proof is missing or malformed, its path is shorter or longer than the leaf's
@@ -164,6 +166,7 @@ inline constexpr std::string_view kAllReasons[] = {
     kReasonSnapshotDigestMismatch,
     kReasonSnapshotCopyMismatch,
     kReasonNodeNameMismatch,
+    kReasonSnapshotUnknownField,
     kReasonQualifyingDataMismatch,
     kReasonClockMismatch,
     kReasonPcrValuesMalformed,

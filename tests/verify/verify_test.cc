@@ -136,6 +136,10 @@ std::map<std::string, v1::EnforcementSnapshot> CoverageSnapshots() {
     }
   m["software-tpm"] = Snapshot("vm1");
   m["software-tpm"].set_software_tpm(true);
+  // A field this verifier does not know (number 99, as a newer node might add, e.g. to say a
+  // guest is exempt): never read, so never satisfied.
+  m["unknown-field"] = Snapshot("vm1");
+  m["unknown-field"].GetReflection()->MutableUnknownFields(&m["unknown-field"])->AddVarint(99, 1);
   // A path reported twice: guarding nothing, then (last) at its strongest mechanism.
   m["mechanism-twice"] = m["not-enforced"];
   for (const auto& ms : m["not-enforced"].mechanisms())
@@ -666,6 +670,19 @@ TEST_F(VerifyTest, WrongNonceFails) {
   // No expected nonce: freshness is not established, never assumed.
   auto r3 = verify::Verify(world->ecc, {});
   ExpectFail(r3, "nonce", verify::kReasonNonceMismatch);
+}
+
+// The signed snapshot carries a field this verifier does not know: it cannot say what the field
+// claims, so the snapshot is not accepted (the binary evidence keeps it in the readable copy
+// too). (Before: PASS, the field ignored.)
+TEST_F(VerifyTest, SnapshotWithAnUnknownFieldFails) {
+  const auto& ev = world->coverage.at("unknown-field");
+  ExpectFail(Run(ev), "snapshot.copy", verify::kReasonSnapshotUnknownField);
+  EXPECT_NE(Run(ev).Find("snapshot.copy")->detail.find("99"), std::string::npos);
+  // As the binary protobuf an auditor receives, too.
+  const std::string wire = ev.SerializeAsString();
+  ExpectFail(verify::Verify(verify::ParseEvidenceView(B(wire)), Opts(ev)), "snapshot.copy",
+             verify::kReasonSnapshotUnknownField);
 }
 
 TEST_F(VerifyTest, SwappedSnapshotFails) {
