@@ -386,6 +386,12 @@ CheckResult CheckSnapshotCopy(const v1::Evidence& ev,
   if (!parsed || evidence::SerializeSnapshot(*parsed) != evidence::SerializeSnapshot(ev.snapshot()))
     return Fail("snapshot.copy", kReasonSnapshotCopyMismatch,
                 "the readable snapshot differs from snapshot_bytes");
-  return Pass("snapshot.copy", "snapshot equals snapshot_bytes");
+  // The report and the EAR name the node by Evidence.node, which nothing signs: it must be the
+  // node the signed snapshot names.
+  if (ev.node() != parsed->node())
+    return Fail("snapshot.copy", kReasonNodeNameMismatch,
+                "the evidence names node \"" + ev.node() + "\", the signed snapshot node \"" +
+                    parsed->node() + "\"");
+  return Pass("snapshot.copy", "snapshot equals snapshot_bytes, node \"" + ev.node() + "\"");
 }
 }  // namespace sovguard::attestation::verify::detail

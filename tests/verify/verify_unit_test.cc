@@ -514,8 +514,8 @@ TEST(VerifyUnit, EvidenceNodeNameMustBeTheBoundSnapshots) {
   const auto pb = ReadFileBytes(kCorpus / "genuine-rsa.pb");
   std::string wire(pb.begin(), pb.end());
   wire += std::string("\x12\x06") + "node-b";
-  const auto view =
-      verify::ParseEvidenceView(std::span(reinterpret_cast<const uint8_t*>(wire.data()), wire.size()));
+  const auto view = verify::ParseEvidenceView(
+      std::span(reinterpret_cast<const uint8_t*>(wire.data()), wire.size()));
   ASSERT_EQ(view.message.node(), "node-b");
   r = verify::Verify(view, AnchoredOptions("rsa"));
   EXPECT_FALSE(r.passed()) << verify::RenderText(r);
@@ -531,12 +531,9 @@ TEST(VerifyUnit, EvidenceNodeNameMustBeTheBoundSnapshots) {
 TEST(VerifyUnit, ContinuityStartsOverAfterATpmRestart) {
   const auto ev = verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
   const std::string ak = ToHex(Bytes(ev.ak().name().begin(), ev.ak().name().end()));
-  const nlohmann::json state = {{"aks",
-                                 {{ak,
-                                   {{"clock_ms", 100},
-                                    {"reset_count", 2},
-                                    {"restart_count", 0},
-                                    {"cel_records", 4}}}}}};
+  const nlohmann::json state = {
+      {"aks",
+       {{ak, {{"clock_ms", 100}, {"reset_count", 2}, {"restart_count", 0}, {"cel_records", 4}}}}}};
   verify::detail::CelFacts cel;
   cel.recs.resize(10);
   const std::optional<verify::detail::CelFacts> authentic(std::move(cel));
