@@ -206,7 +206,7 @@ std::optional<EkProfile> EkProfileOf(const std::string& der_in) {
 // statement) fails SOFTWARE_TPM; no chained EK certificate fails HARDWARE_TPM_UNPROVEN.
 CheckResult CheckHardware(const v1::Evidence& ev,
                           const std::optional<v1::EnforcementSnapshot>& snap,
-                          const CheckResult* ek_chain) {
+                          const CheckResult* ek_chain, const CheckResult* ek_binding) {
   const std::string name = "tpm.hardware";
   std::string makers;
   for (int i = 0; i < ev.ek_certificates_size(); ++i) {
@@ -226,7 +226,15 @@ CheckResult CheckHardware(const v1::Evidence& ev,
     return Fail(name, kReasonHardwareTpmUnproven,
                 "no EK certificate chained to a trusted EK CA (--ek-ca): which TPM signed is "
                 "unknown");
-  return Pass(name, makers + " (chained to --ek-ca)");
+  // A chained certificate names a TPM; only credential activation shows the AK that signed the
+  // quote is in it (any TPM's EK certificate can be copied into evidence).
+  if (!ek_binding || ek_binding->status != Status::kPass)
+    return Fail(name, kReasonEkNotBoundToAk,
+                makers +
+                    " chained to --ek-ca, but no credential activation (ak.ek_binding) "
+                    "proved the AK that signed the quote is in that TPM");
+  return Pass(name, makers + " (chained to --ek-ca; the signing AK is in that TPM: " +
+                        ek_binding->detail + ")");
 }
 
 // trust.root: the AK is rooted by the auditor, not by the evidence: an enrolled AK (--ak-pub), or

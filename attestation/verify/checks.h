@@ -111,10 +111,11 @@ CheckResult CheckAkEkBinding(const v1::Evidence& ev, const std::optional<AkEkBin
 // Not applicable without --ek-ca; throws InputError for a folder without certificates.
 CheckResult CheckEkChain(const v1::Evidence& ev, const std::optional<std::filesystem::path>& ek_ca,
                          const std::vector<std::string>& policies);
-// tpm.hardware: the quote comes from a hardware TPM.
+// tpm.hardware: the quote comes from a hardware TPM: no software TPM named, an EK certificate
+// chained (ek.chain) and the signing AK bound to its EK (ak.ek_binding).
 CheckResult CheckHardware(const v1::Evidence& ev,
                           const std::optional<v1::EnforcementSnapshot>& snap,
-                          const CheckResult* ek_chain);
+                          const CheckResult* ek_chain, const CheckResult* ek_binding);
 // trust.root: an enrolled AK, or credential activation with a chained EK certificate.
 CheckResult CheckRoot(const Report& rep);
 

@@ -80,7 +80,8 @@ constexpr std::string_view kWaiveBootLog[] = {kReasonBootLogMissing, kReasonBoot
 constexpr std::string_view kWaiveIma[] = {kReasonImaLogMissing, kReasonImaUnapprovedFile};
 constexpr std::string_view kWaiveManifest[] = {kReasonManifestMissing};
 constexpr std::string_view kWaiveRoot[] = {kReasonRootOfTrustMissing};
-constexpr std::string_view kWaiveSoftwareTpm[] = {kReasonSoftwareTpm, kReasonHardwareTpmUnproven};
+constexpr std::string_view kWaiveSoftwareTpm[] = {kReasonSoftwareTpm, kReasonHardwareTpmUnproven,
+                                                  kReasonEkNotBoundToAk};
 constexpr std::string_view kWaiveInterruptions[] = {kReasonEnforcementInterrupted};
 }  // namespace
 

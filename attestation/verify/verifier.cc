@@ -108,7 +108,7 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
   else
     out.push_back(CheckMonotonic(*state, ToHex(U8(ev.ak().name())), attest->clockInfo));
   out.push_back(CheckEkChain(ev, opts.ek_ca_dir, opts.ek_policies));
-  out.push_back(CheckHardware(ev, snap, rep.Find("ek.chain")));
+  out.push_back(CheckHardware(ev, snap, rep.Find("ek.chain"), rep.Find("ak.ek_binding")));
   out.push_back(CheckRoot(rep));
 
   ApplyWaivers(rep);

@@ -1683,13 +1683,31 @@ TEST_F(VerifyTest, EkCertificateMustFollowTheTcgProfile) {
                       "subjectAltName = critical, dirName:tpm\n"
                       "basicConstraints = critical, CA:FALSE\n"
                       "keyUsage = critical, keyEncipherment, keyAgreement\n[tpm]\n"
-                      "2.23.133.2.1 = id:54455354\n2.23.133.2.2 = TESTTPM\n"
-                      "2.23.133.2.3 = id:00010002\n");
-      run({"openssl", "x509", "-req", "-in", (dir / "leaf.csr").string(), "-force_pubkey",
-           (dir / (n + ".pub")).string(), "-CA", (dir / "ca/ca.pem").string(), "-CAkey",
-           (dir / "ca.key").string(), "-set_serial", std::to_string(100 + i), "-days", "2",
-           "-extfile", (dir / (n + ".cnf")).string(), "-extensions", "ek", "-outform", "DER",
-           "-out", (dir / (n + ".cert.der")).string()});
+                      "x.2.23.133.2.1 = id:54455354\nx.2.23.133.2.2 = TESTTPM\n"
+                      "x.2.23.133.2.3 = id:00010002\n");
+      run({"openssl",
+           "x509",
+           "-req",
+           "-in",
+           (dir / "leaf.csr").string(),
+           "-force_pubkey",
+           (dir / (n + ".pub")).string(),
+           "-CA",
+           (dir / "ca/ca.pem").string(),
+           "-CAkey",
+           (dir / "ca.key").string(),
+           "-set_serial",
+           std::to_string(100 + i),
+           "-days",
+           "2",
+           "-extfile",
+           (dir / (n + ".cnf")).string(),
+           "-extensions",
+           "ek",
+           "-outform",
+           "DER",
+           "-out",
+           (dir / (n + ".cert.der")).string()});
       bound.mutable_ek_certificates(i)->set_der(S(ReadFileBytes(dir / (n + ".cert.der"))));
     }
     auto o = Opts(bound);
