@@ -250,12 +250,16 @@ CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, const std::opti
       cel->last_start == SIZE_MAX
           ? std::string("in logs.cel")
           : "since the daemon started (logs.cel record " + std::to_string(cel->last_start) + ")";
-  std::string missing, downgraded, strongest, contradicts, not_enforced;
+  std::string missing, downgraded, strongest, contradicts, not_enforced, twice;
   size_t n_downgraded = 0;
   for (const std::string_view path : kEnforcementPaths) {
     const v1::MechanismState* m = nullptr;
+    int n = 0;
     for (const auto& x : snap->mechanisms())
-      if (x.path() == path) m = &x;
+      if (x.path() == path) m = &x, ++n;
+    if (n > 1)
+      twice +=
+          (twice.empty() ? "" : ", ") + std::string(path) + " (" + std::to_string(n) + " times)";
     if (!m) {
       missing += (missing.empty() ? "" : ", ") + std::string(path);
       continue;
@@ -288,6 +292,10 @@ CheckResult CheckMechanisms(const v1::EnforcementSnapshot* snap, const std::opti
       strongest += (strongest.empty() ? "" : ", ") + std::string(path) + "=" + m->active();
     }
   }
+  // Two states for one path: which one holds is not the verifier's to pick.
+  if (!twice.empty())
+    return Fail(name, kReasonMechanismReportedTwice,
+                "the snapshot reports more than one mechanism state for: " + twice);
   if (!missing.empty())
     return Fail(name, kReasonMechanismNotReported,
                 "the snapshot reports no mechanism for: " + missing);
