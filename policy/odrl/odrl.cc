@@ -165,6 +165,13 @@ class Importer {
       if (!UseAction(p, where)) continue;
       Duties(p, where);
       Effect e = Constraints(p, where, 0);
+      // Like an "or" branch: a permission resting only on terms sovguard cannot enforce (no
+      // place of its own) is never taken as satisfied, so it grants nothing.
+      if (!e.allow && !e.complete) {
+        out_.notes.push_back(where +
+                             ": rests only on terms sovguard cannot enforce: grants nothing");
+        continue;
+      }
       any_grant = true;
       if (!e.allow || !allow) {
         allow = std::nullopt;
