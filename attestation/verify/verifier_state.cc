@@ -62,6 +62,13 @@ size_t ContinuitySince(const std::optional<nlohmann::json>& state, const v1::Evi
       last["reset_count"].get<uint32_t>() != attest->clockInfo.resetCount ||
       last["cel_records"].get<uint64_t>() > cel->recs.size())
     return 0;
+  // A TPM Restart (Shutdown(STATE) + Startup(CLEAR), e.g. hibernation) resets the PCRs and so
+  // the log without moving resetCount: the recorded count is of the log before. (A TPM Resume
+  // moves restartCount too and keeps the log: reading all of it again is only stricter.)
+  if (last["restart_count"].get<uint32_t>() != attest->clockInfo.restartCount) {
+    since_text = "since the TPM restarted (all of logs.cel)";
+    return 0;
+  }
   const size_t since = last["cel_records"].get<uint64_t>();
   since_text =
       "since the last passing verdict (from logs.cel record " + std::to_string(since) + ")";
