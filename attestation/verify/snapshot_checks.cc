@@ -35,7 +35,8 @@ CheckResult CheckPolicy(const std::optional<v1::EnforcementSnapshot>& bound_snap
                   "logs.cel record " + std::to_string(i) + " applied policy " + ToHex(applied) +
                       ", the snapshot reports " + Hex(reported));
     return Pass(name, "active policy \"" + std::string(e.name) + "\" " + ToHex(applied) +
-                          (expected ? " (as expected)" : " (no expected digest given)"));
+                          (expected ? std::string(" (as expected)")
+                                    : std::string(kPolicyNotExpectedMarker)));
   }
   if (reported.empty() && !expected)
     return NotApplicable(name, kReasonNotRequested, "no policy applied, none expected");

@@ -254,6 +254,9 @@ inline constexpr uint32_t kDefaultSovguardPcr = 13;
 // In a passing snapshot.mechanisms detail: the paths that run below their strongest mechanism
 // follow this marker (the EAR maps them to an unsafe configuration).
 inline constexpr std::string_view kMechanismsDowngradedMarker = "; downgraded: ";
+// In a passing policy.bundle detail: the active policy was compared with no digest the auditor
+// expects (--policy-digest), so nobody approved it (the EAR maps it to an unsafe configuration).
+inline constexpr std::string_view kPolicyNotExpectedMarker = " (no expected digest given)";
 
 // The enforcement paths sovguardd reports in every snapshot (enforcer/probe/probe.cc and the
 // storage datapath): each must have a MechanismState.
