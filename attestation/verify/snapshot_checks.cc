@@ -2,6 +2,8 @@
 // policy, guest coverage, mechanisms, and the continuity of enforcement.
 #include "attestation/verify/checks.h"
 
+#include <google/protobuf/unknown_field_set.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -388,6 +390,33 @@ CheckResult CheckSnapshotDigest(const v1::Evidence& ev, Sha256Digest& digest) {
   return Pass("snapshot.digest", ToHex(digest));
 }
 
+namespace {
+
+// The first field of `m` (at any depth) that its schema does not know, as "<where> field N";
+// empty when there is none.
+std::string UnknownField(const google::protobuf::Message& m, const std::string& where) {
+  const auto* r = m.GetReflection();
+  if (const auto& u = r->GetUnknownFields(m); !u.empty())
+    return where + " field " + std::to_string(u.field(0).number());
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const auto* f : fields) {
+    if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (!f->is_repeated()) {
+      if (auto u = UnknownField(r->GetMessage(m, f), where + "." + f->name()); !u.empty()) return u;
+      continue;
+    }
+    for (int i = 0; i < r->FieldSize(m, f); ++i)
+      if (auto u = UnknownField(r->GetRepeatedMessage(m, f, i),
+                                where + "." + f->name() + "[" + std::to_string(i) + "]");
+          !u.empty())
+        return u;
+  }
+  return {};
+}
+
+}  // namespace
+
 CheckResult CheckSnapshotCopy(const v1::Evidence& ev,
                               std::optional<v1::EnforcementSnapshot>& parsed) {
   v1::EnforcementSnapshot snap;
@@ -395,6 +424,11 @@ CheckResult CheckSnapshotCopy(const v1::Evidence& ev,
   if (!parsed || evidence::SerializeSnapshot(*parsed) != evidence::SerializeSnapshot(ev.snapshot()))
     return Fail("snapshot.copy", kReasonSnapshotCopyMismatch,
                 "the readable snapshot differs from snapshot_bytes");
+  // A field this verifier does not know says something it cannot check: never satisfied.
+  if (const std::string unknown = UnknownField(*parsed, "snapshot"); !unknown.empty())
+    return Fail("snapshot.copy", kReasonSnapshotUnknownField,
+                "snapshot_bytes hold " + unknown +
+                    ", which this verifier does not know: what it claims cannot be checked");
   // The report and the EAR name the node by Evidence.node, which nothing signs: it must be the
   // node the signed snapshot names.
   if (ev.node() != parsed->node())
