@@ -1081,6 +1081,7 @@ TEST_F(VerifyTest, MeasuredPlatformMatchesAScannedManifest) {
     evidence::EvidenceBuilder b(tpm, log, cfg);
     v1::EnforcementSnapshot snap;
     snap.set_version(1);
+    snap.set_node("verify-node");  // as the daemon: the evidence's node is the snapshot's
     ts::AddMechanisms(snap);
     ev = b.Build(w.nonce, snap);
   }
