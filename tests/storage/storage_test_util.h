@@ -359,8 +359,8 @@ class StorageTest : public ::testing::Test {
   // The selected rung judges every open, read/write and mmap at the VFS (BPF LSM or fmod_ret):
   // refusals are EPERM/EDQUOT and the process lives.
   bool VfsHooks() const {
-    const LadderRung* rung = RungNamed(
-        const_cast<StorageDatapath&>(*sp_).Status().Find("storage-open")->mechanism);
+    const LadderRung* rung =
+        RungNamed(const_cast<StorageDatapath&>(*sp_).Status().Find("storage-open")->mechanism);
     return rung && rung->vfs_hooks;
   }
   fs::path StartGuest(const std::string& name, std::uint64_t datasets,

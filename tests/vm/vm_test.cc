@@ -177,8 +177,7 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
   const auto open = Probe(io, "storage-open");
   EXPECT_EQ(open.value("mechanism", ""), "bpf-lsm:file_open") << open.dump();
   EXPECT_EQ(open.value("guarantee", ""), "prevents") << open.dump();
-  ExpectPassedWithoutSkips(io, "probe_test",
-                           {"ProbeTest.StorageOpenPreventsWithoutBpfLsm"});
+  ExpectPassedWithoutSkips(io, "probe_test", {"ProbeTest.StorageOpenPreventsWithoutBpfLsm"});
   ExpectPassedWithoutSkips(
       io, "vm_storage_prevents_test",
       {"VmStoragePreventsTest.RefusedOpenReturnsEpermAndTheProcessKeepsRunning",
@@ -252,8 +251,7 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
   EXPECT_EQ(first.value("mechanism", ""), "bpf-lsm:file_open");
   EXPECT_FALSE(first.value("ok", true)) << "the LSM attempt must fail without bpf in lsm=";
   EXPECT_FALSE(first.value("error", "").empty()) << "the downgrade must say why";
-  ExpectPassedWithoutSkips(io, "probe_test",
-                           {"ProbeTest.StorageOpenPreventsWithoutBpfLsm"});
+  ExpectPassedWithoutSkips(io, "probe_test", {"ProbeTest.StorageOpenPreventsWithoutBpfLsm"});
   // Prevention asserted as strictly as under the LSM, descriptors passed in included.
   ExpectPassedWithoutSkips(
       io, "vm_storage_prevents_test",
