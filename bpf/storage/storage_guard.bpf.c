@@ -45,12 +45,25 @@ static __always_inline int judge_open(const struct sg_who* w, struct file* file,
   return deny;
 }
 
-SEC("lsm/file_open")
-int BPF_PROG(sg_lsm_file_open, struct file* file, int ret) {
-  if (ret) return ret;
+/* The VFS hooks: every open, read/write and mmap of a file is judged before it happens, whoever
+ * opened the descriptor. Two ways in, the same judgement: the BPF LSM (`bpf` in lsm=), or, where
+ * the kernel has BPF trampolines but `bpf` is not an active LSM, fmod_ret in front of the kernel's
+ * security_*() function: a non-zero return skips the function and is what its caller gets. */
+static __always_inline int vfs_open(struct file* file) {
   struct sg_who w;
   if (!current_guest(&w)) return 0;
   return judge_open(&w, file, false) ? -EPERM : 0;
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(sg_lsm_file_open, struct file* file, int ret) {
+  if (ret) return ret;
+  return vfs_open(file);
+}
+SEC("fmod_ret/security_file_open")
+int BPF_PROG(sg_fmod_file_open, struct file* file, int ret) {
+  if (ret) return ret;
+  return vfs_open(file);
 }
 
 /* Without BPF LSM: look at the file the open just produced and kill QEMU before it returns to
@@ -244,9 +257,8 @@ static __always_inline __u64 iov_bytes(const struct iovec* vec, unsigned long vl
 /* Without BPF LSM, every counted I/O on a protected volume is judged like an open (the fd may have
  * been passed in, inherited, or opened by a path no open tracepoint sees), then against the
  * budget. Returns true when the process was sent SIGKILL. */
-static __always_inline bool io_guard(const struct sg_who* w, const struct sg_volume* v,
+static __always_inline bool io_judge(const struct sg_who* w, const struct sg_volume* v,
                                      const struct sg_volume_key* key, bool write, __u64 bytes) {
-  if (w->cfg->flags & SG_STORAGE_CFG_LSM) return false;
   __u32 dataset = v->dataset;
   __u32 why = check_volume(w, v, write);
   if (!why) why = over_quota(w, dataset, write, bytes);
@@ -257,6 +269,13 @@ static __always_inline bool io_guard(const struct sg_who* w, const struct sg_vol
   if (deny) bpf_send_signal(SIGKILL);
   emit(w, why, dataset, key->dev, key->ino, deny ? SG_STORAGE_VERDICT_KILLED : SG_VERDICT_AUDIT);
   return deny;
+}
+
+/* The same where no VFS hook judges I/O (with them, file_permission refuses it first). */
+static __always_inline bool io_guard(const struct sg_who* w, const struct sg_volume* v,
+                                     const struct sg_volume_key* key, bool write, __u64 bytes) {
+  if (w->cfg->flags & SG_STORAGE_CFG_LSM) return false;
+  return io_judge(w, v, key, write, bytes);
 }
 
 static __always_inline int io_enter(long fd, __u64 bytes, bool write) {
@@ -350,12 +369,10 @@ static __always_inline __u64 lsm_io_bytes(void) {
   return bytes ? bytes : 1;
 }
 
-/* With BPF LSM: every read/write of a protected volume is judged before it happens (fds passed in
- * by another process included), with the system call's byte count: the I/O that would cross the
- * window's budget is refused whole. */
-SEC("lsm/file_permission")
-int BPF_PROG(sg_lsm_file_permission, struct file* file, int mask, int ret) {
-  if (ret) return ret;
+/* Every read/write of a protected volume is judged before it happens (fds passed in by another
+ * process included), with the system call's byte count: the I/O that would cross the window's
+ * budget is refused whole. */
+static __always_inline int vfs_permission(struct file* file, int mask) {
   struct sg_who w;
   if (!current_guest(&w)) return 0;
   struct sg_volume_key key = {};
@@ -368,6 +385,52 @@ int BPF_PROG(sg_lsm_file_permission, struct file* file, int mask, int ret) {
   bool deny = enforced(&w, v->dataset);
   emit(&w, why, v->dataset, key.dev, key.ino, deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT);
   return deny ? (why == SG_EV_READ_QUOTA || why == SG_EV_WRITE_QUOTA ? -EDQUOT : -EPERM) : 0;
+}
+
+SEC("lsm/file_permission")
+int BPF_PROG(sg_lsm_file_permission, struct file* file, int mask, int ret) {
+  if (ret) return ret;
+  return vfs_permission(file, mask);
+}
+SEC("fmod_ret/security_file_permission")
+int BPF_PROG(sg_fmod_file_permission, struct file* file, int mask, int ret) {
+  if (ret) return ret;
+  return vfs_permission(file, mask);
+}
+
+/* mmap of a volume: the reads and writes of its page faults pass no file_permission. Judged like
+ * an open (a shared writable mapping as a write), and refused when the dataset has a budget,
+ * which such I/O would bypass. */
+static __always_inline int vfs_mmap(struct file* file, unsigned long prot, unsigned long flags) {
+  if (!file) return 0;
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  struct sg_volume_key key = {};
+  struct sg_volume* v = volume_of(file, &key);
+  if (!v) return 0;
+  bool write = (prot & 0x2 /* PROT_WRITE */) && (flags & 0x1 /* MAP_SHARED */);
+  __u32 why = check_volume(&w, v, write);
+  __u32 ds = v->dataset & (SG_MAX_DATASETS - 1);
+  if (!why && (w.cfg->ds[ds].read_quota_bytes || w.cfg->ds[ds].write_quota_bytes))
+    why = SG_EV_UNCOUNTED_IO;
+  if (!why) return 0;
+  bool deny = enforced(&w, v->dataset);
+  emit(&w, why, v->dataset, key.dev, key.ino, deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT);
+  return deny ? -EPERM : 0;
+}
+
+SEC("lsm/mmap_file")
+int BPF_PROG(sg_lsm_mmap_file, struct file* file, unsigned long reqprot, unsigned long prot,
+             unsigned long flags, int ret) {
+  if (ret) return ret;
+  return vfs_mmap(file, prot, flags);
+}
+/* security_mmap_file(file, prot, flags): the hook's reqprot is the function's prot. */
+SEC("fmod_ret/security_mmap_file")
+int BPF_PROG(sg_fmod_mmap_file, struct file* file, unsigned long prot, unsigned long flags,
+             int ret) {
+  if (ret) return ret;
+  return vfs_mmap(file, prot, flags);
 }
 
 /* ---- Guest discovery --------------------------------------------------------------------------
@@ -735,22 +798,28 @@ int sg_enter_mmap(struct trace_event_raw_sys_enter* ctx) {
 
 /* ftruncate and fallocate move no bytes but change a volume (truncate, punch a hole): judged as a
  * write on a descriptor the guest never opened. Detection only: neither checks for a fatal signal,
- * so the change is made before the process dies. */
-static __always_inline int change_enter(long fd) {
+ * so the change is made before the process dies. fallocate passes file_permission, which refuses
+ * it first where the VFS hooks run; ftruncate passes no hook they use, so it is judged here with
+ * them too. */
+static __always_inline int change_enter(long fd, bool with_vfs_hooks) {
   struct sg_who w;
   if (!current_guest(&w)) return 0;
   struct file* file = fd_file(fd);
   if (!file) return 0;
   struct sg_volume_key key = {};
   struct sg_volume* v = volume_of(file, &key);
-  if (v) io_guard(&w, v, &key, true, 0);
+  if (!v) return 0;
+  if (with_vfs_hooks)
+    io_judge(&w, v, &key, true, 0);
+  else
+    io_guard(&w, v, &key, true, 0);
   return 0;
 }
 SEC("tp/syscalls/sys_enter_ftruncate")
 int sg_enter_ftruncate(struct trace_event_raw_sys_enter* ctx) {
-  return change_enter((long)ctx->args[0]);
+  return change_enter((long)ctx->args[0], true);
 }
 SEC("tp/syscalls/sys_enter_fallocate")
 int sg_enter_fallocate(struct trace_event_raw_sys_enter* ctx) {
-  return change_enter((long)ctx->args[0]);
+  return change_enter((long)ctx->args[0], false);
 }

@@ -96,8 +96,8 @@ std::optional<bool> IoUringProgramLoads(const bpf_program* p) {
   return std::nullopt;
 }
 
-bool IsLsmProgram(const bpf_program* p) {
-  return std::strncmp(bpf_program__section_name(p), "lsm/", 4) == 0;
+bool IsTrampolineProgram(const bpf_program* p) {
+  return NeedsTrampoline(bpf_program__section_name(p));
 }
 
 // The built-in object, or `object` (same source, same maps: a stand-in upgrade in tests).
@@ -201,7 +201,7 @@ bool StorageDatapath::Impl::Attach(bpf_program* prog, bool cgroup, std::string& 
 OpenRung StorageDatapath::Impl::AttachOpenRung(PathStatus& open, bool lsm_loaded,
                                                const fs::path& cgroup2_root) {
   for (const LadderRung& rung : StorageOpenLadder()) {
-    if (rung.rung == OpenRung::kBpfLsm && !lsm_loaded) continue;  // why: recorded at load
+    if (rung.vfs_hooks && !lsm_loaded) continue;  // why: recorded at load
     if (rung.rung == OpenRung::kBpfLsm) {
       // Attached LSM programs are never called when "bpf" is not an active LSM.
       if (const auto inactive = enforcer::BpfLsmInactiveReason()) {
@@ -425,11 +425,10 @@ static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& quota, PathStatus&
           "signature: io_uring opens and I/O are not seen");
       break;
   }
-  if (!lsm) {
-    if (attach({progs.sg_enter_mmap}, quota)) guards += ",mmap";
-    if (attach({progs.sg_enter_ftruncate, progs.sg_enter_fallocate}, quota))
-      guards += ",ftruncate,fallocate";
-  }
+  if (!lsm && attach({progs.sg_enter_mmap}, quota)) guards += ",mmap";
+  // ftruncate passes no VFS hook the open rungs use: its tracepoint judges with them too.
+  if (attach({progs.sg_enter_ftruncate}, quota)) guards += ",ftruncate";
+  if (!lsm && attach({progs.sg_enter_fallocate}, quota)) guards += ",fallocate";
   if (io.guarantee == Guarantee::kCounts) {
     io.mechanism = "tracepoint:sys_{enter,exit}_p{read,write}{64,v,v2}" + ios + uring;
     if (!lsm && quota.guarantee == Guarantee::kDetectsAndKills)
@@ -497,7 +496,8 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       dev{.path = "storage-block-devices"}, net{.path = "storage-network", .mechanism = "none"};
   const bool try_lsm = !m.options.force_tracepoint_fallback;
   if (!try_lsm) {
-    open.unavailable.push_back("bpf-lsm:file_open: not tried (tracepoint fallback forced)");
+    for (const char* rung : {"bpf-lsm:file_open", "fmod_ret:security_file_open"})
+      open.unavailable.push_back(std::string(rung) + ": not tried (tracepoint fallback forced)");
   }
   const PathStatus open_before_load = open;
   bool with_lsm = try_lsm;
@@ -509,7 +509,7 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       m.skel = OpenSkeleton(m.options.program_object);
       bpf_program* prog = nullptr;
       bpf_object__for_each_program(prog, m.skel->obj) {
-        if (IsLsmProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
+        if (IsTrampolineProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
         if (const auto loads = IoUringProgramLoads(prog)) bpf_program__set_autoload(prog, *loads);
       }
       if (m.pinning()) {
@@ -541,7 +541,8 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
                                        : std::string("load storage_guard"),
                            err);
       }
-      open.unavailable.push_back("bpf-lsm:file_open: load: " + ErrnoText(err));
+      for (const char* rung : {"bpf-lsm:file_open", "fmod_ret:security_file_open"})
+        open.unavailable.push_back(std::string(rung) + ": load: " + ErrnoText(err));
       with_lsm = false;
     }
 
@@ -597,20 +598,23 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   }
 
   std::string error;
-  const bool lsm = m.AttachOpenRung(open, with_lsm, *root) == OpenRung::kBpfLsm;
+  const LadderRung& rung = RungOf(m.AttachOpenRung(open, with_lsm, *root));
+  const bool lsm = rung.vfs_hooks;  // opens, I/O and mmap judged at the VFS
   if (lsm) {
-    quota.mechanism = "bpf-lsm:file_permission";
+    quota.mechanism = rung.quota_mechanism;
     quota.guarantee = Guarantee::kPrevents;
   } else {
     quota.mechanism = "tracepoint:sys_enter_p{read,write}{64,v,v2}+SIGKILL";
     quota.guarantee = Guarantee::kDetectsAndKills;
-    // Refusing the I/O at file_permission is this path's strongest mechanism: without it the
-    // path is downgraded, for the reason the open path's LSM attempt gave.
-    std::string why = "the BPF LSM is not in use";
+  }
+  // Refusing the I/O at the LSM's file_permission is this path's strongest mechanism: below it
+  // the path is downgraded, for the reasons the open path's attempts gave.
+  for (const LadderRung& r : StorageOpenLadder()) {
+    if (&r == &rung || !r.vfs_hooks) break;
+    std::string why = "not in use";
     for (const auto& u : open.unavailable)
-      if (u.starts_with("bpf-lsm:") && u.find(": ") != std::string::npos)
-        why = u.substr(u.find(": ") + 2);
-    quota.unavailable.insert(quota.unavailable.begin(), "bpf-lsm:file_permission: " + why);
+      if (u.starts_with(std::string(r.mechanism) + ": ")) why = u.substr(r.mechanism.size() + 2);
+    quota.unavailable.push_back(std::string(r.quota_mechanism) + ": " + why);
   }
   {
     bool ok = true;

@@ -15,8 +15,19 @@ const std::vector<LadderRung>& StorageOpenLadder() {
       {OpenRung::kBpfLsm,
        "bpf-lsm:file_open",
        Guarantee::kPrevents,
-       {"sg_lsm_file_open", "sg_lsm_file_permission"},
-       "BPF LSM needs trampolines and 'bpf' in lsm="},
+       {"sg_lsm_file_open", "sg_lsm_file_permission", "sg_lsm_mmap_file"},
+       "BPF LSM needs trampolines and 'bpf' in lsm=",
+       true,
+       "bpf-lsm:file_permission"},
+      // The same programs' judgement in front of the kernel's security_*() functions: as strong
+      // as the LSM (EPERM in the kernel, no daemon needed), on kernels whose lsm= lacks 'bpf'.
+      {OpenRung::kFmodRet,
+       "fmod_ret:security_file_open",
+       Guarantee::kPrevents,
+       {"sg_fmod_file_open", "sg_fmod_file_permission", "sg_fmod_mmap_file"},
+       "fmod_ret on security_* functions needs BPF trampolines",
+       true,
+       "fmod_ret:security_file_permission"},
       // The fanotify rung attaches the tracepoint rung's programs too: they kill what the group
       // lets through while no daemon answers (its fd closed with the process).
       {OpenRung::kFanotify, "fanotify:open_perm", Guarantee::kPrevents, kTracepointOpenPrograms,
@@ -28,6 +39,16 @@ const std::vector<LadderRung>& StorageOpenLadder() {
        "syscall tracepoints need tracefs and CONFIG_FTRACE_SYSCALLS"},
   };
   return kLadder;
+}
+
+const LadderRung* RungNamed(std::string_view mechanism) {
+  for (const auto& r : StorageOpenLadder())
+    if (r.mechanism == mechanism) return &r;
+  return nullptr;
+}
+
+bool NeedsTrampoline(std::string_view section_name) {
+  return section_name.starts_with("lsm/") || section_name.starts_with("fmod_ret/");
 }
 
 const LadderRung& RungOf(OpenRung rung) {

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "enforcer/storage/storage_datapath.h"
+#include "enforcer/storage/storage_ladder.h"
 #include "enforcer/system/mounts.h"
 #include "tests/harness/require.h"
 
@@ -354,6 +355,13 @@ class StorageTest : public ::testing::Test {
   bool Prevents() const {
     return const_cast<StorageDatapath&>(*sp_).Status().Find("storage-open")->guarantee ==
            Guarantee::kPrevents;
+  }
+  // The selected rung judges every open, read/write and mmap at the VFS (BPF LSM or fmod_ret):
+  // refusals are EPERM/EDQUOT and the process lives.
+  bool VfsHooks() const {
+    const LadderRung* rung =
+        RungNamed(const_cast<StorageDatapath&>(*sp_).Status().Find("storage-open")->mechanism);
+    return rung && rung->vfs_hooks;
   }
   fs::path StartGuest(const std::string& name, std::uint64_t datasets,
                       std::vector<GuestDisk> disks = {}) {

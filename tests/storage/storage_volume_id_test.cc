@@ -115,13 +115,12 @@ class VolumeIdTest : public StorageTest {
     if (IsSkipped() || HasFatalFailure()) return;
     Start(Policy());
   }
-  // A file open by a guest without the dataset: refused (BPF LSM), refused or killed (fanotify
+  // A file open by a guest without the dataset: refused (VFS hooks), refused or killed (fanotify
   // marks the volume, not its aliases, which the tracepoints underneath kill), or killed
   // (tracepoint fallback).
   void ExpectFileOpenStopped(const fs::path& cg, const fs::path& p) {
     const auto r = RunInCgroup(cg, [&] { return OpenRead(p); });
-    const std::string& mechanism = sp_->Status().Find("storage-open")->mechanism;
-    if (mechanism.starts_with("bpf-lsm")) {
+    if (VfsHooks()) {
       EXPECT_EQ(r.exit_code, kEperm) << p;
     } else if (Prevents()) {
       EXPECT_TRUE(r.exit_code == kEperm || r.signal == SIGKILL)

@@ -1,19 +1,26 @@
-// Runs only inside the vm tier's guest booted with BPF LSM (vm_test boots it; ctest never runs this
-// binary on the host). There the storage path must select lsm/file_open + lsm/file_permission, and
-// this asserts prevention strictly, as an attacking QEMU would probe it: refused opens return EPERM
-// and the process keeps running, every way of opening the volume is seen, and a write past the
+// Runs only inside the vm tier's guests (vm_test boots them; ctest never runs this binary on the
+// host). There the storage path must select a rung that judges at the VFS: lsm/file_open & co. in
+// the boot with BPF LSM, fmod_ret on security_file_open & co. in the boot whose lsm= lacks bpf
+// (SOVGUARD_EXPECT_STORAGE_OPEN names it). This asserts prevention strictly, as an attacking QEMU
+// would probe it: refused opens return EPERM and the process keeps running, every way of opening
+// the volume is seen, a descriptor passed in is neither read nor mapped, and a write past the
 // quota is refused with EDQUOT, not killed.
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
+#include "enforcer/storage/storage_ladder.h"
 #include "tests/storage/storage_test_util.h"
 
 namespace sovguard::storage {
@@ -56,10 +63,14 @@ class VmStoragePreventsTest : public ::testing::Test {
     sp_->ApplyPolicy(Policy(approved_));
     const PathStatus* open = sp_->Status().Find("storage-open");
     const PathStatus* quota = sp_->Status().Find("storage-io-quota");
-    ASSERT_EQ(open->mechanism, "bpf-lsm:file_open")
+    const char* want = std::getenv("SOVGUARD_EXPECT_STORAGE_OPEN");
+    const LadderRung* rung = RungNamed(want ? want : "bpf-lsm:file_open");
+    ASSERT_NE(rung, nullptr) << want;
+    ASSERT_TRUE(rung->vfs_hooks) << want;
+    ASSERT_EQ(open->mechanism, rung->mechanism)
         << (open->unavailable.empty() ? "" : open->unavailable.front());
     ASSERT_EQ(open->guarantee, Guarantee::kPrevents);
-    ASSERT_EQ(quota->mechanism, "bpf-lsm:file_permission");
+    ASSERT_EQ(quota->mechanism, rung->quota_mechanism);
     ASSERT_EQ(quota->guarantee, Guarantee::kPrevents);
   }
 
@@ -157,6 +168,54 @@ TEST_F(VmStoragePreventsTest, ReadOnlyVolumeOpenedForWritingIsEpermAndReadingSti
   EXPECT_EQ(r.exit_code, kEperm);
 }
 
+// A descriptor the intruder never opened (a host process opened it; fork passes it on as libvirt
+// passes disks to QEMU): reading it in every way, copying from it and mapping it are refused
+// before anything moves, into a buffer the host shares with the intruder.
+TEST_F(VmStoragePreventsTest, PassedInVolumeIsNeitherReadNorCopiedNorMapped) {
+  const auto cg = Intruder();
+  const int volume = ::open(image_.c_str(), O_RDONLY | O_CLOEXEC);  // kept across fork
+  ASSERT_GE(volume, 0);
+  constexpr std::size_t kLen = 256 << 10;
+  auto* shared = static_cast<char*>(
+      ::mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(shared, MAP_FAILED);
+  std::memset(shared, 'z', kLen);
+  const auto own = tmp_.path() / "copy";
+  const auto r = RunInCgroup(cg, [&] {
+    const auto refused = [](long rc) { return rc < 0 && errno == EPERM; };
+    if (!refused(::read(volume, shared, kLen))) return 40;
+    if (!refused(::pread(volume, shared, kLen, 0))) return 41;
+    iovec v{shared, kLen};
+    if (!refused(::readv(volume, &v, 1))) return 42;
+    const int out = ::open(own.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (out < 0) return 43;
+    if (!refused(::copy_file_range(volume, nullptr, out, nullptr, kLen, 0))) return 44;
+    for (const int flags : {MAP_PRIVATE, MAP_SHARED}) {
+      void* map = ::mmap(nullptr, kLen, PROT_READ, flags, volume, 0);
+      if (map != MAP_FAILED || errno != EPERM) return 45;
+    }
+    ::close(out);
+    return kEperm;
+  });
+  ::close(volume);
+  ASSERT_TRUE(r.exited) << "signal " << r.signal << ": must be refused, not killed";
+  EXPECT_EQ(r.exit_code, kEperm);
+  EXPECT_EQ(std::count(shared, shared + kLen, 'x'), 0) << "volume bytes reached the intruder";
+  EXPECT_EQ(fs::file_size(own), 0u) << "volume bytes were copied";
+  ::munmap(shared, kLen);
+}
+
+// ftruncate passes no hook the VFS rungs use: the syscall tracepoint kills the intruder (after the
+// change: ftruncate does not check for a fatal signal) and names it.
+TEST_F(VmStoragePreventsTest, PassedInVolumeTruncatedIsKilledAndNamed) {
+  const auto cg = Intruder();
+  const int volume = ::open(image_.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(volume, 0);
+  const auto r = RunInCgroup(cg, [&] { return ::ftruncate(volume, 0) == 0 ? kOk : ErrnoCode(); });
+  ::close(volume);
+  EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
+}
+
 // Writes `chunk` bytes at a time (bounded: 4x the budget) until one fails; the child's code.
 int WriteUntilRefused(const fs::path& img, std::size_t chunk) {
   const int fd = ::open(img.c_str(), O_RDWR | O_CLOEXEC);
@@ -200,6 +259,25 @@ TEST_F(VmStoragePreventsTest, WriteThatWouldCrossTheQuotaIsRefusedWhole) {
   const auto counters = sp_->ReadCounters();
   ASSERT_EQ(counters.size(), 1u);
   EXPECT_EQ(counters[0].write_bytes, 10 * kChunk);
+}
+
+// A mapping moves bytes by page fault, which no budget sees: the holder of a budgeted dataset may
+// not map its volume (refused), and still reads and writes it through the system calls.
+TEST_F(VmStoragePreventsTest, MappingAVolumeOfABudgetedDatasetIsRefused) {
+  const auto img = approved_ / "metered.img";
+  WriteFile(img, 1 << 16);
+  const auto cg = StartGuest("metered", 1ULL << kMetered, {{.source = img, .dataset = "metered"}});
+  const auto r = RunInCgroup(cg, [&] {
+    const int fd = ::open(img.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return kOtherError;
+    void* map = ::mmap(nullptr, 1 << 16, PROT_READ, MAP_SHARED, fd, 0);
+    if (map != MAP_FAILED || errno != EPERM) return 50;
+    char b[512];
+    if (::pread(fd, b, sizeof b, 0) != sizeof b) return 51;
+    return kEperm;
+  });
+  ASSERT_TRUE(r.exited) << "signal " << r.signal;
+  EXPECT_EQ(r.exit_code, kEperm);
 }
 
 }  // namespace

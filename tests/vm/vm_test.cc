@@ -159,7 +159,7 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
   const auto io = Boot(
       "bpf-lsm", "",
       {{"tests/probe/probe_test",
-        "ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm:"
+        "ProbeTest.StorageOpenPreventsWithoutBpfLsm:"
         "ProbeTest.CgroupMechanismsPreventOnThisKernel"},
        {"tests/vm/vm_storage_prevents_test", ""},
        {"tests/storage/storage_kernel_test", std::string("-") + kTcgTooSlow},
@@ -177,13 +177,15 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
   const auto open = Probe(io, "storage-open");
   EXPECT_EQ(open.value("mechanism", ""), "bpf-lsm:file_open") << open.dump();
   EXPECT_EQ(open.value("guarantee", ""), "prevents") << open.dump();
-  ExpectPassedWithoutSkips(io, "probe_test",
-                           {"ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm"});
+  ExpectPassedWithoutSkips(io, "probe_test", {"ProbeTest.StorageOpenPreventsWithoutBpfLsm"});
   ExpectPassedWithoutSkips(
       io, "vm_storage_prevents_test",
       {"VmStoragePreventsTest.RefusedOpenReturnsEpermAndTheProcessKeepsRunning",
        "VmStoragePreventsTest.EveryWayOfOpeningTheVolumeIsRefused",
        "VmStoragePreventsTest.ReadOnlyVolumeOpenedForWritingIsEpermAndReadingStillWorks",
+       "VmStoragePreventsTest.PassedInVolumeIsNeitherReadNorCopiedNorMapped",
+       "VmStoragePreventsTest.PassedInVolumeTruncatedIsKilledAndNamed",
+       "VmStoragePreventsTest.MappingAVolumeOfABudgetedDatasetIsRefused",
        "VmStoragePreventsTest.WriteQuotaIsRefusedWithEdquotAndTheProcessLives",
        "VmStoragePreventsTest.WriteThatWouldCrossTheQuotaIsRefusedWhole"});
   ExpectPassedWithoutSkips(io, "storage_kernel_test",
@@ -223,7 +225,9 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
 TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
   const auto io =
       Boot("no-bpf-lsm", "lockdown,capability,landlock,yama,apparmor",
-           {{"tests/probe/probe_test", "ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm"},
+           {{"tests/probe/probe_test", "ProbeTest.StorageOpenPreventsWithoutBpfLsm"},
+            {"tests/vm/vm_storage_prevents_test", "",
+             "SOVGUARD_EXPECT_STORAGE_OPEN=fmod_ret:security_file_open"},
             {"tests/storage/storage_kernel_test",
              std::string("-StorageKernelTest.BpfLsmRefusesTheOpenWithEperm:") + kTcgTooSlow},
             {"tests/storage/storage_systemd_test", ""},
@@ -238,16 +242,27 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
   const std::string mech = open.value("mechanism", "");
   std::printf("storage-open without bpf in lsm=: %s (%s)\n", mech.c_str(),
               open.value("guarantee", "").c_str());
-  // The ladder's next rung: fanotify permission events still refuse the open (EPERM).
-  EXPECT_EQ(mech, "fanotify:open_perm") << open.dump();
+  // The ladder's next rung: the same programs' judgement as fmod_ret in front of the kernel's
+  // security_*() functions (this kernel has BPF trampolines) still refuses the open (EPERM).
+  EXPECT_EQ(mech, "fmod_ret:security_file_open") << open.dump();
   EXPECT_EQ(open.value("guarantee", ""), "prevents") << open.dump();
   ASSERT_TRUE(open.contains("attempts") && !open.at("attempts").empty()) << open.dump();
   const auto& first = open.at("attempts").front();
   EXPECT_EQ(first.value("mechanism", ""), "bpf-lsm:file_open");
   EXPECT_FALSE(first.value("ok", true)) << "the LSM attempt must fail without bpf in lsm=";
   EXPECT_FALSE(first.value("error", "").empty()) << "the downgrade must say why";
-  ExpectPassedWithoutSkips(io, "probe_test",
-                           {"ProbeTest.StorageOpenPreventsWithFanotifyWithoutBpfLsm"});
+  ExpectPassedWithoutSkips(io, "probe_test", {"ProbeTest.StorageOpenPreventsWithoutBpfLsm"});
+  // Prevention asserted as strictly as under the LSM, descriptors passed in included.
+  ExpectPassedWithoutSkips(
+      io, "vm_storage_prevents_test",
+      {"VmStoragePreventsTest.RefusedOpenReturnsEpermAndTheProcessKeepsRunning",
+       "VmStoragePreventsTest.EveryWayOfOpeningTheVolumeIsRefused",
+       "VmStoragePreventsTest.ReadOnlyVolumeOpenedForWritingIsEpermAndReadingStillWorks",
+       "VmStoragePreventsTest.PassedInVolumeIsNeitherReadNorCopiedNorMapped",
+       "VmStoragePreventsTest.PassedInVolumeTruncatedIsKilledAndNamed",
+       "VmStoragePreventsTest.MappingAVolumeOfABudgetedDatasetIsRefused",
+       "VmStoragePreventsTest.WriteQuotaIsRefusedWithEdquotAndTheProcessLives",
+       "VmStoragePreventsTest.WriteThatWouldCrossTheQuotaIsRefusedWhole"});
   ExpectPassedWithoutSkips(
       io, "storage_kernel_test",
       {"StorageKernelTest.GuestWithoutTheDatasetIsRefusedOrKilledAndTheEventNamesIt",
