@@ -1,5 +1,6 @@
 #include "attestation/service/attestation_service.h"
 
+#include <absl/synchronization/mutex.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
@@ -177,6 +178,10 @@ std::shared_ptr<grpc::ServerCredentials> MakeMtlsServerCredentials(const MtlsCon
   auto creds = grpc::SslServerCredentials(opts);
   creds->SetAuthMetadataProcessor(std::make_shared<AllowListProcessor>(std::move(allowed)));
   return creds;
+}
+
+void DisableMutexDeadlockGraph() {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 }
 
 std::string PrepareUnixSocket(const std::filesystem::path& path) {

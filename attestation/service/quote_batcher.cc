@@ -102,7 +102,13 @@ void QuoteBatcher::QuoteAsync(std::span<const uint8_t> nonce, Done done) {
   if (stop_) throw AttestationError("attestation service is stopping");
   pending_.push_back(std::move(req));
   ++arrivals_;
-  work_.notify_one();
+  // Only an arrival that can end the quoting thread's wait wakes it: the first of a batch, the
+  // one that fills it, or the one that completes the last quote's returning auditors (Run).
+  // Any other leaves the thread asleep until its window or hold ends, instead of waking it once
+  // per request.
+  if (pending_.size() == 1 || pending_.size() >= cfg_.max_leaves ||
+      arrivals_ - arrivals_at_free_ == last_batch_)
+    work_.notify_one();
 }
 
 QuoteBatcher::Stats QuoteBatcher::stats() const {
@@ -118,8 +124,6 @@ void QuoteBatcher::Run() {
   // The last quote: when it ended, how many it answered, the arrivals count then, and how long
   // the next batch may wait for its auditors to come back.
   Clock::time_point free_at{};
-  size_t last_batch = 0;
-  uint64_t arrivals_at_free = 0;
   Clock::duration hold{0};
   for (;;) {
     work_.wait(lock, [&] { return stop_ || !pending_.empty(); });
@@ -136,9 +140,10 @@ void QuoteBatcher::Run() {
       if (stop_ || pending_.size() >= cfg_.max_leaves) break;
       const auto now = Clock::now();
       const auto window_end = pending_.front()->arrived + cfg_.window;
-      const bool returned = arrivals_ - arrivals_at_free >= last_batch;
+      const bool returned = arrivals_ - arrivals_at_free_ >= last_batch_;
       if (now >= window_end && (returned || now >= free_at + hold)) break;
-      work_.wait_until(lock, now < window_end ? window_end : free_at + hold);  // or an arrival
+      // Or until an arrival that can end the wait (QuoteAsync).
+      work_.wait_until(lock, now < window_end ? window_end : free_at + hold);
     }
     if (stop_) break;
     const auto started = Clock::now();
@@ -160,8 +165,8 @@ void QuoteBatcher::Run() {
     lock.lock();
     free_at = Clock::now();
     hold = std::min<Clock::duration>((free_at - started) / 2, kMaxBatchWindow);
-    last_batch = batch.size();
-    arrivals_at_free = arrivals_;
+    last_batch_ = batch.size();
+    arrivals_at_free_ = arrivals_;
     ++stats_.quotes;
     stats_.in_flight = 0;
     stats_.requests += batch.size();

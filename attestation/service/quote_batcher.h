@@ -93,6 +93,10 @@ class QuoteBatcher {
   std::condition_variable work_;  // the quoting thread: requests arrived, or stop
   std::deque<std::shared_ptr<Request>> pending_;
   uint64_t arrivals_ = 0;  // requests queued so far
+  // The last quote's size and arrivals_ when it ended: the batch after it waits for that many
+  // arrivals (the auditors it answered coming back), see Run.
+  size_t last_batch_ = 0;
+  uint64_t arrivals_at_free_ = 0;
   bool stop_ = false;
   Stats stats_;
   std::mutex delivery_mu_;

@@ -3,11 +3,13 @@
 //   bench_attestation_quote [--tcti T] [--clients 16] [--per-client 50] [--transport mtls|unix]
 //                           [--sequential 2000] [--max-seconds 600] [--compare]
 //                           [--window-us 2000] [--quote-delay-ms 0] [--split] [--pin]
+//                           [--verify-threads 2]
 // Without --tcti a private swtpm is manufactured and started (as the tests do).
-// Phase 1 (concurrent): `clients` auditor threads, each with its own gRPC channel (connected
-// before the clock starts), each asking for `per-client` quotes with a fresh nonce through the
-// AttestationService (mTLS by default) and verifying each answer (nonce, signature with the
-// enrolled AK, inclusion proof to the signed root: verify::Verify). Quote batching as sovguardd
+// Phase 1 (concurrent): `clients` auditors, each with its own gRPC channel (connected before the
+// clock starts), each asking for `per-client` quotes in a closed loop with a fresh nonce through
+// the AttestationService (mTLS by default) and verifying each answer (nonce, signature with the
+// enrolled AK, inclusion proof to the signed root, snapshot digest: verify::Verify) on one of
+// `verify-threads` threads before asking again. Quote batching as sovguardd
 // runs it (--window-us); with --compare first the same load unbatched (one request per quote,
 // max_leaves 1) in the same run, and the ratios. --quote-delay-ms is a delay shim for a discrete
 // TPM: that many ms slept on the quoting thread before each TPM2_Quote (in the snapshot
@@ -23,7 +25,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <functional>
 #include <iostream>
 #include <mutex>
@@ -57,6 +61,7 @@ struct Options {
   int quote_delay_ms = 0;  // delay shim: a discrete TPM's time per TPM2_Quote
   bool split = false;      // node and auditors in two processes
   bool pin = false;        // with split: node (and swtpm) on CPU 0, auditors on CPU 1
+  int verify_threads = 2;  // the auditors' threads that verify answers and ask again
 };
 
 struct Mode {
@@ -67,6 +72,7 @@ struct Mode {
 struct BatchFigures {
   uint64_t quotes = 0;
   size_t largest = 0;
+  double node_waits = -1;  // the node process's voluntary context switches so far (--split)
 };
 
 // The node: a TPM, sovguard's measurement log, the evidence builder, a snapshot of 20 guests,
@@ -77,6 +83,7 @@ class QuoteNode {
   QuoteNode(const Options& o, const std::string& tcti, const fs::path& tmp,
             const std::vector<Mode>& modes)
       : tpm_(tcti), log_(tpm_, {tmp / "state", sa::measure::kDefaultSovguardPcr}) {
+    sa::service::DisableMutexDeadlockGraph();  // as sovguardd does (one process: auditors too)
     log_.Measure(sa::cel::EventKind::kSelfBinary, "/proc/self/exe",
                  sa::Sha256File("/proc/self/exe"));
     sa::evidence::EvidenceConfig cfg;
@@ -169,8 +176,8 @@ class QuoteNode {
 
 // The node side in its own process (--split): starts swtpm (unless --tcti) and the QuoteNode,
 // sends one line per target, then the AK's public key in hex; then answers each "figures" line
-// with "NODE_CPU_SECONDS" and "QUOTES LARGEST" per mode; at end of file runs the sequential phase.
-// Exit code 0 when that passed.
+// with "NODE_CPU_SECONDS NODE_WAITS" and "QUOTES LARGEST" per mode; at end of file runs the
+// sequential phase. Exit code 0 when that passed.
 int SplitNodeSide(const Options& o, const fs::path& tmp, const std::vector<Mode>& modes,
                   bench::LineChannel& ch) {
   if (o.pin) bench::PinToCpu(0);  // swtpm, started below, shares the node's CPU
@@ -186,7 +193,7 @@ int SplitNodeSide(const Options& o, const fs::path& tmp, const std::vector<Mode>
     while (auto line = ch.Read()) {
       if (*line != "figures") throw std::runtime_error("unknown request " + *line);
       std::ostringstream reply;
-      reply << std::to_string(bench::ProcessCpu());
+      reply << std::to_string(bench::ProcessCpu()) << ' ' << bench::ProcessWaits();
       for (size_t i = 0; i < modes.size(); ++i) {
         const auto f = node.figures(i);
         reply << ' ' << f.quotes << ' ' << f.largest;
@@ -205,19 +212,36 @@ struct Result {
   double wall = 0, p50 = 0, p99 = 0, max = 0;
   double cpu = 0, verify_cpu = 0;  // auditors' process CPU s; their CPU s inside verify::Verify
   double node_cpu = -1;            // the node process's CPU s (--split)
+  double node_waits = 0;           // its voluntary context switches (--split)
 };
 
-// Phase 1 for one mode: `clients` auditor threads against `target`, each with its own channel
+// One auditor: its own channel (its own mutual-TLS certificate and connection) and its closed
+// loop: at most one request in flight, the next asked once the last answer is verified.
+struct Auditor {
+  int id = 0;
+  std::unique_ptr<sa::v1::Attestation::Stub> stub;
+  int asked = 0;
+  std::unique_ptr<grpc::ClientContext> ctx;  // one per call
+  sa::v1::QuoteRequest req;
+  sa::v1::Evidence ev;
+  grpc::Status status;
+  Clock::time_point sent;
+  std::vector<double> latency_ms;
+  double verify_cpu = 0;
+};
+
+// Phase 1 for one mode: `clients` auditors against `target`, each with its own channel
 // (connected before the clock starts), each asking per_client times with a fresh nonce and
-// verifying each answer. `node_cpu` gives the node's CPU seconds so far (or -1: the same
-// process), `figures` the mode's batch figures.
+// verifying each answer. The auditors are driven by gRPC's callback API and `verify_threads`
+// verifying threads (auditors on other machines each have their own; a thread per auditor here
+// would charge the auditor side for 100 threads' wake-ups on one core). `node_cpu` gives the
+// node's CPU seconds so far (or -1: the same process), `figures` the mode's batch figures.
 Result RunAuditors(const Options& o, const fs::path& tmp, const std::string& target,
                    const std::string& ak_pem, const std::string& mode_name,
                    const std::function<double()>& node_cpu,
                    const std::function<BatchFigures()>& figures, Clock::time_point deadline) {
   sa::verify::Options vo;
   vo.ak_pub_pem = ak_pem;
-  std::vector<std::vector<double>> lat(static_cast<size_t>(o.clients));
   std::atomic<int> failures{0};
   std::mutex failure_mu;
   auto fail = [&](const std::string& why) {
@@ -227,79 +251,115 @@ Result RunAuditors(const Options& o, const fs::path& tmp, const std::string& tar
     }
   };
   std::atomic<size_t> verified{0};
-  std::vector<double> verify_cpu(static_cast<size_t>(o.clients), 0.0);
-  std::vector<std::thread> threads;
-  std::atomic<int> ready{0};
-  std::atomic<bool> go{false};
+  std::vector<Auditor> auditors(static_cast<size_t>(o.clients));
+  const std::string ca = o.transport == "mtls" ? ReadFileText(tmp / "pki/ca.pem") : "";
   for (int c = 0; c < o.clients; ++c) {
-    threads.emplace_back([&, c] {
-      std::shared_ptr<grpc::Channel> ch;
-      if (o.transport == "mtls") {
-        grpc::SslCredentialsOptions so;
-        so.pem_root_certs = ReadFileText(tmp / "pki/ca.pem");
-        so.pem_cert_chain = ReadFileText(tmp / ("pki/auditor" + std::to_string(c) + ".pem"));
-        so.pem_private_key = ReadFileText(tmp / ("pki/auditor" + std::to_string(c) + ".key"));
-        ch = grpc::CreateChannel(target, grpc::SslCredentials(so));
-      } else {
-        ch = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
-      }
-      auto stub = sa::v1::Attestation::NewStub(ch);
-      {
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-        sa::v1::Identity id;
-        const auto st = stub->GetIdentity(&ctx, {}, &id);
-        if (!st.ok())
-          fail("GetIdentity: " + std::to_string(st.error_code()) + " " + st.error_message());
-      }
-      ++ready;
-      while (!go.load()) std::this_thread::yield();
-      for (int i = 0; i < o.per_client && Clock::now() < deadline; ++i) {
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-        sa::v1::QuoteRequest req;
-        req.set_nonce("auditor-" + std::to_string(c) + "-" + std::to_string(i) + "-nonce");
-        sa::v1::Evidence ev;
-        auto s = Clock::now();
-        auto st = stub->Quote(&ctx, req, &ev);
-        if (!st.ok() || ev.nonce() != req.nonce()) {
-          fail("Quote: " + std::to_string(st.error_code()) + " " + st.error_message());
-          continue;
-        }
-        // Verified as the auditor does: its own nonce, the enrolled AK; the quote's signature
-        // and the inclusion proof to the signed root must pass.
-        auto x = vo;
-        x.nonce = sa::Bytes(req.nonce().begin(), req.nonce().end());
-        const double v0 = bench::ThreadCpu();
-        const auto rep = sa::verify::Verify(ev, x);
-        auto e = Clock::now();
-        verify_cpu[static_cast<size_t>(c)] += bench::ThreadCpu() - v0;
-        if (rep.Find("quote.qualifying_data")->status != sa::verify::Status::kPass ||
-            rep.Find("quote.signature")->status != sa::verify::Status::kPass ||
-            rep.Find("nonce")->status != sa::verify::Status::kPass) {
-          fail("verification failed");
-          continue;
-        }
-        ++verified;
-        lat[static_cast<size_t>(c)].push_back(
-            std::chrono::duration<double, std::milli>(e - s).count());
-      }
-    });
+    auto& a = auditors[static_cast<size_t>(c)];
+    a.id = c;
+    std::shared_ptr<grpc::Channel> ch;
+    if (o.transport == "mtls") {
+      grpc::SslCredentialsOptions so;
+      so.pem_root_certs = ca;
+      so.pem_cert_chain = ReadFileText(tmp / ("pki/auditor" + std::to_string(c) + ".pem"));
+      so.pem_private_key = ReadFileText(tmp / ("pki/auditor" + std::to_string(c) + ".key"));
+      // Its own connection: channels with equal arguments could otherwise share a subchannel.
+      grpc::ChannelArguments args;
+      args.SetInt("sovguard.bench.auditor", c);
+      ch = grpc::CreateCustomChannel(target, grpc::SslCredentials(so), args);
+    } else {
+      grpc::ChannelArguments args;
+      args.SetInt("sovguard.bench.auditor", c);
+      ch = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    }
+    a.stub = sa::v1::Attestation::NewStub(ch);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    sa::v1::Identity id;
+    const auto st = a.stub->GetIdentity(&ctx, {}, &id);
+    if (!st.ok())
+      fail("GetIdentity: " + std::to_string(st.error_code()) + " " + st.error_message());
   }
-  while (ready.load() < o.clients) std::this_thread::yield();
+
+  // Answers arrive on gRPC's threads and queue here for the verifying threads.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Auditor*> answered;
+  size_t running = auditors.size();
+  auto finish_one = [&] {
+    std::lock_guard lock(mu);
+    if (--running == 0) cv.notify_all();
+  };
+  std::function<void(Auditor&)> ask = [&](Auditor& a) {
+    if (a.asked >= o.per_client || Clock::now() >= deadline) return finish_one();
+    a.ctx = std::make_unique<grpc::ClientContext>();
+    a.ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    a.req.set_nonce("auditor-" + std::to_string(a.id) + "-" + std::to_string(a.asked) + "-nonce");
+    ++a.asked;
+    a.ev.Clear();
+    a.sent = Clock::now();
+    a.stub->async()->Quote(a.ctx.get(), &a.req, &a.ev, [&, p = &a](grpc::Status st) {
+      std::lock_guard lock(mu);
+      p->status = std::move(st);
+      answered.push_back(p);
+      cv.notify_one();
+    });
+  };
+  // Verified as the auditor does: its own nonce, the enrolled AK; the quote's structure and
+  // signature, the nonce's leaf and its inclusion proof to the signed root, and the snapshot's
+  // digest (its binding into the leaf) must pass.
+  auto verify_one = [&](Auditor& a) {
+    if (!a.status.ok() || a.ev.nonce() != a.req.nonce()) {
+      fail("Quote: " + std::to_string(a.status.error_code()) + " " + a.status.error_message());
+      return;
+    }
+    auto x = vo;
+    x.nonce = sa::Bytes(a.req.nonce().begin(), a.req.nonce().end());
+    const double v0 = bench::ThreadCpu();
+    const auto rep = sa::verify::Verify(a.ev, x);
+    const auto e = Clock::now();
+    a.verify_cpu += bench::ThreadCpu() - v0;
+    for (const char* check : {"quote.structure", "quote.signature", "nonce",
+                              "quote.qualifying_data", "snapshot.digest"}) {
+      const auto* f = rep.Find(check);
+      if (!f || f->status != sa::verify::Status::kPass) {
+        fail(std::string("verification failed: ") + check);
+        return;
+      }
+    }
+    ++verified;
+    a.latency_ms.push_back(std::chrono::duration<double, std::milli>(e - a.sent).count());
+  };
+  std::vector<std::thread> verifiers;
   const std::string load_before = bench::LoadAverage();
   const double node0 = node_cpu();
+  const double waits0 = figures().node_waits;
   const double cpu0 = bench::ProcessCpu();
   const auto t0 = Clock::now();
-  go = true;
-  for (auto& t : threads) t.join();
+  for (int t = 0; t < o.verify_threads; ++t)
+    verifiers.emplace_back([&] {
+      std::unique_lock lock(mu);
+      for (;;) {
+        cv.wait(lock, [&] { return running == 0 || !answered.empty(); });
+        if (answered.empty()) return;
+        Auditor* a = answered.front();
+        answered.pop_front();
+        lock.unlock();
+        verify_one(*a);
+        ask(*a);
+        lock.lock();
+      }
+    });
+  for (auto& a : auditors) ask(a);
+  for (auto& t : verifiers) t.join();
   Result r;
   r.wall = std::chrono::duration<double>(Clock::now() - t0).count();
   r.cpu = bench::ProcessCpu() - cpu0;
   if (node0 >= 0) r.node_cpu = node_cpu() - node0;
-  for (double v : verify_cpu) r.verify_cpu += v;
   std::vector<double> all;
-  for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
+  for (const auto& a : auditors) {
+    r.verify_cpu += a.verify_cpu;
+    all.insert(all.end(), a.latency_ms.begin(), a.latency_ms.end());
+  }
   r.n = all.size();
   r.verified = verified;
   r.failures = failures;
@@ -307,15 +367,17 @@ Result RunAuditors(const Options& o, const fs::path& tmp, const std::string& tar
   r.p99 = bench::Percentile(all, 0.99);
   r.max = all.empty() ? 0.0 : all.back();  // sorted by Percentile
   r.batch = figures();
+  if (waits0 >= 0) r.node_waits = r.batch.node_waits - waits0;
   const double per = 1e6 / static_cast<double>(std::max<size_t>(r.verified, 1));
   std::string cpu;
   char b[400];
   if (r.node_cpu >= 0) {
     std::snprintf(
         b, sizeof b,
-        "node_cpu_per_answer=%.0fus auditors_cpu_per_answer=%.0fus "
+        "node_cpu_per_answer=%.0fus node_waits_per_answer=%.2f auditors_cpu_per_answer=%.0fus "
         "(auditor_verify=%.0fus; node process %.2fs, auditor process %.2fs of %.2fs wall)",
-        r.node_cpu * per, r.cpu * per, r.verify_cpu * per, r.node_cpu, r.cpu, r.wall);
+        r.node_cpu * per, r.node_waits * per / 1e6, r.cpu * per, r.verify_cpu * per, r.node_cpu,
+        r.cpu, r.wall);
   } else {
     std::snprintf(b, sizeof b,
                   "cpu_per_answer=%.0fus (auditor_verify=%.0fus rest=%.0fus; process cpu %.2fs "
@@ -364,7 +426,7 @@ int Main(const Options& o) {
       std::istringstream in(ch.MustRead());
       reply.clear();
       for (std::string w; in >> w;) reply.push_back(w);
-      if (reply.size() != 1 + 2 * modes.size()) throw std::runtime_error("bad figures reply");
+      if (reply.size() != 2 + 2 * modes.size()) throw std::runtime_error("bad figures reply");
     };
     std::printf("node process %d%s, auditor process %d%s\n", static_cast<int>(child.pid()),
                 o.pin ? " on CPU 0 (with swtpm)" : "", static_cast<int>(::getpid()),
@@ -379,7 +441,8 @@ int Main(const Options& o) {
           },
           [&] {
             ask();
-            return BatchFigures{std::stoull(reply[1 + 2 * i]), std::stoul(reply[2 + 2 * i])};
+            return BatchFigures{std::stoull(reply[2 + 2 * i]), std::stoul(reply[3 + 2 * i]),
+                                std::stod(reply[1])};
           },
           deadline));
     node_ok = child.Finish() == 0;  // the node side's sequential phase runs now
@@ -449,13 +512,15 @@ int main(int argc, char** argv) {
         o.split = true;
       else if (a == "--pin")
         o.pin = o.split = true;
+      else if (a == "--verify-threads")
+        o.verify_threads = std::stoi(next());
       else
         throw std::runtime_error("unknown option " + a);
     }
     if (o.transport != "mtls" && o.transport != "unix")
       throw std::runtime_error("--transport mtls|unix");
     if (o.clients < 1 || o.per_client < 0 || o.sequential < 0 || o.max_seconds < 1 ||
-        o.window_us < 0 || o.quote_delay_ms < 0)
+        o.window_us < 0 || o.quote_delay_ms < 0 || o.verify_threads < 1)
       throw std::runtime_error("counts must be positive");
     return Main(o);
   } catch (const std::exception& e) {

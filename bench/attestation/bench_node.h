@@ -68,6 +68,13 @@ inline double ProcessCpu() {
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
+// Voluntary context switches of this whole process so far (a thread blocking to wait: each one
+// is a wake-up later).
+inline long ProcessWaits() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return u.ru_nvcsw;
+}
 inline double ThreadCpu() {
   timespec t{};
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);

@@ -39,6 +39,7 @@ void Node::StartApi() {
       attestation::service::BatchConfig{
           .window = std::chrono::milliseconds(config_.quote_batch_window_ms)});
   api_socket_ = attestation::service::PrepareUnixSocket(config_.runtime_dir / "api.sock");
+  attestation::service::DisableMutexDeadlockGraph();
   grpc::ServerBuilder builder;
   // The socket lives in the runtime directory (mode 0750; group sovguard under the shipped unit)
   // and is made 0660 once bound: the file system authenticates local callers (root and that

@@ -61,7 +61,31 @@ class QuoteTest : public ::testing::Test {
     cfg.ima_log = tmp_.path() / "no-ima-here";
     return cfg;
   }
+  // `n` auditors' nonces for one batch, and the spans BuildBatch takes.
+  void MakeNonces(size_t n) {
+    nonces_.clear();
+    for (size_t i = 0; i < n; ++i)
+      nonces_.push_back(B("auditor-" + std::to_string(i) + "-nonce-0123"));
+    spans_.assign(nonces_.begin(), nonces_.end());
+  }
+  // The root `ev`'s inclusion proof reaches from the leaf recomputed from `nonce`, its snapshot
+  // bytes and its salt (what a verifier compares with the quoted root); empty for a malformed path.
+  static Bytes RootReachedBy(const v1::Evidence& ev, std::span<const uint8_t> nonce) {
+    const auto leaf =
+        evidence::LeafHash(nonce, Sha256(B(ev.snapshot_bytes())), B(ev.inclusion().salt()));
+    std::vector<Sha256Digest> path;
+    for (const auto& h : ev.inclusion().path()) {
+      if (h.size() != 32) return {};
+      path.emplace_back();
+      std::memcpy(path.back().data(), h.data(), 32);
+    }
+    const auto reached = evidence::RootFromInclusionPath(leaf, ev.inclusion().leaf_index(),
+                                                         ev.inclusion().tree_size(), path);
+    return Bytes(reached.begin(), reached.end());
+  }
   const Bytes nonce_ = B("verifier-nonce-0123456789");
+  std::vector<Bytes> nonces_;
+  std::vector<std::span<const uint8_t>> spans_;
   test_support::Swtpm swtpm_;
   test_support::TempDir tmp_;
   tpm::Tpm tpm_{swtpm_.tcti()};
@@ -171,34 +195,24 @@ TEST_F(QuoteTest, SnapshotDigestIsBoundIntoTheQuote) {
 TEST_F(QuoteTest, BatchedQuoteVerifiesWithTpm2CheckquoteOverTheRoot) {
   log_.Measure(cel::EventKind::kSelfBinary, "/usr/sbin/sovguardd", Sha256("bin"));
   evidence::EvidenceBuilder builder(tpm_, log_, Cfg());
-  std::vector<Bytes> nonces;
-  for (int i = 0; i < 5; ++i) nonces.push_back(B("auditor-" + std::to_string(i) + "-nonce-0123"));
-  std::vector<std::span<const uint8_t>> spans(nonces.begin(), nonces.end());
-  const auto batch = builder.BuildBatch(spans, Snapshot("vm1"));
-  ASSERT_EQ(batch.size(), nonces.size());
+  MakeNonces(5);
+  const auto batch = builder.BuildBatch(spans_, Snapshot("vm1"));
+  ASSERT_EQ(batch.size(), nonces_.size());
   const auto root = extra(ParseAttest(batch[0].quote().attest()));
   ASSERT_EQ(root.size(), 32u);
   std::set<uint32_t> positions;
   for (size_t i = 0; i < batch.size(); ++i) {
     const auto& ev = batch[i];
-    EXPECT_EQ(B(ev.nonce()), nonces[i]);
+    EXPECT_EQ(B(ev.nonce()), nonces_[i]);
     EXPECT_EQ(ev.quote().attest(), batch[0].quote().attest()) << "one quote for the batch";
     EXPECT_EQ(ev.quote().signature(), batch[0].quote().signature());
     EXPECT_EQ(B(ev.quote().qualifying_data()), root);
     EXPECT_EQ(ev.inclusion().tree_size(), 5u);
     positions.insert(ev.inclusion().leaf_index());
     const auto leaf =
-        evidence::LeafHash(nonces[i], Sha256(B(ev.snapshot_bytes())), B(ev.inclusion().salt()));
+        evidence::LeafHash(nonces_[i], Sha256(B(ev.snapshot_bytes())), B(ev.inclusion().salt()));
     EXPECT_EQ(B(ev.inclusion().leaf()), Bytes(leaf.begin(), leaf.end()));
-    std::vector<Sha256Digest> path;
-    for (const auto& h : ev.inclusion().path()) {
-      ASSERT_EQ(h.size(), 32u);
-      path.emplace_back();
-      std::memcpy(path.back().data(), h.data(), 32);
-    }
-    const auto reached = evidence::RootFromInclusionPath(leaf, ev.inclusion().leaf_index(),
-                                                         ev.inclusion().tree_size(), path);
-    EXPECT_EQ(Bytes(reached.begin(), reached.end()), root) << "request " << i;
+    EXPECT_EQ(RootReachedBy(ev, nonces_[i]), root) << "request " << i;
     ExpectCheckquote(ev, tmp_.path() / ("batch-" + std::to_string(i)), true,
                      "batched evidence " + std::to_string(i) + " with -q ROOT");
   }
@@ -214,7 +228,7 @@ TEST_F(QuoteTest, BatchedQuoteVerifiesWithTpm2CheckquoteOverTheRoot) {
         EXPECT_LT(batch[i].inclusion().leaf(), batch[j].inclusion().leaf());
       }
   // More requests than a quote can carry are refused before the TPM.
-  std::vector<std::span<const uint8_t>> too_many(evidence::kMaxBatchLeaves + 1, spans[0]);
+  std::vector<std::span<const uint8_t>> too_many(evidence::kMaxBatchLeaves + 1, spans_[0]);
   EXPECT_THROW(builder.BuildBatch(too_many, Snapshot("vm1")), AttestationError);
   EXPECT_THROW(builder.BuildBatch({}, Snapshot("vm1")), AttestationError);
 }
@@ -225,17 +239,15 @@ TEST_F(QuoteTest, BatchedQuoteVerifiesWithTpm2CheckquoteOverTheRoot) {
 // whole evidence, whose leaf walks to the quoted root.
 TEST_F(QuoteTest, SharedBatchPartCarriesNoRequestsNonceOrProof) {
   evidence::EvidenceBuilder builder(tpm_, log_, Cfg());
-  std::vector<Bytes> nonces;
-  for (int i = 0; i < 3; ++i) nonces.push_back(B("auditor-" + std::to_string(i) + "-nonce-0123"));
-  std::vector<std::span<const uint8_t>> spans(nonces.begin(), nonces.end());
-  const auto batch = builder.BuildBatchShared(spans, Snapshot("vm1"));
-  ASSERT_EQ(batch.own.size(), nonces.size());
+  MakeNonces(3);
+  const auto batch = builder.BuildBatchShared(spans_, Snapshot("vm1"));
+  ASSERT_EQ(batch.own.size(), nonces_.size());
   EXPECT_TRUE(batch.common.nonce().empty());
   EXPECT_FALSE(batch.common.has_inclusion());
   const std::string shared = batch.common.SerializeAsString();
   const auto root = extra(ParseAttest(batch.common.quote().attest()));
-  for (size_t i = 0; i < nonces.size(); ++i) {
-    const std::string n(nonces[i].begin(), nonces[i].end());
+  for (size_t i = 0; i < nonces_.size(); ++i) {
+    const std::string n(nonces_[i].begin(), nonces_[i].end());
     EXPECT_EQ(shared.find(n), std::string::npos) << "nonce " << i << " in the shared part";
     EXPECT_EQ(shared.find(batch.own[i].inclusion().salt()), std::string::npos);
     EXPECT_EQ(shared.find(batch.own[i].inclusion().leaf()), std::string::npos);
@@ -248,17 +260,7 @@ TEST_F(QuoteTest, SharedBatchPartCarriesNoRequestsNonceOrProof) {
     ASSERT_TRUE(ev.ParseFromString(shared + batch.own[i].SerializeAsString()));
     EXPECT_EQ(ev.SerializeAsString(), batch.Answer(i).SerializeAsString());
     EXPECT_EQ(ev.nonce(), n);
-    const auto leaf =
-        evidence::LeafHash(nonces[i], Sha256(B(ev.snapshot_bytes())), B(ev.inclusion().salt()));
-    std::vector<Sha256Digest> path;
-    for (const auto& h : ev.inclusion().path()) {
-      ASSERT_EQ(h.size(), 32u);
-      path.emplace_back();
-      std::memcpy(path.back().data(), h.data(), 32);
-    }
-    const auto reached = evidence::RootFromInclusionPath(leaf, ev.inclusion().leaf_index(),
-                                                         ev.inclusion().tree_size(), path);
-    EXPECT_EQ(Bytes(reached.begin(), reached.end()), root) << "request " << i;
+    EXPECT_EQ(RootReachedBy(ev, nonces_[i]), root) << "request " << i;
   }
 }
 
