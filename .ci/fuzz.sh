@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Builds every fuzz target with clang + libFuzzer and runs each for $1 seconds (default 30) on its
 # committed seed corpus. Fails when there is no target, a target lacks its corpus, runs no input or
-# finds a crash.
+# finds a crash. `fuzz.sh --build-only` builds and stops (.ci/test.sh builds while the suite runs,
+# then runs the fuzzers after it: the build left is then a make with nothing to do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=0
+if [[ ${1:-} == --build-only ]]; then
+  build_only=1
+  shift
+fi
 seconds=${1:-30}
 build=${SOVGUARD_FUZZ_BUILD_DIR:-build/fuzz}
 cmake -S . -B "$build" -DSOVGUARD_FUZZ=ON -DCMAKE_C_COMPILER=clang-16 -DCMAKE_CXX_COMPILER=clang++-16 \
@@ -16,6 +22,7 @@ fi
 # sovguard_fuzzers depends on every fuzz_* target: one make run schedules all their objects on all
 # cores (naming the targets one by one builds one after the other).
 cmake --build "$build" -j"$(nproc)" --target sovguard_fuzzers
+((build_only)) && exit 0
 # One target: its verdict in $build/$t.verdict ("ok" or what failed), its output in $build/$t.log.
 fuzz_one() {
   local t=$1 bin corpus work

@@ -98,6 +98,37 @@ class Mount {
   bool mounted_ = false;
 };
 
+// An overlayfs whose lower layer holds a 1 MiB health.img: the lower layer on the test's directory,
+// the upper on a tmpfs (layers on two file systems, xino off, so stat() through the overlay reports
+// a per-layer pseudo device, not the overlay's). Both mounts go with the object.
+class OverlayWithImage {
+ public:
+  explicit OverlayWithImage(const fs::path& dir)
+      : lower_(dir / "lower"),
+        upper_fs_(dir / "upperfs"),
+        merged_(dir / "merged"),
+        tmpfs_(upper_fs_),
+        overlay_(merged_) {}
+  // Makes the layers and the image and mounts both; false when a mount failed.
+  bool Make() {
+    for (const auto& d : {lower_, upper_fs_, merged_}) fs::create_directories(d);
+    if (!tmpfs_.Do("mount -t tmpfs sgt-upper " + upper_fs_.string())) return false;
+    fs::create_directories(upper_fs_ / "upper");
+    fs::create_directories(upper_fs_ / "work");
+    WriteFile(lower_ / "health.img", 1 << 20);
+    return overlay_.Do("mount -t overlay sgt-overlay -o lowerdir=" + lower_.string() +
+                       ",upperdir=" + (upper_fs_ / "upper").string() + ",workdir=" +
+                       (upper_fs_ / "work").string() + ",xino=off " + merged_.string());
+  }
+  fs::path lower() const { return lower_; }
+  fs::path image() const { return merged_ / "health.img"; }                // through the overlay
+  fs::path upper_image() const { return upper_fs_ / "upper/health.img"; }  // after a copy-up
+
+ private:
+  fs::path lower_, upper_fs_, merged_;
+  Mount tmpfs_, overlay_;
+};
+
 // Opens `p` and reads `bytes` from it (0: open and close only).
 int OpenRead(const fs::path& p, std::size_t bytes = 0) {
   const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
@@ -189,21 +220,9 @@ TEST_F(VolumeIdTest, ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode) 
 }
 
 TEST_F(VolumeIdTest, ImageInAnOverlayLowerLayerIsGuardedThroughTheOverlayAndTheLayer) {
-  // Lower layer on the test's directory, upper on a tmpfs: layers on two file systems, xino off,
-  // so stat() through the overlay reports a per-layer pseudo device, not the overlay's.
-  const fs::path lower = tmp_.path() / "lower", upper_fs = tmp_.path() / "upperfs",
-                 merged = tmp_.path() / "merged";
-  for (const auto& d : {lower, upper_fs, merged}) fs::create_directories(d);
-  Mount tmpfs(upper_fs);
-  ASSERT_TRUE(tmpfs.Do("mount -t tmpfs sgt-upper " + upper_fs.string()));
-  fs::create_directories(upper_fs / "upper");
-  fs::create_directories(upper_fs / "work");
-  WriteFile(lower / "health.img", 1 << 20);
-  Mount overlay(merged);
-  ASSERT_TRUE(overlay.Do("mount -t overlay sgt-overlay -o lowerdir=" + lower.string() +
-                         ",upperdir=" + (upper_fs / "upper").string() + ",workdir=" +
-                         (upper_fs / "work").string() + ",xino=off " + merged.string()));
-  const fs::path image = merged / "health.img";
+  OverlayWithImage overlay(tmp_.path());
+  ASSERT_TRUE(overlay.Make());
+  const fs::path image = overlay.image(), lower = overlay.lower();
 
   const auto alpha = StartGuest("alpha", 1ULL << kHealth, {{.source = image, .dataset = "health"}});
   const auto bravo = StartGuest("bravo", 1ULL << kOther);
@@ -217,19 +236,9 @@ TEST_F(VolumeIdTest, ImageInAnOverlayLowerLayerIsGuardedThroughTheOverlayAndTheL
 // round (RefreshAliases(overlay_only)); from then on a guest without the dataset is stopped on the
 // upper file and through the overlay, and the holder reads on, counted.
 TEST_F(VolumeIdTest, OverlayFileCopiedUpAfterProtectionIsGuardedInItsUpperLayer) {
-  const fs::path lower = tmp_.path() / "lower", upper_fs = tmp_.path() / "upperfs",
-                 merged = tmp_.path() / "merged";
-  for (const auto& d : {lower, upper_fs, merged}) fs::create_directories(d);
-  Mount tmpfs(upper_fs);
-  ASSERT_TRUE(tmpfs.Do("mount -t tmpfs sgt-upper " + upper_fs.string()));
-  fs::create_directories(upper_fs / "upper");
-  fs::create_directories(upper_fs / "work");
-  WriteFile(lower / "health.img", 1 << 20);
-  Mount overlay(merged);
-  ASSERT_TRUE(overlay.Do("mount -t overlay sgt-overlay -o lowerdir=" + lower.string() +
-                         ",upperdir=" + (upper_fs / "upper").string() + ",workdir=" +
-                         (upper_fs / "work").string() + ",xino=off " + merged.string()));
-  const fs::path image = merged / "health.img", upper = upper_fs / "upper/health.img";
+  OverlayWithImage overlay(tmp_.path());
+  ASSERT_TRUE(overlay.Make());
+  const fs::path image = overlay.image(), upper = overlay.upper_image();
 
   const auto alpha = StartGuest("alpha", 1ULL << kHealth, {{.source = image, .dataset = "health"}});
   const auto bravo = StartGuest("bravo", 1ULL << kOther);
