@@ -101,9 +101,11 @@ void Node::StartStorage() {
         // A machine cgroup replaced while no daemon ran: measured like the tamper round's
         // finding, then the stale state is released and the path starts over.
         .on_stale_state = [this](const std::string& detail) {
-          log::Write(log::Level::kError, "tamper: machine-cgroup-replaced: " + detail,
-                     {{"EVENT", "tamper"}, {"KIND", "storage-machine-cgroup-replaced"}});
-          CountAndMeasureTamper("storage-machine-cgroup-replaced", detail);
+          const std::string kind(
+              bpf_feature::FindingKindName(bpf_feature::FindingKind::kMachineCgroupReplaced));
+          log::Write(log::Level::kError, "tamper: " + kind + ": " + detail,
+                     {{"EVENT", "tamper"}, {"KIND", "storage-" + kind}});
+          CountAndMeasureTamper("storage-" + kind, detail);
         }});
     if (storage_->Status().adopted)
       log::Info("storage path adopted from {} (guests, volumes, counters and quotas kept)",
@@ -183,13 +185,9 @@ void Node::Start() {
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
   }
-  bpf_prog_info info{};
-  __u32 info_len = sizeof info;
-  if (int err = bpf_obj_get_info_by_fd(net_->program_fd(), &info, &info_len); err != 0) {
-    throw std::runtime_error("reading the residency program's info: " + std::to_string(err));
-  }
-  program_tag_ = attestation::ToHex(std::span(info.tag, sizeof info.tag));
-  program_id_ = info.id;
+  const auto program = net_->program();
+  program_tag_ = program.tag;
+  program_id_ = program.id;
   StartStorage();
   MeasureDowngrades();
   {

@@ -5,10 +5,13 @@
 #include <net/if.h>
 
 #include <chrono>
+#include <functional>
+#include <optional>
 
 #include "attestation/eventlog/cel.h"
 #include "attestation/measure/measurement_log.h"
 #include "attestation/measure/platform.h"
+#include "enforcer/bpf_feature/finding.h"
 #include "enforcer/daemon/log.h"
 #include "enforcer/daemon/node_internal.h"
 #include "enforcer/libvirt/watcher.h"
@@ -21,6 +24,98 @@ namespace sovguard::daemon {
 namespace {
 
 namespace cel = attestation::cel;
+using bpf_feature::FindingKind;
+using bpf_feature::FindingKindName;
+
+// How one feature's findings read where operators and auditors see them. The kind's label is
+// `label_prefix` + its name (metric label, log KIND, measured "tamper:<label>").
+template <class Finding>
+struct TamperText {
+  std::string_view path;          // before "tamper check failed" / "tamper repair failed"
+  std::string_view label_prefix;  // "" (network) or "storage-"
+  std::string_view object_field;  // the log field naming where it was found
+  std::function<std::string(const Finding&)> object;
+  std::function<std::string(const Finding&)> found;     // the log line after "tamper: "
+  std::function<std::string(const Finding&)> repaired;  // after "tamper repaired: "
+};
+
+std::string Label(std::string_view prefix, FindingKind kind) {
+  return std::string(prefix) + std::string(FindingKindName(kind));
+}
+
+// What one feature's tamper round came to.
+template <class Finding>
+struct TamperRound {
+  bpf_feature::RepairResult<Finding> result;
+  bool repair_failed = false;  // Repair threw (logged and counted)
+};
+
+// One tamper round of a BPF feature: verify; when something is found, log, count and measure
+// each finding (`measure`), repair, and count and log what was repaired. nullopt: nothing found,
+// or the check itself failed (logged and counted).
+template <bpf_feature::Feature F>
+std::optional<TamperRound<typename F::Finding>> VerifyAndRepair(
+    F& feature, const typename F::VerifyOptions& verify,
+    const typename F::VerifyOptions& repair_options, const TamperText<typename F::Finding>& text,
+    metrics::Registry& registry,
+    const std::function<void(const std::string& label, const std::string& detail)>& measure) {
+  std::vector<typename F::Finding> findings;
+  try {
+    findings = feature.VerifyAttachments(verify);
+  } catch (const std::exception& e) {
+    registry.Inc(metrics::kErrors, {"tamper_check"});
+    log::Error("{}tamper check failed: {}", text.path, e.what());
+    return std::nullopt;
+  }
+  if (findings.empty()) return std::nullopt;
+  for (const auto& f : findings) {
+    const std::string label = Label(text.label_prefix, f.kind);
+    log::Write(log::Level::kError, "tamper: " + text.found(f),
+               {{"EVENT", "tamper"}, {"KIND", label}, {text.object_field, text.object(f)}});
+    measure(label, f.detail);
+  }
+  TamperRound<typename F::Finding> round;
+  try {
+    round.result = feature.Repair(repair_options);
+  } catch (const std::exception& e) {
+    registry.Inc(metrics::kErrors, {"tamper_repair"});
+    log::Error("{}tamper repair failed: {}", text.path, e.what());
+    round.repair_failed = true;
+    return round;
+  }
+  for (const auto& f : round.result.repaired) {
+    registry.Inc(metrics::kTamperRepairs, {Label(text.label_prefix, f.kind), "ok"});
+    log::Notice("tamper repaired: {}", text.repaired(f));
+  }
+  return round;
+}
+
+const TamperText<storage::StorageFinding>& StorageText() {
+  using F = storage::StorageFinding;
+  static const TamperText<F> text{
+      .path = "storage ",
+      .label_prefix = "storage-",
+      .object_field = "OBJECT",
+      .object = [](const F& f) { return f.object; },
+      .found =
+          [](const F& f) {
+            return std::string(FindingKindName(f.kind)) + " " + f.object + ": " + f.detail;
+          },
+      .repaired = [](const F& f) { return std::string(FindingKindName(f.kind)) + " " + f.object; }};
+  return text;
+}
+
+const TamperText<datapath::TamperFinding>& NetText() {
+  using F = datapath::TamperFinding;
+  static const TamperText<F> text{
+      .path = "",
+      .label_prefix = "",
+      .object_field = "GUEST",
+      .object = [](const F& f) { return f.guest; },
+      .found = [](const F& f) { return datapath::FormatFinding(f); },
+      .repaired = [](const F& f) { return datapath::FormatFinding(f); }};
+  return text;
+}
 
 }  // namespace
 
@@ -112,8 +207,8 @@ bool Node::RestartStorage(const std::string& why) {
 void Node::EnsureStorageAttachPoint() {
   if (!storage_) return;
   for (const auto& f : storage_->VerifyAttachments({.compare_endpoints = false})) {
-    if (f.kind != "machine-cgroup-replaced") continue;
-    CountAndMeasureTamper("storage-" + f.kind, f.detail);
+    if (f.kind != FindingKind::kMachineCgroupReplaced) continue;
+    CountAndMeasureTamper(Label(StorageText().label_prefix, f.kind), f.detail);
     RestartStorage("the machine cgroup was replaced (seen by the hook)");
     return;
   }
@@ -122,32 +217,19 @@ void Node::EnsureStorageAttachPoint() {
 bool Node::CheckStorageTamper(bool tables) {
   if (!storage_) return false;
   const storage::StorageVerifyOptions options{.compare_endpoints = tables};
-  std::vector<storage::StorageFinding> findings;
-  try {
-    findings = storage_->VerifyAttachments(options);
-  } catch (const std::exception& e) {
-    metrics_->Inc(metrics::kErrors, {"tamper_check"});
-    log::Error("storage tamper check failed: {}", e.what());
-    return false;
-  }
-  if (findings.empty()) return false;
-  for (const auto& f : findings) {
-    const std::string kind = "storage-" + f.kind;
-    log::Write(log::Level::kError, "tamper: " + f.kind + " " + f.object + ": " + f.detail,
-               {{"EVENT", "tamper"}, {"KIND", kind}, {"OBJECT", f.object}});
-    CountAndMeasureTamper(kind, f.detail);
-  }
+  const auto round = VerifyAndRepair(*storage_, options, options, StorageText(), *metrics_,
+                                     [&](const std::string& label, const std::string& detail) {
+                                       CountAndMeasureTamper(label, detail);
+                                     });
+  if (!round) return false;
+  if (round->repair_failed) return true;
+  const auto& result = round->result;
   bool reapply = false;
   try {
-    const auto result = storage_->Repair(options);
-    for (const auto& f : result.repaired) {
-      metrics_->Inc(metrics::kTamperRepairs, {"storage-" + f.kind, "ok"});
-      log::Notice("tamper repaired: {} {}", f.kind, f.object);
-    }
     bool replaced = false;
     for (const auto& f : result.remaining) {
-      metrics_->Inc(metrics::kTamperRepairs, {"storage-" + f.kind, "error"});
-      replaced |= f.kind == "machine-cgroup-replaced";
+      metrics_->Inc(metrics::kTamperRepairs, {Label(StorageText().label_prefix, f.kind), "error"});
+      replaced |= f.kind == FindingKind::kMachineCgroupReplaced;
       reapply = true;
     }
     if (replaced) return !RestartStorage("the machine cgroup was replaced") && reapply;
@@ -167,35 +249,22 @@ bool Node::CheckStorageTamper(bool tables) {
 
 bool Node::CheckNetTamper(bool tables) {
   if (!net_) return false;
-  std::vector<datapath::TamperFinding> findings;
-  try {
-    findings = net_->VerifyAttachments({.hash_tables = tables});
-  } catch (const std::exception& e) {
-    metrics_->Inc(metrics::kErrors, {"tamper_check"});
-    log::Error("tamper check failed: {}", e.what());
-    return false;
-  }
-  if (findings.empty()) return false;
-  for (const auto& f : findings) {
-    const std::string kind(datapath::TamperKindName(f.kind));
-    log::Write(log::Level::kError, "tamper: " + datapath::FormatFinding(f),
-               {{"EVENT", "tamper"}, {"KIND", kind}, {"GUEST", f.guest}});
-    CountAndMeasureTamper(kind, f.detail);
-  }
+  // Repair hashes the tables every time: a repair round is rare and must see everything.
+  const auto round = VerifyAndRepair(*net_, {.hash_tables = tables}, {}, NetText(), *metrics_,
+                                     [&](const std::string& label, const std::string& detail) {
+                                       CountAndMeasureTamper(label, detail);
+                                     });
+  if (!round || round->repair_failed) return false;
   bool reapply = false;
   try {
-    const auto result = net_->Repair();
-    for (const auto& f : result.repaired) {
-      const std::string kind(datapath::TamperKindName(f.kind));
-      metrics_->Inc(metrics::kTamperRepairs, {kind, "ok"});
+    for (const auto& f : round->result.repaired) {
       char name[IF_NAMESIZE] = {};
       const std::string tap = ::if_indextoname(f.ifindex, name) ? name : f.guest;
       attestation::measure::MeasureProgramAttached(*measurements_, "sg_net", program_tag_,
                                                    "tc/ingress", tap);
-      log::Notice("tamper repaired: {}", datapath::FormatFinding(f));
     }
-    for (const auto& f : result.remaining) {
-      if (f.kind == datapath::TamperKind::kTapMissing) {
+    for (const auto& f : round->result.remaining) {
+      if (f.kind == FindingKind::kTapMissing) {
         if (watcher_) watcher_->RequestReconcile();
       } else {
         reapply = true;

@@ -130,6 +130,7 @@ std::vector<TamperFinding> NetDatapath::VerifyAttachments(VerifyOptions options)
     auto finding = [&](TamperKind kind, std::string detail) {
       TamperFinding f;
       f.kind = kind;
+      f.object = g.config.name;
       f.guest = g.config.name;
       f.ifindex = ifindex;
       f.detail = std::move(detail);
@@ -198,6 +199,7 @@ std::vector<TamperFinding> NetDatapath::VerifyAttachments(VerifyOptions options)
   for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
     TamperFinding f;
     f.table = std::string(kTableNames[i]);
+    f.object = f.table;
     std::uint32_t id = 0;
     if (bpf_map_lookup_elem(outers[i], &active, &id) != 0 || id != table_ids_[i]) {
       f.kind = TamperKind::kGenerationAltered;
@@ -254,28 +256,8 @@ RepairResult NetDatapath::Repair(VerifyOptions options) {
   return r;
 }
 
-std::string_view TamperKindName(TamperKind kind) {
-  switch (kind) {
-    case TamperKind::kTapMissing:
-      return "tap-missing";
-    case TamperKind::kFilterMissing:
-      return "filter-missing";
-    case TamperKind::kProgramReplaced:
-      return "program-replaced";
-    case TamperKind::kFilterBypass:
-      return "filter-bypass";
-    case TamperKind::kGuestEntryAltered:
-      return "guest-entry-altered";
-    case TamperKind::kGenerationAltered:
-      return "generation-altered";
-    case TamperKind::kPolicyTableAltered:
-      return "policy-table-altered";
-  }
-  return "?";
-}
-
 std::string FormatFinding(const TamperFinding& f) {
-  std::string out = "tamper " + std::string(TamperKindName(f.kind));
+  std::string out = "tamper " + std::string(bpf_feature::FindingKindName(f.kind));
   if (!f.guest.empty() || f.ifindex)
     out += " guest=" + f.guest + " ifindex=" + std::to_string(f.ifindex);
   if (!f.table.empty()) out += " table=" + f.table;

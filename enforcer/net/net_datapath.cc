@@ -30,6 +30,11 @@ using detail::InNetnsResult;
 using detail::kTcHandle;
 using detail::kTcPriority;
 
+struct SkelDeleter {
+  void operator()(sg_net* s) const { sg_net__destroy(s); }
+};
+using Skel = std::unique_ptr<sg_net, SkelDeleter>;
+
 UniqueFd CreateMap(bpf_map_type type, const char* name, std::uint32_t key_size,
                    std::uint32_t value_size, std::uint32_t max_entries, std::uint32_t flags) {
   LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = flags);
@@ -61,14 +66,6 @@ void CopyString(char* dst, std::size_t size, const std::string& src) {
   std::memcpy(dst, src.data(), std::min(src.size(), size - 1));
 }
 
-std::uint32_t MapId(int fd) {
-  bpf_map_info info{};
-  std::uint32_t len = sizeof(info);
-  if (int err = bpf_obj_get_info_by_fd(fd, &info, &len); err)
-    throw DatapathError("bpf_obj_get_info_by_fd (map)", -err);
-  return info.id;
-}
-
 }  // namespace
 
 void NetDatapath::RingBufferDeleter::operator()(::ring_buffer* rb) const {
@@ -76,27 +73,11 @@ void NetDatapath::RingBufferDeleter::operator()(::ring_buffer* rb) const {
 }
 
 NetDatapath::NetDatapath(NetDatapathOptions options) : options_(std::move(options)) {
-  auto* raw = static_cast<sg_net*>(std::calloc(1, sizeof(sg_net)));
-  if (!raw) throw std::bad_alloc();
-  std::unique_ptr<sg_net, void (*)(sg_net*)> skel(raw, sg_net__destroy);
-  if (int err = sg_net__create_skeleton(raw); err) throw DatapathError("sg_net skeleton", -err);
-  if (!options_.program_object.empty()) {
-    raw->skeleton->data = const_cast<std::uint8_t*>(options_.program_object.data());
-    raw->skeleton->data_sz = options_.program_object.size();
-  }
-  if (int err = bpf_object__open_skeleton(raw->skeleton, nullptr); err)
-    throw DatapathError("open sg_net object", -err);
-  if (!options_.pin_dir.empty()) {
-    struct bpf_map* map;
-    bpf_object__for_each_map(map, skel->obj) {
-      // bpffs refuses names with dots ("sg_net.bss"): they are reserved there.
-      std::string name = bpf_map__name(map);
-      std::replace(name.begin(), name.end(), '.', '_');
-      std::string path = options_.pin_dir + "/" + name;
-      int err = bpf_map__set_pin_path(map, path.c_str());
-      if (err) throw DatapathError("pin path " + path, -err);
-    }
-  }
+  auto skel =
+      bpf_feature::OpenSkeleton<Skel, sg_net__create_skeleton>("sg_net", options_.program_object);
+  // The configuration, guest index and entries live in .bss: pinned with the maps.
+  if (!options_.pin_dir.empty())
+    bpf_feature::SetPinPaths(skel->obj, options_.pin_dir, bpf_feature::InternalMaps::kPinned);
   if (int err = sg_net__load(skel.get()); err)
     throw DatapathError("load sg_net (verifier or map creation)", -err);
   skel->bss->sg_cfg.events_per_sec = options_.events_per_sec;
@@ -114,28 +95,17 @@ NetDatapath::NetDatapath(NetDatapathOptions options) : options_(std::move(option
       this, nullptr);
   if (!rb) throw DatapathError("ring_buffer__new sg_events", errno);
   events_.reset(rb);
-  // A map-in-map update returns only after an RCU grace period (maybe_wait_bpf_programs): storing
-  // this map into sg_rcu_barrier is how user space waits for in-flight frames.
-  UniqueFd barrier = CreateMap(BPF_MAP_TYPE_ARRAY, "sg_barrier", sizeof(std::uint32_t),
-                               sizeof(std::uint32_t), 1, 0);
-  const std::uint32_t zero = 0;
-  const int barrier_fd = barrier.Get();
-  UpdateElem(bpf_map__fd(skel->maps.sg_rcu_barrier), &zero, &barrier_fd, "sg_rcu_barrier");
+  barrier_.Wait(bpf_map__fd(skel->maps.sg_rcu_barrier));
   slot_used_.assign(SG_MAX_GUESTS, false);
-  barrier_inner_fd_ = barrier.Release();
+  const auto state = bpf_feature::ReadPinnedState<sg_net_state>(
+      bpf_map__fd(skel->maps.sg_state), "sg_state",
+      {.owner = "datapath state", .abi_name = "ABI version", .version = SG_ABI_VERSION},
+      options_.pin_dir);
   skel_ = skel.release();
   // Adopted pinned maps may already hold an active generation from a predecessor.
   const std::uint32_t active = skel_->bss->sg_cfg.active_gen & (SG_NET_GENERATIONS - 1);
   std::uint32_t id = 0;
   policy_loaded_ = bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_policy_outer), &active, &id) == 0;
-  sg_net_state state{};
-  if (int err = bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sg_state), &zero, &state); err)
-    throw DatapathError("read sg_state", -err);
-  if (state.abi_version != 0 && state.abi_version != SG_ABI_VERSION)
-    throw DatapathError("pinned datapath state in " + options_.pin_dir + " has ABI version " +
-                            std::to_string(state.abi_version) + ", this daemon " +
-                            std::to_string(SG_ABI_VERSION) + ": refusing to adopt it",
-                        EPROTO);
   if (state.abi_version != 0) {
     swaps_ = state.swaps;
     std::memcpy(digest_.data(), state.policy_digest, digest_.size());
@@ -179,7 +149,6 @@ NetDatapath::~NetDatapath() {
     }
   }
   events_.reset();
-  if (barrier_inner_fd_ >= 0) ::close(barrier_inner_fd_);
   sg_net__destroy(skel_);
 }
 
@@ -194,7 +163,7 @@ int NetDatapath::program_fd() const {
 }
 
 ProgramIdentity NetDatapath::program() const {
-  return detail::ProgramByFd(program_fd());
+  return bpf_feature::ProgramByFd(program_fd());
 }
 
 void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
@@ -255,7 +224,7 @@ void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
   for (std::size_t i = 0; i < SG_NET_TABLES; ++i) {
     const int fd = inner[i].Get();
     UpdateElem(outers[i], &next, &fd, "generation slot");
-    ids[i] = MapId(fd);
+    ids[i] = bpf_feature::MapId(fd);
   }
   // The switch: one aligned store the program reads once per frame.
   __atomic_store_n(&skel_->bss->sg_cfg.active_gen, next, __ATOMIC_RELEASE);
@@ -343,8 +312,7 @@ void NetDatapath::PublishIndex(std::uint32_t ifindex, std::uint32_t value) {
 }
 
 void NetDatapath::SynchronizeRcu() {
-  const std::uint32_t zero = 0;
-  UpdateElem(bpf_map__fd(skel_->maps.sg_rcu_barrier), &zero, &barrier_inner_fd_, "sg_rcu_barrier");
+  barrier_.Wait(bpf_map__fd(skel_->maps.sg_rcu_barrier));
 }
 
 void NetDatapath::ResetSlotState(std::uint32_t slot, std::uint32_t position) {
@@ -587,3 +555,5 @@ TestRunResult NetDatapath::TestRun(std::span<const std::uint8_t> frame, std::uin
 }
 
 }  // namespace sovguard::datapath
+
+static_assert(sovguard::bpf_feature::Feature<sovguard::datapath::NetDatapath>);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bpf/sovguard_abi.h"
+#include "enforcer/bpf_feature/finding.h"
 #include "enforcer/net/datapath_types.h"
 #include "policy/compiled.h"
 
@@ -100,33 +101,24 @@ struct AdoptedGuest {
   std::string error;      // why attaching failed (the old filter, if any, still runs)
 };
 
-enum class TamperKind {
-  kTapMissing,          // the tap (ifindex + name) is gone: reconcile with libvirt, RemoveGuest
-  kFilterMissing,       // no clsact qdisc or no filter at our handle/priority
-  kProgramReplaced,     // another program sits at our handle/priority
-  kFilterBypass,        // a foreign filter runs before ours and could pass frames unchecked
-  kGuestEntryAltered,   // the guest's kernel entry (index or configuration) differs from ours
-  kGenerationAltered,   // active generation or an inner map of it swapped by someone else
-  kPolicyTableAltered,  // contents of a table of the active generation differ from its digest
-};
+// The network feature's findings: kTapMissing, kFilterMissing, kProgramReplaced, kFilterBypass,
+// kGuestEntryAltered (guest findings) and kGenerationAltered, kPolicyTableAltered (table
+// findings) of the shared vocabulary (enforcer/bpf_feature/finding.h).
+using TamperKind = bpf_feature::FindingKind;
 
-struct TamperFinding {
-  TamperKind kind = TamperKind::kFilterMissing;
+// A finding with where it was found. `object` (the base's) is the guest's name or the table's.
+struct TamperFinding : bpf_feature::Finding {
   std::string guest;  // guest findings
   std::uint32_t ifindex = 0;
   std::string table;         // table findings: "v4_dir", "classes", ...
   ProgramIdentity expected;  // kProgramReplaced: ours
   ProgramIdentity found;     // kProgramReplaced / kFilterBypass: what is there
   TcFilterInfo filter;       // kFilterBypass: the foreign filter
-  std::string detail;        // one line for logs and events
 };
 
-struct RepairResult {
-  std::vector<TamperFinding> repaired;
-  // What Repair cannot fix itself: kTapMissing (the daemon reconciles) and table findings (the
-  // daemon calls ApplyPolicy with its policy again).
-  std::vector<TamperFinding> remaining;
-};
+// What Repair cannot fix itself (`remaining`): kTapMissing (the daemon reconciles) and table
+// findings (the daemon calls ApplyPolicy with its policy again).
+using RepairResult = bpf_feature::RepairResult<TamperFinding>;
 
 struct VerifyOptions {
   // Recompute the SHA-256 of every table of the active generation (about 50 MiB with the world
@@ -143,6 +135,11 @@ struct TestRunResult {
 // these calls; every update is built aside and switched in atomically.
 class NetDatapath {
  public:
+  // The verbs of a BPF feature (bpf_feature::Feature).
+  using Policy = policy::CompiledPolicy;
+  using VerifyOptions = datapath::VerifyOptions;
+  using Finding = TamperFinding;
+
   explicit NetDatapath(NetDatapathOptions options = {});
   ~NetDatapath();
   NetDatapath(const NetDatapath&) = delete;
@@ -239,7 +236,7 @@ class NetDatapath {
   NetDatapathOptions options_;
   struct sg_net* skel_ = nullptr;
   std::unique_ptr<::ring_buffer, RingBufferDeleter> events_;
-  int barrier_inner_fd_ = -1;
+  bpf_feature::RcuBarrier barrier_{"sg_barrier"};
   std::function<void(const sg_net_event&)>* handler_ = nullptr;
   std::map<std::uint32_t, Guest> guests_;     // by ifindex
   std::map<std::uint32_t, Guest> deny_only_;  // default-deny taps no guest claimed yet
@@ -257,7 +254,6 @@ class NetDatapath {
 // order the kernel runs them (a netlink dump). Empty when there is no clsact qdisc.
 std::vector<TcFilterInfo> ListIngressFilters(std::uint32_t ifindex, const std::string& netns = "");
 
-std::string_view TamperKindName(TamperKind kind);
 std::string FormatFinding(const TamperFinding& finding);
 
 // Loads the real program on this kernel and runs it once on an allowed and a forbidden frame.

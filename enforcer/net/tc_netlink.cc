@@ -1,7 +1,6 @@
 #include "enforcer/net/tc_netlink.h"
 
 #include <arpa/inet.h>
-#include <bpf/bpf.h>
 #include <fcntl.h>
 #include <linux/if_ether.h>
 #include <linux/netlink.h>
@@ -92,33 +91,6 @@ void Transact(Request& req, const std::string& what, F&& on_msg) {
 }
 
 }  // namespace
-
-ProgramIdentity ProgramByFd(int fd) {
-  ProgramIdentity p;
-  bpf_prog_info info{};
-  std::uint32_t len = sizeof(info);
-  if (int err = bpf_obj_get_info_by_fd(fd, &info, &len); err)
-    throw DatapathError("bpf_obj_get_info_by_fd (program)", -err);
-  p.id = info.id;
-  p.tag = base::ToHex(info.tag, sizeof(info.tag));
-  p.name = info.name;
-  return p;
-}
-
-ProgramIdentity ProgramById(std::uint32_t id) {
-  ProgramIdentity p;
-  p.id = id;
-  const int fd = bpf_prog_get_fd_by_id(id);
-  if (fd < 0) return p;
-  try {
-    p = ProgramByFd(fd);
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::close(fd);
-  return p;
-}
 
 std::vector<TcFilterInfo> DumpIngressFilters(std::uint32_t ifindex) {
   Request req{};

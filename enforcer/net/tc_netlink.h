@@ -37,8 +37,5 @@ std::vector<TcFilterInfo> DumpIngressFilters(std::uint32_t ifindex);
 bool HasClsact(std::uint32_t ifindex);
 // Deletes one filter (exact priority, protocol, handle and kind).
 void DeleteIngressFilter(std::uint32_t ifindex, const TcFilterInfo& filter);
-// id, tag and name of a loaded program (tag/name empty if it is gone).
-ProgramIdentity ProgramById(std::uint32_t id);
-ProgramIdentity ProgramByFd(int fd);
 
 }  // namespace sovguard::datapath::detail

@@ -1,7 +1,6 @@
 #include <bpf/btf.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -100,44 +99,7 @@ bool IsTrampolineProgram(const bpf_program* p) {
   return NeedsTrampoline(bpf_program__section_name(p));
 }
 
-// The built-in object, or `object` (same source, same maps: a stand-in upgrade in tests).
-Skel OpenSkeleton(std::span<const std::uint8_t> object) {
-  if (object.empty()) {
-    Skel s(storage_guard__open());
-    if (!s) throw StorageError("open storage_guard object", errno);
-    return s;
-  }
-  auto* raw = static_cast<storage_guard*>(std::calloc(1, sizeof(storage_guard)));
-  if (!raw) throw std::bad_alloc();
-  Skel s(raw);
-  if (int err = storage_guard__create_skeleton(raw); err)
-    throw StorageError("storage_guard skeleton", err);
-  raw->skeleton->data = const_cast<std::uint8_t*>(object.data());
-  raw->skeleton->data_sz = object.size();
-  if (int err = bpf_object__open_skeleton(raw->skeleton, nullptr); err)
-    throw StorageError("open storage_guard object (program_object)", err);
-  return s;
-}
-
 }  // namespace
-
-std::uint32_t StorageDatapath::Impl::LinkIdOf(int fd) {
-  bpf_link_info info{};
-  std::uint32_t len = sizeof info;
-  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return 0;
-  return info.id;
-}
-
-void StorageDatapath::Impl::PinAt(int fd, const fs::path& pin) const {
-  const fs::path next = pin.parent_path() / ("next_" + pin.filename().string());
-  ::unlink(next.c_str());
-  if (bpf_obj_pin(fd, next.c_str()) != 0) throw StorageError("pin " + next.string(), errno);
-  if (::rename(next.c_str(), pin.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(next.c_str());
-    throw StorageError(fmt::format("rename {} to {}", next.string(), pin.string()), err);
-  }
-}
 
 UniqueFd StorageDatapath::Impl::NewLink(const Attached& a) const {
   const int prog_fd = bpf_program__fd(a.prog);
@@ -187,13 +149,13 @@ bool StorageDatapath::Impl::Attach(bpf_program* prog, bool cgroup, std::string& 
                           cgroup ? " to " + options.machine_cgroup.string() : "", ErrnoText(errno));
       return false;
     }
-    if (pinning()) PinAt(fresh.Get(), a.pin);
+    if (pinning()) bpf_feature::PinReplacing(fresh.Get(), a.pin);
     a.link = std::move(fresh);
     // The predecessor's link goes now that ours runs (and is pinned). Releasing a perf link
     // waits for an RCU grace period (about 40 ms here): in the background, all at once.
     if (old) retired.push_back(std::move(old));
   }
-  a.link_id = LinkIdOf(a.link.Get());
+  a.link_id = bpf_feature::LinkId(a.link.Get());
   attached.push_back(std::move(a));
   return true;
 }
@@ -275,20 +237,10 @@ void StorageDatapath::Impl::ReleaseStaleLinks() {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(options.pin_dir, ec)) {
     const std::string name = e.path().filename().string();
-    if ((name.starts_with("link_") && !ours.contains(name)) || name.starts_with("next_"))
+    if ((name.starts_with("link_") && !ours.contains(name)) ||
+        name.starts_with(bpf_feature::kStagingPrefix))
       ::unlink(e.path().c_str());
   }
-}
-
-ProgramIdentity StorageDatapath::Impl::Identity(const bpf_program* prog) const {
-  bpf_prog_info info{};
-  std::uint32_t len = sizeof info;
-  ProgramIdentity id;
-  if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0) {
-    id.id = info.id;
-    id.tag = base::ToHex(info.tag, sizeof info.tag);
-  }
-  return id;
 }
 
 void StorageDatapath::Impl::Adopt(const sg_storage_state& st) {
@@ -341,7 +293,7 @@ void StorageDatapath::Impl::Adopt(const sg_storage_state& st) {
     digests[t] = TableDigest(expected, t);
     if (st.policy_applied && std::memcmp(digests[t].data(), st.table_digest[t], 32) != 0) {
       adoption_findings.push_back(
-          {"adopted-state-altered", kTableNames[t],
+          {FindingKind::kAdoptedStateAltered, kTableNames[t],
            fmt::format("{} changed while no daemon held it (sha256 {}..., written {}...): "
                        "apply the policy again",
                        kTableNames[t], base::ToHex(digests[t].data(), 8),
@@ -474,20 +426,7 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   m.status.machine_cgroup = m.options.machine_cgroup;
   m.status.machine_cgroup_id = CgroupId(m.options.machine_cgroup);
   m.status.guest_level = static_cast<std::uint32_t>(PathDepth(*root, m.options.machine_cgroup)) + 1;
-  if (m.pinning()) {
-    std::error_code ec;
-    fs::create_directories(m.options.pin_dir, ec);
-    if (ec) throw StorageError("create pin directory " + m.options.pin_dir.string(), ec.value());
-    if (!enforcer::IsMounted(m.options.pin_dir, "bpf")) {
-      // A sub-directory of a bpffs mount is fine too: it is bpffs when its parent mount is.
-      struct statfs sfs {};
-      constexpr long kBpfMagic = 0xcafe4a11;
-      if (::statfs(m.options.pin_dir.c_str(), &sfs) != 0 || sfs.f_type != kBpfMagic) {
-        throw StorageError("pin directory " + m.options.pin_dir.string() + " is not on bpffs",
-                           EINVAL);
-      }
-    }
-  }
+  if (m.pinning()) bpf_feature::EnsurePinDir(m.options.pin_dir);
 
   // Load: with the LSM programs first (unless told not to); a kernel without BPF LSM may refuse
   // the program type, then the object is loaded again without them.
@@ -506,22 +445,17 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   for (bool released = false;;) {
     for (;;) {
       const bool btrfs_subvolumes = KernelDescribesBtrfsInodes();
-      m.skel = OpenSkeleton(m.options.program_object);
+      m.skel = bpf_feature::OpenSkeleton<Skel, storage_guard__create_skeleton>(
+          "storage_guard", m.options.program_object);
       bpf_program* prog = nullptr;
       bpf_object__for_each_program(prog, m.skel->obj) {
         if (IsTrampolineProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
         if (const auto loads = IoUringProgramLoads(prog)) bpf_program__set_autoload(prog, *loads);
       }
-      if (m.pinning()) {
-        bpf_map* map = nullptr;
-        bpf_object__for_each_map(map, m.skel->obj) {
-          // .rodata (constants of this very object) belongs to the object, not to the state.
-          if (bpf_map__is_internal(map)) continue;
-          const fs::path path = m.options.pin_dir / bpf_map__name(map);
-          if (int err = bpf_map__set_pin_path(map, path.c_str()); err)
-            throw StorageError("pin path " + path.string(), err);
-        }
-      }
+      // .rodata (constants of this very object) belongs to the object, not to the state.
+      if (m.pinning())
+        bpf_feature::SetPinPaths(m.skel->obj, m.options.pin_dir,
+                                 bpf_feature::InternalMaps::kNotPinned);
       int err = 0;
       if (with_lsm) {
         QuietLibbpf quiet;
@@ -546,16 +480,12 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       with_lsm = false;
     }
 
-    const std::uint32_t zero = 0;
-    if (bpf_map_lookup_elem(m.Fd(m.skel->maps.sg_storage_state), &zero, &state) != 0)
-      throw StorageError("read sg_storage_state", errno);
-    if (state.abi_version != 0 && state.abi_version != SG_STORAGE_ABI_VERSION) {
-      throw StorageError(
-          fmt::format("pinned storage state in {} has storage ABI version {}, this "
-                      "daemon {}: refusing to adopt it",
-                      m.options.pin_dir.string(), state.abi_version, SG_STORAGE_ABI_VERSION),
-          EPROTO);
-    }
+    state = bpf_feature::ReadPinnedState<sg_storage_state>(m.Fd(m.skel->maps.sg_storage_state),
+                                                           "sg_storage_state",
+                                                           {.owner = "storage state",
+                                                            .abi_name = "storage ABI version",
+                                                            .version = SG_STORAGE_ABI_VERSION},
+                                                           m.options.pin_dir.string());
     if (state.abi_version == 0) break;
     try {
       m.Adopt(state);  // keeps the predecessor's configuration until our programs run
@@ -680,7 +610,7 @@ std::vector<AttachedProgram> StorageDatapath::Programs() const {
   const Impl& m = *impl_;
   std::vector<AttachedProgram> out;
   for (const auto& a : m.attached) {
-    const auto id = m.Identity(a.prog);
+    const auto id = bpf_feature::ProgramByFd(bpf_program__fd(a.prog));
     out.push_back(AttachedProgram{.name = bpf_program__name(a.prog),
                                   .hook = a.hook,
                                   .prog_id = id.id,

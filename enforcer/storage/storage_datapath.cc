@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 #include <cerrno>
 
-#include "base/errno_text.h"
 #include "enforcer/storage/storage_datapath_impl.h"
 
 namespace sovguard::storage {
@@ -17,11 +16,6 @@ std::string DevText(std::uint64_t kdev) {
 }
 
 }  // namespace
-
-using base::ErrnoText;
-
-StorageError::StorageError(const std::string& what, int err)
-    : std::runtime_error(what + ": " + ErrnoText(err)), err_(err < 0 ? -err : err) {}
 
 std::string ToString(Guarantee g) {
   switch (g) {
@@ -298,3 +292,5 @@ int StorageDatapath::Impl::OnEvent(void* ctx, void* data, size_t size) {
 }
 
 }  // namespace sovguard::storage
+
+static_assert(sovguard::bpf_feature::Feature<sovguard::storage::StorageDatapath>);

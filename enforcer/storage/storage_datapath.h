@@ -44,6 +44,8 @@
 #include <vector>
 
 #include "bpf/sovguard_abi.h"
+#include "enforcer/bpf_feature/bpf_feature.h"
+#include "enforcer/bpf_feature/finding.h"
 #include "enforcer/storage/storage_ladder.h"
 #include "policy/compiled.h"
 
@@ -52,15 +54,9 @@ struct ring_buffer;    // libbpf
 
 namespace sovguard::storage {
 
-// A failed kernel or file-system operation: what failed, on which object, with errno.
-class StorageError : public std::runtime_error {
- public:
-  StorageError(const std::string& what, int err);
-  int error() const noexcept { return err_; }
-
- private:
-  int err_;
-};
+// A failed kernel or file-system operation: what failed, on which object, with errno (the
+// BPF-feature toolkit's error type).
+using StorageError = bpf_feature::Error;
 
 // The policy forbids what was asked (volume outside the dataset's pools, unknown dataset, ...).
 // The daemon's hook should fail so libvirt does not start the guest; what() says why.
@@ -177,24 +173,23 @@ struct AttachedProgram {
   std::filesystem::path pin;  // where the link is pinned; empty without pin_dir
 };
 
-// What VerifyAttachments found. kind is one of:
-//   "program-detached"   a cgroup link of ours no longer attaches our program to the machine cgroup
-//   "program-replaced"   one of our links runs another program than ours
-//   "link-broken"        a link of ours cannot be queried any more
-//   "pin-missing"        the pinned link is gone or is another link (a crash would drop it)
-//   "policy-map-altered" a policy table (sg_storage_cfg, sg_storage_classes, sg_endpoints4,
-//                        sg_endpoints6, sg_volumes) differs from what was written
-//   "guest-entry-altered" sg_storage_guests / sg_storage_pending holds an entry we did not write
-//   "machine-cgroup-replaced" the machine cgroup directory is gone or is another cgroup than the
-//                        one the programs are attached to (e.g. machine.slice stopped and started
-//                        again): Repair cannot fix it, a new StorageDatapath (daemon restart) can
-//   "adopted-state-altered" pinned tables changed while no daemon held them (digest mismatch at
-//                        adoption; Repair cannot know the right contents: ApplyPolicy again)
-struct StorageFinding {
-  std::string kind;
-  std::string object;  // program name or map name
-  std::string detail;  // one line for logs and events
-};
+// What VerifyAttachments found (enforcer/bpf_feature/finding.h); `object` is a program or map
+// name. The kinds:
+//   kProgramDetached   a cgroup link of ours no longer attaches our program to the machine cgroup
+//   kProgramReplaced   one of our links runs another program than ours
+//   kLinkBroken        a link of ours cannot be queried any more
+//   kPinMissing        the pinned link is gone or is another link (a crash would drop it)
+//   kPolicyMapAltered  a policy table (sg_storage_cfg, sg_storage_classes, sg_endpoints4,
+//                      sg_endpoints6, sg_volumes) or sg_storage_active differs from what was
+//                      written
+//   kGuestEntryAltered sg_storage_guests / sg_storage_pending holds an entry we did not write
+//   kMachineCgroupReplaced the machine cgroup directory is gone or is another cgroup than the
+//                      one the programs are attached to (e.g. machine.slice stopped and started
+//                      again): Repair cannot fix it, a new StorageDatapath (daemon restart) can
+//   kAdoptedStateAltered pinned tables changed while no daemon held them (digest mismatch at
+//                      adoption; Repair cannot know the right contents: ApplyPolicy again)
+using StorageFinding = bpf_feature::Finding;
+using bpf_feature::FindingKind;
 
 struct StorageVerifyOptions {
   // Compare the endpoint tables entry by entry too (a world-sized table takes about 1.8 s in a
@@ -203,10 +198,8 @@ struct StorageVerifyOptions {
   bool compare_endpoints = true;
 };
 
-struct StorageRepairResult {
-  std::vector<StorageFinding> repaired;
-  std::vector<StorageFinding> remaining;  // what Repair could not fix (see kinds above)
-};
+// `remaining`: what Repair could not fix (see kinds above).
+using StorageRepairResult = bpf_feature::RepairResult<StorageFinding>;
 
 // One disk of a guest as the daemon sees it in the domain XML and the labels.
 struct GuestDisk {
@@ -268,6 +261,11 @@ struct StorageEvent {
 // Not thread-safe: call from one thread (the daemon's hook handler and poller share a mutex).
 class StorageDatapath {
  public:
+  // The verbs of a BPF feature (bpf_feature::Feature).
+  using Policy = policy::CompiledStorage;
+  using VerifyOptions = StorageVerifyOptions;
+  using Finding = StorageFinding;
+
   // Probes (LSM first, unless forced off), loads, attaches. Throws StorageError when a path that
   // has no fallback cannot be attached (cgroup programs) or the object does not load.
   explicit StorageDatapath(StorageOptions options = {});

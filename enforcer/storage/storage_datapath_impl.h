@@ -21,6 +21,7 @@
 
 #include "base/unique_fd.h"
 #include "bpf/storage/storage_guard.skel.h"
+#include "enforcer/bpf_feature/bpf_feature.h"
 #include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/storage/storage_datapath.h"
 #include "enforcer/system/bpf_maps.h"
@@ -152,11 +153,6 @@ void DeleteAll(int map_fd, const std::vector<K>& keys, const char* what) {
     throw StorageError(fmt::format("delete from {}", what), -err);
 }
 
-struct ProgramIdentity {
-  std::uint32_t id = 0;
-  std::string tag;
-};
-
 // Adopt() found pinned state of another machine cgroup (old_id); what() says which.
 class ForeignMachineCgroup : public StorageError {
  public:
@@ -215,7 +211,7 @@ struct StorageDatapath::Impl {
   std::map<std::pair<std::uint64_t, std::uint64_t>, Volume> volumes;
   Tables expected;           // what this object wrote (or adopted) in the policy tables
   std::uint32_t active = 0;  // generation of cfg/classes/endpoints in force
-  UniqueFd barrier_inner;    // stored into sg_storage_barrier to wait for a grace period
+  bpf_feature::RcuBarrier barrier{"sg_st_barrier"};  // waits through sg_storage_barrier
   std::array<Digest, SG_STORAGE_TABLES> digests{};
   std::vector<StorageFinding> adoption_findings;
   std::vector<ProtectedVolume> released_volumes;  // of a released stale state
@@ -258,10 +254,6 @@ struct StorageDatapath::Impl {
 
   // ---- links (storage_attach.cc) ----
 
-  static std::uint32_t LinkIdOf(int fd);
-  // Pins `fd` at `pin` in one step (pin beside, rename over: a crash leaves the old or the new
-  // link pinned, never none).
-  void PinAt(int fd, const fs::path& pin) const;
   // A new link of our program at its hook, as a plain link fd: libbpf's perf-event links would
   // disable the tracepoint event when destroyed, which would stop a pinned link from enforcing.
   UniqueFd NewLink(const Attached& a) const;
@@ -279,7 +271,6 @@ struct StorageDatapath::Impl {
   // Pinned links of programs this object does not attach (another mechanism was chosen before):
   // released once ours run.
   void ReleaseStaleLinks();
-  ProgramIdentity Identity(const bpf_program* prog) const;
   // Takes over what a predecessor left in the pinned maps (called before anything is attached).
   void Adopt(const sg_storage_state& st);
   // The volumes recorded in the loaded (pinned, stale) maps, named by the state's dataset ids.

@@ -87,15 +87,7 @@ void StorageDatapath::Impl::WriteConfig() {
 }
 
 void StorageDatapath::Impl::Barrier() {
-  if (!barrier_inner) {
-    barrier_inner =
-        UniqueFd(bpf_map_create(BPF_MAP_TYPE_ARRAY, "sg_st_barrier", sizeof(std::uint32_t),
-                                sizeof(std::uint32_t), 1, nullptr));
-    if (!barrier_inner) throw StorageError("create barrier map", errno);
-  }
-  const std::uint32_t zero = 0;
-  const int fd = barrier_inner.Get();
-  Update(Fd(skel->maps.sg_storage_barrier), &zero, &fd, "sg_storage_barrier");
+  barrier.Wait(Fd(skel->maps.sg_storage_barrier));
 }
 
 void StorageDatapath::Impl::Publish() {

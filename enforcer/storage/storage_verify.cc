@@ -24,24 +24,24 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
   }
   if (replaced) {
     out.push_back(
-        {"machine-cgroup-replaced", m.options.machine_cgroup.string(),
+        {FindingKind::kMachineCgroupReplaced, m.options.machine_cgroup.string(),
          fmt::format("{} is {} but the programs are attached to cgroup id {}: guests "
                      "below it are not covered until sovguardd restarts",
                      m.options.machine_cgroup.string(), *replaced, m.status.machine_cgroup_id)});
   }
   for (const auto& a : m.attached) {
     const std::string name = bpf_program__name(a.prog);
-    const auto ours = m.Identity(a.prog);
+    const auto ours = bpf_feature::ProgramByFd(bpf_program__fd(a.prog));
     bpf_link_info info{};
     std::uint32_t len = sizeof info;
     if (bpf_obj_get_info_by_fd(a.link.Get(), &info, &len) != 0) {
       out.push_back(
-          {"link-broken", name,
+          {FindingKind::kLinkBroken, name,
            fmt::format("{}: link {} cannot be queried: {}", a.hook, a.link_id, ErrnoText(errno))});
       continue;
     }
     if (info.prog_id != ours.id) {
-      out.push_back({"program-replaced", name,
+      out.push_back({FindingKind::kProgramReplaced, name,
                      fmt::format("{}: link {} runs program {} instead of ours ({} tag {})", a.hook,
                                  a.link_id, info.prog_id, ours.id, ours.tag)});
     }
@@ -66,7 +66,7 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
         }
       }
       if (!present) {
-        out.push_back({"program-detached", name,
+        out.push_back({FindingKind::kProgramDetached, name,
                        fmt::format("{}: program {} (tag {}) is not attached to the machine cgroup "
                                    "any more (link {} cgroup id {})",
                                    a.hook, ours.id, ours.tag, a.link_id, info.cgroup.cgroup_id)});
@@ -74,9 +74,9 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
     }
     if (!a.pin.empty()) {
       UniqueFd pinned(bpf_obj_get(a.pin.c_str()));
-      const std::uint32_t pinned_id = pinned ? Impl::LinkIdOf(pinned.Get()) : 0;
+      const std::uint32_t pinned_id = pinned ? bpf_feature::LinkId(pinned.Get()) : 0;
       if (pinned_id != a.link_id) {
-        out.push_back({"pin-missing", name,
+        out.push_back({FindingKind::kPinMissing, name,
                        pinned ? fmt::format("{} holds link {}, not ours ({})", a.pin.string(),
                                             pinned_id, a.link_id)
                               : fmt::format("{}: {} (a restart would lose this link)",
@@ -89,7 +89,7 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
   const std::uint32_t zero = 0;
   bpf_map_lookup_elem(m.Fd(m.skel->maps.sg_storage_active), &zero, &active);
   if (active != m.active) {
-    out.push_back({"policy-map-altered", "sg_storage_active",
+    out.push_back({FindingKind::kPolicyMapAltered, "sg_storage_active",
                    fmt::format("generation {} is in force, not ours ({})", active, m.active)});
   }
   const Tables now = m.ReadTables(m.active, m.expected.classes.size(), options.compare_endpoints);
@@ -97,7 +97,7 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
     if (!options.compare_endpoints && (t == kTableEndpoints4 || t == kTableEndpoints6)) continue;
     if (!TableEqual(now, m.expected, t)) {
       const Digest got = TableDigest(now, t);
-      out.push_back({"policy-map-altered", kTableNames[t],
+      out.push_back({FindingKind::kPolicyMapAltered, kTableNames[t],
                      fmt::format("{} differs from what was written (sha256 {}..., expected {}...)",
                                  kTableNames[t], base::ToHex(got.data(), 8),
                                  base::ToHex(m.digests[t].data(), 8))});
@@ -112,7 +112,7 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
         const auto g = by_id.find(e.guest_id);
         if (g == by_id.end() || e.datasets != g->second->storage.datasets || e.flags != 0) {
           out.push_back(
-              {"guest-entry-altered", "sg_storage_guests",
+              {FindingKind::kGuestEntryAltered, "sg_storage_guests",
                fmt::format("cgroup {}: guest id {} datasets {:#x}{}", cg, e.guest_id, e.datasets,
                            g == by_id.end()
                                ? " (no such guest)"
@@ -132,13 +132,13 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
         const auto p = pending.find(name);
         if (p != pending.end()) ++seen;
         if (p == pending.end() || !SameBytes(&p->second, &e, sizeof e)) {
-          out.push_back({"guest-entry-altered", "sg_storage_pending",
+          out.push_back({FindingKind::kGuestEntryAltered, "sg_storage_pending",
                          fmt::format("pending {}: guest id {} datasets {:#x}", name, e.guest_id,
                                      e.datasets)});
         }
       });
   if (seen != pending.size()) {
-    out.push_back({"guest-entry-altered", "sg_storage_pending",
+    out.push_back({FindingKind::kGuestEntryAltered, "sg_storage_pending",
                    fmt::format("{} announced guest name(s) missing", pending.size() - seen)});
   }
   return out;
@@ -150,11 +150,11 @@ StorageRepairResult StorageDatapath::Repair(StorageVerifyOptions options) {
   bool guests_done = false;
   std::set<std::string> tables_done, programs_done;
   for (auto& f : VerifyAttachments(options)) {
-    if (f.kind == "adopted-state-altered") {
+    if (f.kind == FindingKind::kAdoptedStateAltered) {
       r.remaining.push_back(std::move(f));
       continue;
     }
-    if (f.kind == "policy-map-altered") {
+    if (f.kind == FindingKind::kPolicyMapAltered) {
       if (!tables_done.contains(f.object)) {
         for (int t = 0; t < kTablesDigested; ++t)
           if (f.object == kTableNames[t]) m.WriteTable(t, m.active);
@@ -167,7 +167,7 @@ StorageRepairResult StorageDatapath::Repair(StorageVerifyOptions options) {
       r.repaired.push_back(std::move(f));
       continue;
     }
-    if (f.kind == "guest-entry-altered") {
+    if (f.kind == FindingKind::kGuestEntryAltered) {
       if (!guests_done) {
         std::map<std::uint32_t, const Impl::Guest*> by_id;
         for (const auto& [name, g] : m.guests) by_id[g.id] = &g;
@@ -211,20 +211,22 @@ StorageRepairResult StorageDatapath::Repair(StorageVerifyOptions options) {
       r.remaining.push_back(std::move(f));
       continue;
     }
-    if (!programs_done.insert(f.object + "/" + (f.kind == "pin-missing" ? "pin" : "link")).second) {
+    if (!programs_done
+             .insert(f.object + "/" + (f.kind == FindingKind::kPinMissing ? "pin" : "link"))
+             .second) {
       r.repaired.push_back(std::move(f));  // the same link, already re-attached above
       continue;
     }
-    if (f.kind == "pin-missing") {
+    if (f.kind == FindingKind::kPinMissing) {
       ::unlink(a->pin.c_str());
-      m.PinAt(a->link.Get(), a->pin);
+      bpf_feature::PinReplacing(a->link.Get(), a->pin);
       r.repaired.push_back(std::move(f));
       continue;
     }
     // program-replaced, program-detached, link-broken: a cgroup link still attached gets our
     // program back in place; anything else gets a new link, pinned over the old one, and the
     // old link (with whatever program it ran) is released.
-    if (f.kind == "program-replaced" && a->cgroup &&
+    if (f.kind == FindingKind::kProgramReplaced && a->cgroup &&
         bpf_link_update(a->link.Get(), bpf_program__fd(a->prog), nullptr) == 0) {
       r.repaired.push_back(std::move(f));
       continue;
@@ -235,10 +237,10 @@ StorageRepairResult StorageDatapath::Repair(StorageVerifyOptions options) {
       r.remaining.push_back(std::move(f));
       continue;
     }
-    if (!a->pin.empty()) m.PinAt(fresh.Get(), a->pin);
+    if (!a->pin.empty()) bpf_feature::PinReplacing(fresh.Get(), a->pin);
     if (a->cgroup) bpf_link_detach(a->link.Get());  // a replaced one stops now
     a->link = std::move(fresh);
-    a->link_id = Impl::LinkIdOf(a->link.Get());
+    a->link_id = bpf_feature::LinkId(a->link.Get());
     r.repaired.push_back(std::move(f));
   }
   return r;

@@ -502,13 +502,14 @@ TEST_F(StorageRestartTest, TamperCheckFindsAndRepairsDetachedProgramsAndAlteredM
     std::printf("VerifyAttachments: %.2f ms, %zu finding(s)\n", Ms(steady_clock::now() - t0),
                 f.size());
     for (const auto& x : f)
-      std::printf("  %s %s: %s\n", x.kind.c_str(), x.object.c_str(), x.detail.c_str());
+      std::printf("  %s %s: %s\n", std::string(FindingKindName(x.kind)).c_str(), x.object.c_str(),
+                  x.detail.c_str());
     return f;
   };
   const auto has = [](const std::vector<StorageFinding>& f, const std::string& kind,
                       const std::string& object) {
     return std::any_of(f.begin(), f.end(), [&](const StorageFinding& x) {
-      return x.kind == kind && x.object == object;
+      return FindingKindName(x.kind) == kind && x.object == object;
     });
   };
   EXPECT_TRUE(timed_verify().empty());

@@ -240,21 +240,21 @@ TEST_F(StorageSystemdTest, RecreatedMachineSliceIsReported) {
   ASSERT_EQ(::rmdir(tree_.slice().c_str()), 0);  // e.g. `systemctl stop machine.slice`
   auto found = sp_->VerifyAttachments();
   auto replaced = std::find_if(found.begin(), found.end(), [](const StorageFinding& f) {
-    return f.kind == "machine-cgroup-replaced";
+    return FindingKindName(f.kind) == "machine-cgroup-replaced";
   });
   ASSERT_NE(replaced, found.end());
   EXPECT_NE(replaced->detail.find("gone"), std::string::npos) << replaced->detail;
   fs::create_directory(tree_.slice());  // started again: a new cgroup without our programs
   found = sp_->VerifyAttachments();
   replaced = std::find_if(found.begin(), found.end(), [](const StorageFinding& f) {
-    return f.kind == "machine-cgroup-replaced";
+    return FindingKindName(f.kind) == "machine-cgroup-replaced";
   });
   ASSERT_NE(replaced, found.end());
   EXPECT_NE(replaced->detail.find("now cgroup id"), std::string::npos) << replaced->detail;
   const auto repair = sp_->Repair();
-  EXPECT_TRUE(
-      std::any_of(repair.remaining.begin(), repair.remaining.end(),
-                  [](const StorageFinding& f) { return f.kind == "machine-cgroup-replaced"; }))
+  EXPECT_TRUE(std::any_of(
+      repair.remaining.begin(), repair.remaining.end(),
+      [](const StorageFinding& f) { return FindingKindName(f.kind) == "machine-cgroup-replaced"; }))
       << "Repair cannot move the programs: it must say so";
 }
 
