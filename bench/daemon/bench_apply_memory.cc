@@ -74,7 +74,7 @@ double Step(const char* name, const std::function<void()>& f) {
 
 int main(int argc, char** argv) {
   namespace policy = sovguard::policy;
-  namespace datapath = sovguard::datapath;
+  namespace net = sovguard::net;
   std::string data_dir = std::string(SOVGUARD_SOURCE_DIR) + "/policy/data";
   bool twice = false;
   std::optional<double> max_apply_mib;
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
     std::optional<policy::ValidatedPolicy> validated;
     std::optional<policy::JurisdictionTable> table;
     policy::CompiledPolicy compiled;
-    std::optional<datapath::NetDatapath> dp;
+    std::optional<net::NetDatapath> dp;
     Step("load policy (default-eu-eea)", [&] {
       auto r = policy::LoadPolicyFiles({data_dir + "/default-eu-eea.textproto"});
       if (!r.ok()) throw std::runtime_error("default policy invalid");

@@ -31,7 +31,7 @@
 #include "tests/datapath/netns.h"
 #include "tests/datapath/world_table.h"
 
-using namespace sovguard::datapath;
+using namespace sovguard::net;
 using Clock = std::chrono::steady_clock;
 using testing::Netns;
 using testing::Sh;

@@ -19,7 +19,7 @@
 #include "enforcer/net/tables.h"
 #include "tests/datapath/world_table.h"
 
-using namespace sovguard::datapath;
+using namespace sovguard::net;
 using Clock = std::chrono::steady_clock;
 
 namespace {

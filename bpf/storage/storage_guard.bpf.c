@@ -2,13 +2,14 @@
 /*
  * Storage path of a guest's QEMU process. Several programs over the same maps, one per mechanism;
  * enforcer/storage loads the strongest one the kernel accepts for each path:
- *   open:            lsm/file_open (prevents)  |  tp sys_exit_open{,at,at2} + SIGKILL (detects,
- * kills) read/write:      lsm/file_permission (prevents: dataset, quota)  |  tp
- * sys_enter_p{read,write}*
- *                    + SIGKILL on quota (kills before the write copies data on page-cache files)
+ *   open:            lsm/file_open or fmod_ret/security_file_open (prevents)  |  tp
+ *                    sys_exit_open{,at,at2}, creat, open_by_handle_at + SIGKILL (detects, kills)
+ *   read/write/mmap: lsm/file_permission, lsm/mmap_file or their fmod_ret/security_* twins
+ *                    (prevents: dataset, quota)  |  tp_btf/sys_enter + SIGKILL (kills before
+ *                    the I/O copies data on page-cache files)
  *   block devices:   cgroup/dev (prevents)
  *   network storage: cgroup/connect4, cgroup/connect6 (prevents: EPERM)
- *   accounting:      tp sys_{enter,exit}_p{read64,readv,readv2,write64,writev,writev2} (counts)
+ *   accounting:      tp_btf/sys_enter + sys_exit, dispatched by syscall number (counts)
  *   guest discovery: tp_btf/cgroup_mkdir, cgroup_rmdir (pending name -> cgroup id, in the kernel)
  * A guest is the ancestor cgroup at cfg->guest_level whose parent is cfg->machine_cgroup_id.
  */
@@ -242,21 +243,9 @@ static __always_inline __u32 over_quota(const struct sg_who* w, __u32 dataset, b
   return write ? SG_EV_WRITE_QUOTA : SG_EV_READ_QUOTA;
 }
 
-/* Sum of the first SG_MAX_IOV iovec lengths (a longer vector is judged on its first part). */
-static __always_inline __u64 iov_bytes(const struct iovec* vec, unsigned long vlen) {
-  __u64 total = 0;
-  for (int i = 0; i < SG_MAX_IOV; i++) {
-    if (i >= vlen) break;
-    struct iovec iov;
-    if (bpf_probe_read_user(&iov, sizeof(iov), &vec[i])) break;
-    total += iov.iov_len;
-  }
-  return total;
-}
-
-/* Without BPF LSM, every counted I/O on a protected volume is judged like an open (the fd may have
- * been passed in, inherited, or opened by a path no open tracepoint sees), then against the
- * budget. Returns true when the process was sent SIGKILL. */
+/* An I/O on a protected volume judged like an open (the fd may have been passed in, inherited, or
+ * opened by a path no open tracepoint sees), then against the budget. Returns true when the
+ * process was sent SIGKILL. */
 static __always_inline bool io_judge(const struct sg_who* w, const struct sg_volume* v,
                                      const struct sg_volume_key* key, bool write, __u64 bytes) {
   __u32 dataset = v->dataset;
@@ -278,95 +267,70 @@ static __always_inline bool io_guard(const struct sg_who* w, const struct sg_vol
   return io_judge(w, v, key, write, bytes);
 }
 
-static __always_inline int io_enter(long fd, __u64 bytes, bool write) {
-  struct sg_who w;
-  if (!current_guest(&w)) return 0;
-  struct file* file = fd_file(fd);
-  if (!file) return 0;
-  struct sg_volume_key key = {};
-  struct sg_volume* v = volume_of(file, &key);
-  if (!v) return 0;
-  __u32 dataset = v->dataset;
-  if (io_guard(&w, v, &key, write, bytes) || !w.g) return 0;
-  __u64 tid = bpf_get_current_pid_tgid();
-  struct sg_inflight in = {.guest_id = w.g->guest_id, .dataset = dataset, .write = write};
-  bpf_map_update_elem(&sg_io_inflight, &tid, &in, BPF_ANY);
-  return 0;
-}
-
-static __always_inline int io_exit(long ret) {
-  __u64 tid = bpf_get_current_pid_tgid();
-  struct sg_inflight* in = bpf_map_lookup_elem(&sg_io_inflight, &tid);
-  if (!in) return 0;
-  struct sg_io_key k = {.guest_id = in->guest_id, .dataset = in->dataset};
-  bool write = in->write;
-  bpf_map_delete_elem(&sg_io_inflight, &tid);
-  if (ret <= 0) return 0;
+static __always_inline void count_bytes(__u32 guest_id, __u32 dataset, bool write, __u64 n) {
+  struct sg_io_key k = {.guest_id = guest_id, .dataset = dataset};
   struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
   if (!s) {
     struct sg_io_state zero = {};
     bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
     s = bpf_map_lookup_elem(&sg_io_state, &k);
-    if (!s) return 0;
+    if (!s) return;
   }
   if (write) {
-    __sync_fetch_and_add(&s->write_bytes, ret);
-    __sync_fetch_and_add(&s->write_window_bytes, ret);
+    __sync_fetch_and_add(&s->write_bytes, n);
+    __sync_fetch_and_add(&s->write_window_bytes, n);
   } else {
-    __sync_fetch_and_add(&s->read_bytes, ret);
-    __sync_fetch_and_add(&s->read_window_bytes, ret);
+    __sync_fetch_and_add(&s->read_bytes, n);
+    __sync_fetch_and_add(&s->read_window_bytes, n);
   }
+}
+
+/* A read/write system call's entry: the volumes behind its source (read) and destination
+ * (written) fds, -1 for none (one fd for read/write and their vectored forms, two for the copies
+ * between fds), each judged against the dataset and budget with the bytes the call asks to move;
+ * what is left to count is carried to the exit in the thread's sg_io_task entry. Where that entry
+ * cannot be had (memory, or the kernel's task storage busy on this CPU), the requested bytes are
+ * counted now: at most more than moved, never less. */
+static __noinline int io_enter(const struct sg_who* w, __u32 nr, long in_fd, long out_fd,
+                               __u64 bytes) {
+  struct sg_inflight in = {
+      .nr = nr + 1, .in_dataset = SG_MAX_DATASETS, .out_dataset = SG_MAX_DATASETS};
+  struct sg_volume_key key = {};
+  struct file* f = fd_file(in_fd);
+  struct sg_volume* v = f ? volume_of(f, &key) : NULL;
+  if (v) {
+    if (io_guard(w, v, &key, false, bytes)) return 0;
+    in.in_dataset = v->dataset;
+  }
+  f = fd_file(out_fd);
+  v = f ? volume_of(f, &key) : NULL;
+  if (v) {
+    if (io_guard(w, v, &key, true, bytes)) return 0;
+    in.out_dataset = v->dataset;
+  }
+  if (!w->g || (in.in_dataset == SG_MAX_DATASETS && in.out_dataset == SG_MAX_DATASETS)) return 0;
+  in.guest_id = w->g->guest_id;
+  struct sg_inflight* slot = bpf_task_storage_get(&sg_io_task, bpf_get_current_task_btf(), 0,
+                                                  BPF_LOCAL_STORAGE_GET_F_CREATE);
+  if (slot) {
+    *slot = in;
+    return 0;
+  }
+  if (in.in_dataset < SG_MAX_DATASETS) count_bytes(in.guest_id, in.in_dataset, false, bytes);
+  if (in.out_dataset < SG_MAX_DATASETS) count_bytes(in.guest_id, in.out_dataset, true, bytes);
   return 0;
 }
 
-/* A read/write system call's entry (judged against the dataset and budget, with the bytes it
- * asks to move) and exit (counted by its result): programs sg_enter_<sc> and sg_exit_<sc>. */
-#define SG_IO_SYSCALL(sc, bytes, write)                      \
-  SEC("tp/syscalls/sys_enter_" #sc)                          \
-  int sg_enter_##sc(struct trace_event_raw_sys_enter* ctx) { \
-    return io_enter((long)ctx->args[0], (bytes), (write));   \
-  }                                                          \
-  SEC("tp/syscalls/sys_exit_" #sc)                           \
-  int sg_exit_##sc(struct trace_event_raw_sys_exit* ctx) {   \
-    return io_exit(ctx->ret);                                \
-  }
-#define SG_COUNT_ARG (ctx->args[2])                               /* fd, buf, count */
-#define SG_IOV_ARG (iov_bytes((void*)ctx->args[1], ctx->args[2])) /* fd, iov, iovcnt */
-
-SG_IO_SYSCALL(pread64, SG_COUNT_ARG, false)
-SG_IO_SYSCALL(pwrite64, SG_COUNT_ARG, true)
-SG_IO_SYSCALL(preadv, SG_IOV_ARG, false)
-SG_IO_SYSCALL(pwritev, SG_IOV_ARG, true)
-SG_IO_SYSCALL(preadv2, SG_IOV_ARG, false)
-SG_IO_SYSCALL(pwritev2, SG_IOV_ARG, true)
-
-/* Bytes the read/write system call that asked for this file_permission check wants to move, from
- * its user registers (x86-64: nr in orig_ax, args in di, si, dx); 1 for any other caller (io_uring,
- * splice, sendfile, copy_file_range, a kernel thread), which is then refused only once the budget
- * is used up. */
-static __always_inline __u64 lsm_io_bytes(void) {
-  struct pt_regs* regs = (struct pt_regs*)bpf_task_pt_regs(bpf_get_current_task_btf());
-  if (!regs) return 1;
-  long nr = BPF_CORE_READ(regs, orig_ax);
-  unsigned long buf = BPF_CORE_READ(regs, si), count = BPF_CORE_READ(regs, dx);
-  __u64 bytes = 1;
-  switch (nr) {
-    case 0:  /* read */
-    case 1:  /* write */
-    case 17: /* pread64 */
-    case 18: /* pwrite64 */
-      bytes = count;
-      break;
-    case 19:  /* readv */
-    case 20:  /* writev */
-    case 295: /* preadv */
-    case 296: /* pwritev */
-    case 327: /* preadv2 */
-    case 328: /* pwritev2 */
-      bytes = iov_bytes((const struct iovec*)buf, count);
-      break;
-  }
-  return bytes ? bytes : 1;
+/* Its exit: counts the result against what the entry carried (for this very call: nr). */
+static __always_inline int io_exit(__u32 nr, long ret) {
+  struct sg_inflight* slot = bpf_task_storage_get(&sg_io_task, bpf_get_current_task_btf(), 0, 0);
+  if (!slot || slot->nr == 0) return 0;
+  struct sg_inflight in = *slot;
+  slot->nr = 0;
+  if (in.nr != nr + 1 || ret <= 0) return 0;
+  if (in.in_dataset < SG_MAX_DATASETS) count_bytes(in.guest_id, in.in_dataset, false, ret);
+  if (in.out_dataset < SG_MAX_DATASETS) count_bytes(in.guest_id, in.out_dataset, true, ret);
+  return 0;
 }
 
 /* Every read/write of a protected volume is judged before it happens (fds passed in by another
@@ -466,13 +430,14 @@ int BPF_PROG(sg_cgroup_rmdir, struct cgroup* cgrp, const char* path) {
 }
 
 /* ---- Every other way to open and to move bytes ------------------------------------------------
- * Without BPF LSM the syscall tracepoints above see only what they are named for. These add the
- * other paths a process has to a file: creat and open_by_handle_at; read/write/readv/writev;
- * the two-fd copies (sendfile, splice, copy_file_range); Linux AIO (io_submit, counted at
- * submission); io_uring (opens and I/O judged and counted at completion, where the request's file
- * is known, fixed files included); and 32-bit or x32 syscalls, which no syscalls:* tracepoint
- * sees (the guest is killed at the first one); mmap of a volume (reads and writes by page fault
- * cannot be counted). Every counted I/O also checks the volume's dataset (io_guard). */
+ * Without BPF LSM the open tracepoints above see only what they are named for. These add the
+ * other paths a process has to a file: creat and open_by_handle_at; (in the sys_enter/sys_exit
+ * dispatch at the end) read/write/readv/writev and the p* forms, the two-fd copies (sendfile,
+ * splice, copy_file_range), Linux AIO (io_submit, counted at submission), mmap of a volume (reads
+ * and writes by page fault cannot be counted), ftruncate/fallocate, and 32-bit or x32 syscalls
+ * (the guest is killed at the first one); io_uring (opens and I/O judged and counted at
+ * completion, where the request's file is known, fixed files included). Every counted I/O also
+ * checks the volume's dataset (io_guard). */
 
 #define TS_COMPAT 0x0002
 #define X32_SYSCALL_BIT 0x40000000
@@ -485,109 +450,6 @@ int sg_tp_creat_exit(struct trace_event_raw_sys_exit* ctx) {
 SEC("tp/syscalls/sys_exit_open_by_handle_at")
 int sg_tp_open_by_handle_exit(struct trace_event_raw_sys_exit* ctx) {
   return open_exit(ctx->ret);
-}
-
-/* An event that concerns no dataset (a 32-bit syscall, an I/O path that is not counted). */
-static __always_inline void emit_guest(const struct sg_who* w, __u32 kind, __u64 dev, __u64 ino,
-                                       __u16 verdict) {
-  struct sg_storage_event* e = reserve_event(w);
-  if (!e) return;
-  __builtin_memset(e, 0, sizeof(*e));
-  e->timestamp_ns = bpf_ktime_get_boot_ns();
-  e->cgroup_id = w->cgroup;
-  e->guest_id = w->g ? w->g->guest_id : 0;
-  e->dataset = SG_MAX_DATASETS;
-  e->kind = kind;
-  e->pid = bpf_get_current_pid_tgid() >> 32;
-  e->dev = dev;
-  e->ino = ino;
-  e->verdict = verdict;
-  bpf_ringbuf_submit(e, 0);
-}
-
-static __always_inline void count_bytes(__u32 guest_id, __u32 dataset, bool write, __u64 n) {
-  struct sg_io_key k = {.guest_id = guest_id, .dataset = dataset};
-  struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
-  if (!s) {
-    struct sg_io_state zero = {};
-    bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
-    s = bpf_map_lookup_elem(&sg_io_state, &k);
-    if (!s) return;
-  }
-  if (write) {
-    __sync_fetch_and_add(&s->write_bytes, n);
-    __sync_fetch_and_add(&s->write_window_bytes, n);
-  } else {
-    __sync_fetch_and_add(&s->read_bytes, n);
-    __sync_fetch_and_add(&s->read_window_bytes, n);
-  }
-}
-
-/* Plain read/write and their vectored forms: the same entry/exit pair as p{read,write}. */
-SG_IO_SYSCALL(read, SG_COUNT_ARG, false)
-SG_IO_SYSCALL(write, SG_COUNT_ARG, true)
-SG_IO_SYSCALL(readv, SG_IOV_ARG, false)
-SG_IO_SYSCALL(writev, SG_IOV_ARG, true)
-
-static __always_inline int pair_enter(long in_fd, long out_fd, __u64 bytes) {
-  struct sg_who w;
-  if (!current_guest(&w)) return 0;
-  struct sg_inflight_pair in = {.in_dataset = SG_MAX_DATASETS, .out_dataset = SG_MAX_DATASETS};
-  struct sg_volume_key key = {};
-  struct file* f = fd_file(in_fd);
-  struct sg_volume* v = f ? volume_of(f, &key) : NULL;
-  if (v) {
-    if (io_guard(&w, v, &key, false, bytes)) return 0;
-    in.in_dataset = v->dataset;
-  }
-  f = fd_file(out_fd);
-  v = f ? volume_of(f, &key) : NULL;
-  if (v) {
-    if (io_guard(&w, v, &key, true, bytes)) return 0;
-    in.out_dataset = v->dataset;
-  }
-  if (!w.g || (in.in_dataset == SG_MAX_DATASETS && in.out_dataset == SG_MAX_DATASETS)) return 0;
-  in.guest_id = w.g->guest_id;
-  __u64 tid = bpf_get_current_pid_tgid();
-  bpf_map_update_elem(&sg_io_inflight_pair, &tid, &in, BPF_ANY);
-  return 0;
-}
-
-static __always_inline int pair_exit(long ret) {
-  __u64 tid = bpf_get_current_pid_tgid();
-  struct sg_inflight_pair* p = bpf_map_lookup_elem(&sg_io_inflight_pair, &tid);
-  if (!p) return 0;
-  struct sg_inflight_pair in = *p;
-  bpf_map_delete_elem(&sg_io_inflight_pair, &tid);
-  if (ret <= 0) return 0;
-  if (in.in_dataset < SG_MAX_DATASETS) count_bytes(in.guest_id, in.in_dataset, false, ret);
-  if (in.out_dataset < SG_MAX_DATASETS) count_bytes(in.guest_id, in.out_dataset, true, ret);
-  return 0;
-}
-
-SEC("tp/syscalls/sys_enter_sendfile64")
-int sg_enter_sendfile(struct trace_event_raw_sys_enter* ctx) {
-  return pair_enter((long)ctx->args[1], (long)ctx->args[0], ctx->args[3]);
-}
-SEC("tp/syscalls/sys_enter_splice")
-int sg_enter_splice(struct trace_event_raw_sys_enter* ctx) {
-  return pair_enter((long)ctx->args[0], (long)ctx->args[2], ctx->args[4]);
-}
-SEC("tp/syscalls/sys_enter_copy_file_range")
-int sg_enter_copy_file_range(struct trace_event_raw_sys_enter* ctx) {
-  return pair_enter((long)ctx->args[0], (long)ctx->args[2], ctx->args[4]);
-}
-SEC("tp/syscalls/sys_exit_sendfile64")
-int sg_exit_sendfile(struct trace_event_raw_sys_exit* ctx) {
-  return pair_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_splice")
-int sg_exit_splice(struct trace_event_raw_sys_exit* ctx) {
-  return pair_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_copy_file_range")
-int sg_exit_copy_file_range(struct trace_event_raw_sys_exit* ctx) {
-  return pair_exit(ctx->ret);
 }
 
 /* Sum of every iovec length (up to UIO_MAXIOV), read 8 at a time: AIO is counted from it (QEMU
@@ -660,21 +522,17 @@ static long aio_one(__u64 i, void* data) {
   return 0;
 }
 
-SEC("tp/syscalls/sys_enter_io_submit")
-int sg_enter_io_submit(struct trace_event_raw_sys_enter* ctx) {
-  struct sg_who w;
-  if (!current_guest(&w)) return 0;
-  long nr = (long)ctx->args[1];
+static __noinline int aio_enter(const struct sg_who* w, long nr, struct iocb** iocbpp) {
   if (nr <= 0) return 0;
   if (nr > SG_MAX_AIO_BATCH) {
     /* More than this program looks at: refused the only way it can be (fail closed). */
-    if (!(w.cfg->flags & SG_STORAGE_CFG_LSM)) {
+    if (!(w->cfg->flags & SG_STORAGE_CFG_LSM)) {
       bpf_send_signal(SIGKILL);
-      emit_guest(&w, SG_EV_UNCOUNTED_IO, 0, 0, SG_STORAGE_VERDICT_KILLED);
+      emit(w, SG_EV_UNCOUNTED_IO, SG_MAX_DATASETS, 0, 0, SG_STORAGE_VERDICT_KILLED);
     }
     return 0;
   }
-  struct sg_aio_ctx c = {.w = &w, .iocbpp = (struct iocb**)ctx->args[2]};
+  struct sg_aio_ctx c = {.w = (struct sg_who*)w, .iocbpp = iocbpp};
   bpf_loop(nr, aio_one, &c, 0);
   return 0;
 }
@@ -745,7 +603,7 @@ static __always_inline int uring_submit(struct io_kiocb* req) {
   struct sg_who w;
   if (!current_guest(&w) || (w.cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
   bpf_send_signal(SIGKILL);
-  emit_guest(&w, SG_EV_UNCOUNTED_IO, 0, 0, SG_STORAGE_VERDICT_KILLED);
+  emit(&w, SG_EV_UNCOUNTED_IO, SG_MAX_DATASETS, 0, 0, SG_STORAGE_VERDICT_KILLED);
   return 0;
 }
 
@@ -760,38 +618,22 @@ int BPF_PROG(sg_io_uring_submit_sqe, struct io_kiocb* req, bool force_nonblock) 
   return uring_submit(req);
 }
 
-/* A 32-bit (int 0x80, sysenter, far call into a 32-bit segment) or x32 syscall is invisible to
- * every syscalls:* tracepoint. QEMU never makes one: a guest process that does is killed before
- * it returns to user space (the syscall itself runs with SIGKILL pending). */
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sg_sys_enter_compat, struct pt_regs* regs, long id) {
-  struct task_struct* task = bpf_get_current_task_btf();
-  if (!(task->thread_info.status & TS_COMPAT) && !(id & X32_SYSCALL_BIT)) return 0;
-  struct sg_who w;
-  if (!current_guest(&w) || (w.cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
-  bpf_send_signal(SIGKILL);
-  emit_guest(&w, SG_EV_COMPAT_SYSCALL, 0, id, SG_STORAGE_VERDICT_KILLED);
-  return 0;
-}
-
 /* mmap of a volume: reads and writes by page fault pass no hook here. Judged like an open, and
  * refused (killed) when the dataset has a budget, which such I/O would bypass. */
-SEC("tp/syscalls/sys_enter_mmap")
-int sg_enter_mmap(struct trace_event_raw_sys_enter* ctx) {
-  struct sg_who w;
-  if (!current_guest(&w) || (w.cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
-  struct file* file = fd_file((long)ctx->args[4]);
+static __noinline int mmap_enter(const struct sg_who* w, long fd, __u64 prot, __u64 flags) {
+  if (w->cfg->flags & SG_STORAGE_CFG_LSM) return 0;
+  struct file* file = fd_file(fd);
   if (!file) return 0;
   struct sg_volume_key key = {};
   struct sg_volume* v = volume_of(file, &key);
   if (!v) return 0;
-  bool write = (ctx->args[2] & 0x2 /* PROT_WRITE */) && (ctx->args[3] & 0x1 /* MAP_SHARED */);
-  if (io_guard(&w, v, &key, write, 0)) return 0;
+  bool write = (prot & 0x2 /* PROT_WRITE */) && (flags & 0x1 /* MAP_SHARED */);
+  if (io_guard(w, v, &key, write, 0)) return 0;
   __u32 ds = v->dataset & (SG_MAX_DATASETS - 1);
-  if (!w.cfg->ds[ds].read_quota_bytes && !w.cfg->ds[ds].write_quota_bytes) return 0;
-  bool deny = enforced(&w, v->dataset);
+  if (!w->cfg->ds[ds].read_quota_bytes && !w->cfg->ds[ds].write_quota_bytes) return 0;
+  bool deny = enforced(w, v->dataset);
   if (deny) bpf_send_signal(SIGKILL);
-  emit(&w, SG_EV_UNCOUNTED_IO, v->dataset, key.dev, key.ino,
+  emit(w, SG_EV_UNCOUNTED_IO, v->dataset, key.dev, key.ino,
        deny ? SG_STORAGE_VERDICT_KILLED : SG_VERDICT_AUDIT);
   return 0;
 }
@@ -801,25 +643,136 @@ int sg_enter_mmap(struct trace_event_raw_sys_enter* ctx) {
  * so the change is made before the process dies. fallocate passes file_permission, which refuses
  * it first where the VFS hooks run; ftruncate passes no hook they use, so it is judged here with
  * them too. */
-static __always_inline int change_enter(long fd, bool with_vfs_hooks) {
-  struct sg_who w;
-  if (!current_guest(&w)) return 0;
+static __noinline int change_enter(const struct sg_who* w, long fd, bool with_vfs_hooks) {
+  if (!with_vfs_hooks && (w->cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
   struct file* file = fd_file(fd);
   if (!file) return 0;
   struct sg_volume_key key = {};
   struct sg_volume* v = volume_of(file, &key);
-  if (!v) return 0;
-  if (with_vfs_hooks)
-    io_judge(&w, v, &key, true, 0);
-  else
-    io_guard(&w, v, &key, true, 0);
+  if (v) io_judge(w, v, &key, true, 0);
   return 0;
 }
-SEC("tp/syscalls/sys_enter_ftruncate")
-int sg_enter_ftruncate(struct trace_event_raw_sys_enter* ctx) {
-  return change_enter((long)ctx->args[0], true);
+
+/* ---- One entry and one exit program for every system call ----------------------------------
+ * (The per-call handlers above are subprograms, not inlined: each has its own stack frame, and
+ * the combined stack with bpf_loop's callbacks stays within 512 bytes.)
+ * The raw sys_enter/sys_exit tracepoints (tp_btf) run for every system call of every process on
+ * the host, before and after it, with the caller's user registers (x86-64: nr in orig_ax, args in
+ * di, si, dx, r10, r8, r9). A syscalls:* tracepoint would add perf's per-event wrapper (buffer,
+ * argument copy) to each call. Everything else leaves after a look at the number: only the
+ * calls below look up the caller's guest.
+ *
+ * A 32-bit (int 0x80, sysenter, far call into a 32-bit segment) or x32 syscall has numbers of its
+ * own and is never dispatched as one of these. QEMU never makes one: a guest process that does is
+ * killed before it returns to user space (the syscall itself runs with SIGKILL pending). */
+#define SG_NR_READ 0
+#define SG_NR_WRITE 1
+#define SG_NR_MMAP 9
+#define SG_NR_PREAD64 17
+#define SG_NR_PWRITE64 18
+#define SG_NR_READV 19
+#define SG_NR_WRITEV 20
+#define SG_NR_SENDFILE 40
+#define SG_NR_FTRUNCATE 77
+#define SG_NR_IO_SUBMIT 209
+#define SG_NR_SPLICE 275
+#define SG_NR_FALLOCATE 285
+#define SG_NR_PREADV 295
+#define SG_NR_PWRITEV 296
+#define SG_NR_COPY_FILE_RANGE 326
+#define SG_NR_PREADV2 327
+#define SG_NR_PWRITEV2 328
+
+static __always_inline bool compat_syscall(long id) {
+  struct task_struct* task = bpf_get_current_task_btf();
+  return (task->thread_info.status & TS_COMPAT) || (id & X32_SYSCALL_BIT);
 }
-SEC("tp/syscalls/sys_enter_fallocate")
-int sg_enter_fallocate(struct trace_event_raw_sys_enter* ctx) {
-  return change_enter((long)ctx->args[0], false);
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sg_sys_enter, struct pt_regs* regs, long id) {
+  if (compat_syscall(id)) {
+    struct sg_who w;
+    if (!current_guest(&w) || (w.cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
+    bpf_send_signal(SIGKILL);
+    emit(&w, SG_EV_COMPAT_SYSCALL, SG_MAX_DATASETS, 0, id, SG_STORAGE_VERDICT_KILLED);
+    return 0;
+  }
+  switch (id) {
+    case SG_NR_READ:
+    case SG_NR_WRITE:
+    case SG_NR_MMAP:
+    case SG_NR_PREAD64:
+    case SG_NR_PWRITE64:
+    case SG_NR_READV:
+    case SG_NR_WRITEV:
+    case SG_NR_SENDFILE:
+    case SG_NR_FTRUNCATE:
+    case SG_NR_IO_SUBMIT:
+    case SG_NR_SPLICE:
+    case SG_NR_FALLOCATE:
+    case SG_NR_PREADV:
+    case SG_NR_PWRITEV:
+    case SG_NR_COPY_FILE_RANGE:
+    case SG_NR_PREADV2:
+    case SG_NR_PWRITEV2:
+      break;
+    default:
+      return 0;
+  }
+  struct sg_who w;
+  if (!current_guest(&w)) return 0;
+  const long a0 = regs->di, a2 = regs->dx, a4 = regs->r8;
+  const unsigned long a1 = regs->si, a3 = regs->r10;
+  switch (id) {
+    case SG_NR_READ:
+    case SG_NR_PREAD64: /* fd, buf, count */
+      return io_enter(&w, id, a0, -1, a2);
+    case SG_NR_WRITE:
+    case SG_NR_PWRITE64:
+      return io_enter(&w, id, -1, a0, a2);
+    case SG_NR_READV: /* fd, iov, iovcnt */
+    case SG_NR_PREADV:
+    case SG_NR_PREADV2:
+      return io_enter(&w, id, a0, -1, iov_bytes((const struct iovec*)a1, a2));
+    case SG_NR_WRITEV:
+    case SG_NR_PWRITEV:
+    case SG_NR_PWRITEV2:
+      return io_enter(&w, id, -1, a0, iov_bytes((const struct iovec*)a1, a2));
+    case SG_NR_SENDFILE: /* out_fd, in_fd, offset, count */
+      return io_enter(&w, id, (long)a1, a0, a3);
+    case SG_NR_SPLICE: /* fd_in, off_in, fd_out, off_out, len, flags */
+    case SG_NR_COPY_FILE_RANGE:
+      return io_enter(&w, id, a0, a2, a4);
+    case SG_NR_IO_SUBMIT: /* ctx, nr, iocbpp */
+      return aio_enter(&w, (long)a1, (struct iocb**)a2);
+    case SG_NR_MMAP: /* addr, len, prot, flags, fd, offset */
+      return mmap_enter(&w, a4, a2, a3);
+    case SG_NR_FTRUNCATE:
+      return change_enter(&w, a0, true);
+    case SG_NR_FALLOCATE:
+      return change_enter(&w, a0, false);
+  }
+  return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sg_sys_exit, struct pt_regs* regs, long ret) {
+  const long nr = regs->orig_ax;
+  switch (nr) {
+    case SG_NR_READ:
+    case SG_NR_WRITE:
+    case SG_NR_PREAD64:
+    case SG_NR_PWRITE64:
+    case SG_NR_READV:
+    case SG_NR_WRITEV:
+    case SG_NR_SENDFILE:
+    case SG_NR_SPLICE:
+    case SG_NR_PREADV:
+    case SG_NR_PWRITEV:
+    case SG_NR_COPY_FILE_RANGE:
+    case SG_NR_PREADV2:
+    case SG_NR_PWRITEV2:
+      return io_exit(nr, ret);
+  }
+  return 0;
 }

@@ -112,10 +112,15 @@ suppress:
   return NULL;
 }
 
+/* Counts a refusal against the dataset and sends the event (rate-limited). `dataset`
+ * SG_MAX_DATASETS: an event that concerns no dataset (a 32-bit syscall, an I/O path that is not
+ * counted), counted nowhere. */
 static __always_inline void emit(const struct sg_who* w, __u32 kind, __u32 dataset, __u64 dev,
                                  __u64 ino, __u16 verdict) {
-  struct sg_io_state* s = io_state(w, dataset);
-  if (s) __sync_fetch_and_add(&s->denied, 1);
+  if (dataset < SG_MAX_DATASETS) {
+    struct sg_io_state* s = io_state(w, dataset);
+    if (s) __sync_fetch_and_add(&s->denied, 1);
+  }
   struct sg_storage_event* e = reserve_event(w);
   if (!e) return;
   __builtin_memset(e, 0, sizeof(*e));
@@ -153,46 +158,105 @@ struct btrfs_inode___sg {
   struct inode vfs_inode;
 } __attribute__((preserve_access_index));
 
+/* The first SG_HEAD bytes of a kernel object, read at once: the identity fields of an inode
+ * (i_mode, i_sb, i_ino, i_rdev: within 80 bytes on 6.1 and 6.18) and of a super block (s_dev,
+ * s_magic: within 104) are taken from there, one read instead of one per field. A field that lies
+ * beyond on some kernel (CO-RE offsets are constants at load) is read alone. */
+#define SG_HEAD 128
+#define SG_HEAD_FIELD(head, obj, type, field)                           \
+  ({                                                                    \
+    typeof(((type*)0)->field) v__;                                      \
+    const __u32 off__ = bpf_core_field_offset(type, field);             \
+    if (off__ + sizeof(v__) <= SG_HEAD)                                 \
+      __builtin_memcpy(&v__, (const __u8*)(head) + off__, sizeof(v__)); \
+    else                                                                \
+      v__ = BPF_CORE_READ((type*)(obj), field);                         \
+    v__;                                                                \
+  })
+
 /* The volume identity rule (user space: enforcer/storage/volume_identity.h): block devices by
  * i_rdev, character devices by (SG_VOLUME_CHAR_DEV, i_rdev), files by (super block's s_dev, or
- * the btrfs subvolume's anon_dev; i_ino). */
-static __always_inline __u64 volume_dev(struct inode* inode) {
-  struct super_block* sb = BPF_CORE_READ(inode, i_sb);
-  __u64 dev = BPF_CORE_READ(sb, s_dev);
-  if (BPF_CORE_READ(sb, s_magic) == SG_BTRFS_SUPER_MAGIC &&
+ * the btrfs subvolume's anon_dev; i_ino). A subprogram: its head buffer is in its own frame. */
+static __noinline struct sg_volume* volume_of(struct file* file, struct sg_volume_key* key) {
+  struct inode* inode = BPF_CORE_READ(file, f_inode);
+  if (!inode) return NULL;
+  __u8 head[SG_HEAD];
+  if (bpf_probe_read_kernel(head, sizeof(head), inode)) return NULL;
+  __u16 mode = SG_HEAD_FIELD(head, inode, struct inode, i_mode);
+  if ((mode & S_IFMT) == S_IFBLK || (mode & S_IFMT) == S_IFCHR) {
+    key->dev = (mode & S_IFMT) == S_IFBLK ? 0 : SG_VOLUME_CHAR_DEV;
+    key->ino = SG_HEAD_FIELD(head, inode, struct inode, i_rdev);
+    return bpf_map_lookup_elem(&sg_volumes, key);
+  }
+  key->ino = SG_HEAD_FIELD(head, inode, struct inode, i_ino);
+  struct super_block* sb = SG_HEAD_FIELD(head, inode, struct inode, i_sb);
+  if (bpf_probe_read_kernel(head, sizeof(head), sb)) return NULL;
+  key->dev = SG_HEAD_FIELD(head, sb, struct super_block, s_dev);
+  if (SG_HEAD_FIELD(head, sb, struct super_block, s_magic) == SG_BTRFS_SUPER_MAGIC &&
       bpf_core_field_exists(struct btrfs_inode___sg, vfs_inode) &&
       bpf_core_field_exists(struct btrfs_root___sg, anon_dev)) {
     struct btrfs_inode___sg* bi =
         (void*)inode - bpf_core_field_offset(struct btrfs_inode___sg, vfs_inode);
     __u64 anon = BPF_CORE_READ(bi, root, anon_dev);
-    if (anon) dev = anon;
-  }
-  return dev;
-}
-
-static __always_inline struct sg_volume* volume_of(struct file* file, struct sg_volume_key* key) {
-  struct inode* inode = BPF_CORE_READ(file, f_inode);
-  if (!inode) return NULL;
-  __u16 mode = BPF_CORE_READ(inode, i_mode);
-  if ((mode & S_IFMT) == S_IFBLK || (mode & S_IFMT) == S_IFCHR) {
-    key->dev = (mode & S_IFMT) == S_IFBLK ? 0 : SG_VOLUME_CHAR_DEV;
-    key->ino = BPF_CORE_READ(inode, i_rdev);
-  } else {
-    key->dev = volume_dev(inode);
-    key->ino = BPF_CORE_READ(inode, i_ino);
+    if (anon) key->dev = anon;
   }
   return bpf_map_lookup_elem(&sg_volumes, key);
 }
 
+/* The current task's file at `fd`, or NULL. The task's fields are read directly (BTF); the fd
+ * array's slot through bpf_probe_read_kernel (no direct access at a variable index). */
 static __always_inline struct file* fd_file(long fd) {
   if (fd < 0) return NULL;
-  struct task_struct* task = (struct task_struct*)bpf_get_current_task();
-  struct fdtable* fdt = BPF_CORE_READ(task, files, fdt);
-  if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds)) return NULL;
-  struct file** fds = BPF_CORE_READ(fdt, fd);
+  struct task_struct* task = bpf_get_current_task_btf();
+  struct files_struct* files = task->files;
+  if (!files) return NULL;
+  struct fdtable* fdt = files->fdt;
+  if (!fdt || fd >= fdt->max_fds) return NULL;
+  struct file** fds = fdt->fd;
   struct file* file = NULL;
   if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff])) return NULL;
   return file;
+}
+
+/* Sum of the first SG_MAX_IOV iovec lengths (a longer vector is judged on its first part). */
+static __always_inline __u64 iov_bytes(const struct iovec* vec, unsigned long vlen) {
+  __u64 total = 0;
+  for (int i = 0; i < SG_MAX_IOV; i++) {
+    if (i >= vlen) break;
+    struct iovec iov;
+    if (bpf_probe_read_user(&iov, sizeof(iov), &vec[i])) break;
+    total += iov.iov_len;
+  }
+  return total;
+}
+
+/* Bytes the read/write system call that asked for this file_permission check wants to move, from
+ * its user registers (x86-64: nr in orig_ax, args in di, si, dx); 1 for any other caller (io_uring,
+ * splice, sendfile, copy_file_range, a kernel thread), which is then refused only once the budget
+ * is used up. */
+static __always_inline __u64 lsm_io_bytes(void) {
+  struct pt_regs* regs = (struct pt_regs*)bpf_task_pt_regs(bpf_get_current_task_btf());
+  if (!regs) return 1;
+  long nr = BPF_CORE_READ(regs, orig_ax);
+  unsigned long buf = BPF_CORE_READ(regs, si), count = BPF_CORE_READ(regs, dx);
+  __u64 bytes = 1;
+  switch (nr) {
+    case 0:  /* read */
+    case 1:  /* write */
+    case 17: /* pread64 */
+    case 18: /* pwrite64 */
+      bytes = count;
+      break;
+    case 19:  /* readv */
+    case 20:  /* writev */
+    case 295: /* preadv */
+    case 296: /* pwritev */
+    case 327: /* preadv2 */
+    case 328: /* pwritev2 */
+      bytes = iov_bytes((const struct iovec*)buf, count);
+      break;
+  }
+  return bytes ? bytes : 1;
 }
 
 #endif /* SOVGUARD_BPF_STORAGE_STORAGE_GUARD_HELPERS_H_ */

@@ -126,32 +126,21 @@ struct {
   __type(value, struct sg_storage_state);
 } sg_storage_state SEC(".maps");
 
-/* The I/O a guest thread is in: set at syscall entry when the fd is a protected volume. */
+/* The I/O a guest thread is in, set at syscall entry when an fd is a protected volume and
+ * consumed at its exit: task local storage (a lookup in the task, no shared table to update and
+ * delete from per I/O). A copy between two fds reads its source and writes its destination;
+ * either may be a volume. */
 struct sg_inflight {
+  __u32 nr; /* syscall number + 1; 0: none in flight */
   __u32 guest_id;
-  __u32 dataset;
-  __u32 write;
-  __u32 reserved;
+  __u32 in_dataset;  /* read from; SG_MAX_DATASETS: not a volume */
+  __u32 out_dataset; /* written to; SG_MAX_DATASETS: not a volume */
 };
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u64); /* pid_tgid */
+  __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
   __type(value, struct sg_inflight);
-} sg_io_inflight SEC(".maps");
-
-/* Copies between two fds: the source is read, the destination written; either may be a volume. */
-struct sg_inflight_pair {
-  __u32 guest_id;
-  __u32 in_dataset; /* SG_MAX_DATASETS: not a volume */
-  __u32 out_dataset;
-  __u32 reserved;
-};
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u64); /* pid_tgid */
-  __type(value, struct sg_inflight_pair);
-} sg_io_inflight_pair SEC(".maps");
+} sg_io_task SEC(".maps");
 
 #endif /* SOVGUARD_BPF_STORAGE_STORAGE_GUARD_MAPS_H_ */

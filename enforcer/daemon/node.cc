@@ -166,7 +166,7 @@ void Node::Start() {
   // enforcing the last policy until a successor adopts them (pinned maps, BPF_TC_F_REPLACE per
   // tap, no gap) with guests, counters and quota windows as they were.
   std::filesystem::create_directories(config_.bpf_pin_dir);
-  net_ = std::make_unique<datapath::NetDatapath>(datapath::NetDatapathOptions{
+  net_ = std::make_unique<net::NetDatapath>(net::NetDatapathOptions{
       .pin_dir = config_.bpf_pin_dir.string(), .detach_on_destroy = false});
   {
     const auto t0 = std::chrono::steady_clock::now();

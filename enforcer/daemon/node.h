@@ -28,7 +28,7 @@
 namespace grpc {
 class Server;
 }
-namespace sovguard::datapath {
+namespace sovguard::net {
 class NetDatapath;
 }
 namespace sovguard::metrics {
@@ -215,7 +215,7 @@ class Node {
   std::set<std::string> removing_nics_;    // "uuid/mac/alias" with a removal under way
   std::set<std::string> paused_for_nics_;  // uuids paused over an interface, resumed without it
   std::uint64_t tamper_checks_ = 0;
-  std::unique_ptr<datapath::NetDatapath> net_;
+  std::unique_ptr<net::NetDatapath> net_;
   std::unique_ptr<storage::StorageDatapath> storage_;  // null when it could not load (reported)
   // Block devices appearing (loop, dm, partitions): aliases of protected volumes made later.
   std::unique_ptr<storage::BlockUevents> block_uevents_;

@@ -133,12 +133,12 @@ void Node::PumpEvents() {
                     {guest, dataset, metrics::NetReasonLabel(ev.reason),
                      std::string(ev.verdict == SG_VERDICT_DROP ? metrics::kVerdictDrop
                                                                : metrics::kVerdictWouldDrop)});
-      log::Write(log::Level::kNotice, "violation: " + datapath::FormatEvent(ev),
+      log::Write(log::Level::kNotice, "violation: " + net::FormatEvent(ev),
                  {{"EVENT", "violation"},
                   {"PATH", "network"},
                   {"GUEST", guest},
                   {"DATASET", dataset},
-                  {"COUNTRY", datapath::CountryText(ev.country)},
+                  {"COUNTRY", net::CountryText(ev.country)},
                   {"VERDICT", ev.verdict == SG_VERDICT_DROP ? "dropped" : "audited"}});
     });
   }
@@ -171,7 +171,7 @@ nlohmann::json Node::Status() const {
   std::lock_guard lock(mu_);
   // What the kernel really has, per tap: the datapath's view, not what we meant to do.
   std::map<std::uint32_t, bool> attached;
-  datapath::NetStatus net_status;
+  net::NetStatus net_status;
   if (net_) {
     net_status = net_->Status();
     for (const auto& gs : net_status.guests) attached[gs.ifindex] = gs.attached;
@@ -258,7 +258,7 @@ nlohmann::json Node::Status() const {
         {"default_deny_taps", net_ ? net_->default_deny_taps() : 0},
         {"program_id", program_id_},
         {"program_tag", program_tag_}}},
-      {"network", net_ ? datapath::FormatStatus(net_status) : ""}};
+      {"network", net_ ? net::FormatStatus(net_status) : ""}};
 }
 
 }  // namespace sovguard::daemon

@@ -105,15 +105,15 @@ const TamperText<storage::StorageFinding>& StorageText() {
   return text;
 }
 
-const TamperText<datapath::TamperFinding>& NetText() {
-  using F = datapath::TamperFinding;
+const TamperText<net::TamperFinding>& NetText() {
+  using F = net::TamperFinding;
   static const TamperText<F> text{
       .path = "",
       .label_prefix = "",
       .object_field = "GUEST",
       .object = [](const F& f) { return f.guest; },
-      .found = [](const F& f) { return datapath::FormatFinding(f); },
-      .repaired = [](const F& f) { return datapath::FormatFinding(f); }};
+      .found = [](const F& f) { return net::FormatFinding(f); },
+      .repaired = [](const F& f) { return net::FormatFinding(f); }};
   return text;
 }
 

@@ -63,11 +63,11 @@ int ReleaseEnforcement(const Config& config, bool force, std::string& out) {
   const fs::path storage_pins = config.bpf_pin_dir / "storage";
   // Adopt what the last daemon left, keeping it in force (no detach on destruction) until the
   // release is decided and measured.
-  std::optional<datapath::NetDatapath> net;
+  std::optional<net::NetDatapath> net;
   std::vector<std::string> covered;  // taps and cgroups, named by guest
   std::set<std::string> guests;
   if (HasNetPins(config.bpf_pin_dir)) {
-    net.emplace(datapath::NetDatapathOptions{.pin_dir = config.bpf_pin_dir.string(),
+    net.emplace(net::NetDatapathOptions{.pin_dir = config.bpf_pin_dir.string(),
                                              .detach_on_destroy = false});
     for (const auto& g : net->Adopt())
       if (g.tap_present)

@@ -13,7 +13,7 @@
 namespace sovguard::metrics {
 namespace {
 
-std::string DatasetLabel(const datapath::DatasetStatus& d) {
+std::string DatasetLabel(const net::DatasetStatus& d) {
   // A dataset the active policy does not name (stale slot) still shows, by its bit index.
   return d.id.empty() ? "#" + std::to_string(d.index) : d.id;
 }
@@ -31,10 +31,10 @@ void ExportProbe(Registry& registry, const enforcer::ProbeReport& probe) {
   registry.Set(kProbePathsUnguarded, {}, unguarded);
 }
 
-void ExportNetStatus(Registry& registry, const datapath::NetStatus& status) {
+void ExportNetStatus(Registry& registry, const net::NetStatus& status) {
   using Key = std::pair<std::string, std::string>;  // guest, dataset
   struct Sum {
-    datapath::DatasetCounters c;
+    net::DatasetCounters c;
     std::optional<std::uint64_t> limit;
   };
   std::map<Key, Sum> sums;

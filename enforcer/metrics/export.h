@@ -18,7 +18,7 @@ void ExportProbe(Registry& registry, const enforcer::ProbeReport& probe);
 // Per guest and dataset: packets/bytes by verdict, quota used/limit/exceeded, attached, events
 // suppressed; sovguard_attached_hooks{target="tap"}; policy generation and swaps. Every per-guest
 // family is replaced as a whole, so guests that went away disappear. Taps of one guest are summed.
-void ExportNetStatus(Registry& registry, const datapath::NetStatus& status);
+void ExportNetStatus(Registry& registry, const net::NetStatus& status);
 
 // sovguard_policy_info, sovguard_policy_dataset_info and sovguard_policy_applied_timestamp_seconds
 // (now). Call after each successful apply.

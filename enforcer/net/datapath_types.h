@@ -8,7 +8,7 @@
 
 #include "enforcer/bpf_feature/bpf_feature.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 
 using DatapathError = bpf_feature::Error;
 using bpf_feature::ProgramIdentity;
@@ -23,4 +23,4 @@ struct TcFilterInfo {
   bool direct_action = false;
 };
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

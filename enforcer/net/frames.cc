@@ -1,6 +1,6 @@
 #include "enforcer/net/frames.h"
 
-namespace sovguard::datapath::frames {
+namespace sovguard::net::frames {
 namespace {
 
 void Put16(std::vector<std::uint8_t>& f, std::uint16_t v) {
@@ -72,4 +72,4 @@ std::vector<std::uint8_t> Raw(std::uint16_t ethertype, std::size_t payload_len, 
   return f;
 }
 
-}  // namespace sovguard::datapath::frames
+}  // namespace sovguard::net::frames

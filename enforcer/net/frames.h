@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace sovguard::datapath::frames {
+namespace sovguard::net::frames {
 
 // Ethernet (+ vlan_tags 802.1Q/802.1ad tags) + IPv4 header + a TCP header of zeros.
 std::vector<std::uint8_t> Ipv4(std::uint32_t dst_host_order, int vlan_tags = 0,
@@ -19,4 +19,4 @@ std::vector<std::uint8_t> Ipv6(const std::array<std::uint8_t, 16>& dst, int vlan
 // Ethernet with an arbitrary ethertype and payload.
 std::vector<std::uint8_t> Raw(std::uint16_t ethertype, std::size_t payload_len, int vlan_tags = 0);
 
-}  // namespace sovguard::datapath::frames
+}  // namespace sovguard::net::frames

@@ -17,7 +17,7 @@
 #include "enforcer/net/table_digest.h"
 #include "enforcer/net/tc_netlink.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 using base::UniqueFd;
@@ -264,4 +264,4 @@ std::string FormatFinding(const TamperFinding& f) {
   return out + ": " + f.detail;
 }
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

@@ -21,7 +21,7 @@
 #include "enforcer/net/tc_netlink.h"
 #include "enforcer/system/bpf_maps.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 using base::UniqueFd;
@@ -554,6 +554,6 @@ TestRunResult NetDatapath::TestRun(std::span<const std::uint8_t> frame, std::uin
   return {static_cast<int>(opts.retval), opts.duration};
 }
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net
 
-static_assert(sovguard::bpf_feature::Feature<sovguard::datapath::NetDatapath>);
+static_assert(sovguard::bpf_feature::Feature<sovguard::net::NetDatapath>);

@@ -1,4 +1,4 @@
-// sovguard::datapath::NetDatapath: owns the network residency BPF program (bpf/net/sg_net.bpf.c)
+// sovguard::net::NetDatapath: owns the network residency BPF program (bpf/net/sg_net.bpf.c)
 // and every kernel object it creates: the skeleton (program + maps), per-generation policy maps,
 // the tc filters (and clsact qdiscs it created) on guest taps. Destruction or Detach() removes all
 // of them; nothing is left behind unless the caller asked to keep it (pinned restart hand-over).
@@ -24,7 +24,7 @@
 struct sg_net;       // bpftool skeleton
 struct ring_buffer;  // libbpf
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 
 struct NetDatapathOptions {
   // When set, maps are pinned under this bpffs directory and adopted from it if they already exist
@@ -137,7 +137,7 @@ class NetDatapath {
  public:
   // The verbs of a BPF feature (bpf_feature::Feature).
   using Policy = policy::CompiledPolicy;
-  using VerifyOptions = datapath::VerifyOptions;
+  using VerifyOptions = net::VerifyOptions;
   using Finding = TamperFinding;
 
   explicit NetDatapath(NetDatapathOptions options = {});
@@ -267,4 +267,4 @@ std::string FormatEvent(const sg_net_event& ev);
 // Human-readable status (per guest, per dataset: mode in force, counters, quota), for the CLI.
 std::string FormatStatus(const NetStatus& status);
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

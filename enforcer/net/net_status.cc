@@ -13,7 +13,7 @@
 #include "base/hex.h"
 #include "bpf/net/sg_net.skel.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 
 DatasetCounters NetDatapath::ReadCounters(std::uint32_t ifindex, std::uint8_t dataset) const {
   auto it = guests_.find(ifindex);
@@ -165,4 +165,4 @@ std::string FormatStatus(const NetStatus& s) {
   return out;
 }
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

@@ -4,7 +4,7 @@
 #include "enforcer/net/frames.h"
 #include "enforcer/net/net_datapath.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 
 std::optional<std::string> ProbeNetDatapath() {
   try {
@@ -30,4 +30,4 @@ std::optional<std::string> ProbeNetDatapath() {
   }
 }
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

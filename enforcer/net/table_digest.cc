@@ -11,7 +11,7 @@
 
 #include "enforcer/net/net_datapath.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 
 void TableHasher::Zeros(std::size_t n) {
   static const std::uint8_t kZero[4096] = {};
@@ -144,4 +144,4 @@ Sha256 DigestMap(int fd) {
   return h.Final();
 }
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

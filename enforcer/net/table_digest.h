@@ -13,7 +13,7 @@
 #include "bpf/sovguard_abi.h"
 #include "enforcer/net/tables.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 
 using Sha256 = std::array<std::uint8_t, 32>;
 using TableDigests = std::array<Sha256, SG_NET_TABLES>;
@@ -41,4 +41,4 @@ Sha256 DigestTrie(std::span<const V6TrieEntry> entries);
 // The same canonical digest, read back from a kernel map (ARRAY or LPM_TRIE).
 Sha256 DigestMap(int map_fd);
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 constexpr std::uint32_t kV4DirSlots = SG_V4_DIR_BUCKETS * SG_V4_DIR_SLOTS;  // one per /24
@@ -594,4 +594,4 @@ std::uint32_t LookupV6(const NetTables& t, const std::uint8_t (&addr)[16]) {
   return cls;
 }
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

@@ -19,7 +19,7 @@
 #include "bpf/sovguard_abi.h"
 #include "policy/compiled.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 
 struct V6TrieEntry {
   sg_lpm_v6_key key;
@@ -140,4 +140,4 @@ NetTables BuildNetTables(const policy::CompiledPolicy& policy,
 std::uint32_t LookupV4(const NetTables& tables, std::uint32_t addr_host_order);
 std::uint32_t LookupV6(const NetTables& tables, const std::uint8_t (&addr)[16]);
 
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

@@ -24,7 +24,7 @@
 // NLMSG_*/RTA_* are C macros with C casts.
 #pragma GCC diagnostic ignored "-Wold-style-cast"
 
-namespace sovguard::datapath::detail {
+namespace sovguard::net::detail {
 namespace {
 
 constexpr std::uint32_t kIngressParent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
@@ -210,4 +210,4 @@ void InNetns(const std::string& path, const std::function<void()>& f) {
   if (failure) std::rethrow_exception(failure);
 }
 
-}  // namespace sovguard::datapath::detail
+}  // namespace sovguard::net::detail

@@ -10,7 +10,7 @@
 
 #include "enforcer/net/datapath_types.h"
 
-namespace sovguard::datapath::detail {
+namespace sovguard::net::detail {
 
 // Our filter on a tap's clsact ingress: the 'SG' handle at a fixed priority, so that only our own
 // filter is ever replaced or removed.
@@ -38,4 +38,4 @@ bool HasClsact(std::uint32_t ifindex);
 // Deletes one filter (exact priority, protocol, handle and kind).
 void DeleteIngressFilter(std::uint32_t ifindex, const TcFilterInfo& filter);
 
-}  // namespace sovguard::datapath::detail
+}  // namespace sovguard::net::detail

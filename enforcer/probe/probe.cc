@@ -182,14 +182,10 @@ std::vector<std::pair<std::string, std::vector<Candidate>>> Candidates() {
   all.emplace_back("storage-open", StorageOpenCandidates());
   all.emplace_back(
       "storage-io-accounting",
-      std::vector<Candidate>{{Guarantee::kCounts, [] {
-                                return TryTracepoints(
-                                    "tracepoint:sys_{enter,exit}_p{read64,readv,"
-                                    "write64,writev}",
-                                    {"sg_enter_pread64", "sg_exit_pread64", "sg_enter_preadv",
-                                     "sg_exit_preadv", "sg_enter_pwrite64", "sg_exit_pwrite64",
-                                     "sg_enter_pwritev", "sg_exit_pwritev"});
-                              }}});
+      std::vector<Candidate>{
+          {Guarantee::kCounts, [] {
+             return TryTracepoints("tp_btf:sys_{enter,exit}", {"sg_sys_enter", "sg_sys_exit"});
+           }}});
   all.emplace_back(
       "storage-network",
       std::vector<Candidate>{

@@ -7,7 +7,7 @@ namespace {
 Attempt TryNetDatapath(std::string mechanism) {
   Attempt a{.mechanism = std::move(mechanism)};
   try {
-    if (auto why = datapath::ProbeNetDatapath()) {
+    if (auto why = net::ProbeNetDatapath()) {
       a.error = *why;
     } else {
       a.ok = true;

@@ -128,6 +128,9 @@ UniqueFd StorageDatapath::Impl::NewLink(const Attached& a) const {
 }
 
 bool StorageDatapath::Impl::Attach(bpf_program* prog, bool cgroup, std::string& error) {
+  // One link per program: a program two paths need (sg_sys_enter) is attached by the first.
+  for (const auto& have : attached)
+    if (have.prog == prog) return true;
   Attached a;
   a.prog = prog;
   a.cgroup = cgroup;
@@ -234,12 +237,17 @@ void StorageDatapath::Impl::ReleaseStaleLinks() {
   if (!pinning()) return;
   std::set<std::string> ours;
   for (const auto& a : attached) ours.insert(a.pin.filename().string());
+  // Maps of this object stay; a map only a predecessor's programs had (another program set) goes
+  // with them.
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, skel->obj) {
+    if (!bpf_map__is_internal(map)) ours.insert(bpf_map__name(map));
+  }
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(options.pin_dir, ec)) {
     const std::string name = e.path().filename().string();
-    if ((name.starts_with("link_") && !ours.contains(name)) ||
-        name.starts_with(bpf_feature::kStagingPrefix))
-      ::unlink(e.path().c_str());
+    // Staging pins (bpf_feature::kStagingPrefix) are never ours: they go too.
+    if (!ours.contains(name)) ::unlink(e.path().c_str());
   }
 }
 
@@ -328,12 +336,13 @@ void StorageDatapath::Impl::ReleasePins() {
   if (ec) throw StorageError("list " + options.pin_dir.string(), ec.value());
 }
 
-// The open and I/O paths beyond open{,at,at2} and p{read,write}* (bpf/storage/README.md, "Every
-// way to open and to move bytes"): attached with either mechanism (they count; without BPF LSM
-// they also judge and kill). A program that does not attach is named in the path's `unavailable`
-// and left out of its mechanism.
+// The read/write paths (bpf/storage/README.md, "Every way to open and to move bytes"): one
+// sys_enter and one sys_exit program dispatching on the syscall number, and io_uring's
+// tracepoints. Attached with either mechanism: they count, and without BPF LSM also judge and
+// kill. A program that does not attach is named in the path's `unavailable`: without the
+// dispatch, nothing is counted (and without BPF LSM no I/O is judged).
 template <class Impl>  // StorageDatapath::Impl (private)
-static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& quota, PathStatus& io) {
+static void AttachIoPaths(Impl& m, bool lsm, PathStatus& quota, PathStatus& io) {
   std::string error;
   const auto attach = [&](std::initializer_list<bpf_program*> progs, PathStatus& status) {
     for (bpf_program* p : progs) {
@@ -345,19 +354,15 @@ static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& quota, PathStatus&
     return true;
   };
   auto& progs = m.skel->progs;
-  std::string ios;
-  if (attach(
-          {progs.sg_enter_read, progs.sg_exit_read, progs.sg_enter_write, progs.sg_exit_write,
-           progs.sg_enter_readv, progs.sg_exit_readv, progs.sg_enter_writev, progs.sg_exit_writev},
-          io))
-    ios += ",{read,write}{,v}";
-  if (attach({progs.sg_enter_sendfile, progs.sg_exit_sendfile}, io)) ios += ",sendfile64";
-  if (attach({progs.sg_enter_splice, progs.sg_exit_splice}, io)) ios += ",splice";
-  if (attach({progs.sg_enter_copy_file_range, progs.sg_exit_copy_file_range}, io))
-    ios += ",copy_file_range";
-  if (attach({progs.sg_enter_io_submit}, io)) ios += ",io_submit";
+  if (!attach({progs.sg_sys_enter, progs.sg_sys_exit}, io)) {
+    if (!lsm) {
+      quota.mechanism = "none";
+      quota.guarantee = Guarantee::kNone;
+    }
+    return;
+  }
   // io_uring's completions count I/O and (without BPF LSM) judge its opens and I/O.
-  std::string uring, guards;  // guards: judged, never counted
+  std::string uring;
   switch (IoUringTracepointsOfThisKernel()) {
     case IoUringTracepoints::kCqe:
       if (attach({progs.sg_io_uring_complete}, io)) {
@@ -377,15 +382,14 @@ static void AttachOtherIoPaths(Impl& m, bool lsm, PathStatus& quota, PathStatus&
           "signature: io_uring opens and I/O are not seen");
       break;
   }
-  if (!lsm && attach({progs.sg_enter_mmap}, quota)) guards += ",mmap";
-  // ftruncate passes no VFS hook the open rungs use: its tracepoint judges with them too.
-  if (attach({progs.sg_enter_ftruncate}, quota)) guards += ",ftruncate";
-  if (!lsm && attach({progs.sg_enter_fallocate}, quota)) guards += ",fallocate";
-  if (io.guarantee == Guarantee::kCounts) {
-    io.mechanism = "tracepoint:sys_{enter,exit}_p{read,write}{64,v,v2}" + ios + uring;
-    if (!lsm && quota.guarantee == Guarantee::kDetectsAndKills)
-      quota.mechanism =
-          "tracepoint:sys_enter_p{read,write}{64,v,v2}" + ios + guards + uring + "+SIGKILL";
+  constexpr std::string_view kCalls =
+      "{read,write}{,v},p{read,write}{64,v,v2},sendfile64,splice,copy_file_range,io_submit";
+  io.mechanism = fmt::format("tp_btf:sys_{{enter,exit}}:{}{}", kCalls, uring);
+  io.guarantee = Guarantee::kCounts;
+  if (!lsm) {
+    quota.mechanism =
+        fmt::format("tp_btf:sys_enter:{},mmap,ftruncate,fallocate{}+SIGKILL", kCalls, uring);
+    quota.guarantee = Guarantee::kDetectsAndKills;
   }
 }
 
@@ -533,10 +537,7 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
   if (lsm) {
     quota.mechanism = rung.quota_mechanism;
     quota.guarantee = Guarantee::kPrevents;
-  } else {
-    quota.mechanism = "tracepoint:sys_enter_p{read,write}{64,v,v2}+SIGKILL";
-    quota.guarantee = Guarantee::kDetectsAndKills;
-  }
+  }  // else: the syscall tracepoints' mechanism, named by AttachIoPaths
   // Refusing the I/O at the LSM's file_permission is this path's strongest mechanism: below it
   // the path is downgraded, for the reasons the open path's attempts gave.
   for (const LadderRung& r : StorageOpenLadder()) {
@@ -546,29 +547,7 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
       if (u.starts_with(std::string(r.mechanism) + ": ")) why = u.substr(r.mechanism.size() + 2);
     quota.unavailable.push_back(std::string(r.quota_mechanism) + ": " + why);
   }
-  {
-    bool ok = true;
-    for (bpf_program* p : {m.skel->progs.sg_enter_pread64, m.skel->progs.sg_exit_pread64,
-                           m.skel->progs.sg_enter_pwrite64, m.skel->progs.sg_exit_pwrite64,
-                           m.skel->progs.sg_enter_preadv, m.skel->progs.sg_exit_preadv,
-                           m.skel->progs.sg_enter_pwritev, m.skel->progs.sg_exit_pwritev,
-                           m.skel->progs.sg_enter_preadv2, m.skel->progs.sg_exit_preadv2,
-                           m.skel->progs.sg_enter_pwritev2, m.skel->progs.sg_exit_pwritev2}) {
-      if (!m.Attach(p, false, error)) {
-        io.unavailable.push_back(error);
-        ok = false;
-      }
-    }
-    if (ok) {
-      io.mechanism = "tracepoint:sys_{enter,exit}_p{read,write}{64,v,v2}";
-      io.guarantee = Guarantee::kCounts;
-    }
-    if (!ok && !lsm) {
-      quota.mechanism = "none";
-      quota.guarantee = Guarantee::kNone;
-    }
-  }
-  AttachOtherIoPaths(m, lsm, quota, io);
+  AttachIoPaths(m, lsm, quota, io);
   if (m.Attach(m.skel->progs.sg_cgroup_mkdir, false, error) &&
       m.Attach(m.skel->progs.sg_cgroup_rmdir, false, error)) {
     m.status.guest_discovery = "tp_btf:cgroup_mkdir";

@@ -268,8 +268,9 @@ struct StorageDatapath::Impl {
   OpenRung AttachOpenRung(PathStatus& open, bool lsm_loaded, const fs::path& cgroup2_root);
   // Drops the attachments made after `size` (a mechanism that could not be completed).
   void DropAttached(std::size_t size);
-  // Pinned links of programs this object does not attach (another mechanism was chosen before):
-  // released once ours run.
+  // Pins this object does not hold (links of programs it does not attach: another mechanism was
+  // chosen before, or a predecessor of another version; that version's own maps): released once
+  // ours run.
   void ReleaseStaleLinks();
   // Takes over what a predecessor left in the pinned maps (called before anything is attached).
   void Adopt(const sg_storage_state& st);

@@ -4,10 +4,11 @@ namespace sovguard::storage {
 
 namespace {
 // Every way to open a volume the tracepoint rung sees: the open syscalls' exits and any 32-bit
-// syscall (io_uring's opens: at completion, by the I/O programs where the kernel has them).
+// syscall (sg_sys_enter, which also dispatches the read/write calls; io_uring's opens: at
+// completion, by the I/O programs where the kernel has them).
 const std::vector<const char*> kTracepointOpenPrograms = {
     "sg_tp_openat_exit", "sg_tp_openat2_exit",        "sg_tp_open_exit",
-    "sg_tp_creat_exit",  "sg_tp_open_by_handle_exit", "sg_sys_enter_compat"};
+    "sg_tp_creat_exit",  "sg_tp_open_by_handle_exit", "sg_sys_enter"};
 }  // namespace
 
 const std::vector<LadderRung>& StorageOpenLadder() {

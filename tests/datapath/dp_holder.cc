@@ -20,8 +20,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    datapath::NetDatapath dp({.pin_dir = argv[1], .detach_on_destroy = false});
-    dp.ApplyPolicy(datapath::testing::TestPolicy(
+    net::NetDatapath dp({.pin_dir = argv[1], .detach_on_destroy = false});
+    dp.ApplyPolicy(net::testing::TestPolicy(
         policy::Mode::kEnforce, false, policy::Quota{.bytes = 1ull << 30, .window_seconds = 3600}));
     std::stringstream list(argv[3]);
     std::string item;

@@ -43,7 +43,7 @@
 #include "enforcer/net/net_datapath.h"
 #include "tests/datapath/topology.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -685,4 +685,4 @@ TEST_F(EscapeTest, ControlsStillWork) {
 }
 
 }  // namespace
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

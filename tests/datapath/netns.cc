@@ -14,7 +14,7 @@
 #include <stdexcept>
 #include <thread>
 
-namespace sovguard::datapath::testing {
+namespace sovguard::net::testing {
 namespace {
 
 template <class F>
@@ -83,4 +83,4 @@ void Netns::Sysctl(const std::string& key, const std::string& value) const {
   Sh("ip netns exec " + name_ + " sysctl -qw " + key + "=" + value);
 }
 
-}  // namespace sovguard::datapath::testing
+}  // namespace sovguard::net::testing

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-namespace sovguard::datapath::testing {
+namespace sovguard::net::testing {
 
 // Runs a shell command, throwing std::runtime_error with its text and status when it fails.
 void Sh(const std::string& command);
@@ -29,4 +29,4 @@ class Netns {
   std::string name_;
 };
 
-}  // namespace sovguard::datapath::testing
+}  // namespace sovguard::net::testing

@@ -28,7 +28,7 @@
 #include "enforcer/net/net_datapath.h"
 #include "tests/datapath/topology.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -417,4 +417,4 @@ TEST_F(NetnsTest, PinnedMapsKeepEnforcingAcrossARestart) {
 }
 
 }  // namespace
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

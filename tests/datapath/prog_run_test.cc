@@ -23,7 +23,7 @@
 #include <unistd.h>
 #include <thread>
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 using testing::LoadWorldTable;
@@ -485,9 +485,9 @@ TEST(NetDatapathNoPolicy, DropsAllButControlFrames) {
 }
 
 }  // namespace
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 // Every IPv6 path of the program: array levels, nodes at each depth below /32, and the trie under
@@ -540,4 +540,4 @@ TEST(NetDatapathV6Paths, NodesAtEveryDepthAndTheTrieBeyond64) {
 }
 
 }  // namespace
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

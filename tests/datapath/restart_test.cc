@@ -27,7 +27,7 @@
 
 extern char** environ;
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -315,4 +315,4 @@ TEST(DatapathRestartTest, TapGoneDuringTheGapIsReportedAndRemovable) {
 }
 
 }  // namespace
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

@@ -10,7 +10,7 @@
 #include "enforcer/net/tables.h"
 #include "tests/datapath/world_table.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 policy::CompiledPolicy Small() {
@@ -272,4 +272,4 @@ TEST(NetTablePlan, SameTablesForAnyInputOrder) {
 }
 
 }  // namespace
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

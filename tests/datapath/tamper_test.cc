@@ -22,7 +22,7 @@
 #include "tests/datapath/sg_pass.skel.h"
 #include "tests/datapath/topology.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -308,4 +308,4 @@ TEST_F(DatapathTamperTest, AlteredGuestEntryIsFoundAndRewritten) {
 }
 
 }  // namespace
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

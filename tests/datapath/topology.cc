@@ -11,7 +11,7 @@
 #include <stdexcept>
 #include <tuple>
 
-namespace sovguard::datapath::testing {
+namespace sovguard::net::testing {
 
 using Clock = std::chrono::steady_clock;
 
@@ -205,4 +205,4 @@ bool LockStepTraffic::WaitExchanges(std::uint64_t n, std::chrono::milliseconds d
   return received_allowed_ >= target;
 }
 
-}  // namespace sovguard::datapath::testing
+}  // namespace sovguard::net::testing

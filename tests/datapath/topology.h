@@ -22,7 +22,7 @@
 #include "policy/compiled.h"
 #include "tests/datapath/netns.h"
 
-namespace sovguard::datapath::testing {
+namespace sovguard::net::testing {
 
 constexpr std::uint16_t kDE = 0x4445, kUS = 0x5553;
 
@@ -101,4 +101,4 @@ class LockStepTraffic {
   std::thread thread_;
 };
 
-}  // namespace sovguard::datapath::testing
+}  // namespace sovguard::net::testing

@@ -18,7 +18,7 @@
 #include "tests/datapath/topology.h"
 #include "tests/datapath/world_table.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -96,4 +96,4 @@ TEST(WorldTableSwap, FullTableSwapsUnderTrafficLeakNothingAndLoseNothing) {
 }
 
 }  // namespace
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

@@ -8,7 +8,7 @@
 #include <set>
 #include <stdexcept>
 
-namespace sovguard::datapath::testing {
+namespace sovguard::net::testing {
 namespace {
 
 const std::set<std::string> kEuEea = {"AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR",
@@ -140,4 +140,4 @@ void AddDocumentationRanges(WorldTable& t) {
   });
 }
 
-}  // namespace sovguard::datapath::testing
+}  // namespace sovguard::net::testing

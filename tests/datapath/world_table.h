@@ -12,7 +12,7 @@
 
 #include "policy/compiled.h"
 
-namespace sovguard::datapath::testing {
+namespace sovguard::net::testing {
 
 struct WorldTable {
   policy::CompiledPolicy policy;
@@ -32,4 +32,4 @@ void AddDocumentationRanges(WorldTable& table);
 bool IsEuEea(const std::string& cc);
 std::string DefaultWorldTableDir();
 
-}  // namespace sovguard::datapath::testing
+}  // namespace sovguard::net::testing

@@ -17,7 +17,7 @@
 #include "enforcer/net/net_datapath.h"
 #include "tests/datapath/topology.h"
 
-namespace sovguard::datapath {
+namespace sovguard::net {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -237,4 +237,4 @@ TEST_F(DatapathLoadTest, ThousandAttachDetachCyclesLeakNothing) {
 }
 
 }  // namespace
-}  // namespace sovguard::datapath
+}  // namespace sovguard::net

@@ -7,7 +7,7 @@
 #include "enforcer/metrics/names.h"
 
 namespace sm = sovguard::metrics;
-namespace dp = sovguard::datapath;
+namespace dp = sovguard::net;
 namespace en = sovguard::enforcer;
 
 namespace {

@@ -22,9 +22,12 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <set>
 #include <thread>
 #include <vector>
 
+#include "base/unique_fd.h"
+#include "tests/harness/process.h"
 #include "tests/harness/require.h"
 #include "tests/storage/storage_guard_variant.skel.h"
 #include "tests/storage/storage_test_util.h"
@@ -289,6 +292,66 @@ TEST_F(StorageRestartTest, DestroyingAnUnpinnedDatapathDetaches) {
             kOtherError);
 }
 
+// A predecessor of another version pinned links of programs this one does not have and maps it
+// does not use (the per-syscall tracepoint programs and the in-flight hash of earlier versions).
+// The successor attaches its own programs first, then releases those pins: none is left, the old
+// link goes, and the guest's I/O is counted across the hand-over.
+TEST_F(StorageRestartTest, SuccessorOfAnotherProgramSetReleasesItsPinsAndKeepsCounting) {
+  const auto alpha = cgroups_.Make("qemu-1-alpha.libvirt-qemu");
+  const fs::path old_link_pin = pin_.path() / "link_sg_exit_pread64";
+  const fs::path old_map_pin = pin_.path() / "sg_io_inflight";
+  std::uint32_t old_link_id = 0;
+  {
+    StorageDatapath sp(Options());
+    sp.ApplyPolicy(TestPolicy(approved_));
+    sp.RegisterGuestCgroup(StorageDatapath::CgroupId(alpha),
+                           GuestStorage{.name = "alpha",
+                                        .datasets = 1ULL << kHealth,
+                                        .disks = {{.source = image_, .dataset = "health"}}});
+    EXPECT_EQ(RunInCgroup(alpha, [&] { return WriteChunks(image_, 64 << 10, 1, 0); }).exit_code,
+              kOk);
+    // The other version's pins: a link under a program name this version does not have (a
+    // second pin of one of ours: released only when both pins are gone) and a map of its own.
+    base::UniqueFd link(bpf_obj_get((pin_.path() / "link_sg_sys_exit").c_str()));
+    ASSERT_TRUE(link) << std::strerror(errno);
+    ASSERT_EQ(bpf_obj_pin(link.Get(), old_link_pin.c_str()), 0) << std::strerror(errno);
+    bpf_link_info info{};
+    std::uint32_t len = sizeof info;
+    ASSERT_EQ(bpf_obj_get_info_by_fd(link.Get(), &info, &len), 0);
+    old_link_id = info.id;
+    base::UniqueFd map(bpf_map_create(BPF_MAP_TYPE_HASH, "sg_io_inflight", 8, 16, 16, nullptr));
+    ASSERT_TRUE(map) << std::strerror(errno);
+    ASSERT_EQ(bpf_obj_pin(map.Get(), old_map_pin.c_str()), 0) << std::strerror(errno);
+  }  // the predecessor exits; its pins stay
+
+  StorageDatapath sp(Options());
+  EXPECT_TRUE(sp.Status().adopted);
+  EXPECT_FALSE(fs::exists(old_link_pin)) << "a link of a program this version does not have";
+  EXPECT_FALSE(fs::exists(old_map_pin)) << "a map this version does not use";
+  std::set<std::string> link_pins;
+  for (const auto& p : sp.Programs()) link_pins.insert(p.pin.filename().string());
+  for (const auto& e : fs::directory_iterator(pin_.path())) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("link_")) EXPECT_TRUE(link_pins.contains(name)) << name;
+  }
+  EXPECT_TRUE(test::PollUntil(std::chrono::seconds(10),
+                              [&] {
+                                const int fd = bpf_link_get_fd_by_id(old_link_id);
+                                if (fd >= 0) ::close(fd);
+                                return fd < 0 && errno == ENOENT;
+                              }))
+      << "the predecessor's link " << old_link_id << " still exists";
+  for (const auto& f : sp.VerifyAttachments()) ADD_FAILURE() << f.kind << " " << f.detail;
+
+  EXPECT_EQ(RunInCgroup(alpha, [&] { return WriteChunks(image_, 64 << 10, 1, 0); }).exit_code, kOk);
+  const auto c = sp.ReadCounters();
+  ASSERT_NE(Find(c, "alpha", "health"), nullptr);
+  EXPECT_EQ(Find(c, "alpha", "health")->write_bytes, 2u * (64 << 10))
+      << "one write before the hand-over, one after";
+  sp.Detach();
+  EXPECT_FALSE(fs::exists(pin_.path())) << "a pin of either version was left";
+}
+
 // Shared counters of the connect loop child.
 struct LoopCounters {
   std::atomic<std::uint64_t> attempts{0}, eperm{0}, other{0};
@@ -373,7 +436,7 @@ TEST_F(StorageRestartTest, UpgradeSwapsEveryProgramWithoutAWindowForAForbiddenCo
     EXPECT_NE(after[i].prog_id, before[i].prog_id) << after[i].name;
     // The variant differs in the guest lookup every judging program inlines.
     if (after[i].name == "sg_connect4" || after[i].name == "sg_cgroup_dev" ||
-        after[i].name == "sg_tp_openat_exit" || after[i].name == "sg_enter_pwrite64") {
+        after[i].name == "sg_tp_openat_exit" || after[i].name == "sg_sys_enter") {
       EXPECT_NE(after[i].tag, before[i].tag) << after[i].name << ": the variant has other code";
     }
     if (after[i].hook.starts_with("cgroup/")) {
