@@ -490,12 +490,29 @@ struct sg_aio_ctx {
   struct iocb** iocbpp;
 };
 
+/* The fields of a struct iocb (uapi, fixed layout) this program needs, read at once: less stack
+ * than the whole iocb in this callback, which sits on the deepest call chain (sys_enter ->
+ * aio_enter -> here -> volume_of; the verifier's limit is 512 bytes for the chain). */
+struct sg_iocb_part {
+  __u16 aio_lio_opcode;
+  __s16 aio_reqprio;
+  __u32 aio_fildes;
+  __u64 aio_buf;
+  __u64 aio_nbytes;
+};
+_Static_assert(__builtin_offsetof(struct iocb, aio_nbytes) -
+                       __builtin_offsetof(struct iocb, aio_lio_opcode) ==
+                   __builtin_offsetof(struct sg_iocb_part, aio_nbytes),
+               "struct iocb layout");
+
 static long aio_one(__u64 i, void* data) {
   struct sg_aio_ctx* c = data;
   struct iocb* up = NULL;
   if (bpf_probe_read_user(&up, sizeof(up), &c->iocbpp[i])) return 1;
-  struct iocb cb;
-  if (bpf_probe_read_user(&cb, sizeof(cb), up)) return 1;
+  struct sg_iocb_part cb;
+  if (bpf_probe_read_user(&cb, sizeof(cb),
+                          (const char*)up + __builtin_offsetof(struct iocb, aio_lio_opcode)))
+    return 1;
   bool write;
   __u64 bytes;
   switch (cb.aio_lio_opcode) {
