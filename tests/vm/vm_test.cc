@@ -25,6 +25,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Every case of vm_storage_prevents_test: both VFS rungs (BPF LSM, fmod_ret) must pass them all.
+const std::vector<std::string> kEveryPreventsCase = {
+    "VmStoragePreventsTest.RefusedOpenReturnsEpermAndTheProcessKeepsRunning",
+    "VmStoragePreventsTest.EveryWayOfOpeningTheVolumeIsRefused",
+    "VmStoragePreventsTest.ReadOnlyVolumeOpenedForWritingIsEpermAndReadingStillWorks",
+    "VmStoragePreventsTest.PassedInVolumeIsNeitherReadNorCopiedNorMapped",
+    "VmStoragePreventsTest.PassedInVolumeTruncatedIsKilledAndNamed",
+    "VmStoragePreventsTest.MappingAVolumeOfABudgetedDatasetIsRefused",
+    "VmStoragePreventsTest.WriteQuotaIsRefusedWithEdquotAndTheProcessLives",
+    "VmStoragePreventsTest.WriteThatWouldCrossTheQuotaIsRefusedWhole"};
+
 struct Binary {
   std::string path;    // relative to the build tree
   std::string filter;  // --gtest_filter, "" for all
@@ -178,16 +189,7 @@ TEST_F(VmTest, BpfLsmStorageTierPrevents) {
   EXPECT_EQ(open.value("mechanism", ""), "bpf-lsm:file_open") << open.dump();
   EXPECT_EQ(open.value("guarantee", ""), "prevents") << open.dump();
   ExpectPassedWithoutSkips(io, "probe_test", {"ProbeTest.StorageOpenPreventsWithoutBpfLsm"});
-  ExpectPassedWithoutSkips(
-      io, "vm_storage_prevents_test",
-      {"VmStoragePreventsTest.RefusedOpenReturnsEpermAndTheProcessKeepsRunning",
-       "VmStoragePreventsTest.EveryWayOfOpeningTheVolumeIsRefused",
-       "VmStoragePreventsTest.ReadOnlyVolumeOpenedForWritingIsEpermAndReadingStillWorks",
-       "VmStoragePreventsTest.PassedInVolumeIsNeitherReadNorCopiedNorMapped",
-       "VmStoragePreventsTest.PassedInVolumeTruncatedIsKilledAndNamed",
-       "VmStoragePreventsTest.MappingAVolumeOfABudgetedDatasetIsRefused",
-       "VmStoragePreventsTest.WriteQuotaIsRefusedWithEdquotAndTheProcessLives",
-       "VmStoragePreventsTest.WriteThatWouldCrossTheQuotaIsRefusedWhole"});
+  ExpectPassedWithoutSkips(io, "vm_storage_prevents_test", kEveryPreventsCase);
   ExpectPassedWithoutSkips(io, "storage_kernel_test",
                            {"StorageKernelTest.BpfLsmRefusesTheOpenWithEperm",
                             "StorageKernelTest.ReadOnlyVolumeOpenedForWritingIsRefused",
@@ -253,16 +255,7 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
   EXPECT_FALSE(first.value("error", "").empty()) << "the downgrade must say why";
   ExpectPassedWithoutSkips(io, "probe_test", {"ProbeTest.StorageOpenPreventsWithoutBpfLsm"});
   // Prevention asserted as strictly as under the LSM, descriptors passed in included.
-  ExpectPassedWithoutSkips(
-      io, "vm_storage_prevents_test",
-      {"VmStoragePreventsTest.RefusedOpenReturnsEpermAndTheProcessKeepsRunning",
-       "VmStoragePreventsTest.EveryWayOfOpeningTheVolumeIsRefused",
-       "VmStoragePreventsTest.ReadOnlyVolumeOpenedForWritingIsEpermAndReadingStillWorks",
-       "VmStoragePreventsTest.PassedInVolumeIsNeitherReadNorCopiedNorMapped",
-       "VmStoragePreventsTest.PassedInVolumeTruncatedIsKilledAndNamed",
-       "VmStoragePreventsTest.MappingAVolumeOfABudgetedDatasetIsRefused",
-       "VmStoragePreventsTest.WriteQuotaIsRefusedWithEdquotAndTheProcessLives",
-       "VmStoragePreventsTest.WriteThatWouldCrossTheQuotaIsRefusedWhole"});
+  ExpectPassedWithoutSkips(io, "vm_storage_prevents_test", kEveryPreventsCase);
   ExpectPassedWithoutSkips(
       io, "storage_kernel_test",
       {"StorageKernelTest.GuestWithoutTheDatasetIsRefusedOrKilledAndTheEventNamesIt",
