@@ -67,29 +67,17 @@ int BPF_PROG(sg_fmod_file_open, struct file* file, int ret) {
   return vfs_open(file);
 }
 
-/* Without BPF LSM: look at the file the open just produced and kill QEMU before it returns to
- * user space (it never sees the fd; what the open itself did, e.g. O_TRUNC, has happened). */
-static __always_inline int open_exit(long fd) {
+/* Without the VFS hooks (open, openat, openat2, creat, open_by_handle_at: dispatched by
+ * sg_sys_exit): look at the file the open just produced and kill QEMU before it returns to user
+ * space (it never sees the fd; what the open itself did, e.g. O_TRUNC, has happened). */
+static __noinline int open_exit(long fd) {
   if (fd < 0) return 0;
   struct sg_who w;
-  if (!current_guest(&w)) return 0;
+  if (!current_guest(&w) || (w.cfg->flags & SG_STORAGE_CFG_LSM)) return 0;
   struct file* file = fd_file(fd);
   if (!file) return 0;
   if (judge_open(&w, file, true)) bpf_send_signal(SIGKILL);
   return 0;
-}
-
-SEC("tp/syscalls/sys_exit_openat")
-int sg_tp_openat_exit(struct trace_event_raw_sys_exit* ctx) {
-  return open_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_openat2")
-int sg_tp_openat2_exit(struct trace_event_raw_sys_exit* ctx) {
-  return open_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_open")
-int sg_tp_open_exit(struct trace_event_raw_sys_exit* ctx) {
-  return open_exit(ctx->ret);
 }
 
 SEC("cgroup/dev")
@@ -443,15 +431,6 @@ int BPF_PROG(sg_cgroup_rmdir, struct cgroup* cgrp, const char* path) {
 #define X32_SYSCALL_BIT 0x40000000
 #define SG_MAX_AIO_BATCH 4096
 
-SEC("tp/syscalls/sys_exit_creat")
-int sg_tp_creat_exit(struct trace_event_raw_sys_exit* ctx) {
-  return open_exit(ctx->ret);
-}
-SEC("tp/syscalls/sys_exit_open_by_handle_at")
-int sg_tp_open_by_handle_exit(struct trace_event_raw_sys_exit* ctx) {
-  return open_exit(ctx->ret);
-}
-
 /* Sum of every iovec length (up to UIO_MAXIOV), read 8 at a time: AIO is counted from it (QEMU
  * submits a guest request's scatter-gather list, often more than 16 pages, in one iocb). */
 #define SG_IOV_BATCH 8
@@ -679,11 +658,17 @@ static __noinline int change_enter(const struct sg_who* w, long fd, bool with_vf
  * argument copy) to each call. Everything else leaves after a look at the number: only the
  * calls below look up the caller's guest.
  *
+ * The opens' exits are dispatched here too (the tracepoint rung's open check), so no syscalls:*
+ * tracepoint is attached at all.
+ *
  * A 32-bit (int 0x80, sysenter, far call into a 32-bit segment) or x32 syscall has numbers of its
- * own and is never dispatched as one of these. QEMU never makes one: a guest process that does is
- * killed before it returns to user space (the syscall itself runs with SIGKILL pending). */
+ * own and is never dispatched as one of these at entry. QEMU never makes one: a guest process that
+ * does is killed before it returns to user space (the syscall itself runs with SIGKILL pending);
+ * its exit may match a number below and is judged like one (an I/O exit counts only what its own
+ * entry carried). */
 #define SG_NR_READ 0
 #define SG_NR_WRITE 1
+#define SG_NR_OPEN 2
 #define SG_NR_MMAP 9
 #define SG_NR_PREAD64 17
 #define SG_NR_PWRITE64 18
@@ -691,14 +676,18 @@ static __noinline int change_enter(const struct sg_who* w, long fd, bool with_vf
 #define SG_NR_WRITEV 20
 #define SG_NR_SENDFILE 40
 #define SG_NR_FTRUNCATE 77
+#define SG_NR_CREAT 85
 #define SG_NR_IO_SUBMIT 209
+#define SG_NR_OPENAT 257
 #define SG_NR_SPLICE 275
 #define SG_NR_FALLOCATE 285
 #define SG_NR_PREADV 295
 #define SG_NR_PWRITEV 296
+#define SG_NR_OPEN_BY_HANDLE_AT 304
 #define SG_NR_COPY_FILE_RANGE 326
 #define SG_NR_PREADV2 327
 #define SG_NR_PWRITEV2 328
+#define SG_NR_OPENAT2 437
 
 static __always_inline bool compat_syscall(long id) {
   struct task_struct* task = bpf_get_current_task_btf();
@@ -790,6 +779,12 @@ int BPF_PROG(sg_sys_exit, struct pt_regs* regs, long ret) {
     case SG_NR_PREADV2:
     case SG_NR_PWRITEV2:
       return io_exit(nr, ret);
+    case SG_NR_OPEN:
+    case SG_NR_CREAT:
+    case SG_NR_OPENAT:
+    case SG_NR_OPEN_BY_HANDLE_AT:
+    case SG_NR_OPENAT2:
+      return open_exit(ret);
   }
   return 0;
 }

@@ -1,13 +1,10 @@
 #include <bpf/btf.h>
 #include <fcntl.h>
-#include <linux/perf_event.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 #include <cerrno>
 #include <cstdlib>
-#include <fstream>
 #include <set>
 
 #include "base/errno_text.h"
@@ -104,26 +101,7 @@ bool IsTrampolineProgram(const bpf_program* p) {
 UniqueFd StorageDatapath::Impl::NewLink(const Attached& a) const {
   const int prog_fd = bpf_program__fd(a.prog);
   if (a.cgroup) return UniqueFd(bpf_link_create(prog_fd, machine_fd.Get(), a.type, nullptr));
-  const std::string_view sec = bpf_program__section_name(a.prog);
-  if (sec.starts_with("tp/")) {
-    // tp/<category>/<event>: a perf tracepoint event; the link keeps the event alive.
-    const fs::path id_file = fs::path("/sys/kernel/tracing/events") / sec.substr(3) / "id";
-    std::ifstream in(id_file);
-    std::uint64_t id = 0;
-    if (!(in >> id)) {
-      errno = ENOENT;
-      return UniqueFd();
-    }
-    perf_event_attr attr{};
-    attr.type = PERF_TYPE_TRACEPOINT;
-    attr.size = sizeof attr;
-    attr.config = id;
-    const UniqueFd event(
-        static_cast<int>(::syscall(__NR_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)));
-    if (!event) return UniqueFd();
-    return UniqueFd(bpf_link_create(prog_fd, event.Get(), BPF_PERF_EVENT, nullptr));
-  }
-  // tp_btf/, lsm/: the attach point is in the program (BTF id).
+  // tp_btf/, lsm/, fmod_ret/: the attach point is in the program (BTF id).
   return UniqueFd(bpf_raw_tracepoint_open(nullptr, prog_fd));
 }
 

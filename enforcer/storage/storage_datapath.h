@@ -166,7 +166,7 @@ struct StorageOptions {
 // A program of the storage path as attached in the kernel (status, attestation, tamper checks).
 struct AttachedProgram {
   std::string name;  // BPF program name, e.g. "sg_connect4"
-  std::string hook;  // "cgroup/connect4 <machine cgroup>", "tp/syscalls/sys_exit_openat"
+  std::string hook;  // "cgroup/connect4 <machine cgroup>", "tp_btf/sys_exit"
   std::uint32_t prog_id = 0;
   std::string tag;  // 16 hex digits (bpf_prog_info.tag)
   std::uint32_t link_id = 0;

@@ -3,12 +3,11 @@
 namespace sovguard::storage {
 
 namespace {
-// Every way to open a volume the tracepoint rung sees: the open syscalls' exits and any 32-bit
-// syscall (sg_sys_enter, which also dispatches the read/write calls; io_uring's opens: at
-// completion, by the I/O programs where the kernel has them).
-const std::vector<const char*> kTracepointOpenPrograms = {
-    "sg_tp_openat_exit", "sg_tp_openat2_exit",        "sg_tp_open_exit",
-    "sg_tp_creat_exit",  "sg_tp_open_by_handle_exit", "sg_sys_enter"};
+// Every way to open a volume the tracepoint rung sees: the open syscalls' exits (sg_sys_exit,
+// which also counts the read/write calls) and any 32-bit syscall (sg_sys_enter, which also
+// dispatches the read/write calls; io_uring's opens: at completion, by the I/O programs where the
+// kernel has them).
+const std::vector<const char*> kTracepointOpenPrograms = {"sg_sys_exit", "sg_sys_enter"};
 }  // namespace
 
 const std::vector<LadderRung>& StorageOpenLadder() {
@@ -37,7 +36,8 @@ const std::vector<LadderRung>& StorageOpenLadder() {
        "tracepoint:sys_exit_openat,openat2,open,creat,open_by_handle_at+tp_btf:sys_enter(32-bit)+"
        "SIGKILL",
        Guarantee::kDetectsAndKills, kTracepointOpenPrograms,
-       "syscall tracepoints need tracefs and CONFIG_FTRACE_SYSCALLS"},
+       "the raw sys_enter/sys_exit tracepoints need BTF (tp_btf) and "
+       "CONFIG_HAVE_SYSCALL_TRACEPOINTS"},
   };
   return kLadder;
 }
