@@ -351,7 +351,6 @@ TEST_F(StorageRestartTest, SuccessorOfAnotherProgramSetReleasesItsPinsAndKeepsCo
   EXPECT_FALSE(fs::exists(pin_.path())) << "a pin of either version was left";
 }
 
-// Shared counters of the connect loop child.
 TEST_F(StorageRestartTest, UpgradeSwapsEveryProgramWithoutAWindowForAForbiddenConnect) {
   const auto alpha = cgroups_.Make("qemu-1-alpha.libvirt-qemu");
   const auto charlie = cgroups_.Make("qemu-3-charlie.libvirt-qemu");
