@@ -18,8 +18,8 @@
 #include <sstream>
 #include <string>
 
+#include "bench/storage/bench_storage_util.h"
 #include "enforcer/storage/storage_datapath.h"
-#include "enforcer/system/mounts.h"
 
 namespace fs = std::filesystem;
 using sovguard::storage::GuestStorage;
@@ -41,9 +41,7 @@ std::optional<Result> RunFio(const fs::path& cgroup, const fs::path& file, int s
   if (::pipe(out) != 0) return std::nullopt;
   const pid_t pid = ::fork();
   if (pid == 0) {
-    const int fd = ::open((cgroup / "cgroup.procs").c_str(), O_WRONLY);
-    if (fd < 0 || ::write(fd, "0", 1) != 1) ::_exit(100);
-    ::close(fd);
+    sovguard::bench::JoinCgroupOrExit(cgroup);
     ::dup2(out[1], 1);
     ::close(out[0]);
     const std::string runtime = fmt::format("--runtime={}", seconds);
@@ -77,17 +75,16 @@ std::optional<Result> RunFio(const fs::path& cgroup, const fs::path& file, int s
 int main() {
   const bool reduced = std::getenv("SOVGUARD_BENCH_REDUCED") != nullptr;
   const int seconds = reduced ? 2 : 10;
-  const auto root = sovguard::enforcer::FindCgroup2Mount();
-  if (!root) {
-    std::cerr << "no cgroup2 mount\n";
+  std::optional<sovguard::bench::StorageBenchScene> scene;
+  try {
+    scene.emplace("sgt-storage-bench");
+  } catch (const std::exception& e) {
+    std::cerr << "bench_storage_fio: " << e.what() << "\n";
     return 1;
   }
-  const fs::path top = *root / fmt::format("sgt-storage-bench-{}", ::getpid());
-  const fs::path machine = top / "machine", guest = machine / "qemu-1-bench.libvirt-qemu";
-  const fs::path dir = fs::temp_directory_path() / fmt::format("sgt-storage-bench-{}", ::getpid());
-  fs::create_directories(guest);
-  fs::create_directories(dir);
-  const fs::path file = dir / "volume.img";
+  const fs::path& machine = scene->machine();
+  const fs::path& guest = scene->guest();
+  const fs::path file = scene->dir() / "volume.img";
   {
     std::ofstream f(file, std::ios::binary);
     const std::string chunk(1 << 20, 'b');
@@ -100,13 +97,7 @@ int main() {
     std::uint64_t counted = 0;
     {
       StorageDatapath sp(StorageOptions{.machine_cgroup = machine});
-      sovguard::policy::CompiledStorage p;
-      sovguard::policy::CompiledStorageDataset d;
-      d.id = "bench";
-      d.mode = sovguard::policy::Mode::kEnforce;
-      p.datasets.push_back(d);
-      p.classes.push_back({0, 0, 0, 0});
-      sp.ApplyPolicy(p);
+      sp.ApplyPolicy(sovguard::bench::OneDatasetPolicy("bench"));
       sp.ProtectVolume(file, "bench", false);
       sp.RegisterGuestCgroup(StorageDatapath::CgroupId(guest),
                              GuestStorage{.name = "bench", .datasets = 1});
@@ -137,10 +128,5 @@ int main() {
     std::cerr << "bench_storage_fio: " << e.what() << "\n";
     rc = 1;
   }
-  std::error_code ec;
-  fs::remove_all(dir, ec);
-  ::rmdir(guest.c_str());
-  ::rmdir(machine.c_str());
-  ::rmdir(top.c_str());
   return rc;
 }

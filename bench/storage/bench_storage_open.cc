@@ -19,8 +19,8 @@
 #include <optional>
 #include <string>
 
+#include "bench/storage/bench_storage_util.h"
 #include "enforcer/storage/storage_datapath.h"
-#include "enforcer/system/mounts.h"
 
 namespace fs = std::filesystem;
 using namespace sovguard::storage;  // NOLINT
@@ -33,9 +33,7 @@ std::optional<double> OpenCost(const fs::path& cgroup, const fs::path& file, lon
   if (::pipe(out) != 0) return std::nullopt;
   const pid_t pid = ::fork();
   if (pid == 0) {
-    const int fd = ::open((cgroup / "cgroup.procs").c_str(), O_WRONLY);
-    if (fd < 0 || ::write(fd, "0", 1) != 1) ::_exit(100);
-    ::close(fd);
+    sovguard::bench::JoinCgroupOrExit(cgroup);
     for (long i = 0; i < opens / 10; ++i) ::close(::open(file.c_str(), O_RDONLY));  // warm-up
     const auto t0 = std::chrono::steady_clock::now();
     for (long i = 0; i < opens; ++i) {
@@ -62,17 +60,6 @@ std::optional<double> OpenCost(const fs::path& cgroup, const fs::path& file, lon
   return ns;
 }
 
-sovguard::policy::CompiledStorage Policy() {
-  sovguard::policy::CompiledStorage s;
-  sovguard::policy::CompiledStorageDataset d;
-  d.id = "health";
-  d.index = 0;
-  d.mode = sovguard::policy::Mode::kEnforce;
-  s.datasets.push_back(d);
-  s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
-  return s;
-}
-
 }  // namespace
 
 int main() {
@@ -81,16 +68,17 @@ int main() {
     return 1;
   }
   const long opens = std::getenv("SOVGUARD_BENCH_REDUCED") ? 5000 : 100000;
-  const auto root = sovguard::enforcer::FindCgroup2Mount();
-  if (!root) return 1;
-  const fs::path top = *root / fmt::format("sgt-bench-open-{}", ::getpid());
-  const fs::path machine = top / "machine";
-  const std::string guest_dir = "qemu-1-bench.libvirt-qemu";
-  const fs::path guest = machine / guest_dir;
-  const fs::path dir = fs::temp_directory_path() / fmt::format("sgt-bench-open-{}", ::getpid());
-  fs::create_directories(guest);
-  fs::create_directories(dir);
-  const fs::path protected_file = dir / "protected.img", plain = dir / "plain.img";
+  std::optional<sovguard::bench::StorageBenchScene> scene;
+  try {
+    scene.emplace("sgt-bench-open");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_storage_open: %s\n", e.what());
+    return 1;
+  }
+  const fs::path& machine = scene->machine();
+  const fs::path& guest = scene->guest();
+  const fs::path protected_file = scene->dir() / "protected.img",
+                 plain = scene->dir() / "plain.img";
   std::ofstream(protected_file) << "x";
   std::ofstream(plain) << "x";
 
@@ -112,7 +100,7 @@ int main() {
     for (int i : {1, 2}) {
       StorageDatapath sp(
           StorageOptions{.machine_cgroup = machine, .force_tracepoint_fallback = i == 1});
-      sp.ApplyPolicy(Policy());
+      sp.ApplyPolicy(sovguard::bench::OneDatasetPolicy("health"));
       sp.RegisterGuestCgroup(StorageDatapath::CgroupId(guest),
                              GuestStorage{.name = "bench", .datasets = 1});
       sp.ProtectVolume(protected_file, "health", false);
@@ -139,10 +127,5 @@ int main() {
                 base_p > 0 ? r.protected_ns / base_p : 0, r.plain_ns,
                 base_u > 0 ? r.plain_ns / base_u : 0);
   }
-  std::error_code ec;
-  fs::remove_all(dir, ec);
-  ::rmdir(guest.c_str());
-  ::rmdir(machine.c_str());
-  ::rmdir(top.c_str());
   return rc;
 }

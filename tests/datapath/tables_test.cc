@@ -29,6 +29,23 @@ policy::CompiledPolicy Small() {
   return p;
 }
 
+// The IPv6 prefix `head`::/len (the address's leading bytes, the rest zero) of class `c`.
+policy::Ipv6Prefix Prefix6(std::initializer_list<std::uint8_t> head, std::uint8_t len,
+                           std::uint16_t c) {
+  policy::Ipv6Prefix e{};
+  std::copy(head.begin(), head.end(), e.addr.begin());
+  e.len = len;
+  e.class_id = c;
+  return e;
+}
+
+// The class `t` gives the address whose leading bytes are `head` (the rest zero).
+std::uint32_t LookupV6At(const NetTables& t, std::initializer_list<std::uint8_t> head) {
+  std::uint8_t a[16] = {};
+  std::copy(head.begin(), head.end(), a);
+  return LookupV6(t, a);
+}
+
 TEST(NetTables, V4DirectTableAndSecondLevelAgreeWithLongestPrefix) {
   const auto t = BuildNetTables(Small());
   EXPECT_EQ(LookupV4(t, 0x0A020304), 1u);
@@ -115,23 +132,12 @@ TEST(NetTables, WorldTableBuildsAndMatchesSampledPrefixes) {
 
 TEST(NetTables, V6LevelsAndTrieAgreeWithLongestPrefix) {
   auto p = Small();
-  auto v6 = [](std::initializer_list<std::uint8_t> head, std::uint8_t len, std::uint16_t c) {
-    policy::Ipv6Prefix e{};
-    std::copy(head.begin(), head.end(), e.addr.begin());
-    e.len = len;
-    e.class_id = c;
-    return e;
-  };
-  p.ipv6 = {v6({0x20}, 12, 1),                          // 2000::/12
-            v6({0x20, 0x01, 0x0d, 0xb8}, 32, 2),        // 2001:db8::/32
-            v6({0x20, 0x01, 0x0d, 0xb8, 0, 1}, 48, 3),  // 2001:db8:1::/48
-            v6({0x2a, 0x00, 0x80}, 17, 4)};             // 2a00:8000::/17
+  p.ipv6 = {Prefix6({0x20}, 12, 1),                          // 2000::/12
+            Prefix6({0x20, 0x01, 0x0d, 0xb8}, 32, 2),        // 2001:db8::/32
+            Prefix6({0x20, 0x01, 0x0d, 0xb8, 0, 1}, 48, 3),  // 2001:db8:1::/48
+            Prefix6({0x2a, 0x00, 0x80}, 17, 4)};             // 2a00:8000::/17
   const auto t = BuildNetTables(p);
-  auto at = [&](std::initializer_list<std::uint8_t> head) {
-    std::uint8_t a[16] = {};
-    std::copy(head.begin(), head.end(), a);
-    return LookupV6(t, a);
-  };
+  auto at = [&](std::initializer_list<std::uint8_t> head) { return LookupV6At(t, head); };
   EXPECT_EQ(at({0x20, 0x05}), 1u);
   EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0, 2}), 2u);
   EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0, 1, 0xff}), 3u);
@@ -146,27 +152,16 @@ TEST(NetTables, V6LevelsAndTrieAgreeWithLongestPrefix) {
 
 TEST(NetTables, V6NodesRefineDownTo64AndTheTrieTakesLongerPrefixes) {
   auto p = Small();
-  auto v6 = [](std::initializer_list<std::uint8_t> head, std::uint8_t len, std::uint16_t c) {
-    policy::Ipv6Prefix e{};
-    std::copy(head.begin(), head.end(), e.addr.begin());
-    e.len = len;
-    e.class_id = c;
-    return e;
-  };
   p.classes.resize(6);
-  p.ipv6 = {v6({0x20, 0x01, 0x0d, 0xb8}, 32, 1),                       // /32
-            v6({0x20, 0x01, 0x0d, 0xb8, 0x10}, 36, 2),                 // /36 inside
-            v6({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x30}, 44, 3),           // /44 inside the /36
-            v6({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x80}, 57, 4),  // /57
-            v6({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x81}, 64, 5),  // /64
-            v6({0x20, 0x02, 0, 0, 0, 0, 0, 0, 0x80}, 72, 2),           // /72: trie
-            v6({0x20, 0x02}, 16, 1)};
+  p.ipv6 = {Prefix6({0x20, 0x01, 0x0d, 0xb8}, 32, 1),                       // /32
+            Prefix6({0x20, 0x01, 0x0d, 0xb8, 0x10}, 36, 2),                 // /36 inside
+            Prefix6({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x30}, 44, 3),           // /44 inside the /36
+            Prefix6({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x80}, 57, 4),  // /57
+            Prefix6({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0, 0x81}, 64, 5),  // /64
+            Prefix6({0x20, 0x02, 0, 0, 0, 0, 0, 0, 0x80}, 72, 2),           // /72: trie
+            Prefix6({0x20, 0x02}, 16, 1)};
   const auto t = BuildNetTables(p);
-  auto at = [&](std::initializer_list<std::uint8_t> head) {
-    std::uint8_t a[16] = {};
-    std::copy(head.begin(), head.end(), a);
-    return LookupV6(t, a);
-  };
+  auto at = [&](std::initializer_list<std::uint8_t> head) { return LookupV6At(t, head); };
   EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x20}), 1u);
   EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x1f, 0xff}), 2u);
   EXPECT_EQ(at({0x20, 0x01, 0x0d, 0xb8, 0x12, 0x3f}), 3u);
@@ -233,19 +228,12 @@ void ExpectPlanMatchesWholeTables(const policy::CompiledPolicy& p, std::size_t m
 
 TEST(NetTablePlan, ChunksAndRangesMatchTheWholeTables) {
   auto p = Small();
-  auto v6 = [](std::initializer_list<std::uint8_t> head, std::uint8_t len, std::uint16_t c) {
-    policy::Ipv6Prefix e{};
-    std::copy(head.begin(), head.end(), e.addr.begin());
-    e.len = len;
-    e.class_id = c;
-    return e;
-  };
-  p.ipv6 = {v6({0x20}, 12, 1),
-            v6({0x20, 0x01, 0x0d, 0xb8}, 32, 2),
-            v6({0x20, 0x01, 0x0d, 0xb8, 0, 1}, 48, 3),
-            v6({0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0x80}, 72, 4),  // trie
-            v6({0x20, 0x01, 0x0d, 0xb9, 0x12}, 40, 3),
-            v6({0x2a, 0x00, 0x80}, 17, 4)};
+  p.ipv6 = {Prefix6({0x20}, 12, 1),
+            Prefix6({0x20, 0x01, 0x0d, 0xb8}, 32, 2),
+            Prefix6({0x20, 0x01, 0x0d, 0xb8, 0, 1}, 48, 3),
+            Prefix6({0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0x80}, 72, 4),  // trie
+            Prefix6({0x20, 0x01, 0x0d, 0xb9, 0x12}, 40, 3),
+            Prefix6({0x2a, 0x00, 0x80}, 17, 4)};
   for (std::size_t max_nodes : {0u, 1u, 2u, 3u, unsigned{SG_V6_MAX_NODES}})
     ExpectPlanMatchesWholeTables(p, max_nodes, "small");
   ExpectPlanMatchesWholeTables(policy::CompiledPolicy{.classes = {sg_class{}}}, SG_V6_MAX_NODES,

@@ -4,7 +4,6 @@
 // would; what they actually read is counted in memory shared with the test.
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -121,8 +120,7 @@ TEST_F(StorageFanotifyTest, GuestHoldingTheDatasetOpensAndReads) {
   const auto alpha =
       StartGuest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
   const auto r = RunInCgroup(alpha, [&] { return ReadAll(image_) == (1 << 20) ? kOk : 30; });
-  EXPECT_TRUE(r.exited) << "signal " << r.signal;
-  EXPECT_EQ(r.exit_code, kOk);
+  ExpectExited(r, kOk);
 }
 
 TEST_F(StorageFanotifyTest, UnprotectedFileOnTheSameFileSystemIsUnaffected) {
@@ -132,8 +130,7 @@ TEST_F(StorageFanotifyTest, UnprotectedFileOnTheSameFileSystemIsUnaffected) {
   WriteFile(plain, 64 << 10);
   const auto bravo = StartGuest("bravo", 1ULL << kAudited);
   const auto r = RunInCgroup(bravo, [&] { return ReadAll(plain) == (64 << 10) ? kOk : 30; });
-  EXPECT_TRUE(r.exited) << "signal " << r.signal;
-  EXPECT_EQ(r.exit_code, kOk);
+  ExpectExited(r, kOk);
 }
 
 TEST_F(StorageFanotifyTest, OtherPathsToTheSameInodeAreDeniedToo) {
@@ -157,8 +154,7 @@ TEST_F(StorageFanotifyTest, OtherPathsToTheSameInodeAreDeniedToo) {
   const auto r = RunInCgroup(
       bravo, [&] { return OpenRefusedEveryTime("/proc/self/fd/" + std::to_string(path_fd), 20); });
   ::close(path_fd);
-  EXPECT_TRUE(r.exited) << "signal " << r.signal;
-  EXPECT_EQ(r.exit_code, kEperm);
+  ExpectExited(r, kEperm);
 }
 
 // fanotify raises no event for an O_PATH open (it reads nothing): the tracepoint backstop judges
@@ -184,8 +180,7 @@ TEST_F(StorageFanotifyTest, VolumeProtectedAfterTheGuestStartedIsMarkedThen) {
       << "not protected yet";
   sp_->ProtectVolume(later, "health", false);  // e.g. a policy reload labels a new disk
   const auto r = RunInCgroup(bravo, [&] { return OpenRefusedEveryTime(later, 20); });
-  EXPECT_TRUE(r.exited) << "signal " << r.signal;
-  EXPECT_EQ(r.exit_code, kEperm);
+  ExpectExited(r, kEperm);
 }
 
 TEST_F(StorageFanotifyTest, ProbeAndDatapathSelectTheSameRungWithTheSameGuarantee) {
@@ -234,13 +229,10 @@ TEST_F(StorageFanotifyTest, KillingTheDaemonDuringForbiddenOpensLeavesNoGap) {
     GTEST_SKIP() << daemon.report << " selected: no fanotify group to kill";
   ASSERT_EQ(daemon.report, "ok");
 
-  struct Shared {
+  struct Counts {
     std::atomic<long> eperm{0}, opened{0}, bytes_read{0};
   };
-  void* mem =
-      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(mem, MAP_FAILED);
-  auto* shared = new (mem) Shared;
+  SharedWithChildren<Counts> shared;
   const auto bravo = cgroups_.Make(bravo_dir);
   const pid_t attacker = ::fork();
   ASSERT_GE(attacker, 0);
@@ -281,7 +273,6 @@ TEST_F(StorageFanotifyTest, KillingTheDaemonDuringForbiddenOpensLeavesNoGap) {
       << "the attacker outlived the daemon: exit " << WEXITSTATUS(status);
   EXPECT_EQ(shared->bytes_read.load(), 0) << "the attacker read protected data";
   EXPECT_EQ(shared->opened.load(), 0) << "an open returned a descriptor to the attacker";
-  ::munmap(mem, sizeof(Shared));
 
   // A successor adopts the pinned state and marks the adopted volume in its own group: the
   // guest is refused with EPERM again and lives.
@@ -289,8 +280,7 @@ TEST_F(StorageFanotifyTest, KillingTheDaemonDuringForbiddenOpensLeavesNoGap) {
       StorageOptions{.machine_cgroup = cgroups_.machine(), .pin_dir = pin.path()});
   EXPECT_EQ(successor.Status().Find("storage-open")->mechanism, "fanotify:open_perm");
   const auto again = RunInCgroup(bravo, [&] { return OpenRefusedEveryTime(image_, 20); });
-  EXPECT_TRUE(again.exited) << "signal " << again.signal;
-  EXPECT_EQ(again.exit_code, kEperm);
+  ExpectExited(again, kEperm);
   successor.Detach();
 }
 

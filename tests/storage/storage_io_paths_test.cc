@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iostream>
+#include <utility>
 #include <vector>
 
 #include "tests/harness/require.h"
@@ -139,24 +140,16 @@ enum class Path {
   kIoUring
 };
 
+// Each path's name in the test names.
+constexpr std::pair<Path, const char*> kPathNames[] = {
+    {Path::kReadWrite, "ReadWrite"},   {Path::kVectored, "Vectored"},
+    {Path::kPositional, "Positional"}, {Path::kSendfile, "Sendfile"},
+    {Path::kSplice, "Splice"},         {Path::kCopyFileRange, "CopyFileRange"},
+    {Path::kAio, "LinuxAio"},          {Path::kIoUring, "IoUring"}};
+
 const char* Name(Path p) {
-  switch (p) {
-    case Path::kReadWrite:
-      return "ReadWrite";
-    case Path::kVectored:
-      return "Vectored";
-    case Path::kPositional:
-      return "Positional";
-    case Path::kSendfile:
-      return "Sendfile";
-    case Path::kSplice:
-      return "Splice";
-    case Path::kCopyFileRange:
-      return "CopyFileRange";
-    case Path::kAio:
-      return "LinuxAio";
-    case Path::kIoUring:
-      return "IoUring";
+  for (const auto& [path, name] : kPathNames) {
+    if (path == p) return name;
   }
   return "?";
 }
@@ -229,35 +222,66 @@ long MoveBytes(Path p, int fd, int scratch, Uring& ring, char* buf, std::size_t 
   return -EINVAL;
 }
 
-// Sends `fd` over a connected Unix socket (SCM_RIGHTS); the receiver never opens the file.
-bool SendFd(int sock, int fd) {
+// What a child in a guest cgroup moves through one path: the volume `fd`, the `scratch` file and
+// the ring; Move() moves `count` whole chunks from offset 0 on, false at the first short one.
+struct Chunks {
+  Path path;
+  int fd, scratch;
+  Uring& ring;
+  bool Move(char* buf, std::size_t count, bool write) {
+    for (std::size_t i = 0; i < count; ++i) {
+      if (MoveBytes(path, fd, scratch, ring, buf, kChunk, static_cast<off_t>(i * kChunk), write) !=
+          static_cast<long>(kChunk))
+        return false;
+    }
+    return true;
+  }
+};
+
+// In a child: sets up `path` (a ring for io_uring: else 30), opens the volume `img` with `flags`
+// and `scratch` (else 31), then returns what `body` returns.
+int MoveChunks(Path path, const fs::path& img, int flags, const fs::path& scratch,
+               const std::function<int(Chunks&)>& body) {
+  Uring ring;
+  if (path == Path::kIoUring && !ring.Init()) return 30;
+  const int fd = ::open(img.c_str(), flags | O_CLOEXEC);
+  const int scratch_fd = ::open(scratch.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 || scratch_fd < 0) return 31;
+  Chunks chunks{path, fd, scratch_fd, ring};
+  return body(chunks);
+}
+
+// One byte with room for one descriptor (SCM_RIGHTS): the message SendFd and ReceiveFd pass.
+struct FdMessage {
   char byte = 'f';
   iovec iov{&byte, 1};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  FdMessage() {
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+  }
+  FdMessage(const FdMessage&) = delete;
+  FdMessage& operator=(const FdMessage&) = delete;
+};
+
+// Sends `fd` over a connected Unix socket (SCM_RIGHTS); the receiver never opens the file.
+bool SendFd(int sock, int fd) {
+  FdMessage m;
+  cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  return ::sendmsg(sock, &msg, 0) == 1;
+  return ::sendmsg(sock, &m.msg, 0) == 1;
 }
 
 int ReceiveFd(int sock) {
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  if (::recvmsg(sock, &msg, 0) != 1) return -1;
-  const cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  FdMessage m;
+  if (::recvmsg(sock, &m.msg, 0) != 1) return -1;
+  const cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
   if (!c || c->cmsg_type != SCM_RIGHTS) return -1;
   int fd = -1;
   std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
@@ -305,10 +329,28 @@ class StorageIoPathsTest : public ::testing::Test {
     return p;
   }
   fs::path Scratch() const { return tmp_->path() / (tag_ + "-scratch"); }
+  // A 1 MiB volume of "health" (filled with 'x'), protected.
+  fs::path ProtectedHealthVolume() const {
+    const auto img = Volume("health", 1 << 20);
+    sp_->ProtectVolume(img, "health", false);
+    return img;
+  }
 
   std::optional<StorageEvent> WaitEvent(const std::string& guest, const std::string& kind) {
     return testing::WaitEvent(
         *sp_, [&](const StorageEvent& e) { return e.guest == guest && e.kind == kind; });
+  }
+  // This test's guest gets a `kind` event; it names `dataset` and `verdict` when they are given.
+  void ExpectEvent(const std::string& kind, const std::string& dataset = "",
+                   std::optional<Verdict> verdict = std::nullopt) {
+    const auto e = WaitEvent(tag_, kind);
+    ASSERT_TRUE(e.has_value()) << "no " << kind << " event";
+    if (!dataset.empty()) {
+      EXPECT_EQ(e->dataset, dataset);
+    }
+    if (verdict) {
+      EXPECT_EQ(e->verdict, *verdict);
+    }
   }
 
   IoCounters CountersOf(const std::string& guest, const std::string& dataset) const {
@@ -330,23 +372,18 @@ StorageDatapath* StorageIoPathsTest::sp_ = nullptr;
 // ---- Opens no open{,at,at2} tracepoint sees -----------------------------------------------------
 
 TEST_F(StorageIoPathsTest, CreatOfAnotherDatasetsVolumeIsKilled) {
-  const auto img = Volume("health", 1 << 20);
-  sp_->ProtectVolume(img, "health", false);
+  const auto img = ProtectedHealthVolume();
   const auto cg = StartGuest(tag_, 1ULL << kAudited);
   const auto r = RunInCgroup(cg, [&] {
     const int fd = ::creat(img.c_str(), 0600);
     return fd >= 0 ? kOk : kFailed;
   });
   EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
-  const auto e = WaitEvent(tag_, "open-denied");
-  ASSERT_TRUE(e.has_value());
-  EXPECT_EQ(e->dataset, "health");
-  EXPECT_EQ(e->verdict, Verdict::kKilled);
+  ExpectEvent("open-denied", "health", Verdict::kKilled);
 }
 
 TEST_F(StorageIoPathsTest, OpenByHandleOfAnotherDatasetsVolumeIsKilled) {
-  const auto img = Volume("health", 1 << 20);
-  sp_->ProtectVolume(img, "health", false);
+  const auto img = ProtectedHealthVolume();
   // The handle is made outside the guest (it could come from anywhere: it is just bytes).
   std::vector<char> storage(sizeof(file_handle) + MAX_HANDLE_SZ);
   auto* fh = reinterpret_cast<file_handle*>(storage.data());
@@ -365,14 +402,11 @@ TEST_F(StorageIoPathsTest, OpenByHandleOfAnotherDatasetsVolumeIsKilled) {
   });
   ::close(dir);
   EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
-  const auto e = WaitEvent(tag_, "open-denied");
-  ASSERT_TRUE(e.has_value());
-  EXPECT_EQ(e->dataset, "health");
+  ExpectEvent("open-denied", "health");
 }
 
 TEST_F(StorageIoPathsTest, IoUringOpenatOfAnotherDatasetsVolumeIsKilled) {
-  const auto img = Volume("health", 1 << 20);
-  sp_->ProtectVolume(img, "health", false);
+  const auto img = ProtectedHealthVolume();
   const auto cg = StartGuest(tag_, 1ULL << kAudited);
   const auto r = RunInCgroup(cg, [&] {
     Uring ring;
@@ -385,9 +419,7 @@ TEST_F(StorageIoPathsTest, IoUringOpenatOfAnotherDatasetsVolumeIsKilled) {
     return ring.Run(sqe) >= 0 ? kOk : kFailed;
   });
   EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
-  const auto e = WaitEvent(tag_, "open-denied");
-  ASSERT_TRUE(e.has_value());
-  EXPECT_EQ(e->dataset, "health");
+  ExpectEvent("open-denied", "health");
 }
 
 // int 0x80 from a 64-bit process runs the 32-bit syscall table, which no syscalls:* tracepoint
@@ -419,8 +451,7 @@ TEST_F(StorageIoPathsTest, ThirtyTwoBitOpenOfAnotherDatasetsVolumeIsKilled) {
 #if !defined(__x86_64__)
   GTEST_SKIP() << "x86-64 only (int 0x80)";
 #else
-  const auto img = Volume("health", 1 << 20);
-  sp_->ProtectVolume(img, "health", false);
+  const auto img = ProtectedHealthVolume();
   void* low =
       ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
   ASSERT_NE(low, MAP_FAILED);
@@ -440,9 +471,7 @@ TEST_F(StorageIoPathsTest, ThirtyTwoBitOpenOfAnotherDatasetsVolumeIsKilled) {
                                  "syscall itself (the guest got SIGSEGV, no descriptor)");
   }
   EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
-  const auto e = WaitEvent(tag_, "compat-syscall");
-  ASSERT_TRUE(e.has_value());
-  EXPECT_EQ(e->verdict, Verdict::kKilled);
+  ExpectEvent("compat-syscall", "", Verdict::kKilled);
 #endif
 }
 
@@ -451,8 +480,7 @@ TEST_F(StorageIoPathsTest, ThirtyTwoBitOpenOfAnotherDatasetsVolumeIsKilled) {
 class PassedFdTest : public StorageIoPathsTest, public ::testing::WithParamInterface<Path> {};
 
 TEST_P(PassedFdTest, ReadOfAPassedInVolumeIsKilledBeforeTheDataArrives) {
-  const auto img = Volume("health", 1 << 20);  // filled with 'x'
-  sp_->ProtectVolume(img, "health", false);
+  const auto img = ProtectedHealthVolume();
   const int volume = ::open(img.c_str(), O_RDWR | O_CLOEXEC);  // opened by a host process
   ASSERT_GE(volume, 0);
   int sv[2];
@@ -485,15 +513,11 @@ TEST_P(PassedFdTest, ReadOfAPassedInVolumeIsKilledBeforeTheDataArrives) {
     EXPECT_EQ(std::count(shared, shared + kChunk, 'x'), 0) << "volume bytes reached the guest";
   }
   ::munmap(shared, kChunk);
-  const auto e = WaitEvent(tag_, "open-denied");
-  ASSERT_TRUE(e.has_value());
-  EXPECT_EQ(e->dataset, "health");
-  EXPECT_EQ(e->verdict, Verdict::kKilled);
+  ExpectEvent("open-denied", "health", Verdict::kKilled);
 }
 
 TEST_F(StorageIoPathsTest, MmapOfAPassedInVolumeIsKilled) {
-  const auto img = Volume("health", 1 << 20);
-  sp_->ProtectVolume(img, "health", false);
+  const auto img = ProtectedHealthVolume();
   const int volume = ::open(img.c_str(), O_RDONLY);  // inherited across fork, never opened there
   ASSERT_GE(volume, 0);
   const auto cg = StartGuest(tag_, 1ULL << kAudited);
@@ -503,12 +527,11 @@ TEST_F(StorageIoPathsTest, MmapOfAPassedInVolumeIsKilled) {
   });
   ::close(volume);
   EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
-  ASSERT_TRUE(WaitEvent(tag_, "open-denied").has_value());
+  ExpectEvent("open-denied");
 }
 
 TEST_F(StorageIoPathsTest, TruncateOrPunchOfAPassedInVolumeIsKilled) {
-  const auto img = Volume("health", 1 << 20);
-  sp_->ProtectVolume(img, "health", false);
+  const auto img = ProtectedHealthVolume();
   const int volume = ::open(img.c_str(), O_RDWR);  // inherited across fork, never opened there
   ASSERT_GE(volume, 0);
   const auto cg = StartGuest(tag_, 1ULL << kAudited);
@@ -524,7 +547,7 @@ TEST_F(StorageIoPathsTest, TruncateOrPunchOfAPassedInVolumeIsKilled) {
   });
   EXPECT_EQ(punched.signal, SIGKILL) << "exit " << punched.exit_code;
   ::close(volume);
-  ASSERT_TRUE(WaitEvent(tag_, "open-denied").has_value());
+  ExpectEvent("open-denied");
 }
 
 TEST_F(StorageIoPathsTest, MmapOfAMeteredVolumeIsKilledSinceFaultsAreNotCounted) {
@@ -537,9 +560,7 @@ TEST_F(StorageIoPathsTest, MmapOfAMeteredVolumeIsKilledSinceFaultsAreNotCounted)
     return p != MAP_FAILED ? kOk : kFailed;
   });
   EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
-  const auto e = WaitEvent(tag_, "uncounted-io");
-  ASSERT_TRUE(e.has_value());
-  EXPECT_EQ(e->dataset, "wmetered");
+  ExpectEvent("uncounted-io", "wmetered");
 }
 
 // ---- Counting and budgets per path --------------------------------------------------------------
@@ -552,21 +573,12 @@ TEST_P(IoPathTest, BytesAreCountedExactly) {
   constexpr int kChunks = 8;
   const Path path = GetParam();
   const auto r = RunInCgroup(cg, [&] {
-    Uring ring;
-    if (path == Path::kIoUring && !ring.Init()) return 30;
-    const int fd = ::open(img.c_str(), O_RDWR | O_CLOEXEC);
-    const int scratch = ::open(Scratch().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || scratch < 0) return 31;
-    std::vector<char> buf(kChunk, 'w');
-    for (int i = 0; i < kChunks; ++i) {
-      if (MoveBytes(path, fd, scratch, ring, buf.data(), kChunk, i * kChunk, true) != kChunk)
-        return 32;
-    }
-    for (int i = 0; i < kChunks; ++i) {
-      if (MoveBytes(path, fd, scratch, ring, buf.data(), kChunk, i * kChunk, false) != kChunk)
-        return 33;
-    }
-    return kOk;
+    return MoveChunks(path, img, O_RDWR, Scratch(), [&](Chunks& c) {
+      std::vector<char> buf(kChunk, 'w');
+      if (!c.Move(buf.data(), kChunks, true)) return 32;
+      if (!c.Move(buf.data(), kChunks, false)) return 33;
+      return kOk;
+    });
   });
   ASSERT_TRUE(r.exited) << "signal " << r.signal;
   ASSERT_EQ(r.exit_code, kOk);
@@ -581,17 +593,10 @@ TEST_P(IoPathTest, WriteBudgetKills) {
   const auto cg = StartGuest(tag_, 1ULL << kWriteMetered, {{.source = img, .dataset = "wmetered"}});
   const Path path = GetParam();
   const auto r = RunInCgroup(cg, [&] {
-    Uring ring;
-    if (path == Path::kIoUring && !ring.Init()) return 30;
-    const int fd = ::open(img.c_str(), O_RDWR | O_CLOEXEC);
-    const int scratch = ::open(Scratch().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || scratch < 0) return 31;
-    std::vector<char> buf(kChunk, 'q');
-    for (std::size_t i = 0; i < 4 * kQuota / kChunk; ++i) {  // bounded: 4x the budget
-      if (MoveBytes(path, fd, scratch, ring, buf.data(), kChunk, i * kChunk, true) != kChunk)
-        return kFailed;
-    }
-    return kOk;
+    return MoveChunks(path, img, O_RDWR, Scratch(), [&](Chunks& c) {
+      std::vector<char> buf(kChunk, 'q');
+      return c.Move(buf.data(), 4 * kQuota / kChunk, true) ? kOk : kFailed;  // bounded: 4x
+    });
   });
   EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
   // Judged before the copy, except io_uring (at completion: the I/O crossing the budget is done).
@@ -599,7 +604,7 @@ TEST_P(IoPathTest, WriteBudgetKills) {
   EXPECT_LE(fs::file_size(img), kQuota + slack) << "bytes past the budget reached the file";
   EXPECT_GE(fs::file_size(img), kQuota - kChunk);
   EXPECT_LE(CountersOf(tag_, "wmetered").write_bytes, kQuota + slack);
-  ASSERT_TRUE(WaitEvent(tag_, "write-quota").has_value());
+  ExpectEvent("write-quota");
 }
 
 TEST_P(IoPathTest, ReadBudgetKills) {
@@ -607,23 +612,16 @@ TEST_P(IoPathTest, ReadBudgetKills) {
   const auto cg = StartGuest(tag_, 1ULL << kReadMetered, {{.source = img, .dataset = "rmetered"}});
   const Path path = GetParam();
   const auto r = RunInCgroup(cg, [&] {
-    Uring ring;
-    if (path == Path::kIoUring && !ring.Init()) return 30;
-    const int fd = ::open(img.c_str(), O_RDONLY | O_CLOEXEC);
-    const int scratch = ::open(Scratch().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || scratch < 0) return 31;
-    std::vector<char> buf(kChunk);
-    for (std::size_t i = 0; i < 4 * kQuota / kChunk; ++i) {  // bounded: the whole 4x file
-      if (MoveBytes(path, fd, scratch, ring, buf.data(), kChunk, i * kChunk, false) != kChunk)
-        return kFailed;
-    }
-    return kOk;
+    return MoveChunks(path, img, O_RDONLY, Scratch(), [&](Chunks& c) {
+      std::vector<char> buf(kChunk);
+      return c.Move(buf.data(), 4 * kQuota / kChunk, false) ? kOk : kFailed;  // the whole 4x
+    });
   });
   EXPECT_EQ(r.signal, SIGKILL) << "exit " << r.exit_code;
   const std::uint64_t slack = path == Path::kIoUring ? kChunk : 0;
   EXPECT_LE(CountersOf(tag_, "rmetered").read_bytes, kQuota + slack);
   EXPECT_GE(CountersOf(tag_, "rmetered").read_bytes, kQuota - kChunk);
-  ASSERT_TRUE(WaitEvent(tag_, "read-quota").has_value());
+  ExpectEvent("read-quota");
 }
 
 // QEMU io='native' submits a guest request's scatter-gather list (often more than 16 pages) as one

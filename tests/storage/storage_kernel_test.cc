@@ -117,14 +117,8 @@ TEST_F(StorageKernelTest, GuestWithoutTheDatasetIsRefusedOrKilledAndTheEventName
   StartGuest("alpha", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
   const auto cg = StartGuest("bravo", 1ULL << kAudited);
   const auto r = RunInCgroup(cg, [&] { return OpenAndClose(image_, O_RDONLY); });
-  if (Prevents()) {
-    EXPECT_EQ(r.exit_code, kEperm);
-  } else {
-    EXPECT_EQ(r.signal, SIGKILL) << "exit code " << r.exit_code;
-  }
-  const auto e = WaitEvent([](const StorageEvent& ev) { return ev.kind == "open-denied"; });
+  const auto e = ExpectStoppedAndReported(r, Prevents(), "open-denied", "bravo");
   ASSERT_TRUE(e.has_value());
-  EXPECT_EQ(e->guest, "bravo");
   EXPECT_EQ(e->dataset, "health");
   EXPECT_EQ(e->path, fs::canonical(image_).string());
   EXPECT_EQ(e->verdict, Prevents() ? Verdict::kPrevented : Verdict::kKilled);
@@ -165,14 +159,8 @@ TEST_F(StorageKernelTest, UnregisteredCgroupUnderMachineIsFailClosed) {
   sp_->ProtectVolume(image_, "health", false);
   const auto cg = cgroups_.Make("qemu-9-stranger.libvirt-qemu");
   const auto r = RunInCgroup(cg, [&] { return OpenAndClose(image_, O_RDONLY); });
-  if (Prevents()) {
-    EXPECT_EQ(r.exit_code, kEperm);
-  } else {
-    EXPECT_EQ(r.signal, SIGKILL);
-  }
-  const auto e = WaitEvent([](const StorageEvent& ev) { return ev.kind == "open-denied"; });
-  ASSERT_TRUE(e.has_value());
-  EXPECT_EQ(e->guest, "cgroup:" + std::to_string(StorageDatapath::CgroupId(cg)));
+  ExpectStoppedAndReported(r, Prevents(), "open-denied",
+                           "cgroup:" + std::to_string(StorageDatapath::CgroupId(cg)));
 }
 
 TEST_F(StorageKernelTest, ProcessesOutsideTheMachineCgroupAreNotJudged) {
@@ -205,14 +193,8 @@ TEST_F(StorageKernelTest, ReadOnlyVolumeOpenedForWritingIsRefused) {
   EXPECT_EQ(RunInCgroup(cg, [&] { return OpenAndClose(archive, O_RDONLY); }).exit_code, kOk);
   const auto r = RunInCgroup(cg, [&] { return OpenAndClose(archive, O_RDWR); });
   // fanotify does not tell the access mode: its tracepoint backstop kills the writer.
-  if (VfsHooks()) {
-    EXPECT_EQ(r.exit_code, kEperm);
-  } else {
-    EXPECT_EQ(r.signal, SIGKILL);
-  }
-  const auto e = WaitEvent([](const StorageEvent& ev) { return ev.kind == "read-only"; });
+  const auto e = ExpectStoppedAndReported(r, VfsHooks(), "read-only", "delta");
   ASSERT_TRUE(e.has_value());
-  EXPECT_EQ(e->guest, "delta");
   EXPECT_EQ(e->dataset, "archive");
 }
 

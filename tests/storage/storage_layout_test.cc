@@ -7,40 +7,28 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <string>
 
 #include "enforcer/storage/storage_datapath.h"
+#include "tests/storage/storage_test_util.h"
 
 namespace sovguard::storage {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A fake "/" with only the files a test puts there.
+// A fake "/" (a scratch directory, removed on destruction) with only the files a test puts there.
 class FakeRoot {
  public:
-  FakeRoot() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("sgt-layout-" + std::to_string(::getpid()) + "-" + std::to_string(rd() % 100000));
-    fs::create_directories(path_);
-  }
-  ~FakeRoot() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  FakeRoot(const FakeRoot&) = delete;
-  FakeRoot& operator=(const FakeRoot&) = delete;
-  void Dir(const std::string& rel) const { fs::create_directories(path_ / rel); }
+  void Dir(const std::string& rel) const { fs::create_directories(path() / rel); }
   void File(const std::string& rel) const {
-    fs::create_directories((path_ / rel).parent_path());
-    std::ofstream(path_ / rel) << "[D-BUS Service]\n";
+    fs::create_directories((path() / rel).parent_path());
+    std::ofstream(path() / rel) << "[D-BUS Service]\n";
   }
-  const fs::path& path() const { return path_; }
+  const fs::path& path() const { return tmp_.path(); }
 
  private:
-  fs::path path_;
+  testing::TempDir tmp_;
 };
 
 constexpr const char* kMachined =

@@ -8,7 +8,6 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -352,12 +351,6 @@ TEST_F(StorageRestartTest, SuccessorOfAnotherProgramSetReleasesItsPinsAndKeepsCo
   EXPECT_FALSE(fs::exists(pin_.path())) << "a pin of either version was left";
 }
 
-// Shared counters of the connect loop child.
-struct LoopCounters {
-  std::atomic<std::uint64_t> attempts{0}, eperm{0}, other{0};
-  std::atomic<int> stop{0};
-};
-
 TEST_F(StorageRestartTest, UpgradeSwapsEveryProgramWithoutAWindowForAForbiddenConnect) {
   const auto alpha = cgroups_.Make("qemu-1-alpha.libvirt-qemu");
   const auto charlie = cgroups_.Make("qemu-3-charlie.libvirt-qemu");
@@ -376,35 +369,9 @@ TEST_F(StorageRestartTest, UpgradeSwapsEveryProgramWithoutAWindowForAForbiddenCo
   EXPECT_TRUE(Refused(RunInCgroup(charlie, [&] {
     return ::open(image_.c_str(), O_RDONLY) >= 0 ? kOk : (errno == EPERM ? kEperm : 21);
   }))) << "the open path stopped enforcing when the daemon stopped";
-  void* mem = ::mmap(nullptr, sizeof(LoopCounters), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(mem, MAP_FAILED);
-  auto* loop = new (mem) LoopCounters;
-  std::thread child([&] {
-    RunInCgroup(
-        alpha,
-        [&] {
-          if (::unshare(CLONE_NEWNET) != 0) return kNoNetns;
-          const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-          const sockaddr_in a = NbdAddress(kForbidden);
-          // Bounded: at most 5,000,000 attempts; stops when told.
-          for (int i = 0; i < 5'000'000 && !loop->stop.load(); ++i) {
-            const int rc = ::connect(s, reinterpret_cast<const sockaddr*>(&a), sizeof a);
-            loop->attempts.fetch_add(1);
-            (rc != 0 && errno == EPERM ? loop->eperm : loop->other).fetch_add(1);
-          }
-          ::close(s);
-          return kOk;
-        },
-        std::chrono::seconds(60));
-  });
-  const auto wait_attempts = [&](std::uint64_t n) {
-    const auto deadline = steady_clock::now() + std::chrono::seconds(20);
-    while (loop->attempts.load() < n && steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  };
-  wait_attempts(1000);
-  const std::uint64_t at_swap = loop->attempts.load();
+  ConnectLoop loop(alpha, kForbidden, 5'000'000, std::chrono::seconds(60));
+  loop.WaitAttempts(1000);
+  const std::uint64_t at_swap = loop.attempts();
   std::size_t size = 0;
   const void* elf = storage_guard_variant__elf_bytes(&size);
   const auto t0 = steady_clock::now();
@@ -413,21 +380,18 @@ TEST_F(StorageRestartTest, UpgradeSwapsEveryProgramWithoutAWindowForAForbiddenCo
                      .pin_dir = pin_.path(),
                      .program_object = {static_cast<const std::uint8_t*>(elf), size}});
   const auto swap = steady_clock::now() - t0;
-  const std::uint64_t after_swap = loop->attempts.load();
-  wait_attempts(after_swap + 1000);
-  loop->stop.store(1);
-  child.join();
+  const std::uint64_t after_swap = loop.attempts();
+  loop.WaitAttempts(after_swap + 1000);
+  loop.Stop();
   std::printf(
       "upgrade: %.1f ms; connect attempts %llu (%llu during the swap), refused %llu, "
       "other %llu\n",
-      Ms(swap), static_cast<unsigned long long>(loop->attempts.load()),
+      Ms(swap), static_cast<unsigned long long>(loop.attempts()),
       static_cast<unsigned long long>(after_swap - at_swap),
-      static_cast<unsigned long long>(loop->eperm.load()),
-      static_cast<unsigned long long>(loop->other.load()));
+      static_cast<unsigned long long>(loop.eperm()), static_cast<unsigned long long>(loop.other()));
   EXPECT_GT(after_swap, at_swap) << "the loop did not run during the swap";
-  EXPECT_EQ(loop->other.load(), 0u) << "a forbidden connect was not refused during the upgrade";
-  EXPECT_EQ(loop->eperm.load(), loop->attempts.load());
-  ::munmap(mem, sizeof(LoopCounters));
+  EXPECT_EQ(loop.other(), 0u) << "a forbidden connect was not refused during the upgrade";
+  EXPECT_EQ(loop.eperm(), loop.attempts());
 
   const auto after = upgraded.Programs();
   ASSERT_EQ(after.size(), before.size());
@@ -458,10 +422,7 @@ struct FloodResult {
 };
 
 FloodResult Flood(StorageDatapath& sp, const fs::path& cgroup, std::uint64_t calls) {
-  void* mem = ::mmap(nullptr, sizeof(LoopCounters), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) throw std::runtime_error("mmap");
-  auto* loop = new (mem) LoopCounters;
+  SharedWithChildren<std::atomic<std::uint64_t>> eperm_seen;
   FloodResult out;
   std::atomic<bool> child_done{false};
   std::atomic<int> delivered{0};
@@ -487,7 +448,7 @@ FloodResult Flood(StorageDatapath& sp, const fs::path& cgroup, std::uint64_t cal
           if (::connect(s, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 && errno == EPERM)
             ++eperm;
         }
-        loop->eperm.store(eperm);
+        eperm_seen->store(eperm);
         return kOk;
       },
       std::chrono::seconds(50));
@@ -495,10 +456,9 @@ FloodResult Flood(StorageDatapath& sp, const fs::path& cgroup, std::uint64_t cal
   child_done.store(true);
   poller.join();
   EXPECT_TRUE(r.exited && r.exit_code == kOk);
-  out.eperm = loop->eperm.load();
+  out.eperm = eperm_seen->load();
   out.delivered = delivered.load();
   out.poller_cpu_ms = cpu;
-  ::munmap(mem, sizeof(LoopCounters));
   return out;
 }
 
@@ -783,47 +743,23 @@ TEST_F(StorageRestartTest, HundredReloadsUnderLoadNeverLetAForbiddenConnectThrou
   const auto alpha = cgroups_.Make("qemu-1-alpha.libvirt-qemu");
   sp.RegisterGuestCgroup(StorageDatapath::CgroupId(alpha),
                          GuestStorage{.name = "alpha", .datasets = 1ULL << kHealth});
-  void* mem = ::mmap(nullptr, sizeof(LoopCounters), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(mem, MAP_FAILED);
-  auto* loop = new (mem) LoopCounters;
-  std::thread child([&] {
-    RunInCgroup(
-        alpha,
-        [&] {
-          if (::unshare(CLONE_NEWNET) != 0) return kNoNetns;
-          const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-          const sockaddr_in sa = NbdAddress(kForbidden);
-          for (int i = 0; i < 20'000'000 && !loop->stop.load(); ++i) {  // bounded
-            const int rc = ::connect(s, reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
-            loop->attempts.fetch_add(1);
-            (rc != 0 && errno == EPERM ? loop->eperm : loop->other).fetch_add(1);
-          }
-          ::close(s);
-          return kOk;
-        },
-        std::chrono::seconds(100));
-  });
-  const auto deadline = steady_clock::now() + std::chrono::seconds(20);
-  while (loop->attempts.load() < 1000 && steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  const std::uint64_t start = loop->attempts.load();
+  ConnectLoop loop(alpha, kForbidden, 20'000'000, std::chrono::seconds(100));
+  loop.WaitAttempts(1000);
+  const std::uint64_t start = loop.attempts();
   const auto t0 = steady_clock::now();
   // At least 100 reloads, and on until 50,000 connects overlapped them (bounded: 3,000 reloads).
   int reloads = 0;
-  while (reloads < 3000 && (reloads < 100 || loop->attempts.load() - start < 50'000))
+  while (reloads < 3000 && (reloads < 100 || loop.attempts() - start < 50'000))
     sp.ApplyPolicy(reloads++ % 2 == 0 ? b : a);
   const auto took = steady_clock::now() - t0;
-  const std::uint64_t during = loop->attempts.load() - start;
-  loop->stop.store(1);
-  child.join();
+  const std::uint64_t during = loop.attempts() - start;
+  loop.Stop();
   std::printf("%d reloads in %.0f ms while %llu forbidden connects ran: %llu not refused\n",
               reloads, Ms(took), static_cast<unsigned long long>(during),
-              static_cast<unsigned long long>(loop->other.load()));
+              static_cast<unsigned long long>(loop.other()));
   EXPECT_GE(reloads, 100);
   EXPECT_GT(during, 1000u) << "the connect loop did not overlap the reloads";
-  EXPECT_EQ(loop->other.load(), 0u) << "a reload let a forbidden connect through";
-  ::munmap(mem, sizeof(LoopCounters));
+  EXPECT_EQ(loop.other(), 0u) << "a reload let a forbidden connect through";
   EXPECT_TRUE(sp.VerifyAttachments().empty());
 }
 

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -14,11 +15,13 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <random>
 #include <string>
@@ -138,11 +141,26 @@ inline void WriteFile(const fs::path& p, std::size_t bytes) {
   for (std::size_t done = 0; done < bytes; done += chunk.size()) out << chunk;
 }
 
+// <dir>/approved (a test policy's approved pool) holding health.img of `bytes`; the image's path.
+inline fs::path MakeApprovedImage(const fs::path& dir, std::size_t bytes) {
+  const fs::path approved = dir / "approved";
+  fs::create_directories(approved);
+  const fs::path image = approved / "health.img";
+  WriteFile(image, bytes);
+  return image;
+}
+
 struct ChildResult {
   bool exited = false;
   int exit_code = -1;
   int signal = 0;  // terminating signal, 0 when it exited
 };
+
+// The child ran to its end (no signal) and exited with `code`.
+inline void ExpectExited(const ChildResult& r, int code) {
+  EXPECT_TRUE(r.exited) << "signal " << r.signal;
+  EXPECT_EQ(r.exit_code, code);
+}
 
 // Moves the calling process into `cgroup` (cgroup.procs); false when it cannot.
 inline bool JoinCgroup(const fs::path& cgroup) {
@@ -297,6 +315,82 @@ inline int ConnectInNetns(const std::string& netns, const char* addr) {
   return ConnectTo(addr);
 }
 
+// A T in memory shared with the children forked after it (anonymous MAP_SHARED), so what a child
+// counts there the parent reads; unmapped on destruction.
+template <class T>
+class SharedWithChildren {
+ public:
+  SharedWithChildren() {
+    void* mem =
+        ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) throw std::runtime_error("mmap of memory shared with children failed");
+    value_ = new (mem) T;
+  }
+  ~SharedWithChildren() {
+    value_->~T();
+    ::munmap(value_, sizeof(T));
+  }
+  SharedWithChildren(const SharedWithChildren&) = delete;
+  SharedWithChildren& operator=(const SharedWithChildren&) = delete;
+  T* operator->() const { return value_; }
+  T& operator*() const { return *value_; }
+
+ private:
+  T* value_ = nullptr;
+};
+
+// A guest's connect() loop in the background: a child in `cgroup`, in a new empty network
+// namespace, connects one socket to `addr` (NBD's port) until Stop() or `max_attempts` (bounded
+// in count, and in time by `timeout`). Every attempt is counted, as refused (EPERM) or other.
+class ConnectLoop {
+ public:
+  ConnectLoop(const fs::path& cgroup, const char* addr, int max_attempts,
+              std::chrono::seconds timeout)
+      : thread_([this, cgroup, addr, max_attempts, timeout] {
+          RunInCgroup(
+              cgroup,
+              [&] {
+                if (::unshare(CLONE_NEWNET) != 0) return kNoNetns;
+                const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                const sockaddr_in a = NbdAddress(addr);
+                for (int i = 0; i < max_attempts && !counts_->stop.load(); ++i) {
+                  const int rc = ::connect(s, reinterpret_cast<const sockaddr*>(&a), sizeof a);
+                  counts_->attempts.fetch_add(1);
+                  (rc != 0 && errno == EPERM ? counts_->eperm : counts_->other).fetch_add(1);
+                }
+                ::close(s);
+                return kOk;
+              },
+              timeout);
+        }) {}
+  ~ConnectLoop() { Stop(); }
+  ConnectLoop(const ConnectLoop&) = delete;
+  ConnectLoop& operator=(const ConnectLoop&) = delete;
+
+  // Returns once `n` attempts were made, or after 20 s.
+  void WaitAttempts(std::uint64_t n) const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (attempts() < n && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a counter, bounded
+  }
+  // Tells the child to stop and waits for it.
+  void Stop() {
+    counts_->stop.store(1);
+    if (thread_.joinable()) thread_.join();
+  }
+  std::uint64_t attempts() const { return counts_->attempts.load(); }
+  std::uint64_t eperm() const { return counts_->eperm.load(); }
+  std::uint64_t other() const { return counts_->other.load(); }
+
+ private:
+  struct Counts {
+    std::atomic<std::uint64_t> attempts{0}, eperm{0}, other{0};
+    std::atomic<int> stop{0};
+  };
+  SharedWithChildren<Counts> counts_;  // before thread_: the child uses it
+  std::thread thread_;
+};
+
 // Every event delivered until none arrives within 100 ms.
 inline std::vector<StorageEvent> DrainEvents(StorageDatapath& sp) {
   std::vector<StorageEvent> out;
@@ -324,6 +418,31 @@ inline std::optional<StorageEvent> WaitEvent(StorageDatapath& sp,
   return std::nullopt;
 }
 
+// Whether the datapath's storage-open path prevents (refuses opens with EPERM) rather than kills.
+inline bool OpenPrevented(StorageDatapath& sp) {
+  return sp.Status().Find("storage-open")->guarantee == Guarantee::kPrevents;
+}
+
+// A guest's attempt `r` was refused with EPERM (`refused`) or else killed, and the `kind` event
+// that follows names `guest`. Returns that event; nullopt (a failure) when none came in 5 s.
+inline std::optional<StorageEvent> ExpectStoppedAndReported(
+    StorageDatapath& sp, const ChildResult& r, bool refused, const std::string& kind,
+    const std::string& guest, std::vector<StorageEvent>* seen = nullptr) {
+  if (refused) {
+    EXPECT_EQ(r.exit_code, kEperm) << "signal " << r.signal;
+  } else {
+    EXPECT_EQ(r.signal, SIGKILL) << "exit code " << r.exit_code;
+  }
+  auto e = WaitEvent(
+      sp, [&](const StorageEvent& ev) { return ev.kind == kind; }, seen);
+  if (e) {
+    EXPECT_EQ(e->guest, guest);
+  } else {
+    ADD_FAILURE() << "no " << kind << " event";
+  }
+  return e;
+}
+
 // Announces a guest the way the daemon does at libvirt's `start begin` (before its cgroup
 // exists), then makes its cgroup below `cgroups`' machine cgroup, as libvirt does next.
 inline fs::path StartGuest(StorageDatapath& sp, const TestCgroups& cgroups, const std::string& name,
@@ -341,10 +460,8 @@ class StorageTest : public ::testing::Test {
 
   // <scratch>/approved (the approved pool, approved_) and in it health.img of `bytes` (image_).
   void MakeApprovedImage(std::size_t bytes) {
-    approved_ = tmp_.path() / "approved";
-    fs::create_directories(approved_);
-    image_ = approved_ / "health.img";
-    WriteFile(image_, bytes);
+    image_ = testing::MakeApprovedImage(tmp_.path(), bytes);
+    approved_ = image_.parent_path();
   }
   // A datapath on the test's machine cgroup with `policy` applied.
   void Start(const policy::CompiledStorage& policy, StorageOptions options = {}) {
@@ -352,10 +469,7 @@ class StorageTest : public ::testing::Test {
     sp_ = std::make_unique<StorageDatapath>(std::move(options));
     sp_->ApplyPolicy(policy);
   }
-  bool Prevents() const {
-    return const_cast<StorageDatapath&>(*sp_).Status().Find("storage-open")->guarantee ==
-           Guarantee::kPrevents;
-  }
+  bool Prevents() const { return OpenPrevented(*sp_); }
   // The selected rung judges every open, read/write and mmap at the VFS (BPF LSM or fmod_ret):
   // refusals are EPERM/EDQUOT and the process lives.
   bool VfsHooks() const {
@@ -366,6 +480,12 @@ class StorageTest : public ::testing::Test {
   fs::path StartGuest(const std::string& name, std::uint64_t datasets,
                       std::vector<GuestDisk> disks = {}) {
     return testing::StartGuest(*sp_, cgroups_, name, datasets, std::move(disks));
+  }
+  // The guest's attempt `r` was refused (`refused`) or killed; the `kind` event names `guest`.
+  std::optional<StorageEvent> ExpectStoppedAndReported(const ChildResult& r, bool refused,
+                                                       const std::string& kind,
+                                                       const std::string& guest) {
+    return testing::ExpectStoppedAndReported(*sp_, r, refused, kind, guest, &events_);
   }
   // Events until `want` matches one or 5 s pass; every event seen is kept in events_.
   std::optional<StorageEvent> WaitEvent(const std::function<bool(const StorageEvent&)>& want) {

@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -65,37 +66,59 @@ bool Sh(const std::string& cmd) {
   return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0;
 }
 
+// What a test set up on the host (a loop device, a mount, a dm target, a module) undone on
+// destruction: runs the function given last to Set(), if any. Not copyable, so neither is an
+// object holding one.
+class Undo {
+ public:
+  Undo() = default;
+  ~Undo() {
+    if (undo_) undo_();
+  }
+  Undo(const Undo&) = delete;
+  Undo& operator=(const Undo&) = delete;
+  void Set(std::function<void()> undo) { undo_ = std::move(undo); }
+
+ private:
+  std::function<void()> undo_;
+};
+
+// mknod `node` (`type`, mode 0600) for the device "MAJ:MIN" in `dev`: `node`, or empty when that
+// fails.
+fs::path MakeNode(const std::string& dev, mode_t type, const fs::path& node) {
+  unsigned maj = 0, min = 0;
+  if (std::sscanf(dev.c_str(), " %u:%u", &maj, &min) != 2) return {};
+  return ::mknod(node.c_str(), type | 0600, makedev(maj, min)) == 0 ? node : fs::path{};
+}
+
 // losetup (with -P: partitions scanned), detached on destruction.
 class Loop {
  public:
   explicit Loop(const fs::path& file, bool partitions = false)
       : dev_(Output("losetup -f --show " + std::string(partitions ? "-P " : "") + file.string() +
-                    " 2>/dev/null")) {}
-  ~Loop() {
-    if (!dev_.empty()) Sh("losetup -d " + dev_);
+                    " 2>/dev/null")) {
+    if (!dev_.empty()) detach_.Set([dev = dev_] { Sh("losetup -d " + dev); });
   }
-  Loop(const Loop&) = delete;
-  Loop& operator=(const Loop&) = delete;
   const std::string& dev() const { return dev_; }
 
  private:
   std::string dev_;
+  Undo detach_;
 };
 
 // A mount, lazily unmounted on destruction.
 class Mount {
  public:
   explicit Mount(fs::path where) : where_(std::move(where)) {}
-  ~Mount() {
-    if (mounted_) ::umount2(where_.c_str(), MNT_DETACH);
+  bool Do(const std::string& cmd) {
+    if (!Sh(cmd)) return false;
+    unmount_.Set([where = where_] { ::umount2(where.c_str(), MNT_DETACH); });
+    return true;
   }
-  Mount(const Mount&) = delete;
-  Mount& operator=(const Mount&) = delete;
-  bool Do(const std::string& cmd) { return mounted_ = Sh(cmd); }
 
  private:
   fs::path where_;
-  bool mounted_ = false;
+  Undo unmount_;
 };
 
 // An overlayfs whose lower layer holds a 1 MiB health.img: the lower layer on the test's directory,
@@ -173,8 +196,7 @@ class VolumeIdTest : public StorageTest {
   void ExpectAllowedAndCounted(const fs::path& cg, const std::string& guest, const fs::path& p) {
     constexpr std::size_t kBytes = 64 << 10;
     const auto r = RunInCgroup(cg, [&] { return OpenRead(p, kBytes); });
-    EXPECT_TRUE(r.exited) << "signal " << r.signal;
-    EXPECT_EQ(r.exit_code, kOk);
+    ExpectExited(r, kOk);
     EXPECT_EQ(HealthReadBytes(guest), kBytes);
   }
 };
@@ -300,22 +322,16 @@ class DmLinear {
       name_.clear();
       return;
     }
-    const std::string mm = Output("dmsetup info -c --noheadings -o major,minor " + name_);
-    unsigned maj = 0, min = 0;
-    if (std::sscanf(mm.c_str(), " %u:%u", &maj, &min) != 2) return;
-    node_ = node_dir / name_;
-    if (::mknod(node_.c_str(), S_IFBLK | 0600, makedev(maj, min)) != 0) node_.clear();
+    remove_.Set([name = name_] { Sh("dmsetup remove " + name); });
+    node_ = MakeNode(Output("dmsetup info -c --noheadings -o major,minor " + name_), S_IFBLK,
+                     node_dir / name_);
   }
-  ~DmLinear() {
-    if (!name_.empty()) Sh("dmsetup remove " + name_);
-  }
-  DmLinear(const DmLinear&) = delete;
-  DmLinear& operator=(const DmLinear&) = delete;
   const fs::path& node() const { return node_; }
 
  private:
   std::string name_;
   fs::path node_;
+  Undo remove_;
 };
 
 TEST_F(VolumeIdTest, DeviceMapperAliasesOfAProtectedDeviceAreRefused) {
@@ -372,6 +388,7 @@ class ScsiDebugDisk {
     Sh("modprobe sg");
     loaded_ = Sh("modprobe scsi_debug dev_size_mb=4 num_tgts=1 max_luns=1");
     if (!loaded_) return;
+    unload_.Set([] { Sh("modprobe -r scsi_debug"); });
     // The SCSI device: /sys/bus/scsi/devices/H:C:T:L whose model is scsi_debug's.
     for (const auto& d : fs::directory_iterator("/sys/bus/scsi/devices", ec)) {
       if (Output("cat " + (d.path() / "model").string() + " 2>/dev/null") != "scsi_debug") continue;
@@ -381,11 +398,6 @@ class ScsiDebugDisk {
       break;
     }
   }
-  ~ScsiDebugDisk() {
-    if (loaded_) Sh("modprobe -r scsi_debug");
-  }
-  ScsiDebugDisk(const ScsiDebugDisk&) = delete;
-  ScsiDebugDisk& operator=(const ScsiDebugDisk&) = delete;
   bool loaded() const { return loaded_; }
   const fs::path& disk() const { return disk_; }
   const fs::path& sg() const { return sg_; }
@@ -396,18 +408,16 @@ class ScsiDebugDisk {
   static fs::path Node(const fs::path& cls_dir, mode_t type, const fs::path& node_dir) {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(cls_dir, ec)) {
-      unsigned maj = 0, min = 0;
-      if (std::sscanf(Output("cat " + (e.path() / "dev").string()).c_str(), "%u:%u", &maj, &min) !=
-          2)
-        continue;
       const fs::path node =
-          node_dir / (cls_dir.filename().string() + "-" + e.path().filename().string());
-      if (::mknod(node.c_str(), type | 0600, makedev(maj, min)) == 0) return node;
+          MakeNode(Output("cat " + (e.path() / "dev").string()), type,
+                   node_dir / (cls_dir.filename().string() + "-" + e.path().filename().string()));
+      if (!node.empty()) return node;
     }
     return {};
   }
   bool loaded_ = false;
   fs::path disk_, sg_, bsg_;
+  Undo unload_;
 };
 
 // SG_IO READ(10) of the first block through a SCSI generic node, as a QEMU given the node (a
@@ -467,18 +477,15 @@ TEST_F(VolumeIdTest, ScsiGenericAndBsgNodesOfAProtectedDiskAreRefused) {
   // The attack works on an unprotected disk: the nodes give its bytes.
   const auto bravo = StartGuest("bravo", 1ULL << kOther);
   const std::pair<fs::path, bool> nodes[] = {{scsi.sg(), false}, {scsi.bsg(), true}};
-  for (const auto& [node, bsg] : nodes)
-    ASSERT_EQ(RunInCgroup(bravo, [&] { return ReadFirstBlockBySgIo(node, bsg); }).exit_code, kOk)
-        << node;
+  const auto read_by = [&](const fs::path& cg, const fs::path& node, bool bsg) {
+    return RunInCgroup(cg, [&] { return ReadFirstBlockBySgIo(node, bsg); }).exit_code;
+  };
+  for (const auto& [node, bsg] : nodes) ASSERT_EQ(read_by(bravo, node, bsg), kOk) << node;
   const auto alpha =
       StartGuest("alpha", 1ULL << kHealth, {{.source = scsi.disk(), .dataset = "health"}});
   ExpectDeviceRefused(bravo, scsi.disk());
-  for (const auto& [node, bsg] : nodes)
-    EXPECT_EQ(RunInCgroup(bravo, [&] { return ReadFirstBlockBySgIo(node, bsg); }).exit_code, kEperm)
-        << node;
-  for (const auto& [node, bsg] : nodes)
-    EXPECT_EQ(RunInCgroup(alpha, [&] { return ReadFirstBlockBySgIo(node, bsg); }).exit_code, kOk)
-        << node;
+  for (const auto& [node, bsg] : nodes) EXPECT_EQ(read_by(bravo, node, bsg), kEperm) << node;
+  for (const auto& [node, bsg] : nodes) EXPECT_EQ(read_by(alpha, node, bsg), kOk) << node;
 }
 
 // The emulated NVMe disk the vm tier attaches (tests/vm/run-in-vm.sh --nvme: QEMU's `-device
@@ -516,11 +523,9 @@ class TestNvmeDisk {
  private:
   // A node named after `dir` for its dev file, made in `node_dir`.
   static fs::path Node(const fs::path& dir, mode_t type, const fs::path& node_dir) {
-    unsigned maj = 0, min = 0;
-    if (std::sscanf(Output("cat " + (dir / "dev").string()).c_str(), "%u:%u", &maj, &min) != 2)
-      return {};
-    const fs::path node = node_dir / fs::canonical(dir).filename();
-    return ::mknod(node.c_str(), type | 0600, makedev(maj, min)) == 0 ? node : fs::path{};
+    const std::string dev = Output("cat " + (dir / "dev").string());
+    if (dev.empty()) return {};
+    return MakeNode(dev, type, node_dir / fs::canonical(dir).filename());
   }
   fs::path disk_, generic_, controller_;
   std::uint32_t nsid_ = 0, block_size_ = 0;
@@ -587,30 +592,17 @@ TEST_F(VolumeIdTest, NvmeGenericAndControllerNodesOfAProtectedNamespaceAreRefuse
   // The attack works on an unprotected namespace: both nodes give its bytes.
   const auto bravo = StartGuest("bravo", 1ULL << kOther);
   const std::pair<fs::path, bool> nodes[] = {{nvme.generic(), false}, {nvme.controller(), true}};
-  for (const auto& [node, ctrl] : nodes)
-    ASSERT_EQ(
-        RunInCgroup(bravo,
-                    [&] { return ReadFirstBlockByNvmePassthrough(node, ctrl, nvme.nsid(), block); })
-            .exit_code,
-        kOk)
-        << node;
+  const auto read_by = [&](const fs::path& cg, const fs::path& node, bool ctrl) {
+    return RunInCgroup(
+               cg, [&] { return ReadFirstBlockByNvmePassthrough(node, ctrl, nvme.nsid(), block); })
+        .exit_code;
+  };
+  for (const auto& [node, ctrl] : nodes) ASSERT_EQ(read_by(bravo, node, ctrl), kOk) << node;
   const auto alpha =
       StartGuest("alpha", 1ULL << kHealth, {{.source = nvme.disk(), .dataset = "health"}});
   ExpectDeviceRefused(bravo, nvme.disk());
-  for (const auto& [node, ctrl] : nodes)
-    EXPECT_EQ(
-        RunInCgroup(bravo,
-                    [&] { return ReadFirstBlockByNvmePassthrough(node, ctrl, nvme.nsid(), block); })
-            .exit_code,
-        kEperm)
-        << node;
-  for (const auto& [node, ctrl] : nodes)
-    EXPECT_EQ(
-        RunInCgroup(alpha,
-                    [&] { return ReadFirstBlockByNvmePassthrough(node, ctrl, nvme.nsid(), block); })
-            .exit_code,
-        kOk)
-        << node;
+  for (const auto& [node, ctrl] : nodes) EXPECT_EQ(read_by(bravo, node, ctrl), kEperm) << node;
+  for (const auto& [node, ctrl] : nodes) EXPECT_EQ(read_by(alpha, node, ctrl), kOk) << node;
 }
 
 // A loop device set up over a protected image *after* its protection is no alias yet; the block
@@ -636,6 +628,13 @@ TEST_F(VolumeIdTest, LoopDeviceMadeAfterProtectionIsRefusedOnceItsUeventIsSeen) 
   EXPECT_TRUE(sp_->RefreshAliases().empty()) << "a second look finds nothing new";
 }
 
+// A device directory `d` as sysfs has it: `dev` holds "MAJ:MIN" (`mm`), `uevent` names /dev/<name>.
+void WriteSysfsDevice(const fs::path& d, const std::string& mm, const std::string& name) {
+  fs::create_directories(d);
+  std::ofstream(d / "dev") << mm << "\n";
+  std::ofstream(d / "uevent") << "MAJOR=x\nDEVNAME=" << name << "\n";
+}
+
 TEST(VolumeIdentity, FileIdentityIsTheSuperBlocksDeviceAndTheInode) {
   TempDir tmp;
   const fs::path f = tmp.path() / "f";
@@ -658,9 +657,7 @@ TEST(VolumeIdentity, DeviceMapperHoldersAndSlavesFromSysfs) {
   const fs::path sys = tmp.path() / "sys";
   const auto dev_dir = [&](const std::string& mm, const std::string& name) {
     const fs::path d = sys / "dev/block" / mm;
-    fs::create_directories(d);
-    std::ofstream(d / "dev") << mm << "\n";
-    std::ofstream(d / "uevent") << "MAJOR=x\nDEVNAME=" << name << "\n";
+    WriteSysfsDevice(d, mm, name);
     return d;
   };
   // As in sysfs: holders/NAME and slaves/NAME are links to the device's directory.
@@ -699,19 +696,14 @@ TEST(VolumeIdentity, ScsiGenericDevicesOfADiskFromSysfs) {
   SOVGUARD_REQUIRE(::geteuid() == 0, "root (mknod)");
   TempDir tmp;
   const fs::path sys = tmp.path() / "sys";
-  const auto dev_file = [](const fs::path& d, const std::string& mm, const std::string& name) {
-    fs::create_directories(d);
-    std::ofstream(d / "dev") << mm << "\n";
-    std::ofstream(d / "uevent") << "MAJOR=x\nDEVNAME=" << name << "\n";
-  };
   const fs::path scsi = sys / "devices/host9/target9:0:0/9:0:0:0";
   const fs::path sdz = scsi / "block/sdz";
-  dev_file(sdz, "8:240", "sdz");
-  dev_file(sdz / "sdz1", "8:241", "sdz1");
+  WriteSysfsDevice(sdz, "8:240", "sdz");
+  WriteSysfsDevice(sdz / "sdz1", "8:241", "sdz1");
   std::ofstream(sdz / "sdz1/partition") << "1\n";
   fs::create_directory_symlink(scsi, sdz / "device");
-  dev_file(scsi / "scsi_generic/sg9", "21:9", "sg9");
-  dev_file(scsi / "bsg/9:0:0:0", "254:9", "bsg/9:0:0:0");
+  WriteSysfsDevice(scsi / "scsi_generic/sg9", "21:9", "sg9");
+  WriteSysfsDevice(scsi / "bsg/9:0:0:0", "254:9", "bsg/9:0:0:0");
   fs::create_directories(sys / "dev/block");
   fs::create_directories(sys / "block");
   fs::create_directory_symlink(sdz, sys / "dev/block/8:240");
@@ -741,11 +733,6 @@ TEST(VolumeIdentity, NvmePassthroughDevicesOfANamespaceFromSysfs) {
   SOVGUARD_REQUIRE(::geteuid() == 0, "root (mknod)");
   TempDir tmp;
   const fs::path sys = tmp.path() / "sys";
-  const auto dev_file = [](const fs::path& d, const std::string& mm, const std::string& name) {
-    fs::create_directories(d);
-    std::ofstream(d / "dev") << mm << "\n";
-    std::ofstream(d / "uevent") << "MAJOR=x\nDEVNAME=" << name << "\n";
-  };
   fs::create_directories(sys / "dev/block");
   fs::create_directories(sys / "block");
   const auto blk = [&](const fs::path& d, const std::string& mm) {
@@ -753,13 +740,13 @@ TEST(VolumeIdentity, NvmePassthroughDevicesOfANamespaceFromSysfs) {
   };
   // One controller, two namespaces; namespace 1 has a partition.
   const fs::path ctrl = sys / "devices/pci0000:00/0000:00:04.0/nvme/nvme7";
-  dev_file(ctrl, "242:7", "nvme7");
-  dev_file(ctrl / "nvme7n1", "259:10", "nvme7n1");
-  dev_file(ctrl / "nvme7n1/nvme7n1p1", "259:11", "nvme7n1p1");
+  WriteSysfsDevice(ctrl, "242:7", "nvme7");
+  WriteSysfsDevice(ctrl / "nvme7n1", "259:10", "nvme7n1");
+  WriteSysfsDevice(ctrl / "nvme7n1/nvme7n1p1", "259:11", "nvme7n1p1");
   std::ofstream(ctrl / "nvme7n1/nvme7n1p1/partition") << "1\n";
-  dev_file(ctrl / "nvme7n2", "259:12", "nvme7n2");
-  dev_file(ctrl / "ng7n1", "241:10", "ng7n1");
-  dev_file(ctrl / "ng7n2", "241:11", "ng7n2");
+  WriteSysfsDevice(ctrl / "nvme7n2", "259:12", "nvme7n2");
+  WriteSysfsDevice(ctrl / "ng7n1", "241:10", "ng7n1");
+  WriteSysfsDevice(ctrl / "ng7n2", "241:11", "ng7n2");
   fs::create_directory_symlink(ctrl, ctrl / "nvme7n1/device");
   fs::create_directory_symlink(ctrl, ctrl / "nvme7n2/device");
   blk(ctrl / "nvme7n1", "259:10");
@@ -768,9 +755,9 @@ TEST(VolumeIdentity, NvmePassthroughDevicesOfANamespaceFromSysfs) {
   // A multipath head: its disk and ngXnY under the subsystem, which links its controller.
   const fs::path subsys = sys / "devices/virtual/nvme-subsystem/nvme-subsys3";
   const fs::path ctrl3 = sys / "devices/pci0000:00/0000:00:05.0/nvme/nvme3";
-  dev_file(ctrl3, "242:3", "nvme3");
-  dev_file(subsys / "nvme3n1", "259:20", "nvme3n1");
-  dev_file(subsys / "ng3n1", "241:20", "ng3n1");
+  WriteSysfsDevice(ctrl3, "242:3", "nvme3");
+  WriteSysfsDevice(subsys / "nvme3n1", "259:20", "nvme3n1");
+  WriteSysfsDevice(subsys / "ng3n1", "241:20", "ng3n1");
   fs::create_directory_symlink(ctrl3, subsys / "nvme3");
   fs::create_directory_symlink(subsys, subsys / "nvme3n1/device");
   blk(subsys / "nvme3n1", "259:20");

@@ -30,8 +30,8 @@ using namespace testing;  // NOLINT
 
 constexpr std::uint8_t kHealth = 0, kArchive = 1, kOther = 2, kMetered = 3;
 constexpr std::uint64_t kQuota = 1 << 20;
-// Child exit codes: the body got this far and then saw what it reports.
-constexpr int kOk = 0, kEperm = 13, kEdquot = 14, kOtherError = 20;
+// A child's exit code beside the fixture's (kOk, kEperm, kOtherError): refused with EDQUOT.
+constexpr int kEdquot = 14;
 
 policy::CompiledStorage Policy(const fs::path& approved) {
   policy::CompiledStorage s;
@@ -52,15 +52,13 @@ int ErrnoCode() {
   return errno == EPERM ? kEperm : errno == EDQUOT ? kEdquot : kOtherError;
 }
 
-class VmStoragePreventsTest : public ::testing::Test {
+class VmStoragePreventsTest : public StorageTest {
  protected:
   void SetUp() override {
-    approved_ = tmp_.path() / "approved";
-    fs::create_directories(approved_);
-    image_ = approved_ / "health.img";
-    WriteFile(image_, 1 << 20);
-    sp_ = std::make_unique<StorageDatapath>(StorageOptions{.machine_cgroup = cgroups_.machine()});
-    sp_->ApplyPolicy(Policy(approved_));
+    StorageTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    MakeApprovedImage(1 << 20);
+    Start(Policy(approved_));
     const PathStatus* open = sp_->Status().Find("storage-open");
     const PathStatus* quota = sp_->Status().Find("storage-io-quota");
     const char* want = std::getenv("SOVGUARD_EXPECT_STORAGE_OPEN");
@@ -74,23 +72,11 @@ class VmStoragePreventsTest : public ::testing::Test {
     ASSERT_EQ(quota->guarantee, Guarantee::kPrevents);
   }
 
-  fs::path StartGuest(const std::string& name, std::uint64_t datasets,
-                      std::vector<GuestDisk> disks = {}) {
-    const std::string dir = "qemu-1-" + name + ".libvirt-qemu";
-    sp_->ExpectGuest(dir, GuestStorage{.name = name, .datasets = datasets, .disks = disks});
-    return cgroups_.Make(dir);
-  }
-
   // A guest holding only "other": every open of the health image must be refused.
   fs::path Intruder() {
     StartGuest("owner", 1ULL << kHealth, {{.source = image_, .dataset = "health"}});
     return StartGuest("intruder", 1ULL << kOther);
   }
-
-  TempDir tmp_;
-  TestCgroups cgroups_;
-  fs::path approved_, image_;
-  std::unique_ptr<StorageDatapath> sp_;
 };
 
 TEST_F(VmStoragePreventsTest, RefusedOpenReturnsEpermAndTheProcessKeepsRunning) {
