@@ -95,10 +95,6 @@ std::optional<bool> IoUringProgramLoads(const bpf_program* p) {
   return std::nullopt;
 }
 
-bool IsTrampolineProgram(const bpf_program* p) {
-  return NeedsTrampoline(bpf_program__section_name(p));
-}
-
 }  // namespace
 
 UniqueFd StorageDatapath::Impl::NewLink(const Attached& a) const {
@@ -453,7 +449,8 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
           "storage_guard", m.options.program_object);
       bpf_program* prog = nullptr;
       bpf_object__for_each_program(prog, m.skel->obj) {
-        if (IsTrampolineProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
+        if (NeedsTrampoline(bpf_program__section_name(prog)))
+          bpf_program__set_autoload(prog, with_lsm);
         if (const auto loads = IoUringProgramLoads(prog)) bpf_program__set_autoload(prog, *loads);
       }
       // .rodata (constants of this very object) belongs to the object, not to the state.
