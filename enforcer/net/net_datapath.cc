@@ -19,12 +19,13 @@
 #include "enforcer/net/table_digest.h"
 #include "enforcer/net/tables.h"
 #include "enforcer/net/tc_netlink.h"
-#include "enforcer/system/bpf_maps.h"
 
 namespace sovguard::net {
 namespace {
 
 using base::UniqueFd;
+using bpf_feature::UpdateElem;
+using bpf_feature::UpdateMany;
 using detail::InNetns;
 using detail::InNetnsResult;
 using detail::kTcHandle;
@@ -41,19 +42,6 @@ UniqueFd CreateMap(bpf_map_type type, const char* name, std::uint32_t key_size,
   int fd = bpf_map_create(type, name, key_size, value_size, max_entries, &opts);
   if (fd < 0) throw DatapathError(std::string("bpf_map_create ") + name, -fd);
   return UniqueFd(fd);
-}
-
-void UpdateElem(int fd, const void* key, const void* value, const char* what) {
-  int err = bpf_map_update_elem(fd, key, value, BPF_ANY);
-  if (err) throw DatapathError(std::string("bpf_map_update_elem ") + what, -err);
-}
-
-// Writes count entries with one syscall where the map type supports batches, else one by one.
-void UpdateMany(int fd, const void* keys, std::size_t key_size, const void* values,
-                std::size_t value_size, std::uint32_t count, const char* what) {
-  if (const int err = enforcer::bpfmap::UpdateMany(fd, keys, key_size, values, value_size, count);
-      err != 0)
-    throw DatapathError(std::string("bpf_map_update_elem ") + what, -err);
 }
 
 std::string IfName(std::uint32_t ifindex) {

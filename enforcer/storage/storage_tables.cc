@@ -6,12 +6,6 @@
 
 namespace sovguard::storage {
 
-void Update(int map_fd, const void* key, const void* value, const char* what) {
-  if (bpf_map_update_elem(map_fd, key, value, BPF_ANY) != 0) {
-    throw StorageError(fmt::format("update {}", what), errno);
-  }
-}
-
 bool TableEqual(const Tables& a, const Tables& b, int which) {
   switch (which) {
     case kTableCfg:
@@ -81,7 +75,7 @@ Digest TableDigest(const Tables& t, int which) {
 }
 
 void StorageDatapath::Impl::WriteConfig() {
-  Update(Fd(skel->maps.sg_storage_cfg), &active, &cfg, "sg_storage_cfg");
+  UpdateElem(Fd(skel->maps.sg_storage_cfg), &active, &cfg, "sg_storage_cfg");
   expected.cfg = cfg;
   digests[kTableCfg] = TableDigest(expected, kTableCfg);
 }
@@ -94,7 +88,7 @@ void StorageDatapath::Impl::Publish() {
   const std::uint32_t next = (active + 1) % SG_STORAGE_GENERATIONS;
   WriteGeneration(next);
   const std::uint32_t zero = 0;
-  Update(Fd(skel->maps.sg_storage_active), &zero, &next, "sg_storage_active");
+  UpdateElem(Fd(skel->maps.sg_storage_active), &zero, &next, "sg_storage_active");
   active = next;
   Barrier();
 }
@@ -116,7 +110,7 @@ void StorageDatapath::Impl::WriteState() {
                 std::min<std::size_t>(id.size(), SG_STORAGE_DATASET_ID_LEN - 1));
   }
   const std::uint32_t zero = 0;
-  Update(Fd(skel->maps.sg_storage_state), &zero, &st, "sg_storage_state");
+  UpdateElem(Fd(skel->maps.sg_storage_state), &zero, &st, "sg_storage_state");
 }
 
 std::string StorageDatapath::Impl::DatasetId(std::uint32_t index) const {
@@ -164,13 +158,13 @@ Tables StorageDatapath::Impl::ReadTables(std::uint32_t gen, std::size_t n_classe
 void StorageDatapath::Impl::WriteTable(int which, std::uint32_t gen) {
   switch (which) {
     case kTableCfg:
-      Update(Fd(skel->maps.sg_storage_cfg), &gen, &expected.cfg, "sg_storage_cfg");
+      UpdateElem(Fd(skel->maps.sg_storage_cfg), &gen, &expected.cfg, "sg_storage_cfg");
       break;
     case kTableClasses:
       for (std::uint32_t i = 0; i < expected.classes.size(); ++i) {
         const std::uint32_t slot = gen * SG_MAX_CLASSES + i;
-        Update(Fd(skel->maps.sg_storage_classes), &slot, &expected.classes[i],
-               "sg_storage_classes");
+        UpdateElem(Fd(skel->maps.sg_storage_classes), &slot, &expected.classes[i],
+                   "sg_storage_classes");
       }
       break;
     case kTableEndpoints4: {
@@ -183,14 +177,14 @@ void StorageDatapath::Impl::WriteTable(int which, std::uint32_t gen) {
         keys.push_back({.prefixlen = 32 + k.first, .gen = gen, .addr = k.second});
         values.push_back(v);
       }
-      UpdateAll(fd, keys, values, "sg_endpoints4");
+      UpdateMany(fd, keys, values, "sg_endpoints4");
       std::vector<sg_storage_lpm4_key> stale;
       ForEach<sg_storage_lpm4_key, std::uint16_t>(
           fd, [&](const sg_storage_lpm4_key& k, const std::uint16_t&) {
             if (k.gen == gen && !expected.ep4.contains({k.prefixlen - 32, k.addr}))
               stale.push_back(k);
           });
-      DeleteAll(fd, stale, "sg_endpoints4");
+      DeleteMany(fd, stale, "sg_endpoints4");
       break;
     }
     case kTableEndpoints6: {
@@ -205,7 +199,7 @@ void StorageDatapath::Impl::WriteTable(int which, std::uint32_t gen) {
         std::memcpy(key.addr, k.second.data(), 16);
         values.push_back(v);
       }
-      UpdateAll(fd, keys, values, "sg_endpoints6");
+      UpdateMany(fd, keys, values, "sg_endpoints6");
       std::vector<sg_storage_lpm6_key> stale;
       ForEach<sg_storage_lpm6_key, std::uint16_t>(
           fd, [&](const sg_storage_lpm6_key& k, const std::uint16_t&) {
@@ -213,14 +207,14 @@ void StorageDatapath::Impl::WriteTable(int which, std::uint32_t gen) {
             std::memcpy(a.data(), k.addr, 16);
             if (k.gen == gen && !expected.ep6.contains({k.prefixlen - 32, a})) stale.push_back(k);
           });
-      DeleteAll(fd, stale, "sg_endpoints6");
+      DeleteMany(fd, stale, "sg_endpoints6");
       break;
     }
     case kTableVolumes: {
       const int fd = Fd(skel->maps.sg_volumes);
       for (const auto& [k, v] : expected.volumes) {
         const sg_volume_key key{.dev = k.first, .ino = k.second};
-        Update(fd, &key, &v, "sg_volumes");
+        UpdateElem(fd, &key, &v, "sg_volumes");
       }
       std::vector<sg_volume_key> stale;
       ForEach<sg_volume_key, sg_volume>(fd, [&](const sg_volume_key& k, const sg_volume&) {
