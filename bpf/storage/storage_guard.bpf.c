@@ -374,9 +374,7 @@ static __always_inline int vfs_mmap(struct file* file, unsigned long prot, unsig
   if (!v) return 0;
   bool write = (prot & 0x2 /* PROT_WRITE */) && (flags & 0x1 /* MAP_SHARED */);
   __u32 why = check_volume(&w, v, write);
-  __u32 ds = v->dataset & (SG_MAX_DATASETS - 1);
-  if (!why && (w.cfg->ds[ds].read_quota_bytes || w.cfg->ds[ds].write_quota_bytes))
-    why = SG_EV_UNCOUNTED_IO;
+  if (!why && has_budget(&w, v->dataset)) why = SG_EV_UNCOUNTED_IO;
   if (!why) return 0;
   bool deny = enforced(&w, v->dataset);
   emit(&w, why, v->dataset, key.dev, key.ino, deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT);
@@ -646,8 +644,7 @@ static __noinline int mmap_enter(const struct sg_who* w, long fd, __u64 prot, __
   if (!v) return 0;
   bool write = (prot & 0x2 /* PROT_WRITE */) && (flags & 0x1 /* MAP_SHARED */);
   if (io_guard(w, v, &key, write, 0)) return 0;
-  __u32 ds = v->dataset & (SG_MAX_DATASETS - 1);
-  if (!w->cfg->ds[ds].read_quota_bytes && !w->cfg->ds[ds].write_quota_bytes) return 0;
+  if (!has_budget(w, v->dataset)) return 0;
   bool deny = enforced(w, v->dataset);
   if (deny) bpf_send_signal(SIGKILL);
   emit(w, SG_EV_UNCOUNTED_IO, v->dataset, key.dev, key.ino,

@@ -136,6 +136,13 @@ static __always_inline void emit(const struct sg_who* w, __u32 kind, __u32 datas
   bpf_ringbuf_submit(e, 0);
 }
 
+/* Whether the dataset has a read or a write budget: I/O no hook counts (a mapping's page faults)
+ * would bypass it, so such access is refused where a budget applies. */
+static __always_inline bool has_budget(const struct sg_who* w, __u32 dataset) {
+  __u32 ds = dataset & (SG_MAX_DATASETS - 1);
+  return w->cfg->ds[ds].read_quota_bytes || w->cfg->ds[ds].write_quota_bytes;
+}
+
 /* 0: allowed; else the event kind. An unregistered guest holds no dataset (fail closed). */
 static __always_inline __u32 check_volume(const struct sg_who* w, const struct sg_volume* v,
                                           bool writing) {
