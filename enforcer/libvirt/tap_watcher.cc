@@ -20,6 +20,8 @@
 #include <system_error>
 #include <thread>
 
+#include "base/poll.h"
+
 namespace sovguard::libvirt {
 namespace {
 
@@ -123,16 +125,7 @@ void TapWatcher::Impl::Handle(const nlmsghdr& h, const char* payload, size_t len
 void TapWatcher::Impl::Run() {
   alignas(nlmsghdr) std::array<char, size_t{64} * 1024> buf{};
   while (true) {
-    pollfd fds[2] = {{fd, POLLIN, 0}, {wake[0], POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return;
-    }
-    if (fds[1].revents) {
-      return;
-    }
+    if (base::WaitReadableOrStop(fd, wake[0]) != base::Wait::kReadable) return;
     ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
     if (n < 0) {
       // ENOBUFS: the kernel dropped notifications. Not silently: the daemon's reconcile (which
