@@ -18,6 +18,17 @@ Error::Error(const std::string& what, int err)
                          std::to_string(err < 0 ? -err : err) + ")"),
       err_(err < 0 ? -err : err) {}
 
+namespace {
+int SilentLibbpfPrint(enum libbpf_print_level, const char*, va_list) {
+  return 0;
+}
+}  // namespace
+
+QuietLibbpf::QuietLibbpf() : previous_(libbpf_set_print(SilentLibbpfPrint)) {}
+QuietLibbpf::~QuietLibbpf() {
+  libbpf_set_print(previous_);
+}
+
 void UpdateElem(int fd, const void* key, const void* value, std::string_view what) {
   if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0)
     throw Error("update " + std::string(what), errno);

@@ -6,9 +6,11 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <new>
@@ -81,6 +83,31 @@ void ForEach(int fd, Fn&& fn, std::string_view what = "map") {
   if (const int err = enforcer::bpfmap::ForEach<K, V>(fd, std::forward<Fn>(fn)); err != 0)
     throw Error("read " + std::string(what), err);
 }
+
+// A fixed-size name field of a map value (NUL-padded, not NUL-terminated when full), from and to
+// text. CopyName truncates to N - 1 bytes.
+template <std::size_t N>
+void CopyName(char (&dst)[N], std::string_view src) {
+  std::memset(dst, 0, N);
+  std::memcpy(dst, src.data(), std::min(src.size(), N - 1));
+}
+template <std::size_t N>
+std::string NameText(const char (&src)[N]) {
+  return std::string(src, strnlen(src, N));
+}
+
+// Silences libbpf while it lives: around loads that may fail for a missing kernel feature, whose
+// reason the caller reports (a verifier dump would only bury it).
+class QuietLibbpf {
+ public:
+  QuietLibbpf();
+  ~QuietLibbpf();
+  QuietLibbpf(const QuietLibbpf&) = delete;
+  QuietLibbpf& operator=(const QuietLibbpf&) = delete;
+
+ private:
+  libbpf_print_fn_t previous_;
+};
 
 // The pin-path rule: map `m` of an object is pinned at <dir>/<name of m>, dots replaced by '_'
 // (bpffs reserves dotted names). The object's internal maps (.bss, .data, .rodata) are pinned

@@ -49,11 +49,6 @@ std::string IfName(std::uint32_t ifindex) {
   return ::if_indextoname(ifindex, buf) ? std::string(buf) : std::string();
 }
 
-void CopyString(char* dst, std::size_t size, const std::string& src) {
-  std::memset(dst, 0, size);
-  std::memcpy(dst, src.data(), std::min(src.size(), size - 1));
-}
-
 }  // namespace
 
 void NetDatapath::RingBufferDeleter::operator()(::ring_buffer* rb) const {
@@ -260,9 +255,9 @@ void NetDatapath::WriteMeta(const Guest& g) {
   m.ifindex = g.config.ifindex;
   m.flags =
       (g.config.attach ? SG_GUEST_META_ATTACH : 0) | (g.created_qdisc ? SG_GUEST_META_QDISC : 0);
-  CopyString(m.ifname, sizeof(m.ifname), g.ifname);
-  CopyString(m.name, sizeof(m.name), g.config.name);
-  CopyString(m.netns, sizeof(m.netns), g.config.netns);
+  bpf_feature::CopyName(m.ifname, g.ifname);
+  bpf_feature::CopyName(m.name, g.config.name);
+  bpf_feature::CopyName(m.netns, g.config.netns);
   UpdateElem(bpf_map__fd(skel_->maps.sg_guest_meta), &g.slot, &m, "sg_guest_meta");
 }
 

@@ -40,8 +40,10 @@ struct RingDeleter {
 using Ring = std::unique_ptr<ring_buffer, RingDeleter>;
 
 // The map reads and writes both features share (they throw StorageError naming the map).
+using bpf_feature::CopyName;
 using bpf_feature::DeleteMany;
 using bpf_feature::ForEach;
+using bpf_feature::NameText;
 using bpf_feature::UpdateElem;
 using bpf_feature::UpdateMany;
 
@@ -121,12 +123,6 @@ inline bool SameBytes(const void* a, const void* b, std::size_t n) {
 bool TableEqual(const Tables& a, const Tables& b, int which);
 // SHA-256 of table `which`, in a canonical order (what the hand-over state records).
 Digest TableDigest(const Tables& t, int which);
-
-template <std::size_t N>
-void CopyName(char (&dst)[N], const std::string& src) {
-  std::memset(dst, 0, N);
-  std::memcpy(dst, src.data(), std::min(src.size(), N - 1));
-}
 
 // Adopt() found pinned state of another machine cgroup (old_id); what() says which.
 class ForeignMachineCgroup : public StorageError {

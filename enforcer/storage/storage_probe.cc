@@ -149,19 +149,20 @@ std::vector<bpf_feature::ProbePath> StorageDatapath::ProbeLadder() {
   auto& open = paths.emplace_back(bpf_feature::ProbePath{.path = "storage-open"});
   for (const auto& rung : StorageOpenLadder())
     open.rungs.push_back({rung.guarantee, [&rung] { return TryOpenRung(rung); }});
-  paths.push_back({"storage-io-accounting",
-                   {{Guarantee::kCounts, [] {
-                       return TryTracepoints("tp_btf:sys_{enter,exit}",
-                                             {"sg_sys_enter", "sg_sys_exit"});
-                     }}}});
-  paths.push_back({"storage-network",
-                   {{Guarantee::kPrevents, [] {
-                       return TryCgroupPrograms("cgroup/connect4+connect6",
-                                                {"sg_connect4", "sg_connect6"});
-                     }}}});
   paths.push_back(
-      {"storage-block-devices",
-       {{Guarantee::kPrevents, [] { return TryCgroupPrograms("cgroup/dev", {"sg_cgroup_dev"}); }}}});
+      {"storage-io-accounting",
+       {{Guarantee::kCounts, [] {
+           return TryTracepoints("tp_btf:sys_{enter,exit}", {"sg_sys_enter", "sg_sys_exit"});
+         }}}});
+  paths.push_back(
+      {"storage-network",
+       {{Guarantee::kPrevents, [] {
+           return TryCgroupPrograms("cgroup/connect4+connect6", {"sg_connect4", "sg_connect6"});
+         }}}});
+  paths.push_back({"storage-block-devices", {{Guarantee::kPrevents, [] {
+                                                return TryCgroupPrograms("cgroup/dev",
+                                                                         {"sg_cgroup_dev"});
+                                              }}}});
   return paths;
 }
 

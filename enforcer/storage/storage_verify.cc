@@ -128,7 +128,7 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
   ForEach<sg_storage_pending_key, sg_storage_guest>(
       m.Fd(m.skel->maps.sg_storage_pending),
       [&](const sg_storage_pending_key& k, const sg_storage_guest& e) {
-        const std::string name(k.name, strnlen(k.name, sizeof k.name));
+        const std::string name = NameText(k.name);
         const auto p = pending.find(name);
         if (p != pending.end()) ++seen;
         if (p == pending.end() || !SameBytes(&p->second, &e, sizeof e)) {
