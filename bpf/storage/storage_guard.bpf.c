@@ -22,6 +22,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "sg_bits.h"
 #include "sovguard_abi.h"
 
 /* After the ABI: the maps and helpers use its layouts. */
@@ -111,33 +112,6 @@ int sg_cgroup_dev(struct bpf_cgroup_dev_ctx* ctx) {
   return deny ? 0 : 1;
 }
 
-/* Index of the lowest set bit (BPF has no count-trailing-zeros instruction). */
-static __always_inline __u32 lowest_bit(__u64 v) {
-  __u32 n = 0;
-  if (!(v & 0xffffffffULL)) {
-    n += 32;
-    v >>= 32;
-  }
-  if (!(v & 0xffff)) {
-    n += 16;
-    v >>= 16;
-  }
-  if (!(v & 0xff)) {
-    n += 8;
-    v >>= 8;
-  }
-  if (!(v & 0xf)) {
-    n += 4;
-    v >>= 4;
-  }
-  if (!(v & 0x3)) {
-    n += 2;
-    v >>= 2;
-  }
-  if (!(v & 0x1)) n += 1;
-  return n;
-}
-
 static __always_inline int connect_common(struct bpf_sock_addr* ctx, bool v6) {
   struct sg_who w;
   if (!current_guest(&w)) return 1;
@@ -165,7 +139,7 @@ static __always_inline int connect_common(struct bpf_sock_addr* ctx, bool v6) {
   __u64 violating = held & ~allowed;
   if (!violating) return 1;
   bool deny = (violating & w.cfg->enforce_mask) != 0;
-  __u32 dataset = lowest_bit(violating);
+  __u32 dataset = sg_ctz64(violating);
   struct sg_io_state* s = io_state(&w, dataset);
   if (s) __sync_fetch_and_add(&s->denied, 1);
   struct sg_storage_event* e = reserve_event(&w);
@@ -269,13 +243,8 @@ static __always_inline bool io_guard(const struct sg_who* w, const struct sg_vol
 
 static __always_inline void count_bytes(__u32 guest_id, __u32 dataset, bool write, __u64 n) {
   struct sg_io_key k = {.guest_id = guest_id, .dataset = dataset};
-  struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
-  if (!s) {
-    struct sg_io_state zero = {};
-    bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
-    s = bpf_map_lookup_elem(&sg_io_state, &k);
-    if (!s) return;
-  }
+  struct sg_io_state* s = sg_lookup_or_init(&sg_io_state, &k, struct sg_io_state);
+  if (!s) return;
   if (write) {
     __sync_fetch_and_add(&s->write_bytes, n);
     __sync_fetch_and_add(&s->write_window_bytes, n);

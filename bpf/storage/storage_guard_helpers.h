@@ -64,20 +64,12 @@ static __always_inline bool enforced(const struct sg_who* w, __u32 dataset) {
 static __always_inline struct sg_io_state* io_state(const struct sg_who* w, __u32 dataset) {
   if (!w->g) return NULL;
   struct sg_io_key k = {.guest_id = w->g->guest_id, .dataset = dataset};
-  struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
-  if (s) return s;
-  struct sg_io_state zero = {};
-  bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
-  return bpf_map_lookup_elem(&sg_io_state, &k);
+  return sg_lookup_or_init(&sg_io_state, &k, struct sg_io_state);
 }
 
 static __always_inline struct sg_storage_ratelimit* ratelimit_of(const struct sg_who* w) {
   __u32 key = w->g ? w->g->guest_id : 0;
-  struct sg_storage_ratelimit* rl = bpf_map_lookup_elem(&sg_storage_ratelimit, &key);
-  if (rl) return rl;
-  struct sg_storage_ratelimit fresh = {};
-  bpf_map_update_elem(&sg_storage_ratelimit, &key, &fresh, BPF_NOEXIST);
-  return bpf_map_lookup_elem(&sg_storage_ratelimit, &key);
+  return sg_lookup_or_init(&sg_storage_ratelimit, &key, struct sg_storage_ratelimit);
 }
 
 /* May this guest emit one more event now? GCRA over one 64-bit word updated by compare-and-swap
