@@ -21,32 +21,13 @@
 #include <thread>
 
 #include "base/poll.h"
+#include "enforcer/system/rtnetlink.h"
 
 namespace sovguard::libvirt {
 namespace {
 
-// rtnetlink attribute walking without the kernel's macros (they trip -Wold-style-cast/-Wsign-*).
-template <typename F>
-void ForEachAttr(const char* data, size_t len, F&& f) {
-  while (len >= sizeof(rtattr)) {
-    rtattr a{};
-    std::memcpy(&a, data, sizeof(a));
-    if (a.rta_len < sizeof(rtattr) || a.rta_len > len) {
-      return;
-    }
-    f(a.rta_type, data + RTA_LENGTH(0), a.rta_len - RTA_LENGTH(0));
-    const size_t step = RTA_ALIGN(a.rta_len);
-    if (step >= len) {
-      return;
-    }
-    data += step;
-    len -= step;
-  }
-}
-
-std::string AttrString(const char* p, size_t n) {
-  return {p, strnlen(p, n)};
-}
+using enforcer::rtnl::AttrString;
+using enforcer::rtnl::ForEachAttr;
 
 }  // namespace
 

@@ -20,12 +20,15 @@
 
 #include "base/hex.h"
 #include "base/unique_fd.h"
+#include "enforcer/system/rtnetlink.h"
 
 // NLMSG_*/RTA_* are C macros with C casts.
 #pragma GCC diagnostic ignored "-Wold-style-cast"
 
 namespace sovguard::net::detail {
 namespace {
+
+namespace rtnl = enforcer::rtnl;
 
 constexpr std::uint32_t kIngressParent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
 
@@ -74,21 +77,12 @@ Request TcRequest(std::uint16_t type, std::uint16_t flags, std::uint32_t ifindex
   return req;
 }
 
-// Calls fn(attr) for every attribute of a tc message.
+// Calls f(type, payload, size) for every attribute of a tc message.
 template <class F>
-void ForEachAttr(const nlmsghdr* nh, F&& fn) {
-  const auto* tc = static_cast<const tcmsg*>(NLMSG_DATA(nh));
-  int alen = static_cast<int>(nh->nlmsg_len - NLMSG_LENGTH(sizeof(tcmsg)));
-  for (auto* a = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(tc) +
-                                                 NLMSG_ALIGN(sizeof(tcmsg)));
-       RTA_OK(a, alen); a = RTA_NEXT(a, alen))
-    fn(a);
-}
-
-// A string attribute (NUL-terminated or not).
-std::string AttrString(const rtattr* a) {
-  const auto* p = static_cast<const char*>(RTA_DATA(a));
-  return std::string(p, strnlen(p, RTA_PAYLOAD(a)));
+void ForEachTcAttr(const nlmsghdr* nh, F&& f) {
+  if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(tcmsg))) return;
+  rtnl::ForEachAttr(static_cast<const char*>(NLMSG_DATA(nh)) + NLMSG_ALIGN(sizeof(tcmsg)),
+                    nh->nlmsg_len - NLMSG_LENGTH(sizeof(tcmsg)), f);
 }
 
 // Sends req and calls on_msg for every answer until NLMSG_DONE (dump) or the ack (request).
@@ -136,25 +130,23 @@ std::vector<TcFilterInfo> DumpIngressFilters(std::uint32_t ifindex) {
                f.priority = TC_H_MAJ(tc->tcm_info) >> 16;
                f.protocol = ntohs(static_cast<std::uint16_t>(TC_H_MIN(tc->tcm_info)));
                f.handle = tc->tcm_handle;
-               ForEachAttr(nh, [&](const rtattr* a) {
-                 if (a->rta_type == TCA_KIND) {
-                   f.kind = AttrString(a);
-                 } else if (a->rta_type == TCA_OPTIONS) {
-                   int olen = static_cast<int>(RTA_PAYLOAD(a));
-                   for (auto* o = static_cast<const rtattr*>(RTA_DATA(a)); RTA_OK(o, olen);
-                        o = RTA_NEXT(o, olen)) {
-                     if (o->rta_type == TCA_BPF_ID && RTA_PAYLOAD(o) >= 4)
-                       std::memcpy(&f.program.id, RTA_DATA(o), 4);
-                     else if (o->rta_type == TCA_BPF_TAG)
-                       f.program.tag = base::ToHex(RTA_DATA(o), RTA_PAYLOAD(o));
-                     else if (o->rta_type == TCA_BPF_NAME)
-                       f.program.name = AttrString(o);
-                     else if (o->rta_type == TCA_BPF_FLAGS && RTA_PAYLOAD(o) >= 4) {
+               ForEachTcAttr(nh, [&](unsigned short type, const char* p, std::size_t n) {
+                 if (type == TCA_KIND) {
+                   f.kind = rtnl::AttrString(p, n);
+                 } else if (type == TCA_OPTIONS) {
+                   rtnl::ForEachAttr(p, n, [&](unsigned short t, const char* q, std::size_t m) {
+                     if (t == TCA_BPF_ID && m >= 4)
+                       std::memcpy(&f.program.id, q, 4);
+                     else if (t == TCA_BPF_TAG)
+                       f.program.tag = base::ToHex(q, m);
+                     else if (t == TCA_BPF_NAME)
+                       f.program.name = rtnl::AttrString(q, m);
+                     else if (t == TCA_BPF_FLAGS && m >= 4) {
                        std::uint32_t flags = 0;
-                       std::memcpy(&flags, RTA_DATA(o), 4);
+                       std::memcpy(&flags, q, 4);
                        f.direct_action = flags & TCA_BPF_FLAG_ACT_DIRECT;
                      }
-                   }
+                   });
                  }
                });
                out.push_back(std::move(f));
@@ -174,8 +166,8 @@ bool HasClsact(std::uint32_t ifindex) {
     if (nh->nlmsg_type != RTM_NEWQDISC) return;
     const auto* tc = static_cast<const tcmsg*>(NLMSG_DATA(nh));
     if (tc->tcm_ifindex != static_cast<int>(ifindex) || tc->tcm_parent != TC_H_CLSACT) return;
-    ForEachAttr(nh, [&](const rtattr* a) {
-      if (a->rta_type == TCA_KIND && AttrString(a) == "clsact") found = true;
+    ForEachTcAttr(nh, [&](unsigned short type, const char* p, std::size_t n) {
+      if (type == TCA_KIND && rtnl::AttrString(p, n) == "clsact") found = true;
     });
   });
   return found;
