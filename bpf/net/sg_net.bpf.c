@@ -15,6 +15,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "sg_bits.h"
 #include "sovguard_abi.h"
 
 /* After the ABI: the maps and parser use its layouts. */
@@ -125,33 +126,6 @@ static __always_inline __u64 sg_allowed_v4(__u32 gen, void* classes, __u32 n_cla
   if (cls >= n_classes || cls == 0) return 0;
   struct sg_class* c = bpf_map_lookup_elem(classes, &cls);
   return c ? c->allowed_datasets : 0;
-}
-
-/* Index of the lowest set bit (v != 0); clang-16 cannot lower __builtin_ctzll for BPF. */
-static __always_inline __u8 sg_ctz64(__u64 v) {
-  __u8 n = 0;
-  if (!(v & 0xffffffffull)) {
-    n += 32;
-    v >>= 32;
-  }
-  if (!(v & 0xffffull)) {
-    n += 16;
-    v >>= 16;
-  }
-  if (!(v & 0xffull)) {
-    n += 8;
-    v >>= 8;
-  }
-  if (!(v & 0xfull)) {
-    n += 4;
-    v >>= 4;
-  }
-  if (!(v & 0x3ull)) {
-    n += 2;
-    v >>= 2;
-  }
-  if (!(v & 0x1ull)) n += 1;
-  return n;
 }
 
 /* Token bucket per guest; false (and counted as suppressed) when the guest is over its rate. */

@@ -22,6 +22,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "sg_bits.h"
 #include "sovguard_abi.h"
 
 /* After the ABI: the maps and helpers use its layouts. */
@@ -99,33 +100,6 @@ int sg_cgroup_dev(struct bpf_cgroup_dev_ctx* ctx) {
   return deny ? 0 : 1;
 }
 
-/* Index of the lowest set bit (BPF has no count-trailing-zeros instruction). */
-static __always_inline __u32 lowest_bit(__u64 v) {
-  __u32 n = 0;
-  if (!(v & 0xffffffffULL)) {
-    n += 32;
-    v >>= 32;
-  }
-  if (!(v & 0xffff)) {
-    n += 16;
-    v >>= 16;
-  }
-  if (!(v & 0xff)) {
-    n += 8;
-    v >>= 8;
-  }
-  if (!(v & 0xf)) {
-    n += 4;
-    v >>= 4;
-  }
-  if (!(v & 0x3)) {
-    n += 2;
-    v >>= 2;
-  }
-  if (!(v & 0x1)) n += 1;
-  return n;
-}
-
 static __always_inline int connect_common(struct bpf_sock_addr* ctx, bool v6) {
   struct sg_who w;
   if (!current_guest(&w)) return 1;
@@ -153,7 +127,7 @@ static __always_inline int connect_common(struct bpf_sock_addr* ctx, bool v6) {
   __u64 violating = held & ~allowed;
   if (!violating) return 1;
   bool deny = (violating & w.cfg->enforce_mask) != 0;
-  __u32 dataset = lowest_bit(violating);
+  __u32 dataset = sg_ctz64(violating);
   struct sg_io_state* s = io_state(&w, dataset);
   if (s) __sync_fetch_and_add(&s->denied, 1);
   struct sg_storage_event* e = reserve_event(&w);
@@ -257,13 +231,8 @@ static __always_inline bool io_guard(const struct sg_who* w, const struct sg_vol
 
 static __always_inline void count_bytes(__u32 guest_id, __u32 dataset, bool write, __u64 n) {
   struct sg_io_key k = {.guest_id = guest_id, .dataset = dataset};
-  struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
-  if (!s) {
-    struct sg_io_state zero = {};
-    bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
-    s = bpf_map_lookup_elem(&sg_io_state, &k);
-    if (!s) return;
-  }
+  struct sg_io_state* s = sg_lookup_or_init(&sg_io_state, &k, struct sg_io_state);
+  if (!s) return;
   if (write) {
     __sync_fetch_and_add(&s->write_bytes, n);
     __sync_fetch_and_add(&s->write_window_bytes, n);
@@ -362,9 +331,7 @@ static __always_inline int vfs_mmap(struct file* file, unsigned long prot, unsig
   if (!v) return 0;
   bool write = (prot & 0x2 /* PROT_WRITE */) && (flags & 0x1 /* MAP_SHARED */);
   __u32 why = check_volume(&w, v, write);
-  __u32 ds = v->dataset & (SG_MAX_DATASETS - 1);
-  if (!why && (w.cfg->ds[ds].read_quota_bytes || w.cfg->ds[ds].write_quota_bytes))
-    why = SG_EV_UNCOUNTED_IO;
+  if (!why && has_budget(&w, v->dataset)) why = SG_EV_UNCOUNTED_IO;
   if (!why) return 0;
   bool deny = enforced(&w, v->dataset);
   emit(&w, why, v->dataset, key.dev, key.ino, deny ? SG_VERDICT_DROP : SG_VERDICT_AUDIT);
@@ -625,8 +592,7 @@ static __noinline int mmap_enter(const struct sg_who* w, long fd, __u64 prot, __
   if (!v) return 0;
   bool write = (prot & 0x2 /* PROT_WRITE */) && (flags & 0x1 /* MAP_SHARED */);
   if (io_guard(w, v, &key, write, 0)) return 0;
-  __u32 ds = v->dataset & (SG_MAX_DATASETS - 1);
-  if (!w->cfg->ds[ds].read_quota_bytes && !w->cfg->ds[ds].write_quota_bytes) return 0;
+  if (!has_budget(w, v->dataset)) return 0;
   bool deny = enforced(w, v->dataset);
   if (deny) bpf_send_signal(SIGKILL);
   emit(w, SG_EV_UNCOUNTED_IO, v->dataset, key.dev, key.ino,

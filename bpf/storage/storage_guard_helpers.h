@@ -64,20 +64,12 @@ static __always_inline bool enforced(const struct sg_who* w, __u32 dataset) {
 static __always_inline struct sg_io_state* io_state(const struct sg_who* w, __u32 dataset) {
   if (!w->g) return NULL;
   struct sg_io_key k = {.guest_id = w->g->guest_id, .dataset = dataset};
-  struct sg_io_state* s = bpf_map_lookup_elem(&sg_io_state, &k);
-  if (s) return s;
-  struct sg_io_state zero = {};
-  bpf_map_update_elem(&sg_io_state, &k, &zero, BPF_NOEXIST);
-  return bpf_map_lookup_elem(&sg_io_state, &k);
+  return sg_lookup_or_init(&sg_io_state, &k, struct sg_io_state);
 }
 
 static __always_inline struct sg_storage_ratelimit* ratelimit_of(const struct sg_who* w) {
   __u32 key = w->g ? w->g->guest_id : 0;
-  struct sg_storage_ratelimit* rl = bpf_map_lookup_elem(&sg_storage_ratelimit, &key);
-  if (rl) return rl;
-  struct sg_storage_ratelimit fresh = {};
-  bpf_map_update_elem(&sg_storage_ratelimit, &key, &fresh, BPF_NOEXIST);
-  return bpf_map_lookup_elem(&sg_storage_ratelimit, &key);
+  return sg_lookup_or_init(&sg_storage_ratelimit, &key, struct sg_storage_ratelimit);
 }
 
 /* May this guest emit one more event now? GCRA over one 64-bit word updated by compare-and-swap
@@ -134,6 +126,13 @@ static __always_inline void emit(const struct sg_who* w, __u32 kind, __u32 datas
   e->ino = ino;
   e->verdict = verdict;
   bpf_ringbuf_submit(e, 0);
+}
+
+/* Whether the dataset has a read or a write budget: I/O no hook counts (a mapping's page faults)
+ * would bypass it, so such access is refused where a budget applies. */
+static __always_inline bool has_budget(const struct sg_who* w, __u32 dataset) {
+  __u32 ds = dataset & (SG_MAX_DATASETS - 1);
+  return w->cfg->ds[ds].read_quota_bytes || w->cfg->ds[ds].write_quota_bytes;
 }
 
 /* 0: allowed; else the event kind. An unregistered guest holds no dataset (fail closed). */

@@ -18,6 +18,35 @@ Error::Error(const std::string& what, int err)
                          std::to_string(err < 0 ? -err : err) + ")"),
       err_(err < 0 ? -err : err) {}
 
+namespace {
+int SilentLibbpfPrint(enum libbpf_print_level, const char*, va_list) {
+  return 0;
+}
+}  // namespace
+
+QuietLibbpf::QuietLibbpf() : previous_(libbpf_set_print(SilentLibbpfPrint)) {}
+QuietLibbpf::~QuietLibbpf() {
+  libbpf_set_print(previous_);
+}
+
+void UpdateElem(int fd, const void* key, const void* value, std::string_view what) {
+  if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0)
+    throw Error("update " + std::string(what), errno);
+}
+
+void UpdateMany(int fd, const void* keys, std::size_t key_size, const void* values,
+                std::size_t value_size, std::uint32_t count, std::string_view what) {
+  if (const int err = enforcer::bpfmap::UpdateMany(fd, keys, key_size, values, value_size, count);
+      err != 0)
+    throw Error("update " + std::string(what), err);
+}
+
+void DeleteMany(int fd, const void* keys, std::size_t key_size, std::uint32_t count,
+                std::string_view what) {
+  if (const int err = enforcer::bpfmap::DeleteMany(fd, keys, key_size, count); err != 0)
+    throw Error("delete from " + std::string(what), err);
+}
+
 void SetPinPaths(bpf_object* obj, const fs::path& dir, InternalMaps internal) {
   bpf_map* map = nullptr;
   bpf_object__for_each_map(map, obj) {

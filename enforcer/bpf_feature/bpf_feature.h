@@ -6,9 +6,11 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <new>
@@ -16,8 +18,11 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/unique_fd.h"
+#include "enforcer/system/bpf_maps.h"
 
 namespace sovguard::bpf_feature {
 
@@ -51,6 +56,58 @@ SkelPtr OpenSkeleton(std::string_view name, std::span<const std::uint8_t> object
     throw Error("open " + std::string(name) + " object", err);
   return skel;
 }
+
+// Map writes and reads of both features: each throws Error naming the map (`what`) when the
+// kernel refuses ("update <what>", "delete from <what>", "read <what>").
+void UpdateElem(int fd, const void* key, const void* value, std::string_view what);
+// Writes keys[i] -> values[i] for every i (batched where the kernel can). `values` are
+// `value_size` bytes each, back to back.
+void UpdateMany(int fd, const void* keys, std::size_t key_size, const void* values,
+                std::size_t value_size, std::uint32_t count, std::string_view what);
+template <typename K, typename V>
+void UpdateMany(int fd, const std::vector<K>& keys, const std::vector<V>& values,
+                std::string_view what) {
+  UpdateMany(fd, keys.data(), sizeof(K), values.data(), sizeof(V),
+             static_cast<std::uint32_t>(keys.size()), what);
+}
+// Deletes every key (batched where the kernel can); keys already gone are fine.
+void DeleteMany(int fd, const void* keys, std::size_t key_size, std::uint32_t count,
+                std::string_view what);
+template <typename K>
+void DeleteMany(int fd, const std::vector<K>& keys, std::string_view what) {
+  DeleteMany(fd, keys.data(), sizeof(K), static_cast<std::uint32_t>(keys.size()), what);
+}
+// Calls fn(key, value) for every entry of a map (entries deleted meanwhile skipped).
+template <typename K, typename V, typename Fn>
+void ForEach(int fd, Fn&& fn, std::string_view what = "map") {
+  if (const int err = enforcer::bpfmap::ForEach<K, V>(fd, std::forward<Fn>(fn)); err != 0)
+    throw Error("read " + std::string(what), err);
+}
+
+// A fixed-size name field of a map value (NUL-padded, not NUL-terminated when full), from and to
+// text. CopyName truncates to N - 1 bytes.
+template <std::size_t N>
+void CopyName(char (&dst)[N], std::string_view src) {
+  std::memset(dst, 0, N);
+  std::memcpy(dst, src.data(), std::min(src.size(), N - 1));
+}
+template <std::size_t N>
+std::string NameText(const char (&src)[N]) {
+  return std::string(src, strnlen(src, N));
+}
+
+// Silences libbpf while it lives: around loads that may fail for a missing kernel feature, whose
+// reason the caller reports (a verifier dump would only bury it).
+class QuietLibbpf {
+ public:
+  QuietLibbpf();
+  ~QuietLibbpf();
+  QuietLibbpf(const QuietLibbpf&) = delete;
+  QuietLibbpf& operator=(const QuietLibbpf&) = delete;
+
+ private:
+  libbpf_print_fn_t previous_;
+};
 
 // The pin-path rule: map `m` of an object is pinned at <dir>/<name of m>, dots replaced by '_'
 // (bpffs reserves dotted names). The object's internal maps (.bss, .data, .rodata) are pinned

@@ -34,4 +34,18 @@ std::string_view FindingKindName(FindingKind kind) {
   return "?";
 }
 
+std::string ToString(Guarantee g) {
+  switch (g) {
+    case Guarantee::kPrevents:
+      return "prevents";
+    case Guarantee::kDetectsAndKills:
+      return "detects-and-kills";
+    case Guarantee::kCounts:
+      return "counts";
+    case Guarantee::kNone:
+      return "none";
+  }
+  return "none";
+}
+
 }  // namespace sovguard::bpf_feature

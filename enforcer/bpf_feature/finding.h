@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "enforcer/bpf_feature/ladder.h"
+
 namespace sovguard::bpf_feature {
 
 enum class FindingKind {
@@ -53,13 +55,15 @@ struct RepairResult {
   std::vector<F> remaining;
 };
 
-// The verbs every BPF feature implements, so the daemon drives both the same way: apply a
-// compiled policy atomically, verify what the kernel runs against what was written, repair what
-// can be put back, detach (stop enforcing). Probing is the probe room's, per feature ladder.
+// The verbs every BPF feature implements, so the daemon and the probe drive both the same way:
+// probe (the feature's mechanism ladder per path, ladder.h), apply a compiled policy atomically,
+// verify what the kernel runs against what was written, repair what can be put back, detach
+// (stop enforcing).
 template <class T>
 concept Feature = requires(T& f, const T& cf, const typename T::Policy& policy,
                            const typename T::VerifyOptions& options) {
   requires std::derived_from<typename T::Finding, Finding>;
+  { T::ProbeLadder() } -> std::same_as<std::vector<ProbePath>>;
   f.ApplyPolicy(policy);
   { cf.VerifyAttachments(options) } -> std::same_as<std::vector<typename T::Finding>>;
   { f.Repair(options) } -> std::same_as<RepairResult<typename T::Finding>>;

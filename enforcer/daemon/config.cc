@@ -4,6 +4,7 @@
 #include <cctype>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <stdexcept>
 
 #include "enforcer/metrics/http_server.h"
@@ -15,6 +16,22 @@ bool ParseBool(const std::string& v, const std::string& where) {
   if (v == "true" || v == "yes" || v == "1") return true;
   if (v == "false" || v == "no" || v == "0") return false;
   throw std::runtime_error(where + ": expected true or false, got '" + v + "'");
+}
+
+// `value` as a decimal number from lo to hi, or nullopt (empty, a sign, trailing text, out of
+// range).
+std::optional<std::uint32_t> NumberIn(const std::string& value, unsigned long lo,
+                                      unsigned long hi) {
+  if (value.empty() || value.front() == '-') return std::nullopt;
+  std::size_t used = 0;
+  unsigned long n = 0;
+  try {
+    n = std::stoul(value, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used != value.size() || n < lo || n > hi) return std::nullopt;
+  return static_cast<std::uint32_t>(n);
 }
 
 std::string Trim(const std::string& s) {
@@ -104,31 +121,19 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
                              ": swtpm_port: no longer used: sovguardd's swtpm serves Unix sockets "
                              "in runtime_dir/swtpm; remove the setting");
   } else if (key == "tamper_check_seconds") {
-    std::size_t used = 0;
-    unsigned long secs = 0;
-    try {
-      secs = std::stoul(value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != value.size() || secs < 1 || secs > 3600) {
+    const auto n = NumberIn(value, 1, 3600);
+    if (!n) {
       throw std::runtime_error(where + ": tamper_check_seconds: expected 1 to 3600, got '" + value +
                                "'");
     }
-    c.tamper_check_seconds = static_cast<std::uint32_t>(secs);
+    c.tamper_check_seconds = *n;
   } else if (key == "quote_batch_window_ms") {
-    std::size_t used = 0;
-    unsigned long ms = 0;
-    try {
-      ms = std::stoul(value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != value.size() || value.empty() || value.front() == '-' || ms > 100) {
+    const auto n = NumberIn(value, 0, 100);
+    if (!n) {
       throw std::runtime_error(where + ": quote_batch_window_ms: expected 0 to 100, got '" + value +
                                "'");
     }
-    c.quote_batch_window_ms = static_cast<std::uint32_t>(ms);
+    c.quote_batch_window_ms = *n;
   } else if (key == "api_cert") {
     c.api_cert = value;
   } else if (key == "api_key") {
@@ -138,19 +143,13 @@ void ApplySetting(const std::string& key, const std::string& value, Config& c,
   } else if (key == "auditor_allowlist") {
     c.auditor_allowlist = value;
   } else if (key == "sovguard_pcr") {
-    std::size_t used = 0;
-    unsigned long pcr = 0;
-    try {
-      pcr = std::stoul(value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != value.size() || pcr < 8 || pcr > 15) {
+    const auto n = NumberIn(value, 8, 15);
+    if (!n) {
       throw std::runtime_error(where +
                                ": sovguard_pcr: expected a non-resettable PCR from 8 to 15, got '" +
                                value + "'");
     }
-    c.sovguard_pcr = static_cast<std::uint32_t>(pcr);
+    c.sovguard_pcr = *n;
   } else if (key == "start_libvirtd") {
     c.start_libvirtd = ParseBool(value, where);
   } else if (key == "libvirt_partition") {

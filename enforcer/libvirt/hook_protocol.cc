@@ -69,6 +69,32 @@ void WaitFd(int fd, short events, std::chrono::steady_clock::time_point deadline
   }
 }
 
+// Moves `len` bytes of a frame before `deadline`: io(offset) sends or receives from `offset` on
+// and returns what send/recv return. A peer that closes before a whole frame is read is an error.
+enum class Direction { kWrite, kRead };
+template <class Io>
+void TransferFrame(int fd, Direction dir, std::size_t len,
+                   std::chrono::steady_clock::time_point deadline, Io&& io) {
+  const bool reading = dir == Direction::kRead;
+  std::size_t off = 0;
+  while (off < len) {
+    WaitFd(fd, reading ? POLLIN : POLLOUT, deadline,
+           reading ? "reading hook frame" : "writing hook frame");
+    const ssize_t n = io(off);
+    if (n == 0 && reading) {
+      throw std::runtime_error("hook frame: peer closed the connection");
+    }
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) {
+        continue;
+      }
+      throw std::runtime_error(std::string(reading ? "hook frame recv: " : "hook frame send: ") +
+                               std::generic_category().message(errno));
+    }
+    off += static_cast<std::size_t>(n);
+  }
+}
+
 }  // namespace
 
 bool IsBlockingOperation(std::string_view op, std::string_view sub) {
@@ -125,39 +151,15 @@ void WriteFrame(int fd, std::string_view payload, std::chrono::steady_clock::tim
   buf.push_back(static_cast<char>(n >> 8));
   buf.push_back(static_cast<char>(n));
   buf.append(payload);
-  size_t off = 0;
-  while (off < buf.size()) {
-    WaitFd(fd, POLLOUT, deadline, "writing hook frame");
-    ssize_t w = ::send(fd, buf.data() + off, buf.size() - off, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR || errno == EAGAIN) {
-        continue;
-      }
-      throw std::runtime_error(std::string("hook frame send: ") +
-                               std::generic_category().message(errno));
-    }
-    off += static_cast<size_t>(w);
-  }
+  TransferFrame(fd, Direction::kWrite, buf.size(), deadline, [&](std::size_t off) {
+    return ::send(fd, buf.data() + off, buf.size() - off, MSG_NOSIGNAL);
+  });
 }
 
 std::string ReadFrame(int fd, std::chrono::steady_clock::time_point deadline) {
   auto read_exact = [&](char* dst, size_t len) {
-    size_t off = 0;
-    while (off < len) {
-      WaitFd(fd, POLLIN, deadline, "reading hook frame");
-      ssize_t r = ::recv(fd, dst + off, len - off, 0);
-      if (r == 0) {
-        throw std::runtime_error("hook frame: peer closed the connection");
-      }
-      if (r < 0) {
-        if (errno == EINTR || errno == EAGAIN) {
-          continue;
-        }
-        throw std::runtime_error(std::string("hook frame recv: ") +
-                                 std::generic_category().message(errno));
-      }
-      off += static_cast<size_t>(r);
-    }
+    TransferFrame(fd, Direction::kRead, len, deadline,
+                  [&](std::size_t off) { return ::recv(fd, dst + off, len - off, 0); });
   };
   unsigned char hdr[4];
   read_exact(reinterpret_cast<char*>(hdr), 4);

@@ -14,6 +14,7 @@
 #include <system_error>
 #include <thread>
 
+#include "base/poll.h"
 #include "base/unique_fd.h"
 
 namespace sovguard::libvirt {
@@ -61,16 +62,7 @@ void HookServer::Impl::HandleOne(int fd) {
 
 void HookServer::Impl::Serve() {
   while (true) {
-    pollfd fds[2] = {{listen_fd.Get(), POLLIN, 0}, {wake_read.Get(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return;
-    }
-    if (fds[1].revents) {
-      return;
-    }
+    if (base::WaitReadableOrStop(listen_fd.Get(), wake_read.Get()) != base::Wait::kReadable) return;
     const base::UniqueFd fd(
         ::accept4(listen_fd.Get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!fd) {

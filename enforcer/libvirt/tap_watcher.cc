@@ -20,31 +20,14 @@
 #include <system_error>
 #include <thread>
 
+#include "base/poll.h"
+#include "enforcer/system/rtnetlink.h"
+
 namespace sovguard::libvirt {
 namespace {
 
-// rtnetlink attribute walking without the kernel's macros (they trip -Wold-style-cast/-Wsign-*).
-template <typename F>
-void ForEachAttr(const char* data, size_t len, F&& f) {
-  while (len >= sizeof(rtattr)) {
-    rtattr a{};
-    std::memcpy(&a, data, sizeof(a));
-    if (a.rta_len < sizeof(rtattr) || a.rta_len > len) {
-      return;
-    }
-    f(a.rta_type, data + RTA_LENGTH(0), a.rta_len - RTA_LENGTH(0));
-    const size_t step = RTA_ALIGN(a.rta_len);
-    if (step >= len) {
-      return;
-    }
-    data += step;
-    len -= step;
-  }
-}
-
-std::string AttrString(const char* p, size_t n) {
-  return {p, strnlen(p, n)};
-}
+using enforcer::rtnl::AttrString;
+using enforcer::rtnl::ForEachAttr;
 
 }  // namespace
 
@@ -123,16 +106,7 @@ void TapWatcher::Impl::Handle(const nlmsghdr& h, const char* payload, size_t len
 void TapWatcher::Impl::Run() {
   alignas(nlmsghdr) std::array<char, size_t{64} * 1024> buf{};
   while (true) {
-    pollfd fds[2] = {{fd, POLLIN, 0}, {wake[0], POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return;
-    }
-    if (fds[1].revents) {
-      return;
-    }
+    if (base::WaitReadableOrStop(fd, wake[0]) != base::Wait::kReadable) return;
     ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
     if (n < 0) {
       // ENOBUFS: the kernel dropped notifications. Not silently: the daemon's reconcile (which

@@ -26,10 +26,6 @@ using detail::InNetnsResult;
 using detail::kTcHandle;
 using detail::kTcPriority;
 
-std::string FromField(const char* src, std::size_t size) {
-  return std::string(src, strnlen(src, size));
-}
-
 }  // namespace
 
 std::vector<TcFilterInfo> ListIngressFilters(std::uint32_t ifindex, const std::string& netns) {
@@ -82,9 +78,9 @@ std::vector<AdoptedGuest> NetDatapath::Adopt() {
       if (e) g.config.allowed_ethertypes.push_back(e);
     sg_net_guest_meta meta{};
     if (bpf_map_lookup_elem(meta_fd, &g.slot, &meta) == 0) {
-      g.config.name = FromField(meta.name, sizeof(meta.name));
-      g.config.netns = FromField(meta.netns, sizeof(meta.netns));
-      g.ifname = FromField(meta.ifname, sizeof(meta.ifname));
+      g.config.name = bpf_feature::NameText(meta.name);
+      g.config.netns = bpf_feature::NameText(meta.netns);
+      g.ifname = bpf_feature::NameText(meta.ifname);
       g.config.attach = meta.flags & SG_GUEST_META_ATTACH;
       g.created_qdisc = meta.flags & SG_GUEST_META_QDISC;
     } else {

@@ -19,12 +19,13 @@
 #include "enforcer/net/table_digest.h"
 #include "enforcer/net/tables.h"
 #include "enforcer/net/tc_netlink.h"
-#include "enforcer/system/bpf_maps.h"
 
 namespace sovguard::net {
 namespace {
 
 using base::UniqueFd;
+using bpf_feature::UpdateElem;
+using bpf_feature::UpdateMany;
 using detail::InNetns;
 using detail::InNetnsResult;
 using detail::kTcHandle;
@@ -43,27 +44,9 @@ UniqueFd CreateMap(bpf_map_type type, const char* name, std::uint32_t key_size,
   return UniqueFd(fd);
 }
 
-void UpdateElem(int fd, const void* key, const void* value, const char* what) {
-  int err = bpf_map_update_elem(fd, key, value, BPF_ANY);
-  if (err) throw DatapathError(std::string("bpf_map_update_elem ") + what, -err);
-}
-
-// Writes count entries with one syscall where the map type supports batches, else one by one.
-void UpdateMany(int fd, const void* keys, std::size_t key_size, const void* values,
-                std::size_t value_size, std::uint32_t count, const char* what) {
-  if (const int err = enforcer::bpfmap::UpdateMany(fd, keys, key_size, values, value_size, count);
-      err != 0)
-    throw DatapathError(std::string("bpf_map_update_elem ") + what, -err);
-}
-
 std::string IfName(std::uint32_t ifindex) {
   char buf[IF_NAMESIZE] = {};
   return ::if_indextoname(ifindex, buf) ? std::string(buf) : std::string();
-}
-
-void CopyString(char* dst, std::size_t size, const std::string& src) {
-  std::memset(dst, 0, size);
-  std::memcpy(dst, src.data(), std::min(src.size(), size - 1));
 }
 
 }  // namespace
@@ -272,9 +255,9 @@ void NetDatapath::WriteMeta(const Guest& g) {
   m.ifindex = g.config.ifindex;
   m.flags =
       (g.config.attach ? SG_GUEST_META_ATTACH : 0) | (g.created_qdisc ? SG_GUEST_META_QDISC : 0);
-  CopyString(m.ifname, sizeof(m.ifname), g.ifname);
-  CopyString(m.name, sizeof(m.name), g.config.name);
-  CopyString(m.netns, sizeof(m.netns), g.config.netns);
+  bpf_feature::CopyName(m.ifname, g.ifname);
+  bpf_feature::CopyName(m.name, g.config.name);
+  bpf_feature::CopyName(m.netns, g.config.netns);
   UpdateElem(bpf_map__fd(skel_->maps.sg_guest_meta), &g.slot, &m, "sg_guest_meta");
 }
 

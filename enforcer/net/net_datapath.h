@@ -140,6 +140,10 @@ class NetDatapath {
   using VerifyOptions = net::VerifyOptions;
   using Finding = TamperFinding;
 
+  // guest-network-egress and guest-network-ingress: the real program, loaded and run on an
+  // allowed and a forbidden frame (ProbeNetDatapath); one program type serves both tap hooks.
+  static std::vector<bpf_feature::ProbePath> ProbeLadder();
+
   explicit NetDatapath(NetDatapathOptions options = {});
   ~NetDatapath();
   NetDatapath(const NetDatapath&) = delete;

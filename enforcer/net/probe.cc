@@ -1,4 +1,5 @@
-// ProbeNetDatapath: the real program, loaded and run once each way on this kernel.
+// ProbeNetDatapath and NetDatapath::ProbeLadder: the real program, loaded and run once each way
+// on this kernel.
 #include <exception>
 
 #include "enforcer/net/frames.h"
@@ -28,6 +29,34 @@ std::optional<std::string> ProbeNetDatapath() {
   } catch (const std::exception& e) {
     return std::string("network datapath unavailable: ") + e.what();
   }
+}
+
+namespace {
+
+bpf_feature::Attempt TryNetDatapath(std::string mechanism) {
+  bpf_feature::Attempt a{.mechanism = std::move(mechanism)};
+  try {
+    if (auto why = ProbeNetDatapath()) {
+      a.error = *why;
+    } else {
+      a.ok = true;
+    }
+  } catch (const std::exception& e) {
+    a.error = e.what();
+  }
+  return a;
+}
+
+}  // namespace
+
+std::vector<bpf_feature::ProbePath> NetDatapath::ProbeLadder() {
+  using bpf_feature::Guarantee;
+  // A tc program that loads, and drops what it should, prevents: on clsact ingress of the tap
+  // for what the guest sends, on its egress for what the guest receives.
+  return {{"guest-network-egress",
+           {{Guarantee::kPrevents, [] { return TryNetDatapath("tc-clsact:ingress"); }}}},
+          {"guest-network-ingress",
+           {{Guarantee::kPrevents, [] { return TryNetDatapath("tc-clsact:egress"); }}}}};
 }
 
 }  // namespace sovguard::net

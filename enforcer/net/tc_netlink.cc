@@ -20,12 +20,15 @@
 
 #include "base/hex.h"
 #include "base/unique_fd.h"
+#include "enforcer/system/rtnetlink.h"
 
 // NLMSG_*/RTA_* are C macros with C casts.
 #pragma GCC diagnostic ignored "-Wold-style-cast"
 
 namespace sovguard::net::detail {
 namespace {
+
+namespace rtnl = enforcer::rtnl;
 
 constexpr std::uint32_t kIngressParent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
 
@@ -61,6 +64,27 @@ void AddAttr(Request& req, std::uint16_t type, const void* data, std::size_t len
   req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
 }
 
+// A tc request of `type` about `ifindex` (under `parent`; 0 for a qdisc dump).
+Request TcRequest(std::uint16_t type, std::uint16_t flags, std::uint32_t ifindex,
+                  std::uint32_t parent) {
+  Request req{};
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
+  req.nh.nlmsg_type = type;
+  req.nh.nlmsg_flags = flags;
+  req.tc.tcm_family = AF_UNSPEC;
+  req.tc.tcm_ifindex = static_cast<int>(ifindex);
+  req.tc.tcm_parent = parent;
+  return req;
+}
+
+// Calls f(type, payload, size) for every attribute of a tc message.
+template <class F>
+void ForEachTcAttr(const nlmsghdr* nh, F&& f) {
+  if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(tcmsg))) return;
+  rtnl::ForEachAttr(static_cast<const char*>(NLMSG_DATA(nh)) + NLMSG_ALIGN(sizeof(tcmsg)),
+                    nh->nlmsg_len - NLMSG_LENGTH(sizeof(tcmsg)), f);
+}
+
 // Sends req and calls on_msg for every answer until NLMSG_DONE (dump) or the ack (request).
 template <class F>
 void Transact(Request& req, const std::string& what, F&& on_msg) {
@@ -93,13 +117,7 @@ void Transact(Request& req, const std::string& what, F&& on_msg) {
 }  // namespace
 
 std::vector<TcFilterInfo> DumpIngressFilters(std::uint32_t ifindex) {
-  Request req{};
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
-  req.nh.nlmsg_type = RTM_GETTFILTER;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.tc.tcm_family = AF_UNSPEC;
-  req.tc.tcm_ifindex = static_cast<int>(ifindex);
-  req.tc.tcm_parent = kIngressParent;
+  Request req = TcRequest(RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_DUMP, ifindex, kIngressParent);
   std::vector<TcFilterInfo> out;
   try {
     Transact(req, "dump tc ingress filters of ifindex " + std::to_string(ifindex),
@@ -112,33 +130,25 @@ std::vector<TcFilterInfo> DumpIngressFilters(std::uint32_t ifindex) {
                f.priority = TC_H_MAJ(tc->tcm_info) >> 16;
                f.protocol = ntohs(static_cast<std::uint16_t>(TC_H_MIN(tc->tcm_info)));
                f.handle = tc->tcm_handle;
-               int alen = static_cast<int>(nh->nlmsg_len - NLMSG_LENGTH(sizeof(tcmsg)));
-               for (auto* a = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(tc) +
-                                                              NLMSG_ALIGN(sizeof(tcmsg)));
-                    RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-                 if (a->rta_type == TCA_KIND) {
-                   f.kind.assign(static_cast<const char*>(RTA_DATA(a)),
-                                 strnlen(static_cast<const char*>(RTA_DATA(a)), RTA_PAYLOAD(a)));
-                 } else if (a->rta_type == TCA_OPTIONS) {
-                   int olen = static_cast<int>(RTA_PAYLOAD(a));
-                   for (auto* o = static_cast<const rtattr*>(RTA_DATA(a)); RTA_OK(o, olen);
-                        o = RTA_NEXT(o, olen)) {
-                     if (o->rta_type == TCA_BPF_ID && RTA_PAYLOAD(o) >= 4)
-                       std::memcpy(&f.program.id, RTA_DATA(o), 4);
-                     else if (o->rta_type == TCA_BPF_TAG)
-                       f.program.tag = base::ToHex(RTA_DATA(o), RTA_PAYLOAD(o));
-                     else if (o->rta_type == TCA_BPF_NAME)
-                       f.program.name.assign(
-                           static_cast<const char*>(RTA_DATA(o)),
-                           strnlen(static_cast<const char*>(RTA_DATA(o)), RTA_PAYLOAD(o)));
-                     else if (o->rta_type == TCA_BPF_FLAGS && RTA_PAYLOAD(o) >= 4) {
+               ForEachTcAttr(nh, [&](unsigned short type, const char* p, std::size_t n) {
+                 if (type == TCA_KIND) {
+                   f.kind = rtnl::AttrString(p, n);
+                 } else if (type == TCA_OPTIONS) {
+                   rtnl::ForEachAttr(p, n, [&](unsigned short t, const char* q, std::size_t m) {
+                     if (t == TCA_BPF_ID && m >= 4)
+                       std::memcpy(&f.program.id, q, 4);
+                     else if (t == TCA_BPF_TAG)
+                       f.program.tag = base::ToHex(q, m);
+                     else if (t == TCA_BPF_NAME)
+                       f.program.name = rtnl::AttrString(q, m);
+                     else if (t == TCA_BPF_FLAGS && m >= 4) {
                        std::uint32_t flags = 0;
-                       std::memcpy(&flags, RTA_DATA(o), 4);
+                       std::memcpy(&flags, q, 4);
                        f.direct_action = flags & TCA_BPF_FLAG_ACT_DIRECT;
                      }
-                   }
+                   });
                  }
-               }
+               });
                out.push_back(std::move(f));
              });
   } catch (const DatapathError& e) {
@@ -150,37 +160,21 @@ std::vector<TcFilterInfo> DumpIngressFilters(std::uint32_t ifindex) {
 }
 
 bool HasClsact(std::uint32_t ifindex) {
-  Request req{};
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
-  req.nh.nlmsg_type = RTM_GETQDISC;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.tc.tcm_family = AF_UNSPEC;
-  req.tc.tcm_ifindex = static_cast<int>(ifindex);
+  Request req = TcRequest(RTM_GETQDISC, NLM_F_REQUEST | NLM_F_DUMP, ifindex, 0);
   bool found = false;
   Transact(req, "dump qdiscs of ifindex " + std::to_string(ifindex), [&](const nlmsghdr* nh) {
     if (nh->nlmsg_type != RTM_NEWQDISC) return;
     const auto* tc = static_cast<const tcmsg*>(NLMSG_DATA(nh));
     if (tc->tcm_ifindex != static_cast<int>(ifindex) || tc->tcm_parent != TC_H_CLSACT) return;
-    int alen = static_cast<int>(nh->nlmsg_len - NLMSG_LENGTH(sizeof(tcmsg)));
-    for (auto* a = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(tc) +
-                                                   NLMSG_ALIGN(sizeof(tcmsg)));
-         RTA_OK(a, alen); a = RTA_NEXT(a, alen))
-      if (a->rta_type == TCA_KIND &&
-          std::string(static_cast<const char*>(RTA_DATA(a)),
-                      strnlen(static_cast<const char*>(RTA_DATA(a)), RTA_PAYLOAD(a))) == "clsact")
-        found = true;
+    ForEachTcAttr(nh, [&](unsigned short type, const char* p, std::size_t n) {
+      if (type == TCA_KIND && rtnl::AttrString(p, n) == "clsact") found = true;
+    });
   });
   return found;
 }
 
 void DeleteIngressFilter(std::uint32_t ifindex, const TcFilterInfo& f) {
-  Request req{};
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
-  req.nh.nlmsg_type = RTM_DELTFILTER;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-  req.tc.tcm_family = AF_UNSPEC;
-  req.tc.tcm_ifindex = static_cast<int>(ifindex);
-  req.tc.tcm_parent = kIngressParent;
+  Request req = TcRequest(RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK, ifindex, kIngressParent);
   req.tc.tcm_handle = f.handle;
   req.tc.tcm_info = TC_H_MAKE(f.priority << 16, htons(f.protocol));
   if (!f.kind.empty()) AddAttr(req, TCA_KIND, f.kind.c_str(), f.kind.size() + 1);

@@ -1,6 +1,7 @@
-// The kernel probe: which mechanism guards each enforcement path on this kernel, found by loading
-// and attaching the real programs (never by reading version numbers), and whether it prevents or
-// only detects. The daemon runs it at start, caches it, and reports it everywhere.
+// The kernel probe: which mechanism guards each enforcement path on this kernel, and whether it
+// prevents or only detects. Each feature (NetDatapath, StorageDatapath) gives its ladder per path
+// (bpf_feature::Feature's ProbeLadder); the probe runs the trials, strongest first, and keeps the
+// first that works. The daemon runs it at start, caches it, and reports it everywhere.
 #pragma once
 
 #include <string>
@@ -8,19 +9,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "enforcer/storage/storage_ladder.h"
+#include "enforcer/bpf_feature/ladder.h"
 
 namespace sovguard::enforcer {
 
-// One vocabulary with the storage path: prevents, detects-and-kills, counts, none.
-using Guarantee = storage::Guarantee;
-using storage::ToString;
-
-struct Attempt {
-  std::string mechanism;  // e.g. "bpf-lsm:file_open"
-  bool ok = false;
-  std::string error;  // why it failed (errno text and stage), empty when ok
-};
+// One vocabulary with both features: prevents, detects-and-kills, counts, none.
+using Guarantee = bpf_feature::Guarantee;
+using bpf_feature::ToString;
+using Attempt = bpf_feature::Attempt;
 
 struct PathResult {
   std::string path;       // stable id: guest-network-egress, storage-open, ...

@@ -18,6 +18,8 @@
 #include <string_view>
 #include <system_error>
 
+#include "base/poll.h"
+
 namespace sovguard::storage {
 namespace {
 
@@ -174,13 +176,11 @@ std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t> FanotifyGuard::
 
 void FanotifyGuard::Run() {
   alignas(fanotify_event_metadata) char buf[8192];
-  pollfd fds[2] = {{group_.Get(), POLLIN, 0}, {stop_.Get(), POLLIN, 0}};
   for (;;) {
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      std::abort();  // poll on our own fds cannot fail otherwise; unanswered events would hang
-    }
-    if (fds[1].revents) return;
+    const base::Wait w = base::WaitReadableOrStop(group_.Get(), stop_.Get());
+    // poll on our own fds cannot fail; if it did, unanswered events would hang
+    if (w == base::Wait::kFailed) std::abort();
+    if (w == base::Wait::kStopped) return;
     const ssize_t n = ::read(group_.Get(), buf, sizeof buf);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;

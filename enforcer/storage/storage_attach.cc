@@ -20,23 +20,6 @@ namespace {
 
 using base::ErrnoText;
 
-int SilentLibbpfPrint(enum libbpf_print_level, const char*, va_list) {
-  return 0;
-}
-
-// Silences libbpf while a load that may fail for a missing kernel feature runs: the reason is
-// reported in StorageStatus, a verifier dump would only bury it.
-class QuietLibbpf {
- public:
-  QuietLibbpf() : previous_(libbpf_set_print(SilentLibbpfPrint)) {}
-  ~QuietLibbpf() { libbpf_set_print(previous_); }
-  QuietLibbpf(const QuietLibbpf&) = delete;
-  QuietLibbpf& operator=(const QuietLibbpf&) = delete;
-
- private:
-  libbpf_print_fn_t previous_;
-};
-
 // Which signature this kernel's io_uring tracepoints have (vmlinux BTF): 6.3 and later pass a
 // CQE (io_uring_complete(ctx, req, cqe), io_uring_submit_req), earlier kernels the result as an
 // argument (io_uring_complete(ctx, req, user_data, res, cflags, extra1, extra2),
@@ -92,10 +75,6 @@ std::optional<bool> IoUringProgramLoads(const bpf_program* p) {
   return std::nullopt;
 }
 
-bool IsTrampolineProgram(const bpf_program* p) {
-  return NeedsTrampoline(bpf_program__section_name(p));
-}
-
 }  // namespace
 
 UniqueFd StorageDatapath::Impl::NewLink(const Attached& a) const {
@@ -145,12 +124,9 @@ OpenRung StorageDatapath::Impl::AttachOpenRung(PathStatus& open, bool lsm_loaded
                                                const fs::path& cgroup2_root) {
   for (const LadderRung& rung : StorageOpenLadder()) {
     if (rung.vfs_hooks && !lsm_loaded) continue;  // why: recorded at load
-    if (rung.rung == OpenRung::kBpfLsm) {
-      // Attached LSM programs are never called when "bpf" is not an active LSM.
-      if (const auto inactive = enforcer::BpfLsmInactiveReason()) {
-        open.unavailable.push_back(fmt::format("{}: {}", rung.mechanism, *inactive));
-        continue;
-      }
+    if (const auto inactive = InactiveReason(rung)) {
+      open.unavailable.push_back(fmt::format("{}: {}", rung.mechanism, *inactive));
+      continue;
     }
     if (rung.rung == OpenRung::kFanotify && options.force_tracepoint_fallback) {
       open.unavailable.push_back(std::string(rung.mechanism) +
@@ -249,8 +225,7 @@ void StorageDatapath::Impl::Adopt(const sg_storage_state& st) {
   cfg = kcfg;
   next_guest_id = std::max<std::uint32_t>(st.next_guest_id, 1);
   for (std::uint32_t i = 0; i < SG_MAX_DATASETS; ++i) {
-    adopted_dataset_ids.emplace_back(st.dataset_ids[i],
-                                     strnlen(st.dataset_ids[i], SG_STORAGE_DATASET_ID_LEN));
+    adopted_dataset_ids.push_back(NameText(st.dataset_ids[i]));
   }
   ForEach<std::uint32_t, sg_storage_guest_meta>(
       Fd(skel->maps.sg_storage_guest_meta),
@@ -258,8 +233,8 @@ void StorageDatapath::Impl::Adopt(const sg_storage_state& st) {
         Guest g;
         g.id = id;
         g.cgroup_id = meta.cgroup_id;
-        g.cgroup_name.assign(meta.cgroup_name, strnlen(meta.cgroup_name, sizeof meta.cgroup_name));
-        g.storage.name.assign(meta.name, strnlen(meta.name, sizeof meta.name));
+        g.cgroup_name = NameText(meta.cgroup_name);
+        g.storage.name = NameText(meta.name);
         g.storage.datasets = meta.datasets;
         guest_names[id] = g.storage.name;
         next_guest_id = std::max(next_guest_id, id + 1);
@@ -268,7 +243,7 @@ void StorageDatapath::Impl::Adopt(const sg_storage_state& st) {
   ForEach<sg_volume_key, sg_storage_volume_meta>(
       Fd(skel->maps.sg_storage_volume_meta),
       [&](const sg_volume_key& k, const sg_storage_volume_meta& meta) {
-        const std::string path(meta.path, strnlen(meta.path, sizeof meta.path));
+        const std::string path = NameText(meta.path);
         volumes[{k.dev, k.ino}] =
             Volume{path, meta.dataset, k.dev != 0 && k.dev != kCharDevice && OnOverlay(path)};
       });
@@ -296,10 +271,9 @@ std::vector<StorageDatapath::ProtectedVolume> StorageDatapath::Impl::PinnedVolum
       Fd(skel->maps.sg_storage_volume_meta),
       [&](const sg_volume_key&, const sg_storage_volume_meta& meta) {
         if (meta.dataset >= SG_MAX_DATASETS) return;
-        std::string id(st.dataset_ids[meta.dataset],
-                       strnlen(st.dataset_ids[meta.dataset], SG_STORAGE_DATASET_ID_LEN));
+        std::string id = NameText(st.dataset_ids[meta.dataset]);
         if (id.empty()) return;
-        out.push_back({.path = std::string(meta.path, strnlen(meta.path, sizeof meta.path)),
+        out.push_back({.path = NameText(meta.path),
                        .dataset = std::move(id),
                        .readonly = (meta.flags & SG_VOLUME_READ_ONLY) != 0});
       });
@@ -431,7 +405,8 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
           "storage_guard", m.options.program_object);
       bpf_program* prog = nullptr;
       bpf_object__for_each_program(prog, m.skel->obj) {
-        if (IsTrampolineProgram(prog)) bpf_program__set_autoload(prog, with_lsm);
+        if (NeedsTrampoline(bpf_program__section_name(prog)))
+          bpf_program__set_autoload(prog, with_lsm);
         if (const auto loads = IoUringProgramLoads(prog)) bpf_program__set_autoload(prog, *loads);
       }
       // .rodata (constants of this very object) belongs to the object, not to the state.
@@ -440,7 +415,7 @@ StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_uniqu
                                  bpf_feature::InternalMaps::kNotPinned);
       int err = 0;
       if (with_lsm) {
-        QuietLibbpf quiet;
+        bpf_feature::QuietLibbpf quiet;
         err = storage_guard__load(m.skel.get());
       } else {
         err = storage_guard__load(m.skel.get());

@@ -17,20 +17,6 @@ std::string DevText(std::uint64_t kdev) {
 
 }  // namespace
 
-std::string ToString(Guarantee g) {
-  switch (g) {
-    case Guarantee::kPrevents:
-      return "prevents";
-    case Guarantee::kDetectsAndKills:
-      return "detects-and-kills";
-    case Guarantee::kCounts:
-      return "counts";
-    case Guarantee::kNone:
-      return "none";
-  }
-  return "none";
-}
-
 std::string ToString(Verdict v) {
   switch (v) {
     case Verdict::kPrevented:

@@ -266,6 +266,11 @@ class StorageDatapath {
   using VerifyOptions = StorageVerifyOptions;
   using Finding = StorageFinding;
 
+  // Each storage path's mechanisms, strongest first, each tried on a scratch attachment (a
+  // cgroup of its own for the cgroup programs) without a StorageDatapath: the kernel probe's
+  // ladder for storage-open, storage-io-accounting, storage-network, storage-block-devices.
+  static std::vector<bpf_feature::ProbePath> ProbeLadder();
+
   // Probes (LSM first, unless forced off), loads, attaches. Throws StorageError when a path that
   // has no fallback cannot be attached (cgroup programs) or the object does not load.
   explicit StorageDatapath(StorageOptions options = {});

@@ -24,7 +24,6 @@
 #include "enforcer/bpf_feature/bpf_feature.h"
 #include "enforcer/storage/fanotify_guard.h"
 #include "enforcer/storage/storage_datapath.h"
-#include "enforcer/system/bpf_maps.h"
 
 namespace sovguard::storage {
 
@@ -40,8 +39,13 @@ struct RingDeleter {
 };
 using Ring = std::unique_ptr<ring_buffer, RingDeleter>;
 
-// Throws StorageError (`what` names the map) when the update fails.
-void Update(int map_fd, const void* key, const void* value, const char* what);
+// The map reads and writes both features share (they throw StorageError naming the map).
+using bpf_feature::CopyName;
+using bpf_feature::DeleteMany;
+using bpf_feature::ForEach;
+using bpf_feature::NameText;
+using bpf_feature::UpdateElem;
+using bpf_feature::UpdateMany;
 
 // A pool resolved on this host: where it is and which device ids it stands for.
 struct ResolvedPool {
@@ -119,39 +123,6 @@ inline bool SameBytes(const void* a, const void* b, std::size_t n) {
 bool TableEqual(const Tables& a, const Tables& b, int which);
 // SHA-256 of table `which`, in a canonical order (what the hand-over state records).
 Digest TableDigest(const Tables& t, int which);
-
-template <std::size_t N>
-void CopyName(char (&dst)[N], const std::string& src) {
-  std::memset(dst, 0, N);
-  std::memcpy(dst, src.data(), std::min(src.size(), N - 1));
-}
-
-// Calls fn(key, value) for every entry of a map (entries deleted meanwhile skipped).
-template <typename K, typename V, typename Fn>
-void ForEach(int fd, Fn&& fn) {
-  if (const int err = enforcer::bpfmap::ForEach<K, V>(fd, std::forward<Fn>(fn)); err != 0)
-    throw StorageError("read map", -err);
-}
-
-// Writes keys[i] -> values[i] for every i (batched where the kernel can).
-template <typename K, typename V>
-void UpdateAll(int map_fd, const std::vector<K>& keys, const std::vector<V>& values,
-               const char* what) {
-  if (const int err =
-          enforcer::bpfmap::UpdateMany(map_fd, keys.data(), sizeof(K), values.data(), sizeof(V),
-                                       static_cast<std::uint32_t>(keys.size()));
-      err != 0)
-    throw StorageError(fmt::format("update {}", what), -err);
-}
-
-// Deletes every key (batched where the kernel can); keys already gone are fine.
-template <typename K>
-void DeleteAll(int map_fd, const std::vector<K>& keys, const char* what) {
-  if (const int err = enforcer::bpfmap::DeleteMany(map_fd, keys.data(), sizeof(K),
-                                                   static_cast<std::uint32_t>(keys.size()));
-      err != 0)
-    throw StorageError(fmt::format("delete from {}", what), -err);
-}
 
 // Adopt() found pinned state of another machine cgroup (old_id); what() says which.
 class ForeignMachineCgroup : public StorageError {

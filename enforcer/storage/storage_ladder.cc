@@ -1,5 +1,7 @@
 #include "enforcer/storage/storage_ladder.h"
 
+#include "enforcer/system/lsm.h"
+
 namespace sovguard::storage {
 
 namespace {
@@ -46,6 +48,11 @@ const LadderRung* RungNamed(std::string_view mechanism) {
   for (const auto& r : StorageOpenLadder())
     if (r.mechanism == mechanism) return &r;
   return nullptr;
+}
+
+std::optional<std::string> InactiveReason(const LadderRung& rung) {
+  if (rung.rung != OpenRung::kBpfLsm) return std::nullopt;
+  return enforcer::BpfLsmInactiveReason();
 }
 
 bool NeedsTrampoline(std::string_view section_name) {

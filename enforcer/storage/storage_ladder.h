@@ -1,17 +1,21 @@
 // The storage-open mechanism ladder, strongest first: the one table both the kernel probe
-// (enforcer/probe) and StorageDatapath select from, so the two cannot name a different mechanism
-// or guarantee for the same kernel. Each rung says what it is called everywhere (status, metrics,
-// snapshot, measured downgrades), what it guarantees, and which programs it attaches.
+// (StorageDatapath::ProbeLadder) and StorageDatapath's attach select from, so the two cannot
+// name a different mechanism or guarantee for the same kernel. Each rung says what it is called
+// everywhere (status, metrics, snapshot, measured downgrades), what it guarantees, and which
+// programs it attaches.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "enforcer/bpf_feature/ladder.h"
+
 namespace sovguard::storage {
 
-enum class Guarantee { kPrevents, kDetectsAndKills, kCounts, kNone };
-std::string ToString(Guarantee g);  // "prevents", "detects-and-kills", "counts", "none"
+using bpf_feature::Guarantee;
+using bpf_feature::ToString;
 
 enum class OpenRung {
   kBpfLsm,          // lsm/file_open (+ file_permission, mmap_file for I/O): EPERM in the kernel
@@ -37,6 +41,9 @@ const std::vector<LadderRung>& StorageOpenLadder();
 const LadderRung& RungOf(OpenRung rung);
 // The rung reported under `mechanism`, or nullptr.
 const LadderRung* RungNamed(std::string_view mechanism);
+// Why the rung guards nothing here although its programs attach (BPF LSM programs attach when
+// "bpf" is not an active LSM, and are then never called), or nullopt.
+std::optional<std::string> InactiveReason(const LadderRung& rung);
 // Whether a program runs through a BPF trampoline (lsm/, fmod_ret/): kernels without trampolines
 // refuse to load them, so the loader drops them together and says so.
 bool NeedsTrampoline(std::string_view section_name);

@@ -6,11 +6,59 @@
 
 namespace sovguard::storage {
 
-void Update(int map_fd, const void* key, const void* value, const char* what) {
-  if (bpf_map_update_elem(map_fd, key, value, BPF_ANY) != 0) {
-    throw StorageError(fmt::format("update {}", what), errno);
-  }
+namespace {
+
+// An endpoint table's entry (prefix length, address) and its key in the LPM map of generation
+// `gen`: the map's prefix covers the 32-bit generation first.
+using Ep4 = std::pair<std::uint32_t, std::uint32_t>;
+using Ep6 = std::pair<std::uint32_t, std::array<std::uint8_t, 16>>;
+sg_storage_lpm4_key MapKey(const Ep4& e, std::uint32_t gen) {
+  return {.prefixlen = 32 + e.first, .gen = gen, .addr = e.second};
 }
+sg_storage_lpm6_key MapKey(const Ep6& e, std::uint32_t gen) {
+  sg_storage_lpm6_key k{.prefixlen = 32 + e.first, .gen = gen, .addr = {}};
+  std::memcpy(k.addr, e.second.data(), 16);
+  return k;
+}
+Ep4 EntryOf(const sg_storage_lpm4_key& k) {
+  return {k.prefixlen - 32, k.addr};
+}
+Ep6 EntryOf(const sg_storage_lpm6_key& k) {
+  Ep6 e{k.prefixlen - 32, {}};
+  std::memcpy(e.second.data(), k.addr, 16);
+  return e;
+}
+
+// The entries of generation `gen` of an endpoint map.
+template <class Key, class Table>
+void ReadEndpoints(int fd, std::uint32_t gen, Table& out) {
+  ForEach<Key, std::uint16_t>(fd, [&](const Key& k, const std::uint16_t& v) {
+    if (k.gen == gen) out.Add(EntryOf(k), v);
+  });
+  out.Finish();
+}
+
+// Writes `table` into generation `gen` of an endpoint map, then deletes that generation's entries
+// the table does not hold.
+template <class Key, class Table>
+void WriteEndpoints(int fd, std::uint32_t gen, const Table& table, const char* name) {
+  std::vector<Key> keys;
+  std::vector<std::uint16_t> values;
+  keys.reserve(table.size());
+  values.reserve(table.size());
+  for (const auto& [e, v] : table) {
+    keys.push_back(MapKey(e, gen));
+    values.push_back(v);
+  }
+  UpdateMany(fd, keys, values, name);
+  std::vector<Key> stale;
+  ForEach<Key, std::uint16_t>(fd, [&](const Key& k, const std::uint16_t&) {
+    if (k.gen == gen && !table.contains(EntryOf(k))) stale.push_back(k);
+  });
+  DeleteMany(fd, stale, name);
+}
+
+}  // namespace
 
 bool TableEqual(const Tables& a, const Tables& b, int which) {
   switch (which) {
@@ -81,7 +129,7 @@ Digest TableDigest(const Tables& t, int which) {
 }
 
 void StorageDatapath::Impl::WriteConfig() {
-  Update(Fd(skel->maps.sg_storage_cfg), &active, &cfg, "sg_storage_cfg");
+  UpdateElem(Fd(skel->maps.sg_storage_cfg), &active, &cfg, "sg_storage_cfg");
   expected.cfg = cfg;
   digests[kTableCfg] = TableDigest(expected, kTableCfg);
 }
@@ -94,7 +142,7 @@ void StorageDatapath::Impl::Publish() {
   const std::uint32_t next = (active + 1) % SG_STORAGE_GENERATIONS;
   WriteGeneration(next);
   const std::uint32_t zero = 0;
-  Update(Fd(skel->maps.sg_storage_active), &zero, &next, "sg_storage_active");
+  UpdateElem(Fd(skel->maps.sg_storage_active), &zero, &next, "sg_storage_active");
   active = next;
   Barrier();
 }
@@ -116,7 +164,7 @@ void StorageDatapath::Impl::WriteState() {
                 std::min<std::size_t>(id.size(), SG_STORAGE_DATASET_ID_LEN - 1));
   }
   const std::uint32_t zero = 0;
-  Update(Fd(skel->maps.sg_storage_state), &zero, &st, "sg_storage_state");
+  UpdateElem(Fd(skel->maps.sg_storage_state), &zero, &st, "sg_storage_state");
 }
 
 std::string StorageDatapath::Impl::DatasetId(std::uint32_t index) const {
@@ -140,19 +188,8 @@ Tables StorageDatapath::Impl::ReadTables(std::uint32_t gen, std::size_t n_classe
     bpf_map_lookup_elem(Fd(skel->maps.sg_storage_classes), &slot, &t.classes[i]);
   }
   if (endpoints) {
-    ForEach<sg_storage_lpm4_key, std::uint16_t>(
-        Fd(skel->maps.sg_endpoints4), [&](const sg_storage_lpm4_key& k, const std::uint16_t& v) {
-          if (k.gen == gen) t.ep4.Add({k.prefixlen - 32, k.addr}, v);
-        });
-    t.ep4.Finish();
-    ForEach<sg_storage_lpm6_key, std::uint16_t>(
-        Fd(skel->maps.sg_endpoints6), [&](const sg_storage_lpm6_key& k, const std::uint16_t& v) {
-          if (k.gen != gen) return;
-          std::array<std::uint8_t, 16> a{};
-          std::memcpy(a.data(), k.addr, 16);
-          t.ep6.Add({k.prefixlen - 32, a}, v);
-        });
-    t.ep6.Finish();
+    ReadEndpoints<sg_storage_lpm4_key>(Fd(skel->maps.sg_endpoints4), gen, t.ep4);
+    ReadEndpoints<sg_storage_lpm6_key>(Fd(skel->maps.sg_endpoints6), gen, t.ep6);
   }
   ForEach<sg_volume_key, sg_volume>(Fd(skel->maps.sg_volumes),
                                     [&](const sg_volume_key& k, const sg_volume& v) {
@@ -164,63 +201,28 @@ Tables StorageDatapath::Impl::ReadTables(std::uint32_t gen, std::size_t n_classe
 void StorageDatapath::Impl::WriteTable(int which, std::uint32_t gen) {
   switch (which) {
     case kTableCfg:
-      Update(Fd(skel->maps.sg_storage_cfg), &gen, &expected.cfg, "sg_storage_cfg");
+      UpdateElem(Fd(skel->maps.sg_storage_cfg), &gen, &expected.cfg, "sg_storage_cfg");
       break;
     case kTableClasses:
       for (std::uint32_t i = 0; i < expected.classes.size(); ++i) {
         const std::uint32_t slot = gen * SG_MAX_CLASSES + i;
-        Update(Fd(skel->maps.sg_storage_classes), &slot, &expected.classes[i],
-               "sg_storage_classes");
+        UpdateElem(Fd(skel->maps.sg_storage_classes), &slot, &expected.classes[i],
+                   "sg_storage_classes");
       }
       break;
-    case kTableEndpoints4: {
-      const int fd = Fd(skel->maps.sg_endpoints4);
-      std::vector<sg_storage_lpm4_key> keys;
-      std::vector<std::uint16_t> values;
-      keys.reserve(expected.ep4.size());
-      values.reserve(expected.ep4.size());
-      for (const auto& [k, v] : expected.ep4) {
-        keys.push_back({.prefixlen = 32 + k.first, .gen = gen, .addr = k.second});
-        values.push_back(v);
-      }
-      UpdateAll(fd, keys, values, "sg_endpoints4");
-      std::vector<sg_storage_lpm4_key> stale;
-      ForEach<sg_storage_lpm4_key, std::uint16_t>(
-          fd, [&](const sg_storage_lpm4_key& k, const std::uint16_t&) {
-            if (k.gen == gen && !expected.ep4.contains({k.prefixlen - 32, k.addr}))
-              stale.push_back(k);
-          });
-      DeleteAll(fd, stale, "sg_endpoints4");
+    case kTableEndpoints4:
+      WriteEndpoints<sg_storage_lpm4_key>(Fd(skel->maps.sg_endpoints4), gen, expected.ep4,
+                                          "sg_endpoints4");
       break;
-    }
-    case kTableEndpoints6: {
-      const int fd = Fd(skel->maps.sg_endpoints6);
-      std::vector<sg_storage_lpm6_key> keys;
-      std::vector<std::uint16_t> values;
-      keys.reserve(expected.ep6.size());
-      values.reserve(expected.ep6.size());
-      for (const auto& [k, v] : expected.ep6) {
-        sg_storage_lpm6_key& key = keys.emplace_back(
-            sg_storage_lpm6_key{.prefixlen = 32 + k.first, .gen = gen, .addr = {}});
-        std::memcpy(key.addr, k.second.data(), 16);
-        values.push_back(v);
-      }
-      UpdateAll(fd, keys, values, "sg_endpoints6");
-      std::vector<sg_storage_lpm6_key> stale;
-      ForEach<sg_storage_lpm6_key, std::uint16_t>(
-          fd, [&](const sg_storage_lpm6_key& k, const std::uint16_t&) {
-            std::array<std::uint8_t, 16> a{};
-            std::memcpy(a.data(), k.addr, 16);
-            if (k.gen == gen && !expected.ep6.contains({k.prefixlen - 32, a})) stale.push_back(k);
-          });
-      DeleteAll(fd, stale, "sg_endpoints6");
+    case kTableEndpoints6:
+      WriteEndpoints<sg_storage_lpm6_key>(Fd(skel->maps.sg_endpoints6), gen, expected.ep6,
+                                          "sg_endpoints6");
       break;
-    }
     case kTableVolumes: {
       const int fd = Fd(skel->maps.sg_volumes);
       for (const auto& [k, v] : expected.volumes) {
         const sg_volume_key key{.dev = k.first, .ino = k.second};
-        Update(fd, &key, &v, "sg_volumes");
+        UpdateElem(fd, &key, &v, "sg_volumes");
       }
       std::vector<sg_volume_key> stale;
       ForEach<sg_volume_key, sg_volume>(fd, [&](const sg_volume_key& k, const sg_volume&) {

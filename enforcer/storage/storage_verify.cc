@@ -128,7 +128,7 @@ std::vector<StorageFinding> StorageDatapath::VerifyAttachments(StorageVerifyOpti
   ForEach<sg_storage_pending_key, sg_storage_guest>(
       m.Fd(m.skel->maps.sg_storage_pending),
       [&](const sg_storage_pending_key& k, const sg_storage_guest& e) {
-        const std::string name(k.name, strnlen(k.name, sizeof k.name));
+        const std::string name = NameText(k.name);
         const auto p = pending.find(name);
         if (p != pending.end()) ++seen;
         if (p == pending.end() || !SameBytes(&p->second, &e, sizeof e)) {
@@ -160,7 +160,7 @@ StorageRepairResult StorageDatapath::Repair(StorageVerifyOptions options) {
           if (f.object == kTableNames[t]) m.WriteTable(t, m.active);
         if (f.object == "sg_storage_active") {
           const std::uint32_t zero = 0;
-          Update(m.Fd(m.skel->maps.sg_storage_active), &zero, &m.active, "sg_storage_active");
+          UpdateElem(m.Fd(m.skel->maps.sg_storage_active), &zero, &m.active, "sg_storage_active");
         }
         tables_done.insert(f.object);
       }
@@ -181,7 +181,7 @@ StorageRepairResult StorageDatapath::Repair(StorageVerifyOptions options) {
               } else if (e.datasets != g->second->storage.datasets || e.flags != 0) {
                 const sg_storage_guest fixed{
                     .datasets = g->second->storage.datasets, .guest_id = e.guest_id, .flags = 0};
-                Update(fd, &cg, &fixed, "sg_storage_guests");
+                UpdateElem(fd, &cg, &fixed, "sg_storage_guests");
               }
             });
         for (auto cg : doomed) bpf_map_delete_elem(fd, &cg);
@@ -196,7 +196,7 @@ StorageRepairResult StorageDatapath::Repair(StorageVerifyOptions options) {
           sg_storage_pending_key k{};
           std::memcpy(k.name, g.cgroup_name.data(), g.cgroup_name.size());
           const sg_storage_guest e{.datasets = g.storage.datasets, .guest_id = g.id, .flags = 0};
-          Update(pfd, &k, &e, "sg_storage_pending");
+          UpdateElem(pfd, &k, &e, "sg_storage_pending");
         }
         guests_done = true;
       }

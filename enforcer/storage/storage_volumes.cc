@@ -132,8 +132,8 @@ void StorageDatapath::Impl::InsertVolume(const sg_volume_key& key, const std::st
   if (mark && fanotify) MarkVolume(path, key);  // before the tables: a failure changes nothing
   sg_storage_volume_meta meta{.dataset = v.dataset, .flags = v.flags, .path = {}};
   CopyName(meta.path, path);
-  Update(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
-  Update(Fd(skel->maps.sg_volumes), &key, &v, "sg_volumes");
+  UpdateElem(Fd(skel->maps.sg_storage_volume_meta), &key, &meta, "sg_storage_volume_meta");
+  UpdateElem(Fd(skel->maps.sg_volumes), &key, &v, "sg_volumes");
   volumes[{key.dev, key.ino}] =
       Volume{path, v.dataset, key.dev != 0 && key.dev != kCharDevice && OnOverlay(path)};
   expected.volumes[{key.dev, key.ino}] = v;
@@ -148,7 +148,7 @@ void StorageDatapath::Impl::AddDenied(
     if (bpf_map_lookup_elem(fd, &k, &st) != 0 && errno != ENOENT)
       throw StorageError("read sg_io_state", errno);
     st.denied += n;
-    Update(fd, &k, &st, "sg_io_state");
+    UpdateElem(fd, &k, &st, "sg_io_state");
   }
 }
 
@@ -187,7 +187,7 @@ void StorageDatapath::Impl::WriteGuestMeta(const Guest& g) {
   meta.cgroup_id = g.cgroup_id;
   CopyName(meta.name, g.storage.name);
   CopyName(meta.cgroup_name, g.cgroup_name);
-  Update(Fd(skel->maps.sg_storage_guest_meta), &g.id, &meta, "sg_storage_guest_meta");
+  UpdateElem(Fd(skel->maps.sg_storage_guest_meta), &g.id, &meta, "sg_storage_guest_meta");
   WriteState();
 }
 
@@ -243,13 +243,13 @@ void StorageDatapath::ExpectGuest(const std::string& cgroup_name, const GuestSto
   m.WriteGuestMeta(g);
   sg_storage_pending_key key{};
   std::memcpy(key.name, key_name.data(), key_name.size());
-  Update(m.Fd(m.skel->maps.sg_storage_pending), &key, &entry, "sg_storage_pending");
+  UpdateElem(m.Fd(m.skel->maps.sg_storage_pending), &key, &entry, "sg_storage_pending");
   // The pending entry is in place before this check, so a cgroup created meanwhile is caught by
   // cgroup_mkdir; one that already exists is registered here.
   const fs::path dir = m.options.machine_cgroup / cgroup_name;
   if (fs::is_directory(dir)) {
     const std::uint64_t id = CgroupId(dir);
-    Update(m.Fd(m.skel->maps.sg_storage_guests), &id, &entry, "sg_storage_guests");
+    UpdateElem(m.Fd(m.skel->maps.sg_storage_guests), &id, &entry, "sg_storage_guests");
   }
 }
 
@@ -259,7 +259,7 @@ void StorageDatapath::RegisterGuestCgroup(std::uint64_t cgroup_id, const GuestSt
   auto& g = m.guests[guest.name];
   g.cgroup_id = cgroup_id;
   m.WriteGuestMeta(g);
-  Update(m.Fd(m.skel->maps.sg_storage_guests), &cgroup_id, &entry, "sg_storage_guests");
+  UpdateElem(m.Fd(m.skel->maps.sg_storage_guests), &cgroup_id, &entry, "sg_storage_guests");
 }
 
 void StorageDatapath::RemoveGuest(const std::string& name) {
