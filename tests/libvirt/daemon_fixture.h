@@ -205,6 +205,20 @@ class DaemonWithLibvirt : public ::testing::Test {
     guest.Virsh({"attach-device", guest.Name(), file.string(), flag});
   }
 
+  // A fresh quote through the daemon's local API (sovguardctl attest quote), written to `file`;
+  // its evidence JSON.
+  std::string QuoteJson(const std::filesystem::path& file) const {
+    const std::string socket =
+        daemon_->Status().at("api_socket").get<std::string>().substr(5);  // "unix:"
+    std::string out;
+    EXPECT_EQ(RunShell(DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677" +
+                           " --socket " + socket + " -o " + file.string() + " 2>&1",
+                       &out),
+              0)
+        << out;
+    return ReadTextFile(file);
+  }
+
   // The daemon's status entry for a guest, or null.
   nlohmann::json GuestStatus(const std::string& name) const {
     const nlohmann::json status = daemon_->Status();

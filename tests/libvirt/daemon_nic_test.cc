@@ -35,17 +35,8 @@ class DaemonNic : public st::DaemonWithLibvirt {
 
   // A fresh quote through the local API, parsed.
   sovguard::attestation::v1::Evidence Quote() {
-    const std::string socket =
-        daemon_->Status().at("api_socket").get<std::string>().substr(5);  // "unix:"
-    const auto file = dir_ / "evidence.json";
-    std::string out;
-    EXPECT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677" +
-                               " --socket " + socket + " -o " + file.string() + " 2>&1",
-                           &out),
-              0)
-        << out;
     sovguard::attestation::v1::Evidence ev;
-    sovguard::attestation::evidence::FromJson(st::ReadTextFile(file), ev);
+    sovguard::attestation::evidence::FromJson(QuoteJson(dir_ / "evidence.json"), ev);
     return ev;
   }
 

@@ -132,6 +132,22 @@ class DaemonStorage : public st::DaemonWithLibvirt {
     }
     return r;
   }
+  // `volume` hot-plugged as vdb into the running guest `g` is refused (`why` when not): libvirt
+  // reports QEMU's denied open, the violation is logged naming `words` and the volume, and the
+  // guest does not have the disk.
+  void ExpectHotPlugRefused(st::TestGuest& g, const fs::path& volume, bool readonly,
+                            std::vector<std::string> words, const std::string& why) {
+    const HotPlug refused = HotPlugDisk(g, st::FileDisk(volume, readonly, "vdb"));
+    EXPECT_FALSE(refused.ok) << why;
+    EXPECT_TRUE(refused.error.find("not permitted") != std::string::npos ||
+                refused.error.find("ermission denied") != std::string::npos)
+        << refused.error;
+    words.push_back(fs::canonical(volume).string());
+    EXPECT_TRUE(StorageViolationLogged(words)) << "attach error: " << refused.error << "\n"
+                                               << daemon_->Log();
+    EXPECT_EQ(g.Virsh({"domblklist", g.Name()}).find(volume.string()), std::string::npos)
+        << "the refused disk is attached";
+  }
 
   // A guest without the dataset given the labelled volume: true when its start is refused
   // (and it is not running). Expectations name `why` when not.
@@ -408,18 +424,8 @@ TEST_F(DaemonStorage, HotPluggedProtectedVolumeIsRefusedToAGuestWithoutItsDatase
   };
   const auto intruder = running("sgt-dsp1", "");
   const auto holder = running("sgt-dsp2", kHealthDiskLabel);
-  const HotPlug refused = HotPlugDisk(*intruder, st::FileDisk(image_, false, "vdb"));
-  EXPECT_FALSE(refused.ok) << "a protected volume was hot-plugged into a guest without its "
-                              "dataset";
-  EXPECT_TRUE(refused.error.find("not permitted") != std::string::npos ||
-              refused.error.find("ermission denied") != std::string::npos)
-      << refused.error;
-  EXPECT_TRUE(StorageViolationLogged({"sgt-dsp1", "health", fs::canonical(image_).string()}))
-      << "attach error: " << refused.error << "\n"
-      << daemon_->Log();
-  EXPECT_EQ(intruder->Virsh({"domblklist", intruder->Name()}).find(image_.string()),
-            std::string::npos)
-      << "the refused disk is attached";
+  ExpectHotPlugRefused(*intruder, image_, false, {"sgt-dsp1", "health"},
+                       "a protected volume was hot-plugged into a guest without its dataset");
   const HotPlug attached = HotPlugDisk(*holder, st::FileDisk(image_, false, "vdb"));
   ASSERT_TRUE(attached.ok) << attached.error << daemon_->Log();
   // The guest kernel probes the new disk: QEMU's reads of it are counted for (holder, health),
@@ -464,16 +470,8 @@ TEST_F(DaemonStorage, HotPluggedVolumeOfADatasetTheHolderDoesNotHoldIsRefused) {
   st::TestGuest holder(st::MakeGuestSpec("sgt-dsq", "sgtdsq", kHealthDiskLabel));
   holder.Start();
   ASSERT_TRUE(holder.WaitReady(120s)) << st::ReadTextFile(holder.ConsoleLog());
-  const HotPlug plugged = HotPlugDisk(holder, st::FileDisk(archive_, /*readonly=*/true, "vdb"));
-  EXPECT_FALSE(plugged.ok) << "another dataset's volume was hot-plugged into the health holder";
-  EXPECT_TRUE(plugged.error.find("not permitted") != std::string::npos ||
-              plugged.error.find("ermission denied") != std::string::npos)
-      << plugged.error;
-  EXPECT_TRUE(StorageViolationLogged({"sgt-dsq", "archive", fs::canonical(archive_).string()}))
-      << "attach error: " << plugged.error << "\n"
-      << daemon_->Log();
-  EXPECT_EQ(holder.Virsh({"domblklist", holder.Name()}).find(archive_.string()), std::string::npos)
-      << "the refused disk is attached";
+  ExpectHotPlugRefused(holder, archive_, /*readonly=*/true, {"sgt-dsq", "archive"},
+                       "another dataset's volume was hot-plugged into the health holder");
   EXPECT_TRUE(holder.Running());
 }
 
