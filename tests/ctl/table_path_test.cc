@@ -34,28 +34,33 @@ class TablePath : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
   void Touch(const fs::path& p) { std::ofstream(p) << "x"; }
+  // Both the source tree's and the installed table exist.
+  void TouchBothTables() {
+    Touch(dir_ / "src/policy/data/world.sgjt");
+    Touch(dir_ / "share/sovguard/world.sgjt");
+  }
+  // ResolveJurisdictionTable(search_) finds `want` (the failure names its error or what it found).
+  ::testing::AssertionResult ResolvesTo(const fs::path& want) const {
+    std::string error;
+    const auto t = ResolveJurisdictionTable(search_, error);
+    if (!t) return ::testing::AssertionFailure() << error;
+    if (*t != want) return ::testing::AssertionFailure() << *t << ", not " << want;
+    return ::testing::AssertionSuccess();
+  }
 
   fs::path dir_;
   TableSearch search_;
 };
 
 TEST_F(TablePath, BuildTreeUsesItsSourceTreeData) {
-  Touch(dir_ / "src/policy/data/world.sgjt");
-  Touch(dir_ / "share/sovguard/world.sgjt");
-  std::string error;
-  const auto t = ResolveJurisdictionTable(search_, error);
-  ASSERT_TRUE(t) << error;
-  EXPECT_EQ(*t, dir_ / "src/policy/data/world.sgjt");
+  TouchBothTables();
+  EXPECT_TRUE(ResolvesTo(dir_ / "src/policy/data/world.sgjt"));
 }
 
 TEST_F(TablePath, InstalledBinaryUsesInstalledData) {
-  Touch(dir_ / "src/policy/data/world.sgjt");
-  Touch(dir_ / "share/sovguard/world.sgjt");
+  TouchBothTables();
   search_.exe = dir_ / "bin/sovguardctl";
-  std::string error;
-  const auto t = ResolveJurisdictionTable(search_, error);
-  ASSERT_TRUE(t) << error;
-  EXPECT_EQ(*t, dir_ / "share/sovguard/world.sgjt");
+  EXPECT_TRUE(ResolvesTo(dir_ / "share/sovguard/world.sgjt"));
 }
 
 // A directory whose name merely starts with the build directory's is not inside it.
@@ -63,12 +68,9 @@ TEST_F(TablePath, NamePrefixOfTheBuildTreeIsNotTheBuildTree) {
   Touch(dir_ / "share/sovguard/world.sgjt");
   fs::create_directories(dir_ / "src/build-other");
   search_.exe = dir_ / "src/build-other/sovguardctl";
-  std::string error;
-  const auto t = ResolveJurisdictionTable(search_, error);
-  ASSERT_TRUE(t) << error;
-  EXPECT_EQ(*t, dir_ / "share/sovguard/world.sgjt");
+  EXPECT_TRUE(ResolvesTo(dir_ / "share/sovguard/world.sgjt"));
   search_.exe = dir_ / "src/build/../bin/sovguardctl";
-  EXPECT_EQ(ResolveJurisdictionTable(search_, error), dir_ / "share/sovguard/world.sgjt");
+  EXPECT_TRUE(ResolvesTo(dir_ / "share/sovguard/world.sgjt"));
 }
 
 TEST_F(TablePath, MissingTableIsAnErrorNotAFallback) {

@@ -13,13 +13,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <thread>
 
 #include "attestation/eventlog/cel.h"
 #include "tests/harness/libvirtd.h"
+#include "tests/harness/mounts.h"
+#include "tests/harness/process.h"
 #include "tests/storage/storage_test_util.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/daemon_test.h"
 
 namespace fs = std::filesystem;
 namespace st = sovguard::test;
@@ -29,32 +30,10 @@ namespace {
 
 constexpr int kOk = 0, kEperm = 13;
 
-// Polls `done` every 100 ms until it holds or `timeout` passes (bounded; status.json is
-// rewritten once a second).
-bool PollUntilTrue(std::chrono::seconds timeout, const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return true;
-}
-
-class DaemonFailClosed : public ::testing::Test {
+// The daemon takes a hardware TPM where there is one: nothing here depends on which.
+class DaemonFailClosed : public st::HostDaemonTest {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "integration tier needs root";
-    dir_ = fs::temp_directory_path() / ("sg-failclosed-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  std::vector<std::string> Args() const {
-    return {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data"};
-  }
+  DaemonFailClosed() : HostDaemonTest("failclosed", /*needs_swtpm=*/false) {}
 
   // libvirt's qemu hook at "start begin" for a guest without interfaces or sovguard metadata (it
   // holds the shipped policy's default dataset): its exit code, and what libvirt would show.
@@ -95,9 +74,6 @@ class DaemonFailClosed : public ::testing::Test {
     }
     return names;
   }
-
-  fs::path dir_;
-  st::ServicesAsFound services_;
 };
 
 TEST_F(DaemonFailClosed, StorageStateItCannotAdoptKeepsGuestsHoldingADatasetFromStarting) {
@@ -112,7 +88,7 @@ TEST_F(DaemonFailClosed, StorageStateItCannotAdoptKeepsGuestsHoldingADatasetFrom
         sg::StorageOptions{.machine_cgroup = other.machine(), .pin_dir = pins});
   }
 
-  st::DaemonProcess daemon(dir_, Args());
+  st::DaemonProcess daemon(dir_, ShippedDataArgs());
   ASSERT_EQ(daemon.PinDir() / "storage", pins);
   std::string why, out;
   ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
@@ -219,22 +195,16 @@ TEST_F(DaemonFailClosed, MachineCgroupReplacedWhileNoDaemonRanIsMeasuredAndGuard
     ~Undefine() { st::RunShell(command); }
   } undefine{virsh + "undefine " + domain + " >/dev/null 2>&1"};
   auto protected_volumes = [&] { return daemon.Status().at("storage").value("volumes", 0); };
-  ASSERT_TRUE(PollUntilTrue(std::chrono::seconds(20), [&] { return protected_volumes() >= 1; }))
+  ASSERT_TRUE(st::PollUntil(
+      std::chrono::seconds(20), [&] { return protected_volumes() >= 1; },
+      std::chrono::milliseconds(100)))
       << daemon.Status().dump(2);
   const fs::path machine = daemon.Status().at("storage").at("machine_cgroup").get<std::string>();
   ASSERT_EQ(machine.filename(), "sgtfc.partition") << daemon.Status().dump(2);
   ASSERT_EQ(daemon.Terminate(), 0) << daemon.Log();
 
-  // Replaced while no daemon runs: emptied cgroups of earlier guests go first (deepest first).
-  std::vector<fs::path> dirs;
-  for (const auto& e : fs::recursive_directory_iterator(machine))
-    if (e.is_directory()) dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end(), [](const fs::path& a, const fs::path& b) {
-    return a.string().size() > b.string().size();
-  });
-  for (const auto& d : dirs) ASSERT_EQ(::rmdir(d.c_str()), 0) << d << ": " << strerror(errno);
-  ASSERT_EQ(::rmdir(machine.c_str()), 0) << strerror(errno);
-  ASSERT_EQ(::mkdir(machine.c_str(), 0755), 0) << strerror(errno);
+  // Replaced while no daemon runs (emptied cgroups of earlier guests go first).
+  st::ReplaceCgroup(machine);
 
   daemon.Restart();
   ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
@@ -254,7 +224,9 @@ TEST_F(DaemonFailClosed, MachineCgroupReplacedWhileNoDaemonRanIsMeasuredAndGuard
   EXPECT_EQ(Metric(daemon, "sovguard_path_enforced{path=\"storage-open\"}"), 1);
 
   // A guest cgroup without the dataset is refused the labelled volume.
-  ASSERT_TRUE(PollUntilTrue(std::chrono::seconds(20), [&] { return protected_volumes() >= 1; }))
+  ASSERT_TRUE(st::PollUntil(
+      std::chrono::seconds(20), [&] { return protected_volumes() >= 1; },
+      std::chrono::milliseconds(100)))
       << daemon.Status().dump(2);
   const fs::path intruder = machine / "qemu-92-sgt-fc-intruder.libvirt-qemu";
   ASSERT_EQ(::mkdir(intruder.c_str(), 0755), 0) << strerror(errno);

@@ -13,6 +13,7 @@
 #include "attestation/evidence/format.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/daemon_test.h"
 #include "tests/support/reference_manifest.h"
 
 namespace {
@@ -20,20 +21,18 @@ namespace {
 namespace fs = std::filesystem;
 namespace st = sovguard::test;
 
-class DaemonFleet : public ::testing::Test {
+class DaemonFleet : public st::HostDaemonTest {
  protected:
+  DaemonFleet() : HostDaemonTest("fleet") {}
   void SetUp() override {
-    SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
-    SOVGUARD_REQUIRE(!fs::exists("/dev/tpmrm0"),
-                     "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
-    dir_ = fs::temp_directory_path() / ("sg-fleet-" + std::to_string(::getpid()));
+    HostDaemonTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     fs::create_directories(dir_ / "pki");
   }
   void TearDown() override {
     nodes_.clear();
-    fs::remove_all(dir_);
+    HostDaemonTest::TearDown();
   }
-  st::ServicesAsFound services_;
 
   // A node with the shipped defaults and an auditor port; its own swtpm (sockets in its runtime
   // directory) and pin directory.
@@ -74,7 +73,6 @@ class DaemonFleet : public ::testing::Test {
         out);
   }
 
-  fs::path dir_;
   std::vector<std::unique_ptr<st::DaemonProcess>> nodes_;
   st::ReferenceManifest manifest_;
 };

@@ -25,6 +25,7 @@
 #include "tests/harness/process.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/daemon_test.h"
 #include "tests/support/placement_service.h"
 #include "tests/support/reference_manifest.h"
 
@@ -54,14 +55,13 @@ size_t Count(const std::string& text, const std::string& what) {
   return n;
 }
 
-class DaemonPlacement : public ::testing::Test {
+class DaemonPlacement : public st::HostDaemonTest {
  protected:
+  DaemonPlacement() : HostDaemonTest("placement") {}
   void SetUp() override {
-    SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
-    SOVGUARD_REQUIRE(!fs::exists("/dev/tpmrm0"),
-                     "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
+    HostDaemonTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     SOVGUARD_REQUIRE(st::PlacementService::Available(), "python3-placement (.ci/install-deps.sh)");
-    dir_ = fs::temp_directory_path() / ("sg-placement-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "pki");
     fs::create_directories(dir_ / "placement");
     std::ofstream(dir_ / "token") << "admin\n";  // noauth2's admin
@@ -79,9 +79,8 @@ class DaemonPlacement : public ::testing::Test {
     verifier_.reset();
     nodes_.clear();
     placement_.reset();
-    fs::remove_all(dir_);
+    HostDaemonTest::TearDown();
   }
-  st::ServicesAsFound services_;
 
   nlohmann::json Api(const std::string& method, const std::string& path,
                      const nlohmann::json& body = nullptr) {
@@ -160,7 +159,6 @@ class DaemonPlacement : public ::testing::Test {
         std::chrono::milliseconds(100));
   }
 
-  fs::path dir_;
   std::string url_, policy_sha256_;
   std::unique_ptr<st::PlacementService> placement_;
   std::unique_ptr<st::Child> verifier_;

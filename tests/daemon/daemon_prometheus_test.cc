@@ -127,14 +127,9 @@ TEST_F(DaemonPrometheus, ForbiddenTrafficFiresTheViolationAlert) {
       << prom.Log();
   EXPECT_EQ(prom.Get("/api/v1/alerts").find("SovguardNetworkViolation"), std::string::npos);
 
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-pma";
-  spec.tap = "sgtpma0";
-  st::TestGuest guest(spec);
-  guest.Start();
-  net.AttachTap(spec.tap);
-  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
+  InstallHook();
+  st::TestGuest guest(st::MakeGuestSpec("sgt-pma", "sgtpma0"));
+  ASSERT_NO_FATAL_FAILURE(BootGuest(guest, net));
 
   // The guest's forbidden packets are refused (none arrive) and the alert fires for them.
   std::string alerts;

@@ -137,20 +137,10 @@ TEST_F(DaemonReload, StorageInvalidBundleLeavesBothPathsOnTheLastGoodPolicy) {
   ASSERT_EQ(policy_a.at("bundle_version").get<int>(), 1) << daemon_->Log();
   ASSERT_EQ(LastMeasuredPolicy(), policy_a.at("sha256").get<std::string>());
 
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-prl";
-  spec.tap = "sgtprl0";
-  st::TestGuest guest(spec);
-  guest.Start();
-  net.AttachTap(spec.tap);
-  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
+  InstallHook();
+  st::TestGuest guest(st::MakeGuestSpec("sgt-prl", "sgtprl0"));
+  ASSERT_NO_FATAL_FAILURE(BootGuestAndFlow(guest, net, 10));
   st::ZoneCounts counts;
-  ASSERT_TRUE(st::PollUntil(
-      60s, [&] { return (counts = net.Counts()).allowed >= 10; }, 100ms))
-      << "allowed=" << counts.allowed << "\n"
-      << daemon_->Log();
-  ASSERT_EQ(counts.forbidden, 0u);
   const std::string kernel_a = KernelPolicyState();
 
   // The refused reload.
@@ -163,9 +153,7 @@ TEST_F(DaemonReload, StorageInvalidBundleLeavesBothPathsOnTheLastGoodPolicy) {
   EXPECT_EQ(Reloads("ok"), 0) << daemon_->Log();
   // Traffic after the reload: allowed packets keep arriving, not one forbidden packet does.
   const std::uint64_t allowed_at_reload = net.Counts().allowed;
-  EXPECT_TRUE(st::PollUntil(
-      60s, [&] { return (counts = net.Counts()).allowed >= allowed_at_reload + 10; }, 100ms))
-      << "allowed=" << counts.allowed;
+  EXPECT_TRUE(AllowedArrived(net, allowed_at_reload + 10, &counts));
   EXPECT_EQ(net.Counts().forbidden, 0u) << "the refused policy opened the forbidden destination";
   // Neither path's kernel tables switched.
   EXPECT_EQ(KernelPolicyState(), kernel_a);
@@ -174,7 +162,8 @@ TEST_F(DaemonReload, StorageInvalidBundleLeavesBothPathsOnTheLastGoodPolicy) {
   const auto last_reload = [&] {
     return daemon_->Status().at("policy").at("last_reload").at("result").get<std::string>();
   };
-  ASSERT_TRUE(st::PollUntil(30s, [&] { return last_reload() == "rejected"; }, 100ms))
+  ASSERT_TRUE(st::PollUntil(
+      30s, [&] { return last_reload() == "rejected"; }, 100ms))
       << daemon_->Status().dump(2);
   const nlohmann::json policy_now = daemon_->Status().at("policy");
   EXPECT_EQ(policy_now.at("bundle_version"), policy_a.at("bundle_version"));
@@ -197,7 +186,8 @@ TEST_F(DaemonReload, StorageInvalidBundleLeavesBothPathsOnTheLastGoodPolicy) {
   EXPECT_TRUE(st::PollUntil(
       60s, [&] { return net.Counts().forbidden > 0; }, 100ms))
       << daemon_->Log();
-  ASSERT_TRUE(st::PollUntil(30s, [&] { return last_reload() == "ok"; }, 100ms))
+  ASSERT_TRUE(st::PollUntil(
+      30s, [&] { return last_reload() == "ok"; }, 100ms))
       << daemon_->Status().dump(2);
   const nlohmann::json policy_b = daemon_->Status().at("policy");
   EXPECT_EQ(policy_b.at("bundle_version").get<int>(), 2);
@@ -218,22 +208,10 @@ TEST_F(DaemonReload, ReloadThatReordersDatasetsKeepsRunningGuestsOnTheirOwnDatas
   st::TestNetwork net("prm");
   // A: the guest holds "eu" (index 0).
   DeployBundle(ZonesWith(Dataset("eu", kGuest, false)), 1);
-  StartDaemon();
-
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = kGuest;
-  spec.tap = "sgtprm0";
-  st::TestGuest guest(spec);
-  guest.Start();
-  net.AttachTap(spec.tap);
-  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
+  StartDaemonWithHook();
+  st::TestGuest guest(st::MakeGuestSpec(kGuest, "sgtprm0"));
+  ASSERT_NO_FATAL_FAILURE(BootGuestAndFlow(guest, net, 10));
   st::ZoneCounts counts;
-  ASSERT_TRUE(st::PollUntil(
-      60s, [&] { return (counts = net.Counts()).allowed >= 10; }, 100ms))
-      << "allowed=" << counts.allowed << "\n"
-      << daemon_->Log();
-  ASSERT_EQ(counts.forbidden, 0u);
 
   // Reloads `text` as bundle `version` (must be accepted). Returns the forbidden count once a few
   // allowed packets sent after the switch have arrived.
@@ -248,17 +226,13 @@ TEST_F(DaemonReload, ReloadThatReordersDatasetsKeepsRunningGuestsOnTheirOwnDatas
     EXPECT_EQ(daemon_->Status().at("policy").at("bundle_version").get<int>(), version);
     // Packets that passed the filter before the switch have arrived once later ones have.
     const std::uint64_t allowed = net.Counts().allowed;
-    EXPECT_TRUE(st::PollUntil(
-        60s, [&] { return (counts = net.Counts()).allowed >= allowed + 3; }, 100ms))
-        << "allowed=" << counts.allowed;
+    EXPECT_TRUE(AllowedArrived(net, allowed + 3, &counts));
     return counts.forbidden;
   };
   // Forbidden packets that arrive while 10 more allowed ones do.
   auto forbidden_while_allowed_flows = [&] {
     const st::ZoneCounts start = net.Counts();
-    EXPECT_TRUE(st::PollUntil(
-        60s, [&] { return (counts = net.Counts()).allowed >= start.allowed + 10; }, 100ms))
-        << "allowed=" << counts.allowed;
+    EXPECT_TRUE(AllowedArrived(net, start.allowed + 10, &counts));
     return counts.forbidden - start.forbidden;
   };
 

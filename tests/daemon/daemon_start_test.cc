@@ -23,24 +23,16 @@
 #include "tests/harness/kernel_objects.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/daemon_test.h"
 
 namespace fs = std::filesystem;
 namespace st = sovguard::test;
 
 namespace {
 
-class DaemonStart : public ::testing::Test {
+class DaemonStart : public st::HostDaemonTest {
  protected:
-  void SetUp() override {
-    SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
-    SOVGUARD_REQUIRE(!fs::exists("/dev/tpmrm0"),
-                     "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
-    dir_ = fs::temp_directory_path() / ("sg-daemon-" + std::to_string(::getpid()));
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  fs::path dir_;
-  st::ServicesAsFound services_;
+  DaemonStart() : HostDaemonTest("daemon") {}
 };
 
 TEST_F(DaemonStart, StartsOnEmbeddedDefaultsReportsStatusAndStopsOnSigterm) {

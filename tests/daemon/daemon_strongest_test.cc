@@ -22,6 +22,7 @@
 #include "attestation/evidence/format.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
+#include "tests/support/daemon_test.h"
 #include "tests/support/reference_manifest.h"
 
 namespace fs = std::filesystem;
@@ -32,15 +33,9 @@ namespace {
 
 constexpr const char* kNonce = "0011223344556677";
 
-class DaemonStrongest : public ::testing::Test {
+class DaemonStrongest : public st::HostDaemonTest {
  protected:
-  void SetUp() override {
-    SOVGUARD_REQUIRE(::geteuid() == 0, "root (integration tier)");
-    SOVGUARD_REQUIRE(!fs::exists("/dev/tpmrm0"),
-                     "no hardware TPM at /dev/tpmrm0 (the daemon would take it, not swtpm)");
-    dir_ = fs::temp_directory_path() / ("sg-strongest-" + std::to_string(::getpid()));
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  DaemonStrongest() : HostDaemonTest("strongest") {}
 
   int Verify(const fs::path& evidence, const st::ReferenceManifest& manifest,
              const std::string& extra, nlohmann::json& report) {
@@ -52,9 +47,6 @@ class DaemonStrongest : public ::testing::Test {
         if (c.value("name", "") == name) return c;
     return nlohmann::json::object();
   }
-
-  fs::path dir_;
-  st::ServicesAsFound services_;
 };
 
 TEST_F(DaemonStrongest, RequireStrongestPassesOnlyWhenNoPathRunsBelowTheTopOfItsLadder) {

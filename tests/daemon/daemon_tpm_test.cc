@@ -22,6 +22,7 @@
 #include <string>
 
 #include "tests/support/daemon_process.h"
+#include "tests/support/daemon_test.h"
 
 namespace fs = std::filesystem;
 namespace st = sovguard::test;
@@ -91,21 +92,9 @@ class TcpSquatter {
   std::string error_;
 };
 
-class DaemonTpm : public ::testing::Test {
+class DaemonTpm : public st::HostDaemonTest {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "integration tier needs root";
-    if (fs::exists("/dev/tpmrm0")) GTEST_SKIP() << "hardware TPM present: swtpm path not taken";
-    dir_ = fs::temp_directory_path() / ("sg-tpm-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::vector<std::string> Args() const {
-    return {"--data-dir", std::string(SOVGUARD_SOURCE_DIR) + "/policy/data"};
-  }
+  DaemonTpm() : HostDaemonTest("tpm") {}
   // One quote through the local API: the daemon used its TPM; the evidence JSON.
   nlohmann::json Quote(const st::DaemonProcess& daemon) {
     const std::string evidence = (dir_ / "evidence.json").string();
@@ -119,8 +108,6 @@ class DaemonTpm : public ::testing::Test {
         << out;
     return nlohmann::json::parse(st::ReadTextFile(evidence));
   }
-  fs::path dir_;
-  st::ServicesAsFound services_;
 };
 
 TEST_F(DaemonTpm, OnlyTheDaemonsUserReachesItsSwtpmAndASquatterOnTheOldPortIsNeverAsked) {
@@ -128,7 +115,7 @@ TEST_F(DaemonTpm, OnlyTheDaemonsUserReachesItsSwtpmAndASquatterOnTheOldPortIsNev
   ASSERT_TRUE(data.ok()) << "127.0.0.1:2321 is taken on this host: " << data.error();
   ASSERT_TRUE(ctrl.ok()) << "127.0.0.1:2322 is taken on this host: " << ctrl.error();
 
-  st::DaemonProcess daemon(dir_, Args());
+  st::DaemonProcess daemon(dir_, ShippedDataArgs());
   std::string why;
   ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
   const fs::path sock = daemon.RuntimeDir() / "swtpm/tpm.sock";
@@ -180,7 +167,7 @@ TEST_F(DaemonTpm, OnlyTheDaemonsUserReachesItsSwtpmAndASquatterOnTheOldPortIsNev
 }
 
 TEST_F(DaemonTpm, ItsOwnSwtpmIsKeptAcrossRestartsAndAnyOtherIsNeverUsed) {
-  st::DaemonProcess daemon(dir_, Args());
+  st::DaemonProcess daemon(dir_, ShippedDataArgs());
   std::string why, out;
   ASSERT_TRUE(daemon.WaitReady(std::chrono::seconds(120), &why)) << why;
   const fs::path sock = daemon.RuntimeDir() / "swtpm/tpm.sock";

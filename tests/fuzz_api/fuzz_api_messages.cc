@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -100,25 +102,16 @@ void Proto(std::string_view bytes) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   const std::string_view bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 6) {
-    case 0:
-      HookServerSide(bytes);
-      break;
-    case 1:
-      HookClientSide(bytes);
-      break;
-    case 2:
-      Proto<v1::QuoteRequest>(bytes);
-      break;
-    case 3:
-      Proto<v1::ActivateCredentialRequest>(bytes);
-      break;
-    case 4:
-      Proto<v1::IdentityRequest>(bytes);
-      break;
-    case 5:
-      Proto<v1::ActivateCredentialResponse>(bytes);
-      break;
-  }
+  // The first byte picks the parser.
+  using Target = void (*)(std::string_view);
+  static constexpr Target kTargets[] = {
+      HookServerSide,
+      HookClientSide,
+      Proto<v1::QuoteRequest>,
+      Proto<v1::ActivateCredentialRequest>,
+      Proto<v1::IdentityRequest>,
+      Proto<v1::ActivateCredentialResponse>,
+  };
+  kTargets[data[0] % std::size(kTargets)](bytes);
   return 0;
 }

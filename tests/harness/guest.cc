@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <stdexcept>
+#include <utility>
 
 #include "tests/harness/libvirtd.h"
 #include "tests/harness/process.h"
@@ -33,6 +34,25 @@ void RequireGuestImage() {
   if (!std::filesystem::exists(GuestInitramfsPath())) {
     throw std::runtime_error("no " + GuestInitramfsPath() + ": build target sovguard_guest_image");
   }
+}
+
+GuestSpec MakeGuestSpec(std::string name, std::string tap, std::string metadata) {
+  GuestSpec spec;
+  spec.name = std::move(name);
+  spec.tap = std::move(tap);
+  spec.metadata = std::move(metadata);
+  return spec;
+}
+
+std::string GuestLabel(const std::string& body) {
+  return "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">" + body +
+         "</sovguard:guest>";
+}
+
+std::string FileDisk(const std::string& source, bool readonly, const std::string& target) {
+  return "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='" + source +
+         "'/><target dev='" + target + "' bus='virtio'/>" + (readonly ? "<readonly/>" : "") +
+         "</disk>";
 }
 
 std::string ConsoleLogPath(const GuestSpec& spec) {

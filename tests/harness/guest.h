@@ -37,6 +37,17 @@ struct GuestSpec {
   std::string interval = "0.1";  // seconds between packets of each stream
 };
 
+// The harness defaults for guest `name` on tap `tap`, with `metadata` (e.g. a GuestLabel) if any.
+GuestSpec MakeGuestSpec(std::string name, std::string tap, std::string metadata = {});
+
+// `body` inside sovguard's guest label element, in its namespace: what a domain's <metadata>
+// holds to label the guest (e.g. "<dataset id=\"health\"/>").
+std::string GuestLabel(const std::string& body);
+
+// libvirt's device XML of a raw file disk `source` on virtio `target`, read-only when `readonly`.
+std::string FileDisk(const std::string& source, bool readonly = false,
+                     const std::string& target = "vda");
+
 // The domain XML from tests/harness/guest-domain.xml.in with `spec` filled in.
 std::string DomainXml(const GuestSpec& spec);
 std::string ConsoleLogPath(const GuestSpec& spec);
@@ -60,6 +71,7 @@ class TestGuest {
 
   [[nodiscard]] const GuestSpec& Spec() const { return spec_; }
   [[nodiscard]] const std::string& Name() const { return spec_.name; }
+  [[nodiscard]] const std::string& Tap() const { return spec_.tap; }
   [[nodiscard]] std::string ConsoleLog() const { return ConsoleLogPath(spec_); }
 
   void Start();                  // virsh start; throws with virsh's error

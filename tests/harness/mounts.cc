@@ -2,9 +2,12 @@
 
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -64,6 +67,24 @@ std::vector<std::string> EnsureKernelFilesystems() {
     mounted.emplace_back(w.target);
   }
   return mounted;
+}
+
+void ReplaceCgroup(const std::string& cgroup) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::recursive_directory_iterator(cgroup)) {
+    if (e.is_directory()) dirs.push_back(e.path());
+  }
+  std::sort(dirs.begin(), dirs.end(), [](const fs::path& a, const fs::path& b) {
+    return a.string().size() > b.string().size();
+  });
+  dirs.emplace_back(cgroup);
+  for (const auto& d : dirs) {
+    if (::rmdir(d.c_str()) != 0) throw std::system_error(errno, std::generic_category(), d);
+  }
+  if (::mkdir(cgroup.c_str(), 0755) != 0) {
+    throw std::system_error(errno, std::generic_category(), cgroup);
+  }
 }
 
 }  // namespace sovguard::test

@@ -24,4 +24,9 @@ std::optional<std::string> FindMount(const std::string& fs_type);
 // that failed. Returns the mount points it mounted (it never unmounts: others share them).
 std::vector<std::string> EnsureKernelFilesystems();
 
+// Replaces the cgroup directory `cgroup` by a new, empty one of the same name (mode 0755): its
+// child cgroups, which must hold no process, are removed deepest first. Throws std::system_error
+// naming the directory that could not be removed or created.
+void ReplaceCgroup(const std::string& cgroup);
+
 }  // namespace sovguard::test

@@ -30,17 +30,9 @@ class DaemonAttest : public st::DaemonWithLibvirt {
 
   // A fresh quote through the local API, parsed.
   Evidence Quote() {
-    const auto status = daemon_->Status();
-    const std::string socket = status.at("api_socket").get<std::string>().substr(5);  // "unix:"
     const auto file = dir_ / ("evidence-" + std::to_string(++quotes_) + ".json");
-    std::string out;
-    EXPECT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677" +
-                               " --socket " + socket + " -o " + file.string() + " 2>&1",
-                           &out),
-              0)
-        << out;
     Evidence ev;
-    sovguard::attestation::evidence::FromJson(st::ReadTextFile(file), ev);
+    sovguard::attestation::evidence::FromJson(QuoteJson(file), ev);
     last_file_ = file;
     return ev;
   }
@@ -83,15 +75,11 @@ class DaemonAttest : public st::DaemonWithLibvirt {
 TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) {
   st::TestNetwork net("da");
   // No tamper repair during the test: it must see what the kernel shows, not what was repaired.
-  StartDaemon({"--set", "tamper_check_seconds=3600"});
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-da";
-  spec.tap = "sgtda0";
-  st::TestGuest guest(spec);
+  StartDaemonWithHook({"--set", "tamper_check_seconds=3600"});
+  st::TestGuest guest(st::MakeGuestSpec("sgt-da", "sgtda0"));
   guest.Start();
-  net.AttachTap(spec.tap);
-  std::string uuid = guest.Virsh({"domuuid", spec.name});
+  net.AttachTap(guest.Tap());
+  std::string uuid = guest.Virsh({"domuuid", guest.Name()});
   while (!uuid.empty() && (uuid.back() == '\n' || uuid.back() == ' ')) uuid.pop_back();
   ASSERT_EQ(uuid.size(), 36u) << uuid;
 
@@ -103,12 +91,12 @@ TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) 
       60s,
       [&] {
         ev = Quote();
-        return ev.snapshot().guests_size() == 1 && SnapshotHasTap(ev, spec.tap) &&
+        return ev.snapshot().guests_size() == 1 && SnapshotHasTap(ev, guest.Tap()) &&
                !ev.snapshot().guests(0).cgroup().empty();
       },
       200ms))
       << ev.snapshot().DebugString() << daemon_->Log();
-  EXPECT_EQ(ev.snapshot().guests(0).name(), spec.name);
+  EXPECT_EQ(ev.snapshot().guests(0).name(), guest.Name());
   EXPECT_EQ(ev.snapshot().guests(0).uuid(), uuid);
   EXPECT_FALSE(ev.snapshot().guests(0).cgroup().empty());
   EXPECT_EQ(MeasuredGuests(ev), std::set<std::string>{uuid}) << daemon_->Log();
@@ -142,9 +130,9 @@ TEST_F(DaemonAttest, QuoteCoversRunningGuestsAndTheLogTracksThemAcrossRestarts) 
       60s, [&] { return Metric("sovguard_tamper_checks_total") >= 1; }, 100ms))
       << daemon_->Log();
   std::string out;
-  ASSERT_EQ(st::RunShell("tc filter del dev " + spec.tap + " ingress 2>&1", &out), 0) << out;
+  ASSERT_EQ(st::RunShell("tc filter del dev " + guest.Tap() + " ingress 2>&1", &out), 0) << out;
   ev = Quote();
-  EXPECT_FALSE(SnapshotHasTap(ev, spec.tap)) << ev.snapshot().DebugString() << daemon_->Log();
+  EXPECT_FALSE(SnapshotHasTap(ev, guest.Tap())) << ev.snapshot().DebugString() << daemon_->Log();
   EXPECT_EQ(ev.snapshot().guests_size(), 1);
   // The same auditor, the same anchors: the guest's tap is no longer covered, and says so.
   EXPECT_EQ(Verify(report), 1) << report.dump(2);

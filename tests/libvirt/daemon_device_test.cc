@@ -21,51 +21,29 @@ namespace {
 class DaemonDevices : public st::DaemonWithLibvirt {
  protected:
   void SetUp() override {
-    base_ = fs::path("/run/sovguard-test") / ("daemon-devices-" + std::to_string(::getpid()));
+    base_ = MakeScratchDir("daemon-devices");
     approved_ = base_ / "approved";
     other_ = base_ / "other-pool";
     fs::create_directories(approved_);
     fs::create_directories(other_);
     DaemonWithLibvirt::SetUp();
   }
-  void TearDown() override {
-    DaemonWithLibvirt::TearDown();
-    std::error_code ec;
-    fs::remove_all(base_, ec);
-  }
   std::string PolicyText() const override {
-    return std::string(st::kZonePolicy) + R"(datasets {
-  id: "health"
-  owner: "test"
-  classification: "confidential"
-  description: "its volumes live in the approved directory only"
-  mode: ENFORCE
-  residency { allow: ["EU", "EEA"] zones: ["test-eu"] }
-  storage { pools { path: ")" +
-           approved_.string() + R"(" } }
-}
-)";
-  }
-  void AddDevice(st::TestGuest& g, const std::string& xml) {
-    const fs::path file = dir_ / (g.Name() + "-dev.xml");
-    st::WriteTestFile(file, xml);
-    g.Virsh({"attach-device", g.Name(), file.string(), "--config"});
+    return st::kZonePolicy + st::PoolDataset("health", "confidential",
+                                             "its volumes live in the approved directory only",
+                                             approved_);
   }
   fs::path base_, approved_, other_;
 };
 
 TEST_F(DaemonDevices, HostdevOnADatasetGuestRefusesItsStart) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-hd";
-  spec.tap = "sgthd0";
-  st::TestGuest guest(spec);  // unlabelled: holds "guest-default"
+  StartDaemonWithHook();
+  st::TestGuest guest(st::MakeGuestSpec("sgt-hd", "sgthd0"));  // unlabelled: holds "guest-default"
   // The target is loopback's discard port: were QEMU started, nothing would leave the host.
-  AddDevice(guest,
-            "<hostdev mode='subsystem' type='scsi'><source protocol='iscsi' "
-            "name='iqn.2026-12.eu.sovguard.test:t/1'><host name='127.0.0.1' port='9'/></source>"
-            "<address type='drive' controller='0' bus='0' target='0' unit='0'/></hostdev>");
+  AttachDevice(guest,
+               "<hostdev mode='subsystem' type='scsi'><source protocol='iscsi' "
+               "name='iqn.2026-12.eu.sovguard.test:t/1'><host name='127.0.0.1' port='9'/></source>"
+               "<address type='drive' controller='0' bus='0' target='0' unit='0'/></hostdev>");
   const auto r = guest.TryStart();
   EXPECT_NE(r.exit_code, 0) << "a dataset guest started with a host device assigned";
   EXPECT_FALSE(guest.Running());
@@ -73,7 +51,7 @@ TEST_F(DaemonDevices, HostdevOnADatasetGuestRefusesItsStart) {
   EXPECT_NE(r.err.find("guest-default"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("hostdev"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("neither a network nor a storage device"), std::string::npos) << r.err;
-  EXPECT_TRUE(GuestStatus(spec.name).is_null()) << daemon_->Status().dump(2);
+  EXPECT_TRUE(GuestStatus(guest.Name()).is_null()) << daemon_->Status().dump(2);
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
 
@@ -97,18 +75,13 @@ TEST_F(DaemonDevices, PoolVolumeIsResolvedAndHeldToTheDatasetPools) {
     }
   } pool_guard{uri, pool};
 
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-pv";
-  spec.tap = "sgtpv0";
-  spec.metadata =
-      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\"><dataset id=\"health\"/>"
-      "<disk target=\"vdb\" dataset=\"health\"/></sovguard:guest>";
-  st::TestGuest guest(spec);
-  AddDevice(guest,
-            "<disk type='volume' device='disk'><driver name='qemu' type='raw'/><source pool='" +
-                pool + "' volume='health.raw'/><target dev='vdb' bus='virtio'/></disk>");
+  StartDaemonWithHook();
+  st::TestGuest guest(st::MakeGuestSpec(
+      "sgt-pv", "sgtpv0",
+      st::GuestLabel("<dataset id=\"health\"/><disk target=\"vdb\" dataset=\"health\"/>")));
+  AttachDevice(guest,
+               "<disk type='volume' device='disk'><driver name='qemu' type='raw'/><source pool='" +
+                   pool + "' volume='health.raw'/><target dev='vdb' bus='virtio'/></disk>");
   const auto r = guest.TryStart();
   EXPECT_NE(r.exit_code, 0) << "a labelled pool volume outside the dataset's pools was used";
   EXPECT_FALSE(guest.Running());

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -16,16 +18,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/harness/guest.h"
 #include "tests/harness/libvirtd.h"
+#include "tests/harness/network.h"
 #include "tests/harness/require.h"
 #include "tests/support/daemon_process.h"
 
 namespace sovguard::test {
 
 // Documentation ranges as operator zones: the guest's gateway and allowed destination (harness
-// kAllowedDestination) in "DE", its forbidden destination in "US"; the dataset every unlabelled
-// guest holds is enforced and allows only the "DE" zone. Tests append their own datasets.
-inline constexpr const char* kZonePolicy = R"(zones {
+// kAllowedDestination) in "DE" ("test-eu"), its forbidden destination in "US" ("test-us").
+inline constexpr const char* kTestZones = R"(zones {
   name: "test-eu"
   jurisdiction: "DE"
   cidrs: ["192.0.2.0/24", "198.51.100.0/24"]
@@ -37,7 +40,11 @@ zones {
   cidrs: ["203.0.113.0/24"]
   description: "the test's forbidden destination"
 }
-datasets {
+)";
+
+// kTestZones and the dataset every unlabelled guest holds: enforced, allowing only "test-eu".
+// Tests append their own datasets.
+inline const std::string kZonePolicy = std::string(kTestZones) + R"(datasets {
   id: "guest-default"
   owner: "test"
   classification: "confidential"
@@ -47,6 +54,19 @@ datasets {
   default_for_unlabelled: true
 }
 )";
+
+// A dataset (protobuf text) enforced in the residency zones `zones` (a protobuf list body) whose
+// volumes live in `pool`; `usage` (e.g. "usage { read_only: true }") goes before its storage.
+inline std::string PoolDataset(const std::string& id, const std::string& classification,
+                               const std::string& description, const std::filesystem::path& pool,
+                               const std::string& zones = R"("test-eu")",
+                               const std::string& usage = "") {
+  return "datasets {\n  id: \"" + id + "\"\n  owner: \"test\"\n  classification: \"" +
+         classification + "\"\n  description: \"" + description +
+         "\"\n  mode: ENFORCE\n  residency { allow: [\"EU\", \"EEA\"] zones: [" + zones + "] }\n" +
+         (usage.empty() ? "" : "  " + usage + "\n") + "  storage { pools { path: \"" +
+         pool.string() + "\" } }\n}\n";
+}
 
 // True when the kernel has the residency program on the tap's clsact ingress.
 inline bool TcFilterOn(const std::string& tap) {
@@ -98,8 +118,29 @@ class DaemonWithLibvirt : public ::testing::Test {
                   fs::perms::owner_all);
   }
   void TearDown() override {
+    hook_.reset();
     daemon_.reset();
     std::filesystem::remove_all(dir_);
+    for (const auto& d : scratch_) {
+      std::error_code ec;
+      std::filesystem::remove_all(d, ec);
+    }
+  }
+
+  // A new directory /run/sovguard-test/<tag>-<pid> for the test's volumes (call before SetUp, so
+  // the policy can name it); removed by TearDown once the daemon has stopped.
+  std::filesystem::path MakeScratchDir(const std::string& tag) {
+    const auto d =
+        std::filesystem::path("/run/sovguard-test") / (tag + "-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(d);
+    scratch_.push_back(d);
+    return d;
+  }
+  // A 16 MiB ext4 file system image at `image`.
+  static void MakeExt4Image(const std::filesystem::path& image) {
+    ASSERT_EQ(RunShell("truncate -s 16M " + image.string() + " && mkfs.ext4 -q -F " +
+                       image.string() + " >/dev/null 2>&1"),
+              0);
   }
 
   // Starts sovguardd on the harness's libvirtd with the signed bundle; waits until ready.
@@ -118,6 +159,65 @@ class DaemonWithLibvirt : public ::testing::Test {
   }
 
   std::string HookPath() const { return (dir_ / "hook").string(); }
+
+  // From now until TearDown, libvirt's hook dispatcher runs this test's hook (which asks the
+  // daemon).
+  void InstallHook() { hook_ = std::make_unique<ScopedHookTarget>(HookPath()); }
+  // StartDaemon(extra), then InstallHook().
+  void StartDaemonWithHook(const std::vector<std::string>& extra = {}) {
+    ASSERT_NO_FATAL_FAILURE(StartDaemon(extra));
+    InstallHook();
+  }
+
+  // Starts `guest`, bridges its tap into `net`, and waits (120 s) for the guest's "ready".
+  static void BootGuest(TestGuest& guest, TestNetwork& net) {
+    guest.Start();
+    net.AttachTap(guest.Tap());
+    ASSERT_TRUE(guest.WaitReady(std::chrono::seconds(120))) << ReadTextFile(guest.ConsoleLog());
+  }
+
+  // BootGuest, then `n` packets reached the allowed destination and none the forbidden one.
+  void BootGuestAndFlow(TestGuest& guest, TestNetwork& net, std::uint64_t n) const {
+    ASSERT_NO_FATAL_FAILURE(BootGuest(guest, net));
+    ZoneCounts counts;
+    ASSERT_TRUE(AllowedArrived(net, n, &counts));
+    ASSERT_EQ(net.Counts().forbidden, 0u);
+  }
+
+  // Polls `net` until `n` packets in all reached the allowed destination, within `timeout`;
+  // `counts` holds the last counts read. A failure names that count and the daemon's log.
+  ::testing::AssertionResult AllowedArrived(
+      const TestNetwork& net, std::uint64_t n, ZoneCounts* counts,
+      std::chrono::milliseconds timeout = std::chrono::seconds(60)) const {
+    if (PollUntil(
+            timeout, [&] { return (*counts = net.Counts()).allowed >= n; },
+            std::chrono::milliseconds(100))) {
+      return ::testing::AssertionSuccess();
+    }
+    return ::testing::AssertionFailure() << "allowed=" << counts->allowed << "\n" << daemon_->Log();
+  }
+
+  // `virsh attach-device` of the device `xml` into `guest` (flag: --config or --live).
+  void AttachDevice(TestGuest& guest, const std::string& xml,
+                    const std::string& flag = "--config") const {
+    const auto file = dir_ / (guest.Name() + "-device.xml");
+    WriteTestFile(file, xml);
+    guest.Virsh({"attach-device", guest.Name(), file.string(), flag});
+  }
+
+  // A fresh quote through the daemon's local API (sovguardctl attest quote), written to `file`;
+  // its evidence JSON.
+  std::string QuoteJson(const std::filesystem::path& file) const {
+    const std::string socket =
+        daemon_->Status().at("api_socket").get<std::string>().substr(5);  // "unix:"
+    std::string out;
+    EXPECT_EQ(RunShell(DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677" +
+                           " --socket " + socket + " -o " + file.string() + " 2>&1",
+                       &out),
+              0)
+        << out;
+    return ReadTextFile(file);
+  }
 
   // The daemon's status entry for a guest, or null.
   nlohmann::json GuestStatus(const std::string& name) const {
@@ -178,6 +278,8 @@ class DaemonWithLibvirt : public ::testing::Test {
 
   std::filesystem::path dir_;
   std::unique_ptr<DaemonProcess> daemon_;
+  std::unique_ptr<ScopedHookTarget> hook_;      // StartDaemonWithHook's
+  std::vector<std::filesystem::path> scratch_;  // MakeScratchDir's
 };
 
 }  // namespace sovguard::test

@@ -28,13 +28,10 @@ TEST_F(DaemonGuest, NoForbiddenPacketFromBootToShutdownAllowedOnesFlow) {
   // The signed bundle (version 1) is what is in force.
   ASSERT_EQ(daemon_->Status().at("policy").at("bundle_version").get<int>(), 1) << daemon_->Log();
 
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-dg";
-  spec.tap = "sgtdg0";
-  st::TestGuest guest(spec);
+  InstallHook();
+  st::TestGuest guest(st::MakeGuestSpec("sgt-dg", "sgtdg0"));
   guest.Start();  // returns after the hook: the tap is filtered before QEMU runs
-  net.AttachTap(spec.tap);
+  net.AttachTap(guest.Tap());
   EXPECT_NE(daemon_->Log().find("hook: guest sgt-dg covered before QEMU starts"), std::string::npos)
       << daemon_->Log();
 

@@ -39,8 +39,7 @@ constexpr const char* kUsOkDataset = R"(datasets {
 )";
 
 std::string Label(const std::string& dataset) {
-  return "<sovguard:guest xmlns:sovguard=\"" + std::string(sovguard::libvirt::kLabelNamespace) +
-         "\"><dataset id=\"" + dataset + "\"/></sovguard:guest>";
+  return st::GuestLabel("<dataset id=\"" + dataset + "\"/>");
 }
 
 std::string Ms(Clock::duration d) {
@@ -63,35 +62,28 @@ class DaemonLifecycle : public st::DaemonWithLibvirt {
 };
 
 TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
-  StartDaemon();
+  StartDaemonWithHook();
   st::TestNetwork net("lf");
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-lf";
-  spec.tap = "sgtlf0";
-  spec.metadata = Label("guest-default");
-  st::TestGuest guest(spec);
+  st::TestGuest guest(st::MakeGuestSpec("sgt-lf", "sgtlf0", Label("guest-default")));
   guest.Start();
-  net.AttachTap(spec.tap);
-  ASSERT_TRUE(st::TcFilterOn(spec.tap)) << "tap not filtered when libvirt's start returned";
+  net.AttachTap(guest.Tap());
+  ASSERT_TRUE(st::TcFilterOn(guest.Tap())) << "tap not filtered when libvirt's start returned";
   ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
   st::ZoneCounts counts;
-  ASSERT_TRUE(st::PollUntil(
-      60s, [&] { return (counts = net.Counts()).allowed >= 5; }, 50ms))
-      << daemon_->Log();
+  ASSERT_TRUE(AllowedArrived(net, 5, &counts));
   ASSERT_EQ(counts.forbidden, 0u);
 
   // Status: the guest, its dataset and mode, its tap attached with the program's id and tag.
   ASSERT_TRUE(st::PollUntil(
-      5s, [&] { return !Attachment(spec.name, spec.tap).is_null(); }, 100ms));
+      5s, [&] { return !Attachment(guest.Name(), guest.Tap()).is_null(); }, 100ms));
   {
-    const auto g = GuestStatus(spec.name);
+    const auto g = GuestStatus(guest.Name());
     EXPECT_EQ(g.at("label"), "valid");
     ASSERT_EQ(g.at("datasets").size(), 1u) << g.dump();
     EXPECT_EQ(g.at("datasets")[0].at("id"), "guest-default");
     EXPECT_EQ(g.at("datasets")[0].at("mode"), "enforce");
     EXPECT_NE(g.at("cgroup").get<std::string>().find("sgt-lf"), std::string::npos) << g.dump();
-    const auto a = Attachment(spec.name, spec.tap);
+    const auto a = Attachment(guest.Name(), guest.Tap());
     EXPECT_TRUE(a.at("attached").get<bool>()) << a.dump();
     EXPECT_GT(a.at("prog_id").get<unsigned>(), 0u);
     EXPECT_EQ(a.at("tag").get<std::string>().size(), 16u);
@@ -101,7 +93,7 @@ TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
                            &out),
               0);
     EXPECT_NE(out.find("guest-default (enforce)"), std::string::npos) << out;
-    EXPECT_NE(out.find(spec.tap + " ifindex"), std::string::npos) << out;
+    EXPECT_NE(out.find(guest.Tap() + " ifindex"), std::string::npos) << out;
     EXPECT_NE(out.find(": attached"), std::string::npos) << out;
   }
 
@@ -109,7 +101,7 @@ TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
   // guest sends every 100 ms). Measured 51 ms on a quiet host; the bounds below are for a loaded
   // CI (Debug+ASan, ctest -j2), not speeds.
   auto set_label = [&](const std::string& dataset) {
-    guest.Virsh({"metadata", spec.name, "--uri", std::string(sovguard::libvirt::kLabelNamespace),
+    guest.Virsh({"metadata", guest.Name(), "--uri", std::string(sovguard::libvirt::kLabelNamespace),
                  "--key", "sovguard", "--live", "--config", "--set",
                  "<guest><dataset id=\"" + dataset + "\"/></guest>"});
   };
@@ -156,7 +148,7 @@ TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
       "<model type='virtio'/><rom enabled='no'/></interface>";
   const fs::path nic_file = dir_ / "nic.xml";
   st::WriteTestFile(nic_file, nic_xml);
-  guest.Virsh({"attach-device", spec.name, nic_file.string(), "--live"});
+  guest.Virsh({"attach-device", guest.Name(), nic_file.string(), "--live"});
   EXPECT_TRUE(st::PollUntil(
       5s, [] { return st::TcFilterOn("sgtlf1"); }, 20ms))
       << "hot-plugged tap not filtered\n"
@@ -164,7 +156,7 @@ TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
   EXPECT_TRUE(st::PollUntil(
       5s,
       [&] {
-        const auto a = Attachment(spec.name, "sgtlf1");
+        const auto a = Attachment(guest.Name(), "sgtlf1");
         return !a.is_null() && a.at("attached").get<bool>();
       },
       100ms))
@@ -174,34 +166,28 @@ TEST_F(DaemonLifecycle, RelabelHotPlugAndUnplugAreFollowed) {
   EXPECT_TRUE(st::WaitForConsole(guest.ConsoleLog(), "SOVGUARD: eth1 up", 30s));
 
   // Hot-unplug: the tap goes, the daemon forgets it, the datapath holds one guest entry again.
-  guest.Virsh({"detach-device", spec.name, nic_file.string(), "--live"});
+  guest.Virsh({"detach-device", guest.Name(), nic_file.string(), "--live"});
   EXPECT_TRUE(st::PollUntil(
       30s, [] { return !st::LinkExists("sgtlf1"); }, 50ms));
   EXPECT_TRUE(st::PollUntil(
-      5s, [&] { return Attachment(spec.name, "sgtlf1").is_null() && DatapathGuests() == 1; },
+      5s, [&] { return Attachment(guest.Name(), "sgtlf1").is_null() && DatapathGuests() == 1; },
       100ms))
       << daemon_->Status().dump(2);
-  EXPECT_TRUE(st::TcFilterOn(spec.tap)) << "the remaining tap lost its filter";
+  EXPECT_TRUE(st::TcFilterOn(guest.Tap())) << "the remaining tap lost its filter";
 
   guest.Destroy();
   EXPECT_TRUE(st::PollUntil(
-      5s, [&] { return GuestStatus(spec.name).is_null() && DatapathGuests() == 0; }, 100ms))
+      5s, [&] { return GuestStatus(guest.Name()).is_null() && DatapathGuests() == 0; }, 100ms))
       << daemon_->Status().dump(2);
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
 
 TEST_F(DaemonLifecycle, LibvirtdRestartIsReconciled) {
-  StartDaemon();
+  StartDaemonWithHook();
   st::TestNetwork net("lr");
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-lr";
-  spec.tap = "sgtlr0";
-  st::TestGuest guest(spec);
-  guest.Start();
-  net.AttachTap(spec.tap);
-  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
-  ASSERT_TRUE(st::PollUntil(5s, [&] { return !Attachment(spec.name, spec.tap).is_null(); }));
+  st::TestGuest guest(st::MakeGuestSpec("sgt-lr", "sgtlr0"));
+  ASSERT_NO_FATAL_FAILURE(BootGuest(guest, net));
+  ASSERT_TRUE(st::PollUntil(5s, [&] { return !Attachment(guest.Name(), guest.Tap()).is_null(); }));
 
   // 1. libvirtd restarts with the guest running: enforcement never stops, the daemon reconnects,
   //    and the guest stays covered exactly once.
@@ -216,9 +202,9 @@ TEST_F(DaemonLifecycle, LibvirtdRestartIsReconciled) {
       },
       100ms))
       << daemon_->Log();
-  EXPECT_TRUE(st::TcFilterOn(spec.tap));
+  EXPECT_TRUE(st::TcFilterOn(guest.Tap()));
   EXPECT_TRUE(st::PollUntil(
-      5s, [&] { return !Attachment(spec.name, spec.tap).is_null() && DatapathGuests() == 1; },
+      5s, [&] { return !Attachment(guest.Name(), guest.Tap()).is_null() && DatapathGuests() == 1; },
       100ms));
   const std::uint64_t allowed = net.Counts().allowed;
   EXPECT_TRUE(st::PollUntil(
@@ -228,27 +214,23 @@ TEST_F(DaemonLifecycle, LibvirtdRestartIsReconciled) {
   // 2. The guest dies while libvirtd is down: after libvirtd is back, the reconcile drops it and
   //    nothing of it stays attached.
   const pid_t qemu =
-      st::LivePid(std::string(st::LibvirtDaemons::kQemuRunDir) + "/" + spec.name + ".pid");
+      st::LivePid(std::string(st::LibvirtDaemons::kQemuRunDir) + "/" + guest.Name() + ".pid");
   ASSERT_GT(qemu, 0);
   st::LibvirtDaemons::StopLibvirtd();
   ASSERT_TRUE(st::TerminateAndWait(qemu, 10s));
-  EXPECT_TRUE(st::PollUntil(5s, [&] { return !st::LinkExists(spec.tap); }));
+  EXPECT_TRUE(st::PollUntil(5s, [&] { return !st::LinkExists(guest.Tap()); }));
   st::LibvirtDaemons::StartLibvirtd();
   // libvirtd itself decides the guest is gone (up to its monitor timeout, ~30 s with zombies).
   EXPECT_TRUE(st::PollUntil(
-      90s, [&] { return GuestStatus(spec.name).is_null() && DatapathGuests() == 0; }, 200ms))
+      90s, [&] { return GuestStatus(guest.Name()).is_null() && DatapathGuests() == 0; }, 200ms))
       << daemon_->Status().dump(2) << daemon_->Log();
   EXPECT_EQ(net.Counts().forbidden, 0u);
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
 
 TEST_F(DaemonLifecycle, TwentyStopStartCyclesLeakNothing) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-lc20";
-  spec.tap = "sgtlc20";
-  st::TestGuest guest(spec);
+  StartDaemonWithHook();
+  st::TestGuest guest(st::MakeGuestSpec("sgt-lc20", "sgtlc20"));
   const auto cgroup2 = sovguard::enforcer::FindCgroup2Mount();
   ASSERT_TRUE(cgroup2);
   const std::string machine = (*cgroup2 / "machine").string();
@@ -266,10 +248,10 @@ TEST_F(DaemonLifecycle, TwentyStopStartCyclesLeakNothing) {
   constexpr int kCycles = 20;
   for (int i = 0; i < kCycles; ++i) {
     guest.Start();  // returns after the hook covered the tap
-    ASSERT_TRUE(st::TcFilterOn(spec.tap)) << "cycle " << i << "\n" << daemon_->Log();
+    ASSERT_TRUE(st::TcFilterOn(guest.Tap())) << "cycle " << i << "\n" << daemon_->Log();
     guest.Destroy();
     ASSERT_TRUE(st::PollUntil(
-        10s, [&] { return GuestStatus(spec.name).is_null() && DatapathGuests() == 0; }, 50ms))
+        10s, [&] { return GuestStatus(guest.Name()).is_null() && DatapathGuests() == 0; }, 50ms))
         << "cycle " << i << ": guest still covered after destroy\n"
         << daemon_->Status().dump(2);
   }
@@ -289,7 +271,7 @@ TEST_F(DaemonLifecycle, TwentyStopStartCyclesLeakNothing) {
       << "BPF objects created during " << kCycles
       << " cycles and still alive: " << ::testing::PrintToString(left);
   EXPECT_EQ(after.cgroup_attachments, before.cgroup_attachments);
-  EXPECT_FALSE(st::LinkExists(spec.tap));  // its tc filters went with it
+  EXPECT_FALSE(st::LinkExists(guest.Tap()));  // its tc filters went with it
   EXPECT_EQ(fds_after, fds_before);
   // The hook covered every start: 21 "covered before QEMU starts" lines.
   const std::string log = daemon_->Log();

@@ -33,25 +33,10 @@ class DaemonNic : public st::DaemonWithLibvirt {
   // Unlabelled guests hold "guest-default" (enforced): every test guest here holds a dataset.
   std::string PolicyText() const override { return st::kZonePolicy; }
 
-  void AddNic(st::TestGuest& g, const std::string& xml, const std::string& flag) {
-    const fs::path file = dir_ / (g.Name() + "-nic.xml");
-    st::WriteTestFile(file, xml);
-    g.Virsh({"attach-device", g.Name(), file.string(), flag});
-  }
-
   // A fresh quote through the local API, parsed.
   sovguard::attestation::v1::Evidence Quote() {
-    const std::string socket =
-        daemon_->Status().at("api_socket").get<std::string>().substr(5);  // "unix:"
-    const auto file = dir_ / "evidence.json";
-    std::string out;
-    EXPECT_EQ(st::RunShell(st::DaemonProcess::Ctl() + " attest quote --nonce 0011223344556677" +
-                               " --socket " + socket + " -o " + file.string() + " 2>&1",
-                           &out),
-              0)
-        << out;
     sovguard::attestation::v1::Evidence ev;
-    sovguard::attestation::evidence::FromJson(st::ReadTextFile(file), ev);
+    sovguard::attestation::evidence::FromJson(QuoteJson(dir_ / "evidence.json"), ev);
     return ev;
   }
 
@@ -67,13 +52,9 @@ class DaemonNic : public st::DaemonWithLibvirt {
   // sovguard's reason (`reason_part`) in libvirt's error, counted and measured.
   void ExpectStartRefused(const std::string& name, const std::string& nic_xml,
                           const std::string& reason_part) {
-    StartDaemon();
-    st::ScopedHookTarget hook(HookPath());
-    st::GuestSpec spec;
-    spec.name = name;
-    spec.tap = "sgt" + name.substr(4);
-    st::TestGuest guest(spec);
-    AddNic(guest, nic_xml, "--config");
+    StartDaemonWithHook();
+    st::TestGuest guest(st::MakeGuestSpec(name, "sgt" + name.substr(4)));
+    AttachDevice(guest, nic_xml, "--config");
     const auto r = guest.TryStart();
     EXPECT_NE(r.exit_code, 0) << "a dataset guest started with an interface sovguard cannot filter";
     EXPECT_FALSE(guest.Running());
@@ -108,16 +89,11 @@ TEST_F(DaemonNic, UserInterfaceOnADatasetGuestRefusesItsStart) {
 }
 
 TEST_F(DaemonNic, HotPluggedUserNicIsGoneWithinOneSecond) {
-  StartDaemon();
+  StartDaemonWithHook();
   st::TestNetwork net("nh");
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-nh";
-  spec.tap = "sgtnh0";
+  const auto spec = st::MakeGuestSpec("sgt-nh", "sgtnh0");
   st::TestGuest guest(spec);
-  guest.Start();
-  net.AttachTap(spec.tap);
-  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
+  ASSERT_NO_FATAL_FAILURE(BootGuest(guest, net));
   ASSERT_TRUE(st::PollUntil(
       5s,
       [&] {
@@ -146,7 +122,7 @@ TEST_F(DaemonNic, HotPluggedUserNicIsGoneWithinOneSecond) {
   auto has_user_nic = [&] {
     return guest.Virsh({"domiflist", spec.name}).find("52:54:00:5e:00:41") != std::string::npos;
   };
-  AddNic(guest, kUserNic, "--live");
+  AttachDevice(guest, kUserNic, "--live");
   const auto plugged = Clock::now();
   // Detached, or (a TCG guest rarely completes the unplug that fast) the guest paused.
   auto paused = [&] {
@@ -216,33 +192,13 @@ TEST_F(DaemonNic, HotPluggedUserNicIsGoneWithinOneSecond) {
 class DaemonLabels : public st::DaemonWithLibvirt {
  protected:
   void SetUp() override {
-    pool_ = fs::path("/run/sovguard-test") / ("daemon-labels-" + std::to_string(::getpid()));
-    fs::create_directories(pool_);
+    pool_ = MakeScratchDir("daemon-labels");
     archive_ = pool_ / "archive.img";
-    ASSERT_EQ(st::RunShell("truncate -s 16M " + archive_.string() + " && mkfs.ext4 -q -F " +
-                           archive_.string() + " >/dev/null 2>&1"),
-              0);
+    ASSERT_NO_FATAL_FAILURE(MakeExt4Image(archive_));
     DaemonWithLibvirt::SetUp();
   }
-  void TearDown() override {
-    DaemonWithLibvirt::TearDown();
-    std::error_code ec;
-    fs::remove_all(pool_, ec);
-  }
   std::string PolicyText() const override {
-    return R"(zones {
-  name: "test-eu"
-  jurisdiction: "DE"
-  cidrs: ["192.0.2.0/24", "198.51.100.0/24"]
-  description: "the test's gateway and allowed destination"
-}
-zones {
-  name: "test-us"
-  jurisdiction: "US"
-  cidrs: ["203.0.113.0/24"]
-  description: "the test's other destination"
-}
-datasets {
+    return std::string(st::kTestZones) + R"(datasets {
   id: "open"
   owner: "test"
   classification: "internal"
@@ -251,40 +207,34 @@ datasets {
   residency { allow: ["EU", "EEA"] zones: ["test-eu", "test-us"] }
   default_for_unlabelled: true
 }
-datasets {
-  id: "clinic"
-  owner: "test"
-  classification: "confidential"
-  description: "held by guests labelled team=clinic: EU zone only"
-  mode: ENFORCE
-  residency { allow: ["EU", "EEA"] zones: ["test-eu"] }
-  usage { guests { label: "team=clinic" } }
-  storage { pools { path: ")" +
-           pool_.string() + R"(" } }
-}
-datasets {
-  id: "archive"
-  owner: "test"
-  classification: "internal"
-  description: "its volumes live in the test's pool"
-  mode: ENFORCE
-  residency { allow: ["EU", "EEA"] zones: ["test-eu", "test-us"] }
-  storage { pools { path: ")" +
-           pool_.string() + R"(" } }
-}
-)";
+)" +
+           st::PoolDataset("clinic", "confidential",
+                           "held by guests labelled team=clinic: EU zone only", pool_,
+                           R"("test-eu")", R"(usage { guests { label: "team=clinic" } })") +
+           st::PoolDataset("archive", "internal", "its volumes live in the test's pool", pool_,
+                           R"("test-eu", "test-us")");
   }
-  static std::string Label(const std::string& body) {
-    return "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">" + body +
-           "</sovguard:guest>";
+  void AttachArchive(st::TestGuest& g) { AttachDevice(g, st::FileDisk(archive_)); }
+  // The archive volume's holder: a guest labelled with it as its vda, defined, never started
+  // (the volume is protected from daemon start on).
+  std::unique_ptr<st::TestGuest> ArchiveHolder(const std::string& name) {
+    auto g = std::make_unique<st::TestGuest>(
+        st::MakeGuestSpec(name, "sgt" + name.substr(4),
+                          st::GuestLabel("<disk target=\"vda\" dataset=\"archive\"/>")));
+    AttachArchive(*g);
+    return g;
   }
-  void AttachArchive(st::TestGuest& g) {
-    const auto file = pool_ / (g.Name() + "-disk.xml");
-    st::WriteTestFile(file,
-                      "<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
-                      "<source file='" +
-                          archive_.string() + "'/><target dev='vda' bus='virtio'/></disk>");
-    g.Virsh({"attach-device", g.Name(), file.string(), "--config"});
+  // `intruder`, given the archive volume, is refused its start (`why` when not) and the violation
+  // is logged naming `words`; the volume's holder never ran.
+  void ExpectArchiveRefused(st::TestGuest& intruder, const st::TestGuest& holder,
+                            const std::vector<std::string>& words, const std::string& why) {
+    AttachArchive(intruder);
+    const auto r = intruder.TryStart();
+    EXPECT_NE(r.exit_code, 0) << why;
+    EXPECT_FALSE(intruder.Running());
+    EXPECT_TRUE(StorageViolationLogged(words)) << "start error: " << r.err << "\n"
+                                               << daemon_->Log();
+    EXPECT_FALSE(holder.Running());
   }
   std::vector<std::string> Datasets(const std::string& guest) const {
     std::vector<std::string> ids;
@@ -315,67 +265,43 @@ datasets {
 
 TEST_F(DaemonLabels, GuestSelectedByLabelHoldsTheDatasetAndIsHeldToIt) {
   // archive.img becomes a protected volume of "archive" at daemon start (a defined guest's label).
-  st::GuestSpec holder_spec;
-  holder_spec.name = "sgt-lbh";
-  holder_spec.tap = "sgtlbh";
-  holder_spec.metadata = Label("<disk target=\"vda\" dataset=\"archive\"/>");
-  st::TestGuest holder(holder_spec);
-  AttachArchive(holder);
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  const auto holder = ArchiveHolder("sgt-lbh");
+  StartDaemonWithHook();
   st::TestNetwork net("lb");
 
-  st::GuestSpec spec;
-  spec.name = "sgt-lb1";
-  spec.tap = "sgtlb1";
-  spec.metadata = Label("<label key=\"team\" value=\"clinic\"/>");
-  st::TestGuest guest(spec);
-  guest.Start();
-  net.AttachTap(spec.tap);
-  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
-  EXPECT_EQ(GuestStatus(spec.name).value("label", ""), "valid") << daemon_->Status().dump(2);
-  EXPECT_EQ(Datasets(spec.name), std::vector<std::string>{"clinic"}) << daemon_->Status().dump(2);
+  st::TestGuest guest(st::MakeGuestSpec("sgt-lb1", "sgtlb1",
+                                        st::GuestLabel("<label key=\"team\" value=\"clinic\"/>")));
+  ASSERT_NO_FATAL_FAILURE(BootGuest(guest, net));
+  EXPECT_EQ(GuestStatus(guest.Name()).value("label", ""), "valid") << daemon_->Status().dump(2);
+  EXPECT_EQ(Datasets(guest.Name()), std::vector<std::string>{"clinic"})
+      << daemon_->Status().dump(2);
   // "open" would let the US stream through: the label's dataset does not.
   EXPECT_EQ(ForbiddenWhileAllowedFlow(net), 0u) << "forbidden packets reached the destination";
   guest.Destroy();
 
   // Selected by the same label, given the archive volume it does not hold: never runs.
-  st::GuestSpec intruder_spec;
-  intruder_spec.name = "sgt-lb2";
-  intruder_spec.tap = "sgtlb2";
-  intruder_spec.metadata = spec.metadata;
-  st::TestGuest intruder(intruder_spec);
-  AttachArchive(intruder);
-  const auto r = intruder.TryStart();
-  EXPECT_NE(r.exit_code, 0) << "a guest without the dataset started with its volume";
-  EXPECT_FALSE(intruder.Running());
-  EXPECT_TRUE(StorageViolationLogged({"sgt-lb2", "archive"})) << "start error: " << r.err << "\n"
-                                                              << daemon_->Log();
-  EXPECT_FALSE(holder.Running());
+  st::TestGuest intruder(st::MakeGuestSpec("sgt-lb2", "sgtlb2", guest.Spec().metadata));
+  ExpectArchiveRefused(intruder, *holder, {"sgt-lb2", "archive"},
+                       "a guest without the dataset started with its volume");
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
 
 // Fail closed: a label that cannot be parsed (a key given twice) holds every dataset, so only
 // destinations all of them allow stay reachable.
 TEST_F(DaemonLabels, UnparsableLabelHoldsEveryDataset) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  StartDaemonWithHook();
   st::TestNetwork net("lc");
-  st::GuestSpec spec;
-  spec.name = "sgt-lc";
-  spec.tap = "sgtlc0";
-  spec.metadata =
-      Label("<label key=\"team\" value=\"open\"/><label key=\"team\" value=\"clinic\"/>");
-  st::TestGuest guest(spec);
-  guest.Start();
-  net.AttachTap(spec.tap);
-  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
-  const auto g = GuestStatus(spec.name);
+  st::TestGuest guest(st::MakeGuestSpec(
+      "sgt-lc", "sgtlc0",
+      st::GuestLabel(
+          "<label key=\"team\" value=\"open\"/><label key=\"team\" value=\"clinic\"/>")));
+  ASSERT_NO_FATAL_FAILURE(BootGuest(guest, net));
+  const auto g = GuestStatus(guest.Name());
   ASSERT_FALSE(g.is_null()) << daemon_->Status().dump(2);
   EXPECT_EQ(g.value("label", ""), "invalid");
   EXPECT_NE(g.value("error", "").find("label key 'team' given twice"), std::string::npos)
       << g.dump();
-  EXPECT_EQ(Datasets(spec.name), (std::vector<std::string>{"archive", "clinic", "open"}));
+  EXPECT_EQ(Datasets(guest.Name()), (std::vector<std::string>{"archive", "clinic", "open"}));
   EXPECT_EQ(ForbiddenWhileAllowedFlow(net), 0u) << "forbidden packets reached the destination";
   guest.Destroy();
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
@@ -384,29 +310,15 @@ TEST_F(DaemonLabels, UnparsableLabelHoldsEveryDataset) {
 // Fail closed on storage too: holding every dataset for the network must not open every
 // dataset's volumes. A guest whose label cannot be parsed opens no protected volume.
 TEST_F(DaemonLabels, UnparsableLabelOpensNoProtectedVolume) {
-  st::GuestSpec holder_spec;
-  holder_spec.name = "sgt-ldh";
-  holder_spec.tap = "sgtldh";
-  holder_spec.metadata = Label("<disk target=\"vda\" dataset=\"archive\"/>");
-  st::TestGuest holder(holder_spec);
-  AttachArchive(holder);
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  const auto holder = ArchiveHolder("sgt-ldh");
+  StartDaemonWithHook();
 
-  st::GuestSpec spec;
-  spec.name = "sgt-ld1";
-  spec.tap = "sgtld1";
-  spec.metadata = Label(
-      "<label key=\"team\" value=\"a\"/><label key=\"team\" value=\"b\"/>"
-      "<disk target=\"vda\" dataset=\"archive\"/>");
-  st::TestGuest intruder(spec);
-  AttachArchive(intruder);
-  const auto r = intruder.TryStart();
-  EXPECT_NE(r.exit_code, 0) << "a guest with an unparsable label started with a protected volume";
-  EXPECT_FALSE(intruder.Running());
-  EXPECT_TRUE(StorageViolationLogged({"sgt-ld1"})) << "start error: " << r.err << "\n"
-                                                   << daemon_->Log();
-  EXPECT_FALSE(holder.Running());
+  st::TestGuest intruder(st::MakeGuestSpec(
+      "sgt-ld1", "sgtld1",
+      st::GuestLabel("<label key=\"team\" value=\"a\"/><label key=\"team\" value=\"b\"/>"
+                     "<disk target=\"vda\" dataset=\"archive\"/>")));
+  ExpectArchiveRefused(intruder, *holder, {"sgt-ld1"},
+                       "a guest with an unparsable label started with a protected volume");
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
 

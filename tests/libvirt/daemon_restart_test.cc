@@ -26,26 +26,17 @@ class DaemonRestart : public st::DaemonWithLibvirt {
 };
 
 TEST_F(DaemonRestart, KillAndStopLeaveEnforcementInForceAndRestartCoversAgain) {
-  StartDaemon();
+  StartDaemonWithHook();
   st::TestNetwork net("rk");
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-rk";
-  spec.tap = "sgtrk0";
-  st::TestGuest guest(spec);
-  guest.Start();
-  net.AttachTap(spec.tap);
-  ASSERT_TRUE(guest.WaitReady(120s)) << st::ReadTextFile(guest.ConsoleLog());
-  ASSERT_TRUE(st::PollUntil(
-      60s, [&] { return net.Counts().allowed >= 5; }, 50ms));
-  ASSERT_EQ(net.Counts().forbidden, 0u);
+  st::TestGuest guest(st::MakeGuestSpec("sgt-rk", "sgtrk0"));
+  ASSERT_NO_FATAL_FAILURE(BootGuestAndFlow(guest, net, 5));
+  st::ZoneCounts counts;
 
   // Allowed traffic keeps flowing and nothing forbidden passes while no daemon runs.
   auto still_enforced_without_daemon = [&](const char* what) {
-    EXPECT_TRUE(st::TcFilterOn(spec.tap)) << what << ": filter gone with the daemon";
+    EXPECT_TRUE(st::TcFilterOn(guest.Tap())) << what << ": filter gone with the daemon";
     const std::uint64_t allowed = net.Counts().allowed;
-    EXPECT_TRUE(st::PollUntil(
-        10s, [&] { return net.Counts().allowed >= allowed + 10; }, 50ms))
+    EXPECT_TRUE(AllowedArrived(net, allowed + 10, &counts, 10s))
         << what << ": allowed traffic stopped";
     EXPECT_EQ(net.Counts().forbidden, 0u) << what << ": forbidden packets passed";
   };
@@ -64,9 +55,7 @@ TEST_F(DaemonRestart, KillAndStopLeaveEnforcementInForceAndRestartCoversAgain) {
 
   // 2. A guest started while the daemon is down is refused by the hook: nothing could cover it.
   {
-    st::GuestSpec other;
-    other.name = "sgt-rk2";
-    other.tap = "sgtrk2";
+    auto other = st::MakeGuestSpec("sgt-rk2", "sgtrk2");
     other.mac = "52:54:00:5e:00:12";
     st::TestGuest second(other);
     const auto r = second.TryStart();
@@ -81,12 +70,12 @@ TEST_F(DaemonRestart, KillAndStopLeaveEnforcementInForceAndRestartCoversAgain) {
   std::string why;
   ASSERT_TRUE(daemon_->WaitReady(120s, &why)) << why;
   ASSERT_TRUE(st::PollUntil(
-      10s, [&] { return Attached(spec.name, spec.tap); }, 50ms))
+      10s, [&] { return Attached(guest.Name(), guest.Tap()); }, 50ms))
       << daemon_->Status().dump(2);
   std::cout << "restart after kill -9 -> guest covered again: "
             << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count()
             << " ms (includes start-up)\n";
-  EXPECT_TRUE(st::TcFilterOn(spec.tap));
+  EXPECT_TRUE(st::TcFilterOn(guest.Tap()));
   EXPECT_EQ(net.Counts().forbidden, 0u);
   // It adopted the pinned state: counters go on from where they were (and grew meanwhile).
   EXPECT_NE(daemon_->Log().find("counters and quotas kept"), std::string::npos) << daemon_->Log();
@@ -112,7 +101,7 @@ TEST_F(DaemonRestart, KillAndStopLeaveEnforcementInForceAndRestartCoversAgain) {
   std::cout << out;
   EXPECT_NE(out.find("enforcement released (forced):"), std::string::npos) << out;
   EXPECT_NE(out.find("released: sgt-rk (tap ifindex"), std::string::npos) << out;
-  EXPECT_FALSE(st::TcFilterOn(spec.tap));
+  EXPECT_FALSE(st::TcFilterOn(guest.Tap()));
   EXPECT_TRUE(st::PollUntil(
       10s, [&] { return net.Counts().forbidden > 0; }, 50ms))
       << "no forbidden packet passed after the release: was anything released?";
@@ -120,12 +109,11 @@ TEST_F(DaemonRestart, KillAndStopLeaveEnforcementInForceAndRestartCoversAgain) {
   daemon_->Restart();
   ASSERT_TRUE(daemon_->WaitReady(120s, &why)) << why;
   EXPECT_TRUE(st::PollUntil(
-      10s, [&] { return Attached(spec.name, spec.tap); }, 50ms));
-  EXPECT_TRUE(st::TcFilterOn(spec.tap));
+      10s, [&] { return Attached(guest.Name(), guest.Tap()); }, 50ms));
+  EXPECT_TRUE(st::TcFilterOn(guest.Tap()));
   const std::uint64_t forbidden_released = net.Counts().forbidden;
   const std::uint64_t allowed_now = net.Counts().allowed;
-  EXPECT_TRUE(st::PollUntil(
-      10s, [&] { return net.Counts().allowed >= allowed_now + 10; }, 50ms));
+  EXPECT_TRUE(AllowedArrived(net, allowed_now + 10, &counts, 10s));
   EXPECT_EQ(net.Counts().forbidden, forbidden_released)
       << "forbidden packets passed once the daemon covered the guest again";
   guest.Destroy();
@@ -135,24 +123,20 @@ TEST_F(DaemonRestart, KillAndStopLeaveEnforcementInForceAndRestartCoversAgain) {
 // Tamper detection: a filter deleted behind the daemon's back is found within the check interval,
 // re-attached, counted in the metrics and measured into the TPM-backed log.
 TEST_F(DaemonRestart, DeletedFilterIsRepairedCountedAndMeasured) {
-  StartDaemon({"--set", "tamper_check_seconds=1"});
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-tp";
-  spec.tap = "sgttp0";
-  st::TestGuest guest(spec);
+  StartDaemonWithHook({"--set", "tamper_check_seconds=1"});
+  st::TestGuest guest(st::MakeGuestSpec("sgt-tp", "sgttp0"));
   guest.Start();
-  ASSERT_TRUE(st::TcFilterOn(spec.tap));
+  ASSERT_TRUE(st::TcFilterOn(guest.Tap()));
   ASSERT_TRUE(st::PollUntil(
-      10s, [&] { return Attached(spec.name, spec.tap); }, 50ms));
+      10s, [&] { return Attached(guest.Name(), guest.Tap()); }, 50ms));
 
   std::string out;
-  ASSERT_EQ(st::RunShell("tc filter del dev " + spec.tap + " ingress 2>&1", &out), 0) << out;
-  ASSERT_FALSE(st::TcFilterOn(spec.tap));
+  ASSERT_EQ(st::RunShell("tc filter del dev " + guest.Tap() + " ingress 2>&1", &out), 0) << out;
+  ASSERT_FALSE(st::TcFilterOn(guest.Tap()));
   const auto t0 = Clock::now();
   // Checked every 1 s; the bound is for a loaded CI (Debug+ASan, -j2), not a speed.
   ASSERT_TRUE(st::PollUntil(
-      30s, [&] { return st::TcFilterOn(spec.tap); }, 20ms))
+      30s, [&] { return st::TcFilterOn(guest.Tap()); }, 20ms))
       << "the deleted filter was not re-attached\n"
       << daemon_->Log();
   const auto repaired_ms =

@@ -26,6 +26,7 @@
 
 #include "tests/harness/guest.h"
 #include "tests/harness/libvirtd.h"
+#include "tests/harness/mounts.h"
 #include "tests/harness/process.h"
 #include "tests/libvirt/daemon_fixture.h"
 
@@ -88,17 +89,11 @@ long DeniedConnects(const fs::path& cgroup, const std::string& netns, long count
 // `virsh metadata --set` takes it, and in its namespace as a domain's <metadata>).
 constexpr const char* kHealthDiskLabelInner =
     "<guest><dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/></guest>";
-constexpr const char* kHealthDiskLabel =
-    "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
-    "<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>"
-    "</sovguard:guest>";
-
-std::string FileDisk(const fs::path& source, bool readonly = false,
-                     const std::string& target = "vda") {
-  return "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='" +
-         source.string() + "'/><target dev='" + target + "' bus='virtio'/>" +
-         (readonly ? "<readonly/>" : "") + "</disk>";
-}
+const std::string kHealthDiskLabel =
+    st::GuestLabel("<dataset id=\"health\"/><disk target=\"vda\" dataset=\"health\"/>");
+// A guest holding dataset "archive" (read-only) on its vda disk.
+const std::string kArchiveDiskLabel =
+    st::GuestLabel("<dataset id=\"archive\"/><disk target=\"vda\" dataset=\"archive\"/>");
 
 // A hot-plug: whether libvirt attached the disk, else its error (QEMU's words included).
 struct HotPlug {
@@ -106,77 +101,58 @@ struct HotPlug {
   std::string error;
 };
 
-// `virsh attach-device --live` of `xml` into the running guest `g` (no hook runs).
-HotPlug HotPlugDisk(st::TestGuest& g, const std::string& xml) {
-  const fs::path file = fs::path("/run/sovguard-test") / (g.Name() + "-hotplug.xml");
-  st::WriteTestFile(file, xml);
-  HotPlug r;
-  try {
-    g.Virsh({"attach-device", g.Name(), file.string(), "--live"});
-    r.ok = true;
-  } catch (const std::exception& e) {
-    r.error = e.what();
-  }
-  fs::remove(file);
-  return r;
-}
-
 class DaemonStorage : public st::DaemonWithLibvirt {
  protected:
   void SetUp() override {
-    pool_ = fs::path("/run/sovguard-test") / ("daemon-storage-" + std::to_string(::getpid()));
-    fs::create_directories(pool_);
+    pool_ = MakeScratchDir("daemon-storage");
     image_ = pool_ / "health.img";
     archive_ = pool_ / "archive.img";
-    for (const auto& img : {image_, archive_}) {
-      ASSERT_EQ(st::RunShell("truncate -s 16M " + img.string() + " && mkfs.ext4 -q -F " +
-                             img.string() + " >/dev/null 2>&1"),
-                0);
-    }
+    for (const auto& img : {image_, archive_}) ASSERT_NO_FATAL_FAILURE(MakeExt4Image(img));
     DaemonWithLibvirt::SetUp();
   }
-  void TearDown() override {
-    DaemonWithLibvirt::TearDown();
-    std::error_code ec;
-    fs::remove_all(pool_, ec);
-  }
   std::string PolicyText() const override {
-    return std::string(st::kZonePolicy) + R"(datasets {
-  id: "health"
-  owner: "test"
-  classification: "confidential"
-  description: "its volumes live in the test's pool; only labelled guests may open them"
-  mode: ENFORCE
-  residency { allow: ["EU", "EEA"] zones: ["test-eu"] }
-  storage { pools { path: ")" +
-           pool_.string() + R"(" } }
-}
-datasets {
-  id: "archive"
-  owner: "test"
-  classification: "internal"
-  description: "read-only: its volumes are never opened for writing"
-  mode: ENFORCE
-  residency { allow: ["EU", "EEA"] zones: ["test-eu"] }
-  usage { read_only: true }
-  storage { pools { path: ")" +
-           pool_.string() + R"(" } }
-}
-)";
+    return st::kZonePolicy +
+           st::PoolDataset(
+               "health", "confidential",
+               "its volumes live in the test's pool; only labelled guests may open them", pool_) +
+           st::PoolDataset("archive", "internal",
+                           "read-only: its volumes are never opened for writing", pool_,
+                           R"("test-eu")", "usage { read_only: true }");
   }
-  void AttachDisk(st::TestGuest& g) { AttachDisk(g, FileDisk(image_)); }
-  void AttachDisk(st::TestGuest& g, const std::string& xml) {
-    const auto file = pool_ / (g.Name() + "-disk.xml");
-    st::WriteTestFile(file, xml);
-    g.Virsh({"attach-device", g.Name(), file.string(), "--config"});
+  void AttachDisk(st::TestGuest& g) { AttachDevice(g, st::FileDisk(image_)); }
+  void AttachDisk(st::TestGuest& g, const std::string& xml) { AttachDevice(g, xml); }
+  // `virsh attach-device --live` of `xml` into the running guest `g` (no hook runs).
+  HotPlug HotPlugDisk(st::TestGuest& g, const std::string& xml) {
+    HotPlug r;
+    try {
+      AttachDevice(g, xml, "--live");
+      r.ok = true;
+    } catch (const std::exception& e) {
+      r.error = e.what();
+    }
+    return r;
+  }
+  // `volume` hot-plugged as vdb into the running guest `g` is refused (`why` when not): libvirt
+  // reports QEMU's denied open, the violation is logged naming `words` and the volume, and the
+  // guest does not have the disk.
+  void ExpectHotPlugRefused(st::TestGuest& g, const fs::path& volume, bool readonly,
+                            std::vector<std::string> words, const std::string& why) {
+    const HotPlug refused = HotPlugDisk(g, st::FileDisk(volume, readonly, "vdb"));
+    EXPECT_FALSE(refused.ok) << why;
+    EXPECT_TRUE(refused.error.find("not permitted") != std::string::npos ||
+                refused.error.find("ermission denied") != std::string::npos)
+        << refused.error;
+    words.push_back(fs::canonical(volume).string());
+    EXPECT_TRUE(StorageViolationLogged(words)) << "attach error: " << refused.error << "\n"
+                                               << daemon_->Log();
+    EXPECT_EQ(g.Virsh({"domblklist", g.Name()}).find(volume.string()), std::string::npos)
+        << "the refused disk is attached";
   }
 
   // A guest without the dataset given the labelled volume: true when its start is refused
   // (and it is not running). Expectations name `why` when not.
   bool IntruderRefused(const std::string& name, const std::string& why) {
-    st::GuestSpec spec;
-    spec.name = name;
-    spec.tap = "sgt" + name.substr(4);
+    auto spec = st::MakeGuestSpec(name, "sgt" + name.substr(4));
     spec.partition = partition_;
     st::TestGuest intruder(spec);
     AttachDisk(intruder);
@@ -189,10 +165,7 @@ datasets {
   // A guest labelled with "health" runs once with the volume: from then on it is a protected
   // volume of "health", which a guest without the dataset is refused.
   void ProtectVolumeByUse(const std::string& name) {
-    st::GuestSpec spec;
-    spec.name = name;
-    spec.tap = "sgt" + name.substr(4);
-    spec.metadata = kHealthDiskLabel;
+    auto spec = st::MakeGuestSpec(name, "sgt" + name.substr(4), kHealthDiskLabel);
     spec.partition = partition_;
     st::TestGuest holder(spec);
     AttachDisk(holder);
@@ -207,18 +180,13 @@ datasets {
 };
 
 TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  StartDaemonWithHook();
   {
     const auto status = daemon_->Status();
     ASSERT_TRUE(status.at("storage").at("enforced").get<bool>()) << status.dump(2);
   }
   {
-    st::GuestSpec spec;
-    spec.name = "sgt-ds1";
-    spec.tap = "sgtds1";
-    spec.metadata = kHealthDiskLabel;
-    st::TestGuest allowed(spec);
+    st::TestGuest allowed(st::MakeGuestSpec("sgt-ds1", "sgtds1", kHealthDiskLabel));
     AttachDisk(allowed);
     allowed.Start();
     ASSERT_TRUE(allowed.WaitReady(120s)) << st::ReadTextFile(allowed.ConsoleLog());
@@ -230,7 +198,7 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
         [&] {
           for (const auto& c :
                daemon_->Status().at("storage").value("counters", nlohmann::json::array())) {
-            if (c.value("guest", "") == spec.name && c.value("dataset", "") == "health" &&
+            if (c.value("guest", "") == allowed.Name() && c.value("dataset", "") == "health" &&
                 c.value("read_bytes", std::uint64_t{0}) > 0) {
               counters = c;
               return true;
@@ -249,10 +217,7 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
     allowed.Destroy();
   }
 
-  st::GuestSpec spec;
-  spec.name = "sgt-ds2";
-  spec.tap = "sgtds2";
-  st::TestGuest intruder(spec);
+  st::TestGuest intruder(st::MakeGuestSpec("sgt-ds2", "sgtds2"));
   AttachDisk(intruder);
   const auto r = intruder.TryStart();
   EXPECT_NE(r.exit_code, 0) << "a guest without the dataset started with its disk";
@@ -277,8 +242,7 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
 // dataset that starts after that uses its disk (the adopted programs register its new cgroup from
 // the name the new daemon announces), and a guest without the dataset is still refused it.
 TEST_F(DaemonStorage, AfterACrashANewHolderUsesItsDiskAndAnIntruderIsRefused) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  StartDaemonWithHook();
   ProtectVolumeByUse("sgt-dsa1");
   daemon_->Kill();
   daemon_->Restart();
@@ -286,11 +250,7 @@ TEST_F(DaemonStorage, AfterACrashANewHolderUsesItsDiskAndAnIntruderIsRefused) {
   ASSERT_TRUE(daemon_->WaitReady(120s, &why)) << why;
   ASSERT_NE(daemon_->Log().find("storage path adopted"), std::string::npos) << daemon_->Log();
   {
-    st::GuestSpec spec;
-    spec.name = "sgt-dsa2";
-    spec.tap = "sgtdsa2";
-    spec.metadata = kHealthDiskLabel;
-    st::TestGuest holder(spec);
+    st::TestGuest holder(st::MakeGuestSpec("sgt-dsa2", "sgtdsa2", kHealthDiskLabel));
     AttachDisk(holder);
     const auto r = holder.TryStart();
     ASSERT_EQ(r.exit_code, 0) << "the holder was refused its own disk after adoption: " << r.err
@@ -314,15 +274,12 @@ TEST_F(DaemonStorage, AfterACrashANewHolderUsesItsDiskAndAnIntruderIsRefused) {
 // The daemon refuses its start, with the reason libvirt shows; without the refusal libvirt starts
 // it (the partition exists in every hierarchy) with another dataset's protected volume.
 TEST_F(DaemonStorage, GuestPlacedInAnotherCgroupPartitionIsRefused) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  StartDaemonWithHook();
   ProtectVolumeByUse("sgt-dsp0");
   ASSERT_TRUE(IntruderRefused("sgt-dsp1", "a guest without the dataset started with its disk"));
 
   const st::LibvirtPartition partition("sgtescape");
-  st::GuestSpec spec;
-  spec.name = "sgt-dsp2";
-  spec.tap = "sgtdsp2";
+  auto spec = st::MakeGuestSpec("sgt-dsp2", "sgtdsp2");
   spec.partition = "/sgtescape";
   st::TestGuest escaper(spec);
   AttachDisk(escaper);
@@ -340,8 +297,7 @@ TEST_F(DaemonStorage, GuestPlacedInAnotherCgroupPartitionIsRefused) {
 // (block uevent; and again when a guest starts), so QEMU's open is refused and the guest does not
 // start. Before, the new device was no alias: the guest started with the dataset's bytes.
 TEST_F(DaemonStorage, LoopDeviceMadeOverAProtectedImageLaterIsRefused) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  StartDaemonWithHook();
   ProtectVolumeByUse("sgt-dsl0");
   struct LoopDevice {
     std::string dev;
@@ -360,10 +316,7 @@ TEST_F(DaemonStorage, LoopDeviceMadeOverAProtectedImageLaterIsRefused) {
       },
       100ms))
       << daemon_->Log();
-  st::GuestSpec spec;
-  spec.name = "sgt-dsl1";
-  spec.tap = "sgtdsl1";
-  st::TestGuest intruder(spec);
+  st::TestGuest intruder(st::MakeGuestSpec("sgt-dsl1", "sgtdsl1"));
   AttachDisk(intruder,
              "<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
              "<source dev='" +
@@ -379,8 +332,8 @@ TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
   // would drop what a stopped node on this host keeps attached there.
   partition_cgroups_.emplace("sgtreplace");
   partition_ = "/sgtreplace";
-  StartDaemon({"--set", "tamper_check_seconds=1", "--set", "libvirt_partition=" + partition_});
-  st::ScopedHookTarget hook(HookPath());
+  StartDaemonWithHook(
+      {"--set", "tamper_check_seconds=1", "--set", "libvirt_partition=" + partition_});
   const fs::path machine = daemon_->Status().at("storage").at("machine_cgroup").get<std::string>();
   ASSERT_EQ(machine.filename(), "sgtreplace.partition") << daemon_->Status().dump(2);
   std::string out;
@@ -394,16 +347,8 @@ TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
   };
   ProtectVolumeByUse("sgt-dsr0");
   ASSERT_TRUE(refused("sgt-dsr1"));
-  // Empty cgroups left by earlier guests go first (deepest first): rmdir needs an empty cgroup.
-  std::vector<fs::path> dirs;
-  for (const auto& e : fs::recursive_directory_iterator(machine))
-    if (e.is_directory()) dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end(), [](const fs::path& a, const fs::path& b) {
-    return a.string().size() > b.string().size();
-  });
-  for (const auto& d : dirs) ASSERT_EQ(::rmdir(d.c_str()), 0) << d << ": " << strerror(errno);
-  ASSERT_EQ(::rmdir(machine.c_str()), 0) << strerror(errno);
-  ASSERT_EQ(::mkdir(machine.c_str(), 0755), 0) << strerror(errno);
+  // Replaced (empty cgroups left by earlier guests go first).
+  st::ReplaceCgroup(machine);
   ASSERT_FALSE(guarded()) << "a new cgroup came with programs attached?\n" << out;
 
   EXPECT_TRUE(st::PollUntil(15s, guarded, 200ms)) << out << daemon_->Log();
@@ -419,14 +364,10 @@ TEST_F(DaemonStorage, ReplacedMachineCgroupIsGuardedAgain) {
 // A labelled disk is protected from daemon start, before its own guest ever runs: a guest
 // without the dataset given the same volume first is refused it.
 TEST_F(DaemonStorage, LabelledDiskOfAStoppedGuestIsProtectedFromStart) {
-  st::GuestSpec holder_spec;
-  holder_spec.name = "sgt-dsh";
-  holder_spec.tap = "sgtdsh";
-  holder_spec.metadata = kHealthDiskLabel;
-  st::TestGuest holder(holder_spec);  // defined, never started
+  st::TestGuest holder(
+      st::MakeGuestSpec("sgt-dsh", "sgtdsh", kHealthDiskLabel));  // defined, never started
   AttachDisk(holder);
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  StartDaemonWithHook();
   EXPECT_NE(daemon_->Log().find("storage path: 1 labelled disks of"), std::string::npos)
       << daemon_->Log();
   EXPECT_TRUE(
@@ -437,8 +378,7 @@ TEST_F(DaemonStorage, LabelledDiskOfAStoppedGuestIsProtectedFromStart) {
 // A domain defined, or labelled, while sovguardd runs (libvirt's DEFINED and METADATA_CHANGE
 // events): its labelled disk is protected at once, before that guest first runs.
 TEST_F(DaemonStorage, LabelledDiskOfAGuestDefinedLaterIsProtectedAtOnce) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  StartDaemonWithHook();
   auto logged = [&](const std::string& name) {
     return st::PollUntil(
         15s,
@@ -451,21 +391,14 @@ TEST_F(DaemonStorage, LabelledDiskOfAGuestDefinedLaterIsProtectedAtOnce) {
   const std::string label = kHealthDiskLabel;
   // Defined with its label, given the disk, defined again (attach-device --config alone sends
   // libvirt no event): DEFINED/UPDATED.
-  st::GuestSpec defined_spec;
-  defined_spec.name = "sgt-dsl";
-  defined_spec.tap = "sgtdsl";
-  defined_spec.metadata = label;
-  st::TestGuest defined(defined_spec);  // never started
+  st::TestGuest defined(st::MakeGuestSpec("sgt-dsl", "sgtdsl", label));  // never started
   AttachDisk(defined);
   const auto xml = pool_ / "sgt-dsl-defined.xml";
   st::WriteTestFile(xml, defined.Virsh({"dumpxml", "--inactive", defined.Name()}));
   defined.Virsh({"define", xml.string()});
   ASSERT_TRUE(logged("sgt-dsl")) << daemon_->Log();
   // Defined with the disk and no label, then labelled: METADATA_CHANGE.
-  st::GuestSpec labelled_spec;
-  labelled_spec.name = "sgt-dsm";
-  labelled_spec.tap = "sgtdsm";
-  st::TestGuest labelled(labelled_spec);  // never started
+  st::TestGuest labelled(st::MakeGuestSpec("sgt-dsm", "sgtdsm"));  // never started
   AttachDisk(labelled);
   labelled.Virsh({"metadata", labelled.Name(), "--uri", "https://sovguard.eu/ns/guest/1", "--key",
                   "sovguard", "--config", "--set", kHealthDiskLabelInner});
@@ -480,14 +413,10 @@ TEST_F(DaemonStorage, LabelledDiskOfAGuestDefinedLaterIsProtectedAtOnce) {
 // hot-plugged into a guest without its dataset: QEMU's open is refused, libvirt reports it, the
 // violation is logged; hot-plugged into a guest holding the dataset it is attached and read.
 TEST_F(DaemonStorage, HotPluggedProtectedVolumeIsRefusedToAGuestWithoutItsDataset) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
+  StartDaemonWithHook();
   ProtectVolumeByUse("sgt-dsp0");
   const auto running = [&](const std::string& name, const std::string& metadata) {
-    st::GuestSpec spec;
-    spec.name = name;
-    spec.tap = "sgt" + name.substr(4);
-    spec.metadata = metadata;
+    const auto spec = st::MakeGuestSpec(name, "sgt" + name.substr(4), metadata);
     auto g = std::make_unique<st::TestGuest>(spec);
     g->Start();
     EXPECT_TRUE(g->WaitReady(120s)) << st::ReadTextFile(g->ConsoleLog());
@@ -495,19 +424,9 @@ TEST_F(DaemonStorage, HotPluggedProtectedVolumeIsRefusedToAGuestWithoutItsDatase
   };
   const auto intruder = running("sgt-dsp1", "");
   const auto holder = running("sgt-dsp2", kHealthDiskLabel);
-  const HotPlug refused = HotPlugDisk(*intruder, FileDisk(image_, false, "vdb"));
-  EXPECT_FALSE(refused.ok) << "a protected volume was hot-plugged into a guest without its "
-                              "dataset";
-  EXPECT_TRUE(refused.error.find("not permitted") != std::string::npos ||
-              refused.error.find("ermission denied") != std::string::npos)
-      << refused.error;
-  EXPECT_TRUE(StorageViolationLogged({"sgt-dsp1", "health", fs::canonical(image_).string()}))
-      << "attach error: " << refused.error << "\n"
-      << daemon_->Log();
-  EXPECT_EQ(intruder->Virsh({"domblklist", intruder->Name()}).find(image_.string()),
-            std::string::npos)
-      << "the refused disk is attached";
-  const HotPlug attached = HotPlugDisk(*holder, FileDisk(image_, false, "vdb"));
+  ExpectHotPlugRefused(*intruder, image_, false, {"sgt-dsp1", "health"},
+                       "a protected volume was hot-plugged into a guest without its dataset");
+  const HotPlug attached = HotPlugDisk(*holder, st::FileDisk(image_, false, "vdb"));
   ASSERT_TRUE(attached.ok) << attached.error << daemon_->Log();
   // The guest kernel probes the new disk: QEMU's reads of it are counted for (holder, health),
   // the holder's only way to that dataset's bytes.
@@ -533,16 +452,10 @@ TEST_F(DaemonStorage, HotPluggedProtectedVolumeIsRefusedToAGuestWithoutItsDatase
 // disk label makes it hold that dataset: there is no disk of its own labelled with a dataset it
 // does not hold.)
 TEST_F(DaemonStorage, HotPluggedVolumeOfADatasetTheHolderDoesNotHoldIsRefused) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec archive_spec;
-  archive_spec.name = "sgt-dsa";
-  archive_spec.tap = "sgtdsa";
-  archive_spec.metadata =
-      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
-      "<dataset id=\"archive\"/><disk target=\"vda\" dataset=\"archive\"/></sovguard:guest>";
-  st::TestGuest archive_guest(archive_spec);  // defined, never started
-  AttachDisk(archive_guest, FileDisk(archive_, /*readonly=*/true));
+  StartDaemonWithHook();
+  st::TestGuest archive_guest(
+      st::MakeGuestSpec("sgt-dsa", "sgtdsa", kArchiveDiskLabel));  // defined, never started
+  AttachDisk(archive_guest, st::FileDisk(archive_, /*readonly=*/true));
   const auto xml = pool_ / "sgt-dsa-defined.xml";
   st::WriteTestFile(xml, archive_guest.Virsh({"dumpxml", "--inactive", archive_guest.Name()}));
   archive_guest.Virsh({"define", xml.string()});
@@ -554,39 +467,20 @@ TEST_F(DaemonStorage, HotPluggedVolumeOfADatasetTheHolderDoesNotHoldIsRefused) {
       },
       50ms))
       << daemon_->Log();
-  st::GuestSpec spec;
-  spec.name = "sgt-dsq";
-  spec.tap = "sgtdsq";
-  spec.metadata = kHealthDiskLabel;
-  st::TestGuest holder(spec);
+  st::TestGuest holder(st::MakeGuestSpec("sgt-dsq", "sgtdsq", kHealthDiskLabel));
   holder.Start();
   ASSERT_TRUE(holder.WaitReady(120s)) << st::ReadTextFile(holder.ConsoleLog());
-  const HotPlug plugged = HotPlugDisk(holder, FileDisk(archive_, /*readonly=*/true, "vdb"));
-  EXPECT_FALSE(plugged.ok) << "another dataset's volume was hot-plugged into the health holder";
-  EXPECT_TRUE(plugged.error.find("not permitted") != std::string::npos ||
-              plugged.error.find("ermission denied") != std::string::npos)
-      << plugged.error;
-  EXPECT_TRUE(StorageViolationLogged({"sgt-dsq", "archive", fs::canonical(archive_).string()}))
-      << "attach error: " << plugged.error << "\n"
-      << daemon_->Log();
-  EXPECT_EQ(holder.Virsh({"domblklist", holder.Name()}).find(archive_.string()), std::string::npos)
-      << "the refused disk is attached";
+  ExpectHotPlugRefused(holder, archive_, /*readonly=*/true, {"sgt-dsq", "archive"},
+                       "another dataset's volume was hot-plugged into the health holder");
   EXPECT_TRUE(holder.Running());
 }
 
 TEST_F(DaemonStorage, ReadOnlyDatasetIsNeverOpenedForWriting) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
-  const std::string label =
-      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
-      "<dataset id=\"archive\"/><disk target=\"vda\" dataset=\"archive\"/></sovguard:guest>";
+  StartDaemonWithHook();
+  const std::string& label = kArchiveDiskLabel;
   {
-    st::GuestSpec spec;
-    spec.name = "sgt-ro1";
-    spec.tap = "sgtro1";
-    spec.metadata = label;
-    st::TestGuest writer(spec);
-    AttachDisk(writer, FileDisk(archive_, /*readonly=*/false));
+    st::TestGuest writer(st::MakeGuestSpec("sgt-ro1", "sgtro1", label));
+    AttachDisk(writer, st::FileDisk(archive_, /*readonly=*/false));
     const auto r = writer.TryStart();
     EXPECT_NE(r.exit_code, 0) << "a read-only dataset's volume was opened for writing";
     EXPECT_FALSE(writer.Running());
@@ -602,12 +496,8 @@ TEST_F(DaemonStorage, ReadOnlyDatasetIsNeverOpenedForWriting) {
         << "start error: " << r.err << "\n"
         << daemon_->Log();
   }
-  st::GuestSpec spec;
-  spec.name = "sgt-ro2";
-  spec.tap = "sgtro2";
-  spec.metadata = label;
-  st::TestGuest reader(spec);
-  AttachDisk(reader, FileDisk(archive_, /*readonly=*/true));
+  st::TestGuest reader(st::MakeGuestSpec("sgt-ro2", "sgtro2", label));
+  AttachDisk(reader, st::FileDisk(archive_, /*readonly=*/true));
   reader.Start();
   ASSERT_TRUE(reader.WaitReady(120s)) << st::ReadTextFile(reader.ConsoleLog()) << daemon_->Log();
   EXPECT_TRUE(reader.Running());
@@ -619,18 +509,14 @@ TEST_F(DaemonStorage, ReadOnlyDatasetIsNeverOpenedForWriting) {
 // spend CPU per attempt: the kernel refuses every one, events are rate-limited in the kernel, and
 // the daemon's CPU over a 1,000,000-call flood stays small and does not grow with the count.
 TEST_F(DaemonStorage, MillionDeniedConnectsDoNotGrowDaemonCpu) {
-  StartDaemon();
-  st::ScopedHookTarget hook(HookPath());
-  st::GuestSpec spec;
-  spec.name = "sgt-flood";
-  spec.tap = "sgtfl0";
-  st::TestGuest guest(spec);
+  StartDaemonWithHook();
+  st::TestGuest guest(st::MakeGuestSpec("sgt-flood", "sgtfl0"));
   guest.Start();
   std::string cgroup;
   ASSERT_TRUE(st::PollUntil(
       60s,
       [&] {
-        const auto g = GuestStatus(spec.name);
+        const auto g = GuestStatus(guest.Name());
         if (!g.is_null()) cgroup = g.value("cgroup", "");
         return !cgroup.empty();
       },

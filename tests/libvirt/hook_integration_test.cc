@@ -105,12 +105,8 @@ struct AtStartBegin {
 };
 
 TEST_F(HookIntegration, StartBeginRunsWithTapPresentBeforeQemuAndBlocksIt) {
-  test::GuestSpec spec;
-  spec.name = "sgt-hk";
-  spec.tap = "sgthk0";
-  spec.metadata =
-      "<sovguard:guest xmlns:sovguard=\"https://sovguard.eu/ns/guest/1\">"
-      "<dataset id=\"health-records\"/></sovguard:guest>";
+  const auto spec =
+      test::MakeGuestSpec("sgt-hk", "sgthk0", test::GuestLabel("<dataset id=\"health-records\"/>"));
   test::TestGuest guest(spec);
 
   std::mutex mu;
@@ -193,10 +189,7 @@ TEST_F(HookIntegration, StartBeginRunsWithTapPresentBeforeQemuAndBlocksIt) {
 }
 
 TEST_F(HookIntegration, RefusalAtStartBeginKeepsGuestOff) {
-  test::GuestSpec spec;
-  spec.name = "sgt-hr";
-  spec.tap = "sgthr0";
-  test::TestGuest guest(spec);
+  test::TestGuest guest(test::MakeGuestSpec("sgt-hr", "sgthr0"));
   HookServer server(kSocket, [&](const HookEvent& ev) {
     if (ev.request.op == "start" && ev.request.sub == "begin") {
       return HookResponse{false, "test policy refuses sgt-hr"};
@@ -207,21 +200,18 @@ TEST_F(HookIntegration, RefusalAtStartBeginKeepsGuestOff) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("test policy refuses sgt-hr"), std::string::npos) << r.err;
   EXPECT_FALSE(guest.Running());
-  EXPECT_FALSE(FindQemu(spec.name).has_value());
-  EXPECT_TRUE(test::PollUntil(5s, [&] { return !test::LinkExists(spec.tap); }));
+  EXPECT_FALSE(FindQemu(guest.Name()).has_value());
+  EXPECT_TRUE(test::PollUntil(5s, [&] { return !test::LinkExists(guest.Tap()); }));
 }
 
 TEST_F(HookIntegration, UnreachableDaemonKeepsGuestOff) {
-  test::GuestSpec spec;
-  spec.name = "sgt-hu";
-  spec.tap = "sgthu0";
-  test::TestGuest guest(spec);
+  test::TestGuest guest(test::MakeGuestSpec("sgt-hu", "sgthu0"));
   fs::remove(kSocket);  // no daemon listening
   auto r = guest.TryStart();
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("cannot reach sovguardd"), std::string::npos) << r.err;
   EXPECT_FALSE(guest.Running());
-  EXPECT_FALSE(FindQemu(spec.name).has_value());
+  EXPECT_FALSE(FindQemu(guest.Name()).has_value());
 }
 
 }  // namespace

@@ -95,5 +95,11 @@ class Recorder {
 inline std::function<bool(const Recorded&)> Is(Recorded::Type t, const std::string& name) {
   return [=](const Recorded& r) { return r.type == t && r.guest.domain.name == name; };
 }
+// A GuestChanged of `name` for `reason`.
+inline std::function<bool(const Recorded&)> IsChange(ChangeReason reason, const std::string& name) {
+  return [=](const Recorded& r) {
+    return r.type == Recorded::Type::kChanged && r.reason == reason && r.guest.domain.name == name;
+  };
+}
 
 }  // namespace sovguard::libvirt::testing

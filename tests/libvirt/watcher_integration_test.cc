@@ -25,19 +25,12 @@ namespace sovguard::libvirt {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::Is;
-using testing::Recorded;
-using testing::Recorder;
+using namespace testing;  // the Recorder's
 using Type = Recorded::Type;
 
 constexpr auto kBoot = 90s;     // TCG boot to "SOVGUARD: ready" takes ~5 s; CI machines vary
 constexpr auto kEvent = 15s;    // a libvirt event after the action that causes it
 constexpr auto kLabelSla = 1s;  // the issue: policy follows a label change within 1 s
-
-std::string LabelXml(const std::string& body) {
-  return "<sovguard:guest xmlns:sovguard=\"" + std::string(kLabelNamespace) + "\">" + body +
-         "</sovguard:guest>";
-}
 
 bool FileContainsLine(const std::string& path, const std::string& line) {
   std::ifstream f(path);
@@ -101,11 +94,9 @@ class WatcherIntegration : public ::testing::Test {
 
 TEST_F(WatcherIntegration, GuestUpCarriesTapsCgroupLabelsAndTrafficFlows) {
   test::TestNetwork net("lc");
-  test::GuestSpec spec;
-  spec.name = "sgt-lc";
-  spec.tap = "sgtlc0";
-  spec.metadata =
-      LabelXml("<dataset id=\"health-records\"/><disk target=\"vdb\" dataset=\"x-ray\"/>");
+  const auto spec = test::MakeGuestSpec(
+      "sgt-lc", "sgtlc0",
+      test::GuestLabel("<dataset id=\"health-records\"/><disk target=\"vdb\" dataset=\"x-ray\"/>"));
   test::TestGuest guest(spec);
 
   const size_t mark = recorder_.Size();
@@ -196,13 +187,7 @@ TEST_F(WatcherIntegration, GuestUpCarriesTapsCgroupLabelsAndTrafficFlows) {
   {
     const size_t from = recorder_.Size();
     guest.Virsh({"reset", spec.name});
-    auto ev = recorder_.WaitFor(
-        from,
-        [&](const Recorded& r) {
-          return r.type == Type::kChanged && r.reason == ChangeReason::kReboot &&
-                 r.guest.domain.name == spec.name;
-        },
-        kEvent);
+    auto ev = recorder_.WaitFor(from, IsChange(ChangeReason::kReboot, spec.name), kEvent);
     ASSERT_TRUE(ev) << "no reboot event";
     EXPECT_EQ(ev->guest.domain.Taps(), std::vector<std::string>{spec.tap});
     EXPECT_EQ(ev->guest.qemu_pid, g.qemu_pid);
@@ -221,14 +206,11 @@ TEST_F(WatcherIntegration, GuestUpCarriesTapsCgroupLabelsAndTrafficFlows) {
 
 TEST_F(WatcherIntegration, NicHotPlugAndUnplugAreFollowed) {
   test::TestNetwork net("hp");
-  test::GuestSpec spec;
-  spec.name = "sgt-hp";
-  spec.tap = "sgthp0";
-  test::TestGuest guest(spec);
+  test::TestGuest guest(test::MakeGuestSpec("sgt-hp", "sgthp0"));
   const size_t mark = recorder_.Size();
   guest.Start();
-  net.AttachTap(spec.tap);
-  WaitUp(mark, spec.name);
+  net.AttachTap(guest.Tap());
+  WaitUp(mark, guest.Name());
   // ACPI hot-unplug needs the guest kernel up to acknowledge the eject.
   ASSERT_TRUE(guest.WaitReady(kBoot));
 
@@ -249,14 +231,8 @@ TEST_F(WatcherIntegration, NicHotPlugAndUnplugAreFollowed) {
     }
   });
   size_t from = recorder_.Size();
-  guest.Virsh({"attach-device", spec.name, nic_file, "--live"});
-  auto added = recorder_.WaitFor(
-      from,
-      [&](const Recorded& r) {
-        return r.type == Type::kChanged && r.reason == ChangeReason::kDeviceAdded &&
-               r.guest.domain.name == spec.name;
-      },
-      kEvent);
+  guest.Virsh({"attach-device", guest.Name(), nic_file, "--live"});
+  auto added = recorder_.WaitFor(from, IsChange(ChangeReason::kDeviceAdded, guest.Name()), kEvent);
   ASSERT_TRUE(added);
   EXPECT_EQ(added->guest.domain.Taps(), (std::vector<std::string>{"sgthp0", "sgthp1"}));
   EXPECT_TRUE(test::LinkExists("sgthp1"));
@@ -277,14 +253,8 @@ TEST_F(WatcherIntegration, NicHotPlugAndUnplugAreFollowed) {
   EXPECT_TRUE(test::WaitForConsole(guest.ConsoleLog(), "SOVGUARD: eth1 up", 30s));
 
   from = recorder_.Size();
-  guest.Virsh({"detach-device", spec.name, nic_file, "--live"});
-  auto removed = recorder_.WaitFor(
-      from,
-      [&](const Recorded& r) {
-        return r.type == Type::kChanged && r.reason == ChangeReason::kDeviceRemoved &&
-               r.guest.domain.name == spec.name;
-      },
-      30s);
+  guest.Virsh({"detach-device", guest.Name(), nic_file, "--live"});
+  auto removed = recorder_.WaitFor(from, IsChange(ChangeReason::kDeviceRemoved, guest.Name()), 30s);
   ASSERT_TRUE(removed);
   EXPECT_EQ(removed->guest.domain.Taps(), std::vector<std::string>{"sgthp0"});
   EXPECT_TRUE(test::PollUntil(5s, [] { return !test::LinkExists("sgthp1"); }))
@@ -293,13 +263,10 @@ TEST_F(WatcherIntegration, NicHotPlugAndUnplugAreFollowed) {
 }
 
 TEST_F(WatcherIntegration, LibvirtdRestartReconnectsAndReconciles) {
-  test::GuestSpec spec;
-  spec.name = "sgt-rs";
-  spec.tap = "sgtrs0";
-  test::TestGuest guest(spec);
+  test::TestGuest guest(test::MakeGuestSpec("sgt-rs", "sgtrs0"));
   size_t mark = recorder_.Size();
   guest.Start();
-  const GuestInfo first = WaitUp(mark, spec.name);
+  const GuestInfo first = WaitUp(mark, guest.Name());
 
   // 1. Plain restart: the guest keeps running, the watcher reconnects, reconciles, and reports
   //    nothing changed (no Down, no Up) because nothing did.
@@ -313,8 +280,8 @@ TEST_F(WatcherIntegration, LibvirtdRestartReconnectsAndReconciles) {
       mark, [](const Recorded& r) { return r.type == Type::kConnected; }, 30s))
       << "no reconnect";
   ASSERT_TRUE(test::PollUntil(10s, [&] { return watcher_->Reconciles() > reconciles; }));
-  EXPECT_EQ(recorder_.Count(Type::kDown, spec.name), 0u);
-  auto guests = GuestsNamed(spec.name);
+  EXPECT_EQ(recorder_.Count(Type::kDown, guest.Name()), 0u);
+  auto guests = GuestsNamed(guest.Name());
   ASSERT_EQ(guests.size(), 1u);
   EXPECT_EQ(guests[0].domain.Taps(), first.domain.Taps());
   EXPECT_EQ(guests[0].qemu_pid, first.qemu_pid);
@@ -327,54 +294,51 @@ TEST_F(WatcherIntegration, LibvirtdRestartReconnectsAndReconciles) {
       mark, [](const Recorded& r) { return r.type == Type::kDisconnected; }, 30s));
   ASSERT_TRUE(test::TerminateAndWait(first.qemu_pid, 10s));
   // The tap dies with QEMU: nothing of the guest is left to carry traffic.
-  EXPECT_TRUE(test::PollUntil(5s, [&] { return !test::LinkExists(spec.tap); }));
+  EXPECT_TRUE(test::PollUntil(5s, [&] { return !test::LinkExists(guest.Tap()); }));
   test::LibvirtDaemons::StartLibvirtd();
   // libvirtd decides when the guest is dead: it reconnects to QEMU's monitor first. Where PID 1
   // reaps late (these hosts) the dead QEMU lingers as a zombie that libvirtd takes for alive until
   // its monitor connect times out (~30 s); until then the watcher reports it without a live QEMU.
-  auto down = recorder_.WaitFor(mark, Is(Type::kDown, spec.name), 75s);
+  auto down = recorder_.WaitFor(mark, Is(Type::kDown, guest.Name()), 75s);
   ASSERT_TRUE(down) << "guest that died during the outage was not reported down";
-  EXPECT_TRUE(GuestsNamed(spec.name).empty());
+  EXPECT_TRUE(GuestsNamed(guest.Name()).empty());
   EXPECT_GE(watcher_->Connections(), 3u);
 }
 
 TEST_F(WatcherIntegration, TwentyStopStartCyclesLeakNothing) {
-  test::GuestSpec spec;
-  spec.name = "sgt-cy";
-  spec.tap = "sgtcy0";
-  test::TestGuest guest(spec);
+  test::TestGuest guest(test::MakeGuestSpec("sgt-cy", "sgtcy0"));
   const auto cgroup2 = enforcer::FindCgroup2Mount();
   ASSERT_TRUE(cgroup2);
   const std::string machine_cgroup = (*cgroup2 / "machine").string();
-  const test::KernelObjectCounts before = test::CountKernelObjects({spec.tap}, machine_cgroup);
+  const test::KernelObjectCounts before = test::CountKernelObjects({guest.Tap()}, machine_cgroup);
   constexpr int kCycles = 20;
   std::set<pid_t> pids;
   for (int i = 0; i < kCycles; ++i) {
     size_t mark = recorder_.Size();
     guest.Start();
-    GuestInfo g = WaitUp(mark, spec.name);
-    ASSERT_EQ(g.domain.Taps(), std::vector<std::string>{spec.tap}) << "cycle " << i;
+    GuestInfo g = WaitUp(mark, guest.Name());
+    ASSERT_EQ(g.domain.Taps(), std::vector<std::string>{guest.Tap()}) << "cycle " << i;
     ASSERT_TRUE(g.cgroup.has_value()) << "cycle " << i;
     pids.insert(g.qemu_pid);
     mark = recorder_.Size();
     guest.Destroy();
-    ASSERT_TRUE(recorder_.WaitFor(mark, Is(Type::kDown, spec.name), kEvent)) << "cycle " << i;
+    ASSERT_TRUE(recorder_.WaitFor(mark, Is(Type::kDown, guest.Name()), kEvent)) << "cycle " << i;
   }
   EXPECT_EQ(pids.size(), static_cast<size_t>(kCycles));  // a fresh QEMU every time
-  EXPECT_EQ(recorder_.Count(Type::kUp, spec.name), static_cast<size_t>(kCycles));
-  EXPECT_EQ(recorder_.Count(Type::kDown, spec.name), static_cast<size_t>(kCycles));
-  EXPECT_TRUE(test::PollUntil(5s, [&] { return !test::LinkExists(spec.tap); }));
-  EXPECT_TRUE(GuestsNamed(spec.name).empty());
+  EXPECT_EQ(recorder_.Count(Type::kUp, guest.Name()), static_cast<size_t>(kCycles));
+  EXPECT_EQ(recorder_.Count(Type::kDown, guest.Name()), static_cast<size_t>(kCycles));
+  EXPECT_TRUE(test::PollUntil(5s, [&] { return !test::LinkExists(guest.Tap()); }));
+  EXPECT_TRUE(GuestsNamed(guest.Name()).empty());
   // No guest cgroup left behind under machine/.
   if (std::filesystem::exists(machine_cgroup)) {
     for (const auto& e : std::filesystem::directory_iterator(machine_cgroup)) {
-      EXPECT_EQ(e.path().filename().string().find(spec.name), std::string::npos) << e.path();
+      EXPECT_EQ(e.path().filename().string().find(guest.Name()), std::string::npos) << e.path();
     }
   }
   // LEAK COUNT: tc filters and cgroup programs must be back where they started. The datapath is
   // not attached in this test; once sovguardd attaches per guest, this same comparison is the
   // leak check (bpf_programs/bpf_maps are system-wide: only meaningful with tests serialised).
-  const test::KernelObjectCounts after = test::CountKernelObjects({spec.tap}, machine_cgroup);
+  const test::KernelObjectCounts after = test::CountKernelObjects({guest.Tap()}, machine_cgroup);
   EXPECT_EQ(after.tc_filters, before.tc_filters) << test::ToString(after);
   EXPECT_EQ(after.cgroup_attachments, before.cgroup_attachments) << test::ToString(after);
   RecordProperty("kernel_objects_before", test::ToString(before));

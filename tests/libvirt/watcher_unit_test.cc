@@ -15,9 +15,7 @@ namespace sovguard::libvirt {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::Is;
-using testing::Recorded;
-using testing::Recorder;
+using namespace testing;  // the Recorder's
 using Type = Recorded::Type;
 
 constexpr const char* kUri = "test:///default";
