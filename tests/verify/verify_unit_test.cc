@@ -390,6 +390,70 @@ TEST(VerifyUnit, EvidenceWithoutAnchorsFailsClosed) {
   EXPECT_THROW(verify::Verify(verify::ParseEvidence(ReadFileBytes(ev)), bad), verify::InputError);
 }
 
+// An attacker's node enforces a policy of its own choosing (here: not the one the auditor
+// approved), self-consistently: its log and its snapshot agree on it. An auditor who names no
+// expected policy must not get exit 0 ("approved"): the verdict fails with the requirement named,
+// unless the auditor waives it by name (then listed in the report and the EAR, a warning).
+TEST(VerifyUnit, PolicyTheAuditorDidNotNameFailsUnlessWaived) {
+  const std::string ev = (kCorpus / "genuine-ecc.json").string();
+  const auto approved = Sha256("the-policy-the-auditor-approved");
+  const auto enforced = Sha256("bundle");  // what the committed evidence applied
+  std::string text;
+  // Every other requirement met (enrolled AK, manifest; swtpm accepted by name).
+  EXPECT_EQ(Cli(With({"--json", "--nonce", kNonceHex, ev}, Anchors("ecc")), &text),
+            verify::kExitFail)
+      << text;
+  auto checks = Checks(text);
+  EXPECT_EQ(checks["policy.bundle"]["status"], "fail") << text;
+  EXPECT_EQ(checks["policy.bundle"]["reason"], "EXPECTED_POLICY_MISSING") << text;
+  EXPECT_NE(checks["policy.bundle"]["detail"].get<std::string>().find("--policy-digest"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(Cli(With({"--nonce", kNonceHex, ev}, Anchors("ecc")), &text), verify::kExitFail);
+  EXPECT_NE(text.find("[fail] policy.bundle EXPECTED_POLICY_MISSING"), std::string::npos) << text;
+  // The auditor's policy named: the node's is not it.
+  EXPECT_EQ(Cli(With({"--json", "--nonce", kNonceHex, "--policy-digest", ToHex(approved), ev},
+                     Anchors("ecc")),
+                &text),
+            verify::kExitFail);
+  EXPECT_EQ(Checks(text)["policy.bundle"]["reason"], verify::kReasonPolicyDigestMismatch) << text;
+  // The policy it enforces named: it passes.
+  EXPECT_EQ(Cli(With({"--json", "--nonce", kNonceHex, "--policy-digest", ToHex(enforced), ev},
+                     Anchors("ecc")),
+                &text),
+            verify::kExitPass)
+      << text;
+  EXPECT_EQ(Checks(text)["policy.bundle"]["status"], "pass") << text;
+  // Waived by name: exit 0, the waiver listed, the check waived with its reason kept.
+  ASSERT_EQ(Cli(With({"--json", "--nonce", kNonceHex, "--waive", "policy", ev}, Anchors("ecc")),
+                &text),
+            verify::kExitPass)
+      << text;
+  auto j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["waivers"], nlohmann::json({"policy", "software-tpm"})) << text;
+  checks = Checks(text);
+  EXPECT_EQ(checks["policy.bundle"]["status"], "waived") << text;
+  EXPECT_EQ(checks["policy.bundle"]["reason"], "EXPECTED_POLICY_MISSING") << text;
+  // The same through the API, and the EAR: the configuration is not a known good one.
+  auto o = AnchoredOptions("ecc");
+  const auto parsed = verify::ParseEvidence(ReadFileBytes(ev));
+  const auto failed = verify::Verify(parsed, o);
+  EXPECT_FALSE(failed.passed()) << verify::RenderText(failed);
+  EXPECT_EQ(verify::EarStatus(failed), "contraindicated");
+  o.waivers.push_back("policy");
+  const auto waived = verify::Verify(parsed, o);
+  ASSERT_TRUE(waived.passed()) << verify::RenderText(waived);
+  EXPECT_EQ(verify::TrustworthinessVector(waived)["configuration"], 32);
+  EXPECT_EQ(verify::EarStatus(waived), "warning");
+  const auto claims = nlohmann::json::parse(verify::EarClaimsJson(waived, {1, std::nullopt}));
+  const auto& sub = claims["submods"].begin().value();
+  EXPECT_EQ(sub["sovguard.waivers"], nlohmann::json({"software-tpm", "policy"}));
+  EXPECT_EQ(sub["sovguard.checks"]["policy.bundle"], "waived:EXPECTED_POLICY_MISSING");
+  // A waiver covers only its own reason: the wrong policy named still fails.
+  o.policy_digest = Bytes(approved.begin(), approved.end());
+  EXPECT_FALSE(verify::Verify(parsed, o).passed());
+}
+
 // The verifier, not the evidence, says which PCR is sovguard's.
 TEST(VerifyUnit, SovguardPcrIsPinnedByTheVerifier) {
   const std::string ev = (kCorpus / "genuine-ecc.json").string();
