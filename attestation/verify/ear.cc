@@ -106,20 +106,17 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
   // a path running below its strongest mechanism (passing without --require-strongest) is an
   // unsafe configuration: warning, not affirming.
   const auto* mech = r.Find("snapshot.mechanisms");
-  const auto* policy = r.Find("policy.bundle");
   if (Failed(r, "policy.bundle") || Failed(r, "manifest.boot") || Failed(r, "eventlog.uefi") ||
       Failed(r, "snapshot.digest") || Failed(r, "snapshot.copy") ||
       Failed(r, "snapshot.coverage") || Failed(r, "snapshot.mechanisms") ||
       Failed(r, "enforcement.continuity"))
     v["configuration"] = kContraindicated;
-  else if (Waived(r, "eventlog.uefi") || Waived(r, "enforcement.continuity"))
+  // A policy the auditor did not name (waived "policy") is the node's, not a known good one.
+  else if (Waived(r, "eventlog.uefi") || Waived(r, "enforcement.continuity") ||
+           Waived(r, "policy.bundle"))
     v["configuration"] = kUnsafeConfig;
   else if (mech && mech->status == Status::kPass &&
            mech->detail.find(kMechanismsDowngradedMarker) != std::string::npos)
-    v["configuration"] = kUnsafeConfig;
-  // A policy the auditor did not say it expects is the node's, not a known good one.
-  else if (policy && policy->status == Status::kPass &&
-           policy->detail.find(kPolicyNotExpectedMarker) != std::string::npos)
     v["configuration"] = kUnsafeConfig;
   else if (Passed(r, "policy.bundle") || Passed(r, "manifest.boot"))
     v["configuration"] = kAffirming;
