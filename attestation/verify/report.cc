@@ -121,6 +121,11 @@ const CheckResult* Report::Find(std::string_view name) const {
   return nullptr;
 }
 
+std::optional<Status> Report::StatusOf(std::string_view name) const {
+  if (const auto* c = Find(name)) return c->status;
+  return std::nullopt;
+}
+
 void detail::Observe(const std::optional<CelFacts>& cel, const v1::EnforcementSnapshot* bound_snap,
                      Observations& o) {
   using K = Observations::Kind;

@@ -323,6 +323,10 @@ struct Report {
   // True when no check failed. not_applicable checks do not fail the verdict; they are listed.
   bool passed() const;
   const CheckResult* Find(std::string_view name) const;
+  // The status of check `name`; none when the report has no such check.
+  std::optional<Status> StatusOf(std::string_view name) const;
+  // Check `name` is in the report and passed (not waived, not not_applicable).
+  bool CheckPassed(std::string_view name) const { return StatusOf(name) == Status::kPass; }
 };
 
 // Credential activation (TPM 2.0 Part 1, 24): the verifier encrypts a fresh secret to the EK

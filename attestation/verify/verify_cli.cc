@@ -250,18 +250,13 @@ Args Parse(const std::vector<std::string>& a) {
     } else if (a[i] == "--allow-software-tpm") {
       r.waivers.push_back("software-tpm");
     } else if (a[i] == "--waive") {
-      const std::string& list = value();
-      for (size_t start = 0; start <= list.size();) {
-        size_t end = list.find(',', start);
-        if (end == std::string::npos) end = list.size();
-        const std::string w = list.substr(start, end - start);
+      for (const auto& w : SplitList(value())) {
         if (WaivedReasons(w).empty()) {
           std::string known;
           for (const auto n : kWaiverNames) known += (known.empty() ? "" : ", ") + std::string(n);
           throw InputError("--waive: unknown requirement \"" + w + "\" (" + known + ")");
         }
         r.waivers.push_back(w);
-        start = end + 1;
       }
     } else if (a[i] == "--sovguard-pcr") {
       const std::string& v = value();
@@ -271,33 +266,22 @@ Args Parse(const std::vector<std::string>& a) {
       r.sovguard_pcr = static_cast<uint32_t>(std::stoi(v));
     } else if (a[i] == "--allow-jurisdiction") {
       const std::string& list = value();
-      size_t start = 0;
-      while (start <= list.size()) {
-        size_t end = list.find(',', start);
-        if (end == std::string::npos) end = list.size();
-        std::string code = list.substr(start, end - start);
+      for (std::string code : SplitList(list)) {
         for (auto& ch : code) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
         if (code.empty()) throw InputError("--allow-jurisdiction: empty code in \"" + list + "\"");
         r.jurisdictions.push_back(code);
-        start = end + 1;
       }
     } else if (a[i] == "--state") {
       r.state = value();
     } else if (a[i] == "--ek-ca") {
       r.ek_ca = value();
     } else if (a[i] == "--ek-policy") {
-      const std::string& list = value();
-      size_t start = 0;
-      while (start <= list.size()) {
-        size_t end = list.find(',', start);
-        if (end == std::string::npos) end = list.size();
-        std::string oid = list.substr(start, end - start);
+      for (const auto& oid : SplitList(value())) {
         // Dotted decimal only: OBJ_txt2obj with no_name=1 accepts exactly that.
         if (oid.empty() || !std::isdigit(static_cast<unsigned char>(oid[0])) ||
             !base::Asn1ObjectPtr(OBJ_txt2obj(oid.c_str(), 1)))
           throw InputError("--ek-policy: \"" + oid + "\" is not a dotted OID");
         r.ek_policies.push_back(oid);
-        start = end + 1;
       }
     } else if (r.keeper.ParseArg(a, i)) {
     } else if (a[i] == "-h" || a[i] == "--help") {
@@ -377,6 +361,17 @@ bool FleetRound(const std::vector<std::string>& targets, const TlsClient& tls, c
 }
 
 }  // namespace
+
+std::vector<std::string> SplitList(const std::string& list) {
+  std::vector<std::string> items;
+  for (size_t start = 0; start <= list.size();) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    items.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return items;
+}
 
 int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   try {
