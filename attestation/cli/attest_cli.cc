@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "attestation/cli/cli_command.h"
 #include "attestation/evidence/evidence.h"
 #include "attestation/service/attestation_service.grpc.pb.h"
 #include "attestation/service/attestation_service.h"
@@ -25,10 +26,6 @@ constexpr const char* kUsage =
     "FILE\n"
     "         answers a credential activation challenge (from `sovguard-verify make-challenge`)\n"
     "  -o - writes to standard output. --nonce is 8..64 bytes in hex, fresh per request.\n";
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 // --key VALUE options; every option takes a value.
 std::map<std::string, std::string> ParseOptions(const std::vector<std::string>& args, size_t from) {
@@ -169,7 +166,7 @@ int ExportCheckquote(const std::map<std::string, std::string>& o, std::ostream& 
 }  // namespace
 
 int RunAttestCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  try {
+  return RunCommand("sovguardctl attest", kUsage, err, [&]() -> int {
     if (args.size() < 2 || args[0] != "attest") throw UsageError("expected 'attest <command>'");
     const auto& cmd = args[1];
     if (cmd == "-h" || cmd == "--help" || cmd == "help") {
@@ -182,13 +179,7 @@ int RunAttestCli(const std::vector<std::string>& args, std::ostream& out, std::o
     if (cmd == "export-checkquote") return ExportCheckquote(opts, out);
     if (cmd == "activate") return Activate(opts, out);
     throw UsageError("unknown attest command '" + cmd + "'");
-  } catch (const UsageError& e) {
-    err << "sovguardctl attest: " << e.what() << "\n" << kUsage;
-    return 2;
-  } catch (const std::exception& e) {
-    err << "sovguardctl attest: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }
 
 }  // namespace sovguard::attestation::cli

@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 
+#include "attestation/cli/cli_command.h"
 #include "attestation/tpm/tpm.h"
 #include "base/file.h"
 
@@ -30,10 +31,6 @@ constexpr const char* kUsage =
     "       sovguardctl manifest verify --pub PUB.pem ENVELOPE\n"
     "  scan drafts a manifest of the files sovguardd measures on this host (dpkg owner, version,\n"
     "  supplier, licence, SHA-256): review it, fill in supplier jurisdictions, then sign it.\n";
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 // Runs argv (PATH lookup, no shell) and returns its standard output, or nullopt if it failed.
 std::optional<std::string> Capture(const std::vector<std::string>& argv) {
@@ -212,7 +209,7 @@ manifest::Manifest ScanHost(const ScanOptions& o) {
 }
 
 int RunManifestCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  try {
+  return RunCommand("sovguardctl manifest", kUsage, err, [&]() -> int {
     if (args.size() < 2) throw UsageError("missing subcommand");
     const std::string& sub = args[1];
     std::map<std::string, std::string> opts;
@@ -277,13 +274,7 @@ int RunManifestCli(const std::vector<std::string>& args, std::ostream& out, std:
       return 0;
     }
     throw UsageError("unknown subcommand '" + sub + "'");
-  } catch (const UsageError& e) {
-    err << "sovguardctl manifest: " << e.what() << "\n" << kUsage;
-    return 2;
-  } catch (const std::exception& e) {
-    err << "sovguardctl manifest: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }
 
 }  // namespace sovguard::attestation::cli

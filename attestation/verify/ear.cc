@@ -24,18 +24,11 @@ constexpr int kUnrecognizedRt = 33;   // runtime measured but not compared with 
 constexpr int kContraindicated = 96;  // a check against reference values failed
 constexpr int kCryptoFailed = 99;     // a signature or digest did not verify
 
-std::optional<Status> StatusOf(const Report& r, std::string_view name) {
-  if (const auto* c = r.Find(name)) return c->status;
-  return std::nullopt;
-}
-bool Passed(const Report& r, std::string_view name) {
-  return StatusOf(r, name) == Status::kPass;
-}
 bool Failed(const Report& r, std::string_view name) {
-  return StatusOf(r, name) == Status::kFail;
+  return r.StatusOf(name) == Status::kFail;
 }
 bool Waived(const Report& r, std::string_view name) {
-  return StatusOf(r, name) == Status::kWaived;
+  return r.StatusOf(name) == Status::kWaived;
 }
 
 }  // namespace
@@ -76,7 +69,7 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
            Failed(r, "nonce") || Failed(r, "quote.qualifying_data") ||
            Failed(r, "quote.clock_monotonic") || Failed(r, "trust.root"))
     v["instance-identity"] = kContraindicated;
-  else if (Passed(r, "quote.signature") && Passed(r, "trust.root"))
+  else if (r.CheckPassed("quote.signature") && r.CheckPassed("trust.root"))
     v["instance-identity"] = kAffirming;
   else if (Waived(r, "trust.root"))
     v["instance-identity"] = kUnsafeConfig;
@@ -86,7 +79,7 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
     v["hardware"] = kContraindicated;
   else if (Waived(r, "tpm.hardware"))
     v["hardware"] = kUnsafeConfig;
-  else if (Passed(r, "tpm.hardware"))
+  else if (r.CheckPassed("tpm.hardware"))
     v["hardware"] = kAffirming;
   // Executables: the measured stack replays to the signed PCRs and is what the manifest approves.
   const auto* cel = r.Find("eventlog.cel.replay");
@@ -96,7 +89,7 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
            Failed(r, "manifest.jurisdiction") || Failed(r, "manifest.signature") ||
            Failed(r, "manifest.ima"))
     v["executables"] = kContraindicated;
-  else if (Passed(r, "manifest.components") && Passed(r, "manifest.jurisdiction") &&
+  else if (r.CheckPassed("manifest.components") && r.CheckPassed("manifest.jurisdiction") &&
            !Waived(r, "manifest.ima"))
     v["executables"] = kAffirming;
   else if (cel && cel->status == Status::kPass)
@@ -106,32 +99,29 @@ std::map<std::string, int> TrustworthinessVector(const Report& r) {
   // a path running below its strongest mechanism (passing without --require-strongest) is an
   // unsafe configuration: warning, not affirming.
   const auto* mech = r.Find("snapshot.mechanisms");
-  const auto* policy = r.Find("policy.bundle");
   if (Failed(r, "policy.bundle") || Failed(r, "manifest.boot") || Failed(r, "eventlog.uefi") ||
       Failed(r, "snapshot.digest") || Failed(r, "snapshot.copy") ||
       Failed(r, "snapshot.coverage") || Failed(r, "snapshot.mechanisms") ||
       Failed(r, "enforcement.continuity"))
     v["configuration"] = kContraindicated;
-  else if (Waived(r, "eventlog.uefi") || Waived(r, "enforcement.continuity"))
+  // A policy the auditor did not name (waived "policy") is the node's, not a known good one.
+  else if (Waived(r, "eventlog.uefi") || Waived(r, "enforcement.continuity") ||
+           Waived(r, "policy.bundle"))
     v["configuration"] = kUnsafeConfig;
   else if (mech && mech->status == Status::kPass &&
            mech->detail.find(kMechanismsDowngradedMarker) != std::string::npos)
     v["configuration"] = kUnsafeConfig;
-  // A policy the auditor did not say it expects is the node's, not a known good one.
-  else if (policy && policy->status == Status::kPass &&
-           policy->detail.find(kPolicyNotExpectedMarker) != std::string::npos)
-    v["configuration"] = kUnsafeConfig;
-  else if (Passed(r, "policy.bundle") || Passed(r, "manifest.boot"))
+  else if (r.CheckPassed("policy.bundle") || r.CheckPassed("manifest.boot"))
     v["configuration"] = kAffirming;
   // File system: IMA.
   if (Failed(r, "eventlog.ima"))
     v["file-system"] = kContraindicated;
   else if (Waived(r, "eventlog.ima"))
     v["file-system"] = kUnsafeConfig;
-  else if (Passed(r, "eventlog.ima"))
+  else if (r.CheckPassed("eventlog.ima"))
     v["file-system"] = kAffirming;
   // Storage opaque: the AK is a TPM key (credential activation proved it lives with the EK).
-  if (Passed(r, "ak.ek_binding")) v["storage-opaque"] = kAffirming;
+  if (r.CheckPassed("ak.ek_binding")) v["storage-opaque"] = kAffirming;
   return v;
 }
 
@@ -149,8 +139,8 @@ std::string EarStatus(const Report& r) {
                                   [](const CheckResult& c) { return c.status == Status::kWaived; });
   const bool backed = v.at("instance-identity") == kAffirming && v.at("hardware") == kAffirming &&
                       v.at("executables") == kAffirming && v.at("configuration") == kAffirming &&
-                      Passed(r, "snapshot.coverage") && Passed(r, "snapshot.mechanisms") &&
-                      Passed(r, "enforcement.continuity");
+                      r.CheckPassed("snapshot.coverage") && r.CheckPassed("snapshot.mechanisms") &&
+                      r.CheckPassed("enforcement.continuity");
   if (worst >= 32 || waived || !r.waivers.empty()) return "warning";
   if (backed) return "affirming";
   return worst >= 2 ? "warning" : "none";

@@ -4,6 +4,7 @@
 
 #include "attestation/common/bytes.h"
 #include "attestation/verify/verifier.h"
+#include "attestation/verify/verify_cli.h"
 #include "enforcer/metrics/registry.h"
 
 namespace sovguard::attestation::verify {
@@ -35,13 +36,9 @@ bool KeeperOptions::ParseArg(const std::vector<std::string>& a, size_t& i) {
     if (!placement) placement.emplace();
     placement->token_file = value();
   } else if (flag == "--placement-datasets") {
-    const std::string& list = value();
-    for (size_t start = 0; start <= list.size();) {
-      size_t end = list.find(',', start);
-      if (end == std::string::npos) end = list.size();
-      datasets.push_back(list.substr(start, end - start));
-      DatasetTrait(datasets.back());  // throws for an empty or too long id
-      start = end + 1;
+    for (auto& id : SplitList(value())) {
+      DatasetTrait(id);  // throws for an empty or too long id
+      datasets.push_back(std::move(id));
     }
   } else if (flag == "--stale-after") {
     const std::string& v = value();

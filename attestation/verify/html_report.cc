@@ -209,6 +209,12 @@ std::string TimelineSvg(const Observations& o) {
          "\" rx=\"3\" fill=\"#2da44e\"><title>covered from record " + std::to_string(from) +
          (open ? " to the end of the log" : " to record " + std::to_string(to)) + "</title></rect>";
   };
+  // A filled path starting at the top centre of `in_lane` (7 px above its middle) at record `e`.
+  const auto glyph = [&](const Observations::Event& e, size_t in_lane, std::string_view path,
+                         std::string_view fill, std::string_view label) {
+    s += "<path d=\"M" + Num(x(e.record)) + " " + Num(mid(in_lane) - 7) + std::string(path) +
+         "\" fill=\"" + std::string(fill) + "\">" + title(e, label) + "</path>";
+  };
   for (const auto& e : o.timeline) {
     const double cx = x(e.record);
     switch (e.kind) {
@@ -218,12 +224,9 @@ std::string TimelineSvg(const Observations& o) {
              (e.kind == K::kRecovered ? "#fff\" stroke=\"#0969da\" stroke-width=\"2" : "#0969da") +
              "\">" + title(e, e.kind == K::kRecovered ? "recovered" : "daemon start") + "</circle>";
         break;
-      case K::kPolicyApplied: {
-        const double y = mid(kPolicyLane);
-        s += "<path d=\"M" + Num(cx) + " " + Num(y - 7) + "l6 7l-6 7l-6 -7z\" fill=\"#8250df\">" +
-             title(e, "policy applied") + "</path>";
+      case K::kPolicyApplied:
+        glyph(e, kPolicyLane, "l6 7l-6 7l-6 -7z", "#8250df", "policy applied");
         break;
-      }
       case K::kGuestCovered:
         if (!covered_since.count(e.name)) covered_since[e.name] = e.record;
         break;
@@ -235,12 +238,9 @@ std::string TimelineSvg(const Observations& o) {
         break;
       case K::kGuestOther:
         break;
-      case K::kDowngrade: {
-        const double y = mid(kDowngradeLane);
-        s += "<path d=\"M" + Num(cx) + " " + Num(y - 7) + "l7 13h-14z\" fill=\"#d4a72c\">" +
-             title(e, "mechanism downgraded:") + "</path>";
+      case K::kDowngrade:
+        glyph(e, kDowngradeLane, "l7 13h-14z", "#d4a72c", "mechanism downgraded:");
         break;
-      }
       case K::kTamper:
       case K::kRelease: {
         const double y = mid(kTamperLane);

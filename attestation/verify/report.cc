@@ -79,6 +79,7 @@ constexpr CheckClauses kClauses[] = {
 constexpr std::string_view kWaiveBootLog[] = {kReasonBootLogMissing, kReasonBootPcrNotQuoted};
 constexpr std::string_view kWaiveIma[] = {kReasonImaLogMissing, kReasonImaUnapprovedFile};
 constexpr std::string_view kWaiveManifest[] = {kReasonManifestMissing};
+constexpr std::string_view kWaivePolicy[] = {kReasonExpectedPolicyMissing};
 constexpr std::string_view kWaiveRoot[] = {kReasonRootOfTrustMissing};
 constexpr std::string_view kWaiveSoftwareTpm[] = {kReasonSoftwareTpm, kReasonHardwareTpmUnproven,
                                                   kReasonEkNotBoundToAk};
@@ -89,6 +90,7 @@ std::span<const std::string_view> WaivedReasons(std::string_view waiver) {
   if (waiver == "boot-log") return kWaiveBootLog;
   if (waiver == "ima") return kWaiveIma;
   if (waiver == "manifest") return kWaiveManifest;
+  if (waiver == "policy") return kWaivePolicy;
   if (waiver == "root-of-trust") return kWaiveRoot;
   if (waiver == "software-tpm") return kWaiveSoftwareTpm;
   if (waiver == "interruptions") return kWaiveInterruptions;
@@ -117,6 +119,11 @@ const CheckResult* Report::Find(std::string_view name) const {
   for (const auto& c : checks)
     if (c.name == name) return &c;
   return nullptr;
+}
+
+std::optional<Status> Report::StatusOf(std::string_view name) const {
+  if (const auto* c = Find(name)) return c->status;
+  return std::nullopt;
 }
 
 void detail::Observe(const std::optional<CelFacts>& cel, const v1::EnforcementSnapshot* bound_snap,

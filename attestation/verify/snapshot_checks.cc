@@ -14,10 +14,13 @@
 namespace sovguard::attestation::verify::detail {
 
 // The active policy: the last kPolicyApplied event of the (authentic) CEL measures the bundle's
-// SHA-256, which the snapshot must report, and which must be the expected one when given.
+// SHA-256, which the snapshot must report, and which must be the one the auditor expects: with
+// no expected digest, a consistent policy is still nobody's approved one (EXPECTED_POLICY_MISSING,
+// waivable by name).
 CheckResult CheckPolicy(const std::optional<v1::EnforcementSnapshot>& bound_snap,
                         const std::optional<CelFacts>& cel, const std::optional<Bytes>& expected) {
   const std::string name = "policy.bundle";
+  const std::string not_expected = "; the auditor expects none (no --policy-digest)";
   if (!bound_snap) return Fail(name, kReasonDependencyFailed, "snapshot_bytes do not parse");
   const auto& snap = *bound_snap;
   const std::vector<ChainItem>* recs = cel ? &cel->recs : nullptr;
@@ -36,12 +39,12 @@ CheckResult CheckPolicy(const std::optional<v1::EnforcementSnapshot>& bound_snap
       return Fail(name, kReasonPolicySnapshotMismatch,
                   "logs.cel record " + std::to_string(i) + " applied policy " + ToHex(applied) +
                       ", the snapshot reports " + Hex(reported));
-    return Pass(name, "active policy \"" + std::string(e.name) + "\" " + ToHex(applied) +
-                          (expected ? std::string(" (as expected)")
-                                    : std::string(kPolicyNotExpectedMarker)));
+    const std::string active = "active policy \"" + std::string(e.name) + "\" " + ToHex(applied);
+    if (!expected) return Fail(name, kReasonExpectedPolicyMissing, active + not_expected);
+    return Pass(name, active + " (as expected)");
   }
   if (reported.empty() && !expected)
-    return NotApplicable(name, kReasonNotRequested, "no policy applied, none expected");
+    return Fail(name, kReasonExpectedPolicyMissing, "no policy applied" + not_expected);
   return Fail(name, kReasonPolicyNotMeasured, "no policy-applied event in logs.cel");
 }
 

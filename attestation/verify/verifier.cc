@@ -22,11 +22,6 @@ void CheckOptions(const Options& opts) {
     if (WaivedReasons(w).empty()) throw InputError("unknown waiver \"" + w + "\"");
 }
 
-bool Passed(const Report& rep, std::string_view check) {
-  const CheckResult* c = rep.Find(check);
-  return c && c->status == Status::kPass;
-}
-
 // Verify, with logs.cel given apart from the message (EvidenceView: not copied).
 Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const Options& opts) {
   // The state file is read, checked and rewritten per verdict: concurrent verifications (fleet
@@ -79,7 +74,7 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
                                       opts.manifest_envelope != nullptr, opts.sovguard_pcr, out);
   out.push_back(CheckPolicy(snap, authentic_cel, opts.policy_digest));
   const bool snap_bound =
-      snap && Passed(rep, "snapshot.digest") && Passed(rep, "quote.qualifying_data");
+      snap && rep.CheckPassed("snapshot.digest") && rep.CheckPassed("quote.qualifying_data");
   const v1::EnforcementSnapshot* bound_snap = snap_bound ? &*snap : nullptr;
   out.push_back(CheckCoverage(bound_snap, authentic_cel));
   out.push_back(CheckMechanisms(bound_snap, authentic_cel, opts.require_strongest));
@@ -94,7 +89,7 @@ Report VerifyWithCel(const v1::Evidence& ev, std::span<const uint8_t> cel, const
     rep.observed.emplace();
     Observe(authentic_cel, bound_snap, *rep.observed);
   }
-  CheckManifest(ev, authentic_cel, pcrs_ok, Passed(rep, "eventlog.ima"), opts, out,
+  CheckManifest(ev, authentic_cel, pcrs_ok, rep.CheckPassed("eventlog.ima"), opts, out,
                 rep.observed ? &*rep.observed : nullptr);
 
   // Replay of old evidence, the EK, and what roots the AK.

@@ -143,6 +143,9 @@ inline constexpr std::string_view kReasonCelPcrUnexpected = "CEL_PCR_UNEXPECTED"
 // enforcement.continuity: tamper findings, forced releases, downgrades or daemon restarts while
 // guests ran, since the last passing verdict (--state) or since boot.
 inline constexpr std::string_view kReasonEnforcementInterrupted = "ENFORCEMENT_INTERRUPTED";
+// policy.bundle: the auditor named no policy it expects (--policy-digest), so whatever policy the
+// node enforces, consistently logged and reported, nobody approved.
+inline constexpr std::string_view kReasonExpectedPolicyMissing = "EXPECTED_POLICY_MISSING";
 // snapshot.coverage: guests run and nothing guards their storage, or none of their taps.
 inline constexpr std::string_view kReasonStorageNotAttached = "STORAGE_NOT_ATTACHED";
 inline constexpr std::string_view kReasonNoTapCovered = "NO_TAP_COVERED";
@@ -228,6 +231,7 @@ inline constexpr std::string_view kAllReasons[] = {
     kReasonStorageNotAttached,
     kReasonNoTapCovered,
     kReasonPathNotEnforced,
+    kReasonExpectedPolicyMissing,
     kReasonMerkleProofMalformed,
     kReasonMerklePathTruncated,
     kReasonMerklePathExtended,
@@ -238,7 +242,7 @@ inline constexpr std::string_view kAllReasons[] = {
 
 // What an auditor may accept by name (--waive): each waives exactly the reason codes listed.
 inline constexpr std::string_view kWaiverNames[] = {
-    "boot-log", "ima", "manifest", "root-of-trust", "software-tpm", "interruptions"};
+    "boot-log", "ima", "manifest", "policy", "root-of-trust", "software-tpm", "interruptions"};
 // The reason codes `waiver` (one of kWaiverNames) accepts; empty for an unknown name.
 std::span<const std::string_view> WaivedReasons(std::string_view waiver);
 
@@ -254,9 +258,6 @@ inline constexpr uint32_t kDefaultSovguardPcr = 13;
 // In a passing snapshot.mechanisms detail: the paths that run below their strongest mechanism
 // follow this marker (the EAR maps them to an unsafe configuration).
 inline constexpr std::string_view kMechanismsDowngradedMarker = "; downgraded: ";
-// In a passing policy.bundle detail: the active policy was compared with no digest the auditor
-// expects (--policy-digest), so nobody approved it (the EAR maps it to an unsafe configuration).
-inline constexpr std::string_view kPolicyNotExpectedMarker = " (no expected digest given)";
 
 // The enforcement paths sovguardd reports in every snapshot (enforcer/probe/probe.cc and the
 // storage datapath): each must have a MechanismState.
@@ -322,6 +323,10 @@ struct Report {
   // True when no check failed. not_applicable checks do not fail the verdict; they are listed.
   bool passed() const;
   const CheckResult* Find(std::string_view name) const;
+  // The status of check `name`; none when the report has no such check.
+  std::optional<Status> StatusOf(std::string_view name) const;
+  // Check `name` is in the report and passed (not waived, not not_applicable).
+  bool CheckPassed(std::string_view name) const { return StatusOf(name) == Status::kPass; }
 };
 
 // Credential activation (TPM 2.0 Part 1, 24): the verifier encrypts a fresh secret to the EK
@@ -406,6 +411,7 @@ struct Options {
   // so forged evidence cannot poison it. Created if missing; a corrupt file is an InputError.
   std::optional<std::filesystem::path> state_file;
   // The SHA-256 of the policy bundle the auditor expects to be active (snapshot and CEL).
+  // Without it policy.bundle fails (EXPECTED_POLICY_MISSING) unless waived ("policy").
   std::optional<Bytes> policy_digest;
   // Reference manifest: the signed DSSE envelope (attestation/manifest/manifest.h) and the
   // certifier's public key (PEM, Ed25519 or EC P-256). Both or neither; a key that is not one

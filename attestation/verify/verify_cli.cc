@@ -48,7 +48,9 @@ constexpr const char* kUsage =
     "  --ek-policy  certificate policy OIDs (comma-separated), one of which every EK\n"
     "            certificate must carry (with --ek-ca)\n"
     "  --state   verifier state file: TPM counters must advance past the last passing verdict\n"
-    "  --policy-digest  SHA-256 of the policy bundle expected to be active\n"
+    "  --policy-digest  SHA-256 of the policy bundle the auditor approved: the node's active\n"
+    "            policy must be it; without it the verdict fails (EXPECTED_POLICY_MISSING)\n"
+    "            unless waived (--waive policy)\n"
     "  --manifest      signed reference manifest (DSSE envelope from `sovguardctl manifest sign`)\n"
     "  --manifest-key  the certifier's public key (PEM, Ed25519 or EC P-256)\n"
     "  --allow-jurisdiction  allowed supplier jurisdictions: ISO codes, EU, EEA, comma-separated\n"
@@ -58,7 +60,8 @@ constexpr const char* kUsage =
     "  --sovguard-pcr  the PCR sovguard's log must extend (8-15, default 13)\n"
     "  --allow-software-tpm  accept a software TPM (= --waive software-tpm)\n"
     "  --waive   accept unmet requirements by name (comma-separated): boot-log, ima, manifest,\n"
-    "            root-of-trust, software-tpm, interruptions; listed in the report and the EAR\n"
+    "            policy, root-of-trust, software-tpm, interruptions; listed in the report and\n"
+    "            the EAR\n"
     "  --tpm2-quote  files of `tpm2_quote -m MSG -s SIG -o PCRS -q HEX` (tpm2-tools)\n"
     "  --ear-key signs an EAT Attestation Result (EAR) JWT with this private key (PEM, EC P-256\n"
     "            = ES256 or Ed25519 = EdDSA): to --ear-out FILE, else to standard output (and\n"
@@ -89,9 +92,11 @@ constexpr const char* kUsage =
     "  --html    also write the report as one self-contained HTML page (no script, no external\n"
     "            asset): failing checks first, every check with its clauses, the enforcement\n"
     "            timeline, guests, supplier jurisdictions; --fleet: every node, each round\n"
-    "exit codes: 0 every requirement met (rooted AK, approved software, boot chain, sovguard's\n"
-    "            PCR, uninterrupted enforcement, hardware TPM) or waived by name, 1 a check\n"
-    "            failed or a requirement is missing, 2 input or usage error\n";
+    "exit codes: 0 every requirement met (rooted AK, approved software, boot chain, the\n"
+    "            policy the auditor approved, sovguard's PCR, uninterrupted enforcement,\n"
+    "            hardware TPM) or waived by name, 1 a check failed or a requirement is missing\n"
+    "            (in every mode: evidence file, --node, --fleet, --rounds), 2 input or usage\n"
+    "            error\n";
 
 struct Args {
   std::string evidence;
@@ -245,17 +250,13 @@ Args Parse(const std::vector<std::string>& a) {
     } else if (a[i] == "--allow-software-tpm") {
       r.waivers.push_back("software-tpm");
     } else if (a[i] == "--waive") {
-      const std::string& list = value();
-      for (size_t start = 0; start <= list.size();) {
-        size_t end = list.find(',', start);
-        if (end == std::string::npos) end = list.size();
-        const std::string w = list.substr(start, end - start);
-        if (WaivedReasons(w).empty())
-          throw InputError("--waive: unknown requirement \"" + w +
-                           "\" (boot-log, ima, manifest, root-of-trust, software-tpm, "
-                           "interruptions)");
+      for (const auto& w : SplitList(value())) {
+        if (WaivedReasons(w).empty()) {
+          std::string known;
+          for (const auto n : kWaiverNames) known += (known.empty() ? "" : ", ") + std::string(n);
+          throw InputError("--waive: unknown requirement \"" + w + "\" (" + known + ")");
+        }
         r.waivers.push_back(w);
-        start = end + 1;
       }
     } else if (a[i] == "--sovguard-pcr") {
       const std::string& v = value();
@@ -265,33 +266,22 @@ Args Parse(const std::vector<std::string>& a) {
       r.sovguard_pcr = static_cast<uint32_t>(std::stoi(v));
     } else if (a[i] == "--allow-jurisdiction") {
       const std::string& list = value();
-      size_t start = 0;
-      while (start <= list.size()) {
-        size_t end = list.find(',', start);
-        if (end == std::string::npos) end = list.size();
-        std::string code = list.substr(start, end - start);
+      for (std::string code : SplitList(list)) {
         for (auto& ch : code) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
         if (code.empty()) throw InputError("--allow-jurisdiction: empty code in \"" + list + "\"");
         r.jurisdictions.push_back(code);
-        start = end + 1;
       }
     } else if (a[i] == "--state") {
       r.state = value();
     } else if (a[i] == "--ek-ca") {
       r.ek_ca = value();
     } else if (a[i] == "--ek-policy") {
-      const std::string& list = value();
-      size_t start = 0;
-      while (start <= list.size()) {
-        size_t end = list.find(',', start);
-        if (end == std::string::npos) end = list.size();
-        std::string oid = list.substr(start, end - start);
+      for (const auto& oid : SplitList(value())) {
         // Dotted decimal only: OBJ_txt2obj with no_name=1 accepts exactly that.
         if (oid.empty() || !std::isdigit(static_cast<unsigned char>(oid[0])) ||
             !base::Asn1ObjectPtr(OBJ_txt2obj(oid.c_str(), 1)))
           throw InputError("--ek-policy: \"" + oid + "\" is not a dotted OID");
         r.ek_policies.push_back(oid);
-        start = end + 1;
       }
     } else if (r.keeper.ParseArg(a, i)) {
     } else if (a[i] == "-h" || a[i] == "--help") {
@@ -371,6 +361,17 @@ bool FleetRound(const std::vector<std::string>& targets, const TlsClient& tls, c
 }
 
 }  // namespace
+
+std::vector<std::string> SplitList(const std::string& list) {
+  std::vector<std::string> items;
+  for (size_t start = 0; start <= list.size();) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    items.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return items;
+}
 
 int RunVerifyCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   try {

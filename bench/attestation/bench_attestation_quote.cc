@@ -39,6 +39,7 @@
 #include "attestation/verify/verifier.h"
 #include "base/file.h"
 #include "base/hex.h"
+#include "bench/attestation/bench_args.h"
 #include "bench/attestation/bench_node.h"
 
 namespace sa = sovguard::attestation;
@@ -482,49 +483,24 @@ int Main(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return argv[++i];
-      };
-      if (a == "--tcti")
-        o.tcti = next();
-      else if (a == "--clients")
-        o.clients = std::stoi(next());
-      else if (a == "--per-client")
-        o.per_client = std::stoi(next());
-      else if (a == "--transport")
-        o.transport = next();
-      else if (a == "--sequential")
-        o.sequential = std::stoi(next());
-      else if (a == "--max-seconds")
-        o.max_seconds = std::stoi(next());
-      else if (a == "--compare")
-        o.compare = true;
-      else if (a == "--window-us")
-        o.window_us = std::stoll(next());
-      else if (a == "--quote-delay-ms")
-        o.quote_delay_ms = std::stoi(next());
-      else if (a == "--split")
-        o.split = true;
-      else if (a == "--pin")
-        o.pin = o.split = true;
-      else if (a == "--verify-threads")
-        o.verify_threads = std::stoi(next());
-      else
-        throw std::runtime_error("unknown option " + a);
-    }
+  namespace b = sovguard::attestation::bench;
+  return b::RunBench("bench_attestation_quote", [&] {
+    Options o;
+    b::ParseFlags(
+        argc, argv,
+        {b::Value("--tcti", o.tcti), b::Value("--clients", o.clients),
+         b::Value("--per-client", o.per_client), b::Value("--transport", o.transport),
+         b::Value("--sequential", o.sequential), b::Value("--max-seconds", o.max_seconds),
+         b::Switch("--compare", [&] { o.compare = true; }), b::Value("--window-us", o.window_us),
+         b::Value("--quote-delay-ms", o.quote_delay_ms),
+         b::Switch("--split", [&] { o.split = true; }),
+         b::Switch("--pin", [&] { o.pin = o.split = true; }),
+         b::Value("--verify-threads", o.verify_threads)});
     if (o.transport != "mtls" && o.transport != "unix")
       throw std::runtime_error("--transport mtls|unix");
     if (o.clients < 1 || o.per_client < 0 || o.sequential < 0 || o.max_seconds < 1 ||
         o.window_us < 0 || o.quote_delay_ms < 0 || o.verify_threads < 1)
       throw std::runtime_error("counts must be positive");
     return Main(o);
-  } catch (const std::exception& e) {
-    std::cerr << "bench_attestation_quote: " << e.what() << "\n";
-    return 2;
-  }
+  });
 }

@@ -2,9 +2,7 @@
 // and a certifier's signed reference manifest approving a log's components.
 #pragma once
 
-#include <openssl/bio.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 
 #include <memory>
 #include <stdexcept>
@@ -16,6 +14,7 @@
 #include "attestation/manifest/manifest.h"
 #include "attestation/verify/verifier.h"
 #include "base/openssl.h"
+#include "tests/verify/evidence_fixture.h"
 
 namespace sovguard::attestation::bench {
 
@@ -48,25 +47,12 @@ inline size_t AddManifest(const std::vector<cel::Record>& recs, verify::Options&
   mf.id = "bench-manifest";
   mf.issuer = "Bench Certifier GmbH";
   mf.issued_at = "2026-11-24T00:00:00Z";
-  for (const auto& r : recs) {
-    const auto e = cel::DecodeSovguardContent(r.content);
-    if (e.kind != cel::EventKind::kLibvirtDriver && e.kind != cel::EventKind::kBpfObject) continue;
-    mf.components.push_back({e.name,
-                             "1.0",
-                             "Example Supplier GmbH",
-                             "DE",
-                             "GPL-2.0-only",
-                             {{e.name, e.object_digest}}});
-  }
+  mf.components = test_support::ApproveMeasured(
+      recs, {cel::EventKind::kLibvirtDriver, cel::EventKind::kBpfObject});
   sovguard::base::EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
-  sovguard::base::BioPtr pub(BIO_new(BIO_s_mem()));
-  if (!key || !pub || PEM_write_bio_PUBKEY(pub.get(), key.get()) != 1)
-    throw std::runtime_error("manifest key");
-  char* pem = nullptr;
-  const long len = BIO_get_mem_data(pub.get(), &pem);
-  o.manifest_envelope =
-      std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(mf), key.get()));
-  o.manifest_key_pem = std::string(pem, static_cast<size_t>(len));
+  if (!key) throw std::runtime_error("manifest key");
+  o.manifest_envelope = test_support::SignManifest(mf, key.get());
+  o.manifest_key_pem = test_support::PublicPem(key.get());
   return mf.components.size();
 }
 

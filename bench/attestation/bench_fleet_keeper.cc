@@ -32,6 +32,7 @@
 #include "attestation/verify/fleet_keeper.h"
 #include "attestation/verify/live.h"
 #include "attestation/verify/verifier.h"
+#include "bench/attestation/bench_args.h"
 #include "bench/attestation/bench_evidence.h"
 #include "bench/attestation/bench_node.h"
 #include "tests/support/placement_service.h"
@@ -140,6 +141,7 @@ int Main(const Options& o) {
   verify::Options base;
   base.ek_ca_dir = ek_ca;
   base.waivers = {"software-tpm"};
+  base.policy_digest = sa::test_support::TestPolicyDigest();
   AddManifest(bench::NodeRecords(o.cel_entries), base);
 
   // Baselines: one node's evidence fetched as the keeper fetches it, then verified alone.
@@ -249,36 +251,17 @@ int Main(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return argv[++i];
-      };
-      if (a == "--nodes")
-        o.nodes = std::stoi(next());
-      else if (a == "--rounds")
-        o.rounds = std::stoi(next());
-      else if (a == "--jobs")
-        o.jobs = std::stoi(next());
-      else if (a == "--cel-entries")
-        o.cel_entries = std::stoi(next());
-      else if (a == "--verify-seconds")
-        o.verify_seconds = std::stod(next());
-      else if (a == "--interval")
-        o.interval = std::stoi(next());
-      else
-        throw std::runtime_error("unknown option " + a);
-    }
+  return bench::RunBench("bench_fleet_keeper", [&] {
+    Options o;
+    bench::ParseFlags(argc, argv,
+                      {bench::Value("--nodes", o.nodes), bench::Value("--rounds", o.rounds),
+                       bench::Value("--jobs", o.jobs), bench::Value("--cel-entries", o.cel_entries),
+                       bench::Value("--verify-seconds", o.verify_seconds),
+                       bench::Value("--interval", o.interval)});
     if (o.nodes < 1 || o.nodes > 1000 || o.rounds < 1 || o.rounds > 1000 || o.jobs < 1 ||
         o.cel_entries < 1 || o.verify_seconds <= 0 || o.interval < 1)
       throw std::runtime_error("--nodes 1..1000, --rounds 1..1000, other counts positive");
     ::setenv("GRPC_DNS_RESOLVER", "native", 1);
     return Main(o);
-  } catch (const std::exception& e) {
-    std::cerr << "bench_fleet_keeper: " << e.what() << "\n";
-    return 2;
-  }
+  });
 }

@@ -33,6 +33,7 @@
 #include "attestation/manifest/manifest.h"
 #include "attestation/verify/verifier.h"
 #include "base/openssl.h"
+#include "bench/attestation/bench_args.h"
 #include "bench/attestation/bench_evidence.h"
 #include "bench/attestation/bench_node.h"
 
@@ -86,11 +87,13 @@ int Main(const Options& o) {
   std::printf("evidence: %zu CEL records, %zu bytes (binary protobuf), made in %.1fs\n", log.size(),
               wire.size(), std::chrono::duration<double>(Clock::now() - t_gen).count());
 
-  // The auditor's anchors: the enrolled AK; swtpm accepted by name; without a manifest (the
-  // "verify" figures) that requirement is waived by name too, so the same checks run as before.
+  // The auditor's anchors: the enrolled AK and the node's policy; swtpm accepted by name;
+  // without a manifest (the "verify" figures) that requirement is waived by name too, so the
+  // same checks run as before.
   sa::verify::Options vo;
   vo.nonce = nonce;
   vo.ak_pub_pem = ev.ak().public_pem();
+  vo.policy_digest = sa::test_support::TestPolicyDigest();
   vo.waivers = {"software-tpm", "manifest"};
   const std::span<const uint8_t> wire_bytes(reinterpret_cast<const uint8_t*>(wire.data()),
                                             wire.size());
@@ -345,28 +348,14 @@ int Main(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return argv[++i];
-      };
-      if (a == "--entries")
-        o.entries = std::stoi(next());
-      else if (a == "--seconds")
-        o.seconds = std::stod(next());
-      else if (a == "--min-rate")
-        o.min_rate = std::stod(next());
-      else
-        throw std::runtime_error("unknown option " + a);
-    }
+  namespace b = sovguard::attestation::bench;
+  return b::RunBench("bench_verify", [&] {
+    Options o;
+    b::ParseFlags(argc, argv,
+                  {b::Value("--entries", o.entries), b::Value("--seconds", o.seconds),
+                   b::Value("--min-rate", o.min_rate)});
     if (o.entries < 5 || o.seconds <= 0 || o.seconds > 600)
       throw std::runtime_error("--entries >= 5, 0 < --seconds <= 600");
     return Main(o);
-  } catch (const std::exception& e) {
-    std::cerr << "bench_verify: " << e.what() << "\n";
-    return 2;
-  }
+  });
 }

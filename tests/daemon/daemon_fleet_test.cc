@@ -51,10 +51,11 @@ class DaemonFleet : public st::HostDaemonTest {
 
   // What the auditor anchors a swtpm node with: credential activation (--fleet does it) and the
   // EK certificate chained to swtpm_setup's local CA (the nodes' swtpm_setup uses the system
-  // one), the certifier's signed reference manifest, the software TPM and the missing UEFI log
-  // (none on a swtpm node) accepted by name.
+  // one), the certifier's signed reference manifest, the policy the nodes load (the shipped
+  // default), the software TPM and the missing UEFI log (none on a swtpm node) accepted by name.
   std::string Anchors() const {
-    return "--ek-ca /var/lib/swtpm-localca " + manifest_.Args() +
+    return "--ek-ca /var/lib/swtpm-localca " + manifest_.Args() + " " +
+           st::PolicyDigestArg(st::ShippedDefaultPolicy()) +
            " --allow-software-tpm --waive boot-log";
   }
 

@@ -39,7 +39,8 @@ class DaemonStrongest : public st::HostDaemonTest {
 
   int Verify(const fs::path& evidence, const st::ReferenceManifest& manifest,
              const std::string& extra, nlohmann::json& report) {
-    return st::VerifyAsAuditor(evidence, dir_ / "ak.pem", manifest, kNonce, extra, report);
+    return st::VerifyAsAuditor(evidence, dir_ / "ak.pem", manifest, st::ShippedDefaultPolicy(),
+                               kNonce, extra, report);
   }
   static nlohmann::json Check(const nlohmann::json& report, const std::string& name) {
     if (report.is_object() && report.contains("checks"))

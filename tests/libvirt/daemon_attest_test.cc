@@ -46,8 +46,8 @@ class DaemonAttest : public st::DaemonWithLibvirt {
   // sovguard-verify on the last quote with the enrolled AK and the manifest; swtpm (software TPM,
   // no UEFI log) accepted by name. The exit code, and the JSON report in `report`.
   int Verify(nlohmann::json& report) {
-    return st::VerifyAsAuditor(last_file_, dir_ / "ak.pem", manifest_, "0011223344556677", "",
-                               report);
+    return st::VerifyAsAuditor(last_file_, dir_ / "ak.pem", manifest_, dir_ / "policy.bundle",
+                               "0011223344556677", "", report);
   }
   static std::string Reason(const nlohmann::json& report, const std::string& check) {
     if (!report.is_object()) return "(no report)";

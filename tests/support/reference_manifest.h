@@ -101,20 +101,33 @@ inline ReferenceManifest CertifyNodes(const std::vector<std::unique_ptr<DaemonPr
   return WriteReferenceManifest(refs, dir, id);
 }
 
+// The policy sovguardd loads when given no bundle (--data-dir policy/data).
+inline std::filesystem::path ShippedDefaultPolicy() {
+  return std::filesystem::path(SOVGUARD_SOURCE_DIR) / "policy/data/default-eu-eea.textproto";
+}
+
+// The sovguard-verify option naming the policy an auditor approved: the SHA-256 of the file
+// sovguardd loads (a signed bundle, or the shipped default), which the node's snapshot and log
+// must carry.
+inline std::string PolicyDigestArg(const std::filesystem::path& policy_file) {
+  return "--policy-digest " + attestation::ToHex(attestation::Sha256(ReadTextFile(policy_file)));
+}
+
 // sovguard-verify --json on `evidence` as an auditor of a test node runs it: the enrolled AK
-// (`ak_pem`), `manifest`, the software TPM and the missing UEFI log accepted by name, then `extra`
-// options. Its exit code; the JSON report in `report` (discarded when it does not parse).
+// (`ak_pem`), `manifest`, the approved policy (`policy_file`, see PolicyDigestArg), the software
+// TPM and the missing UEFI log accepted by name, then `extra` options. Its exit code; the JSON
+// report in `report` (discarded when it does not parse).
 inline int VerifyAsAuditor(const std::filesystem::path& evidence,
                            const std::filesystem::path& ak_pem, const ReferenceManifest& manifest,
-                           const std::string& nonce, const std::string& extra,
-                           nlohmann::json& report) {
+                           const std::filesystem::path& policy_file, const std::string& nonce,
+                           const std::string& extra, nlohmann::json& report) {
   std::string out;
-  const int rc = RunShell(std::string(SOVGUARD_BINARY_DIR) +
-                              "/attestation/verify/sovguard-verify --json --nonce " + nonce +
-                              " --ak-pub " + ak_pem.string() + " " + manifest.Args() +
-                              " --allow-software-tpm --waive boot-log " + extra + " " +
-                              evidence.string() + " 2>/dev/null",
-                          &out);
+  const int rc = RunShell(
+      std::string(SOVGUARD_BINARY_DIR) + "/attestation/verify/sovguard-verify --json --nonce " +
+          nonce + " --ak-pub " + ak_pem.string() + " " + manifest.Args() + " " +
+          PolicyDigestArg(policy_file) + " --allow-software-tpm --waive boot-log " + extra + " " +
+          evidence.string() + " 2>/dev/null",
+      &out);
   report = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
   return rc;
 }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <openssl/ecdsa.h>
 #include <openssl/pem.h>
+#include <algorithm>
 
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "attestation/verify/verify_cli.h"
 #include "base/file.h"
 #include "base/openssl.h"
+#include "tests/verify/evidence_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -107,6 +109,7 @@ verify::Options Opts(const char* ak = "ecc") {
       std::make_shared<const std::string>(base::ReadFileText(kAnchors / "manifest.dsse.json"));
   o.manifest_key_pem = base::ReadFileText(kAnchors / "manifest.pub");
   o.waivers = {"software-tpm"};
+  o.policy_digest = test_support::TestPolicyDigest();
   return o;
 }
 
@@ -168,35 +171,38 @@ TEST(Ear, StatusFollowsTheChecks) {
   EXPECT_EQ(v["executables"], 2);
   EXPECT_EQ(v["configuration"], 2);
   // One requirement waived: a warning, whatever it is.
-  for (const char* c :
-       {"tpm.hardware", "trust.root", "enforcement.continuity", "eventlog.uefi", "manifest.ima"}) {
+  for (const char* c : {"tpm.hardware", "trust.root", "enforcement.continuity", "eventlog.uefi",
+                        "manifest.ima", "policy.bundle"}) {
     auto w = all;
     for (auto& k : w.checks)
       if (k.name == c) k.status = Status::kWaived;
     w.waivers = {"named"};
     EXPECT_EQ(verify::EarStatus(w), "warning") << c;
   }
-  // The active policy compared with nothing the auditor expects (no --policy-digest): the log
-  // and the snapshot agree on it, but nobody approved it, so the configuration is not a known
-  // good one. policy.bundle as the verifier really words it, spliced into the all-pass report.
-  // (Before: configuration 2, "affirming".)
+  // The active policy compared with nothing the auditor expects (no --policy-digest), accepted
+  // by name (--waive policy): the log and the snapshot agree on it, but nobody approved it, so
+  // the configuration is not a known good one. policy.bundle as the verifier really words it,
+  // spliced into the all-pass report.
   {
     const auto genuine = Genuine();
-    auto with_policy = [&](const verify::Options& o) {
+    auto with_policy = [&](const verify::Options& o, Status want) {
       const auto real = verify::Verify(genuine, o);
-      EXPECT_EQ(real.Find("policy.bundle")->status, Status::kPass) << verify::RenderText(real);
+      EXPECT_EQ(real.Find("policy.bundle")->status, want) << verify::RenderText(real);
       auto rep = all;
       for (auto& k : rep.checks)
         if (k.name == "policy.bundle") k = *real.Find("policy.bundle");
+      rep.waivers = real.waivers;
+      rep.waivers.erase(std::remove(rep.waivers.begin(), rep.waivers.end(), "software-tpm"),
+                        rep.waivers.end());
       return rep;
     };
-    auto unexpected = with_policy(Opts());
+    auto o = Opts();
+    o.policy_digest.reset();
+    o.waivers.push_back("policy");
+    auto unexpected = with_policy(o, Status::kWaived);
     EXPECT_EQ(verify::TrustworthinessVector(unexpected)["configuration"], 32);
     EXPECT_EQ(verify::EarStatus(unexpected), "warning");
-    auto o = Opts();
-    const auto digest = Sha256("bundle");  // what the committed evidence applied
-    o.policy_digest = Bytes(digest.begin(), digest.end());
-    auto expected = with_policy(o);
+    auto expected = with_policy(Opts(), Status::kPass);  // the digest the evidence applied
     EXPECT_EQ(verify::TrustworthinessVector(expected)["configuration"], 2);
     EXPECT_EQ(verify::EarStatus(expected), "affirming");
   }
@@ -224,17 +230,11 @@ TEST(Ear, StatusFollowsTheChecks) {
   manifest::Manifest m;
   m.id = "ear-test";
   m.issuer = "Test Certifier";
-  for (const auto& r : cel::DecodeLog(Bytes(ev.logs().cel().begin(), ev.logs().cel().end()))) {
-    auto e = cel::DecodeSovguardContent(r.content);
-    if (e.kind == cel::EventKind::kSelfBinary || e.kind == cel::EventKind::kBpfObject)
-      m.components.push_back(
-          {e.name, "1", "Supplier SE", "FR", "MIT", {{e.name, e.object_digest}}});
-  }
+  m.components = test_support::ApproveMeasured(
+      cel::DecodeLog(Bytes(ev.logs().cel().begin(), ev.logs().cel().end())),
+      {cel::EventKind::kSelfBinary, cel::EventKind::kBpfObject});
   auto mkey = Keygen(false);
-  base::BioPtr bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_PUBKEY(bio.get(), mkey.get());
-  char* d = nullptr;
-  o.manifest_key_pem = std::string(d, static_cast<size_t>(BIO_get_mem_data(bio.get(), &d)));
+  o.manifest_key_pem = test_support::PublicPem(mkey.get());
   // The same checks on evidence whose storage-open path is downgraded: a warning.
   {
     const auto downgraded = Genuine();
@@ -275,7 +275,9 @@ TEST(Ear, CommandLineWritesTheJwt) {
                                             (kAnchors / "manifest.dsse.json").string(),
                                             "--manifest-key",
                                             (kAnchors / "manifest.pub").string(),
-                                            "--allow-software-tpm"};
+                                            "--allow-software-tpm",
+                                            "--policy-digest",
+                                            ToHex(test_support::TestPolicyDigest())};
   std::vector<std::string> args = {"--nonce", ToHex(kNonce), "--ear-key",
                                    (dir / "ear.key").string(), ev};
   args.insert(args.end(), anchors.begin(), anchors.end());

@@ -9,6 +9,7 @@
 #include <openssl/pem.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -84,6 +85,13 @@ inline void MeasureMechanisms(measure::MeasurementLog& log) {
       "bpf-lsm:file_open: BPF_PROG_LOAD: EPERM (no BPF LSM in this kernel)");
 }
 
+// The policy bundle test nodes apply (MeasurePolicyAndGuest, NodeSnapshot) and the committed
+// evidence carries: the one their auditor approves (Options::policy_digest, --policy-digest).
+inline Bytes TestPolicyDigest() {
+  const Sha256Digest d = Sha256("bundle");
+  return Bytes(d.begin(), d.end());
+}
+
 // A snapshot of `node` with `guest` (none when empty) on tap vnet0, reporting `policy` as the
 // active bundle and every mechanism (storage-open downgraded).
 inline v1::EnforcementSnapshot NodeSnapshot(const std::string& node, const std::string& guest,
@@ -142,6 +150,24 @@ inline manifest::Manifest TestManifest(const std::string& id,
   m.components = SovguardComponents();
   m.components.insert(m.components.end(), more.begin(), more.end());
   return m;
+}
+
+// Manifest components approving every object of `kinds` among the sovguard records `recs` (one
+// file each, by the name and digest the log measured), from "Example Supplier GmbH" (DE).
+inline std::vector<manifest::Component> ApproveMeasured(
+    const std::vector<cel::Record>& recs, std::initializer_list<cel::EventKind> kinds) {
+  std::vector<manifest::Component> out;
+  for (const auto& r : recs) {
+    const auto e = cel::DecodeSovguardContent(r.content);
+    if (std::find(kinds.begin(), kinds.end(), e.kind) == kinds.end()) continue;
+    out.push_back({e.name,
+                   "1.0",
+                   "Example Supplier GmbH",
+                   "DE",
+                   "GPL-2.0-only",
+                   {{e.name, e.object_digest}}});
+  }
+  return out;
 }
 
 // A public key's SubjectPublicKeyInfo PEM (what --ak-pub and --manifest-key read).

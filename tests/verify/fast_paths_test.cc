@@ -16,6 +16,7 @@
 #include "attestation/verify/fast_paths.h"
 #include "attestation/verify/verifier.h"
 #include "base/openssl.h"
+#include "tests/verify/evidence_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -40,6 +41,7 @@ verify::Options Anchored(const std::string& ak) {
   o.manifest_key_pem = Text(kData / "anchors/manifest.pub");
   o.ek_ca_dir = kData / "ek-ca";
   o.waivers = {"software-tpm"};
+  o.policy_digest = test_support::TestPolicyDigest();
   o.observe = true;
   return o;
 }

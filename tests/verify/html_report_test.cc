@@ -119,6 +119,7 @@ struct Fleet {
       o->manifest_envelope = envelope;
       o->manifest_key_pem = ts::PublicPem(key.get());
       o->waivers = {"software-tpm", "boot-log"};
+      o->policy_digest = ts::TestPolicyDigest();
       o->observe = true;
     }
     pass_opts.ak_pub_pem = pass_ev.ak().public_pem();
@@ -300,8 +301,8 @@ TEST_F(HtmlReport, CommandLineWritesThePage) {
   const int rc = verify::RunVerifyCli(
       {"--nonce", ToHex(fleet->nonce), "--ak-pub", (dir / "ak.pem").string(), "--manifest",
        (dir / "manifest.dsse.json").string(), "--manifest-key", (dir / "manifest.pub").string(),
-       "--sovguard-pcr", "11", "--waive", "software-tpm,boot-log", "--html", html.string(),
-       (dir / "ev.json").string()},
+       "--sovguard-pcr", "11", "--waive", "software-tpm,boot-log", "--policy-digest",
+       ToHex(ts::TestPolicyDigest()), "--html", html.string(), (dir / "ev.json").string()},
       out, err);
   EXPECT_EQ(rc, verify::kExitFail) << out.str() << err.str();
   const auto b = ReadFileBytes(html);

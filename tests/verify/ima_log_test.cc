@@ -457,22 +457,16 @@ TEST(ImaLog, BogusAndEmptyGiveClearErrors) {
   const std::string h = " " + std::string(40, 'a') + " ";
   const std::string boot = "10" + h + "ima-ng sha256:00 boot_aggregate\n";
   // Errors in the new templates' fields name the line and what was expected.
-  EXPECT_NE(err(boot + "10" + h + "evm-sig sha256:00 /x 00 a 00 00 12x 0 0\n")
-                .find("line 2: iuid must be a decimal number"),
-            std::string::npos);
-  EXPECT_NE(err(boot + "10" + h + "evm-sig sha256:00 /x 00 a 00 00 0 0 65536\n")
-                .find("line 2: imode out of range"),
-            std::string::npos);
-  EXPECT_NE(err(boot + "10" + h + "ima-buf sha256:00 name 0g\n")
-                .find("line 2: buffer (buf) must be hex digits"),
-            std::string::npos);
-  EXPECT_NE(err(boot + "10" + h + "ima-ngv2 sha256:00 /x\n")
-                .find("line 2: d-ngv2 file digest must be \"TYPE:ALGO:HEX\""),
-            std::string::npos);
-  EXPECT_NE(err(boot + "10" + h + "ima 00 /x\n").find("line 2: legacy \"ima\" file digest"),
-            std::string::npos);
-  EXPECT_NE(err(boot + "10" + h + "ima-ng sha256:00\n").find("line 2: expected 2 template fields"),
-            std::string::npos);
+  const std::pair<const char*, const char*> second_line[] = {
+      {"evm-sig sha256:00 /x 00 a 00 00 12x 0 0", "line 2: iuid must be a decimal number"},
+      {"evm-sig sha256:00 /x 00 a 00 00 0 0 65536", "line 2: imode out of range"},
+      {"ima-buf sha256:00 name 0g", "line 2: buffer (buf) must be hex digits"},
+      {"ima-ngv2 sha256:00 /x", "line 2: d-ngv2 file digest must be \"TYPE:ALGO:HEX\""},
+      {"ima 00 /x", "line 2: legacy \"ima\" file digest"},
+      {"ima-ng sha256:00", "line 2: expected 2 template fields"},
+  };
+  for (const auto& [entry, why] : second_line)
+    EXPECT_NE(err(boot + "10" + h + entry + "\n").find(why), std::string::npos) << entry;
   EXPECT_NE(
       err(boot + "10" + h + "ima " + std::string(40, '0') + " /" + std::string(255, 'x') + "\n")
           .find("line 2: legacy \"ima\" name longer than 255"),

@@ -125,10 +125,11 @@ struct Node {
 TEST(LiveVerify, NodeOverMutualTlsWithCredentialActivation) {
   Node n;
   // Rooted by credential activation and the EK chain; the node's components approved by a
-  // signed manifest; swtpm (software TPM, no UEFI log) accepted by name.
+  // signed manifest; swtpm (software TPM, no UEFI log) and the test node's lack of a policy
+  // (none applied, none approved) accepted by name.
   verify::Options o;
   o.ek_ca_dir = n.swtpm.ca_dir();
-  o.waivers = {"software-tpm", "boot-log"};
+  o.waivers = {"software-tpm", "boot-log", "policy"};
   {
     base::EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
     o.manifest_key_pem = ts::PublicPem(key.get());
@@ -160,10 +161,10 @@ TEST(LiveVerify, FleetModeOneLineEachAndExitCode) {
     std::vector<std::string> args = {
         "--fleet", (dir / fleet).string(), "--ca", (dir / "ca.pem").string(), "--cert",
         (dir / "allowed.pem").string(), "--key", (dir / "allowed.key").string(), "--timeout", "10",
-        // Rooted by activation + EK chain; swtpm, no UEFI log and
-        // no manifest accepted by name (fleet mechanics here).
+        // Rooted by activation + EK chain; swtpm, no UEFI log, no manifest and no policy
+        // accepted by name (fleet mechanics here).
         "--ek-ca", n.swtpm.ca_dir().string(), "--allow-software-tpm", "--waive",
-        "boot-log,manifest"};
+        "boot-log,manifest,policy"};
     if (!extra.empty()) args.push_back(extra);
     std::ostringstream out, err;
     int rc = verify::RunVerifyCli(args, out, err);
@@ -188,7 +189,7 @@ TEST(LiveVerify, FleetModeOneLineEachAndExitCode) {
         {"--fleet", (dir / "fleet-bad").string(), "--ca", (dir / "ca.pem").string(), "--cert",
          (dir / "allowed.pem").string(), "--key", (dir / "allowed.key").string(), "--timeout", "10",
          "--ek-ca", n.swtpm.ca_dir().string(), "--allow-software-tpm", "--waive",
-         "boot-log,manifest", "--html", html.string()},
+         "boot-log,manifest,policy", "--html", html.string()},
         out, err);
     EXPECT_EQ(rc, verify::kExitFail) << out.str() << err.str();
     const std::string page = base::ReadFileText(html);
@@ -212,6 +213,18 @@ TEST(LiveVerify, FleetModeOneLineEachAndExitCode) {
   EXPECT_EQ(rc, verify::kExitFail) << out.str() << err.str();
   EXPECT_NE(out.str().find("policy.bundle=POLICY_DIGEST_MISMATCH"), std::string::npos) << out.str();
   EXPECT_NE(out.str().find("0 passed, 2 failed"), std::string::npos) << out.str();
+  // The same requirements as offline: every other one waived, but no policy named and the
+  // missing one not waived: no node passes.
+  std::ostringstream out2, err2;
+  rc = verify::RunVerifyCli(
+      {"--fleet", (dir / "fleet-ok").string(), "--ca", (dir / "ca.pem").string(), "--cert",
+       (dir / "allowed.pem").string(), "--key", (dir / "allowed.key").string(), "--ek-ca",
+       n.swtpm.ca_dir().string(), "--allow-software-tpm", "--waive", "boot-log,manifest"},
+      out2, err2);
+  EXPECT_EQ(rc, verify::kExitFail) << out2.str() << err2.str();
+  EXPECT_NE(out2.str().find("policy.bundle=EXPECTED_POLICY_MISSING"), std::string::npos)
+      << out2.str();
+  EXPECT_NE(out2.str().find("0 passed, 2 failed"), std::string::npos) << out2.str();
 }
 
 // Auditors whose requests arrive while a quote is in flight are answered by the next single
@@ -236,7 +249,7 @@ TEST(LiveVerify, ConcurrentAuditorsShareOneQuote) {
          });
   verify::Options o;
   o.ek_ca_dir = n.swtpm.ca_dir();
-  o.waivers = {"software-tpm", "boot-log", "manifest"};
+  o.waivers = {"software-tpm", "boot-log", "manifest", "policy"};
   const size_t quotes_before = n.swtpm.CommandsReceived(TPM2_CC_Quote);
   std::vector<verify::LiveResult> results(kAuditors);
   std::vector<std::thread> auditors;
@@ -294,7 +307,7 @@ TEST(LiveVerify, BatchedProofAttacksFailWithTheirOwnCodes) {
   const auto [other_nonces, other] = batch("two");
   verify::Options o;
   o.ak_pub_pem = ev[0].ak().public_pem();
-  o.waivers = {"software-tpm", "boot-log", "manifest"};
+  o.waivers = {"software-tpm", "boot-log", "manifest", "policy"};
   auto as = [&](const Bytes& nonce) {
     auto x = o;
     x.nonce = nonce;
@@ -427,7 +440,7 @@ TEST(LiveVerify, OfflineCredentialActivationThroughTheCommandLines) {
                                    n.swtpm.ca_dir().string(),
                                    "--allow-software-tpm",
                                    "--waive",
-                                   "boot-log,manifest"};
+                                   "boot-log,manifest,policy"};
   args.insert(args.end(), binding.begin(), binding.end());
   args.push_back((d / "ev.json").string());
   std::tie(rc, text) = verify(args);

@@ -13,6 +13,7 @@
 #include "attestation/verify/verifier.h"
 #include "attestation/verify/verify_cli.h"
 #include "base/openssl.h"
+#include "tests/verify/evidence_fixture.h"
 
 namespace sovguard::attestation {
 namespace {
@@ -34,14 +35,6 @@ base::EvpPkeyPtr Keygen(const char* type) {
   return base::EvpPkeyPtr(k);
 }
 
-std::string PublicPem(EVP_PKEY* k) {
-  base::BioPtr bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_PUBKEY(bio.get(), k);
-  char* d = nullptr;
-  long n = BIO_get_mem_data(bio.get(), &d);
-  return std::string(d, static_cast<size_t>(n));
-}
-
 v1::Evidence Genuine() {
   return verify::ParseEvidence(ReadFileBytes(kCorpus / "genuine-ecc.json"));
 }
@@ -52,16 +45,9 @@ mf::Manifest FromEvidence(const v1::Evidence& ev) {
   m.id = "test-manifest";
   m.issuer = "Test Certifier GmbH";
   m.issued_at = "2026-11-23T20:00:00Z";
-  for (const auto& r : cel::DecodeLog(Bytes(ev.logs().cel().begin(), ev.logs().cel().end()))) {
-    auto e = cel::DecodeSovguardContent(r.content);
-    if (e.kind != cel::EventKind::kSelfBinary && e.kind != cel::EventKind::kBpfObject) continue;
-    m.components.push_back({e.name,
-                            "1.0",
-                            "Example Supplier GmbH",
-                            "DE",
-                            "GPL-2.0-only",
-                            {{e.name, e.object_digest}}});
-  }
+  m.components = test_support::ApproveMeasured(
+      cel::DecodeLog(Bytes(ev.logs().cel().begin(), ev.logs().cel().end())),
+      {cel::EventKind::kSelfBinary, cel::EventKind::kBpfObject});
   // And every file its IMA list measured ("PCR HASH TEMPLATE sha256:HEX NAME" lines).
   mf::Component files{"host-files", "1.0", "Example Distribution SA", "FR", "MIT", {}};
   std::istringstream list(ev.logs().ima_ascii());
@@ -86,7 +72,7 @@ struct Signed {
 Signed Sign(const mf::Manifest& m) {
   Signed s;
   s.envelope = mf::Sign(mf::ToJson(m), s.key.get());
-  s.pub = PublicPem(s.key.get());
+  s.pub = test_support::PublicPem(s.key.get());
   return s;
 }
 
@@ -96,6 +82,7 @@ verify::Report VerifyWith(const v1::Evidence& ev, const Signed& s,
   o.nonce = kNonce;
   o.ak_pub_pem = ev.ak().public_pem();  // enrolled together with the committed evidence
   o.waivers = {"software-tpm"};         // the committed evidence is swtpm's
+  o.policy_digest = test_support::TestPolicyDigest();
   o.manifest_envelope = std::make_shared<const std::string>(s.envelope);
   o.manifest_key_pem = s.pub;
   o.allowed_jurisdictions = std::move(allowed);
@@ -119,7 +106,7 @@ TEST(Manifest, SignVerifyRoundTripEd25519AndP256) {
     auto j = nlohmann::json::parse(env);
     EXPECT_EQ(j["payloadType"], mf::kPayloadType);
     EXPECT_EQ(j["signatures"][0]["keyid"], mf::KeyId(key.get()));
-    auto pub = mf::PublicKeyFromPem(PublicPem(key.get()));
+    auto pub = mf::PublicKeyFromPem(test_support::PublicPem(key.get()));
     const auto back = mf::VerifyEnvelope(env, pub.get());
     EXPECT_EQ(back.id, "test-manifest");
     ASSERT_EQ(back.components.size(), 3u);
@@ -274,7 +261,7 @@ TEST(Manifest, EveryMeasuredComponentFromAnAllowedSupplier) {
 
   // A forged envelope: every manifest check fails, the first with the signature reason.
   auto s = Sign(m);
-  s.pub = PublicPem(Keygen("ED25519").get());
+  s.pub = test_support::PublicPem(Keygen("ED25519").get());
   r = VerifyWith(ev, s);
   ExpectCheck(r, "manifest.signature", Status::kFail, verify::kReasonManifestSignatureInvalid);
   ExpectCheck(r, "manifest.components", Status::kFail, verify::kReasonDependencyFailed);
@@ -309,6 +296,7 @@ TEST(Manifest, AVerifiedManifestIsReusedOnlyForTheSameEnvelopeAndKey) {
     o.nonce = kNonce;
     o.ak_pub_pem = ev.ak().public_pem();
     o.waivers = {"software-tpm"};
+    o.policy_digest = test_support::TestPolicyDigest();
     o.manifest_envelope = std::make_shared<const std::string>(envelope);
     o.manifest_key_pem = pub;
     o.allowed_jurisdictions = std::move(allowed);
@@ -322,7 +310,7 @@ TEST(Manifest, AVerifiedManifestIsReusedOnlyForTheSameEnvelopeAndKey) {
     EXPECT_NE(r.Find("manifest.jurisdiction")->detail.find("Example Supplier GmbH (US)"),
               std::string::npos);
   }
-  const std::string other_key = PublicPem(Keygen("ED25519").get());
+  const std::string other_key = test_support::PublicPem(Keygen("ED25519").get());
   ExpectCheck(verify_with(s.envelope, other_key, {"EEA", "US"}), "manifest.signature",
               Status::kFail, verify::kReasonManifestSignatureInvalid);
   auto j = nlohmann::json::parse(s.envelope);
@@ -356,8 +344,13 @@ TEST(Manifest, VerifierCommandLine) {
   WriteFileAtomic(dir / "foreign.pub", sf.pub);
   WriteFileAtomic(dir / "ak.pem", Genuine().ak().public_pem());
   auto cli = [&](std::vector<std::string> extra) {
-    std::vector<std::string> args = {"--nonce", ToHex(kNonce), "--ak-pub",
-                                     (dir / "ak.pem").string(), "--allow-software-tpm"};
+    std::vector<std::string> args = {"--nonce",
+                                     ToHex(kNonce),
+                                     "--ak-pub",
+                                     (dir / "ak.pem").string(),
+                                     "--allow-software-tpm",
+                                     "--policy-digest",
+                                     ToHex(test_support::TestPolicyDigest())};
     args.insert(args.end(), extra.begin(), extra.end());
     args.push_back((kCorpus / "genuine-ecc.json").string());
     std::ostringstream out, err;

@@ -447,7 +447,7 @@ class VerifyTest : public ::testing::Test {
   }
 
   // The auditor's anchors: the enrolled AK (the world's ECC or RSA AK, as the evidence names),
-  // the world's manifest, and swtpm accepted by name.
+  // the world's manifest, the policy the test node applies, and swtpm accepted by name.
   static verify::Options Opts(const v1::Evidence& ev, std::optional<Bytes> nonce = std::nullopt,
                               std::optional<std::string> ak_pub = std::nullopt) {
     verify::Options o;
@@ -459,6 +459,7 @@ class VerifyTest : public ::testing::Test {
     o.manifest_envelope = world->manifest_envelope;
     o.manifest_key_pem = world->manifest_pub;
     o.waivers = {"software-tpm"};
+    o.policy_digest = ts::TestPolicyDigest();
     return o;
   }
   verify::Report Run(const v1::Evidence& ev, std::optional<Bytes> nonce = std::nullopt,
@@ -1007,6 +1008,9 @@ TEST_F(VerifyTest, ActivePolicyIsTheMeasuredAndExpectedOne) {
   const auto other = Sha256("other");
   ExpectFail(with_policy(w.ecc, Bytes(other.begin(), other.end())), "policy.bundle",
              verify::kReasonPolicyDigestMismatch);
+  // Consistent, but the auditor named no policy: nobody approved it.
+  ExpectFail(with_policy(w.ecc, std::nullopt), "policy.bundle",
+             verify::kReasonExpectedPolicyMissing);
   // Signed, fresh, but the snapshot claims a policy the measurement log never applied.
   ExpectFail(with_policy(w.wrong_policy, std::nullopt), "policy.bundle",
              verify::kReasonPolicySnapshotMismatch);
@@ -1101,8 +1105,10 @@ TEST_F(VerifyTest, MeasuredPlatformMatchesAScannedManifest) {
   auto verify_with = [&](const manifest::Manifest& mf) {
     auto o = Opts(ev);
     o.sovguard_pcr = 15;  // this log's
-    // No UEFI or IMA list was collected for this evidence: accepted by name.
-    o.waivers = {"software-tpm", "boot-log", "ima"};
+    // No UEFI or IMA list was collected for this evidence, and it applies no policy (the
+    // manifest is what this test is about): accepted by name.
+    o.policy_digest.reset();
+    o.waivers = {"software-tpm", "boot-log", "ima", "policy"};
     o.manifest_envelope =
         std::make_shared<const std::string>(manifest::Sign(manifest::ToJson(mf), key.get()));
     o.manifest_key_pem = pub;
@@ -1196,7 +1202,7 @@ TEST_F(VerifyTest, BinaryExitCodes) {
     args.insert(args.begin(), bin);
     return ts::Run(args);
   };
-  // The auditor's anchors, as files: enrolled AKs, the manifest and its key.
+  // The auditor's anchors, as files: enrolled AKs, the manifest and its key, the policy.
   WriteFileAtomic(dir / "ak-ecc.pem", world->ecc.ak().public_pem());
   WriteFileAtomic(dir / "ak-rsa.pem", world->rsa.ak().public_pem());
   WriteFileAtomic(dir / "m.dsse.json", *world->manifest_envelope);
@@ -1205,7 +1211,8 @@ TEST_F(VerifyTest, BinaryExitCodes) {
     for (const std::string& a :
          {std::string("--ak-pub"), (dir / (std::string("ak-") + ak + ".pem")).string(),
           std::string("--manifest"), (dir / "m.dsse.json").string(), std::string("--manifest-key"),
-          (dir / "m.pub").string(), std::string("--allow-software-tpm")})
+          (dir / "m.pub").string(), std::string("--allow-software-tpm"),
+          std::string("--policy-digest"), ToHex(ts::TestPolicyDigest())})
       args.insert(args.end() - 1, a);
     return run(args);
   };
@@ -1368,29 +1375,24 @@ TEST_F(VerifyTest, SnapshotMechanismsReportedAndDowngradesNamed) {
   // The signed snapshot must tell what the quoted log measured: claiming the strongest
   // mechanism where the log measured a downgrade fails, and so does reporting a downgrade the
   // (restarted) daemon never measured.
-  r = Run(world->coverage.at("claims-strongest"));
-  ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismLogMismatch);
-  EXPECT_NE(r.Find("snapshot.mechanisms")
-                ->detail.find("storage-open: reported bpf-lsm:file_open, logs.cel record"),
-            std::string::npos)
-      << r.Find("snapshot.mechanisms")->detail;
-  r = Run(world->coverage.at("unmeasured-downgrade"));
-  ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismLogMismatch);
-  EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("no downgrade measured since the daemon"),
-            std::string::npos)
-      << r.Find("snapshot.mechanisms")->detail;
+  // snapshot.mechanisms of evidence `name` fails with `reason`, its detail saying `why`.
+  const auto expect_mechanisms = [&](const char* name, std::string_view reason,
+                                     std::string_view why) {
+    const auto rep = Run(world->coverage.at(name));
+    ExpectFail(rep, "snapshot.mechanisms", reason);
+    EXPECT_NE(rep.Find("snapshot.mechanisms")->detail.find(why), std::string::npos)
+        << name << ": " << rep.Find("snapshot.mechanisms")->detail;
+  };
+  expect_mechanisms("claims-strongest", verify::kReasonMechanismLogMismatch,
+                    "storage-open: reported bpf-lsm:file_open, logs.cel record");
+  expect_mechanisms("unmeasured-downgrade", verify::kReasonMechanismLogMismatch,
+                    "no downgrade measured since the daemon");
   // A path reported twice, once guarding nothing and once at its strongest mechanism: which one
   // holds is not for the verifier to pick (before, the last one counted: PASS).
-  r = Run(world->coverage.at("mechanism-twice"));
-  ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismReportedTwice);
-  EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("storage-network"), std::string::npos)
-      << r.Find("snapshot.mechanisms")->detail;
+  expect_mechanisms("mechanism-twice", verify::kReasonMechanismReportedTwice, "storage-network");
   // A measured downgrade whose detail is not the daemon's JSON is not read as anything.
-  r = Run(world->coverage.at("odd-mechanism-event"));
-  ExpectFail(r, "snapshot.mechanisms", verify::kReasonMechanismLogMismatch);
-  EXPECT_NE(r.Find("snapshot.mechanisms")->detail.find("mechanism_downgraded detail is not"),
-            std::string::npos)
-      << r.Find("snapshot.mechanisms")->detail;
+  expect_mechanisms("odd-mechanism-event", verify::kReasonMechanismLogMismatch,
+                    "mechanism_downgraded detail is not");
   // JSON report carries the new checks and their reason codes.
   auto j = nlohmann::json::parse(verify::RenderJson(verify::Verify(world->ecc, strict)));
   bool seen = false;
@@ -1410,6 +1412,7 @@ TEST_F(VerifyTest, EvidenceWithoutAnchorsFailsWithNamedReasons) {
   auto r = verify::Verify(w.ecc, bare);
   ExpectFail(r, "trust.root", verify::kReasonRootOfTrustMissing);
   ExpectFail(r, "manifest.components", verify::kReasonManifestMissing);
+  ExpectFail(r, "policy.bundle", verify::kReasonExpectedPolicyMissing);
   // Its EK certificate (swtpm's, even unchained) names a software TPM.
   ExpectFail(r, "tpm.hardware", verify::kReasonSoftwareTpm);
   // Without any EK certificate, which TPM signed is unknown.
@@ -1421,10 +1424,11 @@ TEST_F(VerifyTest, EvidenceWithoutAnchorsFailsWithNamedReasons) {
   no_uefi.mutable_logs()->clear_uefi_tcg2();
   ExpectFail(verify::Verify(no_uefi, bare), "eventlog.uefi", verify::kReasonBootLogMissing);
   auto waived = bare;
-  waived.waivers = {"root-of-trust", "manifest", "software-tpm", "boot-log"};
+  waived.waivers = {"root-of-trust", "manifest", "software-tpm", "boot-log", "policy"};
   r = verify::Verify(no_uefi, waived);
   ASSERT_TRUE(r.passed()) << verify::RenderText(r);
-  for (const char* c : {"trust.root", "manifest.signature", "tpm.hardware", "eventlog.uefi"})
+  for (const char* c :
+       {"trust.root", "manifest.signature", "tpm.hardware", "eventlog.uefi", "policy.bundle"})
     EXPECT_EQ(r.Find(c)->status, Status::kWaived) << c;
   EXPECT_EQ(r.waivers, waived.waivers);
   EXPECT_EQ(verify::EarStatus(r), "warning");

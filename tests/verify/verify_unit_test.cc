@@ -31,17 +31,23 @@ int Cli(std::vector<std::string> args, std::string* out_text = nullptr) {
 const std::filesystem::path kAnchors =
     std::filesystem::path(SOVGUARD_SOURCE_DIR) / "tests/verify/data/anchors";
 
+// The policy the committed evidence applied (tests/verify/evidence_fixture.h), which the
+// auditor of the committed evidence approves.
+const Sha256Digest kPolicy = Sha256("bundle");
+
 // The auditor's anchors for the committed evidence (written with it by the integration test):
-// the enrolled AKs, the signed reference manifest and its certifier key. The evidence comes
-// from swtpm, so the software TPM is accepted by name.
-std::vector<std::string> Anchors(const std::string& ak) {
-  return {"--ak-pub",
-          (kAnchors / ("ak-" + ak + ".pem")).string(),
-          "--manifest",
-          (kAnchors / "manifest.dsse.json").string(),
-          "--manifest-key",
-          (kAnchors / "manifest.pub").string(),
-          "--allow-software-tpm"};
+// the enrolled AKs, the signed reference manifest and its certifier key, and (with `policy`)
+// the approved policy. The evidence comes from swtpm, so the software TPM is accepted by name.
+std::vector<std::string> Anchors(const std::string& ak, bool policy = true) {
+  std::vector<std::string> a = {"--ak-pub",
+                                (kAnchors / ("ak-" + ak + ".pem")).string(),
+                                "--manifest",
+                                (kAnchors / "manifest.dsse.json").string(),
+                                "--manifest-key",
+                                (kAnchors / "manifest.pub").string(),
+                                "--allow-software-tpm"};
+  if (policy) a.insert(a.end(), {"--policy-digest", ToHex(kPolicy)});
+  return a;
 }
 std::vector<std::string> With(std::vector<std::string> a, const std::vector<std::string>& more) {
   a.insert(a.end(), more.begin(), more.end());
@@ -57,6 +63,7 @@ verify::Options AnchoredOptions(const std::string& ak) {
   const auto key = ReadFileBytes(kAnchors / "manifest.pub");
   o.manifest_key_pem = std::string(key.begin(), key.end());
   o.waivers = {"software-tpm"};
+  o.policy_digest = Bytes(kPolicy.begin(), kPolicy.end());
   return o;
 }
 
@@ -224,7 +231,9 @@ TEST(VerifyUnit, EvidenceViewKeepsTheCelInPlaceAndParsesAsProtobufDoes) {
        {field(11, field(1, "second cel")), field(11, field(2, std::string(1, '\x07'))),
         field(11, field(1, "a") + field(1, "b") + field(4, "ima")), field(11, ""),
         field(11, field(1, "x") + std::string("\x08\x96\x01")), field(2, "node-b"),
-        std::string("\x5a\x05\x0a\x09" "abc"), std::string("\x5b\x5c"), std::string("\x00")}) {
+        std::string("\x5a\x05\x0a\x09"
+                    "abc"),
+        std::string("\x5b\x5c"), std::string("\x00")}) {
     const std::string in = base + extra;
     ExpectViewAsParse(std::span(reinterpret_cast<const uint8_t*>(in.data()), in.size()),
                       "genuine-rsa.pb + " + ToHex(Bytes(extra.begin(), extra.end())));
@@ -331,6 +340,7 @@ TEST(VerifyUnit, EvidenceWithoutAnchorsFailsClosed) {
   ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, ev}, &text), verify::kExitFail) << text;
   auto checks = Checks(text);
   EXPECT_EQ(checks["trust.root"]["reason"], verify::kReasonRootOfTrustMissing) << text;
+  EXPECT_EQ(checks["policy.bundle"]["reason"], verify::kReasonExpectedPolicyMissing) << text;
   for (const char* m : {"manifest.signature", "manifest.components", "manifest.jurisdiction",
                         "manifest.boot", "manifest.ima"})
     EXPECT_EQ(checks[m]["reason"], verify::kReasonManifestMissing) << m;
@@ -346,29 +356,31 @@ TEST(VerifyUnit, EvidenceWithoutAnchorsFailsClosed) {
   EXPECT_NE(checks["tpm.hardware"]["detail"].get<std::string>().find("swtpm"), std::string::npos);
   // Every requirement waived by name: exit 0, each waiver in the report, waived checks keep
   // their reason code.
-  ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, "--waive", "root-of-trust,manifest",
+  ASSERT_EQ(Cli({"--json", "--nonce", kNonceHex, "--waive", "root-of-trust,manifest,policy",
                  "--allow-software-tpm", ev},
                 &text),
             verify::kExitPass)
       << text;
   auto j = nlohmann::json::parse(text);
-  EXPECT_EQ(j["waivers"], nlohmann::json({"root-of-trust", "manifest", "software-tpm"}));
+  EXPECT_EQ(j["waivers"], nlohmann::json({"root-of-trust", "manifest", "policy", "software-tpm"}));
   checks = Checks(text);
   EXPECT_EQ(checks["trust.root"]["status"], "waived");
   EXPECT_EQ(checks["trust.root"]["reason"], verify::kReasonRootOfTrustMissing);
   EXPECT_EQ(checks["manifest.components"]["status"], "waived");
   EXPECT_EQ(checks["tpm.hardware"]["status"], "waived");
-  ASSERT_EQ(
-      Cli({"--nonce", kNonceHex, "--waive", "root-of-trust,manifest,software-tpm", ev}, &text),
-      verify::kExitPass);
-  EXPECT_NE(text.find("waived by the auditor: root-of-trust manifest software-tpm"),
+  EXPECT_EQ(checks["policy.bundle"]["status"], "waived");
+  ASSERT_EQ(Cli({"--nonce", kNonceHex, "--waive", "root-of-trust,manifest,policy,software-tpm", ev},
+                &text),
+            verify::kExitPass);
+  EXPECT_NE(text.find("waived by the auditor: root-of-trust manifest policy software-tpm"),
             std::string::npos)
       << text;
   auto o = AnchoredOptions("ecc");
   o.ak_pub_pem.reset();
   o.manifest_envelope.reset();
   o.manifest_key_pem.reset();
-  o.waivers = {"root-of-trust", "manifest", "software-tpm"};
+  o.policy_digest.reset();
+  o.waivers = {"root-of-trust", "manifest", "policy", "software-tpm"};
   const auto rep = verify::Verify(verify::ParseEvidence(ReadFileBytes(ev)), o);
   ASSERT_TRUE(rep.passed()) << verify::RenderText(rep);
   EXPECT_EQ(verify::EarStatus(rep), "warning");
@@ -388,6 +400,72 @@ TEST(VerifyUnit, EvidenceWithoutAnchorsFailsClosed) {
   bad = AnchoredOptions("ecc");
   bad.sovguard_pcr = 23;
   EXPECT_THROW(verify::Verify(verify::ParseEvidence(ReadFileBytes(ev)), bad), verify::InputError);
+}
+
+// An attacker's node enforces a policy of its own choosing (here: not the one the auditor
+// approved), self-consistently: its log and its snapshot agree on it. An auditor who names no
+// expected policy must not get exit 0 ("approved"): the verdict fails with the requirement named,
+// unless the auditor waives it by name (then listed in the report and the EAR, a warning).
+TEST(VerifyUnit, PolicyTheAuditorDidNotNameFailsUnlessWaived) {
+  const std::string ev = (kCorpus / "genuine-ecc.json").string();
+  const auto approved = Sha256("the-policy-the-auditor-approved");
+  const auto enforced = kPolicy;
+  std::string text;
+  // Every other requirement met (enrolled AK, manifest; swtpm accepted by name).
+  EXPECT_EQ(Cli(With({"--json", "--nonce", kNonceHex, ev}, Anchors("ecc", false)), &text),
+            verify::kExitFail)
+      << text;
+  auto checks = Checks(text);
+  EXPECT_EQ(checks["policy.bundle"]["status"], "fail") << text;
+  EXPECT_EQ(checks["policy.bundle"]["reason"], "EXPECTED_POLICY_MISSING") << text;
+  EXPECT_NE(checks["policy.bundle"]["detail"].get<std::string>().find("--policy-digest"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(Cli(With({"--nonce", kNonceHex, ev}, Anchors("ecc", false)), &text), verify::kExitFail);
+  EXPECT_NE(text.find("[fail] policy.bundle EXPECTED_POLICY_MISSING"), std::string::npos) << text;
+  // The auditor's policy named: the node's is not it.
+  EXPECT_EQ(Cli(With({"--json", "--nonce", kNonceHex, "--policy-digest", ToHex(approved), ev},
+                     Anchors("ecc", false)),
+                &text),
+            verify::kExitFail);
+  EXPECT_EQ(Checks(text)["policy.bundle"]["reason"], verify::kReasonPolicyDigestMismatch) << text;
+  // The policy it enforces named: it passes.
+  EXPECT_EQ(Cli(With({"--json", "--nonce", kNonceHex, "--policy-digest", ToHex(enforced), ev},
+                     Anchors("ecc", false)),
+                &text),
+            verify::kExitPass)
+      << text;
+  EXPECT_EQ(Checks(text)["policy.bundle"]["status"], "pass") << text;
+  // Waived by name: exit 0, the waiver listed, the check waived with its reason kept.
+  ASSERT_EQ(
+      Cli(With({"--json", "--nonce", kNonceHex, "--waive", "policy", ev}, Anchors("ecc", false)),
+          &text),
+      verify::kExitPass)
+      << text;
+  auto j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["waivers"], nlohmann::json({"policy", "software-tpm"})) << text;
+  checks = Checks(text);
+  EXPECT_EQ(checks["policy.bundle"]["status"], "waived") << text;
+  EXPECT_EQ(checks["policy.bundle"]["reason"], "EXPECTED_POLICY_MISSING") << text;
+  // The same through the API, and the EAR: the configuration is not a known good one.
+  auto o = AnchoredOptions("ecc");
+  o.policy_digest.reset();
+  const auto parsed = verify::ParseEvidence(ReadFileBytes(ev));
+  const auto failed = verify::Verify(parsed, o);
+  EXPECT_FALSE(failed.passed()) << verify::RenderText(failed);
+  EXPECT_EQ(verify::EarStatus(failed), "contraindicated");
+  o.waivers.push_back("policy");
+  const auto waived = verify::Verify(parsed, o);
+  ASSERT_TRUE(waived.passed()) << verify::RenderText(waived);
+  EXPECT_EQ(verify::TrustworthinessVector(waived)["configuration"], 32);
+  EXPECT_EQ(verify::EarStatus(waived), "warning");
+  const auto claims = nlohmann::json::parse(verify::EarClaimsJson(waived, {1, std::nullopt}));
+  const auto& sub = claims["submods"].begin().value();
+  EXPECT_EQ(sub["sovguard.waivers"], nlohmann::json({"software-tpm", "policy"}));
+  EXPECT_EQ(sub["sovguard.checks"]["policy.bundle"], "waived:EXPECTED_POLICY_MISSING");
+  // A waiver covers only its own reason: the wrong policy named still fails.
+  o.policy_digest = Bytes(approved.begin(), approved.end());
+  EXPECT_FALSE(verify::Verify(parsed, o).passed());
 }
 
 // The verifier, not the evidence, says which PCR is sovguard's.
