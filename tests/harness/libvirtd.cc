@@ -396,4 +396,22 @@ ScopedHookTarget::~ScopedHookTarget() {
   fs::remove(LibvirtDaemons::kHookTarget, ec);
 }
 
+ScopedLibvirtHook::ScopedLibvirtHook(const std::string& name, const std::string& hook) {
+  const std::string base = "/run/sovguard-test/" + name;
+  socket_ = base + ".sock";
+  config_ = base + ".conf";
+  wrapper_ = base + ".sh";
+  fs::create_directories("/run/sovguard-test");
+  WriteFile(config_, "socket = " + socket_ + "\ntimeout_ms = 20000\n");
+  WriteFile(wrapper_, "#!/bin/sh\nexec " + hook + " --config " + config_ + " \"$@\"\n", 0755);
+  target_ = std::make_unique<ScopedHookTarget>(wrapper_);
+}
+
+ScopedLibvirtHook::~ScopedLibvirtHook() {
+  target_.reset();
+  std::error_code ec;
+  fs::remove(config_, ec);
+  fs::remove(wrapper_, ec);
+}
+
 }  // namespace sovguard::test

@@ -25,6 +25,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,23 @@ class ScopedHookTarget {
   ~ScopedHookTarget();
   ScopedHookTarget(const ScopedHookTarget&) = delete;
   ScopedHookTarget& operator=(const ScopedHookTarget&) = delete;
+};
+
+// The hook binary `hook` installed as libvirt's hook for this object's lifetime, talking to
+// /run/sovguard-test/<name>.sock: its config (<name>.conf) and a wrapper script (<name>.sh,
+// libvirt runs hooks with an empty environment, so the wrapper passes the config explicitly).
+// Removes all three on destruction.
+class ScopedLibvirtHook {
+ public:
+  ScopedLibvirtHook(const std::string& name, const std::string& hook);
+  ~ScopedLibvirtHook();
+  ScopedLibvirtHook(const ScopedLibvirtHook&) = delete;
+  ScopedLibvirtHook& operator=(const ScopedLibvirtHook&) = delete;
+  const std::string& Socket() const { return socket_; }
+
+ private:
+  std::string socket_, config_, wrapper_;
+  std::unique_ptr<ScopedHookTarget> target_;
 };
 
 }  // namespace sovguard::test

@@ -24,10 +24,6 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-constexpr const char* kSocket = "/run/sovguard-test/hook-it.sock";
-constexpr const char* kConfig = "/run/sovguard-test/hook-it.conf";
-constexpr const char* kWrapper = "/run/sovguard-test/hook-it.sh";
-
 // Any process that is (already) QEMU for this guest: libvirtd forks its child early, but the
 // child only becomes QEMU (exec, cmdline "-name guest=NAME") after the hook returned.
 std::optional<pid_t> FindQemu(const std::string& name) {
@@ -48,21 +44,10 @@ class HookIntegration : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(test::LibvirtDaemons::Answering());
-    fs::create_directories("/run/sovguard-test");
-    test::WriteFile(kConfig, std::string("socket = ") + kSocket + "\ntimeout_ms = 20000\n");
-    // libvirt runs hooks with an empty environment; the wrapper passes our config explicitly.
-    test::WriteFile(kWrapper,
-                    std::string("#!/bin/sh\nexec ") + SOVGUARD_LIBVIRT_HOOK + " --config " +
-                        kConfig + " \"$@\"\n",
-                    0755);
-    hook_ = std::make_unique<test::ScopedHookTarget>(kWrapper);
+    hook_ = std::make_unique<test::ScopedLibvirtHook>("hook-it", SOVGUARD_LIBVIRT_HOOK);
   }
-  void TearDown() override {
-    hook_.reset();
-    fs::remove(kConfig);
-    fs::remove(kWrapper);
-  }
-  std::unique_ptr<test::ScopedHookTarget> hook_;
+  void TearDown() override { hook_.reset(); }
+  std::unique_ptr<test::ScopedLibvirtHook> hook_;
 };
 
 std::string FindScope(const std::string& name) {
@@ -113,7 +98,7 @@ TEST_F(HookIntegration, StartBeginRunsWithTapPresentBeforeQemuAndBlocksIt) {
   std::vector<std::string> order;
   AtStartBegin at;
   AtStartedBegin started;
-  HookServer server(kSocket, [&](const HookEvent& ev) {
+  HookServer server(hook_->Socket(), [&](const HookEvent& ev) {
     std::lock_guard lock(mu);
     order.push_back(ev.request.op + " " + ev.request.sub);
     if (ev.request.op == "start" && ev.request.sub == "begin") {
@@ -190,7 +175,7 @@ TEST_F(HookIntegration, StartBeginRunsWithTapPresentBeforeQemuAndBlocksIt) {
 
 TEST_F(HookIntegration, RefusalAtStartBeginKeepsGuestOff) {
   test::TestGuest guest(test::MakeGuestSpec("sgt-hr", "sgthr0"));
-  HookServer server(kSocket, [&](const HookEvent& ev) {
+  HookServer server(hook_->Socket(), [&](const HookEvent& ev) {
     if (ev.request.op == "start" && ev.request.sub == "begin") {
       return HookResponse{false, "test policy refuses sgt-hr"};
     }
@@ -206,7 +191,7 @@ TEST_F(HookIntegration, RefusalAtStartBeginKeepsGuestOff) {
 
 TEST_F(HookIntegration, UnreachableDaemonKeepsGuestOff) {
   test::TestGuest guest(test::MakeGuestSpec("sgt-hu", "sgthu0"));
-  fs::remove(kSocket);  // no daemon listening
+  fs::remove(hook_->Socket());  // no daemon listening
   auto r = guest.TryStart();
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("cannot reach sovguardd"), std::string::npos) << r.err;

@@ -28,9 +28,6 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-constexpr const char* kSocket = "/run/sovguard-test/storage-it.sock";
-constexpr const char* kConfig = "/run/sovguard-test/storage-it.conf";
-constexpr const char* kWrapper = "/run/sovguard-test/storage-it.sh";
 constexpr std::uint8_t kHealth = 0, kMetered = 1;
 constexpr std::uint64_t kMeteredReadBudget = 8 << 20;
 
@@ -78,20 +75,13 @@ class StorageIntegration : public ::testing::Test {
               0);
     sp_ = std::make_unique<StorageDatapath>();
     sp_->ApplyPolicy(Policy(pool_));
-    test::WriteFile(kConfig, std::string("socket = ") + kSocket + "\ntimeout_ms = 20000\n");
-    test::WriteFile(kWrapper,
-                    std::string("#!/bin/sh\nexec ") + SOVGUARD_LIBVIRT_HOOK + " --config " +
-                        kConfig + " \"$@\"\n",
-                    0755);
-    hook_ = std::make_unique<test::ScopedHookTarget>(kWrapper);
+    hook_ = std::make_unique<test::ScopedLibvirtHook>("storage-it", SOVGUARD_LIBVIRT_HOOK);
     server_ = std::make_unique<libvirt::HookServer>(
-        kSocket, [this](const libvirt::HookEvent& ev) { return OnHook(ev); });
+        hook_->Socket(), [this](const libvirt::HookEvent& ev) { return OnHook(ev); });
   }
   void TearDown() override {
     server_.reset();
     hook_.reset();
-    fs::remove(kConfig);
-    fs::remove(kWrapper);
     sp_.reset();
     std::error_code ec;
     fs::remove_all(dir_, ec);
@@ -159,7 +149,7 @@ class StorageIntegration : public ::testing::Test {
   std::mutex mu_;
   fs::path dir_, pool_, image_;
   std::unique_ptr<StorageDatapath> sp_;
-  std::unique_ptr<test::ScopedHookTarget> hook_;
+  std::unique_ptr<test::ScopedLibvirtHook> hook_;
   std::unique_ptr<libvirt::HookServer> server_;
   bool cgroup_existed_at_start_begin_ = false;
   std::string hook_log_;
