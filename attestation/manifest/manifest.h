@@ -1,4 +1,4 @@
-// Reference manifest (issue 8): the signed list of software a certifier approved for a sovguard
+// Reference manifest: the signed list of software a certifier approved for a sovguard
 // node, and the boot-chain values it accepts. sovguard-verify checks every component the node
 // measured against it, and each component's supplier jurisdiction against an allowed set.
 //

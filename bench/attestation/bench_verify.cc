@@ -1,4 +1,4 @@
-// bench_verify: sovguard-verify throughput for evidence with a large CEL (issue 8: goal >= 1,000
+// bench_verify: sovguard-verify throughput for evidence with a large CEL (goal >= 1,000
 // verifications/s/core with a 10,000-entry log).
 //
 //   bench_verify [--entries 10000] [--seconds 3] [--min-rate R]

@@ -1,6 +1,6 @@
 // sovguardd's memory with the full world jurisdiction table and the shipped default policy (the
 // default configuration): VmRSS/VmHWM right after start-up and after N attestation API calls.
-// Goal (issue 9): <= 64 MiB resident. Measure a Release build: a Debug build carries ASan, whose
+// Goal: <= 64 MiB resident. Measure a Release build: a Debug build carries ASan, whose
 // shadow memory and quarantine multiply resident memory.
 //
 //   bench_daemon_memory [--calls N] [--clients C]

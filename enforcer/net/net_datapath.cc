@@ -151,7 +151,7 @@ ProgramIdentity NetDatapath::program() const {
 
 void NetDatapath::ApplyPolicy(const policy::CompiledPolicy& policy) {
   // The tables are produced and written a chunk at a time, and hashed as written: the 32 MiB IPv4
-  // direct table and the IPv6 levels never exist whole in this process (start-up peak, issue 9).
+  // direct table and the IPv6 levels never exist whole in this process (start-up peak).
   const NetTablePlan plan(policy, options_.max_v6_nodes);
   constexpr std::size_t kChunkBytes = 1u << 20;
   // In Outers() (= sg_net_state.table_digest) order.

@@ -4,7 +4,7 @@
 // NetTablePlan validates the policy and keeps only what it takes to produce any range of any table
 // on demand (the sorted prefix lists, the block numbering, the IPv6 first level): the loader
 // writes the 32 MiB IPv4 direct table and the other levels a chunk at a time and never holds a
-// whole table (the daemon's start-up peak, issue 9). NetTables is the whole layout in memory, for
+// whole table (the daemon's start-up peak). NetTables is the whole layout in memory, for
 // tests and benchmarks; both come from the same NetTablePlan::Fill, byte for byte.
 #pragma once
 

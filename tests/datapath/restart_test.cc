@@ -1,4 +1,4 @@
-// Restart hand-over and upgrade without a gap (issue 9), with real traffic:
+// Restart hand-over and upgrade without a gap, with real traffic:
 // - a separate process holding the datapath is SIGKILLed while guests send; the pinned program and
 //   maps keep enforcing with no process at all, and a successor adopts everything (guests, slots,
 //   counters, quota use) within 1 s, then applies a new policy;

@@ -1,4 +1,4 @@
-// Tamper detection and repair (issue 9) with real traffic: our filter deleted with `tc filter del`,
+// Tamper detection and repair with real traffic: our filter deleted with `tc filter del`,
 // our program replaced by another at our handle/priority, a foreign filter put in front of ours, a
 // policy table and a guest entry overwritten. Each is found by VerifyAttachments() and undone by
 // Repair() (tables: by applying the policy again), and enforcement is back, which traffic shows.

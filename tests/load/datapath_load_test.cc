@@ -1,4 +1,4 @@
-// Load on the network datapath (issue 9): 200 guests' taps (veth stand-ins) attached and enforcing
+// Load on the network datapath: 200 guests' taps (veth stand-ins) attached and enforcing
 // at once; 1,000 attach/detach cycles and repeated load/unload of the whole datapath leave no
 // kernel object behind (tc filters, clsact qdiscs, BPF programs and maps, file descriptors).
 #include <gtest/gtest.h>

@@ -135,7 +135,7 @@ TEST(GrafanaDashboard, EveryQueryUsesMetricsAndLabelsFromNamesH) {
     }
     EXPECT_GT(found, 0) << where << ": query references no sovguard metric: " << q;
   }
-  // The dashboard shows issue 9's observability list.
+  // The dashboard shows the observability list.
   for (const sm::MetricDef* must :
        {&sm::kGuestPackets, &sm::kGuestBytes, &sm::kGuestQuotaUsed, &sm::kAttachOps,
         &sm::kProbePath, &sm::kTpmQuoteDuration, &sm::kErrors, &sm::kTamperFindings,

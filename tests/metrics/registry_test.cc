@@ -194,7 +194,7 @@ TEST(Names, EveryDaemonMetricIsAValidUniqueFamily) {
   for (const sm::MetricDef* d : sm::kAllMetrics) {
     EXPECT_NE(text.find("# TYPE " + std::string(d->name) + " "), std::string::npos) << d->name;
   }
-  // Issue 9's list, by the names the dashboard and alerts rely on.
+  // The observability list, by the names the dashboard and alerts rely on.
   for (const char* must :
        {"sovguard_guest_packets_total", "sovguard_guest_bytes_total",
         "sovguard_guest_quota_used_bytes", "sovguard_attach_operations_total",
