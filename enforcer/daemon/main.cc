@@ -99,7 +99,6 @@ int Run(const sd::Config& config) {
   // Before anything touches the kernel: a second daemon would adopt the first one's datapath.
   const sd::InstanceLock lock(config.runtime_dir);
   if (en::EnsureBpffs()) sd::log::Notice("mounted bpffs at /sys/fs/bpf");
-  if (en::EnsureTracefs()) sd::log::Notice("mounted tracefs at /sys/kernel/tracing");
   // The UEFI and IMA event logs the evidence carries are read from securityfs.
   if (en::EnsureSecurityfs()) sd::log::Notice("mounted securityfs at /sys/kernel/security");
 

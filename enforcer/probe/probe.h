@@ -29,7 +29,7 @@ struct ProbeReport {
   std::string kernel;     // uname release
   std::string probed_at;  // UTC, ISO 8601
   std::vector<PathResult> paths;
-  std::vector<std::string> notes;  // e.g. "tracefs was not mounted: mounted it"
+  std::vector<std::string> notes;  // in probe.json's schema; nothing writes one today
 
   const PathResult* Find(const std::string& path) const;
 };

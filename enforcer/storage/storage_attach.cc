@@ -348,7 +348,6 @@ static void AttachIoPaths(Impl& m, bool lsm, PathStatus& quota, PathStatus& io) 
 StorageDatapath::StorageDatapath(StorageOptions options) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.options = std::move(options);
-  enforcer::EnsureTracefs();
   const auto root = enforcer::FindCgroup2Mount();
   if (!root) throw StorageError("no cgroup2 mount in /proc/self/mountinfo", ENOENT);
   if (m.options.machine_cgroup.empty()) {

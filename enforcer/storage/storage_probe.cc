@@ -81,18 +81,12 @@ Skel LoadOnly(const std::vector<const char*>& programs, std::string& error) {
 
 Attempt TryTracepoints(std::string mechanism, const std::vector<const char*>& programs) {
   Attempt a{.mechanism = std::move(mechanism)};
-  try {
-    enforcer::EnsureTracefs();
-  } catch (const std::exception& e) {
-    a.error = e.what();
-    return a;
-  }
   auto skel = LoadOnly(programs, a.error);
   if (!skel) return a;
   std::vector<Link> links;
   for (const char* name : programs) {
     bpf_program* prog = bpf_object__find_program_by_name(skel->obj, name);
-    Link link(prog ? bpf_program__attach(prog) : nullptr);  // lsm/ and tp/ alike
+    Link link(prog ? bpf_program__attach(prog) : nullptr);  // lsm/, fmod_ret/, tp_btf/ alike
     if (!link) {
       a.error = fmt::format("attach {}: {}", name, ErrnoText(errno));
       return a;

@@ -80,9 +80,6 @@ std::optional<std::filesystem::path> FindCgroup2Mount(const std::filesystem::pat
 bool EnsureBpffs(const std::filesystem::path& where) {
   return EnsureMounted(where, "bpf");
 }
-bool EnsureTracefs(const std::filesystem::path& where) {
-  return EnsureMounted(where, "tracefs");
-}
 bool EnsureSecurityfs(const std::filesystem::path& where) {
   return EnsureMounted(where, "securityfs");
 }

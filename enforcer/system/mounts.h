@@ -15,7 +15,6 @@ std::optional<std::filesystem::path> FindCgroup2Mount(
 
 // Each returns true when it had to mount; throws std::system_error when mounting failed.
 bool EnsureBpffs(const std::filesystem::path& where = "/sys/fs/bpf");
-bool EnsureTracefs(const std::filesystem::path& where = "/sys/kernel/tracing");
 bool EnsureSecurityfs(const std::filesystem::path& where = "/sys/kernel/security");
 
 // True when `where` is a mount point of file system type `fstype` (per /proc/self/mountinfo).
