@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include <cctype>
 #include <cerrno>
 #include <deque>
 #include <fstream>
@@ -15,6 +14,8 @@
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
+
+#include "enforcer/system/mounts.h"
 
 #ifndef STATX_MNT_ID
 #define STATX_MNT_ID 0x00001000U
@@ -39,21 +40,6 @@ struct MountEntry {
   std::string super_options;
 };
 
-// mountinfo escapes ' ', '\t', '\n' and '\\' as \ooo.
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() + 1 &&
-        std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
-      out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
-      i += 3;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
 std::optional<MountEntry> FindMount(std::uint64_t mnt_id) {
   std::ifstream f("/proc/self/mountinfo");
   std::string line;
@@ -70,8 +56,8 @@ std::optional<MountEntry> FindMount(std::uint64_t mnt_id) {
     const auto colon = devno.find(':');
     if (colon == std::string::npos) return std::nullopt;
     e.sb_dev = KernelDev(std::stoull(devno.substr(0, colon)), std::stoull(devno.substr(colon + 1)));
-    e.root = Unescape(root);
-    e.mount_point = Unescape(mount_point);
+    e.root = enforcer::UnescapeMountPath(root);
+    e.mount_point = enforcer::UnescapeMountPath(mount_point);
     return e;
   }
   return std::nullopt;
@@ -241,9 +227,9 @@ VolumeId KernelVolumeId(const fs::path& path, bool btrfs_subvolumes) {
                              std::to_string(s.stx.stx_mnt_id) + " not in /proc/self/mountinfo");
   }
   // btrfs: the subvolume's anonymous device, which stat() reports and the program reads.
-  const std::uint64_t dev =
-      m->fstype == "btrfs" && btrfs_subvolumes ? KernelDev(s.stx.stx_dev_major, s.stx.stx_dev_minor)
-                                                : m->sb_dev;
+  const std::uint64_t dev = m->fstype == "btrfs" && btrfs_subvolumes
+                                ? KernelDev(s.stx.stx_dev_major, s.stx.stx_dev_minor)
+                                : m->sb_dev;
   return VolumeId{.dev = dev, .ino = s.stx.stx_ino};
 }
 

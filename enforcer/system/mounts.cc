@@ -8,9 +8,7 @@
 #include <system_error>
 
 namespace sovguard::enforcer {
-namespace {
 
-// mountinfo escapes space, tab, newline and backslash in paths as \ooo (octal).
 std::string UnescapeMountPath(const std::string& in) {
   std::string out;
   for (size_t i = 0; i < in.size(); ++i) {
@@ -23,6 +21,8 @@ std::string UnescapeMountPath(const std::string& in) {
   }
   return out;
 }
+
+namespace {
 
 // Calls fn(mount_point, fstype) for each line of a mountinfo file until it returns true.
 template <typename Fn>

@@ -8,6 +8,10 @@
 
 namespace sovguard::enforcer {
 
+// A path field of /proc/*/mountinfo as text: the kernel escapes space, tab, newline and backslash
+// in it as \ooo (three octal digits).
+std::string UnescapeMountPath(const std::string& in);
+
 // Mount point of the cgroup v2 hierarchy, read from /proc/self/mountinfo (never hard-coded: it is
 // /sys/fs/cgroup on unified hosts and /sys/fs/cgroup/unified on hybrid ones).
 std::optional<std::filesystem::path> FindCgroup2Mount(
