@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -85,6 +86,16 @@ void ReplaceCgroup(const std::string& cgroup) {
   if (::mkdir(cgroup.c_str(), 0755) != 0) {
     throw std::system_error(errno, std::generic_category(), cgroup);
   }
+}
+
+ScopedMount::~ScopedMount() {
+  if (mounted_) ::umount2(where_.c_str(), MNT_DETACH);
+}
+
+bool ScopedMount::Mount(const std::string& args) {
+  const std::string cmd = "mount " + args + " " + where_.string() + " >/dev/null 2>&1";
+  mounted_ = mounted_ || std::system(cmd.c_str()) == 0;
+  return mounted_;
 }
 
 }  // namespace sovguard::test

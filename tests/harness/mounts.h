@@ -2,6 +2,7 @@
 // these machines have no systemd, so the harness (like the daemon) mounts what is missing.
 #pragma once
 
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,5 +29,21 @@ std::vector<std::string> EnsureKernelFilesystems();
 // child cgroups, which must hold no process, are removed deepest first. Throws std::system_error
 // naming the directory that could not be removed or created.
 void ReplaceCgroup(const std::string& cgroup);
+
+// A mount a test makes with mount(8) on `where`, unmounted lazily (MNT_DETACH) on destruction: a
+// process still holding a file under it does not keep it from going.
+class ScopedMount {
+ public:
+  explicit ScopedMount(std::filesystem::path where) : where_(std::move(where)) {}
+  ~ScopedMount();
+  ScopedMount(const ScopedMount&) = delete;
+  ScopedMount& operator=(const ScopedMount&) = delete;
+  // Runs `mount ARGS WHERE` (ARGS such as "-t tmpfs name"); false when it failed.
+  bool Mount(const std::string& args);
+
+ private:
+  std::filesystem::path where_;
+  bool mounted_ = false;
+};
 
 }  // namespace sovguard::test
