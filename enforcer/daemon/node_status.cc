@@ -144,8 +144,9 @@ void Node::PumpEvents() {
   }
   if (storage_ && block_uevents_ && block_uevents_->Changed())
     RefreshStorageAliases("block device uevent");
-  // A protected overlayfs file copied up since the last round (its holder wrote to it) has its
-  // bytes in a new upper-layer file: an alias from this round on (at most one tick later).
+  // Protection copies an overlayfs file up at once, so its upper-layer file is protected from
+  // the start. Should its layer files change all the same (replaced in a layer behind the
+  // overlay's back), the new one is an alias from this round on.
   if (storage_) RefreshStorageAliases("overlayfs copy-up", /*overlay_only=*/true);
   if (storage_) {
     storage_->PollEvents(

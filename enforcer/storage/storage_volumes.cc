@@ -100,6 +100,14 @@ void StorageDatapath::Impl::Protect(const fs::path& source, const std::string& d
     throw StorageRefused(fmt::format("{}: volume {} of dataset {} is not on approved storage ({})",
                                      who, canonical.string(), d.id, allowed));
   }
+  // An overlayfs file is copied up now: the identities below are then those of its whole
+  // protection (a copy-up later would give its bytes a file not in the tables).
+  try {
+    CopyUpOverlayFile(canonical);
+  } catch (const std::exception& e) {
+    throw StorageRefused(fmt::format("{}: volume {}: {}", who, canonical.string(), e.what()));
+  }
+  key = KeyOf(source).first;
   const sg_volume v{.dataset = d.index,
                     .flags = (readonly || d.read_only) ? SG_VOLUME_READ_ONLY : 0u};
   // The same bytes under other identities (partitions, dm/loop devices, overlayfs layer

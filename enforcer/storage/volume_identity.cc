@@ -15,6 +15,8 @@
 #include <string_view>
 #include <system_error>
 
+#include "base/errno_text.h"
+#include "base/unique_fd.h"
 #include "enforcer/system/mounts.h"
 
 #ifndef STATX_MNT_ID
@@ -109,13 +111,14 @@ std::string DevName(const fs::path& dir, std::uint64_t kdev, std::string_view ki
          std::to_string(kdev & 0xfffff);
 }
 
-// The real file behind an overlayfs file: the upper layer's, else the first lower layer's.
-std::optional<fs::path> OverlayRealFile(const fs::path& path, const MountEntry& m) {
+// The layer files holding an overlayfs file's bytes: the upper layer's (once copied up) and the
+// first lower layer's that has it (the bytes as they were before the copy-up), top first.
+std::vector<fs::path> OverlayLayerFiles(const fs::path& path, const MountEntry& m) {
   std::error_code ec;
   const fs::path canonical = fs::canonical(path, ec);
-  if (ec) return std::nullopt;
+  if (ec) return {};
   const fs::path rel_in_mount = canonical.lexically_relative(m.mount_point);
-  if (rel_in_mount.empty() || *rel_in_mount.begin() == "..") return std::nullopt;
+  if (rel_in_mount.empty() || *rel_in_mount.begin() == "..") return {};
   const fs::path rel = (fs::path(m.root) / rel_in_mount).relative_path();
   std::vector<fs::path> layers;
   std::string upper;
@@ -135,7 +138,10 @@ std::optional<fs::path> OverlayRealFile(const fs::path& path, const MountEntry& 
   }
   options.push_back(cur);
   for (const auto& o : options) {
-    if (o.rfind("upperdir=", 0) == 0) layers.insert(layers.begin(), o.substr(9));
+    if (o.rfind("upperdir=", 0) == 0) {
+      upper = o.substr(9);
+      layers.insert(layers.begin(), upper);
+    }
     if (o.rfind("lowerdir=", 0) == 0 || o.rfind("lowerdir+=", 0) == 0) {
       std::string list = o.substr(o.find('=') + 1);
       std::size_t start = 0;
@@ -148,14 +154,16 @@ std::optional<fs::path> OverlayRealFile(const fs::path& path, const MountEntry& 
       }
     }
   }
-  for (const auto& layer : layers) {
+  std::vector<fs::path> found;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
     struct stat st {};
-    const fs::path candidate = layer / rel;
+    const fs::path candidate = layers[i] / rel;
     if (::lstat(candidate.c_str(), &st) != 0) continue;
-    if (S_ISCHR(st.st_mode) && st.st_rdev == 0) return std::nullopt;  // whiteout
-    return candidate;
+    if (S_ISCHR(st.st_mode) && st.st_rdev == 0) break;  // whiteout: nothing below shows
+    found.push_back(candidate);
+    if (i > 0 || upper.empty()) break;  // the first lower layer's is what shows
   }
-  return std::nullopt;
+  return found;
 }
 
 // The NVMe pass-through character devices that reach the namespace whose block device's sysfs
@@ -259,6 +267,15 @@ bool OnOverlay(const fs::path& path) {
   return m && m->fstype == "overlay";
 }
 
+void CopyUpOverlayFile(const fs::path& path) {
+  if (!OnOverlay(path)) return;
+  // A write open copies the file up (overlayfs does it before the open returns); nothing is
+  // written.
+  const base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (fd.Get() >= 0 || errno == EROFS) return;  // EROFS: no upper layer, nothing copies it up
+  throw std::runtime_error("overlayfs copy-up of " + path.string() + ": " + base::ErrnoText(errno));
+}
+
 std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys,
                                        bool btrfs_subvolumes,
                                        const std::vector<LoopDevice>* loops_read) {
@@ -286,11 +303,11 @@ std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys
   if (down.front().id.dev != 0) {
     const Statx s = StatxOf(path);
     if (const auto m = FindMount(s.stx.stx_mnt_id); m && m->fstype == "overlay") {
-      if (const auto real = OverlayRealFile(path, *m)) {
+      for (const auto& real : OverlayLayerFiles(path, *m)) {
         try {
-          const VolumeId id = KernelVolumeId(*real);
-          if (add(id, real->string(), "overlayfs layer file of " + path.string()))
-            down.push_back(Node{id, real->string(), *real});
+          const VolumeId id = KernelVolumeId(real);
+          if (add(id, real.string(), "overlayfs layer file of " + path.string()))
+            down.push_back(Node{id, real.string(), real});
         } catch (const std::exception&) {
           // A layer file that vanished in between: nothing to protect.
         }

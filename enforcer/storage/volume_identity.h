@@ -74,4 +74,10 @@ std::vector<VolumeAlias> VolumeAliases(const std::filesystem::path& path,
 // write open, chmod, touch), so its aliases must be asked again. False when it cannot be stat'ed.
 bool OnOverlay(const std::filesystem::path& path);
 
+// Copies a regular file on overlayfs up to the upper layer now, so that one upper-layer file holds
+// its bytes for as long as it is protected (a later write, chmod or touch would otherwise move
+// them to a file nothing protects yet). Nothing to do off overlayfs, or where no upper layer is
+// (a read-only overlay never copies up). Throws, naming the file and errno, when it fails.
+void CopyUpOverlayFile(const std::filesystem::path& path);
+
 }  // namespace sovguard::storage

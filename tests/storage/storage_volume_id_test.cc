@@ -16,6 +16,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -120,13 +121,21 @@ class OverlayWithImage {
         merged_(dir / "merged"),
         tmpfs_(upper_fs_),
         overlay_(merged_) {}
-  // Makes the layers and the image and mounts both; false when a mount failed.
-  bool Make() {
+  // Makes the layers and the image and mounts both; false when a mount failed. `upper_size`: the
+  // tmpfs's size (mount's size=), empty for its default. Without `upper`, a read-only overlay of
+  // two lower layers (the image in the upper one of them) and no tmpfs.
+  bool Make(const std::string& upper_size = "", bool upper = true) {
     for (const auto& d : {lower_, upper_fs_, merged_}) fs::create_directories(d);
-    if (!tmpfs_.Mount("-t tmpfs sgt-upper")) return false;
+    WriteFile(lower_ / "health.img", 1 << 20);
+    if (!upper) {
+      return overlay_.Mount("-t overlay sgt-overlay -o lowerdir=" + lower_.string() + ":" +
+                            upper_fs_.string() + ",xino=off");
+    }
+    if (!tmpfs_.Mount("-t tmpfs " + (upper_size.empty() ? "" : "-o size=" + upper_size + " ") +
+                      "sgt-upper"))
+      return false;
     fs::create_directories(upper_fs_ / "upper");
     fs::create_directories(upper_fs_ / "work");
-    WriteFile(lower_ / "health.img", 1 << 20);
     return overlay_.Mount("-t overlay sgt-overlay -o lowerdir=" + lower_.string() +
                           ",upperdir=" + (upper_fs_ / "upper").string() +
                           ",workdir=" + (upper_fs_ / "work").string() + ",xino=off");
@@ -271,6 +280,38 @@ TEST_F(VolumeIdTest, OverlayFileCopiedUpAfterProtectionIsGuardedInItsUpperLayerA
   ExpectAllowedAndCounted(alpha, "alpha", image);
   EXPECT_TRUE(sp_->RefreshAliases(/*overlay_only=*/true).empty()) << "a second look finds more";
   EXPECT_TRUE(sp_->RefreshAliases().empty()) << "a whole one finds more";
+}
+
+// A read-only overlay (lower layers only) can never copy the image up: protection makes no copy,
+// and the image is guarded through the overlay and in its layer.
+TEST_F(VolumeIdTest, ImageOnAReadOnlyOverlayIsGuardedWithoutACopyUp) {
+  OverlayWithImage overlay(tmp_.path());
+  ASSERT_TRUE(overlay.Make("", /*upper=*/false));
+  const fs::path image = overlay.image(), lower = overlay.lower();
+
+  const auto alpha = StartGuest("alpha", 1ULL << kHealth, {{.source = image, .dataset = "health"}});
+  const auto bravo = StartGuest("bravo", 1ULL << kOther);
+  ExpectFileOpenStopped(bravo, image);
+  ExpectFileOpenStopped(bravo, lower / "health.img");
+  ExpectAllowedAndCounted(alpha, "alpha", image);
+}
+
+// A copy-up that cannot be made (the upper layer's file system has no room for the image) refuses
+// the protection, naming the file and the reason, and changes nothing: no table holds the image
+// or its layer file.
+TEST_F(VolumeIdTest, OverlayFileThatCannotBeCopiedUpIsRefusedProtection) {
+  OverlayWithImage overlay(tmp_.path());
+  ASSERT_TRUE(overlay.Make("64k"));
+  const fs::path image = overlay.image();
+  try {
+    sp_->ProtectVolume(image, "health", false);
+    ADD_FAILURE() << "protected without a copy-up";
+  } catch (const StorageRefused& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(image.string()));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("copy-up"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("No space left on device"));
+  }
+  EXPECT_TRUE(sp_->Volumes().empty()) << "a refused protection left a volume behind";
 }
 
 TEST_F(VolumeIdTest, PartitionOfAProtectedDeviceIsRefusedAndTheWholeDiskOfAProtectedPartition) {
