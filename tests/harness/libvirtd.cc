@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <system_error>
 #include <vector>
 
+#include "tests/harness/mounts.h"
 #include "tests/harness/process.h"
 
 namespace fs = std::filesystem;
@@ -95,9 +97,33 @@ void NoteAbsentMachineCgroups() {
   WriteFile(note, absent);
 }
 
+// The harness's /run/sovguard-test, where tests keep guests' volumes.
+fs::path TestRoot() {
+  return fs::path(LibvirtDaemons::kStateDir).parent_path();
+}
+
+bool TestRootMounted() {
+  const auto mounts = ReadMounts();
+  return std::any_of(mounts.begin(), mounts.end(),
+                     [](const MountEntry& m) { return m.mount_point == TestRoot().string(); });
+}
+
+// A test's mount under /run/sovguard-test (an overlay holding a guest's image) must be seen by
+// libvirtd and QEMU too: the directory is made a shared bind mount of itself before libvirtd's
+// namespace is made, so mounts beneath it propagate into that namespace (its slave). Undone by
+// RemoveOverlay().
+void ShareTestRoot() {
+  const fs::path root = TestRoot();
+  fs::create_directories(root);
+  if (!TestRootMounted() && ::mount(root.c_str(), root.c_str(), nullptr, MS_BIND, nullptr) != 0)
+    throw std::system_error(errno, std::generic_category(), "bind mount " + root.string());
+  if (::mount(nullptr, root.c_str(), nullptr, MS_SHARED, nullptr) != 0)
+    throw std::system_error(errno, std::generic_category(), "make shared " + root.string());
+}
+
 // Removes the mount points EnsureMountPoint created (only if still empty), then the harness's
-// whole /run/sovguard-test (state, logs, guest consoles, hook sockets): the next Start() prepares
-// a fresh one.
+// whole /run/sovguard-test (state, logs, guest consoles, hook sockets) and its bind mount: the
+// next Start() prepares a fresh one.
 void RemoveOverlay() {
   std::error_code ec;
   // Test guests' own cgroups (every test guest is named sgt-*): libvirt leaves them behind for a
@@ -128,7 +154,9 @@ void RemoveOverlay() {
       fs::remove(path, ec);  // fails (and keeps it) if something else put files there meanwhile
     }
   }
-  const fs::path root = fs::path(LibvirtDaemons::kStateDir).parent_path();
+  const fs::path root = TestRoot();
+  while (TestRootMounted() && ::umount2(root.c_str(), MNT_DETACH) == 0) {
+  }
   fs::remove_all(root, ec);
   if (ec) {
     throw std::runtime_error("cannot remove " + root.string() + ": " + ec.message());
@@ -145,6 +173,7 @@ exit 0
 // Prepares the overlay directories; returns the bind mounts (source -> target).
 Binds PrepareOverlay() {
   NoteAbsentMachineCgroups();
+  ShareTestRoot();
   const fs::path etc = State("etc-libvirt");
   fs::create_directories(etc / "hooks" / "qemu.d");
   fs::create_directories(State("run"));

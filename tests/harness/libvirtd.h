@@ -9,8 +9,10 @@
 //                     libvirt re-owns them for its QEMU user (root here), which on the host would
 //                     lock Debian's own libvirtd (QEMU as libvirt-qemu) out of them
 //   /etc/passwd,group only when the host lacks the `libvirt-qemu` account Debian's libvirt resolves
-// and they write their pid files under kStateDir. Mount points the host lacks are created and
-// removed again by Stop(), which also removes /run/sovguard-test (kStateDir, guest consoles). So
+// and they write their pid files under kStateDir. /run/sovguard-test is a shared bind mount of
+// itself while they run, so a test's mount beneath it (an overlay holding a guest's image) reaches
+// their namespaces too. Mount points the host lacks are created and removed again by Stop(), which
+// also unmounts and removes /run/sovguard-test (kStateDir, guest consoles). So
 // the test daemons never collide with a libvirtd that already runs on the machine (a developer's,
 // another test's, a packaging test's), nothing on the host is edited, and everything else (taps,
 // cgroups, /sys, /dev, /proc) is shared exactly as in production. Clients reach it through Uri()

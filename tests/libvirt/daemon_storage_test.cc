@@ -149,13 +149,18 @@ class DaemonStorage : public st::DaemonWithLibvirt {
         << "the refused disk is attached";
   }
 
-  // A guest without the dataset given the labelled volume: true when its start is refused
-  // (and it is not running). Expectations name `why` when not.
-  bool IntruderRefused(const std::string& name, const std::string& why) {
+  // A guest without the dataset given the labelled volume (or the disk `disk_xml`): true when
+  // its start is refused (and it is not running). Expectations name `why` when not.
+  bool IntruderRefused(const std::string& name, const std::string& why,
+                       const std::string& disk_xml = "") {
     auto spec = st::MakeGuestSpec(name, "sgt" + name.substr(4));
     spec.partition = partition_;
     st::TestGuest intruder(spec);
-    AttachDisk(intruder);
+    if (disk_xml.empty()) {
+      AttachDisk(intruder);
+    } else {
+      AttachDisk(intruder, disk_xml);
+    }
     const auto r = intruder.TryStart();
     EXPECT_NE(r.exit_code, 0) << name << ": " << why;
     EXPECT_FALSE(intruder.Running()) << name;
@@ -444,6 +449,53 @@ TEST_F(DaemonStorage, HotPluggedProtectedVolumeIsRefusedToAGuestWithoutItsDatase
       200ms))
       << daemon_->Status().dump(2);
   EXPECT_TRUE(holder->Running());
+}
+
+// A dataset's image on overlayfs (the lower layer holds it; the upper layer takes it on the first
+// write open, chmod or touch): the holder boots from it through the overlay. Intruders that reach
+// the layers start, right after the holder, with each file that holds those bytes: the upper-layer
+// file, the lower-layer file and the overlay file. Each is refused (its open denied, or QEMU
+// killed where only the backstop sees a layer file), the violation names it, and the holder runs
+// on, its reads counted.
+TEST_F(DaemonStorage, ImageOnOverlayfsIsRefusedThroughTheOverlayAndEachLayerFile) {
+  const fs::path lower = pool_ / "ov-lower", upper = pool_ / "ov-upper", work = pool_ / "ov-work",
+                 merged = pool_ / "ov-merged";
+  for (const auto& d : {lower, upper, work, merged}) fs::create_directories(d);
+  fs::copy_file(image_, lower / "health.img");
+  st::ScopedMount overlay(merged);
+  ASSERT_TRUE(overlay.Mount("-t overlay sgt-daemon-ov -o lowerdir=" + lower.string() +
+                            ",upperdir=" + upper.string() + ",workdir=" + work.string()));
+  const fs::path image = merged / "health.img";
+  StartDaemonWithHook();
+
+  st::TestGuest holder(st::MakeGuestSpec("sgt-dso0", "sgtdso0", kHealthDiskLabel));
+  AttachDisk(holder, st::FileDisk(image.string()));
+  holder.Start();
+  ASSERT_TRUE(fs::exists(upper / "health.img")) << "the overlay file was not copied up";
+  int n = 0;
+  for (const auto& file : {upper / "health.img", lower / "health.img", image}) {
+    const std::string name = "sgt-dso" + std::to_string(++n);
+    EXPECT_TRUE(IntruderRefused(name, "a guest without the dataset started with " + file.string(),
+                                st::FileDisk(file.string())));
+    EXPECT_TRUE(StorageViolationLogged({name, "health", file.string()})) << daemon_->Log();
+  }
+  ASSERT_TRUE(holder.WaitReady(120s)) << st::ReadTextFile(holder.ConsoleLog()) << daemon_->Log();
+  EXPECT_TRUE(st::PollUntil(
+      30s,
+      [&] {
+        for (const auto& c :
+             daemon_->Status().at("storage").value("counters", nlohmann::json::array())) {
+          if (c.value("guest", "") == holder.Name() && c.value("dataset", "") == "health" &&
+              c.value("read_bytes", std::uint64_t{0}) > 0)
+            return true;
+        }
+        return false;
+      },
+      200ms))
+      << daemon_->Status().dump(2);
+  EXPECT_TRUE(holder.Running());
+  holder.Destroy();
+  EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
 }
 
 // A volume labelled with another dataset (here by a defined domain that never ran: protected
