@@ -189,6 +189,9 @@ class Node {
   // Protects aliases of protected volumes that appeared since (see StorageDatapath::
   // RefreshAliases), logging each; `why` names the occasion. Caller holds mu_.
   void RefreshStorageAliases(std::string_view why, bool overlay_only = false);
+  // Protected volumes this host's NVMe over fabrics target serves: disabled (enforced datasets)
+  // or reported, each a storage violation in the log.
+  void GuardStorageExports();
 
  private:
   void CheckTamperLocked();  // CheckTamper with mu_ held

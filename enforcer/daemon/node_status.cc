@@ -148,6 +148,7 @@ void Node::PumpEvents() {
   // the start. Should its layer files change all the same (replaced in a layer behind the
   // overlay's back), the new one is an alias from this round on.
   if (storage_) RefreshStorageAliases("overlayfs copy-up", /*overlay_only=*/true);
+  if (storage_) GuardStorageExports();
   if (storage_) {
     storage_->PollEvents(
         [](const storage::StorageEvent& ev) {

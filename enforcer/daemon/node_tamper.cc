@@ -107,13 +107,12 @@ const TamperText<storage::StorageFinding>& StorageText() {
 
 const TamperText<net::TamperFinding>& NetText() {
   using F = net::TamperFinding;
-  static const TamperText<F> text{
-      .path = "",
-      .label_prefix = "",
-      .object_field = "GUEST",
-      .object = [](const F& f) { return f.guest; },
-      .found = [](const F& f) { return net::FormatFinding(f); },
-      .repaired = [](const F& f) { return net::FormatFinding(f); }};
+  static const TamperText<F> text{.path = "",
+                                  .label_prefix = "",
+                                  .object_field = "GUEST",
+                                  .object = [](const F& f) { return f.guest; },
+                                  .found = [](const F& f) { return net::FormatFinding(f); },
+                                  .repaired = [](const F& f) { return net::FormatFinding(f); }};
   return text;
 }
 
@@ -159,6 +158,29 @@ void Node::RefreshStorageAliases(std::string_view why, bool overlay_only) {
   for (const auto& f : found)
     log::Write(log::Level::kNotice, fmt::format("storage path: alias ({}): {}", why, f),
                {{"EVENT", "storage-alias"}});
+}
+
+void Node::GuardStorageExports() {
+  std::vector<storage::StorageDatapath::ExportFinding> found;
+  try {
+    found = storage_->GuardExports();
+  } catch (const std::exception& e) {
+    metrics_->Inc(metrics::kErrors, {"storage_exports"});
+    log::Error("storage path: nvmet exports: {}", e.what());
+    return;
+  }
+  for (const auto& f : found) {
+    const std::string verdict = f.disabled ? "disabled" : f.error.empty() ? "audited" : "failed";
+    log::Write(
+        log::Level::kNotice,
+        fmt::format("storage violation: nvmet-export {} guest - dataset {} path {} at {}{}",
+                    verdict, f.dataset, f.volume, f.where, f.error.empty() ? "" : ": " + f.error),
+        {{"EVENT", "violation"},
+         {"PATH", "storage"},
+         {"KIND", "nvmet-export"},
+         {"DATASET", f.dataset},
+         {"VERDICT", verdict}});
+  }
 }
 
 void Node::CountAndMeasureTamper(const std::string& kind, const std::string& detail) {

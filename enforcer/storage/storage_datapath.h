@@ -315,10 +315,25 @@ class StorageDatapath {
   // loop or device-mapper device created over it, a partition table read again): each gets its
   // volume's dataset and flags. Returns one line per new alias, and per alias that another
   // dataset already holds (left as it is, and named: two datasets' bytes overlap).
-  // `overlay_only`: only files on overlayfs are asked again (a copy-up gives one a new upper-layer
-  // file): cheap enough for every daemon round (a statx and /proc/self/mountinfo per such file,
+  // `overlay_only`: only files on overlayfs are asked again (a layer file replaced behind the
+  // overlay): cheap enough for every daemon round (a statx and /proc/self/mountinfo per such file,
   // no sysfs scan). Otherwise every volume, with one scan of /sys/block for all of them.
   std::vector<std::string> RefreshAliases(bool overlay_only = false);
+
+  // A protected volume (or an alias of one) that this host's NVMe over fabrics target serves
+  // (nvmet_exports.h): the dataset's bytes leave the host by a way no program judges.
+  struct ExportFinding {
+    std::string where;      // the namespace's configfs directory
+    std::string volume;     // the device or file it serves
+    std::string dataset;    // the volume's dataset
+    bool disabled = false;  // an enforced dataset's: the namespace was disabled
+    std::string error;      // why it could not be disabled
+  };
+  // Looks at the exports (cheap enough for every daemon round: a configfs directory walk and a
+  // stat per enabled namespace). An enforced dataset's namespace is disabled; an audited one's,
+  // or one the kernel would not disable, is reported once for as long as it stays.
+  std::vector<ExportFinding> GuardExports(
+      const std::filesystem::path& configfs = "/sys/kernel/config");
 
   // The protected volumes this object holds (adopted or protected since), e.g. to protect them
   // again on a new datapath. Volumes of a dataset index the applied policy does not name are

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -174,6 +175,7 @@ struct StorageDatapath::Impl {
   StorageStatus status;
   sg_storage_config cfg{};
   std::optional<policy::CompiledStorage> policy;
+  std::set<std::string> exports_reported;        // GuardExports: namespaces left enabled, told once
   std::vector<std::string> adopted_dataset_ids;  // names from the pinned state until ApplyPolicy
   std::vector<std::vector<ResolvedPool>> pools;  // per dataset index
   std::map<std::string, Guest> guests;           // by domain name

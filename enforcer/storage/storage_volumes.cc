@@ -4,6 +4,7 @@
 #include <cerrno>
 
 #include "base/errno_text.h"
+#include "enforcer/storage/nvmet_exports.h"
 #include "enforcer/storage/storage_datapath_impl.h"
 #include "enforcer/storage/volume_identity.h"
 
@@ -100,24 +101,10 @@ void StorageDatapath::Impl::Protect(const fs::path& source, const std::string& d
     throw StorageRefused(fmt::format("{}: volume {} of dataset {} is not on approved storage ({})",
                                      who, canonical.string(), d.id, allowed));
   }
-  // An overlayfs file is copied up now: the identities below are then those of its whole
-  // protection (a copy-up later would give its bytes a file not in the tables).
-  try {
-    CopyUpOverlayFile(canonical);
-  } catch (const std::exception& e) {
-    throw StorageRefused(fmt::format("{}: volume {}: {}", who, canonical.string(), e.what()));
-  }
-  key = KeyOf(source).first;
   const sg_volume v{.dataset = d.index,
                     .flags = (readonly || d.read_only) ? SG_VOLUME_READ_ONLY : 0u};
   // The same bytes under other identities (partitions, dm/loop devices, overlayfs layer
   // files) are protected alike: checked first, so a conflict changes nothing.
-  std::vector<VolumeAlias> aliases;
-  try {
-    aliases = VolumeAliases(source, "/sys", status.btrfs_subvolumes);
-  } catch (const std::exception& e) {
-    throw StorageRefused(fmt::format("{}: volume {}: aliases: {}", who, source.string(), e.what()));
-  }
   const auto check = [&](const sg_volume_key& k, const std::string& name) {
     const auto existing = volumes.find({k.dev, k.ino});
     if (existing != volumes.end() && existing->second.dataset != d.index) {
@@ -125,9 +112,34 @@ void StorageDatapath::Impl::Protect(const fs::path& source, const std::string& d
                                        who, name, existing->second.dataset, d.id));
     }
   };
-  check(key, canonical.string());
-  for (const auto& a : aliases)
-    check(sg_volume_key{.dev = a.id.dev, .ino = a.id.ino}, a.name + " (" + a.why + ")");
+  const auto aliases_of = [&] {
+    try {
+      return VolumeAliases(canonical, "/sys", status.btrfs_subvolumes);
+    } catch (const std::exception& e) {
+      throw StorageRefused(
+          fmt::format("{}: volume {}: aliases: {}", who, canonical.string(), e.what()));
+    }
+  };
+  const auto check_all = [&](const std::vector<VolumeAlias>& aliases) {
+    check(key, canonical.string());
+    for (const auto& a : aliases)
+      check(sg_volume_key{.dev = a.id.dev, .ino = a.id.ino}, a.name + " (" + a.why + ")");
+  };
+  std::vector<VolumeAlias> aliases = aliases_of();
+  check_all(aliases);
+  if (OnOverlay(canonical)) {
+    // An overlayfs file is copied up now, after every check that could refuse it: its
+    // identities are then those of its whole protection (a copy-up later would give its bytes
+    // a file not in the tables). The upper-layer file is new: asked again, and checked.
+    try {
+      CopyUpOverlayFile(canonical);
+    } catch (const std::exception& e) {
+      throw StorageRefused(fmt::format("{}: volume {}: {}", who, canonical.string(), e.what()));
+    }
+    key = KeyOf(canonical).first;
+    aliases = aliases_of();
+    check_all(aliases);
+  }
   InsertVolume(key, canonical.string(), v, /*mark=*/true);
   for (const auto& a : aliases)
     InsertVolume(sg_volume_key{.dev = a.id.dev, .ino = a.id.ino}, a.name, v, /*mark=*/false);
@@ -335,6 +347,43 @@ std::vector<std::string> StorageDatapath::RefreshAliases(bool overlay_only) {
     m.digests[kTableVolumes] = TableDigest(m.expected, kTableVolumes);
     m.WriteState();
   }
+  return found;
+}
+
+std::vector<StorageDatapath::ExportFinding> StorageDatapath::GuardExports(
+    const fs::path& configfs) {
+  Impl& m = *impl_;
+  std::vector<ExportFinding> found;
+  std::set<std::string> still;
+  for (const auto& ns : NvmetNamespaces(configfs)) {
+    if (!ns.enabled || ns.device_path.empty()) continue;
+    VolumeId id;
+    try {
+      id = KernelVolumeId(ns.device_path, m.status.btrfs_subvolumes);
+    } catch (const std::exception&) {
+      continue;  // a path that no longer resolves serves nothing of ours
+    }
+    const auto v = m.volumes.find({id.dev, id.ino});
+    if (v == m.volumes.end()) continue;
+    const std::string where = ns.dir.string();
+    still.insert(where);
+    if (m.exports_reported.contains(where)) continue;
+    ExportFinding f{.where = where,
+                    .volume = ns.device_path.string(),
+                    .dataset = m.DatasetName(v->second.dataset)};
+    if (v->second.dataset < SG_MAX_DATASETS &&
+        (m.cfg.enforce_mask & (std::uint64_t{1} << v->second.dataset))) {
+      try {
+        DisableNvmetNamespace(ns);
+        f.disabled = true;
+      } catch (const std::exception& e) {
+        f.error = e.what();
+      }
+    }
+    if (!f.disabled) m.exports_reported.insert(where);
+    found.push_back(std::move(f));
+  }
+  std::erase_if(m.exports_reported, [&](const std::string& w) { return !still.contains(w); });
   return found;
 }
 

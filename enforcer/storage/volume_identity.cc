@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 
 #include <cerrno>
 #include <deque>
@@ -111,57 +112,100 @@ std::string DevName(const fs::path& dir, std::uint64_t kdev, std::string_view ki
          std::to_string(kdev & 0xfffff);
 }
 
-// The layer files holding an overlayfs file's bytes: the upper layer's (once copied up) and the
-// first lower layer's that has it (the bytes as they were before the copy-up), top first.
-std::vector<fs::path> OverlayLayerFiles(const fs::path& path, const MountEntry& m) {
+// An overlayfs mount's layers as its super options in mountinfo give them: the kernel escapes
+// a layer path's ',', '=', '\\', space and the like as \ooo (octal); overlayfs's own ':' in a
+// layer path as \:. `unsupported`: an option under which a file's bytes may lie in a layer its
+// path does not lead to (metadata-only copies, data-only layers), naming it.
+struct OverlayLayers {
+  std::string upper;                // empty: none (a read-only overlay)
+  std::vector<std::string> lowers;  // top first
+  std::string unsupported;
+};
+
+OverlayLayers ParseOverlayOptions(const std::string& super_options) {
+  std::vector<std::string> options{""};
+  const std::string& in = super_options;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const char c = in[i];
+    if (c == '\\' && i + 3 < in.size() && in.find_first_not_of("01234567", i + 1) >= i + 4) {
+      options.back() += static_cast<char>(std::stoi(in.substr(i + 1, 3), nullptr, 8));
+      i += 3;
+    } else if (c == '\\' && i + 1 < in.size()) {
+      options.back() += in[++i];  // \: and the like: the character itself, never a separator
+    } else if (c == ',') {
+      options.emplace_back();
+    } else {
+      options.back() += c == ':' ? '\0' : c;  // ':' separates lower layers
+    }
+  }
+  OverlayLayers out;
+  const auto unsupported = [&](const std::string& what) {
+    out.unsupported += (out.unsupported.empty() ? "" : ", ") + what;
+  };
+  for (const auto& o : options) {
+    if (o.rfind("upperdir=", 0) == 0) out.upper = o.substr(9);
+    if (o.rfind("lowerdir=", 0) == 0 || o.rfind("lowerdir+=", 0) == 0) {
+      const std::string list = o.substr(o.find('=') + 1);
+      if (list.find(std::string(2, '\0')) != std::string::npos)
+        unsupported("data-only lower layers (lowerdir with '::')");
+      std::size_t start = 0;
+      while (start <= list.size()) {
+        const std::size_t end = list.find('\0', start);
+        const std::string layer = list.substr(start, end - start);
+        if (!layer.empty()) out.lowers.push_back(layer);
+        if (end == std::string::npos) break;
+        start = end + 1;
+      }
+    }
+    if (o.rfind("datadir+=", 0) == 0) unsupported("data-only lower layers (datadir+=)");
+    if (o == "metacopy=on") unsupported(o);
+  }
+  return out;
+}
+
+// Whether a directory on the way from `layer` to `rel` in it is a renamed one (an overlayfs
+// redirect xattr: the lower layers hold its files under another path).
+bool RedirectOnTheWay(const fs::path& layer, const fs::path& rel) {
+  fs::path dir = layer;
+  for (const auto& part : rel.parent_path()) {
+    dir /= part;
+    for (const char* name : {"trusted.overlay.redirect", "user.overlay.redirect"})
+      if (::lgetxattr(dir.c_str(), name, nullptr, 0) >= 0) return true;
+  }
+  return false;
+}
+
+// The path of `path` inside the overlay's layers, or empty when it is not under the mount.
+fs::path RelativeInOverlay(const fs::path& path, const MountEntry& m) {
   std::error_code ec;
   const fs::path canonical = fs::canonical(path, ec);
   if (ec) return {};
   const fs::path rel_in_mount = canonical.lexically_relative(m.mount_point);
   if (rel_in_mount.empty() || *rel_in_mount.begin() == "..") return {};
-  const fs::path rel = (fs::path(m.root) / rel_in_mount).relative_path();
-  std::vector<fs::path> layers;
-  std::string upper;
-  // Options are comma separated; a layer path with ',' or ':' is escaped with '\'.
-  std::vector<std::string> options;
-  std::string cur;
-  for (std::size_t i = 0; i < m.super_options.size(); ++i) {
-    const char c = m.super_options[i];
-    if (c == '\\' && i + 1 < m.super_options.size()) {
-      cur += m.super_options[++i];
-    } else if (c == ',') {
-      options.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c == ':' ? '\0' : c;  // ':' separates lower layers; escaped ones were taken above
-    }
-  }
-  options.push_back(cur);
-  for (const auto& o : options) {
-    if (o.rfind("upperdir=", 0) == 0) {
-      upper = o.substr(9);
-      layers.insert(layers.begin(), upper);
-    }
-    if (o.rfind("lowerdir=", 0) == 0 || o.rfind("lowerdir+=", 0) == 0) {
-      std::string list = o.substr(o.find('=') + 1);
-      std::size_t start = 0;
-      while (start <= list.size()) {
-        const std::size_t end = list.find('\0', start);
-        const std::string layer = list.substr(start, end - start);
-        if (!layer.empty()) layers.push_back(layer);
-        if (end == std::string::npos) break;
-        start = end + 1;
-      }
-    }
-  }
+  return (fs::path(m.root) / rel_in_mount).relative_path();
+}
+
+// The layer files holding an overlayfs file's bytes: the upper layer's (once copied up) and the
+// first lower layer's that has it (the bytes as they were before the copy-up), top first.
+std::vector<fs::path> OverlayLayerFiles(const fs::path& path, const MountEntry& m) {
+  const fs::path rel = RelativeInOverlay(path, m);
+  if (rel.empty()) return {};
+  const OverlayLayers layers = ParseOverlayOptions(m.super_options);
   std::vector<fs::path> found;
-  for (std::size_t i = 0; i < layers.size(); ++i) {
+  if (!layers.upper.empty()) {
     struct stat st {};
-    const fs::path candidate = layers[i] / rel;
+    const fs::path candidate = layers.upper / rel;
+    if (::lstat(candidate.c_str(), &st) == 0) {
+      if (S_ISCHR(st.st_mode) && st.st_rdev == 0) return {};  // whiteout: nothing below shows
+      found.push_back(candidate);
+    }
+  }
+  for (const auto& lower : layers.lowers) {
+    struct stat st {};
+    const fs::path candidate = lower / rel;
     if (::lstat(candidate.c_str(), &st) != 0) continue;
-    if (S_ISCHR(st.st_mode) && st.st_rdev == 0) break;  // whiteout: nothing below shows
-    found.push_back(candidate);
-    if (i > 0 || upper.empty()) break;  // the first lower layer's is what shows
+    if (!(S_ISCHR(st.st_mode) && st.st_rdev == 0)) found.push_back(candidate);
+    break;  // the first lower layer's is what shows (a whiteout hides the rest)
   }
   return found;
 }
@@ -268,12 +312,38 @@ bool OnOverlay(const fs::path& path) {
 }
 
 void CopyUpOverlayFile(const fs::path& path) {
-  if (!OnOverlay(path)) return;
-  // A write open copies the file up (overlayfs does it before the open returns); nothing is
-  // written.
-  const base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-  if (fd.Get() >= 0 || errno == EROFS) return;  // EROFS: no upper layer, nothing copies it up
-  throw std::runtime_error("overlayfs copy-up of " + path.string() + ": " + base::ErrnoText(errno));
+  const Statx s = StatxOf(path);
+  const auto m = FindMount(s.stx.stx_mnt_id);
+  if (!S_ISREG(s.stx.stx_mode) || !m || m->fstype != "overlay") return;
+  const auto fail = [&](const std::string& why) {
+    throw std::runtime_error("overlayfs file " + path.string() + ": " + why);
+  };
+  const OverlayLayers layers = ParseOverlayOptions(m->super_options);
+  if (!layers.unsupported.empty())
+    fail("its mount has " + layers.unsupported +
+         ": the layer holding its bytes is not found by path");
+  const fs::path rel = RelativeInOverlay(path, *m);
+  if (rel.empty()) fail("not found under its overlay mount " + m->mount_point);
+  std::vector<std::string> all = layers.lowers;
+  if (!layers.upper.empty()) all.insert(all.begin(), layers.upper);
+  for (const auto& layer : all)
+    if (RedirectOnTheWay(layer, rel))
+      fail("a directory on its way in layer " + layer +
+           " was renamed (overlayfs redirect): the layer holding its bytes is not found by path");
+  if (!layers.upper.empty()) {
+    // A write open copies the file up (overlayfs does it before the open returns); nothing is
+    // written. O_NOFOLLOW and the check after it: the file opened is the one asked for.
+    const base::UniqueFd fd(
+        ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW));
+    if (fd.Get() < 0) fail("copy-up: " + base::ErrnoText(errno));
+    struct stat st {};
+    if (::fstat(fd.Get(), &st) != 0 || !S_ISREG(st.st_mode)) fail("copy-up: not a regular file");
+  }
+  const auto files = OverlayLayerFiles(path, *m);
+  if (files.empty() ||
+      (!layers.upper.empty() && !files.front().string().starts_with(layers.upper + "/")))
+    fail(layers.upper.empty() ? "no layer file holds it"
+                              : "no file in the upper layer " + layers.upper + " holds it");
 }
 
 std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys,
@@ -303,14 +373,11 @@ std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys
   if (down.front().id.dev != 0) {
     const Statx s = StatxOf(path);
     if (const auto m = FindMount(s.stx.stx_mnt_id); m && m->fstype == "overlay") {
+      // A layer file that cannot be identified throws: its bytes would stay unprotected.
       for (const auto& real : OverlayLayerFiles(path, *m)) {
-        try {
-          const VolumeId id = KernelVolumeId(real);
-          if (add(id, real.string(), "overlayfs layer file of " + path.string()))
-            down.push_back(Node{id, real.string(), real});
-        } catch (const std::exception&) {
-          // A layer file that vanished in between: nothing to protect.
-        }
+        const VolumeId id = KernelVolumeId(real);
+        if (add(id, real.string(), "overlayfs layer file of " + path.string()))
+          down.push_back(Node{id, real.string(), real});
       }
     }
   }

@@ -47,7 +47,8 @@ struct VolumeAlias {
 };
 
 // Every alias of the volume at `path` that exists now (the volume itself not included):
-//   overlayfs file   the real file in the upper or first lower layer holding it (and its aliases)
+//   overlayfs file   the files holding it in the upper layer and in the first lower layer that
+//                    has it (and their aliases); one that cannot be identified throws
 //   block device     its partitions and device-mapper/md slaves (parts of its bytes), and of all
 //                    those: holders (dm, md), the whole disk of a partition, and the file behind a
 //                    loop device; a loop device over a file alias is one too; the SCSI generic
@@ -76,8 +77,11 @@ bool OnOverlay(const std::filesystem::path& path);
 
 // Copies a regular file on overlayfs up to the upper layer now, so that one upper-layer file holds
 // its bytes for as long as it is protected (a later write, chmod or touch would otherwise move
-// them to a file nothing protects yet). Nothing to do off overlayfs, or where no upper layer is
-// (a read-only overlay never copies up). Throws, naming the file and errno, when it fails.
+// them to a file nothing protects yet). Nothing to do off overlayfs; nothing to copy on an
+// overlay without an upper layer. Throws, naming the file and the reason, when the copy-up fails
+// (errno), when afterwards no upper-layer file (or, read-only, no layer file) holds it, and where
+// its bytes may lie where its path does not lead in the layers (a renamed directory on its way,
+// metacopy=on, data-only lower layers).
 void CopyUpOverlayFile(const std::filesystem::path& path);
 
 }  // namespace sovguard::storage

@@ -110,13 +110,16 @@ bool TestRootMounted() {
 
 // A test's mount under /run/sovguard-test (an overlay holding a guest's image) must be seen by
 // libvirtd and QEMU too: the directory is made a shared bind mount of itself before libvirtd's
-// namespace is made, so mounts beneath it propagate into that namespace (its slave). Undone by
-// RemoveOverlay().
+// namespace is made, so mounts beneath it propagate into that namespace (its slave). Only a bind
+// the harness made (noted in its state) is undone, by RemoveOverlay(); something already mounted
+// there is left as it is.
 void ShareTestRoot() {
   const fs::path root = TestRoot();
-  fs::create_directories(root);
-  if (!TestRootMounted() && ::mount(root.c_str(), root.c_str(), nullptr, MS_BIND, nullptr) != 0)
+  fs::create_directories(LibvirtDaemons::kStateDir);
+  if (TestRootMounted()) return;
+  if (::mount(root.c_str(), root.c_str(), nullptr, MS_BIND, nullptr) != 0)
     throw std::system_error(errno, std::generic_category(), "bind mount " + root.string());
+  WriteFile(State("test-root-bind"), root.string() + "\n");
   if (::mount(nullptr, root.c_str(), nullptr, MS_SHARED, nullptr) != 0)
     throw std::system_error(errno, std::generic_category(), "make shared " + root.string());
 }
@@ -155,8 +158,7 @@ void RemoveOverlay() {
     }
   }
   const fs::path root = TestRoot();
-  while (TestRootMounted() && ::umount2(root.c_str(), MNT_DETACH) == 0) {
-  }
+  if (fs::exists(State("test-root-bind"))) ::umount2(root.c_str(), MNT_DETACH);
   fs::remove_all(root, ec);
   if (ec) {
     throw std::runtime_error("cannot remove " + root.string() + ": " + ec.message());

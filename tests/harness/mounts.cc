@@ -11,8 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
 #include <stdexcept>
 #include <system_error>
+#include "tests/harness/process.h"
 
 namespace sovguard::test {
 
@@ -92,9 +94,17 @@ ScopedMount::~ScopedMount() {
   if (mounted_) ::umount2(where_.c_str(), MNT_DETACH);
 }
 
-bool ScopedMount::Mount(const std::string& args) {
-  const std::string cmd = "mount " + args + " " + where_.string() + " >/dev/null 2>&1";
-  mounted_ = mounted_ || std::system(cmd.c_str()) == 0;
+bool ScopedMount::Mount(const std::vector<std::string>& args, std::string* error) {
+  if (mounted_) {
+    if (error) *error = where_.string() + ": mounted already";
+    return false;
+  }
+  std::vector<std::string> argv{"mount"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back(where_.string());
+  const CommandResult r = Run(argv);
+  mounted_ = r.exit_code == 0;
+  if (!mounted_ && error) *error = r.err;
   return mounted_;
 }
 

@@ -38,8 +38,9 @@ class ScopedMount {
   ~ScopedMount();
   ScopedMount(const ScopedMount&) = delete;
   ScopedMount& operator=(const ScopedMount&) = delete;
-  // Runs `mount ARGS WHERE` (ARGS such as "-t tmpfs name"); false when it failed.
-  bool Mount(const std::string& args);
+  // Runs `mount ARGS... WHERE` (ARGS such as {"-t", "tmpfs", "name"}); false when it failed or
+  // this object holds a mount already, with mount's words in *error.
+  bool Mount(const std::vector<std::string>& args, std::string* error = nullptr);
 
  private:
   std::filesystem::path where_;

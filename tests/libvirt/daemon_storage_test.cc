@@ -451,27 +451,43 @@ TEST_F(DaemonStorage, HotPluggedProtectedVolumeIsRefusedToAGuestWithoutItsDatase
   EXPECT_TRUE(holder->Running());
 }
 
-// A dataset's image on overlayfs (the lower layer holds it; the upper layer takes it on the first
-// write open, chmod or touch): the holder boots from it through the overlay. Intruders that reach
-// the layers start, right after the holder, with each file that holds those bytes: the upper-layer
-// file, the lower-layer file and the overlay file. Each is refused (its open denied, or QEMU
-// killed where only the backstop sees a layer file), the violation names it, and the holder runs
-// on, its reads counted.
+// A dataset's image on overlayfs (the lower layer holds it; the upper layer would take it on the
+// first write open, chmod or touch). Its labelled domain is defined, never started: the daemon
+// protects the image then, and copies it up at once, so the upper-layer file exists and is
+// protected before anything opened the image (before, only the holder's own write open copied it
+// up, and the file was protected from the daemon's next round). Intruders started with each file
+// that holds those bytes (the upper-layer file, the lower-layer file, the overlay file) are each
+// refused (the open denied, or QEMU killed where only the backstop sees a layer file) and the
+// violation names the file; the holder then runs from it, its reads counted.
 TEST_F(DaemonStorage, ImageOnOverlayfsIsRefusedThroughTheOverlayAndEachLayerFile) {
   const fs::path lower = pool_ / "ov-lower", upper = pool_ / "ov-upper", work = pool_ / "ov-work",
                  merged = pool_ / "ov-merged";
   for (const auto& d : {lower, upper, work, merged}) fs::create_directories(d);
   fs::copy_file(image_, lower / "health.img");
   st::ScopedMount overlay(merged);
-  ASSERT_TRUE(overlay.Mount("-t overlay sgt-daemon-ov -o lowerdir=" + lower.string() +
-                            ",upperdir=" + upper.string() + ",workdir=" + work.string()));
+  std::string error;
+  ASSERT_TRUE(overlay.Mount(
+      {"-t", "overlay", "sgt-daemon-ov", "-o",
+       "lowerdir=" + lower.string() + ",upperdir=" + upper.string() + ",workdir=" + work.string()},
+      &error))
+      << error;
   const fs::path image = merged / "health.img";
   StartDaemonWithHook();
 
   st::TestGuest holder(st::MakeGuestSpec("sgt-dso0", "sgtdso0", kHealthDiskLabel));
   AttachDisk(holder, st::FileDisk(image.string()));
-  holder.Start();
-  ASSERT_TRUE(fs::exists(upper / "health.img")) << "the overlay file was not copied up";
+  const auto xml = pool_ / "sgt-dso0-defined.xml";
+  st::WriteTestFile(xml, holder.Virsh({"dumpxml", "--inactive", holder.Name()}));
+  holder.Virsh({"define", xml.string()});
+  ASSERT_TRUE(st::PollUntil(
+      15s,
+      [&] {
+        return daemon_->Log().find("1 labelled disks of defined domain sgt-dso0 protected") !=
+               std::string::npos;
+      },
+      50ms))
+      << daemon_->Log();
+  EXPECT_TRUE(fs::exists(upper / "health.img")) << "not copied up at its protection";
   int n = 0;
   for (const auto& file : {upper / "health.img", lower / "health.img", image}) {
     const std::string name = "sgt-dso" + std::to_string(++n);
@@ -479,6 +495,7 @@ TEST_F(DaemonStorage, ImageOnOverlayfsIsRefusedThroughTheOverlayAndEachLayerFile
                                 st::FileDisk(file.string())));
     EXPECT_TRUE(StorageViolationLogged({name, "health", file.string()})) << daemon_->Log();
   }
+  holder.Start();
   ASSERT_TRUE(holder.WaitReady(120s)) << st::ReadTextFile(holder.ConsoleLog()) << daemon_->Log();
   EXPECT_TRUE(st::PollUntil(
       30s,

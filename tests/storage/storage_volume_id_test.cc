@@ -42,13 +42,14 @@ namespace {
 
 using namespace testing;  // NOLINT
 
-constexpr std::uint8_t kHealth = 0, kOther = 1;
+constexpr std::uint8_t kHealth = 0, kOther = 1, kAudited = 2;
 constexpr int kShortRead = 21;  // beside the fixture's exit codes
 
 policy::CompiledStorage Policy() {
   policy::CompiledStorage s;
   s.datasets.push_back(TestDataset("health", kHealth));
   s.datasets.push_back(TestDataset("other", kOther));
+  s.datasets.push_back(TestDataset("audited", kAudited, policy::Mode::kAudit));
   s.classes.push_back({0, SG_COUNTRY_UNKNOWN, 0, 0});
   return s;
 }
@@ -123,22 +124,27 @@ class OverlayWithImage {
         overlay_(merged_) {}
   // Makes the layers and the image and mounts both; false when a mount failed. `upper_size`: the
   // tmpfs's size (mount's size=), empty for its default. Without `upper`, a read-only overlay of
-  // two lower layers (the image in the upper one of them) and no tmpfs.
-  bool Make(const std::string& upper_size = "", bool upper = true) {
+  // two lower layers (the image in the upper one of them) and no tmpfs. `options`: more mount
+  // options for the overlay ("ro", "metacopy=on").
+  bool Make(const std::string& upper_size = "", bool upper = true,
+            const std::string& options = "") {
     for (const auto& d : {lower_, upper_fs_, merged_}) fs::create_directories(d);
     WriteFile(lower_ / "health.img", 1 << 20);
     if (!upper) {
-      return overlay_.Mount("-t overlay sgt-overlay -o lowerdir=" + lower_.string() + ":" +
-                            upper_fs_.string() + ",xino=off");
+      return overlay_.Mount(
+          {"-t", "overlay", "sgt-overlay", "-o",
+           "lowerdir=" + lower_.string() + ":" + upper_fs_.string() + ",xino=off"});
     }
-    if (!tmpfs_.Mount("-t tmpfs " + (upper_size.empty() ? "" : "-o size=" + upper_size + " ") +
-                      "sgt-upper"))
+    if (!tmpfs_.Mount({"-t", "tmpfs", "-o", "size=" + (upper_size.empty() ? "50%" : upper_size),
+                       "sgt-upper"}))
       return false;
     fs::create_directories(upper_fs_ / "upper");
     fs::create_directories(upper_fs_ / "work");
-    return overlay_.Mount("-t overlay sgt-overlay -o lowerdir=" + lower_.string() +
-                          ",upperdir=" + (upper_fs_ / "upper").string() +
-                          ",workdir=" + (upper_fs_ / "work").string() + ",xino=off");
+    return overlay_.Mount({"-t", "overlay", "sgt-overlay", "-o",
+                           "lowerdir=" + lower_.string() +
+                               ",upperdir=" + (upper_fs_ / "upper").string() +
+                               ",workdir=" + (upper_fs_ / "work").string() + ",xino=off" +
+                               (options.empty() ? "" : "," + options)});
   }
   fs::path lower() const { return lower_; }
   fs::path image() const { return merged_ / "health.img"; }                // through the overlay
@@ -208,7 +214,7 @@ TEST_F(VolumeIdTest, ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode) 
   const fs::path mnt = tmp_.path() / "btrfs";
   fs::create_directories(mnt);
   ScopedMount m(mnt);
-  ASSERT_TRUE(m.Mount("-t btrfs " + loop.dev()));
+  ASSERT_TRUE(m.Mount({"-t", "btrfs", loop.dev()}));
   ASSERT_TRUE(Sh("btrfs subvolume create " + (mnt / "vols").string()));
   ASSERT_TRUE(Sh("btrfs subvolume create " + (mnt / "scratch").string()));
   const fs::path image = mnt / "vols/health.img", neighbour = mnt / "scratch/other.img";
@@ -312,6 +318,145 @@ TEST_F(VolumeIdTest, OverlayFileThatCannotBeCopiedUpIsRefusedProtection) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("No space left on device"));
   }
   EXPECT_TRUE(sp_->Volumes().empty()) << "a refused protection left a volume behind";
+}
+
+// Where the copy-up cannot be made now but could be later (an overlay mounted read-only over an
+// upper layer: a remount or another mount of the layers copies up), or where the file's bytes
+// are not found in its layers by its path (metacopy), protection is refused, naming why.
+TEST_F(VolumeIdTest, OverlayFileWhoseLayersCannotBeSettledIsRefusedProtection) {
+  for (const std::string options : {"ro", "metacopy=on"}) {
+    SCOPED_TRACE(options);
+    const fs::path dir = tmp_.path() / options;
+    fs::create_directories(dir);
+    OverlayWithImage overlay(dir);
+    ASSERT_TRUE(overlay.Make("", true, options));
+    try {
+      sp_->ProtectVolume(overlay.image(), "health", false);
+      ADD_FAILURE() << "protected";
+    } catch (const StorageRefused& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(overlay.image().string()));
+      EXPECT_THAT(e.what(),
+                  ::testing::HasSubstr(options == "ro" ? "Read-only file system" : "metacopy=on"));
+    }
+    EXPECT_FALSE(fs::exists(overlay.upper_image())) << "copied up all the same";
+    EXPECT_TRUE(sp_->Volumes().empty()) << "a refused protection left a volume behind";
+  }
+}
+
+// One line into a configfs attribute (or a file standing in for one): a single write, as the
+// kernel wants it.
+void WriteAttribute(const fs::path& p, const std::string& value) {
+  std::ofstream f(p);
+  f << value << std::flush;
+}
+std::string Attribute(const fs::path& p) {
+  std::ifstream f(p);
+  std::string line;
+  std::getline(f, line);
+  return line;
+}
+
+// An NVMe over fabrics namespace of this host's target, as configfs lays it out under `root`:
+// made with `device` and enabled (the kernel opens it then); on destruction disabled and removed.
+class NvmetNamespaceDir {
+ public:
+  NvmetNamespaceDir(const fs::path& subsystem, int nsid, const std::string& device)
+      : dir_(subsystem / "namespaces" / std::to_string(nsid)) {
+    fs::create_directories(dir_);
+    WriteAttribute(dir_ / "device_path", device);
+    WriteAttribute(dir_ / "enable", "1");
+  }
+  ~NvmetNamespaceDir() {
+    WriteAttribute(dir_ / "enable", "0");
+    std::error_code ec;
+    fs::remove(dir_, ec);
+  }
+  NvmetNamespaceDir(const NvmetNamespaceDir&) = delete;
+  NvmetNamespaceDir& operator=(const NvmetNamespaceDir&) = delete;
+  const fs::path& dir() const { return dir_; }
+  std::string Enable() const { return Attribute(dir_ / "enable"); }
+
+ private:
+  fs::path dir_;
+};
+
+// What GuardExports does with the namespaces it finds, on a configfs tree of plain files (the
+// development kernel has no nvmet; the real target is the next test's, in the vm tier): a
+// protected image of an enforced dataset served is disabled and told once; one of an audited
+// dataset is told once and left; an unprotected one is left alone.
+TEST_F(VolumeIdTest, ExportOfAProtectedVolumeIsDisabledOrReportedByItsDatasetsMode) {
+  const fs::path enforced = tmp_.path() / "enforced.img", audited = tmp_.path() / "audited.img",
+                 other = tmp_.path() / "other.img";
+  for (const auto& f : {enforced, audited, other}) WriteFile(f, 1 << 20);
+  StartGuest(
+      "alpha", (1ULL << kHealth) | (1ULL << kAudited),
+      {{.source = enforced, .dataset = "health"}, {.source = audited, .dataset = "audited"}});
+  const fs::path root = tmp_.path() / "configfs", subsystem = root / "nvmet/subsystems/sgt-nqn";
+  const NvmetNamespaceDir a(subsystem, 1, enforced.string()), b(subsystem, 2, audited.string()),
+      c(subsystem, 3, other.string());
+
+  const auto found = sp_->GuardExports(root);
+  ASSERT_EQ(found.size(), 2u);
+  std::map<std::string, StorageDatapath::ExportFinding> by_dataset;
+  for (const auto& f : found) by_dataset[f.dataset] = f;
+  EXPECT_TRUE(by_dataset["health"].disabled) << by_dataset["health"].error;
+  EXPECT_EQ(by_dataset["health"].volume, enforced.string());
+  EXPECT_EQ(by_dataset["health"].where, a.dir().string());
+  EXPECT_FALSE(by_dataset["audited"].disabled);
+  EXPECT_EQ(by_dataset["audited"].error, "");
+  EXPECT_EQ(a.Enable(), "0");
+  EXPECT_EQ(b.Enable(), "1");
+  EXPECT_EQ(c.Enable(), "1");
+  EXPECT_TRUE(sp_->GuardExports(root).empty()) << "told twice";
+  WriteAttribute(a.dir() / "enable", "1");  // served again: disabled again
+  const auto again = sp_->GuardExports(root);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_TRUE(again[0].disabled);
+  EXPECT_EQ(a.Enable(), "0");
+}
+
+// This host's NVMe over fabrics target (nvmet) serving a protected block device or image file
+// sends the dataset's bytes to initiators no program judges: the namespace is disabled (the
+// kernel's own `enable` reads 0 again); one serving an unprotected device stays enabled.
+TEST_F(VolumeIdTest, NvmetNamespaceServingAProtectedVolumeIsDisabled) {
+  Sh("modprobe nvmet");  // a module on the distribution kernel (the vm tier)
+  ScopedMount configfs_mount("/sys/kernel/config");
+  if (!test::FindMount("configfs") && fs::exists("/sys/kernel/config"))
+    configfs_mount.Mount({"-t", "configfs", "configfs"});
+  const fs::path root = test::FindMount("configfs").value_or("/sys/kernel/config");
+  if (!fs::exists(root / "nvmet/subsystems"))
+    SOVGUARD_SKIP_KERNEL_FEATURE("nvme-target", "no nvmet in configfs (CONFIG_NVME_TARGET)");
+  const fs::path dev_img = tmp_.path() / "nvmet-dev.img", file_img = tmp_.path() / "nvmet-file.img",
+                 other_img = tmp_.path() / "nvmet-other.img";
+  for (const auto& f : {dev_img, file_img, other_img}) WriteFile(f, 4 << 20);
+  Loop protected_dev(dev_img), other_dev(other_img);
+  ASSERT_FALSE(protected_dev.dev().empty());
+  ASSERT_FALSE(other_dev.dev().empty());
+  StartGuest("alpha", 1ULL << kHealth,
+             {{.source = protected_dev.dev(), .dataset = "health"},
+              {.source = file_img, .dataset = "health"}});
+  const fs::path subsystem = root / "nvmet/subsystems/sgt-nvmet-test";
+  Undo remove_subsystem;
+  fs::create_directory(subsystem);
+  remove_subsystem.Set([subsystem] {
+    std::error_code ec;
+    fs::remove(subsystem, ec);
+  });
+  {
+    const NvmetNamespaceDir a(subsystem, 1, protected_dev.dev()),
+        b(subsystem, 2, file_img.string()), c(subsystem, 3, other_dev.dev());
+    ASSERT_EQ(a.Enable(), "1") << "the kernel did not enable the namespace";
+    ASSERT_EQ(b.Enable(), "1") << "the kernel did not enable the file namespace";
+    const auto found = sp_->GuardExports(root);
+    ASSERT_EQ(found.size(), 2u);
+    for (const auto& f : found) {
+      EXPECT_TRUE(f.disabled) << f.where << ": " << f.error;
+      EXPECT_EQ(f.dataset, "health");
+    }
+    EXPECT_EQ(a.Enable(), "0");
+    EXPECT_EQ(b.Enable(), "0");
+    EXPECT_EQ(c.Enable(), "1");
+  }
 }
 
 TEST_F(VolumeIdTest, PartitionOfAProtectedDeviceIsRefusedAndTheWholeDiskOfAProtectedPartition) {

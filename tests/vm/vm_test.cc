@@ -273,13 +273,18 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
        "Paths/PassedFdTest.ReadOfAPassedInVolumeIsKilledBeforeTheDataArrives/IoUring"});
   // Block-device aliases on a kernel with device-mapper, SCSI and NVMe (cgroup/dev judges them
   // alike with or without BPF LSM): dm targets over and under a protected device, a protected
-  // SCSI disk's sg and bsg pass-through nodes, a protected NVMe namespace's ngXnY and nvmeX.
+  // SCSI disk's sg and bsg pass-through nodes, a protected NVMe namespace's ngXnY and nvmeX; the
+  // kernel's NVMe target serving a protected device or image, disabled; an overlay file copied up
+  // at protection (guarded in its upper layer at once; refused where the copy-up fails).
   ExpectPassedWithoutSkips(
       io, "storage_volume_id_test",
       {"VolumeIdTest.DeviceMapperAliasesOfAProtectedDeviceAreRefused",
        "VolumeIdTest.ScsiGenericAndBsgNodesOfAProtectedDiskAreRefused",
        "VolumeIdTest.NvmeGenericAndControllerNodesOfAProtectedNamespaceAreRefused",
-       "VolumeIdTest.ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode"});
+       "VolumeIdTest.ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode",
+       "VolumeIdTest.NvmetNamespaceServingAProtectedVolumeIsDisabled",
+       "VolumeIdTest.OverlayFileCopiedUpAfterProtectionIsGuardedInItsUpperLayerAtOnce",
+       "VolumeIdTest.OverlayFileThatCannotBeCopiedUpIsRefusedProtection"});
 }
 
 // A systemd host: the same kernel booted with systemd as PID 1 (the host's systemd, machined,
