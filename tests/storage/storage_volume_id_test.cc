@@ -358,12 +358,16 @@ std::string Attribute(const fs::path& p) {
 
 // An NVMe over fabrics namespace of this host's target, as configfs lays it out under `root`:
 // made with `device` and enabled (the kernel opens it then); on destruction disabled and removed.
+// `buffered`: a file served through the page cache (nvmet opens files O_DIRECT otherwise, which
+// tmpfs refuses).
 class NvmetNamespaceDir {
  public:
-  NvmetNamespaceDir(const fs::path& subsystem, int nsid, const std::string& device)
+  NvmetNamespaceDir(const fs::path& subsystem, int nsid, const std::string& device,
+                    bool buffered = false)
       : dir_(subsystem / "namespaces" / std::to_string(nsid)) {
     fs::create_directories(dir_);
     WriteAttribute(dir_ / "device_path", device);
+    if (buffered) WriteAttribute(dir_ / "buffered_io", "1");
     WriteAttribute(dir_ / "enable", "1");
   }
   ~NvmetNamespaceDir() {
@@ -444,7 +448,7 @@ TEST_F(VolumeIdTest, NvmetNamespaceServingAProtectedVolumeIsDisabled) {
   });
   {
     const NvmetNamespaceDir a(subsystem, 1, protected_dev.dev()),
-        b(subsystem, 2, file_img.string()), c(subsystem, 3, other_dev.dev());
+        b(subsystem, 2, file_img.string(), /*buffered=*/true), c(subsystem, 3, other_dev.dev());
     ASSERT_EQ(a.Enable(), "1") << "the kernel did not enable the namespace";
     ASSERT_EQ(b.Enable(), "1") << "the kernel did not enable the file namespace";
     const auto found = sp_->GuardExports(root);
