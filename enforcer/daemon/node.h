@@ -159,10 +159,10 @@ class Node {
   libvirt::HookResponse OnHook(const libvirt::HookEvent& event);
   libvirt::HookResponse HandleHook(const libvirt::HookEvent& event);
   void OnTap(const libvirt::TapEvent& event);
-  std::uint64_t DatasetsFor(const libvirt::GuestInfo& guest) const;        // needs mu_
+  std::uint64_t DatasetsFor(const libvirt::GuestInfo& guest) const;  // needs mu_
   // A label that cannot be parsed, or that names a dataset the policy does not define: the guest
   // holds every dataset on the network (only what all allow) and none on storage.
-  bool LabelFailsClosed(const libvirt::DomainDescription& domain) const;  // needs mu_
+  bool LabelFailsClosed(const libvirt::DomainDescription& domain) const;   // needs mu_
   std::vector<std::uint16_t> EthertypesFor(std::uint64_t datasets) const;  // needs mu_
   storage::GuestStorage StorageFor(const libvirt::DomainDescription& domain,
                                    std::uint64_t datasets) const;  // needs mu_
@@ -241,7 +241,8 @@ class Node {
   std::string api_socket_;
   std::string api_tls_;  // HOST:PORT of the mutual-TLS listener, empty when off
   std::size_t api_auditors_ = 0;
-  std::string program_tag_;  // kernel tag of the residency program (hex)
+  std::size_t overlay_not_copied_told_ = 0;  // StorageDatapath::OverlayNotCopiedUp() logged
+  std::string program_tag_;                  // kernel tag of the residency program (hex)
   std::uint32_t program_id_ = 0;
 };
 

@@ -50,6 +50,7 @@ nlohmann::json StorageJson(storage::StorageDatapath* sp, const std::string& erro
   j["machine_cgroup"] = st.machine_cgroup.string();
   j["layout"] = storage::ToString(st.layout);
   j["guest_discovery"] = st.guest_discovery;
+  j["overlay_not_copied_up"] = st.overlay_not_copied_up;
   j["btrfs_subvolumes"] = st.btrfs_subvolumes;
   j["guests"] = st.guests;
   j["pending"] = st.pending;
@@ -149,6 +150,15 @@ void Node::PumpEvents() {
   // overlay's back), the new one is an alias from this round on.
   if (storage_) RefreshStorageAliases("overlayfs copy-up", /*overlay_only=*/true);
   if (storage_) GuardStorageExports();
+  if (storage_) {
+    const auto& not_copied = storage_->OverlayNotCopiedUp();
+    if (overlay_not_copied_told_ > not_copied.size()) overlay_not_copied_told_ = 0;  // new path
+    for (; overlay_not_copied_told_ < not_copied.size(); ++overlay_not_copied_told_)
+      log::Warning(
+          "storage path: overlayfs file {} (a later copy-up is guarded from the next "
+          "round, not at once)",
+          not_copied[overlay_not_copied_told_]);
+  }
   if (storage_) {
     storage_->PollEvents(
         [](const storage::StorageEvent& ev) {

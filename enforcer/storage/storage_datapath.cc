@@ -39,6 +39,10 @@ const std::vector<StorageDatapath::ProtectedVolume>& StorageDatapath::ReleasedSt
   return impl_->released_volumes;
 }
 
+const std::vector<std::string>& StorageDatapath::OverlayNotCopiedUp() const {
+  return impl_->status.overlay_not_copied_up;
+}
+
 StorageDatapath::~StorageDatapath() = default;  // pinned links stay in the kernel (see Detach)
 
 const StorageStatus& StorageDatapath::Status() {

@@ -110,6 +110,10 @@ struct StorageStatus {
   // How a guest's cgroup is learnt before QEMU runs: "tp_btf:cgroup_mkdir" or, when that failed,
   // "registration-by-id-only" (ExpectGuest then registers the cgroup only if it already exists).
   std::string guest_discovery;
+  // Protected overlayfs files the daemon could not copy up (read-only where it looks: its unit's
+  // ProtectSystem=, or an overlay mounted ro over an upper layer), each "path: why": a later
+  // copy-up's new upper-layer file is protected from the next tick's refresh, not at once.
+  std::vector<std::string> overlay_not_copied_up;
   std::size_t guests = 0, pending = 0, volumes = 0;
   std::uint64_t events_suppressed = 0;  // all guests, ever (rate limit or full ring buffer)
   bool adopted = false;                 // the kernel state was taken over from a predecessor
@@ -347,6 +351,8 @@ class StorageDatapath {
   // The volumes a released stale state protected (see StorageOptions::on_stale_state), with the
   // dataset ids it recorded: protect them again once the policy is applied. Empty otherwise.
   const std::vector<ProtectedVolume>& ReleasedStaleVolumes() const;
+  // StorageStatus::overlay_not_copied_up, without the rest of the status.
+  const std::vector<std::string>& OverlayNotCopiedUp() const;
 
   std::vector<IoCounters> ReadCounters() const;
 

@@ -130,12 +130,19 @@ void StorageDatapath::Impl::Protect(const fs::path& source, const std::string& d
   if (OnOverlay(canonical)) {
     // An overlayfs file is copied up now, after every check that could refuse it: its
     // identities are then those of its whole protection (a copy-up later would give its bytes
-    // a file not in the tables). The upper-layer file is new: asked again, and checked.
+    // a file not in the tables). The upper-layer file is new: asked again, and checked. Where
+    // the daemon cannot write (read-only where it looks), the tick's refresh is the guard, and
+    // the status says so.
+    std::string not_copied;
     try {
-      CopyUpOverlayFile(canonical);
+      not_copied = CopyUpOverlayFile(canonical);
     } catch (const std::exception& e) {
       throw StorageRefused(fmt::format("{}: volume {}: {}", who, canonical.string(), e.what()));
     }
+    auto& told = status.overlay_not_copied_up;
+    const std::string note = canonical.string() + ": " + not_copied;
+    if (!not_copied.empty() && std::find(told.begin(), told.end(), note) == told.end())
+      told.push_back(note);
     key = KeyOf(canonical).first;
     aliases = aliases_of();
     check_all(aliases);

@@ -311,10 +311,10 @@ bool OnOverlay(const fs::path& path) {
   return m && m->fstype == "overlay";
 }
 
-void CopyUpOverlayFile(const fs::path& path) {
+std::string CopyUpOverlayFile(const fs::path& path) {
   const Statx s = StatxOf(path);
   const auto m = FindMount(s.stx.stx_mnt_id);
-  if (!S_ISREG(s.stx.stx_mode) || !m || m->fstype != "overlay") return;
+  if (!S_ISREG(s.stx.stx_mode) || !m || m->fstype != "overlay") return {};
   const auto fail = [&](const std::string& why) {
     throw std::runtime_error("overlayfs file " + path.string() + ": " + why);
   };
@@ -335,6 +335,7 @@ void CopyUpOverlayFile(const fs::path& path) {
     // written. O_NOFOLLOW and the check after it: the file opened is the one asked for.
     const base::UniqueFd fd(
         ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW));
+    if (fd.Get() < 0 && errno == EROFS) return "read-only here, not copied up";
     if (fd.Get() < 0) fail("copy-up: " + base::ErrnoText(errno));
     struct stat st {};
     if (::fstat(fd.Get(), &st) != 0 || !S_ISREG(st.st_mode)) fail("copy-up: not a regular file");
@@ -344,6 +345,7 @@ void CopyUpOverlayFile(const fs::path& path) {
       (!layers.upper.empty() && !files.front().string().starts_with(layers.upper + "/")))
     fail(layers.upper.empty() ? "no layer file holds it"
                               : "no file in the upper layer " + layers.upper + " holds it");
+  return {};
 }
 
 std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys,

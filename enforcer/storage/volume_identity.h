@@ -78,10 +78,12 @@ bool OnOverlay(const std::filesystem::path& path);
 // Copies a regular file on overlayfs up to the upper layer now, so that one upper-layer file holds
 // its bytes for as long as it is protected (a later write, chmod or touch would otherwise move
 // them to a file nothing protects yet). Nothing to do off overlayfs; nothing to copy on an
-// overlay without an upper layer. Throws, naming the file and the reason, when the copy-up fails
-// (errno), when afterwards no upper-layer file (or, read-only, no layer file) holds it, and where
-// its bytes may lie where its path does not lead in the layers (a renamed directory on its way,
-// metacopy=on, data-only lower layers).
-void CopyUpOverlayFile(const std::filesystem::path& path);
+// overlay without an upper layer. Returns why it could not copy up where the file system is
+// read-only where the caller looks (EROFS: a service's ProtectSystem=, an overlay mounted ro over
+// an upper layer; a copy-up elsewhere stays possible), else empty. Throws, naming the file and
+// the reason, when the copy-up fails otherwise (errno), when no layer file holds it afterwards,
+// and where its bytes may lie where its path does not lead in the layers (a renamed directory on
+// its way, metacopy=on, data-only lower layers).
+std::string CopyUpOverlayFile(const std::filesystem::path& path);
 
 }  // namespace sovguard::storage

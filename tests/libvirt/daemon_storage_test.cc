@@ -167,6 +167,18 @@ class DaemonStorage : public st::DaemonWithLibvirt {
     return r.exit_code != 0 && !intruder.Running();
   }
 
+  // Defines the never-started guest `g` again from its inactive XML (attach-device --config alone
+  // sends libvirt no event) and waits until the daemon has protected its one labelled disk.
+  void DefineAndWaitProtected(st::TestGuest& g) {
+    const auto xml = pool_ / (g.Name() + "-defined.xml");
+    st::WriteTestFile(xml, g.Virsh({"dumpxml", "--inactive", g.Name()}));
+    g.Virsh({"define", xml.string()});
+    const std::string logged = "1 labelled disks of defined domain " + g.Name() + " protected";
+    ASSERT_TRUE(st::PollUntil(
+        15s, [&] { return daemon_->Log().find(logged) != std::string::npos; }, 50ms))
+        << daemon_->Log();
+  }
+
   // A guest labelled with "health" runs once with the volume: from then on it is a protected
   // volume of "health", which a guest without the dataset is refused.
   void ProtectVolumeByUse(const std::string& name) {
@@ -476,17 +488,7 @@ TEST_F(DaemonStorage, ImageOnOverlayfsIsRefusedThroughTheOverlayAndEachLayerFile
 
   st::TestGuest holder(st::MakeGuestSpec("sgt-dso0", "sgtdso0", kHealthDiskLabel));
   AttachDisk(holder, st::FileDisk(image.string()));
-  const auto xml = pool_ / "sgt-dso0-defined.xml";
-  st::WriteTestFile(xml, holder.Virsh({"dumpxml", "--inactive", holder.Name()}));
-  holder.Virsh({"define", xml.string()});
-  ASSERT_TRUE(st::PollUntil(
-      15s,
-      [&] {
-        return daemon_->Log().find("1 labelled disks of defined domain sgt-dso0 protected") !=
-               std::string::npos;
-      },
-      50ms))
-      << daemon_->Log();
+  ASSERT_NO_FATAL_FAILURE(DefineAndWaitProtected(holder));
   EXPECT_TRUE(fs::exists(upper / "health.img")) << "not copied up at its protection";
   int n = 0;
   for (const auto& file : {upper / "health.img", lower / "health.img", image}) {
@@ -525,17 +527,7 @@ TEST_F(DaemonStorage, HotPluggedVolumeOfADatasetTheHolderDoesNotHoldIsRefused) {
   st::TestGuest archive_guest(
       st::MakeGuestSpec("sgt-dsa", "sgtdsa", kArchiveDiskLabel));  // defined, never started
   AttachDisk(archive_guest, st::FileDisk(archive_, /*readonly=*/true));
-  const auto xml = pool_ / "sgt-dsa-defined.xml";
-  st::WriteTestFile(xml, archive_guest.Virsh({"dumpxml", "--inactive", archive_guest.Name()}));
-  archive_guest.Virsh({"define", xml.string()});
-  ASSERT_TRUE(st::PollUntil(
-      15s,
-      [&] {
-        return daemon_->Log().find("1 labelled disks of defined domain sgt-dsa protected") !=
-               std::string::npos;
-      },
-      50ms))
-      << daemon_->Log();
+  ASSERT_NO_FATAL_FAILURE(DefineAndWaitProtected(archive_guest));
   st::TestGuest holder(st::MakeGuestSpec("sgt-dsq", "sgtdsq", kHealthDiskLabel));
   holder.Start();
   ASSERT_TRUE(holder.WaitReady(120s)) << st::ReadTextFile(holder.ConsoleLog());

@@ -284,7 +284,8 @@ TEST_F(VmTest, WithoutBpfLsmTheFallbackLadderIsSelectedAndPasses) {
        "VolumeIdTest.ImageInABtrfsSubvolumeIsGuardedAndOnlyThatSubvolumesInode",
        "VolumeIdTest.NvmetNamespaceServingAProtectedVolumeIsDisabled",
        "VolumeIdTest.OverlayFileCopiedUpAfterProtectionIsGuardedInItsUpperLayerAtOnce",
-       "VolumeIdTest.OverlayFileThatCannotBeCopiedUpIsRefusedProtection"});
+       "VolumeIdTest.OverlayFileThatCannotBeCopiedUpIsRefusedProtection",
+       "VolumeIdTest.OverlayFileTheDaemonCannotCopyUpIsProtectedAndNamed"});
 }
 
 // A systemd host: the same kernel booted with systemd as PID 1 (the host's systemd, machined,
