@@ -167,6 +167,22 @@ class DaemonStorage : public st::DaemonWithLibvirt {
     return r.exit_code != 0 && !intruder.Running();
   }
 
+  // Whether the status shows reads of dataset "health" counted for `guest` within `timeout`.
+  bool HealthReadsCounted(const std::string& guest, std::chrono::seconds timeout) {
+    return st::PollUntil(
+        timeout,
+        [&] {
+          for (const auto& c :
+               daemon_->Status().at("storage").value("counters", nlohmann::json::array())) {
+            if (c.value("guest", "") == guest && c.value("dataset", "") == "health" &&
+                c.value("read_bytes", std::uint64_t{0}) > 0)
+              return true;
+          }
+          return false;
+        },
+        std::chrono::milliseconds(200));
+  }
+
   // Defines the never-started guest `g` again from its inactive XML (attach-device --config alone
   // sends libvirt no event) and waits until the daemon has protected its one labelled disk.
   void DefineAndWaitProtected(st::TestGuest& g) {
@@ -209,22 +225,7 @@ TEST_F(DaemonStorage, OnlyGuestsHoldingTheDatasetUseItsDisk) {
     ASSERT_TRUE(allowed.WaitReady(120s)) << st::ReadTextFile(allowed.ConsoleLog());
     // The guest kernel probed its disk while booting: QEMU read the image, and those reads are
     // counted for (guest, dataset) and shown in status.
-    nlohmann::json counters;
-    ASSERT_TRUE(st::PollUntil(
-        10s,
-        [&] {
-          for (const auto& c :
-               daemon_->Status().at("storage").value("counters", nlohmann::json::array())) {
-            if (c.value("guest", "") == allowed.Name() && c.value("dataset", "") == "health" &&
-                c.value("read_bytes", std::uint64_t{0}) > 0) {
-              counters = c;
-              return true;
-            }
-          }
-          return false;
-        },
-        200ms))
-        << daemon_->Status().dump(2);
+    ASSERT_TRUE(HealthReadsCounted(allowed.Name(), 10s)) << daemon_->Status().dump(2);
     std::string out;
     ASSERT_EQ(st::RunShell("curl -sf " + daemon_->Status().at("metrics").get<std::string>(), &out),
               0);
@@ -447,19 +448,7 @@ TEST_F(DaemonStorage, HotPluggedProtectedVolumeIsRefusedToAGuestWithoutItsDatase
   ASSERT_TRUE(attached.ok) << attached.error << daemon_->Log();
   // The guest kernel probes the new disk: QEMU's reads of it are counted for (holder, health),
   // the holder's only way to that dataset's bytes.
-  EXPECT_TRUE(st::PollUntil(
-      30s,
-      [&] {
-        for (const auto& c :
-             daemon_->Status().at("storage").value("counters", nlohmann::json::array())) {
-          if (c.value("guest", "") == "sgt-dsp2" && c.value("dataset", "") == "health" &&
-              c.value("read_bytes", std::uint64_t{0}) > 0)
-            return true;
-        }
-        return false;
-      },
-      200ms))
-      << daemon_->Status().dump(2);
+  EXPECT_TRUE(HealthReadsCounted("sgt-dsp2", 30s)) << daemon_->Status().dump(2);
   EXPECT_TRUE(holder->Running());
 }
 
@@ -499,19 +488,7 @@ TEST_F(DaemonStorage, ImageOnOverlayfsIsRefusedThroughTheOverlayAndEachLayerFile
   }
   holder.Start();
   ASSERT_TRUE(holder.WaitReady(120s)) << st::ReadTextFile(holder.ConsoleLog()) << daemon_->Log();
-  EXPECT_TRUE(st::PollUntil(
-      30s,
-      [&] {
-        for (const auto& c :
-             daemon_->Status().at("storage").value("counters", nlohmann::json::array())) {
-          if (c.value("guest", "") == holder.Name() && c.value("dataset", "") == "health" &&
-              c.value("read_bytes", std::uint64_t{0}) > 0)
-            return true;
-        }
-        return false;
-      },
-      200ms))
-      << daemon_->Status().dump(2);
+  EXPECT_TRUE(HealthReadsCounted(holder.Name(), 30s)) << daemon_->Status().dump(2);
   EXPECT_TRUE(holder.Running());
   holder.Destroy();
   EXPECT_EQ(daemon_->Terminate(), 0) << daemon_->Log();
