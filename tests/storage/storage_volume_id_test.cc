@@ -336,6 +336,34 @@ TEST_F(VolumeIdTest, OverlayFileWhoseLayersCannotBeSettledIsRefusedProtection) {
   EXPECT_TRUE(sp_->Volumes().empty()) << "a refused protection left a volume behind";
 }
 
+// A directory renamed through an overlay (redirect_dir=on) leaves its files in the lower layer
+// under the old name: the image's path no longer leads to its lower-layer file, so protection is
+// refused, naming why, rather than leaving that file out.
+TEST_F(VolumeIdTest, OverlayFileUnderARenamedDirectoryIsRefusedProtection) {
+  const fs::path lower = tmp_.path() / "lower", upper = tmp_.path() / "upper",
+                 work = tmp_.path() / "work", merged = tmp_.path() / "merged";
+  for (const auto& d : {lower / "old", upper, work, merged}) fs::create_directories(d);
+  WriteFile(lower / "old" / "health.img", 1 << 20);
+  ScopedMount overlay(merged);
+  std::string error;
+  ASSERT_TRUE(overlay.Mount({"-t", "overlay", "sgt-overlay", "-o",
+                             "lowerdir=" + lower.string() + ",upperdir=" + upper.string() +
+                                 ",workdir=" + work.string() + ",redirect_dir=on"},
+                            &error))
+      << error;
+  fs::rename(merged / "old", merged / "new");
+  const fs::path image = merged / "new" / "health.img";
+  ASSERT_TRUE(fs::exists(image));
+  try {
+    sp_->ProtectVolume(image, "health", false);
+    ADD_FAILURE() << "protected";
+  } catch (const StorageRefused& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(image.string()));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("renamed"));
+  }
+  EXPECT_TRUE(sp_->Volumes().empty()) << "a refused protection left a volume behind";
+}
+
 // Where the daemon cannot write (an overlay mounted read-only over an upper layer here; a hardened
 // unit's ProtectSystem= alike) the file is protected without a copy-up, through the overlay and in
 // its lower layer, and the status names it: a copy-up made elsewhere later is guarded from the
