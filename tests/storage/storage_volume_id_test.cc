@@ -195,6 +195,18 @@ class VolumeIdTest : public StorageTest {
       if (c.guest == guest && c.dataset == "health") return c.read_bytes;
     return 0;
   }
+  // Protecting `p` for "health" is refused with every one of `words` (and `p`) in the reason,
+  // and leaves no protected volume behind.
+  void ExpectProtectionRefused(const fs::path& p, const std::vector<std::string>& words) {
+    try {
+      sp_->ProtectVolume(p, "health", false);
+      ADD_FAILURE() << p << " protected";
+    } catch (const StorageRefused& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(p.string()));
+      for (const auto& w : words) EXPECT_THAT(e.what(), ::testing::HasSubstr(w));
+    }
+    EXPECT_TRUE(sp_->Volumes().empty()) << "a refused protection left a volume behind";
+  }
   // The guest with the dataset opens `p` and reads 64 KiB, counted on "health".
   void ExpectAllowedAndCounted(const fs::path& cg, const std::string& guest, const fs::path& p) {
     constexpr std::size_t kBytes = 64 << 10;
@@ -309,15 +321,7 @@ TEST_F(VolumeIdTest, OverlayFileThatCannotBeCopiedUpIsRefusedProtection) {
   OverlayWithImage overlay(tmp_.path());
   ASSERT_TRUE(overlay.Make("64k"));
   const fs::path image = overlay.image();
-  try {
-    sp_->ProtectVolume(image, "health", false);
-    ADD_FAILURE() << "protected without a copy-up";
-  } catch (const StorageRefused& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr(image.string()));
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("copy-up"));
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("No space left on device"));
-  }
-  EXPECT_TRUE(sp_->Volumes().empty()) << "a refused protection left a volume behind";
+  ExpectProtectionRefused(image, {"copy-up", "No space left on device"});
 }
 
 // Where the file's bytes may lie where its path does not lead in the layers (metacopy=on: data
@@ -325,15 +329,8 @@ TEST_F(VolumeIdTest, OverlayFileThatCannotBeCopiedUpIsRefusedProtection) {
 TEST_F(VolumeIdTest, OverlayFileWhoseLayersCannotBeSettledIsRefusedProtection) {
   OverlayWithImage overlay(tmp_.path());
   ASSERT_TRUE(overlay.Make("", true, "metacopy=on"));
-  try {
-    sp_->ProtectVolume(overlay.image(), "health", false);
-    ADD_FAILURE() << "protected";
-  } catch (const StorageRefused& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr(overlay.image().string()));
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("metacopy=on"));
-  }
+  ExpectProtectionRefused(overlay.image(), {"metacopy=on"});
   EXPECT_FALSE(fs::exists(overlay.upper_image())) << "copied up all the same";
-  EXPECT_TRUE(sp_->Volumes().empty()) << "a refused protection left a volume behind";
 }
 
 // A directory renamed through an overlay (redirect_dir=on) leaves its files in the lower layer
@@ -354,14 +351,7 @@ TEST_F(VolumeIdTest, OverlayFileUnderARenamedDirectoryIsRefusedProtection) {
   fs::rename(merged / "old", merged / "new");
   const fs::path image = merged / "new" / "health.img";
   ASSERT_TRUE(fs::exists(image));
-  try {
-    sp_->ProtectVolume(image, "health", false);
-    ADD_FAILURE() << "protected";
-  } catch (const StorageRefused& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr(image.string()));
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("renamed"));
-  }
-  EXPECT_TRUE(sp_->Volumes().empty()) << "a refused protection left a volume behind";
+  ExpectProtectionRefused(image, {"renamed"});
 }
 
 // Where the daemon cannot write (an overlay mounted read-only over an upper layer here; a hardened
