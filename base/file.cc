@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 
@@ -72,6 +73,12 @@ std::optional<std::string> TryReadFileText(const std::filesystem::path& path, st
     return std::nullopt;
   }
   return out;
+}
+
+std::string ReadFirstLine(const std::filesystem::path& path) {
+  std::string text = TryReadFileText(path, nullptr).value_or("");
+  text.resize(std::min(text.size(), text.find('\n')));
+  return text;
 }
 
 void WriteFileAtomic(const std::filesystem::path& path, std::span<const uint8_t> data,

@@ -22,6 +22,9 @@ bool ReadFileIfExists(const std::filesystem::path& path, Bytes& out);
 // Does not throw: on failure returns nullopt and sets *error (if given) to the reason, without
 // the path ("cannot open: No such file or directory").
 std::optional<std::string> TryReadFileText(const std::filesystem::path& path, std::string* error);
+// The first line of a one-value pseudo-file (a sysfs or configfs attribute), without its newline;
+// empty when it cannot be read.
+std::string ReadFirstLine(const std::filesystem::path& path);
 
 // Writes PATH.tmp with `mode` (umask not applied), fsyncs it, renames it over PATH and fsyncs the
 // directory: a crash leaves the old or the new file, never half of one. Throws base::Error naming

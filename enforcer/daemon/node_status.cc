@@ -148,9 +148,9 @@ void Node::PumpEvents() {
   // Protection copies an overlayfs file up at once, so its upper-layer file is protected from
   // the start. Should its layer files change all the same (replaced in a layer behind the
   // overlay's back), the new one is an alias from this round on.
-  if (storage_) RefreshStorageAliases("overlayfs copy-up", /*overlay_only=*/true);
-  if (storage_) GuardStorageExports();
   if (storage_) {
+    RefreshStorageAliases("overlayfs copy-up", /*overlay_only=*/true);
+    GuardStorageExports();
     const auto& not_copied = storage_->OverlayNotCopiedUp();
     if (overlay_not_copied_told_ > not_copied.size()) overlay_not_copied_told_ = 0;  // new path
     for (; overlay_not_copied_told_ < not_copied.size(); ++overlay_not_copied_told_)
@@ -158,8 +158,6 @@ void Node::PumpEvents() {
           "storage path: overlayfs file {} (a later copy-up is guarded from the next "
           "round, not at once)",
           not_copied[overlay_not_copied_told_]);
-  }
-  if (storage_) {
     storage_->PollEvents(
         [](const storage::StorageEvent& ev) {
           log::Write(

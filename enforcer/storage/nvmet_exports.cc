@@ -4,26 +4,14 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <fstream>
 #include <string>
 #include <system_error>
 
+#include "base/file.h"
 #include "base/unique_fd.h"
 
 namespace sovguard::storage {
 namespace fs = std::filesystem;
-
-namespace {
-
-// The first line of a configfs attribute, empty when it cannot be read.
-std::string Attribute(const fs::path& file) {
-  std::ifstream f(file);
-  std::string line;
-  std::getline(f, line);
-  return line;
-}
-
-}  // namespace
 
 std::vector<NvmetNamespace> NvmetNamespaces(const fs::path& configfs) {
   std::vector<NvmetNamespace> out;
@@ -33,8 +21,8 @@ std::vector<NvmetNamespace> NvmetNamespaces(const fs::path& configfs) {
     for (const auto& ns : fs::directory_iterator(sub.path() / "namespaces", ec2)) {
       if (!fs::exists(ns.path() / "enable", ec2)) continue;
       out.push_back(NvmetNamespace{.dir = ns.path(),
-                                   .device_path = Attribute(ns.path() / "device_path"),
-                                   .enabled = Attribute(ns.path() / "enable") == "1"});
+                                   .device_path = base::ReadFirstLine(ns.path() / "device_path"),
+                                   .enabled = base::ReadFirstLine(ns.path() / "enable") == "1"});
     }
   }
   return out;

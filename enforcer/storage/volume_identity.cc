@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "base/errno_text.h"
+#include "base/file.h"
 #include "base/unique_fd.h"
 #include "enforcer/system/mounts.h"
 
@@ -78,16 +79,9 @@ Statx StatxOf(const fs::path& path) {
   return s;
 }
 
-std::string ReadLine(const fs::path& p) {
-  std::ifstream f(p);
-  std::string s;
-  std::getline(f, s);
-  return s;
-}
-
 // "M:m" of a sysfs block directory's dev file, in kernel encoding; nullopt if unreadable.
 std::optional<std::uint64_t> SysDev(const fs::path& dir) {
-  const std::string s = ReadLine(dir / "dev");
+  const std::string s = base::ReadFirstLine(dir / "dev");
   const auto colon = s.find(':');
   if (colon == std::string::npos) return std::nullopt;
   try {
@@ -120,6 +114,12 @@ struct OverlayLayers {
   std::string upper;                // empty: none (a read-only overlay)
   std::vector<std::string> lowers;  // top first
   std::string unsupported;
+  // Every layer, the upper one first.
+  std::vector<std::string> TopFirst() const {
+    std::vector<std::string> all = lowers;
+    if (!upper.empty()) all.insert(all.begin(), upper);
+    return all;
+  }
 };
 
 OverlayLayers ParseOverlayOptions(const std::string& super_options) {
@@ -192,20 +192,13 @@ std::vector<fs::path> OverlayLayerFiles(const fs::path& path, const MountEntry& 
   if (rel.empty()) return {};
   const OverlayLayers layers = ParseOverlayOptions(m.super_options);
   std::vector<fs::path> found;
-  if (!layers.upper.empty()) {
+  for (const auto& layer : layers.TopFirst()) {
     struct stat st {};
-    const fs::path candidate = layers.upper / rel;
-    if (::lstat(candidate.c_str(), &st) == 0) {
-      if (S_ISCHR(st.st_mode) && st.st_rdev == 0) return {};  // whiteout: nothing below shows
-      found.push_back(candidate);
-    }
-  }
-  for (const auto& lower : layers.lowers) {
-    struct stat st {};
-    const fs::path candidate = lower / rel;
+    const fs::path candidate = fs::path(layer) / rel;
     if (::lstat(candidate.c_str(), &st) != 0) continue;
-    if (!(S_ISCHR(st.st_mode) && st.st_rdev == 0)) found.push_back(candidate);
-    break;  // the first lower layer's is what shows (a whiteout hides the rest)
+    if (S_ISCHR(st.st_mode) && st.st_rdev == 0) break;  // a whiteout: nothing below shows
+    found.push_back(candidate);
+    if (layer != layers.upper) break;  // the first lower layer's is what shows
   }
   return found;
 }
@@ -294,7 +287,7 @@ std::vector<LoopDevice> LoopDevices(const fs::path& sys, bool btrfs_subvolumes) 
     const auto kdev = SysDev(e.path());
     if (!kdev) continue;
     try {
-      loops.push_back({*kdev, KernelVolumeId(ReadLine(backing), btrfs_subvolumes)});
+      loops.push_back({*kdev, KernelVolumeId(base::ReadFirstLine(backing), btrfs_subvolumes)});
     } catch (const std::exception&) {
       // Backing file deleted or unreachable from here: its bytes are no protected file's path.
     }
@@ -324,9 +317,7 @@ std::string CopyUpOverlayFile(const fs::path& path) {
          ": the layer holding its bytes is not found by path");
   const fs::path rel = RelativeInOverlay(path, *m);
   if (rel.empty()) fail("not found under its overlay mount " + m->mount_point);
-  std::vector<std::string> all = layers.lowers;
-  if (!layers.upper.empty()) all.insert(all.begin(), layers.upper);
-  for (const auto& layer : all)
+  for (const auto& layer : layers.TopFirst())
     if (RedirectOnTheWay(layer, rel))
       fail("a directory on its way in layer " + layer +
            " was renamed (overlayfs redirect): the layer holding its bytes is not found by path");
@@ -413,7 +404,7 @@ std::vector<VolumeAlias> VolumeAliases(const fs::path& path, const fs::path& sys
       }
     }
     if (fs::exists(dir / "loop/backing_file", ec)) {
-      const fs::path file = ReadLine(dir / "loop/backing_file");
+      const fs::path file = base::ReadFirstLine(dir / "loop/backing_file");
       try {
         const VolumeId id = KernelVolumeId(file);
         if (add(id, file.string(), "backing file of " + n.name))

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "base/file.h"
 #include "enforcer/storage/block_uevents.h"
 #include "enforcer/storage/volume_identity.h"
 #include "tests/harness/mounts.h"
@@ -380,12 +381,6 @@ void WriteAttribute(const fs::path& p, const std::string& value) {
   std::ofstream f(p);
   f << value << std::flush;
 }
-std::string Attribute(const fs::path& p) {
-  std::ifstream f(p);
-  std::string line;
-  std::getline(f, line);
-  return line;
-}
 
 // An NVMe over fabrics namespace of this host's target, as configfs lays it out under `root`:
 // made with `device` and enabled (the kernel opens it then); on destruction disabled and removed.
@@ -409,7 +404,7 @@ class NvmetNamespaceDir {
   NvmetNamespaceDir(const NvmetNamespaceDir&) = delete;
   NvmetNamespaceDir& operator=(const NvmetNamespaceDir&) = delete;
   const fs::path& dir() const { return dir_; }
-  std::string Enable() const { return Attribute(dir_ / "enable"); }
+  std::string Enable() const { return base::ReadFirstLine(dir_ / "enable"); }
 
  private:
   fs::path dir_;
